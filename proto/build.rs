@@ -1,0 +1,24 @@
+//! Compiles `proto/` with protox (pure Rust), so building needs no `protoc` binary.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/mlops/v1/events.proto",
+        "proto/mlops/v1/registry.proto",
+        "proto/mlops/v1/ingest.proto",
+        "proto/mlops/v1/deployer.proto",
+        "proto/mlops/v1/monitor.proto",
+        "proto/inference/grpc_predict_v2.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    // Events that outside systems publish are also accepted as proto3 JSON (lowerCamelCase).
+    let json = "#[derive(serde::Deserialize, serde::Serialize)] #[serde(rename_all = \"camelCase\", default)]";
+    tonic_prost_build::configure()
+        .type_attribute("mlops.v1.DataArrived", json)
+        .type_attribute("mlops.v1.LabelsArrived", json)
+        .type_attribute("mlops.v1.Label", json)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! The dataset catalog in redb: one row per (dataset id, pipeline) with its source, size, arrival
+//! time and validation verdict.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const DATASETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("datasets");
+
+/// A catalogued dataset version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    pub dataset_id: String,
+    pub pipeline: String,
+    pub source: String,
+    pub format: String,
+    pub size_bytes: u64,
+    pub arrived_unix_ms: i64,
+    /// "pending", "accepted" or "rejected".
+    pub verdict: String,
+    pub rows: u64,
+    pub verdict_detail: String,
+    /// Whether `data.ingested` was acknowledged by the stream.
+    pub published: bool,
+}
+
+/// Catalog errors.
+#[derive(Debug, thiserror::Error)]
+#[error("catalog database: {0}")]
+pub struct CatalogError(String);
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CatalogError {
+            fn from(e: $t) -> Self {
+                Self(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+
+/// The catalog database.
+pub struct Catalog {
+    db: Database,
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(DATASETS)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// The row for `id` in `pipeline`.
+    pub fn get(&self, id: &str, pipeline: &str) -> Result<Option<DatasetRecord>, CatalogError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DATASETS)?;
+        Ok(match table.get((id, pipeline))? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    /// The first row for `id`, whatever the pipeline.
+    pub fn find(&self, id: &str) -> Result<Option<DatasetRecord>, CatalogError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DATASETS)?;
+        let first = table.range((id, "")..)?.next().transpose()?;
+        Ok(match first {
+            Some((k, v)) if k.value().0 == id => Some(serde_json::from_slice(v.value())?),
+            _ => None,
+        })
+    }
+
+    /// Inserts or replaces a row.
+    pub fn put(&self, record: &DatasetRecord) -> Result<(), CatalogError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(DATASETS)?;
+            table.insert((record.dataset_id.as_str(), record.pipeline.as_str()), serde_json::to_vec(record)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Records a validation verdict; `false` when the dataset is unknown.
+    pub fn set_verdict(&self, id: &str, pipeline: &str, verdict: &str, rows: u64, detail: &str) -> Result<bool, CatalogError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(DATASETS)?;
+            let mut record: DatasetRecord = match table.get((id, pipeline))? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Ok(false),
+            };
+            record.verdict = verdict.into();
+            record.rows = rows;
+            record.verdict_detail = detail.into();
+            table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// Rows filtered by pipeline and verdict (empty matches all), oldest arrival first.
+    pub fn list(&self, pipeline: &str, verdict: &str) -> Result<Vec<DatasetRecord>, CatalogError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DATASETS)?;
+        let mut out = Vec::new();
+        for kv in table.iter()? {
+            let r: DatasetRecord = serde_json::from_slice(kv?.1.value())?;
+            if (pipeline.is_empty() || r.pipeline == pipeline) && (verdict.is_empty() || r.verdict == verdict) {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.arrived_unix_ms.cmp(&b.arrived_unix_ms).then_with(|| a.dataset_id.cmp(&b.dataset_id)));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_survive_reopen_and_verdicts_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let c = Catalog::open(&path).unwrap();
+        let r = DatasetRecord {
+            dataset_id: "abc".into(),
+            pipeline: "churn".into(),
+            source: "f.csv".into(),
+            format: "csv".into(),
+            size_bytes: 3,
+            arrived_unix_ms: 5,
+            verdict: "pending".into(),
+            rows: 0,
+            verdict_detail: String::new(),
+            published: true,
+        };
+        c.put(&r).unwrap();
+        assert!(c.set_verdict("abc", "churn", "accepted", 10, "").unwrap());
+        assert!(!c.set_verdict("zzz", "churn", "accepted", 10, "").unwrap());
+        drop(c);
+        let c = Catalog::open(&path).unwrap();
+        assert_eq!(c.find("abc").unwrap().unwrap().verdict, "accepted");
+        assert_eq!(c.list("churn", "accepted").unwrap().len(), 1);
+        assert!(c.list("churn", "rejected").unwrap().is_empty());
+        assert!(c.find("ab").unwrap().is_none());
+    }
+}

@@ -1,0 +1,315 @@
+//! Ingest: turns uploads (gRPC client streaming) and `data.arrived` events (an object already in the
+//! `datasets` bucket) into dataset versions. A version's id is the sha256 of its content; its blob
+//! goes to the object store and its row to the redb catalog, then `data.ingested` is published.
+//! The same content twice is one version: no second validation, no second training.
+
+pub mod catalog;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use mlops_proto as pb;
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError};
+use mlops_shared::config::NatsArgs;
+use mlops_shared::events::{Envelope, EventContext};
+use mlops_shared::http::{Readiness, ops_router, serve};
+use mlops_shared::ids::PipelineName;
+use mlops_shared::objects::{ObjectError, Objects};
+use mlops_shared::spec::SpecStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+use crate::catalog::{Catalog, DatasetRecord};
+
+/// Ingest configuration.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "mlops-ingest", version, about = "Ingest: uploads and data-arrival events become dataset versions")]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// gRPC and HTTP (/healthz, /metrics) listen address.
+    #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+    /// Directory of the catalog's redb file.
+    #[arg(long, env = "MLOPS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Largest dataset accepted, in bytes.
+    #[arg(long, env = "MLOPS_MAX_UPLOAD_BYTES", default_value_t = 256 << 20)]
+    pub max_upload_bytes: u64,
+}
+
+impl mlops_shared::service::ServiceConfig for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+/// Errors of one ingestion, mapped to gRPC codes and to ack/term.
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    #[error("{0}")]
+    BadInput(String),
+    #[error("pipeline `{0}` not found; apply its spec first (mlops pipeline apply)")]
+    UnknownPipeline(String),
+    #[error(transparent)]
+    Unavailable(anyhow::Error),
+}
+
+impl From<IngestError> for Status {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::BadInput(m) => Status::invalid_argument(m),
+            IngestError::UnknownPipeline(_) => Status::not_found(e.to_string()),
+            IngestError::Unavailable(e) => Status::unavailable(format!("{e:#}")),
+        }
+    }
+}
+
+impl From<IngestError> for HandlerError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Unavailable(e) => HandlerError::Transient(e),
+            other => HandlerError::Permanent(other.to_string()),
+        }
+    }
+}
+
+struct Ingest {
+    bus: Bus,
+    catalog: Catalog,
+    datasets: Objects,
+    specs: SpecStore,
+    max_bytes: u64,
+}
+
+/// Runs ingest until `shutdown` fires.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let catalog = Catalog::open(&config.data_dir.join("ingest.redb")).context("opening dataset catalog")?;
+    let bus = Bus::connect(&config.nats, "ingest", &shutdown).await?;
+    bus.provision(config.nats.replicas).await?;
+    let ingest = Arc::new(Ingest {
+        datasets: bus.objects(DATASETS_BUCKET).await?,
+        specs: SpecStore::open(&bus).await?,
+        bus: bus.clone(),
+        catalog,
+        max_bytes: config.max_upload_bytes,
+    });
+
+    let tracker = TaskTracker::new();
+    let consumers = [
+        ("ingest-arrived", Kind::Arrived),
+        ("ingest-validated", Kind::Validated),
+        ("ingest-rejected", Kind::Rejected),
+    ];
+    for (durable, kind) in consumers {
+        let (ingest, token) = (ingest.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            let bus = ingest.bus.clone();
+            match kind {
+                Kind::Arrived => bus.consume(ConsumerSpec::events::<pb::DataArrived>(durable), token, |e| ingest.on_arrived(e)).await,
+                Kind::Validated => {
+                    bus.consume(ConsumerSpec::events::<pb::DataValidated>(durable), token, |e| ingest.on_validated(e)).await
+                }
+                Kind::Rejected => {
+                    bus.consume(ConsumerSpec::events::<pb::DataRejected>(durable), token, |e| ingest.on_rejected(e)).await
+                }
+            }
+        });
+    }
+    tracker.close();
+
+    let readiness = Readiness::default();
+    let grpc = tonic::service::Routes::new(
+        pb::ingest_server::IngestServer::new(IngestApi(ingest.clone())).max_decoding_message_size(8 << 20),
+    )
+    .into_axum_router();
+    readiness.set_ready();
+    info!(addr = %listener.local_addr()?, "ingest ready");
+    serve(listener, ops_router(readiness).merge(grpc), shutdown.clone()).await?;
+    tracker.wait().await;
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Arrived,
+    Validated,
+    Rejected,
+}
+
+fn summarize(warnings: &[pb::ColumnReport]) -> String {
+    warnings
+        .iter()
+        .flat_map(|c| c.anomalies.iter().map(move |a| format!("{}: {}", c.column, a.message)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Ingest {
+    /// Stores and catalogues `bytes` for `pipeline`, then publishes `data.ingested` once.
+    /// Returns the catalog row and whether the content was already known.
+    async fn ingest(&self, pipeline: &str, source: &str, format: &str, bytes: &[u8], ctx: EventContext) -> Result<(DatasetRecord, bool), IngestError> {
+        let name = PipelineName::new(pipeline).map_err(|e| IngestError::BadInput(e.to_string()))?;
+        let format = if format.is_empty() { "csv" } else { format };
+        if format != "csv" {
+            return Err(IngestError::BadInput(format!("format {format:?} is not supported (supported: csv)")));
+        }
+        if bytes.is_empty() {
+            return Err(IngestError::BadInput("the dataset is empty (0 bytes)".into()));
+        }
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(IngestError::BadInput(format!("the dataset is {} bytes, over the limit of {}", bytes.len(), self.max_bytes)));
+        }
+        let spec = self.specs.get(name.as_str()).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        if spec.is_none() {
+            return Err(IngestError::UnknownPipeline(name.to_string()));
+        }
+        let id = mlops_shared::sha256_hex(bytes);
+        let unavailable = |e: catalog::CatalogError| IngestError::Unavailable(e.into());
+        let mut record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
+            Some(existing) if existing.published => {
+                info!(pipeline = %name, dataset = %&id[..12], "dataset already known, nothing to do");
+                metrics::counter!("mlops_datasets_duplicate_total").increment(1);
+                return Ok((existing, true));
+            }
+            Some(unpublished) => unpublished,
+            None => DatasetRecord {
+                dataset_id: id.clone(),
+                pipeline: name.to_string(),
+                source: source.into(),
+                format: format.into(),
+                size_bytes: bytes.len() as u64,
+                arrived_unix_ms: mlops_shared::now_unix_ms(),
+                verdict: "pending".into(),
+                rows: 0,
+                verdict_detail: String::new(),
+                published: false,
+            },
+        };
+        self.datasets.put(bytes).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        self.catalog.put(&record).map_err(unavailable)?;
+        let event = pb::DataIngested {
+            pipeline: name.to_string(),
+            dataset_id: id.clone(),
+            size_bytes: record.size_bytes,
+            source: record.source.clone(),
+            format: record.format.clone(),
+        };
+        // The id is stable, so a retry after a crash here is dropped by the stream's dedup window.
+        self.bus
+            .publish(&format!("ingested-{name}-{id}"), &ctx, &event)
+            .await
+            .map_err(|e| IngestError::Unavailable(e.into()))?;
+        record.published = true;
+        self.catalog.put(&record).map_err(unavailable)?;
+        metrics::counter!("mlops_datasets_ingested_total").increment(1);
+        info!(pipeline = %name, dataset = %&id[..12], bytes = record.size_bytes, "dataset ingested");
+        Ok((record, false))
+    }
+
+    async fn on_arrived(&self, e: Envelope<pb::DataArrived>) -> Result<(), HandlerError> {
+        let ctx = e.follow();
+        let a = e.payload;
+        let bytes = self.datasets.get_named(&a.object, self.max_bytes).await.map_err(|err| match err {
+            ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => HandlerError::permanent(format!("data.arrived: {err}")),
+            other => HandlerError::Transient(other.into()),
+        })?;
+        let source = if a.source.is_empty() { format!("object:{}", a.object) } else { a.source };
+        self.ingest(&a.pipeline, &source, "csv", &bytes, ctx).await?;
+        Ok(())
+    }
+
+    async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), HandlerError> {
+        let v = &e.payload;
+        self.verdict(&v.dataset_id, &v.pipeline, "accepted", v.rows, &summarize(&v.warnings))
+    }
+
+    async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), HandlerError> {
+        let r = &e.payload;
+        self.verdict(&r.dataset_id, &r.pipeline, "rejected", r.rows, &r.reason)
+    }
+
+    fn verdict(&self, id: &str, pipeline: &str, verdict: &str, rows: u64, detail: &str) -> Result<(), HandlerError> {
+        match self.catalog.set_verdict(id, pipeline, verdict, rows, detail) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(HandlerError::permanent(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog"))),
+            Err(e) => Err(HandlerError::Transient(e.into())),
+        }
+    }
+}
+
+fn dataset_proto(r: DatasetRecord, duplicate: bool) -> pb::Dataset {
+    pb::Dataset {
+        dataset_id: r.dataset_id,
+        pipeline: r.pipeline,
+        source: r.source,
+        format: r.format,
+        size_bytes: r.size_bytes,
+        arrived_unix_ms: r.arrived_unix_ms,
+        verdict: r.verdict,
+        rows: r.rows,
+        verdict_detail: r.verdict_detail,
+        duplicate,
+    }
+}
+
+struct IngestApi(Arc<Ingest>);
+
+#[tonic::async_trait]
+impl pb::ingest_server::Ingest for IngestApi {
+    async fn upload(&self, req: Request<Streaming<pb::UploadRequest>>) -> Result<Response<pb::Dataset>, Status> {
+        use pb::upload_request::Part;
+        let mut stream = req.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(pb::UploadRequest { part: Some(Part::Header(h)) })) => h,
+            Some(Ok(_)) => return Err(Status::invalid_argument("the first upload message must be the header")),
+            Some(Err(e)) => return Err(e),
+            None => return Err(Status::invalid_argument("empty upload: no header")),
+        };
+        PipelineName::new(&header.pipeline).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut bytes = Vec::new();
+        while let Some(msg) = stream.next().await {
+            match msg?.part {
+                Some(Part::Chunk(c)) => {
+                    if (bytes.len() + c.len()) as u64 > self.0.max_bytes {
+                        return Err(Status::invalid_argument(format!("upload exceeds the limit of {} bytes", self.0.max_bytes)));
+                    }
+                    bytes.extend_from_slice(&c);
+                }
+                Some(Part::Header(_)) => return Err(Status::invalid_argument("a second header in one upload")),
+                None => {}
+            }
+        }
+        let ctx = EventContext::new_run(format!("run-{}", uuid_like(&bytes, &header.pipeline)));
+        let (record, duplicate) = self.0.ingest(&header.pipeline, &header.source, &header.format, &bytes, ctx).await?;
+        Ok(Response::new(dataset_proto(record, duplicate)))
+    }
+
+    async fn get_dataset(&self, req: Request<pb::GetDatasetRequest>) -> Result<Response<pb::Dataset>, Status> {
+        let id = req.into_inner().dataset_id;
+        let record = self.0.catalog.find(&id).map_err(|e| Status::internal(e.to_string()))?;
+        let record = record.ok_or_else(|| Status::not_found(format!("dataset {id} not found")))?;
+        Ok(Response::new(dataset_proto(record, false)))
+    }
+
+    async fn list_datasets(&self, req: Request<pb::ListDatasetsRequest>) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        let req = req.into_inner();
+        let records = self.0.catalog.list(&req.pipeline, &req.verdict).map_err(|e| Status::internal(e.to_string()))?;
+        let datasets = records.into_iter().map(|r| dataset_proto(r, false)).collect();
+        Ok(Response::new(pb::ListDatasetsResponse { datasets }))
+    }
+}
+
+/// A run id for an upload: its content and pipeline, so a retried upload joins the same run.
+fn uuid_like(bytes: &[u8], pipeline: &str) -> String {
+    let mut h = mlops_shared::sha256_hex(bytes);
+    h.truncate(16);
+    format!("{pipeline}-{h}")
+}

@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    mlops_shared::service::main("ingest", mlops_ingest::run)
+}

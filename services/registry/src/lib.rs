@@ -1,0 +1,254 @@
+//! The registry: source of truth for pipelines and models. It serves `mlops.v1.Registry` over gRPC,
+//! records every `model.trained` as a numbered version with its lineage, and every
+//! `model.evaluated` verdict, in a redb file.
+
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mlops_proto as pb;
+use mlops_shared::bus::{Bus, ConsumerSpec, HandlerError};
+use mlops_shared::config::NatsArgs;
+use mlops_shared::events::Envelope;
+use mlops_shared::http::{Readiness, ops_router, serve};
+use mlops_shared::spec::{PipelineSpec, SpecStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::store::{CheckRecord, ModelRecord, Store, StoreError};
+
+/// Registry configuration.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "mlops-registry", version, about = "Model registry: pipelines, versions, aliases, lineage")]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// gRPC and HTTP (/healthz, /metrics) listen address.
+    #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Directory of the registry's redb file.
+    #[arg(long, env = "MLOPS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+impl mlops_shared::service::ServiceConfig for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+/// Runs the registry until `shutdown` fires.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store = Arc::new(Store::open(&config.data_dir.join("registry.redb")).context("opening registry database")?);
+    let bus = Bus::connect(&config.nats, "registry", &shutdown).await?;
+    bus.provision(config.nats.replicas).await?;
+    let specs = SpecStore::open(&bus).await?;
+    // The key-value bucket is a cache of the registry: re-publish so it always matches.
+    for p in store.pipelines()? {
+        let spec = PipelineSpec::from_yaml(&p.spec_yaml)?;
+        specs.put(&spec).await?;
+    }
+
+    let readiness = Readiness::default();
+    let grpc = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(RegistryApi { store: store.clone(), specs }))
+        .into_axum_router();
+    let router = ops_router(readiness.clone()).merge(grpc);
+    let tracker = TaskTracker::new();
+    {
+        let (bus, store, token) = (bus.clone(), store.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            bus.consume(ConsumerSpec::events::<pb::ModelTrained>("registry-trained"), token, |e| on_trained(&store, e)).await
+        });
+    }
+    {
+        let (bus, store, token) = (bus.clone(), store.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            bus.consume(ConsumerSpec::events::<pb::ModelEvaluated>("registry-evaluated"), token, |e| on_evaluated(&store, e))
+                .await
+        });
+    }
+    tracker.close();
+    readiness.set_ready();
+    info!(addr = %listener.local_addr()?, "registry ready");
+    serve(listener, router, shutdown.clone()).await?;
+    tracker.wait().await;
+    Ok(())
+}
+
+async fn on_trained(store: &Store, e: Envelope<pb::ModelTrained>) -> Result<(), HandlerError> {
+    let t = e.payload;
+    let metrics = t.holdout_metrics.unwrap_or_default();
+    let record = ModelRecord {
+        pipeline: t.pipeline,
+        version: 0,
+        artifact_sha256: t.artifact_sha256,
+        artifact_size: t.artifact_size,
+        algorithm: t.algorithm,
+        dataset_ids: t.dataset_ids,
+        spec_hash: t.spec_hash,
+        seed: t.seed,
+        code_version: t.code_version,
+        job_id: t.job_id,
+        reason: t.reason,
+        trainer_id: t.trainer_id,
+        metrics: metrics.values.into_iter().collect(),
+        metrics_rows: metrics.rows,
+        created_unix_ms: 0,
+        gate: String::new(),
+        gate_checks: vec![],
+    };
+    match store.register(record, &e.id) {
+        Ok((r, new)) => {
+            info!(pipeline = %r.pipeline, version = r.version, new, "model version registered");
+            Ok(())
+        }
+        Err(StoreError::UnknownPipeline(p)) => Err(HandlerError::permanent(format!("pipeline `{p}` not found"))),
+        Err(err) => Err(HandlerError::Transient(err.into())),
+    }
+}
+
+async fn on_evaluated(store: &Store, e: Envelope<pb::ModelEvaluated>) -> Result<(), HandlerError> {
+    let v = e.payload;
+    let checks = v.checks.into_iter().map(|c| CheckRecord { name: c.name, passed: c.passed, detail: c.detail }).collect();
+    match store.record_gate(&v.pipeline, v.version, v.passed, checks, &e.id) {
+        Ok(()) => Ok(()),
+        Err(err @ (StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. })) => Err(HandlerError::permanent(err.to_string())),
+        Err(err) => Err(HandlerError::Transient(err.into())),
+    }
+}
+
+/// The gRPC API.
+struct RegistryApi {
+    store: Arc<Store>,
+    specs: SpecStore,
+}
+
+fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. } => Status::not_found(e.to_string()),
+        StoreError::Db(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn check_alias(alias: &str) -> Result<(), Status> {
+    let ok = alias.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && alias.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && alias.len() <= 64;
+    if ok { Ok(()) } else { Err(Status::invalid_argument(format!("alias {alias:?} is invalid: use a-z, 0-9, '-' and '_'"))) }
+}
+
+impl RegistryApi {
+    fn to_proto(&self, r: ModelRecord) -> Result<pb::ModelVersion, Status> {
+        let aliases = self
+            .store
+            .aliases(&r.pipeline)
+            .map_err(status)?
+            .into_iter()
+            .filter(|(_, v)| *v == r.version)
+            .map(|(a, _)| a)
+            .collect();
+        Ok(pb::ModelVersion {
+            pipeline: r.pipeline,
+            version: r.version,
+            artifact_sha256: r.artifact_sha256,
+            artifact_size: r.artifact_size,
+            algorithm: r.algorithm,
+            lineage: Some(pb::Lineage {
+                dataset_ids: r.dataset_ids,
+                spec_hash: r.spec_hash,
+                seed: r.seed,
+                code_version: r.code_version,
+                job_id: r.job_id,
+                reason: r.reason,
+                trainer_id: r.trainer_id,
+            }),
+            holdout_metrics: Some(pb::Metrics { values: r.metrics.into_iter().collect(), rows: r.metrics_rows }),
+            aliases,
+            created_unix_ms: r.created_unix_ms,
+            gate: r.gate,
+            gate_checks: r
+                .gate_checks
+                .into_iter()
+                .map(|c| pb::GateCheck { name: c.name, passed: c.passed, detail: c.detail })
+                .collect(),
+        })
+    }
+}
+
+fn pipeline_proto(p: store::PipelineRecord) -> pb::Pipeline {
+    pb::Pipeline { name: p.name, spec_hash: p.spec_hash, spec_yaml: p.spec_yaml, revision: p.revision, updated_unix_ms: p.updated_unix_ms }
+}
+
+#[tonic::async_trait]
+impl pb::registry_server::Registry for RegistryApi {
+    async fn apply_pipeline(&self, req: Request<pb::ApplyPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
+        let yaml = req.into_inner().spec_yaml;
+        let spec = PipelineSpec::from_yaml(&yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let record = self.store.apply_pipeline(spec.name.as_str(), &yaml, &spec.hash(), "grpc:ApplyPipeline").map_err(status)?;
+        self.specs.put(&spec).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        info!(pipeline = %record.name, revision = record.revision, "pipeline applied");
+        Ok(Response::new(pipeline_proto(record)))
+    }
+
+    async fn get_pipeline(&self, req: Request<pb::GetPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
+        let record = self.store.pipeline(&req.into_inner().name).map_err(status)?;
+        Ok(Response::new(pipeline_proto(record)))
+    }
+
+    async fn list_pipelines(&self, _: Request<pb::ListPipelinesRequest>) -> Result<Response<pb::ListPipelinesResponse>, Status> {
+        let pipelines = self.store.pipelines().map_err(status)?.into_iter().map(pipeline_proto).collect();
+        Ok(Response::new(pb::ListPipelinesResponse { pipelines }))
+    }
+
+    async fn get_model_version(&self, req: Request<pb::GetModelVersionRequest>) -> Result<Response<pb::ModelVersion>, Status> {
+        use pb::get_model_version_request::Selector;
+        let req = req.into_inner();
+        let p = req.pipeline.as_str();
+        let version = match req.selector {
+            Some(Selector::Version(v)) => v,
+            Some(Selector::Alias(a)) => {
+                check_alias(&a)?;
+                self.store.pipeline(p).map_err(status)?;
+                self.store
+                    .alias(p, &a)
+                    .map_err(status)?
+                    .ok_or_else(|| Status::not_found(format!("pipeline `{p}` has no `{a}` model")))?
+            }
+            Some(Selector::ArtifactSha256(sha)) => {
+                self.store.pipeline(p).map_err(status)?;
+                self.store
+                    .version_by_sha(p, &sha)
+                    .map_err(status)?
+                    .ok_or_else(|| Status::not_found(format!("pipeline `{p}` has no model with artifact {sha}")))?
+            }
+            None => return Err(Status::invalid_argument("give a version, an alias or an artifact sha256")),
+        };
+        let record = self.store.model(p, version).map_err(status)?;
+        Ok(Response::new(self.to_proto(record)?))
+    }
+
+    async fn list_model_versions(&self, req: Request<pb::ListModelVersionsRequest>) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
+        let records = self.store.models(&req.into_inner().pipeline).map_err(status)?;
+        let versions = records.into_iter().map(|r| self.to_proto(r)).collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListModelVersionsResponse { versions }))
+    }
+
+    async fn set_alias(&self, req: Request<pb::SetAliasRequest>) -> Result<Response<pb::ModelVersion>, Status> {
+        let req = req.into_inner();
+        check_alias(&req.alias)?;
+        if req.alias == "previous" {
+            return Err(Status::invalid_argument("`previous` is moved by the registry when `production` moves"));
+        }
+        self.store.set_alias(&req.pipeline, &req.alias, req.version, &req.reason, "grpc:SetAlias").map_err(status)?;
+        info!(pipeline = %req.pipeline, alias = %req.alias, version = req.version, "alias set");
+        let record = self.store.model(&req.pipeline, req.version).map_err(status)?;
+        Ok(Response::new(self.to_proto(record)?))
+    }
+}

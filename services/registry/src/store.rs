@@ -1,0 +1,369 @@
+//! The registry's redb file: pipelines, model versions, aliases and an append-only audit log.
+//! Every change is one write transaction, so a crash leaves either all of it or none.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const PIPELINES: TableDefinition<&str, &[u8]> = TableDefinition::new("pipelines");
+const MODELS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("models");
+const BY_SHA: TableDefinition<(&str, &str), u64> = TableDefinition::new("models_by_sha");
+const ALIASES: TableDefinition<(&str, &str), u64> = TableDefinition::new("aliases");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// Errors of the registry store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("pipeline `{0}` not found")]
+    UnknownPipeline(String),
+    #[error("pipeline `{pipeline}` has no version {version}")]
+    UnknownVersion { pipeline: String, version: u64 },
+    #[error("database: {0}")]
+    Db(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+
+/// A pipeline as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    pub name: String,
+    pub spec_yaml: String,
+    pub spec_hash: String,
+    pub revision: u64,
+    pub updated_unix_ms: i64,
+}
+
+/// One gate check as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// A model version as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub pipeline: String,
+    pub version: u64,
+    pub artifact_sha256: String,
+    pub artifact_size: u64,
+    pub algorithm: String,
+    pub dataset_ids: Vec<String>,
+    pub spec_hash: String,
+    pub seed: u64,
+    pub code_version: String,
+    pub job_id: String,
+    pub reason: i32,
+    pub trainer_id: String,
+    pub metrics: BTreeMap<String, f64>,
+    pub metrics_rows: u64,
+    pub created_unix_ms: i64,
+    #[serde(default)]
+    pub gate: String,
+    #[serde(default)]
+    pub gate_checks: Vec<CheckRecord>,
+}
+
+/// One audit entry: what changed, why, and which event or caller caused it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub time_unix_ms: i64,
+    pub pipeline: String,
+    pub action: String,
+    pub detail: String,
+    pub cause: String,
+}
+
+/// The registry database.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(PIPELINES)?;
+        txn.open_table(MODELS)?;
+        txn.open_table(BY_SHA)?;
+        txn.open_table(ALIASES)?;
+        txn.open_table(AUDIT)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Creates or updates a pipeline. Applying the same spec again changes nothing.
+    pub fn apply_pipeline(&self, name: &str, spec_yaml: &str, spec_hash: &str, cause: &str) -> Result<PipelineRecord, StoreError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut table = txn.open_table(PIPELINES)?;
+            let existing: Option<PipelineRecord> = match table.get(name)? {
+                Some(v) => Some(serde_json::from_slice(v.value())?),
+                None => None,
+            };
+            match existing {
+                Some(rec) if rec.spec_hash == spec_hash => return Ok(rec),
+                other => {
+                    let rec = PipelineRecord {
+                        name: name.into(),
+                        spec_yaml: spec_yaml.into(),
+                        spec_hash: spec_hash.into(),
+                        revision: other.map_or(1, |r| r.revision + 1),
+                        updated_unix_ms: mlops_shared::now_unix_ms(),
+                    };
+                    table.insert(name, serde_json::to_vec(&rec)?.as_slice())?;
+                    rec
+                }
+            }
+        };
+        audit(&txn, name, "pipeline.applied", &format!("revision {} spec {}", record.revision, &spec_hash[..12]), cause)?;
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// The pipeline `name`.
+    pub fn pipeline(&self, name: &str) -> Result<PipelineRecord, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PIPELINES)?;
+        let value = table.get(name)?.ok_or_else(|| StoreError::UnknownPipeline(name.into()))?;
+        Ok(serde_json::from_slice(value.value())?)
+    }
+
+    /// Every pipeline, by name.
+    pub fn pipelines(&self) -> Result<Vec<PipelineRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PIPELINES)?;
+        table.iter()?.map(|kv| Ok(serde_json::from_slice(kv?.1.value())?)).collect()
+    }
+
+    /// Records a trained model. The same artifact for the same pipeline is the same version, so a
+    /// redelivered `model.trained` never makes a second one. Returns the record and whether it is new.
+    pub fn register(&self, mut record: ModelRecord, cause: &str) -> Result<(ModelRecord, bool), StoreError> {
+        let txn = self.db.begin_write()?;
+        let (record, new) = {
+            let pipelines = txn.open_table(PIPELINES)?;
+            if pipelines.get(record.pipeline.as_str())?.is_none() {
+                return Err(StoreError::UnknownPipeline(record.pipeline));
+            }
+            let mut by_sha = txn.open_table(BY_SHA)?;
+            let mut models = txn.open_table(MODELS)?;
+            let key = (record.pipeline.as_str(), record.artifact_sha256.as_str());
+            if let Some(v) = by_sha.get(key)? {
+                let existing = models
+                    .get((record.pipeline.as_str(), v.value()))?
+                    .expect("by_sha and models are written in one transaction");
+                return Ok((serde_json::from_slice(existing.value())?, false));
+            }
+            let last = models
+                .range((record.pipeline.as_str(), 0)..=(record.pipeline.as_str(), u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map_or(0, |(k, _)| k.value().1);
+            record.version = last + 1;
+            record.created_unix_ms = mlops_shared::now_unix_ms();
+            by_sha.insert((record.pipeline.as_str(), record.artifact_sha256.as_str()), record.version)?;
+            models.insert((record.pipeline.as_str(), record.version), serde_json::to_vec(&record)?.as_slice())?;
+            (record, true)
+        };
+        audit(
+            &txn,
+            &record.pipeline,
+            "model.registered",
+            &format!("version {} artifact {}", record.version, &record.artifact_sha256[..12]),
+            cause,
+        )?;
+        txn.commit()?;
+        Ok((record, new))
+    }
+
+    /// Records the evaluator's verdict on a version.
+    pub fn record_gate(&self, pipeline: &str, version: u64, passed: bool, checks: Vec<CheckRecord>, cause: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut models = txn.open_table(MODELS)?;
+            let mut record: ModelRecord = match models.get((pipeline, version))? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(StoreError::UnknownVersion { pipeline: pipeline.into(), version }),
+            };
+            record.gate = if passed { "passed" } else { "failed" }.into();
+            record.gate_checks = checks;
+            models.insert((pipeline, version), serde_json::to_vec(&record)?.as_slice())?;
+        }
+        audit(&txn, pipeline, "model.evaluated", &format!("version {version} {}", if passed { "passed" } else { "failed" }), cause)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Version `version` of `pipeline`.
+    pub fn model(&self, pipeline: &str, version: u64) -> Result<ModelRecord, StoreError> {
+        let txn = self.db.begin_read()?;
+        let models = txn.open_table(MODELS)?;
+        let v = models.get((pipeline, version))?.ok_or_else(|| self.missing(pipeline, version))?;
+        Ok(serde_json::from_slice(v.value())?)
+    }
+
+    fn missing(&self, pipeline: &str, version: u64) -> StoreError {
+        match self.pipeline(pipeline) {
+            Err(e) => e,
+            Ok(_) => StoreError::UnknownVersion { pipeline: pipeline.into(), version },
+        }
+    }
+
+    /// The version of `pipeline` whose artifact is `sha`, if any.
+    pub fn version_by_sha(&self, pipeline: &str, sha: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let by_sha = txn.open_table(BY_SHA)?;
+        Ok(by_sha.get((pipeline, sha))?.map(|v| v.value()))
+    }
+
+    /// Every version of `pipeline`, oldest first.
+    pub fn models(&self, pipeline: &str) -> Result<Vec<ModelRecord>, StoreError> {
+        self.pipeline(pipeline)?;
+        let txn = self.db.begin_read()?;
+        let models = txn.open_table(MODELS)?;
+        models
+            .range((pipeline, 0)..=(pipeline, u64::MAX))?
+            .map(|kv| Ok(serde_json::from_slice(kv?.1.value())?))
+            .collect()
+    }
+
+    /// The version `alias` points at, if any.
+    pub fn alias(&self, pipeline: &str, alias: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let aliases = txn.open_table(ALIASES)?;
+        Ok(aliases.get((pipeline, alias))?.map(|v| v.value()))
+    }
+
+    /// Every alias of `pipeline` with its version.
+    pub fn aliases(&self, pipeline: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let aliases = txn.open_table(ALIASES)?;
+        aliases
+            .range((pipeline, "")..)?
+            .map(|kv| kv.map(|(k, v)| (k.value().0.to_owned(), k.value().1.to_owned(), v.value())))
+            .take_while(|r| r.as_ref().map_or(true, |(p, _, _)| p == pipeline))
+            .map(|r| r.map(|(_, a, v)| (a, v)).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Points `alias` at `version`. Moving `production` to a new version points `previous` at
+    /// the old one, in the same transaction.
+    pub fn set_alias(&self, pipeline: &str, alias: &str, version: u64, reason: &str, cause: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let models = txn.open_table(MODELS)?;
+            if models.get((pipeline, version))?.is_none() {
+                drop(models);
+                return Err(self.missing(pipeline, version));
+            }
+            let mut aliases = txn.open_table(ALIASES)?;
+            let old = aliases.insert((pipeline, alias), version)?.map(|v| v.value());
+            if old == Some(version) {
+                return Ok(());
+            }
+            if alias == "production"
+                && let Some(old) = old
+            {
+                aliases.insert((pipeline, "previous"), old)?;
+            }
+        }
+        audit(&txn, pipeline, "alias.set", &format!("{alias} -> version {version}: {reason}"), cause)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The audit log of `pipeline`, oldest first.
+    pub fn audit_log(&self, pipeline: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for kv in table.iter()? {
+            let entry: AuditEntry = serde_json::from_slice(kv?.1.value())?;
+            if entry.pipeline == pipeline {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn audit(txn: &redb::WriteTransaction, pipeline: &str, action: &str, detail: &str, cause: &str) -> Result<(), StoreError> {
+    let mut table = txn.open_table(AUDIT)?;
+    let next = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
+    let entry = AuditEntry {
+        time_unix_ms: mlops_shared::now_unix_ms(),
+        pipeline: pipeline.into(),
+        action: action.into(),
+        detail: detail.into(),
+        cause: cause.into(),
+    };
+    table.insert(next, serde_json::to_vec(&entry)?.as_slice())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(sha: &str) -> ModelRecord {
+        ModelRecord {
+            pipeline: "churn".into(),
+            version: 0,
+            artifact_sha256: sha.repeat(64 / sha.len()),
+            artifact_size: 10,
+            algorithm: "logistic_regression".into(),
+            dataset_ids: vec!["d".into()],
+            spec_hash: "s".into(),
+            seed: 1,
+            code_version: "c".into(),
+            job_id: "j".into(),
+            reason: 1,
+            trainer_id: "t".into(),
+            metrics: BTreeMap::new(),
+            metrics_rows: 0,
+            created_unix_ms: 0,
+            gate: String::new(),
+            gate_checks: vec![],
+        }
+    }
+
+    #[test]
+    fn versions_are_numbered_per_pipeline_and_idempotent_by_artifact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.redb");
+        let store = Store::open(&path).unwrap();
+        assert!(matches!(store.register(model("a"), "e0"), Err(StoreError::UnknownPipeline(_))));
+        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "cli").unwrap();
+        let (a, new_a) = store.register(model("a"), "e1").unwrap();
+        let (again, new_again) = store.register(model("a"), "e1").unwrap();
+        let (b, _) = store.register(model("b"), "e2").unwrap();
+        assert_eq!((a.version, new_a, again.version, new_again, b.version), (1, true, 1, false, 2));
+        store.set_alias("churn", "production", 1, "first", "e3").unwrap();
+        store.set_alias("churn", "production", 2, "better", "e4").unwrap();
+        assert_eq!(store.alias("churn", "production").unwrap(), Some(2));
+        assert_eq!(store.alias("churn", "previous").unwrap(), Some(1));
+        assert!(matches!(store.set_alias("churn", "production", 9, "", ""), Err(StoreError::UnknownVersion { version: 9, .. })));
+        assert!(matches!(store.model("nope", 1), Err(StoreError::UnknownPipeline(_))));
+        drop(store);
+        // Everything survives a reopen.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.models("churn").unwrap().len(), 2);
+        assert_eq!(store.aliases("churn").unwrap(), vec![("previous".into(), 1), ("production".into(), 2)]);
+        let actions: Vec<String> = store.audit_log("churn").unwrap().into_iter().map(|e| e.action).collect();
+        assert_eq!(actions, ["pipeline.applied", "model.registered", "model.registered", "alias.set", "alias.set"]);
+    }
+}

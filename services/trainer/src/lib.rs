@@ -1,0 +1,180 @@
+//! The trainer: the continuous-training policy, which turns validated data and monitor alerts into
+//! jobs on the `MLOPS_JOBS` work queue, and the training workers, any number of which share one
+//! durable pull consumer. A job trains the pipeline's model on its datasets with a seeded holdout
+//! split and puts a self-describing artifact in the `models` bucket, then publishes `model.trained`.
+
+pub mod logistic;
+pub mod policy;
+pub mod train;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mlops_proto as pb;
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, JOBS_KV, JOBS_STREAM, MODELS_BUCKET};
+use mlops_shared::config::NatsArgs;
+use mlops_shared::events::Envelope;
+use mlops_shared::http::{Readiness, ops_router, serve};
+use mlops_shared::ids::Sha256;
+use mlops_shared::objects::Objects;
+use mlops_shared::spec::SpecStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+/// Trainer configuration.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "mlops-trainer", version, about = "Trainer: continuous-training policy and training workers")]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// HTTP (/healthz, /metrics) listen address.
+    #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9102")]
+    pub listen: SocketAddr,
+    /// A name for this worker in lineage records (default: host name and process id).
+    #[arg(long, env = "MLOPS_TRAINER_ID")]
+    pub trainer_id: Option<String>,
+    /// How long a job may go without a heartbeat before another worker gets it.
+    #[arg(long, env = "MLOPS_JOB_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+}
+
+impl mlops_shared::service::ServiceConfig for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+/// Runs the policy and one worker until `shutdown` fires.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let bus = Bus::connect(&config.nats, "trainer", &shutdown).await?;
+    bus.provision(config.nats.replicas).await?;
+    let trainer_id = config.trainer_id.clone().unwrap_or_else(default_trainer_id);
+    let worker = Worker {
+        bus: bus.clone(),
+        datasets: bus.objects(DATASETS_BUCKET).await?,
+        models: bus.objects(MODELS_BUCKET).await?,
+        specs: SpecStore::open(&bus).await?,
+        jobs: bus.kv(JOBS_KV).await?,
+        trainer_id,
+    };
+    let policy = policy::Policy::new(bus.clone()).await?;
+
+    let readiness = Readiness::default();
+    readiness.set_ready();
+    let tracker = TaskTracker::new();
+    tracker.spawn(serve(listener, ops_router(readiness), shutdown.clone()));
+    {
+        let (policy, token) = (policy.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            let spec = ConsumerSpec::events::<pb::DataValidated>("trainer-policy-data");
+            policy.bus().consume(spec, token, |e| policy.on_validated(e)).await
+        });
+    }
+    {
+        let (policy, token) = (policy.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            let spec = ConsumerSpec::events::<pb::DriftDetected>("trainer-policy-drift");
+            policy.bus().consume(spec, token, |e| policy.on_drift(e)).await
+        });
+    }
+    tracker.close();
+    info!(trainer = %worker.trainer_id, "trainer ready");
+    let spec = ConsumerSpec {
+        ack_wait: Duration::from_secs(config.ack_wait_secs.max(3)),
+        max_deliver: 5,
+        // One job at a time per worker, so queued jobs spread over the workers.
+        one_at_a_time: true,
+        ..ConsumerSpec::on::<pb::TrainJob>(JOBS_STREAM, "trainers")
+    };
+    bus.consume(spec, shutdown.child_token(), |e| worker.on_job(e)).await?;
+    tracker.wait().await;
+    Ok(())
+}
+
+fn default_trainer_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+struct Worker {
+    bus: Bus,
+    datasets: Objects,
+    models: Objects,
+    specs: SpecStore,
+    jobs: async_nats::jetstream::kv::Store,
+    trainer_id: String,
+}
+
+impl Worker {
+    async fn on_job(&self, e: Envelope<pb::TrainJob>) -> Result<(), HandlerError> {
+        let ctx = e.follow();
+        let job = e.payload;
+        let done_key = format!("done.{}", kv_key(&job.job_id));
+        if let Some(sha) = self.jobs.get(done_key.as_str()).await.context("reading job state").map_err(HandlerError::Transient)? {
+            info!(job = %job.job_id, artifact = %String::from_utf8_lossy(&sha), "job already done, skipping");
+            return Ok(());
+        }
+        if job.dataset_ids.is_empty() {
+            return Err(HandlerError::permanent(format!("job {} names no dataset", job.job_id)));
+        }
+        let spec = self
+            .specs
+            .get(&job.pipeline)
+            .await?
+            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", job.pipeline)))?;
+        let mut blobs = Vec::with_capacity(job.dataset_ids.len());
+        for id in &job.dataset_ids {
+            let sha = Sha256::parse(id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
+            let bytes = self.datasets.get_verified(&sha).await?;
+            blobs.push((id.clone(), bytes));
+        }
+        let started = Instant::now();
+        info!(job = %job.job_id, pipeline = %job.pipeline, datasets = blobs.len(), "training");
+        let trained = tokio::task::spawn_blocking(move || train::train(&spec, &blobs))
+            .await
+            .context("training task panicked")
+            .map_err(HandlerError::Transient)?
+            .map_err(|err| HandlerError::permanent(err.to_string()))?;
+        let millis = started.elapsed().as_millis() as u64;
+        metrics::histogram!("mlops_training_seconds", "pipeline" => job.pipeline.clone()).record(started.elapsed().as_secs_f64());
+        let bytes = trained.artifact.to_bytes();
+        let sha = self.models.put(&bytes).await?;
+        let m = &trained.artifact.manifest;
+        let event = pb::ModelTrained {
+            pipeline: job.pipeline.clone(),
+            job_id: job.job_id.clone(),
+            artifact_sha256: sha.to_string(),
+            artifact_size: bytes.len() as u64,
+            dataset_ids: m.dataset_ids.clone(),
+            spec_hash: m.spec_hash.clone(),
+            seed: m.seed,
+            code_version: m.code_version.clone(),
+            algorithm: m.algorithm.clone(),
+            holdout_metrics: Some(pb::Metrics { values: m.metrics.clone().into_iter().collect(), rows: m.holdout_rows }),
+            reason: job.reason,
+            trainer_id: self.trainer_id.clone(),
+            training_millis: millis,
+        };
+        self.bus.publish(&format!("trained-{}", job.job_id), &ctx, &event).await?;
+        self.jobs
+            .put(done_key.as_str(), sha.to_string().into_bytes().into())
+            .await
+            .context("recording job as done")
+            .map_err(HandlerError::Transient)?;
+        info!(job = %job.job_id, artifact = %sha.short(), millis, auc = m.metrics.get("roc_auc").copied().unwrap_or(f64::NAN), "model trained");
+        Ok(())
+    }
+}
+
+/// A job id as a key-value key (keys allow `[-/_=.a-zA-Z0-9]`).
+pub(crate) fn kv_key(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect()
+}

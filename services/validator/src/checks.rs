@@ -1,0 +1,228 @@
+//! The checks a dataset must pass against its pipeline's declared schema: columns present, values
+//! parse as their type and are finite, nulls only where allowed, numbers within bounds, categories
+//! within the domain, labels one of the two classes. Each finding names its column, counts the rows
+//! and gives a few example row numbers.
+
+use std::collections::BTreeMap;
+
+use mlops_proto as pb;
+use mlops_shared::spec::{FeatureKind, PipelineSpec};
+use mlops_shared::table::{RawTable, parse_number};
+
+const EXAMPLES: usize = 5;
+
+/// What validation found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub rows: u64,
+    pub columns: Vec<pb::ColumnReport>,
+}
+
+impl Report {
+    /// Whether any anomaly blocks the dataset.
+    pub fn blocked(&self) -> bool {
+        self.columns.iter().any(|c| c.anomalies.iter().any(|a| a.blocking))
+    }
+
+    /// One line: the blocking anomalies, column by column.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .columns
+            .iter()
+            .flat_map(|c| {
+                c.anomalies.iter().filter(|a| a.blocking).map(move |a| {
+                    if c.column.is_empty() { a.message.clone() } else { format!("{}: {}", c.column, a.message) }
+                })
+            })
+            .collect();
+        parts.join("; ")
+    }
+
+    /// The column reports with only non-blocking anomalies.
+    pub fn warnings(&self) -> Vec<pb::ColumnReport> {
+        self.columns
+            .iter()
+            .map(|c| pb::ColumnReport { column: c.column.clone(), anomalies: c.anomalies.iter().filter(|a| !a.blocking).cloned().collect() })
+            .filter(|c| !c.anomalies.is_empty())
+            .collect()
+    }
+}
+
+/// Collects anomalies per column, counting rows and keeping the first few row numbers.
+#[derive(Default)]
+struct Findings {
+    by_column: BTreeMap<String, BTreeMap<&'static str, pb::Anomaly>>,
+}
+
+impl Findings {
+    fn add(&mut self, column: &str, kind: &'static str, row: Option<usize>, blocking: bool, message: impl FnOnce() -> String) {
+        let entry = self.by_column.entry(column.to_owned()).or_default().entry(kind).or_insert_with(|| pb::Anomaly {
+            kind: kind.into(),
+            message: message(),
+            count: 0,
+            example_rows: vec![],
+            blocking,
+        });
+        entry.count += 1;
+        if let Some(row) = row
+            && entry.example_rows.len() < EXAMPLES
+        {
+            entry.example_rows.push(row as u64 + 1);
+        }
+    }
+
+    fn into_report(self, rows: u64) -> Report {
+        let columns = self
+            .by_column
+            .into_iter()
+            .map(|(column, kinds)| pb::ColumnReport { column, anomalies: kinds.into_values().collect() })
+            .collect();
+        Report { rows, columns }
+    }
+}
+
+/// Validates CSV `bytes` against `spec`.
+pub fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
+    let mut found = Findings::default();
+    let raw = match RawTable::from_csv(bytes) {
+        Ok(raw) => raw,
+        Err(e) => {
+            found.add("", "parse_error", None, true, || e.to_string());
+            return found.into_report(0);
+        }
+    };
+    let rows = raw.records.len() as u64;
+    if rows == 0 {
+        found.add("", "empty_dataset", None, true, || "the dataset has a header but no rows".into());
+    }
+    for h in &raw.headers {
+        if spec.feature(h).is_none() && *h != spec.target.name {
+            found.add(h, "extra_column", None, false, || "column is not in the spec and is ignored".into());
+        }
+    }
+    for f in &spec.features {
+        let Some(i) = raw.column_index(&f.name) else {
+            found.add(&f.name, "missing_column", None, true, || "declared in the spec but absent from the data".into());
+            continue;
+        };
+        for (row, record) in raw.records.iter().enumerate() {
+            let cell = record.get(i).unwrap_or("").trim();
+            if cell.is_empty() {
+                if !f.nullable {
+                    found.add(&f.name, "null_values", Some(row), true, || "empty values in a column that is not nullable".into());
+                }
+                continue;
+            }
+            match f.kind {
+                FeatureKind::Numeric => match parse_number(cell) {
+                    Err(_) if cell.parse::<f64>().is_ok() => {
+                        found.add(&f.name, "not_finite", Some(row), true, || format!("non-finite value {cell:?}"));
+                    }
+                    Err(_) => found.add(&f.name, "type_mismatch", Some(row), true, || format!("{cell:?} is not a number")),
+                    Ok(Some(v)) => {
+                        let below = f.min.is_some_and(|lo| v < lo);
+                        let above = f.max.is_some_and(|hi| v > hi);
+                        if below || above {
+                            found.add(&f.name, "out_of_range", Some(row), true, || {
+                                format!("{v} is outside [{}, {}]", fmt_bound(f.min), fmt_bound(f.max))
+                            });
+                        }
+                    }
+                    Ok(None) => {}
+                },
+                FeatureKind::Categorical => {
+                    if !f.categories.iter().any(|c| c == cell) {
+                        found.add(&f.name, "unknown_category", Some(row), true, || {
+                            format!("{cell:?} is not one of {}", f.categories.join(", "))
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let t = &spec.target;
+    match raw.column_index(&t.name) {
+        None => found.add(&t.name, "missing_column", None, true, || "the target column is absent from the data".into()),
+        Some(i) => {
+            for (row, record) in raw.records.iter().enumerate() {
+                let cell = record.get(i).unwrap_or("").trim();
+                if cell != t.positive && cell != t.negative {
+                    found.add(&t.name, "unknown_label", Some(row), true, || {
+                        format!("labels must be {:?} or {:?}, found {cell:?}", t.positive, t.negative)
+                    });
+                }
+            }
+        }
+    }
+    found.into_report(rows)
+}
+
+fn fmt_bound(b: Option<f64>) -> String {
+    b.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+name: churn
+features:
+  - {name: tenure, type: numeric, min: 0, max: 100}
+  - {name: charges, type: numeric, nullable: true}
+  - {name: contract, type: categorical, categories: [monthly, yearly]}
+target: {name: churned}
+"#;
+
+    fn spec() -> PipelineSpec {
+        PipelineSpec::from_yaml(SPEC).unwrap()
+    }
+
+    fn anomaly<'a>(r: &'a Report, column: &str, kind: &str) -> &'a pb::Anomaly {
+        r.columns
+            .iter()
+            .find(|c| c.column == column)
+            .and_then(|c| c.anomalies.iter().find(|a| a.kind == kind))
+            .unwrap_or_else(|| panic!("no {kind} on {column:?} in {r:#?}"))
+    }
+
+    #[test]
+    fn clean_data_passes_with_extra_columns_as_warnings() {
+        let r = validate(b"tenure,charges,contract,churned,note\n1,,monthly,1,x\n5,3.5,yearly,0,y\n", &spec());
+        assert!(!r.blocked(), "{r:#?}");
+        assert_eq!(r.rows, 2);
+        assert_eq!(r.warnings()[0].column, "note");
+    }
+
+    #[test]
+    fn every_kind_of_bad_cell_is_reported_per_column() {
+        let csv = "tenure,charges,contract,churned\n\
+                   -1,abc,weekly,1\n\
+                   ,inf,monthly,maybe\n\
+                   200,1,monthly,0\n";
+        let r = validate(csv.as_bytes(), &spec());
+        assert!(r.blocked());
+        let range = anomaly(&r, "tenure", "out_of_range");
+        assert_eq!((range.count, range.example_rows.clone()), (2, vec![1, 3]));
+        assert_eq!(anomaly(&r, "tenure", "null_values").example_rows, vec![2]);
+        assert_eq!(anomaly(&r, "charges", "type_mismatch").message, "\"abc\" is not a number");
+        assert_eq!(anomaly(&r, "charges", "not_finite").count, 1);
+        assert!(anomaly(&r, "contract", "unknown_category").message.contains("weekly"));
+        assert_eq!(anomaly(&r, "churned", "unknown_label").count, 1);
+        assert!(r.summary().contains("tenure: -1 is outside [0, 100]"), "{}", r.summary());
+    }
+
+    #[test]
+    fn structural_problems_block() {
+        let missing = validate(b"tenure,charges,churned\n1,2,1\n", &spec());
+        assert!(anomaly(&missing, "contract", "missing_column").blocking);
+        let ragged = validate(b"tenure,charges,contract,churned\n1,2\n", &spec());
+        assert!(ragged.summary().contains("malformed CSV"), "{}", ragged.summary());
+        let empty = validate(b"tenure,charges,contract,churned\n", &spec());
+        assert_eq!(anomaly(&empty, "", "empty_dataset").kind, "empty_dataset");
+        let nothing = validate(b"", &spec());
+        assert!(nothing.summary().contains("empty"), "{}", nothing.summary());
+        let binary = validate(b"tenure,charges,contract,churned\n1,2,\xff\xfe,1\n", &spec());
+        assert!(binary.summary().contains("UTF-8"), "{}", binary.summary());
+    }
+}

@@ -1,0 +1,94 @@
+//! The validator: checks every ingested dataset against its pipeline's declared schema and
+//! publishes `data.validated`, or `data.rejected` with a per-column report. A rejected dataset is
+//! never trained on.
+
+pub mod checks;
+
+use std::net::SocketAddr;
+
+use mlops_proto as pb;
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError};
+use mlops_shared::config::NatsArgs;
+use mlops_shared::events::Envelope;
+use mlops_shared::http::{Readiness, ops_router, serve};
+use mlops_shared::ids::Sha256;
+use mlops_shared::objects::Objects;
+use mlops_shared::spec::SpecStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Validator configuration.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "mlops-validator", version, about = "Validator: datasets against their pipeline's schema")]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// HTTP (/healthz, /metrics) listen address.
+    #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9101")]
+    pub listen: SocketAddr,
+}
+
+impl mlops_shared::service::ServiceConfig for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+struct Validator {
+    bus: Bus,
+    datasets: Objects,
+    specs: SpecStore,
+}
+
+/// Runs the validator until `shutdown` fires.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let bus = Bus::connect(&config.nats, "validator", &shutdown).await?;
+    bus.provision(config.nats.replicas).await?;
+    let v = Validator { datasets: bus.objects(DATASETS_BUCKET).await?, specs: SpecStore::open(&bus).await?, bus: bus.clone() };
+    let readiness = Readiness::default();
+    readiness.set_ready();
+    let http = tokio::spawn(serve(listener, ops_router(readiness), shutdown.clone()));
+    bus.consume(ConsumerSpec::events::<pb::DataIngested>("validator"), shutdown.child_token(), |e| v.on_ingested(e)).await?;
+    http.await??;
+    Ok(())
+}
+
+impl Validator {
+    async fn on_ingested(&self, e: Envelope<pb::DataIngested>) -> Result<(), HandlerError> {
+        let ctx = e.follow();
+        let d = &e.payload;
+        let spec = self
+            .specs
+            .get(&d.pipeline)
+            .await?
+            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", d.pipeline)))?;
+        let sha = Sha256::parse(d.dataset_id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
+        let bytes = self.datasets.get_verified(&sha).await?;
+        let report = checks::validate(&bytes, &spec);
+        if report.blocked() {
+            let reason = report.summary();
+            warn!(pipeline = %d.pipeline, dataset = %sha.short(), %reason, "dataset rejected");
+            metrics::counter!("mlops_datasets_rejected_total", "pipeline" => d.pipeline.clone()).increment(1);
+            let event = pb::DataRejected {
+                pipeline: d.pipeline.clone(),
+                dataset_id: d.dataset_id.clone(),
+                rows: report.rows,
+                reason,
+                columns: report.columns,
+            };
+            self.bus.publish(&format!("rejected-{}-{}", d.pipeline, d.dataset_id), &ctx, &event).await?;
+        } else {
+            info!(pipeline = %d.pipeline, dataset = %sha.short(), rows = report.rows, "dataset validated");
+            metrics::counter!("mlops_datasets_validated_total", "pipeline" => d.pipeline.clone()).increment(1);
+            let event = pb::DataValidated {
+                pipeline: d.pipeline.clone(),
+                dataset_id: d.dataset_id.clone(),
+                rows: report.rows,
+                warnings: report.warnings(),
+            };
+            self.bus.publish(&format!("validated-{}-{}", d.pipeline, d.dataset_id), &ctx, &event).await?;
+        }
+        Ok(())
+    }
+}

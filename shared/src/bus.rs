@@ -1,0 +1,535 @@
+//! The JetStream bus: connecting with retry, provisioning streams and buckets, typed publishing with
+//! CloudEvents headers, and the durable pull-consumer loop with ack / nak-with-delay / term + DLQ.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, consumer, kv, object_store, stream};
+use async_nats::{HeaderMap, HeaderValue};
+use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::config::NatsArgs;
+use crate::events::{Envelope, Event, EventContext, headers};
+
+pub const EVENTS_STREAM: &str = "MLOPS_EVENTS";
+pub const JOBS_STREAM: &str = "MLOPS_JOBS";
+pub const PREDICTIONS_STREAM: &str = "MLOPS_PREDICTIONS";
+pub const DLQ_STREAM: &str = "MLOPS_DLQ";
+pub const DATASETS_BUCKET: &str = "datasets";
+pub const MODELS_BUCKET: &str = "models";
+pub const PIPELINES_KV: &str = "pipelines";
+pub const JOBS_KV: &str = "jobs";
+
+/// Errors at the bus boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("publish to {subject} failed: {source}")]
+    Publish { subject: String, source: async_nats::Error },
+    #[error("object store {bucket}: {message}")]
+    Object { bucket: &'static str, message: String },
+    #[error("key-value {bucket}: {message}")]
+    Kv { bucket: &'static str, message: String },
+}
+
+/// A connection to NATS and JetStream on behalf of one service.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    /// The service's name, used as `ce-source` and in consumer names.
+    pub service: String,
+}
+
+impl Bus {
+    /// Connects, retrying with exponential backoff until the server answers or `shutdown` fires.
+    /// Once connected, the client reconnects by itself after a lost connection.
+    pub async fn connect(args: &NatsArgs, service: &str, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let attempt = || async {
+            let mut opts = async_nats::ConnectOptions::new()
+                .name(service)
+                .connection_timeout(Duration::from_secs(5))
+                .max_reconnects(None::<usize>);
+            if let Some(creds) = &args.creds {
+                opts = opts
+                    .credentials_file(creds)
+                    .await
+                    .with_context(|| format!("reading NATS credentials file {}", creds.display()))?;
+            }
+            if let (Some(user), Some(password)) = (&args.user, &args.password) {
+                opts = opts.user_and_password(user.clone(), password.clone());
+            }
+            if let Some(token) = &args.token {
+                opts = opts.token(token.clone());
+            }
+            if let Some(ca) = &args.ca {
+                opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+            }
+            if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+                opts = opts.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+            }
+            opts.connect(args.url.as_str()).await.map_err(anyhow::Error::from)
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(60);
+        let client = tokio::select! {
+            res = attempt
+                .retry(backoff)
+                .notify(|err, after| warn!(error = %err, retry_in = ?after, "nats not reachable, retrying")) => {
+                res.with_context(|| format!("connecting to NATS at {}", args.url))?
+            }
+            () = shutdown.cancelled() => anyhow::bail!("shut down while connecting to NATS"),
+        };
+        let info = client.server_info();
+        info!(server = %info.server_name, version = %info.version, "connected to nats");
+        if !server_version_at_least(&info.version, (2, 9)) {
+            warn!(version = %info.version, "nats-server older than 2.9 is not supported");
+        }
+        let js = jetstream::new(client.clone());
+        Ok(Self { client, js, service: service.to_owned() })
+    }
+
+    /// Creates the platform's streams and buckets if they are missing. Safe to call from every
+    /// service at start-up, concurrently.
+    pub async fn provision(&self, replicas: u8) -> anyhow::Result<()> {
+        let replicas = usize::from(replicas);
+        let day = Duration::from_secs(24 * 3600);
+        let streams = [
+            stream::Config {
+                name: EVENTS_STREAM.into(),
+                subjects: vec!["mlops.events.>".into()],
+                retention: stream::RetentionPolicy::Limits,
+                max_age: 7 * day,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+            stream::Config {
+                name: JOBS_STREAM.into(),
+                subjects: vec!["mlops.jobs.>".into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+            stream::Config {
+                name: PREDICTIONS_STREAM.into(),
+                subjects: vec!["mlops.predictions.>".into()],
+                retention: stream::RetentionPolicy::Limits,
+                max_age: 3 * day,
+                max_bytes: 1 << 30,
+                ..Default::default()
+            },
+            stream::Config {
+                name: DLQ_STREAM.into(),
+                subjects: vec!["mlops.dlq.>".into()],
+                retention: stream::RetentionPolicy::Limits,
+                max_age: 30 * day,
+                ..Default::default()
+            },
+        ];
+        for config in streams {
+            let name = config.name.clone();
+            let config = stream::Config { storage: stream::StorageType::File, num_replicas: replicas, ..config };
+            retry_create(|| async { self.js.get_or_create_stream(config.clone()).await.map(drop) })
+                .await
+                .with_context(|| format!("creating stream {name}"))?;
+        }
+        for bucket in [DATASETS_BUCKET, MODELS_BUCKET] {
+            if self.js.get_object_store(bucket).await.is_err() {
+                let config = object_store::Config { bucket: bucket.into(), num_replicas: replicas, ..Default::default() };
+                retry_create(|| async { self.js.create_object_store(config.clone()).await.map(drop) })
+                    .await
+                    .with_context(|| format!("creating object store {bucket}"))?;
+            }
+        }
+        for bucket in [PIPELINES_KV, JOBS_KV] {
+            if self.js.get_key_value(bucket).await.is_err() {
+                let config = kv::Config { bucket: bucket.into(), history: 5, num_replicas: replicas, ..Default::default() };
+                retry_create(|| async { self.js.create_key_value(config.clone()).await.map(drop) })
+                    .await
+                    .with_context(|| format!("creating key-value bucket {bucket}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A key-value bucket created by [`Bus::provision`].
+    pub async fn kv(&self, bucket: &'static str) -> Result<kv::Store, BusError> {
+        self.js.get_key_value(bucket).await.map_err(|e| BusError::Kv { bucket, message: e.to_string() })
+    }
+
+    /// Publishes `event` to its subject with CloudEvents headers and `Nats-Msg-Id` = `id`, and
+    /// waits for the stream's acknowledgement. A re-publish with the same id inside the duplicate
+    /// window is dropped by the server and reported as `duplicate`.
+    pub async fn publish<E: Event>(&self, id: &str, ctx: &EventContext, event: &E) -> Result<Published, BusError> {
+        let subject = event.subject();
+        let headers = self.headers::<E>(id, ctx, event.pipeline());
+        let payload = event.encode_to_vec();
+        self.publish_raw(subject, headers, payload.into()).await
+    }
+
+    async fn publish_raw(&self, subject: String, headers: HeaderMap, payload: bytes::Bytes) -> Result<Published, BusError> {
+        let started = Instant::now();
+        let err = |source: async_nats::Error| BusError::Publish { subject: subject.clone(), source };
+        let ack = self
+            .js
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+            .map_err(|e| err(e.into()))?
+            .await
+            .map_err(|e| err(e.into()))?;
+        metrics::histogram!("mlops_publish_seconds", "service" => self.service.clone())
+            .record(started.elapsed().as_secs_f64());
+        debug!(%subject, seq = ack.sequence, duplicate = ack.duplicate, "published");
+        Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate })
+    }
+
+    fn headers<E: Event>(&self, id: &str, ctx: &EventContext, pipeline: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(headers::SPEC_VERSION, "1.0");
+        h.insert(headers::ID, id);
+        h.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        h.insert(headers::TYPE, E::CE_TYPE);
+        h.insert(headers::SOURCE, format!("/mlops/{}", self.service).as_str());
+        h.insert(headers::TIME, chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).as_str());
+        h.insert(headers::SUBJECT, pipeline);
+        h.insert(headers::CONTENT_TYPE, headers::PROTOBUF);
+        if !ctx.correlation_id.is_empty() {
+            h.insert(headers::CORRELATION, ctx.correlation_id.as_str());
+        }
+        if !ctx.causation_id.is_empty() {
+            h.insert(headers::CAUSATION, ctx.causation_id.as_str());
+        }
+        if let Some(traceparent) = crate::telemetry::current_traceparent() {
+            h.insert(headers::TRACEPARENT, traceparent.as_str());
+        }
+        h
+    }
+
+    /// Runs a durable pull consumer until `shutdown` fires, handing each decoded event to
+    /// `handler` one at a time. Success acks; [`HandlerError::Transient`] naks with a growing delay
+    /// (until `max_deliver`); [`HandlerError::Permanent`] and undecodable payloads are terminated and
+    /// copied to `mlops.dlq.<subject>` with the reason. While a handler runs, progress acks keep the
+    /// message from being redelivered elsewhere; if this process dies, it is redelivered after
+    /// `ack_wait`.
+    pub async fn consume<E, H, Fut>(&self, spec: ConsumerSpec, shutdown: CancellationToken, handler: H) -> anyhow::Result<()>
+    where
+        E: Event,
+        H: Fn(Envelope<E>) -> Fut,
+        Fut: Future<Output = Result<(), HandlerError>>,
+    {
+        let consumer = self.consumer(&spec).await?;
+        info!(durable = %spec.durable, filter = %spec.filter, "consuming");
+        while !shutdown.is_cancelled() {
+            if spec.one_at_a_time {
+                // Pull a single message only when idle, so a busy worker never holds queued jobs
+                // that an idle worker could take.
+                let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages();
+                let mut batch = tokio::select! {
+                    b = batch => b,
+                    () = shutdown.cancelled() => break,
+                };
+                match &mut batch {
+                    Ok(batch) => loop {
+                        let next = tokio::select! {
+                            next = batch.next() => next,
+                            () = shutdown.cancelled() => break,
+                        };
+                        match next {
+                            Some(Ok(msg)) => self.handle_one(&spec, msg, &handler).await,
+                            Some(Err(e)) => debug!(error = %e, durable = %spec.durable, "pull error"),
+                            None => break,
+                        }
+                    },
+                    Err(e) => {
+                        warn!(error = %e, durable = %spec.durable, "cannot pull, retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = shutdown.cancelled() => break,
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut messages = match consumer.stream().max_messages_per_batch(spec.batch).messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, durable = %spec.durable, "cannot pull, retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    () = shutdown.cancelled() => break,
+                };
+                match next {
+                    Some(Ok(msg)) => self.handle_one(&spec, msg, &handler).await,
+                    Some(Err(e)) => {
+                        // Missed heartbeats and the like: the stream of messages resumes by itself.
+                        debug!(error = %e, durable = %spec.durable, "pull error");
+                    }
+                    None => break,
+                }
+            }
+        }
+        info!(durable = %spec.durable, "consumer stopped");
+        Ok(())
+    }
+
+    async fn consumer(&self, spec: &ConsumerSpec) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+        let stream = retry_create(|| async { self.js.get_stream(spec.stream).await })
+            .await
+            .with_context(|| format!("stream {}", spec.stream))?;
+        let config = consumer::pull::Config {
+            durable_name: Some(spec.durable.clone()),
+            filter_subject: spec.filter.clone(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            max_ack_pending: spec.max_ack_pending,
+            deliver_policy: spec.deliver_policy,
+            ..Default::default()
+        };
+        retry_create(|| async { stream.get_or_create_consumer(&spec.durable, config.clone()).await })
+            .await
+            .with_context(|| format!("consumer {} on {}", spec.durable, spec.stream))
+    }
+
+    async fn handle_one<E, H, Fut>(&self, spec: &ConsumerSpec, msg: jetstream::Message, handler: &H)
+    where
+        E: Event,
+        H: Fn(Envelope<E>) -> Fut,
+        Fut: Future<Output = Result<(), HandlerError>>,
+    {
+        let started = Instant::now();
+        let subject = msg.subject.to_string();
+        let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+        let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(HeaderValue::to_string);
+        let id = header(headers::ID).unwrap_or_else(|| {
+            msg.info().map(|i| format!("{}-{}", i.stream, i.stream_sequence)).unwrap_or_default()
+        });
+        let span = info_span!("handle", service = %self.service, %subject, event_id = %id, delivered);
+        if let Some(tp) = header(headers::TRACEPARENT) {
+            crate::telemetry::set_parent(&span, &tp);
+        }
+        let context = EventContext {
+            correlation_id: header(headers::CORRELATION).unwrap_or_default(),
+            causation_id: header(headers::CAUSATION).unwrap_or_default(),
+        };
+        let json = header(headers::CONTENT_TYPE).is_some_and(|ct| ct.starts_with(headers::JSON));
+        let labels = [("service", self.service.clone()), ("subject", E::SUBJECT_PREFIX.to_owned())];
+
+        let outcome = async {
+            let decoded = decode::<E>(&msg.payload, json);
+            match decoded {
+                Err(reason) => Err(HandlerError::Permanent(reason)),
+                Ok(payload) => {
+                    let envelope = Envelope { id: id.clone(), subject: subject.clone(), delivered, context, payload };
+                    with_progress(&msg, spec.ack_wait, handler(envelope)).await
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+
+        let _enter = span.enter();
+        let result = match outcome {
+            Ok(()) => {
+                metrics::counter!("mlops_events_handled_total", &labels).increment(1);
+                msg.ack().await
+            }
+            Err(HandlerError::Transient(e)) if (delivered as i64) < spec.max_deliver || spec.max_deliver < 0 => {
+                let delay = retry_delay(delivered);
+                warn!(error = format!("{e:#}"), retry_in = ?delay, "handler failed, will retry");
+                metrics::counter!("mlops_events_failed_total", "service" => self.service.clone(), "subject" => E::SUBJECT_PREFIX, "outcome" => "retry").increment(1);
+                msg.ack_with(AckKind::Nak(Some(delay))).await
+            }
+            Err(failure) => {
+                let reason = match failure {
+                    HandlerError::Permanent(reason) => reason,
+                    HandlerError::Transient(e) => format!("gave up after {delivered} attempts: {e:#}"),
+                };
+                error!(%reason, "event dead-lettered");
+                metrics::counter!("mlops_events_failed_total", "service" => self.service.clone(), "subject" => E::SUBJECT_PREFIX, "outcome" => "dead_letter").increment(1);
+                if let Err(e) = self.dead_letter(&msg, &id, &reason).await {
+                    // Leave it unacked: it comes back, and the copy is tried again.
+                    error!(error = %e, "dead-letter copy failed, message will be redelivered");
+                    return;
+                }
+                msg.ack_with(AckKind::Term).await
+            }
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "acknowledgement failed; the message will be redelivered");
+        }
+        metrics::histogram!("mlops_handler_seconds", &labels).record(started.elapsed().as_secs_f64());
+    }
+
+    async fn dead_letter(&self, msg: &jetstream::Message, id: &str, reason: &str) -> Result<Published, BusError> {
+        let mut h = msg.headers.clone().unwrap_or_default();
+        h.insert(headers::DLQ_REASON, reason.replace(['\r', '\n'], " ").as_str());
+        h.insert(headers::DLQ_SERVICE, self.service.as_str());
+        h.insert(async_nats::header::NATS_MESSAGE_ID, format!("dlq-{}-{id}", self.service).as_str());
+        self.publish_raw(format!("mlops.dlq.{}", msg.subject), h, msg.payload.clone()).await
+    }
+}
+
+/// What a publish returned.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub sequence: u64,
+    /// The server already had a message with this id inside its duplicate window.
+    pub duplicate: bool,
+}
+
+/// How a handler failed, which decides between retry and dead letter.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying later (a dependency is down, a race with another service).
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// The input is bad; retrying cannot help.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    /// A permanent failure with a reason.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self::Permanent(reason.into())
+    }
+}
+
+impl From<anyhow::Error> for HandlerError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Transient(e)
+    }
+}
+
+impl From<BusError> for HandlerError {
+    fn from(e: BusError) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+/// A durable pull consumer's settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub stream: &'static str,
+    pub durable: String,
+    pub filter: String,
+    pub ack_wait: Duration,
+    /// Attempts before a message is dead-lettered.
+    pub max_deliver: i64,
+    pub max_ack_pending: i64,
+    pub deliver_policy: consumer::DeliverPolicy,
+    /// Messages requested per pull when streaming.
+    pub batch: usize,
+    /// Pull one message at a time, only when idle (work queues of long jobs).
+    pub one_at_a_time: bool,
+}
+
+impl ConsumerSpec {
+    /// A consumer on `MLOPS_EVENTS` for one kind of event, all pipelines.
+    pub fn events<E: Event>(durable: impl Into<String>) -> Self {
+        Self::on::<E>(EVENTS_STREAM, durable)
+    }
+
+    /// A consumer on `stream` for one kind of event, all pipelines.
+    pub fn on<E: Event>(stream: &'static str, durable: impl Into<String>) -> Self {
+        Self {
+            stream,
+            durable: durable.into(),
+            filter: format!("{}.>", E::SUBJECT_PREFIX),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 10,
+            max_ack_pending: 1000,
+            deliver_policy: consumer::DeliverPolicy::All,
+            batch: 20,
+            one_at_a_time: false,
+        }
+    }
+}
+
+fn decode<E: Event>(payload: &[u8], json: bool) -> Result<E, String> {
+    let event = if json {
+        E::from_json(payload)
+            .unwrap_or_else(|| Err(format!("{} is accepted as protobuf only, not JSON", E::CE_TYPE)))?
+    } else {
+        E::decode(payload).map_err(|e| format!("payload is not a valid {} protobuf: {e}", E::CE_TYPE))?
+    };
+    event.check()?;
+    Ok(event)
+}
+
+/// Runs `work`, sending an in-progress ack every third of `ack_wait` so the server does not hand
+/// the message to another consumer while this one is still busy with it.
+async fn with_progress<T>(msg: &jetstream::Message, ack_wait: Duration, work: impl Future<Output = T>) -> T {
+    let mut beat = tokio::time::interval(ack_wait / 3);
+    beat.tick().await;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = beat.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    warn!(error = %e, "progress ack failed");
+                }
+            }
+        }
+    }
+}
+
+/// Delay before the next attempt: 250 ms doubling per attempt, at most 30 s.
+fn retry_delay(delivered: u64) -> Duration {
+    let exp = delivered.saturating_sub(1).min(7) as u32;
+    Duration::from_millis(250 * 2u64.pow(exp)).min(Duration::from_secs(30))
+}
+
+async fn retry_create<T, E, F, Fut>(f: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(10);
+    f.retry(backoff).notify(|e, after| warn!(error = %e, retry_in = ?after, "jetstream request failed, retrying")).await
+}
+
+/// Whether a server version string such as `2.9.10` is at least `major.minor`.
+pub fn server_version_at_least(version: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(server_version_at_least("2.9.10", (2, 9)));
+        assert!(server_version_at_least("2.10.0", (2, 9)));
+        assert!(!server_version_at_least("2.8.4", (2, 9)));
+        assert!(server_version_at_least("v2.11.0-beta", (2, 10)));
+    }
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        assert_eq!(retry_delay(1), Duration::from_millis(250));
+        assert_eq!(retry_delay(2), Duration::from_millis(500));
+        assert_eq!(retry_delay(50), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,35 @@
+//! Code that two or more services need: the bus (JetStream connection, provisioning, typed publish
+//! and consume), object storage addressed by sha256, the pipeline spec, the model artifact with its
+//! preprocessing and prediction code, configuration, telemetry, HTTP health/metrics and shutdown.
+
+pub mod bus;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod ids;
+pub mod model;
+pub mod objects;
+pub mod scoring;
+pub mod service;
+pub mod shutdown;
+pub mod spec;
+pub mod table;
+pub mod telemetry;
+
+/// The version of the code that built a model, recorded in its lineage: `MLOPS_CODE_VERSION` at
+/// build time (release builds set it to the git revision), else the crate version.
+pub const CODE_VERSION: &str = match option_env!("MLOPS_CODE_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,207 @@
+//! The model artifact: a self-describing, deterministically serialized document holding the
+//! manifest (schema, lineage, metrics, reference profile), the fitted preprocessing and the model
+//! parameters. Trainer, evaluator, deployer and monitor share this code, so serving computes features
+//! exactly as training did. Training algorithms live in the trainer alone.
+
+mod preprocess;
+mod profile;
+mod split;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use preprocess::{FeatureTransform, Preprocessor};
+pub use profile::{FeatureProfile, ReferenceProfile, bin_index};
+pub use split::holdout_split;
+
+use crate::ids::Sha256;
+use crate::spec::{FeatureSpec, TargetSpec};
+use crate::table::{Frame, Value};
+
+/// The artifact format written into every manifest.
+pub const FORMAT: &str = "mlops-artifact/1";
+
+/// Why an artifact could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("artifact is corrupt or tampered: expected sha256 {expected}, content hashes to {actual}")]
+    Tampered { expected: String, actual: String },
+    #[error("artifact is not a valid {FORMAT} document: {0}")]
+    Invalid(String),
+}
+
+/// What a model is, where it came from and how good it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub pipeline: String,
+    pub algorithm: String,
+    pub params: BTreeMap<String, f64>,
+    pub features: Vec<FeatureSpec>,
+    pub target: TargetSpec,
+    pub dataset_ids: Vec<String>,
+    pub spec_hash: String,
+    pub seed: u64,
+    pub code_version: String,
+    pub training_rows: u64,
+    pub holdout_rows: u64,
+    /// Holdout metrics by name.
+    pub metrics: BTreeMap<String, f64>,
+    /// Distribution of each feature in the training data: the monitor's drift reference.
+    pub reference: ReferenceProfile,
+}
+
+/// Fitted model parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Parameters {
+    /// p(positive) = sigmoid(intercept + weights · x), x the preprocessed feature vector.
+    Logistic { intercept: f64, weights: Vec<f64> },
+}
+
+/// A complete model artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub manifest: Manifest,
+    pub preprocessing: Preprocessor,
+    pub parameters: Parameters,
+}
+
+/// One prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// Probability of the positive class.
+    pub score: f64,
+    /// Whether `score` is at least 0.5.
+    pub positive: bool,
+}
+
+impl Artifact {
+    /// Serializes deterministically: the same artifact always gives the same bytes (struct fields
+    /// in declaration order, maps sorted, floats in shortest round-trip form).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an artifact always serializes")
+    }
+
+    /// Checks `bytes` against `expected` and parses them. A mismatch is never loaded.
+    pub fn from_verified_bytes(bytes: &[u8], expected: &Sha256) -> Result<Self, ArtifactError> {
+        let actual = crate::sha256_hex(bytes);
+        if actual != expected.as_str() {
+            return Err(ArtifactError::Tampered { expected: expected.to_string(), actual });
+        }
+        let artifact: Self = serde_json::from_slice(bytes).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
+        artifact.check()?;
+        Ok(artifact)
+    }
+
+    fn check(&self) -> Result<(), ArtifactError> {
+        let bad = |m: String| Err(ArtifactError::Invalid(m));
+        if self.manifest.format != FORMAT {
+            return bad(format!("format {:?}", self.manifest.format));
+        }
+        if self.preprocessing.transforms.len() != self.manifest.features.len() {
+            return bad("preprocessing does not cover every feature".into());
+        }
+        let Parameters::Logistic { weights, intercept } = &self.parameters;
+        if weights.len() != self.preprocessing.width() {
+            return bad(format!("{} weights for {} inputs", weights.len(), self.preprocessing.width()));
+        }
+        if !intercept.is_finite() || weights.iter().any(|w| !w.is_finite()) {
+            return bad("non-finite parameters".into());
+        }
+        Ok(())
+    }
+
+    /// Predicts one row of feature values in manifest order.
+    pub fn predict(&self, row: &[Value]) -> Prediction {
+        let mut x = Vec::with_capacity(self.preprocessing.width());
+        self.preprocessing.transform_into(row, &mut x);
+        self.predict_vector(&x)
+    }
+
+    /// Predicts from an already preprocessed feature vector.
+    pub fn predict_vector(&self, x: &[f64]) -> Prediction {
+        let Parameters::Logistic { intercept, weights } = &self.parameters;
+        let z = intercept + weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>();
+        let score = sigmoid(z);
+        Prediction { score, positive: score >= 0.5 }
+    }
+
+    /// Scores every row of `frame`.
+    pub fn predict_frame(&self, frame: &Frame) -> Vec<f64> {
+        (0..frame.rows).map(|i| self.predict(&frame.row(i)).score).collect()
+    }
+}
+
+/// The logistic function, computed without overflow for large |z|.
+pub fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{PipelineSpec, tests::SPEC};
+    use crate::table::RawTable;
+
+    pub(crate) fn artifact() -> Artifact {
+        let spec = PipelineSpec::from_yaml(SPEC).unwrap();
+        let raw = RawTable::from_csv(b"tenure,charges,contract,churned\n1,10,monthly,1\n50,,yearly,0\n20,30,monthly,0\n").unwrap();
+        let frame = Frame::from_raw(&raw, &spec, true).unwrap();
+        let preprocessing = Preprocessor::fit(&spec.features, &frame);
+        let width = preprocessing.width();
+        Artifact {
+            manifest: Manifest {
+                format: FORMAT.into(),
+                pipeline: "churn".into(),
+                algorithm: "logistic_regression".into(),
+                params: BTreeMap::new(),
+                features: spec.features.clone(),
+                target: spec.target.clone(),
+                dataset_ids: vec![],
+                spec_hash: spec.hash(),
+                seed: 42,
+                code_version: "test".into(),
+                training_rows: 3,
+                holdout_rows: 0,
+                metrics: BTreeMap::new(),
+                reference: ReferenceProfile::fit(&spec.features, &frame),
+            },
+            preprocessing,
+            parameters: Parameters::Logistic { intercept: 0.1, weights: (0..width).map(|i| i as f64 * 0.1 - 0.2).collect() },
+        }
+    }
+
+    #[test]
+    fn round_trips_bit_for_bit_and_refuses_tampering() {
+        let a = artifact();
+        let bytes = a.to_bytes();
+        let sha = Sha256::of(&bytes);
+        let b = Artifact::from_verified_bytes(&bytes, &sha).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b.to_bytes(), bytes);
+        let mut tampered = bytes.clone();
+        let pos = tampered.iter().position(|&c| c == b'1').unwrap();
+        tampered[pos] = b'2';
+        assert!(matches!(Artifact::from_verified_bytes(&tampered, &sha), Err(ArtifactError::Tampered { .. })));
+        let other = Sha256::of(b"{}");
+        assert!(matches!(Artifact::from_verified_bytes(b"{}", &other), Err(ArtifactError::Invalid(_))));
+    }
+
+    #[test]
+    fn predicts_probabilities() {
+        let a = artifact();
+        let p = a.predict(&[Value::Num(3.0), Value::Missing, Value::Cat("never-seen".into())]);
+        assert!(p.score > 0.0 && p.score < 1.0);
+        assert_eq!(sigmoid(0.0), 0.5);
+        assert!(sigmoid(-1000.0) >= 0.0 && sigmoid(1000.0) <= 1.0);
+    }
+}

@@ -1,0 +1,118 @@
+//! Blobs in the NATS object store, addressed by the sha256 of their content, so a trainer on
+//! another machine needs no shared disk and a blob is verified before anyone uses it.
+
+use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind, ObjectStore};
+use tokio::io::AsyncReadExt;
+
+use crate::bus::Bus;
+use crate::ids::Sha256;
+
+/// Errors reading or writing blobs.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("object {name:?} not found in bucket {bucket}")]
+    NotFound { bucket: &'static str, name: String },
+    #[error("object {name} in bucket {bucket} is corrupt or tampered: its content hashes to {actual}")]
+    Tampered { bucket: &'static str, name: String, actual: String },
+    #[error("object {name:?} in bucket {bucket} is {size} bytes, over the limit of {limit}")]
+    TooLarge { bucket: &'static str, name: String, size: u64, limit: u64 },
+    #[error("object store {bucket}: {message}")]
+    Store { bucket: &'static str, message: String },
+}
+
+/// One content-addressed bucket.
+#[derive(Clone)]
+pub struct Objects {
+    store: ObjectStore,
+    bucket: &'static str,
+}
+
+impl Bus {
+    /// The bucket `bucket`, created by [`Bus::provision`].
+    pub async fn objects(&self, bucket: &'static str) -> Result<Objects, ObjectError> {
+        let store = self
+            .js
+            .get_object_store(bucket)
+            .await
+            .map_err(|e| ObjectError::Store { bucket, message: e.to_string() })?;
+        Ok(Objects { store, bucket })
+    }
+}
+
+impl Objects {
+    /// Stores `bytes` under their sha256 and returns it. Storing the same content again is a no-op.
+    pub async fn put(&self, bytes: &[u8]) -> Result<Sha256, ObjectError> {
+        let sha = Sha256::of(bytes);
+        if self.size_of(sha.as_str()).await?.is_some() {
+            return Ok(sha);
+        }
+        let mut reader = bytes;
+        self.store
+            .put(sha.as_str(), &mut reader)
+            .await
+            .map_err(|e| ObjectError::Store { bucket: self.bucket, message: e.to_string() })?;
+        Ok(sha)
+    }
+
+    /// Reads the blob `sha` and checks that its content still hashes to `sha`.
+    pub async fn get_verified(&self, sha: &Sha256) -> Result<Vec<u8>, ObjectError> {
+        let bytes = self.get_named(sha.as_str(), u64::MAX).await?;
+        let actual = crate::sha256_hex(&bytes);
+        if actual != sha.as_str() {
+            return Err(ObjectError::Tampered { bucket: self.bucket, name: sha.to_string(), actual });
+        }
+        Ok(bytes)
+    }
+
+    /// Reads the object `name`, refusing one larger than `limit` bytes before reading it.
+    pub async fn get_named(&self, name: &str, limit: u64) -> Result<Vec<u8>, ObjectError> {
+        let Some(size) = self.size_of(name).await? else {
+            return Err(ObjectError::NotFound { bucket: self.bucket, name: name.into() });
+        };
+        if size > limit {
+            return Err(ObjectError::TooLarge { bucket: self.bucket, name: name.into(), size, limit });
+        }
+        let mut object = self.store.get(name).await.map_err(|e| match e.kind() {
+            GetErrorKind::NotFound | GetErrorKind::InvalidName => {
+                ObjectError::NotFound { bucket: self.bucket, name: name.into() }
+            }
+            _ => ObjectError::Store { bucket: self.bucket, message: e.to_string() },
+        })?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| ObjectError::Store { bucket: self.bucket, message: format!("reading {name}: {e}") })?;
+        Ok(bytes)
+    }
+
+    /// Stores `bytes` under an arbitrary `name` (outside systems drop data this way).
+    pub async fn put_named(&self, name: &str, bytes: &[u8]) -> Result<(), ObjectError> {
+        let mut reader = bytes;
+        self.store
+            .put(name, &mut reader)
+            .await
+            .map(drop)
+            .map_err(|e| ObjectError::Store { bucket: self.bucket, message: e.to_string() })
+    }
+
+    /// The size of object `name`, or `None` when there is none.
+    pub async fn size_of(&self, name: &str) -> Result<Option<u64>, ObjectError> {
+        match self.store.info(name).await {
+            Ok(info) if !info.deleted => Ok(Some(info.size as u64)),
+            Ok(_) => Ok(None),
+            Err(e) if matches!(e.kind(), InfoErrorKind::NotFound | InfoErrorKind::InvalidName) => Ok(None),
+            Err(e) => Err(ObjectError::Store { bucket: self.bucket, message: e.to_string() }),
+        }
+    }
+}
+
+impl From<ObjectError> for crate::bus::HandlerError {
+    /// A missing, tampered or oversized blob will not get better on retry; a store error may.
+    fn from(e: ObjectError) -> Self {
+        match e {
+            ObjectError::Store { .. } => Self::Transient(e.into()),
+            _ => Self::Permanent(e.to_string()),
+        }
+    }
+}

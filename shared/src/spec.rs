@@ -1,0 +1,421 @@
+//! The pipeline spec: what a team declares about its data, model, gates, deployment and monitoring.
+//! Written in YAML (`mlops pipeline apply spec.yaml`), checked here, stored by the registry and
+//! published to the `pipelines` key-value bucket as canonical JSON for every service to read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bus::{Bus, BusError, PIPELINES_KV};
+use crate::ids::PipelineName;
+
+/// Why a spec was refused. The message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("spec is not valid YAML for a pipeline: {0}")]
+    Parse(String),
+    #[error("spec: {0}")]
+    Invalid(String),
+}
+
+/// A pipeline spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    pub name: PipelineName,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub features: Vec<FeatureSpec>,
+    pub target: TargetSpec,
+    #[serde(default)]
+    pub training: TrainingSpec,
+    #[serde(default)]
+    pub gates: Vec<GateSpec>,
+    #[serde(default)]
+    pub deployment: DeploymentSpec,
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+}
+
+/// One input column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: FeatureKind,
+    /// Inclusive lower bound (numeric features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Inclusive upper bound (numeric features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The allowed values (categorical features).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// Whether empty cells are allowed.
+    #[serde(default)]
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    Numeric,
+    Categorical,
+}
+
+/// The label column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub name: String,
+    #[serde(default)]
+    pub task: Task,
+    /// The label value that means the positive class.
+    #[serde(default = "default_positive")]
+    pub positive: String,
+    /// The label value that means the negative class.
+    #[serde(default = "default_negative")]
+    pub negative: String,
+}
+
+fn default_positive() -> String {
+    "1".into()
+}
+fn default_negative() -> String {
+    "0".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    #[default]
+    BinaryClassification,
+}
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Hyper-parameters by name; each algorithm documents the ones it reads.
+    #[serde(default)]
+    pub params: BTreeMap<String, f64>,
+    /// Share of rows held out for evaluation, in (0, 1).
+    #[serde(default = "default_holdout")]
+    pub holdout: f64,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+impl Default for TrainingSpec {
+    fn default() -> Self {
+        Self { algorithm: Algorithm::default(), params: BTreeMap::new(), holdout: default_holdout(), seed: default_seed() }
+    }
+}
+
+fn default_holdout() -> f64 {
+    0.2
+}
+fn default_seed() -> u64 {
+    42
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// L2-regularised logistic regression. Params: `l2` (default 1.0), `max_iter` (default 50),
+    /// `tol` (default 1e-8).
+    #[default]
+    LogisticRegression,
+}
+
+impl Algorithm {
+    /// The name used in artifacts and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LogisticRegression => "logistic_regression",
+        }
+    }
+
+    fn known_params(self) -> &'static [&'static str] {
+        match self {
+            Self::LogisticRegression => &["l2", "max_iter", "tol"],
+        }
+    }
+}
+
+/// Metrics a gate may name; all are higher-is-better.
+pub const GATE_METRICS: &[&str] = &["accuracy", "roc_auc"];
+
+/// One quality gate on a holdout metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    pub metric: String,
+    /// Absolute floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest tolerated drop against the production model on the same rows (the epsilon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drop: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Share of predictions logged to `mlops.predictions.<pipeline>`, in [0, 1].
+    #[serde(default = "default_sample")]
+    pub log_sample: f64,
+}
+
+fn default_sample() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Swap the new model in for all traffic at once.
+    #[default]
+    Direct,
+}
+
+/// Drift monitoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSpec {
+    /// Predictions per window (tumbling).
+    #[serde(default = "default_window")]
+    pub window: u32,
+    /// A feature whose PSI exceeds this has drifted.
+    #[serde(default = "default_psi")]
+    pub psi_threshold: f64,
+    /// The window has drifted when this share of features has (Evidently's dataset-drift rule).
+    #[serde(default = "default_drift_share")]
+    pub drift_share: f64,
+    /// After an alert, further drift of the same model raises no alert for this long.
+    #[serde(default = "default_cooldown")]
+    pub cooldown_secs: u64,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            window: default_window(),
+            psi_threshold: default_psi(),
+            drift_share: default_drift_share(),
+            cooldown_secs: default_cooldown(),
+        }
+    }
+}
+
+fn default_window() -> u32 {
+    500
+}
+fn default_psi() -> f64 {
+    0.2
+}
+fn default_drift_share() -> f64 {
+    0.5
+}
+fn default_cooldown() -> u64 {
+    3600
+}
+
+impl PipelineSpec {
+    /// Parses and checks a YAML spec.
+    pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
+        let spec: Self = serde_norway::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Parses the canonical JSON form stored in the key-value bucket.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
+        let spec: Self = serde_json::from_slice(bytes).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// The canonical JSON form: same spec, same bytes.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a spec always serializes")
+    }
+
+    /// sha256 of the canonical form, recorded in every model's lineage.
+    pub fn hash(&self) -> String {
+        crate::sha256_hex(&self.canonical_json())
+    }
+
+    /// The feature named `name`.
+    pub fn feature(&self, name: &str) -> Option<&FeatureSpec> {
+        self.features.iter().find(|f| f.name == name)
+    }
+
+    /// Checks everything serde cannot: names, bounds, shares, known metrics and parameters.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let bad = |msg: String| Err(SpecError::Invalid(msg));
+        if self.features.is_empty() {
+            return bad("`features` must list at least one feature".into());
+        }
+        let mut seen = BTreeSet::new();
+        for f in &self.features {
+            if f.name.is_empty() {
+                return bad("a feature has an empty `name`".into());
+            }
+            if !seen.insert(f.name.as_str()) {
+                return bad(format!("feature `{}` is declared twice", f.name));
+            }
+            match f.kind {
+                FeatureKind::Numeric => {
+                    if !f.categories.is_empty() {
+                        return bad(format!("features.{}: `categories` is for categorical features", f.name));
+                    }
+                    if let (Some(lo), Some(hi)) = (f.min, f.max)
+                        && lo > hi
+                    {
+                        return bad(format!("features.{}: `min` ({lo}) is greater than `max` ({hi})", f.name));
+                    }
+                }
+                FeatureKind::Categorical => {
+                    if f.categories.is_empty() {
+                        return bad(format!("features.{}: a categorical feature needs `categories`", f.name));
+                    }
+                    if f.min.is_some() || f.max.is_some() {
+                        return bad(format!("features.{}: `min`/`max` are for numeric features", f.name));
+                    }
+                }
+            }
+        }
+        if seen.contains(self.target.name.as_str()) {
+            return bad(format!("target `{}` is also declared as a feature", self.target.name));
+        }
+        if self.target.name.is_empty() {
+            return bad("`target.name` is empty".into());
+        }
+        if self.target.positive == self.target.negative {
+            return bad("`target.positive` and `target.negative` must differ".into());
+        }
+        if !(self.training.holdout > 0.0 && self.training.holdout < 1.0) {
+            return bad(format!("`training.holdout` must be in (0, 1), got {}", self.training.holdout));
+        }
+        let known = self.training.algorithm.known_params();
+        for (k, v) in &self.training.params {
+            if !known.contains(&k.as_str()) {
+                return bad(format!(
+                    "`training.params.{k}` is not a parameter of {} (known: {})",
+                    self.training.algorithm.as_str(),
+                    known.join(", ")
+                ));
+            }
+            if !v.is_finite() || *v < 0.0 {
+                return bad(format!("`training.params.{k}` must be a finite non-negative number"));
+            }
+        }
+        for g in &self.gates {
+            if !GATE_METRICS.contains(&g.metric.as_str()) {
+                return bad(format!("gates: unknown metric `{}` (known: {})", g.metric, GATE_METRICS.join(", ")));
+            }
+            if g.min.is_none() && g.max_drop.is_none() {
+                return bad(format!("gates: the gate on `{}` needs `min` or `max_drop`", g.metric));
+            }
+            if g.max_drop.is_some_and(|d| d < 0.0) {
+                return bad(format!("gates: `max_drop` of `{}` must not be negative", g.metric));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.deployment.log_sample) {
+            return bad("`deployment.log_sample` must be in [0, 1]".into());
+        }
+        let m = &self.monitoring;
+        if m.window < 10 {
+            return bad("`monitoring.window` must be at least 10 predictions".into());
+        }
+        if !(m.drift_share > 0.0 && m.drift_share <= 1.0) {
+            return bad("`monitoring.drift_share` must be in (0, 1]".into());
+        }
+        if m.psi_threshold <= 0.0 {
+            return bad("`monitoring.psi_threshold` must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads pipeline specs from the `pipelines` key-value bucket.
+#[derive(Clone)]
+pub struct SpecStore {
+    kv: async_nats::jetstream::kv::Store,
+}
+
+impl SpecStore {
+    /// Opens the bucket.
+    pub async fn open(bus: &Bus) -> Result<Self, BusError> {
+        Ok(Self { kv: bus.kv(PIPELINES_KV).await? })
+    }
+
+    /// The current spec of `name`, or `None` for an unknown pipeline.
+    pub async fn get(&self, name: &str) -> Result<Option<PipelineSpec>, BusError> {
+        let err = |message: String| BusError::Kv { bucket: PIPELINES_KV, message };
+        match self.kv.get(name).await.map_err(|e| err(e.to_string()))? {
+            None => Ok(None),
+            Some(bytes) => PipelineSpec::from_json(&bytes).map(Some).map_err(|e| err(format!("{name}: {e}"))),
+        }
+    }
+
+    /// Stores `spec` as the current spec of its pipeline.
+    pub async fn put(&self, spec: &PipelineSpec) -> Result<(), BusError> {
+        self.kv
+            .put(spec.name.as_str(), spec.canonical_json().into())
+            .await
+            .map(drop)
+            .map_err(|e| BusError::Kv { bucket: PIPELINES_KV, message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const SPEC: &str = r#"
+name: churn
+features:
+  - {name: tenure, type: numeric, min: 0, max: 100}
+  - {name: charges, type: numeric, nullable: true}
+  - {name: contract, type: categorical, categories: [monthly, yearly]}
+target: {name: churned}
+gates:
+  - {metric: roc_auc, min: 0.7, max_drop: 0.01}
+"#;
+
+    #[test]
+    fn parses_with_defaults_and_hashes_canonically() {
+        let spec = PipelineSpec::from_yaml(SPEC).unwrap();
+        assert_eq!(spec.training.seed, 42);
+        assert_eq!(spec.target.positive, "1");
+        assert_eq!(spec.monitoring.window, 500);
+        let again = PipelineSpec::from_json(&spec.canonical_json()).unwrap();
+        assert_eq!(spec, again);
+        assert_eq!(spec.hash(), again.hash());
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let cases = [
+            (SPEC.replace("min: 0, max: 100", "min: 5, max: 1"), "features.tenure"),
+            (SPEC.replace("roc_auc", "f7"), "unknown metric `f7`"),
+            (SPEC.replace("name: churned", "name: tenure"), "also declared as a feature"),
+            (SPEC.replace("target:", "targte:"), "targte"),
+            (SPEC.replace("categories: [monthly, yearly]", ""), "needs `categories`"),
+            (SPEC.replace("name: churn\n", "name: Churn!\n"), "pipeline name"),
+            (format!("{SPEC}training: {{params: {{depth: 3}}}}\n"), "training.params.depth"),
+        ];
+        for (text, expected) in cases {
+            let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+}

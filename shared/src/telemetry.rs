@@ -1,0 +1,88 @@
+//! Logs, traces and metrics. Logs go to stderr (`RUST_LOG` filters them); spans are exported over
+//! OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; W3C trace context crosses NATS headers and
+//! gRPC metadata through one injector/extractor pair, so one trace spans the whole cascade.
+//! Prometheus metrics are rendered by [`prometheus`].
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, fmt};
+
+/// Flushes spans when dropped; keep it alive for the life of `main`.
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("flushing traces failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber for `service`. Spans always get trace ids (so context
+/// propagates); they are exported only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
+    if exporting {
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer(service.to_owned());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,h2=warn,tower=warn"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()?;
+    if exporting {
+        tracing::info!("exporting traces over otlp");
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+/// The W3C `traceparent` of the current span, if it has a valid trace context.
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes the trace in `traceparent` the parent of `span`. Invalid values are ignored.
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        // Histograms, not summaries, so dashboards can aggregate across replicas.
+        let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&buckets)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (several services in one test process);
+        // this handle then renders only what it records, which is still valid output.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
