@@ -1,1 +1,13 @@
+//! The `mlops` command's library: the process supervisor behind `up` and `demo` (also used by the
+//! end-to-end tests), clients for the platform's APIs, and the bundled example data.
 
+#![allow(clippy::print_stdout)] // the CLI talks to people on stdout
+
+pub mod client;
+pub mod demo;
+pub mod events;
+pub mod sample;
+pub mod stack;
+
+/// The bundled example pipeline spec (`examples/churn.yaml`).
+pub const EXAMPLE_SPEC: &str = include_str!("../../examples/churn.yaml");

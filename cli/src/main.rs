@@ -1,1 +1,272 @@
-fn main() {}
+//! `mlops`: run the platform, drive pipelines and inspect what happened.
+
+#![allow(clippy::print_stdout)] // the CLI talks to people on stdout
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use mlops_cli::stack::{Stack, StackOptions};
+use mlops_cli::{client, demo, events, sample};
+
+#[derive(Parser)]
+#[command(name = "mlops", version, about = "An event-driven MLOps platform: data in, models out, kept healthy")]
+struct Cli {
+    /// NATS server URL.
+    #[arg(long, global = true, env = "MLOPS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Registry gRPC endpoint.
+    #[arg(long, global = true, env = "MLOPS_REGISTRY_URL", default_value = "http://127.0.0.1:50051")]
+    registry_url: String,
+    /// Ingest gRPC endpoint.
+    #[arg(long, global = true, env = "MLOPS_INGEST_URL", default_value = "http://127.0.0.1:50052")]
+    ingest_url: String,
+    /// Deployer (OIP v2) endpoint.
+    #[arg(long, global = true, env = "MLOPS_DEPLOYER_URL", default_value = "http://127.0.0.1:8080")]
+    deployer_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start nats-server (when none answers at --nats-url) and the seven services; Ctrl-C stops all.
+    Up {
+        /// Where services keep their data.
+        #[arg(long, default_value = ".mlops")]
+        data_dir: PathBuf,
+    },
+    /// Run the whole cascade on the bundled example, narrated, and exit.
+    Demo {
+        /// A CSV to use instead of the generated churn sample.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Leave the platform running afterwards (until Ctrl-C).
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Pipelines.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+    /// Upload a CSV as a new dataset version of a pipeline.
+    Ingest {
+        #[arg(long)]
+        pipeline: String,
+        file: PathBuf,
+        /// Do not wait for the validator's verdict.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Model versions.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Predict one row (a JSON object) or several (a JSON array of objects).
+    Predict {
+        #[arg(long)]
+        pipeline: String,
+        #[arg(long)]
+        json: String,
+    },
+    /// Events on the bus.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Serve the previous version of a pipeline again.
+    Rollback {
+        pipeline: String,
+        #[arg(long, default_value = "manual rollback")]
+        reason: String,
+    },
+    /// What each pipeline serves.
+    Deployments,
+    /// Write the example churn data set as CSV to stdout.
+    Sample {
+        #[arg(long, default_value_t = 3000)]
+        rows: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "normal")]
+        variant: sample::Variant,
+    },
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Create or update a pipeline from its YAML spec.
+    Apply { file: PathBuf },
+    /// List pipelines.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// List a pipeline's model versions.
+    List {
+        #[arg(long)]
+        pipeline: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print events as they happen.
+    Tail {
+        /// Subject filter.
+        #[arg(default_value = "mlops.events.>")]
+        subject: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up { data_dir } => up(&cli.nats_url, data_dir).await,
+        Command::Demo { data, keep_running } => {
+            let dir = if keep_running { PathBuf::from(".mlops/demo") } else { std::env::temp_dir().join(format!("mlops-demo-{}", std::process::id())) };
+            let _ = std::fs::remove_dir_all(&dir);
+            let outcome = demo::run(data, dir.clone(), keep_running).await;
+            if !keep_running && outcome.is_ok() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let outcome = outcome?;
+            println!("✔ demo finished: model v{} served {} ms after its data arrived", outcome.version, outcome.arrival_to_serving.as_millis());
+            Ok(())
+        }
+        Command::Pipeline { command: PipelineCommand::Apply { file } } => {
+            let yaml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let p = client::apply_pipeline(&cli.registry_url, &yaml).await?;
+            println!("pipeline {} applied: revision {}, spec {}", p.name, p.revision, &p.spec_hash[..12]);
+            Ok(())
+        }
+        Command::Pipeline { command: PipelineCommand::List } => {
+            let mut c = client::registry(&cli.registry_url).await?;
+            let list = c.list_pipelines(mlops_proto::ListPipelinesRequest {}).await?.into_inner();
+            for p in list.pipelines {
+                println!("{:<24} revision {:<4} spec {}", p.name, p.revision, &p.spec_hash[..12]);
+            }
+            Ok(())
+        }
+        Command::Ingest { pipeline, file, no_wait } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let ds = client::upload(&cli.ingest_url, &pipeline, &file.display().to_string(), bytes).await?;
+            if ds.duplicate {
+                println!("dataset {} already known (verdict: {}); nothing new to do", ds.dataset_id, ds.verdict);
+                return Ok(());
+            }
+            println!("dataset {} ingested ({} bytes)", ds.dataset_id, ds.size_bytes);
+            if no_wait {
+                return Ok(());
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let d = client::dataset(&cli.ingest_url, &ds.dataset_id).await?;
+                match d.verdict.as_str() {
+                    "accepted" => {
+                        println!("accepted: {} rows", d.rows);
+                        return Ok(());
+                    }
+                    "rejected" => anyhow::bail!("rejected: {}", d.verdict_detail),
+                    _ if tokio::time::Instant::now() > deadline => anyhow::bail!("no verdict within 60 s"),
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Command::Models { command: ModelsCommand::List { pipeline, json } } => {
+            let versions = client::models(&cli.registry_url, &pipeline).await?;
+            if json {
+                let out: Vec<serde_json::Value> = versions
+                    .iter()
+                    .map(|v| {
+                        let l = v.lineage.clone().unwrap_or_default();
+                        serde_json::json!({
+                            "pipeline": v.pipeline, "version": v.version, "artifact_sha256": v.artifact_sha256,
+                            "algorithm": v.algorithm, "aliases": v.aliases, "gate": v.gate, "created_unix_ms": v.created_unix_ms,
+                            "metrics": v.holdout_metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
+                            "lineage": {"dataset_ids": l.dataset_ids, "spec_hash": l.spec_hash, "seed": l.seed,
+                                        "code_version": l.code_version, "job_id": l.job_id, "trainer_id": l.trainer_id},
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("{:<8} {:<14} {:<8} {:<9} {:<22} {}", "VERSION", "ARTIFACT", "AUC", "GATE", "ALIASES", "DATASETS");
+                for v in versions {
+                    let auc = v.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
+                    let ds = v.lineage.as_ref().map(|l| l.dataset_ids.iter().map(|d| d[..12].to_owned()).collect::<Vec<_>>().join(",")).unwrap_or_default();
+                    println!("{:<8} {:<14} {:<8.4} {:<9} {:<22} {}", v.version, &v.artifact_sha256[..12], auc, v.gate, v.aliases.join(","), ds);
+                }
+            }
+            Ok(())
+        }
+        Command::Predict { pipeline, json } => {
+            let rows: serde_json::Value = serde_json::from_str(&json).context("--json is not valid JSON")?;
+            let body = client::predict(&cli.deployer_url, &pipeline, &rows).await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(())
+        }
+        Command::Events { command: EventsCommand::Tail { subject } } => {
+            let nats = async_nats::connect(&cli.nats_url).await.with_context(|| format!("connecting to {}", cli.nats_url))?;
+            let mut sub = nats.subscribe(subject.clone()).await?;
+            eprintln!("listening on {subject} (Ctrl-C to stop)");
+            while let Some(msg) = sub.next().await {
+                let seen = events::decode(&msg.subject, &msg.payload);
+                let time = msg.headers.as_ref().and_then(|h| h.get("ce-time")).map(|v| v.to_string()).unwrap_or_default();
+                println!("{time} {:<24} {:<10} {}", seen.kind, seen.pipeline, seen.summary);
+            }
+            Ok(())
+        }
+        Command::Rollback { pipeline, reason } => {
+            let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
+            let d = c.rollback(mlops_proto::RollbackRequest { pipeline, reason }).await.map_err(|s| anyhow::anyhow!("rollback: {}", s.message()))?.into_inner();
+            println!("{} now serves v{} ({})", d.pipeline, d.version, &d.artifact_sha256[..12]);
+            Ok(())
+        }
+        Command::Deployments => {
+            let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
+            let s = c.status(mlops_proto::StatusRequest { pipeline: String::new() }).await?.into_inner();
+            println!("{:<20} {:<8} {:<14} {}", "PIPELINE", "VERSION", "ARTIFACT", "PREDICTIONS");
+            for d in s.deployments {
+                println!("{:<20} {:<8} {:<14} {}", d.pipeline, d.version, &d.artifact_sha256[..12], d.predictions);
+            }
+            Ok(())
+        }
+        Command::Sample { rows, seed, variant } => {
+            print!("{}", sample::csv(rows, seed, variant));
+            Ok(())
+        }
+    }
+}
+
+async fn up(nats_url: &str, data_dir: PathBuf) -> anyhow::Result<()> {
+    let mut opts = StackOptions::beside_current_exe(data_dir.clone())?;
+    opts.fixed_ports = true;
+    opts.log_dir = Some(data_dir.join("logs"));
+    let answering = tokio::time::timeout(Duration::from_secs(2), async_nats::connect(nats_url)).await.is_ok_and(|r| r.is_ok());
+    if answering {
+        println!("using the NATS server at {nats_url}");
+        opts.nats_url = Some(nats_url.to_owned());
+    } else {
+        println!("no NATS server at {nats_url}: starting nats-server with JetStream in {}", data_dir.join("nats").display());
+    }
+    let mut stack = Stack::start(opts).await?;
+    println!("platform up (logs in {}):", data_dir.join("logs").display());
+    for s in &stack.services {
+        println!("  {:<10} {}", s.name, s.url());
+    }
+    println!("  nats       {}\nCtrl-C stops everything.", stack.nats_url);
+    tokio::signal::ctrl_c().await?;
+    println!("stopping…");
+    stack.stop(Duration::from_secs(15)).await;
+    Ok(())
+}

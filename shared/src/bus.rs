@@ -147,12 +147,25 @@ impl Bus {
             }
         }
         for bucket in [PIPELINES_KV, JOBS_KV] {
-            if self.js.get_key_value(bucket).await.is_err() {
-                let config = kv::Config { bucket: bucket.into(), history: 5, num_replicas: replicas, ..Default::default() };
-                retry_create(|| async { self.js.create_key_value(config.clone()).await.map(drop) })
-                    .await
-                    .with_context(|| format!("creating key-value bucket {bucket}"))?;
-            }
+            // The KV stream is created directly, with the settings of the key-value spec (ADR-8):
+            // async-nats's `create_key_value` first reads the account info, whose 2.9 form it
+            // cannot parse, so it fails on Debian's nats-server.
+            let config = stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 5,
+                discard: stream::DiscardPolicy::New,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            };
+            retry_create(|| async { self.js.get_or_create_stream(config.clone()).await.map(drop) })
+                .await
+                .with_context(|| format!("creating key-value bucket {bucket}"))?;
         }
         Ok(())
     }

@@ -16,6 +16,14 @@ pub enum TableError {
     Cell { row: usize, column: String, message: String },
 }
 
+/// A dataset that could not be read into a frame.
+#[derive(Debug, thiserror::Error)]
+#[error("dataset {id}: {source}")]
+pub struct DataError {
+    pub id: String,
+    pub source: TableError,
+}
+
 /// CSV as read: a header and string records of equal length.
 #[derive(Debug, Clone)]
 pub struct RawTable {
@@ -171,6 +179,22 @@ impl Frame {
     /// Row `row` as feature values in spec order.
     pub fn row(&self, row: usize) -> Vec<Value> {
         self.columns.iter().map(|c| c.value(row)).collect()
+    }
+
+    /// Reads `datasets` (id, CSV bytes) into one labelled frame, in the given order: the order a
+    /// model's manifest lists them, so trainer and evaluator see the same rows.
+    pub fn read_datasets(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Self, DataError> {
+        let mut frame: Option<Frame> = None;
+        for (id, bytes) in datasets {
+            let data_err = |source| DataError { id: id.clone(), source };
+            let raw = RawTable::from_csv(bytes).map_err(data_err)?;
+            let f = Frame::from_raw(&raw, spec, true).map_err(data_err)?;
+            match &mut frame {
+                None => frame = Some(f),
+                Some(all) => all.append(f),
+            }
+        }
+        Ok(frame.unwrap_or(Frame { columns: vec![], target: Some(vec![]), rows: 0 }))
     }
 
     /// Appends `other`'s rows (same spec).

@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> anyhow::Result<()> {
+    mlops_shared::service::main("deployer", mlops_deployer::run)
+}

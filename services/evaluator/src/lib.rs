@@ -1,1 +1,158 @@
+//! The evaluator: judges each trained model on its holdout rows, and the production model on the
+//! same rows, against the spec's gates; publishes `model.evaluated` with pass or fail and every
+//! check's numbers.
 
+pub mod gate;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use mlops_proto as pb;
+use mlops_proto::registry_client::RegistryClient;
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, MODELS_BUCKET};
+use mlops_shared::config::{NatsArgs, RegistryArgs};
+use mlops_shared::events::Envelope;
+use mlops_shared::http::{Readiness, ops_router, serve};
+use mlops_shared::ids::Sha256;
+use mlops_shared::model::{Artifact, holdout_split};
+use mlops_shared::objects::Objects;
+use mlops_shared::spec::SpecStore;
+use mlops_shared::table::Frame;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tracing::info;
+
+/// Evaluator configuration.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "mlops-evaluator", version, about = "Evaluator: quality gates against the production model")]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// HTTP (/healthz, /metrics) listen address.
+    #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9103")]
+    pub listen: SocketAddr,
+}
+
+impl mlops_shared::service::ServiceConfig for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}
+
+struct Evaluator {
+    bus: Bus,
+    datasets: Objects,
+    models: Objects,
+    specs: SpecStore,
+    registry: RegistryClient<Channel>,
+}
+
+/// Runs the evaluator until `shutdown` fires.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let bus = Bus::connect(&config.nats, "evaluator", &shutdown).await?;
+    bus.provision(config.nats.replicas).await?;
+    let channel = Channel::from_shared(config.registry.registry_url.clone())
+        .with_context(|| format!("registry url {:?}", config.registry.registry_url))?
+        .connect_lazy();
+    let ev = Evaluator {
+        datasets: bus.objects(DATASETS_BUCKET).await?,
+        models: bus.objects(MODELS_BUCKET).await?,
+        specs: SpecStore::open(&bus).await?,
+        registry: RegistryClient::new(channel),
+        bus: bus.clone(),
+    };
+    let readiness = Readiness::default();
+    readiness.set_ready();
+    let http = tokio::spawn(serve(listener, ops_router(readiness), shutdown.clone()));
+    bus.consume(ConsumerSpec::events::<pb::ModelTrained>("evaluator"), shutdown.child_token(), |e| ev.on_trained(e)).await?;
+    http.await??;
+    Ok(())
+}
+
+/// Asks the registry for one version; `None` when it has none.
+async fn lookup(
+    registry: &RegistryClient<Channel>,
+    pipeline: &str,
+    selector: pb::get_model_version_request::Selector,
+) -> Result<Option<pb::ModelVersion>, HandlerError> {
+    let req = pb::GetModelVersionRequest { pipeline: pipeline.into(), selector: Some(selector) };
+    match registry.clone().get_model_version(req).await {
+        Ok(r) => Ok(Some(r.into_inner())),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(HandlerError::Transient(anyhow::anyhow!("registry: {}", s.message()))),
+    }
+}
+
+impl Evaluator {
+    async fn load(&self, sha: &str) -> Result<Artifact, HandlerError> {
+        let sha = Sha256::parse(sha.to_owned()).map_err(|e| HandlerError::permanent(e.to_string()))?;
+        let bytes = self.models.get_verified(&sha).await?;
+        Artifact::from_verified_bytes(&bytes, &sha).map_err(|e| HandlerError::permanent(e.to_string()))
+    }
+
+    async fn on_trained(&self, e: Envelope<pb::ModelTrained>) -> Result<(), HandlerError> {
+        use pb::get_model_version_request::Selector;
+        let ctx = e.follow();
+        let t = &e.payload;
+        // The registry records the version from the same event; until it has, try again shortly.
+        let Some(candidate) = lookup(&self.registry, &t.pipeline, Selector::ArtifactSha256(t.artifact_sha256.clone())).await? else {
+            return Err(HandlerError::Transient(anyhow::anyhow!("registry has not recorded artifact {} yet", t.artifact_sha256)));
+        };
+        let spec = self
+            .specs
+            .get(&t.pipeline)
+            .await?
+            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", t.pipeline)))?;
+        let artifact = self.load(&t.artifact_sha256).await?;
+        let m = &artifact.manifest;
+        let mut blobs = Vec::with_capacity(m.dataset_ids.len());
+        for id in &m.dataset_ids {
+            let sha = Sha256::parse(id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
+            blobs.push((id.clone(), self.datasets.get_verified(&sha).await?));
+        }
+        let frame = Frame::read_datasets(&spec, &blobs).map_err(|err| HandlerError::permanent(err.to_string()))?;
+        let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
+        let holdout = frame.take(&holdout_idx);
+        let labels = holdout.target.clone().unwrap_or_default();
+        let candidate_metrics = mlops_shared::scoring::classification(&labels, &artifact.predict_frame(&holdout));
+
+        let production = lookup(&self.registry, &t.pipeline, Selector::Alias("production".into())).await?;
+        let production_metrics = match &production {
+            Some(p) => {
+                let champion = self.load(&p.artifact_sha256).await?;
+                Some(mlops_shared::scoring::classification(&labels, &champion.predict_frame(&holdout)))
+            }
+            None => None,
+        };
+        let (passed, checks) = gate::judge(&spec.gates, &candidate_metrics, production_metrics.as_ref());
+        let rows = holdout.rows as u64;
+        let event = pb::ModelEvaluated {
+            pipeline: t.pipeline.clone(),
+            version: candidate.version,
+            artifact_sha256: t.artifact_sha256.clone(),
+            passed,
+            checks,
+            candidate_metrics: Some(pb::Metrics { values: finite(candidate_metrics.clone()), rows }),
+            production_metrics: production_metrics.map(|m| pb::Metrics { values: finite(m), rows }),
+            production_version: production.as_ref().map_or(0, |p| p.version),
+        };
+        info!(
+            pipeline = %t.pipeline,
+            version = candidate.version,
+            passed,
+            auc = candidate_metrics.get("roc_auc").copied().unwrap_or(f64::NAN),
+            production = production.as_ref().map_or(0, |p| p.version),
+            "model evaluated"
+        );
+        metrics::counter!("mlops_models_evaluated_total", "pipeline" => t.pipeline.clone(), "passed" => passed.to_string()).increment(1);
+        self.bus.publish(&format!("evaluated-{}", t.job_id), &ctx, &event).await?;
+        Ok(())
+    }
+}
+
+fn finite(m: std::collections::BTreeMap<String, f64>) -> std::collections::HashMap<String, f64> {
+    m.into_iter().filter(|(_, v)| v.is_finite()).collect()
+}

@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> anyhow::Result<()> {
+    mlops_shared::service::main("evaluator", mlops_evaluator::run)
+}

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 
 use mlops_shared::model::{Artifact, FORMAT, Manifest, Parameters, Preprocessor, ReferenceProfile, holdout_split};
 use mlops_shared::spec::{Algorithm, PipelineSpec};
-use mlops_shared::table::{Frame, RawTable, TableError};
+use mlops_shared::table::{DataError, Frame};
 
 use crate::logistic;
 
 /// Why training could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("dataset {id}: {source}")]
-    Data { id: String, source: TableError },
+    #[error(transparent)]
+    Data(#[from] DataError),
     #[error("too little data: {0} rows (at least 10 are needed)")]
     TooFew(usize),
     #[error("the training rows hold a single class; a classifier needs both")]
@@ -29,17 +29,7 @@ pub struct Trained {
 
 /// Trains `spec`'s model on `datasets` (id, CSV bytes), in the given order.
 pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trained, TrainError> {
-    let mut frame: Option<Frame> = None;
-    for (id, bytes) in datasets {
-        let data_err = |source| TrainError::Data { id: id.clone(), source };
-        let raw = RawTable::from_csv(bytes).map_err(data_err)?;
-        let f = Frame::from_raw(&raw, spec, true).map_err(data_err)?;
-        match &mut frame {
-            None => frame = Some(f),
-            Some(all) => all.append(f),
-        }
-    }
-    let frame = frame.ok_or(TrainError::TooFew(0))?;
+    let frame = Frame::read_datasets(spec, datasets)?;
     if frame.rows < 10 {
         return Err(TrainError::TooFew(frame.rows));
     }
@@ -76,6 +66,7 @@ pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trai
             dataset_ids: datasets.iter().map(|(id, _)| id.clone()).collect(),
             spec_hash: spec.hash(),
             seed: t.seed,
+            holdout_share: t.holdout,
             code_version: mlops_shared::CODE_VERSION.into(),
             training_rows: train.rows as u64,
             holdout_rows: holdout.rows as u64,

@@ -44,6 +44,8 @@ pub struct Manifest {
     pub dataset_ids: Vec<String>,
     pub spec_hash: String,
     pub seed: u64,
+    /// Share of rows held out; with `seed` it fixes the split, so the evaluator can recompute it.
+    pub holdout_share: f64,
     pub code_version: String,
     pub training_rows: u64,
     pub holdout_rows: u64,
@@ -169,6 +171,7 @@ mod tests {
                 dataset_ids: vec![],
                 spec_hash: spec.hash(),
                 seed: 42,
+                holdout_share: 0.2,
                 code_version: "test".into(),
                 training_rows: 3,
                 holdout_rows: 0,

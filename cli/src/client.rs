@@ -1,0 +1,90 @@
+//! Thin clients for the platform's gRPC and REST APIs, shared by the commands, the demo and tests.
+
+use anyhow::Context as _;
+use mlops_proto as pb;
+use mlops_proto::ingest_client::IngestClient;
+use mlops_proto::registry_client::RegistryClient;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+/// Upload chunk size: well under gRPC's default 4 MiB message limit.
+const CHUNK: usize = 1 << 20;
+
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(url.to_owned())
+        .with_context(|| format!("invalid URL {url:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// Turns a gRPC status into an error that shows its message.
+fn status(what: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+}
+
+/// A registry client.
+pub async fn registry(url: &str) -> anyhow::Result<RegistryClient<Channel>> {
+    Ok(RegistryClient::new(channel(url).await?))
+}
+
+/// Applies a YAML pipeline spec.
+pub async fn apply_pipeline(registry_url: &str, yaml: &str) -> anyhow::Result<pb::Pipeline> {
+    let mut c = registry(registry_url).await?;
+    let r = c.apply_pipeline(pb::ApplyPipelineRequest { spec_yaml: yaml.to_owned() }).await.map_err(status("applying pipeline"))?;
+    Ok(r.into_inner())
+}
+
+/// Uploads `bytes` as a dataset of `pipeline` through the client-streaming gRPC call.
+pub async fn upload(ingest_url: &str, pipeline: &str, source: &str, bytes: Vec<u8>) -> anyhow::Result<pb::Dataset> {
+    use pb::upload_request::Part;
+    let mut c = IngestClient::new(channel(ingest_url).await?);
+    let header = pb::UploadRequest { part: Some(Part::Header(pb::UploadHeader { pipeline: pipeline.into(), source: source.into(), format: "csv".into() })) };
+    let chunks: Vec<pb::UploadRequest> = std::iter::once(header)
+        .chain(bytes.chunks(CHUNK).map(|c| pb::UploadRequest { part: Some(Part::Chunk(c.to_vec())) }))
+        .collect();
+    let r = c.upload(futures::stream::iter(chunks)).await.map_err(status("upload"))?;
+    Ok(r.into_inner())
+}
+
+/// One dataset from the catalog.
+pub async fn dataset(ingest_url: &str, id: &str) -> anyhow::Result<pb::Dataset> {
+    let mut c = IngestClient::new(channel(ingest_url).await?);
+    Ok(c.get_dataset(pb::GetDatasetRequest { dataset_id: id.into() }).await.map_err(status("dataset"))?.into_inner())
+}
+
+/// Every version of `pipeline`.
+pub async fn models(registry_url: &str, pipeline: &str) -> anyhow::Result<Vec<pb::ModelVersion>> {
+    let mut c = registry(registry_url).await?;
+    let r = c.list_model_versions(pb::ListModelVersionsRequest { pipeline: pipeline.into() }).await.map_err(status("listing models"))?;
+    Ok(r.into_inner().versions)
+}
+
+/// Predicts one or more rows given as a JSON object (one row) or array of objects, through OIP v2
+/// REST. Returns the response body.
+pub async fn predict(deployer_url: &str, pipeline: &str, rows: &Value) -> anyhow::Result<Value> {
+    let rows: Vec<&serde_json::Map<String, Value>> = match rows {
+        Value::Object(o) => vec![o],
+        Value::Array(a) => a.iter().map(|r| r.as_object().context("each row must be a JSON object")).collect::<Result<_, _>>()?,
+        _ => anyhow::bail!("a row is a JSON object of feature values, e.g. {{\"tenure_months\": 3}}"),
+    };
+    let mut names: Vec<&String> = rows.iter().flat_map(|r| r.keys()).collect();
+    names.sort();
+    names.dedup();
+    let inputs: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            let data: Vec<Value> = rows.iter().map(|r| r.get(*name).cloned().unwrap_or(Value::Null)).collect();
+            let datatype = if data.iter().any(Value::is_string) { "BYTES" } else { "FP64" };
+            json!({ "name": name, "shape": [rows.len()], "datatype": datatype, "data": data })
+        })
+        .collect();
+    let url = format!("{deployer_url}/v2/models/{pipeline}/infer");
+    let resp = reqwest::Client::new().post(&url).json(&json!({ "inputs": inputs })).send().await.with_context(|| format!("POST {url}"))?;
+    let code = resp.status();
+    let body: Value = resp.json().await.context("reading the inference response")?;
+    if !code.is_success() {
+        anyhow::bail!("inference failed ({code}): {}", body["error"].as_str().unwrap_or("no message"));
+    }
+    Ok(body)
+}

@@ -1,0 +1,87 @@
+//! Reading the bus as an outside subscriber would: a core NATS subscription on `mlops.events.>`
+//! (no consumer state is created), decoding each event by its subject.
+
+use mlops_proto as pb;
+use prost::Message as _;
+
+/// One decoded event.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub subject: String,
+    /// `domain.fact`, e.g. `model.promoted`.
+    pub kind: String,
+    pub pipeline: String,
+    /// A one-line description of the payload.
+    pub summary: String,
+    pub payload: Decoded,
+}
+
+/// The payloads the CLI looks into.
+#[derive(Debug, Clone)]
+pub enum Decoded {
+    Ingested(pb::DataIngested),
+    Validated(pb::DataValidated),
+    Rejected(pb::DataRejected),
+    Trained(pb::ModelTrained),
+    Evaluated(pb::ModelEvaluated),
+    Promoted(pb::ModelPromoted),
+    RolledBack(pb::ModelRolledBack),
+    Drift(pb::DriftDetected),
+    Other,
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Decodes a message from `mlops.events.<domain>.<fact>.<pipeline>`.
+pub fn decode(subject: &str, payload: &[u8]) -> Seen {
+    let parts: Vec<&str> = subject.split('.').collect();
+    let kind = parts.get(2..4).map(|p| p.join(".")).unwrap_or_default();
+    let pipeline = parts.get(4).copied().unwrap_or_default().to_owned();
+    let (summary, payload) = match kind.as_str() {
+        "data.ingested" => match pb::DataIngested::decode(payload) {
+            Ok(e) => (format!("dataset {} ({} bytes, {})", short(&e.dataset_id), e.size_bytes, e.source), Decoded::Ingested(e)),
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "data.validated" => match pb::DataValidated::decode(payload) {
+            Ok(e) => (format!("dataset {} accepted, {} rows", short(&e.dataset_id), e.rows), Decoded::Validated(e)),
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "data.rejected" => match pb::DataRejected::decode(payload) {
+            Ok(e) => (format!("dataset {} rejected: {}", short(&e.dataset_id), e.reason), Decoded::Rejected(e)),
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "model.trained" => match pb::ModelTrained::decode(payload) {
+            Ok(e) => {
+                let auc = e.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
+                (format!("artifact {} by {} in {} ms, holdout AUC {auc:.3}", short(&e.artifact_sha256), e.trainer_id, e.training_millis), Decoded::Trained(e))
+            }
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "model.evaluated" => match pb::ModelEvaluated::decode(payload) {
+            Ok(e) => {
+                let checks: Vec<String> = e.checks.iter().map(|c| format!("{} {}", if c.passed { "✓" } else { "✗" }, c.detail)).collect();
+                (format!("v{} {}: {}", e.version, if e.passed { "passed" } else { "FAILED" }, checks.join("; ")), Decoded::Evaluated(e))
+            }
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "model.promoted" => match pb::ModelPromoted::decode(payload) {
+            Ok(e) => (format!("v{} now serving (previous v{})", e.version, e.previous_version), Decoded::Promoted(e)),
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "model.rolled_back" => match pb::ModelRolledBack::decode(payload) {
+            Ok(e) => (format!("v{} -> v{}: {}", e.from_version, e.to_version, e.reason), Decoded::RolledBack(e)),
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "monitor.drift_detected" => match pb::DriftDetected::decode(payload) {
+            Ok(e) => {
+                let worst = e.features.iter().filter(|f| f.drifted).map(|f| format!("{} psi {:.2}", f.feature, f.score)).collect::<Vec<_>>();
+                (format!("v{} drifted ({:.0}% of features: {})", e.version, e.drifted_share * 100.0, worst.join(", ")), Decoded::Drift(e))
+            }
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        _ => (format!("{} bytes", payload.len()), Decoded::Other),
+    };
+    Seen { subject: subject.to_owned(), kind, pipeline, summary, payload }
+}

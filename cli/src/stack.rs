@@ -1,0 +1,278 @@
+//! Runs the platform as processes: a private nats-server (when none is given) and the seven
+//! service binaries, each with its own listen port and data directory. `mlops up` and `mlops demo`
+//! use it, and so do the end-to-end tests, which is why ports can be chosen by the OS.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+
+/// The seven services, in start order (the registry first: others ask it at start-up).
+pub const SERVICES: [&str; 7] = ["registry", "ingest", "validator", "trainer", "evaluator", "deployer", "monitor"];
+
+/// A nats-server child process with JetStream on a private store directory.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+    pub store_dir: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts `nats-server -js` storing in `dir`; `port` None lets the server pick one (`-p -1`)
+    /// and reads it back from its ports file.
+    pub async fn start(dir: &Path, port: Option<u16>) -> anyhow::Result<Self> {
+        let store_dir = dir.join("jetstream");
+        let ports_dir = dir.join("ports");
+        std::fs::create_dir_all(&store_dir)?;
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir)?;
+        let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+            .arg(&store_dir)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server: is it installed? (`just deps` installs Debian's nats-server package)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(url) = read_ports_file(&ports_dir)? {
+                return Ok(Self { child, url, store_dir });
+            }
+            if Instant::now() > deadline {
+                bail!("nats-server did not report its ports within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server (as a crash would).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn read_ports_file(dir: &Path) -> anyhow::Result<Option<String>> {
+    for entry in std::fs::read_dir(dir)? {
+        let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(url) = v["nats"][0].as_str()
+        {
+            return Ok(Some(url.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// A free TCP port on 127.0.0.1, as chosen by the OS.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// How to run the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Where the service binaries are (normally next to the `mlops` binary).
+    pub bin_dir: PathBuf,
+    /// Root of every service's data directory and of the private nats-server's store.
+    pub data_dir: PathBuf,
+    /// An existing NATS server; `None` starts a private one.
+    pub nats_url: Option<String>,
+    /// Fixed ports (`mlops up`) or OS-chosen ones (tests).
+    pub fixed_ports: bool,
+    /// Where each service's log goes; `None` inherits this process's stderr.
+    pub log_dir: Option<PathBuf>,
+    /// Extra environment for every service (RUST_LOG, OTEL_*, …).
+    pub env: Vec<(String, String)>,
+}
+
+impl StackOptions {
+    /// Options for binaries next to the running executable.
+    pub fn beside_current_exe(data_dir: PathBuf) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut bin_dir = exe.parent().context("executable has no directory")?.to_path_buf();
+        // Test executables live in target/<profile>/deps; the binaries one level up.
+        if bin_dir.ends_with("deps") {
+            bin_dir.pop();
+        }
+        Ok(Self { bin_dir, data_dir, nats_url: None, fixed_ports: false, log_dir: None, env: vec![] })
+    }
+}
+
+/// A running service process.
+pub struct Service {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Service {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// The platform as running processes.
+pub struct Stack {
+    pub opts: StackOptions,
+    pub nats: Option<NatsServer>,
+    pub nats_url: String,
+    pub services: Vec<Service>,
+    ports: BTreeMap<String, u16>,
+}
+
+fn default_port(service: &str) -> u16 {
+    match service {
+        "registry" => 50051,
+        "ingest" => 50052,
+        "deployer" => 8080,
+        "validator" => 9101,
+        "trainer" => 9102,
+        "evaluator" => 9103,
+        _ => 9104,
+    }
+}
+
+impl Stack {
+    /// Starts NATS (unless given) and the seven services, and waits until each answers `/healthz`.
+    pub async fn start(opts: StackOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&opts.data_dir)?;
+        let nats = match &opts.nats_url {
+            Some(_) => None,
+            None => {
+                let port = opts.fixed_ports.then_some(4222);
+                Some(NatsServer::start(&opts.data_dir.join("nats"), port).await?)
+            }
+        };
+        let nats_url = opts.nats_url.clone().unwrap_or_else(|| nats.as_ref().expect("started above").url.clone());
+        let mut ports = BTreeMap::new();
+        for s in SERVICES {
+            ports.insert(s.to_owned(), if opts.fixed_ports { default_port(s) } else { free_port()? });
+        }
+        let mut stack = Self { opts, nats, nats_url, services: vec![], ports };
+        for s in SERVICES {
+            stack.spawn(s, s, &[]).await?;
+        }
+        stack.wait_healthy(Duration::from_secs(60)).await?;
+        Ok(stack)
+    }
+
+    /// The base URL of `service` (its first instance).
+    pub fn url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[service])
+    }
+
+    /// Starts one more process of `service` named `name` (e.g. a second trainer), with `env` added.
+    pub async fn spawn(&mut self, service: &str, name: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let port = match self.services.iter().any(|s| s.name == service || s.name == name) {
+            // The first instance keeps the well-known port; extra replicas get fresh ones.
+            true if name != service => free_port()?,
+            _ => self.ports[service],
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let bin = self.opts.bin_dir.join(format!("mlops-{service}"));
+        if !bin.exists() {
+            bail!("{} is missing: build the services first (`cargo build --workspace --bins`)", bin.display());
+        }
+        let data = self.opts.data_dir.join(name);
+        std::fs::create_dir_all(&data)?;
+        let mut cmd = Command::new(&bin);
+        cmd.env("MLOPS_NATS_URL", &self.nats_url)
+            .env("MLOPS_LISTEN", addr.to_string())
+            .env("MLOPS_DATA_DIR", &data)
+            .env("MLOPS_REGISTRY_URL", self.url("registry"))
+            .env("MLOPS_TRAINER_ID", name)
+            .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        match &self.opts.log_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
+                cmd.stdout(log.try_clone()?).stderr(log);
+            }
+            None => {
+                cmd.stdout(Stdio::null());
+            }
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        self.services.push(Service { name: name.to_owned(), addr, child });
+        Ok(())
+    }
+
+    /// Waits until every service answers `/healthz` with 200.
+    pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.services.len() {
+            loop {
+                if let Some(status) = self.services[i].child.try_wait()? {
+                    bail!("{} exited during start-up ({status}){}", self.services[i].name, self.log_hint(i));
+                }
+                let url = format!("{}/healthz", self.services[i].url());
+                let ok = client.get(url).send().await.is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{} did not become healthy within {timeout:?}{}", self.services[i].name, self.log_hint(i));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn log_hint(&self, i: usize) -> String {
+        match &self.opts.log_dir {
+            Some(dir) => format!("; see {}", dir.join(format!("{}.log", self.services[i].name)).display()),
+            None => String::new(),
+        }
+    }
+
+    /// Kills the process named `name` with SIGKILL, as a crash would, and forgets it.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let i = self.services.iter().position(|s| s.name == name).with_context(|| format!("no service named {name}"))?;
+        let mut s = self.services.remove(i);
+        s.child.kill().await?;
+        Ok(())
+    }
+
+    /// Asks every service to stop (SIGTERM) and waits up to `grace` before killing what is left.
+    pub async fn stop(&mut self, grace: Duration) {
+        for s in &self.services {
+            if let Some(pid) = s.child.id() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+        }
+        let deadline = Instant::now() + grace;
+        for s in &mut self.services {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, s.child.wait()).await.is_err() {
+                let _ = s.child.kill().await;
+            }
+        }
+        self.services.clear();
+        if let Some(n) = &mut self.nats {
+            if let Some(pid) = n.child.id() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), n.child.wait()).await;
+            n.kill().await;
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! gRPC: the Open Inference Protocol v2 `GRPCInferenceService` and the platform's `Deployer`
+//! service (status, rollback).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mlops_proto::inference as oip;
+use mlops_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::Deployer;
+use crate::rest::ApiError;
+use crate::serving::{Column, rows, score};
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e.0 {
+            axum::http::StatusCode::NOT_FOUND => Status::not_found(e.1),
+            _ => Status::invalid_argument(e.1),
+        }
+    }
+}
+
+/// OIP v2 over gRPC.
+pub struct Inference(pub Arc<Deployer>);
+
+#[tonic::async_trait]
+impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
+    async fn server_live(&self, _: Request<oip::ServerLiveRequest>) -> Result<Response<oip::ServerLiveResponse>, Status> {
+        Ok(Response::new(oip::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(&self, _: Request<oip::ServerReadyRequest>) -> Result<Response<oip::ServerReadyResponse>, Status> {
+        Ok(Response::new(oip::ServerReadyResponse { ready: self.0.readiness.is_ready() }))
+    }
+
+    async fn model_ready(&self, req: Request<oip::ModelReadyRequest>) -> Result<Response<oip::ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        let ready = crate::rest::find(&self.0, &r.name, Some(&r.version)).is_ok();
+        Ok(Response::new(oip::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(&self, _: Request<oip::ServerMetadataRequest>) -> Result<Response<oip::ServerMetadataResponse>, Status> {
+        Ok(Response::new(oip::ServerMetadataResponse {
+            name: "mlops-deployer".into(),
+            version: mlops_shared::CODE_VERSION.into(),
+            extensions: vec![],
+        }))
+    }
+
+    async fn model_metadata(&self, req: Request<oip::ModelMetadataRequest>) -> Result<Response<oip::ModelMetadataResponse>, Status> {
+        use oip::model_metadata_response::TensorMetadata;
+        let r = req.into_inner();
+        let model = crate::rest::find(&self.0, &r.name, Some(&r.version))?;
+        let inputs = model
+            .artifact
+            .manifest
+            .features
+            .iter()
+            .map(|f| TensorMetadata {
+                name: f.name.clone(),
+                datatype: match f.kind {
+                    mlops_shared::spec::FeatureKind::Numeric => "FP64".into(),
+                    mlops_shared::spec::FeatureKind::Categorical => "BYTES".into(),
+                },
+                shape: vec![-1],
+            })
+            .collect();
+        let out = |name: &str, datatype: &str| TensorMetadata { name: name.into(), datatype: datatype.into(), shape: vec![-1] };
+        Ok(Response::new(oip::ModelMetadataResponse {
+            name: model.pipeline.clone(),
+            versions: vec![model.version.to_string()],
+            platform: format!("mlops/{}", model.artifact.manifest.algorithm),
+            inputs,
+            outputs: vec![out("probability", "FP64"), out("label", "BYTES"), out("prediction_id", "BYTES")],
+        }))
+    }
+
+    async fn model_infer(&self, req: Request<oip::ModelInferRequest>) -> Result<Response<oip::ModelInferResponse>, Status> {
+        use oip::model_infer_response::InferOutputTensor;
+        let started = std::time::Instant::now();
+        let r = req.into_inner();
+        let model = crate::rest::find(&self.0, &r.model_name, Some(&r.model_version))?;
+        if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
+            return Err(Status::invalid_argument("raw_input_contents must have one entry per input"));
+        }
+        let mut inputs = Vec::with_capacity(r.inputs.len());
+        for (i, t) in r.inputs.iter().enumerate() {
+            let raw = r.raw_input_contents.get(i).map(|b| b.as_slice());
+            let col = decode_tensor(t, raw).map_err(Status::invalid_argument)?;
+            inputs.push((t.name.clone(), col));
+        }
+        let rows = rows(&model.artifact, inputs).map_err(Status::invalid_argument)?;
+        let scored = score(&model, &rows, &self.0.log);
+        let n = scored.scores.len() as i64;
+        metrics::histogram!("mlops_inference_seconds", "protocol" => "grpc").record(started.elapsed().as_secs_f64());
+        let tensor = |name: &str, datatype: &str, contents: oip::InferTensorContents| InferOutputTensor {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: vec![n],
+            parameters: HashMap::new(),
+            contents: Some(contents),
+        };
+        let bytes = |v: Vec<String>| oip::InferTensorContents { bytes_contents: v.into_iter().map(String::into_bytes).collect(), ..Default::default() };
+        Ok(Response::new(oip::ModelInferResponse {
+            model_name: model.pipeline.clone(),
+            model_version: model.version.to_string(),
+            id: r.id,
+            parameters: HashMap::new(),
+            outputs: vec![
+                tensor("probability", "FP64", oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() }),
+                tensor("label", "BYTES", bytes(scored.labels)),
+                tensor("prediction_id", "BYTES", bytes(scored.ids)),
+            ],
+            raw_output_contents: vec![],
+        }))
+    }
+}
+
+/// Decodes a gRPC input tensor from its typed contents or, when given, its raw little-endian bytes.
+fn decode_tensor(t: &oip::model_infer_request::InferInputTensor, raw: Option<&[u8]>) -> Result<Column, String> {
+    let name = &t.name;
+    if let Some(raw) = raw {
+        let fixed = |width: usize, f: &dyn Fn(&[u8]) -> f64| -> Result<Column, String> {
+            if raw.len() % width != 0 {
+                return Err(format!("input `{name}`: {} raw bytes are not a whole number of {} values", raw.len(), t.datatype));
+            }
+            Ok(Column::Num(raw.chunks_exact(width).map(|c| Some(f(c))).collect()))
+        };
+        return match t.datatype.as_str() {
+            "FP64" => fixed(8, &|c| f64::from_le_bytes(c.try_into().expect("chunk of 8"))),
+            "FP32" => fixed(4, &|c| f64::from(f32::from_le_bytes(c.try_into().expect("chunk of 4")))),
+            "INT64" => fixed(8, &|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")) as f64),
+            "INT32" => fixed(4, &|c| f64::from(i32::from_le_bytes(c.try_into().expect("chunk of 4")))),
+            "BYTES" => {
+                let mut out = Vec::new();
+                let mut rest = raw;
+                while !rest.is_empty() {
+                    if rest.len() < 4 {
+                        return Err(format!("input `{name}`: truncated BYTES length prefix"));
+                    }
+                    let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+                    let body = rest.get(4..4 + len).ok_or_else(|| format!("input `{name}`: truncated BYTES element"))?;
+                    out.push(Some(String::from_utf8(body.to_vec()).map_err(|_| format!("input `{name}`: BYTES element is not UTF-8"))?));
+                    rest = &rest[4 + len..];
+                }
+                Ok(Column::Str(out))
+            }
+            other => Err(format!("input `{name}`: unsupported raw datatype {other:?}")),
+        };
+    }
+    let c = t.contents.clone().unwrap_or_default();
+    match t.datatype.as_str() {
+        "FP64" => Ok(Column::Num(c.fp64_contents.into_iter().map(Some).collect())),
+        "FP32" => Ok(Column::Num(c.fp32_contents.into_iter().map(|v| Some(f64::from(v))).collect())),
+        "INT64" => Ok(Column::Num(c.int64_contents.into_iter().map(|v| Some(v as f64)).collect())),
+        "INT32" | "INT16" | "INT8" => Ok(Column::Num(c.int_contents.into_iter().map(|v| Some(f64::from(v))).collect())),
+        "BOOL" => Ok(Column::Num(c.bool_contents.into_iter().map(|v| Some(f64::from(u8::from(v)))).collect())),
+        "BYTES" => c
+            .bytes_contents
+            .into_iter()
+            .map(|b| String::from_utf8(b).map(Some).map_err(|_| format!("input `{name}`: BYTES element is not UTF-8")))
+            .collect::<Result<_, _>>()
+            .map(Column::Str),
+        other => Err(format!("input `{name}`: unsupported datatype {other:?}")),
+    }
+}
+
+/// The platform's deployer API.
+pub struct DeployerApi(pub Arc<Deployer>);
+
+#[tonic::async_trait]
+impl pb::deployer_server::Deployer for DeployerApi {
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let p = req.into_inner().pipeline;
+        let deployments = self
+            .0
+            .models
+            .all()
+            .into_iter()
+            .filter(|m| p.is_empty() || m.pipeline == p)
+            .map(|m| pb::Deployment {
+                pipeline: m.pipeline.clone(),
+                version: m.version,
+                artifact_sha256: m.sha.to_string(),
+                since_unix_ms: m.since_unix_ms,
+                predictions: m.predictions.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse { deployments }))
+    }
+
+    async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Result<Response<pb::Deployment>, Status> {
+        let r = req.into_inner();
+        let reason = if r.reason.is_empty() { "manual rollback".to_owned() } else { r.reason };
+        let served = self.0.rollback(&r.pipeline, &reason).await?;
+        Ok(Response::new(pb::Deployment {
+            pipeline: served.pipeline.clone(),
+            version: served.version,
+            artifact_sha256: served.sha.to_string(),
+            since_unix_ms: served.since_unix_ms,
+            predictions: 0,
+        }))
+    }
+}

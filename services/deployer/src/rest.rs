@@ -1,0 +1,215 @@
+//! Open Inference Protocol v2 over REST (KServe / Triton compatible): health, server and model
+//! metadata, readiness, and infer on `/v2/models/{name}[/versions/{v}]`. Errors are HTTP 4xx with
+//! `{"error": "..."}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value as Json_, json};
+
+use crate::Deployer;
+use crate::serving::{Column, Served, rows, score};
+
+/// An API error: a status and a message, rendered as `{"error": message}`.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// The OIP REST routes.
+pub fn router(d: Arc<Deployer>) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(|| async { Json(json!({ "live": true })) }))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .with_state(d)
+}
+
+async fn ready(State(d): State<Arc<Deployer>>) -> Response {
+    let ready = d.readiness.is_ready();
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn server_metadata() -> Json<Json_> {
+    Json(json!({ "name": "mlops-deployer", "version": mlops_shared::CODE_VERSION, "extensions": [] }))
+}
+
+/// The served model of `name`, checked against a requested version.
+pub(crate) fn find(d: &Deployer, name: &str, version: Option<&str>) -> Result<Arc<Served>, ApiError> {
+    let model = d.models.get(name).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("model `{name}` is not served")))?;
+    if let Some(v) = version.filter(|v| !v.is_empty())
+        && v != model.version.to_string()
+    {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("version {v} of model `{name}` is not served (serving version {})", model.version)));
+    }
+    Ok(model)
+}
+
+/// The OIP model metadata of a served model.
+pub(crate) fn metadata(model: &Served) -> Json_ {
+    let inputs: Vec<Json_> = model
+        .artifact
+        .manifest
+        .features
+        .iter()
+        .map(|f| {
+            let datatype = match f.kind {
+                mlops_shared::spec::FeatureKind::Numeric => "FP64",
+                mlops_shared::spec::FeatureKind::Categorical => "BYTES",
+            };
+            json!({ "name": f.name, "datatype": datatype, "shape": [-1] })
+        })
+        .collect();
+    json!({
+        "name": model.pipeline,
+        "versions": [model.version.to_string()],
+        "platform": format!("mlops/{}", model.artifact.manifest.algorithm),
+        "inputs": inputs,
+        "outputs": [
+            { "name": "probability", "datatype": "FP64", "shape": [-1] },
+            { "name": "label", "datatype": "BYTES", "shape": [-1] },
+            { "name": "prediction_id", "datatype": "BYTES", "shape": [-1] },
+        ],
+    })
+}
+
+async fn model_metadata(State(d): State<Arc<Deployer>>, Path(name): Path<String>) -> Result<Json<Json_>, ApiError> {
+    let model = find(&d, &name, None)?;
+    Ok(Json(metadata(&model)))
+}
+
+async fn model_metadata_v(State(d): State<Arc<Deployer>>, Path((name, v)): Path<(String, String)>) -> Result<Json<Json_>, ApiError> {
+    let model = find(&d, &name, Some(&v))?;
+    Ok(Json(metadata(&model)))
+}
+
+async fn model_ready(State(d): State<Arc<Deployer>>, Path(name): Path<String>) -> Result<Json<Json_>, ApiError> {
+    find(&d, &name, None)?;
+    Ok(Json(json!({ "name": name, "ready": true })))
+}
+
+async fn model_ready_v(State(d): State<Arc<Deployer>>, Path((name, v)): Path<(String, String)>) -> Result<Json<Json_>, ApiError> {
+    find(&d, &name, Some(&v))?;
+    Ok(Json(json!({ "name": name, "ready": true })))
+}
+
+#[derive(Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<InputTensor>,
+}
+
+#[derive(Deserialize)]
+struct InputTensor {
+    name: String,
+    #[serde(default)]
+    shape: Vec<i64>,
+    datatype: String,
+    data: Json_,
+}
+
+async fn infer(State(d): State<Arc<Deployer>>, Path(name): Path<String>, body: Bytes) -> Result<Json<Json_>, ApiError> {
+    run_infer(&d, &name, None, &body)
+}
+
+async fn infer_v(State(d): State<Arc<Deployer>>, Path((name, v)): Path<(String, String)>, body: Bytes) -> Result<Json<Json_>, ApiError> {
+    run_infer(&d, &name, Some(&v), &body)
+}
+
+fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Result<Json<Json_>, ApiError> {
+    let started = std::time::Instant::now();
+    let model = find(d, name, version)?;
+    let req: InferRequest = serde_json::from_slice(body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for t in req.inputs {
+        let col = decode_json_tensor(&t).map_err(bad)?;
+        inputs.push((t.name, col));
+    }
+    let rows = rows(&model.artifact, inputs).map_err(bad)?;
+    let scored = score(&model, &rows, &d.log);
+    let n = scored.scores.len();
+    metrics::histogram!("mlops_inference_seconds", "protocol" => "rest").record(started.elapsed().as_secs_f64());
+    Ok(Json(json!({
+        "model_name": model.pipeline,
+        "model_version": model.version.to_string(),
+        "id": req.id.unwrap_or_else(|| scored.ids.first().cloned().unwrap_or_default()),
+        "outputs": [
+            { "name": "probability", "datatype": "FP64", "shape": [n], "data": scored.scores },
+            { "name": "label", "datatype": "BYTES", "shape": [n], "data": scored.labels },
+            { "name": "prediction_id", "datatype": "BYTES", "shape": [n], "data": scored.ids },
+        ],
+    })))
+}
+
+/// Decodes one JSON tensor; `data` may be flat or nested (row-major), values may be null.
+fn decode_json_tensor(t: &InputTensor) -> Result<Column, String> {
+    let mut flat = Vec::new();
+    flatten(&t.data, &mut flat);
+    if let Some(&rows) = t.shape.first()
+        && rows >= 0
+        && t.shape.iter().product::<i64>() != flat.len() as i64
+    {
+        return Err(format!("input `{}`: shape {:?} does not match its {} values", t.name, t.shape, flat.len()));
+    }
+    let wrong = |what: &str| format!("input `{}` is {} but holds {what}", t.name, t.datatype);
+    match t.datatype.as_str() {
+        "FP32" | "FP64" | "INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64" => flat
+            .iter()
+            .map(|v| match v {
+                Json_::Null => Ok(None),
+                Json_::Number(n) => n.as_f64().map(Some).ok_or_else(|| wrong("a number out of range")),
+                _ => Err(wrong("a non-number")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Column::Num),
+        "BOOL" => flat
+            .iter()
+            .map(|v| match v {
+                Json_::Null => Ok(None),
+                Json_::Bool(b) => Ok(Some(f64::from(u8::from(*b)))),
+                _ => Err(wrong("a non-boolean")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Column::Num),
+        "BYTES" => flat
+            .iter()
+            .map(|v| match v {
+                Json_::Null => Ok(None),
+                Json_::String(s) => Ok(Some(s.clone())),
+                Json_::Number(n) => Ok(Some(n.to_string())),
+                _ => Err(wrong("a non-string")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Column::Str),
+        other => Err(format!("input `{}`: unsupported datatype {other:?}", t.name)),
+    }
+}
+
+fn flatten<'a>(v: &'a Json_, out: &mut Vec<&'a Json_>) {
+    match v {
+        Json_::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other),
+    }
+}

@@ -1,0 +1,74 @@
+//! The quality gate: every gate of the spec, on the candidate's metrics and — when a production
+//! model exists — against the production model's metrics on the same rows.
+
+use std::collections::BTreeMap;
+
+use mlops_proto as pb;
+use mlops_shared::spec::GateSpec;
+
+/// Judges `candidate` against `gates`, and against `production` when there is one. The first
+/// model, with no champion, meets absolute floors only. Returns whether every check passed, and
+/// each check with its numbers.
+pub fn judge(gates: &[GateSpec], candidate: &BTreeMap<String, f64>, production: Option<&BTreeMap<String, f64>>) -> (bool, Vec<pb::GateCheck>) {
+    let mut checks = Vec::new();
+    for g in gates {
+        let value = candidate.get(&g.metric).copied().unwrap_or(f64::NAN);
+        if let Some(min) = g.min {
+            checks.push(pb::GateCheck {
+                name: format!("{} >= {min}", g.metric),
+                passed: value >= min,
+                detail: format!("candidate {} = {value:.4}, floor {min}", g.metric),
+            });
+        }
+        if let (Some(max_drop), Some(prod)) = (g.max_drop, production) {
+            let champion = prod.get(&g.metric).copied().unwrap_or(f64::NAN);
+            let drop = champion - value;
+            checks.push(pb::GateCheck {
+                name: format!("{} no worse than production by more than {max_drop}", g.metric),
+                // A NaN champion (e.g. one class in the rows) cannot be beaten or lost to.
+                passed: champion.is_nan() || drop <= max_drop,
+                detail: format!("candidate {value:.4}, production {champion:.4} on the same rows, drop {drop:.4}"),
+            });
+        }
+    }
+    let passed = checks.iter().all(|c| c.passed);
+    (passed, checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(auc: f64, acc: f64) -> BTreeMap<String, f64> {
+        BTreeMap::from([("roc_auc".into(), auc), ("accuracy".into(), acc)])
+    }
+
+    fn gates() -> Vec<GateSpec> {
+        vec![
+            GateSpec { metric: "roc_auc".into(), min: Some(0.7), max_drop: Some(0.01) },
+            GateSpec { metric: "accuracy".into(), min: Some(0.6), max_drop: None },
+        ]
+    }
+
+    #[test]
+    fn first_model_meets_floors_only() {
+        let (passed, checks) = judge(&gates(), &m(0.75, 0.7), None);
+        assert!(passed);
+        assert_eq!(checks.len(), 2);
+        let (passed, checks) = judge(&gates(), &m(0.65, 0.7), None);
+        assert!(!passed);
+        assert!(!checks[0].passed && checks[0].detail.contains("0.6500"));
+    }
+
+    #[test]
+    fn regression_beyond_epsilon_fails_within_passes() {
+        assert!(judge(&gates(), &m(0.795, 0.7), Some(&m(0.80, 0.7))).0);
+        let (passed, checks) = judge(&gates(), &m(0.78, 0.7), Some(&m(0.80, 0.7)));
+        assert!(!passed);
+        let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].detail.contains("production 0.8000"), "{:?}", failed[0]);
+        // A missing metric never passes a floor.
+        assert!(!judge(&gates(), &BTreeMap::new(), None).0);
+    }
+}
