@@ -31,7 +31,10 @@ pub async fn registry(url: &str) -> anyhow::Result<RegistryClient<Channel>> {
 /// Applies a YAML pipeline spec.
 pub async fn apply_pipeline(registry_url: &str, yaml: &str) -> anyhow::Result<pb::Pipeline> {
     let mut c = registry(registry_url).await?;
-    let r = c.apply_pipeline(pb::ApplyPipelineRequest { spec_yaml: yaml.to_owned() }).await.map_err(status("applying pipeline"))?;
+    let r = c
+        .apply_pipeline(pb::ApplyPipelineRequest { spec_yaml: yaml.to_owned() })
+        .await
+        .map_err(status("applying pipeline"))?;
     Ok(r.into_inner())
 }
 
@@ -39,7 +42,13 @@ pub async fn apply_pipeline(registry_url: &str, yaml: &str) -> anyhow::Result<pb
 pub async fn upload(ingest_url: &str, pipeline: &str, source: &str, bytes: Vec<u8>) -> anyhow::Result<pb::Dataset> {
     use pb::upload_request::Part;
     let mut c = IngestClient::new(channel(ingest_url).await?);
-    let header = pb::UploadRequest { part: Some(Part::Header(pb::UploadHeader { pipeline: pipeline.into(), source: source.into(), format: "csv".into() })) };
+    let header = pb::UploadRequest {
+        part: Some(Part::Header(pb::UploadHeader {
+            pipeline: pipeline.into(),
+            source: source.into(),
+            format: "csv".into(),
+        })),
+    };
     let chunks: Vec<pb::UploadRequest> = std::iter::once(header)
         .chain(bytes.chunks(CHUNK).map(|c| pb::UploadRequest { part: Some(Part::Chunk(c.to_vec())) }))
         .collect();
@@ -56,7 +65,10 @@ pub async fn dataset(ingest_url: &str, id: &str) -> anyhow::Result<pb::Dataset> 
 /// Every version of `pipeline`.
 pub async fn models(registry_url: &str, pipeline: &str) -> anyhow::Result<Vec<pb::ModelVersion>> {
     let mut c = registry(registry_url).await?;
-    let r = c.list_model_versions(pb::ListModelVersionsRequest { pipeline: pipeline.into() }).await.map_err(status("listing models"))?;
+    let r = c
+        .list_model_versions(pb::ListModelVersionsRequest { pipeline: pipeline.into() })
+        .await
+        .map_err(status("listing models"))?;
     Ok(r.into_inner().versions)
 }
 
@@ -65,7 +77,9 @@ pub async fn models(registry_url: &str, pipeline: &str) -> anyhow::Result<Vec<pb
 pub async fn predict(deployer_url: &str, pipeline: &str, rows: &Value) -> anyhow::Result<Value> {
     let rows: Vec<&serde_json::Map<String, Value>> = match rows {
         Value::Object(o) => vec![o],
-        Value::Array(a) => a.iter().map(|r| r.as_object().context("each row must be a JSON object")).collect::<Result<_, _>>()?,
+        Value::Array(a) => {
+            a.iter().map(|r| r.as_object().context("each row must be a JSON object")).collect::<Result<_, _>>()?
+        }
         _ => anyhow::bail!("a row is a JSON object of feature values, e.g. {{\"tenure_months\": 3}}"),
     };
     let mut names: Vec<&String> = rows.iter().flat_map(|r| r.keys()).collect();
@@ -80,7 +94,12 @@ pub async fn predict(deployer_url: &str, pipeline: &str, rows: &Value) -> anyhow
         })
         .collect();
     let url = format!("{deployer_url}/v2/models/{pipeline}/infer");
-    let resp = reqwest::Client::new().post(&url).json(&json!({ "inputs": inputs })).send().await.with_context(|| format!("POST {url}"))?;
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({ "inputs": inputs }))
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
     let code = resp.status();
     let body: Value = resp.json().await.context("reading the inference response")?;
     if !code.is_success() {

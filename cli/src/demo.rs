@@ -35,7 +35,12 @@ pub async fn run(data: Option<PathBuf>, data_dir: PathBuf, keep_running: bool) -
     let mut opts = StackOptions::beside_current_exe(data_dir.clone())?;
     opts.log_dir = Some(data_dir.join("logs"));
     let mut stack = Stack::start(opts).await?;
-    say(format!("  up in {} ms (NATS {}, logs in {})", started.elapsed().as_millis(), stack.nats_url, data_dir.join("logs").display()));
+    say(format!(
+        "  up in {} ms (NATS {}, logs in {})",
+        started.elapsed().as_millis(),
+        stack.nats_url,
+        data_dir.join("logs").display()
+    ));
 
     let result = follow(&stack, &csv, &source, &say).await;
     match (&result, keep_running) {
@@ -69,7 +74,10 @@ async fn follow(stack: &Stack, csv: &[u8], source: &str, say: &impl Fn(String)) 
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let version = loop {
-        let msg = tokio::time::timeout_at(deadline, events.next()).await.context("no promotion within 120 s")?.context("event subscription ended")?;
+        let msg = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .context("no promotion within 120 s")?
+            .context("event subscription ended")?;
         let seen = decode(&msg.subject, &msg.payload);
         if seen.pipeline != spec.name.as_str() {
             continue;
@@ -92,10 +100,19 @@ async fn follow(stack: &Stack, csv: &[u8], source: &str, say: &impl Fn(String)) 
     ]);
     let t = Instant::now();
     let body = client::predict(&stack.url("deployer"), spec.name.as_str(), &rows).await?;
-    say(format!("▶ predictions from model v{} over OIP v2 REST ({} ms):", body["model_version"].as_str().unwrap_or("?"), t.elapsed().as_millis()));
+    say(format!(
+        "▶ predictions from model v{} over OIP v2 REST ({} ms):",
+        body["model_version"].as_str().unwrap_or("?"),
+        t.elapsed().as_millis()
+    ));
     let probs = body["outputs"][0]["data"].as_array().cloned().unwrap_or_default();
     for (row, prob) in rows.as_array().expect("literal array").iter().zip(probs) {
-        say(format!("  churn probability {:.3}  for tenure {} months, {} contract", prob.as_f64().unwrap_or(f64::NAN), row["tenure_months"], row["contract"].as_str().unwrap_or("")));
+        say(format!(
+            "  churn probability {:.3}  for tenure {} months, {} contract",
+            prob.as_f64().unwrap_or(f64::NAN),
+            row["tenure_months"],
+            row["contract"].as_str().unwrap_or("")
+        ));
     }
     Ok(Outcome { arrival_to_serving, version })
 }

@@ -41,7 +41,10 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
     let pipeline = parts.get(4).copied().unwrap_or_default().to_owned();
     let (summary, payload) = match kind.as_str() {
         "data.ingested" => match pb::DataIngested::decode(payload) {
-            Ok(e) => (format!("dataset {} ({} bytes, {})", short(&e.dataset_id), e.size_bytes, e.source), Decoded::Ingested(e)),
+            Ok(e) => (
+                format!("dataset {} ({} bytes, {})", short(&e.dataset_id), e.size_bytes, e.source),
+                Decoded::Ingested(e),
+            ),
             Err(e) => (format!("undecodable: {e}"), Decoded::Other),
         },
         "data.validated" => match pb::DataValidated::decode(payload) {
@@ -55,14 +58,26 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
         "model.trained" => match pb::ModelTrained::decode(payload) {
             Ok(e) => {
                 let auc = e.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
-                (format!("artifact {} by {} in {} ms, holdout AUC {auc:.3}", short(&e.artifact_sha256), e.trainer_id, e.training_millis), Decoded::Trained(e))
+                (
+                    format!(
+                        "artifact {} by {} in {} ms, holdout AUC {auc:.3}",
+                        short(&e.artifact_sha256),
+                        e.trainer_id,
+                        e.training_millis
+                    ),
+                    Decoded::Trained(e),
+                )
             }
             Err(e) => (format!("undecodable: {e}"), Decoded::Other),
         },
         "model.evaluated" => match pb::ModelEvaluated::decode(payload) {
             Ok(e) => {
-                let checks: Vec<String> = e.checks.iter().map(|c| format!("{} {}", if c.passed { "✓" } else { "✗" }, c.detail)).collect();
-                (format!("v{} {}: {}", e.version, if e.passed { "passed" } else { "FAILED" }, checks.join("; ")), Decoded::Evaluated(e))
+                let checks: Vec<String> =
+                    e.checks.iter().map(|c| format!("{} {}", if c.passed { "✓" } else { "✗" }, c.detail)).collect();
+                (
+                    format!("v{} {}: {}", e.version, if e.passed { "passed" } else { "FAILED" }, checks.join("; ")),
+                    Decoded::Evaluated(e),
+                )
             }
             Err(e) => (format!("undecodable: {e}"), Decoded::Other),
         },
@@ -76,8 +91,21 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
         },
         "monitor.drift_detected" => match pb::DriftDetected::decode(payload) {
             Ok(e) => {
-                let worst = e.features.iter().filter(|f| f.drifted).map(|f| format!("{} psi {:.2}", f.feature, f.score)).collect::<Vec<_>>();
-                (format!("v{} drifted ({:.0}% of features: {})", e.version, e.drifted_share * 100.0, worst.join(", ")), Decoded::Drift(e))
+                let worst = e
+                    .features
+                    .iter()
+                    .filter(|f| f.drifted)
+                    .map(|f| format!("{} psi {:.2}", f.feature, f.score))
+                    .collect::<Vec<_>>();
+                (
+                    format!(
+                        "v{} drifted ({:.0}% of features: {})",
+                        e.version,
+                        e.drifted_share * 100.0,
+                        worst.join(", ")
+                    ),
+                    Decoded::Drift(e),
+                )
             }
             Err(e) => (format!("undecodable: {e}"), Decoded::Other),
         },

@@ -133,14 +133,22 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { data_dir } => up(&cli.nats_url, data_dir).await,
         Command::Demo { data, keep_running } => {
-            let dir = if keep_running { PathBuf::from(".mlops/demo") } else { std::env::temp_dir().join(format!("mlops-demo-{}", std::process::id())) };
+            let dir = if keep_running {
+                PathBuf::from(".mlops/demo")
+            } else {
+                std::env::temp_dir().join(format!("mlops-demo-{}", std::process::id()))
+            };
             let _ = std::fs::remove_dir_all(&dir);
             let outcome = demo::run(data, dir.clone(), keep_running).await;
             if !keep_running && outcome.is_ok() {
                 let _ = std::fs::remove_dir_all(&dir);
             }
             let outcome = outcome?;
-            println!("✔ demo finished: model v{} served {} ms after its data arrived", outcome.version, outcome.arrival_to_serving.as_millis());
+            println!(
+                "✔ demo finished: model v{} served {} ms after its data arrived",
+                outcome.version,
+                outcome.arrival_to_serving.as_millis()
+            );
             Ok(())
         }
         Command::Pipeline { command: PipelineCommand::Apply { file } } => {
@@ -200,11 +208,24 @@ async fn main() -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                println!("{:<8} {:<14} {:<8} {:<9} {:<22} {}", "VERSION", "ARTIFACT", "AUC", "GATE", "ALIASES", "DATASETS");
+                println!("{:<8} {:<14} {:<8} {:<9} {:<22} DATASETS", "VERSION", "ARTIFACT", "AUC", "GATE", "ALIASES");
                 for v in versions {
-                    let auc = v.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
-                    let ds = v.lineage.as_ref().map(|l| l.dataset_ids.iter().map(|d| d[..12].to_owned()).collect::<Vec<_>>().join(",")).unwrap_or_default();
-                    println!("{:<8} {:<14} {:<8.4} {:<9} {:<22} {}", v.version, &v.artifact_sha256[..12], auc, v.gate, v.aliases.join(","), ds);
+                    let auc =
+                        v.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
+                    let ds = v
+                        .lineage
+                        .as_ref()
+                        .map(|l| l.dataset_ids.iter().map(|d| d[..12].to_owned()).collect::<Vec<_>>().join(","))
+                        .unwrap_or_default();
+                    println!(
+                        "{:<8} {:<14} {:<8.4} {:<9} {:<22} {}",
+                        v.version,
+                        &v.artifact_sha256[..12],
+                        auc,
+                        v.gate,
+                        v.aliases.join(","),
+                        ds
+                    );
                 }
             }
             Ok(())
@@ -216,26 +237,32 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Events { command: EventsCommand::Tail { subject } } => {
-            let nats = async_nats::connect(&cli.nats_url).await.with_context(|| format!("connecting to {}", cli.nats_url))?;
+            let nats =
+                async_nats::connect(&cli.nats_url).await.with_context(|| format!("connecting to {}", cli.nats_url))?;
             let mut sub = nats.subscribe(subject.clone()).await?;
             eprintln!("listening on {subject} (Ctrl-C to stop)");
             while let Some(msg) = sub.next().await {
                 let seen = events::decode(&msg.subject, &msg.payload);
-                let time = msg.headers.as_ref().and_then(|h| h.get("ce-time")).map(|v| v.to_string()).unwrap_or_default();
+                let time =
+                    msg.headers.as_ref().and_then(|h| h.get("ce-time")).map(|v| v.to_string()).unwrap_or_default();
                 println!("{time} {:<24} {:<10} {}", seen.kind, seen.pipeline, seen.summary);
             }
             Ok(())
         }
         Command::Rollback { pipeline, reason } => {
             let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
-            let d = c.rollback(mlops_proto::RollbackRequest { pipeline, reason }).await.map_err(|s| anyhow::anyhow!("rollback: {}", s.message()))?.into_inner();
+            let d = c
+                .rollback(mlops_proto::RollbackRequest { pipeline, reason })
+                .await
+                .map_err(|s| anyhow::anyhow!("rollback: {}", s.message()))?
+                .into_inner();
             println!("{} now serves v{} ({})", d.pipeline, d.version, &d.artifact_sha256[..12]);
             Ok(())
         }
         Command::Deployments => {
             let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
             let s = c.status(mlops_proto::StatusRequest { pipeline: String::new() }).await?.into_inner();
-            println!("{:<20} {:<8} {:<14} {}", "PIPELINE", "VERSION", "ARTIFACT", "PREDICTIONS");
+            println!("{:<20} {:<8} {:<14} PREDICTIONS", "PIPELINE", "VERSION", "ARTIFACT");
             for d in s.deployments {
                 println!("{:<20} {:<8} {:<14} {}", d.pipeline, d.version, &d.artifact_sha256[..12], d.predictions);
             }
@@ -252,12 +279,16 @@ async fn up(nats_url: &str, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut opts = StackOptions::beside_current_exe(data_dir.clone())?;
     opts.fixed_ports = true;
     opts.log_dir = Some(data_dir.join("logs"));
-    let answering = tokio::time::timeout(Duration::from_secs(2), async_nats::connect(nats_url)).await.is_ok_and(|r| r.is_ok());
+    let answering =
+        tokio::time::timeout(Duration::from_secs(2), async_nats::connect(nats_url)).await.is_ok_and(|r| r.is_ok());
     if answering {
         println!("using the NATS server at {nats_url}");
         opts.nats_url = Some(nats_url.to_owned());
     } else {
-        println!("no NATS server at {nats_url}: starting nats-server with JetStream in {}", data_dir.join("nats").display());
+        println!(
+            "no NATS server at {nats_url}: starting nats-server with JetStream in {}",
+            data_dir.join("nats").display()
+        );
     }
     let mut stack = Stack::start(opts).await?;
     println!("platform up (logs in {}):", data_dir.join("logs").display());

@@ -62,14 +62,16 @@ pub fn customers(rows: usize, seed: u64, variant: Variant) -> Vec<Customer> {
     (0..rows)
         .map(|_| {
             let drifted = variant == Variant::Drifted;
-            let contract = if drifted { rng.pick(&CONTRACTS, &[0.1, 0.2, 0.7]) } else { rng.pick(&CONTRACTS, &[0.55, 0.25, 0.2]) };
+            let contract =
+                if drifted { rng.pick(&CONTRACTS, &[0.1, 0.2, 0.7]) } else { rng.pick(&CONTRACTS, &[0.55, 0.25, 0.2]) };
             let payment_method = rng.pick(&PAYMENTS, &[0.3, 0.25, 0.3, 0.15]);
             let tenure_mean = if drifted { 55.0 } else { 24.0 };
             let tenure_months = (tenure_mean + 16.0 * rng.normal()).clamp(0.0, 72.0).round();
             let charge_mean = if drifted { 100.0 } else { 65.0 };
             let monthly_charges = ((charge_mean + 20.0 * rng.normal()).clamp(18.0, 120.0) * 100.0).round() / 100.0;
             let support_calls = (rng.unit() * rng.unit() * 10.0).floor();
-            let age = if rng.unit() < 0.05 { None } else { Some((45.0 + 14.0 * rng.normal()).clamp(18.0, 90.0).round()) };
+            let age =
+                if rng.unit() < 0.05 { None } else { Some((45.0 + 14.0 * rng.normal()).clamp(18.0, 90.0).round()) };
             let z = -0.4 - 0.06 * (tenure_months - 24.0) + 0.03 * (monthly_charges - 65.0) + 0.35 * support_calls
                 - 0.9 * f64::from(u8::from(contract == "one-year"))
                 - 1.8 * f64::from(u8::from(contract == "two-year"))

@@ -202,7 +202,8 @@ impl Stack {
         match &self.opts.log_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
+                let log =
+                    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
                 cmd.stdout(log.try_clone()?).stderr(log);
             }
             None => {
@@ -246,7 +247,8 @@ impl Stack {
 
     /// Kills the process named `name` with SIGKILL, as a crash would, and forgets it.
     pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
-        let i = self.services.iter().position(|s| s.name == name).with_context(|| format!("no service named {name}"))?;
+        let i =
+            self.services.iter().position(|s| s.name == name).with_context(|| format!("no service named {name}"))?;
         let mut s = self.services.remove(i);
         s.child.kill().await?;
         Ok(())

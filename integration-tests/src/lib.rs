@@ -1,1 +1,158 @@
+//! The end-to-end harness: a private `nats-server -p -1 -js` with a temporary store, the real
+//! service binaries as child processes on OS-chosen ports, and helpers that read the bus as an
+//! outside system would. Everything is killed when the [`TestApp`] drops; on a failed test the
+//! services' logs are printed.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use mlops_cli::events::{Seen, decode};
+use mlops_cli::stack::{Stack, StackOptions};
+
+pub use mlops_cli::{client, sample};
+
+/// A running platform for one test.
+pub struct TestApp {
+    pub stack: Stack,
+    pub dir: tempfile::TempDir,
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl TestApp {
+    /// Starts nats-server and the seven services and subscribes to every event.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut opts = StackOptions::beside_current_exe(dir.path().to_path_buf()).expect("locating binaries");
+        opts.log_dir = Some(dir.path().join("logs"));
+        opts.env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
+        let stack = Stack::start(opts).await.unwrap_or_else(|e| panic!("starting the platform: {e:#}"));
+        let nats = async_nats::connect(&stack.nats_url).await.expect("connecting to nats");
+        let js = async_nats::jetstream::new(nats.clone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut sub = nats.subscribe("mlops.events.>").await.expect("subscribe");
+        nats.flush().await.expect("flush");
+        let sink = seen.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                sink.lock().expect("not poisoned").push(decode(&msg.subject, &msg.payload));
+            }
+        });
+        Self { stack, dir, nats, js, seen }
+    }
+
+    /// Applies a YAML spec through the registry.
+    pub async fn apply(&self, yaml: &str) {
+        client::apply_pipeline(&self.stack.url("registry"), yaml).await.unwrap_or_else(|e| panic!("apply: {e:#}"));
+    }
+
+    /// Uploads CSV through ingest.
+    pub async fn upload(&self, pipeline: &str, csv: &str) -> mlops_proto::Dataset {
+        client::upload(&self.stack.url("ingest"), pipeline, "test.csv", csv.as_bytes().to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("upload: {e:#}"))
+    }
+
+    /// Events seen so far (every publish, duplicates included, in arrival order).
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+
+    /// Waits until an event of `kind` for `pipeline` matching `pred` has been seen.
+    pub async fn wait_event(&self, kind: &str, timeout: Duration, pred: impl Fn(&Seen) -> bool) -> Seen {
+        let found = wait_until(timeout, || async { self.seen().into_iter().find(|s| s.kind == kind && pred(s)) }).await;
+        found.unwrap_or_else(|| {
+            let kinds: Vec<String> = self.seen().iter().map(|s| format!("{} {}", s.kind, s.summary)).collect();
+            panic!("no {kind} event within {timeout:?}; seen:\n{}", kinds.join("\n"))
+        })
+    }
+
+    /// Every message stored in `stream` under `filter`, read with an ephemeral ordered consumer.
+    pub async fn stored(&self, stream: &str, filter: &str) -> Vec<async_nats::jetstream::Message> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        let stream = self.js.get_stream(stream).await.expect("stream");
+        let pending = stream.clone().info().await.expect("info").state.messages;
+        if pending == 0 {
+            return vec![];
+        }
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: filter.into(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .expect("ordered consumer");
+        let mut out = Vec::new();
+        let mut messages = consumer.messages().await.expect("messages");
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+            let left = m.info().map(|i| i.pending).unwrap_or(0);
+            out.push(m);
+            if left == 0 {
+                break;
+            }
+        }
+        out
+    }
+
+    /// A file of the test's temp dir, as text (e.g. a service log).
+    pub fn log(&self, service: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs").join(format!("{service}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for s in mlops_cli::stack::SERVICES {
+                let log = self.log(s);
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                eprintln!("----- {s} log (last lines) -----");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The example spec with the monitoring window shrunk for tests.
+pub fn spec_with_window(window: u32) -> String {
+    mlops_cli::EXAMPLE_SPEC.replace("window: 200", &format!("window: {window}"))
+}
+
+/// Rows of customers as OIP v2 REST request JSON rows.
+pub fn rows_json(customers: &[sample::Customer]) -> serde_json::Value {
+    serde_json::Value::Array(
+        customers
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "tenure_months": c.tenure_months, "monthly_charges": c.monthly_charges,
+                    "support_calls": c.support_calls, "age": c.age,
+                    "contract": c.contract, "payment_method": c.payment_method,
+                })
+            })
+            .collect(),
+    )
+}

@@ -140,7 +140,8 @@ impl Bus {
         }
         for bucket in [DATASETS_BUCKET, MODELS_BUCKET] {
             if self.js.get_object_store(bucket).await.is_err() {
-                let config = object_store::Config { bucket: bucket.into(), num_replicas: replicas, ..Default::default() };
+                let config =
+                    object_store::Config { bucket: bucket.into(), num_replicas: replicas, ..Default::default() };
                 retry_create(|| async { self.js.create_object_store(config.clone()).await.map(drop) })
                     .await
                     .with_context(|| format!("creating object store {bucket}"))?;
@@ -185,7 +186,12 @@ impl Bus {
         self.publish_raw(subject, headers, payload.into()).await
     }
 
-    async fn publish_raw(&self, subject: String, headers: HeaderMap, payload: bytes::Bytes) -> Result<Published, BusError> {
+    async fn publish_raw(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<Published, BusError> {
         let started = Instant::now();
         let err = |source: async_nats::Error| BusError::Publish { subject: subject.clone(), source };
         let ack = self
@@ -229,7 +235,12 @@ impl Bus {
     /// copied to `mlops.dlq.<subject>` with the reason. While a handler runs, progress acks keep the
     /// message from being redelivered elsewhere; if this process dies, it is redelivered after
     /// `ack_wait`.
-    pub async fn consume<E, H, Fut>(&self, spec: ConsumerSpec, shutdown: CancellationToken, handler: H) -> anyhow::Result<()>
+    pub async fn consume<E, H, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        shutdown: CancellationToken,
+        handler: H,
+    ) -> anyhow::Result<()>
     where
         E: Event,
         H: Fn(Envelope<E>) -> Fut,
@@ -326,9 +337,8 @@ impl Bus {
         let subject = msg.subject.to_string();
         let delivered = msg.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
         let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(HeaderValue::to_string);
-        let id = header(headers::ID).unwrap_or_else(|| {
-            msg.info().map(|i| format!("{}-{}", i.stream, i.stream_sequence)).unwrap_or_default()
-        });
+        let id = header(headers::ID)
+            .unwrap_or_else(|| msg.info().map(|i| format!("{}-{}", i.stream, i.stream_sequence)).unwrap_or_default());
         let span = info_span!("handle", service = %self.service, %subject, event_id = %id, delivered);
         if let Some(tp) = header(headers::TRACEPARENT) {
             crate::telemetry::set_parent(&span, &tp);

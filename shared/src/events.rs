@@ -66,7 +66,9 @@ impl Event for pb::DataArrived {
     fn check(&self) -> Result<(), String> {
         PipelineName::new(&self.pipeline).map_err(|e| format!("data.arrived: {e}"))?;
         if self.object.is_empty() {
-            return Err("data.arrived: field `object` is missing (the name of an object in the `datasets` bucket)".into());
+            return Err(
+                "data.arrived: field `object` is missing (the name of an object in the `datasets` bucket)".into()
+            );
         }
         Ok(())
     }
@@ -174,9 +176,7 @@ mod tests {
 
     #[test]
     fn data_arrived_json_accepts_camel_case_and_names_missing_fields() {
-        let e = pb::DataArrived::from_json(br#"{"pipeline":"churn","object":"a.csv","source":"s3"}"#)
-            .unwrap()
-            .unwrap();
+        let e = pb::DataArrived::from_json(br#"{"pipeline":"churn","object":"a.csv","source":"s3"}"#).unwrap().unwrap();
         assert_eq!(e.object, "a.csv");
         let missing = pb::DataArrived::from_json(br#"{"pipeline":"churn"}"#).unwrap().unwrap();
         let err = missing.check().unwrap_err();

@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 pub enum IdError {
     #[error("pipeline name must not be empty")]
     EmptyPipeline,
-    #[error(
-        "pipeline name {0:?} is invalid: use 1-64 characters from a-z, 0-9, '-' and '_', starting with a letter"
-    )]
+    #[error("pipeline name {0:?} is invalid: use 1-64 characters from a-z, 0-9, '-' and '_', starting with a letter")]
     BadPipeline(String),
     #[error("{0:?} is not a sha256 (64 lowercase hex characters)")]
     BadSha256(String),

@@ -112,7 +112,12 @@ pub struct TrainingSpec {
 
 impl Default for TrainingSpec {
     fn default() -> Self {
-        Self { algorithm: Algorithm::default(), params: BTreeMap::new(), holdout: default_holdout(), seed: default_seed() }
+        Self {
+            algorithm: Algorithm::default(),
+            params: BTreeMap::new(),
+            holdout: default_holdout(),
+            seed: default_seed(),
+        }
     }
 }
 

@@ -60,15 +60,12 @@ impl RawTable {
 
 fn describe_csv_error(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => format!(
-            "line {}: {len} fields where the header has {expected_len}",
-            pos.as_ref().map_or(0, |p| p.line())
-        ),
-        csv::ErrorKind::Utf8 { pos, err } => format!(
-            "line {}: field {} is not valid UTF-8",
-            pos.as_ref().map_or(0, |p| p.line()),
-            err.field() + 1
-        ),
+        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => {
+            format!("line {}: {len} fields where the header has {expected_len}", pos.as_ref().map_or(0, |p| p.line()))
+        }
+        csv::ErrorKind::Utf8 { pos, err } => {
+            format!("line {}: field {} is not valid UTF-8", pos.as_ref().map_or(0, |p| p.line()), err.field() + 1)
+        }
         _ => e.to_string(),
     }
 }
@@ -130,7 +127,11 @@ impl Frame {
     /// reported the detail, so the first problem is enough here.
     pub fn from_raw(raw: &RawTable, spec: &PipelineSpec, with_target: bool) -> Result<Self, TableError> {
         let index = |name: &str| raw.column_index(name).ok_or_else(|| TableError::MissingColumn(name.into()));
-        let cell_err = |row: usize, column: &str, message: String| TableError::Cell { row: row + 1, column: column.into(), message };
+        let cell_err = |row: usize, column: &str, message: String| TableError::Cell {
+            row: row + 1,
+            column: column.into(),
+            message,
+        };
         let mut columns = Vec::with_capacity(spec.features.len());
         for f in &spec.features {
             let i = index(&f.name)?;
@@ -157,7 +158,11 @@ impl Frame {
                 } else if cell == t.negative {
                     Ok(0.0)
                 } else {
-                    Err(cell_err(row, &t.name, format!("label {cell:?} is neither {:?} nor {:?}", t.positive, t.negative)))
+                    Err(cell_err(
+                        row,
+                        &t.name,
+                        format!("label {cell:?} is neither {:?} nor {:?}", t.positive, t.negative),
+                    ))
                 }
             });
             Some(labels.collect::<Result<Vec<f64>, _>>()?)

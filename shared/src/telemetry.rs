@@ -42,7 +42,8 @@ pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
     let provider = builder.build();
     let tracer = provider.tracer(service.to_owned());
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,h2=warn,tower=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,h2=warn,tower=warn"));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
@@ -74,11 +75,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         // Histograms, not summaries, so dashboards can aggregate across replicas.
-        let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&buckets)
-            .expect("the bucket list is not empty")
-            .build_recorder();
+        let buckets =
+            [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+        let recorder =
+            PrometheusBuilder::new().set_buckets(&buckets).expect("the bucket list is not empty").build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (several services in one test process);
         // this handle then renders only what it records, which is still valid output.

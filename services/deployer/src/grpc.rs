@@ -26,21 +26,33 @@ pub struct Inference(pub Arc<Deployer>);
 
 #[tonic::async_trait]
 impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
-    async fn server_live(&self, _: Request<oip::ServerLiveRequest>) -> Result<Response<oip::ServerLiveResponse>, Status> {
+    async fn server_live(
+        &self,
+        _: Request<oip::ServerLiveRequest>,
+    ) -> Result<Response<oip::ServerLiveResponse>, Status> {
         Ok(Response::new(oip::ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<oip::ServerReadyRequest>) -> Result<Response<oip::ServerReadyResponse>, Status> {
+    async fn server_ready(
+        &self,
+        _: Request<oip::ServerReadyRequest>,
+    ) -> Result<Response<oip::ServerReadyResponse>, Status> {
         Ok(Response::new(oip::ServerReadyResponse { ready: self.0.readiness.is_ready() }))
     }
 
-    async fn model_ready(&self, req: Request<oip::ModelReadyRequest>) -> Result<Response<oip::ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        req: Request<oip::ModelReadyRequest>,
+    ) -> Result<Response<oip::ModelReadyResponse>, Status> {
         let r = req.into_inner();
         let ready = crate::rest::find(&self.0, &r.name, Some(&r.version)).is_ok();
         Ok(Response::new(oip::ModelReadyResponse { ready }))
     }
 
-    async fn server_metadata(&self, _: Request<oip::ServerMetadataRequest>) -> Result<Response<oip::ServerMetadataResponse>, Status> {
+    async fn server_metadata(
+        &self,
+        _: Request<oip::ServerMetadataRequest>,
+    ) -> Result<Response<oip::ServerMetadataResponse>, Status> {
         Ok(Response::new(oip::ServerMetadataResponse {
             name: "mlops-deployer".into(),
             version: mlops_shared::CODE_VERSION.into(),
@@ -48,7 +60,10 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         }))
     }
 
-    async fn model_metadata(&self, req: Request<oip::ModelMetadataRequest>) -> Result<Response<oip::ModelMetadataResponse>, Status> {
+    async fn model_metadata(
+        &self,
+        req: Request<oip::ModelMetadataRequest>,
+    ) -> Result<Response<oip::ModelMetadataResponse>, Status> {
         use oip::model_metadata_response::TensorMetadata;
         let r = req.into_inner();
         let model = crate::rest::find(&self.0, &r.name, Some(&r.version))?;
@@ -66,7 +81,11 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
                 shape: vec![-1],
             })
             .collect();
-        let out = |name: &str, datatype: &str| TensorMetadata { name: name.into(), datatype: datatype.into(), shape: vec![-1] };
+        let out = |name: &str, datatype: &str| TensorMetadata {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape: vec![-1],
+        };
         Ok(Response::new(oip::ModelMetadataResponse {
             name: model.pipeline.clone(),
             versions: vec![model.version.to_string()],
@@ -76,7 +95,10 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         }))
     }
 
-    async fn model_infer(&self, req: Request<oip::ModelInferRequest>) -> Result<Response<oip::ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        req: Request<oip::ModelInferRequest>,
+    ) -> Result<Response<oip::ModelInferResponse>, Status> {
         use oip::model_infer_response::InferOutputTensor;
         let started = std::time::Instant::now();
         let r = req.into_inner();
@@ -101,14 +123,21 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
             parameters: HashMap::new(),
             contents: Some(contents),
         };
-        let bytes = |v: Vec<String>| oip::InferTensorContents { bytes_contents: v.into_iter().map(String::into_bytes).collect(), ..Default::default() };
+        let bytes = |v: Vec<String>| oip::InferTensorContents {
+            bytes_contents: v.into_iter().map(String::into_bytes).collect(),
+            ..Default::default()
+        };
         Ok(Response::new(oip::ModelInferResponse {
             model_name: model.pipeline.clone(),
             model_version: model.version.to_string(),
             id: r.id,
             parameters: HashMap::new(),
             outputs: vec![
-                tensor("probability", "FP64", oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() }),
+                tensor(
+                    "probability",
+                    "FP64",
+                    oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() },
+                ),
                 tensor("label", "BYTES", bytes(scored.labels)),
                 tensor("prediction_id", "BYTES", bytes(scored.ids)),
             ],
@@ -123,7 +152,11 @@ fn decode_tensor(t: &oip::model_infer_request::InferInputTensor, raw: Option<&[u
     if let Some(raw) = raw {
         let fixed = |width: usize, f: &dyn Fn(&[u8]) -> f64| -> Result<Column, String> {
             if raw.len() % width != 0 {
-                return Err(format!("input `{name}`: {} raw bytes are not a whole number of {} values", raw.len(), t.datatype));
+                return Err(format!(
+                    "input `{name}`: {} raw bytes are not a whole number of {} values",
+                    raw.len(),
+                    t.datatype
+                ));
             }
             Ok(Column::Num(raw.chunks_exact(width).map(|c| Some(f(c))).collect()))
         };
@@ -140,8 +173,12 @@ fn decode_tensor(t: &oip::model_infer_request::InferInputTensor, raw: Option<&[u
                         return Err(format!("input `{name}`: truncated BYTES length prefix"));
                     }
                     let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-                    let body = rest.get(4..4 + len).ok_or_else(|| format!("input `{name}`: truncated BYTES element"))?;
-                    out.push(Some(String::from_utf8(body.to_vec()).map_err(|_| format!("input `{name}`: BYTES element is not UTF-8"))?));
+                    let body =
+                        rest.get(4..4 + len).ok_or_else(|| format!("input `{name}`: truncated BYTES element"))?;
+                    out.push(Some(
+                        String::from_utf8(body.to_vec())
+                            .map_err(|_| format!("input `{name}`: BYTES element is not UTF-8"))?,
+                    ));
                     rest = &rest[4 + len..];
                 }
                 Ok(Column::Str(out))

@@ -85,9 +85,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         bus: bus.clone(),
     });
 
-    let grpc = tonic::service::Routes::new(pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(grpc::Inference(d.clone())))
-        .add_service(pb::deployer_server::DeployerServer::new(grpc::DeployerApi(d.clone())))
-        .into_axum_router();
+    let grpc = tonic::service::Routes::new(
+        pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(grpc::Inference(d.clone())),
+    )
+    .add_service(pb::deployer_server::DeployerServer::new(grpc::DeployerApi(d.clone())))
+    .into_axum_router();
     let router = ops_router(d.readiness.clone()).merge(rest::router(d.clone())).merge(grpc);
     let tracker = TaskTracker::new();
     tracker.spawn(serve(listener, router, shutdown.clone()));
@@ -114,7 +116,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 }
 
 /// Publishes queued prediction logs until shutdown, then drains what is left.
-async fn publish_logs(bus: Bus, mut rx: mpsc::Receiver<pb::PredictionLogged>, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn publish_logs(
+    bus: Bus,
+    mut rx: mpsc::Receiver<pb::PredictionLogged>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let ctx = EventContext::default();
     loop {
         let log = tokio::select! {
@@ -136,7 +142,14 @@ fn registry_err(s: Status) -> anyhow::Error {
 impl Deployer {
     /// Loads the production model of every pipeline from the registry.
     async fn restore(&self) -> anyhow::Result<()> {
-        let pipelines = self.registry.clone().list_pipelines(pb::ListPipelinesRequest {}).await.map_err(registry_err)?.into_inner().pipelines;
+        let pipelines = self
+            .registry
+            .clone()
+            .list_pipelines(pb::ListPipelinesRequest {})
+            .await
+            .map_err(registry_err)?
+            .into_inner()
+            .pipelines;
         for p in pipelines {
             let req = pb::GetModelVersionRequest {
                 pipeline: p.name.clone(),
@@ -193,7 +206,10 @@ impl Deployer {
                 {
                     HandlerError::Transient(err)
                 }
-                _ => HandlerError::permanent(format!("artifact {} of `{}` v{}: {err:#}", v.artifact_sha256, v.pipeline, v.version)),
+                _ => HandlerError::permanent(format!(
+                    "artifact {} of `{}` v{}: {err:#}",
+                    v.artifact_sha256, v.pipeline, v.version
+                )),
             }
         })?;
         let previous = current.as_ref().map_or(0, |c| c.version);
@@ -223,25 +239,47 @@ impl Deployer {
 
     /// Serves the `previous` version of `pipeline` again and makes it `production`.
     pub async fn rollback(&self, pipeline: &str, reason: &str) -> Result<Arc<Served>, Status> {
-        let current = self.models.get(pipeline).ok_or_else(|| Status::not_found(format!("pipeline `{pipeline}` has no served model")))?;
+        let current = self
+            .models
+            .get(pipeline)
+            .ok_or_else(|| Status::not_found(format!("pipeline `{pipeline}` has no served model")))?;
         let req = pb::GetModelVersionRequest {
             pipeline: pipeline.into(),
             selector: Some(pb::get_model_version_request::Selector::Alias("previous".into())),
         };
         let previous = self.registry.clone().get_model_version(req).await.map_err(|s| match s.code() {
-            Code::NotFound => Status::failed_precondition(format!("pipeline `{pipeline}` has no previous version to roll back to")),
+            Code::NotFound => {
+                Status::failed_precondition(format!("pipeline `{pipeline}` has no previous version to roll back to"))
+            }
             _ => s,
         })?;
         let previous = previous.into_inner();
-        let served = self.load(pipeline, previous.version, &previous.artifact_sha256).await.map_err(|e| Status::unavailable(format!("{e:#}")))?;
+        let served = self
+            .load(pipeline, previous.version, &previous.artifact_sha256)
+            .await
+            .map_err(|e| Status::unavailable(format!("{e:#}")))?;
         self.models.swap(served);
         self.registry
             .clone()
-            .set_alias(pb::SetAliasRequest { pipeline: pipeline.into(), alias: "production".into(), version: previous.version, reason: reason.into() })
+            .set_alias(pb::SetAliasRequest {
+                pipeline: pipeline.into(),
+                alias: "production".into(),
+                version: previous.version,
+                reason: reason.into(),
+            })
             .await?;
-        let event = pb::ModelRolledBack { pipeline: pipeline.into(), from_version: current.version, to_version: previous.version, reason: reason.into() };
-        let id = format!("rolledback-{pipeline}-{}-{}-{}", current.version, previous.version, mlops_shared::now_unix_ms());
-        self.bus.publish(&id, &EventContext::new_run(id.clone()), &event).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let event = pb::ModelRolledBack {
+            pipeline: pipeline.into(),
+            from_version: current.version,
+            to_version: previous.version,
+            reason: reason.into(),
+        };
+        let id =
+            format!("rolledback-{pipeline}-{}-{}-{}", current.version, previous.version, mlops_shared::now_unix_ms());
+        self.bus
+            .publish(&id, &EventContext::new_run(id.clone()), &event)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         info!(pipeline, from = current.version, to = previous.version, "rolled back");
         Ok(self.models.get(pipeline).expect("just swapped in"))
     }

@@ -57,11 +57,15 @@ async fn server_metadata() -> Json<Json_> {
 
 /// The served model of `name`, checked against a requested version.
 pub(crate) fn find(d: &Deployer, name: &str, version: Option<&str>) -> Result<Arc<Served>, ApiError> {
-    let model = d.models.get(name).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("model `{name}` is not served")))?;
+    let model =
+        d.models.get(name).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("model `{name}` is not served")))?;
     if let Some(v) = version.filter(|v| !v.is_empty())
         && v != model.version.to_string()
     {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("version {v} of model `{name}` is not served (serving version {})", model.version)));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("version {v} of model `{name}` is not served (serving version {})", model.version),
+        ));
     }
     Ok(model)
 }
@@ -99,7 +103,10 @@ async fn model_metadata(State(d): State<Arc<Deployer>>, Path(name): Path<String>
     Ok(Json(metadata(&model)))
 }
 
-async fn model_metadata_v(State(d): State<Arc<Deployer>>, Path((name, v)): Path<(String, String)>) -> Result<Json<Json_>, ApiError> {
+async fn model_metadata_v(
+    State(d): State<Arc<Deployer>>,
+    Path((name, v)): Path<(String, String)>,
+) -> Result<Json<Json_>, ApiError> {
     let model = find(&d, &name, Some(&v))?;
     Ok(Json(metadata(&model)))
 }
@@ -109,7 +116,10 @@ async fn model_ready(State(d): State<Arc<Deployer>>, Path(name): Path<String>) -
     Ok(Json(json!({ "name": name, "ready": true })))
 }
 
-async fn model_ready_v(State(d): State<Arc<Deployer>>, Path((name, v)): Path<(String, String)>) -> Result<Json<Json_>, ApiError> {
+async fn model_ready_v(
+    State(d): State<Arc<Deployer>>,
+    Path((name, v)): Path<(String, String)>,
+) -> Result<Json<Json_>, ApiError> {
     find(&d, &name, Some(&v))?;
     Ok(Json(json!({ "name": name, "ready": true })))
 }
@@ -134,7 +144,11 @@ async fn infer(State(d): State<Arc<Deployer>>, Path(name): Path<String>, body: B
     run_infer(&d, &name, None, &body)
 }
 
-async fn infer_v(State(d): State<Arc<Deployer>>, Path((name, v)): Path<(String, String)>, body: Bytes) -> Result<Json<Json_>, ApiError> {
+async fn infer_v(
+    State(d): State<Arc<Deployer>>,
+    Path((name, v)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Json_>, ApiError> {
     run_infer(&d, &name, Some(&v), &body)
 }
 

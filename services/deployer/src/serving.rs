@@ -46,7 +46,8 @@ impl Models {
 
     /// Every served model, by pipeline name.
     pub fn all(&self) -> Vec<Arc<Served>> {
-        let mut v: Vec<_> = self.by_pipeline.read().expect("lock is never poisoned: no panics while held").values().cloned().collect();
+        let mut v: Vec<_> =
+            self.by_pipeline.read().expect("lock is never poisoned: no panics while held").values().cloned().collect();
         v.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
         v
     }
@@ -103,8 +104,12 @@ pub fn rows(artifact: &Artifact, inputs: Vec<(String, Column)>) -> Result<Vec<Ve
                     row.push(x.map_or(Value::Missing, Value::Cat));
                 }
             }
-            (FeatureKind::Numeric, Column::Str(_)) => return Err(format!("input `{}` must be numeric (FP32, FP64, INT64)", f.name)),
-            (FeatureKind::Categorical, Column::Num(_)) => return Err(format!("input `{}` must be BYTES (strings)", f.name)),
+            (FeatureKind::Numeric, Column::Str(_)) => {
+                return Err(format!("input `{}` must be numeric (FP32, FP64, INT64)", f.name));
+            }
+            (FeatureKind::Categorical, Column::Num(_)) => {
+                return Err(format!("input `{}` must be BYTES (strings)", f.name));
+            }
         }
     }
     Ok(out)
@@ -120,7 +125,11 @@ pub struct Scored {
 /// Scores `rows` with `model` and queues the sampled prediction logs.
 pub fn score(model: &Served, rows: &[Vec<Value>], log: &PredictionLog) -> Scored {
     let t = &model.artifact.manifest.target;
-    let mut out = Scored { scores: Vec::with_capacity(rows.len()), labels: Vec::with_capacity(rows.len()), ids: Vec::with_capacity(rows.len()) };
+    let mut out = Scored {
+        scores: Vec::with_capacity(rows.len()),
+        labels: Vec::with_capacity(rows.len()),
+        ids: Vec::with_capacity(rows.len()),
+    };
     for row in rows {
         let p = model.artifact.predict(row);
         let id = uuid::Uuid::new_v4().to_string();

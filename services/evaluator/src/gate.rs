@@ -9,7 +9,11 @@ use mlops_shared::spec::GateSpec;
 /// Judges `candidate` against `gates`, and against `production` when there is one. The first
 /// model, with no champion, meets absolute floors only. Returns whether every check passed, and
 /// each check with its numbers.
-pub fn judge(gates: &[GateSpec], candidate: &BTreeMap<String, f64>, production: Option<&BTreeMap<String, f64>>) -> (bool, Vec<pb::GateCheck>) {
+pub fn judge(
+    gates: &[GateSpec],
+    candidate: &BTreeMap<String, f64>,
+    production: Option<&BTreeMap<String, f64>>,
+) -> (bool, Vec<pb::GateCheck>) {
     let mut checks = Vec::new();
     for g in gates {
         let value = candidate.get(&g.metric).copied().unwrap_or(f64::NAN);

@@ -67,7 +67,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let readiness = Readiness::default();
     readiness.set_ready();
     let http = tokio::spawn(serve(listener, ops_router(readiness), shutdown.clone()));
-    bus.consume(ConsumerSpec::events::<pb::ModelTrained>("evaluator"), shutdown.child_token(), |e| ev.on_trained(e)).await?;
+    bus.consume(ConsumerSpec::events::<pb::ModelTrained>("evaluator"), shutdown.child_token(), |e| ev.on_trained(e))
+        .await?;
     http.await??;
     Ok(())
 }
@@ -98,8 +99,13 @@ impl Evaluator {
         let ctx = e.follow();
         let t = &e.payload;
         // The registry records the version from the same event; until it has, try again shortly.
-        let Some(candidate) = lookup(&self.registry, &t.pipeline, Selector::ArtifactSha256(t.artifact_sha256.clone())).await? else {
-            return Err(HandlerError::Transient(anyhow::anyhow!("registry has not recorded artifact {} yet", t.artifact_sha256)));
+        let Some(candidate) =
+            lookup(&self.registry, &t.pipeline, Selector::ArtifactSha256(t.artifact_sha256.clone())).await?
+        else {
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "registry has not recorded artifact {} yet",
+                t.artifact_sha256
+            )));
         };
         let spec = self
             .specs

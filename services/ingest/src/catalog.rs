@@ -39,7 +39,14 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
 
 /// The catalog database.
 pub struct Catalog {
@@ -82,14 +89,24 @@ impl Catalog {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(DATASETS)?;
-            table.insert((record.dataset_id.as_str(), record.pipeline.as_str()), serde_json::to_vec(record)?.as_slice())?;
+            table.insert(
+                (record.dataset_id.as_str(), record.pipeline.as_str()),
+                serde_json::to_vec(record)?.as_slice(),
+            )?;
         }
         txn.commit()?;
         Ok(())
     }
 
     /// Records a validation verdict; `false` when the dataset is unknown.
-    pub fn set_verdict(&self, id: &str, pipeline: &str, verdict: &str, rows: u64, detail: &str) -> Result<bool, CatalogError> {
+    pub fn set_verdict(
+        &self,
+        id: &str,
+        pipeline: &str,
+        verdict: &str,
+        rows: u64,
+        detail: &str,
+    ) -> Result<bool, CatalogError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(DATASETS)?;

@@ -103,22 +103,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     });
 
     let tracker = TaskTracker::new();
-    let consumers = [
-        ("ingest-arrived", Kind::Arrived),
-        ("ingest-validated", Kind::Validated),
-        ("ingest-rejected", Kind::Rejected),
-    ];
+    let consumers =
+        [("ingest-arrived", Kind::Arrived), ("ingest-validated", Kind::Validated), ("ingest-rejected", Kind::Rejected)];
     for (durable, kind) in consumers {
         let (ingest, token) = (ingest.clone(), shutdown.child_token());
         tracker.spawn(async move {
             let bus = ingest.bus.clone();
             match kind {
-                Kind::Arrived => bus.consume(ConsumerSpec::events::<pb::DataArrived>(durable), token, |e| ingest.on_arrived(e)).await,
+                Kind::Arrived => {
+                    bus.consume(ConsumerSpec::events::<pb::DataArrived>(durable), token, |e| ingest.on_arrived(e)).await
+                }
                 Kind::Validated => {
-                    bus.consume(ConsumerSpec::events::<pb::DataValidated>(durable), token, |e| ingest.on_validated(e)).await
+                    bus.consume(ConsumerSpec::events::<pb::DataValidated>(durable), token, |e| ingest.on_validated(e))
+                        .await
                 }
                 Kind::Rejected => {
-                    bus.consume(ConsumerSpec::events::<pb::DataRejected>(durable), token, |e| ingest.on_rejected(e)).await
+                    bus.consume(ConsumerSpec::events::<pb::DataRejected>(durable), token, |e| ingest.on_rejected(e))
+                        .await
                 }
             }
         });
@@ -155,7 +156,14 @@ fn summarize(warnings: &[pb::ColumnReport]) -> String {
 impl Ingest {
     /// Stores and catalogues `bytes` for `pipeline`, then publishes `data.ingested` once.
     /// Returns the catalog row and whether the content was already known.
-    async fn ingest(&self, pipeline: &str, source: &str, format: &str, bytes: &[u8], ctx: EventContext) -> Result<(DatasetRecord, bool), IngestError> {
+    async fn ingest(
+        &self,
+        pipeline: &str,
+        source: &str,
+        format: &str,
+        bytes: &[u8],
+        ctx: EventContext,
+    ) -> Result<(DatasetRecord, bool), IngestError> {
         let name = PipelineName::new(pipeline).map_err(|e| IngestError::BadInput(e.to_string()))?;
         let format = if format.is_empty() { "csv" } else { format };
         if format != "csv" {
@@ -165,7 +173,11 @@ impl Ingest {
             return Err(IngestError::BadInput("the dataset is empty (0 bytes)".into()));
         }
         if bytes.len() as u64 > self.max_bytes {
-            return Err(IngestError::BadInput(format!("the dataset is {} bytes, over the limit of {}", bytes.len(), self.max_bytes)));
+            return Err(IngestError::BadInput(format!(
+                "the dataset is {} bytes, over the limit of {}",
+                bytes.len(),
+                self.max_bytes
+            )));
         }
         let spec = self.specs.get(name.as_str()).await.map_err(|e| IngestError::Unavailable(e.into()))?;
         if spec.is_none() {
@@ -218,7 +230,9 @@ impl Ingest {
         let ctx = e.follow();
         let a = e.payload;
         let bytes = self.datasets.get_named(&a.object, self.max_bytes).await.map_err(|err| match err {
-            ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => HandlerError::permanent(format!("data.arrived: {err}")),
+            ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => {
+                HandlerError::permanent(format!("data.arrived: {err}"))
+            }
             other => HandlerError::Transient(other.into()),
         })?;
         let source = if a.source.is_empty() { format!("object:{}", a.object) } else { a.source };
@@ -239,7 +253,9 @@ impl Ingest {
     fn verdict(&self, id: &str, pipeline: &str, verdict: &str, rows: u64, detail: &str) -> Result<(), HandlerError> {
         match self.catalog.set_verdict(id, pipeline, verdict, rows, detail) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(HandlerError::permanent(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog"))),
+            Ok(false) => {
+                Err(HandlerError::permanent(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog")))
+            }
             Err(e) => Err(HandlerError::Transient(e.into())),
         }
     }
@@ -279,7 +295,10 @@ impl pb::ingest_server::Ingest for IngestApi {
             match msg?.part {
                 Some(Part::Chunk(c)) => {
                     if (bytes.len() + c.len()) as u64 > self.0.max_bytes {
-                        return Err(Status::invalid_argument(format!("upload exceeds the limit of {} bytes", self.0.max_bytes)));
+                        return Err(Status::invalid_argument(format!(
+                            "upload exceeds the limit of {} bytes",
+                            self.0.max_bytes
+                        )));
                     }
                     bytes.extend_from_slice(&c);
                 }
@@ -299,7 +318,10 @@ impl pb::ingest_server::Ingest for IngestApi {
         Ok(Response::new(dataset_proto(record, false)))
     }
 
-    async fn list_datasets(&self, req: Request<pb::ListDatasetsRequest>) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+    async fn list_datasets(
+        &self,
+        req: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
         let req = req.into_inner();
         let records = self.0.catalog.list(&req.pipeline, &req.verdict).map_err(|e| Status::internal(e.to_string()))?;
         let datasets = records.into_iter().map(|r| dataset_proto(r, false)).collect();

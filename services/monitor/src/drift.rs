@@ -41,8 +41,12 @@ impl Window {
     pub fn add(&mut self, reference: &ReferenceProfile, log: &pb::PredictionLogged) {
         for (f, counts) in reference.features.iter().zip(&mut self.counts) {
             let v = match f {
-                FeatureProfile::Numeric { name, .. } => log.numeric.get(name).map_or(Value::Missing, |x| Value::Num(*x)),
-                FeatureProfile::Categorical { name, .. } => log.categorical.get(name).map_or(Value::Missing, |c| Value::Cat(c.clone())),
+                FeatureProfile::Numeric { name, .. } => {
+                    log.numeric.get(name).map_or(Value::Missing, |x| Value::Num(*x))
+                }
+                FeatureProfile::Categorical { name, .. } => {
+                    log.categorical.get(name).map_or(Value::Missing, |c| Value::Cat(c.clone()))
+                }
             };
             counts[bin_index(f, &v)] += 1;
         }
@@ -92,8 +96,16 @@ mod tests {
         let reference = ReferenceProfile {
             rows: 100,
             features: vec![
-                FeatureProfile::Numeric { name: "x".into(), edges: vec![0.0, 1.0], fractions: vec![0.3, 0.4, 0.3, 0.0] },
-                FeatureProfile::Categorical { name: "c".into(), categories: vec!["a".into(), "b".into()], fractions: vec![0.5, 0.5, 0.0] },
+                FeatureProfile::Numeric {
+                    name: "x".into(),
+                    edges: vec![0.0, 1.0],
+                    fractions: vec![0.3, 0.4, 0.3, 0.0],
+                },
+                FeatureProfile::Categorical {
+                    name: "c".into(),
+                    categories: vec!["a".into(), "b".into()],
+                    fractions: vec![0.5, 0.5, 0.0],
+                },
             ],
         };
         let spec = MonitoringSpec { drift_share: 0.5, ..MonitoringSpec::default() };

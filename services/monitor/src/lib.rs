@@ -81,10 +81,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         bus: bus.clone(),
     });
     let readiness = Readiness::default();
-    let grpc = tonic::service::Routes::new(pb::monitor_server::MonitorServer::new(MonitorApi(m.clone()))).into_axum_router();
+    let grpc =
+        tonic::service::Routes::new(pb::monitor_server::MonitorServer::new(MonitorApi(m.clone()))).into_axum_router();
     let http = tokio::spawn(serve(listener, ops_router(readiness.clone()).merge(grpc), shutdown.clone()));
     readiness.set_ready();
-    let spec = ConsumerSpec { batch: 500, max_ack_pending: 20_000, ..ConsumerSpec::on::<pb::PredictionLogged>(PREDICTIONS_STREAM, "monitor") };
+    let spec = ConsumerSpec {
+        batch: 500,
+        max_ack_pending: 20_000,
+        ..ConsumerSpec::on::<pb::PredictionLogged>(PREDICTIONS_STREAM, "monitor")
+    };
     bus.consume(spec, shutdown.child_token(), |e| m.on_prediction(e)).await?;
     http.await??;
     Ok(())
@@ -99,12 +104,18 @@ impl Monitor {
         let mut open = self.open.lock().await;
         let stale = open.get(&p.pipeline).is_none_or(|o| o.sha != p.artifact_sha256);
         if stale {
-            let sha = Sha256::parse(p.artifact_sha256.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
+            let sha =
+                Sha256::parse(p.artifact_sha256.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
             let bytes = self.models.get_verified(&sha).await?;
-            let reference = Arc::new(Artifact::from_verified_bytes(&bytes, &sha).map_err(|err| HandlerError::permanent(err.to_string()))?);
+            let reference = Arc::new(
+                Artifact::from_verified_bytes(&bytes, &sha).map_err(|err| HandlerError::permanent(err.to_string()))?,
+            );
             let spec = self.specs.get(&p.pipeline).await?.map(|s| s.monitoring).unwrap_or_default();
             let window = Window::new(&reference.manifest.reference);
-            open.insert(p.pipeline.clone(), Open { sha: p.artifact_sha256.clone(), version: p.version, reference, spec, window });
+            open.insert(
+                p.pipeline.clone(),
+                Open { sha: p.artifact_sha256.clone(), version: p.version, reference, spec, window },
+            );
         }
         let o = open.get_mut(&p.pipeline).expect("inserted above");
         o.window.add(&o.reference.manifest.reference, &p);
@@ -113,7 +124,8 @@ impl Monitor {
         }
         let (features, share) = o.window.drift(&o.reference.manifest.reference, &o.spec);
         for f in &features {
-            metrics::gauge!("mlops_drift_psi", "pipeline" => p.pipeline.clone(), "feature" => f.feature.clone()).set(f.score);
+            metrics::gauge!("mlops_drift_psi", "pipeline" => p.pipeline.clone(), "feature" => f.feature.clone())
+                .set(f.score);
         }
         let drifted = share >= o.spec.drift_share;
         let now = mlops_shared::now_unix_ms();
@@ -123,7 +135,8 @@ impl Monitor {
             .last_alert(&p.pipeline)
             .map_err(|err| HandlerError::Transient(err.into()))?
             .is_some_and(|t| now - t < (o.spec.cooldown_secs as i64) * 1000);
-        let alert_id = if drifted && !cooling { format!("{}-v{}-w{seq}", p.pipeline, o.version) } else { String::new() };
+        let alert_id =
+            if drifted && !cooling { format!("{}-v{}-w{seq}", p.pipeline, o.version) } else { String::new() };
         if !alert_id.is_empty() {
             let event = pb::DriftDetected {
                 pipeline: p.pipeline.clone(),
@@ -169,7 +182,13 @@ impl pb::monitor_server::Monitor for MonitorApi {
                 features: w
                     .features
                     .into_iter()
-                    .map(|(feature, method, score, threshold, drifted)| pb::FeatureDrift { feature, method, score, threshold, drifted })
+                    .map(|(feature, method, score, threshold, drifted)| pb::FeatureDrift {
+                        feature,
+                        method,
+                        score,
+                        threshold,
+                        drifted,
+                    })
                     .collect(),
                 closed_unix_ms: w.closed_unix_ms,
                 alert_id: w.alert_id,

@@ -35,7 +35,14 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
 
 /// The monitor database.
 pub struct Store {
@@ -57,7 +64,8 @@ impl Store {
     pub fn next_seq(&self, pipeline: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(WINDOWS)?;
-        let last = t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
+        let last =
+            t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
         Ok(last + 1)
     }
 

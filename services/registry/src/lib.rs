@@ -57,21 +57,27 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     }
 
     let readiness = Readiness::default();
-    let grpc = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(RegistryApi { store: store.clone(), specs }))
-        .into_axum_router();
+    let grpc = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(RegistryApi {
+        store: store.clone(),
+        specs,
+    }))
+    .into_axum_router();
     let router = ops_router(readiness.clone()).merge(grpc);
     let tracker = TaskTracker::new();
     {
         let (bus, store, token) = (bus.clone(), store.clone(), shutdown.child_token());
         tracker.spawn(async move {
-            bus.consume(ConsumerSpec::events::<pb::ModelTrained>("registry-trained"), token, |e| on_trained(&store, e)).await
+            bus.consume(ConsumerSpec::events::<pb::ModelTrained>("registry-trained"), token, |e| on_trained(&store, e))
+                .await
         });
     }
     {
         let (bus, store, token) = (bus.clone(), store.clone(), shutdown.child_token());
         tracker.spawn(async move {
-            bus.consume(ConsumerSpec::events::<pb::ModelEvaluated>("registry-evaluated"), token, |e| on_evaluated(&store, e))
-                .await
+            bus.consume(ConsumerSpec::events::<pb::ModelEvaluated>("registry-evaluated"), token, |e| {
+                on_evaluated(&store, e)
+            })
+            .await
         });
     }
     tracker.close();
@@ -116,10 +122,13 @@ async fn on_trained(store: &Store, e: Envelope<pb::ModelTrained>) -> Result<(), 
 
 async fn on_evaluated(store: &Store, e: Envelope<pb::ModelEvaluated>) -> Result<(), HandlerError> {
     let v = e.payload;
-    let checks = v.checks.into_iter().map(|c| CheckRecord { name: c.name, passed: c.passed, detail: c.detail }).collect();
+    let checks =
+        v.checks.into_iter().map(|c| CheckRecord { name: c.name, passed: c.passed, detail: c.detail }).collect();
     match store.record_gate(&v.pipeline, v.version, v.passed, checks, &e.id) {
         Ok(()) => Ok(()),
-        Err(err @ (StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. })) => Err(HandlerError::permanent(err.to_string())),
+        Err(err @ (StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. })) => {
+            Err(HandlerError::permanent(err.to_string()))
+        }
         Err(err) => Err(HandlerError::Transient(err.into())),
     }
 }
@@ -141,7 +150,11 @@ fn check_alias(alias: &str) -> Result<(), Status> {
     let ok = alias.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && alias.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && alias.len() <= 64;
-    if ok { Ok(()) } else { Err(Status::invalid_argument(format!("alias {alias:?} is invalid: use a-z, 0-9, '-' and '_'"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!("alias {alias:?} is invalid: use a-z, 0-9, '-' and '_'")))
+    }
 }
 
 impl RegistryApi {
@@ -183,7 +196,13 @@ impl RegistryApi {
 }
 
 fn pipeline_proto(p: store::PipelineRecord) -> pb::Pipeline {
-    pb::Pipeline { name: p.name, spec_hash: p.spec_hash, spec_yaml: p.spec_yaml, revision: p.revision, updated_unix_ms: p.updated_unix_ms }
+    pb::Pipeline {
+        name: p.name,
+        spec_hash: p.spec_hash,
+        spec_yaml: p.spec_yaml,
+        revision: p.revision,
+        updated_unix_ms: p.updated_unix_ms,
+    }
 }
 
 #[tonic::async_trait]
@@ -191,7 +210,8 @@ impl pb::registry_server::Registry for RegistryApi {
     async fn apply_pipeline(&self, req: Request<pb::ApplyPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
         let yaml = req.into_inner().spec_yaml;
         let spec = PipelineSpec::from_yaml(&yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let record = self.store.apply_pipeline(spec.name.as_str(), &yaml, &spec.hash(), "grpc:ApplyPipeline").map_err(status)?;
+        let record =
+            self.store.apply_pipeline(spec.name.as_str(), &yaml, &spec.hash(), "grpc:ApplyPipeline").map_err(status)?;
         self.specs.put(&spec).await.map_err(|e| Status::unavailable(e.to_string()))?;
         info!(pipeline = %record.name, revision = record.revision, "pipeline applied");
         Ok(Response::new(pipeline_proto(record)))
@@ -202,12 +222,18 @@ impl pb::registry_server::Registry for RegistryApi {
         Ok(Response::new(pipeline_proto(record)))
     }
 
-    async fn list_pipelines(&self, _: Request<pb::ListPipelinesRequest>) -> Result<Response<pb::ListPipelinesResponse>, Status> {
+    async fn list_pipelines(
+        &self,
+        _: Request<pb::ListPipelinesRequest>,
+    ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
         let pipelines = self.store.pipelines().map_err(status)?.into_iter().map(pipeline_proto).collect();
         Ok(Response::new(pb::ListPipelinesResponse { pipelines }))
     }
 
-    async fn get_model_version(&self, req: Request<pb::GetModelVersionRequest>) -> Result<Response<pb::ModelVersion>, Status> {
+    async fn get_model_version(
+        &self,
+        req: Request<pb::GetModelVersionRequest>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
         use pb::get_model_version_request::Selector;
         let req = req.into_inner();
         let p = req.pipeline.as_str();
@@ -234,7 +260,10 @@ impl pb::registry_server::Registry for RegistryApi {
         Ok(Response::new(self.to_proto(record)?))
     }
 
-    async fn list_model_versions(&self, req: Request<pb::ListModelVersionsRequest>) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
+    async fn list_model_versions(
+        &self,
+        req: Request<pb::ListModelVersionsRequest>,
+    ) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
         let records = self.store.models(&req.into_inner().pipeline).map_err(status)?;
         let versions = records.into_iter().map(|r| self.to_proto(r)).collect::<Result<_, _>>()?;
         Ok(Response::new(pb::ListModelVersionsResponse { versions }))

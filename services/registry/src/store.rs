@@ -33,7 +33,15 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
 
 /// A pipeline as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,7 +115,13 @@ impl Store {
     }
 
     /// Creates or updates a pipeline. Applying the same spec again changes nothing.
-    pub fn apply_pipeline(&self, name: &str, spec_yaml: &str, spec_hash: &str, cause: &str) -> Result<PipelineRecord, StoreError> {
+    pub fn apply_pipeline(
+        &self,
+        name: &str,
+        spec_yaml: &str,
+        spec_hash: &str,
+        cause: &str,
+    ) -> Result<PipelineRecord, StoreError> {
         let txn = self.db.begin_write()?;
         let record = {
             let mut table = txn.open_table(PIPELINES)?;
@@ -130,7 +144,13 @@ impl Store {
                 }
             }
         };
-        audit(&txn, name, "pipeline.applied", &format!("revision {} spec {}", record.revision, &spec_hash[..12]), cause)?;
+        audit(
+            &txn,
+            name,
+            "pipeline.applied",
+            &format!("revision {} spec {}", record.revision, &spec_hash[..12]),
+            cause,
+        )?;
         txn.commit()?;
         Ok(record)
     }
@@ -191,7 +211,14 @@ impl Store {
     }
 
     /// Records the evaluator's verdict on a version.
-    pub fn record_gate(&self, pipeline: &str, version: u64, passed: bool, checks: Vec<CheckRecord>, cause: &str) -> Result<(), StoreError> {
+    pub fn record_gate(
+        &self,
+        pipeline: &str,
+        version: u64,
+        passed: bool,
+        checks: Vec<CheckRecord>,
+        cause: &str,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut models = txn.open_table(MODELS)?;
@@ -203,7 +230,13 @@ impl Store {
             record.gate_checks = checks;
             models.insert((pipeline, version), serde_json::to_vec(&record)?.as_slice())?;
         }
-        audit(&txn, pipeline, "model.evaluated", &format!("version {version} {}", if passed { "passed" } else { "failed" }), cause)?;
+        audit(
+            &txn,
+            pipeline,
+            "model.evaluated",
+            &format!("version {version} {}", if passed { "passed" } else { "failed" }),
+            cause,
+        )?;
         txn.commit()?;
         Ok(())
     }
@@ -262,7 +295,14 @@ impl Store {
 
     /// Points `alias` at `version`. Moving `production` to a new version points `previous` at
     /// the old one, in the same transaction.
-    pub fn set_alias(&self, pipeline: &str, alias: &str, version: u64, reason: &str, cause: &str) -> Result<(), StoreError> {
+    pub fn set_alias(
+        &self,
+        pipeline: &str,
+        alias: &str,
+        version: u64,
+        reason: &str,
+        cause: &str,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let models = txn.open_table(MODELS)?;
@@ -301,7 +341,13 @@ impl Store {
     }
 }
 
-fn audit(txn: &redb::WriteTransaction, pipeline: &str, action: &str, detail: &str, cause: &str) -> Result<(), StoreError> {
+fn audit(
+    txn: &redb::WriteTransaction,
+    pipeline: &str,
+    action: &str,
+    detail: &str,
+    cause: &str,
+) -> Result<(), StoreError> {
     let mut table = txn.open_table(AUDIT)?;
     let next = table.last()?.map_or(0, |(k, _)| k.value()) + 1;
     let entry = AuditEntry {
@@ -356,7 +402,10 @@ mod tests {
         store.set_alias("churn", "production", 2, "better", "e4").unwrap();
         assert_eq!(store.alias("churn", "production").unwrap(), Some(2));
         assert_eq!(store.alias("churn", "previous").unwrap(), Some(1));
-        assert!(matches!(store.set_alias("churn", "production", 9, "", ""), Err(StoreError::UnknownVersion { version: 9, .. })));
+        assert!(matches!(
+            store.set_alias("churn", "production", 9, "", ""),
+            Err(StoreError::UnknownVersion { version: 9, .. })
+        ));
         assert!(matches!(store.model("nope", 1), Err(StoreError::UnknownPipeline(_))));
         drop(store);
         // Everything survives a reopen.

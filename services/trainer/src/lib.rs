@@ -118,7 +118,9 @@ impl Worker {
         let ctx = e.follow();
         let job = e.payload;
         let done_key = format!("done.{}", kv_key(&job.job_id));
-        if let Some(sha) = self.jobs.get(done_key.as_str()).await.context("reading job state").map_err(HandlerError::Transient)? {
+        if let Some(sha) =
+            self.jobs.get(done_key.as_str()).await.context("reading job state").map_err(HandlerError::Transient)?
+        {
             info!(job = %job.job_id, artifact = %String::from_utf8_lossy(&sha), "job already done, skipping");
             return Ok(());
         }
@@ -144,7 +146,8 @@ impl Worker {
             .map_err(HandlerError::Transient)?
             .map_err(|err| HandlerError::permanent(err.to_string()))?;
         let millis = started.elapsed().as_millis() as u64;
-        metrics::histogram!("mlops_training_seconds", "pipeline" => job.pipeline.clone()).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("mlops_training_seconds", "pipeline" => job.pipeline.clone())
+            .record(started.elapsed().as_secs_f64());
         let bytes = trained.artifact.to_bytes();
         let sha = self.models.put(&bytes).await?;
         let m = &trained.artifact.manifest;
@@ -158,7 +161,10 @@ impl Worker {
             seed: m.seed,
             code_version: m.code_version.clone(),
             algorithm: m.algorithm.clone(),
-            holdout_metrics: Some(pb::Metrics { values: m.metrics.clone().into_iter().collect(), rows: m.holdout_rows }),
+            holdout_metrics: Some(pb::Metrics {
+                values: m.metrics.clone().into_iter().collect(),
+                rows: m.holdout_rows,
+            }),
             reason: job.reason,
             trainer_id: self.trainer_id.clone(),
             training_millis: millis,

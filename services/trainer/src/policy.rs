@@ -51,9 +51,17 @@ impl Policy {
     /// A drift alert: retrain on the newest validated data.
     pub async fn on_drift(&self, e: Envelope<pb::DriftDetected>) -> Result<(), HandlerError> {
         let d = &e.payload;
-        let latest = self.jobs.get(latest_key(&d.pipeline)).await.context("reading newest dataset").map_err(HandlerError::Transient)?;
+        let latest = self
+            .jobs
+            .get(latest_key(&d.pipeline))
+            .await
+            .context("reading newest dataset")
+            .map_err(HandlerError::Transient)?;
         let Some(latest) = latest else {
-            return Err(HandlerError::permanent(format!("drift on `{}` but no validated dataset to retrain on", d.pipeline)));
+            return Err(HandlerError::permanent(format!(
+                "drift on `{}` but no validated dataset to retrain on",
+                d.pipeline
+            )));
         };
         let job = pb::TrainJob {
             job_id: format!("{}-drift-{}", d.pipeline, d.alert_id),

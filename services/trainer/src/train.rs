@@ -78,10 +78,8 @@ pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trai
     };
     let scores = artifact.predict_frame(&holdout);
     let labels = holdout.target.as_deref().expect("frames are read with their target");
-    artifact.manifest.metrics = mlops_shared::scoring::classification(labels, &scores)
-        .into_iter()
-        .filter(|(_, v)| v.is_finite())
-        .collect();
+    artifact.manifest.metrics =
+        mlops_shared::scoring::classification(labels, &scores).into_iter().filter(|(_, v)| v.is_finite()).collect();
     Ok(Trained { artifact })
 }
 

@@ -42,7 +42,10 @@ impl Report {
     pub fn warnings(&self) -> Vec<pb::ColumnReport> {
         self.columns
             .iter()
-            .map(|c| pb::ColumnReport { column: c.column.clone(), anomalies: c.anomalies.iter().filter(|a| !a.blocking).cloned().collect() })
+            .map(|c| pb::ColumnReport {
+                column: c.column.clone(),
+                anomalies: c.anomalies.iter().filter(|a| !a.blocking).cloned().collect(),
+            })
             .filter(|c| !c.anomalies.is_empty())
             .collect()
     }
@@ -55,7 +58,14 @@ struct Findings {
 }
 
 impl Findings {
-    fn add(&mut self, column: &str, kind: &'static str, row: Option<usize>, blocking: bool, message: impl FnOnce() -> String) {
+    fn add(
+        &mut self,
+        column: &str,
+        kind: &'static str,
+        row: Option<usize>,
+        blocking: bool,
+        message: impl FnOnce() -> String,
+    ) {
         let entry = self.by_column.entry(column.to_owned()).or_default().entry(kind).or_insert_with(|| pb::Anomaly {
             kind: kind.into(),
             message: message(),
@@ -109,7 +119,9 @@ pub fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
             let cell = record.get(i).unwrap_or("").trim();
             if cell.is_empty() {
                 if !f.nullable {
-                    found.add(&f.name, "null_values", Some(row), true, || "empty values in a column that is not nullable".into());
+                    found.add(&f.name, "null_values", Some(row), true, || {
+                        "empty values in a column that is not nullable".into()
+                    });
                 }
                 continue;
             }
@@ -118,7 +130,9 @@ pub fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
                     Err(_) if cell.parse::<f64>().is_ok() => {
                         found.add(&f.name, "not_finite", Some(row), true, || format!("non-finite value {cell:?}"));
                     }
-                    Err(_) => found.add(&f.name, "type_mismatch", Some(row), true, || format!("{cell:?} is not a number")),
+                    Err(_) => {
+                        found.add(&f.name, "type_mismatch", Some(row), true, || format!("{cell:?} is not a number"))
+                    }
                     Ok(Some(v)) => {
                         let below = f.min.is_some_and(|lo| v < lo);
                         let above = f.max.is_some_and(|hi| v > hi);

@@ -45,11 +45,16 @@ struct Validator {
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = Bus::connect(&config.nats, "validator", &shutdown).await?;
     bus.provision(config.nats.replicas).await?;
-    let v = Validator { datasets: bus.objects(DATASETS_BUCKET).await?, specs: SpecStore::open(&bus).await?, bus: bus.clone() };
+    let v = Validator {
+        datasets: bus.objects(DATASETS_BUCKET).await?,
+        specs: SpecStore::open(&bus).await?,
+        bus: bus.clone(),
+    };
     let readiness = Readiness::default();
     readiness.set_ready();
     let http = tokio::spawn(serve(listener, ops_router(readiness), shutdown.clone()));
-    bus.consume(ConsumerSpec::events::<pb::DataIngested>("validator"), shutdown.child_token(), |e| v.on_ingested(e)).await?;
+    bus.consume(ConsumerSpec::events::<pb::DataIngested>("validator"), shutdown.child_token(), |e| v.on_ingested(e))
+        .await?;
     http.await??;
     Ok(())
 }

@@ -156,7 +156,9 @@ mod tests {
 
     pub(crate) fn artifact() -> Artifact {
         let spec = PipelineSpec::from_yaml(SPEC).unwrap();
-        let raw = RawTable::from_csv(b"tenure,charges,contract,churned\n1,10,monthly,1\n50,,yearly,0\n20,30,monthly,0\n").unwrap();
+        let raw =
+            RawTable::from_csv(b"tenure,charges,contract,churned\n1,10,monthly,1\n50,,yearly,0\n20,30,monthly,0\n")
+                .unwrap();
         let frame = Frame::from_raw(&raw, &spec, true).unwrap();
         let preprocessing = Preprocessor::fit(&spec.features, &frame);
         let width = preprocessing.width();
@@ -179,7 +181,10 @@ mod tests {
                 reference: ReferenceProfile::fit(&spec.features, &frame),
             },
             preprocessing,
-            parameters: Parameters::Logistic { intercept: 0.1, weights: (0..width).map(|i| i as f64 * 0.1 - 0.2).collect() },
+            parameters: Parameters::Logistic {
+                intercept: 0.1,
+                weights: (0..width).map(|i| i as f64 * 0.1 - 0.2).collect(),
+            },
         }
     }
 

@@ -1,0 +1,73 @@
+//! Bad input from outside systems: each gets a clear error or a dead-letter entry with the reason,
+//! and nothing else in flight is disturbed.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use mlops_cli::events::Decoded;
+use mlops_integration_tests::{TestApp, sample, wait_until};
+use sample::Variant;
+
+const T: Duration = Duration::from_secs(60);
+
+fn dlq_reason(m: &async_nats::jetstream::Message) -> String {
+    m.headers.as_ref().and_then(|h| h.get("mlops-dlq-reason")).map(|v| v.to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_outside_are_checked_and_dead_lettered_with_reasons() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+
+    // A well-formed data.arrived in proto3 JSON naming an object in the datasets bucket: ingested.
+    let csv = sample::csv(1000, 11, Variant::Normal);
+    let bucket = app.js.get_object_store("datasets").await.unwrap();
+    bucket.put("drops/2026-11-27.csv", &mut csv.as_bytes()).await.unwrap();
+    let mut json = HeaderMap::new();
+    json.insert("content-type", "application/json");
+    json.insert("Nats-Msg-Id", "arrival-1");
+    let body = r#"{"pipeline": "churn", "object": "drops/2026-11-27.csv", "source": "s3-sync"}"#;
+    app.js
+        .publish_with_headers("mlops.events.data.arrived.churn", json.clone(), body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let ingested = app.wait_event("data.ingested", T, |_| true).await;
+    let Decoded::Ingested(i) = ingested.payload else { unreachable!() };
+    assert_eq!(i.dataset_id, mlops_shared::sha256_hex(csv.as_bytes()));
+    assert_eq!(i.source, "s3-sync");
+
+    // JSON missing a field, JSON that does not parse, an object that does not exist, and a
+    // protobuf payload that does not decode: each dead-lettered with its reason.
+    let bad = [
+        ("mlops.events.data.arrived.churn", Some(r#"{"pipeline": "churn"}"#.as_bytes()), "field `object` is missing"),
+        ("mlops.events.data.arrived.churn", Some(b"{oops".as_slice()), "invalid data.arrived JSON"),
+        (
+            "mlops.events.data.arrived.churn",
+            Some(br#"{"pipeline": "churn", "object": "nope.csv"}"#.as_slice()),
+            "not found in bucket datasets",
+        ),
+        ("mlops.events.data.ingested.churn", None, "not a valid io.mlops.data.ingested.v1 protobuf"),
+    ];
+    for (i, (subject, payload, _)) in bad.iter().enumerate() {
+        let mut h = if payload.is_some() { json.clone() } else { HeaderMap::new() };
+        h.insert("Nats-Msg-Id", format!("bad-{i}").as_str());
+        let bytes = payload.map_or_else(|| vec![0xff, 0xff, 0xff, 0x01], <[u8]>::to_vec);
+        app.js.publish_with_headers(*subject, h, bytes.into()).await.unwrap().await.unwrap();
+    }
+    let dead = wait_until(T, || async {
+        let d = app.stored("MLOPS_DLQ", "mlops.dlq.>").await;
+        (d.len() >= bad.len()).then_some(d)
+    })
+    .await
+    .expect("every bad event dead-lettered");
+    let reasons: Vec<String> = dead.iter().map(dlq_reason).collect();
+    for (_, _, needle) in bad {
+        assert!(reasons.iter().any(|r| r.contains(needle)), "no DLQ reason mentions {needle:?}: {reasons:?}");
+    }
+    assert!(dead.iter().all(|m| m.subject.starts_with("mlops.dlq.mlops.events.")));
+
+    // Meanwhile the good arrival went all the way.
+    app.wait_event("model.promoted", T, |_| true).await;
+}

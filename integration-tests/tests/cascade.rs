@@ -1,0 +1,353 @@
+//! The cascade end to end: real nats-server, real service binaries, real gRPC and HTTP.
+
+use std::time::Duration;
+
+use mlops_cli::events::Decoded;
+use mlops_integration_tests::{TestApp, client, rows_json, sample, spec_with_window, wait_until};
+use mlops_proto as pb;
+use sample::Variant;
+
+const T: Duration = Duration::from_secs(60);
+
+async fn promoted(app: &TestApp, version: u64) {
+    app.wait_event("model.promoted", T, |s| matches!(&s.payload, Decoded::Promoted(p) if p.version == version)).await;
+}
+
+/// (a) upload → validated → trained → evaluated → promoted → OIP v2 answers over REST and gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_is_promoted_and_served() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let csv = sample::csv(2000, 1, Variant::Normal);
+    let ds = app.upload("churn", &csv).await;
+    assert!(!ds.duplicate);
+    assert_eq!(ds.dataset_id, mlops_shared::sha256_hex(csv.as_bytes()));
+    promoted(&app, 1).await;
+
+    // The same content again is the same dataset: no second validation, no second training.
+    let again = app.upload("churn", &csv).await;
+    assert!(again.duplicate);
+    assert_eq!(again.dataset_id, ds.dataset_id);
+
+    // The registry has version 1 as production, with its lineage.
+    let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    assert_eq!(versions.len(), 1);
+    let v = &versions[0];
+    assert_eq!(v.aliases, vec!["production".to_string()]);
+    assert_eq!(v.gate, "passed");
+    let lineage = v.lineage.clone().unwrap();
+    assert_eq!(lineage.dataset_ids, vec![ds.dataset_id.clone()]);
+    assert_eq!(lineage.seed, 42);
+    assert!(v.holdout_metrics.as_ref().unwrap().values["roc_auc"] > 0.7);
+
+    // OIP v2 REST: health, metadata, inference.
+    let http = reqwest::Client::new();
+    let base = app.stack.url("deployer");
+    let live: serde_json::Value =
+        http.get(format!("{base}/v2/health/live")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(live["live"], true);
+    let meta: serde_json::Value =
+        http.get(format!("{base}/v2/models/churn")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["versions"][0], "1");
+    assert_eq!(meta["inputs"].as_array().unwrap().len(), 6);
+    let rows = rows_json(&sample::customers(5, 9, Variant::Normal));
+    let body = client::predict(&base, "churn", &rows).await.unwrap();
+    let probs: Vec<f64> = body["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(probs.len(), 5);
+    assert!(probs.iter().all(|p| (0.0..=1.0).contains(p)));
+    // A long-tenure two-year customer churns far less than a new monthly one with many calls.
+    let contrast = serde_json::json!([
+        {"tenure_months": 1, "monthly_charges": 110, "support_calls": 6, "age": 25, "contract": "month-to-month", "payment_method": "electronic-check"},
+        {"tenure_months": 70, "monthly_charges": 30, "support_calls": 0, "age": 60, "contract": "two-year", "payment_method": "card"},
+    ]);
+    let body = client::predict(&base, "churn", &contrast).await.unwrap();
+    let p = body["outputs"][0]["data"].as_array().unwrap();
+    assert!(p[0].as_f64().unwrap() > 0.8 && p[1].as_f64().unwrap() < 0.2, "{p:?}");
+    let versioned = http
+        .post(format!("{base}/v2/models/churn/versions/1/infer"))
+        .json(&serde_json::json!({"inputs": [
+        {"name": "tenure_months", "shape": [1], "datatype": "FP64", "data": [3]},
+        {"name": "monthly_charges", "shape": [1], "datatype": "FP64", "data": [50]},
+        {"name": "support_calls", "shape": [1], "datatype": "INT64", "data": [1]},
+        {"name": "age", "shape": [1], "datatype": "FP64", "data": [null]},
+        {"name": "contract", "shape": [1], "datatype": "BYTES", "data": ["one-year"]},
+        {"name": "payment_method", "shape": [1], "datatype": "BYTES", "data": ["card"]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versioned.status(), 200);
+
+    // Bad requests get a 4xx with {"error": ...} naming the problem.
+    let cases = [
+        ("/v2/models/churn/infer", "{not json", 400, "invalid inference request"),
+        (
+            "/v2/models/churn/infer",
+            r#"{"inputs": [{"name": "tenure_months", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}"#,
+            400,
+            "must be numeric",
+        ),
+        (
+            "/v2/models/churn/infer",
+            r#"{"inputs": [{"name": "tenure_months", "shape": [1], "datatype": "FP64", "data": [1]}]}"#,
+            400,
+            "is missing",
+        ),
+        (
+            "/v2/models/churn/infer",
+            r#"{"inputs": [{"name": "colour", "shape": [1], "datatype": "FP64", "data": [1]}]}"#,
+            400,
+            "unknown input `colour`",
+        ),
+        ("/v2/models/nope/infer", r#"{"inputs": []}"#, 404, "model `nope` is not served"),
+        ("/v2/models/churn/versions/7/infer", r#"{"inputs": []}"#, 404, "version 7"),
+    ];
+    for (path, body, code, needle) in cases {
+        let r = http
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code, "{path} {body}");
+        let err: serde_json::Value = r.json().await.unwrap();
+        assert!(err["error"].as_str().unwrap().contains(needle), "{err} should mention {needle:?}");
+    }
+
+    // OIP v2 gRPC, with typed contents.
+    use pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use pb::inference::model_infer_request::InferInputTensor;
+    use pb::inference::{InferTensorContents, ModelInferRequest};
+    let mut grpc = GrpcInferenceServiceClient::connect(base.clone()).await.unwrap();
+    let num = |name: &str, v: f64| InferInputTensor {
+        name: name.into(),
+        datatype: "FP64".into(),
+        shape: vec![1],
+        contents: Some(InferTensorContents { fp64_contents: vec![v], ..Default::default() }),
+        ..Default::default()
+    };
+    let text = |name: &str, v: &str| InferInputTensor {
+        name: name.into(),
+        datatype: "BYTES".into(),
+        shape: vec![1],
+        contents: Some(InferTensorContents { bytes_contents: vec![v.as_bytes().to_vec()], ..Default::default() }),
+        ..Default::default()
+    };
+    let inputs = vec![
+        num("tenure_months", 1.0),
+        num("monthly_charges", 110.0),
+        num("support_calls", 6.0),
+        num("age", 25.0),
+        text("contract", "month-to-month"),
+        text("payment_method", "electronic-check"),
+    ];
+    let r = grpc
+        .model_infer(ModelInferRequest { model_name: "churn".into(), inputs: inputs.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let grpc_p = r.outputs[0].contents.as_ref().unwrap().fp64_contents[0];
+    assert!((grpc_p - p[0].as_f64().unwrap()).abs() < 1e-12, "REST and gRPC disagree");
+    let bad = grpc
+        .model_infer(ModelInferRequest { model_name: "nope".into(), inputs, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::NotFound);
+
+    // Each prediction was logged for the monitor.
+    let logged = wait_until(T, || async {
+        let n = app.stored("MLOPS_PREDICTIONS", "mlops.predictions.churn").await.len();
+        (n >= 9).then_some(n)
+    })
+    .await;
+    assert_eq!(logged, Some(9), "5 + 2 + 1 REST rows and 1 gRPC row");
+}
+
+/// (b) a worse data set trains a model that fails its gates and is never promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worse_model_is_not_promoted() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 2, Variant::Normal)).await;
+    promoted(&app, 1).await;
+    app.upload("churn", &sample::csv(2000, 3, Variant::NoisyLabels)).await;
+    let failed =
+        app.wait_event("model.evaluated", T, |s| matches!(&s.payload, Decoded::Evaluated(e) if e.version == 2)).await;
+    let Decoded::Evaluated(e) = failed.payload else { unreachable!() };
+    assert!(!e.passed, "{e:?}");
+    assert_eq!(e.production_version, 1);
+    let failed_check = e.checks.iter().find(|c| !c.passed).expect("a failed check");
+    assert!(failed_check.detail.contains("roc_auc") || failed_check.detail.contains("accuracy"), "{failed_check:?}");
+    // Production stays at version 1, in the registry and in serving.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!app.seen().iter().any(|s| matches!(&s.payload, Decoded::Promoted(p) if p.version == 2)));
+    let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    let v2 = versions.iter().find(|v| v.version == 2).unwrap();
+    assert_eq!(v2.gate, "failed");
+    assert!(v2.aliases.is_empty());
+    assert_eq!(versions[0].aliases, vec!["production".to_string()]);
+    let body =
+        client::predict(&app.stack.url("deployer"), "churn", &rows_json(&sample::customers(1, 1, Variant::Normal)))
+            .await
+            .unwrap();
+    assert_eq!(body["model_version"], "1");
+}
+
+/// (c) a rejected data set never reaches a trainer, and its report says why, per column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_data_never_trains() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let good = sample::csv(300, 4, Variant::Normal);
+    // Text in a numeric column, an unknown category, and a dropped column.
+    let bad: String = good
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let mut cells: Vec<String> = line.split(',').map(str::to_owned).collect();
+            if i == 5 {
+                cells[2] = "lots".into();
+            }
+            if i == 7 {
+                cells[5] = "lifetime".into();
+            }
+            cells.remove(3);
+            cells.join(",") + "\n"
+        })
+        .collect();
+    let ds = app.upload("churn", &bad).await;
+    let rejected = app.wait_event("data.rejected", T, |_| true).await;
+    let Decoded::Rejected(r) = rejected.payload else { unreachable!() };
+    assert_eq!(r.dataset_id, ds.dataset_id);
+    let kinds: Vec<(String, String)> =
+        r.columns.iter().flat_map(|c| c.anomalies.iter().map(move |a| (c.column.clone(), a.kind.clone()))).collect();
+    for expected in
+        [("monthly_charges", "type_mismatch"), ("contract", "unknown_category"), ("support_calls", "missing_column")]
+    {
+        assert!(kinds.contains(&(expected.0.into(), expected.1.into())), "{expected:?} not in {kinds:?}");
+    }
+    let mc = r.columns.iter().find(|c| c.column == "monthly_charges").unwrap();
+    assert_eq!(mc.anomalies[0].example_rows, vec![5]);
+    assert!(r.reason.contains("\"lots\" is not a number"), "{}", r.reason);
+
+    // The catalog holds the verdict and the reason.
+    let verdict = wait_until(T, || async {
+        let d = client::dataset(&app.stack.url("ingest"), &ds.dataset_id).await.ok()?;
+        (d.verdict != "pending").then_some(d)
+    })
+    .await
+    .unwrap();
+    assert_eq!(verdict.verdict, "rejected");
+    assert!(verdict.verdict_detail.contains("support_calls"));
+
+    // A malformed CSV is rejected too, with the line named.
+    app.upload("churn", "tenure_months,monthly_charges\n1,2\n3\n").await;
+    let malformed = app.wait_event("data.rejected", T, |s| s.summary.contains("malformed")).await;
+    assert!(malformed.summary.contains("line 3"), "{}", malformed.summary);
+
+    // Nothing was trained, and no job was queued.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!app.seen().iter().any(|s| s.kind == "model.trained"));
+    assert!(app.log("trainer").lines().all(|l| !l.contains("training job queued")));
+
+    // An upload for a pipeline nobody applied is refused up front.
+    let err = client::upload(&app.stack.url("ingest"), "nope", "x.csv", good.into_bytes()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("pipeline `nope` not found"), "{err:#}");
+    let err = client::upload(&app.stack.url("ingest"), "churn", "x.csv", vec![]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("empty"), "{err:#}");
+}
+
+/// (d) drifted prediction traffic makes the monitor trigger exactly one retraining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_triggers_exactly_one_retraining() {
+    let app = TestApp::start().await;
+    app.apply(&spec_with_window(100)).await;
+    app.upload("churn", &sample::csv(2000, 5, Variant::Normal)).await;
+    promoted(&app, 1).await;
+    let base = app.stack.url("deployer");
+
+    // One window of ordinary traffic: no drift.
+    for chunk in sample::customers(100, 6, Variant::Normal).chunks(50) {
+        client::predict(&base, "churn", &rows_json(chunk)).await.unwrap();
+    }
+    let monitor = mlops_proto::monitor_client::MonitorClient::connect(app.stack.url("monitor")).await.unwrap();
+    let report = wait_until(T, || {
+        let mut m = monitor.clone();
+        async move {
+            let r = m.report(pb::ReportRequest { pipeline: "churn".into() }).await.ok()?.into_inner();
+            (!r.windows.is_empty()).then_some(r)
+        }
+    })
+    .await
+    .expect("a closed window");
+    assert_eq!(report.windows[0].alert_id, "");
+    assert!(report.windows[0].drifted_share < 0.3, "{:?}", report.windows[0]);
+
+    // Three windows of a shifted population: one alert, then the cooldown holds.
+    for chunk in sample::customers(300, 7, Variant::Drifted).chunks(50) {
+        client::predict(&base, "churn", &rows_json(chunk)).await.unwrap();
+    }
+    app.wait_event(
+        "model.trained",
+        T,
+        |s| matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Drift as i32),
+    )
+    .await;
+    let report = wait_until(T, || {
+        let mut m = monitor.clone();
+        async move {
+            let r = m.report(pb::ReportRequest { pipeline: "churn".into() }).await.ok()?.into_inner();
+            (r.windows.len() >= 4).then_some(r)
+        }
+    })
+    .await
+    .expect("four closed windows");
+    assert_eq!(report.alerts, 1, "{report:?}");
+    assert!(report.windows[..3].iter().all(|w| w.drifted_share >= 0.3), "{report:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let drift_alerts = app.seen().iter().filter(|s| s.kind == "monitor.drift_detected").count();
+    let drift_trainings = app
+        .seen()
+        .iter()
+        .filter(|s| matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Drift as i32))
+        .count();
+    assert_eq!((drift_alerts, drift_trainings), (1, 1));
+}
+
+/// (e) with two trainer processes on one work queue, each job is trained exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_trainers_train_each_job_once() {
+    let mut app = TestApp::start().await;
+    app.stack.spawn("trainer", "trainer-2", &[]).await.unwrap();
+    app.stack.wait_healthy(T).await.unwrap();
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let jobs = 6;
+    for seed in 0..jobs {
+        app.upload("churn", &sample::csv(1500, 100 + seed, Variant::Normal)).await;
+    }
+    let all_trained = wait_until(T, || async {
+        let n = app.seen().iter().filter(|s| s.kind == "model.trained").count();
+        (n >= jobs as usize).then_some(n)
+    })
+    .await;
+    assert!(all_trained.is_some(), "not every job was trained");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every publish is seen (a core subscription sees re-publishes the stream would drop), so a
+    // job trained twice would show up here twice.
+    let trained: Vec<(String, String)> = app
+        .seen()
+        .into_iter()
+        .filter_map(|s| match s.payload {
+            Decoded::Trained(t) => Some((t.job_id, t.trainer_id)),
+            _ => None,
+        })
+        .collect();
+    let mut ids: Vec<&String> = trained.iter().map(|(j, _)| j).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((trained.len(), ids.len()), (jobs as usize, jobs as usize), "{trained:?}");
+    assert!(trained.iter().all(|(_, t)| t == "trainer" || t == "trainer-2"), "{trained:?}");
+    eprintln!("jobs per trainer: {:?}", trained.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>());
+    let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    assert_eq!(versions.len(), jobs as usize);
+}

@@ -1,0 +1,80 @@
+//! Every deployment file parses: YAML (Kubernetes, kustomize, compose), JSON (Grafana) and the
+//! NATS server configurations, which nats-server itself checks with `-t`.
+
+use std::path::{Path, PathBuf};
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn deploy_files(ext: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut all = Vec::new();
+    files(&root, &mut all);
+    all.into_iter().filter(|p| p.extension().is_some_and(|e| e == ext)).collect()
+}
+
+#[test]
+fn yaml_manifests_parse() {
+    use serde::Deserialize as _;
+    let yamls = [deploy_files("yaml"), deploy_files("yml")].concat();
+    assert!(yamls.len() >= 10, "{yamls:?}");
+    let mut kinds = Vec::new();
+    for path in yamls {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let value = serde_norway::Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if let Some(kind) = value.get("kind").and_then(|k| k.as_str()) {
+                kinds.push(kind.to_owned());
+            }
+        }
+    }
+    for expected in ["Deployment", "StatefulSet", "Service", "Kustomization", "Namespace"] {
+        assert!(kinds.iter().any(|k| k == expected), "no {expected} among {kinds:?}");
+    }
+}
+
+#[test]
+fn trainers_are_a_scalable_deployment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/base");
+    let text = std::fs::read_to_string(root.join("trainer.yaml")).unwrap();
+    assert!(text.contains("kind: Deployment") && text.contains("replicas:"), "{text}");
+}
+
+#[test]
+fn json_files_parse() {
+    let jsons = deploy_files("json");
+    assert!(!jsons.is_empty());
+    for path in jsons {
+        let text = std::fs::read_to_string(&path).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+#[test]
+fn nats_configs_are_valid_for_nats_server() {
+    let confs = deploy_files("conf");
+    assert!(confs.len() >= 4, "one node and a three-node cluster: {confs:?}");
+    for path in confs {
+        let out = std::process::Command::new("nats-server")
+            .arg("-c")
+            .arg(&path)
+            .arg("-t")
+            .output()
+            .expect("nats-server on PATH");
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

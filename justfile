@@ -1,0 +1,48 @@
+# The one list of project commands. README, CI and people use these recipes.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what a fresh machine lacks: nats-server (Debian's package).
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v nats-server >/dev/null; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq nats-server
+    fi
+    nats-server --version
+
+# Build every binary (debug).
+build:
+    cargo build --workspace --bins
+
+# Start nats-server and the seven services on their default ports; Ctrl-C stops all.
+up: deps build
+    ./target/debug/mlops up
+
+# Run the whole cascade on the bundled example, narrated.
+demo: deps build
+    ./target/debug/mlops demo
+
+# Unit tests and end-to-end tests (a private nats-server, the real service binaries).
+test: deps build
+    cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Data arrival -> model serving, 10 runs of the demo on a release build; prints the median.
+bench-cascade: deps
+    cargo build --release --workspace --bins
+    ./scripts/bench-cascade.sh 10
