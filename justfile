@@ -42,7 +42,8 @@ lint:
 fmt:
     cargo fmt --all
 
-# Data arrival -> model serving, 10 runs of the demo on a release build; prints the median.
+# Data arrival -> model serving on a release build: 10 demo runs each on 3,000 and 10,000 rows.
 bench-cascade: deps
     cargo build --release --workspace --bins
-    ./scripts/bench-cascade.sh 10
+    ./scripts/bench-cascade.sh 10 3000
+    ./scripts/bench-cascade.sh 10 10000

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Runs the release demo N times and reports data-arrival -> serving times (ms) and their median.
+# Data arrival -> model serving: runs the release demo RUNS times on a generated churn data set of
+# ROWS rows and prints each time and the median (ms).
 set -euo pipefail
 runs=${1:-10}
+rows=${2:-10000}
+data=$(mktemp --suffix=.csv)
+trap 'rm -f "$data"' EXIT
+./target/release/mlops sample --rows "$rows" > "$data"
 times=()
 for _ in $(seq "$runs"); do
-    t=$(./target/release/mlops demo | sed -n 's/.*data arrival → model serving: \([0-9]*\) ms.*/\1/p')
+    t=$(RUST_BACKTRACE=0 ./target/release/mlops demo --data "$data" | sed -n 's/.*data arrival → model serving: \([0-9]*\) ms.*/\1/p')
     times+=("$t")
 done
-sorted=$(printf '%s\n' "${times[@]}" | sort -n)
-median=$(printf '%s\n' "$sorted" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
-echo "runs (ms): ${times[*]}"
+median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
+echo "rows: $rows, runs (ms): ${times[*]}"
 echo "median data arrival -> serving: ${median} ms"

@@ -255,17 +255,23 @@ impl Stack {
     }
 
     /// Asks every service to stop (SIGTERM) and waits up to `grace` before killing what is left.
-    pub async fn stop(&mut self, grace: Duration) {
+    /// Returns each service's name and whether it exited cleanly (status 0) within the grace period.
+    pub async fn stop(&mut self, grace: Duration) -> Vec<(String, bool)> {
         for s in &self.services {
             if let Some(pid) = s.child.id() {
                 let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             }
         }
         let deadline = Instant::now() + grace;
+        let mut clean = Vec::with_capacity(self.services.len());
         for s in &mut self.services {
             let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, s.child.wait()).await.is_err() {
-                let _ = s.child.kill().await;
+            match tokio::time::timeout(left, s.child.wait()).await {
+                Ok(Ok(status)) => clean.push((s.name.clone(), status.success())),
+                _ => {
+                    let _ = s.child.kill().await;
+                    clean.push((s.name.clone(), false));
+                }
             }
         }
         self.services.clear();
@@ -276,5 +282,6 @@ impl Stack {
             let _ = tokio::time::timeout(Duration::from_secs(5), n.child.wait()).await;
             n.kill().await;
         }
+        clean
     }
 }

@@ -161,6 +161,23 @@ async fn upload_is_promoted_and_served() {
     })
     .await;
     assert_eq!(logged, Some(9), "5 + 2 + 1 REST rows and 1 gRPC row");
+
+    // One trace spans the cascade: every event from ingestion to promotion carries the trace id
+    // that the upload started.
+    let stored = app.stored("MLOPS_EVENTS", "mlops.events.>").await;
+    let trace_of = |m: &async_nats::jetstream::Message| {
+        let tp = m.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.to_string()).unwrap_or_default();
+        tp.split('-').nth(1).unwrap_or_default().to_owned()
+    };
+    let traces: Vec<(String, String)> = stored.iter().map(|m| (m.subject.to_string(), trace_of(m))).collect();
+    assert_eq!(traces.len(), 5, "{traces:?}");
+    assert!(traces[0].1.len() == 32 && traces.iter().all(|(_, t)| *t == traces[0].1), "{traces:?}");
+
+    // SIGTERM stops every service cleanly.
+    let mut app = app;
+    let stopped = app.stack.stop(Duration::from_secs(10)).await;
+    assert_eq!(stopped.len(), 7);
+    assert!(stopped.iter().all(|(_, clean)| *clean), "{stopped:?}");
 }
 
 /// (b) a worse data set trains a model that fails its gates and is never promoted.

@@ -55,6 +55,11 @@ async fn metrics() -> impl IntoResponse {
 /// Serves `router` (HTTP/1.1 and h2c, so gRPC shares the port) until `shutdown` fires, then lets
 /// in-flight requests finish.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Without TCP_NODELAY, small gRPC responses wait out the peer's delayed ACK (about 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     Ok(())
 }

@@ -66,34 +66,22 @@ impl Objects {
 
     /// Reads the object `name`, refusing one larger than `limit` bytes before reading it.
     pub async fn get_named(&self, name: &str, limit: u64) -> Result<Vec<u8>, ObjectError> {
-        let Some(size) = self.size_of(name).await? else {
-            return Err(ObjectError::NotFound { bucket: self.bucket, name: name.into() });
-        };
-        if size > limit {
-            return Err(ObjectError::TooLarge { bucket: self.bucket, name: name.into(), size, limit });
-        }
         let mut object = self.store.get(name).await.map_err(|e| match e.kind() {
             GetErrorKind::NotFound | GetErrorKind::InvalidName => {
                 ObjectError::NotFound { bucket: self.bucket, name: name.into() }
             }
             _ => ObjectError::Store { bucket: self.bucket, message: e.to_string() },
         })?;
+        let size = object.info.size as u64;
+        if size > limit {
+            return Err(ObjectError::TooLarge { bucket: self.bucket, name: name.into(), size, limit });
+        }
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         object
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| ObjectError::Store { bucket: self.bucket, message: format!("reading {name}: {e}") })?;
         Ok(bytes)
-    }
-
-    /// Stores `bytes` under an arbitrary `name` (outside systems drop data this way).
-    pub async fn put_named(&self, name: &str, bytes: &[u8]) -> Result<(), ObjectError> {
-        let mut reader = bytes;
-        self.store
-            .put(name, &mut reader)
-            .await
-            .map(drop)
-            .map_err(|e| ObjectError::Store { bucket: self.bucket, message: e.to_string() })
     }
 
     /// The size of object `name`, or `None` when there is none.

@@ -98,10 +98,18 @@ impl Evaluator {
         use pb::get_model_version_request::Selector;
         let ctx = e.follow();
         let t = &e.payload;
-        // The registry records the version from the same event; until it has, try again shortly.
-        let Some(candidate) =
-            lookup(&self.registry, &t.pipeline, Selector::ArtifactSha256(t.artifact_sha256.clone())).await?
-        else {
+        // The registry numbers the version from the same event, usually within milliseconds: poll
+        // briefly, then leave it to a delayed redelivery.
+        let by_sha = Selector::ArtifactSha256(t.artifact_sha256.clone());
+        let mut candidate = None;
+        for _ in 0..50 {
+            candidate = lookup(&self.registry, &t.pipeline, by_sha.clone()).await?;
+            if candidate.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let Some(candidate) = candidate else {
             return Err(HandlerError::Transient(anyhow::anyhow!(
                 "registry has not recorded artifact {} yet",
                 t.artifact_sha256

@@ -155,7 +155,9 @@ fn summarize(warnings: &[pb::ColumnReport]) -> String {
 
 impl Ingest {
     /// Stores and catalogues `bytes` for `pipeline`, then publishes `data.ingested` once.
-    /// Returns the catalog row and whether the content was already known.
+    /// Returns the catalog row and whether the content was already known. Its span is the root
+    /// of the trace that follows the data through the cascade.
+    #[tracing::instrument(skip_all, fields(pipeline, source))]
     async fn ingest(
         &self,
         pipeline: &str,
