@@ -46,7 +46,8 @@ pub async fn upload(ingest_url: &str, pipeline: &str, source: &str, bytes: Vec<u
         part: Some(Part::Header(pb::UploadHeader {
             pipeline: pipeline.into(),
             source: source.into(),
-            format: "csv".into(),
+            // Empty: ingest recognises the format from the content and the source name.
+            format: String::new(),
         })),
     };
     let chunks: Vec<pb::UploadRequest> = std::iter::once(header)

@@ -117,8 +117,7 @@ mod tests {
         assert_ne!(csv(50, 1, Variant::Normal), csv(50, 2, Variant::Normal));
         let text = csv(2000, 7, Variant::Normal);
         let spec = mlops_shared::spec::PipelineSpec::from_yaml(crate::EXAMPLE_SPEC).unwrap();
-        let raw = mlops_shared::table::RawTable::from_csv(text.as_bytes()).unwrap();
-        let frame = mlops_shared::table::Frame::from_raw(&raw, &spec, true).unwrap();
+        let frame = mlops_data::read_datasets(&spec, &[("s".into(), text.into_bytes())]).unwrap();
         let churn_rate = frame.target.as_ref().unwrap().iter().sum::<f64>() / 2000.0;
         assert!((0.15..0.6).contains(&churn_rate), "{churn_rate}");
         let drifted = customers(2000, 7, Variant::Drifted);

@@ -28,6 +28,9 @@ impl TestApp {
         let mut opts = StackOptions::beside_current_exe(dir.path().to_path_buf()).expect("locating binaries");
         opts.log_dir = Some(dir.path().join("logs"));
         opts.env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
+        let drop_dir = dir.path().join("drop");
+        std::fs::create_dir_all(&drop_dir).expect("drop dir");
+        opts.env.push(("MLOPS_INGEST_ALLOWED_DIRS".into(), drop_dir.display().to_string()));
         let stack = Stack::start(opts).await.unwrap_or_else(|e| panic!("starting the platform: {e:#}"));
         let nats = async_nats::connect(&stack.nats_url).await.expect("connecting to nats");
         let js = async_nats::jetstream::new(nats.clone());
@@ -43,6 +46,11 @@ impl TestApp {
         Self { stack, dir, nats, js, seen }
     }
 
+    /// The directory whose files `data.arrived` may name by path.
+    pub fn drop_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("drop")
+    }
+
     /// Applies a YAML spec through the registry.
     pub async fn apply(&self, yaml: &str) {
         client::apply_pipeline(&self.stack.url("registry"), yaml).await.unwrap_or_else(|e| panic!("apply: {e:#}"));
@@ -50,7 +58,12 @@ impl TestApp {
 
     /// Uploads CSV through ingest.
     pub async fn upload(&self, pipeline: &str, csv: &str) -> mlops_proto::Dataset {
-        client::upload(&self.stack.url("ingest"), pipeline, "test.csv", csv.as_bytes().to_vec())
+        self.upload_bytes(pipeline, "test.csv", csv.as_bytes().to_vec()).await
+    }
+
+    /// Uploads a file's bytes (any format) through ingest.
+    pub async fn upload_bytes(&self, pipeline: &str, source: &str, bytes: Vec<u8>) -> mlops_proto::Dataset {
+        client::upload(&self.stack.url("ingest"), pipeline, source, bytes)
             .await
             .unwrap_or_else(|e| panic!("upload: {e:#}"))
     }

@@ -65,12 +65,13 @@ impl Event for pb::DataArrived {
     }
     fn check(&self) -> Result<(), String> {
         PipelineName::new(&self.pipeline).map_err(|e| format!("data.arrived: {e}"))?;
-        if self.object.is_empty() {
-            return Err(
-                "data.arrived: field `object` is missing (the name of an object in the `datasets` bucket)".into()
-            );
+        match (self.object.is_empty(), self.path.is_empty()) {
+            (true, true) => Err("data.arrived: field `object` is missing (the name of an object in the `datasets` \
+                                 bucket; or give `path`, a file under an allowed directory)"
+                .into()),
+            (false, false) => Err("data.arrived: give either `object` or `path`, not both".into()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod config;
 pub mod events;
+pub mod format;
 pub mod http;
 pub mod ids;
 pub mod model;

@@ -104,3 +104,37 @@ impl From<ObjectError> for crate::bus::HandlerError {
         }
     }
 }
+
+impl Objects {
+    /// Streams the blob `sha` into an anonymous temporary file in `dir`, checking its sha256 on
+    /// the way, so a dataset of any size is never held in memory. The file is deleted when dropped.
+    pub async fn download_verified(&self, sha: &Sha256, dir: &std::path::Path) -> Result<std::fs::File, ObjectError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let store_err = |message: String| ObjectError::Store { bucket: self.bucket, message };
+        let mut object = self.store.get(sha.as_str()).await.map_err(|e| match e.kind() {
+            GetErrorKind::NotFound | GetErrorKind::InvalidName => {
+                ObjectError::NotFound { bucket: self.bucket, name: sha.to_string() }
+            }
+            _ => store_err(e.to_string()),
+        })?;
+        let file = tempfile::tempfile_in(dir).map_err(|e| store_err(format!("temporary file: {e}")))?;
+        let mut out = tokio::fs::File::from_std(file.try_clone().map_err(|e| store_err(e.to_string()))?);
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = object.read(&mut buf).await.map_err(|e| store_err(format!("reading {sha}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).await.map_err(|e| store_err(format!("writing {sha}: {e}")))?;
+        }
+        out.flush().await.map_err(|e| store_err(e.to_string()))?;
+        let actual = hex::encode(hasher.finalize());
+        if actual != sha.as_str() {
+            return Err(ObjectError::Tampered { bucket: self.bucket, name: sha.to_string(), actual });
+        }
+        Ok(file)
+    }
+}

@@ -17,7 +17,6 @@ use mlops_shared::ids::Sha256;
 use mlops_shared::model::{Artifact, holdout_split};
 use mlops_shared::objects::Objects;
 use mlops_shared::spec::SpecStore;
-use mlops_shared::table::Frame;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -127,7 +126,7 @@ impl Evaluator {
             let sha = Sha256::parse(id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
             blobs.push((id.clone(), self.datasets.get_verified(&sha).await?));
         }
-        let frame = Frame::read_datasets(&spec, &blobs).map_err(|err| HandlerError::permanent(err.to_string()))?;
+        let frame = mlops_data::read_datasets(&spec, &blobs).map_err(|err| HandlerError::permanent(err.to_string()))?;
         let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
         let holdout = frame.take(&holdout_idx);
         let labels = holdout.target.clone().unwrap_or_default();

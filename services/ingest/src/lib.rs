@@ -4,6 +4,7 @@
 //! The same content twice is one version: no second validation, no second training.
 
 pub mod catalog;
+pub mod paths;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use mlops_proto as pb;
 use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
+use mlops_shared::format::Format;
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::PipelineName;
 use mlops_shared::objects::{ObjectError, Objects};
@@ -42,6 +44,9 @@ pub struct Config {
     /// Largest dataset accepted, in bytes.
     #[arg(long, env = "MLOPS_MAX_UPLOAD_BYTES", default_value_t = 256 << 20)]
     pub max_upload_bytes: u64,
+    /// Directories whose files `data.arrived` events may name by `path` (repeat, or comma-separate).
+    #[arg(long = "allowed-dir", env = "MLOPS_INGEST_ALLOWED_DIRS", value_delimiter = ',')]
+    pub allowed_dirs: Vec<PathBuf>,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -86,12 +91,18 @@ struct Ingest {
     datasets: Objects,
     specs: SpecStore,
     max_bytes: u64,
+    allowed_dirs: Vec<PathBuf>,
 }
 
 /// Runs ingest until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let catalog = Catalog::open(&config.data_dir.join("ingest.redb")).context("opening dataset catalog")?;
+    let allowed_dirs = config
+        .allowed_dirs
+        .iter()
+        .map(|d| d.canonicalize().with_context(|| format!("allowed directory {}", d.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let bus = Bus::connect(&config.nats, "ingest", &shutdown).await?;
     bus.provision(config.nats.replicas).await?;
     let ingest = Arc::new(Ingest {
@@ -100,6 +111,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         bus: bus.clone(),
         catalog,
         max_bytes: config.max_upload_bytes,
+        allowed_dirs,
     });
 
     let tracker = TaskTracker::new();
@@ -167,10 +179,12 @@ impl Ingest {
         ctx: EventContext,
     ) -> Result<(DatasetRecord, bool), IngestError> {
         let name = PipelineName::new(pipeline).map_err(|e| IngestError::BadInput(e.to_string()))?;
-        let format = if format.is_empty() { "csv" } else { format };
-        if format != "csv" {
-            return Err(IngestError::BadInput(format!("format {format:?} is not supported (supported: csv)")));
-        }
+        let format = match format {
+            "" => mlops_shared::format::detect(source, bytes).0,
+            named => Format::parse(named).ok_or_else(|| {
+                IngestError::BadInput(format!("format {named:?} is not supported (csv, parquet, jsonl)"))
+            })?,
+        };
         if bytes.is_empty() {
             return Err(IngestError::BadInput("the dataset is empty (0 bytes)".into()));
         }
@@ -198,7 +212,7 @@ impl Ingest {
                 dataset_id: id.clone(),
                 pipeline: name.to_string(),
                 source: source.into(),
-                format: format.into(),
+                format: format.as_str().into(),
                 size_bytes: bytes.len() as u64,
                 arrived_unix_ms: mlops_shared::now_unix_ms(),
                 verdict: "pending".into(),
@@ -231,14 +245,30 @@ impl Ingest {
     async fn on_arrived(&self, e: Envelope<pb::DataArrived>) -> Result<(), HandlerError> {
         let ctx = e.follow();
         let a = e.payload;
-        let bytes = self.datasets.get_named(&a.object, self.max_bytes).await.map_err(|err| match err {
-            ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => {
-                HandlerError::permanent(format!("data.arrived: {err}"))
+        let (bytes, origin) = if a.path.is_empty() {
+            let bytes = self.datasets.get_named(&a.object, self.max_bytes).await.map_err(|err| match err {
+                ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => {
+                    HandlerError::permanent(format!("data.arrived: {err}"))
+                }
+                other => HandlerError::Transient(other.into()),
+            })?;
+            (bytes, format!("object:{}", a.object))
+        } else {
+            let file = paths::resolve(&a.path, &self.allowed_dirs).map_err(HandlerError::Permanent)?;
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            if size > self.max_bytes {
+                return Err(HandlerError::permanent(format!(
+                    "data.arrived: {} is {size} bytes, over the limit of {}",
+                    a.path, self.max_bytes
+                )));
             }
-            other => HandlerError::Transient(other.into()),
-        })?;
-        let source = if a.source.is_empty() { format!("object:{}", a.object) } else { a.source };
-        self.ingest(&a.pipeline, &source, "csv", &bytes, ctx).await?;
+            let bytes = tokio::fs::read(&file).await.map_err(|e| HandlerError::Transient(e.into()))?;
+            (bytes, format!("file:{}", file.display()))
+        };
+        let source = if a.source.is_empty() { origin.clone() } else { a.source };
+        let name = if origin.starts_with("object:") { a.object.as_str() } else { a.path.as_str() };
+        let format = mlops_shared::format::detect(name, &bytes).0.as_str();
+        self.ingest(&a.pipeline, &source, format, &bytes, ctx).await?;
         Ok(())
     }
 

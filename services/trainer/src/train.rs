@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use mlops_data::{DatasetError, read_datasets};
 use mlops_shared::model::{Artifact, FORMAT, Manifest, Parameters, Preprocessor, ReferenceProfile, holdout_split};
 use mlops_shared::spec::{Algorithm, PipelineSpec};
-use mlops_shared::table::{DataError, Frame};
 
 use crate::logistic;
 
@@ -14,7 +14,7 @@ use crate::logistic;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
-    Data(#[from] DataError),
+    Data(#[from] DatasetError),
     #[error("too little data: {0} rows (at least 10 are needed)")]
     TooFew(usize),
     #[error("the training rows hold a single class; a classifier needs both")]
@@ -29,7 +29,7 @@ pub struct Trained {
 
 /// Trains `spec`'s model on `datasets` (id, CSV bytes), in the given order.
 pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trained, TrainError> {
-    let frame = Frame::read_datasets(spec, datasets)?;
+    let frame = read_datasets(spec, datasets)?;
     if frame.rows < 10 {
         return Err(TrainError::TooFew(frame.rows));
     }

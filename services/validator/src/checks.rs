@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use mlops_data::{Batches, Cell, DataError, cell};
 use mlops_proto as pb;
-use mlops_shared::spec::{FeatureKind, PipelineSpec};
-use mlops_shared::table::{RawTable, parse_number};
+use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec};
+use mlops_shared::table::parse_number;
 
 const EXAMPLES: usize = 5;
 
@@ -81,6 +82,10 @@ impl Findings {
         }
     }
 
+    fn blocks(&self) -> bool {
+        self.by_column.values().any(|kinds| kinds.values().any(|a| a.blocking))
+    }
+
     fn into_report(self, rows: u64) -> Report {
         let columns = self
             .by_column
@@ -91,84 +96,136 @@ impl Findings {
     }
 }
 
-/// Validates CSV `bytes` against `spec`.
-pub fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
+/// Validates a dataset, read as a stream of batches, against `spec`.
+pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Report {
     let mut found = Findings::default();
-    let raw = match RawTable::from_csv(bytes) {
-        Ok(raw) => raw,
+    let batches = match batches {
+        Ok(b) => b,
         Err(e) => {
             found.add("", "parse_error", None, true, || e.to_string());
             return found.into_report(0);
         }
     };
-    let rows = raw.records.len() as u64;
-    if rows == 0 {
-        found.add("", "empty_dataset", None, true, || "the dataset has a header but no rows".into());
-    }
-    for h in &raw.headers {
-        if spec.feature(h).is_none() && *h != spec.target.name {
-            found.add(h, "extra_column", None, false, || "column is not in the spec and is ignored".into());
+    let schema = batches.schema.clone();
+    for f in schema.fields() {
+        if spec.feature(f.name()).is_none() && *f.name() != spec.target.name {
+            found.add(f.name(), "extra_column", None, false, || "column is not in the spec and is ignored".into());
         }
     }
-    for f in &spec.features {
-        let Some(i) = raw.column_index(&f.name) else {
+    let features: Vec<(&FeatureSpec, Option<usize>)> =
+        spec.features.iter().map(|f| (f, schema.index_of(&f.name).ok())).collect();
+    for (f, i) in &features {
+        if i.is_none() {
             found.add(&f.name, "missing_column", None, true, || "declared in the spec but absent from the data".into());
-            continue;
-        };
-        for (row, record) in raw.records.iter().enumerate() {
-            let cell = record.get(i).unwrap_or("").trim();
-            if cell.is_empty() {
-                if !f.nullable {
-                    found.add(&f.name, "null_values", Some(row), true, || {
-                        "empty values in a column that is not nullable".into()
-                    });
-                }
-                continue;
-            }
-            match f.kind {
-                FeatureKind::Numeric => match parse_number(cell) {
-                    Err(_) if cell.parse::<f64>().is_ok() => {
-                        found.add(&f.name, "not_finite", Some(row), true, || format!("non-finite value {cell:?}"));
-                    }
-                    Err(_) => {
-                        found.add(&f.name, "type_mismatch", Some(row), true, || format!("{cell:?} is not a number"))
-                    }
-                    Ok(Some(v)) => {
-                        let below = f.min.is_some_and(|lo| v < lo);
-                        let above = f.max.is_some_and(|hi| v > hi);
-                        if below || above {
-                            found.add(&f.name, "out_of_range", Some(row), true, || {
-                                format!("{v} is outside [{}, {}]", fmt_bound(f.min), fmt_bound(f.max))
-                            });
-                        }
-                    }
-                    Ok(None) => {}
-                },
-                FeatureKind::Categorical => {
-                    if !f.categories.iter().any(|c| c == cell) {
-                        found.add(&f.name, "unknown_category", Some(row), true, || {
-                            format!("{cell:?} is not one of {}", f.categories.join(", "))
-                        });
-                    }
-                }
-            }
         }
     }
     let t = &spec.target;
-    match raw.column_index(&t.name) {
-        None => found.add(&t.name, "missing_column", None, true, || "the target column is absent from the data".into()),
-        Some(i) => {
-            for (row, record) in raw.records.iter().enumerate() {
-                let cell = record.get(i).unwrap_or("").trim();
-                if cell != t.positive && cell != t.negative {
-                    found.add(&t.name, "unknown_label", Some(row), true, || {
-                        format!("labels must be {:?} or {:?}, found {cell:?}", t.positive, t.negative)
+    let target = schema.index_of(&t.name).ok();
+    if target.is_none() {
+        found.add(&t.name, "missing_column", None, true, || "the target column is absent from the data".into());
+    }
+    let mut offset = 0usize;
+    for batch in batches {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                found.add("", "parse_error", None, true, || e.to_string());
+                break;
+            }
+        };
+        for (f, i) in &features {
+            let Some(i) = i else { continue };
+            let array = batch.column(*i);
+            for r in 0..batch.num_rows() {
+                check_cell(&mut found, f, cell(array, r), offset + r);
+            }
+        }
+        if let Some(i) = target {
+            let array = batch.column(i);
+            for r in 0..batch.num_rows() {
+                let text = match cell(array, r) {
+                    Cell::Str(s) => s.trim().to_owned(),
+                    Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+                    Cell::Num(v) => v.to_string(),
+                    Cell::Bool(b) => b.to_string(),
+                    Cell::Null | Cell::Other(_) => String::new(),
+                };
+                if text != t.positive && text != t.negative {
+                    found.add(&t.name, "unknown_label", Some(offset + r), true, || {
+                        format!("labels must be {:?} or {:?}, found {text:?}", t.positive, t.negative)
                     });
                 }
             }
         }
+        offset += batch.num_rows();
     }
-    found.into_report(rows)
+    if offset == 0 && !found.blocks() {
+        found.add("", "empty_dataset", None, true, || "the dataset has a header but no rows".into());
+    }
+    found.into_report(offset as u64)
+}
+
+fn check_cell(found: &mut Findings, f: &FeatureSpec, value: Cell<'_>, row: usize) {
+    let value = match value {
+        Cell::Str(s) if s.trim().is_empty() => Cell::Null,
+        Cell::Str(s) => Cell::Str(s.trim()),
+        other => other,
+    };
+    if value == Cell::Null {
+        if !f.nullable {
+            found.add(&f.name, "null_values", Some(row), true, || {
+                "empty values in a column that is not nullable".into()
+            });
+        }
+        return;
+    }
+    match f.kind {
+        FeatureKind::Numeric => {
+            let v = match value {
+                Cell::Num(v) => v,
+                Cell::Str(s) => match parse_number(s) {
+                    Ok(Some(v)) => v,
+                    Err(_) if s.parse::<f64>().is_ok() => {
+                        found.add(&f.name, "not_finite", Some(row), true, || format!("non-finite value {s:?}"));
+                        return;
+                    }
+                    _ => {
+                        found.add(&f.name, "type_mismatch", Some(row), true, || format!("{s:?} is not a number"));
+                        return;
+                    }
+                },
+                Cell::Bool(_) | Cell::Other(_) | Cell::Null => {
+                    found.add(&f.name, "type_mismatch", Some(row), true, || format!("{value:?} is not a number"));
+                    return;
+                }
+            };
+            if !v.is_finite() {
+                found.add(&f.name, "not_finite", Some(row), true, || format!("non-finite value {v}"));
+            } else if f.min.is_some_and(|lo| v < lo) || f.max.is_some_and(|hi| v > hi) {
+                found.add(&f.name, "out_of_range", Some(row), true, || {
+                    format!("{v} is outside [{}, {}]", fmt_bound(f.min), fmt_bound(f.max))
+                });
+            }
+        }
+        FeatureKind::Categorical => {
+            let text = match value {
+                Cell::Str(s) => s.to_owned(),
+                Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+                Cell::Num(v) => v.to_string(),
+                Cell::Bool(b) => b.to_string(),
+                Cell::Other(t) => {
+                    found.add(&f.name, "type_mismatch", Some(row), true, || format!("a {t} value is not a category"));
+                    return;
+                }
+                Cell::Null => return,
+            };
+            if !f.categories.contains(&text) {
+                found.add(&f.name, "unknown_category", Some(row), true, || {
+                    format!("{text:?} is not one of {}", f.categories.join(", "))
+                });
+            }
+        }
+    }
 }
 
 fn fmt_bound(b: Option<f64>) -> String {
@@ -190,6 +247,11 @@ target: {name: churned}
 
     fn spec() -> PipelineSpec {
         PipelineSpec::from_yaml(SPEC).unwrap()
+    }
+
+    fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
+        let batches = mlops_data::open(mlops_data::Source::Bytes(bytes.to_vec().into()), "", &Default::default());
+        super::validate(batches, spec)
     }
 
     fn anomaly<'a>(r: &'a Report, column: &str, kind: &str) -> &'a pb::Anomaly {

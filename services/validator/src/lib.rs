@@ -69,8 +69,17 @@ impl Validator {
             .await?
             .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", d.pipeline)))?;
         let sha = Sha256::parse(d.dataset_id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
-        let bytes = self.datasets.get_verified(&sha).await?;
-        let report = checks::validate(&bytes, &spec);
+        // Streamed to a temporary file and read in batches: memory stays bounded whatever the size.
+        let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
+        let name = format!("data.{}", d.format);
+        let report = tokio::task::spawn_blocking(move || {
+            checks::validate(
+                mlops_data::open(mlops_data::Source::File(file), &name, &mlops_data::Limits::default()),
+                &spec,
+            )
+        })
+        .await
+        .map_err(|e| HandlerError::Transient(anyhow::anyhow!("validation task failed: {e}")))?;
         if report.blocked() {
             let reason = report.summary();
             warn!(pipeline = %d.pipeline, dataset = %sha.short(), %reason, "dataset rejected");

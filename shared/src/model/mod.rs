@@ -152,14 +152,19 @@ pub fn sigmoid(z: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::spec::{PipelineSpec, tests::SPEC};
-    use crate::table::RawTable;
+    use crate::table::Column;
 
     pub(crate) fn artifact() -> Artifact {
         let spec = PipelineSpec::from_yaml(SPEC).unwrap();
-        let raw =
-            RawTable::from_csv(b"tenure,charges,contract,churned\n1,10,monthly,1\n50,,yearly,0\n20,30,monthly,0\n")
-                .unwrap();
-        let frame = Frame::from_raw(&raw, &spec, true).unwrap();
+        let frame = Frame {
+            columns: vec![
+                Column::Numeric(vec![Some(1.0), Some(50.0), Some(20.0)]),
+                Column::Numeric(vec![Some(10.0), None, Some(30.0)]),
+                Column::Categorical(vec![Some("monthly".into()), Some("yearly".into()), Some("monthly".into())]),
+            ],
+            target: Some(vec![1.0, 0.0, 0.0]),
+            rows: 3,
+        };
         let preprocessing = Preprocessor::fit(&spec.features, &frame);
         let width = preprocessing.width();
         Artifact {

@@ -99,13 +99,19 @@ impl Preprocessor {
 mod tests {
     use super::*;
     use crate::spec::{PipelineSpec, tests::SPEC};
-    use crate::table::RawTable;
 
     #[test]
     fn standardises_imputes_and_one_hot_encodes() {
         let spec = PipelineSpec::from_yaml(SPEC).unwrap();
-        let raw = RawTable::from_csv(b"tenure,charges,contract,churned\n0,10,monthly,1\n10,,yearly,0\n").unwrap();
-        let frame = Frame::from_raw(&raw, &spec, true).unwrap();
+        let frame = Frame {
+            columns: vec![
+                Column::Numeric(vec![Some(0.0), Some(10.0)]),
+                Column::Numeric(vec![Some(10.0), None]),
+                Column::Categorical(vec![Some("monthly".into()), Some("yearly".into())]),
+            ],
+            target: Some(vec![1.0, 0.0]),
+            rows: 2,
+        };
         let p = Preprocessor::fit(&spec.features, &frame);
         assert_eq!(p.width(), 4);
         let m = p.transform_frame(&frame);

@@ -1,0 +1,13 @@
+//! Reading datasets with Apache Arrow. A dataset is CSV (plain, gzip or zstd), Parquet or JSON
+//! Lines; whatever the format it is read as a stream of record batches, so memory stays bounded by
+//! the batch size however large the file. Cells are then seen through one [`Cell`] view, so checks
+//! and profiles are written once for every format.
+
+mod cell;
+mod frame;
+mod read;
+
+pub use cell::{Cell, cell};
+pub use frame::{DatasetError, read_datasets, read_frame};
+pub use mlops_shared::format::{Compression, Format, detect};
+pub use read::{Batches, DataError, Limits, Source, open};
