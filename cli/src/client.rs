@@ -63,6 +63,16 @@ pub async fn dataset(ingest_url: &str, id: &str) -> anyhow::Result<pb::Dataset> 
     Ok(c.get_dataset(pb::GetDatasetRequest { dataset_id: id.into() }).await.map_err(status("dataset"))?.into_inner())
 }
 
+/// Catalogued datasets, filtered by pipeline and verdict (empty for all).
+pub async fn datasets(ingest_url: &str, pipeline: &str, verdict: &str) -> anyhow::Result<Vec<pb::Dataset>> {
+    let mut c = IngestClient::new(channel(ingest_url).await?);
+    let r = c
+        .list_datasets(pb::ListDatasetsRequest { pipeline: pipeline.into(), verdict: verdict.into() })
+        .await
+        .map_err(status("listing datasets"))?;
+    Ok(r.into_inner().datasets)
+}
+
 /// Every version of `pipeline`.
 pub async fn models(registry_url: &str, pipeline: &str) -> anyhow::Result<Vec<pb::ModelVersion>> {
     let mut c = registry(registry_url).await?;

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod events;
 pub mod sample;
 pub mod stack;
+pub mod tables;
 
 /// The bundled example pipeline spec (`examples/churn.yaml`).
 pub const EXAMPLE_SPEC: &str = include_str!("../../examples/churn.yaml");

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use mlops_cli::stack::{Stack, StackOptions};
-use mlops_cli::{client, demo, events, sample};
+use mlops_cli::{client, demo, events, sample, tables};
 
 #[derive(Parser)]
 #[command(name = "mlops", version, about = "An event-driven MLOps platform: data in, models out, kept healthy")]
@@ -61,6 +61,11 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Dataset versions: the catalog, profiles and validation reports.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Model versions.
     Models {
         #[command(subcommand)]
@@ -103,6 +108,22 @@ enum PipelineCommand {
     Apply { file: PathBuf },
     /// List pipelines.
     List,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// List dataset versions.
+    List {
+        #[arg(long, default_value = "")]
+        pipeline: String,
+        /// Only `pending`, `accepted` or `rejected` versions.
+        #[arg(long, default_value = "")]
+        verdict: String,
+    },
+    /// A version's catalog record and profile.
+    Show { dataset_id: String },
+    /// A version's validation report: a table of anomalies.
+    Report { dataset_id: String },
 }
 
 #[derive(Subcommand)]
@@ -189,6 +210,39 @@ async fn main() -> anyhow::Result<()> {
                     _ => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
+        }
+        Command::Data { command } => {
+            match command {
+                DataCommand::List { pipeline, verdict } => {
+                    print!("{}", tables::datasets(&client::datasets(&cli.ingest_url, &pipeline, &verdict).await?));
+                }
+                DataCommand::Show { dataset_id } => {
+                    let d = client::dataset(&cli.ingest_url, &dataset_id).await?;
+                    println!(
+                        "dataset   {}
+pipeline  {}
+source    {}
+format    {}
+bytes     {}",
+                        d.dataset_id, d.pipeline, d.source, d.format, d.size_bytes
+                    );
+                    println!(
+                        "verdict   {}{}",
+                        d.verdict,
+                        if d.verdict_detail.is_empty() { String::new() } else { format!(": {}", d.verdict_detail) }
+                    );
+                    match &d.profile {
+                        Some(p) => print!("\n{}", tables::profile(p)),
+                        None => println!("(no profile yet)"),
+                    }
+                }
+                DataCommand::Report { dataset_id } => {
+                    let d = client::dataset(&cli.ingest_url, &dataset_id).await?;
+                    println!("dataset {} ({}): {}, {} rows", &d.dataset_id[..12], d.pipeline, d.verdict, d.rows);
+                    print!("{}", tables::anomalies(&d.anomalies));
+                }
+            }
+            Ok(())
         }
         Command::Models { command: ModelsCommand::List { pipeline, json } } => {
             let versions = client::models(&cli.registry_url, &pipeline).await?;

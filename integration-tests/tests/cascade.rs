@@ -256,6 +256,31 @@ async fn rejected_data_never_trains() {
     .unwrap();
     assert_eq!(verdict.verdict, "rejected");
     assert!(verdict.verdict_detail.contains("support_calls"));
+    // The quarantined version keeps its full report and profile, and `mlops data report` shows them.
+    assert!(verdict.anomalies.iter().any(|c| c.column == "monthly_charges"));
+    let profile = verdict.profile.clone().expect("a profile");
+    assert_eq!(profile.rows, 300);
+    let contract = profile.columns.iter().find(|c| c.name == "contract").unwrap();
+    assert_eq!(contract.count, 300);
+    assert!(contract.top_categories.iter().any(|t| t.value == "lifetime" && t.count == 1));
+    let mlops = app.stack.opts.bin_dir.join("mlops");
+    let out = std::process::Command::new(&mlops)
+        .args(["--ingest-url", &app.stack.url("ingest"), "data", "report", &ds.dataset_id])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    let line = table.lines().find(|l| l.starts_with("monthly_charges")).unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        line.contains("type_mismatch") && line.contains("block") && line.contains("\"lots\" is not a number"),
+        "{line}"
+    );
+    let out = std::process::Command::new(&mlops)
+        .args(["--ingest-url", &app.stack.url("ingest"), "data", "show", &ds.dataset_id])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("300 rows") && shown.lines().any(|l| l.starts_with("tenure_months")), "{shown}");
 
     // A malformed CSV is rejected too, with the line named.
     app.upload("churn", "tenure_months,monthly_charges\n1,2\n3\n").await;

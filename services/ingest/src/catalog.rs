@@ -23,6 +23,9 @@ pub struct DatasetRecord {
     pub verdict_detail: String,
     /// Whether `data.ingested` was acknowledged by the stream.
     pub published: bool,
+    /// Hex of the protobuf `Dataset` carrying the anomalies and the profile (empty until validated).
+    #[serde(default)]
+    pub report_hex: String,
 }
 
 /// Catalog errors.
@@ -98,7 +101,7 @@ impl Catalog {
         Ok(())
     }
 
-    /// Records a validation verdict; `false` when the dataset is unknown.
+    /// Records a validation verdict and its report; `false` when the dataset is unknown.
     pub fn set_verdict(
         &self,
         id: &str,
@@ -106,6 +109,7 @@ impl Catalog {
         verdict: &str,
         rows: u64,
         detail: &str,
+        report_hex: String,
     ) -> Result<bool, CatalogError> {
         let txn = self.db.begin_write()?;
         {
@@ -117,6 +121,7 @@ impl Catalog {
             record.verdict = verdict.into();
             record.rows = rows;
             record.verdict_detail = detail.into();
+            record.report_hex = report_hex;
             table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
         }
         txn.commit()?;
@@ -159,10 +164,11 @@ mod tests {
             rows: 0,
             verdict_detail: String::new(),
             published: true,
+            report_hex: String::new(),
         };
         c.put(&r).unwrap();
-        assert!(c.set_verdict("abc", "churn", "accepted", 10, "").unwrap());
-        assert!(!c.set_verdict("zzz", "churn", "accepted", 10, "").unwrap());
+        assert!(c.set_verdict("abc", "churn", "accepted", 10, "", String::new()).unwrap());
+        assert!(!c.set_verdict("zzz", "churn", "accepted", 10, "", String::new()).unwrap());
         drop(c);
         let c = Catalog::open(&path).unwrap();
         assert_eq!(c.find("abc").unwrap().unwrap().verdict, "accepted");

@@ -219,6 +219,7 @@ impl Ingest {
                 rows: 0,
                 verdict_detail: String::new(),
                 published: false,
+                report_hex: String::new(),
             },
         };
         self.datasets.put(bytes).await.map_err(|e| IngestError::Unavailable(e.into()))?;
@@ -273,17 +274,28 @@ impl Ingest {
     }
 
     async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), HandlerError> {
-        let v = &e.payload;
-        self.verdict(&v.dataset_id, &v.pipeline, "accepted", v.rows, &summarize(&v.warnings))
+        let v = e.payload;
+        let report = pb::Dataset { anomalies: v.warnings.clone(), profile: v.profile, ..Default::default() };
+        self.verdict(&v.dataset_id, &v.pipeline, "accepted", v.rows, &summarize(&v.warnings), &report)
     }
 
     async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), HandlerError> {
-        let r = &e.payload;
-        self.verdict(&r.dataset_id, &r.pipeline, "rejected", r.rows, &r.reason)
+        let r = e.payload;
+        let report = pb::Dataset { anomalies: r.columns, profile: r.profile, ..Default::default() };
+        self.verdict(&r.dataset_id, &r.pipeline, "rejected", r.rows, &r.reason, &report)
     }
 
-    fn verdict(&self, id: &str, pipeline: &str, verdict: &str, rows: u64, detail: &str) -> Result<(), HandlerError> {
-        match self.catalog.set_verdict(id, pipeline, verdict, rows, detail) {
+    fn verdict(
+        &self,
+        id: &str,
+        pipeline: &str,
+        verdict: &str,
+        rows: u64,
+        detail: &str,
+        report: &pb::Dataset,
+    ) -> Result<(), HandlerError> {
+        use prost::Message as _;
+        match self.catalog.set_verdict(id, pipeline, verdict, rows, detail, hex::encode(report.encode_to_vec())) {
             Ok(true) => Ok(()),
             Ok(false) => {
                 Err(HandlerError::permanent(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog")))
@@ -294,7 +306,13 @@ impl Ingest {
 }
 
 fn dataset_proto(r: DatasetRecord, duplicate: bool) -> pb::Dataset {
+    use prost::Message as _;
+    // Written by this service from a message it encoded; an unreadable one is shown as absent.
+    let report =
+        hex::decode(&r.report_hex).ok().and_then(|b| pb::Dataset::decode(b.as_slice()).ok()).unwrap_or_default();
     pb::Dataset {
+        anomalies: report.anomalies,
+        profile: report.profile,
         dataset_id: r.dataset_id,
         pipeline: r.pipeline,
         source: r.source,

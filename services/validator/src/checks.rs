@@ -10,6 +10,8 @@ use mlops_proto as pb;
 use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec};
 use mlops_shared::table::parse_number;
 
+use crate::profile::{CategoricalProfile, NumericProfile};
+
 const EXAMPLES: usize = 5;
 
 /// What validation found.
@@ -17,6 +19,8 @@ const EXAMPLES: usize = 5;
 pub struct Report {
     pub rows: u64,
     pub columns: Vec<pb::ColumnReport>,
+    /// The profile of every declared column present (features, then the target).
+    pub profile: pb::DatasetProfile,
 }
 
 impl Report {
@@ -86,13 +90,13 @@ impl Findings {
         self.by_column.values().any(|kinds| kinds.values().any(|a| a.blocking))
     }
 
-    fn into_report(self, rows: u64) -> Report {
+    fn into_report(self, rows: u64, profile: pb::DatasetProfile) -> Report {
         let columns = self
             .by_column
             .into_iter()
             .map(|(column, kinds)| pb::ColumnReport { column, anomalies: kinds.into_values().collect() })
             .collect();
-        Report { rows, columns }
+        Report { rows, columns, profile }
     }
 }
 
@@ -103,7 +107,7 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
         Ok(b) => b,
         Err(e) => {
             found.add("", "parse_error", None, true, || e.to_string());
-            return found.into_report(0);
+            return found.into_report(0, pb::DatasetProfile::default());
         }
     };
     let schema = batches.schema.clone();
@@ -121,6 +125,14 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
     }
     let t = &spec.target;
     let target = schema.index_of(&t.name).ok();
+    let mut profiles: Vec<Profile> = features
+        .iter()
+        .map(|(f, _)| match f.kind {
+            FeatureKind::Numeric => Profile::Numeric(Box::default()),
+            FeatureKind::Categorical => Profile::Categorical(CategoricalProfile::default()),
+        })
+        .collect();
+    let mut target_profile = CategoricalProfile::default();
     if target.is_none() {
         found.add(&t.name, "missing_column", None, true, || "the target column is absent from the data".into());
     }
@@ -133,11 +145,17 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
                 break;
             }
         };
-        for (f, i) in &features {
+        for ((f, i), profile) in features.iter().zip(&mut profiles) {
             let Some(i) = i else { continue };
             let array = batch.column(*i);
             for r in 0..batch.num_rows() {
-                check_cell(&mut found, f, cell(array, r), offset + r);
+                match (check_cell(&mut found, f, cell(array, r), offset + r), &mut *profile) {
+                    (Valid::Null, Profile::Numeric(p)) => p.add_null(),
+                    (Valid::Null, Profile::Categorical(p)) => p.add_null(),
+                    (Valid::Num(v), Profile::Numeric(p)) => p.add(v),
+                    (Valid::Cat(c), Profile::Categorical(p)) => p.add(&c),
+                    _ => {}
+                }
             }
         }
         if let Some(i) = target {
@@ -150,6 +168,11 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
                     Cell::Bool(b) => b.to_string(),
                     Cell::Null | Cell::Other(_) => String::new(),
                 };
+                if text.is_empty() {
+                    target_profile.add_null();
+                } else {
+                    target_profile.add(&text);
+                }
                 if text != t.positive && text != t.negative {
                     found.add(&t.name, "unknown_label", Some(offset + r), true, || {
                         format!("labels must be {:?} or {:?}, found {text:?}", t.positive, t.negative)
@@ -162,10 +185,35 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
     if offset == 0 && !found.blocks() {
         found.add("", "empty_dataset", None, true, || "the dataset has a header but no rows".into());
     }
-    found.into_report(offset as u64)
+    let mut columns: Vec<pb::ColumnProfile> = features
+        .iter()
+        .zip(profiles)
+        .filter(|((_, i), _)| i.is_some())
+        .map(|((f, _), p)| match p {
+            Profile::Numeric(p) => p.finish(&f.name),
+            Profile::Categorical(p) => p.finish(&f.name),
+        })
+        .collect();
+    if target.is_some() {
+        columns.push(target_profile.finish(&t.name));
+    }
+    found.into_report(offset as u64, pb::DatasetProfile { rows: offset as u64, columns })
 }
 
-fn check_cell(found: &mut Findings, f: &FeatureSpec, value: Cell<'_>, row: usize) {
+enum Profile {
+    Numeric(Box<NumericProfile>),
+    Categorical(CategoricalProfile),
+}
+
+/// A cell after its checks: a valid value for the profile, empty, or invalid (already reported).
+enum Valid {
+    Null,
+    Num(f64),
+    Cat(String),
+    Invalid,
+}
+
+fn check_cell(found: &mut Findings, f: &FeatureSpec, value: Cell<'_>, row: usize) -> Valid {
     let value = match value {
         Cell::Str(s) if s.trim().is_empty() => Cell::Null,
         Cell::Str(s) => Cell::Str(s.trim()),
@@ -177,7 +225,7 @@ fn check_cell(found: &mut Findings, f: &FeatureSpec, value: Cell<'_>, row: usize
                 "empty values in a column that is not nullable".into()
             });
         }
-        return;
+        return Valid::Null;
     }
     match f.kind {
         FeatureKind::Numeric => {
@@ -187,25 +235,28 @@ fn check_cell(found: &mut Findings, f: &FeatureSpec, value: Cell<'_>, row: usize
                     Ok(Some(v)) => v,
                     Err(_) if s.parse::<f64>().is_ok() => {
                         found.add(&f.name, "not_finite", Some(row), true, || format!("non-finite value {s:?}"));
-                        return;
+                        return Valid::Invalid;
                     }
                     _ => {
                         found.add(&f.name, "type_mismatch", Some(row), true, || format!("{s:?} is not a number"));
-                        return;
+                        return Valid::Invalid;
                     }
                 },
                 Cell::Bool(_) | Cell::Other(_) | Cell::Null => {
                     found.add(&f.name, "type_mismatch", Some(row), true, || format!("{value:?} is not a number"));
-                    return;
+                    return Valid::Invalid;
                 }
             };
             if !v.is_finite() {
                 found.add(&f.name, "not_finite", Some(row), true, || format!("non-finite value {v}"));
-            } else if f.min.is_some_and(|lo| v < lo) || f.max.is_some_and(|hi| v > hi) {
+                return Valid::Invalid;
+            }
+            if f.min.is_some_and(|lo| v < lo) || f.max.is_some_and(|hi| v > hi) {
                 found.add(&f.name, "out_of_range", Some(row), true, || {
                     format!("{v} is outside [{}, {}]", fmt_bound(f.min), fmt_bound(f.max))
                 });
             }
+            Valid::Num(v)
         }
         FeatureKind::Categorical => {
             let text = match value {
@@ -215,15 +266,16 @@ fn check_cell(found: &mut Findings, f: &FeatureSpec, value: Cell<'_>, row: usize
                 Cell::Bool(b) => b.to_string(),
                 Cell::Other(t) => {
                     found.add(&f.name, "type_mismatch", Some(row), true, || format!("a {t} value is not a category"));
-                    return;
+                    return Valid::Invalid;
                 }
-                Cell::Null => return,
+                Cell::Null => return Valid::Null,
             };
             if !f.categories.contains(&text) {
                 found.add(&f.name, "unknown_category", Some(row), true, || {
                     format!("{text:?} is not one of {}", f.categories.join(", "))
                 });
             }
+            Valid::Cat(text)
         }
     }
 }
@@ -268,6 +320,11 @@ target: {name: churned}
         assert!(!r.blocked(), "{r:#?}");
         assert_eq!(r.rows, 2);
         assert_eq!(r.warnings()[0].column, "note");
+        let names: Vec<&str> = r.profile.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["tenure", "charges", "contract", "churned"]);
+        let charges = &r.profile.columns[1];
+        assert_eq!((charges.count, charges.nulls, charges.mean), (1, 1, 3.5));
+        assert_eq!(r.profile.columns[3].distinct, 2);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! never trained on.
 
 pub mod checks;
+pub mod profile;
 
 use std::net::SocketAddr;
 
@@ -90,6 +91,7 @@ impl Validator {
                 rows: report.rows,
                 reason,
                 columns: report.columns,
+                profile: Some(report.profile),
             };
             self.bus.publish(&format!("rejected-{}-{}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         } else {
@@ -100,6 +102,7 @@ impl Validator {
                 dataset_id: d.dataset_id.clone(),
                 rows: report.rows,
                 warnings: report.warnings(),
+                profile: Some(report.profile),
             };
             self.bus.publish(&format!("validated-{}-{}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         }

@@ -1,0 +1,250 @@
+//! The profile of a dataset, built in the same streaming pass as the checks: exact count, nulls,
+//! min, max, mean and standard deviation (Welford's algorithm); quantiles and a histogram from a
+//! seeded uniform reservoir sample (exact while the column fits in it); category frequencies.
+
+use std::collections::HashMap;
+
+use mlops_proto as pb;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+/// The quantile levels of every numeric profile.
+pub const QUANTILE_LEVELS: [f64; 7] = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99];
+/// Values kept per numeric column for quantiles and histograms.
+pub const RESERVOIR: usize = 65_536;
+const BINS: usize = 20;
+const TOP: usize = 20;
+/// Distinct values tracked per categorical column; beyond, new values count as one "(other)".
+const MAX_DISTINCT: usize = 10_000;
+
+/// A numeric column's running statistics.
+#[derive(Debug, Clone)]
+pub struct NumericProfile {
+    count: u64,
+    nulls: u64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+    sample: Vec<f64>,
+    rng: ChaCha8Rng,
+}
+
+impl Default for NumericProfile {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            nulls: 0,
+            mean: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sample: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(0x6d6c_6f70),
+        }
+    }
+}
+
+impl NumericProfile {
+    /// Counts a valid value.
+    pub fn add(&mut self, v: f64) {
+        self.count += 1;
+        let delta = v - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (v - self.mean);
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        // Algorithm R: each value ends in the sample with probability RESERVOIR / count.
+        if self.sample.len() < RESERVOIR {
+            self.sample.push(v);
+        } else {
+            let j = self.rng.next_u64() % self.count;
+            if (j as usize) < RESERVOIR {
+                self.sample[j as usize] = v;
+            }
+        }
+    }
+
+    /// Counts an empty cell.
+    pub fn add_null(&mut self) {
+        self.nulls += 1;
+    }
+
+    /// The finished profile.
+    pub fn finish(mut self, name: &str) -> pb::ColumnProfile {
+        self.sample.sort_by(f64::total_cmp);
+        let s = &self.sample;
+        let quantiles = if s.is_empty() { vec![] } else { QUANTILE_LEVELS.iter().map(|&p| quantile(s, p)).collect() };
+        let (edges, counts) =
+            if s.is_empty() { (vec![], vec![]) } else { histogram(s, self.min, self.max, self.count) };
+        let empty = self.count == 0;
+        pb::ColumnProfile {
+            name: name.into(),
+            kind: "numeric".into(),
+            count: self.count,
+            nulls: self.nulls,
+            min: if empty { 0.0 } else { self.min },
+            max: if empty { 0.0 } else { self.max },
+            mean: self.mean,
+            std: if empty { 0.0 } else { (self.m2 / self.count as f64).sqrt() },
+            quantiles,
+            histogram_edges: edges,
+            histogram_counts: counts,
+            ..Default::default()
+        }
+    }
+}
+
+/// The `p` quantile of sorted `s` by linear interpolation between closest ranks (numpy's default).
+pub fn quantile(s: &[f64], p: f64) -> f64 {
+    let h = (s.len() - 1) as f64 * p;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    s[lo] + (h - lo as f64) * (s[hi] - s[lo])
+}
+
+fn histogram(sorted: &[f64], min: f64, max: f64, total: u64) -> (Vec<f64>, Vec<u64>) {
+    let width = (max - min) / BINS as f64;
+    let edges: Vec<f64> = (0..=BINS).map(|i| if i == BINS { max } else { min + width * i as f64 }).collect();
+    let mut counts = vec![0u64; BINS];
+    for &v in sorted {
+        let i = if width > 0.0 { (((v - min) / width) as usize).min(BINS - 1) } else { 0 };
+        counts[i] += 1;
+    }
+    // Scale sampled counts to the column's size, keeping the total exact.
+    if sorted.len() as u64 != total {
+        let scale = total as f64 / sorted.len() as f64;
+        let mut scaled: Vec<u64> = counts.iter().map(|&c| (c as f64 * scale).floor() as u64).collect();
+        let short = total - scaled.iter().sum::<u64>();
+        if let Some(biggest) = (0..BINS).max_by_key(|&i| counts[i]) {
+            scaled[biggest] += short;
+        }
+        counts = scaled;
+    }
+    (edges, counts)
+}
+
+/// A categorical column's value frequencies.
+#[derive(Debug, Clone, Default)]
+pub struct CategoricalProfile {
+    nulls: u64,
+    count: u64,
+    counts: HashMap<String, u64>,
+    overflow: u64,
+}
+
+impl CategoricalProfile {
+    /// Counts a value.
+    pub fn add(&mut self, v: &str) {
+        self.count += 1;
+        if let Some(c) = self.counts.get_mut(v) {
+            *c += 1;
+        } else if self.counts.len() < MAX_DISTINCT {
+            self.counts.insert(v.to_owned(), 1);
+        } else {
+            self.overflow += 1;
+        }
+    }
+
+    /// Counts an empty cell.
+    pub fn add_null(&mut self) {
+        self.nulls += 1;
+    }
+
+    /// The finished profile.
+    pub fn finish(self, name: &str) -> pb::ColumnProfile {
+        let distinct = self.counts.len() as u64 + u64::from(self.overflow > 0);
+        let mut top: Vec<(String, u64)> = self.counts.into_iter().collect();
+        if self.overflow > 0 {
+            top.push(("(other)".into(), self.overflow));
+        }
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(TOP);
+        pb::ColumnProfile {
+            name: name.into(),
+            kind: "categorical".into(),
+            count: self.count,
+            nulls: self.nulls,
+            top_categories: top.into_iter().map(|(value, count)| pb::CategoryCount { value, count }).collect(),
+            distinct,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference_quantile(values: &[f64], p: f64) -> f64 {
+        let mut s = values.to_vec();
+        s.sort_by(f64::total_cmp);
+        let h = (s.len() - 1) as f64 * p;
+        s[h.floor() as usize] + (h - h.floor()) * (s[h.ceil() as usize] - s[h.floor() as usize])
+    }
+
+    proptest! {
+        // Against a two-pass reference computation: mean, population std, min, max and quantiles
+        // (exact below the reservoir size); histogram counts add up to the count.
+        #[test]
+        fn numeric_profile_matches_a_reference(values in prop::collection::vec(-1e6f64..1e6, 1..2000), nulls in 0u64..50) {
+            let mut p = NumericProfile::default();
+            for &v in &values { p.add(v); }
+            for _ in 0..nulls { p.add_null(); }
+            let c = p.finish("x");
+            let n = values.len() as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+            prop_assert_eq!(c.count, values.len() as u64);
+            prop_assert_eq!(c.nulls, nulls);
+            prop_assert!((c.mean - mean).abs() <= 1e-9 * (1.0 + mean.abs()), "{} vs {}", c.mean, mean);
+            prop_assert!((c.std - std).abs() <= 1e-6 * (1.0 + std), "{} vs {}", c.std, std);
+            prop_assert_eq!(c.min, values.iter().copied().fold(f64::INFINITY, f64::min));
+            prop_assert_eq!(c.max, values.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            for (q, &level) in c.quantiles.iter().zip(&QUANTILE_LEVELS) {
+                prop_assert_eq!(*q, reference_quantile(&values, level));
+            }
+            prop_assert_eq!(c.histogram_counts.iter().sum::<u64>(), values.len() as u64);
+            prop_assert_eq!(c.histogram_edges.len(), 21);
+        }
+    }
+
+    #[test]
+    fn quantiles_match_numpy() {
+        // numpy.quantile([1, 2, 3, 4, 10], [0.25, 0.5, 0.99]) == [2.0, 3.0, 9.76]
+        let s = [1.0, 2.0, 3.0, 4.0, 10.0];
+        assert_eq!(quantile(&s, 0.25), 2.0);
+        assert_eq!(quantile(&s, 0.5), 3.0);
+        assert!((quantile(&s, 0.99) - 9.76).abs() < 1e-12);
+    }
+
+    #[test]
+    fn large_columns_are_sampled_deterministically_with_exact_moments() {
+        let run = || {
+            let mut p = NumericProfile::default();
+            for i in 0..200_000u64 {
+                p.add((i % 1000) as f64);
+            }
+            p.finish("x")
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a, b);
+        assert_eq!(a.count, 200_000);
+        assert!((a.mean - 499.5).abs() < 1e-9);
+        assert!((a.quantiles[3] - 499.5).abs() < 15.0, "{:?}", a.quantiles);
+        assert_eq!(a.histogram_counts.iter().sum::<u64>(), 200_000);
+    }
+
+    #[test]
+    fn categories_are_counted_most_frequent_first() {
+        let mut p = CategoricalProfile::default();
+        for v in ["b", "a", "b", "c", "b", "a"] {
+            p.add(v);
+        }
+        p.add_null();
+        let c = p.finish("c");
+        let top: Vec<(&str, u64)> = c.top_categories.iter().map(|t| (t.value.as_str(), t.count)).collect();
+        assert_eq!(top, vec![("b", 3), ("a", 2), ("c", 1)]);
+        assert_eq!((c.count, c.nulls, c.distinct), (6, 1, 3));
+    }
+}
