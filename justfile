@@ -47,3 +47,7 @@ bench-cascade: deps
     cargo build --release --workspace --bins
     ./scripts/bench-cascade.sh 10 3000
     ./scripts/bench-cascade.sh 10 10000
+
+# Read + validate + profile 1M x 20 from CSV and Parquet, against pandera in a throwaway venv.
+bench-data:
+    ./scripts/bench-data.sh 1000000

@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Dataset schemas.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Model versions.
     Models {
         #[command(subcommand)]
@@ -124,6 +129,17 @@ enum DataCommand {
     Show { dataset_id: String },
     /// A version's validation report: a table of anomalies.
     Report { dataset_id: String },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Print a spec fragment (types, bounds, categories, nullability) inferred from a data file.
+    Infer {
+        file: PathBuf,
+        /// The label column, written as the spec's `target`.
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +258,14 @@ bytes     {}",
                     print!("{}", tables::anomalies(&d.anomalies));
                 }
             }
+            Ok(())
+        }
+        Command::Schema { command: SchemaCommand::Infer { file, target } } => {
+            let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let name = file.display().to_string();
+            let batches = mlops_data::open(mlops_data::Source::File(f), &name, &mlops_data::Limits::default())?;
+            let columns = mlops_data::infer(batches)?;
+            print!("{}", mlops_data::spec_fragment(&columns, target.as_deref()));
             Ok(())
         }
         Command::Models { command: ModelsCommand::List { pipeline, json } } => {

@@ -3,7 +3,7 @@
 //! use it, and so do the end-to-end tests, which is why ports can be chosen by the OS.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -69,11 +69,6 @@ fn read_ports_file(dir: &Path) -> anyhow::Result<Option<String>> {
         }
     }
     Ok(None)
-}
-
-/// A free TCP port on 127.0.0.1, as chosen by the OS.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// How to run the stack.
@@ -158,11 +153,7 @@ impl Stack {
             }
         };
         let nats_url = opts.nats_url.clone().unwrap_or_else(|| nats.as_ref().expect("started above").url.clone());
-        let mut ports = BTreeMap::new();
-        for s in SERVICES {
-            ports.insert(s.to_owned(), if opts.fixed_ports { default_port(s) } else { free_port()? });
-        }
-        let mut stack = Self { opts, nats, nats_url, services: vec![], ports };
+        let mut stack = Self { opts, nats, nats_url, services: vec![], ports: BTreeMap::new() };
         for s in SERVICES {
             stack.spawn(s, s, &[]).await?;
         }
@@ -177,11 +168,10 @@ impl Stack {
 
     /// Starts one more process of `service` named `name` (e.g. a second trainer), with `env` added.
     pub async fn spawn(&mut self, service: &str, name: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
-        let port = match self.services.iter().any(|s| s.name == service || s.name == name) {
-            // The first instance keeps the well-known port; extra replicas get fresh ones.
-            true if name != service => free_port()?,
-            _ => self.ports[service],
-        };
+        // Fixed ports for the first instance under `mlops up`; otherwise the service binds port 0
+        // and writes the address it got, so parallel stacks never race for a port.
+        let first = !self.services.iter().any(|s| s.name == service);
+        let port = if self.opts.fixed_ports && first && name == service { default_port(service) } else { 0 };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let bin = self.opts.bin_dir.join(format!("mlops-{service}"));
         if !bin.exists() {
@@ -189,11 +179,15 @@ impl Stack {
         }
         let data = self.opts.data_dir.join(name);
         std::fs::create_dir_all(&data)?;
+        let addr_file = data.join("addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let registry_url = if service == "registry" { String::new() } else { self.url("registry") };
         let mut cmd = Command::new(&bin);
         cmd.env("MLOPS_NATS_URL", &self.nats_url)
             .env("MLOPS_LISTEN", addr.to_string())
+            .env("MLOPS_ADDR_FILE", &addr_file)
             .env("MLOPS_DATA_DIR", &data)
-            .env("MLOPS_REGISTRY_URL", self.url("registry"))
+            .env("MLOPS_REGISTRY_URL", registry_url)
             .env("MLOPS_TRAINER_ID", name)
             .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
@@ -210,7 +204,25 @@ impl Stack {
                 cmd.stdout(Stdio::null());
             }
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr: SocketAddr = loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && let Ok(a) = text.trim().parse()
+            {
+                break a;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited during start-up ({status}){}", self.log_hint_for(name));
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not bind its listener within 30 s{}", self.log_hint_for(name));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if first {
+            self.ports.insert(service.to_owned(), addr.port());
+        }
         self.services.push(Service { name: name.to_owned(), addr, child });
         Ok(())
     }
@@ -239,8 +251,12 @@ impl Stack {
     }
 
     fn log_hint(&self, i: usize) -> String {
+        self.log_hint_for(&self.services[i].name)
+    }
+
+    fn log_hint_for(&self, name: &str) -> String {
         match &self.opts.log_dir {
-            Some(dir) => format!("; see {}", dir.join(format!("{}.log", self.services[i].name)).display()),
+            Some(dir) => format!("; see {}", dir.join(format!("{name}.log")).display()),
             None => String::new(),
         }
     }

@@ -28,6 +28,14 @@ where
         let shutdown = crate::shutdown::on_signals();
         let addr = config.listen();
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        // With port 0 the OS picks the port; a supervisor (tests, `mlops demo`) learns it here.
+        if let Some(path) = std::env::var_os("MLOPS_ADDR_FILE") {
+            let bound = listener.local_addr()?.to_string();
+            let tmp = std::path::PathBuf::from(&path).with_extension("tmp");
+            std::fs::write(&tmp, bound)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .context("writing MLOPS_ADDR_FILE")?;
+        }
         tracing::info!(service, addr = %listener.local_addr()?, version = crate::CODE_VERSION, "starting");
         let result = run(config, listener, shutdown).await;
         if let Err(e) = &result {

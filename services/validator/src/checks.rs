@@ -3,9 +3,10 @@
 //! within the domain, labels one of the two classes. Each finding names its column, counts the rows
 //! and gives a few example row numbers.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use mlops_data::{Batches, Cell, DataError, cell};
+use mlops_data::{Batches, Cell, DataError, view};
 use mlops_proto as pb;
 use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec};
 use mlops_shared::table::parse_number;
@@ -111,6 +112,8 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
         }
     };
     let schema = batches.schema.clone();
+    // Decoding runs a batch or two ahead on another core while this one checks.
+    let batches = batches.read_ahead(2);
     for f in schema.fields() {
         if spec.feature(f.name()).is_none() && *f.name() != spec.target.name {
             found.add(f.name(), "extra_column", None, false, || "column is not in the spec and is ignored".into());
@@ -147,9 +150,9 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
         };
         for ((f, i), profile) in features.iter().zip(&mut profiles) {
             let Some(i) = i else { continue };
-            let array = batch.column(*i);
+            let column = view(batch.column(*i));
             for r in 0..batch.num_rows() {
-                match (check_cell(&mut found, f, cell(array, r), offset + r), &mut *profile) {
+                match (check_cell(&mut found, f, column.get(r), offset + r), &mut *profile) {
                     (Valid::Null, Profile::Numeric(p)) => p.add_null(),
                     (Valid::Null, Profile::Categorical(p)) => p.add_null(),
                     (Valid::Num(v), Profile::Numeric(p)) => p.add(v),
@@ -159,15 +162,9 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
             }
         }
         if let Some(i) = target {
-            let array = batch.column(i);
+            let column = view(batch.column(i));
             for r in 0..batch.num_rows() {
-                let text = match cell(array, r) {
-                    Cell::Str(s) => s.trim().to_owned(),
-                    Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
-                    Cell::Num(v) => v.to_string(),
-                    Cell::Bool(b) => b.to_string(),
-                    Cell::Null | Cell::Other(_) => String::new(),
-                };
+                let text = cell_text(column.get(r));
                 if text.is_empty() {
                     target_profile.add_null();
                 } else {
@@ -206,14 +203,25 @@ enum Profile {
 }
 
 /// A cell after its checks: a valid value for the profile, empty, or invalid (already reported).
-enum Valid {
+enum Valid<'a> {
     Null,
     Num(f64),
-    Cat(String),
+    Cat(Cow<'a, str>),
     Invalid,
 }
 
-fn check_cell(found: &mut Findings, f: &FeatureSpec, value: Cell<'_>, row: usize) -> Valid {
+/// A cell as the text a CSV would hold (`1`, not `1.0`), borrowed when it already is text.
+fn cell_text(c: Cell<'_>) -> Cow<'_, str> {
+    match c {
+        Cell::Str(s) => Cow::Borrowed(s.trim()),
+        Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => Cow::Owned(format!("{}", v as i64)),
+        Cell::Num(v) => Cow::Owned(v.to_string()),
+        Cell::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+        Cell::Null | Cell::Other(_) => Cow::Borrowed(""),
+    }
+}
+
+fn check_cell<'a>(found: &mut Findings, f: &FeatureSpec, value: Cell<'a>, row: usize) -> Valid<'a> {
     let value = match value {
         Cell::Str(s) if s.trim().is_empty() => Cell::Null,
         Cell::Str(s) => Cell::Str(s.trim()),
@@ -259,18 +267,12 @@ fn check_cell(found: &mut Findings, f: &FeatureSpec, value: Cell<'_>, row: usize
             Valid::Num(v)
         }
         FeatureKind::Categorical => {
-            let text = match value {
-                Cell::Str(s) => s.to_owned(),
-                Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
-                Cell::Num(v) => v.to_string(),
-                Cell::Bool(b) => b.to_string(),
-                Cell::Other(t) => {
-                    found.add(&f.name, "type_mismatch", Some(row), true, || format!("a {t} value is not a category"));
-                    return Valid::Invalid;
-                }
-                Cell::Null => return Valid::Null,
-            };
-            if !f.categories.contains(&text) {
+            if let Cell::Other(t) = value {
+                found.add(&f.name, "type_mismatch", Some(row), true, || format!("a {t} value is not a category"));
+                return Valid::Invalid;
+            }
+            let text = cell_text(value);
+            if !f.categories.iter().any(|c| c == text.as_ref()) {
                 found.add(&f.name, "unknown_category", Some(row), true, || {
                     format!("{text:?} is not one of {}", f.categories.join(", "))
                 });

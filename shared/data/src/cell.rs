@@ -1,11 +1,12 @@
 //! One view of a cell whatever the column's Arrow type: CSV yields strings, Parquet typed values,
-//! JSON Lines either.
+//! JSON Lines either. A column is downcast once per batch ([`view`]); reading a cell is then a
+//! predictable branch, not a type dispatch.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
-use arrow_array::{Array, ArrayRef};
+use arrow_array::{Array, ArrayRef, BooleanArray, LargeStringArray, PrimitiveArray, StringArray, StringViewArray};
 use arrow_schema::DataType;
 
 /// A cell's value.
@@ -19,31 +20,113 @@ pub enum Cell<'a> {
     Other(&'static str),
 }
 
-/// Row `row` of `array`.
-pub fn cell(array: &ArrayRef, row: usize) -> Cell<'_> {
-    if array.is_null(row) {
-        return Cell::Null;
-    }
+/// A column downcast to its concrete Arrow type.
+pub enum ColumnView<'a> {
+    Utf8(&'a StringArray),
+    LargeUtf8(&'a LargeStringArray),
+    Utf8View(&'a StringViewArray),
+    F64(&'a PrimitiveArray<Float64Type>),
+    F32(&'a PrimitiveArray<Float32Type>),
+    I64(&'a PrimitiveArray<Int64Type>),
+    I32(&'a PrimitiveArray<Int32Type>),
+    I16(&'a PrimitiveArray<Int16Type>),
+    I8(&'a PrimitiveArray<Int8Type>),
+    U64(&'a PrimitiveArray<UInt64Type>),
+    U32(&'a PrimitiveArray<UInt32Type>),
+    U16(&'a PrimitiveArray<UInt16Type>),
+    U8(&'a PrimitiveArray<UInt8Type>),
+    Bool(&'a BooleanArray),
+    Other(&'a dyn Array, &'static str),
+}
+
+/// Downcasts `array` once.
+pub fn view(array: &ArrayRef) -> ColumnView<'_> {
     match array.data_type() {
-        DataType::Utf8 => Cell::Str(array.as_string::<i32>().value(row)),
-        DataType::LargeUtf8 => Cell::Str(array.as_string::<i64>().value(row)),
-        DataType::Utf8View => Cell::Str(array.as_string_view().value(row)),
-        DataType::Float64 => Cell::Num(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Float32 => Cell::Num(f64::from(array.as_primitive::<Float32Type>().value(row))),
-        DataType::Int64 => Cell::Num(array.as_primitive::<Int64Type>().value(row) as f64),
-        DataType::Int32 => Cell::Num(f64::from(array.as_primitive::<Int32Type>().value(row))),
-        DataType::Int16 => Cell::Num(f64::from(array.as_primitive::<Int16Type>().value(row))),
-        DataType::Int8 => Cell::Num(f64::from(array.as_primitive::<Int8Type>().value(row))),
-        DataType::UInt64 => Cell::Num(array.as_primitive::<UInt64Type>().value(row) as f64),
-        DataType::UInt32 => Cell::Num(f64::from(array.as_primitive::<UInt32Type>().value(row))),
-        DataType::UInt16 => Cell::Num(f64::from(array.as_primitive::<UInt16Type>().value(row))),
-        DataType::UInt8 => Cell::Num(f64::from(array.as_primitive::<UInt8Type>().value(row))),
-        DataType::Boolean => Cell::Bool(array.as_boolean().value(row)),
-        DataType::Dictionary(_, _) => Cell::Other("dictionary"),
-        DataType::Binary | DataType::LargeBinary => Cell::Other("binary"),
-        DataType::List(_) | DataType::LargeList(_) => Cell::Other("list"),
-        DataType::Struct(_) => Cell::Other("struct"),
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => Cell::Other("date/time"),
-        _ => Cell::Other("unsupported type"),
+        DataType::Utf8 => ColumnView::Utf8(array.as_string::<i32>()),
+        DataType::LargeUtf8 => ColumnView::LargeUtf8(array.as_string::<i64>()),
+        DataType::Utf8View => ColumnView::Utf8View(array.as_string_view()),
+        DataType::Float64 => ColumnView::F64(array.as_primitive()),
+        DataType::Float32 => ColumnView::F32(array.as_primitive()),
+        DataType::Int64 => ColumnView::I64(array.as_primitive()),
+        DataType::Int32 => ColumnView::I32(array.as_primitive()),
+        DataType::Int16 => ColumnView::I16(array.as_primitive()),
+        DataType::Int8 => ColumnView::I8(array.as_primitive()),
+        DataType::UInt64 => ColumnView::U64(array.as_primitive()),
+        DataType::UInt32 => ColumnView::U32(array.as_primitive()),
+        DataType::UInt16 => ColumnView::U16(array.as_primitive()),
+        DataType::UInt8 => ColumnView::U8(array.as_primitive()),
+        DataType::Boolean => ColumnView::Bool(array.as_boolean()),
+        DataType::Dictionary(_, _) => ColumnView::Other(array.as_ref(), "dictionary"),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ColumnView::Other(array.as_ref(), "binary"),
+        DataType::List(_) | DataType::LargeList(_) => ColumnView::Other(array.as_ref(), "list"),
+        DataType::Struct(_) => ColumnView::Other(array.as_ref(), "struct"),
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            ColumnView::Other(array.as_ref(), "date/time")
+        }
+        _ => ColumnView::Other(array.as_ref(), "unsupported type"),
     }
+}
+
+impl<'a> ColumnView<'a> {
+    /// Row `row`.
+    #[inline]
+    pub fn get(&self, row: usize) -> Cell<'a> {
+        macro_rules! num {
+            ($a:expr, $conv:expr) => {
+                if $a.is_null(row) { Cell::Null } else { Cell::Num($conv($a.value(row))) }
+            };
+        }
+        match self {
+            Self::Utf8(a) => {
+                if a.is_null(row) {
+                    Cell::Null
+                } else {
+                    Cell::Str(a.value(row))
+                }
+            }
+            Self::LargeUtf8(a) => {
+                if a.is_null(row) {
+                    Cell::Null
+                } else {
+                    Cell::Str(a.value(row))
+                }
+            }
+            Self::Utf8View(a) => {
+                if a.is_null(row) {
+                    Cell::Null
+                } else {
+                    Cell::Str(a.value(row))
+                }
+            }
+            Self::F64(a) => num!(a, |v: f64| v),
+            Self::F32(a) => num!(a, f64::from),
+            Self::I64(a) => num!(a, |v: i64| v as f64),
+            Self::I32(a) => num!(a, f64::from),
+            Self::I16(a) => num!(a, f64::from),
+            Self::I8(a) => num!(a, f64::from),
+            Self::U64(a) => num!(a, |v: u64| v as f64),
+            Self::U32(a) => num!(a, f64::from),
+            Self::U16(a) => num!(a, f64::from),
+            Self::U8(a) => num!(a, f64::from),
+            Self::Bool(a) => {
+                if a.is_null(row) {
+                    Cell::Null
+                } else {
+                    Cell::Bool(a.value(row))
+                }
+            }
+            Self::Other(a, t) => {
+                if a.is_null(row) {
+                    Cell::Null
+                } else {
+                    Cell::Other(t)
+                }
+            }
+        }
+    }
+}
+
+/// Row `row` of `array` (downcasting on every call: for one-off reads).
+pub fn cell(array: &ArrayRef, row: usize) -> Cell<'_> {
+    view(array).get(row)
 }

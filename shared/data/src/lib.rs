@@ -5,9 +5,11 @@
 
 mod cell;
 mod frame;
+mod infer;
 mod read;
 
-pub use cell::{Cell, cell};
+pub use cell::{Cell, ColumnView, cell, view};
 pub use frame::{DatasetError, read_datasets, read_frame};
+pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
 pub use read::{Batches, DataError, Limits, Source, open};

@@ -2,10 +2,11 @@
 //! strings (the checks parse them, so a bad cell is reported, not fatal); Parquet keeps its types,
 //! dictionary-encoded columns decoded to strings.
 
-use std::io::{BufRead, BufReader, Cursor, Read, Seek};
+use std::io::{BufReader, Cursor, Read, Seek};
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -80,6 +81,23 @@ pub struct Batches {
     inner: Box<dyn Iterator<Item = Result<RecordBatch, DataError>> + Send>,
 }
 
+impl Batches {
+    /// Decodes on a separate thread, up to `depth` batches ahead, so decoding and whatever the
+    /// caller does with each batch use two cores.
+    pub fn read_ahead(self, depth: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
+        let Self { format, compression, schema, inner } = self;
+        std::thread::spawn(move || {
+            for batch in inner {
+                if tx.send(batch).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { format, compression, schema, inner: Box::new(rx.into_iter()) }
+    }
+}
+
 impl Iterator for Batches {
     type Item = Result<RecordBatch, DataError>;
     fn next(&mut self) -> Option<Self::Item> {
@@ -108,31 +126,23 @@ pub fn open(source: Source, name: &str, limits: &Limits) -> Result<Batches, Data
             ),
         })
     };
-    let io_err = |e: std::io::Error| match compression {
-        Compression::Gzip => DataError::Decompress("gzip", e.to_string()),
-        Compression::Zstd => DataError::Decompress("zstd", e.to_string()),
-        Compression::None => DataError::Io(e.to_string()),
-    };
     match format {
         Format::Csv => {
-            let mut reader = BufReader::with_capacity(1 << 16, decompressed()?);
-            let mut header = Vec::new();
-            reader.read_until(b'\n', &mut header).map_err(io_err)?;
-            if header.iter().all(u8::is_ascii_whitespace) {
+            // The `csv` crate parses (quotes, UTF-8, field counts, each error with its line); the
+            // fields go into Arrow string arrays. arrow-csv 60 reaches undefined behaviour on a row
+            // with too few fields, so it is not used.
+            let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(decompressed()?);
+            let header = reader.headers().map_err(|e| csv_error(e, compression))?.clone();
+            if header.iter().all(|h| h.trim().is_empty()) {
                 return Err(DataError::Empty);
             }
-            let names = csv_header(&header)?;
+            let names = unique_names(header.iter().map(|h| h.trim().to_owned()).collect())?;
             let schema = Arc::new(Schema::new(
                 names.into_iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>(),
             ));
             check_width(&schema)?;
-            let body = Cursor::new(header).chain(reader);
-            let csv = arrow_csv::ReaderBuilder::new(schema.clone())
-                .with_header(true)
-                .with_batch_size(limits.batch_rows)
-                .build(body)
-                .map_err(|e| DataError::Csv(e.to_string()))?;
-            let inner = csv.map(|b| b.map_err(|e| DataError::Csv(describe(e))));
+            let inner =
+                CsvBatches { reader, schema: schema.clone(), batch_rows: limits.batch_rows, compression, done: false };
             Ok(Batches { format, compression, schema, inner: Box::new(inner) })
         }
         Format::JsonLines => {
@@ -206,24 +216,7 @@ fn decode_dictionaries(batch: RecordBatch) -> Result<RecordBatch, DataError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| DataError::Parquet(e.to_string()))
 }
 
-fn csv_header(line: &[u8]) -> Result<Vec<String>, DataError> {
-    let text = std::str::from_utf8(line).map_err(|_| DataError::Csv("line 1: the header is not valid UTF-8".into()))?;
-    let mut names = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.trim_end_matches(['\r', '\n']).chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => names.push(std::mem::take(&mut field).trim().to_owned()),
-            (c, _) => field.push(c),
-        }
-    }
-    names.push(field.trim().to_owned());
+fn unique_names(names: Vec<String>) -> Result<Vec<String>, DataError> {
     let mut seen = std::collections::HashSet::new();
     for n in &names {
         if !seen.insert(n.as_str()) {
@@ -233,7 +226,71 @@ fn csv_header(line: &[u8]) -> Result<Vec<String>, DataError> {
     Ok(names)
 }
 
-/// arrow-csv's messages count records from 0 after the header; people count lines from 1 with it.
-fn describe(e: ArrowError) -> String {
-    e.to_string().trim_start_matches("Csv error: ").trim_start_matches("Parser error: ").to_owned()
+/// A CSV error; an I/O error inside a compressed stream is a decompression failure.
+fn csv_error(e: csv::Error, compression: Compression) -> DataError {
+    match (e.kind(), compression) {
+        (csv::ErrorKind::Io(io), Compression::Gzip) => DataError::Decompress("gzip", io.to_string()),
+        (csv::ErrorKind::Io(io), Compression::Zstd) => DataError::Decompress("zstd", io.to_string()),
+        (csv::ErrorKind::Io(io), Compression::None) => DataError::Io(io.to_string()),
+        _ => DataError::Csv(describe_csv_error(&e)),
+    }
+}
+
+fn describe_csv_error(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => {
+            format!("line {}: {len} fields where the header has {expected_len}", pos.as_ref().map_or(0, |p| p.line()))
+        }
+        csv::ErrorKind::Utf8 { pos, err } => {
+            format!("line {}: field {} is not valid UTF-8", pos.as_ref().map_or(0, |p| p.line()), err.field() + 1)
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// CSV records gathered into string-column batches.
+struct CsvBatches {
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    schema: SchemaRef,
+    batch_rows: usize,
+    compression: Compression,
+    done: bool,
+}
+
+impl Iterator for CsvBatches {
+    type Item = Result<RecordBatch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let width = self.schema.fields().len();
+        let mut columns: Vec<StringBuilder> =
+            (0..width).map(|_| StringBuilder::with_capacity(self.batch_rows, self.batch_rows * 8)).collect();
+        let mut record = csv::StringRecord::new();
+        let mut rows = 0;
+        while rows < self.batch_rows {
+            match self.reader.read_record(&mut record) {
+                Ok(true) => {
+                    for (builder, field) in columns.iter_mut().zip(record.iter()) {
+                        builder.append_value(field);
+                    }
+                    rows += 1;
+                }
+                Ok(false) => {
+                    self.done = true;
+                    break;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(csv_error(e, self.compression)));
+                }
+            }
+        }
+        if rows == 0 {
+            return None;
+        }
+        let arrays: Vec<ArrayRef> = columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        Some(RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| DataError::Csv(e.to_string())))
+    }
 }

@@ -132,3 +132,12 @@ fn broken_inputs_name_the_problem() {
     let nested = err(b"{\"x\": {\"a\": 1}, \"c\": \"a\", \"y\": 1}\n".to_vec(), "");
     assert!(nested.contains("JSON"), "{nested}");
 }
+
+#[test]
+fn ragged_first_row_is_an_error_not_a_crash() {
+    for bad in [&b"a,b,c,d\n1,2\n"[..], b"a,b,c,d\n1,2\n3,4,5,6\n", b"a,b\n1,2,3\n"] {
+        let batches = open(Source::Bytes(bad.to_vec().into()), "", &Limits::default()).unwrap();
+        let results: Vec<_> = batches.collect();
+        assert!(results.iter().any(Result::is_err), "{:?}", String::from_utf8_lossy(bad));
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# bench-data: read + validate + profile 1M rows x 20 columns from CSV and from Parquet, ours and
+# pandera's (in a throwaway venv), on the same files, in the same run.
+set -euo pipefail
+rows=${1:-1000000}
+work=${MLOPS_BENCH_DIR:-/tmp/mlops-bench}
+venv="$work/venv"
+mkdir -p "$work"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet pandas pyarrow pandera numpy
+fi
+"$venv/bin/python" bench/data_gen.py "$rows" "$work"
+cargo bench -p mlops-validator --bench validate --no-run --quiet
+for f in data.csv data.parquet; do
+    echo "== $f ($(du -h "$work/$f" | cut -f1))"
+    echo -n "mlops:   "; cargo bench -p mlops-validator --bench validate --quiet -- "$work/spec.yaml" "$work/$f" 3
+    echo -n "pandera: "; "$venv/bin/python" bench/pandera_validate.py "$work/$f" 3
+done
