@@ -299,6 +299,32 @@ async fn rejected_data_never_trains() {
     assert!(format!("{err:#}").contains("empty"), "{err:#}");
 }
 
+/// A batch whose inputs moved far from the previous accepted version is quarantined by the
+/// spec's drift comparators, and never trained on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_drifted_from_the_previous_version_is_rejected() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 31, Variant::Normal)).await;
+    app.wait_event("data.validated", T, |_| true).await;
+    // Another batch from the same population passes the comparators.
+    app.upload("churn", &sample::csv(1500, 32, Variant::Normal)).await;
+    wait_until(T, || async { (app.seen().iter().filter(|s| s.kind == "data.validated").count() == 2).then_some(()) })
+        .await
+        .expect("the second normal batch is accepted");
+    let ds = app.upload("churn", &sample::csv(1500, 33, Variant::Drifted)).await;
+    let rejected = app.wait_event("data.rejected", T, |_| true).await;
+    let Decoded::Rejected(r) = rejected.payload else { unreachable!() };
+    assert_eq!(r.dataset_id, ds.dataset_id);
+    let drifted: Vec<&str> = r
+        .columns
+        .iter()
+        .filter(|c| c.anomalies.iter().any(|a| a.kind == "drift" && a.blocking))
+        .map(|c| c.column.as_str())
+        .collect();
+    assert_eq!(drifted, ["contract", "monthly_charges"], "{r:?}");
+}
+
 /// (d) drifted prediction traffic makes the monitor trigger exactly one retraining.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_triggers_exactly_one_retraining() {

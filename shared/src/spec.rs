@@ -35,6 +35,12 @@ pub struct PipelineSpec {
     pub deployment: DeploymentSpec,
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+    #[serde(default, skip_serializing_if = "is_default_validation")]
+    pub validation: ValidationSpec,
+}
+
+fn is_default_validation(v: &ValidationSpec) -> bool {
+    *v == ValidationSpec::default()
 }
 
 /// One input column.
@@ -56,6 +62,55 @@ pub struct FeatureSpec {
     /// Whether empty cells are allowed.
     #[serde(default)]
     pub nullable: bool,
+    /// Whether this feature's anomalies block the dataset (`block`, the default) or only warn.
+    #[serde(default, skip_serializing_if = "Severity::is_block")]
+    pub severity: Severity,
+    /// Share of rows that must pass each value check (type, nulls, range, domain); anomalies
+    /// within this tolerance only warn. 1.0 (the default) tolerates none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mostly: Option<f64>,
+    /// Whether every value must be distinct.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unique: bool,
+    /// Largest tolerated change against the previous accepted version: Jensen-Shannon divergence
+    /// (base 2, in [0, 1]) over the previous histogram for numeric features, L-infinity distance
+    /// of category frequencies for categorical ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_drift: Option<f64>,
+}
+
+/// Whether an anomaly stops a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    #[default]
+    Block,
+    Warn,
+}
+
+impl Severity {
+    fn is_block(&self) -> bool {
+        *self == Self::Block
+    }
+}
+
+/// Checks of the dataset as a whole.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<u64>,
+    /// Largest tolerated share of rows that repeat an earlier row (over the declared columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duplicate_share: Option<f64>,
+    /// Smallest tolerated share of the rarer class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_label_share: Option<f64>,
+    /// Severity of these dataset-level checks.
+    #[serde(default, skip_serializing_if = "Severity::is_block")]
+    pub severity: Severity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,6 +331,12 @@ impl PipelineSpec {
             if !seen.insert(f.name.as_str()) {
                 return bad(format!("feature `{}` is declared twice", f.name));
             }
+            if f.mostly.is_some_and(|m| !(m > 0.0 && m <= 1.0)) {
+                return bad(format!("features.{}: `mostly` must be in (0, 1]", f.name));
+            }
+            if f.max_drift.is_some_and(|d| !(0.0..=1.0).contains(&d)) {
+                return bad(format!("features.{}: `max_drift` must be in [0, 1]", f.name));
+            }
             match f.kind {
                 FeatureKind::Numeric => {
                     if !f.categories.is_empty() {
@@ -335,6 +396,17 @@ impl PipelineSpec {
         }
         if !(0.0..=1.0).contains(&self.deployment.log_sample) {
             return bad("`deployment.log_sample` must be in [0, 1]".into());
+        }
+        let v = &self.validation;
+        if let (Some(lo), Some(hi)) = (v.min_rows, v.max_rows)
+            && lo > hi
+        {
+            return bad(format!("`validation.min_rows` ({lo}) is greater than `validation.max_rows` ({hi})"));
+        }
+        for (key, share) in [("max_duplicate_share", v.max_duplicate_share), ("min_label_share", v.min_label_share)] {
+            if share.is_some_and(|x| !(0.0..=1.0).contains(&x)) {
+                return bad(format!("`validation.{key}` must be in [0, 1]"));
+            }
         }
         let m = &self.monitoring;
         if m.window < 10 {
@@ -416,6 +488,8 @@ gates:
             (SPEC.replace("target:", "targte:"), "targte"),
             (SPEC.replace("categories: [monthly, yearly]", ""), "needs `categories`"),
             (SPEC.replace("name: churn\n", "name: Churn!\n"), "pipeline name"),
+            (SPEC.replace("max: 100}", "max: 100, mostly: 1.5}"), "features.tenure: `mostly`"),
+            (format!("{SPEC}validation: {{min_rows: 10, max_rows: 5}}\n"), "validation.min_rows"),
             (format!("{SPEC}training: {{params: {{depth: 3}}}}\n"), "training.params.depth"),
         ];
         for (text, expected) in cases {

@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
             times.push(started.elapsed().as_secs_f64());
             continue;
         }
-        let report = mlops_validator::checks::validate(batches, &spec);
+        let report = mlops_validator::checks::validate(batches, &spec, None);
         times.push(started.elapsed().as_secs_f64());
         rows = report.rows;
         anyhow::ensure!(

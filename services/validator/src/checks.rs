@@ -4,11 +4,12 @@
 //! and gives a few example row numbers.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use mlops_data::{Batches, Cell, DataError, view};
 use mlops_proto as pb;
-use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec};
+use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec, Severity};
 use mlops_shared::table::parse_number;
 
 use crate::profile::{CategoricalProfile, NumericProfile};
@@ -87,6 +88,30 @@ impl Findings {
         }
     }
 
+    /// Downgrades to warnings what a feature's `severity: warn` or `mostly` tolerates.
+    fn apply_tolerances(&mut self, spec: &PipelineSpec, rows: u64) {
+        const VALUE_CHECKS: [&str; 6] =
+            ["null_values", "type_mismatch", "not_finite", "out_of_range", "unknown_category", "not_unique"];
+        for f in &spec.features {
+            let Some(kinds) = self.by_column.get_mut(&f.name) else { continue };
+            for (kind, a) in kinds.iter_mut() {
+                if f.severity == Severity::Warn && *kind != "missing_column" {
+                    a.blocking = false;
+                } else if let Some(mostly) = f.mostly
+                    && VALUE_CHECKS.contains(kind)
+                    && rows > 0
+                {
+                    let passing = 1.0 - a.count as f64 / rows as f64;
+                    if passing >= mostly {
+                        a.blocking = false;
+                        a.message =
+                            format!("{} ({:.2}% of rows pass, within mostly {mostly})", a.message, passing * 100.0);
+                    }
+                }
+            }
+        }
+    }
+
     fn blocks(&self) -> bool {
         self.by_column.values().any(|kinds| kinds.values().any(|a| a.blocking))
     }
@@ -102,7 +127,13 @@ impl Findings {
 }
 
 /// Validates a dataset, read as a stream of batches, against `spec`.
-pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Report {
+/// `previous` is the profile of the pipeline's previous accepted version, for the drift
+/// comparators (`max_drift`).
+pub fn validate(
+    batches: Result<Batches, DataError>,
+    spec: &PipelineSpec,
+    previous: Option<&pb::DatasetProfile>,
+) -> Report {
     let mut found = Findings::default();
     let batches = match batches {
         Ok(b) => b,
@@ -139,6 +170,19 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
     if target.is_none() {
         found.add(&t.name, "missing_column", None, true, || "the target column is absent from the data".into());
     }
+    // Uniqueness, duplicate rows and numeric drift need state beyond the profile.
+    let mut distinct: Vec<Option<HashSet<String>>> =
+        features.iter().map(|(f, i)| (f.unique && i.is_some()).then(HashSet::new)).collect();
+    let mut row_hashes: Option<HashSet<u64>> = spec.validation.max_duplicate_share.map(|_| HashSet::new());
+    let mut duplicates = 0u64;
+    let mut drift_bins: Vec<Option<(&[f64], Vec<u64>)>> = features
+        .iter()
+        .map(|(f, _)| {
+            let prev = previous?.columns.iter().find(|c| c.name == f.name)?;
+            (f.max_drift.is_some() && f.kind == FeatureKind::Numeric && prev.histogram_edges.len() >= 2)
+                .then(|| (prev.histogram_edges.as_slice(), vec![0u64; prev.histogram_edges.len() - 1]))
+        })
+        .collect();
     let mut offset = 0usize;
     for batch in batches {
         let batch = match batch {
@@ -148,16 +192,44 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
                 break;
             }
         };
-        for ((f, i), profile) in features.iter().zip(&mut profiles) {
+        for (k, ((f, i), profile)) in features.iter().zip(&mut profiles).enumerate() {
             let Some(i) = i else { continue };
             let column = view(batch.column(*i));
             for r in 0..batch.num_rows() {
-                match (check_cell(&mut found, f, column.get(r), offset + r), &mut *profile) {
+                let cell = column.get(r);
+                if let Some(seen) = &mut distinct[k]
+                    && !matches!(cell, Cell::Null)
+                    && !seen.insert(cell_text(cell).into_owned())
+                {
+                    found.add(&f.name, "not_unique", Some(offset + r), true, || {
+                        "values repeat in a unique column".into()
+                    });
+                }
+                match (check_cell(&mut found, f, cell, offset + r), &mut *profile) {
                     (Valid::Null, Profile::Numeric(p)) => p.add_null(),
                     (Valid::Null, Profile::Categorical(p)) => p.add_null(),
-                    (Valid::Num(v), Profile::Numeric(p)) => p.add(v),
+                    (Valid::Num(v), Profile::Numeric(p)) => {
+                        p.add(v);
+                        if let Some((edges, counts)) = &mut drift_bins[k] {
+                            let bin = edges[1..edges.len() - 1].partition_point(|e| *e <= v);
+                            counts[bin] += 1;
+                        }
+                    }
                     (Valid::Cat(c), Profile::Categorical(p)) => p.add(&c),
                     _ => {}
+                }
+            }
+        }
+        if let Some(hashes) = &mut row_hashes {
+            let columns: Vec<_> =
+                features.iter().filter_map(|(_, i)| *i).chain(target).map(|i| view(batch.column(i))).collect();
+            for r in 0..batch.num_rows() {
+                let mut h = std::hash::DefaultHasher::new();
+                for c in &columns {
+                    cell_text(c.get(r)).hash(&mut h);
+                }
+                if !hashes.insert(h.finish()) {
+                    duplicates += 1;
                 }
             }
         }
@@ -182,6 +254,36 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
     if offset == 0 && !found.blocks() {
         found.add("", "empty_dataset", None, true, || "the dataset has a header but no rows".into());
     }
+    let rows = offset as u64;
+    let v = &spec.validation;
+    let dataset_blocks = v.severity == Severity::Block;
+    if let Some(lo) = v.min_rows.filter(|lo| rows < *lo) {
+        found.add("", "row_count", None, dataset_blocks, || format!("{rows} rows, fewer than min_rows {lo}"));
+    }
+    if let Some(hi) = v.max_rows.filter(|hi| rows > *hi) {
+        found.add("", "row_count", None, dataset_blocks, || format!("{rows} rows, more than max_rows {hi}"));
+    }
+    if let Some(max) = v.max_duplicate_share
+        && rows > 0
+        && duplicates as f64 / rows as f64 > max
+    {
+        let share = duplicates as f64 / rows as f64;
+        found.add("", "duplicate_rows", None, dataset_blocks, || {
+            format!("{duplicates} rows ({:.2}%) repeat an earlier row, over max_duplicate_share {max}", share * 100.0)
+        });
+    }
+    if let Some(min) = v.min_label_share
+        && target.is_some()
+        && rows > 0
+    {
+        let positives = target_profile.count_of(&t.positive);
+        let rarer = positives.min(rows - positives.min(rows)) as f64 / rows as f64;
+        if rarer < min {
+            found.add(&t.name, "label_balance", None, dataset_blocks, || {
+                format!("the rarer class is {:.2}% of rows, under min_label_share {min}", rarer * 100.0)
+            });
+        }
+    }
     let mut columns: Vec<pb::ColumnProfile> = features
         .iter()
         .zip(profiles)
@@ -191,10 +293,56 @@ pub fn validate(batches: Result<Batches, DataError>, spec: &PipelineSpec) -> Rep
             Profile::Categorical(p) => p.finish(&f.name),
         })
         .collect();
+    // Drift against the previous accepted version.
+    for ((f, _), bins) in features.iter().zip(drift_bins) {
+        let (Some(max), Some(prev)) = (f.max_drift, previous.and_then(|p| p.columns.iter().find(|c| c.name == f.name)))
+        else {
+            continue;
+        };
+        let (method, score) = match (bins, columns.iter().find(|c| c.name == f.name)) {
+            (Some((_, counts)), _) => {
+                ("jensen_shannon", jensen_shannon(&shares(&prev.histogram_counts), &shares(&counts)))
+            }
+            (None, Some(now)) if f.kind == FeatureKind::Categorical => ("l_infinity", l_infinity(prev, now)),
+            _ => continue,
+        };
+        if score > max {
+            found.add(&f.name, "drift", None, f.severity == Severity::Block, || {
+                format!("{method} distance {score:.4} from the previous accepted version, over max_drift {max}")
+            });
+        }
+    }
     if target.is_some() {
         columns.push(target_profile.finish(&t.name));
     }
-    found.into_report(offset as u64, pb::DatasetProfile { rows: offset as u64, columns })
+    found.apply_tolerances(spec, rows);
+    found.into_report(rows, pb::DatasetProfile { rows, columns })
+}
+
+fn shares(counts: &[u64]) -> Vec<f64> {
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    counts.iter().map(|&c| c as f64 / total).collect()
+}
+
+/// Jensen-Shannon divergence with base-2 logarithms, in [0, 1].
+pub fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
+    let kl = |a: &[f64], m: &[f64]| -> f64 {
+        a.iter().zip(m).filter(|(x, _)| **x > 0.0).map(|(x, y)| x * (x / y).log2()).sum()
+    };
+    let m: Vec<f64> = p.iter().zip(q).map(|(a, b)| (a + b) / 2.0).collect();
+    (0.5 * kl(p, &m) + 0.5 * kl(q, &m)).clamp(0.0, 1.0)
+}
+
+/// Largest difference in share of any category between two categorical profiles.
+fn l_infinity(prev: &pb::ColumnProfile, now: &pb::ColumnProfile) -> f64 {
+    let share = |c: &pb::ColumnProfile, v: &str| {
+        c.top_categories.iter().find(|t| t.value == v).map_or(0.0, |t| t.count as f64 / c.count.max(1) as f64)
+    };
+    prev.top_categories
+        .iter()
+        .chain(&now.top_categories)
+        .map(|t| (share(prev, &t.value) - share(now, &t.value)).abs())
+        .fold(0.0, f64::max)
 }
 
 enum Profile {
@@ -305,7 +453,7 @@ target: {name: churned}
 
     fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
         let batches = mlops_data::open(mlops_data::Source::Bytes(bytes.to_vec().into()), "", &Default::default());
-        super::validate(batches, spec)
+        super::validate(batches, spec, None)
     }
 
     fn anomaly<'a>(r: &'a Report, column: &str, kind: &str) -> &'a pb::Anomaly {
@@ -359,5 +507,81 @@ target: {name: churned}
         assert!(nothing.summary().contains("empty"), "{}", nothing.summary());
         let binary = validate(b"tenure,charges,contract,churned\n1,2,\xff\xfe,1\n", &spec());
         assert!(binary.summary().contains("UTF-8"), "{}", binary.summary());
+    }
+
+    fn rows(n: usize, f: impl Fn(usize) -> String) -> Vec<u8> {
+        let mut s = String::from("tenure,charges,contract,churned\n");
+        for i in 0..n {
+            s.push_str(&f(i));
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    #[test]
+    fn tolerances_and_severity_turn_blocks_into_warnings() {
+        let one_bad = rows(100, |i| format!("{},1,monthly,{}", if i == 7 { 500 } else { 5 }, i % 2));
+        assert!(validate(&one_bad, &spec()).blocked());
+        let tolerant = PipelineSpec::from_yaml(&SPEC.replace("max: 100}", "max: 100, mostly: 0.95}")).unwrap();
+        let r = validate(&one_bad, &tolerant);
+        assert!(!r.blocked(), "{r:#?}");
+        assert!(anomaly(&r, "tenure", "out_of_range").message.contains("99.00% of rows pass, within mostly 0.95"));
+        let strict = PipelineSpec::from_yaml(&SPEC.replace("max: 100}", "max: 100, mostly: 0.999}")).unwrap();
+        assert!(validate(&one_bad, &strict).blocked());
+        let warn = PipelineSpec::from_yaml(&SPEC.replace("max: 100}", "max: 100, severity: warn}")).unwrap();
+        assert!(!validate(&one_bad, &warn).blocked());
+    }
+
+    #[test]
+    fn dataset_checks_rows_duplicates_uniqueness_and_label_balance() {
+        let extra = "validation: {min_rows: 50, max_duplicate_share: 0.1, min_label_share: 0.2}\n";
+        let s = PipelineSpec::from_yaml(&format!("{SPEC}{extra}")).unwrap();
+        let few = rows(10, |i| format!("{i},1,monthly,{}", i % 2));
+        assert_eq!(anomaly(&validate(&few, &s), "", "row_count").message, "10 rows, fewer than min_rows 50");
+        let dups = rows(100, |i| format!("{},1,monthly,{}", i % 50, i % 2));
+        assert!(anomaly(&validate(&dups, &s), "", "duplicate_rows").message.contains("50 rows (50.00%)"));
+        let skewed = rows(100, |i| format!("{i},1,monthly,{}", u8::from(i < 5)));
+        assert!(anomaly(&validate(&skewed, &s), "churned", "label_balance").message.contains("5.00%"));
+        let clean = rows(100, |i| format!("{i},1,monthly,{}", i % 2));
+        assert!(!validate(&clean, &s).blocked());
+        let unique = PipelineSpec::from_yaml(&SPEC.replace("max: 100}", "max: 100, unique: true}")).unwrap();
+        let r = validate(&dups, &unique);
+        assert_eq!(anomaly(&r, "tenure", "not_unique").count, 50);
+    }
+
+    #[test]
+    fn drift_against_the_previous_version() {
+        let drifty = SPEC
+            .replace("max: 100}", "max: 100, max_drift: 0.1}")
+            .replace("categories: [monthly, yearly]}", "categories: [monthly, yearly], max_drift: 0.2}");
+        let s = PipelineSpec::from_yaml(&drifty).unwrap();
+        let base = rows(1000, |i| format!("{},1,{},{}", i % 50, if i % 2 == 0 { "monthly" } else { "yearly" }, i % 2));
+        let previous = validate(&base, &s).profile;
+        let again =
+            rows(1000, |i| format!("{},2,{},{}", (i * 7) % 50, if i % 2 == 1 { "monthly" } else { "yearly" }, i % 2));
+        let r = super::validate(
+            mlops_data::open(mlops_data::Source::Bytes(again.into()), "", &Default::default()),
+            &s,
+            Some(&previous),
+        );
+        assert!(!r.blocked(), "{r:#?}");
+        let shifted =
+            rows(1000, |i| format!("{},1,{},{}", 60 + i % 40, if i % 10 == 0 { "monthly" } else { "yearly" }, i % 2));
+        let r = super::validate(
+            mlops_data::open(mlops_data::Source::Bytes(shifted.into()), "", &Default::default()),
+            &s,
+            Some(&previous),
+        );
+        assert!(anomaly(&r, "tenure", "drift").message.contains("jensen_shannon"), "{r:#?}");
+        assert!(anomaly(&r, "contract", "drift").message.contains("l_infinity distance 0.4000"), "{r:#?}");
+    }
+
+    #[test]
+    fn jensen_shannon_matches_scipy() {
+        // scipy.spatial.distance.jensenshannon(p, q, base=2) ** 2
+        assert!((jensen_shannon(&[0.5, 0.5], &[0.9, 0.1]) - 0.146_793_102_436_052_15).abs() < 1e-12);
+        let js = jensen_shannon(&[0.25, 0.25, 0.5, 0.0], &[0.0, 0.5, 0.25, 0.25]);
+        assert!((js - 0.311_278_124_459_132_8).abs() < 1e-12);
+        assert_eq!(jensen_shannon(&[0.3, 0.7], &[0.3, 0.7]), 0.0);
     }
 }

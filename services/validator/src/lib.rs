@@ -8,13 +8,14 @@ pub mod profile;
 use std::net::SocketAddr;
 
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError};
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, PROFILES_KV};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::Envelope;
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::objects::Objects;
 use mlops_shared::spec::SpecStore;
+use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -40,6 +41,8 @@ struct Validator {
     bus: Bus,
     datasets: Objects,
     specs: SpecStore,
+    /// The profile of each pipeline's newest accepted version, for the drift comparators.
+    profiles: async_nats::jetstream::kv::Store,
 }
 
 /// Runs the validator until `shutdown` fires.
@@ -49,6 +52,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let v = Validator {
         datasets: bus.objects(DATASETS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
+        profiles: bus.kv(PROFILES_KV).await?,
         bus: bus.clone(),
     };
     let readiness = Readiness::default();
@@ -73,10 +77,17 @@ impl Validator {
         // Streamed to a temporary file and read in batches: memory stays bounded whatever the size.
         let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
         let name = format!("data.{}", d.format);
+        let previous = self
+            .profiles
+            .get(d.pipeline.as_str())
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("reading the previous profile: {e}")))?
+            .and_then(|b| pb::DatasetProfile::decode(b).ok());
         let report = tokio::task::spawn_blocking(move || {
             checks::validate(
                 mlops_data::open(mlops_data::Source::File(file), &name, &mlops_data::Limits::default()),
                 &spec,
+                previous.as_ref(),
             )
         })
         .await
@@ -97,6 +108,10 @@ impl Validator {
         } else {
             info!(pipeline = %d.pipeline, dataset = %sha.short(), rows = report.rows, "dataset validated");
             metrics::counter!("mlops_datasets_validated_total", "pipeline" => d.pipeline.clone()).increment(1);
+            self.profiles
+                .put(d.pipeline.as_str(), report.profile.encode_to_vec().into())
+                .await
+                .map_err(|e| HandlerError::Transient(anyhow::anyhow!("storing the profile: {e}")))?;
             let event = pb::DataValidated {
                 pipeline: d.pipeline.clone(),
                 dataset_id: d.dataset_id.clone(),

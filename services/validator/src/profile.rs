@@ -150,6 +150,11 @@ impl CategoricalProfile {
         self.nulls += 1;
     }
 
+    /// How many times `v` was counted.
+    pub fn count_of(&self, v: &str) -> u64 {
+        self.counts.get(v).copied().unwrap_or(0)
+    }
+
     /// The finished profile.
     pub fn finish(self, name: &str) -> pb::ColumnProfile {
         let distinct = self.counts.len() as u64 + u64::from(self.overflow > 0);
