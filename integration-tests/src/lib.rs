@@ -24,6 +24,11 @@ pub struct TestApp {
 impl TestApp {
     /// Starts nats-server and the seven services and subscribes to every event.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`TestApp::start`] with extra environment for every service.
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut opts = StackOptions::beside_current_exe(dir.path().to_path_buf()).expect("locating binaries");
         opts.log_dir = Some(dir.path().join("logs"));
@@ -31,6 +36,7 @@ impl TestApp {
         let drop_dir = dir.path().join("drop");
         std::fs::create_dir_all(&drop_dir).expect("drop dir");
         opts.env.push(("MLOPS_INGEST_ALLOWED_DIRS".into(), drop_dir.display().to_string()));
+        opts.env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let stack = Stack::start(opts).await.unwrap_or_else(|e| panic!("starting the platform: {e:#}"));
         let nats = async_nats::connect(&stack.nats_url).await.expect("connecting to nats");
         let js = async_nats::jetstream::new(nats.clone());

@@ -71,3 +71,36 @@ async fn events_from_outside_are_checked_and_dead_lettered_with_reasons() {
     // Meanwhile the good arrival went all the way.
     app.wait_event("model.promoted", T, |_| true).await;
 }
+
+/// Uploads and arrivals over the size limit are refused with the limit named, and nothing of them
+/// is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_data_is_refused() {
+    let app = TestApp::start_with(&[("MLOPS_MAX_UPLOAD_BYTES", "50000")]).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let big = sample::csv(2000, 41, Variant::Normal);
+    assert!(big.len() > 50_000);
+    let err =
+        mlops_integration_tests::client::upload(&app.stack.url("ingest"), "churn", "big.csv", big.clone().into_bytes())
+            .await
+            .unwrap_err();
+    assert!(format!("{err:#}").contains("exceeds the limit of 50000 bytes"), "{err:#}");
+    let file = app.drop_dir().join("big.csv");
+    std::fs::write(&file, &big).unwrap();
+    let mut h = HeaderMap::new();
+    h.insert("content-type", "application/json");
+    let body = serde_json::json!({"pipeline": "churn", "path": file.display().to_string()}).to_string();
+    app.js.publish_with_headers("mlops.events.data.arrived.churn", h, body.into()).await.unwrap().await.unwrap();
+    let dead = wait_until(T, || async {
+        let d = app.stored("MLOPS_DLQ", "mlops.dlq.>").await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await
+    .expect("dead-lettered");
+    assert!(dlq_reason(&dead[0]).contains("over the limit of 50000"), "{}", dlq_reason(&dead[0]));
+    let listed = mlops_integration_tests::client::datasets(&app.stack.url("ingest"), "churn", "").await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    // A small upload still goes through.
+    app.upload("churn", &sample::csv(300, 42, Variant::Normal)).await;
+    app.wait_event("data.validated", T, |_| true).await;
+}
