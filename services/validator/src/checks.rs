@@ -159,30 +159,30 @@ pub fn validate(
     }
     let t = &spec.target;
     let target = schema.index_of(&t.name).ok();
-    let mut profiles: Vec<Profile> = features
+    let mut checks: Vec<ColumnCheck<'_>> = features
         .iter()
-        .map(|(f, _)| match f.kind {
-            FeatureKind::Numeric => Profile::Numeric(Box::default()),
-            FeatureKind::Categorical => Profile::Categorical(CategoricalProfile::default()),
+        .map(|&(f, index)| ColumnCheck {
+            f,
+            index,
+            found: Findings::default(),
+            profile: match f.kind {
+                FeatureKind::Numeric => Profile::Numeric(Box::default()),
+                FeatureKind::Categorical => Profile::Categorical(CategoricalProfile::default()),
+            },
+            // Uniqueness and numeric drift need state beyond the profile.
+            distinct: (f.unique && index.is_some()).then(HashSet::new),
+            drift: previous.and_then(|p| p.columns.iter().find(|c| c.name == f.name)).and_then(|prev| {
+                (f.max_drift.is_some() && f.kind == FeatureKind::Numeric && prev.histogram_edges.len() >= 2)
+                    .then(|| (prev.histogram_edges.as_slice(), vec![0u64; prev.histogram_edges.len() - 1]))
+            }),
         })
         .collect();
     let mut target_profile = CategoricalProfile::default();
     if target.is_none() {
         found.add(&t.name, "missing_column", None, true, || "the target column is absent from the data".into());
     }
-    // Uniqueness, duplicate rows and numeric drift need state beyond the profile.
-    let mut distinct: Vec<Option<HashSet<String>>> =
-        features.iter().map(|(f, i)| (f.unique && i.is_some()).then(HashSet::new)).collect();
     let mut row_hashes: Option<HashSet<u64>> = spec.validation.max_duplicate_share.map(|_| HashSet::new());
     let mut duplicates = 0u64;
-    let mut drift_bins: Vec<Option<(&[f64], Vec<u64>)>> = features
-        .iter()
-        .map(|(f, _)| {
-            let prev = previous?.columns.iter().find(|c| c.name == f.name)?;
-            (f.max_drift.is_some() && f.kind == FeatureKind::Numeric && prev.histogram_edges.len() >= 2)
-                .then(|| (prev.histogram_edges.as_slice(), vec![0u64; prev.histogram_edges.len() - 1]))
-        })
-        .collect();
     let mut offset = 0usize;
     for batch in batches {
         let batch = match batch {
@@ -192,34 +192,17 @@ pub fn validate(
                 break;
             }
         };
-        for (k, ((f, i), profile)) in features.iter().zip(&mut profiles).enumerate() {
-            let Some(i) = i else { continue };
-            let column = view(batch.column(*i));
-            for r in 0..batch.num_rows() {
-                let cell = column.get(r);
-                if let Some(seen) = &mut distinct[k]
-                    && !matches!(cell, Cell::Null)
-                    && !seen.insert(cell_text(cell).into_owned())
-                {
-                    found.add(&f.name, "not_unique", Some(offset + r), true, || {
-                        "values repeat in a unique column".into()
-                    });
-                }
-                match (check_cell(&mut found, f, cell, offset + r), &mut *profile) {
-                    (Valid::Null, Profile::Numeric(p)) => p.add_null(),
-                    (Valid::Null, Profile::Categorical(p)) => p.add_null(),
-                    (Valid::Num(v), Profile::Numeric(p)) => {
-                        p.add(v);
-                        if let Some((edges, counts)) = &mut drift_bins[k] {
-                            let bin = edges[1..edges.len() - 1].partition_point(|e| *e <= v);
-                            counts[bin] += 1;
-                        }
-                    }
-                    (Valid::Cat(c), Profile::Categorical(p)) => p.add(&c),
-                    _ => {}
-                }
+        // The columns split over two threads; the target and duplicate rows stay on this one.
+        std::thread::scope(|scope| {
+            let half = checks.len() / 2;
+            let (left, right) = checks.split_at_mut(half);
+            let batch_ref = &batch;
+            let worker = scope.spawn(move || left.iter_mut().for_each(|c| c.run(batch_ref, offset)));
+            right.iter_mut().for_each(|c| c.run(&batch, offset));
+            if worker.join().is_err() {
+                found.add("", "internal_error", None, true, || "a column check failed unexpectedly".into());
             }
-        }
+        });
         if let Some(hashes) = &mut row_hashes {
             let columns: Vec<_> =
                 features.iter().filter_map(|(_, i)| *i).chain(target).map(|i| view(batch.column(i))).collect();
@@ -284,15 +267,18 @@ pub fn validate(
             });
         }
     }
-    let mut columns: Vec<pb::ColumnProfile> = features
-        .iter()
-        .zip(profiles)
-        .filter(|((_, i), _)| i.is_some())
-        .map(|((f, _), p)| match p {
-            Profile::Numeric(p) => p.finish(&f.name),
-            Profile::Categorical(p) => p.finish(&f.name),
-        })
-        .collect();
+    let mut columns = Vec::with_capacity(checks.len() + 1);
+    let mut drift_bins = Vec::with_capacity(checks.len());
+    for c in checks {
+        found.by_column.extend(c.found.by_column);
+        if c.index.is_some() {
+            columns.push(match c.profile {
+                Profile::Numeric(p) => p.finish(&c.f.name),
+                Profile::Categorical(p) => p.finish(&c.f.name),
+            });
+        }
+        drift_bins.push(c.drift);
+    }
     // Drift against the previous accepted version.
     for ((f, _), bins) in features.iter().zip(drift_bins) {
         let (Some(max), Some(prev)) = (f.max_drift, previous.and_then(|p| p.columns.iter().find(|c| c.name == f.name)))
@@ -343,6 +329,48 @@ fn l_infinity(prev: &pb::ColumnProfile, now: &pb::ColumnProfile) -> f64 {
         .chain(&now.top_categories)
         .map(|t| (share(prev, &t.value) - share(now, &t.value)).abs())
         .fold(0.0, f64::max)
+}
+
+/// One feature's checks and statistics, run column by column (and so on any thread).
+struct ColumnCheck<'s> {
+    f: &'s FeatureSpec,
+    index: Option<usize>,
+    found: Findings,
+    profile: Profile,
+    distinct: Option<HashSet<String>>,
+    /// The previous version's histogram edges and this version's counts in them.
+    drift: Option<(&'s [f64], Vec<u64>)>,
+}
+
+impl ColumnCheck<'_> {
+    fn run(&mut self, batch: &mlops_data::RecordBatch, offset: usize) {
+        let Some(i) = self.index else { return };
+        let f = self.f;
+        let column = view(batch.column(i));
+        for r in 0..batch.num_rows() {
+            let cell = column.get(r);
+            if let Some(seen) = &mut self.distinct
+                && !matches!(cell, Cell::Null)
+                && !seen.insert(cell_text(cell).into_owned())
+            {
+                self.found
+                    .add(&f.name, "not_unique", Some(offset + r), true, || "values repeat in a unique column".into());
+            }
+            match (check_cell(&mut self.found, f, cell, offset + r), &mut self.profile) {
+                (Valid::Null, Profile::Numeric(p)) => p.add_null(),
+                (Valid::Null, Profile::Categorical(p)) => p.add_null(),
+                (Valid::Num(v), Profile::Numeric(p)) => {
+                    p.add(v);
+                    if let Some((edges, counts)) = &mut self.drift {
+                        let bin = edges[1..edges.len() - 1].partition_point(|e| *e <= v);
+                        counts[bin] += 1;
+                    }
+                }
+                (Valid::Cat(c), Profile::Categorical(p)) => p.add(&c),
+                _ => {}
+            }
+        }
+    }
 }
 
 enum Profile {

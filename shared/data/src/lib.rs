@@ -8,6 +8,7 @@ mod frame;
 mod infer;
 mod read;
 
+pub use arrow_array::RecordBatch;
 pub use cell::{Cell, ColumnView, cell, view};
 pub use frame::{DatasetError, read_datasets, read_frame};
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
