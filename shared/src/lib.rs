@@ -34,3 +34,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn now_unix_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// Implements `From` for every redb error type (and `serde_json::Error`, for JSON-encoded rows)
+/// into `$target`, built from the message by `$wrap`: the one error mapping the services that own a
+/// redb file share. The caller's crate must depend on `redb` and `serde_json`.
+#[macro_export]
+macro_rules! redb_errors {
+    ($target:ty, $wrap:expr) => {
+        $crate::redb_errors!(@impl $target, $wrap; redb::Error, redb::DatabaseError, redb::TransactionError,
+            redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+    };
+    (@impl $target:ty, $wrap:expr; $($t:ty),*) => {$(
+        impl From<$t> for $target {
+            fn from(e: $t) -> Self {
+                ($wrap)(e.to_string())
+            }
+        }
+    )*};
+}

@@ -33,23 +33,7 @@ pub struct DatasetRecord {
 #[error("catalog database: {0}")]
 pub struct CatalogError(String);
 
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for CatalogError {
-            fn from(e: $t) -> Self {
-                Self(e.to_string())
-            }
-        }
-    )*};
-}
-db_err!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
-);
+mlops_shared::redb_errors!(CatalogError, CatalogError);
 
 /// The catalog database.
 pub struct Catalog {

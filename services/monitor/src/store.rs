@@ -26,23 +26,7 @@ pub struct WindowRecord {
 #[error("monitor database: {0}")]
 pub struct StoreError(String);
 
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                Self(e.to_string())
-            }
-        }
-    )*};
-}
-db_err!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
-);
+mlops_shared::redb_errors!(StoreError, StoreError);
 
 /// The monitor database.
 pub struct Store {

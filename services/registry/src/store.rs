@@ -24,24 +24,7 @@ pub enum StoreError {
     Db(String),
 }
 
-macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                Self::Db(e.to_string())
-            }
-        }
-    )*};
-}
-db_err!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
-);
+mlops_shared::redb_errors!(StoreError, StoreError::Db);
 
 /// A pipeline as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
