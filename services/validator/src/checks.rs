@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use mlops_data::{Batches, Cell, DataError, view};
+use mlops_data::{Batches, Cell, DataError, text, view};
 use mlops_proto as pb;
 use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec, Severity};
 use mlops_shared::table::parse_number;
@@ -209,7 +209,7 @@ pub fn validate(
             for r in 0..batch.num_rows() {
                 let mut h = std::hash::DefaultHasher::new();
                 for c in &columns {
-                    cell_text(c.get(r)).hash(&mut h);
+                    text(c.get(r)).hash(&mut h);
                 }
                 if !hashes.insert(h.finish()) {
                     duplicates += 1;
@@ -219,7 +219,7 @@ pub fn validate(
         if let Some(i) = target {
             let column = view(batch.column(i));
             for r in 0..batch.num_rows() {
-                let text = cell_text(column.get(r));
+                let text = text(column.get(r));
                 if text.is_empty() {
                     target_profile.add_null();
                 } else {
@@ -351,7 +351,7 @@ impl ColumnCheck<'_> {
             let cell = column.get(r);
             if let Some(seen) = &mut self.distinct
                 && !matches!(cell, Cell::Null)
-                && !seen.insert(cell_text(cell).into_owned())
+                && !seen.insert(text(cell).into_owned())
             {
                 self.found
                     .add(&f.name, "not_unique", Some(offset + r), true, || "values repeat in a unique column".into());
@@ -384,17 +384,6 @@ enum Valid<'a> {
     Num(f64),
     Cat(Cow<'a, str>),
     Invalid,
-}
-
-/// A cell as the text a CSV would hold (`1`, not `1.0`), borrowed when it already is text.
-fn cell_text(c: Cell<'_>) -> Cow<'_, str> {
-    match c {
-        Cell::Str(s) => Cow::Borrowed(s.trim()),
-        Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => Cow::Owned(format!("{}", v as i64)),
-        Cell::Num(v) => Cow::Owned(v.to_string()),
-        Cell::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
-        Cell::Null | Cell::Other(_) => Cow::Borrowed(""),
-    }
 }
 
 fn check_cell<'a>(found: &mut Findings, f: &FeatureSpec, value: Cell<'a>, row: usize) -> Valid<'a> {
@@ -447,7 +436,7 @@ fn check_cell<'a>(found: &mut Findings, f: &FeatureSpec, value: Cell<'a>, row: u
                 found.add(&f.name, "type_mismatch", Some(row), true, || format!("a {t} value is not a category"));
                 return Valid::Invalid;
             }
-            let text = cell_text(value);
+            let text = text(value);
             if !f.categories.iter().any(|c| c == text.as_ref()) {
                 found.add(&f.name, "unknown_category", Some(row), true, || {
                     format!("{text:?} is not one of {}", f.categories.join(", "))

@@ -2,6 +2,8 @@
 //! JSON Lines either. A column is downcast once per batch ([`view`]); reading a cell is then a
 //! predictable branch, not a type dispatch.
 
+use std::borrow::Cow;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
@@ -126,7 +128,15 @@ impl<'a> ColumnView<'a> {
     }
 }
 
-/// Row `row` of `array` (downcasting on every call: for one-off reads).
-pub fn cell(array: &ArrayRef, row: usize) -> Cell<'_> {
-    view(array).get(row)
+/// A cell as the text a CSV would hold (`1`, not `1.0`; trimmed), borrowed when it already is
+/// text; empty for a null or an unsupported value. Categories and labels are compared as this text
+/// whatever the file's format.
+pub fn text(c: Cell<'_>) -> Cow<'_, str> {
+    match c {
+        Cell::Str(s) => Cow::Borrowed(s.trim()),
+        Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => Cow::Owned(format!("{}", v as i64)),
+        Cell::Num(v) => Cow::Owned(v.to_string()),
+        Cell::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+        Cell::Null | Cell::Other(_) => Cow::Borrowed(""),
+    }
 }

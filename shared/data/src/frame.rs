@@ -3,13 +3,8 @@
 use mlops_shared::spec::{FeatureKind, PipelineSpec};
 use mlops_shared::table::{Column, Frame, parse_number};
 
-use crate::cell::{Cell, cell};
+use crate::cell::{Cell, text, view};
 use crate::read::{Batches, DataError};
-
-/// A numeric cell as text, as a CSV would hold it (`1` rather than `1.0`).
-pub(crate) fn number_text(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { v.to_string() }
-}
 
 /// Reads every batch into a frame of the spec's features (and target). The first bad cell is an
 /// error naming its row and column; the validator has reported every one before this runs.
@@ -31,13 +26,13 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
     for batch in batches {
         let batch = batch?;
         for (f, (col, &i)) in spec.features.iter().zip(columns.iter_mut().zip(&feature_idx)) {
-            let array = batch.column(i);
+            let column = view(batch.column(i));
             let bad =
                 |row: usize, message: String| DataError::Cell { row: rows + row + 1, column: f.name.clone(), message };
             match col {
                 Column::Numeric(values) => {
                     for row in 0..batch.num_rows() {
-                        values.push(match cell(array, row) {
+                        values.push(match column.get(row) {
                             Cell::Null => None,
                             Cell::Str(s) => parse_number(s).map_err(|m| bad(row, m))?,
                             Cell::Num(v) if v.is_finite() => Some(v),
@@ -49,12 +44,9 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
                 }
                 Column::Categorical(values) => {
                     for row in 0..batch.num_rows() {
-                        values.push(match cell(array, row) {
-                            Cell::Null => None,
-                            Cell::Str(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned),
-                            Cell::Num(v) => Some(number_text(v)),
-                            Cell::Bool(b) => Some(b.to_string()),
+                        values.push(match column.get(row) {
                             Cell::Other(t) => return Err(bad(row, format!("a {t} value is not a category"))),
+                            c => Some(text(c)).filter(|s| !s.is_empty()).map(|s| s.into_owned()),
                         });
                     }
                 }
@@ -62,14 +54,9 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
         }
         if let (Some(t), Some(i)) = (&mut target, target_idx) {
             let spec_t = &spec.target;
-            let array = batch.column(i);
+            let column = view(batch.column(i));
             for row in 0..batch.num_rows() {
-                let text = match cell(array, row) {
-                    Cell::Str(s) => s.trim().to_owned(),
-                    Cell::Num(v) => number_text(v),
-                    Cell::Bool(b) => b.to_string(),
-                    Cell::Null | Cell::Other(_) => String::new(),
-                };
+                let text = text(column.get(row));
                 if text == spec_t.positive {
                     t.push(1.0);
                 } else if text == spec_t.negative {

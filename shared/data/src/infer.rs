@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::cell::{Cell, cell};
+use crate::cell::{Cell, view};
 use crate::read::{Batches, DataError};
 
 /// Most distinct values a text column may have to be proposed as categorical.
@@ -52,8 +52,9 @@ pub fn infer(batches: Batches) -> Result<Vec<(String, Inferred)>, DataError> {
     for batch in batches {
         let batch = batch?;
         for (a, array) in acc.iter_mut().zip(batch.columns()) {
+            let column = view(array);
             for row in 0..batch.num_rows() {
-                let text = match cell(array, row) {
+                let text = match column.get(row) {
                     Cell::Null => None,
                     Cell::Str(s) if s.trim().is_empty() => None,
                     Cell::Str(s) => {

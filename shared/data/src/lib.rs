@@ -9,7 +9,7 @@ mod infer;
 mod read;
 
 pub use arrow_array::RecordBatch;
-pub use cell::{Cell, ColumnView, cell, view};
+pub use cell::{Cell, ColumnView, text, view};
 pub use frame::{DatasetError, read_datasets, read_frame};
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
