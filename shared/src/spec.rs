@@ -317,6 +317,11 @@ impl PipelineSpec {
         self.features.iter().find(|f| f.name == name)
     }
 
+    /// The names of the numeric features, which readers may decode as numbers.
+    pub fn numeric_features(&self) -> Vec<&str> {
+        self.features.iter().filter(|f| f.kind == FeatureKind::Numeric).map(|f| f.name.as_str()).collect()
+    }
+
     /// Checks everything serde cannot: names, bounds, shares, known metrics and parameters.
     pub fn check(&self) -> Result<(), SpecError> {
         let bad = |msg: String| Err(SpecError::Invalid(msg));

@@ -35,15 +35,69 @@ impl Column {
 
 /// Parses a numeric cell: empty is missing; anything else must be a finite number.
 pub fn parse_number(cell: &str) -> Result<Option<f64>, String> {
-    let cell = cell.trim();
+    let cell = trim_cell(cell);
     if cell.is_empty() {
         return Ok(None);
+    }
+    if let Some(v) = parse_plain_decimal(cell.as_bytes()) {
+        return Ok(Some(v));
     }
     match cell.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(Some(v)),
         Ok(v) => Err(format!("{v} is not a finite number")),
         Err(_) => Err(format!("{cell:?} is not a number")),
     }
+}
+
+/// `s` without surrounding whitespace; the Unicode-aware scan runs only when an end is not a plain
+/// printable ASCII character, which in real data is almost never.
+#[inline]
+pub fn trim_cell(s: &str) -> &str {
+    let plain = |b: Option<&u8>| b.is_some_and(|&b| b > b' ' && b < 0x7f);
+    if plain(s.as_bytes().first()) && plain(s.as_bytes().last()) { s } else { s.trim() }
+}
+
+/// Exact powers of ten: every one up to 1e22 is representable in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// Parses a plain decimal such as `-12.345` to the same f64 as `str::parse`, or `None` when the
+/// text is not that simple form (an exponent, more than 15 digits, anything else) and needs the
+/// full parser. With at most 15 digits the digits are exact as an integer, and so is the power of
+/// ten; IEEE division rounds their quotient correctly, which is what `str::parse` returns too
+/// (Clinger's fast path). Most numbers in real files take it.
+#[inline]
+pub fn parse_plain_decimal(s: &[u8]) -> Option<f64> {
+    let (negative, s) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    // Digits accumulate with wrapping arithmetic; a count over 15 discards the result anyway.
+    let mut mantissa = 0u64;
+    let mut i = 0;
+    while let Some(d) = s.get(i).map(|b| b.wrapping_sub(b'0')).filter(|d| *d < 10) {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    let whole = i;
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+    }
+    let dot = i;
+    while let Some(d) = s.get(i).map(|b| b.wrapping_sub(b'0')).filter(|d| *d < 10) {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    let fraction = i - dot;
+    let count = whole + fraction;
+    if i != s.len() || count == 0 || count > 15 {
+        return None;
+    }
+    let v = mantissa as f64 / POW10[fraction];
+    Some(if negative { -v } else { v })
 }
 
 /// Features (in spec order) and, when present, the 0/1 target.
@@ -101,6 +155,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        // The fast path agrees with the standard parser to the bit, or steps aside.
+        #[test]
+        fn plain_decimals_parse_exactly_as_std(s in "[-+]?[0-9]{0,17}(\\.[0-9]{0,17})?") {
+            if let Some(v) = parse_plain_decimal(s.as_bytes()) {
+                proptest::prop_assert_eq!(Some(v.to_bits()), s.parse::<f64>().ok().map(f64::to_bits), "{}", s);
+            }
+            proptest::prop_assert_eq!(parse_number(&s).ok().flatten(), s.parse::<f64>().ok());
+        }
+    }
+
     #[test]
     fn rows_take_and_append() {
         let f = frame();
@@ -120,5 +185,12 @@ mod tests {
         assert_eq!(parse_number(""), Ok(None));
         assert_eq!(parse_number("abc"), Err("\"abc\" is not a number".into()));
         assert!(parse_number("inf").is_err() && parse_number("NaN").is_err());
+        assert_eq!(parse_number("\u{a0}7\u{a0}"), Ok(Some(7.0)), "Unicode spaces are trimmed too");
+        assert_eq!(parse_number("-0"), Ok(Some(-0.0)));
+        assert_eq!(parse_number("1e3"), Ok(Some(1000.0)));
+        assert_eq!(parse_number("0.1234567890123456789"), Ok(Some(0.123_456_789_012_345_68)));
+        for bad in ["-", ".", "+", "1.2.3", "--1", "1-"] {
+            assert!(parse_number(bad).is_err(), "{bad}");
+        }
     }
 }

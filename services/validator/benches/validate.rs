@@ -29,7 +29,8 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..runs {
         let started = Instant::now();
         let file = std::fs::File::open(data)?;
-        let batches = mlops_data::open(mlops_data::Source::File(file), data, &mlops_data::Limits::default());
+        let numeric = spec.numeric_features();
+        let batches = mlops_data::open_typed(mlops_data::Source::File(file), data, &Default::default(), &numeric);
         if std::env::var_os("MLOPS_BENCH_READ_ONLY").is_some() {
             // Decoding alone, to see how the time splits between reading and checking.
             rows = batches?.map(|b| b.map(|b| b.num_rows() as u64)).sum::<Result<u64, _>>()?;

@@ -7,10 +7,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use mlops_data::{Batches, Cell, DataError, text, view};
+use mlops_data::{Array as _, Batches, Cell, ColumnView, DataError, text, view};
 use mlops_proto as pb;
 use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec, Severity};
-use mlops_shared::table::parse_number;
+use mlops_shared::table::{parse_number, trim_cell};
 
 use crate::profile::{CategoricalProfile, NumericProfile};
 
@@ -73,7 +73,12 @@ impl Findings {
         blocking: bool,
         message: impl FnOnce() -> String,
     ) {
-        let entry = self.by_column.entry(column.to_owned()).or_default().entry(kind).or_insert_with(|| pb::Anomaly {
+        // Looked up before inserting: a column with a million bad cells allocates its name once.
+        if !self.by_column.contains_key(column) {
+            self.by_column.insert(column.to_owned(), BTreeMap::new());
+        }
+        let kinds = self.by_column.get_mut(column).expect("inserted above");
+        let entry = kinds.entry(kind).or_insert_with(|| pb::Anomaly {
             kind: kind.into(),
             message: message(),
             count: 0,
@@ -167,8 +172,9 @@ pub fn validate(
             found: Findings::default(),
             profile: match f.kind {
                 FeatureKind::Numeric => Profile::Numeric(Box::default()),
-                FeatureKind::Categorical => Profile::Categorical(CategoricalProfile::default()),
+                FeatureKind::Categorical => Profile::Categorical(CategoricalProfile::with_domain(&f.categories)),
             },
+            values: Vec::new(),
             // Uniqueness and numeric drift need state beyond the profile.
             distinct: (f.unique && index.is_some()).then(HashSet::new),
             drift: previous.and_then(|p| p.columns.iter().find(|c| c.name == f.name)).and_then(|prev| {
@@ -177,7 +183,9 @@ pub fn validate(
             }),
         })
         .collect();
-    let mut target_profile = CategoricalProfile::default();
+    let mut target_profile = CategoricalProfile::with_domain([&t.positive, &t.negative]);
+    let label_number = |s: &str| parse_number(s).ok().flatten();
+    let label_numbers = (label_number(&t.positive), label_number(&t.negative));
     if target.is_none() {
         found.add(&t.name, "missing_column", None, true, || "the target column is absent from the data".into());
     }
@@ -219,13 +227,20 @@ pub fn validate(
         if let Some(i) = target {
             let column = view(batch.column(i));
             for r in 0..batch.num_rows() {
-                let text = text(column.get(r));
-                if text.is_empty() {
+                let cell = column.get(r);
+                // Parquet labels are often integers: matched as numbers, without formatting each.
+                let text = match cell {
+                    Cell::Num(v) if label_numbers.0 == Some(v) => Cow::Borrowed(t.positive.as_str()),
+                    Cell::Num(v) if label_numbers.1 == Some(v) => Cow::Borrowed(t.negative.as_str()),
+                    other => text(other),
+                };
+                let known = if text.is_empty() {
                     target_profile.add_null();
+                    false
                 } else {
-                    target_profile.add(&text);
-                }
-                if text != t.positive && text != t.negative {
+                    target_profile.add(&text)
+                };
+                if !known {
                     found.add(&t.name, "unknown_label", Some(offset + r), true, || {
                         format!("labels must be {:?} or {:?}, found {text:?}", t.positive, t.negative)
                     });
@@ -340,6 +355,8 @@ struct ColumnCheck<'s> {
     distinct: Option<HashSet<String>>,
     /// The previous version's histogram edges and this version's counts in them.
     drift: Option<(&'s [f64], Vec<u64>)>,
+    /// The current batch's valid numbers (a reused buffer).
+    values: Vec<f64>,
 }
 
 impl ColumnCheck<'_> {
@@ -347,6 +364,20 @@ impl ColumnCheck<'_> {
         let Some(i) = self.index else { return };
         let f = self.f;
         let column = view(batch.column(i));
+        self.values.clear();
+        if let (ColumnView::F64(a), Profile::Numeric(p), None) = (&column, &mut self.profile, &self.distinct)
+            && a.null_count() == 0
+        {
+            // The common case, a whole batch of plain numbers: checked in one vectorisable pass,
+            // and cell by cell only when something is off.
+            let (lo, hi) = (f.min.unwrap_or(f64::NEG_INFINITY), f.max.unwrap_or(f64::INFINITY));
+            let values = a.values();
+            if values.iter().fold(true, |ok, v| ok & (*v >= lo) & (*v <= hi) & v.is_finite()) {
+                p.add_all(values);
+                self.count_drift(values);
+                return;
+            }
+        }
         for r in 0..batch.num_rows() {
             let cell = column.get(r);
             if let Some(seen) = &mut self.distinct
@@ -359,15 +390,33 @@ impl ColumnCheck<'_> {
             match (check_cell(&mut self.found, f, cell, offset + r), &mut self.profile) {
                 (Valid::Null, Profile::Numeric(p)) => p.add_null(),
                 (Valid::Null, Profile::Categorical(p)) => p.add_null(),
-                (Valid::Num(v), Profile::Numeric(p)) => {
-                    p.add(v);
-                    if let Some((edges, counts)) = &mut self.drift {
-                        let bin = edges[1..edges.len() - 1].partition_point(|e| *e <= v);
-                        counts[bin] += 1;
+                (Valid::Num(v), Profile::Numeric(_)) => self.values.push(v),
+                (Valid::Cat(c), Profile::Categorical(p)) => {
+                    let known = p.add(&c);
+                    if !known {
+                        self.found.add(&f.name, "unknown_category", Some(offset + r), true, || {
+                            format!("{c:?} is not one of {}", f.categories.join(", "))
+                        });
                     }
                 }
-                (Valid::Cat(c), Profile::Categorical(p)) => p.add(&c),
                 _ => {}
+            }
+        }
+        // The batch's valid numbers, counted together.
+        if let Profile::Numeric(p) = &mut self.profile {
+            let values = std::mem::take(&mut self.values);
+            p.add_all(&values);
+            self.count_drift(&values);
+            self.values = values;
+        }
+    }
+
+    /// Counts numbers into the previous version's histogram bins, for the drift comparator.
+    fn count_drift(&mut self, values: &[f64]) {
+        if let Some((edges, counts)) = &mut self.drift {
+            let inner = &edges[1..edges.len() - 1];
+            for v in values {
+                counts[inner.partition_point(|e| e <= v)] += 1;
             }
         }
     }
@@ -388,8 +437,10 @@ enum Valid<'a> {
 
 fn check_cell<'a>(found: &mut Findings, f: &FeatureSpec, value: Cell<'a>, row: usize) -> Valid<'a> {
     let value = match value {
-        Cell::Str(s) if s.trim().is_empty() => Cell::Null,
-        Cell::Str(s) => Cell::Str(s.trim()),
+        Cell::Str(s) => match trim_cell(s) {
+            "" => Cell::Null,
+            s => Cell::Str(s),
+        },
         other => other,
     };
     if value == Cell::Null {
@@ -436,13 +487,8 @@ fn check_cell<'a>(found: &mut Findings, f: &FeatureSpec, value: Cell<'a>, row: u
                 found.add(&f.name, "type_mismatch", Some(row), true, || format!("a {t} value is not a category"));
                 return Valid::Invalid;
             }
-            let text = text(value);
-            if !f.categories.iter().any(|c| c == text.as_ref()) {
-                found.add(&f.name, "unknown_category", Some(row), true, || {
-                    format!("{text:?} is not one of {}", f.categories.join(", "))
-                });
-            }
-            Valid::Cat(text)
+            // Whether it is in the domain is answered as the profile counts it.
+            Valid::Cat(text(value))
         }
     }
 }
@@ -468,9 +514,19 @@ target: {name: churned}
         PipelineSpec::from_yaml(SPEC).unwrap()
     }
 
+    /// Validates as the service does: numeric columns decoded as numbers where they parse. The
+    /// same data read all as text must give the same report.
     fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
+        let typed = validate_against(bytes, spec, None);
         let batches = mlops_data::open(mlops_data::Source::Bytes(bytes.to_vec().into()), "", &Default::default());
-        super::validate(batches, spec, None)
+        assert_eq!(typed, super::validate(batches, spec, None), "typed and text reads disagree");
+        typed
+    }
+
+    fn validate_against(bytes: &[u8], spec: &PipelineSpec, previous: Option<&pb::DatasetProfile>) -> Report {
+        let source = mlops_data::Source::Bytes(bytes.to_vec().into());
+        let batches = mlops_data::open_typed(source, "", &Default::default(), &spec.numeric_features());
+        super::validate(batches, spec, previous)
     }
 
     fn anomaly<'a>(r: &'a Report, column: &str, kind: &str) -> &'a pb::Anomaly {
@@ -576,19 +632,11 @@ target: {name: churned}
         let previous = validate(&base, &s).profile;
         let again =
             rows(1000, |i| format!("{},2,{},{}", (i * 7) % 50, if i % 2 == 1 { "monthly" } else { "yearly" }, i % 2));
-        let r = super::validate(
-            mlops_data::open(mlops_data::Source::Bytes(again.into()), "", &Default::default()),
-            &s,
-            Some(&previous),
-        );
+        let r = validate_against(&again, &s, Some(&previous));
         assert!(!r.blocked(), "{r:#?}");
         let shifted =
             rows(1000, |i| format!("{},1,{},{}", 60 + i % 40, if i % 10 == 0 { "monthly" } else { "yearly" }, i % 2));
-        let r = super::validate(
-            mlops_data::open(mlops_data::Source::Bytes(shifted.into()), "", &Default::default()),
-            &s,
-            Some(&previous),
-        );
+        let r = validate_against(&shifted, &s, Some(&previous));
         assert!(anomaly(&r, "tenure", "drift").message.contains("jensen_shannon"), "{r:#?}");
         assert!(anomaly(&r, "contract", "drift").message.contains("l_infinity distance 0.4000"), "{r:#?}");
     }

@@ -84,11 +84,13 @@ impl Validator {
             .map_err(|e| HandlerError::Transient(anyhow::anyhow!("reading the previous profile: {e}")))?
             .and_then(|b| pb::DatasetProfile::decode(b).ok());
         let report = tokio::task::spawn_blocking(move || {
-            checks::validate(
-                mlops_data::open(mlops_data::Source::File(file), &name, &mlops_data::Limits::default()),
-                &spec,
-                previous.as_ref(),
-            )
+            let batches = mlops_data::open_typed(
+                mlops_data::Source::File(file),
+                &name,
+                &mlops_data::Limits::default(),
+                &spec.numeric_features(),
+            );
+            checks::validate(batches, &spec, previous.as_ref())
         })
         .await
         .map_err(|e| HandlerError::Transient(anyhow::anyhow!("validation task failed: {e}")))?;

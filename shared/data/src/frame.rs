@@ -87,10 +87,16 @@ pub struct DatasetError {
 /// order: the order a model's manifest lists them, so trainer and evaluator see the same rows.
 pub fn read_datasets(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Frame, DatasetError> {
     let mut frame: Option<Frame> = None;
+    let numeric = spec.numeric_features();
     for (id, bytes) in datasets {
         let err = |source| DatasetError { id: id.clone(), source };
-        let batches = crate::read::open(crate::read::Source::Bytes(bytes.clone().into()), "", &Default::default())
-            .map_err(err)?;
+        let batches = crate::read::open_typed(
+            crate::read::Source::Bytes(bytes.clone().into()),
+            "",
+            &Default::default(),
+            &numeric,
+        )
+        .map_err(err)?;
         let f = read_frame(batches, spec, true).map_err(err)?;
         match &mut frame {
             None => frame = Some(f),

@@ -4,13 +4,14 @@
 //! and profiles are written once for every format.
 
 mod cell;
+mod csv_blocks;
 mod frame;
 mod infer;
 mod read;
 
-pub use arrow_array::RecordBatch;
+pub use arrow_array::{Array, RecordBatch};
 pub use cell::{Cell, ColumnView, text, view};
 pub use frame::{DatasetError, read_datasets, read_frame};
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
-pub use read::{Batches, DataError, Limits, Source, open};
+pub use read::{Batches, DataError, Limits, Source, open, open_typed};

@@ -5,8 +5,7 @@
 use std::io::{BufReader, Cursor, Read, Seek};
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -60,16 +59,20 @@ impl Source {
     }
 }
 
-/// Bounds on what a reader accepts.
+/// Bounds on what a reader accepts, and how it cuts the work.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_columns: usize,
     pub batch_rows: usize,
+    /// Bytes of CSV parsed as one unit of work by one thread.
+    pub block_bytes: usize,
+    /// The longest CSV record accepted (a longer one is most likely an unclosed quote).
+    pub max_record_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_columns: 2_000, batch_rows: 64 * 1024 }
+        Self { max_columns: 2_000, batch_rows: 64 * 1024, block_bytes: 4 << 20, max_record_bytes: 64 << 20 }
     }
 }
 
@@ -105,8 +108,17 @@ impl Iterator for Batches {
     }
 }
 
-/// Opens `source` (named `name`, which may be empty) as a stream of batches.
+/// Opens `source` (named `name`, which may be empty) as a stream of batches, every CSV and JSON
+/// Lines column as text.
 pub fn open(source: Source, name: &str, limits: &Limits) -> Result<Batches, DataError> {
+    open_typed(source, name, limits, &[])
+}
+
+/// Like [`open`], with the columns declared numeric: in CSV each of them is read as Float64 in
+/// every batch where all its cells are numbers or empty, and as text where any is not, so that
+/// the checks still see (and report) the odd cell. The schema gives the column names; a column's
+/// type may differ between batches.
+pub fn open_typed(source: Source, name: &str, limits: &Limits, numeric: &[&str]) -> Result<Batches, DataError> {
     let head = source.head()?;
     if head.is_empty() {
         return Err(DataError::Empty);
@@ -128,21 +140,29 @@ pub fn open(source: Source, name: &str, limits: &Limits) -> Result<Batches, Data
     };
     match format {
         Format::Csv => {
-            // The `csv` crate parses (quotes, UTF-8, field counts, each error with its line); the
-            // fields go into Arrow string arrays. arrow-csv 60 reaches undefined behaviour on a row
-            // with too few fields, so it is not used.
-            let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(decompressed()?);
-            let header = reader.headers().map_err(|e| csv_error(e, compression))?.clone();
+            // The `csv` crate parses (quotes, UTF-8, field counts, each error with its line) on
+            // every core; the fields go into Arrow arrays. arrow-csv 60 reaches undefined behaviour
+            // on a row with too few fields, so it is not used.
+            let mut reader = decompressed()?;
+            let (header, rest, first_line) = crate::csv_blocks::read_header(&mut *reader, limits, compression)?;
             if header.iter().all(|h| h.trim().is_empty()) {
                 return Err(DataError::Empty);
             }
             let names = unique_names(header.iter().map(|h| h.trim().to_owned()).collect())?;
+            let flags = names.iter().map(|n| numeric.contains(&n.as_str())).collect();
             let schema = Arc::new(Schema::new(
                 names.into_iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>(),
             ));
             check_width(&schema)?;
-            let inner =
-                CsvBatches { reader, schema: schema.clone(), batch_rows: limits.batch_rows, compression, done: false };
+            let inner = crate::csv_blocks::CsvBlocks::start(
+                reader,
+                rest,
+                first_line,
+                schema.clone(),
+                flags,
+                *limits,
+                compression,
+            );
             Ok(Batches { format, compression, schema, inner: Box::new(inner) })
         }
         Format::JsonLines => {
@@ -224,73 +244,4 @@ fn unique_names(names: Vec<String>) -> Result<Vec<String>, DataError> {
         }
     }
     Ok(names)
-}
-
-/// A CSV error; an I/O error inside a compressed stream is a decompression failure.
-fn csv_error(e: csv::Error, compression: Compression) -> DataError {
-    match (e.kind(), compression) {
-        (csv::ErrorKind::Io(io), Compression::Gzip) => DataError::Decompress("gzip", io.to_string()),
-        (csv::ErrorKind::Io(io), Compression::Zstd) => DataError::Decompress("zstd", io.to_string()),
-        (csv::ErrorKind::Io(io), Compression::None) => DataError::Io(io.to_string()),
-        _ => DataError::Csv(describe_csv_error(&e)),
-    }
-}
-
-fn describe_csv_error(e: &csv::Error) -> String {
-    match e.kind() {
-        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => {
-            format!("line {}: {len} fields where the header has {expected_len}", pos.as_ref().map_or(0, |p| p.line()))
-        }
-        csv::ErrorKind::Utf8 { pos, err } => {
-            format!("line {}: field {} is not valid UTF-8", pos.as_ref().map_or(0, |p| p.line()), err.field() + 1)
-        }
-        _ => e.to_string(),
-    }
-}
-
-/// CSV records gathered into string-column batches.
-struct CsvBatches {
-    reader: csv::Reader<Box<dyn Read + Send>>,
-    schema: SchemaRef,
-    batch_rows: usize,
-    compression: Compression,
-    done: bool,
-}
-
-impl Iterator for CsvBatches {
-    type Item = Result<RecordBatch, DataError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let width = self.schema.fields().len();
-        let mut columns: Vec<StringBuilder> =
-            (0..width).map(|_| StringBuilder::with_capacity(self.batch_rows, self.batch_rows * 8)).collect();
-        let mut record = csv::StringRecord::new();
-        let mut rows = 0;
-        while rows < self.batch_rows {
-            match self.reader.read_record(&mut record) {
-                Ok(true) => {
-                    for (builder, field) in columns.iter_mut().zip(record.iter()) {
-                        builder.append_value(field);
-                    }
-                    rows += 1;
-                }
-                Ok(false) => {
-                    self.done = true;
-                    break;
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(csv_error(e, self.compression)));
-                }
-            }
-        }
-        if rows == 0 {
-            return None;
-        }
-        let arrays: Vec<ArrayRef> = columns.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-        Some(RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| DataError::Csv(e.to_string())))
-    }
 }
