@@ -40,16 +40,21 @@ pub async fn apply_pipeline(registry_url: &str, yaml: &str) -> anyhow::Result<pb
 
 /// Uploads `bytes` as a dataset of `pipeline` through the client-streaming gRPC call.
 pub async fn upload(ingest_url: &str, pipeline: &str, source: &str, bytes: Vec<u8>) -> anyhow::Result<pb::Dataset> {
+    let header = pb::UploadHeader {
+        pipeline: pipeline.into(),
+        source: source.into(),
+        // Empty: ingest recognises the format from the content and the source name.
+        format: String::new(),
+        environment: String::new(),
+    };
+    upload_with(ingest_url, header, bytes).await
+}
+
+/// Uploads a dataset with a full header (format, environment).
+pub async fn upload_with(ingest_url: &str, header: pb::UploadHeader, bytes: Vec<u8>) -> anyhow::Result<pb::Dataset> {
     use pb::upload_request::Part;
     let mut c = IngestClient::new(channel(ingest_url).await?);
-    let header = pb::UploadRequest {
-        part: Some(Part::Header(pb::UploadHeader {
-            pipeline: pipeline.into(),
-            source: source.into(),
-            // Empty: ingest recognises the format from the content and the source name.
-            format: String::new(),
-        })),
-    };
+    let header = pb::UploadRequest { part: Some(Part::Header(header)) };
     let chunks: Vec<pb::UploadRequest> = std::iter::once(header)
         .chain(bytes.chunks(CHUNK).map(|c| pb::UploadRequest { part: Some(Part::Chunk(c.to_vec())) }))
         .collect();

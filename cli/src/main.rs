@@ -57,6 +57,10 @@ enum Command {
         #[arg(long)]
         pipeline: String,
         file: PathBuf,
+        /// `training`, or `serving` for serving-time data: the label may be absent, and it is
+        /// validated and profiled but never trained on.
+        #[arg(long, default_value = "training")]
+        environment: String,
         /// Do not wait for the validator's verdict.
         #[arg(long)]
         no_wait: bool,
@@ -202,9 +206,15 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Ingest { pipeline, file, no_wait } => {
+        Command::Ingest { pipeline, file, environment, no_wait } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let ds = client::upload(&cli.ingest_url, &pipeline, &file.display().to_string(), bytes).await?;
+            let header = mlops_proto::UploadHeader {
+                pipeline,
+                source: file.display().to_string(),
+                format: String::new(),
+                environment,
+            };
+            let ds = client::upload_with(&cli.ingest_url, header, bytes).await?;
             if ds.duplicate {
                 println!("dataset {} already known (verdict: {}); nothing new to do", ds.dataset_id, ds.verdict);
                 return Ok(());
@@ -239,8 +249,9 @@ async fn main() -> anyhow::Result<()> {
 pipeline  {}
 source    {}
 format    {}
-bytes     {}",
-                        d.dataset_id, d.pipeline, d.source, d.format, d.size_bytes
+bytes     {}
+arrived   {} ({})",
+                        d.dataset_id, d.pipeline, d.source, d.format, d.size_bytes, d.arrived_unix_ms, d.environment
                     );
                     println!(
                         "verdict   {}{}",
@@ -248,7 +259,7 @@ bytes     {}",
                         if d.verdict_detail.is_empty() { String::new() } else { format!(": {}", d.verdict_detail) }
                     );
                     match &d.profile {
-                        Some(p) => print!("\n{}", tables::profile(p)),
+                        Some(p) => print!("\n{}\n{}", tables::schema(&p.schema), tables::profile(p)),
                         None => println!("(no profile yet)"),
                     }
                 }

@@ -7,21 +7,31 @@ use mlops_proto as pb;
 /// One line per dataset version.
 pub fn datasets(list: &[pb::Dataset]) -> String {
     let mut out = format!(
-        "{:<14} {:<12} {:<8} {:<9} {:>9} {:>11}  SOURCE\n",
-        "DATASET", "PIPELINE", "FORMAT", "VERDICT", "ROWS", "BYTES"
+        "{:<14} {:<12} {:<8} {:<9} {:<9} {:>9} {:>11}  SOURCE\n",
+        "DATASET", "PIPELINE", "FORMAT", "ENV", "VERDICT", "ROWS", "BYTES"
     );
     for d in list {
         let _ = writeln!(
             out,
-            "{:<14} {:<12} {:<8} {:<9} {:>9} {:>11}  {}",
+            "{:<14} {:<12} {:<8} {:<9} {:<9} {:>9} {:>11}  {}",
             &d.dataset_id[..12.min(d.dataset_id.len())],
             d.pipeline,
             d.format,
+            d.environment,
             d.verdict,
             d.rows,
             d.size_bytes,
             d.source
         );
+    }
+    out
+}
+
+/// The columns of a dataset version as read: name, Arrow type, role.
+pub fn schema(fields: &[pb::SchemaField]) -> String {
+    let mut out = format!("{:<18} {:<12} ROLE\n", "COLUMN", "TYPE");
+    for f in fields {
+        let _ = writeln!(out, "{:<18} {:<12} {}", f.name, f.r#type, f.role);
     }
     out
 }

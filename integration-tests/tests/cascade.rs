@@ -299,6 +299,64 @@ async fn rejected_data_never_trains() {
     assert!(format!("{err:#}").contains("empty"), "{err:#}");
 }
 
+/// Serving-time data (the serving environment) may lack the label: it is validated, profiled and
+/// catalogued with its schema, and never trained on. An unknown environment is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_data_without_labels_is_validated_and_never_trained() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let full = sample::csv(300, 8, Variant::Normal);
+    let label = full.lines().next().unwrap().split(',').position(|h| h == "churned").unwrap();
+    let unlabelled: String = full
+        .lines()
+        .map(|l| {
+            l.split(',').enumerate().filter(|(i, _)| *i != label).map(|(_, c)| c).collect::<Vec<_>>().join(",") + "\n"
+        })
+        .collect();
+    let header = |environment: &str| pb::UploadHeader {
+        pipeline: "churn".into(),
+        source: "serving.csv".into(),
+        format: String::new(),
+        environment: environment.into(),
+    };
+    let url = app.stack.url("ingest");
+    let err = client::upload_with(&url, header("staging"), unlabelled.clone().into_bytes()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("environment \"staging\" is not `training` or `serving`"), "{err:#}");
+    let ds = client::upload_with(&url, header("serving"), unlabelled.into_bytes()).await.unwrap();
+    assert_eq!(ds.environment, "serving");
+    let seen = app.wait_event("data.validated", T, |_| true).await;
+    let Decoded::Validated(v) = seen.payload else { unreachable!() };
+    assert_eq!((v.dataset_id.as_str(), v.environment.as_str(), v.rows), (ds.dataset_id.as_str(), "serving", 300));
+    let profile = v.profile.expect("a profile");
+    assert!(profile.columns.iter().all(|c| c.name != "churned"));
+    let tenure = profile.schema.iter().find(|f| f.name == "tenure_months").expect("schema recorded");
+    assert_eq!((tenure.r#type.as_str(), tenure.role.as_str()), ("Float64", "feature"));
+    let listed = wait_until(T, || async {
+        let d = client::dataset(&url, &ds.dataset_id).await.ok()?;
+        (d.verdict == "accepted").then_some(d)
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed.environment, "serving");
+
+    // Training data without the label is refused. (Other rows: the same content is the same
+    // version, whatever the environment it arrives in.)
+    let other = sample::csv(300, 9, Variant::Normal);
+    let training = app
+        .upload(
+            "churn",
+            &other.lines().map(|l| l.rsplit_once(',').map_or(l, |(a, _)| a).to_owned() + "\n").collect::<String>(),
+        )
+        .await;
+    let rejected = app.wait_event("data.rejected", T, |_| true).await;
+    let Decoded::Rejected(r) = rejected.payload else { unreachable!() };
+    assert_eq!(r.dataset_id, training.dataset_id);
+    assert!(r.reason.contains("churned: the target column is absent"), "{}", r.reason);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app.log("trainer").lines().all(|l| !l.contains("training job queued")));
+}
+
 /// A batch whose inputs moved far from the previous accepted version is quarantined by the
 /// spec's drift comparators, and never trained on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

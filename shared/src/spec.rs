@@ -79,6 +79,34 @@ pub struct FeatureSpec {
     pub max_drift: Option<f64>,
 }
 
+/// Where a dataset belongs in a model's life (TFDV's environments). Serving-time data may lack the
+/// label: it is validated and profiled (and compared with the training reference), never trained
+/// on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Environment {
+    #[default]
+    Training,
+    Serving,
+}
+
+impl Environment {
+    /// Parses the wire form; empty means training.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "training" => Ok(Self::Training),
+            "serving" => Ok(Self::Serving),
+            other => Err(format!("environment {other:?} is not `training` or `serving`")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Training => "training",
+            Self::Serving => "serving",
+        }
+    }
+}
+
 /// Whether an anomaly stops a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -26,6 +26,13 @@ pub struct DatasetRecord {
     /// Hex of the protobuf `Dataset` carrying the anomalies and the profile (empty until validated).
     #[serde(default)]
     pub report_hex: String,
+    /// "training" or "serving" (records written before environments existed read as training).
+    #[serde(default = "training")]
+    pub environment: String,
+}
+
+fn training() -> String {
+    "training".into()
 }
 
 /// Catalog errors.
@@ -149,6 +156,7 @@ mod tests {
             verdict_detail: String::new(),
             published: true,
             report_hex: String::new(),
+            environment: "training".into(),
         };
         c.put(&r).unwrap();
         assert!(c.set_verdict("abc", "churn", "accepted", 10, "", String::new()).unwrap());

@@ -20,7 +20,7 @@ use mlops_shared::format::Format;
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::PipelineName;
 use mlops_shared::objects::{ObjectError, Objects};
-use mlops_shared::spec::SpecStore;
+use mlops_shared::spec::{Environment, SpecStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -175,6 +175,7 @@ impl Ingest {
         pipeline: &str,
         source: &str,
         format: &str,
+        environment: Environment,
         bytes: &[u8],
         ctx: EventContext,
     ) -> Result<(DatasetRecord, bool), IngestError> {
@@ -220,6 +221,7 @@ impl Ingest {
                 verdict_detail: String::new(),
                 published: false,
                 report_hex: String::new(),
+                environment: environment.as_str().into(),
             },
         };
         self.datasets.put(bytes).await.map_err(|e| IngestError::Unavailable(e.into()))?;
@@ -230,6 +232,7 @@ impl Ingest {
             size_bytes: record.size_bytes,
             source: record.source.clone(),
             format: record.format.clone(),
+            environment: record.environment.clone(),
         };
         // The id is stable, so a retry after a crash here is dropped by the stream's dedup window.
         self.bus
@@ -246,6 +249,8 @@ impl Ingest {
     async fn on_arrived(&self, e: Envelope<pb::DataArrived>) -> Result<(), HandlerError> {
         let ctx = e.follow();
         let a = e.payload;
+        let environment =
+            Environment::parse(&a.environment).map_err(|m| HandlerError::permanent(format!("data.arrived: {m}")))?;
         let (bytes, origin) = if a.path.is_empty() {
             let bytes = self.datasets.get_named(&a.object, self.max_bytes).await.map_err(|err| match err {
                 ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => {
@@ -269,7 +274,7 @@ impl Ingest {
         let source = if a.source.is_empty() { origin.clone() } else { a.source };
         let name = if origin.starts_with("object:") { a.object.as_str() } else { a.path.as_str() };
         let format = mlops_shared::format::detect(name, &bytes).0.as_str();
-        self.ingest(&a.pipeline, &source, format, &bytes, ctx).await?;
+        self.ingest(&a.pipeline, &source, format, environment, &bytes, ctx).await?;
         Ok(())
     }
 
@@ -323,6 +328,7 @@ fn dataset_proto(r: DatasetRecord, duplicate: bool) -> pb::Dataset {
         rows: r.rows,
         verdict_detail: r.verdict_detail,
         duplicate,
+        environment: r.environment,
     }
 }
 
@@ -340,6 +346,7 @@ impl pb::ingest_server::Ingest for IngestApi {
             None => return Err(Status::invalid_argument("empty upload: no header")),
         };
         PipelineName::new(&header.pipeline).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let environment = Environment::parse(&header.environment).map_err(Status::invalid_argument)?;
         let mut bytes = Vec::new();
         while let Some(msg) = stream.next().await {
             match msg?.part {
@@ -357,7 +364,8 @@ impl pb::ingest_server::Ingest for IngestApi {
             }
         }
         let ctx = EventContext::new_run(format!("run-{}", uuid_like(&bytes, &header.pipeline)));
-        let (record, duplicate) = self.0.ingest(&header.pipeline, &header.source, &header.format, &bytes, ctx).await?;
+        let (record, duplicate) =
+            self.0.ingest(&header.pipeline, &header.source, &header.format, environment, &bytes, ctx).await?;
         Ok(Response::new(dataset_proto(record, duplicate)))
     }
 

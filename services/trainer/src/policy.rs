@@ -30,9 +30,14 @@ impl Policy {
         &self.bus
     }
 
-    /// New validated data: remember it as the pipeline's newest, and queue a job on it.
+    /// New validated data: remember it as the pipeline's newest, and queue a job on it. Serving-time
+    /// data is never trained on.
     pub async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), HandlerError> {
         let v = &e.payload;
+        if mlops_shared::spec::Environment::parse(&v.environment) != Ok(mlops_shared::spec::Environment::Training) {
+            tracing::info!(pipeline = %v.pipeline, environment = %v.environment, "not training data; no job");
+            return Ok(());
+        }
         self.jobs
             .put(latest_key(&v.pipeline), v.dataset_id.clone().into_bytes().into())
             .await

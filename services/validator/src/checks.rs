@@ -7,9 +7,10 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 
+use mlops_data::DataType;
 use mlops_data::{Array as _, Batches, Cell, ColumnView, DataError, text, view};
 use mlops_proto as pb;
-use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec, Severity};
+use mlops_shared::spec::{Environment, FeatureKind, FeatureSpec, PipelineSpec, Severity};
 use mlops_shared::table::{parse_number, trim_cell};
 
 use crate::profile::{CategoricalProfile, NumericProfile};
@@ -132,12 +133,13 @@ impl Findings {
 }
 
 /// Validates a dataset, read as a stream of batches, against `spec`.
-/// `previous` is the profile of the pipeline's previous accepted version, for the drift
-/// comparators (`max_drift`).
+/// `previous` is the profile of the pipeline's previous accepted training version, for the drift
+/// comparators (`max_drift`). In the serving environment the label may be absent.
 pub fn validate(
     batches: Result<Batches, DataError>,
     spec: &PipelineSpec,
     previous: Option<&pb::DatasetProfile>,
+    environment: Environment,
 ) -> Report {
     let mut found = Findings::default();
     let batches = match batches {
@@ -163,6 +165,7 @@ pub fn validate(
         }
     }
     let t = &spec.target;
+    let t_name = t.name.as_str();
     let target = schema.index_of(&t.name).ok();
     let mut checks: Vec<ColumnCheck<'_>> = features
         .iter()
@@ -186,9 +189,11 @@ pub fn validate(
     let mut target_profile = CategoricalProfile::with_domain([&t.positive, &t.negative]);
     let label_number = |s: &str| parse_number(s).ok().flatten();
     let label_numbers = (label_number(&t.positive), label_number(&t.negative));
-    if target.is_none() {
+    if target.is_none() && environment == Environment::Training {
         found.add(&t.name, "missing_column", None, true, || "the target column is absent from the data".into());
     }
+    // The file's columns and the Arrow type each was read as (mixed batches read as text).
+    let mut types: Vec<Option<DataType>> = vec![None; schema.fields().len()];
     let mut row_hashes: Option<HashSet<u64>> = spec.validation.max_duplicate_share.map(|_| HashSet::new());
     let mut duplicates = 0u64;
     let mut offset = 0usize;
@@ -200,6 +205,14 @@ pub fn validate(
                 break;
             }
         };
+        for (seen, column) in types.iter_mut().zip(batch.columns()) {
+            let t = column.data_type();
+            match seen {
+                None => *seen = Some(t.clone()),
+                Some(s) if s != t => *s = DataType::Utf8,
+                Some(_) => {}
+            }
+        }
         // The columns split over two threads; the target and duplicate rows stay on this one.
         std::thread::scope(|scope| {
             let half = checks.len() / 2;
@@ -316,8 +329,25 @@ pub fn validate(
     if target.is_some() {
         columns.push(target_profile.finish(&t.name));
     }
+    let schema_fields = schema
+        .fields()
+        .iter()
+        .zip(types)
+        .map(|(f, read)| pb::SchemaField {
+            name: f.name().clone(),
+            r#type: read.unwrap_or_else(|| f.data_type().clone()).to_string(),
+            role: if spec.feature(f.name()).is_some() {
+                "feature"
+            } else if *f.name() == t_name {
+                "target"
+            } else {
+                "extra"
+            }
+            .into(),
+        })
+        .collect();
     found.apply_tolerances(spec, rows);
-    found.into_report(rows, pb::DatasetProfile { rows, columns })
+    found.into_report(rows, pb::DatasetProfile { rows, columns, schema: schema_fields })
 }
 
 fn shares(counts: &[u64]) -> Vec<f64> {
@@ -519,14 +549,16 @@ target: {name: churned}
     fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
         let typed = validate_against(bytes, spec, None);
         let batches = mlops_data::open(mlops_data::Source::Bytes(bytes.to_vec().into()), "", &Default::default());
-        assert_eq!(typed, super::validate(batches, spec, None), "typed and text reads disagree");
+        let text = super::validate(batches, spec, None, Environment::Training);
+        let findings = |r: &Report| (r.rows, r.columns.clone(), r.profile.columns.clone());
+        assert_eq!(findings(&typed), findings(&text), "typed and text reads disagree");
         typed
     }
 
     fn validate_against(bytes: &[u8], spec: &PipelineSpec, previous: Option<&pb::DatasetProfile>) -> Report {
         let source = mlops_data::Source::Bytes(bytes.to_vec().into());
         let batches = mlops_data::open_typed(source, "", &Default::default(), &spec.numeric_features());
-        super::validate(batches, spec, previous)
+        super::validate(batches, spec, previous, Environment::Training)
     }
 
     fn anomaly<'a>(r: &'a Report, column: &str, kind: &str) -> &'a pb::Anomaly {
@@ -639,6 +671,47 @@ target: {name: churned}
         let r = validate_against(&shifted, &s, Some(&previous));
         assert!(anomaly(&r, "tenure", "drift").message.contains("jensen_shannon"), "{r:#?}");
         assert!(anomaly(&r, "contract", "drift").message.contains("l_infinity distance 0.4000"), "{r:#?}");
+    }
+
+    #[test]
+    fn serving_data_may_lack_the_label_and_the_schema_is_recorded() {
+        let csv = b"tenure,charges,contract,note\n1,,monthly,x\n5,3.5,yearly,y\n";
+        let training = validate_in(csv, &spec(), Environment::Training);
+        assert_eq!(
+            anomaly(&training, "churned", "missing_column").message,
+            "the target column is absent from the data"
+        );
+        let serving = validate_in(csv, &spec(), Environment::Serving);
+        assert!(!serving.blocked(), "{serving:#?}");
+        let schema: Vec<(&str, &str, &str)> =
+            serving.profile.schema.iter().map(|f| (f.name.as_str(), f.r#type.as_str(), f.role.as_str())).collect();
+        assert_eq!(
+            schema,
+            [
+                ("tenure", "Float64", "feature"),
+                ("charges", "Float64", "feature"),
+                ("contract", "Utf8", "feature"),
+                ("note", "Utf8", "extra")
+            ]
+        );
+        // A label that is there is still checked, in any environment.
+        let labelled =
+            validate_in(b"tenure,charges,contract,churned\n1,2,monthly,maybe\n", &spec(), Environment::Serving);
+        assert_eq!(anomaly(&labelled, "churned", "unknown_label").count, 1);
+        // A numeric column with a cell that is not a number reads as text, and says so.
+        let odd = validate_in(b"tenure,charges,contract,churned\n1,abc,monthly,1\n", &spec(), Environment::Training);
+        assert_eq!(odd.profile.schema[1].r#type, "Utf8");
+        assert_eq!(odd.profile.schema[3].role, "target");
+    }
+
+    fn validate_in(bytes: &[u8], spec: &PipelineSpec, environment: Environment) -> Report {
+        let source = mlops_data::Source::Bytes(bytes.to_vec().into());
+        super::validate(
+            mlops_data::open_typed(source, "", &Default::default(), &spec.numeric_features()),
+            spec,
+            None,
+            environment,
+        )
     }
 
     #[test]

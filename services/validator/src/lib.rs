@@ -14,7 +14,7 @@ use mlops_shared::events::Envelope;
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::objects::Objects;
-use mlops_shared::spec::SpecStore;
+use mlops_shared::spec::{Environment, SpecStore};
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,7 @@ impl Validator {
             .await?
             .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", d.pipeline)))?;
         let sha = Sha256::parse(d.dataset_id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
+        let environment = Environment::parse(&d.environment).map_err(HandlerError::Permanent)?;
         // Streamed to a temporary file and read in batches: memory stays bounded whatever the size.
         let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
         let name = format!("data.{}", d.format);
@@ -90,7 +91,7 @@ impl Validator {
                 &mlops_data::Limits::default(),
                 &spec.numeric_features(),
             );
-            checks::validate(batches, &spec, previous.as_ref())
+            checks::validate(batches, &spec, previous.as_ref(), environment)
         })
         .await
         .map_err(|e| HandlerError::Transient(anyhow::anyhow!("validation task failed: {e}")))?;
@@ -105,21 +106,27 @@ impl Validator {
                 reason,
                 columns: report.columns,
                 profile: Some(report.profile),
+                environment: environment.as_str().into(),
             };
             self.bus.publish(&format!("rejected-{}-{}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         } else {
             info!(pipeline = %d.pipeline, dataset = %sha.short(), rows = report.rows, "dataset validated");
             metrics::counter!("mlops_datasets_validated_total", "pipeline" => d.pipeline.clone()).increment(1);
-            self.profiles
-                .put(d.pipeline.as_str(), report.profile.encode_to_vec().into())
-                .await
-                .map_err(|e| HandlerError::Transient(anyhow::anyhow!("storing the profile: {e}")))?;
+            // Training data becomes the reference the next version is compared with; serving data
+            // is compared with it and leaves it alone.
+            if environment == Environment::Training {
+                self.profiles
+                    .put(d.pipeline.as_str(), report.profile.encode_to_vec().into())
+                    .await
+                    .map_err(|e| HandlerError::Transient(anyhow::anyhow!("storing the profile: {e}")))?;
+            }
             let event = pb::DataValidated {
                 pipeline: d.pipeline.clone(),
                 dataset_id: d.dataset_id.clone(),
                 rows: report.rows,
                 warnings: report.warnings(),
                 profile: Some(report.profile),
+                environment: environment.as_str().into(),
             };
             self.bus.publish(&format!("validated-{}-{}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         }

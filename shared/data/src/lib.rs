@@ -10,6 +10,7 @@ mod infer;
 mod read;
 
 pub use arrow_array::{Array, RecordBatch};
+pub use arrow_schema::DataType;
 pub use cell::{Cell, ColumnView, text, view};
 pub use frame::{DatasetError, read_datasets, read_frame};
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
