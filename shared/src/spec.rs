@@ -26,6 +26,10 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     pub features: Vec<FeatureSpec>,
+    /// Columns the validator checks but the model never sees: ids, free text, timestamps kept
+    /// as text. A categorical one may leave `categories` out (an open domain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<FeatureSpec>,
     pub target: TargetSpec,
     #[serde(default)]
     pub training: TrainingSpec,
@@ -59,6 +63,9 @@ pub struct FeatureSpec {
     /// The allowed values (categorical features).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categories: Vec<String>,
+    /// A regular expression every value must match, whole (categorical columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
     /// Whether empty cells are allowed.
     #[serde(default)]
     pub nullable: bool,
@@ -77,6 +84,11 @@ pub struct FeatureSpec {
     /// of category frequencies for categorical ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_drift: Option<f64>,
+}
+
+/// `pattern` compiled to match a whole value, not a part of it.
+pub fn full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$")).size_limit(1 << 20).build()
 }
 
 /// Where a dataset belongs in a model's life (TFDV's environments). Serving-time data may lack the
@@ -345,9 +357,20 @@ impl PipelineSpec {
         self.features.iter().find(|f| f.name == name)
     }
 
-    /// The names of the numeric features, which readers may decode as numbers.
+    /// The names of the numeric columns, features and checked ones, which readers may decode as
+    /// numbers.
     pub fn numeric_features(&self) -> Vec<&str> {
-        self.features.iter().filter(|f| f.kind == FeatureKind::Numeric).map(|f| f.name.as_str()).collect()
+        self.features
+            .iter()
+            .chain(&self.columns)
+            .filter(|f| f.kind == FeatureKind::Numeric)
+            .map(|f| f.name.as_str())
+            .collect()
+    }
+
+    /// The checked column (feature or not) named `name`.
+    pub fn checked_column(&self, name: &str) -> Option<&FeatureSpec> {
+        self.features.iter().chain(&self.columns).find(|f| f.name == name)
     }
 
     /// Checks everything serde cannot: names, bounds, shares, known metrics and parameters.
@@ -357,36 +380,49 @@ impl PipelineSpec {
             return bad("`features` must list at least one feature".into());
         }
         let mut seen = BTreeSet::new();
-        for f in &self.features {
+        let sections = self.features.iter().map(|f| ("features", f)).chain(self.columns.iter().map(|f| ("columns", f)));
+        for (section, f) in sections {
+            let at = format!("{section}.{}", f.name);
             if f.name.is_empty() {
-                return bad("a feature has an empty `name`".into());
+                return bad(format!("an entry of `{section}` has an empty `name`"));
             }
             if !seen.insert(f.name.as_str()) {
-                return bad(format!("feature `{}` is declared twice", f.name));
+                return bad(format!("column `{}` is declared twice", f.name));
             }
             if f.mostly.is_some_and(|m| !(m > 0.0 && m <= 1.0)) {
-                return bad(format!("features.{}: `mostly` must be in (0, 1]", f.name));
+                return bad(format!("{at}: `mostly` must be in (0, 1]"));
             }
             if f.max_drift.is_some_and(|d| !(0.0..=1.0).contains(&d)) {
-                return bad(format!("features.{}: `max_drift` must be in [0, 1]", f.name));
+                return bad(format!("{at}: `max_drift` must be in [0, 1]"));
             }
             match f.kind {
                 FeatureKind::Numeric => {
                     if !f.categories.is_empty() {
-                        return bad(format!("features.{}: `categories` is for categorical features", f.name));
+                        return bad(format!("{at}: `categories` is for categorical features"));
+                    }
+                    if f.regex.is_some() {
+                        return bad(format!("{at}: `regex` is for categorical columns"));
                     }
                     if let (Some(lo), Some(hi)) = (f.min, f.max)
                         && lo > hi
                     {
-                        return bad(format!("features.{}: `min` ({lo}) is greater than `max` ({hi})", f.name));
+                        return bad(format!("{at}: `min` ({lo}) is greater than `max` ({hi})"));
                     }
                 }
                 FeatureKind::Categorical => {
-                    if f.categories.is_empty() {
-                        return bad(format!("features.{}: a categorical feature needs `categories`", f.name));
+                    // A model input needs its categories (they are its one-hot columns); a column
+                    // that is only checked may have an open domain.
+                    if f.categories.is_empty() && section == "features" {
+                        return bad(format!("{at}: a categorical feature needs `categories`"));
                     }
                     if f.min.is_some() || f.max.is_some() {
-                        return bad(format!("features.{}: `min`/`max` are for numeric features", f.name));
+                        return bad(format!("{at}: `min`/`max` are for numeric features"));
+                    }
+                    if let Some(pattern) = &f.regex {
+                        let re = full_match(pattern).map_err(|e| SpecError::Invalid(format!("{at}: `regex`: {e}")))?;
+                        if let Some(c) = f.categories.iter().find(|c| !re.is_match(c)) {
+                            return bad(format!("{at}: category {c:?} does not match `regex` {pattern:?}"));
+                        }
                     }
                 }
             }
@@ -513,6 +549,21 @@ gates:
     }
 
     #[test]
+    fn checked_columns_may_have_an_open_domain_and_a_pattern() {
+        let spec = PipelineSpec::from_yaml(&format!(
+            "{SPEC}columns: [{{name: customer_id, type: categorical, regex: \"C[0-9]{{4}}\", unique: true}}]\n"
+        ))
+        .unwrap();
+        assert!(spec.checked_column("customer_id").is_some() && spec.feature("customer_id").is_none());
+        let re = full_match(spec.columns[0].regex.as_deref().unwrap()).unwrap();
+        assert!(re.is_match("C0042") && !re.is_match("xC0042") && !re.is_match("C00421"));
+        // The spec's hash is unchanged for specs that do not use the new keys.
+        let plain = PipelineSpec::from_yaml(SPEC).unwrap();
+        let json = String::from_utf8(plain.canonical_json()).unwrap();
+        assert!(!json.contains("columns") && !json.contains("regex"), "{json}");
+    }
+
+    #[test]
     fn errors_name_the_offending_key() {
         let cases = [
             (SPEC.replace("min: 0, max: 100", "min: 5, max: 1"), "features.tenure"),
@@ -524,6 +575,16 @@ gates:
             (SPEC.replace("max: 100}", "max: 100, mostly: 1.5}"), "features.tenure: `mostly`"),
             (format!("{SPEC}validation: {{min_rows: 10, max_rows: 5}}\n"), "validation.min_rows"),
             (format!("{SPEC}training: {{params: {{depth: 3}}}}\n"), "training.params.depth"),
+            (format!("{SPEC}columns: [{{name: id, type: categorical, regex: \"C(\"}}]\n"), "columns.id: `regex`"),
+            (
+                format!("{SPEC}columns: [{{name: n, type: numeric, regex: x}}]\n"),
+                "columns.n: `regex` is for categorical",
+            ),
+            (format!("{SPEC}columns: [{{name: tenure, type: numeric}}]\n"), "column `tenure` is declared twice"),
+            (
+                SPEC.replace("categories: [monthly, yearly]", "categories: [monthly, yearly], regex: \"m.*\""),
+                "category \"yearly\" does not match `regex`",
+            ),
         ];
         for (text, expected) in cases {
             let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher as _, Hash, Hasher};
 
 use mlops_data::DataType;
 use mlops_data::{Array as _, Batches, Cell, ColumnView, DataError, text, view};
@@ -96,9 +96,16 @@ impl Findings {
 
     /// Downgrades to warnings what a feature's `severity: warn` or `mostly` tolerates.
     fn apply_tolerances(&mut self, spec: &PipelineSpec, rows: u64) {
-        const VALUE_CHECKS: [&str; 6] =
-            ["null_values", "type_mismatch", "not_finite", "out_of_range", "unknown_category", "not_unique"];
-        for f in &spec.features {
+        const VALUE_CHECKS: [&str; 7] = [
+            "null_values",
+            "type_mismatch",
+            "not_finite",
+            "out_of_range",
+            "unknown_category",
+            "pattern_mismatch",
+            "not_unique",
+        ];
+        for f in spec.features.iter().chain(&spec.columns) {
             let Some(kinds) = self.by_column.get_mut(&f.name) else { continue };
             for (kind, a) in kinds.iter_mut() {
                 if f.severity == Severity::Warn && *kind != "missing_column" {
@@ -153,12 +160,13 @@ pub fn validate(
     // Decoding runs a batch or two ahead on another core while this one checks.
     let batches = batches.read_ahead(2);
     for f in schema.fields() {
-        if spec.feature(f.name()).is_none() && *f.name() != spec.target.name {
+        if spec.checked_column(f.name()).is_none() && *f.name() != spec.target.name {
             found.add(f.name(), "extra_column", None, false, || "column is not in the spec and is ignored".into());
         }
     }
+    // Features, then the columns that are only checked.
     let features: Vec<(&FeatureSpec, Option<usize>)> =
-        spec.features.iter().map(|f| (f, schema.index_of(&f.name).ok())).collect();
+        spec.features.iter().chain(&spec.columns).map(|f| (f, schema.index_of(&f.name).ok())).collect();
     for (f, i) in &features {
         if i.is_none() {
             found.add(&f.name, "missing_column", None, true, || "declared in the spec but absent from the data".into());
@@ -178,8 +186,9 @@ pub fn validate(
                 FeatureKind::Categorical => Profile::Categorical(CategoricalProfile::with_domain(&f.categories)),
             },
             values: Vec::new(),
+            pattern: f.regex.as_deref().map(mlops_shared::spec::full_match),
             // Uniqueness and numeric drift need state beyond the profile.
-            distinct: (f.unique && index.is_some()).then(HashSet::new),
+            distinct: (f.unique && index.is_some()).then(HashSet::default),
             drift: previous.and_then(|p| p.columns.iter().find(|c| c.name == f.name)).and_then(|prev| {
                 (f.max_drift.is_some() && f.kind == FeatureKind::Numeric && prev.histogram_edges.len() >= 2)
                     .then(|| (prev.histogram_edges.as_slice(), vec![0u64; prev.histogram_edges.len() - 1]))
@@ -338,6 +347,8 @@ pub fn validate(
             r#type: read.unwrap_or_else(|| f.data_type().clone()).to_string(),
             role: if spec.feature(f.name()).is_some() {
                 "feature"
+            } else if spec.checked_column(f.name()).is_some() {
+                "checked"
             } else if *f.name() == t_name {
                 "target"
             } else {
@@ -382,11 +393,15 @@ struct ColumnCheck<'s> {
     index: Option<usize>,
     found: Findings,
     profile: Profile,
-    distinct: Option<HashSet<String>>,
+    /// Hashes of the values seen, for `unique`: 8 bytes a row rather than the text (two distinct
+    /// values collide with odds of 2^-64 a pair).
+    distinct: Option<HashSet<u64, foldhash::fast::FixedState>>,
     /// The previous version's histogram edges and this version's counts in them.
     drift: Option<(&'s [f64], Vec<u64>)>,
     /// The current batch's valid numbers (a reused buffer).
     values: Vec<f64>,
+    /// The spec's `regex`, compiled (checked when the spec was applied).
+    pattern: Option<Result<regex::Regex, regex::Error>>,
 }
 
 impl ColumnCheck<'_> {
@@ -412,7 +427,7 @@ impl ColumnCheck<'_> {
             let cell = column.get(r);
             if let Some(seen) = &mut self.distinct
                 && !matches!(cell, Cell::Null)
-                && !seen.insert(text(cell).into_owned())
+                && !seen.insert(foldhash::fast::FixedState::default().hash_one(text(cell)))
             {
                 self.found
                     .add(&f.name, "not_unique", Some(offset + r), true, || "values repeat in a unique column".into());
@@ -422,11 +437,21 @@ impl ColumnCheck<'_> {
                 (Valid::Null, Profile::Categorical(p)) => p.add_null(),
                 (Valid::Num(v), Profile::Numeric(_)) => self.values.push(v),
                 (Valid::Cat(c), Profile::Categorical(p)) => {
+                    // An empty domain is an open one (a checked column that is not a feature).
                     let known = p.add(&c);
-                    if !known {
+                    if !known && !f.categories.is_empty() {
                         self.found.add(&f.name, "unknown_category", Some(offset + r), true, || {
                             format!("{c:?} is not one of {}", f.categories.join(", "))
                         });
+                    }
+                    match &self.pattern {
+                        Some(Ok(re)) if !re.is_match(&c) => {
+                            self.found.add(&f.name, "pattern_mismatch", Some(offset + r), true, || {
+                                format!("{c:?} does not match {:?}", f.regex.as_deref().unwrap_or_default())
+                            });
+                        }
+                        Some(Err(e)) => self.found.add(&f.name, "spec_error", None, true, || format!("`regex`: {e}")),
+                        _ => {}
                     }
                 }
                 _ => {}
@@ -712,6 +737,25 @@ target: {name: churned}
             None,
             environment,
         )
+    }
+
+    #[test]
+    fn checked_columns_with_a_pattern_an_open_domain_and_uniqueness() {
+        let extra = "columns:\n  - {name: id, type: categorical, regex: \"C[0-9]{3}\", unique: true}\n";
+        let s = PipelineSpec::from_yaml(&format!("{SPEC}{extra}")).unwrap();
+        let csv = "id,tenure,charges,contract,churned\nC001,1,,monthly,1\nX02,2,,monthly,0\nC001,3,,yearly,1\nC004,4,,yearly,0\n";
+        let r = validate(csv.as_bytes(), &s);
+        let pattern = anomaly(&r, "id", "pattern_mismatch");
+        assert_eq!((pattern.count, pattern.example_rows.clone()), (1, vec![2]));
+        assert_eq!(pattern.message, "\"X02\" does not match \"C[0-9]{3}\"");
+        assert_eq!(anomaly(&r, "id", "not_unique").example_rows, vec![3]);
+        assert!(r.columns.iter().all(|c| c.anomalies.iter().all(|a| a.kind != "unknown_category")), "{r:#?}");
+        assert!(r.columns.iter().all(|c| c.column != "id" || c.anomalies.iter().all(|a| a.kind != "extra_column")));
+        let id = r.profile.columns.iter().find(|c| c.name == "id").expect("profiled");
+        assert_eq!(id.distinct, 3);
+        assert_eq!(r.profile.schema[0].role, "checked");
+        let missing = validate(b"tenure,charges,contract,churned\n1,,monthly,1\n", &s);
+        assert!(anomaly(&missing, "id", "missing_column").blocking);
     }
 
     #[test]

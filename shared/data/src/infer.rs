@@ -119,6 +119,7 @@ pub fn spec_fragment(columns: &[(String, Inferred)], target: Option<&str>) -> St
     let mut out =
         String::from("# Inferred from the data: review the bounds and categories before applying.\nfeatures:\n");
     let mut label = None;
+    let mut checked = Vec::new();
     for (name, inferred) in columns {
         if Some(name.as_str()) == target {
             label = Some(inferred);
@@ -139,10 +140,21 @@ pub fn spec_fragment(columns: &[(String, Inferred)], target: Option<&str>) -> St
                 )
             }
             Inferred::Text { distinct_over } => {
-                writeln!(out, "  # {name}: text with over {distinct_over} distinct values (an id?); not a feature")
+                checked.push((name, *distinct_over));
+                Ok(())
             }
             Inferred::Empty => writeln!(out, "  # {name}: every value is empty; not a feature"),
         };
+    }
+    if !checked.is_empty() {
+        // Too many values to be a feature: checked (present, non-empty), never trained on.
+        out.push_str("columns:\n");
+        for (name, over) in checked {
+            let _ = writeln!(
+                out,
+                "  - {{name: {name}, type: categorical}}  # over {over} distinct values: an id or free text"
+            );
+        }
     }
     if let Some(t) = target {
         // Two classes: the second in sort order is taken as positive (1 over 0, yes over no).
@@ -201,8 +213,16 @@ mod tests {
         let spec = mlops_shared::spec::PipelineSpec::from_yaml(&format!("name: x\n{text}")).unwrap();
         assert_eq!(spec.features.len(), 4);
 
-        let many: String = std::iter::once("id\n".to_owned()).chain((0..60).map(|i| format!("user-{i}\n"))).collect();
+        let many: String =
+            std::iter::once("id,y\n".to_owned()).chain((0..60).map(|i| format!("user-{i},{}\n", i % 2))).collect();
         let batches = open(Source::Bytes(many.into_bytes().into()), "", &Limits::default()).unwrap();
-        assert_eq!(infer(batches).unwrap()[0].1, Inferred::Text { distinct_over: MAX_CATEGORIES });
+        let cols = infer(batches).unwrap();
+        assert_eq!(cols[0].1, Inferred::Text { distinct_over: MAX_CATEGORIES });
+        // An id is proposed as a checked column, not a feature; the fragment still parses.
+        let text = spec_fragment(&cols, Some("y"));
+        assert!(text.contains("columns:\n  - {name: id, type: categorical}"), "{text}");
+        let with_feature = text.replace("features:\n", "features:\n  - {name: f, type: numeric}\n");
+        let spec = mlops_shared::spec::PipelineSpec::from_yaml(&format!("name: x\n{with_feature}")).unwrap();
+        assert_eq!(spec.columns[0].name, "id");
     }
 }
