@@ -158,7 +158,8 @@ pub fn validate(
     };
     let schema = batches.schema.clone();
     // Decoding runs a batch or two ahead on another core while this one checks.
-    let batches = batches.read_ahead(2);
+    // (CSV is decoded on worker threads already.)
+    let batches = if batches.format == mlops_data::Format::Csv { batches } else { batches.read_ahead(2) };
     for f in schema.fields() {
         if spec.checked_column(f.name()).is_none() && *f.name() != spec.target.name {
             found.add(f.name(), "extra_column", None, false, || "column is not in the spec and is ignored".into());
