@@ -138,3 +138,143 @@ impl Objects {
         Ok(file)
     }
 }
+
+/// A blob written to an anonymous temporary file (deleted when dropped) while its sha256 was
+/// computed: how a dataset of any size goes from a client or a drop directory into the store
+/// without being held in memory.
+pub struct Staged {
+    pub file: std::fs::File,
+    pub sha: Sha256,
+    pub size: u64,
+    /// The first bytes, for recognising the format.
+    pub head: Vec<u8>,
+}
+
+/// Why staging failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("over the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("staging to a temporary file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes a blob piece by piece to a temporary file, hashing it and enforcing a size limit.
+pub struct Stager {
+    file: std::fs::File,
+    out: tokio::fs::File,
+    hasher: sha2::Sha256,
+    size: u64,
+    limit: u64,
+    head: Vec<u8>,
+}
+
+impl Stager {
+    const HEAD: usize = 16;
+
+    /// A stager writing into `dir`, refusing more than `limit` bytes.
+    pub fn new(dir: &std::path::Path, limit: u64) -> Result<Self, StageError> {
+        use sha2::Digest;
+        let file = tempfile::tempfile_in(dir)?;
+        let out = tokio::fs::File::from_std(file.try_clone()?);
+        Ok(Self { file, out, hasher: sha2::Sha256::new(), size: 0, limit, head: Vec::new() })
+    }
+
+    /// Appends `chunk`.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StageError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        self.size += chunk.len() as u64;
+        if self.size > self.limit {
+            return Err(StageError::TooLarge(self.limit));
+        }
+        let room = Self::HEAD.saturating_sub(self.head.len()).min(chunk.len());
+        self.head.extend_from_slice(&chunk[..room]);
+        self.hasher.update(chunk);
+        self.out.write_all(chunk).await?;
+        Ok(())
+    }
+
+    /// Copies everything `reader` yields.
+    pub async fn copy_from(&mut self, mut reader: impl tokio::io::AsyncRead + Unpin) -> Result<(), StageError> {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.write(&buf[..n]).await?;
+        }
+    }
+
+    /// The staged blob, flushed to its file.
+    pub async fn finish(mut self) -> Result<Staged, StageError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        self.out.flush().await?;
+        let sha = Sha256::parse(hex::encode(self.hasher.finalize())).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Staged { file: self.file, sha, size: self.size, head: self.head })
+    }
+}
+
+impl Objects {
+    /// Stores a staged blob under its sha256, streaming it from its file. Storing the same
+    /// content again is a no-op.
+    pub async fn put_staged(&self, staged: &Staged) -> Result<(), ObjectError> {
+        use std::io::Seek;
+        let store_err = |message: String| ObjectError::Store { bucket: self.bucket, message };
+        if self.size_of(staged.sha.as_str()).await?.is_some() {
+            return Ok(());
+        }
+        let mut file = staged.file.try_clone().map_err(|e| store_err(e.to_string()))?;
+        file.rewind().map_err(|e| store_err(e.to_string()))?;
+        let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+        self.store.put(staged.sha.as_str(), &mut reader).await.map_err(|e| store_err(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Streams the object `name` (any name, not only a sha256) into a staged file, refusing one
+    /// larger than `limit` bytes before reading it.
+    pub async fn stage_named(&self, name: &str, dir: &std::path::Path, limit: u64) -> Result<Staged, ObjectError> {
+        let store_err = |message: String| ObjectError::Store { bucket: self.bucket, message };
+        let object = self.store.get(name).await.map_err(|e| match e.kind() {
+            GetErrorKind::NotFound | GetErrorKind::InvalidName => {
+                ObjectError::NotFound { bucket: self.bucket, name: name.into() }
+            }
+            _ => store_err(e.to_string()),
+        })?;
+        let size = object.info.size as u64;
+        if size > limit {
+            return Err(ObjectError::TooLarge { bucket: self.bucket, name: name.into(), size, limit });
+        }
+        let mut stager = Stager::new(dir, limit).map_err(|e| store_err(e.to_string()))?;
+        stager.copy_from(object).await.map_err(|e| store_err(format!("reading {name}: {e}")))?;
+        stager.finish().await.map_err(|e| store_err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn staging_hashes_keeps_the_head_and_enforces_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Stager::new(dir.path(), 1000).unwrap();
+        s.write(b"a,b\n").await.unwrap();
+        s.copy_from(&b"1,2\n3,4\n5,6\n7,8\n"[..]).await.unwrap();
+        let staged = s.finish().await.unwrap();
+        assert_eq!(staged.sha.as_str(), crate::sha256_hex(b"a,b\n1,2\n3,4\n5,6\n7,8\n"));
+        assert_eq!((staged.size, staged.head.as_slice()), (20, &b"a,b\n1,2\n3,4\n5,6\n"[..]));
+        let mut file = staged.file.try_clone().unwrap();
+        std::io::Seek::rewind(&mut file).unwrap();
+        let mut content = String::new();
+        std::io::Read::read_to_string(&mut file, &mut content).unwrap();
+        assert_eq!(content, "a,b\n1,2\n3,4\n5,6\n7,8\n");
+        let mut big = Stager::new(dir.path(), 10).unwrap();
+        big.write(b"0123456789").await.unwrap();
+        assert!(matches!(big.write(b"x").await, Err(StageError::TooLarge(10))));
+        // Nothing is left behind: the file is anonymous.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -19,7 +19,7 @@ use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::format::Format;
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::PipelineName;
-use mlops_shared::objects::{ObjectError, Objects};
+use mlops_shared::objects::{ObjectError, Objects, StageError, Staged, Stager};
 use mlops_shared::spec::{Environment, SpecStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +92,8 @@ struct Ingest {
     specs: SpecStore,
     max_bytes: u64,
     allowed_dirs: Vec<PathBuf>,
+    /// Where arriving data is staged (as anonymous files) on its way to the object store.
+    staging: PathBuf,
 }
 
 /// Runs ingest until `shutdown` fires.
@@ -112,6 +114,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         catalog,
         max_bytes: config.max_upload_bytes,
         allowed_dirs,
+        staging: config.data_dir.clone(),
     });
 
     let tracker = TaskTracker::new();
@@ -166,7 +169,12 @@ fn summarize(warnings: &[pb::ColumnReport]) -> String {
 }
 
 impl Ingest {
-    /// Stores and catalogues `bytes` for `pipeline`, then publishes `data.ingested` once.
+    /// A stager for one arriving dataset, with the upload limit.
+    fn stager(&self) -> Result<Stager, IngestError> {
+        Stager::new(&self.staging, self.max_bytes).map_err(|e| IngestError::Unavailable(e.into()))
+    }
+
+    /// Stores and catalogues a staged dataset for `pipeline`, then publishes `data.ingested` once.
     /// Returns the catalog row and whether the content was already known. Its span is the root
     /// of the trace that follows the data through the cascade.
     #[tracing::instrument(skip_all, fields(pipeline, source))]
@@ -176,31 +184,24 @@ impl Ingest {
         source: &str,
         format: &str,
         environment: Environment,
-        bytes: &[u8],
+        staged: &Staged,
         ctx: EventContext,
     ) -> Result<(DatasetRecord, bool), IngestError> {
         let name = PipelineName::new(pipeline).map_err(|e| IngestError::BadInput(e.to_string()))?;
         let format = match format {
-            "" => mlops_shared::format::detect(source, bytes).0,
+            "" => mlops_shared::format::detect(source, &staged.head).0,
             named => Format::parse(named).ok_or_else(|| {
                 IngestError::BadInput(format!("format {named:?} is not supported (csv, parquet, jsonl)"))
             })?,
         };
-        if bytes.is_empty() {
+        if staged.size == 0 {
             return Err(IngestError::BadInput("the dataset is empty (0 bytes)".into()));
-        }
-        if bytes.len() as u64 > self.max_bytes {
-            return Err(IngestError::BadInput(format!(
-                "the dataset is {} bytes, over the limit of {}",
-                bytes.len(),
-                self.max_bytes
-            )));
         }
         let spec = self.specs.get(name.as_str()).await.map_err(|e| IngestError::Unavailable(e.into()))?;
         if spec.is_none() {
             return Err(IngestError::UnknownPipeline(name.to_string()));
         }
-        let id = mlops_shared::sha256_hex(bytes);
+        let id = staged.sha.to_string();
         let unavailable = |e: catalog::CatalogError| IngestError::Unavailable(e.into());
         let mut record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
             Some(existing) if existing.published => {
@@ -214,7 +215,7 @@ impl Ingest {
                 pipeline: name.to_string(),
                 source: source.into(),
                 format: format.as_str().into(),
-                size_bytes: bytes.len() as u64,
+                size_bytes: staged.size,
                 arrived_unix_ms: mlops_shared::now_unix_ms(),
                 verdict: "pending".into(),
                 rows: 0,
@@ -224,7 +225,7 @@ impl Ingest {
                 environment: environment.as_str().into(),
             },
         };
-        self.datasets.put(bytes).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
         self.catalog.put(&record).map_err(unavailable)?;
         let event = pb::DataIngested {
             pipeline: name.to_string(),
@@ -251,30 +252,35 @@ impl Ingest {
         let a = e.payload;
         let environment =
             Environment::parse(&a.environment).map_err(|m| HandlerError::permanent(format!("data.arrived: {m}")))?;
-        let (bytes, origin) = if a.path.is_empty() {
-            let bytes = self.datasets.get_named(&a.object, self.max_bytes).await.map_err(|err| match err {
-                ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => {
-                    HandlerError::permanent(format!("data.arrived: {err}"))
-                }
-                other => HandlerError::Transient(other.into()),
-            })?;
-            (bytes, format!("object:{}", a.object))
+        let too_large = |what: &str| HandlerError::permanent(format!("data.arrived: {what} is over the limit of {} bytes", self.max_bytes));
+        let (staged, origin) = if a.path.is_empty() {
+            let staged =
+                self.datasets.stage_named(&a.object, &self.staging, self.max_bytes).await.map_err(|err| match err {
+                    ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => {
+                        HandlerError::permanent(format!("data.arrived: {err}"))
+                    }
+                    other => HandlerError::Transient(other.into()),
+                })?;
+            (staged, format!("object:{}", a.object))
         } else {
             let file = paths::resolve(&a.path, &self.allowed_dirs).map_err(HandlerError::Permanent)?;
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             if size > self.max_bytes {
-                return Err(HandlerError::permanent(format!(
-                    "data.arrived: {} is {size} bytes, over the limit of {}",
-                    a.path, self.max_bytes
-                )));
+                return Err(too_large(&format!("{} ({size} bytes)", a.path)));
             }
-            let bytes = tokio::fs::read(&file).await.map_err(|e| HandlerError::Transient(e.into()))?;
-            (bytes, format!("file:{}", file.display()))
+            let reader = tokio::fs::File::open(&file).await.map_err(|e| HandlerError::Transient(e.into()))?;
+            let mut stager = self.stager()?;
+            stager.copy_from(reader).await.map_err(|e| match e {
+                StageError::TooLarge(_) => too_large(&a.path),
+                StageError::Io(e) => HandlerError::Transient(e.into()),
+            })?;
+            let staged = stager.finish().await.map_err(|e| HandlerError::Transient(e.into()))?;
+            (staged, format!("file:{}", file.display()))
         };
         let source = if a.source.is_empty() { origin.clone() } else { a.source };
         let name = if origin.starts_with("object:") { a.object.as_str() } else { a.path.as_str() };
-        let format = mlops_shared::format::detect(name, &bytes).0.as_str();
-        self.ingest(&a.pipeline, &source, format, environment, &bytes, ctx).await?;
+        let format = mlops_shared::format::detect(name, &staged.head).0.as_str();
+        self.ingest(&a.pipeline, &source, format, environment, &staged, ctx).await?;
         Ok(())
     }
 
@@ -347,25 +353,25 @@ impl pb::ingest_server::Ingest for IngestApi {
         };
         PipelineName::new(&header.pipeline).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let environment = Environment::parse(&header.environment).map_err(Status::invalid_argument)?;
-        let mut bytes = Vec::new();
+        // Staged to a file as it streams in: an upload of any size is never held in memory.
+        let mut stager = self.0.stager()?;
         while let Some(msg) = stream.next().await {
             match msg?.part {
-                Some(Part::Chunk(c)) => {
-                    if (bytes.len() + c.len()) as u64 > self.0.max_bytes {
-                        return Err(Status::invalid_argument(format!(
-                            "upload exceeds the limit of {} bytes",
-                            self.0.max_bytes
-                        )));
+                Some(Part::Chunk(c)) => stager.write(&c).await.map_err(|e| match e {
+                    StageError::TooLarge(limit) => {
+                        Status::invalid_argument(format!("upload exceeds the limit of {limit} bytes"))
                     }
-                    bytes.extend_from_slice(&c);
-                }
+                    StageError::Io(e) => Status::unavailable(format!("staging the upload: {e}")),
+                })?,
                 Some(Part::Header(_)) => return Err(Status::invalid_argument("a second header in one upload")),
                 None => {}
             }
         }
-        let ctx = EventContext::new_run(format!("run-{}", uuid_like(&bytes, &header.pipeline)));
+        let staged = stager.finish().await.map_err(|e| Status::unavailable(format!("staging the upload: {e}")))?;
+        // A run id from the content and pipeline, so a retried upload joins the same run.
+        let ctx = EventContext::new_run(format!("run-{}-{}", header.pipeline, &staged.sha.as_str()[..16]));
         let (record, duplicate) =
-            self.0.ingest(&header.pipeline, &header.source, &header.format, environment, &bytes, ctx).await?;
+            self.0.ingest(&header.pipeline, &header.source, &header.format, environment, &staged, ctx).await?;
         Ok(Response::new(dataset_proto(record, duplicate)))
     }
 
@@ -385,11 +391,4 @@ impl pb::ingest_server::Ingest for IngestApi {
         let datasets = records.into_iter().map(|r| dataset_proto(r, false)).collect();
         Ok(Response::new(pb::ListDatasetsResponse { datasets }))
     }
-}
-
-/// A run id for an upload: its content and pipeline, so a retried upload joins the same run.
-fn uuid_like(bytes: &[u8], pipeline: &str) -> String {
-    let mut h = mlops_shared::sha256_hex(bytes);
-    h.truncate(16);
-    format!("{pipeline}-{h}")
 }
