@@ -46,8 +46,54 @@ pub async fn upload(ingest_url: &str, pipeline: &str, source: &str, bytes: Vec<u
         // Empty: ingest recognises the format from the content and the source name.
         format: String::new(),
         environment: String::new(),
+        size_bytes: bytes.len() as u64,
     };
     upload_with(ingest_url, header, bytes).await
+}
+
+/// Uploads a file, streamed in chunks (never read whole); the header announces its size, so a
+/// read failure half way is refused by ingest rather than catalogued truncated.
+pub async fn upload_file(
+    ingest_url: &str,
+    mut header: pb::UploadHeader,
+    path: &std::path::Path,
+) -> anyhow::Result<pb::Dataset> {
+    use pb::upload_request::Part;
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+    header.size_bytes = file.metadata().await.with_context(|| format!("reading {}", path.display()))?.len();
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<std::io::Error>));
+    let failure = failed.clone();
+    let chunks = futures::stream::unfold(Some(file), move |file| {
+        let failure = failure.clone();
+        async move {
+            let mut file = file?;
+            let mut buf = vec![0u8; CHUNK];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((pb::UploadRequest { part: Some(Part::Chunk(buf)) }, Some(file)))
+                }
+                Err(e) => {
+                    if let Ok(mut slot) = failure.lock() {
+                        *slot = Some(e);
+                    }
+                    None
+                }
+            }
+        }
+    });
+    let requests = futures::StreamExt::chain(
+        futures::stream::iter([pb::UploadRequest { part: Some(Part::Header(header)) }]),
+        chunks,
+    );
+    let mut c = IngestClient::new(channel(ingest_url).await?);
+    let result = c.upload(requests).await;
+    if let Some(e) = failed.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(anyhow::anyhow!("reading {}: {e}", path.display()));
+    }
+    Ok(result.map_err(status("upload"))?.into_inner())
 }
 
 /// Uploads a dataset with a full header (format, environment).

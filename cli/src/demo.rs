@@ -50,7 +50,7 @@ pub async fn run(data: Option<PathBuf>, data_dir: PathBuf, keep_running: bool) -
                 stack.url("deployer"),
                 stack.url("registry")
             ));
-            let _ = tokio::signal::ctrl_c().await;
+            mlops_shared::shutdown::wait_for_signal().await;
         }
         (Err(_), _) => say(format!("  logs: {}", data_dir.join("logs").display())),
         _ => {}

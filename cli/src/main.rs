@@ -207,14 +207,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest { pipeline, file, environment, no_wait } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let header = mlops_proto::UploadHeader {
                 pipeline,
                 source: file.display().to_string(),
-                format: String::new(),
                 environment,
+                ..Default::default()
             };
-            let ds = client::upload_with(&cli.ingest_url, header, bytes).await?;
+            let ds = client::upload_file(&cli.ingest_url, header, &file).await?;
             if ds.duplicate {
                 println!("dataset {} already known (verdict: {}); nothing new to do", ds.dataset_id, ds.verdict);
                 return Ok(());
@@ -384,8 +383,8 @@ async fn up(nats_url: &str, data_dir: PathBuf) -> anyhow::Result<()> {
     for s in &stack.services {
         println!("  {:<10} {}", s.name, s.url());
     }
-    println!("  nats       {}\nCtrl-C stops everything.", stack.nats_url);
-    tokio::signal::ctrl_c().await?;
+    println!("  nats       {}\nCtrl-C (or SIGTERM) stops everything.", stack.nats_url);
+    mlops_shared::shutdown::wait_for_signal().await;
     println!("stopping…");
     stack.stop(Duration::from_secs(15)).await;
     Ok(())

@@ -100,7 +100,35 @@ async fn oversized_data_is_refused() {
     assert!(dlq_reason(&dead[0]).contains("over the limit of 50000"), "{}", dlq_reason(&dead[0]));
     let listed = mlops_integration_tests::client::datasets(&app.stack.url("ingest"), "churn", "").await.unwrap();
     assert!(listed.is_empty(), "{listed:?}");
-    // A small upload still goes through.
-    app.upload("churn", &sample::csv(300, 42, Variant::Normal)).await;
-    app.wait_event("data.validated", T, |_| true).await;
+    // An upload that ends short of the size its header announced is refused, not catalogued.
+    let small = sample::csv(300, 42, Variant::Normal);
+    let header = |size_bytes: u64| mlops_proto::UploadHeader {
+        pipeline: "churn".into(),
+        source: "cut.csv".into(),
+        size_bytes,
+        ..Default::default()
+    };
+    let cut = small.as_bytes()[..small.len() / 2].to_vec();
+    let err = mlops_integration_tests::client::upload_with(&app.stack.url("ingest"), header(small.len() as u64), cut)
+        .await
+        .unwrap_err();
+    let expected = format!("the upload carried {} bytes where its header announced {}", small.len() / 2, small.len());
+    assert!(format!("{err:#}").contains(&expected), "{err:#}");
+    let listed = mlops_integration_tests::client::datasets(&app.stack.url("ingest"), "churn", "").await.unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+
+    // A small file goes through, streamed from disk by `mlops ingest`.
+    let file = app.drop_dir().join("small.csv");
+    std::fs::write(&file, &small).unwrap();
+    let out = std::process::Command::new(app.stack.opts.bin_dir.join("mlops"))
+        .args(["--ingest-url", &app.stack.url("ingest"), "ingest", "--pipeline", "churn"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("accepted: 300 rows"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -316,8 +316,8 @@ async fn serving_data_without_labels_is_validated_and_never_trained() {
     let header = |environment: &str| pb::UploadHeader {
         pipeline: "churn".into(),
         source: "serving.csv".into(),
-        format: String::new(),
         environment: environment.into(),
+        ..Default::default()
     };
     let url = app.stack.url("ingest");
     let err = client::upload_with(&url, header("staging"), unlabelled.clone().into_bytes()).await.unwrap_err();

@@ -212,7 +212,8 @@ impl Stager {
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
         self.out.flush().await?;
-        let sha = Sha256::parse(hex::encode(self.hasher.finalize())).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let sha =
+            Sha256::parse(hex::encode(self.hasher.finalize())).map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Staged { file: self.file, sha, size: self.size, head: self.head })
     }
 }

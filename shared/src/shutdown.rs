@@ -15,7 +15,8 @@ pub fn on_signals() -> CancellationToken {
     token
 }
 
-async fn wait_for_signal() {
+/// Waits for the first SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

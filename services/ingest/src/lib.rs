@@ -252,7 +252,9 @@ impl Ingest {
         let a = e.payload;
         let environment =
             Environment::parse(&a.environment).map_err(|m| HandlerError::permanent(format!("data.arrived: {m}")))?;
-        let too_large = |what: &str| HandlerError::permanent(format!("data.arrived: {what} is over the limit of {} bytes", self.max_bytes));
+        let too_large = |what: &str| {
+            HandlerError::permanent(format!("data.arrived: {what} is over the limit of {} bytes", self.max_bytes))
+        };
         let (staged, origin) = if a.path.is_empty() {
             let staged =
                 self.datasets.stage_named(&a.object, &self.staging, self.max_bytes).await.map_err(|err| match err {
@@ -368,6 +370,12 @@ impl pb::ingest_server::Ingest for IngestApi {
             }
         }
         let staged = stager.finish().await.map_err(|e| Status::unavailable(format!("staging the upload: {e}")))?;
+        if header.size_bytes > 0 && staged.size != header.size_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the upload carried {} bytes where its header announced {}",
+                staged.size, header.size_bytes
+            )));
+        }
         // A run id from the content and pipeline, so a retried upload joins the same run.
         let ctx = EventContext::new_run(format!("run-{}-{}", header.pipeline, &staged.sha.as_str()[..16]));
         let (record, duplicate) =
