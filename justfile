@@ -51,3 +51,7 @@ bench-cascade: deps
 # Read + validate + profile 1M x 20 from CSV and Parquet, against pandera in a throwaway venv.
 bench-data:
     ./scripts/bench-data.sh 1000000
+
+# Training: logistic regression and boosted trees on 1M x 20 against scikit-learn and LightGBM (a throwaway venv).
+bench-train:
+    ./scripts/bench-train.sh 1000000

@@ -230,6 +230,10 @@ pub enum Algorithm {
     /// `tol` (default 1e-8).
     #[default]
     LogisticRegression,
+    /// Gradient-boosted decision trees on the log-odds, grown leaf by leaf over histogram bins
+    /// (as LightGBM does). Params: `trees` (100), `learning_rate` (0.1), `num_leaves` (31),
+    /// `max_depth` (0: unlimited), `min_data_in_leaf` (20), `l2` (0), `max_bins` (255).
+    GradientBoosting,
 }
 
 impl Algorithm {
@@ -237,12 +241,30 @@ impl Algorithm {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::LogisticRegression => "logistic_regression",
+            Self::GradientBoosting => "gradient_boosting",
         }
     }
 
     fn known_params(self) -> &'static [&'static str] {
         match self {
             Self::LogisticRegression => &["l2", "max_iter", "tol"],
+            Self::GradientBoosting => {
+                &["trees", "learning_rate", "num_leaves", "max_depth", "min_data_in_leaf", "l2", "max_bins"]
+            }
+        }
+    }
+
+    /// The parameters that must be whole numbers, with their smallest and largest values.
+    fn integer_params(self) -> &'static [(&'static str, f64, f64)] {
+        match self {
+            Self::LogisticRegression => &[("max_iter", 1.0, 10_000.0)],
+            Self::GradientBoosting => &[
+                ("trees", 1.0, 100_000.0),
+                ("num_leaves", 2.0, 65_536.0),
+                ("max_depth", 0.0, 64.0),
+                ("min_data_in_leaf", 1.0, 1e9),
+                ("max_bins", 2.0, 256.0),
+            ],
         }
     }
 }
@@ -450,6 +472,14 @@ impl PipelineSpec {
             }
             if !v.is_finite() || *v < 0.0 {
                 return bad(format!("`training.params.{k}` must be a finite non-negative number"));
+            }
+            if let Some((_, lo, hi)) = self.training.algorithm.integer_params().iter().find(|(n, _, _)| n == k)
+                && (v.fract() != 0.0 || v < lo || v > hi)
+            {
+                return bad(format!("`training.params.{k}` must be a whole number in [{lo}, {hi}], got {v}"));
+            }
+            if k == "learning_rate" && !(*v > 0.0 && *v <= 1.0) {
+                return bad(format!("`training.params.learning_rate` must be in (0, 1], got {v}"));
             }
         }
         for g in &self.gates {

@@ -3,6 +3,7 @@
 //! durable pull consumer. A job trains the pipeline's model on its datasets with a seeded holdout
 //! split and puts a self-describing artifact in the `models` bucket, then publishes `model.trained`.
 
+pub mod gbt;
 pub mod logistic;
 pub mod policy;
 pub mod train;

@@ -8,7 +8,7 @@ use mlops_data::{DatasetError, read_datasets};
 use mlops_shared::model::{Artifact, FORMAT, Manifest, Parameters, Preprocessor, ReferenceProfile, holdout_split};
 use mlops_shared::spec::{Algorithm, PipelineSpec};
 
-use crate::logistic;
+use crate::{gbt, logistic};
 
 /// Why training could not run.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,22 @@ pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trai
             };
             let fit = logistic::fit(&x, preprocessing.width(), y, params);
             Parameters::Logistic { intercept: fit.intercept, weights: fit.weights }
+        }
+        Algorithm::GradientBoosting => {
+            let d = gbt::Params::default();
+            let get = |k: &str, default: f64| t.params.get(k).copied().unwrap_or(default);
+            // The spec check keeps the whole-number parameters whole and in range.
+            let params = gbt::Params {
+                trees: get("trees", f64::from(d.trees)) as u32,
+                learning_rate: get("learning_rate", d.learning_rate),
+                num_leaves: get("num_leaves", f64::from(d.num_leaves)) as u32,
+                max_depth: get("max_depth", f64::from(d.max_depth)) as u32,
+                min_data_in_leaf: get("min_data_in_leaf", f64::from(d.min_data_in_leaf)) as u32,
+                l2: get("l2", d.l2),
+                max_bins: get("max_bins", f64::from(d.max_bins)) as u32,
+            };
+            let fit = gbt::fit(&x, preprocessing.width(), y, params, |_| {});
+            Parameters::GradientBoosting { base_score: fit.base_score, trees: fit.trees }
         }
     };
     let mut artifact = Artifact {
@@ -118,6 +134,41 @@ target: {name: y}
         let mut other_seed = spec.clone();
         other_seed.training.seed = 7;
         assert_ne!(train(&other_seed, &ds).unwrap().artifact.to_bytes(), a.to_bytes());
+    }
+
+    #[test]
+    fn gradient_boosting_trains_serves_and_reproduces_through_the_artifact() {
+        let spec = PipelineSpec::from_yaml(&format!(
+            "{SPEC}training: {{algorithm: gradient_boosting, params: {{trees: 40, num_leaves: 8, min_data_in_leaf: 5}}}}\n"
+        ))
+        .unwrap();
+        let ds = vec![("d1".to_string(), data(800, false))];
+        let a = train(&spec, &ds).unwrap().artifact;
+        assert_eq!(a.to_bytes(), train(&spec, &ds).unwrap().artifact.to_bytes());
+        assert_eq!(a.manifest.algorithm, "gradient_boosting");
+        assert!(a.manifest.metrics["roc_auc"] > 0.95, "{:?}", a.manifest.metrics);
+        let Parameters::GradientBoosting { trees, .. } = &a.parameters else { panic!("not boosted trees") };
+        assert_eq!(trees.len(), 40);
+        // What serving loads is what training wrote, and it predicts the same.
+        let bytes = a.to_bytes();
+        let loaded = Artifact::from_verified_bytes(&bytes, &mlops_shared::ids::Sha256::of(&bytes)).unwrap();
+        let row = [mlops_shared::table::Value::Num(2.0), mlops_shared::table::Value::Cat("a".into())];
+        assert_eq!(loaded.predict(&row), a.predict(&row));
+        assert!(a.predict(&row).positive);
+    }
+
+    #[test]
+    fn bad_training_parameters_are_refused_by_the_spec() {
+        for (params, expected) in [
+            ("{trees: 2.5}", "`training.params.trees` must be a whole number"),
+            ("{num_leaves: 1}", "`training.params.num_leaves` must be a whole number in [2, 65536]"),
+            ("{learning_rate: 0}", "`training.params.learning_rate` must be in (0, 1]"),
+            ("{max_iter: 3}", "not a parameter of gradient_boosting"),
+        ] {
+            let text = format!("{SPEC}training: {{algorithm: gradient_boosting, params: {params}}}\n");
+            let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{params}: {err}");
+        }
     }
 
     #[test]

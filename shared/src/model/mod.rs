@@ -6,6 +6,7 @@
 mod preprocess;
 mod profile;
 mod split;
+mod trees;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use preprocess::{FeatureTransform, Preprocessor};
 pub use profile::{FeatureProfile, ReferenceProfile, bin_index};
 pub use split::holdout_split;
+pub use trees::Tree;
 
 use crate::ids::Sha256;
 use crate::spec::{FeatureSpec, TargetSpec};
@@ -61,6 +63,8 @@ pub struct Manifest {
 pub enum Parameters {
     /// p(positive) = sigmoid(intercept + weights · x), x the preprocessed feature vector.
     Logistic { intercept: f64, weights: Vec<f64> },
+    /// p(positive) = sigmoid(base_score + Σ tree(x)): gradient-boosted trees on the log-odds.
+    GradientBoosting { base_score: f64, trees: Vec<Tree> },
 }
 
 /// A complete model artifact.
@@ -107,12 +111,24 @@ impl Artifact {
         if self.preprocessing.transforms.len() != self.manifest.features.len() {
             return bad("preprocessing does not cover every feature".into());
         }
-        let Parameters::Logistic { weights, intercept } = &self.parameters;
-        if weights.len() != self.preprocessing.width() {
-            return bad(format!("{} weights for {} inputs", weights.len(), self.preprocessing.width()));
-        }
-        if !intercept.is_finite() || weights.iter().any(|w| !w.is_finite()) {
-            return bad("non-finite parameters".into());
+        let width = self.preprocessing.width();
+        match &self.parameters {
+            Parameters::Logistic { weights, intercept } => {
+                if weights.len() != width {
+                    return bad(format!("{} weights for {width} inputs", weights.len()));
+                }
+                if !intercept.is_finite() || weights.iter().any(|w| !w.is_finite()) {
+                    return bad("non-finite parameters".into());
+                }
+            }
+            Parameters::GradientBoosting { base_score, trees } => {
+                if !base_score.is_finite() {
+                    return bad("non-finite base score".into());
+                }
+                for t in trees {
+                    t.check(width).map_err(ArtifactError::Invalid)?;
+                }
+            }
         }
         Ok(())
     }
@@ -126,8 +142,14 @@ impl Artifact {
 
     /// Predicts from an already preprocessed feature vector.
     pub fn predict_vector(&self, x: &[f64]) -> Prediction {
-        let Parameters::Logistic { intercept, weights } = &self.parameters;
-        let z = intercept + weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>();
+        let z = match &self.parameters {
+            Parameters::Logistic { intercept, weights } => {
+                intercept + weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>()
+            }
+            Parameters::GradientBoosting { base_score, trees } => {
+                base_score + trees.iter().map(|t| t.eval(x)).sum::<f64>()
+            }
+        };
         let score = sigmoid(z);
         Prediction { score, positive: score >= 0.5 }
     }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# bench-train: logistic regression and gradient-boosted trees (100 trees) on 800k x 20 training
+# rows, AUC on 200k test rows; ours, scikit-learn's LogisticRegression and LightGBM in a throwaway
+# venv, on the same files and inputs, in turns, in the same run. Only the fit is timed.
+set -euo pipefail
+rows=${1:-1000000}
+work=${MLOPS_BENCH_DIR:-/tmp/mlops-bench}
+venv="$work/venv"
+mkdir -p "$work"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet pandas numpy scikit-learn lightgbm
+"$venv/bin/python" bench/train_gen.py "$rows" "$work"
+cargo bench -p mlops-trainer --bench train --no-run --quiet
+for model in logistic gbt; do
+    peer=$([ "$model" = gbt ] && echo lightgbm || echo logistic)
+    for round in 1 2; do
+        echo -n "mlops   ($round): "; cargo bench -p mlops-trainer --bench train --quiet -- "$work/train-spec.yaml" "$work/train.csv" "$work/test.csv" "$model"
+        echo -n "peer    ($round): "; "$venv/bin/python" bench/train_peers.py "$work" "$peer"
+    done
+done

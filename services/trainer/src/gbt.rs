@@ -1,0 +1,446 @@
+//! Gradient-boosted decision trees for binary classification (log-loss), written here rather than
+//! taken from a crate.
+//!
+//! The method is LightGBM's: every input is cut into at most 255 bins once, each tree is grown
+//! leaf by leaf (always splitting the leaf whose best split gains most) from per-leaf histograms of
+//! gradient and hessian sums, and a child's histogram is the parent's minus its sibling's, so only
+//! the smaller child is ever counted. Leaves are Newton steps, `-G / (H + l2)`, shrunk by the
+//! learning rate.
+//!
+//! Why not a crate: forust-ml and perpetual are fine libraries but each run must be bit-identical
+//! on any worker, and here every sum has a fixed order (rows in index order, features split over
+//! threads whole, ties broken by the lowest feature, bin and leaf), so the same inputs and
+//! parameters give the same trees everywhere. Nothing is sampled, so there is no seed to carry.
+
+use mlops_shared::model::{Tree, sigmoid};
+
+/// Hyper-parameters (LightGBM's defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    pub trees: u32,
+    pub learning_rate: f64,
+    pub num_leaves: u32,
+    /// 0 for unlimited.
+    pub max_depth: u32,
+    pub min_data_in_leaf: u32,
+    pub l2: f64,
+    pub max_bins: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            trees: 100,
+            learning_rate: 0.1,
+            num_leaves: 31,
+            max_depth: 0,
+            min_data_in_leaf: 20,
+            l2: 0.0,
+            max_bins: 255,
+        }
+    }
+}
+
+/// A fitted ensemble.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit {
+    pub base_score: f64,
+    pub trees: Vec<Tree>,
+}
+
+/// Rows used to place the bin edges of a large input (a strided, deterministic sample).
+const BIN_SAMPLE: usize = 200_000;
+const MIN_HESSIAN: f64 = 1e-3;
+
+/// Fits on `x` (row-major, `d` columns) and 0/1 labels `y`. `progress` hears of each finished tree.
+pub fn fit(x: &[f64], d: usize, y: &[f64], p: Params, mut progress: impl FnMut(u32)) -> Fit {
+    let n = y.len();
+    debug_assert_eq!(x.len(), n * d);
+    let bins = Binned::new(x, n, d, p.max_bins.clamp(2, 256) as usize);
+    let mean = (y.iter().sum::<f64>() / n.max(1) as f64).clamp(1e-12, 1.0 - 1e-12);
+    let base_score = (mean / (1.0 - mean)).ln();
+    let mut score = vec![base_score; n];
+    let mut grad = vec![0.0; n];
+    let mut hess = vec![0.0; n];
+    let mut trees = Vec::with_capacity(p.trees as usize);
+    let mut grower = Grower::new(&bins, p);
+    for t in 0..p.trees {
+        for i in 0..n {
+            let prob = sigmoid(score[i]);
+            grad[i] = prob - y[i];
+            hess[i] = (prob * (1.0 - prob)).max(1e-16);
+        }
+        let tree = grower.grow(&grad, &hess, &mut score);
+        trees.push(tree);
+        progress(t + 1);
+    }
+    Fit { base_score, trees }
+}
+
+/// Every input cut into bins: `codes[j]` holds each row's bin of input `j`; bin `b` holds values
+/// up to `edges[j][b]` (and above `edges[j][b - 1]`).
+struct Binned {
+    n: usize,
+    codes: Vec<Vec<u8>>,
+    edges: Vec<Vec<f64>>,
+}
+
+impl Binned {
+    fn new(x: &[f64], n: usize, d: usize, max_bins: usize) -> Self {
+        let stride = n.div_ceil(BIN_SAMPLE).max(1);
+        let mut codes = Vec::with_capacity(d);
+        let mut edges = Vec::with_capacity(d);
+        for j in 0..d {
+            let mut sample: Vec<f64> = (0..n).step_by(stride).map(|i| x[i * d + j]).collect();
+            sample.sort_by(f64::total_cmp);
+            let e = bin_edges(&sample, max_bins);
+            codes.push((0..n).map(|i| e.partition_point(|t| *t < x[i * d + j]) as u8).collect());
+            edges.push(e);
+        }
+        Self { n, codes, edges }
+    }
+
+    fn bins(&self, j: usize) -> usize {
+        self.edges[j].len() + 1
+    }
+}
+
+/// Upper edges (all but the last bin's) that cut sorted `values` into at most `max_bins` bins of
+/// about equal counts, each edge halfway between two distinct values.
+fn bin_edges(sorted: &[f64], max_bins: usize) -> Vec<f64> {
+    let mut distinct: Vec<(f64, usize)> = Vec::new();
+    for &v in sorted {
+        match distinct.last_mut() {
+            Some((last, c)) if *last == v => *c += 1,
+            _ => distinct.push((v, 1)),
+        }
+    }
+    if distinct.len() <= max_bins {
+        return distinct.windows(2).map(|w| w[0].0 + (w[1].0 - w[0].0) / 2.0).collect();
+    }
+    let per_bin = sorted.len() as f64 / max_bins as f64;
+    let mut edges = Vec::with_capacity(max_bins - 1);
+    let mut seen = 0usize;
+    for w in distinct.windows(2) {
+        seen += w[0].1;
+        if seen as f64 >= per_bin * (edges.len() + 1) as f64 && edges.len() + 1 < max_bins {
+            edges.push(w[0].0 + (w[1].0 - w[0].0) / 2.0);
+        }
+    }
+    edges
+}
+
+/// Gradient and hessian sums and a row count, per bin.
+#[derive(Clone, Copy, Default)]
+struct Bin {
+    g: f64,
+    h: f64,
+    n: u32,
+}
+
+/// The best split of a leaf.
+#[derive(Clone, Copy)]
+struct Split {
+    gain: f64,
+    feature: usize,
+    bin: usize,
+}
+
+/// A leaf being grown: its rows are `rows[start..end]`.
+struct Leaf {
+    start: usize,
+    end: usize,
+    depth: u32,
+    g: f64,
+    h: f64,
+    hist: Vec<Bin>,
+    best: Option<Split>,
+    /// Where the tree points at this leaf: the internal node and side, or none for the root.
+    parent: Option<(usize, bool)>,
+}
+
+struct Grower<'b> {
+    bins: &'b Binned,
+    p: Params,
+    /// Row indices, grouped by leaf.
+    rows: Vec<u32>,
+    scratch: Vec<u32>,
+    /// Where each input's bins start in a leaf histogram.
+    offsets: Vec<usize>,
+    width: usize,
+}
+
+impl<'b> Grower<'b> {
+    fn new(bins: &'b Binned, p: Params) -> Self {
+        let mut offsets = Vec::with_capacity(bins.codes.len());
+        let mut width = 0;
+        for j in 0..bins.codes.len() {
+            offsets.push(width);
+            width += bins.bins(j);
+        }
+        Self { bins, p, rows: Vec::new(), scratch: Vec::new(), offsets, width }
+    }
+
+    /// Grows one tree on `grad`/`hess` and adds its output to `score`.
+    fn grow(&mut self, grad: &[f64], hess: &[f64], score: &mut [f64]) -> Tree {
+        let n = self.bins.n;
+        self.rows.clear();
+        self.rows.extend(0..n as u32);
+        let mut root = Leaf {
+            start: 0,
+            end: n,
+            depth: 0,
+            g: grad.iter().sum(),
+            h: hess.iter().sum(),
+            hist: self.histogram(0, n, grad, hess),
+            best: None,
+            parent: None,
+        };
+        root.best = self.best_split(&root);
+        let mut leaves = vec![root];
+        let mut tree = Tree { feature: vec![], threshold: vec![], left: vec![], right: vec![], leaf: vec![] };
+        while leaves.len() < self.p.num_leaves as usize {
+            // The leaf with the largest gain; ties go to the oldest leaf.
+            let Some((at, split)) = leaves.iter().enumerate().filter_map(|(i, l)| l.best.map(|s| (i, s))).fold(
+                None,
+                |best: Option<(usize, Split)>, (i, s)| match best {
+                    Some((_, b)) if b.gain >= s.gain => best,
+                    _ => Some((i, s)),
+                },
+            ) else {
+                break;
+            };
+            let (left, right) = self.split(&mut leaves[at], split, grad, hess, &mut tree);
+            leaves[at] = left;
+            leaves.push(right);
+        }
+        // Leaf values, and each row's score moved by its leaf.
+        tree.leaf = vec![0.0; leaves.len()];
+        for (i, leaf) in leaves.iter().enumerate() {
+            let value = -self.p.learning_rate * leaf.g / (leaf.h + self.p.l2);
+            tree.leaf[i] = value;
+            let reference = !(i as i32);
+            match leaf.parent {
+                Some((node, true)) => tree.left[node] = reference,
+                Some((node, false)) => tree.right[node] = reference,
+                None => {}
+            }
+            for &r in &self.rows[leaf.start..leaf.end] {
+                score[r as usize] += value;
+            }
+        }
+        tree
+    }
+
+    /// Splits `leaf` as `split` says: a new internal node, and the two children with their
+    /// histograms (the smaller child's counted, the other's by subtraction) and best splits.
+    fn split(&mut self, leaf: &mut Leaf, split: Split, grad: &[f64], hess: &[f64], tree: &mut Tree) -> (Leaf, Leaf) {
+        let node = tree.feature.len();
+        tree.feature.push(split.feature as u32);
+        tree.threshold.push(self.bins.edges[split.feature][split.bin]);
+        tree.left.push(0);
+        tree.right.push(0);
+        match leaf.parent {
+            Some((parent, true)) => tree.left[parent] = node as i32,
+            Some((parent, false)) => tree.right[parent] = node as i32,
+            None => {}
+        }
+        // A stable partition: rows keep their order within each child.
+        let codes = &self.bins.codes[split.feature];
+        let (start, end) = (leaf.start, leaf.end);
+        self.scratch.clear();
+        let mut write = start;
+        for i in start..end {
+            let r = self.rows[i];
+            if codes[r as usize] as usize <= split.bin {
+                self.rows[write] = r;
+                write += 1;
+            } else {
+                self.scratch.push(r);
+            }
+        }
+        self.rows[write..end].copy_from_slice(&self.scratch);
+        let mid = write;
+        let (gl, hl) = sums(&self.rows[start..mid], grad, hess);
+        let child = |start, end, g, h, left| Leaf {
+            start,
+            end,
+            depth: leaf.depth + 1,
+            g,
+            h,
+            hist: Vec::new(),
+            best: None,
+            parent: Some((node, left)),
+        };
+        let mut l = child(start, mid, gl, hl, true);
+        let mut r = child(mid, end, leaf.g - gl, leaf.h - hl, false);
+        let parent_hist = std::mem::take(&mut leaf.hist);
+        let (small, large) = if mid - start <= end - mid { (&mut l, &mut r) } else { (&mut r, &mut l) };
+        small.hist = self.histogram(small.start, small.end, grad, hess);
+        large.hist = parent_hist;
+        for (p, s) in large.hist.iter_mut().zip(&small.hist) {
+            p.g -= s.g;
+            p.h -= s.h;
+            p.n -= s.n;
+        }
+        let max_depth = self.p.max_depth;
+        for c in [&mut l, &mut r] {
+            if max_depth == 0 || c.depth < max_depth {
+                c.best = self.best_split(c);
+            }
+        }
+        (l, r)
+    }
+
+    /// The histogram of rows `rows[start..end]`, inputs split over two threads when it is big.
+    fn histogram(&self, start: usize, end: usize, grad: &[f64], hess: &[f64]) -> Vec<Bin> {
+        let mut hist = vec![Bin::default(); self.width];
+        let rows = &self.rows[start..end];
+        let d = self.bins.codes.len();
+        let fill = |features: std::ops::Range<usize>, out: &mut [Bin], base: usize| {
+            for j in features {
+                let codes = &self.bins.codes[j];
+                let h = &mut out[self.offsets[j] - base..self.offsets[j] - base + self.bins.bins(j)];
+                for &r in rows {
+                    let r = r as usize;
+                    let b = &mut h[codes[r] as usize];
+                    b.g += grad[r];
+                    b.h += hess[r];
+                    b.n += 1;
+                }
+            }
+        };
+        if rows.len() < 20_000 || d < 2 {
+            fill(0..d, &mut hist, 0);
+        } else {
+            let half = d / 2;
+            let (a, b) = hist.split_at_mut(self.offsets[half]);
+            let base = self.offsets[half];
+            std::thread::scope(|s| {
+                s.spawn(move || fill(half..d, b, base));
+                fill(0..half, a, 0);
+            });
+        }
+        hist
+    }
+
+    /// The split of `leaf` that gains most, if any gains and leaves both sides big enough.
+    fn best_split(&self, leaf: &Leaf) -> Option<Split> {
+        let (l2, min_n) = (self.p.l2, self.p.min_data_in_leaf);
+        let n = (leaf.end - leaf.start) as u32;
+        if n < 2 * min_n {
+            return None;
+        }
+        let parent = leaf.g * leaf.g / (leaf.h + l2);
+        let mut best: Option<Split> = None;
+        for j in 0..self.bins.codes.len() {
+            let hist = &leaf.hist[self.offsets[j]..self.offsets[j] + self.bins.bins(j)];
+            let (mut g, mut h, mut c) = (0.0, 0.0, 0u32);
+            for (b, bin) in hist[..hist.len() - 1].iter().enumerate() {
+                g += bin.g;
+                h += bin.h;
+                c += bin.n;
+                if c < min_n {
+                    continue;
+                }
+                if n - c < min_n {
+                    break;
+                }
+                let (gr, hr) = (leaf.g - g, leaf.h - h);
+                if h < MIN_HESSIAN || hr < MIN_HESSIAN {
+                    continue;
+                }
+                let gain = g * g / (h + l2) + gr * gr / (hr + l2) - parent;
+                if gain > 1e-12 && best.is_none_or(|s| gain > s.gain) {
+                    best = Some(Split { gain, feature: j, bin: b });
+                }
+            }
+        }
+        best
+    }
+}
+
+fn sums(rows: &[u32], grad: &[f64], hess: &[f64]) -> (f64, f64) {
+    rows.iter().fold((0.0, 0.0), |(g, h), &r| (g + grad[r as usize], h + hess[r as usize]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A non-linear problem a linear model cannot solve: the label is 1 inside a ring.
+    fn ring(n: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let mut x = Vec::with_capacity(n * 3);
+        let mut y = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (a, b, noise) = (next(), next(), next());
+            x.extend([a, b, noise]);
+            let r = (a * a + b * b).sqrt();
+            y.push(if (0.3..0.7).contains(&r) { 1.0 } else { 0.0 });
+        }
+        (x, y)
+    }
+
+    fn accuracy(fit: &Fit, x: &[f64], y: &[f64], d: usize) -> f64 {
+        let right = y
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| {
+                let z = fit.base_score + fit.trees.iter().map(|tr| tr.eval(&x[i * d..(i + 1) * d])).sum::<f64>();
+                (sigmoid(z) >= 0.5) == (**t == 1.0)
+            })
+            .count();
+        right as f64 / y.len() as f64
+    }
+
+    #[test]
+    fn learns_a_non_linear_boundary_and_generalises() {
+        let (x, y) = ring(4000, 1);
+        let mut seen = 0;
+        let fit = fit(&x, 3, &y, Params { trees: 60, ..Params::default() }, |t| seen = t);
+        assert_eq!(seen, 60);
+        let (tx, ty) = ring(2000, 2);
+        let acc = accuracy(&fit, &tx, &ty, 3);
+        assert!(acc > 0.93, "held-out accuracy {acc}");
+        for t in &fit.trees {
+            assert_eq!(t.check(3), Ok(()));
+            assert!(t.leaf.len() <= 31);
+        }
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_trees() {
+        let (x, y) = ring(30_000, 3);
+        let p = Params { trees: 5, ..Params::default() };
+        assert_eq!(fit(&x, 3, &y, p, |_| {}), fit(&x, 3, &y, p, |_| {}));
+    }
+
+    #[test]
+    fn limits_hold_depth_leaves_and_leaf_size() {
+        let (x, y) = ring(3000, 4);
+        let shallow = fit(&x, 3, &y, Params { trees: 3, max_depth: 2, ..Params::default() }, |_| {});
+        assert!(shallow.trees.iter().all(|t| t.leaf.len() <= 4));
+        let few = fit(&x, 3, &y, Params { trees: 3, num_leaves: 5, ..Params::default() }, |_| {});
+        assert!(few.trees.iter().all(|t| t.leaf.len() <= 5));
+        let big_leaves = fit(&x, 3, &y, Params { trees: 1, min_data_in_leaf: 1000, ..Params::default() }, |_| {});
+        assert!(big_leaves.trees[0].leaf.len() <= 3);
+        // One class only: no split gains anything; every tree is a single leaf.
+        let flat = fit(&x, 3, &vec![1.0; 3000], Params { trees: 2, ..Params::default() }, |_| {});
+        assert!(flat.trees.iter().all(|t| t.feature.is_empty()));
+    }
+
+    #[test]
+    fn bin_edges_cut_between_distinct_values() {
+        assert_eq!(bin_edges(&[1.0, 1.0, 2.0, 4.0], 255), vec![1.5, 3.0]);
+        let many: Vec<f64> = (0..1000).map(f64::from).collect();
+        let e = bin_edges(&many, 10);
+        assert_eq!(e.len(), 9);
+        assert!(e.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(e[0], 99.5);
+    }
+}
