@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
                 (secs, xt.chunks(d).map(score).collect())
             }
             "gbt" => {
-                let fit = gbt::fit(&x, d, y, gbt::Params::default(), |_| {});
+                let fit = gbt::fit(&x, d, y, &pre.one_hot_groups(), gbt::Params::default(), |_| {});
                 let secs = started.elapsed().as_secs_f64();
                 let score =
                     |r: &[f64]| sigmoid(fit.base_score + fit.trees.iter().map(|t: &Tree| t.eval(r)).sum::<f64>());

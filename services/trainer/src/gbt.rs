@@ -12,6 +12,8 @@
 //! threads whole, ties broken by the lowest feature, bin and leaf), so the same inputs and
 //! parameters give the same trees everywhere. Nothing is sampled, so there is no seed to carry.
 
+use std::ops::Range;
+
 use mlops_shared::model::{Tree, sigmoid};
 
 /// Hyper-parameters (LightGBM's defaults).
@@ -52,11 +54,15 @@ pub struct Fit {
 const BIN_SAMPLE: usize = 200_000;
 const MIN_HESSIAN: f64 = 1e-3;
 
-/// Fits on `x` (row-major, `d` columns) and 0/1 labels `y`. `progress` hears of each finished tree.
-pub fn fit(x: &[f64], d: usize, y: &[f64], p: Params, mut progress: impl FnMut(u32)) -> Fit {
+/// Fits on `x` (row-major, `d` columns) and 0/1 labels `y`. `one_hot` names the column ranges that
+/// one-hot encode one feature (at most one 1 per row): each is binned as one input whose bins are
+/// its categories, LightGBM's exclusive feature bundling, which counts a row once per feature
+/// instead of once per category and splits exactly as on the separate columns. `progress` hears
+/// of each finished tree.
+pub fn fit(x: &[f64], d: usize, y: &[f64], one_hot: &[Range<usize>], p: Params, mut progress: impl FnMut(u32)) -> Fit {
     let n = y.len();
     debug_assert_eq!(x.len(), n * d);
-    let bins = Binned::new(x, n, d, p.max_bins.clamp(2, 256) as usize);
+    let bins = Binned::new(x, n, d, one_hot, p.max_bins.clamp(2, 256) as usize);
     let mean = (y.iter().sum::<f64>() / n.max(1) as f64).clamp(1e-12, 1.0 - 1e-12);
     let base_score = (mean / (1.0 - mean)).ln();
     let mut score = vec![base_score; n];
@@ -77,31 +83,71 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], p: Params, mut progress: impl FnMut(u
     Fit { base_score, trees }
 }
 
-/// Every input cut into bins: `codes[j]` holds each row's bin of input `j`; bin `b` holds values
-/// up to `edges[j][b]` (and above `edges[j][b - 1]`).
+/// How a binned input maps to the model's columns.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Unit {
+    /// One numeric column; bin `b` holds values up to `edges[b]`.
+    Numeric { column: usize },
+    /// `len` one-hot columns from `first`; bin `k < len` is "column `first + k` is 1", bin `len`
+    /// is "none is".
+    OneHot { first: usize, len: usize },
+}
+
+/// Every input cut into bins: `codes[u]` holds each row's bin of unit `u`.
 struct Binned {
     n: usize,
+    units: Vec<Unit>,
     codes: Vec<Vec<u8>>,
+    /// Numeric units' upper bin edges (empty for one-hot units).
     edges: Vec<Vec<f64>>,
 }
 
 impl Binned {
-    fn new(x: &[f64], n: usize, d: usize, max_bins: usize) -> Self {
+    fn new(x: &[f64], n: usize, d: usize, one_hot: &[Range<usize>], max_bins: usize) -> Self {
         let stride = n.div_ceil(BIN_SAMPLE).max(1);
-        let mut codes = Vec::with_capacity(d);
-        let mut edges = Vec::with_capacity(d);
-        for j in 0..d {
+        let (mut units, mut codes, mut edges) = (Vec::new(), Vec::new(), Vec::new());
+        let mut j = 0;
+        while j < d {
+            if let Some(g) = one_hot.iter().find(|g| g.start == j && g.len() < 256 && g.end <= d) {
+                let len = g.len();
+                codes.push((0..n).map(|i| (0..len).find(|&k| x[i * d + j + k] > 0.5).unwrap_or(len) as u8).collect());
+                units.push(Unit::OneHot { first: j, len });
+                edges.push(Vec::new());
+                j = g.end;
+                continue;
+            }
             let mut sample: Vec<f64> = (0..n).step_by(stride).map(|i| x[i * d + j]).collect();
             sample.sort_by(f64::total_cmp);
             let e = bin_edges(&sample, max_bins);
             codes.push((0..n).map(|i| e.partition_point(|t| *t < x[i * d + j]) as u8).collect());
+            units.push(Unit::Numeric { column: j });
             edges.push(e);
+            j += 1;
         }
-        Self { n, codes, edges }
+        Self { n, units, codes, edges }
     }
 
-    fn bins(&self, j: usize) -> usize {
-        self.edges[j].len() + 1
+    fn bins(&self, u: usize) -> usize {
+        match self.units[u] {
+            Unit::Numeric { .. } => self.edges[u].len() + 1,
+            Unit::OneHot { len, .. } => len + 1,
+        }
+    }
+
+    /// Whether a row with bin `code` of unit `u` goes left of a split at `bin`.
+    fn goes_left(&self, u: usize, bin: usize, code: u8) -> bool {
+        match self.units[u] {
+            Unit::Numeric { .. } => code as usize <= bin,
+            Unit::OneHot { .. } => code as usize != bin,
+        }
+    }
+
+    /// The tree node for a split of unit `u` at `bin`: the column and the threshold.
+    fn node(&self, u: usize, bin: usize) -> (u32, f64) {
+        match self.units[u] {
+            Unit::Numeric { column } => (column as u32, self.edges[u][bin]),
+            Unit::OneHot { first, .. } => ((first + bin) as u32, 0.5),
+        }
     }
 }
 
@@ -165,6 +211,8 @@ struct Grower<'b> {
     /// Row indices, grouped by leaf.
     rows: Vec<u32>,
     scratch: Vec<u32>,
+    /// The gradient and hessian of a leaf's rows, in the leaf's row order.
+    ordered: Vec<(f64, f64)>,
     /// Where each input's bins start in a leaf histogram.
     offsets: Vec<usize>,
     width: usize,
@@ -172,13 +220,13 @@ struct Grower<'b> {
 
 impl<'b> Grower<'b> {
     fn new(bins: &'b Binned, p: Params) -> Self {
-        let mut offsets = Vec::with_capacity(bins.codes.len());
+        let mut offsets = Vec::with_capacity(bins.units.len());
         let mut width = 0;
         for j in 0..bins.codes.len() {
             offsets.push(width);
             width += bins.bins(j);
         }
-        Self { bins, p, rows: Vec::new(), scratch: Vec::new(), offsets, width }
+        Self { bins, p, rows: Vec::new(), scratch: Vec::new(), ordered: Vec::new(), offsets, width }
     }
 
     /// Grows one tree on `grad`/`hess` and adds its output to `score`.
@@ -236,8 +284,9 @@ impl<'b> Grower<'b> {
     /// histograms (the smaller child's counted, the other's by subtraction) and best splits.
     fn split(&mut self, leaf: &mut Leaf, split: Split, grad: &[f64], hess: &[f64], tree: &mut Tree) -> (Leaf, Leaf) {
         let node = tree.feature.len();
-        tree.feature.push(split.feature as u32);
-        tree.threshold.push(self.bins.edges[split.feature][split.bin]);
+        let (column, threshold) = self.bins.node(split.feature, split.bin);
+        tree.feature.push(column);
+        tree.threshold.push(threshold);
         tree.left.push(0);
         tree.right.push(0);
         match leaf.parent {
@@ -252,7 +301,7 @@ impl<'b> Grower<'b> {
         let mut write = start;
         for i in start..end {
             let r = self.rows[i];
-            if codes[r as usize] as usize <= split.bin {
+            if self.bins.goes_left(split.feature, split.bin, codes[r as usize]) {
                 self.rows[write] = r;
                 write += 1;
             } else {
@@ -293,19 +342,23 @@ impl<'b> Grower<'b> {
     }
 
     /// The histogram of rows `rows[start..end]`, inputs split over two threads when it is big.
-    fn histogram(&self, start: usize, end: usize, grad: &[f64], hess: &[f64]) -> Vec<Bin> {
+    /// The leaf's gradients are gathered into row order first (LightGBM's "ordered gradients"),
+    /// so each input's pass reads them sequentially and only its bin codes at random.
+    fn histogram(&mut self, start: usize, end: usize, grad: &[f64], hess: &[f64]) -> Vec<Bin> {
         let mut hist = vec![Bin::default(); self.width];
         let rows = &self.rows[start..end];
+        self.ordered.clear();
+        self.ordered.extend(rows.iter().map(|&r| (grad[r as usize], hess[r as usize])));
+        let ordered = &self.ordered;
         let d = self.bins.codes.len();
         let fill = |features: std::ops::Range<usize>, out: &mut [Bin], base: usize| {
             for j in features {
                 let codes = &self.bins.codes[j];
                 let h = &mut out[self.offsets[j] - base..self.offsets[j] - base + self.bins.bins(j)];
-                for &r in rows {
-                    let r = r as usize;
-                    let b = &mut h[codes[r] as usize];
-                    b.g += grad[r];
-                    b.h += hess[r];
+                for (&r, &(g, hs)) in rows.iter().zip(ordered) {
+                    let b = &mut h[codes[r as usize] as usize];
+                    b.g += g;
+                    b.h += hs;
                     b.n += 1;
                 }
             }
@@ -333,27 +386,34 @@ impl<'b> Grower<'b> {
         }
         let parent = leaf.g * leaf.g / (leaf.h + l2);
         let mut best: Option<Split> = None;
+        let mut consider = |g: f64, h: f64, c: u32, feature: usize, bin: usize| {
+            let (gr, hr) = (leaf.g - g, leaf.h - h);
+            if c < min_n || n - c < min_n || h < MIN_HESSIAN || hr < MIN_HESSIAN {
+                return;
+            }
+            let gain = g * g / (h + l2) + gr * gr / (hr + l2) - parent;
+            if gain > 1e-12 && best.is_none_or(|s| gain > s.gain) {
+                best = Some(Split { gain, feature, bin });
+            }
+        };
         for j in 0..self.bins.codes.len() {
             let hist = &leaf.hist[self.offsets[j]..self.offsets[j] + self.bins.bins(j)];
+            if let Unit::OneHot { len, .. } = self.bins.units[j] {
+                // Category k against the rest: the rest (its 0 side) goes left, as on its column.
+                for (k, bin) in hist[..len].iter().enumerate() {
+                    consider(leaf.g - bin.g, leaf.h - bin.h, n - bin.n, j, k);
+                }
+                continue;
+            }
             let (mut g, mut h, mut c) = (0.0, 0.0, 0u32);
             for (b, bin) in hist[..hist.len() - 1].iter().enumerate() {
                 g += bin.g;
                 h += bin.h;
                 c += bin.n;
-                if c < min_n {
-                    continue;
-                }
                 if n - c < min_n {
                     break;
                 }
-                let (gr, hr) = (leaf.g - g, leaf.h - h);
-                if h < MIN_HESSIAN || hr < MIN_HESSIAN {
-                    continue;
-                }
-                let gain = g * g / (h + l2) + gr * gr / (hr + l2) - parent;
-                if gain > 1e-12 && best.is_none_or(|s| gain > s.gain) {
-                    best = Some(Split { gain, feature: j, bin: b });
-                }
+                consider(g, h, c, j, b);
             }
         }
         best
@@ -402,7 +462,7 @@ mod tests {
     fn learns_a_non_linear_boundary_and_generalises() {
         let (x, y) = ring(4000, 1);
         let mut seen = 0;
-        let fit = fit(&x, 3, &y, Params { trees: 60, ..Params::default() }, |t| seen = t);
+        let fit = fit(&x, 3, &y, &[], Params { trees: 60, ..Params::default() }, |t| seen = t);
         assert_eq!(seen, 60);
         let (tx, ty) = ring(2000, 2);
         let acc = accuracy(&fit, &tx, &ty, 3);
@@ -417,21 +477,48 @@ mod tests {
     fn the_same_inputs_give_the_same_trees() {
         let (x, y) = ring(30_000, 3);
         let p = Params { trees: 5, ..Params::default() };
-        assert_eq!(fit(&x, 3, &y, p, |_| {}), fit(&x, 3, &y, p, |_| {}));
+        assert_eq!(fit(&x, 3, &y, &[], p, |_| {}), fit(&x, 3, &y, &[], p, |_| {}));
     }
 
     #[test]
     fn limits_hold_depth_leaves_and_leaf_size() {
         let (x, y) = ring(3000, 4);
-        let shallow = fit(&x, 3, &y, Params { trees: 3, max_depth: 2, ..Params::default() }, |_| {});
+        let shallow = fit(&x, 3, &y, &[], Params { trees: 3, max_depth: 2, ..Params::default() }, |_| {});
         assert!(shallow.trees.iter().all(|t| t.leaf.len() <= 4));
-        let few = fit(&x, 3, &y, Params { trees: 3, num_leaves: 5, ..Params::default() }, |_| {});
+        let few = fit(&x, 3, &y, &[], Params { trees: 3, num_leaves: 5, ..Params::default() }, |_| {});
         assert!(few.trees.iter().all(|t| t.leaf.len() <= 5));
-        let big_leaves = fit(&x, 3, &y, Params { trees: 1, min_data_in_leaf: 1000, ..Params::default() }, |_| {});
+        let big_leaves = fit(&x, 3, &y, &[], Params { trees: 1, min_data_in_leaf: 1000, ..Params::default() }, |_| {});
         assert!(big_leaves.trees[0].leaf.len() <= 3);
         // One class only: no split gains anything; every tree is a single leaf.
-        let flat = fit(&x, 3, &vec![1.0; 3000], Params { trees: 2, ..Params::default() }, |_| {});
+        let flat = fit(&x, 3, &vec![1.0; 3000], &[], Params { trees: 2, ..Params::default() }, |_| {});
         assert!(flat.trees.iter().all(|t| t.feature.is_empty()));
+    }
+
+    #[test]
+    fn one_hot_columns_binned_as_one_input_split_as_the_columns_do() {
+        // Two numeric inputs and a 4-category feature, one-hot in columns 2..6; the label depends
+        // on the category and on x0.
+        let (ring_x, _) = ring(5000, 5);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for i in 0..5000 {
+            let (a, b) = (ring_x[i * 3], ring_x[i * 3 + 1]);
+            let cat = i * 7 % 5; // 4 means none of the 4 columns (an unseen category)
+            x.extend([a, b]);
+            x.extend((0..4).map(|k| if k == cat { 1.0 } else { 0.0 }));
+            y.push(if (cat == 1 || cat == 3) == (a > 0.2) { 1.0 } else { 0.0 });
+        }
+        let p = Params { trees: 10, ..Params::default() };
+        let groups = [std::ops::Range { start: 2, end: 6 }];
+        let bundled = fit(&x, 6, &y, &groups, p, |_| {});
+        let separate = fit(&x, 6, &y, &[], p, |_| {});
+        for (b, s) in bundled.trees.iter().zip(&separate.trees) {
+            assert_eq!((&b.feature, &b.threshold), (&s.feature, &s.threshold));
+            for (u, v) in b.leaf.iter().zip(&s.leaf) {
+                assert!((u - v).abs() < 1e-9, "{u} vs {v}");
+            }
+        }
+        assert!(bundled.trees.iter().any(|t| t.feature.iter().any(|f| (2..6).contains(f))));
+        assert!(accuracy(&bundled, &x, &y, 6) > 0.95);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trai
                 l2: get("l2", d.l2),
                 max_bins: get("max_bins", f64::from(d.max_bins)) as u32,
             };
-            let fit = gbt::fit(&x, preprocessing.width(), y, params, |_| {});
+            let fit = gbt::fit(&x, preprocessing.width(), y, &preprocessing.one_hot_groups(), params, |_| {});
             Parameters::GradientBoosting { base_score: fit.base_score, trees: fit.trees }
         }
     };

@@ -63,6 +63,20 @@ impl Preprocessor {
         self.transforms.iter().map(FeatureTransform::width).sum()
     }
 
+    /// The ranges of model inputs that one-hot encode one feature each.
+    pub fn one_hot_groups(&self) -> Vec<std::ops::Range<usize>> {
+        let mut at = 0;
+        let mut groups = Vec::new();
+        for t in &self.transforms {
+            let w = t.width();
+            if matches!(t, FeatureTransform::OneHot { .. }) {
+                groups.push(at..at + w);
+            }
+            at += w;
+        }
+        groups
+    }
+
     /// Appends the model inputs for one row (values in spec order) to `out`.
     pub fn transform_into(&self, row: &[Value], out: &mut Vec<f64>) {
         for (t, v) in self.transforms.iter().zip(row) {
