@@ -299,6 +299,31 @@ async fn rejected_data_never_trains() {
     assert!(format!("{err:#}").contains("empty"), "{err:#}");
 }
 
+/// A pipeline that asks for gradient-boosted trees gets them, through the gates, served by the
+/// same shared prediction code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boosted_trees_are_trained_gated_and_served() {
+    let app = TestApp::start().await;
+    let spec = mlops_cli::EXAMPLE_SPEC.replace(
+        "  algorithm: logistic_regression\n  params: {l2: 1.0, max_iter: 50}",
+        "  algorithm: gradient_boosting\n  params: {trees: 50, num_leaves: 15}",
+    );
+    assert!(spec.contains("gradient_boosting"));
+    app.apply(&spec).await;
+    app.upload("churn", &sample::csv(3000, 21, Variant::Normal)).await;
+    promoted(&app, 1).await;
+    let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    assert_eq!(versions[0].algorithm, "gradient_boosting");
+    assert!(versions[0].holdout_metrics.as_ref().unwrap().values["roc_auc"] > 0.7);
+    let contrast = serde_json::json!([
+        {"tenure_months": 1, "monthly_charges": 110, "support_calls": 6, "age": 25, "contract": "month-to-month", "payment_method": "electronic-check"},
+        {"tenure_months": 70, "monthly_charges": 30, "support_calls": 0, "age": 60, "contract": "two-year", "payment_method": "card"},
+    ]);
+    let body = client::predict(&app.stack.url("deployer"), "churn", &contrast).await.unwrap();
+    let p: Vec<f64> = body["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(p[0] > p[1], "{p:?}");
+}
+
 /// Serving-time data (the serving environment) may lack the label: it is validated, profiled and
 /// catalogued with its schema, and never trained on. An unknown environment is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
