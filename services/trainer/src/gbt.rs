@@ -66,17 +66,24 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], one_hot: &[Range<usize>], p: Params, 
     let mean = (y.iter().sum::<f64>() / n.max(1) as f64).clamp(1e-12, 1.0 - 1e-12);
     let base_score = (mean / (1.0 - mean)).ln();
     let mut score = vec![base_score; n];
-    let mut grad = vec![0.0; n];
-    let mut hess = vec![0.0; n];
+    // Each row's gradient and hessian side by side: a leaf's histogram gathers both at once.
+    let mut gh = vec![(0.0, 0.0); n];
     let mut trees = Vec::with_capacity(p.trees as usize);
     let mut grower = Grower::new(&bins, p);
     for t in 0..p.trees {
-        for i in 0..n {
-            let prob = sigmoid(score[i]);
-            grad[i] = prob - y[i];
-            hess[i] = (prob * (1.0 - prob)).max(1e-16);
-        }
-        let tree = grower.grow(&grad, &hess, &mut score);
+        let half = n / 2;
+        let (a, b) = gh.split_at_mut(half);
+        let gradients = |out: &mut [(f64, f64)], score: &[f64], y: &[f64]| {
+            for ((o, s), t) in out.iter_mut().zip(score).zip(y) {
+                let prob = sigmoid(*s);
+                *o = (prob - t, (prob * (1.0 - prob)).max(1e-16));
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| gradients(b, &score[half..], &y[half..]));
+            gradients(a, &score[..half], &y[..half]);
+        });
+        let tree = grower.grow(&gh, &mut score);
         trees.push(tree);
         progress(t + 1);
     }
@@ -93,11 +100,16 @@ enum Unit {
     OneHot { first: usize, len: usize },
 }
 
-/// Every input cut into bins: `codes[u]` holds each row's bin of unit `u`.
+/// Every input cut into bins: `codes[r * units + u]` is row `r`'s bin of unit `u`. Row-major, as
+/// LightGBM keeps dense bins: a histogram pass reads each row's codes together, and its
+/// gradients once.
 struct Binned {
     n: usize,
     units: Vec<Unit>,
-    codes: Vec<Vec<u8>>,
+    codes: Vec<u8>,
+    /// The same codes column by column (`columns[u][r]`), for partitioning a leaf on one unit:
+    /// one unit's codes stay in cache where rows' would not.
+    columns: Vec<Vec<u8>>,
     /// Numeric units' upper bin edges (empty for one-hot units).
     edges: Vec<Vec<f64>>,
 }
@@ -105,7 +117,7 @@ struct Binned {
 impl Binned {
     fn new(x: &[f64], n: usize, d: usize, one_hot: &[Range<usize>], max_bins: usize) -> Self {
         let stride = n.div_ceil(BIN_SAMPLE).max(1);
-        let (mut units, mut codes, mut edges) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut units, mut codes, mut edges): (_, Vec<Vec<u8>>, _) = (Vec::new(), Vec::new(), Vec::new());
         let mut j = 0;
         while j < d {
             if let Some(g) = one_hot.iter().find(|g| g.start == j && g.len() < 256 && g.end <= d) {
@@ -124,7 +136,14 @@ impl Binned {
             edges.push(e);
             j += 1;
         }
-        Self { n, units, codes, edges }
+        let u = units.len();
+        let mut rows = vec![0u8; n * u];
+        for (j, column) in codes.iter().enumerate() {
+            for (i, &c) in column.iter().enumerate() {
+                rows[i * u + j] = c;
+            }
+        }
+        Self { n, units, codes: rows, columns: codes, edges }
     }
 
     fn bins(&self, u: usize) -> usize {
@@ -176,20 +195,23 @@ fn bin_edges(sorted: &[f64], max_bins: usize) -> Vec<f64> {
     edges
 }
 
-/// Gradient and hessian sums and a row count, per bin.
+/// Gradient and hessian sums, per bin. A side's row count (for `min_data_in_leaf`) is estimated
+/// from its hessian sum, in proportion to the leaf's, as LightGBM does: a count per bin would cost
+/// a third more memory traffic in the hottest loop.
 #[derive(Clone, Copy, Default)]
 struct Bin {
     g: f64,
     h: f64,
-    n: u32,
 }
 
-/// The best split of a leaf.
+/// The best split of a leaf, with its left side's sums.
 #[derive(Clone, Copy)]
 struct Split {
     gain: f64,
     feature: usize,
     bin: usize,
+    g: f64,
+    h: f64,
 }
 
 /// A leaf being grown: its rows are `rows[start..end]`.
@@ -222,15 +244,15 @@ impl<'b> Grower<'b> {
     fn new(bins: &'b Binned, p: Params) -> Self {
         let mut offsets = Vec::with_capacity(bins.units.len());
         let mut width = 0;
-        for j in 0..bins.codes.len() {
+        for j in 0..bins.units.len() {
             offsets.push(width);
             width += bins.bins(j);
         }
         Self { bins, p, rows: Vec::new(), scratch: Vec::new(), ordered: Vec::new(), offsets, width }
     }
 
-    /// Grows one tree on `grad`/`hess` and adds its output to `score`.
-    fn grow(&mut self, grad: &[f64], hess: &[f64], score: &mut [f64]) -> Tree {
+    /// Grows one tree on the gradients and hessians `gh` and adds its output to `score`.
+    fn grow(&mut self, gh: &[(f64, f64)], score: &mut [f64]) -> Tree {
         let n = self.bins.n;
         self.rows.clear();
         self.rows.extend(0..n as u32);
@@ -238,9 +260,9 @@ impl<'b> Grower<'b> {
             start: 0,
             end: n,
             depth: 0,
-            g: grad.iter().sum(),
-            h: hess.iter().sum(),
-            hist: self.histogram(0, n, grad, hess),
+            g: gh.iter().map(|p| p.0).sum(),
+            h: gh.iter().map(|p| p.1).sum(),
+            hist: self.histogram(0, n, gh),
             best: None,
             parent: None,
         };
@@ -258,7 +280,7 @@ impl<'b> Grower<'b> {
             ) else {
                 break;
             };
-            let (left, right) = self.split(&mut leaves[at], split, grad, hess, &mut tree);
+            let (left, right) = self.split(&mut leaves[at], split, gh, &mut tree);
             leaves[at] = left;
             leaves.push(right);
         }
@@ -282,7 +304,7 @@ impl<'b> Grower<'b> {
 
     /// Splits `leaf` as `split` says: a new internal node, and the two children with their
     /// histograms (the smaller child's counted, the other's by subtraction) and best splits.
-    fn split(&mut self, leaf: &mut Leaf, split: Split, grad: &[f64], hess: &[f64], tree: &mut Tree) -> (Leaf, Leaf) {
+    fn split(&mut self, leaf: &mut Leaf, split: Split, gh: &[(f64, f64)], tree: &mut Tree) -> (Leaf, Leaf) {
         let node = tree.feature.len();
         let (column, threshold) = self.bins.node(split.feature, split.bin);
         tree.feature.push(column);
@@ -294,23 +316,24 @@ impl<'b> Grower<'b> {
             Some((parent, false)) => tree.right[parent] = node as i32,
             None => {}
         }
-        // A stable partition: rows keep their order within each child.
-        let codes = &self.bins.codes[split.feature];
+        // A stable partition, without a branch on the data: rows keep their order within each
+        // child.
         let (start, end) = (leaf.start, leaf.end);
+        let codes = &self.bins.columns[split.feature];
         self.scratch.clear();
-        let mut write = start;
+        self.scratch.resize(end - start, 0);
+        let (mut write, mut spill) = (start, 0);
         for i in start..end {
             let r = self.rows[i];
-            if self.bins.goes_left(split.feature, split.bin, codes[r as usize]) {
-                self.rows[write] = r;
-                write += 1;
-            } else {
-                self.scratch.push(r);
-            }
+            let left = self.bins.goes_left(split.feature, split.bin, codes[r as usize]);
+            self.rows[write] = r;
+            self.scratch[spill] = r;
+            write += usize::from(left);
+            spill += usize::from(!left);
         }
-        self.rows[write..end].copy_from_slice(&self.scratch);
+        self.rows[write..end].copy_from_slice(&self.scratch[..spill]);
         let mid = write;
-        let (gl, hl) = sums(&self.rows[start..mid], grad, hess);
+        let (gl, hl) = (split.g, split.h);
         let child = |start, end, g, h, left| Leaf {
             start,
             end,
@@ -325,12 +348,11 @@ impl<'b> Grower<'b> {
         let mut r = child(mid, end, leaf.g - gl, leaf.h - hl, false);
         let parent_hist = std::mem::take(&mut leaf.hist);
         let (small, large) = if mid - start <= end - mid { (&mut l, &mut r) } else { (&mut r, &mut l) };
-        small.hist = self.histogram(small.start, small.end, grad, hess);
+        small.hist = self.histogram(small.start, small.end, gh);
         large.hist = parent_hist;
         for (p, s) in large.hist.iter_mut().zip(&small.hist) {
             p.g -= s.g;
             p.h -= s.h;
-            p.n -= s.n;
         }
         let max_depth = self.p.max_depth;
         for c in [&mut l, &mut r] {
@@ -344,37 +366,54 @@ impl<'b> Grower<'b> {
     /// The histogram of rows `rows[start..end]`, inputs split over two threads when it is big.
     /// The leaf's gradients are gathered into row order first (LightGBM's "ordered gradients"),
     /// so each input's pass reads them sequentially and only its bin codes at random.
-    fn histogram(&mut self, start: usize, end: usize, grad: &[f64], hess: &[f64]) -> Vec<Bin> {
-        let mut hist = vec![Bin::default(); self.width];
+    fn histogram(&mut self, start: usize, end: usize, gh: &[(f64, f64)]) -> Vec<Bin> {
         let rows = &self.rows[start..end];
-        self.ordered.clear();
-        self.ordered.extend(rows.iter().map(|&r| (grad[r as usize], hess[r as usize])));
-        let ordered = &self.ordered;
-        let d = self.bins.codes.len();
-        let fill = |features: std::ops::Range<usize>, out: &mut [Bin], base: usize| {
-            for j in features {
-                let codes = &self.bins.codes[j];
-                let h = &mut out[self.offsets[j] - base..self.offsets[j] - base + self.bins.bins(j)];
-                for (&r, &(g, hs)) in rows.iter().zip(ordered) {
-                    let b = &mut h[codes[r as usize] as usize];
-                    b.g += g;
-                    b.h += hs;
-                    b.n += 1;
-                }
-            }
-        };
-        if rows.len() < 20_000 || d < 2 {
-            fill(0..d, &mut hist, 0);
+        // The root's rows are all rows in order: nothing to gather.
+        let ordered: &[(f64, f64)] = if rows.len() == gh.len() {
+            gh
         } else {
-            let half = d / 2;
-            let (a, b) = hist.split_at_mut(self.offsets[half]);
-            let base = self.offsets[half];
-            std::thread::scope(|s| {
-                s.spawn(move || fill(half..d, b, base));
-                fill(0..half, a, 0);
-            });
+            self.ordered.clear();
+            self.ordered.extend(rows.iter().map(|&r| gh[r as usize]));
+            &self.ordered
+        };
+        let u = self.bins.units.len();
+        let (codes, offsets) = (&self.bins.codes, &self.offsets);
+        // Even and odd rows into two copies, added at the end: consecutive rows landing in the same
+        // bin (common where an input has few bins) do not wait on each other's sums.
+        let fill = |rows: &[u32], ordered: &[(f64, f64)]| -> Vec<Bin> {
+            let mut even = vec![Bin::default(); self.width];
+            let mut odd = vec![Bin::default(); self.width];
+            let add = |hist: &mut [Bin], r: u32, (g, h): (f64, f64)| {
+                let at = r as usize * u;
+                for (&code, &offset) in codes[at..at + u].iter().zip(offsets) {
+                    let b = &mut hist[offset + code as usize];
+                    b.g += g;
+                    b.h += h;
+                }
+            };
+            for (r, p) in rows.chunks_exact(2).zip(ordered.chunks_exact(2)) {
+                add(&mut even, r[0], p[0]);
+                add(&mut odd, r[1], p[1]);
+            }
+            if rows.len() % 2 == 1 {
+                add(&mut even, rows[rows.len() - 1], ordered[rows.len() - 1]);
+            }
+            merge(&mut even, &odd);
+            even
+        };
+        if rows.len() < 20_000 {
+            return fill(rows, ordered);
         }
-        hist
+        // Two fixed halves of the rows on two threads, added in order: the sums do not depend on
+        // the number of cores.
+        let mid = rows.len() / 2;
+        let (mut first, second) = std::thread::scope(|s| {
+            let second = s.spawn(|| fill(&rows[mid..], &ordered[mid..]));
+            let first = fill(&rows[..mid], &ordered[..mid]);
+            (first, second.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+        });
+        merge(&mut first, &second);
+        first
     }
 
     /// The split of `leaf` that gains most, if any gains and leaves both sides big enough.
@@ -385,43 +424,49 @@ impl<'b> Grower<'b> {
             return None;
         }
         let parent = leaf.g * leaf.g / (leaf.h + l2);
+        let per_hessian = f64::from(n) / leaf.h;
+        let rows = |h: f64| ((h * per_hessian).round().max(0.0) as u32).min(n);
         let mut best: Option<Split> = None;
-        let mut consider = |g: f64, h: f64, c: u32, feature: usize, bin: usize| {
+        let mut consider = |g: f64, h: f64, feature: usize, bin: usize| {
             let (gr, hr) = (leaf.g - g, leaf.h - h);
+            let c = rows(h);
             if c < min_n || n - c < min_n || h < MIN_HESSIAN || hr < MIN_HESSIAN {
                 return;
             }
             let gain = g * g / (h + l2) + gr * gr / (hr + l2) - parent;
             if gain > 1e-12 && best.is_none_or(|s| gain > s.gain) {
-                best = Some(Split { gain, feature, bin });
+                best = Some(Split { gain, feature, bin, g, h });
             }
         };
-        for j in 0..self.bins.codes.len() {
+        for j in 0..self.bins.units.len() {
             let hist = &leaf.hist[self.offsets[j]..self.offsets[j] + self.bins.bins(j)];
             if let Unit::OneHot { len, .. } = self.bins.units[j] {
                 // Category k against the rest: the rest (its 0 side) goes left, as on its column.
                 for (k, bin) in hist[..len].iter().enumerate() {
-                    consider(leaf.g - bin.g, leaf.h - bin.h, n - bin.n, j, k);
+                    consider(leaf.g - bin.g, leaf.h - bin.h, j, k);
                 }
                 continue;
             }
-            let (mut g, mut h, mut c) = (0.0, 0.0, 0u32);
+            let (mut g, mut h) = (0.0, 0.0);
             for (b, bin) in hist[..hist.len() - 1].iter().enumerate() {
                 g += bin.g;
                 h += bin.h;
-                c += bin.n;
-                if n - c < min_n {
+                if n - rows(h) < min_n {
                     break;
                 }
-                consider(g, h, c, j, b);
+                consider(g, h, j, b);
             }
         }
         best
     }
 }
 
-fn sums(rows: &[u32], grad: &[f64], hess: &[f64]) -> (f64, f64) {
-    rows.iter().fold((0.0, 0.0), |(g, h), &r| (g + grad[r as usize], h + hess[r as usize]))
+/// Adds `other` into `hist`, bin by bin.
+fn merge(hist: &mut [Bin], other: &[Bin]) {
+    for (a, b) in hist.iter_mut().zip(other) {
+        a.g += b.g;
+        a.h += b.h;
+    }
 }
 
 #[cfg(test)]
