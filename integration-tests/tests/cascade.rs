@@ -471,10 +471,12 @@ async fn two_trainers_train_each_job_once() {
     let mut app = TestApp::start().await;
     app.stack.spawn("trainer", "trainer-2", &[]).await.unwrap();
     app.stack.wait_healthy(T).await.unwrap();
-    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    // Six pipelines, one dataset each: six jobs (jobs of one pipeline would coalesce).
     let jobs = 6;
     for seed in 0..jobs {
-        app.upload("churn", &sample::csv(1500, 100 + seed, Variant::Normal)).await;
+        let name = format!("churn{seed}");
+        app.apply(&mlops_cli::EXAMPLE_SPEC.replace("name: churn\n", &format!("name: {name}\n"))).await;
+        app.upload(&name, &sample::csv(1500, 100 + seed, Variant::Normal)).await;
     }
     let all_trained = wait_until(T, || async {
         let n = app.seen().iter().filter(|s| s.kind == "model.trained").count();
@@ -499,6 +501,49 @@ async fn two_trainers_train_each_job_once() {
     assert_eq!((trained.len(), ids.len()), (jobs as usize, jobs as usize), "{trained:?}");
     assert!(trained.iter().all(|(_, t)| t == "trainer" || t == "trainer-2"), "{trained:?}");
     eprintln!("jobs per trainer: {:?}", trained.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>());
-    let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
-    assert_eq!(versions.len(), jobs as usize);
+    for seed in 0..jobs {
+        let versions = client::models(&app.stack.url("registry"), &format!("churn{seed}")).await.unwrap();
+        assert_eq!(versions.len(), 1);
+    }
+}
+
+/// Jobs queued for one pipeline while no trainer takes them coalesce: the newest replaces the one
+/// waiting, and one training runs, on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_of_a_pipeline_coalesce_into_one() {
+    let mut app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let ds = app.upload("churn", &sample::csv(1500, 61, Variant::Normal)).await;
+    promoted(&app, 1).await;
+    app.stack.kill("trainer").await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bus =
+        mlops_shared::bus::Bus::connect(&mlops_shared::config::NatsArgs::local(&app.stack.nats_url), "test", &shutdown)
+            .await
+            .unwrap();
+    let ctx = mlops_shared::events::EventContext::new_run("burst");
+    for i in 1..=3 {
+        let job = pb::TrainJob {
+            job_id: format!("burst-{i}"),
+            pipeline: "churn".into(),
+            dataset_ids: vec![ds.dataset_id.clone()],
+            reason: pb::TrainReason::NewData as i32,
+            trigger_event_id: String::new(),
+        };
+        bus.publish(&job.job_id, &ctx, &job).await.unwrap();
+    }
+    let jobs = app.js.get_stream("MLOPS_JOBS").await.unwrap().info().await.unwrap().state.messages;
+    assert_eq!(jobs, 1, "three jobs for one pipeline, one queued");
+    app.stack.spawn("trainer", "trainer-2", &[]).await.unwrap();
+    app.wait_event("model.trained", T, |s| matches!(&s.payload, Decoded::Trained(t) if t.job_id == "burst-3")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let trained: Vec<String> = app
+        .seen()
+        .into_iter()
+        .filter_map(|s| match s.payload {
+            Decoded::Trained(t) => Some(t.job_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(trained.len(), 2, "the first model and one for the burst: {trained:?}");
 }

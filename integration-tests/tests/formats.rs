@@ -70,11 +70,20 @@ async fn every_format_and_arrival_reaches_a_model() {
         ("batch.csv.zst", zstd::encode_all(sample::csv(800, 22, Variant::Normal).as_bytes(), 3).unwrap(), "csv"),
         ("batch.parquet", parquet(&sample::customers(800, 23, Variant::Normal)), "parquet"),
     ];
+    // One at a time, each trained before the next arrives: jobs of one pipeline queued together
+    // would coalesce into one.
+    let app = &app;
+    let trained = |n: usize| {
+        wait_until(T, move || async move {
+            (app.seen().iter().filter(|s| s.kind == "model.trained").count() >= n).then_some(())
+        })
+    };
     let mut ids = Vec::new();
-    for (name, bytes, format) in uploads {
+    for (i, (name, bytes, format)) in uploads.into_iter().enumerate() {
         let ds = app.upload_bytes("churn", name, bytes).await;
         assert_eq!(ds.format, format, "{name}");
         ids.push(ds.dataset_id);
+        trained(i + 1).await.unwrap_or_else(|| panic!("{name} was not trained on"));
     }
 
     // JSON Lines dropped in the allowed directory and announced by path, in proto3 JSON.

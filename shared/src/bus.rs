@@ -114,6 +114,11 @@ impl Bus {
                 subjects: vec!["mlops.jobs.>".into()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 duplicate_window: Duration::from_secs(120),
+                // One queued job per pipeline (jobs are `mlops.jobs.train.<pipeline>`): a newer job
+                // replaces one still waiting, so a burst of new data makes one training, on the
+                // newest data.
+                max_messages_per_subject: 1,
+                discard: stream::DiscardPolicy::Old,
                 ..Default::default()
             },
             stream::Config {
@@ -135,9 +140,16 @@ impl Bus {
         for config in streams {
             let name = config.name.clone();
             let config = stream::Config { storage: stream::StorageType::File, num_replicas: replicas, ..config };
-            retry_create(|| async { self.js.get_or_create_stream(config.clone()).await.map(drop) })
+            let mut existing = retry_create(|| async { self.js.get_or_create_stream(config.clone()).await })
                 .await
                 .with_context(|| format!("creating stream {name}"))?;
+            // A stream made by an older version gets the settings it lacks.
+            let current =
+                existing.info().await.map(|i| i.config.clone()).with_context(|| format!("reading stream {name}"))?;
+            if current.max_messages_per_subject != config.max_messages_per_subject || current.discard != config.discard
+            {
+                self.js.update_stream(config.clone()).await.with_context(|| format!("updating stream {name}"))?;
+            }
         }
         for bucket in [DATASETS_BUCKET, MODELS_BUCKET] {
             if self.js.get_object_store(bucket).await.is_err() {
