@@ -507,6 +507,32 @@ async fn two_trainers_train_each_job_once() {
     }
 }
 
+/// The spec's training window: with `versions: 2`, each run trains on the two newest accepted
+/// versions, and the model's lineage lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_train_on_the_spec_window_of_versions() {
+    let app = TestApp::start().await;
+    let spec = mlops_cli::EXAMPLE_SPEC.replace("  holdout: 0.2\n", "  holdout: 0.2\n  window: {versions: 2}\n");
+    assert!(spec.contains("window"));
+    app.apply(&spec).await;
+    let mut ids = Vec::new();
+    for (i, seed) in [71, 72, 73].into_iter().enumerate() {
+        ids.push(app.upload("churn", &sample::csv(800, seed, Variant::Normal)).await.dataset_id);
+        wait_until(T, || async { (app.seen().iter().filter(|s| s.kind == "model.trained").count() > i).then_some(()) })
+            .await
+            .expect("trained");
+    }
+    let windows: Vec<Vec<String>> = app
+        .seen()
+        .into_iter()
+        .filter_map(|s| match s.payload {
+            Decoded::Trained(t) => Some(t.dataset_ids),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(windows, [vec![ids[0].clone()], ids[..2].to_vec(), ids[1..].to_vec()]);
+}
+
 /// Jobs queued for one pipeline while no trainer takes them coalesce: the newest replaces the one
 /// waiting, and one training runs, on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

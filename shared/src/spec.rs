@@ -203,6 +203,9 @@ pub struct TrainingSpec {
     pub holdout: f64,
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Which accepted training versions a run trains on (the newest one when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<TrainingWindow>,
 }
 
 impl Default for TrainingSpec {
@@ -212,7 +215,39 @@ impl Default for TrainingSpec {
             params: BTreeMap::new(),
             holdout: default_holdout(),
             seed: default_seed(),
+            window: None,
         }
+    }
+}
+
+/// The data a run trains on: the newest `versions` accepted versions, or every version accepted in
+/// the last `days` days (the newest always included); with both, whichever holds fewer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingWindow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<f64>,
+}
+
+impl TrainingWindow {
+    /// The ids to train on from `history` (id, arrival in Unix ms; oldest first), at `now_ms`.
+    pub fn select(window: Option<&Self>, history: &[(String, i64)], now_ms: i64) -> Vec<String> {
+        let newest = history.len().saturating_sub(1);
+        let mut from = newest;
+        if let Some(w) = window {
+            from = 0;
+            if let Some(n) = w.versions {
+                from = from.max(history.len().saturating_sub(n.max(1) as usize));
+            }
+            if let Some(days) = w.days {
+                let since = now_ms - (days * 86_400_000.0) as i64;
+                let first_recent = history.iter().position(|(_, ms)| *ms >= since).unwrap_or(newest);
+                from = from.max(first_recent.min(newest));
+            }
+        }
+        history.get(from..).unwrap_or_default().iter().map(|(id, _)| id.clone()).collect()
     }
 }
 
@@ -458,6 +493,17 @@ impl PipelineSpec {
         if self.target.positive == self.target.negative {
             return bad("`target.positive` and `target.negative` must differ".into());
         }
+        if let Some(w) = &self.training.window {
+            if w.versions.is_none() && w.days.is_none() {
+                return bad("`training.window` needs `versions` or `days`".into());
+            }
+            if w.versions == Some(0) {
+                return bad("`training.window.versions` must be at least 1".into());
+            }
+            if w.days.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+                return bad("`training.window.days` must be a positive number".into());
+            }
+        }
         if !(self.training.holdout > 0.0 && self.training.holdout < 1.0) {
             return bad(format!("`training.holdout` must be in (0, 1), got {}", self.training.holdout));
         }
@@ -591,6 +637,26 @@ gates:
         let plain = PipelineSpec::from_yaml(SPEC).unwrap();
         let json = String::from_utf8(plain.canonical_json()).unwrap();
         assert!(!json.contains("columns") && !json.contains("regex"), "{json}");
+    }
+
+    #[test]
+    fn training_windows_select_the_newest_versions_or_the_recent_ones() {
+        let day = 86_400_000;
+        let history: Vec<(String, i64)> = (0..5).map(|i| (format!("d{i}"), i * day)).collect();
+        let ids = |w: Option<TrainingWindow>, now| TrainingWindow::select(w.as_ref(), &history, now);
+        assert_eq!(ids(None, 10 * day), ["d4"]);
+        assert_eq!(ids(Some(TrainingWindow { versions: Some(2), days: None }), 0), ["d3", "d4"]);
+        assert_eq!(ids(Some(TrainingWindow { versions: Some(9), days: None }), 0).len(), 5);
+        assert_eq!(ids(Some(TrainingWindow { versions: None, days: Some(1.5) }), 4 * day), ["d3", "d4"]);
+        // Nothing recent: the newest version still.
+        assert_eq!(ids(Some(TrainingWindow { versions: None, days: Some(1.0) }), 40 * day), ["d4"]);
+        assert_eq!(ids(Some(TrainingWindow { versions: Some(1), days: Some(30.0) }), 4 * day), ["d4"]);
+        assert!(TrainingWindow::select(None, &[], 0).is_empty());
+        let err =
+            |w: &str| PipelineSpec::from_yaml(&format!("{SPEC}training: {{window: {w}}}\n")).unwrap_err().to_string();
+        assert!(err("{}").contains("needs `versions` or `days`"));
+        assert!(err("{versions: 0}").contains("at least 1"));
+        assert!(err("{days: -1}").contains("positive"));
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The continuous-training policy: which events become training jobs. Validated data makes a job
-//! on that dataset; a drift alert makes a job on the pipeline's newest validated dataset. Job ids
-//! are derived from their cause, and are the jobs' `Nats-Msg-Id`, so a redelivered trigger never
-//! queues a second job.
+//! The continuous-training policy: which events become training jobs, on which data. Each
+//! accepted training version is appended to its pipeline's history (the `jobs` bucket); validated
+//! data makes a job, a drift alert too, each on the spec's training window over that history (the
+//! newest version by default). Job ids are derived from their cause, and are the jobs'
+//! `Nats-Msg-Id`, so a redelivered trigger never queues a second job.
 
 use anyhow::Context as _;
 use mlops_proto as pb;
 use mlops_shared::bus::{Bus, HandlerError, JOBS_KV};
 use mlops_shared::events::{Envelope, EventContext};
+use mlops_shared::spec::{Environment, SpecStore, TrainingWindow};
 use tracing::info;
 
 use crate::kv_key;
@@ -16,13 +18,15 @@ use crate::kv_key;
 pub struct Policy {
     bus: Bus,
     jobs: async_nats::jetstream::kv::Store,
+    specs: SpecStore,
 }
 
 impl Policy {
     /// Opens the job-state bucket.
     pub async fn new(bus: Bus) -> anyhow::Result<Self> {
         let jobs = bus.kv(JOBS_KV).await?;
-        Ok(Self { bus, jobs })
+        let specs = SpecStore::open(&bus).await?;
+        Ok(Self { bus, jobs, specs })
     }
 
     /// The bus this policy publishes on.
@@ -30,52 +34,96 @@ impl Policy {
         &self.bus
     }
 
-    /// New validated data: remember it as the pipeline's newest, and queue a job on it. Serving-time
-    /// data is never trained on.
+    /// New validated data: append it to the pipeline's history, and queue a job on the training
+    /// window. Serving-time data is never trained on.
     pub async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), HandlerError> {
         let v = &e.payload;
-        if mlops_shared::spec::Environment::parse(&v.environment) != Ok(mlops_shared::spec::Environment::Training) {
+        if Environment::parse(&v.environment) != Ok(Environment::Training) {
             tracing::info!(pipeline = %v.pipeline, environment = %v.environment, "not training data; no job");
             return Ok(());
         }
-        self.jobs
-            .put(latest_key(&v.pipeline), v.dataset_id.clone().into_bytes().into())
-            .await
-            .context("recording newest dataset")
-            .map_err(HandlerError::Transient)?;
+        let history = self.append(&v.pipeline, &v.dataset_id).await?;
         let job = pb::TrainJob {
             job_id: format!("{}-data-{}", v.pipeline, v.dataset_id),
             pipeline: v.pipeline.clone(),
-            dataset_ids: vec![v.dataset_id.clone()],
+            dataset_ids: self.window(&v.pipeline, &history).await?,
             reason: pb::TrainReason::NewData as i32,
             trigger_event_id: e.id.clone(),
         };
         self.queue(job, &e.follow()).await
     }
 
-    /// A drift alert: retrain on the newest validated data.
+    /// A drift alert: retrain on the training window.
     pub async fn on_drift(&self, e: Envelope<pb::DriftDetected>) -> Result<(), HandlerError> {
         let d = &e.payload;
-        let latest = self
-            .jobs
-            .get(latest_key(&d.pipeline))
-            .await
-            .context("reading newest dataset")
-            .map_err(HandlerError::Transient)?;
-        let Some(latest) = latest else {
+        let history = self.history(&d.pipeline).await?.0;
+        if history.is_empty() {
             return Err(HandlerError::permanent(format!(
                 "drift on `{}` but no validated dataset to retrain on",
                 d.pipeline
             )));
-        };
+        }
         let job = pb::TrainJob {
             job_id: format!("{}-drift-{}", d.pipeline, d.alert_id),
             pipeline: d.pipeline.clone(),
-            dataset_ids: vec![String::from_utf8_lossy(&latest).into_owned()],
+            dataset_ids: self.window(&d.pipeline, &history).await?,
             reason: pb::TrainReason::Drift as i32,
             trigger_event_id: e.id.clone(),
         };
         self.queue(job, &e.follow()).await
+    }
+
+    /// The pipeline's accepted training versions, oldest first, and the bucket revision read.
+    async fn history(&self, pipeline: &str) -> Result<(History, Option<u64>), HandlerError> {
+        let entry = self
+            .jobs
+            .entry(history_key(pipeline))
+            .await
+            .context("reading the dataset history")
+            .map_err(HandlerError::Transient)?;
+        match entry {
+            Some(e) if !e.value.is_empty() => {
+                let history: History = serde_json::from_slice(&e.value)
+                    .map_err(|err| HandlerError::permanent(format!("dataset history of `{pipeline}`: {err}")))?;
+                Ok((history, Some(e.revision)))
+            }
+            Some(e) => Ok((Vec::new(), Some(e.revision))),
+            None => Ok((Vec::new(), None)),
+        }
+    }
+
+    /// Appends `dataset` (once) to the history, safely against other trainers doing the same: the
+    /// write names the revision it read, and a conflict reads again.
+    async fn append(&self, pipeline: &str, dataset: &str) -> Result<History, HandlerError> {
+        for _ in 0..20 {
+            let (mut history, revision) = self.history(pipeline).await?;
+            if history.iter().any(|(id, _)| id == dataset) {
+                return Ok(history);
+            }
+            history.push((dataset.to_owned(), mlops_shared::now_unix_ms()));
+            if history.len() > MAX_HISTORY {
+                history.drain(..history.len() - MAX_HISTORY);
+            }
+            let bytes = serde_json::to_vec(&history).map_err(|e| HandlerError::Transient(e.into()))?;
+            let written = match revision {
+                Some(r) => self.jobs.update(history_key(pipeline), bytes.into(), r).await.is_ok(),
+                None => self.jobs.create(history_key(pipeline), bytes.into()).await.is_ok(),
+            };
+            if written {
+                return Ok(history);
+            }
+        }
+        Err(HandlerError::Transient(anyhow::anyhow!("the dataset history of `{pipeline}` kept changing")))
+    }
+
+    /// The datasets a job trains on: the spec's window over `history`.
+    async fn window(&self, pipeline: &str, history: &History) -> Result<Vec<String>, HandlerError> {
+        let spec = self
+            .specs
+            .get(pipeline)
+            .await?
+            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{pipeline}` not found")))?;
+        Ok(TrainingWindow::select(spec.training.window.as_ref(), history, mlops_shared::now_unix_ms()))
     }
 
     async fn queue(&self, job: pb::TrainJob, ctx: &EventContext) -> Result<(), HandlerError> {
@@ -86,6 +134,13 @@ impl Policy {
     }
 }
 
-fn latest_key(pipeline: &str) -> String {
-    format!("latest.{}", kv_key(pipeline))
+/// Accepted versions kept per pipeline: more than any window by versions needs, and small enough
+/// (about 170 kB) for one key-value entry.
+const MAX_HISTORY: usize = 2_000;
+
+/// (dataset id, accepted at, Unix ms), oldest first.
+type History = Vec<(String, i64)>;
+
+fn history_key(pipeline: &str) -> String {
+    format!("history.{}", kv_key(pipeline))
 }
