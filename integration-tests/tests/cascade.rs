@@ -533,6 +533,36 @@ async fn runs_train_on_the_spec_window_of_versions() {
     assert_eq!(windows, [vec![ids[0].clone()], ids[..2].to_vec(), ids[1..].to_vec()]);
 }
 
+/// A trainer killed with SIGKILL in the middle of a job: the job goes to another trainer once its
+/// ack wait passes, and exactly one model version results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trainer_killed_mid_job_hands_it_over_and_one_version_results() {
+    let mut app = TestApp::start_with(&[("MLOPS_JOB_ACK_WAIT_SECS", "3")]).await;
+    // Enough trees that the job takes seconds.
+    let spec = mlops_cli::EXAMPLE_SPEC.replace(
+        "  algorithm: logistic_regression\n  params: {l2: 1.0, max_iter: 50}",
+        "  algorithm: gradient_boosting\n  params: {trees: 1500, min_data_in_leaf: 5}",
+    );
+    app.apply(&spec).await;
+    app.upload("churn", &sample::csv(4000, 81, Variant::Normal)).await;
+    let started = wait_until(T, || async {
+        app.log("trainer").lines().any(|l| l.contains("training") && l.contains("datasets")).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "the first trainer never started the job");
+    app.stack.spawn("trainer", "trainer-2", &[("MLOPS_JOB_ACK_WAIT_SECS", "3")]).await.unwrap();
+    app.stack.wait_healthy(T).await.unwrap();
+    assert!(app.seen().iter().all(|s| s.kind != "model.trained"), "the job finished before the kill");
+    app.stack.kill("trainer").await.unwrap();
+    let trained = app.wait_event("model.trained", 3 * T, |_| true).await;
+    let Decoded::Trained(t) = trained.payload else { unreachable!() };
+    assert_eq!(t.trainer_id, "trainer-2");
+    promoted(&app, 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.seen().iter().filter(|s| s.kind == "model.trained").count(), 1);
+    assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 1);
+}
+
 /// Jobs queued for one pipeline while no trainer takes them coalesce: the newest replaces the one
 /// waiting, and one training runs, on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
