@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .type_attribute("mlops.v1.DataArrived", json)
         .type_attribute("mlops.v1.LabelsArrived", json)
+        .type_attribute("mlops.v1.TrainRequested", json)
         .type_attribute("mlops.v1.Label", json)
         .compile_fds(descriptors)?;
     Ok(())

@@ -80,6 +80,20 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Train a pipeline now, on its training window (a manual trigger), and wait for the model.
+    Train {
+        #[arg(long)]
+        pipeline: String,
+        /// Who asks (kept with the run).
+        #[arg(long, env = "USER", default_value = "mlops-cli")]
+        by: String,
+        /// Do not wait for the model.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Predict one row (a JSON object) or several (a JSON array of objects).
     Predict {
         #[arg(long)]
@@ -318,6 +332,9 @@ arrived   {} ({})",
             }
             Ok(())
         }
+        Command::Train { pipeline, by, no_wait, timeout } => {
+            train(&cli.nats_url, &pipeline, &by, no_wait, Duration::from_secs(timeout)).await
+        }
         Command::Predict { pipeline, json } => {
             let rows: serde_json::Value = serde_json::from_str(&json).context("--json is not valid JSON")?;
             let body = client::predict(&cli.deployer_url, &pipeline, &rows).await?;
@@ -360,6 +377,57 @@ arrived   {} ({})",
             print!("{}", sample::csv(rows, seed, variant));
             Ok(())
         }
+    }
+}
+
+/// Publishes `train.requested` and, unless `no_wait`, waits for the model it makes.
+async fn train(nats_url: &str, pipeline: &str, by: &str, no_wait: bool, timeout: Duration) -> anyhow::Result<()> {
+    use prost::Message as _;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bus = mlops_shared::bus::Bus::connect(&mlops_shared::config::NatsArgs::local(nats_url), "mlops-cli", &shutdown)
+        .await
+        .with_context(|| format!("connecting to {nats_url}"))?;
+    let request_id = format!("{}-{}", mlops_shared::ids::PipelineName::new(pipeline)?, mlops_shared::now_unix_ms());
+    let job_id = format!("{pipeline}-manual-{request_id}");
+    // Subscribed before asking, so the answer cannot be missed.
+    let nats = async_nats::connect(nats_url).await?;
+    let mut trained = nats.subscribe(format!("mlops.events.model.trained.{pipeline}")).await?;
+    let ctx = mlops_shared::events::EventContext::new_run(format!("run-{request_id}"));
+    let request = mlops_proto::TrainRequested {
+        pipeline: pipeline.into(),
+        requested_by: by.into(),
+        request_id: request_id.clone(),
+    };
+    bus.publish(&format!("train-requested-{request_id}"), &ctx, &request).await?;
+    println!("training requested: job {job_id}");
+    if no_wait {
+        return Ok(());
+    }
+    let wait = async {
+        while let Some(msg) = trained.next().await {
+            if let Ok(t) = mlops_proto::ModelTrained::decode(msg.payload.as_ref())
+                && t.job_id == job_id
+            {
+                return Some(t);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Some(t)) => {
+            let auc = t.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
+            println!(
+                "trained by {} in {} ms on {} dataset(s): artifact {}, holdout roc_auc {auc:.4}",
+                t.trainer_id,
+                t.training_millis,
+                t.dataset_ids.len(),
+                &t.artifact_sha256[..12.min(t.artifact_sha256.len())]
+            );
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "no model from job {job_id} within {timeout:?} (is a trainer running, and has `{pipeline}` accepted data?)"
+        ),
     }
 }
 

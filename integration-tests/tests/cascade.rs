@@ -563,6 +563,46 @@ async fn a_trainer_killed_mid_job_hands_it_over_and_one_version_results() {
     assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 1);
 }
 
+/// `mlops train` asks for a run now: it trains on the window, records the manual reason, and waits
+/// for the model. A request for a pipeline without data is dead-lettered with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_training_runs_on_request() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.apply(&mlops_cli::EXAMPLE_SPEC.replace("name: churn\n", "name: empty\n")).await;
+    let ds = app.upload("churn", &sample::csv(1000, 91, Variant::Normal)).await;
+    promoted(&app, 1).await;
+    let mlops = app.stack.opts.bin_dir.join("mlops");
+    let run = |args: &[&str]| {
+        std::process::Command::new(&mlops).args(["--nats-url", &app.stack.nats_url]).args(args).output().unwrap()
+    };
+    let out = run(&["train", "--pipeline", "churn", "--by", "tester", "--timeout", "60"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("trained by trainer") && said.contains("on 1 dataset(s)"), "{said}");
+    let manual: Vec<pb::ModelTrained> = app
+        .seen()
+        .into_iter()
+        .filter_map(|s| match s.payload {
+            Decoded::Trained(t) if t.reason == pb::TrainReason::Manual as i32 => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(manual.len(), 1);
+    assert_eq!(manual[0].dataset_ids, vec![ds.dataset_id.clone()]);
+
+    let out = run(&["train", "--pipeline", "empty", "--no-wait"]);
+    assert!(out.status.success());
+    let dead = wait_until(T, || async {
+        let d = app.stored("MLOPS_DLQ", "mlops.dlq.>").await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await
+    .expect("dead-lettered");
+    let reason = dead[0].headers.as_ref().and_then(|h| h.get("mlops-dlq-reason")).map(|v| v.to_string());
+    assert!(reason.unwrap_or_default().contains("`empty` has no accepted training data yet"));
+}
+
 /// Jobs queued for one pipeline while no trainer takes them coalesce: the newest replaces the one
 /// waiting, and one training runs, on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

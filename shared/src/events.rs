@@ -75,6 +75,17 @@ impl Event for pb::DataArrived {
     }
 }
 
+impl Event for pb::TrainRequested {
+    const SUBJECT_PREFIX: &'static str = "mlops.events.train.requested";
+    const CE_TYPE: &'static str = "io.mlops.train.requested.v1";
+    fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+    fn from_json(payload: &[u8]) -> Option<Result<Self, String>> {
+        Some(serde_json::from_slice(payload).map_err(|e| format!("invalid train.requested JSON: {e}")))
+    }
+}
+
 impl Event for pb::LabelsArrived {
     const SUBJECT_PREFIX: &'static str = "mlops.events.labels.arrived";
     const CE_TYPE: &'static str = "io.mlops.labels.arrived.v1";

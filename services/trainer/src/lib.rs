@@ -81,6 +81,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             policy.bus().consume(spec, token, |e| policy.on_drift(e)).await
         });
     }
+    {
+        let (policy, token) = (policy.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            let spec = ConsumerSpec::events::<pb::TrainRequested>("trainer-policy-requested");
+            policy.bus().consume(spec, token, |e| policy.on_requested(e)).await
+        });
+    }
     tracker.close();
     info!(trainer = %worker.trainer_id, "trainer ready");
     let spec = ConsumerSpec {

@@ -73,6 +73,28 @@ impl Policy {
         self.queue(job, &e.follow()).await
     }
 
+    /// A manual request: train on the window now.
+    pub async fn on_requested(&self, e: Envelope<pb::TrainRequested>) -> Result<(), HandlerError> {
+        let r = &e.payload;
+        let history = self.history(&r.pipeline).await?.0;
+        if history.is_empty() {
+            return Err(HandlerError::permanent(format!(
+                "train.requested: pipeline `{}` has no accepted training data yet",
+                r.pipeline
+            )));
+        }
+        let request = if r.request_id.is_empty() { e.id.as_str() } else { r.request_id.as_str() };
+        info!(pipeline = %r.pipeline, by = %r.requested_by, request, "training requested");
+        let job = pb::TrainJob {
+            job_id: format!("{}-manual-{}", r.pipeline, kv_key(request)),
+            pipeline: r.pipeline.clone(),
+            dataset_ids: self.window(&r.pipeline, &history).await?,
+            reason: pb::TrainReason::Manual as i32,
+            trigger_event_id: e.id.clone(),
+        };
+        self.queue(job, &e.follow()).await
+    }
+
     /// The pipeline's accepted training versions, oldest first, and the bucket revision read.
     async fn history(&self, pipeline: &str) -> Result<(History, Option<u64>), HandlerError> {
         let entry = self
