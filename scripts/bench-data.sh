@@ -3,13 +3,7 @@
 # pandera's (in a throwaway venv), on the same files, in the same run.
 set -euo pipefail
 rows=${1:-1000000}
-work=${MLOPS_BENCH_DIR:-/tmp/mlops-bench}
-venv="$work/venv"
-mkdir -p "$work"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet pandas pyarrow pandera numpy
-fi
+. "$(dirname "$0")/bench-venv.sh" pandas pyarrow pandera numpy
 "$venv/bin/python" bench/data_gen.py "$rows" "$work"
 cargo bench -p mlops-validator --bench validate --no-run --quiet
 # The machine is shared and noisy: the two take turns, twice, so a slow spell hits both.

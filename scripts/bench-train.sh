@@ -4,13 +4,7 @@
 # venv, on the same files and inputs, in turns, in the same run. Only the fit is timed.
 set -euo pipefail
 rows=${1:-1000000}
-work=${MLOPS_BENCH_DIR:-/tmp/mlops-bench}
-venv="$work/venv"
-mkdir -p "$work"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet pandas numpy scikit-learn lightgbm
+. "$(dirname "$0")/bench-venv.sh" pandas numpy scikit-learn lightgbm
 "$venv/bin/python" bench/train_gen.py "$rows" "$work"
 cargo bench -p mlops-trainer --bench train --no-run --quiet
 for model in logistic gbt; do
