@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
             "logistic" => {
                 let fit = logistic::fit(&x, d, y, logistic::Params::default());
                 let secs = started.elapsed().as_secs_f64();
+                eprintln!("logistic: {} Newton iterations", fit.iterations);
                 let score =
                     |r: &[f64]| sigmoid(fit.intercept + fit.weights.iter().zip(r).map(|(w, v)| w * v).sum::<f64>());
                 (secs, xt.chunks(d).map(score).collect())

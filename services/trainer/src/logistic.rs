@@ -74,7 +74,9 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], params: Params) -> Fit {
             *b -= s;
             largest = largest.max(s.abs());
         }
-        if largest < params.tol {
+        // Newton converges quadratically near the optimum: once a step is below √tol, the next
+        // would be below about tol, so it need not be computed.
+        if largest < params.tol.sqrt() {
             break;
         }
     }
