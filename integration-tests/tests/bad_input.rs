@@ -132,3 +132,49 @@ async fn oversized_data_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A training job that cannot run (no dataset named, a dataset that is not in the store, a
+/// pipeline nobody applied) is dead-lettered with the reason; the trainer goes on with the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_training_jobs_are_dead_lettered_with_reasons() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let args = mlops_shared::config::NatsArgs::local(&app.stack.nats_url);
+    let bus = mlops_shared::bus::Bus::connect(&args, "test", &shutdown).await.unwrap();
+    let ctx = mlops_shared::events::EventContext::new_run("bad-jobs");
+    let missing = "0".repeat(64);
+    // Different pipelines, so the three are queued side by side rather than coalesced.
+    let jobs = [
+        ("churn", vec![], "names no dataset"),
+        ("ghost", vec![missing.clone()], "pipeline `ghost` not found"),
+        ("churn2", vec![missing.clone()], "not found in bucket datasets"),
+    ];
+    app.apply(&mlops_cli::EXAMPLE_SPEC.replace("name: churn\n", "name: churn2\n")).await;
+    for (pipeline, dataset_ids, _) in &jobs {
+        let job = mlops_proto::TrainJob {
+            job_id: format!("bad-{pipeline}"),
+            pipeline: (*pipeline).into(),
+            dataset_ids: dataset_ids.clone(),
+            reason: mlops_proto::TrainReason::Manual as i32,
+            trigger_event_id: String::new(),
+        };
+        bus.publish(&job.job_id, &ctx, &job).await.unwrap();
+    }
+    let dead = wait_until(T, || async {
+        let d = app.stored("MLOPS_DLQ", "mlops.dlq.mlops.jobs.>").await;
+        (d.len() >= jobs.len()).then_some(d)
+    })
+    .await
+    .expect("every bad job dead-lettered");
+    for (pipeline, _, expected) in &jobs {
+        let entry = dead
+            .iter()
+            .find(|m| m.subject.as_str() == format!("mlops.dlq.mlops.jobs.train.{pipeline}"))
+            .unwrap_or_else(|| panic!("no dead letter for {pipeline}"));
+        assert!(dlq_reason(entry).contains(expected), "{pipeline}: {}", dlq_reason(entry));
+    }
+    // The trainer is still there: good data still trains.
+    app.upload("churn", &sample::csv(800, 5, Variant::Normal)).await;
+    app.wait_event("model.trained", T, |_| true).await;
+}
