@@ -66,7 +66,22 @@ impl Objects {
 
     /// Reads the object `name`, refusing one larger than `limit` bytes before reading it.
     pub async fn get_named(&self, name: &str, limit: u64) -> Result<Vec<u8>, ObjectError> {
-        let mut object = self.store.get(name).await.map_err(|e| match e.kind() {
+        let mut object = self.open_named(name, limit).await?;
+        let mut bytes = Vec::with_capacity(object.info.size);
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| ObjectError::Store { bucket: self.bucket, message: format!("reading {name}: {e}") })?;
+        Ok(bytes)
+    }
+
+    /// Opens the object `name` for reading, refusing one larger than `limit` bytes.
+    async fn open_named(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> Result<async_nats::jetstream::object_store::Object, ObjectError> {
+        let object = self.store.get(name).await.map_err(|e| match e.kind() {
             GetErrorKind::NotFound | GetErrorKind::InvalidName => {
                 ObjectError::NotFound { bucket: self.bucket, name: name.into() }
             }
@@ -76,12 +91,7 @@ impl Objects {
         if size > limit {
             return Err(ObjectError::TooLarge { bucket: self.bucket, name: name.into(), size, limit });
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        object
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| ObjectError::Store { bucket: self.bucket, message: format!("reading {name}: {e}") })?;
-        Ok(bytes)
+        Ok(object)
     }
 
     /// The size of object `name`, or `None` when there is none.
@@ -109,33 +119,12 @@ impl Objects {
     /// Streams the blob `sha` into an anonymous temporary file in `dir`, checking its sha256 on
     /// the way, so a dataset of any size is never held in memory. The file is deleted when dropped.
     pub async fn download_verified(&self, sha: &Sha256, dir: &std::path::Path) -> Result<std::fs::File, ObjectError> {
-        use sha2::Digest;
-        use tokio::io::AsyncWriteExt;
-        let store_err = |message: String| ObjectError::Store { bucket: self.bucket, message };
-        let mut object = self.store.get(sha.as_str()).await.map_err(|e| match e.kind() {
-            GetErrorKind::NotFound | GetErrorKind::InvalidName => {
-                ObjectError::NotFound { bucket: self.bucket, name: sha.to_string() }
-            }
-            _ => store_err(e.to_string()),
-        })?;
-        let file = tempfile::tempfile_in(dir).map_err(|e| store_err(format!("temporary file: {e}")))?;
-        let mut out = tokio::fs::File::from_std(file.try_clone().map_err(|e| store_err(e.to_string()))?);
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = object.read(&mut buf).await.map_err(|e| store_err(format!("reading {sha}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).await.map_err(|e| store_err(format!("writing {sha}: {e}")))?;
-        }
-        out.flush().await.map_err(|e| store_err(e.to_string()))?;
-        let actual = hex::encode(hasher.finalize());
-        if actual != sha.as_str() {
+        let staged = self.stage_named(sha.as_str(), dir, u64::MAX).await?;
+        if staged.sha != *sha {
+            let actual = staged.sha.to_string();
             return Err(ObjectError::Tampered { bucket: self.bucket, name: sha.to_string(), actual });
         }
-        Ok(file)
+        Ok(staged.file)
     }
 }
 
@@ -238,16 +227,7 @@ impl Objects {
     /// larger than `limit` bytes before reading it.
     pub async fn stage_named(&self, name: &str, dir: &std::path::Path, limit: u64) -> Result<Staged, ObjectError> {
         let store_err = |message: String| ObjectError::Store { bucket: self.bucket, message };
-        let object = self.store.get(name).await.map_err(|e| match e.kind() {
-            GetErrorKind::NotFound | GetErrorKind::InvalidName => {
-                ObjectError::NotFound { bucket: self.bucket, name: name.into() }
-            }
-            _ => store_err(e.to_string()),
-        })?;
-        let size = object.info.size as u64;
-        if size > limit {
-            return Err(ObjectError::TooLarge { bucket: self.bucket, name: name.into(), size, limit });
-        }
+        let object = self.open_named(name, limit).await?;
         let mut stager = Stager::new(dir, limit).map_err(|e| store_err(e.to_string()))?;
         stager.copy_from(object).await.map_err(|e| store_err(format!("reading {name}: {e}")))?;
         stager.finish().await.map_err(|e| store_err(e.to_string()))

@@ -17,7 +17,7 @@ use arrow_array::builder::{Float64Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use mlops_shared::format::Compression;
-use mlops_shared::table::{parse_plain_decimal, trim_cell};
+use mlops_shared::table::{parse_number, parse_plain_decimal};
 
 use crate::read::{DataError, Limits};
 
@@ -261,7 +261,8 @@ impl ColumnBuilder {
     #[inline(never)]
     fn push_other(&mut self, field: &str) {
         if let Self::Number(b) = self {
-            if let Some(v) = number(field) {
+            // `parse_number` is the one rule for numeric cells (trimmed, empty is missing, finite).
+            if let Ok(v) = parse_number(field) {
                 b.append_option(v);
                 return;
             }
@@ -286,15 +287,6 @@ impl ColumnBuilder {
             Self::Number(b) => (DataType::Float64, std::sync::Arc::new(b.finish())),
         }
     }
-}
-
-/// A field as a finite number (`Some(None)` when empty), or `None` when it is something else.
-fn number(field: &str) -> Option<Option<f64>> {
-    let s = trim_cell(field);
-    if s.is_empty() {
-        return Some(None);
-    }
-    s.parse::<f64>().ok().filter(|v| v.is_finite()).map(Some)
 }
 
 fn describe(e: &csv::Error, first_line: u64) -> String {
