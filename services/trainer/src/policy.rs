@@ -43,56 +43,59 @@ impl Policy {
             return Ok(());
         }
         let history = self.append(&v.pipeline, &v.dataset_id).await?;
-        let job = pb::TrainJob {
-            job_id: format!("{}-data-{}", v.pipeline, v.dataset_id),
-            pipeline: v.pipeline.clone(),
-            dataset_ids: self.window(&v.pipeline, &history).await?,
-            reason: pb::TrainReason::NewData as i32,
-            trigger_event_id: e.id.clone(),
-        };
-        self.queue(job, &e.follow()).await
+        let job_id = format!("{}-data-{}", v.pipeline, v.dataset_id);
+        self.queue_on_window(&v.pipeline, job_id, pb::TrainReason::NewData, &history, &e.id, &e.follow(), String::new)
+            .await
     }
 
     /// A drift alert: retrain on the training window.
     pub async fn on_drift(&self, e: Envelope<pb::DriftDetected>) -> Result<(), HandlerError> {
         let d = &e.payload;
         let history = self.history(&d.pipeline).await?.0;
-        if history.is_empty() {
-            return Err(HandlerError::permanent(format!(
-                "drift on `{}` but no validated dataset to retrain on",
-                d.pipeline
-            )));
-        }
-        let job = pb::TrainJob {
-            job_id: format!("{}-drift-{}", d.pipeline, d.alert_id),
-            pipeline: d.pipeline.clone(),
-            dataset_ids: self.window(&d.pipeline, &history).await?,
-            reason: pb::TrainReason::Drift as i32,
-            trigger_event_id: e.id.clone(),
-        };
-        self.queue(job, &e.follow()).await
+        let job_id = format!("{}-drift-{}", d.pipeline, d.alert_id);
+        self.queue_on_window(&d.pipeline, job_id, pb::TrainReason::Drift, &history, &e.id, &e.follow(), || {
+            format!("drift on `{}` but no validated dataset to retrain on", d.pipeline)
+        })
+        .await
     }
 
     /// A manual request: train on the window now.
     pub async fn on_requested(&self, e: Envelope<pb::TrainRequested>) -> Result<(), HandlerError> {
         let r = &e.payload;
         let history = self.history(&r.pipeline).await?.0;
-        if history.is_empty() {
-            return Err(HandlerError::permanent(format!(
-                "train.requested: pipeline `{}` has no accepted training data yet",
-                r.pipeline
-            )));
-        }
         let request = if r.request_id.is_empty() { e.id.as_str() } else { r.request_id.as_str() };
         info!(pipeline = %r.pipeline, by = %r.requested_by, request, "training requested");
+        let job_id = format!("{}-manual-{}", r.pipeline, kv_key(request));
+        self.queue_on_window(&r.pipeline, job_id, pb::TrainReason::Manual, &history, &e.id, &e.follow(), || {
+            format!("train.requested: pipeline `{}` has no accepted training data yet", r.pipeline)
+        })
+        .await
+    }
+
+    /// Queues job `job_id` of `pipeline` on the training window over `history`. An empty history
+    /// leaves nothing to train on: a permanent error, `no_data` saying why.
+    #[allow(clippy::too_many_arguments)] // each is one fact about the job
+    async fn queue_on_window(
+        &self,
+        pipeline: &str,
+        job_id: String,
+        reason: pb::TrainReason,
+        history: &History,
+        trigger_event_id: &str,
+        ctx: &EventContext,
+        no_data: impl FnOnce() -> String,
+    ) -> Result<(), HandlerError> {
+        if history.is_empty() {
+            return Err(HandlerError::permanent(no_data()));
+        }
         let job = pb::TrainJob {
-            job_id: format!("{}-manual-{}", r.pipeline, kv_key(request)),
-            pipeline: r.pipeline.clone(),
-            dataset_ids: self.window(&r.pipeline, &history).await?,
-            reason: pb::TrainReason::Manual as i32,
-            trigger_event_id: e.id.clone(),
+            job_id,
+            pipeline: pipeline.to_owned(),
+            dataset_ids: self.window(pipeline, history).await?,
+            reason: reason as i32,
+            trigger_event_id: trigger_event_id.to_owned(),
         };
-        self.queue(job, &e.follow()).await
+        self.queue(job, ctx).await
     }
 
     /// The pipeline's accepted training versions, oldest first, and the bucket revision read.
