@@ -94,6 +94,11 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Training runs: their records, and their progress live.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
     /// Predict one row (a JSON object) or several (a JSON array of objects).
     Predict {
         #[arg(long)]
@@ -169,6 +174,28 @@ enum ModelsCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Training runs, newest first: why each ran, where it is, what it made.
+    List {
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow training runs with a progress bar each, until Ctrl-C; with `--job`, until it ends.
+    Watch {
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long)]
+        job: Option<String>,
     },
 }
 
@@ -373,6 +400,34 @@ arrived   {} ({})",
             }
             Ok(())
         }
+        Command::Runs { command } => {
+            let (bus, runs) = connect_runs(&cli.nats_url).await?;
+            match command {
+                RunsCommand::List { pipeline, limit, json } => {
+                    let mut list = runs.list().await?;
+                    list.retain(|r| pipeline.as_deref().is_none_or(|p| r.pipeline == p));
+                    list.truncate(limit);
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        print!("{}", mlops_cli::runs::table(&list));
+                    }
+                    Ok(())
+                }
+                RunsCommand::Watch { pipeline, job } => {
+                    if let Some(j) = &job
+                        && let Some(run) = runs.get(j).await?.filter(|r| r.state.is_final())
+                    {
+                        println!("{}", mlops_cli::runs::outcome(&run));
+                        return exit_for(&run);
+                    }
+                    match mlops_cli::runs::watch(&bus.client, &runs, pipeline.as_deref(), job.as_deref()).await? {
+                        Some(run) => exit_for(&run),
+                        None => Ok(()),
+                    }
+                }
+            }
+        }
         Command::Sample { rows, seed, variant } => {
             print!("{}", sample::csv(rows, seed, variant));
             Ok(())
@@ -382,16 +437,9 @@ arrived   {} ({})",
 
 /// Publishes `train.requested` and, unless `no_wait`, waits for the model it makes.
 async fn train(nats_url: &str, pipeline: &str, by: &str, no_wait: bool, timeout: Duration) -> anyhow::Result<()> {
-    use prost::Message as _;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let bus = mlops_shared::bus::Bus::connect(&mlops_shared::config::NatsArgs::local(nats_url), "mlops-cli", &shutdown)
-        .await
-        .with_context(|| format!("connecting to {nats_url}"))?;
+    let (bus, runs) = connect_runs(nats_url).await?;
     let request_id = format!("{}-{}", mlops_shared::ids::PipelineName::new(pipeline)?, mlops_shared::now_unix_ms());
     let job_id = format!("{pipeline}-manual-{request_id}");
-    // Subscribed before asking, so the answer cannot be missed.
-    let nats = async_nats::connect(nats_url).await?;
-    let mut trained = nats.subscribe(format!("mlops.events.model.trained.{pipeline}")).await?;
     let ctx = mlops_shared::events::EventContext::new_run(format!("run-{request_id}"));
     let request = mlops_proto::TrainRequested {
         pipeline: pipeline.into(),
@@ -403,31 +451,35 @@ async fn train(nats_url: &str, pipeline: &str, by: &str, no_wait: bool, timeout:
     if no_wait {
         return Ok(());
     }
-    let wait = async {
-        while let Some(msg) = trained.next().await {
-            if let Ok(t) = mlops_proto::ModelTrained::decode(msg.payload.as_ref())
-                && t.job_id == job_id
-            {
-                return Some(t);
-            }
-        }
-        None
-    };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(Some(t)) => {
-            let auc = t.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
-            println!(
-                "trained by {} in {} ms on {} dataset(s): artifact {}, holdout roc_auc {auc:.4}",
-                t.trainer_id,
-                t.training_millis,
-                t.dataset_ids.len(),
-                &t.artifact_sha256[..12.min(t.artifact_sha256.len())]
-            );
-            Ok(())
-        }
-        _ => anyhow::bail!(
+    // The record is read at once and every few seconds, so progress sent before the watch
+    // subscribed is not needed.
+    let watched = mlops_cli::runs::watch(&bus.client, &runs, Some(pipeline), Some(&job_id));
+    match tokio::time::timeout(timeout, watched).await {
+        Ok(Ok(Some(run))) => exit_for(&run),
+        Ok(Ok(None)) => Ok(()), // interrupted
+        Ok(Err(e)) => Err(e),
+        Err(_) => anyhow::bail!(
             "no model from job {job_id} within {timeout:?} (is a trainer running, and has `{pipeline}` accepted data?)"
         ),
+    }
+}
+
+/// Connects for reading run records and progress.
+async fn connect_runs(nats_url: &str) -> anyhow::Result<(mlops_shared::bus::Bus, mlops_shared::runs::Runs)> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bus = mlops_shared::bus::Bus::connect(&mlops_shared::config::NatsArgs::local(nats_url), "mlops-cli", &shutdown)
+        .await
+        .with_context(|| format!("connecting to {nats_url}"))?;
+    let runs = mlops_shared::runs::Runs::open(&bus).await?;
+    Ok((bus, runs))
+}
+
+/// Success for a run that made a model; an error naming why otherwise.
+fn exit_for(run: &mlops_shared::runs::Run) -> anyhow::Result<()> {
+    if run.state == mlops_shared::runs::RunState::Succeeded {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", mlops_cli::runs::outcome(run))
     }
 }
 

@@ -368,7 +368,16 @@ impl Bus {
             match decoded {
                 Err(reason) => Err(HandlerError::Permanent(reason)),
                 Ok(payload) => {
-                    let envelope = Envelope { id: id.clone(), subject: subject.clone(), delivered, context, payload };
+                    let published_ms =
+                        msg.info().map_or(0, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+                    let envelope = Envelope {
+                        id: id.clone(),
+                        subject: subject.clone(),
+                        delivered,
+                        published_ms,
+                        context,
+                        payload,
+                    };
                     with_progress(&msg, spec.ack_wait, handler(envelope)).await
                 }
             }
@@ -382,6 +391,10 @@ impl Bus {
                 metrics::counter!("mlops_events_handled_total", &labels).increment(1);
                 msg.ack().await
             }
+            Err(HandlerError::Later(delay)) if (delivered as i64) < spec.max_deliver || spec.max_deliver < 0 => {
+                debug!(retry_in = ?delay, "handler deferred the event");
+                msg.ack_with(AckKind::Nak(Some(delay))).await
+            }
             Err(HandlerError::Transient(e)) if (delivered as i64) < spec.max_deliver || spec.max_deliver < 0 => {
                 let delay = retry_delay(delivered);
                 warn!(error = format!("{e:#}"), retry_in = ?delay, "handler failed, will retry");
@@ -392,6 +405,7 @@ impl Bus {
                 let reason = match failure {
                     HandlerError::Permanent(reason) => reason,
                     HandlerError::Transient(e) => format!("gave up after {delivered} attempts: {e:#}"),
+                    HandlerError::Later(_) => format!("still deferred after {delivered} deliveries"),
                 };
                 error!(%reason, "event dead-lettered");
                 metrics::counter!("mlops_events_failed_total", "service" => self.service.clone(), "subject" => E::SUBJECT_PREFIX, "outcome" => "dead_letter").increment(1);
@@ -435,6 +449,9 @@ pub enum HandlerError {
     /// The input is bad; retrying cannot help.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// Not yet: deliver the event again after this long (a debounce window, a cooldown).
+    #[error("deferred for {0:?}")]
+    Later(Duration),
 }
 
 impl HandlerError {

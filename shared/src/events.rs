@@ -137,6 +137,8 @@ pub struct Envelope<E> {
     pub subject: String,
     /// How many times it has been delivered, 1 on the first attempt.
     pub delivered: u64,
+    /// When the server stored it (Unix ms).
+    pub published_ms: i64,
     pub context: EventContext,
     pub payload: E,
 }

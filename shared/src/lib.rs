@@ -10,6 +10,7 @@ pub mod http;
 pub mod ids;
 pub mod model;
 pub mod objects;
+pub mod runs;
 pub mod scoring;
 pub mod service;
 pub mod shutdown;

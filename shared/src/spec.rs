@@ -206,6 +206,13 @@ pub struct TrainingSpec {
     /// Which accepted training versions a run trains on (the newest one when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<TrainingWindow>,
+    /// What starts a run besides a manual request (new data, drift and degradation alerts, at
+    /// once, when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<TriggerSpec>,
+    /// Hyper-parameter candidates tried on validation rows before the final fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSpec>,
 }
 
 impl Default for TrainingSpec {
@@ -216,7 +223,127 @@ impl Default for TrainingSpec {
             holdout: default_holdout(),
             seed: default_seed(),
             window: None,
+            triggers: None,
+            search: None,
         }
+    }
+}
+
+/// What starts a training run, and how bursts are tamed. A manual request (`mlops train`) and a
+/// schedule slot always start a run at once; the automatic triggers wait for the debounce window
+/// and the cooldown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// The events that start a run (default: all three).
+    #[serde(default = "all_trigger_events")]
+    pub on: Vec<TriggerEvent>,
+    /// New data waits this long after the first new version for more, then one run trains on
+    /// all of it: a hundred small batches inside the window make one run.
+    #[serde(default)]
+    pub debounce_secs: f64,
+    /// After a run is queued, automatic triggers wait until this long has passed.
+    #[serde(default)]
+    pub cooldown_secs: f64,
+    /// A cron expression in UTC: five fields (minute granularity), or six with seconds first;
+    /// also `@hourly`, `@daily` and the like. Each slot queues a run on the training window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+impl Default for TriggerSpec {
+    fn default() -> Self {
+        Self { on: all_trigger_events(), debounce_secs: 0.0, cooldown_secs: 0.0, schedule: None }
+    }
+}
+
+impl TriggerSpec {
+    /// Whether `event` starts runs.
+    pub fn fires_on(&self, event: TriggerEvent) -> bool {
+        self.on.contains(&event)
+    }
+
+    /// The parsed schedule, if any.
+    pub fn cron(&self) -> Option<Result<croner::Cron, String>> {
+        self.schedule.as_deref().map(|s| {
+            s.parse::<croner::Cron>()
+                .map_err(|e| format!("`training.triggers.schedule` {s:?} is not a cron expression: {e}"))
+        })
+    }
+}
+
+/// An event that may start a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerEvent {
+    /// A training version passed validation.
+    NewData,
+    /// The monitor raised a drift alert.
+    Drift,
+    /// The monitor found label-based quality under its floor.
+    Degradation,
+}
+
+fn all_trigger_events() -> Vec<TriggerEvent> {
+    vec![TriggerEvent::NewData, TriggerEvent::Drift, TriggerEvent::Degradation]
+}
+
+/// Hyper-parameter search: every combination of the listed values (a grid) is trained on part of
+/// the training rows and scored on the rest; the best is refitted on all training rows. Every
+/// candidate and its score is kept in the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSpec {
+    /// Values to try, by parameter name; the other parameters come from `training.params`.
+    pub params: BTreeMap<String, Vec<f64>>,
+    /// k-fold cross-validation with this many folds; absent, one validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<u32>,
+    /// The share of training rows held for validation when there are no folds.
+    #[serde(default = "default_validation_share")]
+    pub validation: f64,
+    /// The score that ranks candidates: `roc_auc` or `accuracy` (higher is better), `log_loss`
+    /// (lower is better).
+    #[serde(default = "default_search_metric")]
+    pub metric: String,
+}
+
+/// The largest grid a search may hold.
+pub const MAX_CANDIDATES: usize = 256;
+
+/// Metrics a search may rank by, and whether higher is better.
+pub const SEARCH_METRICS: &[(&str, bool)] = &[("roc_auc", true), ("accuracy", true), ("log_loss", false)];
+
+fn default_validation_share() -> f64 {
+    0.2
+}
+fn default_search_metric() -> String {
+    "roc_auc".into()
+}
+
+impl SearchSpec {
+    /// Every candidate: the grid's combinations in a fixed order (the last parameter varies
+    /// fastest), each merged over `base`.
+    pub fn candidates(&self, base: &BTreeMap<String, f64>) -> Vec<BTreeMap<String, f64>> {
+        let mut out = vec![base.clone()];
+        for (name, values) in &self.params {
+            out = out
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.insert(name.clone(), *v);
+                        c
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+
+    /// Whether higher values of the ranking metric are better.
+    pub fn higher_is_better(&self) -> bool {
+        SEARCH_METRICS.iter().find(|(m, _)| *m == self.metric).is_none_or(|(_, h)| *h)
     }
 }
 
@@ -287,6 +414,26 @@ impl Algorithm {
                 &["trees", "learning_rate", "num_leaves", "max_depth", "min_data_in_leaf", "l2", "max_bins"]
             }
         }
+    }
+
+    /// Checks one hyper-parameter value, found at `at` in the spec.
+    fn check_param(self, at: &str, name: &str, v: f64) -> Result<(), String> {
+        let known = self.known_params();
+        if !known.contains(&name) {
+            return Err(format!("`{at}` is not a parameter of {} (known: {})", self.as_str(), known.join(", ")));
+        }
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("`{at}` must be a finite non-negative number"));
+        }
+        if let Some((_, lo, hi)) = self.integer_params().iter().find(|(n, _, _)| *n == name)
+            && (v.fract() != 0.0 || v < *lo || v > *hi)
+        {
+            return Err(format!("`{at}` must be a whole number in [{lo}, {hi}], got {v}"));
+        }
+        if name == "learning_rate" && !(v > 0.0 && v <= 1.0) {
+            return Err(format!("`{at}` must be in (0, 1], got {v}"));
+        }
+        Ok(())
     }
 
     /// The parameters that must be whole numbers, with their smallest and largest values.
@@ -507,25 +654,45 @@ impl PipelineSpec {
         if !(self.training.holdout > 0.0 && self.training.holdout < 1.0) {
             return bad(format!("`training.holdout` must be in (0, 1), got {}", self.training.holdout));
         }
-        let known = self.training.algorithm.known_params();
+        let algorithm = self.training.algorithm;
         for (k, v) in &self.training.params {
-            if !known.contains(&k.as_str()) {
-                return bad(format!(
-                    "`training.params.{k}` is not a parameter of {} (known: {})",
-                    self.training.algorithm.as_str(),
-                    known.join(", ")
-                ));
+            algorithm.check_param(&format!("training.params.{k}"), k, *v).map_err(SpecError::Invalid)?;
+        }
+        if let Some(t) = &self.training.triggers {
+            for (key, secs) in [("debounce_secs", t.debounce_secs), ("cooldown_secs", t.cooldown_secs)] {
+                if !(secs.is_finite() && (0.0..=30.0 * 86_400.0).contains(&secs)) {
+                    return bad(format!("`training.triggers.{key}` must be in [0, 2592000] seconds, got {secs}"));
+                }
             }
-            if !v.is_finite() || *v < 0.0 {
-                return bad(format!("`training.params.{k}` must be a finite non-negative number"));
+            if let Some(Err(e)) = t.cron() {
+                return bad(e);
             }
-            if let Some((_, lo, hi)) = self.training.algorithm.integer_params().iter().find(|(n, _, _)| n == k)
-                && (v.fract() != 0.0 || v < lo || v > hi)
-            {
-                return bad(format!("`training.params.{k}` must be a whole number in [{lo}, {hi}], got {v}"));
+        }
+        if let Some(search) = &self.training.search {
+            if search.params.is_empty() {
+                return bad("`training.search.params` lists no parameter to search".into());
             }
-            if k == "learning_rate" && !(*v > 0.0 && *v <= 1.0) {
-                return bad(format!("`training.params.learning_rate` must be in (0, 1], got {v}"));
+            for (k, values) in &search.params {
+                if values.is_empty() {
+                    return bad(format!("`training.search.params.{k}` lists no value"));
+                }
+                for v in values {
+                    algorithm.check_param(&format!("training.search.params.{k}"), k, *v).map_err(SpecError::Invalid)?;
+                }
+            }
+            let n: usize = search.params.values().map(Vec::len).product();
+            if n > MAX_CANDIDATES {
+                return bad(format!("`training.search` makes {n} candidates; at most {MAX_CANDIDATES} are allowed"));
+            }
+            if search.folds.is_some_and(|k| !(2..=20).contains(&k)) {
+                return bad("`training.search.folds` must be in [2, 20]".into());
+            }
+            if !(search.validation > 0.0 && search.validation < 1.0) {
+                return bad(format!("`training.search.validation` must be in (0, 1), got {}", search.validation));
+            }
+            if !SEARCH_METRICS.iter().any(|(m, _)| *m == search.metric) {
+                let known: Vec<_> = SEARCH_METRICS.iter().map(|(m, _)| *m).collect();
+                return bad(format!("`training.search.metric` `{}` is not one of {}", search.metric, known.join(", ")));
             }
         }
         for g in &self.gates {
@@ -586,6 +753,25 @@ impl SpecStore {
             None => Ok(None),
             Some(bytes) => PipelineSpec::from_json(&bytes).map(Some).map_err(|e| err(format!("{name}: {e}"))),
         }
+    }
+
+    /// Every stored spec, in name order. A stored spec this version cannot read is skipped with a
+    /// warning rather than hiding the others.
+    pub async fn all(&self) -> Result<Vec<PipelineSpec>, BusError> {
+        use futures::TryStreamExt as _;
+        let err = |message: String| BusError::Kv { bucket: PIPELINES_KV, message };
+        let keys = self.kv.keys().await.map_err(|e| err(e.to_string()))?;
+        let mut names: Vec<String> = keys.try_collect().await.map_err(|e| err(e.to_string()))?;
+        names.sort();
+        let mut specs = Vec::with_capacity(names.len());
+        for name in names {
+            match self.get(&name).await {
+                Ok(Some(spec)) => specs.push(spec),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(pipeline = %name, error = %e, "unreadable pipeline spec skipped"),
+            }
+        }
+        Ok(specs)
     }
 
     /// Stores `spec` as the current spec of its pipeline.
@@ -686,5 +872,39 @@ gates:
             let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
         }
+    }
+
+    #[test]
+    fn triggers_and_searches_are_checked_with_reasons() {
+        let with = |training: &str| PipelineSpec::from_yaml(&format!("{SPEC}training: {training}\n"));
+        let t = with("{triggers: {debounce_secs: 30, cooldown_secs: 600, schedule: \"0 3 * * *\", on: [new_data]}}")
+            .unwrap()
+            .training
+            .triggers
+            .unwrap();
+        assert!(t.fires_on(TriggerEvent::NewData) && !t.fires_on(TriggerEvent::Drift));
+        assert!(matches!(t.cron(), Some(Ok(_))));
+        let defaults = with("{triggers: {schedule: \"*/5 * * * * *\"}}").unwrap().training.triggers.unwrap();
+        assert!(defaults.fires_on(TriggerEvent::Degradation) && defaults.debounce_secs == 0.0);
+        let err = |training: &str| with(training).unwrap_err().to_string();
+        assert!(err("{triggers: {schedule: \"every day\"}}").contains("not a cron expression"));
+        assert!(err("{triggers: {debounce_secs: -1}}").contains("debounce_secs"));
+        assert!(err("{triggers: {on: [sunrise]}}").contains("sunrise"));
+        let s = with("{search: {params: {l2: [0.1, 1, 10]}, folds: 5}}").unwrap().training.search.unwrap();
+        let base = BTreeMap::from([("max_iter".to_owned(), 20.0)]);
+        let c = s.candidates(&base);
+        assert_eq!(c.len(), 3);
+        assert_eq!((c[2]["l2"], c[2]["max_iter"]), (10.0, 20.0));
+        assert!(err("{search: {params: {l2: []}}}").contains("lists no value"));
+        assert!(err("{search: {params: {trees: [10]}}}").contains("`training.search.params.trees` is not a parameter"));
+        assert!(err("{search: {params: {max_iter: [2.5]}}}").contains("whole number"));
+        assert!(err("{search: {params: {l2: [1]}, folds: 1}}").contains("folds"));
+        assert!(err("{search: {params: {l2: [1]}, metric: f1}}").contains("`f1` is not one of"));
+        let big = format!(
+            "{{search: {{params: {{l2: [{}], tol: [{}]}}}}}}",
+            vec!["1"; 17].join(","),
+            vec!["1"; 16].join(",")
+        );
+        assert!(err(&big).contains("272 candidates"));
     }
 }

@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let (secs, scores): (f64, Vec<f64>) = match name {
             "logistic" => {
-                let fit = logistic::fit(&x, d, y, logistic::Params::default());
+                let fit = logistic::fit(&x, d, y, logistic::Params::default(), |_| {});
                 let secs = started.elapsed().as_secs_f64();
                 eprintln!("logistic: {} Newton iterations", fit.iterations);
                 let score =

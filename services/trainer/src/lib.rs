@@ -19,11 +19,12 @@ use mlops_shared::events::Envelope;
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::objects::Objects;
+use mlops_shared::runs::{Run, RunState, Runs, kv_key, reason_name};
 use mlops_shared::spec::SpecStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Trainer configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -59,6 +60,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         models: bus.objects(MODELS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
         jobs: bus.kv(JOBS_KV).await?,
+        runs: Runs::open(&bus).await?,
         trainer_id,
     };
     let policy = policy::Policy::new(bus.clone()).await?;
@@ -70,15 +72,31 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     {
         let (policy, token) = (policy.clone(), shutdown.child_token());
         tracker.spawn(async move {
-            let spec = ConsumerSpec::events::<pb::DataValidated>("trainer-policy-data");
+            let spec = ConsumerSpec {
+                max_deliver: POLICY_MAX_DELIVER,
+                ..ConsumerSpec::events::<pb::DataValidated>("trainer-policy-data")
+            };
             policy.bus().consume(spec, token, |e| policy.on_validated(e)).await
         });
     }
     {
         let (policy, token) = (policy.clone(), shutdown.child_token());
         tracker.spawn(async move {
-            let spec = ConsumerSpec::events::<pb::DriftDetected>("trainer-policy-drift");
+            let spec = ConsumerSpec {
+                max_deliver: POLICY_MAX_DELIVER,
+                ..ConsumerSpec::events::<pb::DriftDetected>("trainer-policy-drift")
+            };
             policy.bus().consume(spec, token, |e| policy.on_drift(e)).await
+        });
+    }
+    {
+        let (policy, token) = (policy.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            let spec = ConsumerSpec {
+                max_deliver: POLICY_MAX_DELIVER,
+                ..ConsumerSpec::events::<pb::PerformanceDegraded>("trainer-policy-degraded")
+            };
+            policy.bus().consume(spec, token, |e| policy.on_degraded(e)).await
         });
     }
     {
@@ -88,11 +106,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             policy.bus().consume(spec, token, |e| policy.on_requested(e)).await
         });
     }
+    {
+        let (policy, token) = (policy.clone(), shutdown.child_token());
+        tracker.spawn(async move { policy.run_schedules(token).await });
+    }
     tracker.close();
     info!(trainer = %worker.trainer_id, "trainer ready");
     let spec = ConsumerSpec {
         ack_wait: Duration::from_secs(config.ack_wait_secs.max(3)),
-        max_deliver: 5,
+        max_deliver: JOB_MAX_DELIVER,
         // One job at a time per worker, so queued jobs spread over the workers.
         one_at_a_time: true,
         ..ConsumerSpec::on::<pb::TrainJob>(JOBS_STREAM, "trainers")
@@ -101,6 +123,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracker.wait().await;
     Ok(())
 }
+
+/// Deliveries of a trigger event before it is dead-lettered. Waiting for a debounce window or a
+/// cooldown takes a delivery or two; the rest are for retries.
+const POLICY_MAX_DELIVER: i64 = 30;
 
 fn default_trainer_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -118,13 +144,15 @@ struct Worker {
     models: Objects,
     specs: SpecStore,
     jobs: async_nats::jetstream::kv::Store,
+    runs: Runs,
     trainer_id: String,
 }
 
 impl Worker {
+    /// Runs a job, keeping its run record current: running (with progress), then succeeded or
+    /// failed. A transient failure leaves it running, with the error, until the last attempt.
     async fn on_job(&self, e: Envelope<pb::TrainJob>) -> Result<(), HandlerError> {
-        let ctx = e.follow();
-        let job = e.payload;
+        let job = &e.payload;
         let done_key = format!("done.{}", kv_key(&job.job_id));
         if let Some(sha) =
             self.jobs.get(done_key.as_str()).await.context("reading job state").map_err(HandlerError::Transient)?
@@ -132,6 +160,78 @@ impl Worker {
             info!(job = %job.job_id, artifact = %String::from_utf8_lossy(&sha), "job already done, skipping");
             return Ok(());
         }
+        let mut run = self.runs.get(&job.job_id).await?.unwrap_or_else(|| Run {
+            job_id: job.job_id.clone(),
+            pipeline: job.pipeline.clone(),
+            reason: reason_name(job.reason),
+            state: RunState::Queued,
+            dataset_ids: job.dataset_ids.clone(),
+            trigger_event_id: job.trigger_event_id.clone(),
+            trainer: String::new(),
+            attempt: 0,
+            queued_ms: 0,
+            started_ms: 0,
+            finished_ms: 0,
+            stage: String::new(),
+            progress: 0.0,
+            artifact_sha256: String::new(),
+            metrics: Default::default(),
+            error: String::new(),
+            superseded_by: String::new(),
+        });
+        run.state = RunState::Running;
+        run.trainer.clone_from(&self.trainer_id);
+        run.attempt = e.delivered;
+        run.started_ms = mlops_shared::now_unix_ms();
+        run.stage = "starting".into();
+        run.progress = 0.0;
+        self.runs.put(&run).await?;
+        let (tx, rx) = tokio::sync::watch::channel(train::Progress { stage: "starting".into(), fraction: 0.0 });
+        let reporter = tokio::spawn(report_progress(self.bus.clone(), self.runs.clone(), run.clone(), rx));
+        let outcome = self.train(&e, tx).await;
+        let mut run = reporter.await.unwrap_or(run);
+        match &outcome {
+            Ok((sha, metrics)) => {
+                run.state = RunState::Succeeded;
+                run.artifact_sha256 = sha.to_string();
+                run.metrics.clone_from(metrics);
+                run.progress = 1.0;
+                run.stage = "done".into();
+                run.error.clear();
+            }
+            Err(HandlerError::Later(_)) => {}
+            Err(HandlerError::Transient(err)) if e.delivered < JOB_MAX_DELIVER as u64 => {
+                run.stage = "will retry".into();
+                run.error = format!("{err:#}");
+            }
+            Err(err) => {
+                run.state = RunState::Failed;
+                run.stage = "failed".into();
+                run.error = match err {
+                    HandlerError::Permanent(reason) => reason.clone(),
+                    other => other.to_string(),
+                };
+            }
+        }
+        if run.state.is_final() {
+            run.finished_ms = mlops_shared::now_unix_ms();
+        }
+        // The record is for people; the job's outcome does not hang on it.
+        if let Err(err) = self.runs.put(&run).await {
+            warn!(job = %run.job_id, error = %err, "cannot update the run record");
+        }
+        publish_progress(&self.bus, &run).await;
+        outcome.map(drop)
+    }
+
+    /// Trains the job's model, stores it and announces it; the artifact's address and metrics.
+    async fn train(
+        &self,
+        e: &Envelope<pb::TrainJob>,
+        progress: tokio::sync::watch::Sender<train::Progress>,
+    ) -> Result<(Sha256, std::collections::BTreeMap<String, f64>), HandlerError> {
+        let ctx = e.follow();
+        let job = &e.payload;
         if job.dataset_ids.is_empty() {
             return Err(HandlerError::permanent(format!("job {} names no dataset", job.job_id)));
         }
@@ -140,6 +240,7 @@ impl Worker {
             .get(&job.pipeline)
             .await?
             .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", job.pipeline)))?;
+        progress.send_replace(train::Progress { stage: "loading datasets".into(), fraction: 0.0 });
         let mut blobs = Vec::with_capacity(job.dataset_ids.len());
         for id in &job.dataset_ids {
             let sha = Sha256::parse(id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
@@ -148,11 +249,15 @@ impl Worker {
         }
         let started = Instant::now();
         info!(job = %job.job_id, pipeline = %job.pipeline, datasets = blobs.len(), "training");
-        let trained = tokio::task::spawn_blocking(move || train::train(&spec, &blobs))
-            .await
-            .context("training task panicked")
-            .map_err(HandlerError::Transient)?
-            .map_err(|err| HandlerError::permanent(err.to_string()))?;
+        let trained = tokio::task::spawn_blocking(move || {
+            train::train_with_progress(&spec, &blobs, &mut |p| {
+                progress.send_replace(p);
+            })
+        })
+        .await
+        .context("training task panicked")
+        .map_err(HandlerError::Transient)?
+        .map_err(|err| HandlerError::permanent(err.to_string()))?;
         let millis = started.elapsed().as_millis() as u64;
         metrics::histogram!("mlops_training_seconds", "pipeline" => job.pipeline.clone())
             .record(started.elapsed().as_secs_f64());
@@ -178,17 +283,57 @@ impl Worker {
             training_millis: millis,
         };
         self.bus.publish(&format!("trained-{}", job.job_id), &ctx, &event).await?;
+        let done_key = format!("done.{}", kv_key(&job.job_id));
         self.jobs
             .put(done_key.as_str(), sha.to_string().into_bytes().into())
             .await
             .context("recording job as done")
             .map_err(HandlerError::Transient)?;
         info!(job = %job.job_id, artifact = %sha.short(), millis, auc = m.metrics.get("roc_auc").copied().unwrap_or(f64::NAN), "model trained");
-        Ok(())
+        Ok((sha, m.metrics.clone()))
     }
 }
 
-/// A job id as a key-value key (keys allow `[-/_=.a-zA-Z0-9]`).
-pub(crate) fn kv_key(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect()
+/// Attempts at a job before it is dead-lettered.
+const JOB_MAX_DELIVER: i64 = 5;
+
+/// Publishes the run's progress as training reports it: on core NATS at most five times a second,
+/// in its record every two seconds. Returns the run as last reported once training is over (the
+/// sender is dropped).
+async fn report_progress(
+    bus: Bus,
+    runs: Runs,
+    mut run: Run,
+    mut rx: tokio::sync::watch::Receiver<train::Progress>,
+) -> Run {
+    let mut stored = Instant::now();
+    loop {
+        {
+            let p = rx.borrow_and_update();
+            run.stage.clone_from(&p.stage);
+            run.progress = p.fraction;
+        }
+        publish_progress(&bus, &run).await;
+        if stored.elapsed() >= Duration::from_secs(2) {
+            stored = Instant::now();
+            if let Err(err) = runs.put(&run).await {
+                warn!(job = %run.job_id, error = %err, "cannot update the run record");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if rx.changed().await.is_err() {
+            return run;
+        }
+    }
+}
+
+async fn publish_progress(bus: &Bus, run: &Run) {
+    match serde_json::to_vec(run) {
+        Ok(json) => {
+            if let Err(err) = bus.client.publish(run.progress_subject(), json.into()).await {
+                tracing::debug!(error = %err, "progress not published");
+            }
+        }
+        Err(err) => warn!(error = %err, "progress not encoded"),
+    }
 }

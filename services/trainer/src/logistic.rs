@@ -30,8 +30,9 @@ impl Default for Params {
     }
 }
 
-/// Fits on `x` (row-major, `d` columns) and 0/1 labels `y`.
-pub fn fit(x: &[f64], d: usize, y: &[f64], params: Params) -> Fit {
+/// Fits on `x` (row-major, `d` columns) and 0/1 labels `y`. `progress` hears of each finished
+/// Newton iteration.
+pub fn fit(x: &[f64], d: usize, y: &[f64], params: Params, mut progress: impl FnMut(u32)) -> Fit {
     let n = y.len();
     debug_assert_eq!(x.len(), n * d);
     let k = d + 1; // intercept first
@@ -41,6 +42,9 @@ pub fn fit(x: &[f64], d: usize, y: &[f64], params: Params) -> Fit {
     let mut hess = vec![0.0; k * k];
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(8);
     for it in 0..params.max_iter {
+        if it > 0 {
+            progress(it);
+        }
         iterations = it + 1;
         // Rows in fixed blocks, each block's sums added in block order: the result does not depend
         // on how many threads counted the blocks.
@@ -156,7 +160,7 @@ mod tests {
         // intercept_ -0.14024355108773812, coef_ 0.753902133236213.
         let x = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, -3.0, 1.5];
         let y = [0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0];
-        let f = fit(&x, 1, &y, Params::default());
+        let f = fit(&x, 1, &y, Params::default(), |_| {});
         assert!((f.intercept - -0.140_243_551_087_738_12).abs() < 1e-7, "{f:?}");
         assert!((f.weights[0] - 0.753_902_133_236_213).abs() < 1e-7, "{f:?}");
     }
@@ -166,8 +170,8 @@ mod tests {
         let n = 400;
         let x: Vec<f64> = (0..n * 2).map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0).collect();
         let y: Vec<f64> = (0..n).map(|i| if x[2 * i] + 0.5 * x[2 * i + 1] > 0.0 { 1.0 } else { 0.0 }).collect();
-        let a = fit(&x, 2, &y, Params::default());
-        let b = fit(&x, 2, &y, Params::default());
+        let a = fit(&x, 2, &y, Params::default(), |_| {});
+        let b = fit(&x, 2, &y, Params::default(), |_| {});
         assert_eq!(a, b);
         assert!(a.weights[0] > 0.0 && a.weights[1] > 0.0 && a.weights[0] > a.weights[1], "{a:?}");
     }

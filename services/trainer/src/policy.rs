@@ -1,17 +1,26 @@
-//! The continuous-training policy: which events become training jobs, on which data. Each
-//! accepted training version is appended to its pipeline's history (the `jobs` bucket); validated
-//! data makes a job, a drift alert too, each on the spec's training window over that history (the
-//! newest version by default). Job ids are derived from their cause, and are the jobs'
-//! `Nats-Msg-Id`, so a redelivered trigger never queues a second job.
+//! The continuous-training policy: which events become training jobs, on which data, and when.
+//! Each accepted training version is appended to its pipeline's history (the `jobs` bucket). New
+//! data, drift and degradation alerts, schedule slots and manual requests each queue a job on the
+//! spec's training window over that history (the newest version by default).
+//!
+//! Bursts are tamed without timers that a crash could lose: an event that must wait (for the
+//! debounce window to close, or the cooldown to end) is handed back to JetStream with a delay, and
+//! when it comes back it queues a job unless a job queued meanwhile already covers it. Job ids are
+//! derived from their cause and are the jobs' `Nats-Msg-Id`, so a redelivered trigger never queues
+//! a second job.
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use mlops_proto as pb;
 use mlops_shared::bus::{Bus, HandlerError, JOBS_KV};
 use mlops_shared::events::{Envelope, EventContext};
-use mlops_shared::spec::{Environment, SpecStore, TrainingWindow};
-use tracing::info;
-
-use crate::kv_key;
+use mlops_shared::now_unix_ms;
+use mlops_shared::runs::{Run, RunState, Runs, kv_key, reason_name};
+use mlops_shared::spec::{Environment, PipelineSpec, SpecStore, TrainingWindow, TriggerEvent, TriggerSpec};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 /// The policy, shared by the trainer's consumers.
 #[derive(Clone)]
@@ -19,6 +28,7 @@ pub struct Policy {
     bus: Bus,
     jobs: async_nats::jetstream::kv::Store,
     specs: SpecStore,
+    runs: Runs,
 }
 
 impl Policy {
@@ -26,7 +36,8 @@ impl Policy {
     pub async fn new(bus: Bus) -> anyhow::Result<Self> {
         let jobs = bus.kv(JOBS_KV).await?;
         let specs = SpecStore::open(&bus).await?;
-        Ok(Self { bus, jobs, specs })
+        let runs = Runs::open(&bus).await?;
+        Ok(Self { bus, jobs, specs, runs })
     }
 
     /// The bus this policy publishes on.
@@ -35,7 +46,7 @@ impl Policy {
     }
 
     /// New validated data: append it to the pipeline's history, and queue a job on the training
-    /// window. Serving-time data is never trained on.
+    /// window once the debounce window and the cooldown allow. Serving-time data is never trained on.
     pub async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), HandlerError> {
         let v = &e.payload;
         if Environment::parse(&v.environment) != Ok(Environment::Training) {
@@ -43,23 +54,69 @@ impl Policy {
             return Ok(());
         }
         let history = self.append(&v.pipeline, &v.dataset_id).await?;
-        let job_id = format!("{}-data-{}", v.pipeline, v.dataset_id);
+        let triggers = self.spec(&v.pipeline).await?.training.triggers.unwrap_or_default();
+        if !triggers.fires_on(TriggerEvent::NewData) {
+            info!(pipeline = %v.pipeline, "new data does not trigger training (training.triggers.on)");
+            return Ok(());
+        }
+        let state = self.trigger_state(&v.pipeline).await?;
+        if state.covers(&history, &v.dataset_id) {
+            info!(pipeline = %v.pipeline, dataset = %v.dataset_id, job = %state.job_id, "already in a queued job");
+            return Ok(());
+        }
+        // The debounce window opens with the oldest version no job has covered yet.
+        let first_new = history.iter().find(|(id, _)| !state.covers(&history, id)).map_or(0, |(_, ms)| *ms);
+        let due = (first_new + secs_ms(triggers.debounce_secs)).max(state.cooldown_until(&triggers));
+        defer_until(due)?;
+        let newest = history.last().map(|(id, _)| id.as_str()).unwrap_or_default();
+        let job_id = format!("{}-data-{newest}", v.pipeline);
         self.queue_on_window(&v.pipeline, job_id, pb::TrainReason::NewData, &history, &e.id, &e.follow(), String::new)
             .await
     }
 
-    /// A drift alert: retrain on the training window.
+    /// A drift alert: retrain on the training window, once the cooldown allows.
     pub async fn on_drift(&self, e: Envelope<pb::DriftDetected>) -> Result<(), HandlerError> {
         let d = &e.payload;
-        let history = self.history(&d.pipeline).await?.0;
-        let job_id = format!("{}-drift-{}", d.pipeline, d.alert_id);
-        self.queue_on_window(&d.pipeline, job_id, pb::TrainReason::Drift, &history, &e.id, &e.follow(), || {
-            format!("drift on `{}` but no validated dataset to retrain on", d.pipeline)
+        let job_id = format!("{}-drift-{}", d.pipeline, kv_key(&d.alert_id));
+        self.on_alert(&e, &d.pipeline, TriggerEvent::Drift, job_id, pb::TrainReason::Drift).await
+    }
+
+    /// Label-based quality fell under its floor: retrain on the training window, once the
+    /// cooldown allows.
+    pub async fn on_degraded(&self, e: Envelope<pb::PerformanceDegraded>) -> Result<(), HandlerError> {
+        let d = &e.payload;
+        info!(pipeline = %d.pipeline, metric = %d.metric, value = d.value, floor = d.floor, "performance degraded");
+        let job_id = format!("{}-degradation-{}", d.pipeline, kv_key(&d.alert_id));
+        self.on_alert(&e, &d.pipeline, TriggerEvent::Degradation, job_id, pb::TrainReason::Degradation).await
+    }
+
+    async fn on_alert<E>(
+        &self,
+        e: &Envelope<E>,
+        pipeline: &str,
+        kind: TriggerEvent,
+        job_id: String,
+        reason: pb::TrainReason,
+    ) -> Result<(), HandlerError> {
+        let triggers = self.spec(pipeline).await?.training.triggers.unwrap_or_default();
+        if !triggers.fires_on(kind) {
+            info!(pipeline, trigger = ?kind, "this alert does not trigger training (training.triggers.on)");
+            return Ok(());
+        }
+        let state = self.trigger_state(pipeline).await?;
+        if state.queued_ms >= e.published_ms && e.published_ms > 0 {
+            info!(pipeline, job = %state.job_id, "a job queued since the alert already retrains");
+            return Ok(());
+        }
+        defer_until(state.cooldown_until(&triggers))?;
+        let history = self.history(pipeline).await?.0;
+        self.queue_on_window(pipeline, job_id, reason, &history, &e.id, &e.follow(), || {
+            format!("{kind:?} alert on `{pipeline}` but no validated dataset to retrain on")
         })
         .await
     }
 
-    /// A manual request: train on the window now.
+    /// A manual request: train on the window now (no debounce, no cooldown).
     pub async fn on_requested(&self, e: Envelope<pb::TrainRequested>) -> Result<(), HandlerError> {
         let r = &e.payload;
         let history = self.history(&r.pipeline).await?.0;
@@ -70,6 +127,73 @@ impl Policy {
             format!("train.requested: pipeline `{}` has no accepted training data yet", r.pipeline)
         })
         .await
+    }
+
+    /// Fires the schedules of all pipelines every second until `shutdown`. Each slot of a
+    /// pipeline's `training.triggers.schedule` queues one job, whichever trainer sees it first (the
+    /// slot is recorded with a revision check, and the job id is derived from it). Slots missed
+    /// while no trainer ran make one job when one starts; the slots before a schedule was first
+    /// seen make none.
+    pub async fn run_schedules(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut specs: Vec<PipelineSpec> = Vec::new();
+        let mut listed = None::<std::time::Instant>;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            // The pipelines are listed every ten seconds; a new schedule starts at its next slot.
+            if listed.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                match self.specs.all().await {
+                    Ok(all) => {
+                        specs = all
+                            .into_iter()
+                            .filter(|s| s.training.triggers.as_ref().is_some_and(|t| t.schedule.is_some()))
+                            .collect()
+                    }
+                    Err(err) => warn!(error = %err, "cannot list pipelines for their schedules"),
+                }
+                listed = Some(std::time::Instant::now());
+            }
+            for spec in &specs {
+                if let Err(err) = self.fire_schedule(spec).await {
+                    warn!(pipeline = %spec.name, error = %err, "schedule not fired; trying again");
+                }
+            }
+        }
+    }
+
+    async fn fire_schedule(&self, spec: &PipelineSpec) -> Result<(), HandlerError> {
+        let Some(Ok(cron)) = spec.training.triggers.as_ref().and_then(|t| t.cron()) else { return Ok(()) };
+        let pipeline = spec.name.as_str();
+        let now = chrono::Utc::now();
+        let Ok(slot) = cron.find_previous_occurrence(&now, true) else { return Ok(()) };
+        let slot = slot.timestamp_millis();
+        let key = format!("schedule.{}", kv_key(pipeline));
+        let entry =
+            self.jobs.entry(key.as_str()).await.context("reading the schedule").map_err(HandlerError::Transient)?;
+        let Some(entry) = entry.filter(|e| !e.value.is_empty()) else {
+            // First sight of this schedule: remember the slot just passed, fire from the next.
+            let _ = self.jobs.create(key.as_str(), slot.to_string().into_bytes().into()).await;
+            return Ok(());
+        };
+        let fired: i64 = String::from_utf8_lossy(&entry.value).parse().unwrap_or(0);
+        if slot <= fired {
+            return Ok(());
+        }
+        let history = self.history(pipeline).await?.0;
+        if history.is_empty() {
+            info!(pipeline, "scheduled run skipped: no accepted training data yet");
+        } else {
+            let job_id = format!("{pipeline}-schedule-{slot}");
+            let ctx = EventContext::new_run(job_id.clone());
+            self.queue_on_window(pipeline, job_id, pb::TrainReason::Schedule, &history, "", &ctx, String::new).await?;
+        }
+        // Another trainer may have recorded the slot first; its job has the same id.
+        let _ = self.jobs.update(key.as_str(), slot.to_string().into_bytes().into(), entry.revision).await;
+        Ok(())
     }
 
     /// Queues job `job_id` of `pipeline` on the training window over `history`. An empty history
@@ -95,7 +219,94 @@ impl Policy {
             reason: reason as i32,
             trigger_event_id: trigger_event_id.to_owned(),
         };
-        self.queue(job, ctx).await
+        // The record goes first, so a worker taking the job at once finds it.
+        let queued_ms = now_unix_ms();
+        let run = Run {
+            job_id: job.job_id.clone(),
+            pipeline: pipeline.to_owned(),
+            reason: reason_name(job.reason),
+            state: RunState::Queued,
+            dataset_ids: job.dataset_ids.clone(),
+            trigger_event_id: job.trigger_event_id.clone(),
+            trainer: String::new(),
+            attempt: 0,
+            queued_ms,
+            started_ms: 0,
+            finished_ms: 0,
+            stage: "queued".into(),
+            progress: 0.0,
+            artifact_sha256: String::new(),
+            metrics: Default::default(),
+            error: String::new(),
+            superseded_by: String::new(),
+        };
+        // A redelivered trigger finds the record there, perhaps further on: it is left alone.
+        let first = self.runs.create(&run).await?;
+        self.queue(&job, ctx).await?;
+        if !first {
+            return Ok(());
+        }
+        let previous = self.trigger_state(pipeline).await?.job_id;
+        let newest = history.last().map(|(id, _)| id.clone()).unwrap_or_default();
+        self.record_queued(pipeline, TriggerState { queued_ms, newest, job_id: job.job_id.clone() }).await?;
+        // The queue keeps one waiting job per pipeline: one still waiting was replaced by this.
+        if !previous.is_empty()
+            && previous != job.job_id
+            && let Some(mut old) = self.runs.get(&previous).await?
+            && old.state == RunState::Queued
+        {
+            old.state = RunState::Superseded;
+            old.stage = "superseded".into();
+            old.superseded_by = job.job_id;
+            old.finished_ms = queued_ms;
+            self.runs.put(&old).await?;
+        }
+        Ok(())
+    }
+
+    /// The pipeline's trigger state; the default when no job was queued yet.
+    async fn trigger_state(&self, pipeline: &str) -> Result<TriggerState, HandlerError> {
+        let entry = self
+            .jobs
+            .get(trigger_key(pipeline))
+            .await
+            .context("reading the trigger state")
+            .map_err(HandlerError::Transient)?;
+        Ok(entry.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default())
+    }
+
+    /// Records a queued job. A later record is never replaced by an older one.
+    async fn record_queued(&self, pipeline: &str, state: TriggerState) -> Result<(), HandlerError> {
+        let bytes: bytes::Bytes = serde_json::to_vec(&state).map_err(|e| HandlerError::Transient(e.into()))?.into();
+        for _ in 0..20 {
+            let entry = self
+                .jobs
+                .entry(trigger_key(pipeline))
+                .await
+                .context("reading the trigger state")
+                .map_err(HandlerError::Transient)?;
+            let written = match entry {
+                Some(e) => {
+                    let current: TriggerState = serde_json::from_slice(&e.value).unwrap_or_default();
+                    if current.queued_ms > state.queued_ms {
+                        return Ok(());
+                    }
+                    self.jobs.update(trigger_key(pipeline), bytes.clone(), e.revision).await.is_ok()
+                }
+                None => self.jobs.create(trigger_key(pipeline), bytes.clone()).await.is_ok(),
+            };
+            if written {
+                return Ok(());
+            }
+        }
+        Err(HandlerError::Transient(anyhow::anyhow!("the trigger state of `{pipeline}` kept changing")))
+    }
+
+    async fn spec(&self, pipeline: &str) -> Result<PipelineSpec, HandlerError> {
+        self.specs
+            .get(pipeline)
+            .await?
+            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{pipeline}` not found")))
     }
 
     /// The pipeline's accepted training versions, oldest first, and the bucket revision read.
@@ -143,19 +354,18 @@ impl Policy {
 
     /// The datasets a job trains on: the spec's window over `history`.
     async fn window(&self, pipeline: &str, history: &History) -> Result<Vec<String>, HandlerError> {
-        let spec = self
-            .specs
-            .get(pipeline)
-            .await?
-            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{pipeline}` not found")))?;
-        Ok(TrainingWindow::select(spec.training.window.as_ref(), history, mlops_shared::now_unix_ms()))
+        let spec = self.spec(pipeline).await?;
+        Ok(TrainingWindow::select(spec.training.window.as_ref(), history, now_unix_ms()))
     }
 
-    async fn queue(&self, job: pb::TrainJob, ctx: &EventContext) -> Result<(), HandlerError> {
-        let published = self.bus.publish(&job.job_id, ctx, &job).await?;
-        info!(job = %job.job_id, reason = job.reason, duplicate = published.duplicate, "training job queued");
-        metrics::counter!("mlops_jobs_queued_total", "pipeline" => job.pipeline.clone()).increment(1);
-        Ok(())
+    /// Publishes `job`; true when the server already had it (a duplicate, dropped).
+    async fn queue(&self, job: &pb::TrainJob, ctx: &EventContext) -> Result<bool, HandlerError> {
+        let published = self.bus.publish(&job.job_id, ctx, job).await?;
+        info!(job = %job.job_id, reason = %reason_name(job.reason), duplicate = published.duplicate, "training job queued");
+        if !published.duplicate {
+            metrics::counter!("mlops_jobs_queued_total", "pipeline" => job.pipeline.clone()).increment(1);
+        }
+        Ok(published.duplicate)
     }
 }
 
@@ -168,4 +378,50 @@ type History = Vec<(String, i64)>;
 
 fn history_key(pipeline: &str) -> String {
     format!("history.{}", kv_key(pipeline))
+}
+
+fn trigger_key(pipeline: &str) -> String {
+    format!("trigger.{}", kv_key(pipeline))
+}
+
+/// The last job queued for a pipeline (`trigger.<pipeline>` in the jobs bucket): what the debounce
+/// window and the cooldown are measured from.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TriggerState {
+    /// When it was queued (Unix ms).
+    queued_ms: i64,
+    /// The newest accepted version when it was queued: it and every older version are covered.
+    newest: String,
+    job_id: String,
+}
+
+impl TriggerState {
+    /// Whether the job recorded here was queued after `dataset` was accepted (so trains on it,
+    /// or on newer data in its place).
+    fn covers(&self, history: &History, dataset: &str) -> bool {
+        let at = |id: &str| history.iter().position(|(d, _)| d == id);
+        match (at(&self.newest), at(dataset)) {
+            (Some(newest), Some(d)) => d <= newest,
+            // The recorded version has left the history (it is older than all kept): not covered.
+            _ => false,
+        }
+    }
+
+    /// When the cooldown after the last queued job ends (Unix ms).
+    fn cooldown_until(&self, triggers: &TriggerSpec) -> i64 {
+        if self.queued_ms == 0 { 0 } else { self.queued_ms + secs_ms(triggers.cooldown_secs) }
+    }
+}
+
+fn secs_ms(secs: f64) -> i64 {
+    (secs * 1000.0) as i64
+}
+
+/// `Ok` once `due` (Unix ms) has passed; else asks for the event again then.
+fn defer_until(due: i64) -> Result<(), HandlerError> {
+    let wait = due - now_unix_ms();
+    if wait > 0 {
+        return Err(HandlerError::Later(Duration::from_millis(wait as u64)));
+    }
+    Ok(())
 }

@@ -5,8 +5,11 @@
 use std::collections::BTreeMap;
 
 use mlops_data::{DatasetError, read_datasets};
-use mlops_shared::model::{Artifact, FORMAT, Manifest, Parameters, Preprocessor, ReferenceProfile, holdout_split};
-use mlops_shared::spec::{Algorithm, PipelineSpec};
+use mlops_shared::model::{
+    Artifact, Candidate, FORMAT, Manifest, Parameters, Preprocessor, ReferenceProfile, SearchResult, holdout_split,
+    shuffled,
+};
+use mlops_shared::spec::{Algorithm, PipelineSpec, SearchSpec};
 
 use crate::{gbt, logistic};
 
@@ -27,8 +30,25 @@ pub struct Trained {
     pub artifact: Artifact,
 }
 
+/// How far a run has come: `fraction` of the whole run, in [0, 1], and what it is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub stage: String,
+    pub fraction: f64,
+}
+
 /// Trains `spec`'s model on `datasets` (id, CSV bytes), in the given order.
 pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trained, TrainError> {
+    train_with_progress(spec, datasets, &mut |_| {})
+}
+
+/// [`train`], telling `progress` how far it has come.
+pub fn train_with_progress(
+    spec: &PipelineSpec,
+    datasets: &[(String, Vec<u8>)],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Trained, TrainError> {
+    progress(Progress { stage: "reading data".into(), fraction: 0.0 });
     let frame = read_datasets(spec, datasets)?;
     if frame.rows < 10 {
         return Err(TrainError::TooFew(frame.rows));
@@ -43,40 +63,26 @@ pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trai
     }
     let preprocessing = Preprocessor::fit(&spec.features, &train);
     let x = preprocessing.transform_frame(&train);
-    let parameters = match t.algorithm {
-        Algorithm::LogisticRegression => {
-            let defaults = logistic::Params::default();
-            let params = logistic::Params {
-                l2: t.params.get("l2").copied().unwrap_or(defaults.l2),
-                max_iter: t.params.get("max_iter").map_or(defaults.max_iter, |v| *v as u32),
-                tol: t.params.get("tol").copied().unwrap_or(defaults.tol),
-            };
-            let fit = logistic::fit(&x, preprocessing.width(), y, params);
-            Parameters::Logistic { intercept: fit.intercept, weights: fit.weights }
-        }
-        Algorithm::GradientBoosting => {
-            let d = gbt::Params::default();
-            let get = |k: &str, default: f64| t.params.get(k).copied().unwrap_or(default);
-            // The spec check keeps the whole-number parameters whole and in range.
-            let params = gbt::Params {
-                trees: get("trees", f64::from(d.trees)) as u32,
-                learning_rate: get("learning_rate", d.learning_rate),
-                num_leaves: get("num_leaves", f64::from(d.num_leaves)) as u32,
-                max_depth: get("max_depth", f64::from(d.max_depth)) as u32,
-                min_data_in_leaf: get("min_data_in_leaf", f64::from(d.min_data_in_leaf)) as u32,
-                l2: get("l2", d.l2),
-                max_bins: get("max_bins", f64::from(d.max_bins)) as u32,
-            };
-            let fit = gbt::fit(&x, preprocessing.width(), y, &preprocessing.one_hot_groups(), params, |_| {});
-            Parameters::GradientBoosting { base_score: fit.base_score, trees: fit.trees }
+    let model = Model { algorithm: t.algorithm, width: preprocessing.width(), one_hot: preprocessing.one_hot_groups() };
+    let (params, search) = match &t.search {
+        None => (t.params.clone(), None),
+        Some(search) => {
+            let result = model.search(search, &t.params, &x, y, t.seed, progress);
+            (result.candidates[result.best].params.clone(), Some(result))
         }
     };
+    // The final fit is the last share of the run: all of it without a search.
+    let (from, share) = if search.is_some() { (0.8, 0.15) } else { (0.0, 0.95) };
+    let parameters = model.fit(&params, &x, y, &mut |done| {
+        progress(Progress { stage: "training".into(), fraction: from + share * done });
+    });
+    progress(Progress { stage: "evaluating on the holdout".into(), fraction: from + share });
     let mut artifact = Artifact {
         manifest: Manifest {
             format: FORMAT.into(),
             pipeline: spec.name.to_string(),
             algorithm: t.algorithm.as_str().into(),
-            params: t.params.clone(),
+            params,
             features: spec.features.clone(),
             target: spec.target.clone(),
             dataset_ids: datasets.iter().map(|(id, _)| id.clone()).collect(),
@@ -88,15 +94,143 @@ pub fn train(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Trai
             holdout_rows: holdout.rows as u64,
             metrics: BTreeMap::new(),
             reference: ReferenceProfile::fit(&spec.features, &train),
+            search,
         },
         preprocessing,
         parameters,
     };
     let scores = artifact.predict_frame(&holdout);
     let labels = holdout.target.as_deref().expect("frames are read with their target");
-    artifact.manifest.metrics =
-        mlops_shared::scoring::classification(labels, &scores).into_iter().filter(|(_, v)| v.is_finite()).collect();
+    artifact.manifest.metrics = finite(mlops_shared::scoring::classification(labels, &scores));
+    progress(Progress { stage: "done".into(), fraction: 1.0 });
     Ok(Trained { artifact })
+}
+
+fn finite(metrics: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    metrics.into_iter().filter(|(_, v)| v.is_finite()).collect()
+}
+
+/// What is fitted: an algorithm on preprocessed inputs of `width` columns.
+struct Model {
+    algorithm: Algorithm,
+    width: usize,
+    one_hot: Vec<std::ops::Range<usize>>,
+}
+
+impl Model {
+    /// Fits with `params` (absent ones take their defaults); `done` hears the fraction finished.
+    fn fit(&self, params: &BTreeMap<String, f64>, x: &[f64], y: &[f64], done: &mut dyn FnMut(f64)) -> Parameters {
+        let get = |k: &str, default: f64| params.get(k).copied().unwrap_or(default);
+        match self.algorithm {
+            Algorithm::LogisticRegression => {
+                let d = logistic::Params::default();
+                // The spec check keeps the whole-number parameters whole and in range.
+                let p = logistic::Params {
+                    l2: get("l2", d.l2),
+                    max_iter: get("max_iter", f64::from(d.max_iter)) as u32,
+                    tol: get("tol", d.tol),
+                };
+                let fit = logistic::fit(x, self.width, y, p, |it| done(f64::from(it) / f64::from(p.max_iter)));
+                Parameters::Logistic { intercept: fit.intercept, weights: fit.weights }
+            }
+            Algorithm::GradientBoosting => {
+                let d = gbt::Params::default();
+                let p = gbt::Params {
+                    trees: get("trees", f64::from(d.trees)) as u32,
+                    learning_rate: get("learning_rate", d.learning_rate),
+                    num_leaves: get("num_leaves", f64::from(d.num_leaves)) as u32,
+                    max_depth: get("max_depth", f64::from(d.max_depth)) as u32,
+                    min_data_in_leaf: get("min_data_in_leaf", f64::from(d.min_data_in_leaf)) as u32,
+                    l2: get("l2", d.l2),
+                    max_bins: get("max_bins", f64::from(d.max_bins)) as u32,
+                };
+                let fit = gbt::fit(x, self.width, y, &self.one_hot, p, |t| done(f64::from(t) / f64::from(p.trees)));
+                Parameters::GradientBoosting { base_score: fit.base_score, trees: fit.trees }
+            }
+        }
+    }
+
+    /// Tries every candidate of `search` on validation rows cut from the training rows (one
+    /// seeded split, or k folds) and ranks them by the search metric; ties go to the earlier
+    /// candidate. Deterministic like the rest of the run.
+    fn search(
+        &self,
+        search: &SearchSpec,
+        base: &BTreeMap<String, f64>,
+        x: &[f64],
+        y: &[f64],
+        seed: u64,
+        progress: &mut dyn FnMut(Progress),
+    ) -> SearchResult {
+        let n = y.len();
+        let splits = validation_splits(n, search.folds, search.validation, seed);
+        let candidates = search.candidates(base);
+        let steps = (candidates.len() * splits.len()) as f64;
+        let mut tried = Vec::with_capacity(candidates.len());
+        for (c, params) in candidates.into_iter().enumerate() {
+            let mut fold_scores = Vec::with_capacity(splits.len());
+            for (f, (fit_rows, check_rows)) in splits.iter().enumerate() {
+                let step = (c * splits.len() + f) as f64;
+                let stage = format!("searching: candidate {} of {}", c + 1, steps as usize / splits.len());
+                let (xf, yf) = rows(x, y, self.width, fit_rows);
+                let parameters = self.fit(&params, &xf, &yf, &mut |done| {
+                    progress(Progress { stage: stage.clone(), fraction: 0.8 * (step + done) / steps });
+                });
+                let (xv, yv) = rows(x, y, self.width, check_rows);
+                let scores: Vec<f64> = xv.chunks(self.width.max(1)).map(|r| parameters.score(r)).collect();
+                let metrics = mlops_shared::scoring::classification(&yv, &scores);
+                fold_scores.push(metrics.get(&search.metric).copied().filter(|v| v.is_finite()));
+            }
+            let score = fold_scores.iter().copied().sum::<Option<f64>>().map(|s| s / fold_scores.len() as f64);
+            tried.push(Candidate { params, score, fold_scores });
+        }
+        let better = |a: f64, b: f64| if search.higher_is_better() { a > b } else { a < b };
+        let mut best = 0;
+        for (i, c) in tried.iter().enumerate() {
+            if let Some(s) = c.score
+                && tried[best].score.is_none_or(|b| better(s, b))
+            {
+                best = i;
+            }
+        }
+        SearchResult {
+            metric: search.metric.clone(),
+            folds: search.folds.unwrap_or(0),
+            validation_rows: splits.iter().map(|(_, v)| v.len() as u64).sum(),
+            candidates: tried,
+            best,
+        }
+    }
+}
+
+/// (fit rows, validation rows) pairs over `n` training rows: `folds` seeded folds, or one seeded
+/// split holding out `share` of them.
+fn validation_splits(n: usize, folds: Option<u32>, share: f64, seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
+    // A seed of its own, so the folds do not repeat the holdout split's shuffle.
+    let seed = seed ^ 0x5eed_f01d;
+    match folds {
+        None => vec![holdout_split(n, share, seed)],
+        Some(k) => {
+            let (k, order) = (k as usize, shuffled(n, seed));
+            (0..k)
+                .map(|f| {
+                    let mut held = vec![false; n];
+                    order.iter().skip(f).step_by(k).for_each(|&i| held[i] = true);
+                    let (check, fit): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| held[i]);
+                    (fit, check)
+                })
+                .collect()
+        }
+    }
+}
+
+/// The rows `idx` of `x` (`width` columns) and `y`.
+fn rows(x: &[f64], y: &[f64], width: usize, idx: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let mut xs = Vec::with_capacity(idx.len() * width);
+    for &i in idx {
+        xs.extend_from_slice(&x[i * width..(i + 1) * width]);
+    }
+    (xs, idx.iter().map(|&i| y[i]).collect())
 }
 
 #[cfg(test)]
@@ -169,6 +303,48 @@ target: {name: y}
             let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "{params}: {err}");
         }
+    }
+
+    #[test]
+    fn a_search_tries_every_candidate_keeps_the_best_and_records_them_all() {
+        let spec = PipelineSpec::from_yaml(&format!(
+            "{SPEC}training: {{algorithm: gradient_boosting, params: {{trees: 20, min_data_in_leaf: 5}}, \
+             search: {{params: {{num_leaves: [2, 8], learning_rate: [0.01, 0.3]}}, folds: 3}}}}\n"
+        ))
+        .unwrap();
+        let ds = vec![("d1".to_string(), data(900, false))];
+        let mut seen = Vec::new();
+        let a = train_with_progress(&spec, &ds, &mut |p| seen.push(p)).unwrap().artifact;
+        let search = a.manifest.search.as_ref().expect("the search is recorded");
+        assert_eq!((search.folds, search.metric.as_str(), search.candidates.len()), (3, "roc_auc", 4));
+        // Every candidate is scored on every fold, and the kept one scores best.
+        assert!(search.candidates.iter().all(|c| c.fold_scores.len() == 3 && c.score.is_some()));
+        let best = &search.candidates[search.best];
+        assert!(search.candidates.iter().all(|c| c.score <= best.score), "{search:?}");
+        assert_eq!(a.manifest.params, best.params);
+        assert_eq!(best.params["trees"], 20.0);
+        // Stumps with a tiny learning rate cannot win against the rest.
+        assert_ne!((best.params["num_leaves"], best.params["learning_rate"]), (2.0, 0.01));
+        // Progress only goes forward, from 0 to 1.
+        assert!(seen.windows(2).all(|w| w[0].fraction <= w[1].fraction), "{seen:?}");
+        assert_eq!((seen[0].fraction, seen.last().unwrap().fraction), (0.0, 1.0));
+        assert!(seen.iter().any(|p| p.stage.starts_with("searching: candidate 4 of 4")));
+        // Searching is deterministic too.
+        assert_eq!(a.to_bytes(), train(&spec, &ds).unwrap().artifact.to_bytes());
+    }
+
+    #[test]
+    fn a_validation_split_search_ranks_by_log_loss_lower_first() {
+        let spec = PipelineSpec::from_yaml(&format!(
+            "{SPEC}training: {{search: {{params: {{l2: [1000000, 0.01]}}, metric: log_loss}}}}\n"
+        ))
+        .unwrap();
+        let a = train(&spec, &[("d1".to_string(), data(600, false))]).unwrap().artifact;
+        let search = a.manifest.search.unwrap();
+        assert_eq!((search.folds, search.validation_rows), (0, 96)); // 20% of 480 training rows
+        // A huge penalty flattens the model: its log-loss is worse, so the small one wins.
+        assert_eq!(search.best, 1);
+        assert_eq!(a.manifest.params["l2"], 0.01);
     }
 
     #[test]

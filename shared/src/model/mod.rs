@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use preprocess::{FeatureTransform, Preprocessor};
 pub use profile::{FeatureProfile, ReferenceProfile, bin_index};
-pub use split::holdout_split;
+pub use split::{holdout_split, shuffled};
 pub use trees::Tree;
 
 use crate::ids::Sha256;
@@ -55,6 +55,9 @@ pub struct Manifest {
     pub metrics: BTreeMap<String, f64>,
     /// Distribution of each feature in the training data: the monitor's drift reference.
     pub reference: ReferenceProfile,
+    /// The hyper-parameter search that chose `params`, when the spec asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchResult>,
 }
 
 /// Fitted model parameters.
@@ -65,6 +68,43 @@ pub enum Parameters {
     Logistic { intercept: f64, weights: Vec<f64> },
     /// p(positive) = sigmoid(base_score + Σ tree(x)): gradient-boosted trees on the log-odds.
     GradientBoosting { base_score: f64, trees: Vec<Tree> },
+}
+
+impl Parameters {
+    /// The probability of the positive class for one preprocessed input vector.
+    pub fn score(&self, x: &[f64]) -> f64 {
+        let z = match self {
+            Self::Logistic { intercept, weights } => intercept + weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>(),
+            Self::GradientBoosting { base_score, trees } => base_score + trees.iter().map(|t| t.eval(x)).sum::<f64>(),
+        };
+        sigmoid(z)
+    }
+}
+
+/// A hyper-parameter search as run: every candidate with its validation score, and the one kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchResult {
+    /// The metric that ranked the candidates.
+    pub metric: String,
+    /// k of k-fold cross-validation; 0 for one validation split.
+    pub folds: u32,
+    /// Training rows scored per candidate (over all folds).
+    pub validation_rows: u64,
+    pub candidates: Vec<Candidate>,
+    /// The index of the kept candidate, whose parameters the model was refitted with.
+    pub best: usize,
+}
+
+/// One candidate of a search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    /// Every parameter it was fitted with.
+    pub params: BTreeMap<String, f64>,
+    /// The mean of its fold scores; absent when a fold could not be scored (a single class).
+    pub score: Option<f64>,
+    pub fold_scores: Vec<Option<f64>>,
 }
 
 /// A complete model artifact.
@@ -142,15 +182,7 @@ impl Artifact {
 
     /// Predicts from an already preprocessed feature vector.
     pub fn predict_vector(&self, x: &[f64]) -> Prediction {
-        let z = match &self.parameters {
-            Parameters::Logistic { intercept, weights } => {
-                intercept + weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>()
-            }
-            Parameters::GradientBoosting { base_score, trees } => {
-                base_score + trees.iter().map(|t| t.eval(x)).sum::<f64>()
-            }
-        };
-        let score = sigmoid(z);
+        let score = self.parameters.score(x);
         Prediction { score, positive: score >= 0.5 }
     }
 
@@ -206,6 +238,7 @@ mod tests {
                 holdout_rows: 0,
                 metrics: BTreeMap::new(),
                 reference: ReferenceProfile::fit(&spec.features, &frame),
+                search: None,
             },
             preprocessing,
             parameters: Parameters::Logistic {

@@ -9,18 +9,24 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 /// Splits `0..rows` into (train, holdout) indices, `holdout` being the share held out.
 /// The same `rows`, `holdout` and `seed` always give the same split.
 pub fn holdout_split(rows: usize, holdout: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let mut idx: Vec<usize> = (0..rows).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for i in (1..rows).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        idx.swap(i, j);
-    }
+    let mut idx = shuffled(rows, seed);
     let n_holdout = ((rows as f64) * holdout).round() as usize;
     let n_holdout = n_holdout.clamp(usize::from(rows > 1), rows.saturating_sub(1));
     let mut holdout_idx = idx.split_off(rows - n_holdout);
     idx.sort_unstable();
     holdout_idx.sort_unstable();
     (idx, holdout_idx)
+}
+
+/// `0..rows` in a seeded random order (Fisher–Yates on ChaCha8).
+pub fn shuffled(rows: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..rows).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for i in (1..rows).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        idx.swap(i, j);
+    }
+    idx
 }
 
 #[cfg(test)]

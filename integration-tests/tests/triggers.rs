@@ -1,0 +1,226 @@
+//! What starts a training run, end to end: debounced bursts of data, the cooldown, a cron
+//! schedule, degradation alerts; and what a run shows while and after it trains (run records,
+//! progress, `mlops runs`, hyper-parameter search).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use mlops_cli::events::Decoded;
+use mlops_integration_tests::{TestApp, sample, wait_until};
+use mlops_proto as pb;
+use mlops_shared::runs::{Run, RunState, Runs};
+use sample::Variant;
+
+const T: Duration = Duration::from_secs(60);
+
+fn trained(app: &TestApp, reason: pb::TrainReason) -> Vec<pb::ModelTrained> {
+    app.seen()
+        .into_iter()
+        .filter_map(|s| match s.payload {
+            Decoded::Trained(t) if t.reason == reason as i32 => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+fn with_training(extra: &str) -> String {
+    let spec = mlops_cli::EXAMPLE_SPEC.replace("  holdout: 0.2\n", &format!("  holdout: 0.2\n{extra}"));
+    assert!(spec.contains(extra));
+    spec
+}
+
+async fn bus(app: &TestApp) -> mlops_shared::bus::Bus {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let args = mlops_shared::config::NatsArgs::local(&app.stack.nats_url);
+    mlops_shared::bus::Bus::connect(&args, "test", &shutdown).await.unwrap()
+}
+
+async fn runs(app: &TestApp) -> Runs {
+    Runs::open(&bus(app).await).await.unwrap()
+}
+
+/// A hundred small batches inside the debounce window make one run, on all of them; a batch
+/// arriving just after waits for the cooldown, then makes one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_inside_the_debounce_window_makes_one_run_and_the_cooldown_holds_the_next() {
+    let app = TestApp::start().await;
+    let (debounce, cooldown) = (20, 8);
+    app.apply(&with_training(&format!(
+        "  window: {{versions: 200}}\n  triggers: {{debounce_secs: {debounce}, cooldown_secs: {cooldown}}}\n"
+    )))
+    .await;
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for seed in 0..100 {
+        ids.push(app.upload("churn", &sample::csv(100, 1000 + seed, Variant::Normal)).await.dataset_id);
+    }
+    let took = started.elapsed();
+    eprintln!("100 uploads took {took:?}");
+    let t = app.wait_event("model.trained", T + Duration::from_secs(debounce), |_| true).await;
+    let Decoded::Trained(first) = t.payload else { unreachable!() };
+    assert_eq!(first.reason, pb::TrainReason::NewData as i32);
+    let accepted: Vec<String> = app
+        .seen()
+        .into_iter()
+        .filter_map(|s| match s.payload {
+            Decoded::Validated(v) => Some(v.dataset_id),
+            _ => None,
+        })
+        .collect();
+    // A few small batches may be rejected (drift against the previous batch); most are not.
+    assert!(accepted.len() >= 50 && accepted.iter().all(|id| ids.contains(id)), "{} accepted", accepted.len());
+    if took < Duration::from_secs(debounce * 3 / 4) {
+        // Every batch was accepted inside the window (which opened with the first one).
+        assert_eq!(first.dataset_ids, accepted, "one run on all hundred batches");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(debounce), "the run waited for the window to close");
+
+    // One more batch, at once: it waits for the cooldown after the first run was queued.
+    let late = app.upload("churn", &sample::csv(100, 2000, Variant::Normal)).await;
+    let t = app
+        .wait_event(
+            "model.trained",
+            T,
+            |s| matches!(&s.payload, Decoded::Trained(t) if t.dataset_ids.contains(&late.dataset_id)),
+        )
+        .await;
+    let Decoded::Trained(second) = t.payload else { unreachable!() };
+    // The record is updated just after the model is announced.
+    let store = runs(&app).await;
+    let (a, b) = wait_until(T, || async {
+        let a = store.get(&first.job_id).await.unwrap().filter(|r| r.state.is_final())?;
+        let b = store.get(&second.job_id).await.unwrap().filter(|r| r.state.is_final())?;
+        Some((a, b))
+    })
+    .await
+    .expect("both runs recorded as over");
+    let listed = store.list().await.unwrap();
+    assert!(listed.contains(&a) && listed.contains(&b), "{listed:?}");
+    assert!(b.queued_ms - a.queued_ms >= cooldown * 1000, "queued {} ms apart", b.queued_ms - a.queued_ms);
+    for r in [&a, &b] {
+        assert_eq!((r.reason.as_str(), r.state), ("new_data", RunState::Succeeded), "{r:?}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let runs_made = trained(&app, pb::TrainReason::NewData).len();
+    assert!(runs_made <= 3, "{runs_made} runs for 101 batches");
+}
+
+/// A cron schedule queues a run at its slots, with the reason `schedule`, while new data (left out
+/// of `on`) starts none; a degradation alert starts one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_and_a_degradation_alert_start_runs_and_new_data_does_not() {
+    let app = TestApp::start().await;
+    app.apply(&with_training("  triggers: {schedule: \"*/4 * * * * *\", on: [degradation]}\n")).await;
+    let ds = app.upload("churn", &sample::csv(1000, 7, Variant::Normal)).await;
+    let t = app
+        .wait_event(
+            "model.trained",
+            T,
+            |s| matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Schedule as i32),
+        )
+        .await;
+    let Decoded::Trained(scheduled) = t.payload else { unreachable!() };
+    assert_eq!(scheduled.dataset_ids, vec![ds.dataset_id.clone()]);
+    assert!(scheduled.job_id.starts_with("churn-schedule-"), "{}", scheduled.job_id);
+    // The slot is in the job id: a multiple of four seconds.
+    let slot: i64 = scheduled.job_id.trim_start_matches("churn-schedule-").parse().unwrap();
+    assert_eq!(slot % 4000, 0);
+
+    let bus = bus(&app).await;
+    let alert = pb::PerformanceDegraded {
+        pipeline: "churn".into(),
+        version: 1,
+        alert_id: "a-1".into(),
+        metric: "roc_auc".into(),
+        value: 0.61,
+        floor: 0.7,
+    };
+    bus.publish("degraded-a-1", &mlops_shared::events::EventContext::new_run("deg"), &alert).await.unwrap();
+    app.wait_event("model.trained", T, |s| {
+        matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Degradation as i32 && t.job_id == "churn-degradation-a-1")
+    })
+    .await;
+    assert!(trained(&app, pb::TrainReason::NewData).is_empty(), "new data is not a trigger of this pipeline");
+    let store = runs(&app).await;
+    let records = wait_until(T, || async {
+        let records = store.list().await.unwrap();
+        records.iter().any(|r| r.reason == "schedule" && r.state == RunState::Succeeded).then_some(records)
+    })
+    .await
+    .expect("a scheduled run recorded as succeeded");
+    assert!(records.iter().any(|r| r.reason == "degradation" && r.trigger_event_id == "degraded-a-1"), "{records:?}");
+}
+
+/// A run with a hyper-parameter search reports its progress as it goes, records every candidate
+/// in the artifact, and `mlops runs list` and `mlops runs watch` show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_run_reports_progress_records_its_candidates_and_the_cli_shows_it() {
+    let app = TestApp::start().await;
+    let spec = with_training("  search: {params: {num_leaves: [4, 16]}, folds: 2}\n").replace(
+        "  algorithm: logistic_regression\n  params: {l2: 1.0, max_iter: 50}",
+        "  algorithm: gradient_boosting\n  params: {trees: 150, min_data_in_leaf: 10}",
+    );
+    app.apply(&spec).await;
+    let mut progress = app.nats.subscribe("mlops.progress.train.churn").await.unwrap();
+    app.nats.flush().await.unwrap();
+    app.upload("churn", &sample::csv(3000, 17, Variant::Normal)).await;
+    let mut seen: Vec<Run> = Vec::new();
+    let done = tokio::time::timeout(T, async {
+        while let Some(msg) = progress.next().await {
+            let run: Run = serde_json::from_slice(&msg.payload).expect("progress is a run record");
+            let over = run.state.is_final();
+            seen.push(run);
+            if over {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "the run did not end: {seen:?}");
+    let last = seen.last().unwrap().clone();
+    assert_eq!((last.state, last.progress, last.trainer.as_str()), (RunState::Succeeded, 1.0, "trainer"), "{last:?}");
+    assert!(
+        seen.iter().any(|r| r.state == RunState::Running
+            && r.progress > 0.0
+            && r.progress < 1.0
+            && r.stage.starts_with("searching")),
+        "{seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0].progress <= w[1].progress), "progress only goes forward");
+
+    // The artifact keeps every candidate with its fold scores, and the kept one.
+    let bytes = bus(&app)
+        .await
+        .objects("models")
+        .await
+        .unwrap()
+        .get_verified(&mlops_shared::ids::Sha256::parse(last.artifact_sha256.clone()).unwrap())
+        .await
+        .unwrap();
+    let artifact: mlops_shared::model::Artifact = serde_json::from_slice(&bytes).unwrap();
+    let search = artifact.manifest.search.expect("the search is recorded");
+    assert_eq!((search.folds, search.candidates.len()), (2, 2));
+    assert!(search.candidates.iter().all(|c| c.fold_scores.len() == 2 && c.score.is_some()));
+    assert_eq!(artifact.manifest.params, search.candidates[search.best].params);
+
+    let mlops = app.stack.opts.bin_dir.join("mlops");
+    let cli = |args: &[&str]| {
+        let out =
+            std::process::Command::new(&mlops).args(["--nats-url", &app.stack.nats_url]).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, listed) = cli(&["runs", "list", "--pipeline", "churn"]);
+    assert!(ok, "{listed}");
+    let line = listed.lines().find(|l| l.starts_with(&last.job_id)).unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        line.contains("new_data") && line.contains("succeeded") && line.contains(&last.artifact_sha256[..12]),
+        "{line}"
+    );
+    let (ok, watched) = cli(&["runs", "watch", "--job", &last.job_id]);
+    assert!(ok && watched.contains("succeeded: trained by trainer"), "{watched}");
+    let (ok, missing) = cli(&["runs", "list", "--pipeline", "nope", "--json"]);
+    assert!(ok && missing.trim() == "[]", "{missing}");
+}

@@ -1,0 +1,209 @@
+//! Training runs as operators see them. Each job has a record in the `jobs` bucket
+//! (`run.<job id>`), written by the policy when it queues the job and by the worker as it trains;
+//! while it trains, the worker also publishes the record on core NATS at
+//! `mlops.progress.train.<pipeline>` a few times a second. `mlops runs list` reads the records,
+//! `mlops runs watch` follows the progress. Both are JSON (camelCase), for outside readers too.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::bus::{Bus, BusError, JOBS_KV};
+
+/// The subject prefix of progress messages; the pipeline name follows.
+pub const PROGRESS_PREFIX: &str = "mlops.progress.train";
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// On the work queue.
+    Queued,
+    /// A newer job of the same pipeline replaced it on the queue before a trainer took it.
+    Superseded,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RunState {
+    /// Whether the run is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Superseded | Self::Succeeded | Self::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Superseded => "superseded",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub job_id: String,
+    pub pipeline: String,
+    /// Why it runs: `new_data`, `drift`, `degradation`, `schedule` or `manual`.
+    pub reason: String,
+    pub state: RunState,
+    pub dataset_ids: Vec<String>,
+    /// The event that caused it.
+    #[serde(default)]
+    pub trigger_event_id: String,
+    /// The worker that took it.
+    #[serde(default)]
+    pub trainer: String,
+    /// Delivery attempt (above 1 after a worker died or failed).
+    #[serde(default)]
+    pub attempt: u64,
+    /// Unix ms; 0 when not yet.
+    #[serde(default)]
+    pub queued_ms: i64,
+    #[serde(default)]
+    pub started_ms: i64,
+    #[serde(default)]
+    pub finished_ms: i64,
+    /// What the worker is doing, and how far the run has come, in [0, 1].
+    #[serde(default)]
+    pub stage: String,
+    #[serde(default)]
+    pub progress: f64,
+    #[serde(default)]
+    pub artifact_sha256: String,
+    /// Holdout metrics of the model made.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// Why it failed (or the last transient failure while it is retried).
+    #[serde(default)]
+    pub error: String,
+    /// The job that replaced a superseded one.
+    #[serde(default)]
+    pub superseded_by: String,
+}
+
+impl Run {
+    /// The subject its progress is published on.
+    pub fn progress_subject(&self) -> String {
+        format!("{PROGRESS_PREFIX}.{}", self.pipeline)
+    }
+}
+
+/// The run records in the `jobs` bucket.
+#[derive(Clone)]
+pub struct Runs {
+    kv: async_nats::jetstream::kv::Store,
+}
+
+impl Runs {
+    pub async fn open(bus: &Bus) -> Result<Self, BusError> {
+        Ok(Self { kv: bus.kv(JOBS_KV).await? })
+    }
+
+    /// Stores `run` as the record of its job.
+    pub async fn put(&self, run: &Run) -> Result<(), BusError> {
+        let bytes = serde_json::to_vec(run).map_err(|e| err(e.to_string()))?;
+        self.kv.put(run_key(&run.job_id), bytes.into()).await.map(drop).map_err(|e| err(e.to_string()))
+    }
+
+    /// Stores `run` unless its job already has a record; whether it stored it.
+    pub async fn create(&self, run: &Run) -> Result<bool, BusError> {
+        use async_nats::jetstream::kv::CreateErrorKind;
+        let bytes = serde_json::to_vec(run).map_err(|e| err(e.to_string()))?;
+        match self.kv.create(run_key(&run.job_id), bytes.into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// The record of `job_id`, if any.
+    pub async fn get(&self, job_id: &str) -> Result<Option<Run>, BusError> {
+        let bytes = self.kv.get(run_key(job_id)).await.map_err(|e| err(e.to_string()))?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Every record, newest queued first.
+    pub async fn list(&self) -> Result<Vec<Run>, BusError> {
+        let mut watch = self.kv.watch_with_history("run.>").await.map_err(|e| err(e.to_string()))?;
+        let mut runs = BTreeMap::new();
+        // The watch replays the last value of every key, then waits for changes: stop when the
+        // replay is done (`delta` 0), or after a quiet while when there is nothing to replay.
+        while let Ok(Some(entry)) = tokio::time::timeout(Duration::from_millis(500), watch.next()).await {
+            let entry = entry.map_err(|e| err(e.to_string()))?;
+            match serde_json::from_slice::<Run>(&entry.value) {
+                Ok(run) => runs.insert(entry.key.clone(), run),
+                Err(_) => runs.remove(&entry.key),
+            };
+            if entry.delta == 0 {
+                break;
+            }
+        }
+        let mut runs: Vec<Run> = runs.into_values().collect();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.queued_ms.max(r.started_ms)));
+        Ok(runs)
+    }
+}
+
+fn err(message: String) -> BusError {
+    BusError::Kv { bucket: JOBS_KV, message }
+}
+
+/// A training reason as runs show it: `new_data`, `drift`, `degradation`, `schedule`, `manual`.
+pub fn reason_name(reason: i32) -> String {
+    mlops_proto::TrainReason::try_from(reason)
+        .map_or("unspecified", |r| r.as_str_name())
+        .trim_start_matches("TRAIN_REASON_")
+        .to_ascii_lowercase()
+}
+
+/// The key of a job's run record.
+pub fn run_key(job_id: &str) -> String {
+    format!("run.{}", kv_key(job_id))
+}
+
+/// `id` as one key-value key token (keys allow `[-/_=.a-zA-Z0-9]`; dots would split it).
+pub fn kv_key(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || "-_=".contains(c) { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_camel_case_json_and_keys_are_one_token() {
+        let run = Run {
+            job_id: "churn-data-ab.c".into(),
+            pipeline: "churn".into(),
+            reason: "new_data".into(),
+            state: RunState::Running,
+            dataset_ids: vec!["ab".into()],
+            trigger_event_id: String::new(),
+            trainer: "host-1".into(),
+            attempt: 1,
+            queued_ms: 1,
+            started_ms: 2,
+            finished_ms: 0,
+            stage: "training".into(),
+            progress: 0.5,
+            artifact_sha256: String::new(),
+            metrics: BTreeMap::new(),
+            error: String::new(),
+            superseded_by: String::new(),
+        };
+        let json = serde_json::to_string(&run).unwrap();
+        assert!(json.contains(r#""jobId":"churn-data-ab.c""#) && json.contains(r#""state":"running""#), "{json}");
+        assert_eq!(serde_json::from_str::<Run>(&json).unwrap(), run);
+        assert_eq!(run_key(&run.job_id), "run.churn-data-ab_c");
+        assert_eq!(run.progress_subject(), "mlops.progress.train.churn");
+        assert_eq!(reason_name(mlops_proto::TrainReason::NewData as i32), "new_data");
+    }
+}
