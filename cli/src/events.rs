@@ -57,10 +57,15 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
         },
         "model.trained" => match pb::ModelTrained::decode(payload) {
             Ok(e) => {
-                let auc = e.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
+                let (metric, value) = e
+                    .holdout_metrics
+                    .as_ref()
+                    .and_then(|m| mlops_shared::scoring::headline(|k| m.values.get(k).copied()))
+                    .unwrap_or(("metric", f64::NAN));
+                let metric = if metric == "roc_auc" { "AUC" } else { metric };
                 (
                     format!(
-                        "artifact {} by {} in {} ms, holdout AUC {auc:.3}",
+                        "artifact {} by {} in {} ms, holdout {metric} {value:.3}",
                         short(&e.artifact_sha256),
                         e.trainer_id,
                         e.training_millis

@@ -337,20 +337,26 @@ arrived   {} ({})",
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                println!("{:<8} {:<14} {:<8} {:<9} {:<22} DATASETS", "VERSION", "ARTIFACT", "AUC", "GATE", "ALIASES");
+                println!(
+                    "{:<8} {:<14} {:<16} {:<9} {:<22} DATASETS",
+                    "VERSION", "ARTIFACT", "METRIC", "GATE", "ALIASES"
+                );
                 for v in versions {
-                    let auc =
-                        v.holdout_metrics.as_ref().and_then(|m| m.values.get("roc_auc")).copied().unwrap_or(f64::NAN);
+                    let metric = v
+                        .holdout_metrics
+                        .as_ref()
+                        .and_then(|m| mlops_shared::scoring::headline(|k| m.values.get(k).copied()))
+                        .map_or_else(|| "-".to_owned(), |(name, value)| format!("{name} {value:.4}"));
                     let ds = v
                         .lineage
                         .as_ref()
                         .map(|l| l.dataset_ids.iter().map(|d| d[..12].to_owned()).collect::<Vec<_>>().join(","))
                         .unwrap_or_default();
                     println!(
-                        "{:<8} {:<14} {:<8.4} {:<9} {:<22} {}",
+                        "{:<8} {:<14} {:<16} {:<9} {:<22} {}",
                         v.version,
                         &v.artifact_sha256[..12],
-                        auc,
+                        metric,
                         v.gate,
                         v.aliases.join(","),
                         ds

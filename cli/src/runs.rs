@@ -12,8 +12,8 @@ use mlops_shared::runs::{PROGRESS_PREFIX, Run, RunState, Runs};
 /// One line per run, newest first.
 pub fn table(runs: &[Run]) -> String {
     let mut out = format!(
-        "{:<44} {:<12} {:<11} {:<10} {:>5}  {:<20} {:>9} {:>8}  ARTIFACT\n",
-        "JOB", "PIPELINE", "REASON", "STATE", "DONE", "STARTED (UTC)", "SECONDS", "ROC_AUC"
+        "{:<44} {:<12} {:<11} {:<10} {:>5}  {:<20} {:>9} {:<16}  ARTIFACT\n",
+        "JOB", "PIPELINE", "REASON", "STATE", "DONE", "STARTED (UTC)", "SECONDS", "METRIC"
     );
     for r in runs {
         let started = if r.started_ms > 0 { r.started_ms } else { r.queued_ms };
@@ -25,10 +25,11 @@ pub fn table(runs: &[Run]) -> String {
         } else {
             "-".into()
         };
-        let auc = r.metrics.get("roc_auc").map_or("-".into(), |v| format!("{v:.4}"));
+        let metric = mlops_shared::scoring::headline(|k| r.metrics.get(k).copied())
+            .map_or_else(|| "-".to_owned(), |(name, value)| format!("{name} {value:.4}"));
         let _ = writeln!(
             out,
-            "{:<44} {:<12} {:<11} {:<10} {:>4.0}%  {:<20} {:>9} {:>8}  {}",
+            "{:<44} {:<12} {:<11} {:<10} {:>4.0}%  {:<20} {:>9} {:<16}  {}",
             r.job_id,
             r.pipeline,
             r.reason,
@@ -36,7 +37,7 @@ pub fn table(runs: &[Run]) -> String {
             r.progress * 100.0,
             started,
             seconds,
-            auc,
+            metric,
             &r.artifact_sha256[..12.min(r.artifact_sha256.len())]
         );
     }
@@ -46,15 +47,18 @@ pub fn table(runs: &[Run]) -> String {
 /// The line printed when a run ends.
 pub fn outcome(r: &Run) -> String {
     match r.state {
-        RunState::Succeeded => format!(
-            "{} succeeded: trained by {} in {:.1} s on {} dataset(s): artifact {}, holdout roc_auc {:.4}",
-            r.job_id,
-            r.trainer,
-            (r.finished_ms - r.started_ms) as f64 / 1000.0,
-            r.dataset_ids.len(),
-            &r.artifact_sha256[..12.min(r.artifact_sha256.len())],
-            r.metrics.get("roc_auc").copied().unwrap_or(f64::NAN)
-        ),
+        RunState::Succeeded => {
+            let (metric, value) =
+                mlops_shared::scoring::headline(|k| r.metrics.get(k).copied()).unwrap_or(("metric", f64::NAN));
+            format!(
+                "{} succeeded: trained by {} in {:.1} s on {} dataset(s): artifact {}, holdout {metric} {value:.4}",
+                r.job_id,
+                r.trainer,
+                (r.finished_ms - r.started_ms) as f64 / 1000.0,
+                r.dataset_ids.len(),
+                &r.artifact_sha256[..12.min(r.artifact_sha256.len())],
+            )
+        }
         RunState::Failed => format!("{} failed: {}", r.job_id, r.error),
         RunState::Superseded => format!("{} superseded by {}", r.job_id, r.superseded_by),
         _ => format!("{} {} ({})", r.job_id, r.state.as_str(), r.stage),

@@ -1,5 +1,6 @@
-//! Classification metrics, shared by the trainer (holdout metrics in the manifest) and the
-//! evaluator (candidate against production on the same rows).
+//! Classification and regression metrics, shared by the trainer (holdout metrics in the manifest)
+//! and the evaluator (candidate against production on the same rows). Each matches scikit-learn's
+//! function of the same name; the tests hold golden values from it.
 
 use std::collections::BTreeMap;
 
@@ -64,9 +65,67 @@ pub fn classification(labels: &[f64], scores: &[f64]) -> BTreeMap<String, f64> {
     ])
 }
 
+/// Every regression metric by name: `rmse`, `mae`, `r2`, `mape`.
+pub fn regression(labels: &[f64], predictions: &[f64]) -> BTreeMap<String, f64> {
+    let n = labels.len() as f64;
+    if labels.is_empty() {
+        return BTreeMap::new();
+    }
+    let (mut se, mut ae, mut ape) = (0.0, 0.0, 0.0);
+    for (y, p) in labels.iter().zip(predictions) {
+        se += (y - p) * (y - p);
+        ae += (y - p).abs();
+        // scikit-learn's mean_absolute_percentage_error: |y - p| / max(|y|, eps).
+        ape += (y - p).abs() / y.abs().max(f64::EPSILON);
+    }
+    let mean = labels.iter().sum::<f64>() / n;
+    let total: f64 = labels.iter().map(|y| (y - mean) * (y - mean)).sum();
+    // r2_score of constant labels: 1 for a perfect fit, else 0 (scikit-learn's convention).
+    let r2 = if total == 0.0 { if se == 0.0 { 1.0 } else { 0.0 } } else { 1.0 - se / total };
+    BTreeMap::from([
+        ("rmse".to_owned(), (se / n).sqrt()),
+        ("mae".to_owned(), ae / n),
+        ("r2".to_owned(), r2),
+        ("mape".to_owned(), ape / n),
+    ])
+}
+
+/// The one metric shown when there is room for one: ROC AUC for a classifier, RMSE for a
+/// regression model (whichever `get` knows), with its name.
+pub fn headline(get: impl Fn(&str) -> Option<f64>) -> Option<(&'static str, f64)> {
+    ["roc_auc", "rmse"].into_iter().find_map(|m| get(m).map(|v| (m, v)))
+}
+
+/// The metrics of `task`: classification scores are probabilities of the positive class,
+/// regression ones predicted values.
+pub fn for_task(task: crate::spec::Task, labels: &[f64], scores: &[f64]) -> BTreeMap<String, f64> {
+    match task {
+        crate::spec::Task::BinaryClassification => classification(labels, scores),
+        crate::spec::Task::Regression => regression(labels, scores),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Golden values from scikit-learn 1.5: mean_squared_error(...) ** 0.5, mean_absolute_error,
+    // r2_score and mean_absolute_percentage_error on these rows.
+    #[test]
+    fn regression_matches_scikit_learn() {
+        let y = [3.0, -0.5, 2.0, 7.0];
+        let p = [2.5, 0.0, 2.0, 8.0];
+        let m = regression(&y, &p);
+        assert!((m["rmse"] - 0.612_372_435_695_794_5).abs() < 1e-12, "{m:?}");
+        assert!((m["mae"] - 0.5).abs() < 1e-12);
+        assert!((m["r2"] - 0.948_608_137_044_967_9).abs() < 1e-12);
+        assert!((m["mape"] - 0.327_380_952_380_952_4).abs() < 1e-12);
+        // A zero label divides by epsilon, as scikit-learn does.
+        assert!(regression(&[0.0], &[1.0])["mape"] > 1e15);
+        assert_eq!(regression(&[2.0, 2.0], &[2.0, 2.0])["r2"], 1.0);
+        assert_eq!(regression(&[2.0, 2.0], &[1.0, 2.0])["r2"], 0.0);
+        assert!(regression(&[], &[]).is_empty());
+    }
 
     // Golden values from scikit-learn's roc_auc_score, accuracy_score and log_loss.
     #[test]

@@ -185,8 +185,48 @@ fn default_negative() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
+    /// Two classes (`target.positive` and `target.negative`); the model predicts the probability
+    /// of the positive one.
     #[default]
     BinaryClassification,
+    /// A numeric label; the model predicts its value.
+    Regression,
+}
+
+/// Classification metrics, and whether higher is better.
+pub const CLASSIFICATION_METRICS: &[(&str, bool)] = &[("roc_auc", true), ("accuracy", true), ("log_loss", false)];
+/// Regression metrics, and whether higher is better.
+pub const REGRESSION_METRICS: &[(&str, bool)] = &[("rmse", false), ("mae", false), ("r2", true), ("mape", false)];
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BinaryClassification => "binary_classification",
+            Self::Regression => "regression",
+        }
+    }
+
+    /// The metrics measured for this task (name, higher is better).
+    pub fn metrics(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Self::BinaryClassification => CLASSIFICATION_METRICS,
+            Self::Regression => REGRESSION_METRICS,
+        }
+    }
+
+    /// Whether higher values of `metric` are better; `None` for a metric of another task.
+    pub fn higher_is_better(self, metric: &str) -> Option<bool> {
+        self.metrics().iter().find(|(m, _)| *m == metric).map(|(_, h)| *h)
+    }
+
+    /// The metric a search ranks by unless the spec says otherwise.
+    pub fn default_metric(self) -> &'static str {
+        self.metrics()[0].0
+    }
+
+    fn metric_names(self) -> String {
+        self.metrics().iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// How to train.
@@ -302,23 +342,17 @@ pub struct SearchSpec {
     /// The share of training rows held for validation when there are no folds.
     #[serde(default = "default_validation_share")]
     pub validation: f64,
-    /// The score that ranks candidates: `roc_auc` or `accuracy` (higher is better), `log_loss`
-    /// (lower is better).
-    #[serde(default = "default_search_metric")]
-    pub metric: String,
+    /// The metric that ranks candidates: one of the task's (`roc_auc` by default for
+    /// classification, `rmse` for regression); lower is better for losses and errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
 }
 
 /// The largest grid a search may hold.
 pub const MAX_CANDIDATES: usize = 256;
 
-/// Metrics a search may rank by, and whether higher is better.
-pub const SEARCH_METRICS: &[(&str, bool)] = &[("roc_auc", true), ("accuracy", true), ("log_loss", false)];
-
 fn default_validation_share() -> f64 {
     0.2
-}
-fn default_search_metric() -> String {
-    "roc_auc".into()
 }
 
 impl SearchSpec {
@@ -341,9 +375,10 @@ impl SearchSpec {
         out
     }
 
-    /// Whether higher values of the ranking metric are better.
-    pub fn higher_is_better(&self) -> bool {
-        SEARCH_METRICS.iter().find(|(m, _)| *m == self.metric).is_none_or(|(_, h)| *h)
+    /// The metric that ranks candidates for `task`, and whether higher is better.
+    pub fn ranking(&self, task: Task) -> (&str, bool) {
+        let metric = self.metric.as_deref().unwrap_or(task.default_metric());
+        (metric, task.higher_is_better(metric).unwrap_or(true))
     }
 }
 
@@ -392,10 +427,14 @@ pub enum Algorithm {
     /// `tol` (default 1e-8).
     #[default]
     LogisticRegression,
-    /// Gradient-boosted decision trees on the log-odds, grown leaf by leaf over histogram bins
-    /// (as LightGBM does). Params: `trees` (100), `learning_rate` (0.1), `num_leaves` (31),
-    /// `max_depth` (0: unlimited), `min_data_in_leaf` (20), `l2` (0), `max_bins` (255).
+    /// Gradient-boosted decision trees — on the log-odds for classification, on the value (squared
+    /// error) for regression — grown leaf by leaf over histogram bins (as LightGBM does). Params:
+    /// `trees` (100), `learning_rate` (0.1), `num_leaves` (31), `max_depth` (0: unlimited),
+    /// `min_data_in_leaf` (20), `l2` (0), `max_bins` (255).
     GradientBoosting,
+    /// Least squares with an optional L2 penalty on the weights (ridge; the intercept is not
+    /// penalised), for regression. Params: `l2` (0: ordinary least squares).
+    LinearRegression,
 }
 
 impl Algorithm {
@@ -404,6 +443,16 @@ impl Algorithm {
         match self {
             Self::LogisticRegression => "logistic_regression",
             Self::GradientBoosting => "gradient_boosting",
+            Self::LinearRegression => "linear_regression",
+        }
+    }
+
+    /// Whether it learns `task`.
+    pub fn supports(self, task: Task) -> bool {
+        match self {
+            Self::LogisticRegression => task == Task::BinaryClassification,
+            Self::LinearRegression => task == Task::Regression,
+            Self::GradientBoosting => true,
         }
     }
 
@@ -413,6 +462,7 @@ impl Algorithm {
             Self::GradientBoosting => {
                 &["trees", "learning_rate", "num_leaves", "max_depth", "min_data_in_leaf", "l2", "max_bins"]
             }
+            Self::LinearRegression => &["l2"],
         }
     }
 
@@ -440,6 +490,7 @@ impl Algorithm {
     fn integer_params(self) -> &'static [(&'static str, f64, f64)] {
         match self {
             Self::LogisticRegression => &[("max_iter", 1.0, 10_000.0)],
+            Self::LinearRegression => &[],
             Self::GradientBoosting => &[
                 ("trees", 1.0, 100_000.0),
                 ("num_leaves", 2.0, 65_536.0),
@@ -451,18 +502,19 @@ impl Algorithm {
     }
 }
 
-/// Metrics a gate may name; all are higher-is-better.
-pub const GATE_METRICS: &[&str] = &["accuracy", "roc_auc"];
-
-/// One quality gate on a holdout metric.
+/// One quality gate on a holdout metric (one of the task's metrics).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateSpec {
     pub metric: String,
-    /// Absolute floor.
+    /// Absolute floor, for a higher-is-better metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
-    /// Largest tolerated drop against the production model on the same rows (the epsilon).
+    /// Absolute ceiling, for a lower-is-better metric (an error or a loss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Largest tolerated worsening against the production model on the same rows (the epsilon):
+    /// a drop for a higher-is-better metric, a rise for a lower-is-better one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_drop: Option<f64>,
 }
@@ -534,7 +586,16 @@ fn default_cooldown() -> u64 {
 impl PipelineSpec {
     /// Parses and checks a YAML spec.
     pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
-        let spec: Self = serde_norway::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let mut spec: Self = serde_norway::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        // The default algorithm is the task's: linear regression for a regression target.
+        if spec.target.task == Task::Regression {
+            let named = serde_norway::from_str::<serde_norway::Value>(text)
+                .ok()
+                .is_some_and(|v| v.get("training").and_then(|t| t.get("algorithm")).is_some());
+            if !named {
+                spec.training.algorithm = Algorithm::LinearRegression;
+            }
+        }
         spec.check()?;
         Ok(spec)
     }
@@ -561,14 +622,16 @@ impl PipelineSpec {
         self.features.iter().find(|f| f.name == name)
     }
 
-    /// The names of the numeric columns, features and checked ones, which readers may decode as
-    /// numbers.
+    /// The names of the numeric columns (features, checked columns, a regression target), which
+    /// readers may decode as numbers.
     pub fn numeric_features(&self) -> Vec<&str> {
+        let regression_target = (self.target.task == Task::Regression).then_some(self.target.name.as_str());
         self.features
             .iter()
             .chain(&self.columns)
             .filter(|f| f.kind == FeatureKind::Numeric)
             .map(|f| f.name.as_str())
+            .chain(regression_target)
             .collect()
     }
 
@@ -637,8 +700,19 @@ impl PipelineSpec {
         if self.target.name.is_empty() {
             return bad("`target.name` is empty".into());
         }
-        if self.target.positive == self.target.negative {
+        let task = self.target.task;
+        if task == Task::BinaryClassification && self.target.positive == self.target.negative {
             return bad("`target.positive` and `target.negative` must differ".into());
+        }
+        if !self.training.algorithm.supports(task) {
+            return bad(format!(
+                "`training.algorithm` {} does not learn {} (`target.task`)",
+                self.training.algorithm.as_str(),
+                task.as_str()
+            ));
+        }
+        if task == Task::Regression && self.validation.min_label_share.is_some() {
+            return bad("`validation.min_label_share` is for classification; the target is numeric".into());
         }
         if let Some(w) = &self.training.window {
             if w.versions.is_none() && w.days.is_none() {
@@ -690,17 +764,33 @@ impl PipelineSpec {
             if !(search.validation > 0.0 && search.validation < 1.0) {
                 return bad(format!("`training.search.validation` must be in (0, 1), got {}", search.validation));
             }
-            if !SEARCH_METRICS.iter().any(|(m, _)| *m == search.metric) {
-                let known: Vec<_> = SEARCH_METRICS.iter().map(|(m, _)| *m).collect();
-                return bad(format!("`training.search.metric` `{}` is not one of {}", search.metric, known.join(", ")));
+            if let Some(metric) = &search.metric
+                && task.higher_is_better(metric).is_none()
+            {
+                return bad(format!(
+                    "`training.search.metric` `{metric}` is not a {} metric (known: {})",
+                    task.as_str(),
+                    task.metric_names()
+                ));
             }
         }
         for g in &self.gates {
-            if !GATE_METRICS.contains(&g.metric.as_str()) {
-                return bad(format!("gates: unknown metric `{}` (known: {})", g.metric, GATE_METRICS.join(", ")));
+            let Some(higher) = task.higher_is_better(&g.metric) else {
+                return bad(format!(
+                    "gates: `{}` is not a {} metric (known: {})",
+                    g.metric,
+                    task.as_str(),
+                    task.metric_names()
+                ));
+            };
+            if g.min.is_none() && g.max.is_none() && g.max_drop.is_none() {
+                return bad(format!("gates: the gate on `{}` needs `min`, `max` or `max_drop`", g.metric));
             }
-            if g.min.is_none() && g.max_drop.is_none() {
-                return bad(format!("gates: the gate on `{}` needs `min` or `max_drop`", g.metric));
+            if higher && g.max.is_some() {
+                return bad(format!("gates: `{}` is higher-is-better: give a floor (`min`), not `max`", g.metric));
+            }
+            if !higher && g.min.is_some() {
+                return bad(format!("gates: `{}` is lower-is-better: give a ceiling (`max`), not `min`", g.metric));
             }
             if g.max_drop.is_some_and(|d| d < 0.0) {
                 return bad(format!("gates: `max_drop` of `{}` must not be negative", g.metric));
@@ -849,7 +939,7 @@ gates:
     fn errors_name_the_offending_key() {
         let cases = [
             (SPEC.replace("min: 0, max: 100", "min: 5, max: 1"), "features.tenure"),
-            (SPEC.replace("roc_auc", "f7"), "unknown metric `f7`"),
+            (SPEC.replace("roc_auc", "f7"), "`f7` is not a binary_classification metric"),
             (SPEC.replace("name: churned", "name: tenure"), "also declared as a feature"),
             (SPEC.replace("target:", "targte:"), "targte"),
             (SPEC.replace("categories: [monthly, yearly]", ""), "needs `categories`"),
@@ -899,7 +989,9 @@ gates:
         assert!(err("{search: {params: {trees: [10]}}}").contains("`training.search.params.trees` is not a parameter"));
         assert!(err("{search: {params: {max_iter: [2.5]}}}").contains("whole number"));
         assert!(err("{search: {params: {l2: [1]}, folds: 1}}").contains("folds"));
-        assert!(err("{search: {params: {l2: [1]}, metric: f1}}").contains("`f1` is not one of"));
+        assert!(
+            err("{search: {params: {l2: [1]}, metric: f1}}").contains("`f1` is not a binary_classification metric")
+        );
         let big = format!(
             "{{search: {{params: {{l2: [{}], tol: [{}]}}}}}}",
             vec!["1"; 17].join(","),

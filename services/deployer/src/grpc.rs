@@ -91,7 +91,7 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
             versions: vec![model.version.to_string()],
             platform: format!("mlops/{}", model.artifact.manifest.algorithm),
             inputs,
-            outputs: vec![out("probability", "FP64"), out("label", "BYTES"), out("prediction_id", "BYTES")],
+            outputs: crate::serving::outputs(&model).iter().map(|(name, datatype)| out(name, datatype)).collect(),
         }))
     }
 
@@ -132,15 +132,14 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
             model_version: model.version.to_string(),
             id: r.id,
             parameters: HashMap::new(),
-            outputs: vec![
-                tensor(
-                    "probability",
-                    "FP64",
-                    oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() },
-                ),
-                tensor("label", "BYTES", bytes(scored.labels)),
-                tensor("prediction_id", "BYTES", bytes(scored.ids)),
-            ],
+            outputs: {
+                let labels = (!scored.labels.is_empty()).then(|| tensor("label", "BYTES", bytes(scored.labels)));
+                let values = oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() };
+                std::iter::once(tensor(scored.scores_name, "FP64", values))
+                    .chain(labels)
+                    .chain([tensor("prediction_id", "BYTES", bytes(scored.ids))])
+                    .collect()
+            },
             raw_output_contents: vec![],
         }))
     }

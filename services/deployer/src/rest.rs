@@ -90,11 +90,10 @@ pub(crate) fn metadata(model: &Served) -> Json_ {
         "versions": [model.version.to_string()],
         "platform": format!("mlops/{}", model.artifact.manifest.algorithm),
         "inputs": inputs,
-        "outputs": [
-            { "name": "probability", "datatype": "FP64", "shape": [-1] },
-            { "name": "label", "datatype": "BYTES", "shape": [-1] },
-            { "name": "prediction_id", "datatype": "BYTES", "shape": [-1] },
-        ],
+        "outputs": crate::serving::outputs(model)
+            .iter()
+            .map(|(name, datatype)| json!({ "name": name, "datatype": datatype, "shape": [-1] }))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -163,18 +162,24 @@ fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Re
     }
     let rows = rows(&model.artifact, inputs).map_err(bad)?;
     let scored = score(&model, &rows, &d.log);
-    let n = scored.scores.len();
     metrics::histogram!("mlops_inference_seconds", "protocol" => "rest").record(started.elapsed().as_secs_f64());
     Ok(Json(json!({
         "model_name": model.pipeline,
         "model_version": model.version.to_string(),
         "id": req.id.unwrap_or_else(|| scored.ids.first().cloned().unwrap_or_default()),
-        "outputs": [
-            { "name": "probability", "datatype": "FP64", "shape": [n], "data": scored.scores },
-            { "name": "label", "datatype": "BYTES", "shape": [n], "data": scored.labels },
-            { "name": "prediction_id", "datatype": "BYTES", "shape": [n], "data": scored.ids },
-        ],
+        "outputs": infer_outputs(scored),
     })))
+}
+
+/// The output tensors of an inference call, as JSON.
+fn infer_outputs(scored: crate::serving::Scored) -> Vec<Json_> {
+    let n = scored.scores.len();
+    let mut out = vec![json!({ "name": scored.scores_name, "datatype": "FP64", "shape": [n], "data": scored.scores })];
+    if !scored.labels.is_empty() {
+        out.push(json!({ "name": "label", "datatype": "BYTES", "shape": [n], "data": scored.labels }));
+    }
+    out.push(json!({ "name": "prediction_id", "datatype": "BYTES", "shape": [n], "data": scored.ids }));
+    out
 }
 
 /// Decodes one JSON tensor; `data` may be flat or nested (row-major), values may be null.

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use mlops_proto as pb;
 use mlops_shared::ids::Sha256;
 use mlops_shared::model::Artifact;
-use mlops_shared::spec::FeatureKind;
+use mlops_shared::spec::{FeatureKind, Task};
 use mlops_shared::table::Value;
 use tokio::sync::mpsc;
 
@@ -117,28 +117,49 @@ pub fn rows(artifact: &Artifact, inputs: Vec<(String, Column)>) -> Result<Vec<Ve
 
 /// The outputs of one inference call.
 pub struct Scored {
+    /// Probabilities of the positive class (classification) or predicted values (regression).
     pub scores: Vec<f64>,
+    /// The predicted class labels (classification only).
     pub labels: Vec<String>,
     pub ids: Vec<String>,
+    /// The OIP name of `scores`: `probability` or `prediction`.
+    pub scores_name: &'static str,
+}
+
+/// The OIP outputs of `model` (name, datatype): `probability`, `label` and `prediction_id` for a
+/// classifier; `prediction` and `prediction_id` for a regression model.
+pub fn outputs(model: &Served) -> &'static [(&'static str, &'static str)] {
+    match model.artifact.manifest.target.task {
+        Task::BinaryClassification => &[("probability", "FP64"), ("label", "BYTES"), ("prediction_id", "BYTES")],
+        Task::Regression => &[("prediction", "FP64"), ("prediction_id", "BYTES")],
+    }
 }
 
 /// Scores `rows` with `model` and queues the sampled prediction logs.
 pub fn score(model: &Served, rows: &[Vec<Value>], log: &PredictionLog) -> Scored {
     let t = &model.artifact.manifest.target;
+    let classifier = t.task == Task::BinaryClassification;
     let mut out = Scored {
         scores: Vec::with_capacity(rows.len()),
-        labels: Vec::with_capacity(rows.len()),
+        labels: Vec::with_capacity(if classifier { rows.len() } else { 0 }),
         ids: Vec::with_capacity(rows.len()),
+        scores_name: outputs(model)[0].0,
     };
     for row in rows {
         let p = model.artifact.predict(row);
         let id = uuid::Uuid::new_v4().to_string();
-        let label = if p.positive { &t.positive } else { &t.negative };
+        let label = match (classifier, p.positive) {
+            (false, _) => "",
+            (true, true) => t.positive.as_str(),
+            (true, false) => t.negative.as_str(),
+        };
         if model.log_sample >= 1.0 || (model.log_sample > 0.0 && rand_unit() < model.log_sample) {
             log.offer(model, row, p.score, label, &id);
         }
         out.scores.push(p.score);
-        out.labels.push(label.clone());
+        if classifier {
+            out.labels.push(label.to_owned());
+        }
         out.ids.push(id);
     }
     model.predictions.fetch_add(rows.len() as u64, Ordering::Relaxed);

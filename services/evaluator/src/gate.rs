@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 
 use mlops_proto as pb;
-use mlops_shared::spec::GateSpec;
+use mlops_shared::spec::{GateSpec, Task};
 
-/// Judges `candidate` against `gates`, and against `production` when there is one. The first
-/// model, with no champion, meets absolute floors only. Returns whether every check passed, and
-/// each check with its numbers.
+/// Judges `candidate` against `gates` (metrics of `task`), and against `production` when there is
+/// one. The first model, with no champion, meets absolute thresholds only. Returns whether every
+/// check passed, and each check with its numbers.
 pub fn judge(
+    task: Task,
     gates: &[GateSpec],
     candidate: &BTreeMap<String, f64>,
     production: Option<&BTreeMap<String, f64>>,
@@ -24,14 +25,24 @@ pub fn judge(
                 detail: format!("candidate {} = {value:.4}, floor {min}", g.metric),
             });
         }
+        if let Some(max) = g.max {
+            checks.push(pb::GateCheck {
+                name: format!("{} <= {max}", g.metric),
+                passed: value <= max,
+                detail: format!("candidate {} = {value:.4}, ceiling {max}", g.metric),
+            });
+        }
         if let (Some(max_drop), Some(prod)) = (g.max_drop, production) {
             let champion = prod.get(&g.metric).copied().unwrap_or(f64::NAN);
-            let drop = champion - value;
+            // How much worse the candidate is: a drop of a higher-is-better metric, a rise of an
+            // error or a loss.
+            let higher_is_better = task.higher_is_better(&g.metric).unwrap_or(true);
+            let (worse, word) = if higher_is_better { (champion - value, "drop") } else { (value - champion, "rise") };
             checks.push(pb::GateCheck {
                 name: format!("{} no worse than production by more than {max_drop}", g.metric),
                 // A NaN champion (e.g. one class in the rows) cannot be beaten or lost to.
-                passed: champion.is_nan() || drop <= max_drop,
-                detail: format!("candidate {value:.4}, production {champion:.4} on the same rows, drop {drop:.4}"),
+                passed: champion.is_nan() || worse <= max_drop,
+                detail: format!("candidate {value:.4}, production {champion:.4} on the same rows, {word} {worse:.4}"),
             });
         }
     }
@@ -49,30 +60,44 @@ mod tests {
 
     fn gates() -> Vec<GateSpec> {
         vec![
-            GateSpec { metric: "roc_auc".into(), min: Some(0.7), max_drop: Some(0.01) },
-            GateSpec { metric: "accuracy".into(), min: Some(0.6), max_drop: None },
+            GateSpec { metric: "roc_auc".into(), min: Some(0.7), max: None, max_drop: Some(0.01) },
+            GateSpec { metric: "accuracy".into(), min: Some(0.6), max: None, max_drop: None },
         ]
     }
 
     #[test]
     fn first_model_meets_floors_only() {
-        let (passed, checks) = judge(&gates(), &m(0.75, 0.7), None);
+        let (passed, checks) = judge(Task::BinaryClassification, &gates(), &m(0.75, 0.7), None);
         assert!(passed);
         assert_eq!(checks.len(), 2);
-        let (passed, checks) = judge(&gates(), &m(0.65, 0.7), None);
+        let (passed, checks) = judge(Task::BinaryClassification, &gates(), &m(0.65, 0.7), None);
         assert!(!passed);
         assert!(!checks[0].passed && checks[0].detail.contains("0.6500"));
     }
 
     #[test]
     fn regression_beyond_epsilon_fails_within_passes() {
-        assert!(judge(&gates(), &m(0.795, 0.7), Some(&m(0.80, 0.7))).0);
-        let (passed, checks) = judge(&gates(), &m(0.78, 0.7), Some(&m(0.80, 0.7)));
+        assert!(judge(Task::BinaryClassification, &gates(), &m(0.795, 0.7), Some(&m(0.80, 0.7))).0);
+        let (passed, checks) = judge(Task::BinaryClassification, &gates(), &m(0.78, 0.7), Some(&m(0.80, 0.7)));
         assert!(!passed);
         let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
         assert_eq!(failed.len(), 1);
         assert!(failed[0].detail.contains("production 0.8000"), "{:?}", failed[0]);
         // A missing metric never passes a floor.
-        assert!(!judge(&gates(), &BTreeMap::new(), None).0);
+        assert!(!judge(Task::BinaryClassification, &gates(), &BTreeMap::new(), None).0);
+    }
+
+    #[test]
+    fn errors_gate_by_ceiling_and_by_rise() {
+        let gates = [GateSpec { metric: "rmse".into(), min: None, max: Some(2.0), max_drop: Some(0.1) }];
+        let rmse = |v: f64| BTreeMap::from([("rmse".to_owned(), v)]);
+        assert!(judge(Task::Regression, &gates, &rmse(1.5), None).0);
+        let (passed, checks) = judge(Task::Regression, &gates, &rmse(2.5), None);
+        assert!(!passed && checks[0].detail.contains("ceiling 2"), "{checks:?}");
+        // Lower is better: a smaller error than production passes, a rise beyond 0.1 fails.
+        assert!(judge(Task::Regression, &gates, &rmse(1.0), Some(&rmse(1.5))).0);
+        assert!(judge(Task::Regression, &gates, &rmse(1.55), Some(&rmse(1.5))).0);
+        let (passed, checks) = judge(Task::Regression, &gates, &rmse(1.7), Some(&rmse(1.5)));
+        assert!(!passed && checks[1].detail.contains("rise 0.2000"), "{checks:?}");
     }
 }

@@ -130,17 +130,18 @@ impl Evaluator {
         let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
         let holdout = frame.take(&holdout_idx);
         let labels = holdout.target.clone().unwrap_or_default();
-        let candidate_metrics = mlops_shared::scoring::classification(&labels, &artifact.predict_frame(&holdout));
+        let task = spec.target.task;
+        let candidate_metrics = mlops_shared::scoring::for_task(task, &labels, &artifact.predict_frame(&holdout));
 
         let production = lookup(&self.registry, &t.pipeline, Selector::Alias("production".into())).await?;
         let production_metrics = match &production {
             Some(p) => {
                 let champion = self.load(&p.artifact_sha256).await?;
-                Some(mlops_shared::scoring::classification(&labels, &champion.predict_frame(&holdout)))
+                Some(mlops_shared::scoring::for_task(task, &labels, &champion.predict_frame(&holdout)))
             }
             None => None,
         };
-        let (passed, checks) = gate::judge(&spec.gates, &candidate_metrics, production_metrics.as_ref());
+        let (passed, checks) = gate::judge(task, &spec.gates, &candidate_metrics, production_metrics.as_ref());
         let rows = holdout.rows as u64;
         let event = pb::ModelEvaluated {
             pipeline: t.pipeline.clone(),

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use mlops_shared::model::{Preprocessor, Tree, sigmoid};
 use mlops_shared::scoring::roc_auc;
-use mlops_trainer::{gbt, logistic};
+use mlops_trainer::{gbt, linear};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let (secs, scores): (f64, Vec<f64>) = match name {
             "logistic" => {
-                let fit = logistic::fit(&x, d, y, logistic::Params::default(), |_| {});
+                let fit = linear::fit(&x, d, y, linear::Params::default(), |_| {});
                 let secs = started.elapsed().as_secs_f64();
                 eprintln!("logistic: {} Newton iterations", fit.iterations);
                 let score =
@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
                     |r: &[f64]| sigmoid(fit.base_score + fit.trees.iter().map(|t: &Tree| t.eval(r)).sum::<f64>());
                 (secs, xt.chunks(d).map(score).collect())
             }
-            other => anyhow::bail!("unknown model {other:?} (logistic, gbt)"),
+            other => anyhow::bail!("unknown model {other:?} (linear, gbt)"),
         };
         println!("{name:<9} fit_s={secs:.3} auc={:.4} rows={}", roc_auc(yt, &scores), y.len());
     }

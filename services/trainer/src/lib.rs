@@ -4,7 +4,7 @@
 //! split and puts a self-describing artifact in the `models` bucket, then publishes `model.trained`.
 
 pub mod gbt;
-pub mod logistic;
+pub mod linear;
 pub mod policy;
 pub mod train;
 

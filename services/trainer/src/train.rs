@@ -9,9 +9,9 @@ use mlops_shared::model::{
     Artifact, Candidate, FORMAT, Manifest, Parameters, Preprocessor, ReferenceProfile, SearchResult, holdout_split,
     shuffled,
 };
-use mlops_shared::spec::{Algorithm, PipelineSpec, SearchSpec};
+use mlops_shared::spec::{Algorithm, PipelineSpec, SearchSpec, Task};
 
-use crate::{gbt, logistic};
+use crate::{gbt, linear};
 
 /// Why training could not run.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +58,14 @@ pub fn train_with_progress(
     let train = frame.take(&train_idx);
     let holdout = frame.take(&holdout_idx);
     let y = train.target.as_deref().expect("frames are read with their target");
-    if y.iter().all(|&v| v == y[0]) {
+    let task = spec.target.task;
+    if task == Task::BinaryClassification && y.iter().all(|&v| v == y[0]) {
         return Err(TrainError::OneClass);
     }
     let preprocessing = Preprocessor::fit(&spec.features, &train);
     let x = preprocessing.transform_frame(&train);
-    let model = Model { algorithm: t.algorithm, width: preprocessing.width(), one_hot: preprocessing.one_hot_groups() };
+    let model =
+        Model { algorithm: t.algorithm, task, width: preprocessing.width(), one_hot: preprocessing.one_hot_groups() };
     let (params, search) = match &t.search {
         None => (t.params.clone(), None),
         Some(search) => {
@@ -101,7 +103,7 @@ pub fn train_with_progress(
     };
     let scores = artifact.predict_frame(&holdout);
     let labels = holdout.target.as_deref().expect("frames are read with their target");
-    artifact.manifest.metrics = finite(mlops_shared::scoring::classification(labels, &scores));
+    artifact.manifest.metrics = finite(mlops_shared::scoring::for_task(task, labels, &scores));
     progress(Progress { stage: "done".into(), fraction: 1.0 });
     Ok(Trained { artifact })
 }
@@ -113,6 +115,7 @@ fn finite(metrics: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
 /// What is fitted: an algorithm on preprocessed inputs of `width` columns.
 struct Model {
     algorithm: Algorithm,
+    task: Task,
     width: usize,
     one_hot: Vec<std::ops::Range<usize>>,
 }
@@ -123,15 +126,19 @@ impl Model {
         let get = |k: &str, default: f64| params.get(k).copied().unwrap_or(default);
         match self.algorithm {
             Algorithm::LogisticRegression => {
-                let d = logistic::Params::default();
+                let d = linear::Params::default();
                 // The spec check keeps the whole-number parameters whole and in range.
-                let p = logistic::Params {
+                let p = linear::Params {
                     l2: get("l2", d.l2),
                     max_iter: get("max_iter", f64::from(d.max_iter)) as u32,
                     tol: get("tol", d.tol),
                 };
-                let fit = logistic::fit(x, self.width, y, p, |it| done(f64::from(it) / f64::from(p.max_iter)));
+                let fit = linear::fit(x, self.width, y, p, |it| done(f64::from(it) / f64::from(p.max_iter)));
                 Parameters::Logistic { intercept: fit.intercept, weights: fit.weights }
+            }
+            Algorithm::LinearRegression => {
+                let fit = linear::fit_least_squares(x, self.width, y, get("l2", 0.0), |it| done(f64::from(it) / 3.0));
+                Parameters::Linear { intercept: fit.intercept, weights: fit.weights }
             }
             Algorithm::GradientBoosting => {
                 let d = gbt::Params::default();
@@ -143,6 +150,10 @@ impl Model {
                     min_data_in_leaf: get("min_data_in_leaf", f64::from(d.min_data_in_leaf)) as u32,
                     l2: get("l2", d.l2),
                     max_bins: get("max_bins", f64::from(d.max_bins)) as u32,
+                    objective: match self.task {
+                        Task::BinaryClassification => gbt::Objective::Binary,
+                        Task::Regression => gbt::Objective::SquaredError,
+                    },
                 };
                 let fit = gbt::fit(x, self.width, y, &self.one_hot, p, |t| done(f64::from(t) / f64::from(p.trees)));
                 Parameters::GradientBoosting { base_score: fit.base_score, trees: fit.trees }
@@ -163,6 +174,7 @@ impl Model {
         progress: &mut dyn FnMut(Progress),
     ) -> SearchResult {
         let n = y.len();
+        let (metric, higher_is_better) = search.ranking(self.task);
         let splits = validation_splits(n, search.folds, search.validation, seed);
         let candidates = search.candidates(base);
         let steps = (candidates.len() * splits.len()) as f64;
@@ -177,14 +189,14 @@ impl Model {
                     progress(Progress { stage: stage.clone(), fraction: 0.8 * (step + done) / steps });
                 });
                 let (xv, yv) = rows(x, y, self.width, check_rows);
-                let scores: Vec<f64> = xv.chunks(self.width.max(1)).map(|r| parameters.score(r)).collect();
-                let metrics = mlops_shared::scoring::classification(&yv, &scores);
-                fold_scores.push(metrics.get(&search.metric).copied().filter(|v| v.is_finite()));
+                let scores: Vec<f64> = xv.chunks(self.width.max(1)).map(|r| parameters.score(self.task, r)).collect();
+                let metrics = mlops_shared::scoring::for_task(self.task, &yv, &scores);
+                fold_scores.push(metrics.get(metric).copied().filter(|v| v.is_finite()));
             }
             let score = fold_scores.iter().copied().sum::<Option<f64>>().map(|s| s / fold_scores.len() as f64);
             tried.push(Candidate { params, score, fold_scores });
         }
-        let better = |a: f64, b: f64| if search.higher_is_better() { a > b } else { a < b };
+        let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
         let mut best = 0;
         for (i, c) in tried.iter().enumerate() {
             if let Some(s) = c.score
@@ -194,7 +206,7 @@ impl Model {
             }
         }
         SearchResult {
-            metric: search.metric.clone(),
+            metric: metric.to_owned(),
             folds: search.folds.unwrap_or(0),
             validation_rows: splits.iter().map(|(_, v)| v.len() as u64).sum(),
             candidates: tried,
@@ -345,6 +357,69 @@ target: {name: y}
         // A huge penalty flattens the model: its log-loss is worse, so the small one wins.
         assert_eq!(search.best, 1);
         assert_eq!(a.manifest.params["l2"], 0.01);
+    }
+
+    const REGRESSION: &str = r#"
+name: prices
+features:
+  - {name: x, type: numeric}
+  - {name: c, type: categorical, categories: [a, b]}
+target: {name: y, task: regression}
+"#;
+
+    fn values(n: usize) -> Vec<u8> {
+        let mut s = String::from("x,c,y\n");
+        for i in 0..n {
+            let x = (i as f64 * 0.37).sin() * 3.0;
+            let c = if i % 3 == 0 { "a" } else { "b" };
+            let y = 10.0 + 2.5 * x + if c == "a" { 4.0 } else { 0.0 } + ((i * 7) % 5) as f64 * 0.01;
+            s.push_str(&format!("{x:.4},{c},{y:.4}\n"));
+        }
+        s.into_bytes()
+    }
+
+    #[test]
+    fn regression_models_learn_values_and_report_regression_metrics() {
+        let ds = vec![("d1".to_string(), values(600))];
+        for (training, r2) in [
+            ("{algorithm: linear_regression}", 0.999),
+            ("{algorithm: linear_regression, params: {l2: 10}}", 0.99),
+            ("{algorithm: gradient_boosting, params: {trees: 100, min_data_in_leaf: 5}}", 0.98),
+            ("{algorithm: gradient_boosting, search: {params: {num_leaves: [4, 16]}, folds: 2}}", 0.95),
+        ] {
+            let spec = PipelineSpec::from_yaml(&format!("{REGRESSION}training: {training}\n")).unwrap();
+            let a = train(&spec, &ds).unwrap().artifact;
+            let m = &a.manifest.metrics;
+            assert!(
+                m["r2"] > r2 && m["rmse"] < 1.0 && m.contains_key("mae") && m.contains_key("mape"),
+                "{training}: {m:?}"
+            );
+            assert!(!m.contains_key("roc_auc"));
+            if let Some(search) = &a.manifest.search {
+                assert_eq!(search.metric, "rmse");
+            }
+            // The artifact predicts values, not probabilities: x = 2, c = a gives about 19.
+            let p = a.predict(&[mlops_shared::table::Value::Num(2.0), mlops_shared::table::Value::Cat("a".into())]);
+            assert!((p.score - 19.0).abs() < 1.5 && !p.positive, "{training}: {p:?}");
+            assert_eq!(a.to_bytes(), train(&spec, &ds).unwrap().artifact.to_bytes());
+        }
+        let bad = train(
+            &PipelineSpec::from_yaml(&format!("{REGRESSION}training: {{algorithm: linear_regression}}\n")).unwrap(),
+            &[("d9".into(), b"x,c,y\n1,a,cheap\n".to_vec())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("dataset d9") && bad.contains("not a number"), "{bad}");
+        for (spec, expected) in [
+            (format!("{REGRESSION}training: {{algorithm: logistic_regression}}\n"), "does not learn regression"),
+            (format!("{SPEC}training: {{algorithm: linear_regression}}\n"), "does not learn binary_classification"),
+            (format!("{REGRESSION}gates: [{{metric: roc_auc, min: 0.7}}]\n"), "`roc_auc` is not a regression metric"),
+            (format!("{REGRESSION}gates: [{{metric: rmse, min: 0.7}}]\n"), "lower-is-better: give a ceiling"),
+            (format!("{SPEC}gates: [{{metric: roc_auc, max: 0.7}}]\n"), "higher-is-better: give a floor"),
+        ] {
+            let err = PipelineSpec::from_yaml(&spec).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

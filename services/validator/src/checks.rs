@@ -10,7 +10,7 @@ use std::hash::{BuildHasher as _, Hash, Hasher};
 use mlops_data::DataType;
 use mlops_data::{Array as _, Batches, Cell, ColumnView, DataError, text, view};
 use mlops_proto as pb;
-use mlops_shared::spec::{Environment, FeatureKind, FeatureSpec, PipelineSpec, Severity};
+use mlops_shared::spec::{Environment, FeatureKind, FeatureSpec, PipelineSpec, Severity, Task};
 use mlops_shared::table::{parse_number, trim_cell};
 
 use crate::profile::{CategoricalProfile, NumericProfile};
@@ -197,6 +197,7 @@ pub fn validate(
         })
         .collect();
     let mut target_profile = CategoricalProfile::with_domain([&t.positive, &t.negative]);
+    let mut target_values = NumericProfile::default();
     let label_number = |s: &str| parse_number(s).ok().flatten();
     let label_numbers = (label_number(&t.positive), label_number(&t.negative));
     if target.is_none() && environment == Environment::Training {
@@ -247,7 +248,28 @@ pub fn validate(
                 }
             }
         }
-        if let Some(i) = target {
+        if let (Some(i), Task::Regression) = (target, t.task) {
+            let column = view(batch.column(i));
+            let mut values = Vec::with_capacity(batch.num_rows());
+            for r in 0..batch.num_rows() {
+                let value = match column.get(r) {
+                    Cell::Num(v) if v.is_finite() => Some(v),
+                    Cell::Str(s) => parse_number(s).ok().flatten(),
+                    _ => None,
+                };
+                match value {
+                    Some(v) => values.push(v),
+                    None => {
+                        target_values.add_null();
+                        let cell = text(column.get(r));
+                        found.add(&t.name, "unknown_label", Some(offset + r), true, || {
+                            format!("labels must be finite numbers (the task is regression), found {cell:?}")
+                        });
+                    }
+                }
+            }
+            target_values.add_all(&values);
+        } else if let Some(i) = target {
             let column = view(batch.column(i));
             for r in 0..batch.num_rows() {
                 let cell = column.get(r);
@@ -337,7 +359,10 @@ pub fn validate(
         }
     }
     if target.is_some() {
-        columns.push(target_profile.finish(&t.name));
+        columns.push(match t.task {
+            Task::BinaryClassification => target_profile.finish(&t.name),
+            Task::Regression => target_values.finish(&t.name),
+        });
     }
     let schema_fields = schema
         .fields()
@@ -624,6 +649,23 @@ target: {name: churned}
         assert!(anomaly(&r, "contract", "unknown_category").message.contains("weekly"));
         assert_eq!(anomaly(&r, "churned", "unknown_label").count, 1);
         assert!(r.summary().contains("tenure: -1 is outside [0, 100]"), "{}", r.summary());
+    }
+
+    #[test]
+    fn a_regression_target_must_be_numbers_and_is_profiled_as_one() {
+        let spec = PipelineSpec::from_yaml(
+            &SPEC.replace("target: {name: churned}", "target: {name: churned, task: regression}"),
+        )
+        .unwrap();
+        let good = validate(b"tenure,charges,contract,churned\n1,,monthly,12.5\n5,3.5,yearly,-3\n", &spec);
+        assert!(!good.blocked(), "{good:#?}");
+        let label = &good.profile.columns[3];
+        assert_eq!((label.name.as_str(), label.count, label.mean, label.min), ("churned", 2, 4.75, -3.0));
+        let bad = validate(b"tenure,charges,contract,churned\n1,,monthly,cheap\n5,3.5,yearly,\n2,1,monthly,7\n", &spec);
+        assert!(bad.blocked());
+        let a = anomaly(&bad, "churned", "unknown_label");
+        assert_eq!((a.count, a.example_rows.clone()), (2, vec![1, 2]));
+        assert!(a.message.contains("finite numbers") && a.message.contains("cheap"), "{}", a.message);
     }
 
     #[test]

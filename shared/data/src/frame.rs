@@ -1,6 +1,6 @@
 //! Batches into the typed [`Frame`] that training and evaluation use, laid out by the spec.
 
-use mlops_shared::spec::{FeatureKind, PipelineSpec};
+use mlops_shared::spec::{FeatureKind, PipelineSpec, Task};
 use mlops_shared::table::{Column, Frame, parse_number};
 
 use crate::cell::{Cell, text, view};
@@ -56,6 +56,19 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
             let spec_t = &spec.target;
             let column = view(batch.column(i));
             for row in 0..batch.num_rows() {
+                if spec_t.task == Task::Regression {
+                    let bad =
+                        |message: String| DataError::Cell { row: rows + row + 1, column: spec_t.name.clone(), message };
+                    t.push(match column.get(row) {
+                        Cell::Num(v) if v.is_finite() => v,
+                        Cell::Str(s) => {
+                            parse_number(s).map_err(bad)?.ok_or_else(|| bad("the label is empty".into()))?
+                        }
+                        Cell::Null => return Err(bad("the label is empty".into())),
+                        other => return Err(bad(format!("label {:?} is not a finite number", text(other)))),
+                    });
+                    continue;
+                }
                 let text = text(column.get(row));
                 if text == spec_t.positive {
                     t.push(1.0);

@@ -18,7 +18,7 @@ pub use split::{holdout_split, shuffled};
 pub use trees::Tree;
 
 use crate::ids::Sha256;
-use crate::spec::{FeatureSpec, TargetSpec};
+use crate::spec::{FeatureSpec, TargetSpec, Task};
 use crate::table::{Frame, Value};
 
 /// The artifact format written into every manifest.
@@ -66,18 +66,33 @@ pub struct Manifest {
 pub enum Parameters {
     /// p(positive) = sigmoid(intercept + weights · x), x the preprocessed feature vector.
     Logistic { intercept: f64, weights: Vec<f64> },
-    /// p(positive) = sigmoid(base_score + Σ tree(x)): gradient-boosted trees on the log-odds.
+    /// base_score + Σ tree(x): gradient-boosted trees, on the log-odds of the positive class
+    /// (classification: p = sigmoid of it) or on the value (regression).
     GradientBoosting { base_score: f64, trees: Vec<Tree> },
+    /// value = intercept + weights · x: least squares (regression).
+    Linear { intercept: f64, weights: Vec<f64> },
 }
 
 impl Parameters {
-    /// The probability of the positive class for one preprocessed input vector.
-    pub fn score(&self, x: &[f64]) -> f64 {
-        let z = match self {
-            Self::Logistic { intercept, weights } => intercept + weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>(),
+    /// The model's output for one preprocessed input vector before any link: the log-odds of the
+    /// positive class, or the predicted value.
+    pub fn raw(&self, x: &[f64]) -> f64 {
+        match self {
+            Self::Logistic { intercept, weights } | Self::Linear { intercept, weights } => {
+                intercept + weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>()
+            }
             Self::GradientBoosting { base_score, trees } => base_score + trees.iter().map(|t| t.eval(x)).sum::<f64>(),
-        };
-        sigmoid(z)
+        }
+    }
+
+    /// The prediction for one preprocessed input vector: the probability of the positive class
+    /// (classification), or the value (regression).
+    pub fn score(&self, task: Task, x: &[f64]) -> f64 {
+        let z = self.raw(x);
+        match task {
+            Task::BinaryClassification => sigmoid(z),
+            Task::Regression => z,
+        }
     }
 }
 
@@ -119,9 +134,10 @@ pub struct Artifact {
 /// One prediction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prediction {
-    /// Probability of the positive class.
+    /// The probability of the positive class (classification), or the predicted value
+    /// (regression).
     pub score: f64,
-    /// Whether `score` is at least 0.5.
+    /// Whether `score` is at least 0.5 (always false for regression).
     pub positive: bool,
 }
 
@@ -152,8 +168,13 @@ impl Artifact {
             return bad("preprocessing does not cover every feature".into());
         }
         let width = self.preprocessing.width();
-        match &self.parameters {
-            Parameters::Logistic { weights, intercept } => {
+        let task = self.manifest.target.task;
+        match (&self.parameters, task) {
+            (Parameters::Logistic { .. }, Task::Regression)
+            | (Parameters::Linear { .. }, Task::BinaryClassification) => {
+                return bad(format!("its parameters do not fit its task, {}", task.as_str()));
+            }
+            (Parameters::Logistic { weights, intercept } | Parameters::Linear { weights, intercept }, _) => {
                 if weights.len() != width {
                     return bad(format!("{} weights for {width} inputs", weights.len()));
                 }
@@ -161,7 +182,7 @@ impl Artifact {
                     return bad("non-finite parameters".into());
                 }
             }
-            Parameters::GradientBoosting { base_score, trees } => {
+            (Parameters::GradientBoosting { base_score, trees }, _) => {
                 if !base_score.is_finite() {
                     return bad("non-finite base score".into());
                 }
@@ -182,8 +203,9 @@ impl Artifact {
 
     /// Predicts from an already preprocessed feature vector.
     pub fn predict_vector(&self, x: &[f64]) -> Prediction {
-        let score = self.parameters.score(x);
-        Prediction { score, positive: score >= 0.5 }
+        let task = self.manifest.target.task;
+        let score = self.parameters.score(task, x);
+        Prediction { score, positive: task == Task::BinaryClassification && score >= 0.5 }
     }
 
     /// Scores every row of `frame`.
