@@ -224,3 +224,37 @@ async fn a_search_run_reports_progress_records_its_candidates_and_the_cli_shows_
     let (ok, missing) = cli(&["runs", "list", "--pipeline", "nope", "--json"]);
     assert!(ok && missing.trim() == "[]", "{missing}");
 }
+
+/// The same job inputs give the same artifact bytes on another worker: a manual run trained by one
+/// trainer process, then the same window trained again by a second process after the first is
+/// gone, make the same sha256 (and so no second version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_worker_trains_the_same_artifact_bit_for_bit() {
+    let mut app = TestApp::start().await;
+    let spec = mlops_cli::EXAMPLE_SPEC.replace(
+        "  algorithm: logistic_regression\n  params: {l2: 1.0, max_iter: 50}",
+        "  algorithm: gradient_boosting\n  params: {trees: 40, min_data_in_leaf: 10}",
+    );
+    app.apply(&spec).await;
+    app.upload("churn", &sample::csv(2000, 23, Variant::Normal)).await;
+    let first = app.wait_event("model.trained", T, |_| true).await;
+    let Decoded::Trained(first) = first.payload else { unreachable!() };
+    assert_eq!(first.trainer_id, "trainer");
+    app.stack.kill("trainer").await.unwrap();
+    app.stack.spawn("trainer", "trainer-2", &[]).await.unwrap();
+    app.stack.wait_healthy(T).await.unwrap();
+    let mlops = app.stack.opts.bin_dir.join("mlops");
+    let out = std::process::Command::new(&mlops)
+        .args(["--nats-url", &app.stack.nats_url, "train", "--pipeline", "churn", "--timeout", "60"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = app
+        .wait_event("model.trained", T, |s| matches!(&s.payload, Decoded::Trained(t) if t.trainer_id == "trainer-2"))
+        .await;
+    let Decoded::Trained(again) = again.payload else { unreachable!() };
+    assert_eq!(again.dataset_ids, first.dataset_ids);
+    assert_eq!(again.artifact_sha256, first.artifact_sha256, "another worker, the same bytes");
+    let versions = mlops_integration_tests::client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    assert_eq!(versions.len(), 1, "the same artifact is the same version");
+}
