@@ -84,6 +84,33 @@ pub struct FeatureSpec {
     /// of category frequencies for categorical ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_drift: Option<f64>,
+    /// How a categorical feature becomes model inputs (`one_hot` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+    /// What a missing numeric value becomes before standardisation (`mean` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impute: Option<Impute>,
+}
+
+/// How a categorical feature is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// One input per category, 1 for the row's category; an unseen or missing one is all zeros.
+    OneHot,
+    /// One input: the category's position in `categories` (0, 1, …), for ordered categories;
+    /// an unseen or missing one is -1.
+    Ordinal,
+}
+
+/// How a missing numeric value is filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Impute {
+    /// The training rows' mean.
+    Mean,
+    /// The training rows' median (robust to outliers).
+    Median,
 }
 
 /// `pattern` compiled to match a whole value, not a part of it.
@@ -667,6 +694,9 @@ impl PipelineSpec {
                     if !f.categories.is_empty() {
                         return bad(format!("{at}: `categories` is for categorical features"));
                     }
+                    if f.encoding.is_some() {
+                        return bad(format!("{at}: `encoding` is for categorical features"));
+                    }
                     if f.regex.is_some() {
                         return bad(format!("{at}: `regex` is for categorical columns"));
                     }
@@ -684,6 +714,9 @@ impl PipelineSpec {
                     }
                     if f.min.is_some() || f.max.is_some() {
                         return bad(format!("{at}: `min`/`max` are for numeric features"));
+                    }
+                    if f.impute.is_some() {
+                        return bad(format!("{at}: `impute` is for numeric features"));
                     }
                     if let Some(pattern) = &f.regex {
                         let re = full_match(pattern).map_err(|e| SpecError::Invalid(format!("{at}: `regex`: {e}")))?;

@@ -1,26 +1,35 @@
 //! Preprocessing fitted on training data and stored in the artifact: numeric features are imputed
-//! with the training mean and standardised; categorical features are one-hot encoded over the
-//! spec's categories, an unseen or missing category encoding as all zeros.
+//! (with the training mean, or median) and standardised; categorical features are one-hot encoded
+//! over the spec's categories, an unseen or missing category encoding as all zeros, or ordinally
+//! encoded (the category's position; -1 for an unseen or missing one).
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{FeatureKind, FeatureSpec};
+use crate::spec::{Encoding, FeatureKind, FeatureSpec, Impute};
 use crate::table::{Column, Frame, Value};
 
 /// How one feature becomes model inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeatureTransform {
-    /// (x - mean) / std, a missing x taken as mean.
-    Standardize { name: String, mean: f64, std: f64 },
+    /// (x - mean) / std, a missing x taken as `fill` (the mean when absent).
+    Standardize {
+        name: String,
+        mean: f64,
+        std: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fill: Option<f64>,
+    },
     /// One input per category.
     OneHot { name: String, categories: Vec<String> },
+    /// One input: the category's position, -1 when unseen or missing.
+    Ordinal { name: String, categories: Vec<String> },
 }
 
 impl FeatureTransform {
     fn width(&self) -> usize {
         match self {
-            Self::Standardize { .. } => 1,
+            Self::Standardize { .. } | Self::Ordinal { .. } => 1,
             Self::OneHot { categories, .. } => categories.len(),
         }
     }
@@ -50,9 +59,20 @@ impl Preprocessor {
                     let var = values.iter().flatten().map(|v| (v - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
                     // A constant column would divide by zero; it carries no signal, so scale by 1.
                     let std = if var > 1e-24 { var.sqrt() } else { 1.0 };
-                    FeatureTransform::Standardize { name: f.name.clone(), mean, std }
+                    let fill = match f.impute {
+                        None | Some(Impute::Mean) => None,
+                        Some(Impute::Median) => Some(median(values)),
+                    };
+                    FeatureTransform::Standardize { name: f.name.clone(), mean, std, fill }
                 }
-                _ => FeatureTransform::OneHot { name: f.name.clone(), categories: f.categories.clone() },
+                _ => match f.encoding {
+                    None | Some(Encoding::OneHot) => {
+                        FeatureTransform::OneHot { name: f.name.clone(), categories: f.categories.clone() }
+                    }
+                    Some(Encoding::Ordinal) => {
+                        FeatureTransform::Ordinal { name: f.name.clone(), categories: f.categories.clone() }
+                    }
+                },
             })
             .collect();
         Self { transforms }
@@ -81,12 +101,19 @@ impl Preprocessor {
     pub fn transform_into(&self, row: &[Value], out: &mut Vec<f64>) {
         for (t, v) in self.transforms.iter().zip(row) {
             match t {
-                FeatureTransform::Standardize { mean, std, .. } => {
+                FeatureTransform::Standardize { mean, std, fill, .. } => {
                     let x = match v {
                         Value::Num(x) if x.is_finite() => *x,
-                        _ => *mean,
+                        _ => fill.unwrap_or(*mean),
                     };
                     out.push((x - mean) / std);
+                }
+                FeatureTransform::Ordinal { categories, .. } => {
+                    let at = match v {
+                        Value::Cat(c) => categories.iter().position(|k| k == c),
+                        _ => None,
+                    };
+                    out.push(at.map_or(-1.0, |i| i as f64));
                 }
                 FeatureTransform::OneHot { categories, .. } => {
                     let hit = match v {
@@ -107,6 +134,17 @@ impl Preprocessor {
         }
         out
     }
+}
+
+/// The median of the present values (the mean of the middle two for an even count); 0 for none.
+fn median(values: &[Option<f64>]) -> f64 {
+    let mut v: Vec<f64> = values.iter().flatten().copied().collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
 }
 
 #[cfg(test)]
@@ -134,5 +172,41 @@ mod tests {
         let mut out = vec![];
         p.transform_into(&[Value::Num(5.0), Value::Num(12.0), Value::Cat("weekly".into())], &mut out);
         assert_eq!(out, vec![0.0, 2.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn ordinal_encoding_and_median_imputation_when_the_spec_asks() {
+        let spec = PipelineSpec::from_yaml(
+            &SPEC
+                .replace(
+                    "{name: charges, type: numeric, nullable: true}",
+                    "{name: charges, type: numeric, nullable: true, impute: median}",
+                )
+                .replace("categories: [monthly, yearly]}", "categories: [monthly, yearly], encoding: ordinal}"),
+        )
+        .unwrap();
+        let frame = Frame {
+            columns: vec![
+                Column::Numeric(vec![Some(0.0), Some(10.0), Some(5.0)]),
+                Column::Numeric(vec![Some(1.0), Some(2.0), Some(30.0)]),
+                Column::Categorical(vec![Some("monthly".into()), Some("yearly".into()), None]),
+            ],
+            target: Some(vec![1.0, 0.0, 1.0]),
+            rows: 3,
+        };
+        let p = Preprocessor::fit(&spec.features, &frame);
+        assert_eq!(p.width(), 3);
+        assert!(p.one_hot_groups().is_empty());
+        let mut out = vec![];
+        p.transform_into(&[Value::Num(5.0), Value::Missing, Value::Cat("yearly".into())], &mut out);
+        // charges: mean 11, a missing value filled with the median 2, then standardised.
+        let FeatureTransform::Standardize { mean, std, fill, .. } = &p.transforms[1] else { panic!() };
+        assert_eq!((*mean, *fill), (11.0, Some(2.0)));
+        assert_eq!(out, vec![0.0, (2.0 - 11.0) / std, 1.0]);
+        out.clear();
+        p.transform_into(&[Value::Num(5.0), Value::Num(11.0), Value::Cat("weekly".into())], &mut out);
+        assert_eq!(out[1..], [0.0, -1.0], "an unseen category is -1");
+        let err = PipelineSpec::from_yaml(&SPEC.replace("max: 100}", "max: 100, encoding: ordinal}")).unwrap_err();
+        assert!(err.to_string().contains("`encoding` is for categorical features"), "{err}");
     }
 }
