@@ -90,6 +90,29 @@ pub struct Run {
 }
 
 impl Run {
+    /// The record of `job`, queued at `queued_ms` (Unix ms).
+    pub fn queued(job: &mlops_proto::TrainJob, queued_ms: i64) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            pipeline: job.pipeline.clone(),
+            reason: reason_name(job.reason),
+            state: RunState::Queued,
+            dataset_ids: job.dataset_ids.clone(),
+            trigger_event_id: job.trigger_event_id.clone(),
+            trainer: String::new(),
+            attempt: 0,
+            queued_ms,
+            started_ms: 0,
+            finished_ms: 0,
+            stage: "queued".into(),
+            progress: 0.0,
+            artifact_sha256: String::new(),
+            metrics: BTreeMap::new(),
+            error: String::new(),
+            superseded_by: String::new(),
+        }
+    }
+
     /// The subject its progress is published on.
     pub fn progress_subject(&self) -> String {
         format!("{PROGRESS_PREFIX}.{}", self.pipeline)

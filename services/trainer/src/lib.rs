@@ -19,7 +19,7 @@ use mlops_shared::events::Envelope;
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::objects::Objects;
-use mlops_shared::runs::{Run, RunState, Runs, kv_key, reason_name};
+use mlops_shared::runs::{Run, RunState, Runs, kv_key};
 use mlops_shared::spec::SpecStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -160,25 +160,8 @@ impl Worker {
             info!(job = %job.job_id, artifact = %String::from_utf8_lossy(&sha), "job already done, skipping");
             return Ok(());
         }
-        let mut run = self.runs.get(&job.job_id).await?.unwrap_or_else(|| Run {
-            job_id: job.job_id.clone(),
-            pipeline: job.pipeline.clone(),
-            reason: reason_name(job.reason),
-            state: RunState::Queued,
-            dataset_ids: job.dataset_ids.clone(),
-            trigger_event_id: job.trigger_event_id.clone(),
-            trainer: String::new(),
-            attempt: 0,
-            queued_ms: 0,
-            started_ms: 0,
-            finished_ms: 0,
-            stage: String::new(),
-            progress: 0.0,
-            artifact_sha256: String::new(),
-            metrics: Default::default(),
-            error: String::new(),
-            superseded_by: String::new(),
-        });
+        // A job queued by an older policy (or published by hand) has no record yet.
+        let mut run = self.runs.get(&job.job_id).await?.unwrap_or_else(|| Run::queued(job, 0));
         run.state = RunState::Running;
         run.trainer.clone_from(&self.trainer_id);
         run.attempt = e.delivered;

@@ -221,25 +221,7 @@ impl Policy {
         };
         // The record goes first, so a worker taking the job at once finds it.
         let queued_ms = now_unix_ms();
-        let run = Run {
-            job_id: job.job_id.clone(),
-            pipeline: pipeline.to_owned(),
-            reason: reason_name(job.reason),
-            state: RunState::Queued,
-            dataset_ids: job.dataset_ids.clone(),
-            trigger_event_id: job.trigger_event_id.clone(),
-            trainer: String::new(),
-            attempt: 0,
-            queued_ms,
-            started_ms: 0,
-            finished_ms: 0,
-            stage: "queued".into(),
-            progress: 0.0,
-            artifact_sha256: String::new(),
-            metrics: Default::default(),
-            error: String::new(),
-            superseded_by: String::new(),
-        };
+        let run = Run::queued(&job, queued_ms);
         // A redelivered trigger finds the record there, perhaps further on: it is left alone.
         let first = self.runs.create(&run).await?;
         self.queue(&job, ctx).await?;

@@ -181,6 +181,7 @@ impl Model {
         let mut tried = Vec::with_capacity(candidates.len());
         for (c, params) in candidates.into_iter().enumerate() {
             let mut fold_scores = Vec::with_capacity(splits.len());
+            let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
             for (f, (fit_rows, check_rows)) in splits.iter().enumerate() {
                 let step = (c * splits.len() + f) as f64;
                 let stage = format!("searching: candidate {} of {}", c + 1, steps as usize / splits.len());
@@ -192,9 +193,19 @@ impl Model {
                 let scores: Vec<f64> = xv.chunks(self.width.max(1)).map(|r| parameters.score(self.task, r)).collect();
                 let metrics = mlops_shared::scoring::for_task(self.task, &yv, &scores);
                 fold_scores.push(metrics.get(metric).copied().filter(|v| v.is_finite()));
+                for (name, value) in metrics.into_iter().filter(|(_, v)| v.is_finite()) {
+                    let entry = sums.entry(name).or_default();
+                    entry.0 += value;
+                    entry.1 += 1;
+                }
             }
             let score = fold_scores.iter().copied().sum::<Option<f64>>().map(|s| s / fold_scores.len() as f64);
-            tried.push(Candidate { params, score, fold_scores });
+            let metrics = sums
+                .into_iter()
+                .filter(|(_, (_, k))| *k == splits.len())
+                .map(|(name, (sum, k))| (name, sum / k as f64))
+                .collect();
+            tried.push(Candidate { params, score, fold_scores, metrics });
         }
         let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
         let mut best = 0;
@@ -331,6 +342,11 @@ target: {name: y}
         assert_eq!((search.folds, search.metric.as_str(), search.candidates.len()), (3, "roc_auc", 4));
         // Every candidate is scored on every fold, and the kept one scores best.
         assert!(search.candidates.iter().all(|c| c.fold_scores.len() == 3 && c.score.is_some()));
+        // Each candidate keeps every metric, its ranking one the mean of its fold scores.
+        for c in &search.candidates {
+            assert_eq!(c.metrics.keys().collect::<Vec<_>>(), ["accuracy", "log_loss", "roc_auc"]);
+            assert_eq!(Some(c.metrics["roc_auc"]), c.score);
+        }
         let best = &search.candidates[search.best];
         assert!(search.candidates.iter().all(|c| c.score <= best.score), "{search:?}");
         assert_eq!(a.manifest.params, best.params);

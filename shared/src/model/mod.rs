@@ -120,6 +120,8 @@ pub struct Candidate {
     /// The mean of its fold scores; absent when a fold could not be scored (a single class).
     pub score: Option<f64>,
     pub fold_scores: Vec<Option<f64>>,
+    /// Every metric of the task, averaged over the folds (those every fold could compute).
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// A complete model artifact.
