@@ -69,7 +69,8 @@ impl Policy {
         let due = (first_new + secs_ms(triggers.debounce_secs)).max(state.cooldown_until(&triggers));
         defer_until(due)?;
         let newest = history.last().map(|(id, _)| id.as_str()).unwrap_or_default();
-        let job_id = format!("{}-data-{newest}", v.pipeline);
+        // 64 bits of the newest version's sha256 name the job: unique, and short enough to read.
+        let job_id = format!("{}-data-{}", v.pipeline, newest.get(..16).unwrap_or(newest));
         self.queue_on_window(&v.pipeline, job_id, pb::TrainReason::NewData, &history, &e.id, &e.follow(), String::new)
             .await
     }
