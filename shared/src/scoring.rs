@@ -56,12 +56,68 @@ pub fn log_loss(labels: &[f64], scores: &[f64]) -> f64 {
     total / labels.len().max(1) as f64
 }
 
+/// Precision, recall and F1 of the positive class, a row predicted positive when its score is at
+/// least 0.5. A ratio with nothing to divide by is 0, as scikit-learn's `zero_division` default.
+pub fn precision_recall_f1(labels: &[f64], scores: &[f64]) -> (f64, f64, f64) {
+    let (mut tp, mut fp, mut fneg) = (0.0, 0.0, 0.0);
+    for (y, s) in labels.iter().zip(scores) {
+        match (*s >= 0.5, *y >= 0.5) {
+            (true, true) => tp += 1.0,
+            (true, false) => fp += 1.0,
+            (false, true) => fneg += 1.0,
+            (false, false) => {}
+        }
+    }
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fneg));
+    (precision, recall, ratio(2.0 * precision * recall, precision + recall))
+}
+
+/// Area under the precision-recall curve as scikit-learn's `average_precision_score`: the sum over
+/// score thresholds (ties together, highest first) of precision times the recall gained. NaN
+/// without positives.
+pub fn average_precision(labels: &[f64], scores: &[f64]) -> f64 {
+    let positives = labels.iter().filter(|&&y| y >= 0.5).count() as f64;
+    if positives == 0.0 {
+        return f64::NAN;
+    }
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut seen, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j < order.len() && scores[order[j]] == scores[order[i]] {
+            tp += if labels[order[j]] >= 0.5 { 1.0 } else { 0.0 };
+            seen += 1.0;
+            j += 1;
+        }
+        let recall = tp / positives;
+        ap += (recall - last_recall) * (tp / seen);
+        last_recall = recall;
+        i = j;
+    }
+    ap
+}
+
+/// Mean squared difference between the score and the 0/1 label (scikit-learn's
+/// `brier_score_loss`); lower is better.
+pub fn brier(labels: &[f64], scores: &[f64]) -> f64 {
+    labels.iter().zip(scores).map(|(y, s)| (s - y) * (s - y)).sum::<f64>() / labels.len().max(1) as f64
+}
+
 /// Every classification metric by name.
 pub fn classification(labels: &[f64], scores: &[f64]) -> BTreeMap<String, f64> {
+    let (precision, recall, f1) = precision_recall_f1(labels, scores);
     BTreeMap::from([
         ("accuracy".to_owned(), accuracy(labels, scores)),
         ("roc_auc".to_owned(), roc_auc(labels, scores)),
         ("log_loss".to_owned(), log_loss(labels, scores)),
+        ("precision".to_owned(), precision),
+        ("recall".to_owned(), recall),
+        ("f1".to_owned(), f1),
+        ("pr_auc".to_owned(), average_precision(labels, scores)),
+        ("brier".to_owned(), brier(labels, scores)),
     ])
 }
 
@@ -141,5 +197,26 @@ mod tests {
         let s2 = [0.9, 0.9, 0.2, 0.1, 0.6];
         assert!((roc_auc(&y2, &s2) - 0.583_333_333_333_333_4).abs() < 1e-12);
         assert!(roc_auc(&[1.0, 1.0], &[0.1, 0.2]).is_nan());
+    }
+
+    // Golden values from scikit-learn 1.x: precision_score, recall_score, f1_score (on scores
+    // thresholded at 0.5), average_precision_score and brier_score_loss.
+    #[test]
+    fn precision_recall_f1_pr_auc_and_brier_match_scikit_learn() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        let m = classification(&[0.0, 0.0, 1.0, 1.0], &[0.1, 0.4, 0.35, 0.8]);
+        assert!(close(m["precision"], 1.0) && close(m["recall"], 0.5), "{m:?}");
+        assert!(close(m["f1"], 0.666_666_666_666_666_6), "{m:?}");
+        assert!(close(m["pr_auc"], 0.833_333_333_333_333_3), "{m:?}");
+        assert!(close(m["brier"], 0.158_125_000_000_000_02), "{m:?}");
+        let m = classification(&[1.0, 0.0, 1.0, 0.0, 1.0], &[0.9, 0.9, 0.2, 0.1, 0.6]);
+        assert!(close(m["precision"], 0.666_666_666_666_666_6) && close(m["recall"], 0.666_666_666_666_666_6));
+        assert!(close(m["f1"], 0.666_666_666_666_666_6), "{m:?}");
+        assert!(close(m["pr_auc"], 0.638_888_888_888_888_8), "{m:?}");
+        assert!(close(m["brier"], 0.326_000_000_000_000_07), "{m:?}");
+        // Nothing predicted positive: precision 0 (zero_division); tied scores: one threshold.
+        assert_eq!(precision_recall_f1(&[0.0, 1.0], &[0.1, 0.2]), (0.0, 0.0, 0.0));
+        assert!(close(average_precision(&[0.0, 0.0, 1.0], &[0.5, 0.5, 0.5]), 0.333_333_333_333_333_3));
+        assert!(average_precision(&[0.0, 0.0], &[0.1, 0.2]).is_nan());
     }
 }

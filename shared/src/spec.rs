@@ -221,7 +221,16 @@ pub enum Task {
 }
 
 /// Classification metrics, and whether higher is better.
-pub const CLASSIFICATION_METRICS: &[(&str, bool)] = &[("roc_auc", true), ("accuracy", true), ("log_loss", false)];
+pub const CLASSIFICATION_METRICS: &[(&str, bool)] = &[
+    ("roc_auc", true),
+    ("accuracy", true),
+    ("log_loss", false),
+    ("precision", true),
+    ("recall", true),
+    ("f1", true),
+    ("pr_auc", true),
+    ("brier", false),
+];
 /// Regression metrics, and whether higher is better.
 pub const REGRESSION_METRICS: &[(&str, bool)] = &[("rmse", false), ("mae", false), ("r2", true), ("mape", false)];
 
@@ -1023,7 +1032,7 @@ gates:
         assert!(err("{search: {params: {max_iter: [2.5]}}}").contains("whole number"));
         assert!(err("{search: {params: {l2: [1]}, folds: 1}}").contains("folds"));
         assert!(
-            err("{search: {params: {l2: [1]}, metric: f1}}").contains("`f1` is not a binary_classification metric")
+            err("{search: {params: {l2: [1]}, metric: f2}}").contains("`f2` is not a binary_classification metric")
         );
         let big = format!(
             "{{search: {{params: {{l2: [{}], tol: [{}]}}}}}}",

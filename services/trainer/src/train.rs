@@ -344,7 +344,10 @@ target: {name: y}
         assert!(search.candidates.iter().all(|c| c.fold_scores.len() == 3 && c.score.is_some()));
         // Each candidate keeps every metric, its ranking one the mean of its fold scores.
         for c in &search.candidates {
-            assert_eq!(c.metrics.keys().collect::<Vec<_>>(), ["accuracy", "log_loss", "roc_auc"]);
+            assert_eq!(
+                c.metrics.keys().collect::<Vec<_>>(),
+                ["accuracy", "brier", "f1", "log_loss", "pr_auc", "precision", "recall", "roc_auc"]
+            );
             assert_eq!(Some(c.metrics["roc_auc"]), c.score);
         }
         let best = &search.candidates[search.best];
