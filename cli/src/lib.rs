@@ -6,6 +6,7 @@
 pub mod client;
 pub mod demo;
 pub mod events;
+pub mod reproduce;
 pub mod runs;
 pub mod sample;
 pub mod stack;

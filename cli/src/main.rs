@@ -94,6 +94,12 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Retrain PIPELINE@VERSION from its lineage alone and say whether the artifact is identical,
+    /// bit for bit (exit status 1 when not), and if not, what differs.
+    Reproduce {
+        /// e.g. `churn@3`.
+        target: String,
+    },
     /// Training runs: their records, and their progress live.
     Runs {
         #[command(subcommand)]
@@ -403,6 +409,16 @@ arrived   {} ({})",
             println!("{:<20} {:<8} {:<14} PREDICTIONS", "PIPELINE", "VERSION", "ARTIFACT");
             for d in s.deployments {
                 println!("{:<20} {:<8} {:<14} {}", d.pipeline, d.version, &d.artifact_sha256[..12], d.predictions);
+            }
+            Ok(())
+        }
+        Command::Reproduce { target } => {
+            let (pipeline, version) = mlops_cli::reproduce::parse_target(&target)?;
+            let (bus, _) = connect_runs(&cli.nats_url).await?;
+            let found = mlops_cli::reproduce::reproduce(&cli.registry_url, &bus, &pipeline, version).await?;
+            print!("{}", found.report());
+            if !found.identical() {
+                std::process::exit(1);
             }
             Ok(())
         }

@@ -141,7 +141,9 @@ struct RegistryApi {
 
 fn status(e: StoreError) -> Status {
     match e {
-        StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. } => Status::not_found(e.to_string()),
+        StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. } | StoreError::UnknownSpec { .. } => {
+            Status::not_found(e.to_string())
+        }
         StoreError::Db(_) => Status::internal(e.to_string()),
     }
 }
@@ -218,8 +220,13 @@ impl pb::registry_server::Registry for RegistryApi {
     }
 
     async fn get_pipeline(&self, req: Request<pb::GetPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
-        let record = self.store.pipeline(&req.into_inner().name).map_err(status)?;
-        Ok(Response::new(pipeline_proto(record)))
+        let req = req.into_inner();
+        let record = if req.spec_hash.is_empty() {
+            self.store.pipeline(&req.name)
+        } else {
+            self.store.pipeline_at(&req.name, &req.spec_hash)
+        };
+        Ok(Response::new(pipeline_proto(record.map_err(status)?)))
     }
 
     async fn list_pipelines(

@@ -12,6 +12,8 @@ const MODELS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("models
 const BY_SHA: TableDefinition<(&str, &str), u64> = TableDefinition::new("models_by_sha");
 const ALIASES: TableDefinition<(&str, &str), u64> = TableDefinition::new("aliases");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Every spec a pipeline has had, by (pipeline, spec hash): what a model's lineage names.
+const SPEC_HISTORY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("spec_history");
 
 /// Errors of the registry store.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,8 @@ pub enum StoreError {
     UnknownPipeline(String),
     #[error("pipeline `{pipeline}` has no version {version}")]
     UnknownVersion { pipeline: String, version: u64 },
+    #[error("pipeline `{pipeline}` never had a spec with hash {hash}")]
+    UnknownSpec { pipeline: String, hash: String },
     #[error("database: {0}")]
     Db(String),
 }
@@ -93,6 +97,7 @@ impl Store {
         txn.open_table(BY_SHA)?;
         txn.open_table(ALIASES)?;
         txn.open_table(AUDIT)?;
+        txn.open_table(SPEC_HISTORY)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -122,7 +127,9 @@ impl Store {
                         revision: other.map_or(1, |r| r.revision + 1),
                         updated_unix_ms: mlops_shared::now_unix_ms(),
                     };
-                    table.insert(name, serde_json::to_vec(&rec)?.as_slice())?;
+                    let bytes = serde_json::to_vec(&rec)?;
+                    table.insert(name, bytes.as_slice())?;
+                    txn.open_table(SPEC_HISTORY)?.insert((name, spec_hash), bytes.as_slice())?;
                     rec
                 }
             }
@@ -136,6 +143,20 @@ impl Store {
         )?;
         txn.commit()?;
         Ok(record)
+    }
+
+    /// The pipeline `name` as it was when its spec hashed to `hash`.
+    pub fn pipeline_at(&self, name: &str, hash: &str) -> Result<PipelineRecord, StoreError> {
+        let current = self.pipeline(name)?;
+        if current.spec_hash == hash {
+            return Ok(current);
+        }
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SPEC_HISTORY)?;
+        let value = table
+            .get((name, hash))?
+            .ok_or_else(|| StoreError::UnknownSpec { pipeline: name.into(), hash: hash.into() })?;
+        Ok(serde_json::from_slice(value.value())?)
     }
 
     /// The pipeline `name`.
@@ -368,6 +389,22 @@ mod tests {
             gate: String::new(),
             gate_checks: vec![],
         }
+    }
+
+    #[test]
+    fn every_spec_a_pipeline_had_is_kept_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("registry.redb")).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        store.apply_pipeline("churn", "name: churn # first", &a, "cli").unwrap();
+        store.apply_pipeline("churn", "name: churn # second", &b, "cli").unwrap();
+        assert_eq!(store.pipeline("churn").unwrap().spec_yaml, "name: churn # second");
+        let first = store.pipeline_at("churn", &a).unwrap();
+        assert_eq!((first.revision, first.spec_yaml.as_str()), (1, "name: churn # first"));
+        assert_eq!(store.pipeline_at("churn", &b).unwrap().revision, 2);
+        let missing = store.pipeline_at("churn", &"c".repeat(64)).unwrap_err().to_string();
+        assert!(missing.contains("never had a spec with hash ccc"), "{missing}");
+        assert!(matches!(store.pipeline_at("nope", &a), Err(StoreError::UnknownPipeline(_))));
     }
 
     #[test]

@@ -1,0 +1,68 @@
+//! `mlops reproduce`: a model version retrained from its lineage alone is identical, bit for bit,
+//! even after its pipeline's spec changed and every service restarted.
+
+use std::time::Duration;
+
+use mlops_cli::events::Decoded;
+use mlops_cli::stack::SERVICES;
+use mlops_integration_tests::{TestApp, sample};
+use sample::Variant;
+
+const T: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_retrained_from_its_lineage_is_identical_across_a_restart_of_every_service() {
+    let mut app = TestApp::start().await;
+    let spec = mlops_cli::EXAMPLE_SPEC
+        .replace(
+            "  algorithm: logistic_regression\n  params: {l2: 1.0, max_iter: 50}",
+            "  algorithm: gradient_boosting\n  params: {trees: 30, min_data_in_leaf: 10}",
+        )
+        .replace("  holdout: 0.2\n", "  holdout: 0.2\n  window: {versions: 2}\n");
+    app.apply(&spec).await;
+    app.upload("churn", &sample::csv(1200, 31, Variant::Normal)).await;
+    app.wait_event("model.trained", T, |_| true).await;
+    app.upload("churn", &sample::csv(1200, 32, Variant::Normal)).await;
+    let second = app
+        .wait_event("model.trained", T, |s| matches!(&s.payload, Decoded::Trained(t) if t.dataset_ids.len() == 2))
+        .await;
+    let Decoded::Trained(second) = second.payload else { unreachable!() };
+    let version = loop {
+        let versions = mlops_integration_tests::client::models(&app.stack.url("registry"), "churn").await.unwrap();
+        if let Some(v) = versions.iter().find(|v| v.artifact_sha256 == second.artifact_sha256) {
+            break v.version;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The spec moves on: the lineage's spec is an earlier revision now.
+    app.apply(&spec.replace("window: 200", "window: 300")).await;
+
+    // Every service restarts, the registry first (the others are told its new address).
+    for service in SERVICES {
+        app.stack.kill(service).await.unwrap();
+        app.stack.spawn(service, service, &[]).await.unwrap();
+    }
+    app.stack.wait_healthy(T).await.unwrap();
+
+    let mlops = app.stack.opts.bin_dir.join("mlops");
+    let registry = app.stack.url("registry");
+    let cli = |target: &str| {
+        let out = std::process::Command::new(&mlops)
+            .args(["--nats-url", &app.stack.nats_url, "--registry-url", &registry, "reproduce", target])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, said) = cli(&format!("churn@{version}"));
+    assert!(ok, "{said}");
+    assert!(said.contains("identical") && said.contains(&second.artifact_sha256), "{said}");
+    assert!(said.contains("2 dataset(s)") && said.contains(&second.spec_hash[..12]), "{said}");
+
+    let (ok, said) = cli("churn@99");
+    assert!(!ok && said.contains("has no version 99"), "{said}");
+    let (ok, said) = cli("nope@1");
+    assert!(!ok && said.contains("nope"), "{said}");
+    let (ok, said) = cli("churn");
+    assert!(!ok && said.contains("PIPELINE@VERSION"), "{said}");
+}
