@@ -181,6 +181,26 @@ enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One version: artifact, aliases, metrics, gate checks and lineage (JSON).
+    Show {
+        /// PIPELINE@VERSION, e.g. `churn@3`.
+        target: String,
+    },
+    /// What made a version: datasets, spec, seed, code version, job, trainer and reason.
+    Lineage { target: String },
+    /// Every model version (of any pipeline) trained on a dataset.
+    UsedBy { dataset_id: String },
+    /// Point an alias (e.g. `candidate`, `production`, `champion-eu`) at a version; audited.
+    Alias {
+        target: String,
+        alias: String,
+        #[arg(long, default_value = "set by hand")]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "mlops-cli")]
+        by: String,
+    },
+    /// A pipeline's audit log: every change, when, why and what caused it.
+    Audit { pipeline: String },
 }
 
 #[derive(Subcommand)]
@@ -323,6 +343,76 @@ arrived   {} ({})",
             let batches = mlops_data::open(mlops_data::Source::File(f), &name, &mlops_data::Limits::default())?;
             let columns = mlops_data::infer(batches)?;
             print!("{}", mlops_data::spec_fragment(&columns, target.as_deref()));
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Show { target } } => {
+            let v = model_version(&cli.registry_url, &target).await?;
+            println!("{}", serde_json::to_string_pretty(&version_json(&v))?);
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Lineage { target } } => {
+            let v = model_version(&cli.registry_url, &target).await?;
+            let l = v.lineage.unwrap_or_default();
+            println!("{}@{} artifact {}", v.pipeline, v.version, v.artifact_sha256);
+            println!("  reason      {}", mlops_shared::runs::reason_name(l.reason));
+            println!("  job         {} (trainer {})", l.job_id, l.trainer_id);
+            println!("  spec        {}", l.spec_hash);
+            println!("  seed        {}", l.seed);
+            println!("  code        {}", l.code_version);
+            println!("  datasets    {} (oldest first)", l.dataset_ids.len());
+            for d in &l.dataset_ids {
+                println!("    {d}");
+            }
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::UsedBy { dataset_id } } => {
+            let mut registry = client::registry(&cli.registry_url).await?;
+            let versions = registry
+                .models_using_dataset(mlops_proto::ModelsUsingDatasetRequest { dataset_id: dataset_id.clone() })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner()
+                .versions;
+            if versions.is_empty() {
+                println!("no model version was trained on {dataset_id}");
+            }
+            for v in versions {
+                println!(
+                    "{}@{} artifact {} aliases [{}]",
+                    v.pipeline,
+                    v.version,
+                    &v.artifact_sha256[..12],
+                    v.aliases.join(",")
+                );
+            }
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Alias { target, alias, reason, by } } => {
+            let (pipeline, version) = mlops_cli::reproduce::parse_target(&target)?;
+            let mut registry = client::registry(&cli.registry_url).await?;
+            let v = registry
+                .set_alias(mlops_proto::SetAliasRequest { pipeline, alias: alias.clone(), version, reason, by })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            println!("{}@{} is now `{alias}` (aliases: {})", v.pipeline, v.version, v.aliases.join(", "));
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Audit { pipeline } } => {
+            let mut registry = client::registry(&cli.registry_url).await?;
+            let entries = registry
+                .list_audit(mlops_proto::ListAuditRequest { pipeline })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner()
+                .entries;
+            println!("{:<24} {:<18} {:<40} CAUSE", "TIME (UTC)", "ACTION", "DETAIL");
+            for e in entries {
+                let time = chrono::DateTime::from_timestamp_millis(e.time_unix_ms)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+                    .unwrap_or_default();
+                println!("{time:<24} {:<18} {:<40} {}", e.action, e.detail, e.cause);
+            }
             Ok(())
         }
         Command::Models { command: ModelsCommand::List { pipeline, json } } => {
@@ -484,6 +574,32 @@ async fn train(nats_url: &str, pipeline: &str, by: &str, no_wait: bool, timeout:
             "no model from job {job_id} within {timeout:?} (is a trainer running, and has `{pipeline}` accepted data?)"
         ),
     }
+}
+
+/// The version `target` (PIPELINE@VERSION) names.
+async fn model_version(registry_url: &str, target: &str) -> anyhow::Result<mlops_proto::ModelVersion> {
+    let (pipeline, version) = mlops_cli::reproduce::parse_target(target)?;
+    let mut registry = client::registry(registry_url).await?;
+    let request = mlops_proto::GetModelVersionRequest {
+        pipeline,
+        selector: Some(mlops_proto::get_model_version_request::Selector::Version(version)),
+    };
+    Ok(registry.get_model_version(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner())
+}
+
+/// A version as JSON, for people and scripts.
+fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
+    let l = v.lineage.clone().unwrap_or_default();
+    serde_json::json!({
+        "pipeline": v.pipeline, "version": v.version, "artifact_sha256": v.artifact_sha256,
+        "artifact_size": v.artifact_size, "algorithm": v.algorithm, "aliases": v.aliases, "gate": v.gate,
+        "gate_checks": v.gate_checks.iter().map(|c| serde_json::json!({"name": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
+        "created_unix_ms": v.created_unix_ms,
+        "metrics": v.holdout_metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
+        "lineage": {"dataset_ids": l.dataset_ids, "spec_hash": l.spec_hash, "seed": l.seed,
+                    "code_version": l.code_version, "job_id": l.job_id, "trainer_id": l.trainer_id,
+                    "reason": mlops_shared::runs::reason_name(l.reason)},
+    })
 }
 
 /// Connects for reading run records and progress.

@@ -65,4 +65,38 @@ async fn a_version_retrained_from_its_lineage_is_identical_across_a_restart_of_e
     assert!(!ok && said.contains("nope"), "{said}");
     let (ok, said) = cli("churn");
     assert!(!ok && said.contains("PIPELINE@VERSION"), "{said}");
+
+    // Lineage both ways, an alias set by hand, and the audit log that records it all.
+    let models = |args: &[&str]| {
+        let out = std::process::Command::new(&mlops)
+            .args(["--registry-url", &registry, "models"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let target = format!("churn@{version}");
+    let (ok, lineage) = models(&["lineage", &target]);
+    assert!(ok && lineage.contains(&second.dataset_ids[0]) && lineage.contains(&second.dataset_ids[1]), "{lineage}");
+    assert!(lineage.contains("reason      new_data") && lineage.contains(&second.spec_hash), "{lineage}");
+    let (ok, used) = models(&["used-by", &second.dataset_ids[0]]);
+    assert!(ok && used.contains("churn@1") && used.contains(&target), "the first dataset made both: {used}");
+    let (ok, used) = models(&["used-by", &second.dataset_ids[1]]);
+    assert!(ok && !used.contains("churn@1 ") && used.contains(&target), "{used}");
+    let (ok, shown) = models(&["show", &target]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap_or_else(|e| panic!("{e}: {shown}"));
+    assert!(ok && shown["lineage"]["dataset_ids"].as_array().unwrap().len() == 2, "{shown}");
+    let (ok, said) = models(&["alias", &target, "champion-eu", "--reason", "EU launch", "--by", "ana"]);
+    assert!(ok && said.contains("champion-eu"), "{said}");
+    let (ok, said) = models(&["alias", "churn@99", "x"]);
+    assert!(!ok && said.contains("has no version 99"), "{said}");
+    let (ok, audit) = models(&["audit", "churn"]);
+    assert!(ok, "{audit}");
+    let applied = audit.lines().filter(|l| l.contains("pipeline.applied")).count();
+    assert_eq!(applied, 2, "{audit}");
+    let alias = audit.lines().find(|l| l.contains("champion-eu")).unwrap_or_else(|| panic!("{audit}"));
+    assert!(alias.contains("EU launch") && alias.contains("by ana"), "{alias}");
+    let (ok, said) = models(&["audit", "nope"]);
+    assert!(!ok && said.contains("nope"), "{said}");
 }

@@ -221,6 +221,7 @@ impl Deployer {
                 alias: "production".into(),
                 version: v.version,
                 reason: format!("passed gates (event {})", e.id),
+                by: "deployer".into(),
             })
             .await
             .map_err(|s| HandlerError::Transient(registry_err(s)))?;
@@ -266,6 +267,7 @@ impl Deployer {
                 alias: "production".into(),
                 version: previous.version,
                 reason: reason.into(),
+                by: "deployer".into(),
             })
             .await?;
         let event = pb::ModelRolledBack {

@@ -276,13 +276,44 @@ impl pb::registry_server::Registry for RegistryApi {
         Ok(Response::new(pb::ListModelVersionsResponse { versions }))
     }
 
+    async fn models_using_dataset(
+        &self,
+        req: Request<pb::ModelsUsingDatasetRequest>,
+    ) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
+        let id = req.into_inner().dataset_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("`dataset_id` is empty"));
+        }
+        let records = self.store.models_using(&id).map_err(status)?;
+        let versions = records.into_iter().map(|r| self.to_proto(r)).collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListModelVersionsResponse { versions }))
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let entries = self
+            .store
+            .audit_log(&req.into_inner().pipeline)
+            .map_err(status)?
+            .into_iter()
+            .map(|e| pb::AuditEntry {
+                time_unix_ms: e.time_unix_ms,
+                pipeline: e.pipeline,
+                action: e.action,
+                detail: e.detail,
+                cause: e.cause,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { entries }))
+    }
+
     async fn set_alias(&self, req: Request<pb::SetAliasRequest>) -> Result<Response<pb::ModelVersion>, Status> {
         let req = req.into_inner();
         check_alias(&req.alias)?;
         if req.alias == "previous" {
             return Err(Status::invalid_argument("`previous` is moved by the registry when `production` moves"));
         }
-        self.store.set_alias(&req.pipeline, &req.alias, req.version, &req.reason, "grpc:SetAlias").map_err(status)?;
+        let cause = if req.by.is_empty() { "grpc:SetAlias".to_owned() } else { format!("grpc:SetAlias by {}", req.by) };
+        self.store.set_alias(&req.pipeline, &req.alias, req.version, &req.reason, &cause).map_err(status)?;
         info!(pipeline = %req.pipeline, alias = %req.alias, version = req.version, "alias set");
         let record = self.store.model(&req.pipeline, req.version).map_err(status)?;
         Ok(Response::new(self.to_proto(record)?))

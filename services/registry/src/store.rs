@@ -330,8 +330,23 @@ impl Store {
         Ok(())
     }
 
+    /// Every model version, of any pipeline, trained on `dataset_id` (pipeline, then version order).
+    pub fn models_using(&self, dataset_id: &str) -> Result<Vec<ModelRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODELS)?;
+        let mut out = Vec::new();
+        for kv in table.iter()? {
+            let record: ModelRecord = serde_json::from_slice(kv?.1.value())?;
+            if record.dataset_ids.iter().any(|d| d == dataset_id) {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
     /// The audit log of `pipeline`, oldest first.
     pub fn audit_log(&self, pipeline: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        self.pipeline(pipeline)?;
         let txn = self.db.begin_read()?;
         let table = txn.open_table(AUDIT)?;
         let mut out = Vec::new();
