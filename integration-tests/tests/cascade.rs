@@ -210,6 +210,29 @@ async fn worse_model_is_not_promoted() {
     assert_eq!(body["model_version"], "1");
 }
 
+/// The infrastructure gate: a candidate over the spec's artifact-size limit is not promoted, and
+/// its measured single-row p99 latency is recorded with the checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_over_the_serving_limits_is_not_promoted() {
+    let app = TestApp::start().await;
+    let spec = mlops_cli::EXAMPLE_SPEC
+        .replace("deployment:\n", "serving_limits: {max_p99_ms: 1000, max_artifact_bytes: 200}\ndeployment:\n");
+    assert!(spec.contains("serving_limits"));
+    app.apply(&spec).await;
+    app.upload("churn", &sample::csv(1500, 4, Variant::Normal)).await;
+    let evaluated = app.wait_event("model.evaluated", T, |_| true).await;
+    let Decoded::Evaluated(e) = evaluated.payload else { unreachable!() };
+    assert!(!e.passed, "{e:?}");
+    let size = e.checks.iter().find(|c| c.name == "artifact size <= 200 bytes").expect("a size check");
+    assert!(!size.passed && size.detail.contains("bytes"), "{size:?}");
+    let latency = e.checks.iter().find(|c| c.name.starts_with("single-row p99 latency")).expect("a latency check");
+    assert!(latency.passed && latency.detail.contains("single-row predictions"), "{latency:?}");
+    // The metric gates passed: only the size held it back.
+    assert_eq!(e.checks.iter().filter(|c| !c.passed).count(), 1, "{:?}", e.checks);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!app.seen().iter().any(|s| s.kind == "model.promoted"));
+}
+
 /// (c) a rejected data set never reaches a trainer, and its report says why, per column.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_data_never_trains() {

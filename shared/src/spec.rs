@@ -35,6 +35,9 @@ pub struct PipelineSpec {
     pub training: TrainingSpec,
     #[serde(default)]
     pub gates: Vec<GateSpec>,
+    /// The infrastructure gate: limits on what serving the candidate would cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_limits: Option<ServingLimits>,
     #[serde(default)]
     pub deployment: DeploymentSpec,
     #[serde(default)]
@@ -555,6 +558,19 @@ pub struct GateSpec {
     pub max_drop: Option<f64>,
 }
 
+/// Limits a candidate must meet to be promoted, measured by the evaluator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingLimits {
+    /// The 99th percentile of single-row prediction time (preprocessing included), in
+    /// milliseconds, measured on holdout rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ms: Option<f64>,
+    /// The artifact's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_artifact_bytes: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
@@ -836,6 +852,17 @@ impl PipelineSpec {
             }
             if g.max_drop.is_some_and(|d| d < 0.0) {
                 return bad(format!("gates: `max_drop` of `{}` must not be negative", g.metric));
+            }
+        }
+        if let Some(l) = &self.serving_limits {
+            if l.max_p99_ms.is_none() && l.max_artifact_bytes.is_none() {
+                return bad("`serving_limits` needs `max_p99_ms` or `max_artifact_bytes`".into());
+            }
+            if l.max_p99_ms.is_some_and(|ms| !(ms.is_finite() && ms > 0.0)) {
+                return bad("`serving_limits.max_p99_ms` must be a positive number of milliseconds".into());
+            }
+            if l.max_artifact_bytes == Some(0) {
+                return bad("`serving_limits.max_artifact_bytes` must be positive".into());
             }
         }
         if !(0.0..=1.0).contains(&self.deployment.log_sample) {

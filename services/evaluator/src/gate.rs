@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use mlops_proto as pb;
-use mlops_shared::spec::{GateSpec, Task};
+use mlops_shared::spec::{GateSpec, ServingLimits, Task};
 
 /// Judges `candidate` against `gates` (metrics of `task`), and against `production` when there is
 /// one. The first model, with no champion, meets absolute thresholds only. Returns whether every
@@ -50,6 +50,42 @@ pub fn judge(
     (passed, checks)
 }
 
+/// The infrastructure gate: the candidate's measured single-row p99 latency (ms) and its
+/// artifact size against the spec's limits.
+pub fn serving_checks(
+    limits: &ServingLimits,
+    p99_ms: f64,
+    rows_timed: usize,
+    artifact_bytes: u64,
+) -> Vec<pb::GateCheck> {
+    let mut checks = Vec::new();
+    if let Some(max) = limits.max_p99_ms {
+        checks.push(pb::GateCheck {
+            name: format!("single-row p99 latency <= {max} ms"),
+            passed: p99_ms <= max,
+            detail: format!("measured p99 {p99_ms:.4} ms over {rows_timed} single-row predictions"),
+        });
+    }
+    if let Some(max) = limits.max_artifact_bytes {
+        checks.push(pb::GateCheck {
+            name: format!("artifact size <= {max} bytes"),
+            passed: artifact_bytes <= max,
+            detail: format!("artifact is {artifact_bytes} bytes"),
+        });
+    }
+    checks
+}
+
+/// The 99th percentile (nearest rank) of `samples`, which it sorts.
+pub fn p99(samples: &mut [f64]) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_unstable_by(f64::total_cmp);
+    let rank = ((samples.len() as f64) * 0.99).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +121,21 @@ mod tests {
         assert!(failed[0].detail.contains("production 0.8000"), "{:?}", failed[0]);
         // A missing metric never passes a floor.
         assert!(!judge(Task::BinaryClassification, &gates(), &BTreeMap::new(), None).0);
+    }
+
+    #[test]
+    fn serving_limits_gate_latency_and_size() {
+        let limits = ServingLimits { max_p99_ms: Some(2.0), max_artifact_bytes: Some(1000) };
+        let checks = serving_checks(&limits, 1.5, 500, 800);
+        assert!(checks.iter().all(|c| c.passed) && checks.len() == 2, "{checks:?}");
+        let checks = serving_checks(&limits, 2.5, 500, 1200);
+        assert!(checks.iter().all(|c| !c.passed), "{checks:?}");
+        assert!(checks[0].detail.contains("p99 2.5000 ms over 500") && checks[1].detail.contains("1200 bytes"));
+        let mut samples: Vec<f64> = (1..=200).map(f64::from).collect();
+        samples.reverse();
+        assert_eq!(p99(&mut samples), 198.0);
+        assert_eq!(p99(&mut [3.0]), 3.0);
+        assert!(p99(&mut []).is_nan());
     }
 
     #[test]

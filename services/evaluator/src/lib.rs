@@ -141,7 +141,13 @@ impl Evaluator {
             }
             None => None,
         };
-        let (passed, checks) = gate::judge(task, &spec.gates, &candidate_metrics, production_metrics.as_ref());
+        let (mut passed, mut checks) = gate::judge(task, &spec.gates, &candidate_metrics, production_metrics.as_ref());
+        if let Some(limits) = &spec.serving_limits {
+            let (p99_ms, timed) = single_row_p99(&artifact, &holdout);
+            let infra = gate::serving_checks(limits, p99_ms, timed, t.artifact_size);
+            passed &= infra.iter().all(|c| c.passed);
+            checks.extend(infra);
+        }
         let rows = holdout.rows as u64;
         let event = pb::ModelEvaluated {
             pipeline: t.pipeline.clone(),
@@ -165,6 +171,24 @@ impl Evaluator {
         self.bus.publish(&format!("evaluated-{}", t.job_id), &ctx, &event).await?;
         Ok(())
     }
+}
+
+/// Times single-row predictions (preprocessing included) on up to 2,000 holdout rows, cycling
+/// through them when there are fewer than 200: the p99 in milliseconds, and how many were timed.
+fn single_row_p99(artifact: &Artifact, holdout: &mlops_shared::table::Frame) -> (f64, usize) {
+    if holdout.rows == 0 {
+        return (f64::NAN, 0);
+    }
+    let rows: Vec<_> = (0..holdout.rows.min(2_000)).map(|i| holdout.row(i)).collect();
+    let n = rows.len().max(200);
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let row = &rows[i % rows.len()];
+        let started = std::time::Instant::now();
+        std::hint::black_box(artifact.predict(std::hint::black_box(row)));
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    (gate::p99(&mut samples), n)
 }
 
 fn finite(m: std::collections::BTreeMap<String, f64>) -> std::collections::HashMap<String, f64> {
