@@ -126,9 +126,20 @@ pub async fn datasets(ingest_url: &str, pipeline: &str, verdict: &str) -> anyhow
 
 /// Every version of `pipeline`.
 pub async fn models(registry_url: &str, pipeline: &str) -> anyhow::Result<Vec<pb::ModelVersion>> {
+    search_models(registry_url, pipeline, Default::default(), vec![]).await
+}
+
+/// The versions of `pipeline` carrying every tag in `tags` and meeting every metric condition
+/// (`roc_auc>=0.8`, `rmse<2`).
+pub async fn search_models(
+    registry_url: &str,
+    pipeline: &str,
+    tags: std::collections::HashMap<String, String>,
+    metric_filters: Vec<String>,
+) -> anyhow::Result<Vec<pb::ModelVersion>> {
     let mut c = registry(registry_url).await?;
     let r = c
-        .list_model_versions(pb::ListModelVersionsRequest { pipeline: pipeline.into() })
+        .list_model_versions(pb::ListModelVersionsRequest { pipeline: pipeline.into(), tags, metric_filters })
         .await
         .map_err(status("listing models"))?;
     Ok(r.into_inner().versions)

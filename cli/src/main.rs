@@ -173,13 +173,37 @@ enum SchemaCommand {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
-    /// List a pipeline's model versions.
+    /// List a pipeline's model versions, or search them by tag and metric.
     List {
         #[arg(long)]
         pipeline: String,
+        /// Only versions tagged KEY=VALUE (repeatable; all must hold).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Only versions whose holdout metric meets a condition, e.g. `roc_auc>=0.8` (repeatable).
+        #[arg(long = "metric", value_name = "CONDITION")]
+        metrics: Vec<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Set tags (KEY=VALUE) on a version, or remove them; audited.
+    Tag {
+        target: String,
+        #[arg(value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Tag names to remove (repeatable).
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+        #[arg(long, env = "USER", default_value = "mlops-cli")]
+        by: String,
+    },
+    /// Set a version's description; audited.
+    Describe {
+        target: String,
+        text: String,
+        #[arg(long, env = "USER", default_value = "mlops-cli")]
+        by: String,
     },
     /// One version: artifact, aliases, metrics, gate checks and lineage (JSON).
     Show {
@@ -365,6 +389,36 @@ arrived   {} ({})",
             }
             Ok(())
         }
+        Command::Models { command: ModelsCommand::Tag { target, tags, remove, by } } => {
+            let (pipeline, version) = mlops_cli::reproduce::parse_target(&target)?;
+            let set_tags = tags.iter().map(|t| key_value(t)).collect::<anyhow::Result<_>>()?;
+            let request = mlops_proto::UpdateModelVersionRequest {
+                pipeline,
+                version,
+                set_tags,
+                remove_tags: remove,
+                description: None,
+                by,
+            };
+            let v = update_model(&cli.registry_url, request).await?;
+            let tags: std::collections::BTreeMap<_, _> = v.tags.iter().collect();
+            let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{}@{} tags: {}", v.pipeline, v.version, tags.join(", "));
+            Ok(())
+        }
+        Command::Models { command: ModelsCommand::Describe { target, text, by } } => {
+            let (pipeline, version) = mlops_cli::reproduce::parse_target(&target)?;
+            let request = mlops_proto::UpdateModelVersionRequest {
+                pipeline,
+                version,
+                description: Some(text),
+                by,
+                ..Default::default()
+            };
+            let v = update_model(&cli.registry_url, request).await?;
+            println!("{}@{}: {}", v.pipeline, v.version, v.description);
+            Ok(())
+        }
         Command::Models { command: ModelsCommand::UsedBy { dataset_id } } => {
             let mut registry = client::registry(&cli.registry_url).await?;
             let versions = registry
@@ -415,22 +469,11 @@ arrived   {} ({})",
             }
             Ok(())
         }
-        Command::Models { command: ModelsCommand::List { pipeline, json } } => {
-            let versions = client::models(&cli.registry_url, &pipeline).await?;
+        Command::Models { command: ModelsCommand::List { pipeline, tags, metrics, json } } => {
+            let tags = tags.iter().map(|t| key_value(t)).collect::<anyhow::Result<_>>()?;
+            let versions = client::search_models(&cli.registry_url, &pipeline, tags, metrics).await?;
             if json {
-                let out: Vec<serde_json::Value> = versions
-                    .iter()
-                    .map(|v| {
-                        let l = v.lineage.clone().unwrap_or_default();
-                        serde_json::json!({
-                            "pipeline": v.pipeline, "version": v.version, "artifact_sha256": v.artifact_sha256,
-                            "algorithm": v.algorithm, "aliases": v.aliases, "gate": v.gate, "created_unix_ms": v.created_unix_ms,
-                            "metrics": v.holdout_metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
-                            "lineage": {"dataset_ids": l.dataset_ids, "spec_hash": l.spec_hash, "seed": l.seed,
-                                        "code_version": l.code_version, "job_id": l.job_id, "trainer_id": l.trainer_id},
-                        })
-                    })
-                    .collect();
+                let out: Vec<serde_json::Value> = versions.iter().map(version_json).collect();
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!(
@@ -587,6 +630,20 @@ async fn model_version(registry_url: &str, target: &str) -> anyhow::Result<mlops
     Ok(registry.get_model_version(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner())
 }
 
+/// `KEY=VALUE` split in two.
+fn key_value(text: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = text.split_once('=').with_context(|| format!("{text:?}: expected KEY=VALUE"))?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+async fn update_model(
+    registry_url: &str,
+    request: mlops_proto::UpdateModelVersionRequest,
+) -> anyhow::Result<mlops_proto::ModelVersion> {
+    let mut registry = client::registry(registry_url).await?;
+    Ok(registry.update_model_version(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner())
+}
+
 /// A version as JSON, for people and scripts.
 fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
     let l = v.lineage.clone().unwrap_or_default();
@@ -594,7 +651,7 @@ fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
         "pipeline": v.pipeline, "version": v.version, "artifact_sha256": v.artifact_sha256,
         "artifact_size": v.artifact_size, "algorithm": v.algorithm, "aliases": v.aliases, "gate": v.gate,
         "gate_checks": v.gate_checks.iter().map(|c| serde_json::json!({"name": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
-        "created_unix_ms": v.created_unix_ms,
+        "created_unix_ms": v.created_unix_ms, "tags": v.tags, "description": v.description,
         "metrics": v.holdout_metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
         "lineage": {"dataset_ids": l.dataset_ids, "spec_hash": l.spec_hash, "seed": l.seed,
                     "code_version": l.code_version, "job_id": l.job_id, "trainer_id": l.trainer_id,

@@ -91,12 +91,35 @@ async fn a_version_retrained_from_its_lineage_is_identical_across_a_restart_of_e
     assert!(ok && said.contains("champion-eu"), "{said}");
     let (ok, said) = models(&["alias", "churn@99", "x"]);
     assert!(!ok && said.contains("has no version 99"), "{said}");
+    // Tags, a description, and search by tag and by metric.
+    let (ok, said) = models(&["tag", &target, "team=growth", "region=eu", "--by", "ana"]);
+    assert!(ok && said.contains("region=eu, team=growth"), "{said}");
+    let (ok, said) = models(&["tag", &target, "--remove", "region"]);
+    assert!(ok && said.contains("team=growth") && !said.contains("region"), "{said}");
+    let (ok, said) = models(&["describe", &target, "Boosted trees on two weeks of data"]);
+    assert!(ok && said.contains("two weeks"), "{said}");
+    let (ok, found) = models(&["list", "--pipeline", "churn", "--tag", "team=growth", "--json"]);
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap_or_else(|e| panic!("{e}: {found}"));
+    assert!(ok && found.as_array().unwrap().len() == 1 && found[0]["version"] == version, "{found}");
+    assert_eq!(found[0]["description"], "Boosted trees on two weeks of data");
+    let auc = shown["metrics"]["roc_auc"].as_f64().unwrap();
+    let (_, above) = models(&["list", "--pipeline", "churn", "--metric", &format!("roc_auc>={auc}"), "--json"]);
+    let above: serde_json::Value = serde_json::from_str(&above).unwrap();
+    assert!(above.as_array().unwrap().iter().any(|v| v["version"] == version), "{above}");
+    let (_, none) = models(&["list", "--pipeline", "churn", "--metric", "roc_auc>1", "--json"]);
+    assert_eq!(none.trim(), "[]");
+    let (ok, said) = models(&["list", "--pipeline", "churn", "--metric", "roc_auc~1"]);
+    assert!(!ok && said.contains("expected METRIC OP NUMBER"), "{said}");
+    let (ok, said) = models(&["tag", &target, "oops"]);
+    assert!(!ok && said.contains("expected KEY=VALUE"), "{said}");
     let (ok, audit) = models(&["audit", "churn"]);
     assert!(ok, "{audit}");
     let applied = audit.lines().filter(|l| l.contains("pipeline.applied")).count();
     assert_eq!(applied, 2, "{audit}");
     let alias = audit.lines().find(|l| l.contains("champion-eu")).unwrap_or_else(|| panic!("{audit}"));
     assert!(alias.contains("EU launch") && alias.contains("by ana"), "{alias}");
+    let tagged = audit.lines().find(|l| l.contains("tag team=growth")).unwrap_or_else(|| panic!("{audit}"));
+    assert!(tagged.contains("model.updated") && tagged.contains("by ana"), "{tagged}");
     let (ok, said) = models(&["audit", "nope"]);
     assert!(!ok && said.contains("nope"), "{said}");
 }

@@ -109,6 +109,8 @@ async fn on_trained(store: &Store, e: Envelope<pb::ModelTrained>) -> Result<(), 
         created_unix_ms: 0,
         gate: String::new(),
         gate_checks: vec![],
+        tags: Default::default(),
+        description: String::new(),
     };
     match store.register(record, &e.id) {
         Ok((r, new)) => {
@@ -193,7 +195,45 @@ impl RegistryApi {
                 .into_iter()
                 .map(|c| pb::GateCheck { name: c.name, passed: c.passed, detail: c.detail })
                 .collect(),
+            tags: r.tags.into_iter().collect(),
+            description: r.description,
         })
+    }
+}
+
+/// A metric condition such as `roc_auc>=0.8`.
+struct MetricFilter {
+    metric: String,
+    op: &'static str,
+    bound: f64,
+}
+
+impl MetricFilter {
+    fn parse(text: &str) -> Result<Self, Status> {
+        let bad = || {
+            Status::invalid_argument(format!(
+                "metric filter {text:?}: expected METRIC OP NUMBER, OP one of > >= < <= =, e.g. roc_auc>=0.8"
+            ))
+        };
+        let at = text.find(['>', '<', '=']).ok_or_else(bad)?;
+        let (name, rest) = text.split_at(at);
+        let op = [">=", "<=", ">", "<", "="].into_iter().find(|op| rest.starts_with(op)).ok_or_else(bad)?;
+        let bound: f64 = rest[op.len()..].trim().parse().map_err(|_| bad())?;
+        let metric = name.trim().to_owned();
+        if metric.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self { metric, op, bound })
+    }
+
+    fn holds(&self, v: f64) -> bool {
+        match self.op {
+            ">" => v > self.bound,
+            ">=" => v >= self.bound,
+            "<" => v < self.bound,
+            "<=" => v <= self.bound,
+            _ => v == self.bound,
+        }
     }
 }
 
@@ -271,9 +311,39 @@ impl pb::registry_server::Registry for RegistryApi {
         &self,
         req: Request<pb::ListModelVersionsRequest>,
     ) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
-        let records = self.store.models(&req.into_inner().pipeline).map_err(status)?;
-        let versions = records.into_iter().map(|r| self.to_proto(r)).collect::<Result<_, _>>()?;
+        let req = req.into_inner();
+        let filters = req.metric_filters.iter().map(|f| MetricFilter::parse(f)).collect::<Result<Vec<_>, _>>()?;
+        let records = self.store.models(&req.pipeline).map_err(status)?;
+        let versions = records
+            .into_iter()
+            .filter(|r| req.tags.iter().all(|(k, v)| r.tags.get(k) == Some(v)))
+            .filter(|r| filters.iter().all(|f| r.metrics.get(&f.metric).is_some_and(|v| f.holds(*v))))
+            .map(|r| self.to_proto(r))
+            .collect::<Result<_, _>>()?;
         Ok(Response::new(pb::ListModelVersionsResponse { versions }))
+    }
+
+    async fn update_model_version(
+        &self,
+        req: Request<pb::UpdateModelVersionRequest>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
+        let req = req.into_inner();
+        for key in req.set_tags.keys().chain(&req.remove_tags) {
+            if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
+                return Err(Status::invalid_argument(format!("tag name {key:?}: 1 to 128 printable characters")));
+            }
+        }
+        let cause = if req.by.is_empty() {
+            "grpc:UpdateModelVersion".to_owned()
+        } else {
+            format!("grpc:UpdateModelVersion by {}", req.by)
+        };
+        let set: std::collections::BTreeMap<String, String> = req.set_tags.into_iter().collect();
+        let record = self
+            .store
+            .update_model(&req.pipeline, req.version, &set, &req.remove_tags, req.description.as_deref(), &cause)
+            .map_err(status)?;
+        Ok(Response::new(self.to_proto(record)?))
     }
 
     async fn models_using_dataset(

@@ -70,6 +70,10 @@ pub struct ModelRecord {
     pub gate: String,
     #[serde(default)]
     pub gate_checks: Vec<CheckRecord>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
 }
 
 /// One audit entry: what changed, why, and which event or caller caused it.
@@ -245,6 +249,43 @@ impl Store {
         Ok(())
     }
 
+    /// Sets and removes tags and replaces the description of a version, in one audited change.
+    pub fn update_model(
+        &self,
+        pipeline: &str,
+        version: u64,
+        set_tags: &BTreeMap<String, String>,
+        remove_tags: &[String],
+        description: Option<&str>,
+        cause: &str,
+    ) -> Result<ModelRecord, StoreError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut models = txn.open_table(MODELS)?;
+            let mut record: ModelRecord = match models.get((pipeline, version))? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(StoreError::UnknownVersion { pipeline: pipeline.into(), version }),
+            };
+            record.tags.extend(set_tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for k in remove_tags {
+                record.tags.remove(k);
+            }
+            if let Some(d) = description {
+                d.clone_into(&mut record.description);
+            }
+            models.insert((pipeline, version), serde_json::to_vec(&record)?.as_slice())?;
+            record
+        };
+        let mut what: Vec<String> = set_tags.iter().map(|(k, v)| format!("tag {k}={v}")).collect();
+        what.extend(remove_tags.iter().map(|k| format!("untag {k}")));
+        if let Some(d) = description {
+            what.push(format!("description {d:?}"));
+        }
+        audit(&txn, pipeline, "model.updated", &format!("version {version}: {}", what.join(", ")), cause)?;
+        txn.commit()?;
+        Ok(record)
+    }
+
     /// Version `version` of `pipeline`.
     pub fn model(&self, pipeline: &str, version: u64) -> Result<ModelRecord, StoreError> {
         let txn = self.db.begin_read()?;
@@ -403,6 +444,8 @@ mod tests {
             created_unix_ms: 0,
             gate: String::new(),
             gate_checks: vec![],
+            tags: BTreeMap::new(),
+            description: String::new(),
         }
     }
 
