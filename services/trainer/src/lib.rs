@@ -69,43 +69,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     readiness.set_ready();
     let tracker = TaskTracker::new();
     tracker.spawn(serve(listener, ops_router(readiness), shutdown.clone()));
-    {
-        let (policy, token) = (policy.clone(), shutdown.child_token());
-        tracker.spawn(async move {
-            let spec = ConsumerSpec {
-                max_deliver: POLICY_MAX_DELIVER,
-                ..ConsumerSpec::events::<pb::DataValidated>("trainer-policy-data")
-            };
-            policy.bus().consume(spec, token, |e| policy.on_validated(e)).await
-        });
+    // One durable consumer per trigger event, each handing its events to the policy.
+    macro_rules! trigger {
+        ($event:ty, $durable:literal, $max_deliver:expr, $handler:ident) => {{
+            let (policy, token) = (policy.clone(), shutdown.child_token());
+            tracker.spawn(async move {
+                let spec = ConsumerSpec { max_deliver: $max_deliver, ..ConsumerSpec::events::<$event>($durable) };
+                policy.bus().consume(spec, token, |e| policy.$handler(e)).await
+            });
+        }};
     }
-    {
-        let (policy, token) = (policy.clone(), shutdown.child_token());
-        tracker.spawn(async move {
-            let spec = ConsumerSpec {
-                max_deliver: POLICY_MAX_DELIVER,
-                ..ConsumerSpec::events::<pb::DriftDetected>("trainer-policy-drift")
-            };
-            policy.bus().consume(spec, token, |e| policy.on_drift(e)).await
-        });
-    }
-    {
-        let (policy, token) = (policy.clone(), shutdown.child_token());
-        tracker.spawn(async move {
-            let spec = ConsumerSpec {
-                max_deliver: POLICY_MAX_DELIVER,
-                ..ConsumerSpec::events::<pb::PerformanceDegraded>("trainer-policy-degraded")
-            };
-            policy.bus().consume(spec, token, |e| policy.on_degraded(e)).await
-        });
-    }
-    {
-        let (policy, token) = (policy.clone(), shutdown.child_token());
-        tracker.spawn(async move {
-            let spec = ConsumerSpec::events::<pb::TrainRequested>("trainer-policy-requested");
-            policy.bus().consume(spec, token, |e| policy.on_requested(e)).await
-        });
-    }
+    trigger!(pb::DataValidated, "trainer-policy-data", POLICY_MAX_DELIVER, on_validated);
+    trigger!(pb::DriftDetected, "trainer-policy-drift", POLICY_MAX_DELIVER, on_drift);
+    trigger!(pb::PerformanceDegraded, "trainer-policy-degraded", POLICY_MAX_DELIVER, on_degraded);
+    trigger!(pb::TrainRequested, "trainer-policy-requested", 10, on_requested);
     {
         let (policy, token) = (policy.clone(), shutdown.child_token());
         tracker.spawn(async move { policy.run_schedules(token).await });
