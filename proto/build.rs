@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute("mlops.v1.LabelsArrived", json)
         .type_attribute("mlops.v1.TrainRequested", json)
         .type_attribute("mlops.v1.Label", json)
+        .type_attribute("mlops.v1.StalenessReported", json)
+        .type_attribute("mlops.v1.StalenessRow", json)
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -27,6 +27,8 @@ pub enum Decoded {
     Promoted(pb::ModelPromoted),
     RolledBack(pb::ModelRolledBack),
     Drift(pb::DriftDetected),
+    Blocked(pb::ModelBlocked),
+    Staleness(pb::StalenessReported),
     Other,
 }
 
@@ -92,6 +94,26 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
         },
         "model.rolled_back" => match pb::ModelRolledBack::decode(payload) {
             Ok(e) => (format!("v{} -> v{}: {}", e.from_version, e.to_version, e.reason), Decoded::RolledBack(e)),
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "model.blocked" => match pb::ModelBlocked::decode(payload) {
+            Ok(e) => {
+                let d = e.decision.clone().unwrap_or_default();
+                (format!("v{} blocked by {}: {}", e.version, d.by, d.reason), Decoded::Blocked(e))
+            }
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "model.staleness_reported" => match pb::StalenessReported::decode(payload) {
+            Ok(e) => (
+                format!(
+                    "{} version(s) on dataset {}: retrain every {}{}",
+                    e.rows_by_age.len(),
+                    short(&e.dataset_id),
+                    crate::tables::age(e.recommended_cadence_secs),
+                    if e.cadence_is_lower_bound { " or less often" } else { "" }
+                ),
+                Decoded::Staleness(e),
+            ),
             Err(e) => (format!("undecodable: {e}"), Decoded::Other),
         },
         "monitor.drift_detected" => match pb::DriftDetected::decode(payload) {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::print_stdout)] // the CLI talks to people on stdout
 
+pub mod card;
 pub mod client;
 pub mod demo;
 pub mod events;

@@ -100,6 +100,20 @@ enum Command {
         /// e.g. `churn@3`.
         target: String,
     },
+    /// How quality falls with a model's age: the last production versions on the newest
+    /// validated data, and the retraining cadence that keeps the loss within tolerance.
+    Staleness {
+        pipeline: String,
+        /// How many production versions to compare (default: the spec's, 5).
+        #[arg(long)]
+        versions: Option<u32>,
+        /// The largest tolerated loss, a share (default: the spec's, 0.05).
+        #[arg(long)]
+        tolerance: Option<f64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Training runs: their records, and their progress live.
     Runs {
         #[command(subcommand)]
@@ -225,6 +239,33 @@ enum ModelsCommand {
     },
     /// A pipeline's audit log: every change, when, why and what caused it.
     Audit { pipeline: String },
+    /// Approve a version whatever its gates said, with a reason; audited. The deployer promotes it.
+    Approve {
+        target: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "mlops-cli")]
+        by: String,
+    },
+    /// Block a version with a reason; audited. It can never become `production`, and a deployer
+    /// serving it rolls back to `previous`.
+    Block {
+        target: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "mlops-cli")]
+        by: String,
+    },
+    /// A model card: metrics, slices, gate decision, lineage and a data profile summary.
+    Card {
+        target: String,
+        /// HTML instead of Markdown.
+        #[arg(long)]
+        html: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -452,6 +493,55 @@ arrived   {} ({})",
             println!("{}@{} is now `{alias}` (aliases: {})", v.pipeline, v.version, v.aliases.join(", "));
             Ok(())
         }
+        Command::Models { command: ModelsCommand::Approve { target, reason, by } } => {
+            decide(&cli.registry_url, &target, "approve", reason, by).await
+        }
+        Command::Models { command: ModelsCommand::Block { target, reason, by } } => {
+            decide(&cli.registry_url, &target, "block", reason, by).await
+        }
+        Command::Models { command: ModelsCommand::Card { target, html, out } } => {
+            let version = model_version(&cli.registry_url, &target).await?;
+            let hash = version.lineage.as_ref().map(|l| l.spec_hash.clone()).unwrap_or_default();
+            let mut registry = client::registry(&cli.registry_url).await?;
+            let pipeline = registry
+                .get_pipeline(mlops_proto::GetPipelineRequest { name: version.pipeline.clone(), spec_hash: hash })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            let spec = mlops_shared::spec::PipelineSpec::from_yaml(&pipeline.spec_yaml)?;
+            let mut datasets = Vec::new();
+            for id in version.lineage.iter().flat_map(|l| &l.dataset_ids) {
+                // The catalog adds rows, arrival and profile; the card still renders without it.
+                if let Ok(d) = client::dataset(&cli.ingest_url, id).await {
+                    datasets.push(d);
+                }
+            }
+            let card = mlops_cli::card::Card::new(&mlops_cli::card::CardInput { version, spec, datasets });
+            let text = if html { card.html() } else { card.markdown() };
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                    println!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        Command::Staleness { pipeline, versions, tolerance, json } => {
+            let (bus, _) = connect_runs(&cli.nats_url).await?;
+            let evaluator = mlops_evaluator::Evaluator::open(&bus, &cli.registry_url).await?;
+            let request = mlops_evaluator::staleness::Request { pipeline, versions, tolerance };
+            let report = evaluator.staleness(&request).await.map_err(|e| match e {
+                mlops_shared::bus::HandlerError::Permanent(why) => anyhow::anyhow!("{why}"),
+                other => anyhow::anyhow!("{other}"),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", tables::staleness(&report));
+            }
+            Ok(())
+        }
         Command::Models { command: ModelsCommand::Audit { pipeline } } => {
             let mut registry = client::registry(&cli.registry_url).await?;
             let entries = registry
@@ -630,6 +720,17 @@ async fn model_version(registry_url: &str, target: &str) -> anyhow::Result<mlops
     Ok(registry.get_model_version(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner())
 }
 
+/// An operator's verdict on PIPELINE@VERSION.
+async fn decide(registry_url: &str, target: &str, action: &str, reason: String, by: String) -> anyhow::Result<()> {
+    let (pipeline, version) = mlops_cli::reproduce::parse_target(target)?;
+    let mut registry = client::registry(registry_url).await?;
+    let request = mlops_proto::DecideModelVersionRequest { pipeline, version, action: action.into(), reason, by };
+    let v = registry.decide_model_version(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
+    let d = v.decision.unwrap_or_default();
+    println!("{}@{} {} by {}: {}", v.pipeline, v.version, d.action, d.by, d.reason);
+    Ok(())
+}
+
 /// `KEY=VALUE` split in two.
 fn key_value(text: &str) -> anyhow::Result<(String, String)> {
     let (k, v) = text.split_once('=').with_context(|| format!("{text:?}: expected KEY=VALUE"))?;
@@ -656,6 +757,11 @@ fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
         "lineage": {"dataset_ids": l.dataset_ids, "spec_hash": l.spec_hash, "seed": l.seed,
                     "code_version": l.code_version, "job_id": l.job_id, "trainer_id": l.trainer_id,
                     "reason": mlops_shared::runs::reason_name(l.reason)},
+        "production_metrics": v.production_metrics.as_ref().map(|m| serde_json::json!({"version": v.compared_with_version, "values": m.values})),
+        "newest": v.newest_metrics.as_ref().map(|m| serde_json::json!({"dataset_id": v.newest_dataset_id, "rows": m.rows, "metrics": m.values})),
+        "slices": v.slices.iter().map(|s| serde_json::json!({"feature": s.feature, "value": s.value, "rows": s.rows, "metrics": s.candidate, "production": s.production})).collect::<Vec<_>>(),
+        "decision": v.decision.as_ref().map(|d| serde_json::json!({"action": d.action, "reason": d.reason, "by": d.by, "time_unix_ms": d.time_unix_ms})),
+        "promoted_unix_ms": v.promoted_unix_ms,
     })
 }
 

@@ -109,6 +109,49 @@ pub fn anomalies(columns: &[pb::ColumnReport]) -> String {
     out
 }
 
+/// A duration in seconds as people read it: `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
+pub fn age(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// A staleness report: one line per production version, youngest first, and the cadence.
+pub fn staleness(r: &pb::StalenessReported) -> String {
+    let mut out = format!(
+        "{} on the newest dataset {} ({} rows no version compared trained on), {}, tolerance {:.1} %\n\n",
+        r.pipeline,
+        &r.dataset_id[..12.min(r.dataset_id.len())],
+        r.rows,
+        r.metric,
+        r.tolerance * 100.0
+    );
+    let _ = writeln!(out, "{:<8} {:>10} {:>10} {:>9}  WITHIN", "VERSION", "AGE", r.metric.to_uppercase(), "LOSS");
+    for row in &r.rows_by_age {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>10} {:>10.4} {:>8.2}%  {}",
+            row.version,
+            age(row.age_secs),
+            row.value,
+            row.loss * 100.0,
+            if row.within_tolerance { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nRecommended retraining cadence: every {}{} (the largest age whose quality loss stays within {:.1} %)",
+        age(r.recommended_cadence_secs),
+        if r.cadence_is_lower_bound { " or less often: no version compared lost more" } else { "" },
+        r.tolerance * 100.0
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +174,14 @@ mod tests {
             assert!(line.contains(part), "{line}");
         }
         assert_eq!(anomalies(&[]), "no anomalies\n");
+    }
+
+    #[test]
+    fn ages_read_like_people_say_them() {
+        assert_eq!(super::age(45.4), "45s");
+        assert_eq!(super::age(725.0), "12m 5s");
+        assert_eq!(super::age(12_000.0), "3h 20m");
+        assert_eq!(super::age(187_200.0), "2d 4h");
+        assert_eq!(super::age(-3.0), "0s");
     }
 }

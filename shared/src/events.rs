@@ -53,6 +53,8 @@ event!(pb::ModelPromoted, "model", "promoted");
 event!(pb::ModelRolledBack, "model", "rolled_back");
 event!(pb::DriftDetected, "monitor", "drift_detected");
 event!(pb::PerformanceDegraded, "monitor", "performance_degraded");
+event!(pb::ModelBlocked, "model", "blocked");
+event!(pb::StalenessReported, "model", "staleness_reported");
 
 impl Event for pb::DataArrived {
     const SUBJECT_PREFIX: &'static str = "mlops.events.data.arrived";

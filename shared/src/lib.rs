@@ -11,6 +11,7 @@ pub mod ids;
 pub mod model;
 pub mod objects;
 pub mod runs;
+pub mod schedule;
 pub mod scoring;
 pub mod service;
 pub mod shutdown;

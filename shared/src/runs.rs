@@ -153,6 +153,16 @@ impl Runs {
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
+    /// The pipeline's accepted training versions, oldest first (empty before the first one).
+    pub async fn history(&self, pipeline: &str) -> Result<History, BusError> {
+        match self.kv.get(history_key(pipeline)).await.map_err(|e| err(e.to_string()))? {
+            Some(bytes) if !bytes.is_empty() => {
+                serde_json::from_slice(&bytes).map_err(|e| err(format!("dataset history of `{pipeline}`: {e}")))
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Every record, newest queued first.
     pub async fn list(&self) -> Result<Vec<Run>, BusError> {
         let mut watch = self.kv.watch_with_history("run.>").await.map_err(|e| err(e.to_string()))?;
@@ -185,6 +195,16 @@ pub fn reason_name(reason: i32) -> String {
         .map_or("unspecified", |r| r.as_str_name())
         .trim_start_matches("TRAIN_REASON_")
         .to_ascii_lowercase()
+}
+
+/// A pipeline's accepted training versions: (dataset id, accepted at, Unix ms), oldest first.
+/// The trainer's policy appends each validated training version; the newest is the pipeline's
+/// newest validated data.
+pub type History = Vec<(String, i64)>;
+
+/// The key of a pipeline's [`History`] in the jobs bucket.
+pub fn history_key(pipeline: &str) -> String {
+    format!("history.{}", kv_key(pipeline))
 }
 
 /// The key of a job's run record.

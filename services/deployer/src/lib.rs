@@ -110,6 +110,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             d.bus.consume(ConsumerSpec::events::<pb::ModelEvaluated>("deployer"), token, |e| d.on_evaluated(e)).await
         });
     }
+    {
+        let (d, token) = (d.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            d.bus
+                .consume(ConsumerSpec::events::<pb::ModelBlocked>("deployer-blocked"), token, |e| d.on_blocked(e))
+                .await
+        });
+    }
     tracker.close();
     tracker.wait().await;
     Ok(())
@@ -213,29 +221,60 @@ impl Deployer {
             }
         })?;
         let previous = current.as_ref().map_or(0, |c| c.version);
-        self.models.swap(served);
+        // The registry first: it refuses `production` to a blocked version, which then never serves.
+        let reason = match &v.decision {
+            Some(d) => format!("approved by {}: {} (event {})", d.by, d.reason, e.id),
+            None => format!("passed gates (event {})", e.id),
+        };
         self.registry
             .clone()
             .set_alias(pb::SetAliasRequest {
                 pipeline: v.pipeline.clone(),
                 alias: "production".into(),
                 version: v.version,
-                reason: format!("passed gates (event {})", e.id),
+                reason,
                 by: "deployer".into(),
             })
             .await
-            .map_err(|s| HandlerError::Transient(registry_err(s)))?;
+            .map_err(|s| match s.code() {
+                Code::FailedPrecondition => HandlerError::permanent(format!("not promoted: {}", s.message())),
+                _ => HandlerError::Transient(registry_err(s)),
+            })?;
+        self.models.swap(served);
         let event = pb::ModelPromoted {
             pipeline: v.pipeline.clone(),
             version: v.version,
             artifact_sha256: v.artifact_sha256.clone(),
             previous_version: previous,
-            reason: "passed its quality gates".into(),
+            reason: match &v.decision {
+                Some(d) => format!("approved by {}: {}", d.by, d.reason),
+                None => "passed its quality gates".into(),
+            },
         };
         self.bus.publish(&format!("promoted-{}-{}", v.pipeline, v.version), &ctx, &event).await?;
         metrics::counter!("mlops_promotions_total", "pipeline" => v.pipeline.clone()).increment(1);
         info!(pipeline = %v.pipeline, version = v.version, previous, "model promoted");
         Ok(())
+    }
+
+    /// An operator blocked a version: if it is the one serving, roll back to `previous`; when
+    /// there is none to roll back to, stop serving the pipeline rather than serve a blocked model.
+    async fn on_blocked(&self, e: Envelope<pb::ModelBlocked>) -> Result<(), HandlerError> {
+        let b = &e.payload;
+        if self.models.get(&b.pipeline).is_none_or(|m| m.version != b.version) {
+            return Ok(());
+        }
+        let d = b.decision.clone().unwrap_or_default();
+        let reason = format!("version {} blocked by {}: {}", b.version, d.by, d.reason);
+        match self.rollback(&b.pipeline, &reason).await {
+            Ok(_) => Ok(()),
+            Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
+                self.models.remove_version(&b.pipeline, b.version);
+                warn!(pipeline = %b.pipeline, version = b.version, why = s.message(), "blocked version unloaded with nothing to roll back to");
+                Ok(())
+            }
+            Err(s) => Err(HandlerError::Transient(registry_err(s))),
+        }
     }
 
     /// Serves the `previous` version of `pipeline` again and makes it `production`.
@@ -259,7 +298,6 @@ impl Deployer {
             .load(pipeline, previous.version, &previous.artifact_sha256)
             .await
             .map_err(|e| Status::unavailable(format!("{e:#}")))?;
-        self.models.swap(served);
         self.registry
             .clone()
             .set_alias(pb::SetAliasRequest {
@@ -270,6 +308,7 @@ impl Deployer {
                 by: "deployer".into(),
             })
             .await?;
+        self.models.swap(served);
         let event = pb::ModelRolledBack {
             pipeline: pipeline.into(),
             from_version: current.version,

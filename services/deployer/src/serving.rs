@@ -44,6 +44,16 @@ impl Models {
         map.insert(model.pipeline.clone(), Arc::new(model))
     }
 
+    /// Stops serving `pipeline` if it serves `version`; returns whether it did.
+    pub fn remove_version(&self, pipeline: &str, version: u64) -> bool {
+        let mut map = self.by_pipeline.write().expect("lock is never poisoned: no panics while held");
+        if map.get(pipeline).is_some_and(|m| m.version == version) {
+            map.remove(pipeline);
+            return true;
+        }
+        false
+    }
+
     /// Every served model, by pipeline name.
     pub fn all(&self) -> Vec<Arc<Served>> {
         let mut v: Vec<_> =

@@ -3,8 +3,11 @@
 //! check's numbers.
 
 pub mod gate;
+pub mod measure;
+pub mod staleness;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use mlops_proto as pb;
@@ -16,6 +19,7 @@ use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::model::{Artifact, holdout_split};
 use mlops_shared::objects::Objects;
+use mlops_shared::runs::Runs;
 use mlops_shared::spec::SpecStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,33 +45,32 @@ impl mlops_shared::service::ServiceConfig for Config {
     }
 }
 
-struct Evaluator {
+/// The evaluator's handles: the bus, both buckets, the specs, the run records and the registry.
+pub struct Evaluator {
     bus: Bus,
     datasets: Objects,
     models: Objects,
     specs: SpecStore,
     registry: RegistryClient<Channel>,
+    runs: Runs,
+    slots: mlops_shared::schedule::Slots,
 }
 
 /// Runs the evaluator until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = Bus::connect(&config.nats, "evaluator", &shutdown).await?;
     bus.provision(config.nats.replicas).await?;
-    let channel = Channel::from_shared(config.registry.registry_url.clone())
-        .with_context(|| format!("registry url {:?}", config.registry.registry_url))?
-        .connect_lazy();
-    let ev = Evaluator {
-        datasets: bus.objects(DATASETS_BUCKET).await?,
-        models: bus.objects(MODELS_BUCKET).await?,
-        specs: SpecStore::open(&bus).await?,
-        registry: RegistryClient::new(channel),
-        bus: bus.clone(),
-    };
+    let ev = Evaluator::open(&bus, &config.registry.registry_url).await?;
     let readiness = Readiness::default();
     readiness.set_ready();
     let http = tokio::spawn(serve(listener, ops_router(readiness), shutdown.clone()));
+    let schedules = {
+        let (ev, token) = (ev.clone(), shutdown.child_token());
+        tokio::spawn(async move { ev.run_staleness_schedules(token).await })
+    };
     bus.consume(ConsumerSpec::events::<pb::ModelTrained>("evaluator"), shutdown.child_token(), |e| ev.on_trained(e))
         .await?;
+    schedules.await?;
     http.await??;
     Ok(())
 }
@@ -87,6 +90,32 @@ async fn lookup(
 }
 
 impl Evaluator {
+    /// Opens the buckets and stores, and a lazy connection to the registry at `registry_url`.
+    pub async fn open(bus: &Bus, registry_url: &str) -> anyhow::Result<Arc<Self>> {
+        let channel = Channel::from_shared(registry_url.to_owned())
+            .with_context(|| format!("registry url {registry_url:?}"))?
+            .connect_lazy();
+        Ok(Arc::new(Self {
+            datasets: bus.objects(DATASETS_BUCKET).await?,
+            models: bus.objects(MODELS_BUCKET).await?,
+            specs: SpecStore::open(bus).await?,
+            registry: RegistryClient::new(channel),
+            runs: Runs::open(bus).await?,
+            slots: mlops_shared::schedule::Slots::open(bus).await?,
+            bus: bus.clone(),
+        }))
+    }
+
+    /// The datasets `ids`, verified, as (id, bytes).
+    async fn datasets(&self, ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, HandlerError> {
+        let mut blobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let sha = Sha256::parse(id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
+            blobs.push((id.clone(), self.datasets.get_verified(&sha).await?));
+        }
+        Ok(blobs)
+    }
+
     async fn load(&self, sha: &str) -> Result<Artifact, HandlerError> {
         let sha = Sha256::parse(sha.to_owned()).map_err(|e| HandlerError::permanent(e.to_string()))?;
         let bytes = self.models.get_verified(&sha).await?;
@@ -121,33 +150,58 @@ impl Evaluator {
             .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", t.pipeline)))?;
         let artifact = self.load(&t.artifact_sha256).await?;
         let m = &artifact.manifest;
-        let mut blobs = Vec::with_capacity(m.dataset_ids.len());
-        for id in &m.dataset_ids {
-            let sha = Sha256::parse(id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
-            blobs.push((id.clone(), self.datasets.get_verified(&sha).await?));
-        }
-        let frame = mlops_data::read_datasets(&spec, &blobs).map_err(|err| HandlerError::permanent(err.to_string()))?;
+        let blobs = self.datasets(&m.dataset_ids).await?;
+        let (frame, counts) =
+            mlops_data::read_datasets_counted(&spec, &blobs).map_err(|err| HandlerError::permanent(err.to_string()))?;
         let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
         let holdout = frame.take(&holdout_idx);
         let labels = holdout.target.clone().unwrap_or_default();
         let task = spec.target.task;
-        let candidate_metrics = mlops_shared::scoring::for_task(task, &labels, &artifact.predict_frame(&holdout));
+        let candidate_scores = artifact.predict_frame(&holdout);
 
         let production = lookup(&self.registry, &t.pipeline, Selector::Alias("production".into())).await?;
-        let production_metrics = match &production {
-            Some(p) => {
-                let champion = self.load(&p.artifact_sha256).await?;
-                Some(mlops_shared::scoring::for_task(task, &labels, &champion.predict_frame(&holdout)))
-            }
+        let champion = match &production {
+            Some(p) => Some(self.load(&p.artifact_sha256).await?),
             None => None,
         };
-        let (mut passed, mut checks) = gate::judge(task, &spec.gates, &candidate_metrics, production_metrics.as_ref());
+        let production_scores = champion.as_ref().map(|c| c.predict_frame(&holdout));
+        let mut measured = gate::Measured {
+            holdout: measure::score(task, &labels, &candidate_scores, production_scores.as_deref()),
+            newest: None,
+            slices: measure::slices(&spec, &holdout, &labels, &candidate_scores, production_scores.as_deref()),
+            min_slice_rows: spec.evaluation.min_slice_rows as usize,
+        };
+        // The newest validated data: the holdout's share of it when the candidate trained on it,
+        // all of it when it arrived after the candidate's window was chosen.
+        let newest_id = self.runs.history(&t.pipeline).await?.last().map(|(id, _)| id.clone());
+        if let Some(id) = &newest_id {
+            measured.newest = Some(match m.dataset_ids.iter().position(|d| d == id) {
+                Some(k) => {
+                    let at = measure::rows_of(&holdout_idx, &counts, k);
+                    let pick = |scores: &[f64]| at.iter().map(|&i| scores[i]).collect::<Vec<_>>();
+                    let labels = pick(&labels);
+                    let production = production_scores.as_deref().map(pick);
+                    measure::score(task, &labels, &pick(&candidate_scores), production.as_deref())
+                }
+                None => {
+                    let blobs = self.datasets(std::slice::from_ref(id)).await?;
+                    let newest = mlops_data::read_datasets(&spec, &blobs)
+                        .map_err(|err| HandlerError::permanent(err.to_string()))?;
+                    let labels = newest.target.clone().unwrap_or_default();
+                    let production = champion.as_ref().map(|c| c.predict_frame(&newest));
+                    measure::score(task, &labels, &artifact.predict_frame(&newest), production.as_deref())
+                }
+            });
+        }
+        let (mut passed, mut checks) = gate::judge(task, &spec.gates, &measured);
         if let Some(limits) = &spec.serving_limits {
             let (p99_ms, timed) = single_row_p99(&artifact, &holdout);
             let infra = gate::serving_checks(limits, p99_ms, timed, t.artifact_size);
             passed &= infra.iter().all(|c| c.passed);
             checks.extend(infra);
         }
+        let candidate_metrics = measured.holdout.candidate.clone();
+        let production_metrics = measured.holdout.production.clone();
         let rows = holdout.rows as u64;
         let event = pb::ModelEvaluated {
             pipeline: t.pipeline.clone(),
@@ -158,6 +212,17 @@ impl Evaluator {
             candidate_metrics: Some(pb::Metrics { values: finite(candidate_metrics.clone()), rows }),
             production_metrics: production_metrics.map(|m| pb::Metrics { values: finite(m), rows }),
             production_version: production.as_ref().map_or(0, |p| p.version),
+            newest_dataset_id: newest_id.unwrap_or_default(),
+            candidate_newest_metrics: measured
+                .newest
+                .as_ref()
+                .map(|n| pb::Metrics { values: finite(n.candidate.clone()), rows: n.rows as u64 }),
+            production_newest_metrics: measured
+                .newest
+                .as_ref()
+                .and_then(|n| n.production.clone().map(|p| pb::Metrics { values: finite(p), rows: n.rows as u64 })),
+            slices: measured.slices.iter().map(measure::slice_proto).collect(),
+            decision: None,
         };
         info!(
             pipeline = %t.pipeline,

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use mlops_proto as pb;
 use mlops_shared::bus::{Bus, ConsumerSpec, HandlerError};
 use mlops_shared::config::NatsArgs;
-use mlops_shared::events::Envelope;
+use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::spec::{PipelineSpec, SpecStore};
 use tokio::net::TcpListener;
@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::store::{CheckRecord, ModelRecord, Store, StoreError};
+use crate::store::{CheckRecord, Decision, Evaluation, ModelRecord, SliceRecord, Store, StoreError};
 
 /// Registry configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -60,6 +60,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let grpc = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(RegistryApi {
         store: store.clone(),
         specs,
+        bus: bus.clone(),
     }))
     .into_axum_router();
     let router = ops_router(readiness.clone()).merge(grpc);
@@ -111,6 +112,9 @@ async fn on_trained(store: &Store, e: Envelope<pb::ModelTrained>) -> Result<(), 
         gate_checks: vec![],
         tags: Default::default(),
         description: String::new(),
+        evaluation: Default::default(),
+        decision: None,
+        promoted_unix_ms: 0,
     };
     match store.register(record, &e.id) {
         Ok((r, new)) => {
@@ -126,7 +130,30 @@ async fn on_evaluated(store: &Store, e: Envelope<pb::ModelEvaluated>) -> Result<
     let v = e.payload;
     let checks =
         v.checks.into_iter().map(|c| CheckRecord { name: c.name, passed: c.passed, detail: c.detail }).collect();
-    match store.record_gate(&v.pipeline, v.version, v.passed, checks, &e.id) {
+    // An operator's approval re-publishes the verdict without new measurements: keep the stored ones.
+    let evaluation = v.decision.is_none().then(|| {
+        let values = |m: Option<pb::Metrics>| m.map(|m| m.values.into_iter().collect()).unwrap_or_default();
+        let newest_rows = v.candidate_newest_metrics.as_ref().map_or(0, |m| m.rows);
+        Evaluation {
+            production_version: v.production_version,
+            production_metrics: values(v.production_metrics),
+            newest_dataset_id: v.newest_dataset_id,
+            newest_rows,
+            newest_metrics: values(v.candidate_newest_metrics),
+            slices: v
+                .slices
+                .into_iter()
+                .map(|s| SliceRecord {
+                    feature: s.feature,
+                    value: s.value,
+                    rows: s.rows,
+                    candidate: s.candidate.into_iter().collect(),
+                    production: s.production.into_iter().collect(),
+                })
+                .collect(),
+        }
+    });
+    match store.record_gate(&v.pipeline, v.version, v.passed, checks, evaluation, &e.id) {
         Ok(()) => Ok(()),
         Err(err @ (StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. })) => {
             Err(HandlerError::permanent(err.to_string()))
@@ -139,6 +166,7 @@ async fn on_evaluated(store: &Store, e: Envelope<pb::ModelEvaluated>) -> Result<
 struct RegistryApi {
     store: Arc<Store>,
     specs: SpecStore,
+    bus: Bus,
 }
 
 fn status(e: StoreError) -> Status {
@@ -146,6 +174,7 @@ fn status(e: StoreError) -> Status {
         StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. } | StoreError::UnknownSpec { .. } => {
             Status::not_found(e.to_string())
         }
+        StoreError::Blocked { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Db(_) => Status::internal(e.to_string()),
     }
 }
@@ -197,6 +226,35 @@ impl RegistryApi {
                 .collect(),
             tags: r.tags.into_iter().collect(),
             description: r.description,
+            newest_dataset_id: r.evaluation.newest_dataset_id,
+            newest_metrics: (r.evaluation.newest_rows > 0).then(|| pb::Metrics {
+                values: r.evaluation.newest_metrics.into_iter().collect(),
+                rows: r.evaluation.newest_rows,
+            }),
+            slices: r
+                .evaluation
+                .slices
+                .into_iter()
+                .map(|s| pb::SliceMetrics {
+                    feature: s.feature,
+                    value: s.value,
+                    rows: s.rows,
+                    candidate: s.candidate.into_iter().collect(),
+                    production: s.production.into_iter().collect(),
+                })
+                .collect(),
+            decision: r.decision.map(|d| pb::OperatorDecision {
+                action: d.action,
+                reason: d.reason,
+                by: d.by,
+                time_unix_ms: d.time_unix_ms,
+            }),
+            production_metrics: (r.evaluation.production_version > 0).then(|| pb::Metrics {
+                values: r.evaluation.production_metrics.into_iter().collect(),
+                rows: r.metrics_rows,
+            }),
+            compared_with_version: r.evaluation.production_version,
+            promoted_unix_ms: r.promoted_unix_ms,
         })
     }
 }
@@ -374,6 +432,79 @@ impl pb::registry_server::Registry for RegistryApi {
             })
             .collect();
         Ok(Response::new(pb::ListAuditResponse { entries }))
+    }
+
+    async fn decide_model_version(
+        &self,
+        req: Request<pb::DecideModelVersionRequest>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
+        let req = req.into_inner();
+        let action = match req.action.as_str() {
+            "approve" => "approved",
+            "block" => "blocked",
+            other => return Err(Status::invalid_argument(format!("action {other:?}: use `approve` or `block`"))),
+        };
+        if req.reason.trim().is_empty() {
+            return Err(Status::invalid_argument("a decision needs a `reason`"));
+        }
+        if req.by.trim().is_empty() {
+            return Err(Status::invalid_argument("a decision needs `by`: who decides"));
+        }
+        let decision = Decision {
+            action: action.into(),
+            reason: req.reason.clone(),
+            by: req.by.clone(),
+            time_unix_ms: mlops_shared::now_unix_ms(),
+        };
+        let cause = format!("grpc:DecideModelVersion by {}", req.by);
+        let record = self.store.decide(&req.pipeline, req.version, decision.clone(), &cause).map_err(status)?;
+        let pb_decision = pb::OperatorDecision {
+            action: decision.action.clone(),
+            reason: decision.reason.clone(),
+            by: decision.by.clone(),
+            time_unix_ms: decision.time_unix_ms,
+        };
+        let id = format!("{action}-{}-{}-{}", req.pipeline, req.version, decision.time_unix_ms);
+        let ctx = EventContext::new_run(id.clone());
+        let published = if action == "approved" {
+            // The verdict the deployer acts on: passed, every check as measured, and the override.
+            let mut checks: Vec<pb::GateCheck> = record
+                .gate_checks
+                .iter()
+                .map(|c| pb::GateCheck { name: c.name.clone(), passed: c.passed, detail: c.detail.clone() })
+                .collect();
+            checks.push(pb::GateCheck {
+                name: "operator approval".into(),
+                passed: true,
+                detail: format!("approved by {}: {}", req.by, req.reason),
+            });
+            let event = pb::ModelEvaluated {
+                pipeline: record.pipeline.clone(),
+                version: record.version,
+                artifact_sha256: record.artifact_sha256.clone(),
+                passed: true,
+                checks,
+                candidate_metrics: Some(pb::Metrics {
+                    values: record.metrics.clone().into_iter().collect(),
+                    rows: record.metrics_rows,
+                }),
+                decision: Some(pb_decision),
+                ..Default::default()
+            };
+            self.bus.publish(&id, &ctx, &event).await
+        } else {
+            let event = pb::ModelBlocked {
+                pipeline: record.pipeline.clone(),
+                version: record.version,
+                artifact_sha256: record.artifact_sha256.clone(),
+                decision: Some(pb_decision),
+            };
+            self.bus.publish(&id, &ctx, &event).await
+        };
+        published
+            .map_err(|e| Status::unavailable(format!("decision recorded, but its event was not published: {e}")))?;
+        info!(pipeline = %req.pipeline, version = req.version, action, by = %req.by, "operator decision");
+        Ok(Response::new(self.to_proto(record)?))
     }
 
     async fn set_alias(&self, req: Request<pb::SetAliasRequest>) -> Result<Response<pb::ModelVersion>, Status> {

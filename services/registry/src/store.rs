@@ -24,6 +24,8 @@ pub enum StoreError {
     UnknownVersion { pipeline: String, version: u64 },
     #[error("pipeline `{pipeline}` never had a spec with hash {hash}")]
     UnknownSpec { pipeline: String, hash: String },
+    #[error("pipeline `{pipeline}` version {version} is blocked by {by}: {reason}")]
+    Blocked { pipeline: String, version: u64, by: String, reason: String },
     #[error("database: {0}")]
     Db(String),
 }
@@ -74,6 +76,56 @@ pub struct ModelRecord {
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// What the evaluator measured besides the holdout: the production model on the same rows,
+    /// the newest validated data, and the slices.
+    #[serde(default, skip_serializing_if = "Evaluation::is_empty")]
+    pub evaluation: Evaluation,
+    /// An operator's verdict overriding the gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// When it last became `production`; 0 if it never served.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub promoted_unix_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// The evaluator's measurements beyond the candidate's holdout metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub production_version: u64,
+    pub production_metrics: BTreeMap<String, f64>,
+    pub newest_dataset_id: String,
+    pub newest_rows: u64,
+    pub newest_metrics: BTreeMap<String, f64>,
+    pub slices: Vec<SliceRecord>,
+}
+
+impl Evaluation {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One slice's metrics as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceRecord {
+    pub feature: String,
+    pub value: String,
+    pub rows: u64,
+    pub candidate: BTreeMap<String, f64>,
+    pub production: BTreeMap<String, f64>,
+}
+
+/// An operator's verdict: `approved` or `blocked`, why, by whom, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: String,
+    pub reason: String,
+    pub by: String,
+    pub time_unix_ms: i64,
 }
 
 /// One audit entry: what changed, why, and which event or caller caused it.
@@ -218,13 +270,14 @@ impl Store {
         Ok((record, new))
     }
 
-    /// Records the evaluator's verdict on a version.
+    /// Records the evaluator's verdict on a version, and what it measured.
     pub fn record_gate(
         &self,
         pipeline: &str,
         version: u64,
         passed: bool,
         checks: Vec<CheckRecord>,
+        evaluation: Option<Evaluation>,
         cause: &str,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
@@ -236,6 +289,9 @@ impl Store {
             };
             record.gate = if passed { "passed" } else { "failed" }.into();
             record.gate_checks = checks;
+            if let Some(evaluation) = evaluation {
+                record.evaluation = evaluation;
+            }
             models.insert((pipeline, version), serde_json::to_vec(&record)?.as_slice())?;
         }
         audit(
@@ -282,6 +338,38 @@ impl Store {
             what.push(format!("description {d:?}"));
         }
         audit(&txn, pipeline, "model.updated", &format!("version {version}: {}", what.join(", ")), cause)?;
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// Records an operator's verdict on a version, replacing any earlier one; audited.
+    pub fn decide(
+        &self,
+        pipeline: &str,
+        version: u64,
+        decision: Decision,
+        cause: &str,
+    ) -> Result<ModelRecord, StoreError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut models = txn.open_table(MODELS)?;
+            let found: Option<ModelRecord> =
+                models.get((pipeline, version))?.map(|v| serde_json::from_slice(v.value())).transpose()?;
+            let Some(mut record) = found else {
+                drop(models);
+                return Err(self.missing(pipeline, version));
+            };
+            record.decision = Some(decision.clone());
+            models.insert((pipeline, version), serde_json::to_vec(&record)?.as_slice())?;
+            record
+        };
+        audit(
+            &txn,
+            pipeline,
+            &format!("model.{}", decision.action),
+            &format!("version {version} by {}: {}", decision.by, decision.reason),
+            cause,
+        )?;
         txn.commit()?;
         Ok(record)
     }
@@ -350,20 +438,30 @@ impl Store {
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
-            let models = txn.open_table(MODELS)?;
-            if models.get((pipeline, version))?.is_none() {
+            let mut models = txn.open_table(MODELS)?;
+            let found: Option<ModelRecord> =
+                models.get((pipeline, version))?.map(|v| serde_json::from_slice(v.value())).transpose()?;
+            let Some(mut record) = found else {
                 drop(models);
                 return Err(self.missing(pipeline, version));
+            };
+            // A blocked version never serves.
+            if alias == "production"
+                && let Some(d) = record.decision.clone().filter(|d| d.action == "blocked")
+            {
+                return Err(StoreError::Blocked { pipeline: pipeline.into(), version, by: d.by, reason: d.reason });
             }
             let mut aliases = txn.open_table(ALIASES)?;
             let old = aliases.insert((pipeline, alias), version)?.map(|v| v.value());
             if old == Some(version) {
                 return Ok(());
             }
-            if alias == "production"
-                && let Some(old) = old
-            {
-                aliases.insert((pipeline, "previous"), old)?;
+            if alias == "production" {
+                if let Some(old) = old {
+                    aliases.insert((pipeline, "previous"), old)?;
+                }
+                record.promoted_unix_ms = mlops_shared::now_unix_ms();
+                models.insert((pipeline, version), serde_json::to_vec(&record)?.as_slice())?;
             }
         }
         audit(&txn, pipeline, "alias.set", &format!("{alias} -> version {version}: {reason}"), cause)?;
@@ -446,6 +544,9 @@ mod tests {
             gate_checks: vec![],
             tags: BTreeMap::new(),
             description: String::new(),
+            evaluation: Evaluation::default(),
+            decision: None,
+            promoted_unix_ms: 0,
         }
     }
 
@@ -492,5 +593,69 @@ mod tests {
         assert_eq!(store.aliases("churn").unwrap(), vec![("previous".into(), 1), ("production".into(), 2)]);
         let actions: Vec<String> = store.audit_log("churn").unwrap().into_iter().map(|e| e.action).collect();
         assert_eq!(actions, ["pipeline.applied", "model.registered", "model.registered", "alias.set", "alias.set"]);
+    }
+
+    #[test]
+    fn a_blocked_version_never_becomes_production() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("registry.redb")).unwrap();
+        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "cli").unwrap();
+        store.register(model("a"), "e1").unwrap();
+        store.register(model("b"), "e2").unwrap();
+        let block =
+            Decision { action: "blocked".into(), reason: "leaks the label".into(), by: "ana".into(), time_unix_ms: 1 };
+        store.decide("churn", 2, block, "grpc").unwrap();
+        let err = store.set_alias("churn", "production", 2, "", "").unwrap_err().to_string();
+        assert_eq!(err, "pipeline `churn` version 2 is blocked by ana: leaks the label");
+        // Other aliases may still point at it (e.g. for a look), and an approval lifts the block.
+        store.set_alias("churn", "candidate", 2, "", "").unwrap();
+        let approve =
+            Decision { action: "approved".into(), reason: "fixed upstream".into(), by: "bo".into(), time_unix_ms: 2 };
+        store.decide("churn", 2, approve, "grpc").unwrap();
+        store.set_alias("churn", "production", 2, "", "").unwrap();
+        assert!(matches!(
+            store.decide(
+                "churn",
+                7,
+                Decision { action: "approved".into(), reason: "r".into(), by: "b".into(), time_unix_ms: 3 },
+                "g"
+            ),
+            Err(StoreError::UnknownVersion { version: 7, .. })
+        ));
+        let details: Vec<String> =
+            store.audit_log("churn").unwrap().into_iter().map(|e| format!("{} {}", e.action, e.detail)).collect();
+        assert!(details.contains(&"model.blocked version 2 by ana: leaks the label".to_owned()), "{details:?}");
+        assert!(details.contains(&"model.approved version 2 by bo: fixed upstream".to_owned()), "{details:?}");
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.redb");
+        let store = std::sync::Arc::new(Store::open(&path).unwrap());
+        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "cli").unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let (r, _) = store.register(model(&format!("{t:02x}{i:02x}")), "e").unwrap();
+                        let tags = BTreeMap::from([("writer".to_owned(), t.to_string())]);
+                        store.update_model("churn", r.version, &tags, &[], None, "g").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let models = store.models("churn").unwrap();
+        let versions: Vec<u64> = models.iter().map(|m| m.version).collect();
+        assert_eq!(versions, (1..=200).collect::<Vec<_>>());
+        assert!(models.iter().all(|m| m.tags.contains_key("writer")));
+        // One entry per change, none lost or doubled.
+        assert_eq!(store.audit_log("churn").unwrap().len(), 1 + 200 + 200);
     }
 }

@@ -16,11 +16,11 @@ use mlops_proto as pb;
 use mlops_shared::bus::{Bus, HandlerError, JOBS_KV};
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::now_unix_ms;
-use mlops_shared::runs::{Run, RunState, Runs, kv_key, reason_name};
+use mlops_shared::runs::{History, Run, RunState, Runs, history_key, kv_key, reason_name};
 use mlops_shared::spec::{Environment, PipelineSpec, SpecStore, TrainingWindow, TriggerEvent, TriggerSpec};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 /// The policy, shared by the trainer's consumers.
 #[derive(Clone)]
@@ -29,6 +29,7 @@ pub struct Policy {
     jobs: async_nats::jetstream::kv::Store,
     specs: SpecStore,
     runs: Runs,
+    slots: mlops_shared::schedule::Slots,
 }
 
 impl Policy {
@@ -37,7 +38,8 @@ impl Policy {
         let jobs = bus.kv(JOBS_KV).await?;
         let specs = SpecStore::open(&bus).await?;
         let runs = Runs::open(&bus).await?;
-        Ok(Self { bus, jobs, specs, runs })
+        let slots = mlops_shared::schedule::Slots::open(&bus).await?;
+        Ok(Self { bus, jobs, specs, runs, slots })
     }
 
     /// The bus this policy publishes on.
@@ -136,64 +138,28 @@ impl Policy {
     /// while no trainer ran make one job when one starts; the slots before a schedule was first
     /// seen make none.
     pub async fn run_schedules(&self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut specs: Vec<PipelineSpec> = Vec::new();
-        let mut listed = None::<std::time::Instant>;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            // The pipelines are listed every ten seconds; a new schedule starts at its next slot.
-            if listed.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                match self.specs.all().await {
-                    Ok(all) => {
-                        specs = all
-                            .into_iter()
-                            .filter(|s| s.training.triggers.as_ref().is_some_and(|t| t.schedule.is_some()))
-                            .collect()
-                    }
-                    Err(err) => warn!(error = %err, "cannot list pipelines for their schedules"),
-                }
-                listed = Some(std::time::Instant::now());
-            }
-            for spec in &specs {
-                if let Err(err) = self.fire_schedule(spec).await {
-                    warn!(pipeline = %spec.name, error = %err, "schedule not fired; trying again");
-                }
-            }
-        }
+        let wanted = |s: &PipelineSpec| s.training.triggers.as_ref().is_some_and(|t| t.schedule.is_some());
+        mlops_shared::schedule::every_second(&self.specs, shutdown, wanted, |spec| async move {
+            self.fire_schedule(&spec).await.map_err(|e| e.to_string())
+        })
+        .await;
     }
 
     async fn fire_schedule(&self, spec: &PipelineSpec) -> Result<(), HandlerError> {
         let Some(Ok(cron)) = spec.training.triggers.as_ref().and_then(|t| t.cron()) else { return Ok(()) };
         let pipeline = spec.name.as_str();
-        let now = chrono::Utc::now();
-        let Ok(slot) = cron.find_previous_occurrence(&now, true) else { return Ok(()) };
-        let slot = slot.timestamp_millis();
         let key = format!("schedule.{}", kv_key(pipeline));
-        let entry =
-            self.jobs.entry(key.as_str()).await.context("reading the schedule").map_err(HandlerError::Transient)?;
-        let Some(entry) = entry.filter(|e| !e.value.is_empty()) else {
-            // First sight of this schedule: remember the slot just passed, fire from the next.
-            let _ = self.jobs.create(key.as_str(), slot.to_string().into_bytes().into()).await;
-            return Ok(());
-        };
-        let fired: i64 = String::from_utf8_lossy(&entry.value).parse().unwrap_or(0);
-        if slot <= fired {
-            return Ok(());
-        }
+        let Some(due) = self.slots.due(&key, &cron).await? else { return Ok(()) };
         let history = self.history(pipeline).await?.0;
         if history.is_empty() {
             info!(pipeline, "scheduled run skipped: no accepted training data yet");
         } else {
-            let job_id = format!("{pipeline}-schedule-{slot}");
+            let job_id = format!("{pipeline}-schedule-{}", due.slot_ms);
             let ctx = EventContext::new_run(job_id.clone());
             self.queue_on_window(pipeline, job_id, pb::TrainReason::Schedule, &history, "", &ctx, String::new).await?;
         }
         // Another trainer may have recorded the slot first; its job has the same id.
-        let _ = self.jobs.update(key.as_str(), slot.to_string().into_bytes().into(), entry.revision).await;
+        self.slots.fired(&key, due).await;
         Ok(())
     }
 
@@ -355,13 +321,6 @@ impl Policy {
 /// Accepted versions kept per pipeline: more than any window by versions needs, and small enough
 /// (about 170 kB) for one key-value entry.
 const MAX_HISTORY: usize = 2_000;
-
-/// (dataset id, accepted at, Unix ms), oldest first.
-type History = Vec<(String, i64)>;
-
-fn history_key(pipeline: &str) -> String {
-    format!("history.{}", kv_key(pipeline))
-}
 
 fn trigger_key(pipeline: &str) -> String {
     format!("trigger.{}", kv_key(pipeline))

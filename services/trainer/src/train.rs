@@ -433,8 +433,8 @@ target: {name: y, task: regression}
             (format!("{REGRESSION}training: {{algorithm: logistic_regression}}\n"), "does not learn regression"),
             (format!("{SPEC}training: {{algorithm: linear_regression}}\n"), "does not learn binary_classification"),
             (format!("{REGRESSION}gates: [{{metric: roc_auc, min: 0.7}}]\n"), "`roc_auc` is not a regression metric"),
-            (format!("{REGRESSION}gates: [{{metric: rmse, min: 0.7}}]\n"), "lower-is-better: give a ceiling"),
-            (format!("{SPEC}gates: [{{metric: roc_auc, max: 0.7}}]\n"), "higher-is-better: give a floor"),
+            (format!("{REGRESSION}gates: [{{metric: rmse, min: 0.7}}]\n"), "lower-is-better: give ceilings"),
+            (format!("{SPEC}gates: [{{metric: roc_auc, max: 0.7}}]\n"), "higher-is-better: give floors"),
         ] {
             let err = PipelineSpec::from_yaml(&spec).unwrap_err().to_string();
             assert!(err.contains(expected), "{err}");

@@ -99,7 +99,16 @@ pub struct DatasetError {
 /// Reads `datasets` (id, bytes in any supported format) into one labelled frame, in the given
 /// order: the order a model's manifest lists them, so trainer and evaluator see the same rows.
 pub fn read_datasets(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Result<Frame, DatasetError> {
+    read_datasets_counted(spec, datasets).map(|(frame, _)| frame)
+}
+
+/// [`read_datasets`], with how many rows each dataset gave, in order.
+pub fn read_datasets_counted(
+    spec: &PipelineSpec,
+    datasets: &[(String, Vec<u8>)],
+) -> Result<(Frame, Vec<usize>), DatasetError> {
     let mut frame: Option<Frame> = None;
+    let mut counts = Vec::with_capacity(datasets.len());
     let numeric = spec.numeric_features();
     for (id, bytes) in datasets {
         let err = |source| DatasetError { id: id.clone(), source };
@@ -111,10 +120,11 @@ pub fn read_datasets(spec: &PipelineSpec, datasets: &[(String, Vec<u8>)]) -> Res
         )
         .map_err(err)?;
         let f = read_frame(batches, spec, true).map_err(err)?;
+        counts.push(f.rows);
         match &mut frame {
             None => frame = Some(f),
             Some(all) => all.append(f),
         }
     }
-    Ok(frame.unwrap_or(Frame { columns: vec![], target: Some(vec![]), rows: 0 }))
+    Ok((frame.unwrap_or(Frame { columns: vec![], target: Some(vec![]), rows: 0 }), counts))
 }

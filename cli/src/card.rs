@@ -1,0 +1,416 @@
+//! `mlops models card`: a model card from the registry alone — what the model is for, its
+//! metrics (holdout, newest data, slices), the gate decision and who overrode it, its lineage, and
+//! a summary of the data it trained on. One document, rendered as Markdown or HTML.
+
+use std::fmt::Write as _;
+
+use mlops_proto as pb;
+use mlops_shared::spec::PipelineSpec;
+
+/// What a card is made from.
+pub struct CardInput {
+    pub version: pb::ModelVersion,
+    /// The spec the model was trained with (by its lineage's hash).
+    pub spec: PipelineSpec,
+    /// The datasets of its lineage, from the catalog, oldest first.
+    pub datasets: Vec<pb::Dataset>,
+}
+
+/// A block of a section.
+enum Block {
+    Text(String),
+    /// Label and value pairs.
+    Facts(Vec<(String, String)>),
+    Table {
+        header: Vec<String>,
+        rows: Vec<Vec<String>>,
+    },
+}
+
+struct Section {
+    heading: String,
+    blocks: Vec<Block>,
+}
+
+/// The card as a document, before rendering.
+pub struct Card {
+    title: String,
+    sections: Vec<Section>,
+}
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+fn num(v: Option<&f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.4}"))
+}
+
+fn strings<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.into_iter().map(str::to_owned).collect()
+}
+
+impl Card {
+    /// Lays the card out.
+    pub fn new(input: &CardInput) -> Self {
+        let v = &input.version;
+        let spec = &input.spec;
+        let lineage = v.lineage.clone().unwrap_or_default();
+        let task = spec.target.task;
+        let mut sections = Vec::new();
+
+        let mut facts = vec![
+            ("Pipeline".to_owned(), v.pipeline.clone()),
+            ("Version".to_owned(), v.version.to_string()),
+            ("Task".to_owned(), format!("{} of `{}`", task.as_str(), spec.target.name)),
+            ("Algorithm".to_owned(), v.algorithm.clone()),
+            ("Created".to_owned(), time(v.created_unix_ms)),
+            ("Aliases".to_owned(), if v.aliases.is_empty() { "none".into() } else { v.aliases.join(", ") }),
+            ("Artifact".to_owned(), format!("sha256 {} ({} bytes)", v.artifact_sha256, v.artifact_size)),
+        ];
+        if v.promoted_unix_ms > 0 {
+            facts.push(("Last promoted".into(), time(v.promoted_unix_ms)));
+        }
+        let mut tags: Vec<String> = v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
+        tags.sort();
+        if !tags.is_empty() {
+            facts.push(("Tags".into(), tags.join(", ")));
+        }
+        let mut blocks = Vec::new();
+        for text in [&spec.description, &v.description] {
+            if !text.is_empty() {
+                blocks.push(Block::Text(text.clone()));
+            }
+        }
+        blocks.push(Block::Facts(facts));
+        sections.push(Section { heading: "Model details".into(), blocks });
+
+        // Metrics: the candidate on the holdout, the production model of the day on the same
+        // rows, and the candidate on the newest validated data.
+        let holdout = v.holdout_metrics.clone().unwrap_or_default();
+        let production = v.production_metrics.clone();
+        let newest = v.newest_metrics.clone();
+        let mut header = strings(["Metric", "Holdout"]);
+        if production.is_some() {
+            header.push(format!("Production v{} (same rows)", v.compared_with_version));
+        }
+        if newest.is_some() {
+            header.push("Newest data".into());
+        }
+        let rows = task
+            .metrics()
+            .iter()
+            .map(|(m, higher)| {
+                let mut row = vec![format!("{m} ({})", if *higher { "higher is better" } else { "lower is better" })];
+                row.push(num(holdout.values.get(*m)));
+                if let Some(p) = &production {
+                    row.push(num(p.values.get(*m)));
+                }
+                if let Some(n) = &newest {
+                    row.push(num(n.values.get(*m)));
+                }
+                row
+            })
+            .collect();
+        let mut blocks =
+            vec![Block::Text(format!("Holdout: {} rows (a seeded split of the training data).", holdout.rows))];
+        if let Some(n) = &newest {
+            blocks.push(Block::Text(format!(
+                "Newest data: {} rows of dataset {} that the model did not train on.",
+                n.rows, v.newest_dataset_id
+            )));
+        }
+        blocks.push(Block::Table { header, rows });
+        sections.push(Section { heading: "Metrics".into(), blocks });
+
+        if !v.slices.is_empty() {
+            let shown: Vec<&str> =
+                spec.gates.iter().map(|g| g.metric.as_str()).chain([task.default_metric()]).collect();
+            let mut shown: Vec<&str> = shown.into_iter().fold(Vec::new(), |mut acc, m| {
+                if !acc.contains(&m) {
+                    acc.push(m);
+                }
+                acc
+            });
+            shown.truncate(3);
+            let mut header = strings(["Feature", "Value", "Rows"]);
+            for m in &shown {
+                header.push((*m).to_owned());
+                header.push(format!("{m} (production)"));
+            }
+            let rows = v
+                .slices
+                .iter()
+                .map(|s| {
+                    let mut row = vec![s.feature.clone(), s.value.clone(), s.rows.to_string()];
+                    for m in &shown {
+                        row.push(num(s.candidate.get(*m)));
+                        row.push(num(s.production.get(*m)));
+                    }
+                    row
+                })
+                .collect();
+            let min = spec.evaluation.min_slice_rows;
+            sections.push(Section {
+                heading: "Slices".into(),
+                blocks: vec![
+                    Block::Text(format!(
+                        "Holdout metrics per value; slices under {min} rows are reported but not gated."
+                    )),
+                    Block::Table { header, rows },
+                ],
+            });
+        }
+
+        let verdict = match v.gate.as_str() {
+            "" => "not judged yet".to_owned(),
+            g => g.to_owned(),
+        };
+        let mut blocks = vec![Block::Text(format!("Gate verdict: **{verdict}**."))];
+        if let Some(d) = &v.decision {
+            blocks.push(Block::Text(format!(
+                "Operator decision: **{}** by {} on {}: {}",
+                d.action,
+                d.by,
+                time(d.time_unix_ms),
+                d.reason
+            )));
+        }
+        if !v.gate_checks.is_empty() {
+            let rows = v
+                .gate_checks
+                .iter()
+                .map(|c| vec![c.name.clone(), if c.passed { "pass" } else { "FAIL" }.into(), c.detail.clone()])
+                .collect();
+            blocks.push(Block::Table { header: strings(["Check", "Result", "Numbers"]), rows });
+        }
+        sections.push(Section { heading: "Gate decision".into(), blocks });
+
+        let facts = vec![
+            ("Reason".to_owned(), mlops_shared::runs::reason_name(lineage.reason)),
+            ("Job".to_owned(), format!("{} (trainer {})", lineage.job_id, lineage.trainer_id)),
+            ("Spec".to_owned(), lineage.spec_hash.clone()),
+            ("Seed".to_owned(), lineage.seed.to_string()),
+            ("Code version".to_owned(), lineage.code_version.clone()),
+            ("Rebuild".to_owned(), format!("mlops reproduce {}@{}", v.pipeline, v.version)),
+        ];
+        let rows = lineage
+            .dataset_ids
+            .iter()
+            .map(|id| match input.datasets.iter().find(|d| &d.dataset_id == id) {
+                Some(d) => vec![id.clone(), d.rows.to_string(), time(d.arrived_unix_ms), d.source.clone()],
+                None => vec![id.clone(), "–".into(), "–".into(), "not in the catalog".into()],
+            })
+            .collect();
+        sections.push(Section {
+            heading: "Lineage".into(),
+            blocks: vec![
+                Block::Facts(facts),
+                Block::Table { header: strings(["Dataset (sha256)", "Rows", "Arrived", "Source"]), rows },
+            ],
+        });
+
+        // The data: the newest training dataset's profile, one line per feature.
+        let newest_profile =
+            input.datasets.iter().rev().find_map(|d| d.profile.as_ref().map(|p| (d.dataset_id.clone(), p.clone())));
+        let total: u64 = input.datasets.iter().map(|d| d.rows).sum();
+        let mut blocks = vec![Block::Text(format!(
+            "{} dataset(s), {total} rows in all, {} features.",
+            lineage.dataset_ids.len(),
+            spec.features.len()
+        ))];
+        if let Some((id, profile)) = newest_profile {
+            blocks.push(Block::Text(format!(
+                "Profile of the newest one, {} ({} rows):",
+                &id[..12.min(id.len())],
+                profile.rows
+            )));
+            let rows = profile
+                .columns
+                .iter()
+                .map(|c| {
+                    let missing =
+                        if c.count + c.nulls == 0 { 0.0 } else { c.nulls as f64 / (c.count + c.nulls) as f64 };
+                    let summary = if c.kind == "numeric" {
+                        format!("mean {:.3}, std {:.3}, min {:.3}, max {:.3}", c.mean, c.std, c.min, c.max)
+                    } else {
+                        let top: Vec<String> =
+                            c.top_categories.iter().take(4).map(|t| format!("{} {}", t.value, t.count)).collect();
+                        format!("{} distinct: {}", c.distinct, top.join(", "))
+                    };
+                    vec![c.name.clone(), c.kind.clone(), format!("{:.1} %", missing * 100.0), summary]
+                })
+                .collect();
+            blocks.push(Block::Table { header: strings(["Column", "Kind", "Missing", "Summary"]), rows });
+        }
+        sections.push(Section { heading: "Training data".into(), blocks });
+
+        Self { title: format!("Model card: {} v{}", v.pipeline, v.version), sections }
+    }
+
+    /// The card as Markdown.
+    pub fn markdown(&self) -> String {
+        let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+        let mut out = format!("# {}\n", self.title);
+        for s in &self.sections {
+            let _ = write!(out, "\n## {}\n", s.heading);
+            for b in &s.blocks {
+                match b {
+                    Block::Text(t) => {
+                        let _ = write!(out, "\n{t}\n");
+                    }
+                    Block::Facts(facts) => {
+                        out.push('\n');
+                        for (k, v) in facts {
+                            let _ = writeln!(out, "- **{k}:** {v}");
+                        }
+                    }
+                    Block::Table { header, rows } => {
+                        let _ =
+                            write!(out, "\n| {} |\n|", header.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
+                        out.push_str(&"---|".repeat(header.len()));
+                        out.push('\n');
+                        for r in rows {
+                            let _ = writeln!(out, "| {} |", r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | "));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The card as one self-contained HTML page.
+    pub fn html(&self) -> String {
+        let mut out = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
+             body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}}\
+             table{{border-collapse:collapse;margin:.5rem 0}}th,td{{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}}\
+             th{{background:#f3f3f3}}td.FAIL{{color:#b00;font-weight:bold}}</style></head><body>\n<h1>{t}</h1>\n",
+            t = escape(&self.title)
+        );
+        for s in &self.sections {
+            let _ = writeln!(out, "<h2>{}</h2>", escape(&s.heading));
+            for b in &s.blocks {
+                match b {
+                    Block::Text(t) => {
+                        let _ = writeln!(out, "<p>{}</p>", bold(&escape(t)));
+                    }
+                    Block::Facts(facts) => {
+                        out.push_str("<ul>\n");
+                        for (k, v) in facts {
+                            let _ = writeln!(out, "<li><b>{}:</b> {}</li>", escape(k), escape(v));
+                        }
+                        out.push_str("</ul>\n");
+                    }
+                    Block::Table { header, rows } => {
+                        out.push_str("<table><tr>");
+                        for h in header {
+                            let _ = write!(out, "<th>{}</th>", escape(h));
+                        }
+                        out.push_str("</tr>\n");
+                        for r in rows {
+                            out.push_str("<tr>");
+                            for c in r {
+                                let _ = write!(
+                                    out,
+                                    "<td class=\"{}\">{}</td>",
+                                    if c == "FAIL" { "FAIL" } else { "" },
+                                    escape(c)
+                                );
+                            }
+                            out.push_str("</tr>\n");
+                        }
+                        out.push_str("</table>\n");
+                    }
+                }
+            }
+        }
+        out.push_str("</body></html>\n");
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// `**x**` as `<b>x</b>` (the Markdown emphasis the texts use).
+fn bold(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, part) in s.split("**").enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<b>{part}</b>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> CardInput {
+        let spec = PipelineSpec::from_yaml(crate::EXAMPLE_SPEC).unwrap();
+        let version = pb::ModelVersion {
+            pipeline: "churn".into(),
+            version: 3,
+            artifact_sha256: "a".repeat(64),
+            algorithm: "logistic_regression".into(),
+            holdout_metrics: Some(pb::Metrics { values: [("roc_auc".into(), 0.81)].into(), rows: 240 }),
+            production_metrics: Some(pb::Metrics { values: [("roc_auc".into(), 0.79)].into(), rows: 240 }),
+            compared_with_version: 2,
+            gate: "failed".into(),
+            gate_checks: vec![pb::GateCheck {
+                name: "roc_auc >= 0.9 on every slice of contract".into(),
+                passed: false,
+                detail: "one-year 0.61 (80 rows) FAILS <b>".into(),
+            }],
+            slices: vec![pb::SliceMetrics {
+                feature: "contract".into(),
+                value: "one-year".into(),
+                rows: 80,
+                candidate: [("roc_auc".into(), 0.61)].into(),
+                production: Default::default(),
+            }],
+            decision: Some(pb::OperatorDecision {
+                action: "approved".into(),
+                reason: "slice | small".into(),
+                by: "ana".into(),
+                time_unix_ms: 0,
+            }),
+            lineage: Some(pb::Lineage { dataset_ids: vec!["d".repeat(64)], seed: 42, ..Default::default() }),
+            ..Default::default()
+        };
+        CardInput { version, spec, datasets: vec![] }
+    }
+
+    #[test]
+    fn a_card_has_every_section_in_both_renderings() {
+        let card = Card::new(&input());
+        let md = card.markdown();
+        for expected in [
+            "# Model card: churn v3",
+            "## Metrics",
+            "| roc_auc (higher is better) | 0.8100 | 0.7900 |",
+            "Production v2 (same rows)",
+            "## Slices",
+            "| contract | one-year | 80 | 0.6100 | – |",
+            "Operator decision: **approved** by ana",
+            "by ana on 1970-01-01 00:00:00 UTC: slice | small",
+            "| roc_auc >= 0.9 on every slice of contract | FAIL |",
+            "mlops reproduce churn@3",
+        ] {
+            assert!(md.contains(expected), "{expected:?} not in\n{md}");
+        }
+        assert!(md.contains(&format!("| {} | – | – | not in the catalog |", "d".repeat(64))), "{md}");
+        let html = card.html();
+        assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
+        assert!(html.contains("<td class=\"FAIL\">FAIL</td>") && html.contains("FAILS &lt;b&gt;"), "{html}");
+        assert!(html.contains("Operator decision: <b>approved</b> by ana"), "{html}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Gates beyond the holdout (slices, the newest data), operators overriding them, model cards,
+//! the staleness analysis, and the registry killed under concurrent writes.
+
+use std::time::Duration;
+
+use mlops_cli::events::Decoded;
+use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use sample::Variant;
+
+const T: Duration = Duration::from_secs(90);
+
+/// Runs `mlops` with the stack's endpoints; (success, stdout + stderr).
+fn mlops(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(app.stack.opts.bin_dir.join("mlops"))
+        .args(["--nats-url", &app.stack.nats_url, "--registry-url", &app.stack.url("registry")])
+        .args(["--ingest-url", &app.stack.url("ingest"), "--deployer-url", &app.stack.url("deployer")])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+async fn served_version(app: &TestApp) -> String {
+    let body =
+        client::predict(&app.stack.url("deployer"), "churn", &rows_json(&sample::customers(1, 5, Variant::Normal)))
+            .await
+            .unwrap();
+    body["model_version"].as_str().unwrap_or_default().to_owned()
+}
+
+fn evaluated(app: &TestApp, version: u64) -> Option<mlops_proto::ModelEvaluated> {
+    app.seen().into_iter().find_map(|s| match s.payload {
+        Decoded::Evaluated(e) if e.version == version && e.decision.is_none() => Some(e),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_and_newest_data_are_gated_and_operators_override_with_reasons() {
+    let app = TestApp::start().await;
+    // A per-slice floor no real model meets: every candidate fails its gates.
+    let spec = mlops_cli::EXAMPLE_SPEC.replace(
+        "  - {metric: roc_auc, min: 0.70, max_drop: 0.02}\n  - {metric: accuracy, min: 0.65}\n",
+        "  - {metric: roc_auc, min: 0.6, slice_min: 0.99}\n  - {metric: roc_auc, on: newest, min: 0.5}\n\
+         evaluation: {slices: [contract], min_slice_rows: 20}\n",
+    );
+    assert!(spec.contains("slice_min"), "the example's gates changed: update this test");
+    app.apply(&spec).await;
+    let first = app.upload("churn", &sample::csv(1500, 41, Variant::Normal)).await;
+    let v1 = app.wait_event("model.evaluated", T, |_| true).await;
+    let Decoded::Evaluated(v1) = v1.payload else { unreachable!() };
+    assert!(!v1.passed, "{v1:?}");
+    let slice_check = v1.checks.iter().find(|c| c.name == "roc_auc >= 0.99 on every slice of contract").unwrap();
+    assert!(!slice_check.passed && slice_check.detail.contains("month-to-month"), "{slice_check:?}");
+    let values: Vec<&str> = v1.slices.iter().map(|s| s.value.as_str()).collect();
+    assert_eq!(values, ["month-to-month", "one-year", "two-year"]);
+    assert_eq!(v1.slices.iter().map(|s| s.rows).sum::<u64>(), v1.candidate_metrics.as_ref().unwrap().rows);
+    // One dataset: the newest data the model did not train on is its holdout.
+    assert_eq!(v1.newest_dataset_id, first.dataset_id);
+    let newest = v1.candidate_newest_metrics.as_ref().unwrap();
+    assert_eq!(newest.rows, 300);
+    assert!(v1.checks.iter().any(|c| c.name == "roc_auc >= 0.5 on the newest data" && c.passed), "{v1:?}");
+
+    // The operator approves it anyway: the deployer promotes it, saying who and why.
+    let (ok, said) = mlops(
+        &app,
+        &["models", "approve", "churn@1", "--reason", "launch; slice floor is aspirational", "--by", "ana"],
+    );
+    assert!(ok && said.contains("churn@1 approved by ana"), "{said}");
+    let promoted = app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let Decoded::Promoted(promoted) = promoted.payload else { unreachable!() };
+    assert!(promoted.reason.contains("approved by ana: launch"), "{promoted:?}");
+    assert_eq!(served_version(&app).await, "1");
+
+    // A second version, judged against the first on the same rows, approved too.
+    app.upload("churn", &sample::csv(1500, 42, Variant::Normal)).await;
+    let v2 = wait_until(T, || async { evaluated(&app, 2) }).await.expect("v2 evaluated");
+    assert_eq!(v2.production_version, 1);
+    assert!(v2.production_metrics.is_some() && v2.slices.iter().all(|s| !s.production.is_empty()), "{v2:?}");
+    let (ok, said) = mlops(&app, &["models", "approve", "churn@2", "--reason", "same as v1", "--by", "ana"]);
+    assert!(ok, "{said}");
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+    assert_eq!(served_version(&app).await, "2");
+
+    // Blocking the serving version rolls back to the previous one, and it can never serve again.
+    let (ok, said) = mlops(&app, &["models", "block", "churn@2", "--reason", "leaks the label", "--by", "bo"]);
+    assert!(ok && said.contains("churn@2 blocked by bo"), "{said}");
+    let back = app.wait_event("model.rolled_back", T, |_| true).await;
+    let Decoded::RolledBack(back) = back.payload else { unreachable!() };
+    assert_eq!((back.from_version, back.to_version), (2, 1));
+    assert!(back.reason.contains("version 2 blocked by bo: leaks the label"), "{back:?}");
+    assert_eq!(served_version(&app).await, "1");
+    let (ok, said) = mlops(&app, &["models", "alias", "churn@2", "production"]);
+    assert!(!ok && said.contains("version 2 is blocked by bo: leaks the label"), "{said}");
+    let (ok, said) = mlops(&app, &["models", "block", "churn@2", "--reason", " ", "--by", "bo"]);
+    assert!(!ok && said.contains("needs a `reason`"), "{said}");
+    let (ok, said) = mlops(&app, &["models", "approve", "churn@9", "--reason", "x"]);
+    assert!(!ok && said.contains("has no version 9"), "{said}");
+
+    // The registry keeps all of it: the measurements, the decisions and the audit trail.
+    let (ok, shown) = mlops(&app, &["models", "show", "churn@2"]);
+    assert!(ok, "{shown}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["decision"]["action"], "blocked");
+    assert_eq!(shown["slices"].as_array().unwrap().len(), 3);
+    assert_eq!(shown["production_metrics"]["version"], 1);
+    assert!(shown["newest"]["rows"].as_u64().unwrap() > 0, "{shown}");
+    let (ok, audit) = mlops(&app, &["models", "audit", "churn"]);
+    assert!(ok && audit.contains("model.approved") && audit.contains("model.blocked"), "{audit}");
+    assert!(audit.contains("version 2 by bo: leaks the label"), "{audit}");
+
+    // The model card, in Markdown and in HTML.
+    let (ok, card) = mlops(&app, &["models", "card", "churn@1"]);
+    assert!(ok, "{card}");
+    for expected in [
+        "# Model card: churn v1",
+        "## Slices",
+        "| contract | month-to-month |",
+        "Operator decision: **approved** by ana",
+        "| roc_auc >= 0.99 on every slice of contract | FAIL |",
+        &first.dataset_id,
+        "## Training data",
+        "| monthly_charges | numeric |",
+    ] {
+        assert!(card.contains(expected), "{expected:?} not in\n{card}");
+    }
+    let html = app.dir.path().join("card.html");
+    let (ok, said) = mlops(&app, &["models", "card", "churn@2", "--html", "--out", html.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(html.contains("<h2>Gate decision</h2>") && html.contains("<b>blocked</b> by bo"), "{html}");
+}
+
+/// A label whose direction turns with `degrees`: old models grow stale as the concept moves.
+fn rotated_csv(rows: usize, seed: u64, degrees: f64) -> String {
+    use rand_chacha::ChaCha8Rng;
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut unit = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let mut out = String::from("x,y,label\n");
+    for _ in 0..rows {
+        let (x, y, noise) = (unit() * 2.0 - 1.0, unit() * 2.0 - 1.0, (unit() - 0.5) * 0.3);
+        let label = u8::from(x * cos + y * sin + noise > 0.0);
+        out.push_str(&format!("{x:.4},{y:.4},{label}\n"));
+    }
+    out
+}
+
+const ROTATING: &str = "name: rot
+features:
+  - {name: x, type: numeric}
+  - {name: y, type: numeric}
+target: {name: label}
+training:
+  algorithm: logistic_regression
+  window: {versions: 1}
+  triggers: {on: [drift]}
+gates:
+  - {metric: roc_auc, min: 0.5}
+evaluation:
+  staleness: {versions: 5, tolerance: 0.05, schedule: \"*/2 * * * * *\"}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staleness_measures_quality_against_age_and_recommends_a_cadence() {
+    let app = TestApp::start().await;
+    app.apply(ROTATING).await;
+    let (ok, said) = mlops(&app, &["staleness", "rot"]);
+    assert!(!ok && said.contains("has no validated training data yet"), "{said}");
+    // Three production versions a few seconds apart, each trained on its own concept.
+    for (version, degrees) in [(1u64, 0.0), (2, 10.0), (3, 70.0)] {
+        let d = app.upload("rot", &rotated_csv(1000, version, degrees)).await;
+        app.wait_event(
+            "data.validated",
+            T,
+            |s| matches!(&s.payload, Decoded::Validated(v) if v.dataset_id == d.dataset_id),
+        )
+        .await;
+        let (ok, said) = mlops(&app, &["train", "--pipeline", "rot", "--timeout", "60"]);
+        assert!(ok, "{said}");
+        app.wait_event("model.promoted", T, |s| s.pipeline == "rot" && s.summary.starts_with(&format!("v{version} ")))
+            .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    // The newest data (not trained on: new data starts no run here).
+    let newest = app.upload("rot", &rotated_csv(1000, 9, 80.0)).await;
+    let report = wait_until(T, || async {
+        let (ok, said) = mlops(&app, &["staleness", "rot", "--json"]);
+        assert!(ok, "{said}");
+        let r: serde_json::Value = serde_json::from_str(&said).unwrap();
+        (r["datasetId"] == newest.dataset_id.as_str()).then_some(r)
+    })
+    .await
+    .expect("staleness on the newest data");
+    let rows = report["rowsByAge"].as_array().unwrap();
+    let versions: Vec<u64> = rows.iter().map(|r| r["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, [3, 2, 1], "{report}");
+    // All 1,000 rows are unseen by every version; the youngest is the yardstick.
+    assert_eq!(report["rows"], 1000);
+    assert_eq!(rows[0]["loss"], 0.0);
+    assert_eq!(rows[0]["withinTolerance"], true);
+    assert_eq!(rows[1]["withinTolerance"], false, "{report}");
+    assert!(rows[1]["loss"].as_f64().unwrap() > 0.05 && rows[2]["loss"].as_f64().unwrap() > 0.05, "{report}");
+    let ages: Vec<f64> = rows.iter().map(|r| r["ageSecs"].as_f64().unwrap()).collect();
+    assert!(ages[0] >= 1.0 && ages[0] < ages[1] && ages[1] < ages[2], "{ages:?}");
+    assert_eq!(report["recommendedCadenceSecs"].as_f64().unwrap(), ages[0]);
+    let (ok, table) = mlops(&app, &["staleness", "rot", "--versions", "2"]);
+    assert!(ok && table.contains("Recommended retraining cadence: every"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with('3') || l.starts_with('2')).count(), 2, "{table}");
+    let (ok, said) = mlops(&app, &["staleness", "nope"]);
+    assert!(!ok && said.contains("pipeline `nope` not found"), "{said}");
+
+    // The schedule publishes the same report as an event.
+    let event = app
+        .wait_event(
+            "model.staleness_reported",
+            T,
+            |s| matches!(&s.payload, Decoded::Staleness(r) if r.dataset_id == newest.dataset_id),
+        )
+        .await;
+    let Decoded::Staleness(event) = event.payload else { unreachable!() };
+    assert_eq!(event.rows_by_age.len(), 3);
+    assert!(!event.cadence_is_lower_bound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_killed_under_concurrent_writes_and_a_cascade_loses_nothing() {
+    let mut app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1200, 51, Variant::Normal)).await;
+    app.wait_event("model.evaluated", T, |_| true).await;
+    let registry = app.stack.url("registry");
+    let port = registry.rsplit(':').next().unwrap().to_owned();
+
+    // Four writers tag version 1, each write retried until the registry acknowledges it, while a
+    // second dataset cascades through training and evaluation.
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (registry, refused) = (registry.clone(), refused.clone());
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let request = mlops_proto::UpdateModelVersionRequest {
+                        pipeline: "churn".into(),
+                        version: 1,
+                        set_tags: [(format!("w{w}-{i}"), "ok".to_owned())].into(),
+                        by: format!("writer-{w}"),
+                        ..Default::default()
+                    };
+                    loop {
+                        let done = match client::registry(&registry).await {
+                            Ok(mut r) => r.update_model_version(request.clone()).await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if done {
+                            break;
+                        }
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    app.upload("churn", &sample::csv(1200, 52, Variant::Normal)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.stack.kill("registry").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.stack.spawn("registry", "registry", &[("MLOPS_LISTEN", &format!("127.0.0.1:{port}"))]).await.unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(refused.load(std::sync::atomic::Ordering::Relaxed) > 0, "the registry died while writes were in flight");
+    let v = client::models(&registry, "churn").await.unwrap();
+    let tags = &v[0].tags;
+    let missing: Vec<String> =
+        (0..4).flat_map(|w| (0..40).map(move |i| format!("w{w}-{i}"))).filter(|k| !tags.contains_key(k)).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    // The cascade went on: the second version is registered and judged, exactly once.
+    let judged = wait_until(T, || async {
+        let v = client::models(&registry, "churn").await.ok()?;
+        (v.len() == 2 && !v[1].gate.is_empty()).then_some(v)
+    })
+    .await
+    .expect("version 2 registered and judged after the restart");
+    assert_eq!(judged.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+    let (ok, audit) = mlops(&app, &["models", "audit", "churn"]);
+    assert!(ok, "{audit}");
+    assert_eq!(audit.lines().filter(|l| l.contains("model.registered")).count(), 2, "{audit}");
+}
