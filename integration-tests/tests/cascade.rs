@@ -33,7 +33,7 @@ async fn upload_is_promoted_and_served() {
     let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
     assert_eq!(versions.len(), 1);
     let v = &versions[0];
-    assert_eq!(v.aliases, vec!["production".to_string()]);
+    assert_eq!(v.aliases, ["candidate", "production"]);
     assert_eq!(v.gate, "passed");
     let lineage = v.lineage.clone().unwrap();
     assert_eq!(lineage.dataset_ids, vec![ds.dataset_id.clone()]);
@@ -201,8 +201,8 @@ async fn worse_model_is_not_promoted() {
     let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
     let v2 = versions.iter().find(|v| v.version == 2).unwrap();
     assert_eq!(v2.gate, "failed");
-    assert!(v2.aliases.is_empty());
-    assert_eq!(versions[0].aliases, vec!["production".to_string()]);
+    assert_eq!(v2.aliases, ["candidate"]);
+    assert_eq!(versions[0].aliases, ["production"]);
     let body =
         client::predict(&app.stack.url("deployer"), "churn", &rows_json(&sample::customers(1, 1, Variant::Normal)))
             .await

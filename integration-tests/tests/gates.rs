@@ -96,6 +96,13 @@ async fn slices_and_newest_data_are_gated_and_operators_override_with_reasons() 
     assert!(!ok && said.contains("needs a `reason`"), "{said}");
     let (ok, said) = mlops(&app, &["models", "approve", "churn@9", "--reason", "x"]);
     assert!(!ok && said.contains("has no version 9"), "{said}");
+    let (ok, said) = mlops(&app, &["models", "alias", "churn@9", "champion"]);
+    assert!(!ok && said.contains("has no version 9"), "{said}");
+    // A spec whose thresholds contradict each other is refused whole; the pipeline keeps its spec.
+    let contradictory = app.dir.path().join("contradictory.yaml");
+    std::fs::write(&contradictory, spec.replace("min: 0.6, slice_min: 0.99", "min: 1.5, slice_min: 0.99")).unwrap();
+    let (ok, said) = mlops(&app, &["pipeline", "apply", contradictory.to_str().unwrap()]);
+    assert!(!ok && said.contains("`min` 1.5 can never be met: `roc_auc` is at most 1"), "{said}");
 
     // The registry keeps all of it: the measurements, the decisions and the audit trail.
     let (ok, shown) = mlops(&app, &["models", "show", "churn@2"]);
@@ -289,4 +296,60 @@ async fn the_registry_killed_under_concurrent_writes_and_a_cascade_loses_nothing
     let (ok, audit) = mlops(&app, &["models", "audit", "churn"]);
     assert!(ok, "{audit}");
     assert_eq!(audit.lines().filter(|l| l.contains("model.registered")).count(), 2, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_artifact_is_refused_even_when_approved_and_never_served() {
+    let mut app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1200, 61, Variant::Normal)).await;
+    let promoted = app.wait_event("model.promoted", T, |_| true).await;
+    let Decoded::Promoted(v1) = promoted.payload else { unreachable!() };
+    // A second version, failed by a floor no model meets, then tampered with in the bucket.
+    app.apply(&mlops_cli::EXAMPLE_SPEC.replace("{metric: accuracy, min: 0.65}", "{metric: accuracy, min: 0.999}"))
+        .await;
+    app.upload("churn", &sample::csv(1200, 62, Variant::Normal)).await;
+    let v2 = wait_until(T, || async { evaluated(&app, 2) }).await.expect("v2 evaluated");
+    assert!(!v2.passed);
+    let models = app.js.get_object_store("models").await.unwrap();
+    let tamper = |sha: String| {
+        let models = models.clone();
+        async move {
+            let mut bytes = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut models.get(&sha).await.unwrap(), &mut bytes).await.unwrap();
+            let text = String::from_utf8(bytes).unwrap().replacen("\"seed\":42", "\"seed\":43", 1);
+            models.put(sha.as_str(), &mut text.as_bytes()).await.unwrap();
+        }
+    };
+    tamper(v2.artifact_sha256.clone()).await;
+
+    // Approved anyway: the deployer refuses it, dead-letters the verdict with the reason, and
+    // keeps serving version 1; `production` never moves.
+    let (ok, said) = mlops(&app, &["models", "approve", "churn@2", "--reason", "ship it", "--by", "cy"]);
+    assert!(ok, "{said}");
+    let dead = wait_until(T, || async {
+        let d = app.stored("MLOPS_DLQ", "mlops.dlq.mlops.events.model.evaluated.>").await;
+        d.into_iter().find(|m| {
+            let reason = m.headers.as_ref().and_then(|h| h.get("mlops-dlq-reason")).map(|v| v.to_string());
+            reason.is_some_and(|r| r.contains("corrupt or tampered") && r.contains(&v2.artifact_sha256))
+        })
+    })
+    .await;
+    assert!(dead.is_some(), "the refused verdict is dead-lettered with its reason");
+    assert_eq!(served_version(&app).await, "1");
+    let production = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    assert_eq!(production[0].aliases, ["production"]);
+    assert!(!production[1].aliases.contains(&"production".to_owned()));
+
+    // The production artifact tampered with too: a restarted deployer refuses it and serves no
+    // model for the pipeline rather than a tampered one, and says so.
+    tamper(v1.artifact_sha256.clone()).await;
+    app.stack.kill("deployer").await.unwrap();
+    app.stack.spawn("deployer", "deployer", &[]).await.unwrap();
+    app.stack.wait_healthy(T).await.unwrap();
+    let refused =
+        client::predict(&app.stack.url("deployer"), "churn", &rows_json(&sample::customers(1, 5, Variant::Normal)))
+            .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(app.log("deployer").contains("production artifact refused"), "{}", app.log("deployer"));
 }

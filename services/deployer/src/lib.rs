@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::serving::{Models, PredictionLog, Served};
 
@@ -143,6 +143,16 @@ async fn publish_logs(
     }
 }
 
+/// Whether loading failed because the artifact itself is bad (missing, tampered, oversized or
+/// malformed) rather than the store being unreachable.
+fn bad_artifact(err: &anyhow::Error) -> bool {
+    match err.downcast_ref::<mlops_shared::objects::ObjectError>() {
+        Some(mlops_shared::objects::ObjectError::Store { .. }) => false,
+        Some(_) => true,
+        None => err.downcast_ref::<mlops_shared::model::ArtifactError>().is_some(),
+    }
+}
+
 fn registry_err(s: Status) -> anyhow::Error {
     anyhow::anyhow!("registry: {} ({:?})", s.message(), s.code())
 }
@@ -166,9 +176,20 @@ impl Deployer {
             match self.registry.clone().get_model_version(req).await {
                 Ok(v) => {
                     let v = v.into_inner();
-                    let served = self.load(&v.pipeline, v.version, &v.artifact_sha256).await?;
-                    info!(pipeline = %v.pipeline, version = v.version, "serving production model");
-                    self.models.swap(served);
+                    match self.load(&v.pipeline, v.version, &v.artifact_sha256).await {
+                        Ok(served) => {
+                            info!(pipeline = %v.pipeline, version = v.version, "serving production model");
+                            self.models.swap(served);
+                        }
+                        // A tampered artifact is refused: that pipeline goes unserved, the others
+                        // are not held up.
+                        Err(err) if bad_artifact(&err) => {
+                            metrics::counter!("mlops_artifacts_refused_total", "pipeline" => v.pipeline.clone())
+                                .increment(1);
+                            error!(pipeline = %v.pipeline, version = v.version, error = format!("{err:#}"), "production artifact refused; not serving this pipeline");
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
                 Err(s) if s.code() == Code::NotFound => {}
                 Err(s) => return Err(registry_err(s)),
@@ -208,16 +229,14 @@ impl Deployer {
         }
         let served = self.load(&v.pipeline, v.version, &v.artifact_sha256).await.map_err(|err| {
             // A tampered or unreadable artifact is never served.
-            match err.downcast_ref::<mlops_shared::objects::ObjectError>() {
-                Some(mlops_shared::objects::ObjectError::Store { .. }) | None
-                    if err.downcast_ref::<mlops_shared::model::ArtifactError>().is_none() =>
-                {
-                    HandlerError::Transient(err)
-                }
-                _ => HandlerError::permanent(format!(
+            if bad_artifact(&err) {
+                metrics::counter!("mlops_artifacts_refused_total", "pipeline" => v.pipeline.clone()).increment(1);
+                HandlerError::permanent(format!(
                     "artifact {} of `{}` v{}: {err:#}",
                     v.artifact_sha256, v.pipeline, v.version
-                )),
+                ))
+            } else {
+                HandlerError::Transient(err)
             }
         })?;
         let previous = current.as_ref().map_or(0, |c| c.version);

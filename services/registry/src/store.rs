@@ -257,13 +257,20 @@ impl Store {
             record.created_unix_ms = mlops_shared::now_unix_ms();
             by_sha.insert((record.pipeline.as_str(), record.artifact_sha256.as_str()), record.version)?;
             models.insert((record.pipeline.as_str(), record.version), serde_json::to_vec(&record)?.as_slice())?;
+            // The newest version is the one under judgement.
+            txn.open_table(ALIASES)?.insert((record.pipeline.as_str(), "candidate"), record.version)?;
             (record, true)
         };
         audit(
             &txn,
             &record.pipeline,
             "model.registered",
-            &format!("version {} artifact {}", record.version, &record.artifact_sha256[..12]),
+            &format!(
+                "version {} artifact {}; candidate -> version {}",
+                record.version,
+                &record.artifact_sha256[..12],
+                record.version
+            ),
             cause,
         )?;
         txn.commit()?;
@@ -590,7 +597,10 @@ mod tests {
         // Everything survives a reopen.
         let store = Store::open(&path).unwrap();
         assert_eq!(store.models("churn").unwrap().len(), 2);
-        assert_eq!(store.aliases("churn").unwrap(), vec![("previous".into(), 1), ("production".into(), 2)]);
+        assert_eq!(
+            store.aliases("churn").unwrap(),
+            vec![("candidate".into(), 2), ("previous".into(), 1), ("production".into(), 2)]
+        );
         let actions: Vec<String> = store.audit_log("churn").unwrap().into_iter().map(|e| e.action).collect();
         assert_eq!(actions, ["pipeline.applied", "model.registered", "model.registered", "alias.set", "alias.set"]);
     }
