@@ -140,17 +140,7 @@ async fn on_evaluated(store: &Store, e: Envelope<pb::ModelEvaluated>) -> Result<
             newest_dataset_id: v.newest_dataset_id,
             newest_rows,
             newest_metrics: values(v.candidate_newest_metrics),
-            slices: v
-                .slices
-                .into_iter()
-                .map(|s| SliceRecord {
-                    feature: s.feature,
-                    value: s.value,
-                    rows: s.rows,
-                    candidate: s.candidate.into_iter().collect(),
-                    production: s.production.into_iter().collect(),
-                })
-                .collect(),
+            slices: v.slices.into_iter().map(SliceRecord::from).collect(),
         }
     });
     match store.record_gate(&v.pipeline, v.version, v.passed, checks, evaluation, &e.id) {
@@ -231,18 +221,7 @@ impl RegistryApi {
                 values: r.evaluation.newest_metrics.into_iter().collect(),
                 rows: r.evaluation.newest_rows,
             }),
-            slices: r
-                .evaluation
-                .slices
-                .into_iter()
-                .map(|s| pb::SliceMetrics {
-                    feature: s.feature,
-                    value: s.value,
-                    rows: s.rows,
-                    candidate: s.candidate.into_iter().collect(),
-                    production: s.production.into_iter().collect(),
-                })
-                .collect(),
+            slices: r.evaluation.slices.into_iter().map(pb::SliceMetrics::from).collect(),
             decision: r.decision.map(|d| pb::OperatorDecision {
                 action: d.action,
                 reason: d.reason,

@@ -119,6 +119,20 @@ pub struct SliceRecord {
     pub production: BTreeMap<String, f64>,
 }
 
+impl From<mlops_proto::SliceMetrics> for SliceRecord {
+    fn from(s: mlops_proto::SliceMetrics) -> Self {
+        let (candidate, production) = (s.candidate.into_iter().collect(), s.production.into_iter().collect());
+        Self { feature: s.feature, value: s.value, rows: s.rows, candidate, production }
+    }
+}
+
+impl From<SliceRecord> for mlops_proto::SliceMetrics {
+    fn from(s: SliceRecord) -> Self {
+        let (candidate, production) = (s.candidate.into_iter().collect(), s.production.into_iter().collect());
+        Self { feature: s.feature, value: s.value, rows: s.rows, candidate, production }
+    }
+}
+
 /// An operator's verdict: `approved` or `blocked`, why, by whom, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -290,10 +304,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut models = txn.open_table(MODELS)?;
-            let mut record: ModelRecord = match models.get((pipeline, version))? {
-                Some(v) => serde_json::from_slice(v.value())?,
-                None => return Err(StoreError::UnknownVersion { pipeline: pipeline.into(), version }),
-            };
+            let mut record = self.stored_model(&models, pipeline, version)?;
             record.gate = if passed { "passed" } else { "failed" }.into();
             record.gate_checks = checks;
             if let Some(evaluation) = evaluation {
@@ -325,10 +336,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let record = {
             let mut models = txn.open_table(MODELS)?;
-            let mut record: ModelRecord = match models.get((pipeline, version))? {
-                Some(v) => serde_json::from_slice(v.value())?,
-                None => return Err(StoreError::UnknownVersion { pipeline: pipeline.into(), version }),
-            };
+            let mut record = self.stored_model(&models, pipeline, version)?;
             record.tags.extend(set_tags.iter().map(|(k, v)| (k.clone(), v.clone())));
             for k in remove_tags {
                 record.tags.remove(k);
@@ -360,12 +368,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let record = {
             let mut models = txn.open_table(MODELS)?;
-            let found: Option<ModelRecord> =
-                models.get((pipeline, version))?.map(|v| serde_json::from_slice(v.value())).transpose()?;
-            let Some(mut record) = found else {
-                drop(models);
-                return Err(self.missing(pipeline, version));
-            };
+            let mut record = self.stored_model(&models, pipeline, version)?;
             record.decision = Some(decision.clone());
             models.insert((pipeline, version), serde_json::to_vec(&record)?.as_slice())?;
             record
@@ -387,6 +390,19 @@ impl Store {
         let models = txn.open_table(MODELS)?;
         let v = models.get((pipeline, version))?.ok_or_else(|| self.missing(pipeline, version))?;
         Ok(serde_json::from_slice(v.value())?)
+    }
+
+    /// Version `version` of `pipeline` as `models` (in a write transaction) holds it.
+    fn stored_model(
+        &self,
+        models: &redb::Table<(&'static str, u64), &'static [u8]>,
+        pipeline: &str,
+        version: u64,
+    ) -> Result<ModelRecord, StoreError> {
+        match models.get((pipeline, version))? {
+            Some(v) => Ok(serde_json::from_slice(v.value())?),
+            None => Err(self.missing(pipeline, version)),
+        }
     }
 
     fn missing(&self, pipeline: &str, version: u64) -> StoreError {
@@ -446,12 +462,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut models = txn.open_table(MODELS)?;
-            let found: Option<ModelRecord> =
-                models.get((pipeline, version))?.map(|v| serde_json::from_slice(v.value())).transpose()?;
-            let Some(mut record) = found else {
-                drop(models);
-                return Err(self.missing(pipeline, version));
-            };
+            let mut record = self.stored_model(&models, pipeline, version)?;
             // A blocked version never serves.
             if alias == "production"
                 && let Some(d) = record.decision.clone().filter(|d| d.action == "blocked")
