@@ -29,6 +29,7 @@ pub enum Decoded {
     Drift(pb::DriftDetected),
     Blocked(pb::ModelBlocked),
     Staleness(pb::StalenessReported),
+    Canary(pb::CanaryStarted),
     Other,
 }
 
@@ -101,6 +102,13 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
                 let d = e.decision.clone().unwrap_or_default();
                 (format!("v{} blocked by {}: {}", e.version, d.by, d.reason), Decoded::Blocked(e))
             }
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "deployment.canary_started" => match pb::CanaryStarted::decode(payload) {
+            Ok(e) => (
+                format!("{} of v{} at {} % against v{}", e.mode, e.version, e.percent, e.champion_version),
+                Decoded::Canary(e),
+            ),
             Err(e) => (format!("undecodable: {e}"), Decoded::Other),
         },
         "model.staleness_reported" => match pb::StalenessReported::decode(payload) {

@@ -137,8 +137,22 @@ enum Command {
         #[arg(long, default_value = "manual rollback")]
         reason: String,
     },
-    /// What each pipeline serves.
+    /// What each pipeline serves, and any canary or shadow release in progress.
     Deployments,
+    /// Serve PIPELINE@VERSION to all traffic now and make it `production` (a blocked version is refused).
+    Deploy {
+        target: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Change a running canary's share of traffic: 0 rolls it back, 100 promotes it.
+    Traffic {
+        pipeline: String,
+        #[arg(long)]
+        canary: f64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Write the example churn data set as CSV to stdout.
     Sample {
         #[arg(long, default_value_t = 3000)]
@@ -629,10 +643,38 @@ arrived   {} ({})",
         Command::Deployments => {
             let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
             let s = c.status(mlops_proto::StatusRequest { pipeline: String::new() }).await?.into_inner();
-            println!("{:<20} {:<8} {:<14} PREDICTIONS", "PIPELINE", "VERSION", "ARTIFACT");
+            println!("{:<20} {:<8} {:<14} {:>11}  RELEASE", "PIPELINE", "VERSION", "ARTIFACT", "PREDICTIONS");
             for d in s.deployments {
-                println!("{:<20} {:<8} {:<14} {}", d.pipeline, d.version, &d.artifact_sha256[..12], d.predictions);
+                println!(
+                    "{:<20} {:<8} {:<14} {:>11}  {}",
+                    d.pipeline,
+                    d.version,
+                    &d.artifact_sha256[..12],
+                    d.predictions,
+                    release(&d)
+                );
             }
+            Ok(())
+        }
+        Command::Deploy { target, reason } => {
+            let (pipeline, version) = mlops_cli::reproduce::parse_target(&target)?;
+            let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
+            let d = c
+                .deploy(mlops_proto::DeployRequest { pipeline, version, reason })
+                .await
+                .map_err(|s| anyhow::anyhow!("deploy: {}", s.message()))?
+                .into_inner();
+            println!("{} now serves v{} ({})", d.pipeline, d.version, &d.artifact_sha256[..12]);
+            Ok(())
+        }
+        Command::Traffic { pipeline, canary, reason } => {
+            let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
+            let d = c
+                .set_traffic(mlops_proto::SetTrafficRequest { pipeline, canary_percent: canary, reason })
+                .await
+                .map_err(|s| anyhow::anyhow!("traffic: {}", s.message()))?
+                .into_inner();
+            println!("{} serves v{}; {}", d.pipeline, d.version, release(&d));
             Ok(())
         }
         Command::Reproduce { target } => {
@@ -718,6 +760,22 @@ async fn model_version(registry_url: &str, target: &str) -> anyhow::Result<mlops
         selector: Some(mlops_proto::get_model_version_request::Selector::Version(version)),
     };
     Ok(registry.get_model_version(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner())
+}
+
+/// A release in progress, in words.
+fn release(d: &mlops_proto::Deployment) -> String {
+    if d.release_mode.is_empty() {
+        return "no release in progress".into();
+    }
+    let since = (mlops_shared::now_unix_ms() - d.release_started_unix_ms).max(0) as f64 / 1000.0;
+    format!(
+        "{} of v{} at {} % for {}, {} predictions",
+        d.release_mode,
+        d.release_version,
+        d.release_percent,
+        tables::age(since),
+        d.release_predictions
+    )
 }
 
 /// An operator's verdict on PIPELINE@VERSION.

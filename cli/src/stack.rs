@@ -166,6 +166,11 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.ports[service])
     }
 
+    /// The URL of the process named `name` (e.g. a second replica).
+    pub fn url_of(&self, name: &str) -> Option<String> {
+        self.services.iter().find(|s| s.name == name).map(|s| format!("http://{}", s.addr))
+    }
+
     /// Starts one more process of `service` named `name` (e.g. a second trainer), with `env` added.
     pub async fn spawn(&mut self, service: &str, name: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
         // Fixed ports for the first instance under `mlops up`; otherwise the service binds port 0

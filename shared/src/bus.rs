@@ -24,6 +24,9 @@ pub const MODELS_BUCKET: &str = "models";
 pub const PIPELINES_KV: &str = "pipelines";
 pub const JOBS_KV: &str = "jobs";
 pub const PROFILES_KV: &str = "profiles";
+/// What each pipeline serves (`route.<pipeline>`: the stable model and any canary), watched by
+/// every serving replica; and each replica's live canary figures (`stats.<pipeline>.<replica>`).
+pub const DEPLOYMENTS_KV: &str = "deployments";
 
 /// Errors at the bus boundary.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +163,7 @@ impl Bus {
                     .with_context(|| format!("creating object store {bucket}"))?;
             }
         }
-        for bucket in [PIPELINES_KV, JOBS_KV, PROFILES_KV] {
+        for bucket in [PIPELINES_KV, JOBS_KV, PROFILES_KV, DEPLOYMENTS_KV] {
             // The KV stream is created directly, with the settings of the key-value spec (ADR-8):
             // async-nats's `create_key_value` first reads the account info, whose 2.9 form it
             // cannot parse, so it fails on Debian's nats-server.

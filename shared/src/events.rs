@@ -54,6 +54,7 @@ event!(pb::ModelRolledBack, "model", "rolled_back");
 event!(pb::DriftDetected, "monitor", "drift_detected");
 event!(pb::PerformanceDegraded, "monitor", "performance_degraded");
 event!(pb::ModelBlocked, "model", "blocked");
+event!(pb::CanaryStarted, "deployment", "canary_started");
 event!(pb::StalenessReported, "model", "staleness_reported");
 
 impl Event for pb::DataArrived {

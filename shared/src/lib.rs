@@ -16,6 +16,7 @@ pub mod scoring;
 pub mod service;
 pub mod shutdown;
 pub mod spec;
+pub mod stats;
 pub mod table;
 pub mod telemetry;
 

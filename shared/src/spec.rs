@@ -700,6 +700,9 @@ pub struct DeploymentSpec {
     /// Share of predictions logged to `mlops.predictions.<pipeline>`, in [0, 1].
     #[serde(default = "default_sample")]
     pub log_sample: f64,
+    /// How a `canary` or `shadow` release runs and is judged.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub canary: CanarySpec,
 }
 
 fn default_sample() -> f64 {
@@ -712,6 +715,79 @@ pub enum Strategy {
     /// Swap the new model in for all traffic at once.
     #[default]
     Direct,
+    /// Send `canary.percent` of the requests to the new model, compare it live with the serving
+    /// one, and promote it to all traffic or roll it back.
+    Canary,
+    /// Mirror requests to the new model (its answers are compared, never returned), then promote
+    /// or roll back on the same comparison.
+    Shadow,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Canary => "canary",
+            Self::Shadow => "shadow",
+        }
+    }
+}
+
+/// A live release and its judgement: after `duration_secs` and `min_requests` answered by the new
+/// model, it is promoted unless it is worse than the serving model by one of the limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySpec {
+    /// Percent of requests the new model answers (canary) or sees mirrored (shadow), 1 to 100.
+    #[serde(default = "default_canary_percent")]
+    pub percent: f64,
+    #[serde(default = "default_canary_duration")]
+    pub duration_secs: f64,
+    #[serde(default = "default_canary_requests")]
+    pub min_requests: u64,
+    /// Largest tolerated rise of the error rate (failed predictions per request) over the serving model's.
+    #[serde(default = "default_error_rise")]
+    pub max_error_rate_increase: f64,
+    /// Largest tolerated ratio of the new model's p99 latency to the serving model's (a 1 ms
+    /// difference is always tolerated).
+    #[serde(default = "default_latency_ratio")]
+    pub max_latency_ratio: f64,
+    /// Largest tolerated population stability index between the two models' predicted
+    /// probabilities (classification).
+    #[serde(default = "default_prediction_psi")]
+    pub max_prediction_psi: f64,
+}
+
+impl Default for CanarySpec {
+    fn default() -> Self {
+        Self {
+            percent: default_canary_percent(),
+            duration_secs: default_canary_duration(),
+            min_requests: default_canary_requests(),
+            max_error_rate_increase: default_error_rise(),
+            max_latency_ratio: default_latency_ratio(),
+            max_prediction_psi: default_prediction_psi(),
+        }
+    }
+}
+
+fn default_canary_percent() -> f64 {
+    10.0
+}
+fn default_canary_duration() -> f64 {
+    300.0
+}
+fn default_canary_requests() -> u64 {
+    100
+}
+fn default_error_rise() -> f64 {
+    0.01
+}
+fn default_latency_ratio() -> f64 {
+    2.0
+}
+fn default_prediction_psi() -> f64 {
+    0.25
 }
 
 /// Drift monitoring.
@@ -1068,6 +1144,25 @@ impl PipelineSpec {
             if l.max_artifact_bytes == Some(0) {
                 return bad("`serving_limits.max_artifact_bytes` must be positive".into());
             }
+        }
+        let c = &self.deployment.canary;
+        if !(c.percent > 0.0 && c.percent <= 100.0) {
+            return bad("`deployment.canary.percent` must be in (0, 100]".into());
+        }
+        if !(c.duration_secs.is_finite() && c.duration_secs >= 0.0) {
+            return bad("`deployment.canary.duration_secs` must be a number of seconds, 0 or more".into());
+        }
+        if c.min_requests == 0 {
+            return bad("`deployment.canary.min_requests` must be at least 1".into());
+        }
+        if !(c.max_error_rate_increase >= 0.0 && c.max_error_rate_increase <= 1.0) {
+            return bad("`deployment.canary.max_error_rate_increase` must be in [0, 1]".into());
+        }
+        if !(c.max_latency_ratio.is_finite() && c.max_latency_ratio >= 1.0) {
+            return bad("`deployment.canary.max_latency_ratio` must be 1 or more".into());
+        }
+        if !(c.max_prediction_psi.is_finite() && c.max_prediction_psi > 0.0) {
+            return bad("`deployment.canary.max_prediction_psi` must be positive".into());
         }
         if !(0.0..=1.0).contains(&self.deployment.log_sample) {
             return bad("`deployment.log_sample` must be in [0, 1]".into());

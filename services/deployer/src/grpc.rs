@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Deployer;
 use crate::rest::ApiError;
-use crate::serving::{Column, rows, score};
+use crate::serving::Column;
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
@@ -102,7 +102,6 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         use oip::model_infer_response::InferOutputTensor;
         let started = std::time::Instant::now();
         let r = req.into_inner();
-        let model = crate::rest::find(&self.0, &r.model_name, Some(&r.model_version))?;
         if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
             return Err(Status::invalid_argument("raw_input_contents must have one entry per input"));
         }
@@ -112,8 +111,9 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
             let col = decode_tensor(t, raw).map_err(Status::invalid_argument)?;
             inputs.push((t.name.clone(), col));
         }
-        let rows = rows(&model.artifact, inputs).map_err(Status::invalid_argument)?;
-        let scored = score(&model, &rows, &self.0.log);
+        let (model, scored) =
+            crate::serving::infer(&self.0.models, &self.0.log, &r.model_name, Some(&r.model_version), inputs)
+                .map_err(|(missing, e)| if missing { Status::not_found(e) } else { Status::invalid_argument(e) })?;
         let n = scored.scores.len() as i64;
         metrics::histogram!("mlops_inference_seconds", "protocol" => "grpc").record(started.elapsed().as_secs_f64());
         let tensor = |name: &str, datatype: &str, contents: oip::InferTensorContents| InferOutputTensor {
@@ -205,6 +205,36 @@ fn decode_tensor(t: &oip::model_infer_request::InferInputTensor, raw: Option<&[u
 /// The platform's deployer API.
 pub struct DeployerApi(pub Arc<Deployer>);
 
+/// A route as the API reports it.
+fn deployment(route: &crate::serving::Route) -> pb::Deployment {
+    let m = &route.stable;
+    let load = |s: &std::sync::atomic::AtomicU64| s.load(std::sync::atomic::Ordering::Relaxed);
+    let mut d = pb::Deployment {
+        pipeline: m.pipeline.clone(),
+        version: m.version,
+        artifact_sha256: m.sha.to_string(),
+        since_unix_ms: m.since_unix_ms,
+        predictions: load(&m.predictions),
+        ..Default::default()
+    };
+    if let Some(r) = &route.release {
+        d.release_mode = r.mode.as_str().into();
+        d.release_version = r.model.version;
+        d.release_percent = r.percent;
+        d.release_started_unix_ms = r.started_ms;
+        d.release_predictions = load(&r.model.predictions);
+    }
+    d
+}
+
+impl DeployerApi {
+    fn current(&self, pipeline: &str) -> Result<pb::Deployment, Status> {
+        let route =
+            self.0.models.route(pipeline).ok_or_else(|| Status::not_found(format!("`{pipeline}` is not served")))?;
+        Ok(deployment(&route))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::deployer_server::Deployer for DeployerApi {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -212,16 +242,10 @@ impl pb::deployer_server::Deployer for DeployerApi {
         let deployments = self
             .0
             .models
-            .all()
-            .into_iter()
-            .filter(|m| p.is_empty() || m.pipeline == p)
-            .map(|m| pb::Deployment {
-                pipeline: m.pipeline.clone(),
-                version: m.version,
-                artifact_sha256: m.sha.to_string(),
-                since_unix_ms: m.since_unix_ms,
-                predictions: m.predictions.load(std::sync::atomic::Ordering::Relaxed),
-            })
+            .routes()
+            .iter()
+            .filter(|r| p.is_empty() || r.stable.pipeline == p)
+            .map(|r| deployment(r))
             .collect();
         Ok(Response::new(pb::StatusResponse { deployments }))
     }
@@ -229,13 +253,69 @@ impl pb::deployer_server::Deployer for DeployerApi {
     async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Result<Response<pb::Deployment>, Status> {
         let r = req.into_inner();
         let reason = if r.reason.is_empty() { "manual rollback".to_owned() } else { r.reason };
-        let served = self.0.rollback(&r.pipeline, &reason).await?;
-        Ok(Response::new(pb::Deployment {
-            pipeline: served.pipeline.clone(),
-            version: served.version,
-            artifact_sha256: served.sha.to_string(),
-            since_unix_ms: served.since_unix_ms,
-            predictions: 0,
-        }))
+        self.0.rollback(&r.pipeline, &reason).await?;
+        Ok(Response::new(self.current(&r.pipeline)?))
+    }
+
+    async fn deploy(&self, req: Request<pb::DeployRequest>) -> Result<Response<pb::Deployment>, Status> {
+        let r = req.into_inner();
+        let get = pb::GetModelVersionRequest {
+            pipeline: r.pipeline.clone(),
+            selector: Some(pb::get_model_version_request::Selector::Version(r.version)),
+        };
+        let v = self.0.registry.clone().get_model_version(get).await?.into_inner();
+        self.0.load(&v.pipeline, v.version, &v.artifact_sha256).await.map_err(|e| {
+            if crate::bad_artifact(&e) {
+                Status::failed_precondition(format!("version {} is not servable: {e:#}", v.version))
+            } else {
+                Status::unavailable(format!("{e:#}"))
+            }
+        })?;
+        let reason =
+            if r.reason.is_empty() { "deployed by hand".to_owned() } else { format!("deployed by hand: {}", r.reason) };
+        let model = crate::release::ModelRef { version: v.version, sha256: v.artifact_sha256 };
+        let id = format!("deploy-{}-{}-{}", r.pipeline, r.version, mlops_shared::now_unix_ms());
+        self.0.promote_now(&r.pipeline, model, &reason, &mlops_shared::events::EventContext::new_run(id)).await?;
+        Ok(Response::new(self.current(&r.pipeline)?))
+    }
+
+    async fn set_traffic(&self, req: Request<pb::SetTrafficRequest>) -> Result<Response<pb::Deployment>, Status> {
+        let r = req.into_inner();
+        let percent = r.canary_percent;
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(Status::invalid_argument(format!("canary percent {percent} is not in [0, 100]")));
+        }
+        let route = self
+            .0
+            .models
+            .route(&r.pipeline)
+            .ok_or_else(|| Status::not_found(format!("`{}` is not served", r.pipeline)))?;
+        let Some(release) = &route.release else {
+            return Err(Status::failed_precondition(format!(
+                "`{}` has no canary or shadow release running (releases start when a version passes its gates under `deployment.strategy: canary`)",
+                r.pipeline
+            )));
+        };
+        let version = release.model.version;
+        let by_hand = |what: &str| if r.reason.is_empty() { what.to_owned() } else { format!("{what}: {}", r.reason) };
+        if percent == 0.0 {
+            self.0.conclude(&r.pipeline, version, false, &by_hand("rolled back by hand")).await?;
+        } else if percent == 100.0 {
+            self.0.conclude(&r.pipeline, version, true, &by_hand("promoted by hand")).await?;
+        } else {
+            self.0
+                .change_route(&r.pipeline, |current| {
+                    let mut next = current.cloned().ok_or_else(|| Status::not_found("no route"))?;
+                    let Some(rel) = next.release.as_mut().filter(|x| x.model.version == version) else {
+                        return Err(Status::failed_precondition("the release ended meanwhile"));
+                    };
+                    rel.percent = percent;
+                    next.updated_ms = mlops_shared::now_unix_ms();
+                    next.reason = by_hand(&format!("traffic set to {percent} %"));
+                    Ok(Some(next))
+                })
+                .await?;
+        }
+        Ok(Response::new(self.current(&r.pipeline)?))
     }
 }

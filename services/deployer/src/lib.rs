@@ -4,6 +4,7 @@
 //! and rolls back on request.
 
 pub mod grpc;
+pub mod release;
 pub mod rest;
 pub mod serving;
 
@@ -23,14 +24,14 @@ use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::model::Artifact;
 use mlops_shared::objects::Objects;
-use mlops_shared::spec::SpecStore;
+use mlops_shared::spec::{SpecStore, Strategy};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::serving::{Models, PredictionLog, Served};
 
@@ -48,6 +49,9 @@ pub struct Config {
     /// Prediction logs held in memory while NATS is slow; beyond this they are dropped and counted.
     #[arg(long, env = "MLOPS_PREDICTION_LOG_QUEUE", default_value_t = 10_000)]
     pub log_queue: usize,
+    /// This replica's name in the shared release figures (default: host name and process id).
+    #[arg(long, env = "MLOPS_REPLICA_ID")]
+    pub replica: Option<String>,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -65,6 +69,10 @@ pub struct Deployer {
     artifacts: Objects,
     specs: SpecStore,
     registry: RegistryClient<Channel>,
+    /// Routes and release figures, shared by every replica.
+    deployments: async_nats::jetstream::kv::Store,
+    /// This replica's name in the release figures.
+    replica: String,
 }
 
 /// Runs the deployer until `shutdown` fires.
@@ -82,6 +90,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         artifacts: bus.objects(MODELS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
         registry: RegistryClient::new(channel),
+        deployments: bus.kv(mlops_shared::bus::DEPLOYMENTS_KV).await?,
+        replica: config.replica.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        }),
         bus: bus.clone(),
     });
 
@@ -95,15 +108,37 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracker.spawn(serve(listener, router, shutdown.clone()));
     tracker.spawn(publish_logs(bus.clone(), log_rx, shutdown.child_token()));
 
-    // Serve what production was before taking new promotions.
-    let restore = || async { d.restore().await };
+    // Serve what the routes say before taking new promotions; a replica needs only NATS for that.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    {
+        let (d, token) = (d.clone(), shutdown.child_token());
+        tracker.spawn(async move { d.follow_routes(ready_tx, token).await });
+    }
     tokio::select! {
-        res = restore.retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(usize::MAX))
-            .notify(|e: &anyhow::Error, after| warn!(error = format!("{e:#}"), retry_in = ?after, "cannot restore production models yet")) => res?,
+        _ = ready_rx => {}
         () = shutdown.cancelled() => return Ok(()),
     }
     d.readiness.set_ready();
-    info!(models = d.models.all().len(), "deployer ready");
+    info!(models = d.models.all().len(), replica = %d.replica, "deployer ready");
+    {
+        // Production models set while no route recorded them (an older deployment).
+        let (d, token) = (d.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            let adopt = || async { d.adopt_production().await };
+            tokio::select! {
+                res = adopt.retry(ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(usize::MAX))
+                    .notify(|e: &anyhow::Error, after| warn!(error = format!("{e:#}"), retry_in = ?after, "cannot adopt production models yet")) => res,
+                () = token.cancelled() => Ok(()),
+            }
+        });
+    }
+    {
+        let (d, token) = (d.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            d.run_releases(token).await;
+            anyhow::Ok(())
+        });
+    }
     {
         let (d, token) = (d.clone(), shutdown.child_token());
         tracker.spawn(async move {
@@ -145,7 +180,7 @@ async fn publish_logs(
 
 /// Whether loading failed because the artifact itself is bad (missing, tampered, oversized or
 /// malformed) rather than the store being unreachable.
-fn bad_artifact(err: &anyhow::Error) -> bool {
+pub(crate) fn bad_artifact(err: &anyhow::Error) -> bool {
     match err.downcast_ref::<mlops_shared::objects::ObjectError>() {
         Some(mlops_shared::objects::ObjectError::Store { .. }) => false,
         Some(_) => true,
@@ -153,51 +188,15 @@ fn bad_artifact(err: &anyhow::Error) -> bool {
     }
 }
 
-fn registry_err(s: Status) -> anyhow::Error {
+fn status_err(s: Status) -> HandlerError {
+    HandlerError::Transient(anyhow::anyhow!("{}", s.message()))
+}
+
+pub(crate) fn registry_err(s: Status) -> anyhow::Error {
     anyhow::anyhow!("registry: {} ({:?})", s.message(), s.code())
 }
 
 impl Deployer {
-    /// Loads the production model of every pipeline from the registry.
-    async fn restore(&self) -> anyhow::Result<()> {
-        let pipelines = self
-            .registry
-            .clone()
-            .list_pipelines(pb::ListPipelinesRequest {})
-            .await
-            .map_err(registry_err)?
-            .into_inner()
-            .pipelines;
-        for p in pipelines {
-            let req = pb::GetModelVersionRequest {
-                pipeline: p.name.clone(),
-                selector: Some(pb::get_model_version_request::Selector::Alias("production".into())),
-            };
-            match self.registry.clone().get_model_version(req).await {
-                Ok(v) => {
-                    let v = v.into_inner();
-                    match self.load(&v.pipeline, v.version, &v.artifact_sha256).await {
-                        Ok(served) => {
-                            info!(pipeline = %v.pipeline, version = v.version, "serving production model");
-                            self.models.swap(served);
-                        }
-                        // A tampered artifact is refused: that pipeline goes unserved, the others
-                        // are not held up.
-                        Err(err) if bad_artifact(&err) => {
-                            metrics::counter!("mlops_artifacts_refused_total", "pipeline" => v.pipeline.clone())
-                                .increment(1);
-                            error!(pipeline = %v.pipeline, version = v.version, error = format!("{err:#}"), "production artifact refused; not serving this pipeline");
-                        }
-                        Err(err) => return Err(err),
-                    }
-                }
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(registry_err(s)),
-            }
-        }
-        Ok(())
-    }
-
     /// Fetches an artifact, verifies its sha256 and prepares it for serving.
     async fn load(&self, pipeline: &str, version: u64, sha: &str) -> anyhow::Result<Served> {
         let sha = Sha256::parse(sha.to_owned())?;
@@ -222,13 +221,16 @@ impl Deployer {
             info!(pipeline = %v.pipeline, version = v.version, "candidate failed its gates, not promoted");
             return Ok(());
         }
-        let current = self.models.get(&v.pipeline);
-        if current.as_ref().is_some_and(|c| c.version > v.version) {
-            info!(pipeline = %v.pipeline, version = v.version, "a newer version is already served, not promoted");
-            return Ok(());
+        if let Some(route) = self.models.route(&v.pipeline) {
+            let newest =
+                route.release.as_ref().map_or(route.stable.version, |r| r.model.version.max(route.stable.version));
+            if newest >= v.version {
+                info!(pipeline = %v.pipeline, version = v.version, newest, "a newer version is already served, not promoted");
+                return Ok(());
+            }
         }
-        let served = self.load(&v.pipeline, v.version, &v.artifact_sha256).await.map_err(|err| {
-            // A tampered or unreadable artifact is never served.
+        // A tampered or unreadable artifact is never served.
+        self.load(&v.pipeline, v.version, &v.artifact_sha256).await.map_err(|err| {
             if bad_artifact(&err) {
                 metrics::counter!("mlops_artifacts_refused_total", "pipeline" => v.pipeline.clone()).increment(1);
                 HandlerError::permanent(format!(
@@ -239,69 +241,118 @@ impl Deployer {
                 HandlerError::Transient(err)
             }
         })?;
-        let previous = current.as_ref().map_or(0, |c| c.version);
-        // The registry first: it refuses `production` to a blocked version, which then never serves.
-        let reason = match &v.decision {
-            Some(d) => format!("approved by {}: {} (event {})", d.by, d.reason, e.id),
-            None => format!("passed gates (event {})", e.id),
-        };
+        let deployment = self.specs.get(&v.pipeline).await?.map(|s| s.deployment).unwrap_or_default();
+        let model = release::ModelRef { version: v.version, sha256: v.artifact_sha256.clone() };
+        let first = self.read_route(&v.pipeline).await.map_err(status_err)?.is_none();
+        if deployment.strategy == Strategy::Direct || first {
+            let reason = match &v.decision {
+                Some(d) => format!("approved by {}: {}", d.by, d.reason),
+                None => "passed its quality gates".into(),
+            };
+            self.promote_now(&v.pipeline, model, &reason, &ctx).await.map(drop)
+        } else {
+            self.start_release(&v.pipeline, model, deployment.strategy, &deployment.canary, &ctx).await
+        }
+        .map_err(|s| match s.code() {
+            Code::FailedPrecondition | Code::NotFound => {
+                HandlerError::permanent(format!("not promoted: {}", s.message()))
+            }
+            _ => HandlerError::Transient(anyhow::anyhow!("{}", s.message())),
+        })
+    }
+
+    /// Serves `model` to all traffic now, ending any release: `production` moves first (the
+    /// registry refuses a blocked version, which then never serves), then the route.
+    pub async fn promote_now(
+        &self,
+        pipeline: &str,
+        model: release::ModelRef,
+        reason: &str,
+        ctx: &EventContext,
+    ) -> Result<release::RouteRecord, Status> {
+        let version = model.version;
         self.registry
             .clone()
             .set_alias(pb::SetAliasRequest {
-                pipeline: v.pipeline.clone(),
+                pipeline: pipeline.into(),
                 alias: "production".into(),
-                version: v.version,
-                reason,
+                version,
+                reason: reason.into(),
                 by: "deployer".into(),
             })
-            .await
-            .map_err(|s| match s.code() {
-                Code::FailedPrecondition => HandlerError::permanent(format!("not promoted: {}", s.message())),
-                _ => HandlerError::Transient(registry_err(s)),
-            })?;
-        self.models.swap(served);
+            .await?;
+        let previous = std::sync::atomic::AtomicU64::new(0);
+        let route = self
+            .change_route(pipeline, |current| {
+                previous.store(current.map_or(0, |c| c.stable.version), std::sync::atomic::Ordering::Relaxed);
+                Ok(Some(release::RouteRecord {
+                    pipeline: pipeline.into(),
+                    stable: model.clone(),
+                    release: None,
+                    updated_ms: mlops_shared::now_unix_ms(),
+                    reason: reason.into(),
+                }))
+            })
+            .await?
+            .expect("the change always writes");
         let event = pb::ModelPromoted {
-            pipeline: v.pipeline.clone(),
-            version: v.version,
-            artifact_sha256: v.artifact_sha256.clone(),
-            previous_version: previous,
-            reason: match &v.decision {
-                Some(d) => format!("approved by {}: {}", d.by, d.reason),
-                None => "passed its quality gates".into(),
-            },
+            pipeline: pipeline.into(),
+            version,
+            artifact_sha256: model.sha256.clone(),
+            previous_version: previous.load(std::sync::atomic::Ordering::Relaxed),
+            reason: reason.into(),
         };
-        self.bus.publish(&format!("promoted-{}-{}", v.pipeline, v.version), &ctx, &event).await?;
-        metrics::counter!("mlops_promotions_total", "pipeline" => v.pipeline.clone()).increment(1);
-        info!(pipeline = %v.pipeline, version = v.version, previous, "model promoted");
-        Ok(())
+        self.bus
+            .publish(&format!("promoted-{pipeline}-{version}"), ctx, &event)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        metrics::counter!("mlops_promotions_total", "pipeline" => pipeline.to_owned()).increment(1);
+        info!(pipeline, version, previous = previous.load(std::sync::atomic::Ordering::Relaxed), "model promoted");
+        Ok(route)
     }
 
-    /// An operator blocked a version: if it is the one serving, roll back to `previous`; when
-    /// there is none to roll back to, stop serving the pipeline rather than serve a blocked model.
+    /// An operator blocked a version: a release of it ends; if it is the stable one, roll back to
+    /// `previous` — or, with nothing to roll back to, stop serving the pipeline rather than serve a
+    /// blocked model.
     async fn on_blocked(&self, e: Envelope<pb::ModelBlocked>) -> Result<(), HandlerError> {
         let b = &e.payload;
-        if self.models.get(&b.pipeline).is_none_or(|m| m.version != b.version) {
-            return Ok(());
-        }
+        let Some(route) = self.models.route(&b.pipeline) else { return Ok(()) };
         let d = b.decision.clone().unwrap_or_default();
         let reason = format!("version {} blocked by {}: {}", b.version, d.by, d.reason);
+        let transient = |s: Status| HandlerError::Transient(anyhow::anyhow!("{}", s.message()));
+        if route.release.as_ref().is_some_and(|r| r.model.version == b.version) {
+            return self.conclude(&b.pipeline, b.version, false, &reason).await.map_err(transient);
+        }
+        if route.stable.version != b.version {
+            return Ok(());
+        }
         match self.rollback(&b.pipeline, &reason).await {
             Ok(_) => Ok(()),
             Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
+                self.deployments
+                    .purge(format!("route.{}", mlops_shared::runs::kv_key(&b.pipeline)))
+                    .await
+                    .map_err(|e| HandlerError::Transient(e.into()))?;
                 self.models.remove_version(&b.pipeline, b.version);
                 warn!(pipeline = %b.pipeline, version = b.version, why = s.message(), "blocked version unloaded with nothing to roll back to");
                 Ok(())
             }
-            Err(s) => Err(HandlerError::Transient(registry_err(s))),
+            Err(s) => Err(transient(s)),
         }
     }
 
-    /// Serves the `previous` version of `pipeline` again and makes it `production`.
+    /// Ends a running release without promoting it; with none running, serves the `previous`
+    /// version again and makes it `production`.
     pub async fn rollback(&self, pipeline: &str, reason: &str) -> Result<Arc<Served>, Status> {
-        let current = self
+        let route = self
             .models
-            .get(pipeline)
+            .route(pipeline)
             .ok_or_else(|| Status::not_found(format!("pipeline `{pipeline}` has no served model")))?;
+        if let Some(r) = &route.release {
+            self.conclude(pipeline, r.model.version, false, reason).await?;
+            return self.models.get(pipeline).ok_or_else(|| Status::not_found(format!("`{pipeline}` is not served")));
+        }
+        let current = route.stable.clone();
         let req = pb::GetModelVersionRequest {
             pipeline: pipeline.into(),
             selector: Some(pb::get_model_version_request::Selector::Alias("previous".into())),
@@ -313,8 +364,7 @@ impl Deployer {
             _ => s,
         })?;
         let previous = previous.into_inner();
-        let served = self
-            .load(pipeline, previous.version, &previous.artifact_sha256)
+        self.load(pipeline, previous.version, &previous.artifact_sha256)
             .await
             .map_err(|e| Status::unavailable(format!("{e:#}")))?;
         self.registry
@@ -327,7 +377,17 @@ impl Deployer {
                 by: "deployer".into(),
             })
             .await?;
-        self.models.swap(served);
+        let model = release::ModelRef { version: previous.version, sha256: previous.artifact_sha256.clone() };
+        self.change_route(pipeline, |_| {
+            Ok(Some(release::RouteRecord {
+                pipeline: pipeline.into(),
+                stable: model.clone(),
+                release: None,
+                updated_ms: mlops_shared::now_unix_ms(),
+                reason: reason.into(),
+            }))
+        })
+        .await?;
         let event = pb::ModelRolledBack {
             pipeline: pipeline.into(),
             from_version: current.version,
@@ -341,6 +401,6 @@ impl Deployer {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         info!(pipeline, from = current.version, to = previous.version, "rolled back");
-        Ok(self.models.get(pipeline).expect("just swapped in"))
+        self.models.get(pipeline).ok_or_else(|| Status::not_found(format!("`{pipeline}` is not served")))
     }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 
 use crate::Deployer;
-use crate::serving::{Column, Served, rows, score};
+use crate::serving::{Column, Served};
 
 /// An API error: a status and a message, rendered as `{"error": message}`.
 pub struct ApiError(pub StatusCode, pub String);
@@ -55,19 +55,10 @@ async fn server_metadata() -> Json<Json_> {
     Json(json!({ "name": "mlops-deployer", "version": mlops_shared::CODE_VERSION, "extensions": [] }))
 }
 
-/// The served model of `name`, checked against a requested version.
+/// The served model of `name` — the stable one, or the one of `version` when given (which may
+/// be a release in progress).
 pub(crate) fn find(d: &Deployer, name: &str, version: Option<&str>) -> Result<Arc<Served>, ApiError> {
-    let model =
-        d.models.get(name).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("model `{name}` is not served")))?;
-    if let Some(v) = version.filter(|v| !v.is_empty())
-        && v != model.version.to_string()
-    {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("version {v} of model `{name}` is not served (serving version {})", model.version),
-        ));
-    }
-    Ok(model)
+    d.models.pick(name, version).map(|p| p.model).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))
 }
 
 /// The OIP model metadata of a served model.
@@ -153,15 +144,14 @@ async fn infer_v(
 
 fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Result<Json<Json_>, ApiError> {
     let started = std::time::Instant::now();
-    let model = find(d, name, version)?;
     let req: InferRequest = serde_json::from_slice(body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for t in req.inputs {
         let col = decode_json_tensor(&t).map_err(bad)?;
         inputs.push((t.name, col));
     }
-    let rows = rows(&model.artifact, inputs).map_err(bad)?;
-    let scored = score(&model, &rows, &d.log);
+    let (model, scored) = crate::serving::infer(&d.models, &d.log, name, version, inputs)
+        .map_err(|(missing, e)| ApiError(if missing { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, e))?;
     metrics::histogram!("mlops_inference_seconds", "protocol" => "rest").record(started.elapsed().as_secs_f64());
     Ok(Json(json!({
         "model_name": model.pipeline,

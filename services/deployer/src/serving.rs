@@ -26,40 +26,246 @@ pub struct Served {
     pub log_sample: f64,
 }
 
-/// Every served model, by pipeline.
+/// A release in progress: the new model, how it is exposed, and both models' live figures
+/// since it started.
+pub struct Release {
+    pub model: Arc<Served>,
+    pub mode: ReleaseMode,
+    /// Percent of requests the new model answers (canary) or sees mirrored (shadow).
+    pub percent: f64,
+    pub started_ms: i64,
+    pub champion_stats: Arc<LiveStats>,
+    pub candidate_stats: Arc<LiveStats>,
+}
+
+/// How a release meets traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseMode {
+    Canary,
+    Shadow,
+}
+
+impl ReleaseMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::Shadow => "shadow",
+        }
+    }
+}
+
+/// What one pipeline serves: the stable model, and a release when one runs.
+pub struct Route {
+    pub stable: Arc<Served>,
+    pub release: Option<Release>,
+}
+
+/// The model chosen for one request, with where to record its figures, and the model to mirror
+/// the request to (shadow).
+pub struct Picked {
+    pub model: Arc<Served>,
+    pub stats: Option<Arc<LiveStats>>,
+    pub shadow: Option<(Arc<Served>, Arc<LiveStats>)>,
+}
+
+/// Every served route, by pipeline; swapped whole, so a request keeps the models it started with.
 #[derive(Default)]
 pub struct Models {
-    by_pipeline: RwLock<HashMap<String, Arc<Served>>>,
+    by_pipeline: RwLock<HashMap<String, Arc<Route>>>,
 }
 
 impl Models {
-    /// The model serving `pipeline`.
+    /// The stable model serving `pipeline`.
     pub fn get(&self, pipeline: &str) -> Option<Arc<Served>> {
+        self.route(pipeline).map(|r| r.stable.clone())
+    }
+
+    /// The route of `pipeline`.
+    pub fn route(&self, pipeline: &str) -> Option<Arc<Route>> {
         self.by_pipeline.read().expect("lock is never poisoned: no panics while held").get(pipeline).cloned()
     }
 
-    /// Serves `model` for its pipeline from now on; returns the one it replaced.
-    pub fn swap(&self, model: Served) -> Option<Arc<Served>> {
+    /// Serves `model` alone for its pipeline from now on; returns the route it replaced.
+    pub fn swap(&self, model: Served) -> Option<Arc<Route>> {
+        self.set(Route { stable: Arc::new(model), release: None })
+    }
+
+    /// Serves `route` for its pipeline from now on; returns the one it replaced.
+    pub fn set(&self, route: Route) -> Option<Arc<Route>> {
         let mut map = self.by_pipeline.write().expect("lock is never poisoned: no panics while held");
-        map.insert(model.pipeline.clone(), Arc::new(model))
+        map.insert(route.stable.pipeline.clone(), Arc::new(route))
+    }
+
+    /// Stops serving `pipeline`.
+    pub fn remove(&self, pipeline: &str) -> Option<Arc<Route>> {
+        self.by_pipeline.write().expect("lock is never poisoned: no panics while held").remove(pipeline)
     }
 
     /// Stops serving `pipeline` if it serves `version`; returns whether it did.
     pub fn remove_version(&self, pipeline: &str, version: u64) -> bool {
         let mut map = self.by_pipeline.write().expect("lock is never poisoned: no panics while held");
-        if map.get(pipeline).is_some_and(|m| m.version == version) {
+        if map.get(pipeline).is_some_and(|m| m.stable.version == version) {
             map.remove(pipeline);
             return true;
         }
         false
     }
 
-    /// Every served model, by pipeline name.
+    /// Every served stable model, by pipeline name.
     pub fn all(&self) -> Vec<Arc<Served>> {
+        self.routes().into_iter().map(|r| r.stable.clone()).collect()
+    }
+
+    /// Every route, by pipeline name.
+    pub fn routes(&self) -> Vec<Arc<Route>> {
         let mut v: Vec<_> =
             self.by_pipeline.read().expect("lock is never poisoned: no panics while held").values().cloned().collect();
-        v.sort_by(|a, b| a.pipeline.cmp(&b.pipeline));
+        v.sort_by(|a, b| a.stable.pipeline.cmp(&b.stable.pipeline));
         v
+    }
+
+    /// Chooses the model for one request of `pipeline`; `version`, when given, must be one of
+    /// the models served. During a canary the new model answers its percent of the requests;
+    /// during a shadow release the stable model answers and the new one sees a mirror.
+    pub fn pick(&self, pipeline: &str, version: Option<&str>) -> Result<Picked, String> {
+        let route = self.route(pipeline).ok_or_else(|| format!("model `{pipeline}` is not served"))?;
+        let release = route.release.as_ref();
+        if let Some(v) = version.filter(|v| !v.is_empty()) {
+            if v == route.stable.version.to_string() {
+                let stats = release.map(|r| r.champion_stats.clone());
+                return Ok(Picked { model: route.stable.clone(), stats, shadow: None });
+            }
+            if let Some(r) = release.filter(|r| v == r.model.version.to_string()) {
+                return Ok(Picked { model: r.model.clone(), stats: Some(r.candidate_stats.clone()), shadow: None });
+            }
+            return Err(format!(
+                "version {v} of model `{pipeline}` is not served (serving version {}{})",
+                route.stable.version,
+                release.map_or(String::new(), |r| format!(", {} {}", r.mode.as_str(), r.model.version))
+            ));
+        }
+        let Some(r) = release else { return Ok(Picked { model: route.stable.clone(), stats: None, shadow: None }) };
+        let chosen = rand_unit() * 100.0 < r.percent;
+        Ok(match (r.mode, chosen) {
+            (ReleaseMode::Canary, true) => {
+                Picked { model: r.model.clone(), stats: Some(r.candidate_stats.clone()), shadow: None }
+            }
+            (ReleaseMode::Shadow, true) => Picked {
+                model: route.stable.clone(),
+                stats: Some(r.champion_stats.clone()),
+                shadow: Some((r.model.clone(), r.candidate_stats.clone())),
+            },
+            (_, false) => Picked { model: route.stable.clone(), stats: Some(r.champion_stats.clone()), shadow: None },
+        })
+    }
+}
+
+/// Latency buckets: upper bounds growing by a quarter from 1 µs (the last one catches the rest).
+const LATENCY_BUCKETS: usize = 64;
+/// Bins of predicted probabilities (classification).
+pub const SCORE_BINS: usize = 10;
+
+/// One model's live figures in a release: requests, failed predictions (not a finite number),
+/// latency and predicted-probability histograms. Counters only, so recording never blocks.
+pub struct LiveStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS],
+    scores: [AtomicU64; SCORE_BINS],
+}
+
+impl Default for LiveStats {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            scores: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The upper bound of latency bucket `i`, in seconds.
+pub fn latency_bound(i: usize) -> f64 {
+    1e-6 * 1.25f64.powi(i as i32)
+}
+
+impl LiveStats {
+    /// Records one request that took `elapsed` and predicted `scores`.
+    pub fn record(&self, elapsed: std::time::Duration, scores: &[f64], classifier: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if scores.iter().any(|s| !s.is_finite()) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = elapsed.as_secs_f64();
+        let bucket = (0..LATENCY_BUCKETS - 1).find(|&i| secs <= latency_bound(i)).unwrap_or(LATENCY_BUCKETS - 1);
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        if classifier {
+            for s in scores.iter().filter(|s| s.is_finite()) {
+                let bin = ((s.clamp(0.0, 1.0) * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1);
+                self.scores[bin].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The figures so far.
+    pub fn snapshot(&self) -> Snapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            requests: load(&self.requests),
+            errors: load(&self.errors),
+            latency: self.latency.iter().map(load).collect(),
+            scores: self.scores.iter().map(load).collect(),
+        }
+    }
+}
+
+/// [`LiveStats`] as numbers, summed over replicas.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: Vec<u64>,
+    pub scores: Vec<u64>,
+}
+
+impl Snapshot {
+    /// Adds another replica's figures.
+    pub fn merge(&mut self, other: &Snapshot) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (v, (mine, theirs)) in [(&mut self.latency, &other.latency), (&mut self.scores, &other.scores)]
+            .into_iter()
+            .map(|(a, b)| (a.len().max(b.len()), (a, b)))
+        {
+            mine.resize(v, 0);
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+    }
+
+    /// Failed predictions per request.
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
+    }
+
+    /// The 99th percentile latency in seconds (the upper bound of its bucket).
+    pub fn p99(&self) -> f64 {
+        let total: u64 = self.latency.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = (total as f64 * 0.99).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in self.latency.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return latency_bound(i);
+            }
+        }
+        latency_bound(self.latency.len().saturating_sub(1))
     }
 }
 
@@ -125,6 +331,41 @@ pub fn rows(artifact: &Artifact, inputs: Vec<(String, Column)>) -> Result<Vec<Ve
     Ok(out)
 }
 
+/// Answers one request of `pipeline` (at `version` when given): picks the model, lays `inputs`
+/// out for it, scores, records the release figures, and mirrors the request in a shadow release.
+/// Errors are (not found, message) or (bad request, message).
+pub fn infer(
+    models: &Models,
+    log: &PredictionLog,
+    pipeline: &str,
+    version: Option<&str>,
+    inputs: Vec<(String, Column)>,
+) -> Result<(Arc<Served>, Scored), (bool, String)> {
+    let picked = models.pick(pipeline, version).map_err(|e| (true, e))?;
+    let mirrored = picked.shadow.as_ref().map(|_| inputs.clone());
+    let laid_out = rows(&picked.model.artifact, inputs).map_err(|e| (false, e))?;
+    let started = std::time::Instant::now();
+    let scored = score(&picked.model, &laid_out, Some(log));
+    if let Some(stats) = &picked.stats {
+        stats.record(started.elapsed(), &scored.scores, picked.model.is_classifier());
+    }
+    if let (Some((shadow, stats)), Some(inputs)) = (&picked.shadow, mirrored) {
+        // The mirror is judged, never returned or logged; inputs it cannot take count as errors.
+        let started = std::time::Instant::now();
+        match rows(&shadow.artifact, inputs) {
+            Ok(r) => stats.record(started.elapsed(), &score(shadow, &r, None).scores, shadow.is_classifier()),
+            Err(_) => stats.record(started.elapsed(), &[f64::NAN], shadow.is_classifier()),
+        }
+    }
+    Ok((picked.model, scored))
+}
+
+impl Served {
+    pub fn is_classifier(&self) -> bool {
+        self.artifact.manifest.target.task == Task::BinaryClassification
+    }
+}
+
 /// The outputs of one inference call.
 pub struct Scored {
     /// Probabilities of the positive class (classification) or predicted values (regression).
@@ -145,8 +386,8 @@ pub fn outputs(model: &Served) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// Scores `rows` with `model` and queues the sampled prediction logs.
-pub fn score(model: &Served, rows: &[Vec<Value>], log: &PredictionLog) -> Scored {
+/// Scores `rows` with `model` and, given a log, queues the sampled prediction logs.
+pub fn score(model: &Served, rows: &[Vec<Value>], log: Option<&PredictionLog>) -> Scored {
     let t = &model.artifact.manifest.target;
     let classifier = t.task == Task::BinaryClassification;
     let mut out = Scored {
@@ -163,7 +404,9 @@ pub fn score(model: &Served, rows: &[Vec<Value>], log: &PredictionLog) -> Scored
             (true, true) => t.positive.as_str(),
             (true, false) => t.negative.as_str(),
         };
-        if model.log_sample >= 1.0 || (model.log_sample > 0.0 && rand_unit() < model.log_sample) {
+        if let Some(log) = log
+            && (model.log_sample >= 1.0 || (model.log_sample > 0.0 && rand_unit() < model.log_sample))
+        {
             log.offer(model, row, p.score, label, &id);
         }
         out.scores.push(p.score);
@@ -178,8 +421,10 @@ pub fn score(model: &Served, rows: &[Vec<Value>], log: &PredictionLog) -> Scored
 }
 
 fn rand_unit() -> f64 {
-    // The low bits of a v4 uuid are random; sampling needs nothing stronger.
-    (uuid::Uuid::new_v4().as_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
+    // A v4 uuid is 122 random bits; bytes 6 and 8 hold the version and variant, so leave them out.
+    let b = *uuid::Uuid::new_v4().as_bytes();
+    let bits = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[7], b[9]]);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The sending side of the prediction log queue.
@@ -223,5 +468,20 @@ impl PredictionLog {
         if self.tx.try_send(log).is_err() {
             metrics::counter!("mlops_prediction_log_dropped_total").increment(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rand_unit_covers_the_unit_interval_evenly() {
+        let mut bins = [0u32; 10];
+        for _ in 0..20_000 {
+            let u = super::rand_unit();
+            assert!((0.0..1.0).contains(&u));
+            bins[(u * 10.0) as usize] += 1;
+        }
+        // 2,000 expected per bin; a fair generator stays well within ±300.
+        assert!(bins.iter().all(|&c| (1_700..2_300).contains(&c)), "{bins:?}");
     }
 }
