@@ -4,6 +4,7 @@
 //! and rolls back on request.
 
 pub mod grpc;
+pub mod invocations;
 pub mod release;
 pub mod rest;
 pub mod serving;

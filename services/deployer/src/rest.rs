@@ -18,6 +18,7 @@ use crate::Deployer;
 use crate::serving::{Column, Served};
 
 /// An API error: a status and a message, rendered as `{"error": message}`.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
@@ -42,6 +43,8 @@ pub fn router(d: Arc<Deployer>) -> Router {
         .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
         .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/invocations", post(crate::invocations::invocations))
+        .route("/models/{name}/invocations", post(crate::invocations::model_invocations))
         .with_state(d)
 }
 

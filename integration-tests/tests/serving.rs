@@ -1,0 +1,151 @@
+//! Serving beyond OIP: MLflow-style `/invocations` in every layout, several pipelines at once,
+//! and hot swaps under load that fail no request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mlops_integration_tests::{TestApp, client, rows_json, sample};
+use sample::Variant;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(90);
+
+async fn post(url: &str, content_type: &str, body: String) -> (u16, Value) {
+    let r = reqwest::Client::new().post(url).header("content-type", content_type).body(body).send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlflow_invocations_answer_every_layout_for_several_pipelines() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 11, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.pipeline == "churn").await;
+    let base = app.stack.url("deployer");
+    let url = format!("{base}/invocations");
+
+    let customers = sample::customers(3, 12, Variant::Normal);
+    let records = rows_json(&customers);
+    let oip = client::predict(&base, "churn", &records).await.unwrap();
+    let expected = oip["outputs"][0]["data"].clone();
+    let columns: Vec<String> = records[0].as_object().unwrap().keys().cloned().collect();
+    let split: Vec<Vec<Value>> =
+        records.as_array().unwrap().iter().map(|r| columns.iter().map(|c| r[c].clone()).collect()).collect();
+    let columnar: serde_json::Map<String, Value> = columns
+        .iter()
+        .map(|c| (c.clone(), records.as_array().unwrap().iter().map(|r| r[c].clone()).collect()))
+        .collect();
+    for body in [
+        json!({"dataframe_split": {"columns": columns, "data": split}}),
+        json!({"dataframe_records": records}),
+        json!({"instances": records}),
+        json!({"inputs": columnar}),
+    ] {
+        let (code, answer) = post(&url, "application/json", body.to_string()).await;
+        assert_eq!(code, 200, "{body}: {answer}");
+        assert_eq!(answer["predictions"], expected, "{body}");
+        assert_eq!(answer["labels"].as_array().unwrap().len(), 3);
+        assert_eq!(answer["model_version"], "1");
+    }
+    // CSV as the sample writes it: the id and the label are not inputs and are ignored.
+    let csv = sample::csv(3, 12, Variant::Normal);
+    let (code, answer) = post(&url, "text/csv", csv).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["predictions"], expected);
+
+    // Bad input: each refused with the reason.
+    for (content_type, body, code, expected) in [
+        ("application/json", "{not json".to_owned(), 400, "invalid JSON"),
+        ("application/json", json!({"rows": []}).to_string(), 400, "give exactly one of"),
+        ("application/json", json!({"dataframe_records": [{"age": 3}]}).to_string(), 400, "column `tenure_months` is missing"),
+        (
+            "application/json",
+            json!({"dataframe_records": [{"tenure_months": "many", "monthly_charges": 1, "support_calls": 1, "age": 1, "contract": "one-year", "payment_method": "card"}]}).to_string(),
+            400,
+            "\"many\" is not a number",
+        ),
+        ("text/plain", "x".to_owned(), 415, "send application/json or text/csv"),
+    ] {
+        let (got, answer) = post(&url, content_type, body.clone()).await;
+        assert_eq!(got, code, "{body}: {answer}");
+        assert!(answer["error"].as_str().unwrap_or_default().contains(expected), "{body}: {answer}");
+    }
+    let (code, answer) = post(&format!("{url}?pipeline=nope"), "text/csv", "a\n1\n".into()).await;
+    assert_eq!(code, 404, "{answer}");
+
+    // A second pipeline served beside the first.
+    app.apply(&mlops_cli::EXAMPLE_SPEC.replace("name: churn\n", "name: churn-eu\n")).await;
+    app.upload("churn-eu", &sample::csv(1500, 13, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.pipeline == "churn-eu").await;
+    let body = json!({"dataframe_records": records}).to_string();
+    let (code, answer) = post(&url, "application/json", body.clone()).await;
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("several pipelines are served (churn, churn-eu)"), "{answer}");
+    for target in [format!("{url}?pipeline=churn-eu"), format!("{base}/models/churn-eu/invocations")] {
+        let (code, answer) = post(&target, "application/json", body.clone()).await;
+        assert_eq!(code, 200, "{target}: {answer}");
+        assert_ne!(answer["predictions"], expected, "another model, other probabilities");
+    }
+    let (code, answer) = post(&format!("{url}?pipeline=churn"), "application/json", body).await;
+    assert_eq!((code, &answer["predictions"]), (200, &expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swaps_under_load_fail_no_request() {
+    let app = Arc::new(TestApp::start().await);
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 21, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    app.upload("churn", &sample::csv(1500, 22, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+
+    let base = app.stack.url("deployer");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let rows = rows_json(&sample::customers(4, 23, Variant::Normal));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (base, stop, answered, failed, seen, rows) =
+                (base.clone(), stop.clone(), answered.clone(), failed.clone(), seen.clone(), rows.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client::predict(&base, "churn", &rows).await {
+                        Ok(body) => {
+                            answered.fetch_add(1, Ordering::Relaxed);
+                            seen.lock().unwrap().insert(body["model_version"].as_str().unwrap_or_default().to_owned());
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("failed: {e:#}");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut deployer = mlops_proto::deployer_client::DeployerClient::connect(base.clone()).await.unwrap();
+    for i in 0..6u64 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let version = 1 + (i % 2);
+        let d = deployer
+            .deploy(mlops_proto::DeployRequest { pipeline: "churn".into(), version, reason: format!("swap {i}") })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.version, version);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (answered, failed) = (answered.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{answered} answered");
+    assert!(answered > 200, "{answered}");
+    assert_eq!(seen.lock().unwrap().iter().cloned().collect::<Vec<_>>(), ["1", "2"]);
+    let audit = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    assert_eq!(audit[1].aliases, ["candidate", "production"], "the last swap made v2 production");
+}
