@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use mlops_cli::stack::{Stack, StackOptions};
 use mlops_cli::{client, demo, events, sample, tables};
+use mlops_shared::config::with_token;
 
 #[derive(Parser)]
 #[command(name = "mlops", version, about = "An event-driven MLOps platform: data in, models out, kept healthy")]
@@ -26,6 +27,9 @@ struct Cli {
     /// Deployer (OIP v2) endpoint.
     #[arg(long, global = true, env = "MLOPS_DEPLOYER_URL", default_value = "http://127.0.0.1:8080")]
     deployer_url: String,
+    /// The bearer token for mutating calls, when the services require one.
+    #[arg(long, global = true, env = "MLOPS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -633,7 +637,7 @@ arrived   {} ({})",
         Command::Rollback { pipeline, reason } => {
             let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
             let d = c
-                .rollback(mlops_proto::RollbackRequest { pipeline, reason })
+                .rollback(with_token(mlops_proto::RollbackRequest { pipeline, reason }, cli.admin_token.as_deref()))
                 .await
                 .map_err(|s| anyhow::anyhow!("rollback: {}", s.message()))?
                 .into_inner();
@@ -660,7 +664,10 @@ arrived   {} ({})",
             let (pipeline, version) = mlops_cli::reproduce::parse_target(&target)?;
             let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
             let d = c
-                .deploy(mlops_proto::DeployRequest { pipeline, version, reason })
+                .deploy(with_token(
+                    mlops_proto::DeployRequest { pipeline, version, reason },
+                    cli.admin_token.as_deref(),
+                ))
                 .await
                 .map_err(|s| anyhow::anyhow!("deploy: {}", s.message()))?
                 .into_inner();
@@ -670,7 +677,10 @@ arrived   {} ({})",
         Command::Traffic { pipeline, canary, reason } => {
             let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
             let d = c
-                .set_traffic(mlops_proto::SetTrafficRequest { pipeline, canary_percent: canary, reason })
+                .set_traffic(with_token(
+                    mlops_proto::SetTrafficRequest { pipeline, canary_percent: canary, reason },
+                    cli.admin_token.as_deref(),
+                ))
                 .await
                 .map_err(|s| anyhow::anyhow!("traffic: {}", s.message()))?
                 .into_inner();

@@ -149,3 +149,73 @@ async fn hot_swaps_under_load_fail_no_request() {
     let audit = client::models(&app.stack.url("registry"), "churn").await.unwrap();
     assert_eq!(audit[1].aliases, ["candidate", "production"], "the last swap made v2 production");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_need_the_bearer_token_and_oversized_requests_are_refused() {
+    let app = TestApp::start_with(&[("MLOPS_ADMIN_TOKEN", "s3cret-admin"), ("MLOPS_MAX_REQUEST_BYTES", "4096")]).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 31, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    app.upload("churn", &sample::csv(1500, 32, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+    let base = app.stack.url("deployer");
+    let mlops = |args: &[&str]| {
+        let out = std::process::Command::new(app.stack.opts.bin_dir.join("mlops"))
+            .args(["--deployer-url", &base])
+            .args(args)
+            .env_remove("MLOPS_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = mlops(&["deploy", "churn@1"]);
+    assert!(!ok && said.contains("Deploy needs `authorization: Bearer <admin token>`"), "{said}");
+    let (ok, said) = mlops(&["--admin-token", "guess", "rollback", "churn"]);
+    assert!(!ok && said.contains("Rollback: the bearer token is not the admin token"), "{said}");
+    let (ok, said) = mlops(&["traffic", "churn", "--canary", "5"]);
+    assert!(!ok && said.contains("SetTraffic needs"), "{said}");
+    let (ok, said) = mlops(&["--admin-token", "s3cret-admin", "deploy", "churn@1"]);
+    assert!(ok && said.contains("churn now serves v1"), "{said}");
+    // Predictions need no token; a request over the limit is refused, as JSON, whatever the protocol.
+    client::predict(&base, "churn", &rows_json(&sample::customers(2, 33, Variant::Normal))).await.unwrap();
+    let big = rows_json(&sample::customers(200, 34, Variant::Normal));
+    let (code, answer) = post(
+        &format!("{base}/v2/models/churn/infer"),
+        "application/json",
+        json!({"inputs": [{"name": "age", "shape": [200], "datatype": "BYTES", "data": big}]}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 413, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("request body refused"), "{answer}");
+    let (code, _) =
+        post(&format!("{base}/invocations"), "application/json", json!({"dataframe_records": big}).to_string()).await;
+    assert_eq!(code, 413);
+    use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use mlops_proto::inference::model_infer_request::InferInputTensor;
+    let mut grpc = GrpcInferenceServiceClient::connect(base.clone()).await.unwrap();
+    let huge = InferInputTensor {
+        name: "age".into(),
+        datatype: "FP64".into(),
+        shape: vec![1000],
+        contents: Some(mlops_proto::inference::InferTensorContents {
+            fp64_contents: vec![1.0; 1000],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let refused = grpc
+        .model_infer(mlops_proto::inference::ModelInferRequest {
+            model_name: "churn".into(),
+            inputs: vec![huge],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("too large"), "{refused:?}");
+    for service in mlops_cli::stack::SERVICES {
+        assert!(!app.log(service).contains("s3cret-admin"), "{service} logged the admin token");
+    }
+}

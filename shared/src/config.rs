@@ -79,9 +79,72 @@ pub struct RegistryArgs {
     pub registry_url: String,
 }
 
+/// Who may change what a service does: mutating calls need `authorization: Bearer <token>`
+/// when a token is configured.
+#[derive(clap::Args, Clone, Default)]
+pub struct AdminArgs {
+    /// The bearer token that mutating calls (deploy, rollback, traffic, …) must carry; none
+    /// needed when unset.
+    #[arg(long = "admin-token", env = "MLOPS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl fmt::Debug for AdminArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminArgs").field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>")).finish()
+    }
+}
+
+impl AdminArgs {
+    /// Lets a request through when no token is configured or it carries the token; otherwise
+    /// UNAUTHENTICATED, naming what is missing (never the token).
+    pub fn authorize(&self, metadata: &tonic::metadata::MetadataMap, call: &str) -> Result<(), tonic::Status> {
+        let Some(token) = self.admin_token.as_deref().filter(|t| !t.is_empty()) else { return Ok(()) };
+        let given = metadata.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(tonic::Status::unauthenticated(format!("{call}: the bearer token is not the admin token"))),
+            None => Err(tonic::Status::unauthenticated(format!(
+                "{call} needs `authorization: Bearer <admin token>` (mlops --admin-token, MLOPS_ADMIN_TOKEN)"
+            ))),
+        }
+    }
+}
+
+/// Equality that takes as long whatever the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `message` as a request carrying `token` as a bearer token, when there is one.
+pub fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Some(t) = token.filter(|t| !t.is_empty())
+        && let Ok(v) = format!("Bearer {t}").parse()
+    {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_calls_need_the_token_when_one_is_set() {
+        let open = AdminArgs::default();
+        let empty = tonic::metadata::MetadataMap::new();
+        assert!(open.authorize(&empty, "Deploy").is_ok());
+        let guarded = AdminArgs { admin_token: Some("s3cret".into()) };
+        let err = guarded.authorize(&empty, "Deploy").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(err.message().contains("Deploy needs `authorization: Bearer"), "{}", err.message());
+        let wrong = with_token((), Some("guess"));
+        assert!(guarded.authorize(wrong.metadata(), "Deploy").unwrap_err().message().contains("not the admin token"));
+        assert!(guarded.authorize(with_token((), Some("s3cret")).metadata(), "Deploy").is_ok());
+        assert!(!format!("{guarded:?}").contains("s3cret"));
+    }
 
     #[test]
     fn debug_never_shows_secrets() {

@@ -251,6 +251,7 @@ impl pb::deployer_server::Deployer for DeployerApi {
     }
 
     async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Result<Response<pb::Deployment>, Status> {
+        self.0.admin.authorize(req.metadata(), "Rollback")?;
         let r = req.into_inner();
         let reason = if r.reason.is_empty() { "manual rollback".to_owned() } else { r.reason };
         self.0.rollback(&r.pipeline, &reason).await?;
@@ -258,6 +259,7 @@ impl pb::deployer_server::Deployer for DeployerApi {
     }
 
     async fn deploy(&self, req: Request<pb::DeployRequest>) -> Result<Response<pb::Deployment>, Status> {
+        self.0.admin.authorize(req.metadata(), "Deploy")?;
         let r = req.into_inner();
         let get = pb::GetModelVersionRequest {
             pipeline: r.pipeline.clone(),
@@ -280,6 +282,7 @@ impl pb::deployer_server::Deployer for DeployerApi {
     }
 
     async fn set_traffic(&self, req: Request<pb::SetTrafficRequest>) -> Result<Response<pb::Deployment>, Status> {
+        self.0.admin.authorize(req.metadata(), "SetTraffic")?;
         let r = req.into_inner();
         let percent = r.canary_percent;
         if !(0.0..=100.0).contains(&percent) {

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value as Json_, json};
@@ -30,8 +29,9 @@ pub async fn invocations(
     State(d): State<Arc<Deployer>>,
     Query(which): Query<Which>,
     headers: HeaderMap,
-    body: Bytes,
+    body: crate::rest::Body,
 ) -> Result<Json<Json_>, ApiError> {
+    let body = crate::rest::body(body)?;
     let pipeline = match which.pipeline {
         Some(p) => p,
         None => {
@@ -56,9 +56,9 @@ pub async fn model_invocations(
     State(d): State<Arc<Deployer>>,
     Path(pipeline): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: crate::rest::Body,
 ) -> Result<Json<Json_>, ApiError> {
-    score(&d, &pipeline, &headers, &body)
+    score(&d, &pipeline, &headers, &crate::rest::body(body)?)
 }
 
 fn score(d: &Deployer, pipeline: &str, headers: &HeaderMap, body: &[u8]) -> Result<Json<Json_>, ApiError> {

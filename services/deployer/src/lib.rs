@@ -50,6 +50,11 @@ pub struct Config {
     /// Prediction logs held in memory while NATS is slow; beyond this they are dropped and counted.
     #[arg(long, env = "MLOPS_PREDICTION_LOG_QUEUE", default_value_t = 10_000)]
     pub log_queue: usize,
+    #[command(flatten)]
+    pub admin: mlops_shared::config::AdminArgs,
+    /// The largest inference request accepted, in bytes (REST body or gRPC message).
+    #[arg(long, env = "MLOPS_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_request_bytes: usize,
     /// This replica's name in the shared release figures (default: host name and process id).
     #[arg(long, env = "MLOPS_REPLICA_ID")]
     pub replica: Option<String>,
@@ -74,6 +79,8 @@ pub struct Deployer {
     deployments: async_nats::jetstream::kv::Store,
     /// This replica's name in the release figures.
     replica: String,
+    /// Who may deploy, roll back and steer traffic.
+    pub admin: mlops_shared::config::AdminArgs,
 }
 
 /// Runs the deployer until `shutdown` fires.
@@ -92,6 +99,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         specs: SpecStore::open(&bus).await?,
         registry: RegistryClient::new(channel),
         deployments: bus.kv(mlops_shared::bus::DEPLOYMENTS_KV).await?,
+        admin: config.admin.clone(),
         replica: config.replica.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
@@ -99,12 +107,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         bus: bus.clone(),
     });
 
+    let limit = config.max_request_bytes;
     let grpc = tonic::service::Routes::new(
-        pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(grpc::Inference(d.clone())),
+        pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(grpc::Inference(d.clone()))
+            .max_decoding_message_size(limit),
     )
     .add_service(pb::deployer_server::DeployerServer::new(grpc::DeployerApi(d.clone())))
     .into_axum_router();
-    let router = ops_router(d.readiness.clone()).merge(rest::router(d.clone())).merge(grpc);
+    let rest = rest::router(d.clone()).layer(axum::extract::DefaultBodyLimit::max(limit));
+    let router = ops_router(d.readiness.clone()).merge(rest).merge(grpc);
     let tracker = TaskTracker::new();
     tracker.spawn(serve(listener, router, shutdown.clone()));
     tracker.spawn(publish_logs(bus.clone(), log_rx, shutdown.child_token()));

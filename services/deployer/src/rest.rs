@@ -133,16 +133,23 @@ struct InputTensor {
     data: Json_,
 }
 
-async fn infer(State(d): State<Arc<Deployer>>, Path(name): Path<String>, body: Bytes) -> Result<Json<Json_>, ApiError> {
-    run_infer(&d, &name, None, &body)
+/// A request body, or the reason it was refused (too large: 413) as `{"error": ...}`.
+pub type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+pub(crate) fn body(b: Body) -> Result<Bytes, ApiError> {
+    b.map_err(|e| ApiError(e.status(), format!("request body refused: {}", e.body_text())))
+}
+
+async fn infer(State(d): State<Arc<Deployer>>, Path(name): Path<String>, b: Body) -> Result<Json<Json_>, ApiError> {
+    run_infer(&d, &name, None, &body(b)?)
 }
 
 async fn infer_v(
     State(d): State<Arc<Deployer>>,
     Path((name, v)): Path<(String, String)>,
-    body: Bytes,
+    b: Body,
 ) -> Result<Json<Json_>, ApiError> {
-    run_infer(&d, &name, Some(&v), &body)
+    run_infer(&d, &name, Some(&v), &body(b)?)
 }
 
 fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Result<Json<Json_>, ApiError> {
