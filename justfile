@@ -19,7 +19,7 @@ deps:
 
 # Build every binary (debug).
 build:
-    cargo build --workspace --bins
+    cargo build --workspace --bins --examples
 
 # Start nats-server and the seven services on their default ports; Ctrl-C stops all.
 up: deps build

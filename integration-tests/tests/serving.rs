@@ -219,3 +219,42 @@ async fn admin_calls_need_the_bearer_token_and_oversized_requests_are_refused() 
         assert!(!app.log(service).contains("s3cret-admin"), "{service} logged the admin token");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_subscriber_example_sees_promotions_and_rollbacks_as_cloudevents() {
+    let app = TestApp::start().await;
+    // `cargo test` builds the examples beside the binaries.
+    let example = app.stack.opts.bin_dir.join("examples").join("promotions");
+    let child = tokio::process::Command::new(&example)
+        .args([app.stack.nats_url.as_str(), "3"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", example.display()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 41, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    app.upload("churn", &sample::csv(1500, 42, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+    let mut deployer = mlops_proto::deployer_client::DeployerClient::connect(app.stack.url("deployer")).await.unwrap();
+    deployer
+        .rollback(mlops_proto::RollbackRequest { pipeline: "churn".into(), reason: "by hand".into() })
+        .await
+        .unwrap();
+    let out =
+        tokio::time::timeout(T, child.wait_with_output()).await.expect("the example ends after 3 events").unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    let lines: Vec<&str> = printed.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{printed}");
+    assert!(
+        lines[0].contains("io.mlops.model.promoted.v1") && lines[0].contains("churn now serves v1 (was v0)"),
+        "{printed}"
+    );
+    assert!(lines[1].contains("churn now serves v2 (was v1): passed its quality gates"), "{printed}");
+    assert!(
+        lines[2].contains("io.mlops.model.rolled_back.v1") && lines[2].contains("from v2 to v1: by hand"),
+        "{printed}"
+    );
+}
