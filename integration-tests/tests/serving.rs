@@ -258,3 +258,135 @@ async fn the_rust_subscriber_example_sees_promotions_and_rollbacks_as_cloudevent
         "{printed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oip_accepts_one_2d_tensor_and_every_numeric_datatype() {
+    use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use mlops_proto::inference::model_infer_request::InferInputTensor;
+    use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 51, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |_| true).await;
+    let base = app.stack.url("deployer");
+    // Two rows by named inputs, the reference answer.
+    let named = json!({"inputs": [
+        {"name": "tenure_months", "shape": [2], "datatype": "FP64", "data": [3, 40]},
+        {"name": "monthly_charges", "shape": [2], "datatype": "FP64", "data": [80, 35.5]},
+        {"name": "support_calls", "shape": [2], "datatype": "FP64", "data": [1, 0]},
+        {"name": "age", "shape": [2], "datatype": "FP64", "data": [null, 61]},
+        {"name": "contract", "shape": [2], "datatype": "BYTES", "data": ["month-to-month", "two-year"]},
+        {"name": "payment_method", "shape": [2], "datatype": "BYTES", "data": ["card", "bank-transfer"]}]});
+    let infer = format!("{base}/v2/models/churn/infer");
+    let (code, reference) = post(&infer, "application/json", named.to_string()).await;
+    assert_eq!(code, 200, "{reference}");
+    let expected: Vec<f64> = serde_json::from_value(reference["outputs"][0]["data"].clone()).unwrap();
+    // The same rows as one [2, 6] tensor in the model's feature order.
+    let matrix = json!({"inputs": [{"name": "input", "shape": [2, 6], "datatype": "BYTES", "data": [
+        ["3", "80", "1", "", "month-to-month", "card"], ["40", "35.5", "0", "61", "two-year", "bank-transfer"]]}]});
+    let (code, answer) = post(&infer, "application/json", matrix.to_string()).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(serde_json::from_value::<Vec<f64>>(answer["outputs"][0]["data"].clone()).unwrap(), expected);
+    let wrong = json!({"inputs": [{"name": "input", "shape": [2, 5], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}]});
+    let (code, answer) = post(&infer, "application/json", wrong.to_string()).await;
+    assert_eq!(code, 400);
+    assert!(answer["error"].as_str().unwrap().contains("a 2-D tensor must be [rows, 6]"), "{answer}");
+
+    // gRPC: FP32, INT64 as raw little-endian bytes, BOOL, and the same 2-D tensor.
+    let mut grpc = GrpcInferenceServiceClient::connect(base.clone()).await.unwrap();
+    let tensor = |name: &str, datatype: &str, contents: InferTensorContents| InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: vec![2],
+        contents: Some(contents),
+        ..Default::default()
+    };
+    let bytes = |v: &[&str]| InferTensorContents {
+        bytes_contents: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    };
+    let mut tenure = tensor("tenure_months", "INT64", InferTensorContents::default());
+    tenure.contents = None;
+    let raw_tenure: Vec<u8> = [3i64, 40].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let inputs = [
+        tenure,
+        tensor(
+            "monthly_charges",
+            "FP32",
+            InferTensorContents { fp32_contents: vec![80.0, 35.5], ..Default::default() },
+        ),
+        tensor("support_calls", "BOOL", InferTensorContents { bool_contents: vec![true, false], ..Default::default() }),
+        tensor("age", "FP64", InferTensorContents { fp64_contents: vec![f64::NAN, 61.0], ..Default::default() }),
+        tensor("contract", "BYTES", bytes(&["month-to-month", "two-year"])),
+        tensor("payment_method", "BYTES", bytes(&["card", "bank-transfer"])),
+    ];
+    // Raw contents come for every input or none: give the others' raw bytes too.
+    let raw = |t: &InferInputTensor| -> Vec<u8> {
+        let c = t.contents.clone().unwrap_or_default();
+        match t.datatype.as_str() {
+            "INT64" => raw_tenure.clone(),
+            "FP32" => c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            "BOOL" => c.bool_contents.iter().map(|b| u8::from(*b)).collect(),
+            "FP64" => c.fp64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            _ => c
+                .bytes_contents
+                .iter()
+                .flat_map(|b| (b.len() as u32).to_le_bytes().into_iter().chain(b.iter().copied()))
+                .collect(),
+        }
+    };
+    let raw_inputs: Vec<Vec<u8>> = inputs.iter().map(raw).collect();
+    let request = ModelInferRequest {
+        model_name: "churn".into(),
+        inputs: inputs
+            .iter()
+            .cloned()
+            .map(|mut t| {
+                t.contents = None;
+                t
+            })
+            .collect(),
+        raw_input_contents: raw_inputs,
+        ..Default::default()
+    };
+    let r = grpc.model_infer(request).await.unwrap().into_inner();
+    let got = &r.outputs[0].contents.as_ref().unwrap().fp64_contents;
+    // NaN is how a missing age travels in FP64 over gRPC; it scores as missing, like null in JSON.
+    assert_eq!(got, &expected, "raw FP32/INT64/BOOL/FP64/BYTES");
+    let matrix = InferInputTensor {
+        name: "input".into(),
+        datatype: "BYTES".into(),
+        shape: vec![2, 6],
+        contents: Some(bytes(&[
+            "3",
+            "80",
+            "1",
+            "",
+            "month-to-month",
+            "card",
+            "40",
+            "35.5",
+            "0",
+            "61",
+            "two-year",
+            "bank-transfer",
+        ])),
+        ..Default::default()
+    };
+    let r = grpc
+        .model_infer(ModelInferRequest { model_name: "churn".into(), inputs: vec![matrix], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&r.outputs[0].contents.as_ref().unwrap().fp64_contents, &expected);
+    let bad = InferInputTensor {
+        shape: vec![3],
+        ..tensor("age", "FP64", InferTensorContents { fp64_contents: vec![1.0, 2.0], ..Default::default() })
+    };
+    let err = grpc
+        .model_infer(ModelInferRequest { model_name: "churn".into(), inputs: vec![bad], ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("shape [3] does not match its 2 values"), "{err:?}");
+}

@@ -105,12 +105,27 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
             return Err(Status::invalid_argument("raw_input_contents must have one entry per input"));
         }
-        let mut inputs = Vec::with_capacity(r.inputs.len());
+        let mut shaped = Vec::with_capacity(r.inputs.len());
         for (i, t) in r.inputs.iter().enumerate() {
             let raw = r.raw_input_contents.get(i).map(|b| b.as_slice());
             let col = decode_tensor(t, raw).map_err(Status::invalid_argument)?;
-            inputs.push((t.name.clone(), col));
+            if !t.shape.is_empty()
+                && t.shape.iter().all(|d| *d >= 0)
+                && t.shape.iter().product::<i64>() != col.len() as i64
+            {
+                return Err(Status::invalid_argument(format!(
+                    "input `{}`: shape {:?} does not match its {} values",
+                    t.name,
+                    t.shape,
+                    col.len()
+                )));
+            }
+            shaped.push((t.name.clone(), t.shape.clone(), col));
         }
+        let inputs = match crate::serving::matrix_columns(&self.0.models, &r.model_name, &shaped) {
+            Some(columns) => columns.map_err(Status::invalid_argument)?,
+            None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
+        };
         let (model, scored) =
             crate::serving::infer(&self.0.models, &self.0.log, &r.model_name, Some(&r.model_version), inputs)
                 .map_err(|(missing, e)| if missing { Status::not_found(e) } else { Status::invalid_argument(e) })?;
@@ -164,6 +179,7 @@ fn decode_tensor(t: &oip::model_infer_request::InferInputTensor, raw: Option<&[u
             "FP32" => fixed(4, &|c| f64::from(f32::from_le_bytes(c.try_into().expect("chunk of 4")))),
             "INT64" => fixed(8, &|c| i64::from_le_bytes(c.try_into().expect("chunk of 8")) as f64),
             "INT32" => fixed(4, &|c| f64::from(i32::from_le_bytes(c.try_into().expect("chunk of 4")))),
+            "BOOL" => fixed(1, &|c| f64::from(u8::from(c[0] != 0))),
             "BYTES" => {
                 let mut out = Vec::new();
                 let mut rest = raw;

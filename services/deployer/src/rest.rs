@@ -155,11 +155,15 @@ async fn infer_v(
 fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Result<Json<Json_>, ApiError> {
     let started = std::time::Instant::now();
     let req: InferRequest = serde_json::from_slice(body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
-    let mut inputs = Vec::with_capacity(req.inputs.len());
+    let mut shaped = Vec::with_capacity(req.inputs.len());
     for t in req.inputs {
         let col = decode_json_tensor(&t).map_err(bad)?;
-        inputs.push((t.name, col));
+        shaped.push((t.name, t.shape, col));
     }
+    let inputs = match crate::serving::matrix_columns(&d.models, name, &shaped) {
+        Some(columns) => columns.map_err(bad)?,
+        None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
+    };
     let (model, scored) = crate::serving::infer(&d.models, &d.log, name, version, inputs)
         .map_err(|(missing, e)| ApiError(if missing { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, e))?;
     metrics::histogram!("mlops_inference_seconds", "protocol" => "rest").record(started.elapsed().as_secs_f64());

@@ -277,11 +277,15 @@ pub enum Column {
 }
 
 impl Column {
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         match self {
             Self::Num(v) => v.len(),
             Self::Str(v) => v.len(),
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -329,6 +333,58 @@ pub fn rows(artifact: &Artifact, inputs: Vec<(String, Column)>) -> Result<Vec<Ve
         }
     }
     Ok(out)
+}
+
+/// Splits one 2-D input tensor of shape `[rows, features]` (row-major, one column per feature in
+/// the model's order, as `GET /v2/models/{name}` lists them) into the named columns. Numbers
+/// for categorical features are taken as their text; text for numeric features must parse.
+/// `None` when the request is not one such tensor (named inputs are the usual form).
+pub fn matrix_columns(
+    models: &Models,
+    pipeline: &str,
+    inputs: &[(String, Vec<i64>, Column)],
+) -> Option<Result<Vec<(String, Column)>, String>> {
+    let [(name, shape, col)] = inputs else { return None };
+    let model = models.get(pipeline)?;
+    let features = &model.artifact.manifest.features;
+    if shape.len() != 2 || features.iter().any(|f| &f.name == name) {
+        return None;
+    }
+    let width = features.len();
+    if shape[1] != width as i64 || shape[0] < 0 || shape[0] * shape[1] != col.len() as i64 {
+        return Some(Err(format!(
+            "input `{name}`: a 2-D tensor must be [rows, {width}] (one column per feature: {}) holding rows × {width} values; got shape {shape:?} with {} values",
+            features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
+            col.len()
+        )));
+    }
+    let rows = shape[0] as usize;
+    let out = features
+        .iter()
+        .enumerate()
+        .map(|(j, f)| {
+            let at = (0..rows).map(move |i| i * width + j);
+            let column = match (f.kind, col) {
+                (FeatureKind::Numeric, Column::Num(v)) => Column::Num(at.map(|k| v[k]).collect()),
+                (FeatureKind::Categorical, Column::Num(v)) => {
+                    Column::Str(at.map(|k| v[k].map(|x| x.to_string())).collect())
+                }
+                (FeatureKind::Categorical, Column::Str(v)) => Column::Str(at.map(|k| v[k].clone()).collect()),
+                (FeatureKind::Numeric, Column::Str(v)) => Column::Num(
+                    at.map(|k| match v[k].as_deref().map(str::trim) {
+                        None | Some("") => Ok(None),
+                        Some(text) => text
+                            .parse()
+                            .map(Some)
+                            .map_err(|_| format!("input `{name}` column {j} (`{}`): {text:?} is not a number", f.name)),
+                    })
+                    .collect::<Result<_, _>>()?,
+                ),
+            };
+            Ok((f.name.clone(), column))
+        })
+        .collect();
+    Some(out)
 }
 
 /// Answers one request of `pipeline` (at `version` when given): picks the model, lays `inputs`
