@@ -52,6 +52,10 @@ bench-cascade: deps
 bench-data:
     ./scripts/bench-data.sh 1000000
 
+# Serving: single-row OIP REST and gRPC under load, against MLflow models serve and MLServer (throwaway venvs).
+bench-serve: deps
+    ./scripts/bench-serve.sh 10
+
 # Training: logistic regression and boosted trees on 1M x 20 against scikit-learn and LightGBM (a throwaway venv).
 bench-train:
     ./scripts/bench-train.sh 1000000

@@ -166,6 +166,11 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.ports[service])
     }
 
+    /// The process id of the process named `name`.
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        self.services.iter().find(|s| s.name == name).and_then(Service::pid)
+    }
+
     /// The URL of the process named `name` (e.g. a second replica).
     pub fn url_of(&self, name: &str) -> Option<String> {
         self.services.iter().find(|s| s.name == name).map(|s| format!("http://{}", s.addr))

@@ -90,6 +90,15 @@ async fn mlflow_invocations_answer_every_layout_for_several_pipelines() {
     }
     let (code, answer) = post(&format!("{url}?pipeline=churn"), "application/json", body).await;
     assert_eq!((code, &answer["predictions"]), (200, &expected));
+    // Everything served is counted, from the first request on.
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let served: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("mlops_predictions_total{pipeline=\"churn\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(served >= 3.0 * 7.0, "{served}");
+    assert!(metrics.contains("mlops_inference_seconds_bucket{protocol=\"invocations\""), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,8 @@ pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
     if exporting {
         tracing::info!("exporting traces over otlp");
     }
+    // The metrics recorder from the start, so nothing counted before the first scrape is lost.
+    prometheus();
     Ok(TelemetryGuard { provider })
 }
 

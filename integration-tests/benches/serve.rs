@@ -1,0 +1,236 @@
+//! `just bench-serve`: single-row inference throughput and latency under concurrent load.
+//!
+//!     serve ours SPEC.yaml DATA.csv SECONDS      the platform (release binaries, a private
+//!                                                nats-server): OIP REST and OIP gRPC, and the
+//!                                                deployer's resident memory with one model
+//!     serve mlflow URL SECONDS                   MLflow's `models serve` (POST /invocations)
+//!     serve mlserver URL MODEL SECONDS           MLServer (OIP REST, the same body as ours)
+//!
+//! Every target gets the same client, the same rows (the first 1,000 of DATA/the peers' copy) and
+//! the same load: CONCURRENCY requests in flight, each one row, for SECONDS after a one-second
+//! warm-up. Prints one line of figures per target.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mlops_cli::client;
+use mlops_cli::stack::{Stack, StackOptions};
+use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use mlops_proto::inference::model_infer_request::InferInputTensor;
+use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
+
+const CONCURRENCY: usize = 32;
+
+/// The first rows of a CSV whose columns are the numeric features then the label.
+fn rows(path: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>)> {
+    let text = std::fs::read_to_string(path).with_context(|| path.to_owned())?;
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().context("empty CSV")?.split(',').map(str::to_owned).collect();
+    let features = header[..header.len() - 1].to_vec();
+    let rows = lines
+        .take(1000)
+        .map(|l| l.split(',').take(features.len()).map(|c| c.parse().unwrap_or(0.0)).collect())
+        .collect();
+    Ok((features, rows))
+}
+
+/// Figures of one run.
+struct Figures {
+    requests: usize,
+    errors: usize,
+    secs: f64,
+    latencies_ms: Vec<f64>,
+}
+
+impl Figures {
+    fn line(&mut self, target: &str) -> String {
+        self.latencies_ms.sort_unstable_by(f64::total_cmp);
+        let at = |q: f64| {
+            let n = self.latencies_ms.len();
+            if n == 0 { f64::NAN } else { self.latencies_ms[((n as f64 * q).ceil() as usize).clamp(1, n) - 1] }
+        };
+        format!(
+            "{target:<14} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  ({} requests, {} errors, {} in flight, {:.0} s)",
+            self.requests as f64 / self.secs,
+            at(0.5),
+            at(0.99),
+            self.requests,
+            self.errors,
+            CONCURRENCY,
+            self.secs
+        )
+    }
+}
+
+/// Runs `send` from CONCURRENCY tasks for a warm-up second, then for `secs`.
+async fn load<F, Fut>(secs: u64, send: F) -> Figures
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let send = Arc::new(send);
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let end = warm_until + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|t| {
+            let send = send.clone();
+            tokio::spawn(async move {
+                let (mut lat, mut errors, mut i) = (Vec::with_capacity(1 << 16), 0, t * 31);
+                loop {
+                    let started = Instant::now();
+                    if started >= end {
+                        break;
+                    }
+                    let ok = send(i).await;
+                    i += 1;
+                    if started >= warm_until {
+                        lat.push(started.elapsed().as_secs_f64() * 1e3);
+                        errors += usize::from(!ok);
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut figures = Figures { requests: 0, errors: 0, secs: secs as f64, latencies_ms: Vec::new() };
+    for t in tasks {
+        let (lat, errors) = t.await.expect("load task");
+        figures.requests += lat.len();
+        figures.errors += errors;
+        figures.latencies_ms.extend(lat);
+    }
+    figures
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).build().expect("client")
+}
+
+/// An OIP REST body: one [1, n] FP64 tensor (ours and MLServer take it as is).
+fn oip_body(row: &[f64]) -> String {
+    serde_json::json!({"inputs": [{"name": "predict", "shape": [1, row.len()], "datatype": "FP64", "data": row}]})
+        .to_string()
+}
+
+async fn post(client: &reqwest::Client, url: &str, content_type: &str, body: String) -> bool {
+    match client.post(url).header("content-type", content_type).body(body).send().await {
+        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    kb / 1024.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["ours", spec, data, secs] => ours(spec, data, secs.parse()?).await,
+        ["mlflow", url, data, secs] => {
+            let (features, rows) = rows(data)?;
+            let (client, url, rows) = (http(), format!("{url}/invocations"), Arc::new(rows));
+            let features = Arc::new(features);
+            let mut f = load(secs.parse()?, move |i| {
+                let body =
+                    serde_json::json!({"dataframe_split": {"columns": *features, "data": [rows[i % rows.len()]]}})
+                        .to_string();
+                let (client, url) = (client.clone(), url.clone());
+                async move { post(&client, &url, "application/json", body).await }
+            })
+            .await;
+            println!("{}", f.line("mlflow rest"));
+            Ok(())
+        }
+        ["mlserver", url, model, data, secs] => {
+            let (_, rows) = rows(data)?;
+            let (client, url, rows) = (http(), format!("{url}/v2/models/{model}/infer"), Arc::new(rows));
+            let mut f = load(secs.parse()?, move |i| {
+                let body = oip_body(&rows[i % rows.len()]);
+                let (client, url) = (client.clone(), url.clone());
+                async move { post(&client, &url, "application/json", body).await }
+            })
+            .await;
+            println!("{}", f.line("mlserver rest"));
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "usage: serve ours SPEC DATA SECS | serve mlflow URL DATA SECS | serve mlserver URL MODEL DATA SECS"
+        ),
+    }
+}
+
+async fn ours(spec: &str, data: &str, secs: u64) -> anyhow::Result<()> {
+    let spec = std::fs::read_to_string(spec)?;
+    let dir = tempfile::tempdir()?;
+    let mut opts = StackOptions::beside_current_exe(dir.path().to_path_buf())?;
+    opts.log_dir = Some(dir.path().join("logs"));
+    // Every prediction is logged to the bus, as in production (log_sample in the spec).
+    let stack = Stack::start(opts).await?;
+    let nats = async_nats::connect(&stack.nats_url).await?;
+    let mut promoted = nats.subscribe("mlops.events.model.promoted.>").await?;
+    client::apply_pipeline(&stack.url("registry"), &spec).await?;
+    let header = mlops_proto::UploadHeader { pipeline: "bench".into(), source: data.into(), ..Default::default() };
+    client::upload_file(&stack.url("ingest"), header, std::path::Path::new(data)).await?;
+    tokio::time::timeout(Duration::from_secs(300), futures::StreamExt::next(&mut promoted))
+        .await
+        .context("no promotion within 300 s")?;
+    let base = stack.url("deployer");
+    let pid = stack.pid_of("deployer").context("deployer pid")?;
+    println!("{:<14} {:>9.1} MB resident with one model, before load", "mlops deployer", rss_mb(pid));
+    let (_, rows) = rows(data)?;
+    let rows = Arc::new(rows);
+
+    let (client, url, r) = (http(), format!("{base}/v2/models/bench/infer"), rows.clone());
+    let mut f = load(secs, move |i| {
+        let body = oip_body(&r[i % r.len()]);
+        let (client, url) = (client.clone(), url.clone());
+        async move { post(&client, &url, "application/json", body).await }
+    })
+    .await;
+    println!("{}", f.line("mlops rest"));
+
+    let grpc = GrpcInferenceServiceClient::connect(base.clone()).await?;
+    let r = rows.clone();
+    let mut f = load(secs, move |i| {
+        let row = &r[i % r.len()];
+        let request = ModelInferRequest {
+            model_name: "bench".into(),
+            inputs: vec![InferInputTensor {
+                name: "predict".into(),
+                datatype: "FP64".into(),
+                shape: vec![1, row.len() as i64],
+                contents: Some(InferTensorContents { fp64_contents: row.clone(), ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut grpc = grpc.clone();
+        async move { grpc.model_infer(request).await.is_ok() }
+    })
+    .await;
+    println!("{}", f.line("mlops grpc"));
+    println!("{:<14} {:>9.1} MB resident after load", "mlops deployer", rss_mb(pid));
+    // What the prediction log kept up with: logged to the bus, or dropped (never blocking a request).
+    let metrics = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+    let sum = |name: &str| -> f64 {
+        metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    println!(
+        "{:<14} {:>9.0} predictions served, {:.0} logs dropped by the bounded queue",
+        "mlops deployer",
+        sum("mlops_predictions_total"),
+        sum("mlops_prediction_log_dropped_total")
+    );
+    Ok(())
+}
