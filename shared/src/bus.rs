@@ -202,6 +202,24 @@ impl Bus {
         self.publish_raw(subject, headers, payload.into()).await
     }
 
+    /// Sends `event` like [`Bus::publish`] but returns without waiting for the stream's
+    /// acknowledgement: await the returned future (later, many in flight at once) for it. For
+    /// high-volume streams such as prediction logs, where one round trip per message would cap the
+    /// rate.
+    pub async fn publish_pipelined<E: Event>(
+        &self,
+        id: &str,
+        ctx: &EventContext,
+        event: &E,
+    ) -> Result<async_nats::jetstream::context::PublishAckFuture, BusError> {
+        let subject = event.subject();
+        let headers = self.headers::<E>(id, ctx, event.pipeline());
+        self.js
+            .publish_with_headers(subject.clone(), headers, event.encode_to_vec().into())
+            .await
+            .map_err(|e| BusError::Publish { subject, source: e.into() })
+    }
+
     async fn publish_raw(
         &self,
         subject: String,

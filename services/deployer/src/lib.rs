@@ -170,24 +170,43 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     Ok(())
 }
 
-/// Publishes queued prediction logs until shutdown, then drains what is left.
+/// Publishes queued prediction logs until shutdown, then drains what is left. Up to
+/// `IN_FLIGHT` logs await their stream acknowledgement at once, so the rate is not one round trip
+/// per log; a log the stream did not take is counted as dropped.
 async fn publish_logs(
     bus: Bus,
     mut rx: mpsc::Receiver<pb::PredictionLogged>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    const IN_FLIGHT: usize = 1024;
     let ctx = EventContext::default();
+    let lost = |e: &dyn std::fmt::Display| {
+        metrics::counter!("mlops_prediction_log_dropped_total").increment(1);
+        warn!(error = %e, "prediction log lost");
+    };
+    let mut acks = futures::stream::FuturesUnordered::new();
     loop {
         let log = tokio::select! {
-            log = rx.recv() => log,
+            log = rx.recv(), if acks.len() < IN_FLIGHT => log,
+            Some(ack) = acks.next(), if !acks.is_empty() => {
+                if let Err(e) = ack { lost(&e) }
+                continue;
+            }
             () = shutdown.cancelled() => { rx.close(); rx.recv().await }
         };
-        let Some(log) = log else { return Ok(()) };
-        if let Err(e) = bus.publish(&log.prediction_id.clone(), &ctx, &log).await {
-            metrics::counter!("mlops_prediction_log_dropped_total").increment(1);
-            warn!(error = %e, "prediction log lost");
+        let Some(log) = log else { break };
+        match bus.publish_pipelined(&log.prediction_id.clone(), &ctx, &log).await {
+            Ok(ack) => acks.push(ack.into_future()),
+            Err(e) => lost(&e),
         }
     }
+    while let Some(ack) = acks.next().await {
+        if let Err(e) = ack {
+            lost(&e);
+        }
+    }
+    Ok(())
 }
 
 /// Whether loading failed because the artifact itself is bad (missing, tampered, oversized or
