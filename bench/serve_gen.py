@@ -15,6 +15,8 @@ with open(f"{work}/serve.csv", "w") as out:
         p = 1 / (1 + math.exp(-sum(w * v for w, v in zip(weights, x))))
         out.write(",".join(map(str, x)) + f",{int(rng.random() < p)}\n")
 features = "\n".join(f"  - {{name: {n}, type: numeric}}" for n in names)
-with open(f"{work}/serve-spec.yaml", "w") as out:
-    out.write(f"name: bench\nfeatures:\n{features}\ntarget: {{name: label}}\n"
-              "training: {algorithm: logistic_regression}\ndeployment: {log_sample: 1.0}\n")
+# Two specs: every prediction logged to the bus (as production runs), and none (as the peers).
+for suffix, sample in [("", 1.0), ("-nolog", 0.0)]:
+    with open(f"{work}/serve-spec{suffix}.yaml", "w") as out:
+        out.write(f"name: bench\nfeatures:\n{features}\ntarget: {{name: label}}\n"
+                  f"training: {{algorithm: logistic_regression}}\ndeployment: {{log_sample: {sample}}}\n")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench-serve: single-row inference under 32 concurrent requests, SECONDS each (default 10).
-# Ours over OIP REST and gRPC (release binaries, the whole platform, log_sample 1: every prediction
-# offered to the bus's bounded log queue, the drops counted), then MLflow's `models serve` and MLServer with the equivalent scikit-learn model, each in a
+# Ours over OIP REST and gRPC (release binaries, the whole platform), with no prediction logged as
+# the peers log none, and with every one logged to JetStream (log_sample 1, drops counted); then MLflow's `models serve` and MLServer with the equivalent scikit-learn model, each in a
 # throwaway venv, on the same rows with the same client, in the same run. Also resident memory.
 set -euo pipefail
 secs=${1:-10}
@@ -34,7 +34,9 @@ wait_up() {
     return 1
 }
 
-echo "== mlops (OIP REST and gRPC)"
+echo "== mlops (OIP REST and gRPC), predictions not logged (the peers log none)"
+serve ours "$work/serve-spec-nolog.yaml" "$work/serve.csv" "$secs"
+echo "== mlops (OIP REST and gRPC), every prediction logged to JetStream (log_sample 1)"
 serve ours "$work/serve-spec.yaml" "$work/serve.csv" "$secs"
 
 echo "== MLflow models serve"

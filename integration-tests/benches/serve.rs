@@ -229,8 +229,8 @@ async fn ours(spec: &str, data: &str, secs: u64) -> anyhow::Result<()> {
     println!(
         "{:<14} {:>9.0} predictions served, {:.0} logs dropped by the bounded queue",
         "mlops deployer",
-        sum("mlops_predictions_total"),
-        sum("mlops_prediction_log_dropped_total")
+        sum("mlops_predictions_total") + 0.0,
+        sum("mlops_prediction_log_dropped_total") + 0.0
     );
     Ok(())
 }
