@@ -280,7 +280,7 @@ impl Deployer {
                 Some(d) => format!("approved by {}: {}", d.by, d.reason),
                 None => "passed its quality gates".into(),
             };
-            self.promote_now(&v.pipeline, model, &reason, &ctx).await.map(drop)
+            self.promote_now(&v.pipeline, model, &reason, &ctx).await
         } else {
             self.start_release(&v.pipeline, model, deployment.strategy, &deployment.canary, &ctx).await
         }
@@ -293,44 +293,49 @@ impl Deployer {
     }
 
     /// Serves `model` to all traffic now, ending any release: `production` moves first (the
-    /// registry refuses a blocked version, which then never serves), then the route.
+    /// registry refuses a blocked version, which then never serves), then the route. Returns the
+    /// version that was stable before.
+    async fn make_stable(&self, pipeline: &str, model: &release::ModelRef, reason: &str) -> Result<u64, Status> {
+        self.registry
+            .clone()
+            .set_alias(pb::SetAliasRequest {
+                pipeline: pipeline.into(),
+                alias: "production".into(),
+                version: model.version,
+                reason: reason.into(),
+                by: "deployer".into(),
+            })
+            .await?;
+        let previous = std::sync::atomic::AtomicU64::new(0);
+        self.change_route(pipeline, |current| {
+            previous.store(current.map_or(0, |c| c.stable.version), std::sync::atomic::Ordering::Relaxed);
+            Ok(Some(release::RouteRecord {
+                pipeline: pipeline.into(),
+                stable: model.clone(),
+                release: None,
+                updated_ms: mlops_shared::now_unix_ms(),
+                reason: reason.into(),
+            }))
+        })
+        .await?;
+        Ok(previous.into_inner())
+    }
+
+    /// [`Deployer::make_stable`], announced as `model.promoted`.
     pub async fn promote_now(
         &self,
         pipeline: &str,
         model: release::ModelRef,
         reason: &str,
         ctx: &EventContext,
-    ) -> Result<release::RouteRecord, Status> {
+    ) -> Result<(), Status> {
         let version = model.version;
-        self.registry
-            .clone()
-            .set_alias(pb::SetAliasRequest {
-                pipeline: pipeline.into(),
-                alias: "production".into(),
-                version,
-                reason: reason.into(),
-                by: "deployer".into(),
-            })
-            .await?;
-        let previous = std::sync::atomic::AtomicU64::new(0);
-        let route = self
-            .change_route(pipeline, |current| {
-                previous.store(current.map_or(0, |c| c.stable.version), std::sync::atomic::Ordering::Relaxed);
-                Ok(Some(release::RouteRecord {
-                    pipeline: pipeline.into(),
-                    stable: model.clone(),
-                    release: None,
-                    updated_ms: mlops_shared::now_unix_ms(),
-                    reason: reason.into(),
-                }))
-            })
-            .await?
-            .expect("the change always writes");
+        let previous = self.make_stable(pipeline, &model, reason).await?;
         let event = pb::ModelPromoted {
             pipeline: pipeline.into(),
             version,
             artifact_sha256: model.sha256.clone(),
-            previous_version: previous.load(std::sync::atomic::Ordering::Relaxed),
+            previous_version: previous,
             reason: reason.into(),
         };
         self.bus
@@ -338,8 +343,8 @@ impl Deployer {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         metrics::counter!("mlops_promotions_total", "pipeline" => pipeline.to_owned()).increment(1);
-        info!(pipeline, version, previous = previous.load(std::sync::atomic::Ordering::Relaxed), "model promoted");
-        Ok(route)
+        info!(pipeline, version, previous, "model promoted");
+        Ok(())
     }
 
     /// An operator blocked a version: a release of it ends; if it is the stable one, roll back to
@@ -398,27 +403,8 @@ impl Deployer {
         self.load(pipeline, previous.version, &previous.artifact_sha256)
             .await
             .map_err(|e| Status::unavailable(format!("{e:#}")))?;
-        self.registry
-            .clone()
-            .set_alias(pb::SetAliasRequest {
-                pipeline: pipeline.into(),
-                alias: "production".into(),
-                version: previous.version,
-                reason: reason.into(),
-                by: "deployer".into(),
-            })
-            .await?;
         let model = release::ModelRef { version: previous.version, sha256: previous.artifact_sha256.clone() };
-        self.change_route(pipeline, |_| {
-            Ok(Some(release::RouteRecord {
-                pipeline: pipeline.into(),
-                stable: model.clone(),
-                release: None,
-                updated_ms: mlops_shared::now_unix_ms(),
-                reason: reason.into(),
-            }))
-        })
-        .await?;
+        self.make_stable(pipeline, &model, reason).await?;
         let event = pb::ModelRolledBack {
             pipeline: pipeline.into(),
             from_version: current.version,
