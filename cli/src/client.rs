@@ -30,11 +30,14 @@ pub async fn registry(url: &str) -> anyhow::Result<RegistryClient<Channel>> {
 
 /// Applies a YAML pipeline spec.
 pub async fn apply_pipeline(registry_url: &str, yaml: &str) -> anyhow::Result<pb::Pipeline> {
+    apply_pipeline_as(registry_url, yaml, std::env::var("MLOPS_ADMIN_TOKEN").ok().as_deref()).await
+}
+
+/// [`apply_pipeline`] carrying `token` as the admin bearer token.
+pub async fn apply_pipeline_as(registry_url: &str, yaml: &str, token: Option<&str>) -> anyhow::Result<pb::Pipeline> {
     let mut c = registry(registry_url).await?;
-    let r = c
-        .apply_pipeline(pb::ApplyPipelineRequest { spec_yaml: yaml.to_owned() })
-        .await
-        .map_err(status("applying pipeline"))?;
+    let request = mlops_shared::config::with_token(pb::ApplyPipelineRequest { spec_yaml: yaml.to_owned() }, token);
+    let r = c.apply_pipeline(request).await.map_err(status("applying pipeline"))?;
     Ok(r.into_inner())
 }
 

@@ -344,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Pipeline { command: PipelineCommand::Apply { file } } => {
             let yaml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let p = client::apply_pipeline(&cli.registry_url, &yaml).await?;
+            let p = client::apply_pipeline_as(&cli.registry_url, &yaml, cli.admin_token.as_deref()).await?;
             println!("pipeline {} applied: revision {}, spec {}", p.name, p.revision, &p.spec_hash[..12]);
             Ok(())
         }
@@ -459,7 +459,7 @@ arrived   {} ({})",
                 description: None,
                 by,
             };
-            let v = update_model(&cli.registry_url, request).await?;
+            let v = update_model(&cli.registry_url, request, cli.admin_token.as_deref()).await?;
             let tags: std::collections::BTreeMap<_, _> = v.tags.iter().collect();
             let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("{}@{} tags: {}", v.pipeline, v.version, tags.join(", "));
@@ -474,7 +474,7 @@ arrived   {} ({})",
                 by,
                 ..Default::default()
             };
-            let v = update_model(&cli.registry_url, request).await?;
+            let v = update_model(&cli.registry_url, request, cli.admin_token.as_deref()).await?;
             println!("{}@{}: {}", v.pipeline, v.version, v.description);
             Ok(())
         }
@@ -504,7 +504,10 @@ arrived   {} ({})",
             let (pipeline, version) = mlops_cli::reproduce::parse_target(&target)?;
             let mut registry = client::registry(&cli.registry_url).await?;
             let v = registry
-                .set_alias(mlops_proto::SetAliasRequest { pipeline, alias: alias.clone(), version, reason, by })
+                .set_alias(with_token(
+                    mlops_proto::SetAliasRequest { pipeline, alias: alias.clone(), version, reason, by },
+                    cli.admin_token.as_deref(),
+                ))
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
@@ -512,10 +515,10 @@ arrived   {} ({})",
             Ok(())
         }
         Command::Models { command: ModelsCommand::Approve { target, reason, by } } => {
-            decide(&cli.registry_url, &target, "approve", reason, by).await
+            decide(&cli.registry_url, &target, "approve", reason, by, cli.admin_token.as_deref()).await
         }
         Command::Models { command: ModelsCommand::Block { target, reason, by } } => {
-            decide(&cli.registry_url, &target, "block", reason, by).await
+            decide(&cli.registry_url, &target, "block", reason, by, cli.admin_token.as_deref()).await
         }
         Command::Models { command: ModelsCommand::Card { target, html, out } } => {
             let version = model_version(&cli.registry_url, &target).await?;
@@ -789,11 +792,22 @@ fn release(d: &mlops_proto::Deployment) -> String {
 }
 
 /// An operator's verdict on PIPELINE@VERSION.
-async fn decide(registry_url: &str, target: &str, action: &str, reason: String, by: String) -> anyhow::Result<()> {
+async fn decide(
+    registry_url: &str,
+    target: &str,
+    action: &str,
+    reason: String,
+    by: String,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
     let (pipeline, version) = mlops_cli::reproduce::parse_target(target)?;
     let mut registry = client::registry(registry_url).await?;
     let request = mlops_proto::DecideModelVersionRequest { pipeline, version, action: action.into(), reason, by };
-    let v = registry.decide_model_version(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
+    let v = registry
+        .decide_model_version(with_token(request, token))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
     let d = v.decision.unwrap_or_default();
     println!("{}@{} {} by {}: {}", v.pipeline, v.version, d.action, d.by, d.reason);
     Ok(())
@@ -808,8 +822,10 @@ fn key_value(text: &str) -> anyhow::Result<(String, String)> {
 async fn update_model(
     registry_url: &str,
     request: mlops_proto::UpdateModelVersionRequest,
+    token: Option<&str>,
 ) -> anyhow::Result<mlops_proto::ModelVersion> {
     let mut registry = client::registry(registry_url).await?;
+    let request = with_token(request, token);
     Ok(registry.update_model_version(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner())
 }
 

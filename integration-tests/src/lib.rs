@@ -19,6 +19,8 @@ pub struct TestApp {
     pub nats: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The services' admin token, when the test set one.
+    admin_token: Option<String>,
 }
 
 impl TestApp {
@@ -49,7 +51,8 @@ impl TestApp {
                 sink.lock().expect("not poisoned").push(decode(&msg.subject, &msg.payload));
             }
         });
-        Self { stack, dir, nats, js, seen }
+        let admin_token = env.iter().find(|(k, _)| *k == "MLOPS_ADMIN_TOKEN").map(|(_, v)| (*v).to_owned());
+        Self { stack, dir, nats, js, seen, admin_token }
     }
 
     /// The directory whose files `data.arrived` may name by path.
@@ -59,7 +62,9 @@ impl TestApp {
 
     /// Applies a YAML spec through the registry.
     pub async fn apply(&self, yaml: &str) {
-        client::apply_pipeline(&self.stack.url("registry"), yaml).await.unwrap_or_else(|e| panic!("apply: {e:#}"));
+        client::apply_pipeline_as(&self.stack.url("registry"), yaml, self.admin_token.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("apply: {e:#}"));
     }
 
     /// Uploads CSV through ingest.

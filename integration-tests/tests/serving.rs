@@ -188,6 +188,30 @@ async fn admin_calls_need_the_bearer_token_and_oversized_requests_are_refused() 
     assert!(!ok && said.contains("SetTraffic needs"), "{said}");
     let (ok, said) = mlops(&["--admin-token", "s3cret-admin", "deploy", "churn@1"]);
     assert!(ok && said.contains("churn now serves v1"), "{said}");
+    // The registry's mutating calls too (the deployer's own promotions above carried the token).
+    let registry = app.stack.url("registry");
+    let (ok, said) = mlops(&["--registry-url", &registry, "models", "block", "churn@2", "--reason", "r"]);
+    assert!(!ok && said.contains("DecideModelVersion needs `authorization: Bearer"), "{said}");
+    let (ok, said) = mlops(&["--registry-url", &registry, "models", "tag", "churn@2", "team=growth"]);
+    assert!(!ok && said.contains("UpdateModelVersion needs"), "{said}");
+    let spec = app.dir.path().join("spec.yaml");
+    std::fs::write(&spec, mlops_cli::EXAMPLE_SPEC).unwrap();
+    let (ok, said) = mlops(&["--registry-url", &registry, "pipeline", "apply", spec.to_str().unwrap()]);
+    assert!(!ok && said.contains("ApplyPipeline needs"), "{said}");
+    let (ok, said) = mlops(&[
+        "--registry-url",
+        &registry,
+        "--admin-token",
+        "s3cret-admin",
+        "models",
+        "tag",
+        "churn@2",
+        "team=growth",
+    ]);
+    assert!(ok, "{said}");
+    // Reading needs no token.
+    let (ok, said) = mlops(&["--registry-url", &registry, "models", "list", "--pipeline", "churn"]);
+    assert!(ok && said.contains("production"), "{said}");
     // Predictions need no token; a request over the limit is refused, as JSON, whatever the protocol.
     client::predict(&base, "churn", &rows_json(&sample::customers(2, 33, Variant::Normal))).await.unwrap();
     let big = rows_json(&sample::customers(200, 34, Variant::Normal));

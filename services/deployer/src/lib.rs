@@ -296,16 +296,14 @@ impl Deployer {
     /// registry refuses a blocked version, which then never serves), then the route. Returns the
     /// version that was stable before.
     async fn make_stable(&self, pipeline: &str, model: &release::ModelRef, reason: &str) -> Result<u64, Status> {
-        self.registry
-            .clone()
-            .set_alias(pb::SetAliasRequest {
-                pipeline: pipeline.into(),
-                alias: "production".into(),
-                version: model.version,
-                reason: reason.into(),
-                by: "deployer".into(),
-            })
-            .await?;
+        let alias = pb::SetAliasRequest {
+            pipeline: pipeline.into(),
+            alias: "production".into(),
+            version: model.version,
+            reason: reason.into(),
+            by: "deployer".into(),
+        };
+        self.registry.clone().set_alias(self.as_admin(alias)).await?;
         let previous = std::sync::atomic::AtomicU64::new(0);
         self.change_route(pipeline, |current| {
             previous.store(current.map_or(0, |c| c.stable.version), std::sync::atomic::Ordering::Relaxed);
@@ -319,6 +317,11 @@ impl Deployer {
         })
         .await?;
         Ok(previous.into_inner())
+    }
+
+    /// `message` carrying this deployer's admin token, for the registry's mutating calls.
+    pub(crate) fn as_admin<T>(&self, message: T) -> tonic::Request<T> {
+        mlops_shared::config::with_token(message, self.admin.admin_token.as_deref())
     }
 
     /// [`Deployer::make_stable`], announced as `model.promoted`.

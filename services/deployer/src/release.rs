@@ -501,7 +501,7 @@ impl Deployer {
                 reason: why.clone(),
                 by: "deployer".into(),
             };
-            match self.registry.clone().set_alias(alias).await {
+            match self.registry.clone().set_alias(self.as_admin(alias)).await {
                 Ok(_) => {}
                 // Blocked meanwhile: it never serves.
                 Err(s) if s.code() == Code::FailedPrecondition => {

@@ -32,6 +32,8 @@ pub struct Config {
     /// gRPC and HTTP (/healthz, /metrics) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub admin: mlops_shared::config::AdminArgs,
     /// Directory of the registry's redb file.
     #[arg(long, env = "MLOPS_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -61,6 +63,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         store: store.clone(),
         specs,
         bus: bus.clone(),
+        admin: config.admin.clone(),
     }))
     .into_axum_router();
     let router = ops_router(readiness.clone()).merge(grpc);
@@ -157,6 +160,8 @@ struct RegistryApi {
     store: Arc<Store>,
     specs: SpecStore,
     bus: Bus,
+    /// Who may change pipelines and models.
+    admin: mlops_shared::config::AdminArgs,
 }
 
 fn status(e: StoreError) -> Status {
@@ -287,6 +292,7 @@ fn pipeline_proto(p: store::PipelineRecord) -> pb::Pipeline {
 #[tonic::async_trait]
 impl pb::registry_server::Registry for RegistryApi {
     async fn apply_pipeline(&self, req: Request<pb::ApplyPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
+        self.admin.authorize(req.metadata(), "ApplyPipeline")?;
         let yaml = req.into_inner().spec_yaml;
         let spec = PipelineSpec::from_yaml(&yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let record =
@@ -364,6 +370,7 @@ impl pb::registry_server::Registry for RegistryApi {
         &self,
         req: Request<pb::UpdateModelVersionRequest>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
+        self.admin.authorize(req.metadata(), "UpdateModelVersion")?;
         let req = req.into_inner();
         for key in req.set_tags.keys().chain(&req.remove_tags) {
             if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
@@ -417,6 +424,7 @@ impl pb::registry_server::Registry for RegistryApi {
         &self,
         req: Request<pb::DecideModelVersionRequest>,
     ) -> Result<Response<pb::ModelVersion>, Status> {
+        self.admin.authorize(req.metadata(), "DecideModelVersion")?;
         let req = req.into_inner();
         let action = match req.action.as_str() {
             "approve" => "approved",
@@ -487,6 +495,7 @@ impl pb::registry_server::Registry for RegistryApi {
     }
 
     async fn set_alias(&self, req: Request<pb::SetAliasRequest>) -> Result<Response<pb::ModelVersion>, Status> {
+        self.admin.authorize(req.metadata(), "SetAlias")?;
         let req = req.into_inner();
         check_alias(&req.alias)?;
         if req.alias == "previous" {
