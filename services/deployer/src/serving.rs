@@ -230,20 +230,23 @@ pub struct Snapshot {
     pub scores: Vec<u64>,
 }
 
+/// Adds histogram `theirs` into `mine`, bin by bin, growing `mine` to fit.
+fn add_bins(mine: &mut Vec<u64>, theirs: &[u64]) {
+    if mine.len() < theirs.len() {
+        mine.resize(theirs.len(), 0);
+    }
+    for (m, t) in mine.iter_mut().zip(theirs) {
+        *m += t;
+    }
+}
+
 impl Snapshot {
     /// Adds another replica's figures.
     pub fn merge(&mut self, other: &Snapshot) {
         self.requests += other.requests;
         self.errors += other.errors;
-        for (v, (mine, theirs)) in [(&mut self.latency, &other.latency), (&mut self.scores, &other.scores)]
-            .into_iter()
-            .map(|(a, b)| (a.len().max(b.len()), (a, b)))
-        {
-            mine.resize(v, 0);
-            for (m, t) in mine.iter_mut().zip(theirs) {
-                *m += t;
-            }
-        }
+        add_bins(&mut self.latency, &other.latency);
+        add_bins(&mut self.scores, &other.scores);
     }
 
     /// Failed predictions per request.
