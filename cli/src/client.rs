@@ -11,16 +11,33 @@ use tonic::transport::Channel;
 const CHUNK: usize = 1 << 20;
 
 async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(url.to_owned())
-        .with_context(|| format!("invalid URL {url:?}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {url}"))
+    mlops_shared::tls::endpoint(url)?.connect().await.with_context(|| format!("connecting to {url}"))
+}
+
+/// An HTTP client that trusts the platform's CA (`--tls-ca`, `MLOPS_TLS_CA`) for `https://` URLs.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    http_client_builder()?.build().context("building the HTTP client")
+}
+
+/// [`http_client`]'s builder, for callers that set more (a timeout).
+pub fn http_client_builder() -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(pem) = mlops_shared::tls::client_ca_pem()? {
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).context("reading the TLS CA file (MLOPS_TLS_CA)")? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
 }
 
 /// Turns a gRPC status into an error that shows its message.
 fn status(what: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
     move |s| anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+}
+
+/// A deployer admin client (`mlops.v1.Deployer`).
+pub async fn deployer(url: &str) -> anyhow::Result<mlops_proto::deployer_client::DeployerClient<Channel>> {
+    Ok(mlops_proto::deployer_client::DeployerClient::new(channel(url).await?))
 }
 
 /// A registry client.
@@ -170,7 +187,7 @@ pub async fn predict(deployer_url: &str, pipeline: &str, rows: &Value) -> anyhow
         })
         .collect();
     let url = format!("{deployer_url}/v2/models/{pipeline}/infer");
-    let resp = reqwest::Client::new()
+    let resp = http_client()?
         .post(&url)
         .json(&json!({ "inputs": inputs }))
         .send()

@@ -30,6 +30,9 @@ struct Cli {
     /// The bearer token for mutating calls, when the services require one.
     #[arg(long, global = true, env = "MLOPS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// PEM CA certificates to trust for https:// service URLs (default: the system's roots).
+    #[arg(long, global = true, env = "MLOPS_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -321,6 +324,9 @@ enum EventsCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(ca) = &cli.tls_ca {
+        mlops_shared::tls::trust_ca(ca.clone());
+    }
     match cli.command {
         Command::Up { data_dir } => up(&cli.nats_url, data_dir).await,
         Command::Demo { data, keep_running } => {
@@ -638,7 +644,7 @@ arrived   {} ({})",
             Ok(())
         }
         Command::Rollback { pipeline, reason } => {
-            let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
+            let mut c = client::deployer(&cli.deployer_url).await?;
             let d = c
                 .rollback(with_token(mlops_proto::RollbackRequest { pipeline, reason }, cli.admin_token.as_deref()))
                 .await
@@ -648,7 +654,7 @@ arrived   {} ({})",
             Ok(())
         }
         Command::Deployments => {
-            let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
+            let mut c = client::deployer(&cli.deployer_url).await?;
             let s = c.status(mlops_proto::StatusRequest { pipeline: String::new() }).await?.into_inner();
             println!("{:<20} {:<8} {:<14} {:>11}  RELEASE", "PIPELINE", "VERSION", "ARTIFACT", "PREDICTIONS");
             for d in s.deployments {
@@ -665,7 +671,7 @@ arrived   {} ({})",
         }
         Command::Deploy { target, reason } => {
             let (pipeline, version) = mlops_cli::reproduce::parse_target(&target)?;
-            let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
+            let mut c = client::deployer(&cli.deployer_url).await?;
             let d = c
                 .deploy(with_token(
                     mlops_proto::DeployRequest { pipeline, version, reason },
@@ -678,7 +684,7 @@ arrived   {} ({})",
             Ok(())
         }
         Command::Traffic { pipeline, canary, reason } => {
-            let mut c = mlops_proto::deployer_client::DeployerClient::connect(cli.deployer_url.clone()).await?;
+            let mut c = client::deployer(&cli.deployer_url).await?;
             let d = c
                 .set_traffic(with_token(
                     mlops_proto::SetTrafficRequest { pipeline, canary_percent: canary, reason },

@@ -15,6 +15,9 @@ pub enum Variant {
     Drifted,
     /// Normal inputs, labels by coin flip.
     NoisyLabels,
+    /// Normal inputs, every label the opposite of what the population's rule draws (a concept
+    /// that turned around: a model trained on it predicts the inverse).
+    FlippedLabels,
 }
 
 pub const CONTRACTS: [&str; 3] = ["month-to-month", "one-year", "two-year"];
@@ -78,7 +81,11 @@ pub fn customers(rows: usize, seed: u64, variant: Variant) -> Vec<Customer> {
                 + 0.6 * f64::from(u8::from(payment_method == "electronic-check"))
                 - 0.01 * (age.unwrap_or(45.0) - 45.0);
             let p = 1.0 / (1.0 + (-z).exp());
-            let churned = if variant == Variant::NoisyLabels { rng.unit() < 0.5 } else { rng.unit() < p };
+            let churned = match variant {
+                Variant::NoisyLabels => rng.unit() < 0.5,
+                Variant::FlippedLabels => rng.unit() >= p,
+                Variant::Normal | Variant::Drifted => rng.unit() < p,
+            };
             Customer { tenure_months, monthly_charges, support_calls, age, contract, payment_method, churned }
         })
         .collect()

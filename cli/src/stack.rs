@@ -105,13 +105,14 @@ impl StackOptions {
 pub struct Service {
     pub name: String,
     pub addr: SocketAddr,
+    scheme: &'static str,
     child: Child,
 }
 
 impl Service {
-    /// `http://addr`.
+    /// `http://addr`, or `https://addr` when the services serve TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The process id.
@@ -163,7 +164,16 @@ impl Stack {
 
     /// The base URL of `service` (its first instance).
     pub fn url(&self, service: &str) -> String {
-        format!("http://127.0.0.1:{}", self.ports[service])
+        format!("{}://127.0.0.1:{}", self.scheme(), self.ports[service])
+    }
+
+    /// `https` when the services are given a certificate (`MLOPS_TLS_CERT` in the stack's or this
+    /// process's environment), else `http`.
+    pub fn scheme(&self) -> &'static str {
+        let set = |v: Option<&str>| v.is_some_and(|v| !v.is_empty());
+        let ours = self.opts.env.iter().rev().find(|(k, _)| k == "MLOPS_TLS_CERT").map(|(_, v)| v.as_str());
+        let inherited = std::env::var("MLOPS_TLS_CERT").ok();
+        if set(ours) || (ours.is_none() && set(inherited.as_deref())) { "https" } else { "http" }
     }
 
     /// The process id of the process named `name`.
@@ -173,7 +183,7 @@ impl Stack {
 
     /// The URL of the process named `name` (e.g. a second replica).
     pub fn url_of(&self, name: &str) -> Option<String> {
-        self.services.iter().find(|s| s.name == name).map(|s| format!("http://{}", s.addr))
+        self.services.iter().find(|s| s.name == name).map(Service::url)
     }
 
     /// Starts one more process of `service` named `name` (e.g. a second trainer), with `env` added.
@@ -233,13 +243,14 @@ impl Stack {
         if first {
             self.ports.insert(service.to_owned(), addr.port());
         }
-        self.services.push(Service { name: name.to_owned(), addr, child });
+        let scheme = self.scheme();
+        self.services.push(Service { name: name.to_owned(), addr, scheme, child });
         Ok(())
     }
 
     /// Waits until every service answers `/healthz` with 200.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let client = crate::client::http_client_builder()?.timeout(Duration::from_secs(2)).build()?;
         let deadline = Instant::now() + timeout;
         for i in 0..self.services.len() {
             loop {

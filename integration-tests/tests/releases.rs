@@ -170,6 +170,66 @@ async fn a_canary_that_predicts_unlike_production_is_rolled_back_by_itself() {
     assert_eq!(drive(&app, &url, 20, |_| false).await.keys().collect::<Vec<_>>(), ["1"]);
 }
 
+/// Publishes, as an outside system would (proto3 JSON), the true labels of predictions.
+async fn publish_labels(app: &TestApp, labels: &[(String, bool)]) {
+    let labels: Vec<serde_json::Value> = labels
+        .iter()
+        .map(|(id, churned)| serde_json::json!({"predictionId": id, "label": if *churned { "1" } else { "0" }}))
+        .collect();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("content-type", "application/json");
+    let body = serde_json::json!({"pipeline": "churn", "labels": labels}).to_string();
+    app.js
+        .publish_with_headers("mlops.events.labels.arrived.churn", headers, body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_worse_on_delayed_labels_is_rolled_back_by_them() {
+    let app = TestApp::start().await;
+    // v2 learns the concept backwards. Its gates (measured on its own flipped data) pass, and the
+    // prediction-shift limit is off, so only the labels can show that it is wrong.
+    app.apply(&spec(
+        "canary",
+        "{percent: 50, duration_secs: 120, min_requests: 40, max_prediction_psi: 1000, min_labels: 40}",
+    ))
+    .await;
+    app.upload("churn", &sample::csv(2000, 101, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    app.upload("churn", &sample::csv(2000, 102, Variant::FlippedLabels)).await;
+    app.wait_event("deployment.canary_started", T, |_| true).await;
+
+    let url = app.stack.url("deployer");
+    let rows = sample::customers(400, 103, Variant::Normal);
+    let mut labels = Vec::new();
+    let mut answered = BTreeMap::new();
+    for (i, row) in rows.iter().cycle().take(4000).enumerate() {
+        if rolled_back(&app).is_some() {
+            break;
+        }
+        let body = client::predict(&url, "churn", &rows_json(std::slice::from_ref(row))).await.unwrap();
+        *answered.entry(body["model_version"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        let outputs = body["outputs"].as_array().unwrap();
+        let ids = outputs.iter().find(|o| o["name"] == "prediction_id").unwrap();
+        labels.push((ids["data"][0].as_str().unwrap().to_owned(), row.churned));
+        // Ground truth arrives later, in batches.
+        if i % 20 == 19 {
+            publish_labels(&app, &std::mem::take(&mut labels)).await;
+        }
+    }
+    let back = wait_until(T, || async { rolled_back(&app) }).await.unwrap_or_else(|| panic!("{answered:?}"));
+    assert_eq!((back.from_version, back.to_version), (2, 1));
+    assert!(
+        back.reason.contains("labelled predictions") && back.reason.contains("is below the serving model's"),
+        "{back:?}"
+    );
+    assert!(!back.reason.contains("predictions drifted"), "{back:?}");
+    assert!(!promoted(&app, 2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_release_sees_mirrored_traffic_and_answers_none_of_it() {
     let app = TestApp::start().await;

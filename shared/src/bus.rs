@@ -533,7 +533,9 @@ impl ConsumerSpec {
     }
 }
 
-fn decode<E: Event>(payload: &[u8], json: bool) -> Result<E, String> {
+/// Decodes an event payload — protobuf, or proto3 JSON when `json` (for the events outside systems
+/// publish) — and checks it; the error says what is wrong.
+pub fn decode<E: Event>(payload: &[u8], json: bool) -> Result<E, String> {
     let event = if json {
         E::from_json(payload)
             .unwrap_or_else(|| Err(format!("{} is accepted as protobuf only, not JSON", E::CE_TYPE)))?

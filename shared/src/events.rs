@@ -98,6 +98,16 @@ impl Event for pb::LabelsArrived {
     fn from_json(payload: &[u8]) -> Option<Result<Self, String>> {
         Some(serde_json::from_slice(payload).map_err(|e| format!("invalid labels.arrived JSON: {e}")))
     }
+    fn check(&self) -> Result<(), String> {
+        PipelineName::new(&self.pipeline).map_err(|e| format!("labels.arrived: {e}"))?;
+        if self.labels.is_empty() {
+            return Err("labels.arrived: `labels` is empty (each label is {predictionId, label})".into());
+        }
+        if let Some(i) = self.labels.iter().position(|l| l.prediction_id.is_empty()) {
+            return Err(format!("labels.arrived: label {i} has no `predictionId`"));
+        }
+        Ok(())
+    }
 }
 
 impl Event for pb::TrainJob {

@@ -52,14 +52,28 @@ async fn metrics() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 
-/// Serves `router` (HTTP/1.1 and h2c, so gRPC shares the port) until `shutdown` fires, then lets
-/// in-flight requests finish.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Serves `router` (HTTP/1.1 and h2c, so gRPC shares the port; over TLS when `tls` is given, h2 or
+/// HTTP/1.1 by ALPN) until `shutdown` fires, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     use axum::serve::ListenerExt as _;
-    // Without TCP_NODELAY, small gRPC responses wait out the peer's delayed ACK (about 40 ms).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+    let stop = async move { shutdown.cancelled().await };
+    match tls {
+        Some(config) => {
+            let listener = crate::tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, router).with_graceful_shutdown(stop).await?;
+        }
+        None => {
+            // Without TCP_NODELAY, small gRPC responses wait out the peer's delayed ACK (about 40 ms).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router).with_graceful_shutdown(stop).await?;
+        }
+    }
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod spec;
 pub mod stats;
 pub mod table;
 pub mod telemetry;
+pub mod tls;
 
 /// The version of the code that built a model, recorded in its lineage: `MLOPS_CODE_VERSION` at
 /// build time (release builds set it to the git revision), else the crate version.

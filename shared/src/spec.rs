@@ -756,6 +756,16 @@ pub struct CanarySpec {
     /// probabilities (classification).
     #[serde(default = "default_prediction_psi")]
     pub max_prediction_psi: f64,
+    /// Labelled predictions (`labels.arrived`) each model needs before label quality is judged.
+    #[serde(default = "default_min_labels")]
+    pub min_labels: u64,
+    /// Classification: largest tolerated drop of accuracy on labelled predictions (absolute).
+    #[serde(default = "default_accuracy_drop")]
+    pub max_accuracy_drop: f64,
+    /// Regression: largest tolerated rise of the mean absolute error on labelled predictions, as
+    /// a share of the serving model's.
+    #[serde(default = "default_mae_increase")]
+    pub max_mae_increase: f64,
 }
 
 impl Default for CanarySpec {
@@ -767,6 +777,9 @@ impl Default for CanarySpec {
             max_error_rate_increase: default_error_rise(),
             max_latency_ratio: default_latency_ratio(),
             max_prediction_psi: default_prediction_psi(),
+            min_labels: default_min_labels(),
+            max_accuracy_drop: default_accuracy_drop(),
+            max_mae_increase: default_mae_increase(),
         }
     }
 }
@@ -788,6 +801,15 @@ fn default_latency_ratio() -> f64 {
 }
 fn default_prediction_psi() -> f64 {
     0.25
+}
+fn default_min_labels() -> u64 {
+    30
+}
+fn default_accuracy_drop() -> f64 {
+    0.05
+}
+fn default_mae_increase() -> f64 {
+    0.1
 }
 
 /// Drift monitoring.
@@ -1163,6 +1185,15 @@ impl PipelineSpec {
         }
         if !(c.max_prediction_psi.is_finite() && c.max_prediction_psi > 0.0) {
             return bad("`deployment.canary.max_prediction_psi` must be positive".into());
+        }
+        if c.min_labels == 0 {
+            return bad("`deployment.canary.min_labels` must be at least 1".into());
+        }
+        if !(c.max_accuracy_drop.is_finite() && (0.0..1.0).contains(&c.max_accuracy_drop)) {
+            return bad("`deployment.canary.max_accuracy_drop` must be in [0, 1)".into());
+        }
+        if !(c.max_mae_increase.is_finite() && c.max_mae_increase >= 0.0) {
+            return bad("`deployment.canary.max_mae_increase` must be 0 or more".into());
         }
         if !(0.0..=1.0).contains(&self.deployment.log_sample) {
             return bad("`deployment.log_sample` must be in [0, 1]".into());

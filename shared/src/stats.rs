@@ -77,6 +77,40 @@ pub fn chi2_sf(x: f64, df: f64) -> f64 {
     gamma_q(df / 2.0, x / 2.0)
 }
 
+/// P(Z > z) for a standard normal Z.
+pub fn normal_sf(z: f64) -> f64 {
+    // erfc(x) = Q(1/2, x²), so P(Z > z) = Q(1/2, z²/2) / 2 for z ≥ 0.
+    let tail = 0.5 * gamma_q(0.5, z * z / 2.0);
+    if z >= 0.0 { tail } else { 1.0 - tail }
+}
+
+/// The one-sided large-sample test that mean `a` exceeds mean `b`, from each sample's count,
+/// sum and sum of squares (Welch's statistic with normal tails, sound from a few tens of values
+/// each): the difference of the means and the p-value. `None` when either sample is empty.
+pub fn mean_exceeds(a: (u64, f64, f64), b: (u64, f64, f64)) -> Option<(f64, f64)> {
+    let moments = |(n, sum, sq): (u64, f64, f64)| {
+        let n = n as f64;
+        let mean = sum / n;
+        // The sample variance, never below zero when rounding bites.
+        let var = if n > 1.0 { ((sq - n * mean * mean) / (n - 1.0)).max(0.0) } else { 0.0 };
+        (n, mean, var)
+    };
+    if a.0 == 0 || b.0 == 0 {
+        return None;
+    }
+    let ((na, ma, va), (nb, mb, vb)) = (moments(a), moments(b));
+    let diff = ma - mb;
+    let se = (va / na + vb / nb).sqrt();
+    let p = if se > 0.0 {
+        normal_sf(diff / se)
+    } else if diff > 0.0 {
+        0.0
+    } else {
+        1.0
+    };
+    Some((diff, p))
+}
+
 /// The chi-square test of homogeneity of two histograms over the same bins (bins empty in both
 /// are left out): the statistic, the degrees of freedom and the p-value. `None` when either
 /// histogram is empty or fewer than two bins hold counts.
@@ -131,6 +165,39 @@ mod tests {
         }
         assert!(close(ln_gamma(0.5), std::f64::consts::PI.sqrt().ln(), 1e-13));
         assert!(close(ln_gamma(10.0), 362_880f64.ln(), 1e-13));
+    }
+
+    #[test]
+    fn normal_tails_match_the_complementary_error_function() {
+        // 0.5 * math.erfc(z / sqrt(2)), as scipy.stats.norm.sf.
+        for (z, expected) in [
+            (1.96, 0.024997895148220435),
+            (-1.0, 0.8413447460685429),
+            (3.0, 0.0013498980316300957),
+            (0.0, 0.5),
+            (6.0, 9.865876450377012e-10),
+        ] {
+            let got = normal_sf(z);
+            assert!(close(got, expected, 1e-9), "sf({z}) = {got}, expected {expected}");
+        }
+    }
+
+    #[test]
+    fn a_mean_exceeds_another_only_when_the_samples_say_so() {
+        let sample = |v: &[f64]| (v.len() as u64, v.iter().sum::<f64>(), v.iter().map(|x| x * x).sum::<f64>());
+        // 0/1 errors: 40 % wrong against 10 % wrong on 100 each is far beyond chance.
+        let worse: Vec<f64> = (0..100).map(|i| f64::from(u8::from(i % 10 < 4))).collect();
+        let better: Vec<f64> = (0..100).map(|i| f64::from(u8::from(i % 10 < 1))).collect();
+        let (diff, p) = mean_exceeds(sample(&worse), sample(&better)).unwrap();
+        // Welch: (0.4 - 0.1) / sqrt(0.4·0.6·100/99/100 + 0.1·0.9·100/99/100) = 5.2...
+        let se = (0.4f64 * 0.6 / 99.0 + 0.1 * 0.9 / 99.0).sqrt();
+        assert!(close(diff, 0.3, 1e-12) && close(p, normal_sf(0.3 / se), 1e-9) && p < 1e-6, "{diff} {p}");
+        // The same samples the other way round, and equal ones, are no evidence.
+        assert!(mean_exceeds(sample(&better), sample(&worse)).unwrap().1 > 0.99);
+        assert!((mean_exceeds(sample(&better), sample(&better)).unwrap().1 - 0.5).abs() < 1e-12);
+        // Constant samples: certain either way.
+        assert_eq!(mean_exceeds(sample(&[1.0; 5]), sample(&[0.0; 5])).unwrap().1, 0.0);
+        assert!(mean_exceeds((0, 0.0, 0.0), sample(&[1.0])).is_none());
     }
 
     #[test]

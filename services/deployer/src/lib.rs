@@ -5,6 +5,7 @@
 
 pub mod grpc;
 pub mod invocations;
+pub mod labels;
 pub mod release;
 pub mod rest;
 pub mod serving;
@@ -42,6 +43,8 @@ use crate::serving::{Models, PredictionLog, Served};
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub tls: mlops_shared::tls::TlsArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// REST and gRPC (OIP v2, Deployer) and /healthz, /metrics listen address.
@@ -85,9 +88,11 @@ pub struct Deployer {
 
 /// Runs the deployer until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate fails the start, before the service touches NATS.
+    let tls = config.tls.server_config()?;
     let bus = Bus::connect(&config.nats, "deployer", &shutdown).await?;
     bus.provision(config.nats.replicas).await?;
-    let channel = Channel::from_shared(config.registry.registry_url.clone())
+    let channel = mlops_shared::tls::endpoint(&config.registry.registry_url)
         .with_context(|| format!("registry url {:?}", config.registry.registry_url))?
         .connect_lazy();
     let (log, log_rx) = PredictionLog::new(config.log_queue.max(1));
@@ -117,8 +122,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let rest = rest::router(d.clone()).layer(axum::extract::DefaultBodyLimit::max(limit));
     let router = ops_router(d.readiness.clone()).merge(rest).merge(grpc);
     let tracker = TaskTracker::new();
-    tracker.spawn(serve(listener, router, shutdown.clone()));
+    tracker.spawn(serve(listener, router, tls, shutdown.clone()));
     tracker.spawn(publish_logs(bus.clone(), log_rx, shutdown.child_token()));
+    tracker.spawn(labels::follow_labels(d.clone(), shutdown.child_token()));
 
     // Serve what the routes say before taking new promotions; a replica needs only NATS for that.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 use tracing::{error, info, warn};
 
-use crate::serving::{LiveStats, Release, ReleaseMode, Route, Snapshot};
+use crate::serving::{LiveStats, PendingLabels, Release, ReleaseMode, Route, Snapshot};
 use crate::{Deployer, bad_artifact, registry_err};
 
 /// A model a route names.
@@ -73,6 +73,10 @@ pub enum Verdict {
 
 /// The significance at which two prediction histograms are taken to differ.
 const PREDICTION_SHIFT_P: f64 = 0.001;
+/// The significance at which the new model's labelled predictions are taken to be worse.
+const LABEL_QUALITY_P: f64 = 0.01;
+/// Predictions a replica keeps awaiting their labels during a release (about 200 bytes each).
+const PENDING_LABELS: usize = 200_000;
 
 /// The population stability index of `actual` against `expected` (bin counts), each bin's count
 /// smoothed by half a count so that an empty bin in a small sample weighs what it can tell.
@@ -141,6 +145,9 @@ pub fn judge(
             }
         }
     }
+    if let Some(finding) = label_quality(spec, champion, candidate, classifier, &mut figures) {
+        failures.push(finding);
+    }
     let figures = format!("{} requests, {}", candidate.requests, figures.join(", "));
     if !failures.is_empty() {
         Verdict::RollBack(format!("{} ({figures})", failures.join("; ")))
@@ -148,6 +155,47 @@ pub fn judge(
         Verdict::Wait(format!("as good so far after {elapsed_secs:.0} of {} s ({figures})", spec.duration_secs))
     } else {
         Verdict::Promote(format!("as good as the serving model after {elapsed_secs:.0} s ({figures})"))
+    }
+}
+
+/// Quality on labelled predictions (`labels.arrived`), once both models have `min_labels`: worse
+/// by more than the spec tolerates — accuracy lower by `max_accuracy_drop`, or mean absolute error
+/// higher by `max_mae_increase` of the serving model's — *and* worse beyond chance (a one-sided
+/// test of the mean losses at 1 %), so a few unlucky labels do not roll a good model back.
+fn label_quality(
+    spec: &CanarySpec,
+    champion: &Snapshot,
+    candidate: &Snapshot,
+    classifier: bool,
+    figures: &mut Vec<String>,
+) -> Option<String> {
+    if candidate.labelled < spec.min_labels || champion.labelled < spec.min_labels {
+        if candidate.labelled > 0 || champion.labelled > 0 {
+            figures.push(format!("{} and {} of {} labels", candidate.labelled, champion.labelled, spec.min_labels));
+        }
+        return None;
+    }
+    let moments = |s: &Snapshot| (s.labelled, s.loss_sum, s.loss_squares);
+    let (_, p) = mlops_shared::stats::mean_exceeds(moments(candidate), moments(champion))?;
+    let (lc, lh) = (candidate.mean_loss(), champion.mean_loss());
+    let n = candidate.labelled;
+    if classifier {
+        let (ac, ah) = (1.0 - lc, 1.0 - lh);
+        figures.push(format!("accuracy on {n} labels {ac:.4} against {ah:.4} (p {p:.2e})"));
+        (ah - ac > spec.max_accuracy_drop && p < LABEL_QUALITY_P).then(|| {
+            format!(
+                "accuracy on {n} labelled predictions {ac:.4} is below the serving model's {ah:.4} by more than {} (p {p:.2e})",
+                spec.max_accuracy_drop
+            )
+        })
+    } else {
+        figures.push(format!("MAE on {n} labels {lc:.4} against {lh:.4} (p {p:.2e})"));
+        (lc > lh * (1.0 + spec.max_mae_increase) && p < LABEL_QUALITY_P).then(|| {
+            format!(
+                "mean absolute error on {n} labelled predictions {lc:.4} exceeds the serving model's {lh:.4} by more than {} of it (p {p:.2e})",
+                spec.max_mae_increase
+            )
+        })
     }
 }
 
@@ -225,9 +273,13 @@ impl Deployer {
                     .as_ref()
                     .and_then(|c| c.release.as_ref())
                     .filter(|c| c.model.version == r.model.version && c.started_ms == r.started_ms && c.mode == r.mode);
-                let (champion_stats, candidate_stats) = match same {
-                    Some(c) => (c.champion_stats.clone(), c.candidate_stats.clone()),
-                    None => (Arc::new(LiveStats::default()), Arc::new(LiveStats::default())),
+                let (champion_stats, candidate_stats, pending) = match same {
+                    Some(c) => (c.champion_stats.clone(), c.candidate_stats.clone(), c.pending.clone()),
+                    None => (
+                        Arc::new(LiveStats::default()),
+                        Arc::new(LiveStats::default()),
+                        Arc::new(PendingLabels::new(PENDING_LABELS)),
+                    ),
                 };
                 Some(Release {
                     model,
@@ -236,6 +288,7 @@ impl Deployer {
                     started_ms: r.started_ms,
                     champion_stats,
                     candidate_stats,
+                    pending,
                 })
             }
         };
@@ -564,7 +617,52 @@ mod tests {
     fn snap(requests: u64, errors: u64, latency_bucket: usize, scores: &[u64]) -> Snapshot {
         let mut latency = vec![0; 64];
         latency[latency_bucket] = requests;
-        Snapshot { requests, errors, latency, scores: scores.to_vec() }
+        Snapshot { requests, errors, latency, scores: scores.to_vec(), ..Default::default() }
+    }
+
+    /// `s` with `labelled` labels of which `wrong` were mispredicted (0/1 losses).
+    fn labelled(mut s: Snapshot, labelled: u64, wrong: u64) -> Snapshot {
+        (s.labelled, s.loss_sum, s.loss_squares) = (labelled, wrong as f64, wrong as f64);
+        s
+    }
+
+    #[test]
+    fn labels_roll_back_a_model_that_is_really_worse_and_only_then() {
+        let spec = CanarySpec { duration_secs: 60.0, min_requests: 100, min_labels: 50, ..Default::default() };
+        let spread = [10; 10];
+        let champion = labelled(snap(900, 0, 30, &spread), 400, 80); // accuracy 0.80
+        // 0.60 on 100 labels: 0.2 worse, far beyond chance.
+        let Verdict::RollBack(why) = judge(&spec, 5.0, &champion, &labelled(snap(100, 0, 30, &spread), 100, 40), true)
+        else {
+            panic!()
+        };
+        assert!(
+            why.contains("accuracy on 100 labelled predictions 0.6000 is below the serving model's 0.8000"),
+            "{why}"
+        );
+        // Too few labels to judge: wait, and say how many there are.
+        let Verdict::Wait(why) = judge(&spec, 5.0, &champion, &labelled(snap(100, 0, 30, &spread), 20, 20), true)
+        else {
+            panic!()
+        };
+        assert!(why.contains("20 and 400 of 50 labels"), "{why}");
+        // 0.74 on 50 labels: more than 0.05 lower, but within chance (p about 0.17).
+        let Verdict::Promote(why) = judge(&spec, 61.0, &champion, &labelled(snap(100, 0, 30, &spread), 50, 13), true)
+        else {
+            panic!()
+        };
+        assert!(why.contains("accuracy on 50 labels 0.7400 against 0.8000"), "{why}");
+        // Regression: mean absolute error 2 against 1, the same spread, 60 labels each.
+        let regression = |n: u64, mean: f64| {
+            let mut s = snap(100, 0, 30, &[]);
+            (s.labelled, s.loss_sum, s.loss_squares) = (n, mean * n as f64, (mean * mean + 0.25) * n as f64);
+            s
+        };
+        let Verdict::RollBack(why) = judge(&spec, 5.0, &regression(60, 1.0), &regression(60, 2.0), false) else {
+            panic!()
+        };
+        assert!(why.contains("mean absolute error on 60 labelled predictions 2.0000 exceeds"), "{why}");
+        assert!(matches!(judge(&spec, 61.0, &regression(60, 1.0), &regression(60, 1.05), false), Verdict::Promote(_)));
     }
 
     #[test]

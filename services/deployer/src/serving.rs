@@ -3,9 +3,9 @@
 //! (as both OIP transports deliver them) to rows in the model's feature order, and the prediction
 //! log, which never blocks a request: a bounded queue, and a count of what was dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use mlops_proto as pb;
 use mlops_shared::ids::Sha256;
@@ -36,6 +36,8 @@ pub struct Release {
     pub started_ms: i64,
     pub champion_stats: Arc<LiveStats>,
     pub candidate_stats: Arc<LiveStats>,
+    /// This replica's predictions in the release, awaiting their labels.
+    pub pending: Arc<PendingLabels>,
 }
 
 /// How a release meets traffic.
@@ -67,6 +69,8 @@ pub struct Picked {
     pub model: Arc<Served>,
     pub stats: Option<Arc<LiveStats>>,
     pub shadow: Option<(Arc<Served>, Arc<LiveStats>)>,
+    /// Where the release keeps predictions for their labels.
+    pub pending: Option<Arc<PendingLabels>>,
 }
 
 /// Every served route, by pipeline; swapped whole, so a request keeps the models it started with.
@@ -134,10 +138,16 @@ impl Models {
         if let Some(v) = version.filter(|v| !v.is_empty()) {
             if v == route.stable.version.to_string() {
                 let stats = release.map(|r| r.champion_stats.clone());
-                return Ok(Picked { model: route.stable.clone(), stats, shadow: None });
+                let pending = release.map(|r| r.pending.clone());
+                return Ok(Picked { model: route.stable.clone(), stats, shadow: None, pending });
             }
             if let Some(r) = release.filter(|r| v == r.model.version.to_string()) {
-                return Ok(Picked { model: r.model.clone(), stats: Some(r.candidate_stats.clone()), shadow: None });
+                return Ok(Picked {
+                    model: r.model.clone(),
+                    stats: Some(r.candidate_stats.clone()),
+                    shadow: None,
+                    pending: Some(r.pending.clone()),
+                });
             }
             return Err(format!(
                 "version {v} of model `{pipeline}` is not served (serving version {}{})",
@@ -145,18 +155,24 @@ impl Models {
                 release.map_or(String::new(), |r| format!(", {} {}", r.mode.as_str(), r.model.version))
             ));
         }
-        let Some(r) = release else { return Ok(Picked { model: route.stable.clone(), stats: None, shadow: None }) };
+        let Some(r) = release else {
+            return Ok(Picked { model: route.stable.clone(), stats: None, shadow: None, pending: None });
+        };
         let chosen = rand_unit() * 100.0 < r.percent;
+        let pending = Some(r.pending.clone());
         Ok(match (r.mode, chosen) {
             (ReleaseMode::Canary, true) => {
-                Picked { model: r.model.clone(), stats: Some(r.candidate_stats.clone()), shadow: None }
+                Picked { model: r.model.clone(), stats: Some(r.candidate_stats.clone()), shadow: None, pending }
             }
             (ReleaseMode::Shadow, true) => Picked {
                 model: route.stable.clone(),
                 stats: Some(r.champion_stats.clone()),
                 shadow: Some((r.model.clone(), r.candidate_stats.clone())),
+                pending,
             },
-            (_, false) => Picked { model: route.stable.clone(), stats: Some(r.champion_stats.clone()), shadow: None },
+            (_, false) => {
+                Picked { model: route.stable.clone(), stats: Some(r.champion_stats.clone()), shadow: None, pending }
+            }
         })
     }
 }
@@ -173,6 +189,9 @@ pub struct LiveStats {
     errors: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS],
     scores: [AtomicU64; SCORE_BINS],
+    /// Losses of labelled predictions: count, sum, sum of squares. Labels arrive off the request
+    /// path, so a lock costs no request anything.
+    labelled: Mutex<(u64, f64, f64)>,
 }
 
 impl Default for LiveStats {
@@ -182,6 +201,7 @@ impl Default for LiveStats {
             errors: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             scores: std::array::from_fn(|_| AtomicU64::new(0)),
+            labelled: Mutex::new((0, 0.0, 0.0)),
         }
     }
 }
@@ -209,14 +229,28 @@ impl LiveStats {
         }
     }
 
+    /// Records the loss of one labelled prediction: 0 or 1 for a class, the absolute error for
+    /// a value.
+    pub fn record_label(&self, loss: f64) {
+        let mut l = self.labelled.lock().expect("lock is never poisoned: no panics while held");
+        l.0 += 1;
+        l.1 += loss;
+        l.2 += loss * loss;
+    }
+
     /// The figures so far.
     pub fn snapshot(&self) -> Snapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (labelled, loss_sum, loss_squares) =
+            *self.labelled.lock().expect("lock is never poisoned: no panics while held");
         Snapshot {
             requests: load(&self.requests),
             errors: load(&self.errors),
             latency: self.latency.iter().map(load).collect(),
             scores: self.scores.iter().map(load).collect(),
+            labelled,
+            loss_sum,
+            loss_squares,
         }
     }
 }
@@ -228,6 +262,13 @@ pub struct Snapshot {
     pub errors: u64,
     pub latency: Vec<u64>,
     pub scores: Vec<u64>,
+    /// Predictions whose label arrived, and the sum and sum of squares of their losses.
+    #[serde(default)]
+    pub labelled: u64,
+    #[serde(default)]
+    pub loss_sum: f64,
+    #[serde(default)]
+    pub loss_squares: f64,
 }
 
 /// Adds histogram `theirs` into `mine`, bin by bin, growing `mine` to fit.
@@ -247,6 +288,14 @@ impl Snapshot {
         self.errors += other.errors;
         add_bins(&mut self.latency, &other.latency);
         add_bins(&mut self.scores, &other.scores);
+        self.labelled += other.labelled;
+        self.loss_sum += other.loss_sum;
+        self.loss_squares += other.loss_squares;
+    }
+
+    /// The mean loss of the labelled predictions (error rate, or mean absolute error).
+    pub fn mean_loss(&self) -> f64 {
+        if self.labelled == 0 { 0.0 } else { self.loss_sum / self.labelled as f64 }
     }
 
     /// Failed predictions per request.
@@ -408,15 +457,95 @@ pub fn infer(
     if let Some(stats) = &picked.stats {
         stats.record(started.elapsed(), &scored.scores, picked.model.is_classifier());
     }
+    let mut mirror = None;
     if let (Some((shadow, stats)), Some(inputs)) = (&picked.shadow, mirrored) {
         // The mirror is judged, never returned or logged; inputs it cannot take count as errors.
         let started = std::time::Instant::now();
         match rows(&shadow.artifact, inputs) {
-            Ok(r) => stats.record(started.elapsed(), &score(shadow, &r, None).scores, shadow.is_classifier()),
+            Ok(r) => {
+                let s = score(shadow, &r, None);
+                stats.record(started.elapsed(), &s.scores, shadow.is_classifier());
+                mirror = Some((shadow, stats, s.scores));
+            }
             Err(_) => stats.record(started.elapsed(), &[f64::NAN], shadow.is_classifier()),
         }
     }
+    if let (Some(pending), Some(stats)) = (&picked.pending, &picked.stats) {
+        // Both answers of a mirrored row wait under the id the caller got: its label judges both.
+        for (i, (id, &s)) in scored.ids.iter().zip(&scored.scores).enumerate() {
+            let mut answers = vec![Answer { model: picked.model.clone(), stats: stats.clone(), score: s }];
+            if let Some((shadow, stats, scores)) = &mirror {
+                answers.push(Answer { model: (*shadow).clone(), stats: (*stats).clone(), score: scores[i] });
+            }
+            pending.insert(id.clone(), answers);
+        }
+    }
     Ok((picked.model, scored))
+}
+
+/// One model's answer to a request in a release, kept until its label arrives.
+pub struct Answer {
+    pub model: Arc<Served>,
+    pub stats: Arc<LiveStats>,
+    pub score: f64,
+}
+
+impl Answer {
+    /// The loss of this answer against `label`: 0 or 1 for a class (the model's own threshold
+    /// decides), the absolute error for a value; `None` for a label the model cannot read.
+    pub fn loss(&self, label: &str) -> Option<f64> {
+        let t = &self.model.artifact.manifest.target;
+        let label = label.trim();
+        match t.task {
+            Task::BinaryClassification => {
+                let truth = if label == t.positive {
+                    true
+                } else if label == t.negative {
+                    false
+                } else {
+                    return None;
+                };
+                // The rule the served label follows (`Artifact::predict_vector`).
+                let predicted = self.score >= 0.5;
+                Some(f64::from(u8::from(predicted != truth)))
+            }
+            Task::Regression => label.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (self.score - v).abs()),
+        }
+    }
+}
+
+/// Predictions made during a release, by prediction id, until their labels arrive. Bounded: only
+/// the last `capacity` predictions wait (a label for an older one is not counted).
+pub struct PendingLabels {
+    capacity: usize,
+    inner: Mutex<Waiting>,
+}
+
+/// The answers by prediction id, and the ids in the order they were made.
+type Waiting = (HashMap<String, Vec<Answer>>, VecDeque<String>);
+
+impl PendingLabels {
+    /// Room for `capacity` predictions.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), inner: Mutex::new((HashMap::new(), VecDeque::new())) }
+    }
+
+    fn insert(&self, id: String, answers: Vec<Answer>) {
+        let mut guard = self.inner.lock().expect("lock is never poisoned: no panics while held");
+        let (map, order) = &mut *guard;
+        while order.len() >= self.capacity {
+            let Some(old) = order.pop_front() else { break };
+            map.remove(&old);
+        }
+        order.push_back(id.clone());
+        map.insert(id, answers);
+    }
+
+    /// The answers made under `id`, taken (a label counts once).
+    pub fn take(&self, id: &str) -> Option<Vec<Answer>> {
+        // The id keeps its place in the order queue until it ages out; finding it there is O(n).
+        self.inner.lock().expect("lock is never poisoned: no panics while held").0.remove(id)
+    }
 }
 
 impl Served {

@@ -33,6 +33,8 @@ pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
+    pub tls: mlops_shared::tls::TlsArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
     /// HTTP (/healthz, /metrics) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9103")]
@@ -58,12 +60,14 @@ pub struct Evaluator {
 
 /// Runs the evaluator until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate fails the start, before the service touches NATS.
+    let tls = config.tls.server_config()?;
     let bus = Bus::connect(&config.nats, "evaluator", &shutdown).await?;
     bus.provision(config.nats.replicas).await?;
     let ev = Evaluator::open(&bus, &config.registry.registry_url).await?;
     let readiness = Readiness::default();
     readiness.set_ready();
-    let http = tokio::spawn(serve(listener, ops_router(readiness), shutdown.clone()));
+    let http = tokio::spawn(serve(listener, ops_router(readiness), tls, shutdown.clone()));
     let schedules = {
         let (ev, token) = (ev.clone(), shutdown.child_token());
         tokio::spawn(async move { ev.run_staleness_schedules(token).await })
@@ -92,7 +96,7 @@ async fn lookup(
 impl Evaluator {
     /// Opens the buckets and stores, and a lazy connection to the registry at `registry_url`.
     pub async fn open(bus: &Bus, registry_url: &str) -> anyhow::Result<Arc<Self>> {
-        let channel = Channel::from_shared(registry_url.to_owned())
+        let channel = mlops_shared::tls::endpoint(registry_url)
             .with_context(|| format!("registry url {registry_url:?}"))?
             .connect_lazy();
         Ok(Arc::new(Self {

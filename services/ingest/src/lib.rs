@@ -35,6 +35,8 @@ use crate::catalog::{Catalog, DatasetRecord};
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub tls: mlops_shared::tls::TlsArgs,
     /// gRPC and HTTP (/healthz, /metrics) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
@@ -98,6 +100,8 @@ struct Ingest {
 
 /// Runs ingest until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate fails the start, before the service touches NATS.
+    let tls = config.tls.server_config()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let catalog = Catalog::open(&config.data_dir.join("ingest.redb")).context("opening dataset catalog")?;
     let allowed_dirs = config
@@ -148,7 +152,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     .into_axum_router();
     readiness.set_ready();
     info!(addr = %listener.local_addr()?, "ingest ready");
-    serve(listener, ops_router(readiness).merge(grpc), shutdown.clone()).await?;
+    serve(listener, ops_router(readiness).merge(grpc), tls, shutdown.clone()).await?;
     tracker.wait().await;
     Ok(())
 }

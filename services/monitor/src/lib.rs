@@ -36,6 +36,8 @@ use crate::store::{Store, WindowRecord};
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub tls: mlops_shared::tls::TlsArgs,
     /// gRPC and HTTP (/healthz, /metrics) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9104")]
     pub listen: SocketAddr,
@@ -69,6 +71,8 @@ struct Monitor {
 
 /// Runs the monitor until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate fails the start, before the service touches NATS.
+    let tls = config.tls.server_config()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("monitor.redb")).context("opening monitor database")?;
     let bus = Bus::connect(&config.nats, "monitor", &shutdown).await?;
@@ -83,7 +87,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let readiness = Readiness::default();
     let grpc =
         tonic::service::Routes::new(pb::monitor_server::MonitorServer::new(MonitorApi(m.clone()))).into_axum_router();
-    let http = tokio::spawn(serve(listener, ops_router(readiness.clone()).merge(grpc), shutdown.clone()));
+    let http = tokio::spawn(serve(listener, ops_router(readiness.clone()).merge(grpc), tls, shutdown.clone()));
     readiness.set_ready();
     let spec = ConsumerSpec {
         batch: 500,

@@ -29,6 +29,8 @@ use crate::store::{CheckRecord, Decision, Evaluation, ModelRecord, SliceRecord, 
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub tls: mlops_shared::tls::TlsArgs,
     /// gRPC and HTTP (/healthz, /metrics) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -47,6 +49,8 @@ impl mlops_shared::service::ServiceConfig for Config {
 
 /// Runs the registry until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate fails the start, before the service touches NATS.
+    let tls = config.tls.server_config()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store = Arc::new(Store::open(&config.data_dir.join("registry.redb")).context("opening registry database")?);
     let bus = Bus::connect(&config.nats, "registry", &shutdown).await?;
@@ -87,7 +91,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     tracker.close();
     readiness.set_ready();
     info!(addr = %listener.local_addr()?, "registry ready");
-    serve(listener, router, shutdown.clone()).await?;
+    serve(listener, router, tls, shutdown.clone()).await?;
     tracker.wait().await;
     Ok(())
 }

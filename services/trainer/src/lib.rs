@@ -32,6 +32,8 @@ use tracing::{info, warn};
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub tls: mlops_shared::tls::TlsArgs,
     /// HTTP (/healthz, /metrics) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9102")]
     pub listen: SocketAddr,
@@ -51,6 +53,8 @@ impl mlops_shared::service::ServiceConfig for Config {
 
 /// Runs the policy and one worker until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate fails the start, before the service touches NATS.
+    let tls = config.tls.server_config()?;
     let bus = Bus::connect(&config.nats, "trainer", &shutdown).await?;
     bus.provision(config.nats.replicas).await?;
     let trainer_id = config.trainer_id.clone().unwrap_or_else(default_trainer_id);
@@ -68,7 +72,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let readiness = Readiness::default();
     readiness.set_ready();
     let tracker = TaskTracker::new();
-    tracker.spawn(serve(listener, ops_router(readiness), shutdown.clone()));
+    tracker.spawn(serve(listener, ops_router(readiness), tls, shutdown.clone()));
     // One durable consumer per trigger event, each handing its events to the policy.
     macro_rules! trigger {
         ($event:ty, $durable:literal, $max_deliver:expr, $handler:ident) => {{

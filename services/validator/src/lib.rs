@@ -26,6 +26,8 @@ use tracing::{info, warn};
 pub struct Config {
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub tls: mlops_shared::tls::TlsArgs,
     /// HTTP (/healthz, /metrics) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9101")]
     pub listen: SocketAddr,
@@ -47,6 +49,8 @@ struct Validator {
 
 /// Runs the validator until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate fails the start, before the service touches NATS.
+    let tls = config.tls.server_config()?;
     let bus = Bus::connect(&config.nats, "validator", &shutdown).await?;
     bus.provision(config.nats.replicas).await?;
     let v = Validator {
@@ -57,7 +61,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     };
     let readiness = Readiness::default();
     readiness.set_ready();
-    let http = tokio::spawn(serve(listener, ops_router(readiness), shutdown.clone()));
+    let http = tokio::spawn(serve(listener, ops_router(readiness), tls, shutdown.clone()));
     bus.consume(ConsumerSpec::events::<pb::DataIngested>("validator"), shutdown.child_token(), |e| v.on_ingested(e))
         .await?;
     http.await??;

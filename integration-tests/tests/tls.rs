@@ -1,0 +1,100 @@
+//! TLS on every service's port: the whole cascade runs with each service serving only TLS (and
+//! calling the registry over it), predictions are answered over HTTPS and gRPC with TLS, the CLI
+//! trusts the platform's CA by `--tls-ca`, and a client that does not trust it, or speaks plain
+//! HTTP, gets nothing. One test per binary: the CA this process trusts is process-wide.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use mlops_integration_tests::{TestApp, client, rows_json, sample};
+
+const T: Duration = Duration::from_secs(90);
+
+/// A CA and a certificate it signs for 127.0.0.1 and localhost, made with the `openssl` command.
+fn certificates(dir: &Path) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=mlops test CA"],
+        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+    ]
+    .concat());
+    run(&[&["req"], &ec[..], &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let path = |f: &str| dir.join(f).display().to_string();
+    (path("ca.pem"), path("server.pem"), path("server.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_serves_tls_and_the_cascade_and_predictions_run_over_it() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path());
+    mlops_shared::tls::trust_ca(ca.clone().into());
+    let app = TestApp::start_with(&[("MLOPS_TLS_CERT", &cert), ("MLOPS_TLS_KEY", &key), ("MLOPS_TLS_CA", &ca)]).await;
+    let deployer = app.stack.url("deployer");
+    assert!(deployer.starts_with("https://127.0.0.1:"), "{deployer}");
+
+    // The cascade: the CLI's clients (apply, upload) speak TLS, and so do the deployer and the
+    // evaluator when they ask the registry.
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 31, sample::Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+
+    let rows = sample::customers(3, 32, sample::Variant::Normal);
+    let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.expect("prediction over HTTPS");
+    assert_eq!(body["model_version"], "1", "{body}");
+
+    use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    let channel = mlops_shared::tls::endpoint(&deployer).unwrap().connect().await.expect("gRPC over TLS");
+    let mut grpc = GrpcInferenceServiceClient::new(channel);
+    let ready = grpc
+        .model_ready(mlops_proto::inference::ModelReadyRequest { name: "churn".into(), version: String::new() })
+        .await
+        .expect("gRPC call over TLS");
+    assert!(ready.into_inner().ready);
+
+    // The CLI, trusting the CA by flag.
+    let out = Command::new(app.stack.opts.bin_dir.join("mlops"))
+        .args(["--tls-ca", &ca, "--registry-url", &app.stack.url("registry"), "--deployer-url", &deployer])
+        .args(["deployments"])
+        .env_remove("MLOPS_TLS_CA")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("churn") && said.contains("no release in progress"), "{said}");
+
+    // Without the CA the certificate is not trusted, and plain HTTP gets no answer.
+    let untrusting = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let refused = untrusting.get(format!("{deployer}/v2/health/ready")).send().await;
+    assert!(refused.is_err(), "{refused:?}");
+    let plain = deployer.replace("https://", "http://");
+    let refused = untrusting.get(format!("{plain}/v2/health/ready")).send().await;
+    assert!(refused.is_err() || !refused.unwrap().status().is_success());
+    // The port still serves trusting clients after those attempts.
+    let trusting = client::http_client().unwrap();
+    let ok = trusting.get(format!("{deployer}/v2/health/ready")).send().await.unwrap();
+    assert!(ok.status().is_success());
+}
