@@ -383,9 +383,16 @@ async fn oip_accepts_one_2d_tensor_and_every_numeric_datatype() {
         ..Default::default()
     };
     let r = grpc.model_infer(request).await.unwrap().into_inner();
-    let got = &r.outputs[0].contents.as_ref().unwrap().fp64_contents;
+    // Raw inputs get raw outputs, as from Triton: one entry per output, none typed.
+    assert_eq!(r.raw_output_contents.len(), r.outputs.len());
+    assert!(r.outputs.iter().all(|o| o.contents.is_none()));
+    let got: Vec<f64> =
+        r.raw_output_contents[0].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
     // NaN is how a missing age travels in FP64 over gRPC; it scores as missing, like null in JSON.
-    assert_eq!(got, &expected, "raw FP32/INT64/BOOL/FP64/BYTES");
+    assert_eq!(got, expected, "raw FP32/INT64/BOOL/FP64/BYTES");
+    let ids = &r.raw_output_contents[r.outputs.iter().position(|o| o.name == "prediction_id").unwrap()];
+    let first = u32::from_le_bytes(ids[..4].try_into().unwrap()) as usize;
+    assert_eq!(first, 36, "a uuid, length-prefixed");
     let matrix = InferInputTensor {
         name: "input".into(),
         datatype: "BYTES".into(),

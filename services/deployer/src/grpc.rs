@@ -131,33 +131,57 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
                 .map_err(|(missing, e)| if missing { Status::not_found(e) } else { Status::invalid_argument(e) })?;
         let n = scored.scores.len() as i64;
         metrics::histogram!("mlops_inference_seconds", "protocol" => "grpc").record(started.elapsed().as_secs_f64());
-        let tensor = |name: &str, datatype: &str, contents: oip::InferTensorContents| InferOutputTensor {
+        let tensor = |name: &str, datatype: &str, contents: Option<oip::InferTensorContents>| InferOutputTensor {
             name: name.into(),
             datatype: datatype.into(),
             shape: vec![n],
             parameters: HashMap::new(),
-            contents: Some(contents),
+            contents,
         };
-        let bytes = |v: Vec<String>| oip::InferTensorContents {
-            bytes_contents: v.into_iter().map(String::into_bytes).collect(),
-            ..Default::default()
+        let labels = (!scored.labels.is_empty()).then_some(scored.labels);
+        // A client that sent raw inputs gets raw outputs, as Triton answers: its clients read
+        // only `raw_output_contents` for numbers. Others get typed contents.
+        let (outputs, raw_output_contents) = if r.raw_input_contents.is_empty() {
+            let bytes = |v: Vec<String>| oip::InferTensorContents {
+                bytes_contents: v.into_iter().map(String::into_bytes).collect(),
+                ..Default::default()
+            };
+            let values = oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() };
+            let outputs = std::iter::once(tensor(scored.scores_name, "FP64", Some(values)))
+                .chain(labels.map(|l| tensor("label", "BYTES", Some(bytes(l)))))
+                .chain([tensor("prediction_id", "BYTES", Some(bytes(scored.ids)))])
+                .collect();
+            (outputs, vec![])
+        } else {
+            let mut outputs = vec![tensor(scored.scores_name, "FP64", None)];
+            let mut raw = vec![scored.scores.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()];
+            if let Some(l) = labels {
+                outputs.push(tensor("label", "BYTES", None));
+                raw.push(raw_bytes(&l));
+            }
+            outputs.push(tensor("prediction_id", "BYTES", None));
+            raw.push(raw_bytes(&scored.ids));
+            (outputs, raw)
         };
         Ok(Response::new(oip::ModelInferResponse {
             model_name: model.pipeline.clone(),
             model_version: model.version.to_string(),
             id: r.id,
             parameters: HashMap::new(),
-            outputs: {
-                let labels = (!scored.labels.is_empty()).then(|| tensor("label", "BYTES", bytes(scored.labels)));
-                let values = oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() };
-                std::iter::once(tensor(scored.scores_name, "FP64", values))
-                    .chain(labels)
-                    .chain([tensor("prediction_id", "BYTES", bytes(scored.ids))])
-                    .collect()
-            },
-            raw_output_contents: vec![],
+            outputs,
+            raw_output_contents,
         }))
     }
+}
+
+/// A BYTES tensor's raw form: each element as a 4-byte little-endian length, then its bytes.
+fn raw_bytes(values: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
+    for v in values {
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
 }
 
 /// Decodes a gRPC input tensor from its typed contents or, when given, its raw little-endian bytes.

@@ -71,7 +71,7 @@ fn score(d: &Deployer, pipeline: &str, headers: &HeaderMap, body: &[u8]) -> Resu
     let records = if content_type.starts_with("text/csv") {
         csv_records(body)?
     } else if content_type.starts_with("application/json") {
-        let value: Json_ = serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let value: Json_ = crate::rest::from_python_json(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         json_records(value)?
     } else {
         return Err(ApiError(

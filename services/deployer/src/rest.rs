@@ -133,6 +133,50 @@ struct InputTensor {
     data: Json_,
 }
 
+/// Parses JSON as Python's writers make it: they send a missing float as a bare `NaN`, which JSON
+/// lacks (tritonclient and `json.dumps` both do), and it reads as `null`, a missing value. The
+/// rewrite runs only when plain parsing fails, so well-formed bodies cost nothing extra.
+pub(crate) fn from_python_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(e) => match nan_as_null(body)? {
+            Some(rewritten) => serde_json::from_slice(&rewritten).map_err(|e| e.to_string()),
+            None => Err(e.to_string()),
+        },
+    }
+}
+
+/// `body` with every bare `NaN` outside strings made `null`; `None` when there is none. A bare
+/// `Infinity` is refused by name: no feature value is infinite.
+fn nan_as_null(body: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let (mut out, mut changed) = (Vec::with_capacity(body.len()), false);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if body[i..].starts_with(b"NaN") {
+            out.extend_from_slice(b"null");
+            (i, changed) = (i + 3, true);
+            continue;
+        } else if body[i..].starts_with(b"Infinity") {
+            return Err(format!("`Infinity` at byte {i} is not a value a feature can take"));
+        }
+        out.push(b);
+        i += 1;
+    }
+    Ok(changed.then_some(out))
+}
+
 /// A request body, or the reason it was refused (too large: 413) as `{"error": ...}`.
 pub type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
 
@@ -154,7 +198,7 @@ async fn infer_v(
 
 fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Result<Json<Json_>, ApiError> {
     let started = std::time::Instant::now();
-    let req: InferRequest = serde_json::from_slice(body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
+    let req: InferRequest = from_python_json(body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
     let mut shaped = Vec::with_capacity(req.inputs.len());
     for t in req.inputs {
         let col = decode_json_tensor(&t).map_err(bad)?;
@@ -234,5 +278,23 @@ fn flatten<'a>(v: &'a Json_, out: &mut Vec<&'a Json_>) {
     match v {
         Json_::Array(items) => items.iter().for_each(|i| flatten(i, out)),
         other => out.push(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_json_reads_a_bare_nan_as_missing_and_leaves_strings_alone() {
+        let v: Json_ = from_python_json(br#"{"data": [1.0, NaN, -2], "name": "say \"NaN\" NaN"}"#).unwrap();
+        assert_eq!(v, json!({"data": [1.0, null, -2], "name": "say \"NaN\" NaN"}));
+        // Well-formed JSON is parsed as it is.
+        let v: Json_ = from_python_json(br#"{"a": "NaN"}"#).unwrap();
+        assert_eq!(v, json!({"a": "NaN"}));
+        let e = from_python_json::<Json_>(br#"{"data": [Infinity]}"#).unwrap_err();
+        assert!(e.contains("`Infinity` at byte 10"), "{e}");
+        let e = from_python_json::<Json_>(b"{not json").unwrap_err();
+        assert!(e.contains("key must be a string"), "{e}");
     }
 }
