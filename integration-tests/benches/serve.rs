@@ -23,6 +23,8 @@ use mlops_proto::inference::model_infer_request::InferInputTensor;
 use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
 
 const CONCURRENCY: usize = 32;
+/// Requests in flight on each gRPC connection.
+const GRPC_STREAMS: usize = 8;
 
 /// The first rows of a CSV whose columns are the numeric features then the label.
 fn rows(path: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>)> {
@@ -200,7 +202,15 @@ async fn ours(spec: &str, data: &str, secs: u64) -> anyhow::Result<()> {
     .await;
     println!("{}", f.line("mlops rest"));
 
-    let grpc = GrpcInferenceServiceClient::connect(base.clone()).await?;
+    // One HTTP/2 connection per GRPC_STREAMS requests in flight: one connection is served by one
+    // task, so 32 streams on a single connection measure one core, while the REST client above
+    // spreads its 32 requests over a pool of connections.
+    let mut channels = Vec::new();
+    for _ in 0..CONCURRENCY / GRPC_STREAMS {
+        channels.push(GrpcInferenceServiceClient::new(
+            tonic::transport::Endpoint::from_shared(base.clone())?.connect().await?,
+        ));
+    }
     let r = rows.clone();
     let mut f = load(secs, move |i| {
         let row = &r[i % r.len()];
@@ -215,7 +225,7 @@ async fn ours(spec: &str, data: &str, secs: u64) -> anyhow::Result<()> {
             }],
             ..Default::default()
         };
-        let mut grpc = grpc.clone();
+        let mut grpc = channels[i % channels.len()].clone();
         async move { grpc.model_infer(request).await.is_ok() }
     })
     .await;
