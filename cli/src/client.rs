@@ -40,6 +40,13 @@ pub async fn deployer(url: &str) -> anyhow::Result<mlops_proto::deployer_client:
     Ok(mlops_proto::deployer_client::DeployerClient::new(channel(url).await?))
 }
 
+/// The monitor's report on `pipeline`: drift windows, label quality, alerts.
+pub async fn monitor_report(url: &str, pipeline: &str) -> anyhow::Result<pb::ReportResponse> {
+    let mut c = mlops_proto::monitor_client::MonitorClient::new(channel(url).await?);
+    let r = c.report(pb::ReportRequest { pipeline: pipeline.to_owned() }).await.map_err(status("monitor report"))?;
+    Ok(r.into_inner())
+}
+
 /// A registry client.
 pub async fn registry(url: &str) -> anyhow::Result<RegistryClient<Channel>> {
     Ok(RegistryClient::new(channel(url).await?))

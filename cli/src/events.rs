@@ -27,6 +27,7 @@ pub enum Decoded {
     Promoted(pb::ModelPromoted),
     RolledBack(pb::ModelRolledBack),
     Drift(pb::DriftDetected),
+    Degraded(pb::PerformanceDegraded),
     Blocked(pb::ModelBlocked),
     Staleness(pb::StalenessReported),
     Canary(pb::CanaryStarted),
@@ -130,7 +131,7 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
                     .features
                     .iter()
                     .filter(|f| f.drifted)
-                    .map(|f| format!("{} psi {:.2}", f.feature, f.score))
+                    .map(|f| format!("{} {} {:.3}", f.feature, f.method, f.score))
                     .collect::<Vec<_>>();
                 (
                     format!(
@@ -142,6 +143,16 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
                     Decoded::Drift(e),
                 )
             }
+            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+        },
+        "monitor.performance_degraded" => match pb::PerformanceDegraded::decode(payload) {
+            Ok(e) => (
+                format!(
+                    "v{} {} {:.3} on delayed labels, limit {} (alert {})",
+                    e.version, e.metric, e.value, e.floor, e.alert_id
+                ),
+                Decoded::Degraded(e),
+            ),
             Err(e) => (format!("undecodable: {e}"), Decoded::Other),
         },
         _ => (format!("{} bytes", payload.len()), Decoded::Other),

@@ -27,6 +27,9 @@ struct Cli {
     /// Deployer (OIP v2) endpoint.
     #[arg(long, global = true, env = "MLOPS_DEPLOYER_URL", default_value = "http://127.0.0.1:8080")]
     deployer_url: String,
+    /// Monitor gRPC endpoint.
+    #[arg(long, global = true, env = "MLOPS_MONITOR_URL", default_value = "http://127.0.0.1:9104")]
+    monitor_url: String,
     /// The bearer token for mutating calls, when the services require one.
     #[arg(long, global = true, env = "MLOPS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -35,6 +38,18 @@ struct Cli {
     tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum MonitorCommand {
+    /// The newest drift windows (each feature's test, score and verdict), the quality on delayed
+    /// labels, and the alert history of PIPELINE.
+    Report {
+        pipeline: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +124,11 @@ enum Command {
     },
     /// How quality falls with a model's age: the last production versions on the newest
     /// validated data, and the retraining cadence that keeps the loss within tolerance.
+    /// Production monitoring: drift windows, label quality and alerts.
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
     Staleness {
         pipeline: String,
         /// How many production versions to compare (default: the spec's, 5).
@@ -551,6 +571,15 @@ arrived   {} ({})",
                     println!("wrote {}", path.display());
                 }
                 None => print!("{text}"),
+            }
+            Ok(())
+        }
+        Command::Monitor { command: MonitorCommand::Report { pipeline, json } } => {
+            let report = client::monitor_report(&cli.monitor_url, &pipeline).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tables::monitor_report_json(&report))?);
+            } else {
+                print!("{}", tables::monitor_report(&report));
             }
             Ok(())
         }

@@ -152,6 +152,81 @@ pub fn staleness(r: &pb::StalenessReported) -> String {
     out
 }
 
+fn drift_cell(f: &pb::FeatureDrift) -> String {
+    let test = if f.method == "ks" || f.method == "chi_square" { "p" } else { "d" };
+    format!("{}{} {}={:.3}", if f.drifted { "✗ " } else { "" }, f.method, test, f.score)
+}
+
+/// The monitor's report as text: label quality, the alert history, then the newest windows with
+/// each feature's test and score (✗ marks drift).
+pub fn monitor_report(r: &pb::ReportResponse) -> String {
+    let mut out = String::new();
+    match &r.performance {
+        Some(p) => out.push_str(&format!(
+            "quality of v{} on labels: {} {:.4} ({} labelled; {} {})\n",
+            p.version,
+            p.metric,
+            p.value,
+            p.labelled,
+            if p.higher_is_better { "floor" } else { "ceiling" },
+            p.threshold
+        )),
+        None => out.push_str("quality on labels: not measured yet (no `monitoring.performance`, or too few labels)\n"),
+    }
+    out.push_str(&format!("\nALERTS ({})\n", r.alert_history.len()));
+    for a in &r.alert_history {
+        out.push_str(&format!(
+            "{}  {:<11} v{:<4} {}  {}\n",
+            time(a.time_unix_ms),
+            a.kind,
+            a.version,
+            a.alert_id,
+            a.detail
+        ));
+    }
+    out.push_str(&format!("\nWINDOWS ({} shown, {} raised alerts)\n", r.windows.len(), r.alerts));
+    for w in &r.windows {
+        let features: Vec<String> = w.features.iter().map(|f| format!("{} {}", f.feature, drift_cell(f))).collect();
+        let prediction = w.prediction.as_ref().map_or(String::new(), |p| format!("; prediction {}", drift_cell(p)));
+        out.push_str(&format!(
+            "{}  v{:<4} {:>6} rows  drifted {:>5.1} %  {}{}{}\n",
+            time(w.closed_unix_ms),
+            w.version,
+            w.rows,
+            w.drifted_share * 100.0,
+            features.join(", "),
+            prediction,
+            if w.alert_id.is_empty() { String::new() } else { format!("  → alert {}", w.alert_id) }
+        ));
+    }
+    out
+}
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+/// The monitor's report as JSON.
+pub fn monitor_report_json(r: &pb::ReportResponse) -> serde_json::Value {
+    let drift = |f: &pb::FeatureDrift| serde_json::json!({"feature": f.feature, "method": f.method, "score": f.score, "threshold": f.threshold, "drifted": f.drifted});
+    serde_json::json!({
+        "pipeline": r.pipeline,
+        "performance": r.performance.as_ref().map(|p| serde_json::json!({
+            "version": p.version, "metric": p.metric, "value": p.value, "labelled": p.labelled,
+            "threshold": p.threshold, "higher_is_better": p.higher_is_better, "at_unix_ms": p.at_unix_ms,
+        })),
+        "alerts": r.alert_history.iter().map(|a| serde_json::json!({
+            "alert_id": a.alert_id, "kind": a.kind, "version": a.version, "time_unix_ms": a.time_unix_ms, "detail": a.detail,
+        })).collect::<Vec<_>>(),
+        "windows": r.windows.iter().map(|w| serde_json::json!({
+            "version": w.version, "rows": w.rows, "drifted_share": w.drifted_share, "closed_unix_ms": w.closed_unix_ms,
+            "alert_id": w.alert_id, "features": w.features.iter().map(drift).collect::<Vec<_>>(),
+            "prediction": w.prediction.as_ref().map(drift),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

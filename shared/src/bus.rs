@@ -342,6 +342,155 @@ impl Bus {
         Ok(())
     }
 
+    /// Runs a durable pull consumer handing `handler` what has arrived in batches of up to
+    /// `spec.batch` (gathered for at most [`BATCH_GATHER`]), so one durable write can cover
+    /// hundreds of messages. When the handler returns `Ok(bad)`, the messages at the indexes in
+    /// `bad` are dead-lettered with their reasons and every other one is acked: the handler's
+    /// effect must be durable by then. A failure naks the whole batch (dead-lettered after
+    /// `max_deliver`). Undecodable payloads never reach the handler: they are dead-lettered.
+    pub async fn consume_batches<E, H, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        shutdown: CancellationToken,
+        handler: H,
+    ) -> anyhow::Result<()>
+    where
+        E: Event,
+        H: Fn(Vec<Envelope<E>>) -> Fut,
+        Fut: Future<Output = Result<Vec<(usize, String)>, HandlerError>>,
+    {
+        let consumer = self.consumer(&spec).await?;
+        info!(durable = %spec.durable, filter = %spec.filter, "consuming in batches");
+        while !shutdown.is_cancelled() {
+            let mut messages = match consumer.stream().max_messages_per_batch(spec.batch).messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, durable = %spec.durable, "cannot pull, retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    () = shutdown.cancelled() => break,
+                };
+                let first = match next {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        debug!(error = %e, durable = %spec.durable, "pull error");
+                        continue;
+                    }
+                    None => break,
+                };
+                let mut batch = vec![first];
+                let gather_until = tokio::time::Instant::now() + BATCH_GATHER;
+                while batch.len() < spec.batch {
+                    match tokio::time::timeout_at(gather_until, messages.next()).await {
+                        Ok(Some(Ok(msg))) => batch.push(msg),
+                        Ok(Some(Err(e))) => debug!(error = %e, durable = %spec.durable, "pull error"),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                self.handle_batch(&spec, batch, &handler).await;
+            }
+        }
+        info!(durable = %spec.durable, "consumer stopped");
+        Ok(())
+    }
+
+    async fn handle_batch<E, H, Fut>(&self, spec: &ConsumerSpec, batch: Vec<jetstream::Message>, handler: &H)
+    where
+        E: Event,
+        H: Fn(Vec<Envelope<E>>) -> Fut,
+        Fut: Future<Output = Result<Vec<(usize, String)>, HandlerError>>,
+    {
+        let started = Instant::now();
+        let labels = [("service", self.service.clone()), ("subject", E::SUBJECT_PREFIX.to_owned())];
+        let mut kept = Vec::with_capacity(batch.len());
+        let mut envelopes = Vec::with_capacity(batch.len());
+        for msg in batch {
+            let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(HeaderValue::to_string);
+            let info = msg.info().ok();
+            let id = header(headers::ID).unwrap_or_else(|| {
+                info.as_ref().map(|i| format!("{}-{}", i.stream, i.stream_sequence)).unwrap_or_default()
+            });
+            let json = header(headers::CONTENT_TYPE).is_some_and(|ct| ct.starts_with(headers::JSON));
+            match decode::<E>(&msg.payload, json) {
+                Ok(payload) => {
+                    envelopes.push(Envelope {
+                        id,
+                        subject: msg.subject.to_string(),
+                        delivered: info.as_ref().map_or(1, |i| i.delivered.max(1) as u64),
+                        published_ms: info
+                            .as_ref()
+                            .map_or(0, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64),
+                        context: EventContext {
+                            correlation_id: header(headers::CORRELATION).unwrap_or_default(),
+                            causation_id: header(headers::CAUSATION).unwrap_or_default(),
+                        },
+                        payload,
+                    });
+                    kept.push((msg, id_of(&envelopes)));
+                }
+                Err(reason) => self.give_up(E::SUBJECT_PREFIX, &msg, &id, &reason).await,
+            }
+        }
+        if envelopes.is_empty() {
+            return;
+        }
+        let delivered = envelopes.iter().map(|e| e.delivered).max().unwrap_or(1);
+        match handler(envelopes).await {
+            Ok(bad) => {
+                for (i, (msg, id)) in kept.iter().enumerate() {
+                    match bad.iter().find(|(b, _)| *b == i) {
+                        Some((_, reason)) => self.give_up(E::SUBJECT_PREFIX, msg, id, reason).await,
+                        None => {
+                            if let Err(e) = msg.ack().await {
+                                warn!(error = %e, "acknowledgement failed; the message will be redelivered");
+                            }
+                        }
+                    }
+                }
+                metrics::counter!("mlops_events_handled_total", &labels).increment((kept.len() - bad.len()) as u64);
+            }
+            Err(e) if (delivered as i64) < spec.max_deliver || spec.max_deliver < 0 => {
+                let delay = match e {
+                    HandlerError::Later(d) => d,
+                    _ => retry_delay(delivered),
+                };
+                warn!(error = %e, messages = kept.len(), retry_in = ?delay, "batch failed, will retry");
+                metrics::counter!("mlops_events_failed_total", "service" => self.service.clone(), "subject" => E::SUBJECT_PREFIX, "outcome" => "retry").increment(kept.len() as u64);
+                for (msg, _) in &kept {
+                    let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                }
+            }
+            Err(e) => {
+                let reason = format!("gave up after {delivered} attempts: {e}");
+                for (msg, id) in &kept {
+                    self.give_up(E::SUBJECT_PREFIX, msg, id, &reason).await;
+                }
+            }
+        }
+        metrics::histogram!("mlops_handler_seconds", &labels).record(started.elapsed().as_secs_f64());
+    }
+
+    /// Dead-letters `msg` with `reason` and terminates it (or leaves it to come back when the
+    /// copy could not be made).
+    async fn give_up(&self, prefix: &'static str, msg: &jetstream::Message, id: &str, reason: &str) {
+        error!(%reason, subject = %msg.subject, "event dead-lettered");
+        metrics::counter!("mlops_events_failed_total", "service" => self.service.clone(), "subject" => prefix, "outcome" => "dead_letter").increment(1);
+        if let Err(e) = self.dead_letter(msg, id, reason).await {
+            error!(error = %e, "dead-letter copy failed, message will be redelivered");
+            return;
+        }
+        if let Err(e) = msg.ack_with(AckKind::Term).await {
+            warn!(error = %e, "acknowledgement failed; the message will be redelivered");
+        }
+    }
+
     async fn consumer(&self, spec: &ConsumerSpec) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
         let stream = retry_create(|| async { self.js.get_stream(spec.stream).await })
             .await
@@ -532,6 +681,13 @@ impl ConsumerSpec {
         }
     }
 }
+
+fn id_of<E>(envelopes: &[Envelope<E>]) -> String {
+    envelopes.last().map(|e| e.id.clone()).unwrap_or_default()
+}
+
+/// How long a batch waits for more messages once its first has arrived.
+pub const BATCH_GATHER: Duration = Duration::from_millis(20);
 
 /// Decodes an event payload — protobuf, or proto3 JSON when `json` (for the events outside systems
 /// publish) — and checks it; the error says what is wrong.

@@ -1,9 +1,14 @@
-//! The monitor: reads the prediction log, bins each pipeline's live inputs in windows, compares
-//! them with the serving model's training profile (PSI), records every window (redb), and publishes
-//! `monitor.drift_detected` when a window drifts — once per cooldown, so one drift episode
-//! retrains once. Serves `mlops.v1.Monitor` reports over gRPC.
+//! The monitor: reads the prediction log in batches, gathers each pipeline's live inputs and
+//! predictions in windows (by count or time), tests each feature's drift from the serving model's
+//! training data or the window before, records every window (redb), and publishes
+//! `monitor.drift_detected` when a window drifts. It also keeps every logged prediction by id,
+//! joins the `labels.arrived` that come later, tracks the serving version's quality on them, and
+//! publishes `monitor.performance_degraded` under the spec's floor. Either alert is a retraining
+//! trigger, raised once per cooldown, and kept in the alert history. Serves `mlops.v1.Monitor`
+//! reports over gRPC.
 
 pub mod drift;
+pub mod labels;
 pub mod store;
 
 use std::collections::HashMap;
@@ -15,20 +20,20 @@ use anyhow::Context as _;
 use mlops_proto as pb;
 use mlops_shared::bus::{Bus, ConsumerSpec, HandlerError, MODELS_BUCKET, PREDICTIONS_STREAM};
 use mlops_shared::config::NatsArgs;
-use mlops_shared::events::Envelope;
+use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::model::Artifact;
 use mlops_shared::objects::Objects;
-use mlops_shared::spec::{MonitoringSpec, SpecStore};
+use mlops_shared::spec::{MonitoringSpec, ReferenceKind, SpecStore};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::drift::Window;
-use crate::store::{Store, WindowRecord};
+use crate::drift::{References, Window};
+use crate::store::{AlertRecord, Logged, Store, WindowRecord};
 
 /// Monitor configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -56,7 +61,8 @@ impl mlops_shared::service::ServiceConfig for Config {
 struct Open {
     sha: String,
     version: u64,
-    reference: Arc<Artifact>,
+    /// What the window is compared with: the training data, or the window before (rolling).
+    references: References,
     spec: MonitoringSpec,
     window: Window,
 }
@@ -94,14 +100,57 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         max_ack_pending: 20_000,
         ..ConsumerSpec::on::<pb::PredictionLogged>(PREDICTIONS_STREAM, "monitor")
     };
-    bus.consume(spec, shutdown.child_token(), |e| m.on_prediction(e)).await?;
+    let labels_spec = ConsumerSpec {
+        max_deliver: labels::LABEL_ATTEMPTS,
+        ..ConsumerSpec::events::<pb::LabelsArrived>("monitor-labels")
+    };
+    let (predictions, labelled) = tokio::join!(
+        bus.consume_batches(spec, shutdown.child_token(), |batch| m.on_predictions(batch)),
+        bus.consume(labels_spec, shutdown.child_token(), |e| m.on_labels(e)),
+    );
+    predictions?;
+    labelled?;
     http.await??;
     Ok(())
 }
 
+/// Logged predictions are kept for their labels this long (the events stream's retention).
+const PREDICTION_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
 impl Monitor {
+    /// One batch of the prediction log: kept by id for the labels (one durable commit, before
+    /// the batch is acknowledged), then added to the windows.
+    async fn on_predictions(
+        &self,
+        batch: Vec<Envelope<pb::PredictionLogged>>,
+    ) -> Result<Vec<(usize, String)>, HandlerError> {
+        let forget_before = mlops_shared::now_unix_ms() - PREDICTION_RETENTION_MS;
+        let logged = batch.iter().map(|e| {
+            let p = &e.payload;
+            let kept = Logged {
+                pipeline: p.pipeline.clone(),
+                version: p.version,
+                score: p.score,
+                time_unix_ms: p.time_unix_ms,
+            };
+            (p.prediction_id.as_str(), kept)
+        });
+        self.store.index_predictions(logged, forget_before).map_err(|err| HandlerError::Transient(err.into()))?;
+        metrics::counter!("mlops_monitor_predictions_total").increment(batch.len() as u64);
+        let mut bad = Vec::new();
+        for (i, e) in batch.into_iter().enumerate() {
+            match self.on_prediction(e).await {
+                Ok(()) => {}
+                Err(HandlerError::Permanent(reason)) => bad.push((i, reason)),
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(bad)
+    }
+
     // Windows live in memory: a crash loses at most the open window's counts, never a prediction
-    // (the log stays in its stream) and never a recorded window or alert.
+    // (the log stays in its stream, and its id is kept for labels) nor a recorded window or alert.
+    // A batch retried after a failure may count some predictions twice in the open window.
     async fn on_prediction(&self, e: Envelope<pb::PredictionLogged>) -> Result<(), HandlerError> {
         let ctx = e.follow();
         let p = e.payload;
@@ -111,61 +160,89 @@ impl Monitor {
             let sha =
                 Sha256::parse(p.artifact_sha256.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
             let bytes = self.models.get_verified(&sha).await?;
-            let reference = Arc::new(
-                Artifact::from_verified_bytes(&bytes, &sha).map_err(|err| HandlerError::permanent(err.to_string()))?,
-            );
+            let artifact =
+                Artifact::from_verified_bytes(&bytes, &sha).map_err(|err| HandlerError::permanent(err.to_string()))?;
             let spec = self.specs.get(&p.pipeline).await?.map(|s| s.monitoring).unwrap_or_default();
-            let window = Window::new(&reference.manifest.reference);
+            let references = References::from_profile(&artifact.manifest.reference);
+            let window = Window::new(&references);
             open.insert(
                 p.pipeline.clone(),
-                Open { sha: p.artifact_sha256.clone(), version: p.version, reference, spec, window },
+                Open { sha: p.artifact_sha256.clone(), version: p.version, references, spec, window },
             );
         }
         let o = open.get_mut(&p.pipeline).expect("inserted above");
-        o.window.add(&o.reference.manifest.reference, &p);
-        if o.window.rows < u64::from(o.spec.window) {
+        o.window.add(&o.references, &p);
+        let elapsed_ms = p.time_unix_ms - o.window.opened_ms;
+        let timed_out = o.spec.window_secs.is_some_and(|s| elapsed_ms >= (s as i64) * 1000);
+        if o.window.rows < u64::from(o.spec.window) && !timed_out {
             return Ok(());
         }
-        let (features, share) = o.window.drift(&o.reference.manifest.reference, &o.spec);
-        for f in &features {
-            metrics::gauge!("mlops_drift_psi", "pipeline" => p.pipeline.clone(), "feature" => f.feature.clone())
+        self.close_window(&p.pipeline, o, &ctx).await
+    }
+
+    /// Judges and records `o`'s window, alerts when it drifted (once per cooldown), and opens
+    /// the next one.
+    async fn close_window(&self, pipeline: &str, o: &mut Open, ctx: &EventContext) -> Result<(), HandlerError> {
+        let (features, share, prediction) = o.window.drift(&o.references, &o.spec);
+        for f in features.iter().chain(&prediction) {
+            metrics::gauge!("mlops_drift_score", "pipeline" => pipeline.to_owned(), "feature" => f.feature.clone(), "method" => f.method.clone())
                 .set(f.score);
         }
         let drifted = share >= o.spec.drift_share;
         let now = mlops_shared::now_unix_ms();
-        let seq = self.store.next_seq(&p.pipeline).map_err(|err| HandlerError::Transient(err.into()))?;
+        let seq = self.store.next_seq(pipeline).map_err(|err| HandlerError::Transient(err.into()))?;
         let cooling = self
             .store
-            .last_alert(&p.pipeline)
+            .last_alert(pipeline, "drift")
             .map_err(|err| HandlerError::Transient(err.into()))?
             .is_some_and(|t| now - t < (o.spec.cooldown_secs as i64) * 1000);
-        let alert_id =
-            if drifted && !cooling { format!("{}-v{}-w{seq}", p.pipeline, o.version) } else { String::new() };
+        let alert_id = if drifted && !cooling { format!("{pipeline}-v{}-w{seq}", o.version) } else { String::new() };
         if !alert_id.is_empty() {
             let event = pb::DriftDetected {
-                pipeline: p.pipeline.clone(),
+                pipeline: pipeline.to_owned(),
                 version: o.version,
                 alert_id: alert_id.clone(),
                 window_rows: o.window.rows,
                 drifted_share: share,
                 features: features.clone(),
+                prediction: prediction.clone(),
             };
-            self.bus.publish(&format!("drift-{alert_id}"), &ctx, &event).await?;
-            warn!(pipeline = %p.pipeline, version = o.version, share, alert = %alert_id, "drift detected");
-            metrics::counter!("mlops_drift_alerts_total", "pipeline" => p.pipeline.clone()).increment(1);
+            self.bus.publish(&format!("drift-{alert_id}"), ctx, &event).await?;
+            warn!(pipeline, version = o.version, share, alert = %alert_id, "drift detected");
+            metrics::counter!("mlops_drift_alerts_total", "pipeline" => pipeline.to_owned()).increment(1);
         } else if drifted {
-            info!(pipeline = %p.pipeline, share, "drift inside the cooldown, no new alert");
+            info!(pipeline, share, "drift inside the cooldown, no new alert");
         }
+        let alert = (!alert_id.is_empty()).then(|| {
+            let drifted: Vec<&str> = features.iter().filter(|f| f.drifted).map(|f| f.feature.as_str()).collect();
+            AlertRecord {
+                alert_id: alert_id.clone(),
+                kind: "drift".into(),
+                version: o.version,
+                time_unix_ms: now,
+                detail: format!(
+                    "{:.0} % of features drifted over {} predictions: {}",
+                    share * 100.0,
+                    o.window.rows,
+                    drifted.join(", ")
+                ),
+            }
+        });
+        let as_tuple = |f: pb::FeatureDrift| (f.feature, f.method, f.score, f.threshold, f.drifted);
         let record = WindowRecord {
             version: o.version,
             rows: o.window.rows,
             drifted_share: share,
-            features: features.into_iter().map(|f| (f.feature, f.method, f.score, f.threshold, f.drifted)).collect(),
+            features: features.into_iter().map(as_tuple).collect(),
             closed_unix_ms: now,
             alert_id,
+            prediction: prediction.map(as_tuple),
         };
-        self.store.record(&p.pipeline, seq, &record).map_err(|err| HandlerError::Transient(err.into()))?;
-        o.window = Window::new(&o.reference.manifest.reference);
+        self.store.record(pipeline, seq, &record, alert.as_ref()).map_err(|err| HandlerError::Transient(err.into()))?;
+        if o.spec.reference == ReferenceKind::Rolling {
+            o.references = o.references.from_window(&o.window);
+        }
+        o.window = Window::new(&o.references);
         Ok(())
     }
 }
@@ -176,6 +253,7 @@ struct MonitorApi(Arc<Monitor>);
 impl pb::monitor_server::Monitor for MonitorApi {
     async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let pipeline = req.into_inner().pipeline;
+        mlops_shared::ids::PipelineName::new(&pipeline).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (windows, alerts) = self.0.store.windows(&pipeline, 50).map_err(|e| Status::internal(e.to_string()))?;
         let windows = windows
             .into_iter()
@@ -196,8 +274,39 @@ impl pb::monitor_server::Monitor for MonitorApi {
                     .collect(),
                 closed_unix_ms: w.closed_unix_ms,
                 alert_id: w.alert_id,
+                prediction: w.prediction.map(|(feature, method, score, threshold, drifted)| pb::FeatureDrift {
+                    feature,
+                    method,
+                    score,
+                    threshold,
+                    drifted,
+                }),
             })
             .collect();
-        Ok(Response::new(pb::ReportResponse { pipeline, windows, alerts }))
+        let store = |e: store::StoreError| Status::internal(e.to_string());
+        let alert_history = self
+            .0
+            .store
+            .alerts(&pipeline, 50)
+            .map_err(store)?
+            .into_iter()
+            .map(|a| pb::Alert {
+                alert_id: a.alert_id,
+                kind: a.kind,
+                version: a.version,
+                time_unix_ms: a.time_unix_ms,
+                detail: a.detail,
+            })
+            .collect();
+        let performance = self.0.store.performance(&pipeline).map_err(store)?.map(|p| pb::PerformanceReport {
+            version: p.version,
+            metric: p.metric,
+            value: p.value,
+            labelled: p.labelled,
+            threshold: p.threshold,
+            higher_is_better: p.higher_is_better,
+            at_unix_ms: p.at_unix_ms,
+        });
+        Ok(Response::new(pb::ReportResponse { pipeline, windows, alerts, alert_history, performance }))
     }
 }

@@ -1,13 +1,29 @@
-//! The monitor's redb file: closed windows with their drift scores, and alerts, so reports and
-//! cooldowns survive restarts.
+//! The monitor's redb file: closed windows with their drift scores; every logged prediction by id
+//! (for the labels that come later) and every label joined to one; the alert history; so reports,
+//! cooldowns and label quality survive restarts.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const WINDOWS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("windows");
 const LAST_ALERT: TableDefinition<&str, i64> = TableDefinition::new("last_alert");
+/// prediction id -> the prediction, for the label that may come.
+const PREDICTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("predictions");
+/// (logged at, prediction id), to forget predictions past the retention.
+const PREDICTION_TIMES: TableDefinition<(i64, &str), ()> = TableDefinition::new("prediction_times");
+/// prediction id -> labelled, so a label delivered twice counts once.
+const LABELS: TableDefinition<&str, ()> = TableDefinition::new("labels");
+/// (pipeline, version, n) -> (label, score) of the version's n-th labelled prediction.
+const LABELLED: TableDefinition<(&str, u64, u64), (f64, f64)> = TableDefinition::new("labelled");
+/// (pipeline, n) -> the pipeline's n-th alert.
+const ALERTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alerts");
+/// pipeline -> the newest label-quality figure.
+const PERFORMANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("performance");
+
+/// Predictions deleted per batch while forgetting old ones, so the sweep never stalls a batch.
+const FORGET_PER_BATCH: usize = 5_000;
 
 /// A closed window as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,6 +35,54 @@ pub struct WindowRecord {
     pub features: Vec<(String, String, f64, f64, bool)>,
     pub closed_unix_ms: i64,
     pub alert_id: String,
+    /// The predictions' drift, (feature, method, score, threshold, drifted), when measured.
+    #[serde(default)]
+    pub prediction: Option<(String, String, f64, f64, bool)>,
+}
+
+/// A logged prediction, as its label will need it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Logged {
+    pub pipeline: String,
+    pub version: u64,
+    pub score: f64,
+    pub time_unix_ms: i64,
+}
+
+/// An alert as kept in the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub alert_id: String,
+    /// `drift` or `performance`.
+    pub kind: String,
+    pub version: u64,
+    pub time_unix_ms: i64,
+    pub detail: String,
+}
+
+/// The newest label-quality figure of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceRecord {
+    pub version: u64,
+    pub metric: String,
+    pub value: f64,
+    pub labelled: u64,
+    pub threshold: f64,
+    pub higher_is_better: bool,
+    pub at_unix_ms: i64,
+}
+
+/// What became of the labels of one `labels.arrived`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Joined {
+    /// Versions that got labels, with how many.
+    pub versions: Vec<(u64, u64)>,
+    /// Labels counted before (a redelivery).
+    pub already: usize,
+    /// Prediction ids no logged prediction of this pipeline has (yet).
+    pub unknown: Vec<String>,
+    /// (prediction id, label) pairs whose label the model cannot read.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// Store errors.
@@ -27,6 +91,19 @@ pub struct WindowRecord {
 pub struct StoreError(String);
 
 mlops_shared::redb_errors!(StoreError, StoreError);
+
+fn alert_key(pipeline: &str, kind: &str) -> String {
+    // Drift alerts kept the bare pipeline name as their key before there were other kinds.
+    if kind == "drift" { pipeline.to_owned() } else { format!("{kind}:{pipeline}") }
+}
+
+fn insert_alert(txn: &redb::WriteTransaction, pipeline: &str, a: &AlertRecord) -> Result<(), StoreError> {
+    let mut t = txn.open_table(ALERTS)?;
+    let n = t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
+    t.insert((pipeline, n + 1), serde_json::to_vec(a)?.as_slice())?;
+    txn.open_table(LAST_ALERT)?.insert(alert_key(pipeline, &a.kind).as_str(), a.time_unix_ms)?;
+    Ok(())
+}
 
 /// The monitor database.
 pub struct Store {
@@ -40,6 +117,12 @@ impl Store {
         let txn = db.begin_write()?;
         txn.open_table(WINDOWS)?;
         txn.open_table(LAST_ALERT)?;
+        txn.open_table(PREDICTIONS)?;
+        txn.open_table(PREDICTION_TIMES)?;
+        txn.open_table(LABELS)?;
+        txn.open_table(LABELLED)?;
+        txn.open_table(ALERTS)?;
+        txn.open_table(PERFORMANCE)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -53,25 +136,184 @@ impl Store {
         Ok(last + 1)
     }
 
-    /// Records a closed window, and the alert time when it raised one.
-    pub fn record(&self, pipeline: &str, seq: u64, w: &WindowRecord) -> Result<(), StoreError> {
+    /// Records a closed window, and its alert when it raised one.
+    pub fn record(
+        &self,
+        pipeline: &str,
+        seq: u64,
+        w: &WindowRecord,
+        alert: Option<&AlertRecord>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(WINDOWS)?;
             t.insert((pipeline, seq), serde_json::to_vec(w)?.as_slice())?;
-            if !w.alert_id.is_empty() {
-                txn.open_table(LAST_ALERT)?.insert(pipeline, w.closed_unix_ms)?;
+        }
+        if let Some(a) = alert {
+            insert_alert(&txn, pipeline, a)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// When `pipeline` last raised an alert of `kind` (`drift`, `performance`).
+    pub fn last_alert(&self, pipeline: &str, kind: &str) -> Result<Option<i64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LAST_ALERT)?;
+        Ok(t.get(alert_key(pipeline, kind).as_str())?.map(|v| v.value()))
+    }
+
+    /// The number the next alert of `pipeline` will have.
+    pub fn next_alert_seq(&self, pipeline: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ALERTS)?;
+        let last =
+            t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
+        Ok(last + 1)
+    }
+
+    /// Records an alert that no window carries (label quality).
+    pub fn record_alert(&self, pipeline: &str, alert: &AlertRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        insert_alert(&txn, pipeline, alert)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` alerts of `pipeline`, newest first.
+    pub fn alerts(&self, pipeline: &str, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(ALERTS)?;
+        let mut out = Vec::new();
+        for kv in t.range((pipeline, 0)..=(pipeline, u64::MAX))?.rev().take(limit) {
+            out.push(serde_json::from_slice(kv?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Keeps `batch` (one durable commit for all of it), and forgets predictions logged before
+    /// `forget_before_ms` whose labels never came.
+    pub fn index_predictions<'a>(
+        &self,
+        batch: impl IntoIterator<Item = (&'a str, Logged)>,
+        forget_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut by_id = txn.open_table(PREDICTIONS)?;
+            let mut by_time = txn.open_table(PREDICTION_TIMES)?;
+            for (id, logged) in batch {
+                if by_id.insert(id, serde_json::to_vec(&logged)?.as_slice())?.is_none() {
+                    by_time.insert((logged.time_unix_ms, id), ())?;
+                }
+            }
+            let old: Vec<(i64, String)> = by_time
+                .range((i64::MIN, "")..(forget_before_ms, ""))?
+                .take(FORGET_PER_BATCH)
+                .map(|kv| kv.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+                .collect::<Result<_, _>>()?;
+            for (t, id) in old {
+                by_time.remove((t, id.as_str()))?;
+                by_id.remove(id.as_str())?;
             }
         }
         txn.commit()?;
         Ok(())
     }
 
-    /// When `pipeline` last raised an alert.
-    pub fn last_alert(&self, pipeline: &str) -> Result<Option<i64>, StoreError> {
+    /// Joins labels of `pipeline` to their logged predictions, once each: `read` turns a label
+    /// into the number the metric needs (the class as 0/1, or the value), `None` if it cannot.
+    pub fn join_labels<'a>(
+        &self,
+        pipeline: &str,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+        read: impl Fn(&str) -> Option<f64>,
+    ) -> Result<Joined, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut joined = Joined::default();
+        {
+            let predictions = txn.open_table(PREDICTIONS)?;
+            let mut seen = txn.open_table(LABELS)?;
+            let mut labelled = txn.open_table(LABELLED)?;
+            for (id, label) in labels {
+                if seen.get(id)?.is_some() {
+                    joined.already += 1;
+                    continue;
+                }
+                let Some(bytes) = predictions.get(id)? else {
+                    joined.unknown.push(id.to_owned());
+                    continue;
+                };
+                let logged: Logged = serde_json::from_slice(bytes.value())?;
+                drop(bytes);
+                if logged.pipeline != pipeline {
+                    joined.unknown.push(id.to_owned());
+                    continue;
+                }
+                let Some(y) = read(label) else {
+                    joined.unreadable.push((id.to_owned(), label.to_owned()));
+                    continue;
+                };
+                let v = logged.version;
+                let n = labelled
+                    .range((pipeline, v, 0)..=(pipeline, v, u64::MAX))?
+                    .next_back()
+                    .transpose()?
+                    .map_or(0, |(k, _)| k.value().2);
+                labelled.insert((pipeline, v, n + 1), (y, logged.score))?;
+                seen.insert(id, ())?;
+                match joined.versions.iter_mut().find(|(ver, _)| *ver == v) {
+                    Some((_, count)) => *count += 1,
+                    None => joined.versions.push((v, 1)),
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(joined)
+    }
+
+    /// The newest `limit` labelled predictions of `pipeline` at `version` as (labels, scores),
+    /// and how many it has in all.
+    pub fn labelled(
+        &self,
+        pipeline: &str,
+        version: u64,
+        limit: usize,
+    ) -> Result<(Vec<f64>, Vec<f64>, u64), StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(LAST_ALERT)?;
-        Ok(t.get(pipeline)?.map(|v| v.value()))
+        let t = txn.open_table(LABELLED)?;
+        let (mut ys, mut scores, mut total) = (Vec::new(), Vec::new(), 0);
+        for (i, kv) in t.range((pipeline, version, 0)..=(pipeline, version, u64::MAX))?.rev().enumerate() {
+            let (k, v) = kv?;
+            if i == 0 {
+                total = k.value().2;
+            }
+            if i >= limit {
+                break;
+            }
+            let (y, s) = v.value();
+            ys.push(y);
+            scores.push(s);
+        }
+        Ok((ys, scores, total))
+    }
+
+    /// Keeps the newest label-quality figure of `pipeline`.
+    pub fn set_performance(&self, pipeline: &str, p: &PerformanceRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PERFORMANCE)?.insert(pipeline, serde_json::to_vec(p)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The newest label-quality figure of `pipeline`.
+    pub fn performance(&self, pipeline: &str) -> Result<Option<PerformanceRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(PERFORMANCE)?;
+        Ok(match t.get(pipeline)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
     }
 
     /// The newest `limit` windows of `pipeline`, newest first, and how many raised alerts.

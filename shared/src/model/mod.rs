@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use preprocess::{FeatureTransform, Preprocessor};
-pub use profile::{FeatureProfile, ReferenceProfile, bin_index};
+pub use profile::{FeatureProfile, ReferenceProfile, SAMPLE_VALUES, bin_index, order_statistics, population_std};
 pub use split::{holdout_split, shuffled};
 pub use trees::Tree;
 

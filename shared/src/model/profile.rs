@@ -1,6 +1,9 @@
-//! The reference profile: each feature's distribution in the training data, binned so that live
-//! traffic can be compared with it (PSI in the monitor). Numeric features use decile edges of the
-//! training values; categorical features use the declared categories plus one bin for anything else.
+//! The reference profile: each feature's distribution in the training data, so that live traffic
+//! can be compared with it (the monitor's drift tests). Numeric features keep decile edges and
+//! shares, the standard deviation, and the values themselves — all of them up to
+//! [`SAMPLE_VALUES`], evenly spaced order statistics of them beyond — so that KS and Wasserstein
+//! tests run on the distribution, not on ten bins. Categorical features keep the share of each
+//! declared category plus one bin for anything else.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,14 +12,34 @@ use crate::table::{Column, Frame, Value};
 
 /// Bins per numeric feature.
 const NUMERIC_BINS: usize = 10;
+/// Values a numeric feature keeps: every one up to this many, evenly spaced order statistics
+/// beyond (their empirical CDF is within 1/(2·SAMPLE_VALUES) of the whole column's).
+pub const SAMPLE_VALUES: usize = 2000;
 
 /// One feature's binned training distribution. The last bin of every feature counts missing
 /// values (and, for categories, values outside the declared domain).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeatureProfile {
-    Numeric { name: String, edges: Vec<f64>, fractions: Vec<f64> },
-    Categorical { name: String, categories: Vec<String>, fractions: Vec<f64> },
+    Numeric {
+        name: String,
+        edges: Vec<f64>,
+        fractions: Vec<f64>,
+        /// The non-missing values, sorted (or their order statistics; see [`SAMPLE_VALUES`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sample: Vec<f64>,
+        /// How many non-missing values `sample` stands for.
+        #[serde(default)]
+        values: u64,
+        /// Their population standard deviation.
+        #[serde(default)]
+        std: f64,
+    },
+    Categorical {
+        name: String,
+        categories: Vec<String>,
+        fractions: Vec<f64>,
+    },
 }
 
 impl FeatureProfile {
@@ -33,6 +56,63 @@ impl FeatureProfile {
             Self::Numeric { fractions, .. } | Self::Categorical { fractions, .. } => fractions,
         }
     }
+}
+
+impl FeatureProfile {
+    /// The profile of numeric `values` (missing ones as `None`) named `name`.
+    pub fn numeric(name: &str, values: &[Option<f64>]) -> Self {
+        let mut sorted: Vec<f64> = values.iter().flatten().copied().filter(|x| x.is_finite()).collect();
+        sorted.sort_by(f64::total_cmp);
+        let mut edges: Vec<f64> =
+            (1..NUMERIC_BINS).filter_map(|q| sorted.get(q * sorted.len() / NUMERIC_BINS).copied()).collect();
+        edges.dedup();
+        let mut profile = Self::Numeric {
+            name: name.to_owned(),
+            edges,
+            fractions: vec![],
+            sample: order_statistics(&sorted, SAMPLE_VALUES),
+            values: sorted.len() as u64,
+            std: population_std(&sorted),
+        };
+        let mut counts = vec![0u64; profile_bins(&profile)];
+        for v in values {
+            counts[bin_index(&profile, &v.map_or(Value::Missing, Value::Num))] += 1;
+        }
+        let total = values.len().max(1) as f64;
+        if let Self::Numeric { fractions, .. } = &mut profile {
+            *fractions = counts.iter().map(|&c| c as f64 / total).collect();
+        }
+        profile
+    }
+}
+
+fn profile_bins(p: &FeatureProfile) -> usize {
+    match p {
+        FeatureProfile::Numeric { edges, .. } => edges.len() + 2,
+        FeatureProfile::Categorical { categories, .. } => categories.len() + 1,
+    }
+}
+
+/// All of `sorted` up to `k` values; beyond, the `k` order statistics at ranks (2i + 1)·n / 2k,
+/// in integer arithmetic so every platform picks the same ones.
+pub fn order_statistics(sorted: &[f64], k: usize) -> Vec<f64> {
+    let n = sorted.len();
+    if n <= k {
+        return sorted.to_vec();
+    }
+    (0..k).map(|i| sorted[(2 * i + 1) * n / (2 * k)]).collect()
+}
+
+/// The population standard deviation (numpy's `std`, ddof 0), by Welford's update in order.
+pub fn population_std(values: &[f64]) -> f64 {
+    let (mut n, mut mean, mut m2) = (0.0, 0.0, 0.0);
+    for &x in values {
+        n += 1.0;
+        let d = x - mean;
+        mean += d / n;
+        m2 += d * (x - mean);
+    }
+    if n == 0.0 { 0.0 } else { (m2 / n).sqrt() }
 }
 
 /// Which bin of `profile` the value `v` falls in.
@@ -56,6 +136,9 @@ pub fn bin_index(profile: &FeatureProfile, v: &Value) -> usize {
 pub struct ReferenceProfile {
     pub rows: u64,
     pub features: Vec<FeatureProfile>,
+    /// The model's own predictions (probabilities or values) on its holdout, for prediction drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<FeatureProfile>,
 }
 
 impl ReferenceProfile {
@@ -65,22 +148,13 @@ impl ReferenceProfile {
             .iter()
             .zip(&frame.columns)
             .map(|(f, col)| {
-                let mut profile = match (f.kind, col) {
-                    (FeatureKind::Numeric, Column::Numeric(values)) => {
-                        let mut sorted: Vec<f64> = values.iter().flatten().copied().collect();
-                        sorted.sort_by(f64::total_cmp);
-                        let mut edges: Vec<f64> = (1..NUMERIC_BINS)
-                            .filter_map(|q| sorted.get(q * sorted.len() / NUMERIC_BINS).copied())
-                            .collect();
-                        edges.dedup();
-                        let bins = edges.len() + 2;
-                        FeatureProfile::Numeric { name: f.name.clone(), edges, fractions: vec![0.0; bins] }
-                    }
-                    _ => FeatureProfile::Categorical {
-                        name: f.name.clone(),
-                        categories: f.categories.clone(),
-                        fractions: vec![0.0; f.categories.len() + 1],
-                    },
+                if let (FeatureKind::Numeric, Column::Numeric(values)) = (f.kind, col) {
+                    return FeatureProfile::numeric(&f.name, values);
+                }
+                let mut profile = FeatureProfile::Categorical {
+                    name: f.name.clone(),
+                    categories: f.categories.clone(),
+                    fractions: vec![0.0; f.categories.len() + 1],
                 };
                 let mut counts = vec![0u64; profile.fractions().len()];
                 for row in 0..frame.rows {
@@ -91,15 +165,13 @@ impl ReferenceProfile {
                     counts[bin_index(&profile, &v)] += 1;
                 }
                 let total = frame.rows.max(1) as f64;
-                match &mut profile {
-                    FeatureProfile::Numeric { fractions, .. } | FeatureProfile::Categorical { fractions, .. } => {
-                        *fractions = counts.iter().map(|&c| c as f64 / total).collect();
-                    }
+                if let FeatureProfile::Categorical { fractions, .. } = &mut profile {
+                    *fractions = counts.iter().map(|&c| c as f64 / total).collect();
                 }
                 profile
             })
             .collect();
-        Self { rows: frame.rows as u64, features: profiles }
+        Self { rows: frame.rows as u64, features: profiles, prediction: None }
     }
 }
 
@@ -135,5 +207,18 @@ mod tests {
         let other = *p.features[2].fractions().last().unwrap();
         assert!((other - 333.0 / 1000.0).abs() < 1e-9);
         assert!(p.features.iter().all(|f| (f.fractions().iter().sum::<f64>() - 1.0).abs() < 1e-9));
+        // Small columns keep every value; the standard deviation is numpy's (ddof 0).
+        let FeatureProfile::Numeric { sample, values, std, .. } = &p.features[0] else { panic!() };
+        assert_eq!((sample.len(), *values), (1000, 1000));
+        assert!((std - 288.674_990_257_209_5).abs() < 1e-9, "{std}"); // numpy.std(range(1000))
+    }
+
+    #[test]
+    fn large_columns_keep_evenly_spaced_order_statistics() {
+        let sorted: Vec<f64> = (0..10_000).map(f64::from).collect();
+        let s = order_statistics(&sorted, 2000);
+        assert_eq!(s.len(), 2000);
+        assert_eq!((s[0], s[1], s[1999]), (2.0, 7.0, 9997.0));
+        assert_eq!(order_statistics(&sorted[..5], 2000), sorted[..5]);
     }
 }

@@ -1,0 +1,215 @@
+//! Watching production end to end: the world's concept turns around, delayed labels show the
+//! serving model's quality falling under the spec's floor, the monitor raises
+//! `monitor.performance_degraded`, that retrains on the newest data, and the new model restores
+//! quality on later labels. Also: the drift report's tests per feature, and labels.arrived that
+//! name nothing, or a wrong label, dead-lettered with their reasons.
+
+use std::time::Duration;
+
+use mlops_cli::events::Decoded;
+use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use mlops_proto as pb;
+use sample::{Customer, Variant};
+
+const T: Duration = Duration::from_secs(90);
+
+fn mlops(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(app.stack.opts.bin_dir.join("mlops"))
+        .args(["--monitor-url", &app.stack.url("monitor")])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// Predicts each customer once; returns (prediction id, served version) per row.
+async fn predict(app: &TestApp, rows: &[Customer]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for chunk in rows.chunks(25) {
+        let body = client::predict(&app.stack.url("deployer"), "churn", &rows_json(chunk)).await.unwrap();
+        let version = body["model_version"].as_str().unwrap().to_owned();
+        let ids = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "prediction_id").unwrap();
+        out.extend(ids["data"].as_array().unwrap().iter().map(|id| (id.as_str().unwrap().to_owned(), version.clone())));
+    }
+    out
+}
+
+/// Publishes labels as an outside system would: proto3 JSON on `labels.arrived`.
+async fn publish_labels(app: &TestApp, pipeline: &str, labels: &[(&str, &str)]) {
+    let labels: Vec<serde_json::Value> =
+        labels.iter().map(|(id, label)| serde_json::json!({"predictionId": id, "label": label})).collect();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("content-type", "application/json");
+    let body = serde_json::json!({"pipeline": pipeline, "labels": labels}).to_string();
+    let subject = format!("mlops.events.labels.arrived.{pipeline}");
+    app.js.publish_with_headers(subject, headers, body.into()).await.unwrap().await.unwrap();
+}
+
+fn label(c: &Customer) -> &'static str {
+    if c.churned { "1" } else { "0" }
+}
+
+fn degraded(app: &TestApp) -> Vec<pb::PerformanceDegraded> {
+    app.seen()
+        .into_iter()
+        .filter_map(|s| match s.payload {
+            Decoded::Degraded(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falling_quality_on_delayed_labels_retrains_and_the_new_model_restores_it() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 201, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+
+    // From now on only a quality alert retrains, and quality is watched on delayed labels.
+    let watched = mlops_cli::EXAMPLE_SPEC
+        .replace("  holdout: 0.2\n", "  holdout: 0.2\n  triggers: {on: [degradation]}\n")
+        .replace(
+            "  cooldown_secs: 3600\n",
+            "  cooldown_secs: 3600\n  performance: {metric: accuracy, min: 0.65, window: 100}\n",
+        );
+    app.apply(&watched).await;
+
+    // v1 is good on today's world: labels keep it over the floor, and no alert is raised.
+    let today = sample::customers(150, 202, Variant::Normal);
+    let served = predict(&app, &today).await;
+    let labels: Vec<(&str, &str)> = served.iter().zip(&today).map(|((id, _), c)| (id.as_str(), label(c))).collect();
+    publish_labels(&app, "churn", &labels).await;
+    let report = wait_until(T, || async {
+        let r = client::monitor_report(&app.stack.url("monitor"), "churn").await.ok()?;
+        r.performance.filter(|p| p.labelled >= 150).map(|p| (r.alert_history.clone(), p))
+    })
+    .await
+    .expect("quality measured on the labels");
+    assert!(report.1.value > 0.65 && report.1.version == 1, "{report:?}");
+    assert!(report.0.is_empty(), "{report:?}");
+
+    // The concept turns around. New data shows it (not trained on: only alerts retrain) ...
+    app.upload("churn", &sample::csv(2000, 203, Variant::FlippedLabels)).await;
+    wait_until(T, || async { (app.seen().iter().filter(|x| x.kind == "data.validated").count() >= 2).then_some(()) })
+        .await
+        .expect("the new data validated");
+    // ... and so do the labels of today's predictions.
+    let turned = sample::customers(150, 204, Variant::FlippedLabels);
+    let served = predict(&app, &turned).await;
+    let labels: Vec<(&str, &str)> = served.iter().zip(&turned).map(|((id, _), c)| (id.as_str(), label(c))).collect();
+    publish_labels(&app, "churn", &labels).await;
+
+    let alert = wait_until(T, || async { degraded(&app).into_iter().next() }).await.expect("a quality alert");
+    assert_eq!((alert.version, alert.metric.as_str(), alert.floor), (1, "accuracy", 0.65));
+    assert!(alert.value < 0.65, "{alert:?}");
+    // The alert retrains on the newest data, and the new model is promoted.
+    let trained = app
+        .wait_event(
+            "model.trained",
+            T,
+            |s| matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Degradation as i32),
+        )
+        .await;
+    assert!(trained.summary.contains("artifact"), "{}", trained.summary);
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+
+    // Later labels show the new model restores quality.
+    let later = sample::customers(150, 205, Variant::FlippedLabels);
+    let served = wait_until(T, || async {
+        let s = predict(&app, &later[..5]).await;
+        (s.iter().all(|(_, v)| v == "2")).then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "v2 does not serve");
+    let served = predict(&app, &later).await;
+    let labels: Vec<(&str, &str)> = served.iter().zip(&later).map(|((id, _), c)| (id.as_str(), label(c))).collect();
+    publish_labels(&app, "churn", &labels).await;
+    let restored = wait_until(T, || async {
+        let r = client::monitor_report(&app.stack.url("monitor"), "churn").await.ok()?;
+        r.performance.filter(|p| p.version == 2 && p.labelled >= 150)
+    })
+    .await
+    .expect("quality of v2 measured");
+    assert!(restored.value > 0.65, "{restored:?}");
+    // One alert for the episode, in the history.
+    assert_eq!(degraded(&app).len(), 1);
+    let (ok, text) = mlops(&app, &["monitor", "report", "churn"]);
+    assert!(ok && text.contains("quality of v2 on labels: accuracy") && text.contains("performance v1"), "{text}");
+    let (ok, json) = mlops(&app, &["monitor", "report", "churn", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert!(ok && json["alerts"][0]["kind"] == "performance" && json["performance"]["version"] == 2, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_windows_name_each_features_test_and_bad_labels_are_dead_lettered() {
+    let app = TestApp::start().await;
+    app.apply(&mlops_integration_tests::spec_with_window(100)).await;
+    app.upload("churn", &sample::csv(2000, 211, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let drifted = sample::customers(100, 212, Variant::Drifted);
+    predict(&app, &drifted).await;
+    let alert = app.wait_event("monitor.drift_detected", T, |_| true).await;
+    let Decoded::Drift(d) = alert.payload else { unreachable!() };
+    // Windows of 100 rows: p-value tests (a distance on so few is noise); the shifted inputs drifted.
+    let methods: Vec<(&str, &str)> = d.features.iter().map(|f| (f.feature.as_str(), f.method.as_str())).collect();
+    assert_eq!(
+        methods,
+        [
+            ("tenure_months", "ks"),
+            ("monthly_charges", "ks"),
+            ("support_calls", "ks"),
+            ("age", "ks"),
+            ("contract", "chi_square"),
+            ("payment_method", "chi_square"),
+        ]
+    );
+    let by_name = |n: &str| d.features.iter().find(|f| f.feature == n).unwrap().clone();
+    assert!(by_name("tenure_months").drifted && by_name("monthly_charges").drifted && by_name("contract").drifted);
+    assert!(!by_name("payment_method").drifted, "{d:?}");
+    let prediction = d.prediction.clone().expect("prediction drift is measured");
+    assert_eq!(prediction.feature, "prediction");
+    let (ok, text) = mlops(&app, &["monitor", "report", "churn"]);
+    assert!(ok && text.contains("tenure_months ✗ ks p=") && text.contains("drift "), "{text}");
+
+    // Bad labels: an unknown pipeline, ids that match nothing, a label that is no class, not JSON.
+    publish_labels(&app, "nosuch", &[("x", "1")]).await;
+    publish_labels(&app, "churn", &[("no-such-prediction", "1")]).await;
+    let served = predict(&app, &drifted[..1]).await;
+    publish_labels(&app, "churn", &[(served[0].0.as_str(), "maybe")]).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("content-type", "application/json");
+    app.js
+        .publish_with_headers("mlops.events.labels.arrived.churn", headers, "{not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let reasons = wait_until(T, || async {
+        let dead = app.stored("MLOPS_DLQ", "mlops.dlq.mlops.events.labels.arrived.>").await;
+        let reasons: Vec<String> = dead
+            .iter()
+            .filter(|m| {
+                m.headers.as_ref().and_then(|h| h.get("mlops-dlq-service")).is_some_and(|s| s.as_str() == "monitor")
+            })
+            .map(|m| {
+                m.headers.as_ref().and_then(|h| h.get("mlops-dlq-reason")).map(|v| v.to_string()).unwrap_or_default()
+            })
+            .collect();
+        (reasons.len() >= 4).then_some(reasons)
+    })
+    .await
+    .expect("four dead letters from the monitor");
+    for needle in [
+        "there is no pipeline `nosuch`",
+        "1 prediction id(s) match no logged prediction of `churn`",
+        "are not `1` or `0`, e.g. \"maybe\"",
+        "invalid labels.arrived JSON",
+    ] {
+        assert!(reasons.iter().any(|r| r.contains(needle)), "no reason mentions {needle:?}: {reasons:?}");
+    }
+    // The monitor goes on: the report still answers, and a report for a bad name is refused.
+    assert!(client::monitor_report(&app.stack.url("monitor"), "churn").await.is_ok());
+    let e = client::monitor_report(&app.stack.url("monitor"), "Bad Name").await.unwrap_err();
+    assert!(format!("{e:#}").contains("InvalidArgument"), "{e:#}");
+}

@@ -1,0 +1,175 @@
+//! Delayed ground truth. Outside systems publish `labels.arrived` keyed by the prediction ids the
+//! deployer answered with; the monitor joins each label to the prediction it kept for it (once,
+//! however often the event is delivered), measures the serving version's quality on its newest
+//! `monitoring.performance.window` labelled predictions, and publishes
+//! `monitor.performance_degraded` when it falls under the spec's floor (or over its ceiling) —
+//! once per cooldown, which the trainer takes as a retraining trigger.
+//!
+//! A label may overtake its prediction (the prediction log is consumed separately), so an event
+//! naming ids not yet seen is delivered again a few times; after that, labels that still match
+//! nothing are counted in `mlops_labels_unmatched_total` (a sampled log keeps only some
+//! predictions), and an event none of whose labels matched is dead-lettered with the reason.
+
+use std::time::Duration;
+
+use mlops_proto as pb;
+use mlops_shared::bus::HandlerError;
+use mlops_shared::events::Envelope;
+use mlops_shared::spec::{PipelineSpec, Task};
+use tracing::{info, warn};
+
+use crate::Monitor;
+use crate::store::{AlertRecord, PerformanceRecord};
+
+/// Deliveries of a `labels.arrived` before unmatched labels are given up.
+pub const LABEL_ATTEMPTS: i64 = 5;
+/// How long a label waits for its prediction before the event is delivered again.
+const LABEL_RETRY: Duration = Duration::from_secs(2);
+/// Unmatched ids named in a dead-letter reason.
+const IDS_SHOWN: usize = 5;
+
+/// The number a label stands for: 1 or 0 for the spec's positive and negative classes, the
+/// value for regression; `None` for anything else.
+pub fn read_label(spec: &PipelineSpec, label: &str) -> Option<f64> {
+    let label = label.trim();
+    match spec.target.task {
+        Task::BinaryClassification if label == spec.target.positive => Some(1.0),
+        Task::BinaryClassification if label == spec.target.negative => Some(0.0),
+        Task::BinaryClassification => None,
+        Task::Regression => label.parse::<f64>().ok().filter(|v| v.is_finite()),
+    }
+}
+
+impl Monitor {
+    /// Joins one `labels.arrived` and re-measures the quality of the versions it labelled.
+    pub(crate) async fn on_labels(&self, e: Envelope<pb::LabelsArrived>) -> Result<(), HandlerError> {
+        let pipeline = e.payload.pipeline.clone();
+        let Some(spec) = self.specs.get(&pipeline).await? else {
+            return Err(HandlerError::permanent(format!("labels.arrived: there is no pipeline `{pipeline}`")));
+        };
+        let pairs = e.payload.labels.iter().map(|l| (l.prediction_id.as_str(), l.label.as_str()));
+        let joined = self
+            .store
+            .join_labels(&pipeline, pairs, |label| read_label(&spec, label))
+            .map_err(|err| HandlerError::Transient(err.into()))?;
+        let matched: u64 = joined.versions.iter().map(|(_, n)| n).sum();
+        metrics::counter!("mlops_labels_joined_total", "pipeline" => pipeline.clone()).increment(matched);
+        for &(version, _) in &joined.versions {
+            self.measure(&pipeline, version, &spec, &e).await?;
+        }
+        if !joined.unreadable.is_empty() {
+            metrics::counter!("mlops_labels_unreadable_total", "pipeline" => pipeline.clone())
+                .increment(joined.unreadable.len() as u64);
+        }
+        if joined.unknown.is_empty() && joined.unreadable.is_empty() {
+            return Ok(());
+        }
+        if !joined.unknown.is_empty() && (e.delivered as i64) < LABEL_ATTEMPTS {
+            // The predictions may not have been read from their stream yet; the labels matched
+            // so far are kept and will not count twice.
+            return Err(HandlerError::Later(LABEL_RETRY));
+        }
+        metrics::counter!("mlops_labels_unmatched_total", "pipeline" => pipeline.clone())
+            .increment(joined.unknown.len() as u64);
+        if matched == 0 && joined.already == 0 {
+            let mut why = Vec::new();
+            if !joined.unknown.is_empty() {
+                let shown: Vec<&str> = joined.unknown.iter().take(IDS_SHOWN).map(String::as_str).collect();
+                why.push(format!(
+                    "{} prediction id(s) match no logged prediction of `{pipeline}` (never logged, not sampled, or \
+                     older than the retention): {}",
+                    joined.unknown.len(),
+                    shown.join(", ")
+                ));
+            }
+            if let Some((id, label)) = joined.unreadable.first() {
+                let expected = match spec.target.task {
+                    Task::BinaryClassification => format!("`{}` or `{}`", spec.target.positive, spec.target.negative),
+                    Task::Regression => "a number".to_owned(),
+                };
+                why.push(format!("{} label(s) are not {expected}, e.g. {label:?} for {id}", joined.unreadable.len()));
+            }
+            return Err(HandlerError::permanent(format!("labels.arrived: {}", why.join("; "))));
+        }
+        warn!(
+            pipeline,
+            unknown = joined.unknown.len(),
+            unreadable = joined.unreadable.len(),
+            "some labels matched no logged prediction"
+        );
+        Ok(())
+    }
+
+    /// The quality of `version` on its newest labelled predictions; an alert when it breaks the
+    /// spec's limit and `version` is the one serving.
+    async fn measure(
+        &self,
+        pipeline: &str,
+        version: u64,
+        spec: &PipelineSpec,
+        cause: &Envelope<pb::LabelsArrived>,
+    ) -> Result<(), HandlerError> {
+        let Some(perf) = &spec.monitoring.performance else { return Ok(()) };
+        let transient = |err: crate::store::StoreError| HandlerError::Transient(err.into());
+        let (ys, scores, labelled) = self.store.labelled(pipeline, version, perf.window as usize).map_err(transient)?;
+        if ys.len() < perf.window as usize {
+            return Ok(());
+        }
+        let metrics_now = mlops_shared::scoring::for_task(spec.target.task, &ys, &scores);
+        let Some(&value) = metrics_now.get(&perf.metric) else { return Ok(()) };
+        let higher = spec.target.task.higher_is_better(&perf.metric).unwrap_or(true);
+        let threshold = if higher { perf.min } else { perf.max }.unwrap_or(f64::NAN);
+        let now = mlops_shared::now_unix_ms();
+        metrics::gauge!("mlops_label_quality", "pipeline" => pipeline.to_owned(), "metric" => perf.metric.clone())
+            .set(value);
+        let record = PerformanceRecord {
+            version,
+            metric: perf.metric.clone(),
+            value,
+            labelled,
+            threshold,
+            higher_is_better: higher,
+            at_unix_ms: now,
+        };
+        self.store.set_performance(pipeline, &record).map_err(transient)?;
+        let degraded = if higher { value < threshold } else { value > threshold };
+        // Labels of a version no longer serving say nothing about what to do now.
+        let serving = self.open.lock().await.get(pipeline).is_none_or(|o| o.version == version);
+        if !degraded || !serving {
+            return Ok(());
+        }
+        let cooling = self
+            .store
+            .last_alert(pipeline, "performance")
+            .map_err(transient)?
+            .is_some_and(|t| now - t < (spec.monitoring.cooldown_secs as i64) * 1000);
+        if cooling {
+            info!(pipeline, version, value, "quality still under the floor, inside the cooldown");
+            return Ok(());
+        }
+        let seq = self.store.next_alert_seq(pipeline).map_err(transient)?;
+        let alert_id = format!("{pipeline}-v{version}-a{seq}");
+        let event = pb::PerformanceDegraded {
+            pipeline: pipeline.to_owned(),
+            version,
+            alert_id: alert_id.clone(),
+            metric: perf.metric.clone(),
+            value,
+            floor: threshold,
+        };
+        // The id is derived from the alert's number, so a retry after a crash is dropped by the
+        // server as a duplicate.
+        self.bus.publish(&format!("degraded-{alert_id}"), &cause.follow(), &event).await?;
+        let detail = format!(
+            "{} {value:.4} on the newest {} labelled predictions, {} {threshold}",
+            perf.metric,
+            ys.len(),
+            if higher { "under the floor" } else { "over the ceiling" }
+        );
+        warn!(pipeline, version, alert = %alert_id, %detail, "performance degraded");
+        metrics::counter!("mlops_performance_alerts_total", "pipeline" => pipeline.to_owned()).increment(1);
+        let alert = AlertRecord { alert_id, kind: "performance".into(), version, time_unix_ms: now, detail };
+        self.store.record_alert(pipeline, &alert).map_err(transient)?;
+        Ok(())
+    }
+}
