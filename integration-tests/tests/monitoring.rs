@@ -213,3 +213,39 @@ async fn drift_windows_name_each_features_test_and_bad_labels_are_dead_lettered(
     let e = client::monitor_report(&app.stack.url("monitor"), "Bad Name").await.unwrap_err();
     assert!(format!("{e:#}").contains("InvalidArgument"), "{e:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_window_closes_on_time_and_a_rolling_reference_follows_the_traffic() {
+    let app = TestApp::start().await;
+    let spec = mlops_cli::EXAMPLE_SPEC.replace(
+        "  window: 200\n",
+        "  window: 1000\n  window_secs: 2\n  reference: rolling\n  features: {contract: {method: psi, threshold: 0.5}}\n",
+    );
+    app.apply(&spec).await;
+    app.upload("churn", &sample::csv(2000, 221, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    // Shifted traffic, far fewer predictions than the window holds: time closes it, and against
+    // the training data it has drifted.
+    let shifted = sample::customers(60, 222, Variant::Drifted);
+    predict(&app, &shifted[..30]).await;
+    let first = wait_until(T, || async {
+        let r = client::monitor_report(&app.stack.url("monitor"), "churn").await.ok()?;
+        r.windows.first().cloned()
+    })
+    .await
+    .expect("a window closed on time");
+    assert_eq!(first.rows, 30);
+    assert!(first.drifted_share >= 0.3, "{first:?}");
+    let contract = first.features.iter().find(|f| f.feature == "contract").unwrap();
+    assert_eq!((contract.method.as_str(), contract.threshold), ("psi", 0.5));
+    // The same shifted population again is compared with the window before: no drift now.
+    predict(&app, &shifted[30..]).await;
+    let second = wait_until(T, || async {
+        let r = client::monitor_report(&app.stack.url("monitor"), "churn").await.ok()?;
+        (r.windows.len() >= 2).then(|| r.windows[0].clone())
+    })
+    .await
+    .expect("a second window");
+    assert_eq!(second.rows, 30);
+    assert!(second.drifted_share < 0.3, "{second:?}");
+}

@@ -104,9 +104,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         max_deliver: labels::LABEL_ATTEMPTS,
         ..ConsumerSpec::events::<pb::LabelsArrived>("monitor-labels")
     };
-    let (predictions, labelled) = tokio::join!(
+    let (predictions, labelled, ()) = tokio::join!(
         bus.consume_batches(spec, shutdown.child_token(), |batch| m.on_predictions(batch)),
         bus.consume(labels_spec, shutdown.child_token(), |e| m.on_labels(e)),
+        m.close_windows_on_time(shutdown.child_token()),
     );
     predictions?;
     labelled?;
@@ -178,6 +179,29 @@ impl Monitor {
             return Ok(());
         }
         self.close_window(&p.pipeline, o, &ctx).await
+    }
+
+    /// Closes, every second, the windows whose `window_secs` have passed since their first
+    /// prediction, so a quiet pipeline's window is judged without waiting for more traffic.
+    async fn close_windows_on_time(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let now = mlops_shared::now_unix_ms();
+            let mut open = self.open.lock().await;
+            for (pipeline, o) in open.iter_mut() {
+                let due = o.spec.window_secs.is_some_and(|s| now - o.window.opened_ms >= (s as i64) * 1000);
+                if o.window.rows > 0 && due {
+                    // A failure leaves the window open; the next tick tries again.
+                    if let Err(e) = self.close_window(pipeline, o, &EventContext::default()).await {
+                        warn!(pipeline, error = %e, "closing a window on time failed");
+                    }
+                }
+            }
+        }
     }
 
     /// Judges and records `o`'s window, alerts when it drifted (once per cooldown), and opens
