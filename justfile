@@ -59,3 +59,7 @@ bench-serve: deps
 # Training: logistic regression and boosted trees on 1M x 20 against scikit-learn and LightGBM (a throwaway venv).
 bench-train:
     ./scripts/bench-train.sh 1000000
+
+# Drift: every feature's test, 1M reference x 1M current rows x 20 features, against Evidently (a throwaway venv).
+bench-drift:
+    ./scripts/bench-drift.sh 1000000

@@ -78,3 +78,36 @@ fn nats_configs_are_valid_for_nats_server() {
         );
     }
 }
+
+/// Every metric the Grafana dashboard queries is one the code exports (by its name in a
+/// `metrics::` macro), so a renamed metric cannot leave a panel empty.
+#[test]
+fn the_dashboard_queries_only_metrics_the_services_export() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut sources = Vec::new();
+    for dir in ["services", "shared/src"] {
+        files(&root.join(dir), &mut sources);
+    }
+    let code: String = sources
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let dashboard = std::fs::read_to_string(root.join("deploy/grafana/mlops-dashboard.json")).unwrap();
+    let mut names: Vec<&str> = dashboard
+        .match_indices("mlops_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let name = &rest[..end];
+            // Histograms are queried through their series.
+            name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count")
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(code.contains(&format!("\"{name}\"")), "the dashboard queries `{name}`, which no service exports");
+    }
+}

@@ -209,8 +209,11 @@ impl Monitor {
     async fn close_window(&self, pipeline: &str, o: &mut Open, ctx: &EventContext) -> Result<(), HandlerError> {
         let (features, share, prediction) = o.window.drift(&o.references, &o.spec);
         for f in features.iter().chain(&prediction) {
-            metrics::gauge!("mlops_drift_score", "pipeline" => pipeline.to_owned(), "feature" => f.feature.clone(), "method" => f.method.clone())
-                .set(f.score);
+            let labels =
+                [("pipeline", pipeline.to_owned()), ("feature", f.feature.clone()), ("method", f.method.clone())];
+            metrics::gauge!("mlops_drift_score", &labels).set(f.score);
+            metrics::gauge!("mlops_drift_detected", "pipeline" => pipeline.to_owned(), "feature" => f.feature.clone())
+                .set(f64::from(u8::from(f.drifted)));
         }
         let drifted = share >= o.spec.drift_share;
         let now = mlops_shared::now_unix_ms();

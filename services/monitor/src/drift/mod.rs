@@ -236,10 +236,7 @@ impl Window {
             .iter()
             .zip(&self.features)
             .map(|((name, r), current)| {
-                let o = spec.features.get(name);
-                let method =
-                    o.and_then(|o| o.method).or(spec.method).unwrap_or_else(|| r.default_method(current.len()));
-                let threshold = o.and_then(|o| o.threshold).unwrap_or_else(|| default_threshold(method, spec));
+                let (method, threshold) = choice(spec, name, r, current.len());
                 judge(name, method, threshold, r, current)
             })
             .collect();
@@ -250,6 +247,15 @@ impl Window {
         });
         (features, share, prediction)
     }
+}
+
+/// The test and threshold for feature `name`: the spec's for it, else the spec's for all, else
+/// the default for its reference and a window of `current` values.
+pub fn choice(spec: &MonitoringSpec, name: &str, r: &Reference, current: u64) -> (DriftMethod, f64) {
+    let o = spec.features.get(name);
+    let method = o.and_then(|o| o.method).or(spec.method).unwrap_or_else(|| r.default_method(current));
+    let threshold = o.and_then(|o| o.threshold).unwrap_or_else(|| default_threshold(method, spec));
+    (method, threshold)
 }
 
 fn default_threshold(method: DriftMethod, spec: &MonitoringSpec) -> f64 {
