@@ -62,7 +62,7 @@ impl FeatureProfile {
     /// The profile of numeric `values` (missing ones as `None`) named `name`.
     pub fn numeric(name: &str, values: &[Option<f64>]) -> Self {
         let mut sorted: Vec<f64> = values.iter().flatten().copied().filter(|x| x.is_finite()).collect();
-        sorted.sort_by(f64::total_cmp);
+        crate::stats::sort_floats(&mut sorted);
         let mut edges: Vec<f64> =
             (1..NUMERIC_BINS).filter_map(|q| sorted.get(q * sorted.len() / NUMERIC_BINS).copied()).collect();
         edges.dedup();
@@ -74,9 +74,18 @@ impl FeatureProfile {
             values: sorted.len() as u64,
             std: population_std(&sorted),
         };
+        // The bins' counts from the sorted values, as `bin_index` would count them one by one:
+        // bin i holds edges[i-1] <= x < edges[i]; the last bin, what is missing or not finite.
         let mut counts = vec![0u64; profile_bins(&profile)];
-        for v in values {
-            counts[bin_index(&profile, &v.map_or(Value::Missing, Value::Num))] += 1;
+        if let Self::Numeric { edges, .. } = &profile {
+            let mut below = 0;
+            for (i, e) in edges.iter().enumerate() {
+                let next = sorted.partition_point(|x| x < e);
+                counts[i] = (next - below) as u64;
+                below = next;
+            }
+            counts[edges.len()] = (sorted.len() - below) as u64;
+            counts[edges.len() + 1] = (values.len() - sorted.len()) as u64;
         }
         let total = values.len().max(1) as f64;
         if let Self::Numeric { fractions, .. } = &mut profile {
@@ -103,16 +112,15 @@ pub fn order_statistics(sorted: &[f64], k: usize) -> Vec<f64> {
     (0..k).map(|i| sorted[(2 * i + 1) * n / (2 * k)]).collect()
 }
 
-/// The population standard deviation (numpy's `std`, ddof 0), by Welford's update in order.
+/// The population standard deviation (numpy's `std`, ddof 0): the mean first, then the mean
+/// squared deviation from it (two passes in order, no division per value).
 pub fn population_std(values: &[f64]) -> f64 {
-    let (mut n, mut mean, mut m2) = (0.0, 0.0, 0.0);
-    for &x in values {
-        n += 1.0;
-        let d = x - mean;
-        mean += d / n;
-        m2 += d * (x - mean);
+    if values.is_empty() {
+        return 0.0;
     }
-    if n == 0.0 { 0.0 } else { (m2 / n).sqrt() }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    (values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt()
 }
 
 /// Which bin of `profile` the value `v` falls in.

@@ -141,7 +141,7 @@ impl References {
     pub fn from_window(&self, window: &Window) -> Self {
         let numeric = |values: &[f64]| {
             let mut sorted = values.to_vec();
-            sorted.sort_by(f64::total_cmp);
+            mlops_shared::stats::sort_floats(&mut sorted);
             Reference::Numeric {
                 sample: order_statistics(&sorted, SAMPLE_VALUES),
                 values: sorted.len() as u64,
@@ -299,7 +299,7 @@ pub fn score(method: DriftMethod, r: &Reference, current: &Current) -> f64 {
 
 fn sorted(values: &[f64]) -> Vec<f64> {
     let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
+    mlops_shared::stats::sort_floats(&mut v);
     v
 }
 
