@@ -248,4 +248,23 @@ async fn a_quiet_window_closes_on_time_and_a_rolling_reference_follows_the_traff
     .expect("a second window");
     assert_eq!(second.rows, 30);
     assert!(second.drifted_share < 0.3, "{second:?}");
+    // What the monitor exports for dashboards: drift scores, predictions read, its queue depth.
+    let metrics = client::http_client()
+        .unwrap()
+        .get(format!("{}/metrics", app.stack.url("monitor")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "mlops_drift_score{",
+        "mlops_drift_detected{",
+        "mlops_monitor_predictions_total 60",
+        "mlops_consumer_pending{",
+        "mlops_handler_seconds_bucket{",
+    ] {
+        assert!(metrics.contains(name), "no {name} in:\n{metrics}");
+    }
 }

@@ -281,6 +281,7 @@ impl Bus {
         Fut: Future<Output = Result<(), HandlerError>>,
     {
         let consumer = self.consumer(&spec).await?;
+        tokio::spawn(report_lag(consumer.clone(), self.service.clone(), spec.durable.clone(), shutdown.clone()));
         info!(durable = %spec.durable, filter = %spec.filter, "consuming");
         while !shutdown.is_cancelled() {
             if spec.one_at_a_time {
@@ -360,6 +361,7 @@ impl Bus {
         Fut: Future<Output = Result<Vec<(usize, String)>, HandlerError>>,
     {
         let consumer = self.consumer(&spec).await?;
+        tokio::spawn(report_lag(consumer.clone(), self.service.clone(), spec.durable.clone(), shutdown.clone()));
         info!(durable = %spec.durable, filter = %spec.filter, "consuming in batches");
         while !shutdown.is_cancelled() {
             let mut messages = match consumer.stream().max_messages_per_batch(spec.batch).messages().await {
@@ -678,6 +680,32 @@ impl ConsumerSpec {
             deliver_policy: consumer::DeliverPolicy::All,
             batch: 20,
             one_at_a_time: false,
+        }
+    }
+}
+
+/// Exports a consumer's queue depth every few seconds until `shutdown`: messages not yet
+/// delivered (`mlops_consumer_pending`) and delivered but not acknowledged
+/// (`mlops_consumer_ack_pending`), by service and durable name.
+async fn report_lag(
+    consumer: consumer::Consumer<consumer::pull::Config>,
+    service: String,
+    durable: String,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match consumer.get_info().await {
+            Ok(info) => {
+                let labels = [("service", service.clone()), ("durable", durable.clone())];
+                metrics::gauge!("mlops_consumer_pending", &labels).set(info.num_pending as f64);
+                metrics::gauge!("mlops_consumer_ack_pending", &labels).set(info.num_ack_pending as f64);
+            }
+            Err(e) => debug!(error = %e, %durable, "consumer info unavailable"),
         }
     }
 }
