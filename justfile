@@ -6,14 +6,17 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what a fresh machine lacks: nats-server (Debian's package).
+# Install what a fresh machine lacks: nats-server, and chromium for the dashboard's test (Debian's packages).
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! command -v nats-server >/dev/null; then
+    missing=""
+    command -v nats-server >/dev/null || missing="$missing nats-server"
+    command -v chromium >/dev/null || missing="$missing chromium"
+    if [ -n "$missing" ]; then
         sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
         $sudo apt-get update -qq
-        $sudo apt-get install -y -qq nats-server
+        $sudo apt-get install -y -qq $missing
     fi
     nats-server --version
 

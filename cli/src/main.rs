@@ -124,6 +124,12 @@ enum Command {
     },
     /// How quality falls with a model's age: the last production versions on the newest
     /// validated data, and the retraining cadence that keeps the loss within tolerance.
+    /// The web dashboard (served by the monitor): print its address, and open it with --open.
+    Ui {
+        /// Open it in the desktop's browser (`xdg-open`).
+        #[arg(long)]
+        open: bool,
+    },
     /// Production monitoring: drift windows, label quality and alerts.
     Monitor {
         #[command(subcommand)]
@@ -574,6 +580,26 @@ arrived   {} ({})",
             }
             Ok(())
         }
+        Command::Ui { open } => {
+            let url = format!("{}/ui", cli.monitor_url.trim_end_matches('/'));
+            // Check it answers, so a wrong address is said now rather than in the browser.
+            let answer = client::http_client()?.get(&url).send().await;
+            match answer {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => anyhow::bail!("{url} answered {}: is --monitor-url the monitor?", r.status()),
+                Err(e) => {
+                    anyhow::bail!("the dashboard at {url} does not answer ({e}); is the platform up (`mlops up`)?")
+                }
+            }
+            println!("{url}");
+            if open {
+                std::process::Command::new("xdg-open")
+                    .arg(&url)
+                    .status()
+                    .context("opening a browser with xdg-open; open the address above by hand")?;
+            }
+            Ok(())
+        }
         Command::Monitor { command: MonitorCommand::Report { pipeline, json } } => {
             let report = client::monitor_report(&cli.monitor_url, &pipeline).await?;
             if json {
@@ -923,7 +949,8 @@ async fn up(nats_url: &str, data_dir: PathBuf) -> anyhow::Result<()> {
     for s in &stack.services {
         println!("  {:<10} {}", s.name, s.url());
     }
-    println!("  nats       {}\nCtrl-C (or SIGTERM) stops everything.", stack.nats_url);
+    println!("  nats       {}", stack.nats_url);
+    println!("  dashboard  {}/ui\nCtrl-C (or SIGTERM) stops everything.", stack.url("monitor"));
     mlops_shared::shutdown::wait_for_signal().await;
     println!("stopping…");
     stack.stop(Duration::from_secs(15)).await;

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use mlops_proto as pb;
+pub use mlops_shared::describe::age;
 
 /// One line per dataset version.
 pub fn datasets(list: &[pb::Dataset]) -> String {
@@ -107,17 +108,6 @@ pub fn anomalies(columns: &[pb::ColumnReport]) -> String {
         }
     }
     out
-}
-
-/// A duration in seconds as people read it: `45s`, `12m 5s`, `3h 20m`, `2d 4h`.
-pub fn age(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-    }
 }
 
 /// A staleness report: one line per production version, youngest first, and the cadence.

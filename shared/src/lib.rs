@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod describe;
 pub mod events;
 pub mod format;
 pub mod http;

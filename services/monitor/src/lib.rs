@@ -10,6 +10,7 @@
 pub mod drift;
 pub mod labels;
 pub mod store;
+mod ui;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub struct Config {
     /// gRPC and HTTP (/healthz, /metrics) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9104")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub registry: mlops_shared::config::RegistryArgs,
     /// Directory of the monitor's redb file.
     #[arg(long, env = "MLOPS_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -69,6 +72,8 @@ struct Open {
 
 struct Monitor {
     bus: Bus,
+    /// For the dashboard's model versions.
+    registry: pb::registry_client::RegistryClient<tonic::transport::Channel>,
     models: Objects,
     specs: SpecStore,
     store: Store,
@@ -83,7 +88,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let store = Store::open(&config.data_dir.join("monitor.redb")).context("opening monitor database")?;
     let bus = Bus::connect(&config.nats, "monitor", &shutdown).await?;
     bus.provision(config.nats.replicas).await?;
+    let registry = mlops_shared::tls::endpoint(&config.registry.registry_url)
+        .with_context(|| format!("registry url {:?}", config.registry.registry_url))?
+        .connect_lazy();
     let m = Arc::new(Monitor {
+        registry: pb::registry_client::RegistryClient::new(registry),
         models: bus.objects(MODELS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
         store,
@@ -93,7 +102,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let readiness = Readiness::default();
     let grpc =
         tonic::service::Routes::new(pb::monitor_server::MonitorServer::new(MonitorApi(m.clone()))).into_axum_router();
-    let http = tokio::spawn(serve(listener, ops_router(readiness.clone()).merge(grpc), tls, shutdown.clone()));
+    let router = ops_router(readiness.clone()).merge(ui::router(m.clone())).merge(grpc);
+    let http = tokio::spawn(serve(listener, router, tls, shutdown.clone()));
     readiness.set_ready();
     let spec = ConsumerSpec {
         batch: 500,
