@@ -66,3 +66,8 @@ bench-train:
 # Drift: every feature's test, 1M reference x 1M current rows x 20 features, against Evidently (a throwaway venv).
 bench-drift:
     ./scripts/bench-drift.sh 1000000
+
+# Monitor intake: logged predictions per second read, kept for labels and windowed (release build, the whole platform).
+bench-monitor: deps
+    cargo build --release --workspace --bins
+    cargo bench -p mlops-integration-tests --bench monitor -- 200000

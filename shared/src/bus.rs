@@ -314,16 +314,7 @@ impl Bus {
                 }
                 continue;
             }
-            let mut messages = match consumer.stream().max_messages_per_batch(spec.batch).messages().await {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(error = %e, durable = %spec.durable, "cannot pull, retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        () = shutdown.cancelled() => break,
-                    }
-                }
-            };
+            let Some(mut messages) = open_stream(&consumer, &spec, &shutdown).await else { break };
             loop {
                 let next = tokio::select! {
                     next = messages.next() => next,
@@ -364,16 +355,7 @@ impl Bus {
         tokio::spawn(report_lag(consumer.clone(), self.service.clone(), spec.durable.clone(), shutdown.clone()));
         info!(durable = %spec.durable, filter = %spec.filter, "consuming in batches");
         while !shutdown.is_cancelled() {
-            let mut messages = match consumer.stream().max_messages_per_batch(spec.batch).messages().await {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(error = %e, durable = %spec.durable, "cannot pull, retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        () = shutdown.cancelled() => break,
-                    }
-                }
-            };
+            let Some(mut messages) = open_stream(&consumer, &spec, &shutdown).await else { break };
             loop {
                 let next = tokio::select! {
                     next = messages.next() => next,
@@ -680,6 +662,27 @@ impl ConsumerSpec {
             deliver_policy: consumer::DeliverPolicy::All,
             batch: 20,
             one_at_a_time: false,
+        }
+    }
+}
+
+/// The consumer's stream of messages, retried every second while the server refuses it; `None`
+/// once `shutdown` fires.
+async fn open_stream(
+    consumer: &consumer::Consumer<consumer::pull::Config>,
+    spec: &ConsumerSpec,
+    shutdown: &CancellationToken,
+) -> Option<consumer::pull::Stream> {
+    loop {
+        match consumer.stream().max_messages_per_batch(spec.batch).messages().await {
+            Ok(m) => return Some(m),
+            Err(e) => {
+                warn!(error = %e, durable = %spec.durable, "cannot pull, retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => return None,
+                }
+            }
         }
     }
 }
