@@ -105,6 +105,6 @@ async fn main() -> anyhow::Result<()> {
         read / secs
     );
     let report = client::monitor_report(&stack.url("monitor"), "churn").await?;
-    println!("  {} windows recorded (500 predictions each), {} alerts", report.windows.len(), report.alerts);
+    println!("  windows of 500 closed and recorded: the report lists the newest {}", report.windows.len());
     Ok(())
 }
