@@ -2,7 +2,8 @@
 //! serving model's quality falling under the spec's floor, the monitor raises
 //! `monitor.performance_degraded`, that retrains on the newest data, and the new model restores
 //! quality on later labels. Also: the drift report's tests per feature, and labels.arrived that
-//! name nothing, or a wrong label, dead-lettered with their reasons.
+//! name nothing, or a wrong label, dead-lettered with their reasons. Labels travel as proto3 JSON
+//! and as protobuf.
 
 use std::time::Duration;
 
@@ -43,6 +44,22 @@ async fn publish_labels(app: &TestApp, pipeline: &str, labels: &[(&str, &str)]) 
     let body = serde_json::json!({"pipeline": pipeline, "labels": labels}).to_string();
     let subject = format!("mlops.events.labels.arrived.{pipeline}");
     app.js.publish_with_headers(subject, headers, body.into()).await.unwrap().await.unwrap();
+}
+
+/// The same as protobuf (`mlops.v1.LabelsArrived`), as a system with the platform's protos would.
+async fn publish_labels_protobuf(app: &TestApp, pipeline: &str, labels: &[(&str, &str)]) {
+    use prost::Message as _;
+    let event = pb::LabelsArrived {
+        pipeline: pipeline.to_owned(),
+        labels: labels
+            .iter()
+            .map(|(id, label)| pb::Label { prediction_id: (*id).to_owned(), label: (*label).to_owned() })
+            .collect(),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("content-type", "application/protobuf");
+    let subject = format!("mlops.events.labels.arrived.{pipeline}");
+    app.js.publish_with_headers(subject, headers, event.encode_to_vec().into()).await.unwrap().await.unwrap();
 }
 
 fn label(c: &Customer) -> &'static str {
@@ -124,7 +141,7 @@ async fn falling_quality_on_delayed_labels_retrains_and_the_new_model_restores_i
     assert!(served.is_some(), "v2 does not serve");
     let served = predict(&app, &later).await;
     let labels: Vec<(&str, &str)> = served.iter().zip(&later).map(|((id, _), c)| (id.as_str(), label(c))).collect();
-    publish_labels(&app, "churn", &labels).await;
+    publish_labels_protobuf(&app, "churn", &labels).await;
     let restored = wait_until(T, || async {
         let r = client::monitor_report(&app.stack.url("monitor"), "churn").await.ok()?;
         r.performance.filter(|p| p.version == 2 && p.labelled >= 150)
