@@ -1,0 +1,67 @@
+//! Fault drills on real processes. nats-server is stopped in the middle of a cascade and started
+//! again on the same store and port: every service reconnects by itself, nothing is lost, the
+//! cascade completes with exactly one new model version, and serving answers from memory
+//! throughout.
+
+use std::time::Duration;
+
+use mlops_cli::events::Decoded;
+use mlops_cli::stack::NatsServer;
+use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use sample::Variant;
+
+const T: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_cascade_loses_nothing_and_the_cascade_completes() {
+    let mut app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 501, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let deployer = app.stack.url("deployer");
+    let rows = sample::customers(5, 502, Variant::Normal);
+
+    // New data is in; the cascade has started when the server goes down.
+    let second = app.upload("churn", &sample::csv(2000, 503, Variant::Normal)).await;
+    let before = app.seen();
+    assert!(!before.iter().any(|s| s.kind == "model.promoted" && s.summary.starts_with("v2 ")), "too late");
+    let nats = app.stack.nats.as_mut().expect("the test's own nats-server");
+    let (store, url) = (nats.store_dir.clone(), nats.url.clone());
+    nats.kill().await;
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    // Serving needs no NATS: the model is in memory (prediction logs wait or are dropped, counted).
+    for _ in 0..20 {
+        let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.expect("served while NATS is down");
+        assert_eq!(body["model_version"], "1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same store and port, as a restarted server.
+    let restarted = NatsServer::start(store.parent().unwrap(), Some(port)).await.expect("nats-server restarts");
+    assert_eq!(restarted.url, url);
+    app.stack.nats = Some(restarted);
+
+    let promoted = app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+    let Decoded::Promoted(p) = promoted.payload else { unreachable!() };
+    assert_eq!(p.previous_version, 1);
+    // Exactly one new version, trained on the new dataset, and every step of its cascade stored.
+    let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[1].lineage.as_ref().unwrap().dataset_ids, std::slice::from_ref(&second.dataset_id));
+    for (subject, expected) in [
+        ("mlops.events.data.ingested.churn", 2),
+        ("mlops.events.data.validated.churn", 2),
+        ("mlops.events.model.trained.churn", 2),
+        ("mlops.events.model.promoted.churn", 2),
+    ] {
+        let stored = app.stored("MLOPS_EVENTS", subject).await;
+        assert_eq!(stored.len(), expected, "{subject}");
+    }
+    // Nothing waits undelivered or dead-lettered; serving moved to v2.
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+    let served = wait_until(T, || async {
+        let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.ok()?;
+        (body["model_version"] == "2").then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "v2 does not serve");
+}
