@@ -65,3 +65,44 @@ async fn a_nats_restart_mid_cascade_loses_nothing_and_the_cascade_completes() {
     .await;
     assert!(served.is_some(), "v2 does not serve");
 }
+
+/// Each of validator, evaluator, deployer and monitor is SIGKILLed right after new data arrives
+/// and started again (on its own data directory): every cascade completes with exactly one new
+/// version, nothing is dead-lettered, and a restarted deployer serves production from NATS alone
+/// within a second of starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_killed_mid_cascade_comes_back_and_the_cascade_completes() {
+    let mut app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 511, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let rows = sample::customers(5, 512, Variant::Normal);
+
+    for (round, service) in ["validator", "evaluator", "deployer", "monitor"].into_iter().enumerate() {
+        let version = round as u64 + 2;
+        app.upload("churn", &sample::csv(2000, 520 + round as u64, Variant::Normal)).await;
+        app.stack.kill(service).await.unwrap();
+        let started = std::time::Instant::now();
+        app.stack.spawn(service, service, &[]).await.unwrap();
+        if service == "deployer" {
+            // Ready with the production model from the routes in NATS, before any new event.
+            let deployer = app.stack.url("deployer");
+            let ready = wait_until(Duration::from_secs(5), || async {
+                client::predict(&deployer, "churn", &rows_json(&rows)).await.ok().map(|_| started.elapsed())
+            })
+            .await
+            .expect("the restarted deployer serves");
+            eprintln!("restarted deployer served production {ready:?} after its start");
+            assert!(ready < Duration::from_secs(1), "ready after {ready:?}");
+        }
+        app.wait_event("model.promoted", T, |s| s.summary.starts_with(&format!("v{version} "))).await;
+        let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+        assert_eq!(versions.len() as u64, version, "after killing the {service}: {versions:?}");
+    }
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+    let trained = app.stored("MLOPS_EVENTS", "mlops.events.model.trained.churn").await;
+    assert_eq!(trained.len(), 5, "one model.trained per dataset");
+    let deployer = app.stack.url("deployer");
+    let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.unwrap();
+    assert_eq!(body["model_version"], "5");
+}
