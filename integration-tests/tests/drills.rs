@@ -106,3 +106,40 @@ async fn each_service_killed_mid_cascade_comes_back_and_the_cascade_completes() 
     let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.unwrap();
     assert_eq!(body["model_version"], "5");
 }
+
+/// Ingest SIGKILLed while a client streams an upload: the client gets an error, nothing half-
+/// received is catalogued or trained on, and the same file uploaded again once ingest is back is
+/// one dataset version and one model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_killed_during_an_upload_catalogues_nothing_half_received() {
+    let mut app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 531, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+
+    // About 16 MB, streamed in 1 MB chunks: long enough to be cut off.
+    let big = sample::csv(250_000, 532, Variant::Normal).into_bytes();
+    let ingest = app.stack.url("ingest");
+    let upload = tokio::spawn({
+        let (url, bytes) = (ingest.clone(), big.clone());
+        async move { client::upload(&url, "churn", "big.csv", bytes).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    app.stack.kill("ingest").await.unwrap();
+    let cut = upload.await.unwrap();
+    assert!(cut.is_err(), "the upload survived the kill: {cut:?}");
+    app.stack.spawn("ingest", "ingest", &[]).await.unwrap();
+    let ingest = app.stack.url("ingest");
+    let listed = client::datasets(&ingest, "churn", "").await.unwrap();
+    assert_eq!(listed.len(), 1, "a half-received upload was catalogued: {listed:?}");
+
+    let again = client::upload(&ingest, "churn", "big.csv", big.clone()).await.unwrap();
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+    // The same bytes once more are the same version: no second validation, no second model.
+    let third = client::upload(&ingest, "churn", "big.csv", big).await.unwrap();
+    assert_eq!(third.dataset_id, again.dataset_id);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(client::datasets(&ingest, "churn", "").await.unwrap().len(), 2);
+    assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 2);
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+}
