@@ -25,13 +25,29 @@ impl NatsServer {
     /// Starts `nats-server -js` storing in `dir`; `port` None lets the server pick one (`-p -1`)
     /// and reads it back from its ports file.
     pub async fn start(dir: &Path, port: Option<u16>) -> anyhow::Result<Self> {
+        Self::start_with(dir, port, None, &[]).await
+    }
+
+    /// [`NatsServer::start`] with a configuration file (e.g. `deploy/nats/authorization.conf`),
+    /// whose `$VARIABLES` come from `env`.
+    pub async fn start_with(
+        dir: &Path,
+        port: Option<u16>,
+        config: Option<&Path>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let store_dir = dir.join("jetstream");
         let ports_dir = dir.join("ports");
         std::fs::create_dir_all(&store_dir)?;
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir)?;
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
-        let child = Command::new("nats-server")
+        let mut cmd = Command::new("nats-server");
+        if let Some(config) = config {
+            cmd.arg("-c").arg(config);
+        }
+        let child = cmd
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
             .arg(&store_dir)
             .arg("--ports_file_dir")
@@ -86,6 +102,10 @@ pub struct StackOptions {
     pub log_dir: Option<PathBuf>,
     /// Extra environment for every service (RUST_LOG, OTEL_*, …).
     pub env: Vec<(String, String)>,
+    /// Extra environment for one service only, by service name (e.g. its NATS user).
+    pub service_env: BTreeMap<String, Vec<(String, String)>>,
+    /// A configuration file for the private nats-server, and the environment it reads.
+    pub nats_config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl StackOptions {
@@ -97,7 +117,16 @@ impl StackOptions {
         if bin_dir.ends_with("deps") {
             bin_dir.pop();
         }
-        Ok(Self { bin_dir, data_dir, nats_url: None, fixed_ports: false, log_dir: None, env: vec![] })
+        Ok(Self {
+            bin_dir,
+            data_dir,
+            nats_url: None,
+            fixed_ports: false,
+            log_dir: None,
+            env: vec![],
+            service_env: BTreeMap::new(),
+            nats_config: None,
+        })
     }
 }
 
@@ -150,7 +179,11 @@ impl Stack {
             Some(_) => None,
             None => {
                 let port = opts.fixed_ports.then_some(4222);
-                Some(NatsServer::start(&opts.data_dir.join("nats"), port).await?)
+                let (config, env) = match &opts.nats_config {
+                    Some((path, env)) => (Some(path.as_path()), env.as_slice()),
+                    None => (None, &[][..]),
+                };
+                Some(NatsServer::start_with(&opts.data_dir.join("nats"), port, config, env).await?)
             }
         };
         let nats_url = opts.nats_url.clone().unwrap_or_else(|| nats.as_ref().expect("started above").url.clone());
@@ -210,6 +243,7 @@ impl Stack {
             .env("MLOPS_REGISTRY_URL", registry_url)
             .env("MLOPS_TRAINER_ID", name)
             .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.opts.service_env.get(service).into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true);

@@ -31,6 +31,17 @@ impl TestApp {
 
     /// [`TestApp::start`] with extra environment for every service.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_custom(env, |_| {}, async_nats::ConnectOptions::new()).await
+    }
+
+    /// [`TestApp::start_with`], with the stack's options changed by `customize` (a nats-server
+    /// configuration, one service's environment) and the test's own NATS connection made with
+    /// `connect` (its credentials).
+    pub async fn start_custom(
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut StackOptions),
+        connect: async_nats::ConnectOptions,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut opts = StackOptions::beside_current_exe(dir.path().to_path_buf()).expect("locating binaries");
         opts.log_dir = Some(dir.path().join("logs"));
@@ -39,8 +50,9 @@ impl TestApp {
         std::fs::create_dir_all(&drop_dir).expect("drop dir");
         opts.env.push(("MLOPS_INGEST_ALLOWED_DIRS".into(), drop_dir.display().to_string()));
         opts.env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        customize(&mut opts);
         let stack = Stack::start(opts).await.unwrap_or_else(|e| panic!("starting the platform: {e:#}"));
-        let nats = async_nats::connect(&stack.nats_url).await.expect("connecting to nats");
+        let nats = connect.connect(&stack.nats_url).await.expect("connecting to nats");
         let js = async_nats::jetstream::new(nats.clone());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut sub = nats.subscribe("mlops.events.>").await.expect("subscribe");

@@ -63,7 +63,12 @@ fn nats_configs_are_valid_for_nats_server() {
     let confs = deploy_files("conf");
     assert!(confs.len() >= 4, "one node and a three-node cluster: {confs:?}");
     for path in confs {
+        // authorization.conf reads its passwords from the server's environment.
+        let passwords =
+            ["INGEST", "VALIDATOR", "TRAINER", "EVALUATOR", "REGISTRY", "DEPLOYER", "MONITOR", "PRODUCER", "ADMIN"]
+                .map(|u| (format!("MLOPS_NATS_PASSWORD_{u}"), "test"));
         let out = std::process::Command::new("nats-server")
+            .envs(passwords)
             .arg("-c")
             .arg(&path)
             .arg("-t")

@@ -143,3 +143,90 @@ async fn ingest_killed_during_an_upload_catalogues_nothing_half_received() {
     assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 2);
     assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
 }
+
+/// NATS with a user per service (`deploy/nats/authorization.conf`): the whole cascade runs with
+/// each service logged in as itself and allowed only its own facts; a service publishing another's
+/// fact is refused by the server; a wrong password is refused with a message that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_runs_as_its_own_nats_user_and_is_refused_outside_its_permissions() {
+    const SERVICES: [&str; 7] = ["registry", "ingest", "validator", "trainer", "evaluator", "deployer", "monitor"];
+    let password = |user: &str| format!("pw-{user}-7f3a");
+    let server_env: Vec<(String, String)> = SERVICES
+        .iter()
+        .chain(&["admin", "producer"])
+        .map(|u| (format!("MLOPS_NATS_PASSWORD_{}", u.to_uppercase()), password(u)))
+        .collect();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/authorization.conf");
+    let app = TestApp::start_custom(
+        &[],
+        |opts| {
+            opts.nats_config = Some((config.clone(), server_env.clone()));
+            for s in SERVICES {
+                opts.service_env.insert(
+                    s.to_owned(),
+                    vec![("MLOPS_NATS_USER".into(), s.into()), ("MLOPS_NATS_PASSWORD".into(), password(s))],
+                );
+            }
+        },
+        async_nats::ConnectOptions::with_user_and_password("admin".into(), password("admin")),
+    )
+    .await;
+    app.apply(&mlops_integration_tests::spec_with_window(50)).await;
+    app.upload("churn", &sample::csv(2000, 541, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    // Predictions are logged and windowed by the monitor under its own user too.
+    let deployer = app.stack.url("deployer");
+    for chunk in sample::customers(100, 542, Variant::Drifted).chunks(50) {
+        client::predict(&deployer, "churn", &rows_json(chunk)).await.unwrap();
+    }
+    app.wait_event("monitor.drift_detected", T, |_| true).await;
+    // An outside system logged in as `producer` may publish labels.
+    let producer = async_nats::ConnectOptions::with_user_and_password("producer".into(), password("producer"))
+        .connect(&app.stack.nats_url)
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(producer);
+    let labels = r#"{"pipeline": "churn", "labels": [{"predictionId": "x", "label": "1"}]}"#;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("content-type", "application/json");
+    js.publish_with_headers("mlops.events.labels.arrived.churn", headers, labels.into()).await.unwrap().await.unwrap();
+
+    // The validator's user may not announce a promotion: the server refuses the publish.
+    let validator = async_nats::ConnectOptions::with_user_and_password("validator".into(), password("validator"))
+        .connect(&app.stack.nats_url)
+        .await
+        .unwrap();
+    let mut js = async_nats::jetstream::new(validator);
+    js.set_timeout(Duration::from_secs(2));
+    let forged = js.publish("mlops.events.model.promoted.churn", "forged".into()).await;
+    let refused = match forged {
+        Err(e) => Some(e.to_string()),
+        Ok(ack) => ack.await.err().map(|e| e.to_string()),
+    };
+    assert!(refused.is_some(), "the forged promotion was accepted");
+    let stored = app.stored("MLOPS_EVENTS", "mlops.events.model.promoted.churn").await;
+    assert_eq!(stored.len(), 1, "only the deployer's promotion is stored");
+    // A wrong password is refused, and says so.
+    let wrong = async_nats::ConnectOptions::with_user_and_password("deployer".into(), "guess".into())
+        .connect(&app.stack.nats_url)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(wrong.to_lowercase().contains("authoriz"), "{wrong}");
+    // A service given a wrong password fails its start and says why.
+    let out = std::process::Command::new(app.stack.opts.bin_dir.join("mlops-validator"))
+        .env("MLOPS_NATS_URL", &app.stack.nats_url)
+        .env("MLOPS_NATS_USER", "validator")
+        .env("MLOPS_NATS_PASSWORD", "guess")
+        .env("MLOPS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.to_lowercase().contains("authoriz"), "{said}");
+    assert!(!said.contains("guess"), "the password was logged: {said}");
+    // No service logged a password.
+    for s in SERVICES {
+        assert!(!app.log(s).contains(&password(s)), "{s} logged its password");
+    }
+}

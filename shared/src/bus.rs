@@ -81,9 +81,15 @@ impl Bus {
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
             .with_max_times(60);
+        // A refused login will not be accepted on a later try: say so at once.
+        let retryable = |e: &anyhow::Error| {
+            !e.downcast_ref::<async_nats::ConnectError>()
+                .is_some_and(|c| c.kind() == async_nats::ConnectErrorKind::AuthorizationViolation)
+        };
         let client = tokio::select! {
             res = attempt
                 .retry(backoff)
+                .when(retryable)
                 .notify(|err, after| warn!(error = %err, retry_in = ?after, "nats not reachable, retrying")) => {
                 res.with_context(|| format!("connecting to NATS at {}", args.url))?
             }
