@@ -29,7 +29,11 @@ async fn main() -> anyhow::Result<()> {
     let nats = async_nats::connect(&stack.nats_url).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let mut promoted = nats.subscribe("mlops.events.model.promoted.>").await?;
-    let spec = mlops_cli::EXAMPLE_SPEC.replace("  window: 200\n", "  window: 500\n");
+    // With `monitoring.performance`, so every prediction is kept for its label.
+    let spec = mlops_cli::EXAMPLE_SPEC
+        .replace("  window: 200\n", "  window: 500\n")
+        .replace("  cooldown_secs: 3600\n", "  cooldown_secs: 3600\n  performance: {metric: accuracy, min: 0.5}\n");
+    assert!(spec.contains("performance:"), "the example's monitoring section changed");
     client::apply_pipeline(&stack.url("registry"), &spec).await?;
     client::upload(
         &stack.url("ingest"),

@@ -161,7 +161,9 @@ async fn falling_quality_on_delayed_labels_retrains_and_the_new_model_restores_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_windows_name_each_features_test_and_bad_labels_are_dead_lettered() {
     let app = TestApp::start().await;
-    app.apply(&mlops_integration_tests::spec_with_window(100)).await;
+    let spec = mlops_integration_tests::spec_with_window(100)
+        .replace("  cooldown_secs: 3600\n", "  cooldown_secs: 3600\n  performance: {metric: accuracy, min: 0.5}\n");
+    app.apply(&spec).await;
     app.upload("churn", &sample::csv(2000, 211, Variant::Normal)).await;
     app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
     let drifted = sample::customers(100, 212, Variant::Drifted);
@@ -265,16 +267,21 @@ async fn a_quiet_window_closes_on_time_and_a_rolling_reference_follows_the_traff
     .expect("a second window");
     assert_eq!(second.rows, 30);
     assert!(second.drifted_share < 0.3, "{second:?}");
+    // This pipeline does not measure quality on labels: its labels are counted and acknowledged,
+    // not dead-lettered (a canary may still use them).
+    publish_labels(&app, "churn", &[("some-prediction", "1")]).await;
+    let scrape = || async {
+        let url = format!("{}/metrics", app.stack.url("monitor"));
+        client::http_client().unwrap().get(url).send().await.unwrap().text().await.unwrap()
+    };
+    wait_until(T, || async {
+        scrape().await.contains("mlops_labels_ignored_total{pipeline=\"churn\"} 1").then_some(())
+    })
+    .await
+    .expect("the label is counted as ignored");
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
     // What the monitor exports for dashboards: drift scores, predictions read, its queue depth.
-    let metrics = client::http_client()
-        .unwrap()
-        .get(format!("{}/metrics", app.stack.url("monitor")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape().await;
     for name in [
         "mlops_drift_score{",
         "mlops_drift_detected{",

@@ -5,7 +5,9 @@
 //! `monitor.performance_degraded` when it falls under the spec's floor (or over its ceiling) —
 //! once per cooldown, which the trainer takes as a retraining trigger.
 //!
-//! A label may overtake its prediction (the prediction log is consumed separately), so an event
+//! Only pipelines with `monitoring.performance` keep their predictions for labels; labels of
+//! the others are counted (`mlops_labels_ignored_total`) and acknowledged. A label may overtake
+//! its prediction (the prediction log is consumed separately), so an event
 //! naming ids not yet seen is delivered again a few times; after that, labels that still match
 //! nothing are counted in `mlops_labels_unmatched_total` (a sampled log keeps only some
 //! predictions), and an event none of whose labels matched is dead-lettered with the reason.
@@ -47,6 +49,14 @@ impl Monitor {
         let Some(spec) = self.specs.get(&pipeline).await? else {
             return Err(HandlerError::permanent(format!("labels.arrived: there is no pipeline `{pipeline}`")));
         };
+        if spec.monitoring.performance.is_none() {
+            // Its predictions are not kept for labels; the labels may still serve a canary (the
+            // deployer reads them too), so they are not bad input.
+            metrics::counter!("mlops_labels_ignored_total", "pipeline" => pipeline.clone())
+                .increment(e.payload.labels.len() as u64);
+            info!(pipeline, "labels ignored: the pipeline has no `monitoring.performance`");
+            return Ok(());
+        }
         let pairs = e.payload.labels.iter().map(|l| (l.prediction_id.as_str(), l.label.as_str()));
         let joined = self
             .store

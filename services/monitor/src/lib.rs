@@ -52,6 +52,12 @@ pub struct Config {
     /// Directory of the monitor's redb file.
     #[arg(long, env = "MLOPS_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// How long a logged prediction waits for its label (hours). Only pipelines whose spec has
+    /// `monitoring.performance` keep their predictions: about 100 bytes each, so size the disk as
+    /// predictions per hour × this × 100 B (less with `deployment.log_sample`).
+    #[arg(long, env = "MLOPS_PREDICTION_RETENTION_HOURS", default_value_t = 168,
+          value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub prediction_retention_hours: u64,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -78,6 +84,8 @@ struct Monitor {
     specs: SpecStore,
     store: Store,
     open: Mutex<HashMap<String, Open>>,
+    /// How long a logged prediction waits for its label.
+    retention_ms: i64,
 }
 
 /// Runs the monitor until `shutdown` fires.
@@ -97,6 +105,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         specs: SpecStore::open(&bus).await?,
         store,
         open: Mutex::new(HashMap::new()),
+        retention_ms: (config.prediction_retention_hours as i64) * 3600 * 1000,
         bus: bus.clone(),
     });
     let readiness = Readiness::default();
@@ -125,9 +134,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     Ok(())
 }
 
-/// Logged predictions are kept for their labels this long (the events stream's retention).
-const PREDICTION_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
-
 impl Monitor {
     /// One batch of the prediction log: kept by id for the labels (one durable commit, before
     /// the batch is acknowledged), then added to the windows.
@@ -135,8 +141,17 @@ impl Monitor {
         &self,
         batch: Vec<Envelope<pb::PredictionLogged>>,
     ) -> Result<Vec<(usize, String)>, HandlerError> {
-        let forget_before = mlops_shared::now_unix_ms() - PREDICTION_RETENTION_MS;
-        let logged = batch.iter().map(|e| {
+        let forget_before = mlops_shared::now_unix_ms() - self.retention_ms;
+        // Only pipelines that measure quality on labels keep their predictions for them.
+        let mut labelled = HashMap::new();
+        for e in &batch {
+            if !labelled.contains_key(&e.payload.pipeline) {
+                let spec = self.specs.get(&e.payload.pipeline).await?;
+                let wants = spec.is_some_and(|s| s.monitoring.performance.is_some());
+                labelled.insert(e.payload.pipeline.clone(), wants);
+            }
+        }
+        let logged = batch.iter().filter(|e| labelled[&e.payload.pipeline]).map(|e| {
             let p = &e.payload;
             let kept = Logged {
                 pipeline: p.pipeline.clone(),
