@@ -6,19 +6,26 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what a fresh machine lacks: nats-server, and chromium for the dashboard's test (Debian's packages).
+# Install what a fresh machine lacks: nats-server (Debian's package).
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
-    missing=""
-    command -v nats-server >/dev/null || missing="$missing nats-server"
-    command -v chromium >/dev/null || missing="$missing chromium"
-    if [ -n "$missing" ]; then
+    if ! command -v nats-server >/dev/null; then
         sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
         $sudo apt-get update -qq
-        $sudo apt-get install -y -qq $missing
+        $sudo apt-get install -y -qq nats-server
     fi
     nats-server --version
+
+# What the tests need besides: chromium, which the dashboard's test drives headless (Debian's package).
+deps-test: deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v chromium >/dev/null; then
+        sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq chromium
+    fi
 
 # Build every binary (debug).
 build:
@@ -33,7 +40,7 @@ demo: deps build
     ./target/debug/mlops demo
 
 # Unit tests and end-to-end tests (a private nats-server, the real service binaries).
-test: deps build
+test: deps-test build
     cargo test --workspace
 
 # Formatting and lints, as CI checks them.
