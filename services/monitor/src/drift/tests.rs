@@ -1,4 +1,4 @@
-//! Golden values from scipy 1.16 / numpy 2.3 (`python3 -m venv v && v/bin/pip install scipy`), on
+//! Golden values from scipy 1.17.1 / numpy 2.4.6 (`python3 -m venv v && v/bin/pip install scipy`), on
 //! the samples below: `stats.ks_2samp`, `stats.wasserstein_distance`, `np.std`,
 //! `spatial.distance.jensenshannon` and Evidently's PSI over `np.histogram_bin_edges(ref + cur,
 //! bins=30)`, and `stats.chisquare` with expected counts scaled from the reference.
