@@ -208,6 +208,20 @@ pub struct TargetSpec {
     pub negative: String,
 }
 
+impl TargetSpec {
+    /// The number a delayed label stands for: 1 or 0 for the positive and negative classes, the
+    /// value for regression; `None` for anything else.
+    pub fn read_label(&self, label: &str) -> Option<f64> {
+        let label = label.trim();
+        match self.task {
+            Task::BinaryClassification if label == self.positive => Some(1.0),
+            Task::BinaryClassification if label == self.negative => Some(0.0),
+            Task::BinaryClassification => None,
+            Task::Regression => label.parse::<f64>().ok().filter(|v| v.is_finite()),
+        }
+    }
+}
+
 fn default_positive() -> String {
     "1".into()
 }

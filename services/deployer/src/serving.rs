@@ -495,22 +495,12 @@ impl Answer {
     /// decides), the absolute error for a value; `None` for a label the model cannot read.
     pub fn loss(&self, label: &str) -> Option<f64> {
         let t = &self.model.artifact.manifest.target;
-        let label = label.trim();
-        match t.task {
-            Task::BinaryClassification => {
-                let truth = if label == t.positive {
-                    true
-                } else if label == t.negative {
-                    false
-                } else {
-                    return None;
-                };
-                // The rule the served label follows (`Artifact::predict_vector`).
-                let predicted = self.score >= 0.5;
-                Some(f64::from(u8::from(predicted != truth)))
-            }
-            Task::Regression => label.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (self.score - v).abs()),
-        }
+        let truth = t.read_label(label)?;
+        Some(match t.task {
+            // The rule the served label follows (`Artifact::predict_vector`).
+            Task::BinaryClassification => f64::from(u8::from((self.score >= 0.5) != (truth == 1.0))),
+            Task::Regression => (self.score - truth).abs(),
+        })
     }
 }
 

@@ -30,18 +30,6 @@ const LABEL_RETRY: Duration = Duration::from_secs(2);
 /// Unmatched ids named in a dead-letter reason.
 const IDS_SHOWN: usize = 5;
 
-/// The number a label stands for: 1 or 0 for the spec's positive and negative classes, the
-/// value for regression; `None` for anything else.
-pub fn read_label(spec: &PipelineSpec, label: &str) -> Option<f64> {
-    let label = label.trim();
-    match spec.target.task {
-        Task::BinaryClassification if label == spec.target.positive => Some(1.0),
-        Task::BinaryClassification if label == spec.target.negative => Some(0.0),
-        Task::BinaryClassification => None,
-        Task::Regression => label.parse::<f64>().ok().filter(|v| v.is_finite()),
-    }
-}
-
 impl Monitor {
     /// Joins one `labels.arrived` and re-measures the quality of the versions it labelled.
     pub(crate) async fn on_labels(&self, e: Envelope<pb::LabelsArrived>) -> Result<(), HandlerError> {
@@ -60,7 +48,7 @@ impl Monitor {
         let pairs = e.payload.labels.iter().map(|l| (l.prediction_id.as_str(), l.label.as_str()));
         let joined = self
             .store
-            .join_labels(&pipeline, pairs, |label| read_label(&spec, label))
+            .join_labels(&pipeline, pairs, |label| spec.target.read_label(label))
             .map_err(|err| HandlerError::Transient(err.into()))?;
         let matched: u64 = joined.versions.iter().map(|(_, n)| n).sum();
         metrics::counter!("mlops_labels_joined_total", "pipeline" => pipeline.clone()).increment(matched);
