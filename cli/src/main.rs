@@ -686,8 +686,9 @@ arrived   {} ({})",
             Ok(())
         }
         Command::Events { command: EventsCommand::Tail { subject } } => {
-            let nats =
-                async_nats::connect(&cli.nats_url).await.with_context(|| format!("connecting to {}", cli.nats_url))?;
+            let nats = async_nats::connect(mlops_shared::bus::server_addrs(&cli.nats_url)?)
+                .await
+                .with_context(|| format!("connecting to {}", cli.nats_url))?;
             let mut sub = nats.subscribe(subject.clone()).await?;
             eprintln!("listening on {subject} (Ctrl-C to stop)");
             while let Some(msg) = sub.next().await {
@@ -933,8 +934,12 @@ async fn up(nats_url: &str, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut opts = StackOptions::beside_current_exe(data_dir.clone())?;
     opts.fixed_ports = true;
     opts.log_dir = Some(data_dir.join("logs"));
-    let answering =
-        tokio::time::timeout(Duration::from_secs(2), async_nats::connect(nats_url)).await.is_ok_and(|r| r.is_ok());
+    let answering = match mlops_shared::bus::server_addrs(nats_url) {
+        Ok(addrs) => {
+            tokio::time::timeout(Duration::from_secs(2), async_nats::connect(addrs)).await.is_ok_and(|r| r.is_ok())
+        }
+        Err(_) => false,
+    };
     if answering {
         println!("using the NATS server at {nats_url}");
         opts.nats_url = Some(nats_url.to_owned());

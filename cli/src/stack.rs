@@ -36,13 +36,24 @@ impl NatsServer {
         config: Option<&Path>,
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_binary(&nats_server_binary(), dir, port, config, env).await
+    }
+
+    /// [`NatsServer::start_with`] running the nats-server at `binary`.
+    pub async fn start_binary(
+        binary: &Path,
+        dir: &Path,
+        port: Option<u16>,
+        config: Option<&Path>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let store_dir = dir.join("jetstream");
         let ports_dir = dir.join("ports");
         std::fs::create_dir_all(&store_dir)?;
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir)?;
         let port_arg = port.map_or("-1".to_owned(), |p| p.to_string());
-        let mut cmd = Command::new("nats-server");
+        let mut cmd = Command::new(binary);
         if let Some(config) = config {
             cmd.arg("-c").arg(config);
         }
@@ -73,6 +84,22 @@ impl NatsServer {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Asks the server to shut down (SIGTERM: it closes its clients and syncs its store) and
+    /// waits up to `grace` before killing it.
+    pub async fn terminate(&mut self, grace: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let _ = tokio::time::timeout(grace, self.child.wait()).await;
+        self.kill().await;
+    }
+}
+
+/// The nats-server to run: `MLOPS_NATS_SERVER_BIN` when set (to try another release), else the
+/// one on `PATH`.
+pub fn nats_server_binary() -> PathBuf {
+    std::env::var_os("MLOPS_NATS_SERVER_BIN").map_or_else(|| PathBuf::from("nats-server"), PathBuf::from)
 }
 
 fn read_ports_file(dir: &Path) -> anyhow::Result<Option<String>> {
@@ -347,11 +374,7 @@ impl Stack {
         }
         self.services.clear();
         if let Some(n) = &mut self.nats {
-            if let Some(pid) = n.child.id() {
-                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), n.child.wait()).await;
-            n.kill().await;
+            n.terminate(Duration::from_secs(5)).await;
         }
         clean
     }

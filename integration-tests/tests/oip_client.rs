@@ -3,7 +3,7 @@
 //! `integration-tests/oip/tritonclient_check.py` against a served model. The client is installed
 //! from PyPI into a virtual environment under `target/` once (about 10 s), pinned.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,34 +12,20 @@ use mlops_integration_tests::{TestApp, sample};
 const T: Duration = Duration::from_secs(90);
 const TRITONCLIENT: &str = "tritonclient[http,grpc]==2.73.0";
 
-/// A Python with `tritonclient`, in `target/tritonclient-venv`, made when missing.
-fn python_with_tritonclient(target: &Path) -> PathBuf {
-    let venv = target.join("tritonclient-venv");
-    let python = venv.join("bin").join("python");
-    let has_client = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import tritonclient.grpc, tritonclient.http"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if has_client(&python) {
-        return python;
-    }
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", TRITONCLIENT]));
-    assert!(has_client(&python), "tritonclient did not install into {}", venv.display());
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nvidias_tritonclient_speaks_to_the_deployer_over_http_and_grpc() {
     let app = TestApp::start().await;
-    let target = app.stack.opts.bin_dir.parent().expect("binaries live in target/<profile>").to_path_buf();
-    let python = tokio::task::spawn_blocking(move || python_with_tritonclient(&target)).await.unwrap();
+    let python = tokio::task::spawn_blocking(|| {
+        mlops_integration_tests::python_venv("tritonclient-venv", TRITONCLIENT, |venv| {
+            Command::new(venv.join("bin/python"))
+                .args(["-c", "import tritonclient.grpc, tritonclient.http"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .join("bin/python")
+    })
+    .await
+    .unwrap();
     app.apply(mlops_cli::EXAMPLE_SPEC).await;
     app.upload("churn", &sample::csv(1500, 61, sample::Variant::Normal)).await;
     app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;

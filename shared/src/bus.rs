@@ -75,7 +75,7 @@ impl Bus {
             if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
                 opts = opts.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
             }
-            opts.connect(args.url.as_str()).await.map_err(anyhow::Error::from)
+            opts.connect(server_addrs(&args.url)?).await.map_err(anyhow::Error::from)
         };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -155,9 +155,14 @@ impl Bus {
             // A stream made by an older version gets the settings it lacks.
             let current =
                 existing.info().await.map(|i| i.config.clone()).with_context(|| format!("reading stream {name}"))?;
-            if current.max_messages_per_subject != config.max_messages_per_subject || current.discard != config.discard
+            // Zero and -1 both mean "no limit" (the server reports -1 for what was sent as 0).
+            let per_subject = |n: i64| n.max(0);
+            if per_subject(current.max_messages_per_subject) != per_subject(config.max_messages_per_subject)
+                || current.discard != config.discard
             {
-                self.js.update_stream(config.clone()).await.with_context(|| format!("updating stream {name}"))?;
+                retry_create(|| async { self.js.update_stream(config.clone()).await.map(drop) })
+                    .await
+                    .with_context(|| format!("updating stream {name}"))?;
             }
         }
         for bucket in [DATASETS_BUCKET, MODELS_BUCKET] {
@@ -776,6 +781,19 @@ where
     f.retry(backoff).notify(|e, after| warn!(error = %e, retry_in = ?after, "jetstream request failed, retrying")).await
 }
 
+/// The servers of a comma-separated URL list (`nats://a:4222,nats://b:4222`), each checked, so a
+/// client can start from any node of a cluster.
+pub fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse::<async_nats::ServerAddr>().with_context(|| format!("bad NATS server URL {u:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!addrs.is_empty(), "no NATS server URL given");
+    Ok(addrs)
+}
+
 /// Whether a server version string such as `2.9.10` is at least `major.minor`.
 pub fn server_version_at_least(version: &str, (major, minor): (u32, u32)) -> bool {
     let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
@@ -786,6 +804,16 @@ pub fn server_version_at_least(version: &str, (major, minor): (u32, u32)) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_list_names_every_server_and_a_bad_one_is_refused() {
+        let addrs = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,127.0.0.1:4224").unwrap();
+        let ports: Vec<u16> = addrs.iter().map(async_nats::ServerAddr::port).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        let bad = server_addrs("nats://127.0.0.1:4222,http://[::1").unwrap_err();
+        assert!(format!("{bad:#}").contains("http://[::1"), "{bad:#}");
+        assert!(server_addrs(" , ").is_err());
+    }
 
     #[test]
     fn versions_compare_numerically() {

@@ -176,40 +176,59 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     Ok(())
 }
 
-/// Publishes queued prediction logs until shutdown, then drains what is left. Up to
-/// `IN_FLIGHT` logs await their stream acknowledgement at once, so the rate is not one round trip
-/// per log; a log the stream did not take is counted as dropped.
+/// Publishes queued prediction logs until shutdown, then drains what is left. Up to `IN_FLIGHT`
+/// logs are on their way at once, so the rate is not one round trip per log. A log the stream did
+/// not take (no stream leader during a cluster election, a connection lost mid-ack) is sent again
+/// with the same `Nats-Msg-Id`, so the stream keeps one copy, up to `ATTEMPTS` times over about
+/// 16 s; only then is it counted as dropped.
 async fn publish_logs(
     bus: Bus,
     mut rx: mpsc::Receiver<pb::PredictionLogged>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use futures::StreamExt as _;
+    use std::future::Future;
+    use std::pin::Pin;
     const IN_FLIGHT: usize = 1024;
+    const ATTEMPTS: u32 = 8;
+    type Sending<'a> = Pin<Box<dyn Future<Output = (pb::PredictionLogged, u32, Option<String>)> + Send + 'a>>;
     let ctx = EventContext::default();
-    let lost = |e: &dyn std::fmt::Display| {
-        metrics::counter!("mlops_prediction_log_dropped_total").increment(1);
-        warn!(error = %e, "prediction log lost");
-    };
-    let mut acks = futures::stream::FuturesUnordered::new();
-    loop {
-        let log = tokio::select! {
-            log = rx.recv(), if acks.len() < IN_FLIGHT => log,
-            Some(ack) = acks.next(), if !acks.is_empty() => {
-                if let Err(e) = ack { lost(&e) }
-                continue;
+    let (bus, ctx) = (&bus, &ctx);
+    let send = |log: pb::PredictionLogged, attempt: u32| -> Sending<'_> {
+        Box::pin(async move {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 << (attempt - 1).min(4))).await;
             }
-            () = shutdown.cancelled() => { rx.close(); rx.recv().await }
-        };
-        let Some(log) = log else { break };
-        match bus.publish_pipelined(&log.prediction_id.clone(), &ctx, &log).await {
-            Ok(ack) => acks.push(ack.into_future()),
-            Err(e) => lost(&e),
-        }
-    }
-    while let Some(ack) = acks.next().await {
-        if let Err(e) = ack {
-            lost(&e);
+            let error = match bus.publish_pipelined(&log.prediction_id, ctx, &log).await {
+                Ok(ack) => ack.into_future().await.err().map(|e| e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            (log, attempt, error)
+        })
+    };
+    let mut sending = futures::stream::FuturesUnordered::new();
+    let (mut open, mut closing) = (true, false);
+    while open || !sending.is_empty() {
+        tokio::select! {
+            log = rx.recv(), if open && sending.len() < IN_FLIGHT => match log {
+                Some(log) => sending.push(send(log, 0)),
+                None => open = false,
+            },
+            Some((log, attempt, error)) = sending.next(), if !sending.is_empty() => {
+                let Some(error) = error else { continue };
+                if attempt + 1 < ATTEMPTS && !closing {
+                    metrics::counter!("mlops_prediction_log_retried_total").increment(1);
+                    sending.push(send(log, attempt + 1));
+                } else {
+                    metrics::counter!("mlops_prediction_log_dropped_total").increment(1);
+                    warn!(%error, attempts = attempt + 1, "prediction log lost");
+                }
+            }
+            // What is queued still goes out; nothing is retried any more.
+            () = shutdown.cancelled(), if !closing => {
+                closing = true;
+                rx.close();
+            }
         }
     }
     Ok(())
@@ -312,13 +331,20 @@ impl Deployer {
         self.registry.clone().set_alias(self.as_admin(alias)).await?;
         let previous = std::sync::atomic::AtomicU64::new(0);
         self.change_route(pipeline, |current| {
-            previous.store(current.map_or(0, |c| c.stable.version), std::sync::atomic::Ordering::Relaxed);
+            // Retried after the route already names `model`: what it replaced is kept there.
+            let replaced = match current {
+                Some(c) if c.stable == *model => c.previous.clone(),
+                Some(c) => Some(c.stable.clone()),
+                None => None,
+            };
+            previous.store(replaced.as_ref().map_or(0, |m| m.version), std::sync::atomic::Ordering::Relaxed);
             Ok(Some(release::RouteRecord {
                 pipeline: pipeline.into(),
                 stable: model.clone(),
                 release: None,
                 updated_ms: mlops_shared::now_unix_ms(),
                 reason: reason.into(),
+                previous: replaced,
             }))
         })
         .await?;

@@ -51,6 +51,10 @@ pub struct RouteRecord {
     pub updated_ms: i64,
     /// Why it last changed.
     pub reason: String,
+    /// The stable model this one replaced, kept so that a promotion retried after its route was
+    /// written still names the model it really replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ModelRef>,
 }
 
 /// One replica's figures for a release.
@@ -406,6 +410,7 @@ impl Deployer {
                         release: None,
                         updated_ms: mlops_shared::now_unix_ms(),
                         reason: "the registry's production model".into(),
+                        previous: None,
                     };
                     let bytes = serde_json::to_vec(&record)?;
                     // Another replica may have written it first: theirs stands.
@@ -573,6 +578,7 @@ impl Deployer {
                 let Some(r) = current.release.as_ref().filter(|r| r.model.version == version) else { return Ok(None) };
                 let mut next = current.clone();
                 if promote {
+                    next.previous = Some(current.stable.clone());
                     next.stable = r.model.clone();
                 }
                 next.release = None;

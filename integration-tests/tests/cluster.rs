@@ -1,0 +1,156 @@
+//! Drills on a 3-node JetStream cluster on loopback, every stream, key-value bucket and object
+//! store replicated ×3: a node killed mid-cascade loses nothing; a rolling restart of all three
+//! under steady prediction load fails no prediction and loses no prediction log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use mlops_cli::events::Decoded;
+use mlops_integration_tests::cluster::{NatsCluster, PLATFORM_STREAMS, replication, wait_all_current};
+use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use sample::Variant;
+
+const T: Duration = Duration::from_secs(180);
+
+async fn start_on(cluster: &NatsCluster) -> TestApp {
+    let urls = cluster.urls();
+    TestApp::start_custom(
+        &[("MLOPS_NATS_REPLICAS", "3")],
+        |opts| opts.nats_url = Some(urls),
+        async_nats::ConnectOptions::new().max_reconnects(None::<usize>),
+    )
+    .await
+}
+
+/// The platform's streams are all replicated on three nodes; the leader of the event stream is
+/// killed right after new data arrives; the cascade completes with exactly one new version and
+/// every event stored once; the node comes back and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_cascade_loses_nothing_and_the_cascade_completes() {
+    let mut cluster = NatsCluster::start(3).await;
+    let app = start_on(&cluster).await;
+    for stream in PLATFORM_STREAMS {
+        let r = replication(&app.js, stream).await.unwrap_or_else(|| panic!("no stream {stream}"));
+        assert_eq!((r.replicas, r.followers), (3, 2), "{stream}: {r:?}");
+    }
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 601, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let deployer = app.stack.url("deployer");
+    let rows = sample::customers(5, 602, Variant::Normal);
+
+    let second = app.upload("churn", &sample::csv(2000, 603, Variant::Normal)).await;
+    assert!(!app.seen().iter().any(|s| s.kind == "model.promoted" && s.summary.starts_with("v2 ")), "too late");
+    let leader = replication(&app.js, "MLOPS_EVENTS").await.and_then(|r| r.leader).expect("a leader");
+    let killed = cluster.index_of(&leader);
+    cluster.kill(killed).await;
+    eprintln!("killed {leader}, the leader of MLOPS_EVENTS");
+    for _ in 0..10 {
+        let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.expect("served with a node down");
+        assert!(body["model_version"] == "1" || body["model_version"] == "2", "{body}");
+    }
+
+    let promoted = app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+    let Decoded::Promoted(p) = promoted.payload else { unreachable!() };
+    assert_eq!(p.previous_version, 1);
+    let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[1].lineage.as_ref().unwrap().dataset_ids, std::slice::from_ref(&second.dataset_id));
+    for subject in [
+        "mlops.events.data.ingested.churn",
+        "mlops.events.data.validated.churn",
+        "mlops.events.model.trained.churn",
+        "mlops.events.model.promoted.churn",
+    ] {
+        assert_eq!(app.stored("MLOPS_EVENTS", subject).await.len(), 2, "{subject}");
+    }
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+
+    // The killed node comes back and every stream is whole on all three again.
+    cluster.restart(killed).await;
+    wait_all_current(&app.js, Duration::from_secs(60)).await;
+    // Every durable consumer has acknowledged all it was given, and the work queue is empty:
+    // the job was trained once.
+    let events = app.wait_settled("MLOPS_EVENTS", T).await;
+    let jobs = app.wait_settled("MLOPS_JOBS", T).await;
+    assert!(events.len() >= 8 && jobs.len() == 1, "{events:?} {jobs:?}");
+    eprintln!("consumers after the kill: {events:?} {jobs:?}");
+    assert_eq!(replication(&app.js, "MLOPS_JOBS").await.unwrap().messages, 0);
+    assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 2, "a job trained twice");
+    let served = wait_until(T, || async {
+        let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.ok()?;
+        (body["model_version"] == "2").then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "v2 does not serve");
+}
+
+/// Four clients predict without pause while each node in turn is shut down and started again,
+/// waiting for every stream to be current before the next: no request fails, every prediction is
+/// logged to the replicated stream exactly once, and a cascade afterwards still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_prediction_load_fails_no_prediction() {
+    let mut cluster = NatsCluster::start(3).await;
+    let app = start_on(&cluster).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 611, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let logged_before = replication(&app.js, "MLOPS_PREDICTIONS").await.unwrap().messages;
+
+    let deployer = app.stack.url("deployer");
+    let rows = rows_json(&sample::customers(4, 612, Variant::Normal));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (deployer, rows, stop, served, failed) =
+            (deployer.clone(), rows.clone(), stop.clone(), served.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client::predict(&deployer, "churn", &rows).await {
+                    Ok(_) => served.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors.push(format!("{e:#}"));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+            errors
+        }));
+    }
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.stop(i).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.restart(i).await;
+        wait_all_current(&app.js, Duration::from_secs(60)).await;
+        eprintln!("node n{} restarted; {} requests served so far", i + 1, served.load(Ordering::Relaxed));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for task in load {
+        errors.extend(task.await.unwrap());
+    }
+    let (served, failed) = (served.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("rolling restart: {served} requests served, {failed} failed");
+    assert!(served > 100, "too little load to mean anything: {served}");
+    assert_eq!(failed, 0, "{errors:?}");
+
+    // Each served request logged its four rows once, through the restarts.
+    let expected = logged_before + served * 4;
+    let logged = wait_until(Duration::from_secs(30), || async {
+        let n = replication(&app.js, "MLOPS_PREDICTIONS").await?.messages;
+        (n >= expected).then_some(n)
+    })
+    .await;
+    let now = replication(&app.js, "MLOPS_PREDICTIONS").await.unwrap().messages;
+    assert_eq!(logged, Some(expected), "{now} prediction logs stored, {expected} expected");
+
+    // The cluster still carries a cascade end to end.
+    app.upload("churn", &sample::csv(2000, 613, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+}
