@@ -78,3 +78,20 @@ bench-drift:
 bench-monitor: deps
     cargo build --release --workspace --bins
     cargo bench -p mlops-integration-tests --bench monitor -- 200000
+
+# Install cargo-fuzz (libFuzzer) when missing.
+deps-fuzz:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+# Fuzz one parser of outside input for SECONDS (`cargo fuzz list --fuzz-dir fuzz` names them); not a CI step.
+# RUSTC_BOOTSTRAP lets stable rustc take the sanitizer flags. New inputs go to fuzz/target/corpus/, crashes to fuzz/artifacts/.
+fuzz target seconds="600": deps-fuzz
+    mkdir -p fuzz/target/corpus/{{target}}
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O {{target}} target/corpus/{{target}} corpus/{{target}} -- \
+        -max_total_time={{seconds}} -rss_limit_mb=4096 -max_len=262144 -timeout=20 -print_final_stats=1
+
+# Every fuzz target for SECONDS each, two at a time; figures in fuzz/target/logs/.
+fuzz-all seconds="600": deps-fuzz
+    ./scripts/fuzz-all.sh {{seconds}}

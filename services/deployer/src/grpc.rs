@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Deployer;
 use crate::rest::ApiError;
-use crate::serving::Column;
+use crate::serving::{Column, Models, PredictionLog};
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
@@ -99,79 +99,85 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         &self,
         req: Request<oip::ModelInferRequest>,
     ) -> Result<Response<oip::ModelInferResponse>, Status> {
-        use oip::model_infer_response::InferOutputTensor;
-        let started = std::time::Instant::now();
-        let r = req.into_inner();
-        if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
-            return Err(Status::invalid_argument("raw_input_contents must have one entry per input"));
-        }
-        let mut shaped = Vec::with_capacity(r.inputs.len());
-        for (i, t) in r.inputs.iter().enumerate() {
-            let raw = r.raw_input_contents.get(i).map(|b| b.as_slice());
-            let col = decode_tensor(t, raw).map_err(Status::invalid_argument)?;
-            if !t.shape.is_empty()
-                && t.shape.iter().all(|d| *d >= 0)
-                && t.shape.iter().product::<i64>() != col.len() as i64
-            {
-                return Err(Status::invalid_argument(format!(
-                    "input `{}`: shape {:?} does not match its {} values",
-                    t.name,
-                    t.shape,
-                    col.len()
-                )));
-            }
-            shaped.push((t.name.clone(), t.shape.clone(), col));
-        }
-        let inputs = match crate::serving::matrix_columns(&self.0.models, &r.model_name, &shaped) {
-            Some(columns) => columns.map_err(Status::invalid_argument)?,
-            None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
-        };
-        let (model, scored) =
-            crate::serving::infer(&self.0.models, &self.0.log, &r.model_name, Some(&r.model_version), inputs)
-                .map_err(|(missing, e)| if missing { Status::not_found(e) } else { Status::invalid_argument(e) })?;
-        let n = scored.scores.len() as i64;
-        metrics::histogram!("mlops_inference_seconds", "protocol" => "grpc").record(started.elapsed().as_secs_f64());
-        let tensor = |name: &str, datatype: &str, contents: Option<oip::InferTensorContents>| InferOutputTensor {
-            name: name.into(),
-            datatype: datatype.into(),
-            shape: vec![n],
-            parameters: HashMap::new(),
-            contents,
-        };
-        let labels = (!scored.labels.is_empty()).then_some(scored.labels);
-        // A client that sent raw inputs gets raw outputs, as Triton answers: its clients read
-        // only `raw_output_contents` for numbers. Others get typed contents.
-        let (outputs, raw_output_contents) = if r.raw_input_contents.is_empty() {
-            let bytes = |v: Vec<String>| oip::InferTensorContents {
-                bytes_contents: v.into_iter().map(String::into_bytes).collect(),
-                ..Default::default()
-            };
-            let values = oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() };
-            let outputs = std::iter::once(tensor(scored.scores_name, "FP64", Some(values)))
-                .chain(labels.map(|l| tensor("label", "BYTES", Some(bytes(l)))))
-                .chain([tensor("prediction_id", "BYTES", Some(bytes(scored.ids)))])
-                .collect();
-            (outputs, vec![])
-        } else {
-            let mut outputs = vec![tensor(scored.scores_name, "FP64", None)];
-            let mut raw = vec![scored.scores.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()];
-            if let Some(l) = labels {
-                outputs.push(tensor("label", "BYTES", None));
-                raw.push(raw_bytes(&l));
-            }
-            outputs.push(tensor("prediction_id", "BYTES", None));
-            raw.push(raw_bytes(&scored.ids));
-            (outputs, raw)
-        };
-        Ok(Response::new(oip::ModelInferResponse {
-            model_name: model.pipeline.clone(),
-            model_version: model.version.to_string(),
-            id: r.id,
-            parameters: HashMap::new(),
-            outputs,
-            raw_output_contents,
-        }))
+        infer_message(&self.0.models, &self.0.log, req.into_inner()).map(Response::new)
     }
+}
+
+/// Answers an OIP v2 gRPC inference request with what `models` serve, logging to `log`: the whole
+/// call after transport, so tests and fuzz targets can drive it without a bus.
+pub fn infer_message(
+    models: &Models,
+    log: &PredictionLog,
+    r: oip::ModelInferRequest,
+) -> Result<oip::ModelInferResponse, Status> {
+    use oip::model_infer_response::InferOutputTensor;
+    let started = std::time::Instant::now();
+    if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
+        return Err(Status::invalid_argument("raw_input_contents must have one entry per input"));
+    }
+    let mut shaped = Vec::with_capacity(r.inputs.len());
+    for (i, t) in r.inputs.iter().enumerate() {
+        let raw = r.raw_input_contents.get(i).map(|b| b.as_slice());
+        let col = decode_tensor(t, raw).map_err(Status::invalid_argument)?;
+        if !t.shape.is_empty() && t.shape.iter().all(|d| *d >= 0) && t.shape.iter().product::<i64>() != col.len() as i64
+        {
+            return Err(Status::invalid_argument(format!(
+                "input `{}`: shape {:?} does not match its {} values",
+                t.name,
+                t.shape,
+                col.len()
+            )));
+        }
+        shaped.push((t.name.clone(), t.shape.clone(), col));
+    }
+    let inputs = match crate::serving::matrix_columns(models, &r.model_name, &shaped) {
+        Some(columns) => columns.map_err(Status::invalid_argument)?,
+        None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
+    };
+    let (model, scored) = crate::serving::infer(models, log, &r.model_name, Some(&r.model_version), inputs)
+        .map_err(|(missing, e)| if missing { Status::not_found(e) } else { Status::invalid_argument(e) })?;
+    let n = scored.scores.len() as i64;
+    metrics::histogram!("mlops_inference_seconds", "protocol" => "grpc").record(started.elapsed().as_secs_f64());
+    let tensor = |name: &str, datatype: &str, contents: Option<oip::InferTensorContents>| InferOutputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: vec![n],
+        parameters: HashMap::new(),
+        contents,
+    };
+    let labels = (!scored.labels.is_empty()).then_some(scored.labels);
+    // A client that sent raw inputs gets raw outputs, as Triton answers: its clients read
+    // only `raw_output_contents` for numbers. Others get typed contents.
+    let (outputs, raw_output_contents) = if r.raw_input_contents.is_empty() {
+        let bytes = |v: Vec<String>| oip::InferTensorContents {
+            bytes_contents: v.into_iter().map(String::into_bytes).collect(),
+            ..Default::default()
+        };
+        let values = oip::InferTensorContents { fp64_contents: scored.scores, ..Default::default() };
+        let outputs = std::iter::once(tensor(scored.scores_name, "FP64", Some(values)))
+            .chain(labels.map(|l| tensor("label", "BYTES", Some(bytes(l)))))
+            .chain([tensor("prediction_id", "BYTES", Some(bytes(scored.ids)))])
+            .collect();
+        (outputs, vec![])
+    } else {
+        let mut outputs = vec![tensor(scored.scores_name, "FP64", None)];
+        let mut raw = vec![scored.scores.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()];
+        if let Some(l) = labels {
+            outputs.push(tensor("label", "BYTES", None));
+            raw.push(raw_bytes(&l));
+        }
+        outputs.push(tensor("prediction_id", "BYTES", None));
+        raw.push(raw_bytes(&scored.ids));
+        (outputs, raw)
+    };
+    Ok(oip::ModelInferResponse {
+        model_name: model.pipeline.clone(),
+        model_version: model.version.to_string(),
+        id: r.id,
+        parameters: HashMap::new(),
+        outputs,
+        raw_output_contents,
+    })
 }
 
 /// A BYTES tensor's raw form: each element as a 4-byte little-endian length, then its bytes.

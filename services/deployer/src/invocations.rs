@@ -14,7 +14,7 @@ use serde_json::{Map, Value as Json_, json};
 
 use crate::Deployer;
 use crate::rest::ApiError;
-use crate::serving::Column;
+use crate::serving::{Column, Models, PredictionLog};
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
@@ -62,12 +62,23 @@ pub async fn model_invocations(
 }
 
 fn score(d: &Deployer, pipeline: &str, headers: &HeaderMap, body: &[u8]) -> Result<Json<Json_>, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    score_body(&d.models, &d.log, pipeline, content_type, body).map(Json)
+}
+
+/// Answers an MLflow-style `/invocations` body (`application/json` or `text/csv`) with what
+/// `models` serve for `pipeline`, logging to `log`; tests and fuzz targets drive it directly.
+pub fn score_body(
+    models: &Models,
+    log: &PredictionLog,
+    pipeline: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Json_, ApiError> {
     let started = std::time::Instant::now();
-    let model = d
-        .models
+    let model = models
         .get(pipeline)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("model `{pipeline}` is not served")))?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let records = if content_type.starts_with("text/csv") {
         csv_records(body)?
     } else if content_type.starts_with("application/json") {
@@ -125,7 +136,7 @@ fn score(d: &Deployer, pipeline: &str, headers: &HeaderMap, body: &[u8]) -> Resu
         };
         inputs.push((f.name.clone(), col));
     }
-    let (model, scored) = crate::serving::infer(&d.models, &d.log, pipeline, None, inputs)
+    let (model, scored) = crate::serving::infer(models, log, pipeline, None, inputs)
         .map_err(|(missing, e)| ApiError(if missing { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, e))?;
     metrics::histogram!("mlops_inference_seconds", "protocol" => "invocations").record(started.elapsed().as_secs_f64());
     let mut out = json!({
@@ -136,7 +147,7 @@ fn score(d: &Deployer, pipeline: &str, headers: &HeaderMap, body: &[u8]) -> Resu
     if !scored.labels.is_empty() {
         out["labels"] = json!(scored.labels);
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 type Record = Map<String, Json_>;

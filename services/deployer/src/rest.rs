@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 
 use crate::Deployer;
-use crate::serving::{Column, Served};
+use crate::serving::{Column, Models, PredictionLog, Served};
 
 /// An API error: a status and a message, rendered as `{"error": message}`.
 #[derive(Debug)]
@@ -197,6 +197,18 @@ async fn infer_v(
 }
 
 fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Result<Json<Json_>, ApiError> {
+    infer_body(&d.models, &d.log, name, version, body).map(Json)
+}
+
+/// Answers an OIP v2 REST inference body with what `models` serve, logging to `log`: the whole
+/// request path after routing, so tests and fuzz targets can drive it without a bus.
+pub fn infer_body(
+    models: &Models,
+    log: &PredictionLog,
+    name: &str,
+    version: Option<&str>,
+    body: &[u8],
+) -> Result<Json_, ApiError> {
     let started = std::time::Instant::now();
     let req: InferRequest = from_python_json(body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
     let mut shaped = Vec::with_capacity(req.inputs.len());
@@ -204,19 +216,19 @@ fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Re
         let col = decode_json_tensor(&t).map_err(bad)?;
         shaped.push((t.name, t.shape, col));
     }
-    let inputs = match crate::serving::matrix_columns(&d.models, name, &shaped) {
+    let inputs = match crate::serving::matrix_columns(models, name, &shaped) {
         Some(columns) => columns.map_err(bad)?,
         None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
     };
-    let (model, scored) = crate::serving::infer(&d.models, &d.log, name, version, inputs)
+    let (model, scored) = crate::serving::infer(models, log, name, version, inputs)
         .map_err(|(missing, e)| ApiError(if missing { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, e))?;
     metrics::histogram!("mlops_inference_seconds", "protocol" => "rest").record(started.elapsed().as_secs_f64());
-    Ok(Json(json!({
+    Ok(json!({
         "model_name": model.pipeline,
         "model_version": model.version.to_string(),
         "id": req.id.unwrap_or_else(|| scored.ids.first().cloned().unwrap_or_default()),
         "outputs": infer_outputs(scored),
-    })))
+    }))
 }
 
 /// The output tensors of an inference call, as JSON.

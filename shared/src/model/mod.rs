@@ -216,6 +216,41 @@ impl Artifact {
     }
 }
 
+impl Artifact {
+    /// A logistic model of `spec`'s features with fixed weights, its preprocessing and reference
+    /// profile fitted on `frame`: a servable artifact made without training, for tests and fuzz
+    /// targets.
+    pub fn example(spec: &crate::spec::PipelineSpec, frame: &Frame) -> Self {
+        let preprocessing = Preprocessor::fit(&spec.features, frame);
+        let width = preprocessing.width();
+        Self {
+            manifest: Manifest {
+                format: FORMAT.into(),
+                pipeline: spec.name.to_string(),
+                algorithm: "logistic_regression".into(),
+                params: BTreeMap::new(),
+                features: spec.features.clone(),
+                target: spec.target.clone(),
+                dataset_ids: vec![],
+                spec_hash: spec.hash(),
+                seed: 42,
+                holdout_share: 0.2,
+                code_version: "example".into(),
+                training_rows: frame.rows as u64,
+                holdout_rows: 0,
+                metrics: BTreeMap::new(),
+                reference: ReferenceProfile::fit(&spec.features, frame),
+                search: None,
+            },
+            preprocessing,
+            parameters: Parameters::Logistic {
+                intercept: 0.1,
+                weights: (0..width).map(|i| i as f64 * 0.1 - 0.2).collect(),
+            },
+        }
+    }
+}
+
 /// The logistic function, computed without overflow for large |z|.
 pub fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
@@ -243,33 +278,7 @@ mod tests {
             target: Some(vec![1.0, 0.0, 0.0]),
             rows: 3,
         };
-        let preprocessing = Preprocessor::fit(&spec.features, &frame);
-        let width = preprocessing.width();
-        Artifact {
-            manifest: Manifest {
-                format: FORMAT.into(),
-                pipeline: "churn".into(),
-                algorithm: "logistic_regression".into(),
-                params: BTreeMap::new(),
-                features: spec.features.clone(),
-                target: spec.target.clone(),
-                dataset_ids: vec![],
-                spec_hash: spec.hash(),
-                seed: 42,
-                holdout_share: 0.2,
-                code_version: "test".into(),
-                training_rows: 3,
-                holdout_rows: 0,
-                metrics: BTreeMap::new(),
-                reference: ReferenceProfile::fit(&spec.features, &frame),
-                search: None,
-            },
-            preprocessing,
-            parameters: Parameters::Logistic {
-                intercept: 0.1,
-                weights: (0..width).map(|i| i as f64 * 0.1 - 0.2).collect(),
-            },
-        }
+        Artifact::example(&spec, &frame)
     }
 
     #[test]
