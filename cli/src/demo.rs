@@ -66,11 +66,20 @@ async fn follow(stack: &Stack, csv: &[u8], source: &str, say: &impl Fn(String)) 
 
     let spec = mlops_shared::spec::PipelineSpec::from_yaml(EXAMPLE_SPEC)?;
     let p = client::apply_pipeline(&stack.url("registry"), EXAMPLE_SPEC).await?;
-    say(format!("▶ pipeline `{}` applied (revision {}, spec {})", p.name, p.revision, &p.spec_hash[..12]));
+    say(format!(
+        "▶ pipeline `{}` applied (revision {}, spec {})",
+        p.name,
+        p.revision,
+        mlops_shared::ids::short(&p.spec_hash)
+    ));
 
     let arrival = Instant::now();
     let ds = client::upload(&stack.url("ingest"), &p.name, source, csv.to_vec()).await?;
-    say(format!("▶ uploaded {} bytes from {source}: dataset {}", ds.size_bytes, &ds.dataset_id[..12]));
+    say(format!(
+        "▶ uploaded {} bytes from {source}: dataset {}",
+        ds.size_bytes,
+        mlops_shared::ids::short(&ds.dataset_id)
+    ));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let version = loop {

@@ -377,14 +377,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Pipeline { command: PipelineCommand::Apply { file } } => {
             let yaml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let p = client::apply_pipeline_as(&cli.registry_url, &yaml, cli.admin_token.as_deref()).await?;
-            println!("pipeline {} applied: revision {}, spec {}", p.name, p.revision, &p.spec_hash[..12]);
+            println!(
+                "pipeline {} applied: revision {}, spec {}",
+                p.name,
+                p.revision,
+                mlops_shared::ids::short(&p.spec_hash)
+            );
             Ok(())
         }
         Command::Pipeline { command: PipelineCommand::List } => {
             let mut c = client::registry(&cli.registry_url).await?;
             let list = c.list_pipelines(mlops_proto::ListPipelinesRequest {}).await?.into_inner();
             for p in list.pipelines {
-                println!("{:<24} revision {:<4} spec {}", p.name, p.revision, &p.spec_hash[..12]);
+                println!("{:<24} revision {:<4} spec {}", p.name, p.revision, mlops_shared::ids::short(&p.spec_hash));
             }
             Ok(())
         }
@@ -446,7 +451,13 @@ arrived   {} ({})",
                 }
                 DataCommand::Report { dataset_id } => {
                     let d = client::dataset(&cli.ingest_url, &dataset_id).await?;
-                    println!("dataset {} ({}): {}, {} rows", &d.dataset_id[..12], d.pipeline, d.verdict, d.rows);
+                    println!(
+                        "dataset {} ({}): {}, {} rows",
+                        mlops_shared::ids::short(&d.dataset_id),
+                        d.pipeline,
+                        d.verdict,
+                        d.rows
+                    );
                     print!("{}", tables::anomalies(&d.anomalies));
                 }
             }
@@ -526,7 +537,7 @@ arrived   {} ({})",
                     "{}@{} artifact {} aliases [{}]",
                     v.pipeline,
                     v.version,
-                    &v.artifact_sha256[..12],
+                    mlops_shared::ids::short(&v.artifact_sha256),
                     v.aliases.join(",")
                 );
             }
@@ -661,12 +672,18 @@ arrived   {} ({})",
                     let ds = v
                         .lineage
                         .as_ref()
-                        .map(|l| l.dataset_ids.iter().map(|d| d[..12].to_owned()).collect::<Vec<_>>().join(","))
+                        .map(|l| {
+                            l.dataset_ids
+                                .iter()
+                                .map(|d| mlops_shared::ids::short(d).to_owned())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
                         .unwrap_or_default();
                     println!(
                         "{:<8} {:<14} {:<16} {:<9} {:<22} {}",
                         v.version,
-                        &v.artifact_sha256[..12],
+                        mlops_shared::ids::short(&v.artifact_sha256),
                         metric,
                         v.gate,
                         v.aliases.join(","),
@@ -706,7 +723,7 @@ arrived   {} ({})",
                 .await
                 .map_err(|s| anyhow::anyhow!("rollback: {}", s.message()))?
                 .into_inner();
-            println!("{} now serves v{} ({})", d.pipeline, d.version, &d.artifact_sha256[..12]);
+            println!("{} now serves v{} ({})", d.pipeline, d.version, mlops_shared::ids::short(&d.artifact_sha256));
             Ok(())
         }
         Command::Deployments => {
@@ -718,7 +735,7 @@ arrived   {} ({})",
                     "{:<20} {:<8} {:<14} {:>11}  {}",
                     d.pipeline,
                     d.version,
-                    &d.artifact_sha256[..12],
+                    mlops_shared::ids::short(&d.artifact_sha256),
                     d.predictions,
                     release(&d)
                 );
@@ -736,7 +753,7 @@ arrived   {} ({})",
                 .await
                 .map_err(|s| anyhow::anyhow!("deploy: {}", s.message()))?
                 .into_inner();
-            println!("{} now serves v{} ({})", d.pipeline, d.version, &d.artifact_sha256[..12]);
+            println!("{} now serves v{} ({})", d.pipeline, d.version, mlops_shared::ids::short(&d.artifact_sha256));
             Ok(())
         }
         Command::Traffic { pipeline, canary, reason } => {

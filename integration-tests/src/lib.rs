@@ -238,6 +238,74 @@ pub fn python_venv(name: &str, requirement: &str, ready: impl Fn(&std::path::Pat
     venv
 }
 
+/// A test CA and what it signs, made with the `openssl` command: a server certificate for
+/// 127.0.0.1 and localhost, and a client certificate (for mutual TLS). Paths as strings.
+pub struct Certificates {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+impl Certificates {
+    pub fn make(dir: &std::path::Path) -> Self {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl is installed");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        run(&[
+            &["req", "-x509"],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=mlops test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+        ]
+        .concat());
+        let issue = |name: &str, cn: &str, ext: &str| {
+            run(&[
+                &["req"],
+                &ec[..],
+                &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")],
+                &["-subj", cn],
+            ]
+            .concat());
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        };
+        issue("server", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+        issue("client", "/CN=mlops-service", "extendedKeyUsage=clientAuth\n");
+        let path = |f: &str| dir.join(f).display().to_string();
+        Self {
+            ca: path("ca.pem"),
+            server_cert: path("server.pem"),
+            server_key: path("server.key"),
+            client_cert: path("client.pem"),
+            client_key: path("client.key"),
+        }
+    }
+}
+
 /// One durable consumer's state, from its info.
 #[derive(Debug, Clone)]
 pub struct ConsumerState {

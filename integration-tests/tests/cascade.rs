@@ -584,6 +584,8 @@ async fn a_trainer_killed_mid_job_hands_it_over_and_one_version_results() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(app.seen().iter().filter(|s| s.kind == "model.trained").count(), 1);
     assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 1);
+    // The job the killed trainer held was redelivered and is acknowledged now: nothing waits.
+    app.wait_settled("MLOPS_JOBS", T).await;
 }
 
 /// `mlops train` asks for a run now: it trains on the window, records the manual reason, and waits

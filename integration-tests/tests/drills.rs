@@ -56,8 +56,11 @@ async fn a_nats_restart_mid_cascade_loses_nothing_and_the_cascade_completes() {
         let stored = app.stored("MLOPS_EVENTS", subject).await;
         assert_eq!(stored.len(), expected, "{subject}");
     }
-    // Nothing waits undelivered or dead-lettered; serving moved to v2.
+    // Nothing waits undelivered, unacknowledged or dead-lettered; serving moved to v2.
     assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+    let consumers = app.wait_settled("MLOPS_EVENTS", T).await;
+    app.wait_settled("MLOPS_JOBS", T).await;
+    eprintln!("consumers after the NATS restart: {consumers:?}");
     let served = wait_until(T, || async {
         let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.ok()?;
         (body["model_version"] == "2").then_some(())
@@ -102,6 +105,11 @@ async fn each_service_killed_mid_cascade_comes_back_and_the_cascade_completes() 
     assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
     let trained = app.stored("MLOPS_EVENTS", "mlops.events.model.trained.churn").await;
     assert_eq!(trained.len(), 5, "one model.trained per dataset");
+    // Every consumer has taken and acknowledged everything; what a killed service held unacked
+    // was redelivered to its successor.
+    let consumers = app.wait_settled("MLOPS_EVENTS", T).await;
+    app.wait_settled("MLOPS_JOBS", T).await;
+    eprintln!("consumers after the kills: {consumers:?}");
     let deployer = app.stack.url("deployer");
     let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.unwrap();
     assert_eq!(body["model_version"], "5");
@@ -142,6 +150,8 @@ async fn ingest_killed_during_an_upload_catalogues_nothing_half_received() {
     assert_eq!(client::datasets(&ingest, "churn", "").await.unwrap().len(), 2);
     assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 2);
     assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+    app.wait_settled("MLOPS_EVENTS", T).await;
+    app.wait_settled("MLOPS_JOBS", T).await;
 }
 
 /// NATS with a user per service (`deploy/nats/authorization.conf`): the whole cascade runs with
@@ -228,5 +238,123 @@ async fn every_service_runs_as_its_own_nats_user_and_is_refused_outside_its_perm
     // No service logged a password.
     for s in SERVICES {
         assert!(!app.log(s).contains(&password(s)), "{s} logged its password");
+    }
+}
+
+/// The file paths a process traced by `strace -e trace=%file` reached (calls that succeeded).
+fn paths_touched(trace: &str) -> Vec<String> {
+    let mut paths: Vec<String> = trace
+        .lines()
+        .filter(|l| !l.contains("= -1 ") && !l.contains("+++") && !l.contains("---"))
+        .filter_map(|l| {
+            let start = l.find('"')? + 1;
+            let end = start + l[start..].find('"')?;
+            Some(l[start..end].to_owned())
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Two trainers that share nothing but NATS: each runs in its own empty directory (working
+/// directory, `HOME`, `TMPDIR`), the stock trainer stopped, and under `strace`, which records
+/// every file call it makes. Eight jobs are each trained exactly once between them, and neither
+/// touched a file outside its own directory beyond the system's libraries, configuration and
+/// `/proc`: whatever a trainer reads or writes goes through NATS, so trainers run on any machine
+/// that reaches it. Every consumer settles: nothing waits undelivered or unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trainers_with_no_shared_filesystem_train_each_job_once() {
+    let mut app = TestApp::start().await;
+    app.stack.kill("trainer").await.unwrap();
+    let bin = app.stack.opts.bin_dir.join("mlops-trainer");
+    let mut trainers = Vec::new();
+    for name in ["far-a", "far-b"] {
+        let home = tempfile::tempdir().unwrap();
+        let trace = app.dir.path().join(format!("{name}.strace"));
+        let log = std::fs::File::create(app.dir.path().join("logs").join(format!("{name}.log"))).unwrap();
+        let child = tokio::process::Command::new("strace")
+            .args(["-f", "-qq", "--seccomp-bpf", "-e", "trace=%file", "-o"])
+            .arg(&trace)
+            .arg(&bin)
+            .current_dir(home.path())
+            // cargo's library path for the test binary; a deployed trainer has none.
+            .env_remove("LD_LIBRARY_PATH")
+            .env("HOME", home.path())
+            .env("TMPDIR", home.path())
+            .env("MLOPS_NATS_URL", &app.stack.nats_url)
+            .env("MLOPS_LISTEN", "127.0.0.1:0")
+            .env("MLOPS_TRAINER_ID", name)
+            .env("RUST_LOG", "info,async_nats=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("strace is installed (`just deps-test`)");
+        trainers.push((name, home, trace, child));
+    }
+    let ready = wait_until(T, || async {
+        let logs: Vec<String> = trainers.iter().map(|(n, ..)| app.log(n)).collect();
+        logs.iter().all(|l| l.contains("trainer ready")).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "the traced trainers did not start: {:?}",
+        trainers.iter().map(|(n, ..)| app.log(n)).collect::<Vec<_>>()
+    );
+
+    let jobs = 8;
+    for i in 0..jobs {
+        let name = format!("far{i}");
+        app.apply(&mlops_cli::EXAMPLE_SPEC.replace("name: churn\n", &format!("name: {name}\n"))).await;
+        app.upload(&name, &sample::csv(1500, 550 + i, Variant::Normal)).await;
+    }
+    let all = wait_until(T, || async {
+        let n = app.seen().iter().filter(|s| s.kind == "model.promoted").count();
+        (n >= jobs as usize).then_some(())
+    })
+    .await;
+    assert!(all.is_some(), "not every job was trained and promoted");
+    let by: Vec<String> = app
+        .seen()
+        .into_iter()
+        .filter_map(|s| match s.payload {
+            Decoded::Trained(t) => Some(t.trainer_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(by.len(), jobs as usize, "a job trained twice: {by:?}");
+    assert!(by.iter().all(|t| t == "far-a" || t == "far-b"), "{by:?}");
+    eprintln!(
+        "jobs per trainer: far-a {}, far-b {}",
+        by.iter().filter(|t| *t == "far-a").count(),
+        by.iter().filter(|t| *t == "far-b").count()
+    );
+    for i in 0..jobs {
+        assert_eq!(client::models(&app.stack.url("registry"), &format!("far{i}")).await.unwrap().len(), 1);
+    }
+    let jobs_state = app.wait_settled("MLOPS_JOBS", T).await;
+    app.wait_settled("MLOPS_EVENTS", T).await;
+    eprintln!("work queue consumers: {jobs_state:?}");
+
+    let system = ["/proc/", "/sys/", "/dev/", "/etc/", "/usr/", "/lib/", "/lib64/"];
+    for (name, home, trace, mut child) in trainers {
+        if let Some(pid) = child.id() {
+            // The trainer is strace's child: stop it, and strace ends with it.
+            let _ = std::process::Command::new("pkill").args(["-TERM", "-P", &pid.to_string()]).status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        let touched = paths_touched(&std::fs::read_to_string(&trace).unwrap());
+        let home = home.path().canonicalize().unwrap().display().to_string();
+        let outside: Vec<&String> = touched
+            .iter()
+            .filter(|p| p.starts_with('/'))
+            .filter(|p| !system.iter().any(|s| p.starts_with(s)) && !p.starts_with(&home))
+            .filter(|p| **p != bin.display().to_string())
+            .collect();
+        eprintln!("{name} touched {} paths, none shared: {outside:?}", touched.len());
+        assert!(outside.is_empty(), "{name} touched files outside its own directory: {outside:?}");
     }
 }

@@ -3,7 +3,6 @@
 //! trusts the platform's CA by `--tls-ca`, and a client that does not trust it, or speaks plain
 //! HTTP, gets nothing. One test per binary: the CA this process trusts is process-wide.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,47 +10,11 @@ use mlops_integration_tests::{TestApp, client, rows_json, sample};
 
 const T: Duration = Duration::from_secs(90);
 
-/// A CA and a certificate it signs for 127.0.0.1 and localhost, made with the `openssl` command.
-fn certificates(dir: &Path) -> (String, String, String) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(&[
-        &["req", "-x509"],
-        &ec[..],
-        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=mlops test CA"],
-        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
-    ]
-    .concat());
-    run(&[&["req"], &ec[..], &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    let path = |f: &str| dir.join(f).display().to_string();
-    (path("ca.pem"), path("server.pem"), path("server.key"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_serves_tls_and_the_cascade_and_predictions_run_over_it() {
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(certs.path());
+    let c = mlops_integration_tests::Certificates::make(certs.path());
+    let (ca, cert, key) = (c.ca, c.server_cert, c.server_key);
     mlops_shared::tls::trust_ca(ca.clone().into());
     let app = TestApp::start_with(&[("MLOPS_TLS_CERT", &cert), ("MLOPS_TLS_KEY", &key), ("MLOPS_TLS_CA", &ca)]).await;
     let deployer = app.stack.url("deployer");

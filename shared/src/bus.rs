@@ -52,6 +52,10 @@ impl Bus {
     /// Connects, retrying with exponential backoff until the server answers or `shutdown` fires.
     /// Once connected, the client reconnects by itself after a lost connection.
     pub async fn connect(args: &NatsArgs, service: &str, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        // Said now, not after a minute of refused logins; the seed itself is never printed.
+        if args.nkey.as_ref().is_some_and(|seed| !seed.starts_with("SU")) {
+            anyhow::bail!("MLOPS_NATS_NKEY is not a user nkey seed (one starts with `SU`)");
+        }
         let attempt = || async {
             let mut opts = async_nats::ConnectOptions::new()
                 .name(service)
@@ -68,6 +72,9 @@ impl Bus {
             }
             if let Some(token) = &args.token {
                 opts = opts.token(token.clone());
+            }
+            if let Some(seed) = &args.nkey {
+                opts = opts.nkey(seed.clone());
             }
             if let Some(ca) = &args.ca {
                 opts = opts.add_root_certificates(ca.clone()).require_tls(true);

@@ -23,6 +23,9 @@ pub struct NatsArgs {
     /// Token authentication.
     #[arg(long = "nats-token", env = "MLOPS_NATS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// An nkey seed (`SU…`) for nkey authentication: the server knows only its public key.
+    #[arg(long = "nats-nkey", env = "MLOPS_NATS_NKEY", hide_env_values = true)]
+    pub nkey: Option<String>,
     /// A PEM file of CA certificates to trust for TLS.
     #[arg(long = "nats-ca", env = "MLOPS_NATS_CA")]
     pub ca: Option<PathBuf>,
@@ -47,6 +50,7 @@ impl NatsArgs {
             user: None,
             password: None,
             token: None,
+            nkey: None,
             ca: None,
             cert: None,
             key: None,
@@ -64,6 +68,7 @@ impl fmt::Debug for NatsArgs {
             .field("user", &self.user)
             .field("password", &redact(&self.password))
             .field("token", &redact(&self.token))
+            .field("nkey", &redact(&self.nkey))
             .field("ca", &self.ca)
             .field("cert", &self.cert)
             .field("replicas", &self.replicas)

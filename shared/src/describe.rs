@@ -34,9 +34,7 @@ pub enum Decoded {
     Other,
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
+use crate::ids::short;
 
 /// Decodes a message from `mlops.events.<domain>.<fact>.<pipeline>`.
 pub fn decode(subject: &str, payload: &[u8]) -> Seen {
@@ -168,5 +166,18 @@ pub fn age(secs: f64) -> String {
         60..3600 => format!("{}m {}s", s / 60, s % 60),
         3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    /// Found by `just fuzz events`: an id holding a character that straddles its 12th byte.
+    #[test]
+    fn any_id_is_described_without_a_panic() {
+        let e = mlops_proto::DataIngested { dataset_id: "Z 2 \u{63c}Z 2 }".into(), ..Default::default() };
+        let seen = super::decode("mlops.events.data.ingested.x", &e.encode_to_vec());
+        assert!(seen.summary.starts_with("dataset Z 2 \u{63c}Z 2 }"), "{}", seen.summary);
     }
 }

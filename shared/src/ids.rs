@@ -115,9 +115,24 @@ impl fmt::Display for Sha256 {
 /// A dataset version: the sha256 of its content.
 pub type DatasetId = Sha256;
 
+/// The first 12 characters of an id or hash, for display; shorter ones whole. Safe on any text:
+/// ids inside outside events may be anything.
+pub fn short(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids_cut_on_characters_not_bytes() {
+        assert_eq!(short("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short(""), "");
+        // Found by `just fuzz events`: a dataset id with a two-byte character across byte 12.
+        assert_eq!(short("Z 2 \u{63c}Z 2 }xyz"), "Z 2 \u{63c}Z 2 }xy");
+    }
 
     #[test]
     fn pipeline_names_are_subject_tokens() {

@@ -5,6 +5,7 @@
 
 mod cell;
 mod csv_blocks;
+mod footer;
 mod frame;
 mod infer;
 mod read;

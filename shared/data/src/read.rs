@@ -185,6 +185,11 @@ pub fn open_typed(source: Source, name: &str, limits: &Limits, numeric: &[&str])
         }
         Format::Parquet => {
             let pq = |e: parquet::errors::ParquetError| DataError::Parquet(e.to_string());
+            match &source {
+                Source::Bytes(b) => crate::footer::check_bytes(b),
+                Source::File(f) => crate::footer::check_file(f),
+            }
+            .map_err(DataError::Parquet)?;
             let builder = match &source {
                 Source::Bytes(b) => {
                     ParquetBuilder::Bytes(ParquetRecordBatchReaderBuilder::try_new(b.clone()).map_err(pq)?)

@@ -141,3 +141,46 @@ fn ragged_first_row_is_an_error_not_a_crash() {
         assert!(results.iter().any(Result::is_err), "{:?}", String::from_utf8_lossy(bad));
     }
 }
+
+/// Inputs the fuzzer (`just fuzz data_parquet`) found, kept as regressions. Their footers declare
+/// lists of billions of booleans, which parquet 60.1 would spend seconds to hours skipping: each
+/// is refused at once, naming the list.
+#[test]
+fn fuzz_found_parquet_footers_are_refused_at_once() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-found");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap();
+        let started = std::time::Instant::now();
+        let err = frame_of(bytes.clone(), "upload.parquet").unwrap_err().to_string();
+        assert!(err.contains("malformed Parquet footer") && err.contains("a list of"), "{}: {err}", path.display());
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(100),
+            "{}: {:?}",
+            path.display(),
+            started.elapsed()
+        );
+        // From a file too, as ingest reads a streamed upload.
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &bytes).unwrap();
+        let from_file = mlops_data::open(mlops_data::Source::File(file), "upload.parquet", &Default::default());
+        assert!(from_file.is_err_and(|e| e.to_string().contains("malformed Parquet footer")));
+    }
+}
+
+/// Footers written by pyarrow (the fuzz seeds: snappy, zstd, plain without dictionaries) pass the
+/// footer walk and read whole.
+#[test]
+fn pyarrow_written_parquet_passes_the_footer_walk() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/data_parquet");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let batches = mlops_data::open(mlops_data::Source::Bytes(bytes.into()), "rows.parquet", &Default::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let rows: usize = batches.map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(rows, 3, "{}", path.display());
+    }
+}
