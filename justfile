@@ -51,6 +51,24 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Dependencies: licences (permissive only), banned crates (e.g. the unmaintained `backoff`) and sources, offline (deny.toml).
+audit:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
+    cargo deny check licenses bans sources
+
+# Known advisories (RustSec). The database is cloned from GitHub: where GitHub is unreachable this says so and checks nothing.
+advisories:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
+    if ! timeout 20 git ls-remote https://github.com/RustSec/advisory-db HEAD >/dev/null 2>&1; then
+        echo "advisories NOT checked: the RustSec database (github.com/RustSec/advisory-db) is unreachable from this machine"
+        exit 0
+    fi
+    cargo deny check advisories
+
 # Format the code.
 fmt:
     cargo fmt --all
@@ -81,6 +99,12 @@ bench-drift:
 bench-monitor: deps
     cargo build --release --workspace --bins
     cargo bench -p mlops-integration-tests --bench monitor -- 200000
+
+# The soak (not a CI step): MINUTES of new data every minute and RATE predictions/s with labels, on release
+# binaries; samples memory, backlogs and errors every 15 s; fails on 10 % memory growth, any error or dead letter.
+soak minutes="30" rate="2000": deps
+    cargo build --release --workspace --bins
+    cargo bench -p mlops-integration-tests --bench soak -- {{minutes}} {{rate}}
 
 # Install cargo-fuzz (libFuzzer) when missing.
 deps-fuzz:

@@ -343,6 +343,24 @@ impl Stack {
         }
     }
 
+    /// Asks the process named `name` to stop (SIGTERM), waits up to `grace` before killing it,
+    /// and forgets it. Returns whether it exited cleanly in time.
+    pub async fn terminate(&mut self, name: &str, grace: Duration) -> anyhow::Result<bool> {
+        let i =
+            self.services.iter().position(|s| s.name == name).with_context(|| format!("no service named {name}"))?;
+        let mut s = self.services.remove(i);
+        if let Some(pid) = s.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        match tokio::time::timeout(grace, s.child.wait()).await {
+            Ok(Ok(status)) => Ok(status.success()),
+            _ => {
+                s.child.kill().await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Kills the process named `name` with SIGKILL, as a crash would, and forgets it.
     pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         let i =

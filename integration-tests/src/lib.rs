@@ -44,7 +44,17 @@ impl TestApp {
         customize: impl FnOnce(&mut StackOptions),
         connect: async_nats::ConnectOptions,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), env, customize, connect).await
+    }
+
+    /// [`TestApp::start_custom`] on the data in `dir` (e.g. a restored backup): the nats-server
+    /// store and every service's data directory are taken from it as they are.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut StackOptions),
+        connect: async_nats::ConnectOptions,
+    ) -> Self {
         let mut opts = StackOptions::beside_current_exe(dir.path().to_path_buf()).expect("locating binaries");
         opts.log_dir = Some(dir.path().join("logs"));
         opts.env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));

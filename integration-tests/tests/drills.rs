@@ -358,3 +358,55 @@ async fn trainers_with_no_shared_filesystem_train_each_job_once() {
         assert!(outside.is_empty(), "{name} touched files outside its own directory: {outside:?}");
     }
 }
+
+/// OPERATIONS.md's backup and restore, cold: every service is stopped (SIGTERM) and then
+/// nats-server, the whole data root (the NATS store and the registry's, ingest's and the
+/// monitor's redb files) is copied, and the original deleted, as a lost machine. The platform
+/// started on the copy has the same versions, aliases, datasets and stored events, serves v2 at
+/// once, and the next data makes v3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_backup_restores_the_whole_platform() {
+    let mut app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(2000, 561, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    app.upload("churn", &sample::csv(2000, 562, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v2 ")).await;
+    app.wait_settled("MLOPS_EVENTS", T).await;
+    let registry = app.stack.url("registry");
+    let versions = client::models(&registry, "churn").await.unwrap();
+    let datasets = client::datasets(&app.stack.url("ingest"), "churn", "").await.unwrap();
+    let events = app.stored("MLOPS_EVENTS", "mlops.events.>").await.len();
+    assert_eq!((versions.len(), datasets.len()), (2, 2));
+
+    let clean = app.stack.stop(Duration::from_secs(10)).await;
+    assert!(clean.iter().all(|(_, ok)| *ok), "a service did not stop cleanly: {clean:?}");
+    let backup = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp").arg("-a").arg(app.dir.path().join(".")).arg(backup.path()).status();
+    assert!(copied.unwrap().success());
+    for entry in std::fs::read_dir(app.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n != "logs") {
+            std::fs::remove_dir_all(&path).unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir_all(backup.path().join("logs"));
+
+    let restored = TestApp::start_in(backup, &[], |_| {}, async_nats::ConnectOptions::new()).await;
+    let registry = restored.stack.url("registry");
+    let again = client::models(&registry, "churn").await.unwrap();
+    let shape = |v: &[mlops_proto::ModelVersion]| {
+        v.iter().map(|m| (m.version, m.artifact_sha256.clone(), m.aliases.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&again), shape(&versions), "the registry after restore");
+    let datasets_again = client::datasets(&restored.stack.url("ingest"), "churn", "").await.unwrap();
+    assert_eq!(datasets_again.len(), datasets.len());
+    assert_eq!(restored.stored("MLOPS_EVENTS", "mlops.events.>").await.len(), events);
+    let rows = sample::customers(3, 563, Variant::Normal);
+    let deployer = restored.stack.url("deployer");
+    let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.expect("served after restore");
+    assert_eq!(body["model_version"], "2");
+    restored.upload("churn", &sample::csv(2000, 564, Variant::Normal)).await;
+    restored.wait_event("model.promoted", T, |s| s.summary.starts_with("v3 ")).await;
+    assert!(restored.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+}

@@ -82,6 +82,16 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let recorder =
             PrometheusBuilder::new().set_buckets(&buckets).expect("the bucket list is not empty").build_recorder();
         let handle = recorder.handle();
+        // Histogram samples wait in the recorder until they are folded into buckets, which
+        // `build_recorder` leaves to each scrape: with nobody scraping, every request's sample
+        // stayed (about 18 B a request, found by `just soak`). Fold them every 5 s regardless.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
         // Another recorder may already be installed (several services in one test process);
         // this handle then renders only what it records, which is still valid output.
         let _ = metrics::set_global_recorder(recorder);

@@ -50,7 +50,9 @@ pub struct Catalog {
 impl Catalog {
     /// Opens (or creates) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = Database::create(path)?;
+        // redb caches up to 1 GiB by default, which reads as a leak in a long-running process:
+        // 16 MiB is the bound (catalog records are few and small).
+        let db = redb::Builder::new().set_cache_size(16 << 20).create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(DATASETS)?;
         txn.commit()?;

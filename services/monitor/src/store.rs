@@ -113,7 +113,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        // redb caches up to 1 GiB by default, which reads as a leak in a long-running process:
+        // 64 MiB is the bound (the predictions kept for labels are written at thousands a second).
+        let db = redb::Builder::new().set_cache_size(64 << 20).create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(WINDOWS)?;
         txn.open_table(LAST_ALERT)?;

@@ -160,7 +160,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        // redb caches up to 1 GiB by default, which reads as a leak in a long-running process:
+        // 16 MiB is the bound (model versions are few and small).
+        let db = redb::Builder::new().set_cache_size(16 << 20).create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(PIPELINES)?;
         txn.open_table(MODELS)?;
