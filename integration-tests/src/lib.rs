@@ -159,6 +159,28 @@ impl TestApp {
         out
     }
 
+    /// Waits until the deployer answers `rows` of `pipeline` with `version`; panics if it does not
+    /// within `timeout`.
+    pub async fn wait_serving(&self, pipeline: &str, version: u64, rows: &serde_json::Value, timeout: Duration) {
+        let deployer = self.stack.url("deployer");
+        let want = version.to_string();
+        let served = wait_until(timeout, || async {
+            let body = client::predict(&deployer, pipeline, rows).await.ok()?;
+            (body["model_version"] == want.as_str()).then_some(())
+        })
+        .await;
+        assert!(served.is_some(), "v{version} of {pipeline} does not serve within {timeout:?}");
+    }
+
+    /// Asserts that the event stream holds exactly `n` of each step of the cascade of `pipeline`
+    /// (ingested, validated, trained, promoted): none lost, none twice.
+    pub async fn assert_cascades_stored(&self, pipeline: &str, n: usize) {
+        for step in ["data.ingested", "data.validated", "model.trained", "model.promoted"] {
+            let subject = format!("mlops.events.{step}.{pipeline}");
+            assert_eq!(self.stored("MLOPS_EVENTS", &subject).await.len(), n, "{subject}");
+        }
+    }
+
     /// Every durable consumer of `stream` with what it has not yet had delivered, what awaits its
     /// acknowledgement, and how many were redelivered. (Ephemeral ones, such as the ordered
     /// consumers that read objects, are left out.)

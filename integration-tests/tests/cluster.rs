@@ -57,14 +57,7 @@ async fn a_node_killed_mid_cascade_loses_nothing_and_the_cascade_completes() {
     let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
     assert_eq!(versions.len(), 2, "{versions:?}");
     assert_eq!(versions[1].lineage.as_ref().unwrap().dataset_ids, std::slice::from_ref(&second.dataset_id));
-    for subject in [
-        "mlops.events.data.ingested.churn",
-        "mlops.events.data.validated.churn",
-        "mlops.events.model.trained.churn",
-        "mlops.events.model.promoted.churn",
-    ] {
-        assert_eq!(app.stored("MLOPS_EVENTS", subject).await.len(), 2, "{subject}");
-    }
+    app.assert_cascades_stored("churn", 2).await;
     assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
 
     // The killed node comes back and every stream is whole on all three again.
@@ -78,12 +71,7 @@ async fn a_node_killed_mid_cascade_loses_nothing_and_the_cascade_completes() {
     eprintln!("consumers after the kill: {events:?} {jobs:?}");
     assert_eq!(replication(&app.js, "MLOPS_JOBS").await.unwrap().messages, 0);
     assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 2, "a job trained twice");
-    let served = wait_until(T, || async {
-        let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.ok()?;
-        (body["model_version"] == "2").then_some(())
-    })
-    .await;
-    assert!(served.is_some(), "v2 does not serve");
+    app.wait_serving("churn", 2, &rows_json(&rows), T).await;
 }
 
 /// Four clients predict without pause while each node in turn is shut down and started again,

@@ -47,26 +47,13 @@ async fn a_nats_restart_mid_cascade_loses_nothing_and_the_cascade_completes() {
     let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
     assert_eq!(versions.len(), 2, "{versions:?}");
     assert_eq!(versions[1].lineage.as_ref().unwrap().dataset_ids, std::slice::from_ref(&second.dataset_id));
-    for (subject, expected) in [
-        ("mlops.events.data.ingested.churn", 2),
-        ("mlops.events.data.validated.churn", 2),
-        ("mlops.events.model.trained.churn", 2),
-        ("mlops.events.model.promoted.churn", 2),
-    ] {
-        let stored = app.stored("MLOPS_EVENTS", subject).await;
-        assert_eq!(stored.len(), expected, "{subject}");
-    }
+    app.assert_cascades_stored("churn", 2).await;
     // Nothing waits undelivered, unacknowledged or dead-lettered; serving moved to v2.
     assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
     let consumers = app.wait_settled("MLOPS_EVENTS", T).await;
     app.wait_settled("MLOPS_JOBS", T).await;
     eprintln!("consumers after the NATS restart: {consumers:?}");
-    let served = wait_until(T, || async {
-        let body = client::predict(&deployer, "churn", &rows_json(&rows)).await.ok()?;
-        (body["model_version"] == "2").then_some(())
-    })
-    .await;
-    assert!(served.is_some(), "v2 does not serve");
+    app.wait_serving("churn", 2, &rows_json(&rows), T).await;
 }
 
 /// Each of validator, evaluator, deployer and monitor is SIGKILLed right after new data arrives

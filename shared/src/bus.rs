@@ -156,12 +156,18 @@ impl Bus {
         for config in streams {
             let name = config.name.clone();
             let config = stream::Config { storage: stream::StorageType::File, num_replicas: replicas, ..config };
-            let mut existing = retry_create(|| async { self.js.get_or_create_stream(config.clone()).await })
+            let existing = retry_create(|| async { self.js.get_or_create_stream(config.clone()).await })
                 .await
                 .with_context(|| format!("creating stream {name}"))?;
-            // A stream made by an older version gets the settings it lacks.
-            let current =
-                existing.info().await.map(|i| i.config.clone()).with_context(|| format!("reading stream {name}"))?;
+            // A stream made by an older version gets the settings it lacks. On a cluster a stream
+            // just created may not answer for a moment ("stream not found" until its leader is
+            // elected): retried like the creation.
+            let current = retry_create(|| {
+                let mut s = existing.clone();
+                async move { s.info().await.map(|i| i.config.clone()) }
+            })
+            .await
+            .with_context(|| format!("reading stream {name}"))?;
             // Zero and -1 both mean "no limit" (the server reports -1 for what was sent as 0).
             let per_subject = |n: i64| n.max(0);
             if per_subject(current.max_messages_per_subject) != per_subject(config.max_messages_per_subject)
