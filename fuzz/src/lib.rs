@@ -27,6 +27,11 @@ pub fn spec() -> PipelineSpec {
 /// (and each run stays fast). Errors are answers; only a panic, a hang or an allocation beyond
 /// libFuzzer's limit is a finding.
 pub fn read_dataset(name: &str, bytes: &[u8]) {
+    // The reader turns a decoder's panic into an error for that file (parquet 60.1 panics on some
+    // malformed files). libFuzzer's panic hook aborts even on a caught panic, so the default hook
+    // is put back: a panic the reader does not catch still escapes and aborts the run.
+    static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let limits = mlops_data::Limits { batch_rows: 7, block_bytes: 256, max_record_bytes: 4096, max_columns: 64 };
     let source = || mlops_data::Source::Bytes(bytes.to_vec().into());
     if let Ok(batches) = mlops_data::open(source(), name, &limits) {
