@@ -249,6 +249,10 @@ pub fn target_dir() -> std::path::PathBuf {
 /// tritonclient, a current nats-server release).
 pub fn python_venv(name: &str, requirement: &str, ready: impl Fn(&std::path::Path) -> bool) -> std::path::PathBuf {
     use std::process::Command;
+    // Tests of one binary run in parallel and may ask for the same environment at once; test
+    // binaries run one after another, so a lock in the process is enough.
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let venv = target_dir().join(name);
     if ready(&venv) {
         return venv;
