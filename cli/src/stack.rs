@@ -89,11 +89,16 @@ impl NatsServer {
     /// waits up to `grace` before killing it.
     pub async fn terminate(&mut self, grace: Duration) {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            sigterm(pid);
         }
         let _ = tokio::time::timeout(grace, self.child.wait()).await;
         self.kill().await;
     }
+}
+
+/// Asks process `pid` to stop (SIGTERM); whether it does is for the caller to wait for.
+fn sigterm(pid: u32) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
 }
 
 /// The nats-server to run: `MLOPS_NATS_SERVER_BIN` when set (to try another release), else the
@@ -350,7 +355,7 @@ impl Stack {
             self.services.iter().position(|s| s.name == name).with_context(|| format!("no service named {name}"))?;
         let mut s = self.services.remove(i);
         if let Some(pid) = s.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            sigterm(pid);
         }
         match tokio::time::timeout(grace, s.child.wait()).await {
             Ok(Ok(status)) => Ok(status.success()),
@@ -375,7 +380,7 @@ impl Stack {
     pub async fn stop(&mut self, grace: Duration) -> Vec<(String, bool)> {
         for s in &self.services {
             if let Some(pid) = s.child.id() {
-                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                sigterm(pid);
             }
         }
         let deadline = Instant::now() + grace;

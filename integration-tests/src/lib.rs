@@ -172,6 +172,23 @@ impl TestApp {
         assert!(served.is_some(), "v{version} of {pipeline} does not serve within {timeout:?}");
     }
 
+    /// Waits for `model.promoted` of v`version` of `pipeline` and asserts that it replaced
+    /// v`version - 1`, that the registry holds exactly `version` versions, and that the new one was
+    /// trained on `dataset` alone: one new model, on the new data.
+    pub async fn assert_promoted_once(&self, pipeline: &str, version: u64, dataset: &str, timeout: Duration) {
+        let promoted = self
+            .wait_event("model.promoted", timeout, |s| {
+                s.pipeline == pipeline && s.summary.starts_with(&format!("v{version} "))
+            })
+            .await;
+        let mlops_cli::events::Decoded::Promoted(p) = promoted.payload else { unreachable!("a model.promoted event") };
+        assert_eq!(p.previous_version, version - 1);
+        let versions = client::models(&self.stack.url("registry"), pipeline).await.unwrap();
+        assert_eq!(versions.len() as u64, version, "{versions:?}");
+        let newest = versions.last().and_then(|v| v.lineage.as_ref()).map(|l| l.dataset_ids.clone());
+        assert_eq!(newest, Some(vec![dataset.to_owned()]));
+    }
+
     /// Asserts that the event stream holds exactly `n` of each step of the cascade of `pipeline`
     /// (ingested, validated, trained, promoted): none lost, none twice.
     pub async fn assert_cascades_stored(&self, pipeline: &str, n: usize) {
