@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mlops/v1/ingest.proto",
         "proto/mlops/v1/deployer.proto",
         "proto/mlops/v1/monitor.proto",
+        "proto/mlops/v1/evaluator.proto",
         "proto/inference/grpc_predict_v2.proto",
     ];
     for file in files {

@@ -56,198 +56,18 @@ impl Card {
     /// Lays the card out.
     pub fn new(input: &CardInput) -> Self {
         let v = &input.version;
-        let spec = &input.spec;
-        let lineage = v.lineage.clone().unwrap_or_default();
-        let task = spec.target.task;
-        let mut sections = Vec::new();
-
-        let mut facts = vec![
-            ("Pipeline".to_owned(), v.pipeline.clone()),
-            ("Version".to_owned(), v.version.to_string()),
-            ("Task".to_owned(), format!("{} of `{}`", task.as_str(), spec.target.name)),
-            ("Algorithm".to_owned(), v.algorithm.clone()),
-            ("Created".to_owned(), time(v.created_unix_ms)),
-            ("Aliases".to_owned(), if v.aliases.is_empty() { "none".into() } else { v.aliases.join(", ") }),
-            ("Artifact".to_owned(), format!("sha256 {} ({} bytes)", v.artifact_sha256, v.artifact_size)),
+        let sections = [
+            Some(details(input)),
+            Some(metrics(input)),
+            slices(input),
+            Some(gate_decision(v)),
+            Some(lineage(input)),
+            Some(training_data(input)),
         ];
-        if v.promoted_unix_ms > 0 {
-            facts.push(("Last promoted".into(), time(v.promoted_unix_ms)));
+        Self {
+            title: format!("Model card: {} v{}", v.pipeline, v.version),
+            sections: sections.into_iter().flatten().collect(),
         }
-        let mut tags: Vec<String> = v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
-        tags.sort();
-        if !tags.is_empty() {
-            facts.push(("Tags".into(), tags.join(", ")));
-        }
-        let mut blocks = Vec::new();
-        for text in [&spec.description, &v.description] {
-            if !text.is_empty() {
-                blocks.push(Block::Text(text.clone()));
-            }
-        }
-        blocks.push(Block::Facts(facts));
-        sections.push(Section { heading: "Model details".into(), blocks });
-
-        // Metrics: the candidate on the holdout, the production model of the day on the same
-        // rows, and the candidate on the newest validated data.
-        let holdout = v.holdout_metrics.clone().unwrap_or_default();
-        let production = v.production_metrics.clone();
-        let newest = v.newest_metrics.clone();
-        let mut header = strings(["Metric", "Holdout"]);
-        if production.is_some() {
-            header.push(format!("Production v{} (same rows)", v.compared_with_version));
-        }
-        if newest.is_some() {
-            header.push("Newest data".into());
-        }
-        let rows = task
-            .metrics()
-            .iter()
-            .map(|(m, higher)| {
-                let mut row = vec![format!("{m} ({})", if *higher { "higher is better" } else { "lower is better" })];
-                row.push(num(holdout.values.get(*m)));
-                if let Some(p) = &production {
-                    row.push(num(p.values.get(*m)));
-                }
-                if let Some(n) = &newest {
-                    row.push(num(n.values.get(*m)));
-                }
-                row
-            })
-            .collect();
-        let mut blocks =
-            vec![Block::Text(format!("Holdout: {} rows (a seeded split of the training data).", holdout.rows))];
-        if let Some(n) = &newest {
-            blocks.push(Block::Text(format!(
-                "Newest data: {} rows of dataset {} that the model did not train on.",
-                n.rows, v.newest_dataset_id
-            )));
-        }
-        blocks.push(Block::Table { header, rows });
-        sections.push(Section { heading: "Metrics".into(), blocks });
-
-        if !v.slices.is_empty() {
-            let shown: Vec<&str> =
-                spec.gates.iter().map(|g| g.metric.as_str()).chain([task.default_metric()]).collect();
-            let mut shown: Vec<&str> = shown.into_iter().fold(Vec::new(), |mut acc, m| {
-                if !acc.contains(&m) {
-                    acc.push(m);
-                }
-                acc
-            });
-            shown.truncate(3);
-            let mut header = strings(["Feature", "Value", "Rows"]);
-            for m in &shown {
-                header.push((*m).to_owned());
-                header.push(format!("{m} (production)"));
-            }
-            let rows = v
-                .slices
-                .iter()
-                .map(|s| {
-                    let mut row = vec![s.feature.clone(), s.value.clone(), s.rows.to_string()];
-                    for m in &shown {
-                        row.push(num(s.candidate.get(*m)));
-                        row.push(num(s.production.get(*m)));
-                    }
-                    row
-                })
-                .collect();
-            let min = spec.evaluation.min_slice_rows;
-            sections.push(Section {
-                heading: "Slices".into(),
-                blocks: vec![
-                    Block::Text(format!(
-                        "Holdout metrics per value; slices under {min} rows are reported but not gated."
-                    )),
-                    Block::Table { header, rows },
-                ],
-            });
-        }
-
-        let verdict = match v.gate.as_str() {
-            "" => "not judged yet".to_owned(),
-            g => g.to_owned(),
-        };
-        let mut blocks = vec![Block::Text(format!("Gate verdict: **{verdict}**."))];
-        if let Some(d) = &v.decision {
-            blocks.push(Block::Text(format!(
-                "Operator decision: **{}** by {} on {}: {}",
-                d.action,
-                d.by,
-                time(d.time_unix_ms),
-                d.reason
-            )));
-        }
-        if !v.gate_checks.is_empty() {
-            let rows = v
-                .gate_checks
-                .iter()
-                .map(|c| vec![c.name.clone(), if c.passed { "pass" } else { "FAIL" }.into(), c.detail.clone()])
-                .collect();
-            blocks.push(Block::Table { header: strings(["Check", "Result", "Numbers"]), rows });
-        }
-        sections.push(Section { heading: "Gate decision".into(), blocks });
-
-        let facts = vec![
-            ("Reason".to_owned(), mlops_shared::runs::reason_name(lineage.reason)),
-            ("Job".to_owned(), format!("{} (trainer {})", lineage.job_id, lineage.trainer_id)),
-            ("Spec".to_owned(), lineage.spec_hash.clone()),
-            ("Seed".to_owned(), lineage.seed.to_string()),
-            ("Code version".to_owned(), lineage.code_version.clone()),
-            ("Rebuild".to_owned(), format!("mlops reproduce {}@{}", v.pipeline, v.version)),
-        ];
-        let rows = lineage
-            .dataset_ids
-            .iter()
-            .map(|id| match input.datasets.iter().find(|d| &d.dataset_id == id) {
-                Some(d) => vec![id.clone(), d.rows.to_string(), time(d.arrived_unix_ms), d.source.clone()],
-                None => vec![id.clone(), "–".into(), "–".into(), "not in the catalog".into()],
-            })
-            .collect();
-        sections.push(Section {
-            heading: "Lineage".into(),
-            blocks: vec![
-                Block::Facts(facts),
-                Block::Table { header: strings(["Dataset (sha256)", "Rows", "Arrived", "Source"]), rows },
-            ],
-        });
-
-        // The data: the newest training dataset's profile, one line per feature.
-        let newest_profile =
-            input.datasets.iter().rev().find_map(|d| d.profile.as_ref().map(|p| (d.dataset_id.clone(), p.clone())));
-        let total: u64 = input.datasets.iter().map(|d| d.rows).sum();
-        let mut blocks = vec![Block::Text(format!(
-            "{} dataset(s), {total} rows in all, {} features.",
-            lineage.dataset_ids.len(),
-            spec.features.len()
-        ))];
-        if let Some((id, profile)) = newest_profile {
-            blocks.push(Block::Text(format!(
-                "Profile of the newest one, {} ({} rows):",
-                &id[..12.min(id.len())],
-                profile.rows
-            )));
-            let rows = profile
-                .columns
-                .iter()
-                .map(|c| {
-                    let missing =
-                        if c.count + c.nulls == 0 { 0.0 } else { c.nulls as f64 / (c.count + c.nulls) as f64 };
-                    let summary = if c.kind == "numeric" {
-                        format!("mean {:.3}, std {:.3}, min {:.3}, max {:.3}", c.mean, c.std, c.min, c.max)
-                    } else {
-                        let top: Vec<String> =
-                            c.top_categories.iter().take(4).map(|t| format!("{} {}", t.value, t.count)).collect();
-                        format!("{} distinct: {}", c.distinct, top.join(", "))
-                    };
-                    vec![c.name.clone(), c.kind.clone(), format!("{:.1} %", missing * 100.0), summary]
-                })
-                .collect();
-            blocks.push(Block::Table { header: strings(["Column", "Kind", "Missing", "Summary"]), rows });
-        }
-        sections.push(Section { heading: "Training data".into(), blocks });
-
-        Self { title: format!("Model card: {} v{}", v.pipeline, v.version), sections }
     }
 
     /// The card as Markdown.
@@ -348,6 +168,214 @@ fn bold(s: &str) -> String {
         }
     }
     out
+}
+
+/// What the model is, which version, and what the team said of it.
+fn details(input: &CardInput) -> Section {
+    let (v, spec) = (&input.version, &input.spec);
+    let task = spec.target.task;
+    let mut facts = vec![
+        ("Pipeline".to_owned(), v.pipeline.clone()),
+        ("Version".to_owned(), v.version.to_string()),
+        ("Task".to_owned(), format!("{} of `{}`", task.as_str(), spec.target.name)),
+        ("Algorithm".to_owned(), v.algorithm.clone()),
+        ("Created".to_owned(), time(v.created_unix_ms)),
+        ("Aliases".to_owned(), if v.aliases.is_empty() { "none".into() } else { v.aliases.join(", ") }),
+        ("Artifact".to_owned(), format!("sha256 {} ({} bytes)", v.artifact_sha256, v.artifact_size)),
+    ];
+    if v.promoted_unix_ms > 0 {
+        facts.push(("Last promoted".into(), time(v.promoted_unix_ms)));
+    }
+    let mut tags: Vec<String> = v.tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
+    tags.sort();
+    if !tags.is_empty() {
+        facts.push(("Tags".into(), tags.join(", ")));
+    }
+    let mut blocks = Vec::new();
+    for text in [&spec.description, &v.description] {
+        if !text.is_empty() {
+            blocks.push(Block::Text(text.clone()));
+        }
+    }
+    blocks.push(Block::Facts(facts));
+    Section { heading: "Model details".into(), blocks }
+}
+
+/// The candidate on the holdout, the production model of the day on the same rows, and the
+/// candidate on the newest validated data.
+fn metrics(input: &CardInput) -> Section {
+    let (v, spec) = (&input.version, &input.spec);
+    let task = spec.target.task;
+    let holdout = v.holdout_metrics.clone().unwrap_or_default();
+    let production = v.production_metrics.clone();
+    let newest = v.newest_metrics.clone();
+    let mut header = strings(["Metric", "Holdout"]);
+    if production.is_some() {
+        header.push(format!("Production v{} (same rows)", v.compared_with_version));
+    }
+    if newest.is_some() {
+        header.push("Newest data".into());
+    }
+    let rows = task
+        .metrics()
+        .iter()
+        .map(|(m, higher)| {
+            let mut row = vec![format!("{m} ({})", if *higher { "higher is better" } else { "lower is better" })];
+            row.push(num(holdout.values.get(*m)));
+            if let Some(p) = &production {
+                row.push(num(p.values.get(*m)));
+            }
+            if let Some(n) = &newest {
+                row.push(num(n.values.get(*m)));
+            }
+            row
+        })
+        .collect();
+    let mut blocks =
+        vec![Block::Text(format!("Holdout: {} rows (a seeded split of the training data).", holdout.rows))];
+    if let Some(n) = &newest {
+        blocks.push(Block::Text(format!(
+            "Newest data: {} rows of dataset {} that the model did not train on.",
+            n.rows, v.newest_dataset_id
+        )));
+    }
+    blocks.push(Block::Table { header, rows });
+    Section { heading: "Metrics".into(), blocks }
+}
+
+/// The holdout's metrics per slice, when the spec names slices.
+fn slices(input: &CardInput) -> Option<Section> {
+    let (v, spec) = (&input.version, &input.spec);
+    let task = spec.target.task;
+    if v.slices.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = spec.gates.iter().map(|g| g.metric.as_str()).chain([task.default_metric()]).collect();
+    let mut shown: Vec<&str> = shown.into_iter().fold(Vec::new(), |mut acc, m| {
+        if !acc.contains(&m) {
+            acc.push(m);
+        }
+        acc
+    });
+    shown.truncate(3);
+    let mut header = strings(["Feature", "Value", "Rows"]);
+    for m in &shown {
+        header.push((*m).to_owned());
+        header.push(format!("{m} (production)"));
+    }
+    let rows = v
+        .slices
+        .iter()
+        .map(|s| {
+            let mut row = vec![s.feature.clone(), s.value.clone(), s.rows.to_string()];
+            for m in &shown {
+                row.push(num(s.candidate.get(*m)));
+                row.push(num(s.production.get(*m)));
+            }
+            row
+        })
+        .collect();
+    let min = spec.evaluation.min_slice_rows;
+    Some(Section {
+        heading: "Slices".into(),
+        blocks: vec![
+            Block::Text(format!("Holdout metrics per value; slices under {min} rows are reported but not gated.")),
+            Block::Table { header, rows },
+        ],
+    })
+}
+
+/// The gate verdict, every check's numbers, and an operator's decision.
+fn gate_decision(v: &pb::ModelVersion) -> Section {
+    let verdict = match v.gate.as_str() {
+        "" => "not judged yet".to_owned(),
+        g => g.to_owned(),
+    };
+    let mut blocks = vec![Block::Text(format!("Gate verdict: **{verdict}**."))];
+    if let Some(d) = &v.decision {
+        blocks.push(Block::Text(format!(
+            "Operator decision: **{}** by {} on {}: {}",
+            d.action,
+            d.by,
+            time(d.time_unix_ms),
+            d.reason
+        )));
+    }
+    if !v.gate_checks.is_empty() {
+        let rows = v
+            .gate_checks
+            .iter()
+            .map(|c| vec![c.name.clone(), if c.passed { "pass" } else { "FAIL" }.into(), c.detail.clone()])
+            .collect();
+        blocks.push(Block::Table { header: strings(["Check", "Result", "Numbers"]), rows });
+    }
+    Section { heading: "Gate decision".into(), blocks }
+}
+
+/// What made the model: the run, the spec, the seed, the code and the datasets.
+fn lineage(input: &CardInput) -> Section {
+    let v = &input.version;
+    let lineage = v.lineage.clone().unwrap_or_default();
+    let facts = vec![
+        ("Reason".to_owned(), mlops_shared::runs::reason_name(lineage.reason)),
+        ("Job".to_owned(), format!("{} (trainer {})", lineage.job_id, lineage.trainer_id)),
+        ("Spec".to_owned(), lineage.spec_hash.clone()),
+        ("Seed".to_owned(), lineage.seed.to_string()),
+        ("Code version".to_owned(), lineage.code_version.clone()),
+        ("Rebuild".to_owned(), format!("mlops reproduce {}@{}", v.pipeline, v.version)),
+    ];
+    let rows = lineage
+        .dataset_ids
+        .iter()
+        .map(|id| match input.datasets.iter().find(|d| &d.dataset_id == id) {
+            Some(d) => vec![id.clone(), d.rows.to_string(), time(d.arrived_unix_ms), d.source.clone()],
+            None => vec![id.clone(), "–".into(), "–".into(), "not in the catalog".into()],
+        })
+        .collect();
+    Section {
+        heading: "Lineage".into(),
+        blocks: vec![
+            Block::Facts(facts),
+            Block::Table { header: strings(["Dataset (sha256)", "Rows", "Arrived", "Source"]), rows },
+        ],
+    }
+}
+
+/// The data it trained on: the newest training dataset's profile, one line per column.
+fn training_data(input: &CardInput) -> Section {
+    let (spec, lineage) = (&input.spec, input.version.lineage.clone().unwrap_or_default());
+    let newest_profile =
+        input.datasets.iter().rev().find_map(|d| d.profile.as_ref().map(|p| (d.dataset_id.clone(), p.clone())));
+    let total: u64 = input.datasets.iter().map(|d| d.rows).sum();
+    let mut blocks = vec![Block::Text(format!(
+        "{} dataset(s), {total} rows in all, {} features.",
+        lineage.dataset_ids.len(),
+        spec.features.len()
+    ))];
+    if let Some((id, profile)) = newest_profile {
+        blocks.push(Block::Text(format!(
+            "Profile of the newest one, {} ({} rows):",
+            &id[..12.min(id.len())],
+            profile.rows
+        )));
+        let rows = profile
+            .columns
+            .iter()
+            .map(|c| {
+                let missing = if c.count + c.nulls == 0 { 0.0 } else { c.nulls as f64 / (c.count + c.nulls) as f64 };
+                let summary = if c.kind == "numeric" {
+                    format!("mean {:.3}, std {:.3}, min {:.3}, max {:.3}", c.mean, c.std, c.min, c.max)
+                } else {
+                    let top: Vec<String> =
+                        c.top_categories.iter().take(4).map(|t| format!("{} {}", t.value, t.count)).collect();
+                    format!("{} distinct: {}", c.distinct, top.join(", "))
+                };
+                vec![c.name.clone(), c.kind.clone(), format!("{:.1} %", missing * 100.0), summary]
+            })
+            .collect();
+        blocks.push(Block::Table { header: strings(["Column", "Kind", "Missing", "Summary"]), rows });
+    }
+    Section { heading: "Training data".into(), blocks }
 }
 
 #[cfg(test)]

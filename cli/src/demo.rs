@@ -2,7 +2,7 @@
 //! the churn spec, uploads the example data, follows the events until the model serves, then asks
 //! it for predictions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -21,8 +21,14 @@ pub struct Outcome {
 }
 
 /// Runs the demo. With `keep_running` the platform stays up (until Ctrl-C) with its data in
-/// `data_dir`.
-pub async fn run(data: Option<PathBuf>, data_dir: PathBuf, keep_running: bool) -> anyhow::Result<Outcome> {
+/// `data_dir`. `tls_ca`, when given, is the CA the services' certificates are checked against
+/// (should they serve TLS).
+pub async fn run(
+    data: Option<PathBuf>,
+    data_dir: PathBuf,
+    keep_running: bool,
+    tls_ca: Option<&Path>,
+) -> anyhow::Result<Outcome> {
     let say = |msg: String| println!("{msg}");
     let csv = match &data {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
@@ -34,6 +40,9 @@ pub async fn run(data: Option<PathBuf>, data_dir: PathBuf, keep_running: bool) -
     let started = Instant::now();
     let mut opts = StackOptions::beside_current_exe(data_dir.clone())?;
     opts.log_dir = Some(data_dir.join("logs"));
+    if let Some(ca) = tls_ca {
+        opts.set_tls_ca(ca)?;
+    }
     let mut stack = Stack::start(opts).await?;
     say(format!(
         "  up in {} ms (NATS {}, logs in {})",
@@ -65,7 +74,7 @@ async fn follow(stack: &Stack, csv: &[u8], source: &str, say: &impl Fn(String)) 
     nats.flush().await?;
 
     let spec = mlops_shared::spec::PipelineSpec::from_yaml(EXAMPLE_SPEC)?;
-    let p = client::apply_pipeline(&stack.url("registry"), EXAMPLE_SPEC).await?;
+    let p = client::apply_pipeline(&stack.remote("registry"), EXAMPLE_SPEC).await?;
     say(format!(
         "▶ pipeline `{}` applied (revision {}, spec {})",
         p.name,
@@ -74,7 +83,7 @@ async fn follow(stack: &Stack, csv: &[u8], source: &str, say: &impl Fn(String)) 
     ));
 
     let arrival = Instant::now();
-    let ds = client::upload(&stack.url("ingest"), &p.name, source, csv.to_vec()).await?;
+    let ds = client::upload(&stack.remote("ingest"), &p.name, source, csv.to_vec()).await?;
     say(format!(
         "▶ uploaded {} bytes from {source}: dataset {}",
         ds.size_bytes,
@@ -108,7 +117,7 @@ async fn follow(stack: &Stack, csv: &[u8], source: &str, say: &impl Fn(String)) 
         {"tenure_months": 14, "monthly_charges": 70.0, "support_calls": 1, "age": null, "contract": "one-year", "payment_method": "card"},
     ]);
     let t = Instant::now();
-    let body = client::predict(&stack.url("deployer"), spec.name.as_str(), &rows).await?;
+    let body = client::predict(&stack.remote("deployer"), spec.name.as_str(), &rows).await?;
     say(format!(
         "▶ predictions from model v{} over OIP v2 REST ({} ms):",
         body["model_version"].as_str().unwrap_or("?"),

@@ -7,6 +7,7 @@ pub mod card;
 pub mod client;
 pub mod demo;
 pub mod events;
+pub mod model_ref;
 pub mod reproduce;
 pub mod runs;
 pub mod sample;

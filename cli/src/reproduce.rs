@@ -9,7 +9,8 @@ use mlops_shared::bus::{Bus, DATASETS_BUCKET, MODELS_BUCKET};
 use mlops_shared::ids::Sha256;
 use mlops_shared::spec::PipelineSpec;
 
-use crate::client;
+use crate::client::{self, Remote};
+use crate::model_ref::ModelRef;
 
 /// What a reproduction found.
 #[derive(Debug)]
@@ -61,17 +62,10 @@ impl Reproduction {
     }
 }
 
-/// Parses `pipeline@version`.
-pub fn parse_target(target: &str) -> anyhow::Result<(String, u64)> {
-    let (pipeline, version) =
-        target.split_once('@').with_context(|| format!("{target:?}: expected PIPELINE@VERSION, e.g. churn@3"))?;
-    let version = version.parse().with_context(|| format!("{target:?}: the version must be a number"))?;
-    Ok((pipeline.to_owned(), version))
-}
-
-/// Retrains `pipeline@version` from its lineage and compares.
-pub async fn reproduce(registry_url: &str, bus: &Bus, pipeline: &str, version: u64) -> anyhow::Result<Reproduction> {
-    let mut registry = client::registry(registry_url).await?;
+/// Retrains `target`, a version in the registry at `registry`, from its lineage and compares.
+pub async fn reproduce(registry: &Remote, bus: &Bus, target: &ModelRef) -> anyhow::Result<Reproduction> {
+    let (pipeline, version) = (target.pipeline.as_str(), target.version);
+    let mut registry = client::registry(registry).await?;
     let model = registry
         .get_model_version(pb::GetModelVersionRequest {
             pipeline: pipeline.into(),
@@ -153,10 +147,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_and_differences_are_named() {
-        assert_eq!(parse_target("churn@3").unwrap(), ("churn".into(), 3));
-        assert!(parse_target("churn").unwrap_err().to_string().contains("PIPELINE@VERSION"));
-        assert!(parse_target("churn@x").unwrap_err().to_string().contains("must be a number"));
+    fn differences_are_named() {
         let a = br#"{"manifest":{"seed":1,"metrics":{"a":1}},"preprocessing":{},"parameters":{"w":[1]}}"#;
         let b = br#"{"manifest":{"seed":1,"metrics":{"a":2}},"preprocessing":{},"parameters":{"w":[2]}}"#;
         assert_eq!(differences(a, b), ["manifest.metrics", "parameters"]);

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
 
+use crate::client::Remote;
+
 /// The seven services, in start order (the registry first: others ask it at start-up).
 pub const SERVICES: [&str; 7] = ["registry", "ingest", "validator", "trainer", "evaluator", "deployer", "monitor"];
 
@@ -119,6 +121,57 @@ fn read_ports_file(dir: &Path) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
+/// Refuses to run the platform's binaries in `bin_dir` (the seven services, and `mlops` when it is
+/// there) when one is older than a source it was built from: a test or a demo would otherwise run
+/// yesterday's code and report on it. The sources are those cargo lists in the dep-info file it
+/// writes beside each binary it builds (`mlops-monitor.d`: every `.rs` of the workspace crates
+/// compiled into it, and the `.proto` files its build script watches), so installed binaries,
+/// which have none, are not checked.
+pub fn check_fresh(bin_dir: &Path) -> anyhow::Result<()> {
+    let binaries = SERVICES.iter().map(|s| format!("mlops-{s}")).chain(["mlops".to_owned()]);
+    for binary in binaries.map(|b| bin_dir.join(b)) {
+        if let Some(source) = newer_source(&binary) {
+            bail!(
+                "{} is older than its source {}: rebuild the binaries with `cargo build --workspace --bins` \
+                 (`just test` does)",
+                binary.display(),
+                source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The newest source of `binary` when it changed after the binary was built; `None` when the
+/// binary is current, missing, or has no dep-info file, or when none of its sources are found.
+fn newer_source(binary: &Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified()).ok()?;
+    let dep_info = std::fs::read_to_string(binary.with_extension("d")).ok()?;
+    let (source, changed) = dep_info_sources(&dep_info)
+        .into_iter()
+        .filter_map(|p| Some((p.clone(), std::fs::metadata(&p).and_then(|m| m.modified()).ok()?)))
+        .max_by_key(|(_, changed)| *changed)?;
+    (changed > built).then_some(source)
+}
+
+/// The prerequisites of the first rule of a Makefile-style dep-info file (`target: a.rs b.rs`,
+/// spaces in names escaped as `\ `).
+fn dep_info_sources(dep_info: &str) -> Vec<PathBuf> {
+    let Some((_, deps)) = dep_info.lines().next().and_then(|rule| rule.split_once(": ")) else { return vec![] };
+    let mut paths = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' => paths.extend((!current.is_empty()).then(|| PathBuf::from(std::mem::take(&mut current)))),
+            c => current.push(c),
+        }
+    }
+    paths.extend((!current.is_empty()).then(|| PathBuf::from(current)));
+    paths
+}
+
 /// How to run the stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -159,6 +212,14 @@ impl StackOptions {
             service_env: BTreeMap::new(),
             nats_config: None,
         })
+    }
+
+    /// Has the services, and the stack's own calls to them, trust the PEM CA certificates in
+    /// `ca` for `https://` URLs: it becomes every service's `MLOPS_TLS_CA`.
+    pub fn set_tls_ca(&mut self, ca: &Path) -> anyhow::Result<()> {
+        let ca = ca.to_str().with_context(|| format!("the TLS CA path {} is not UTF-8", ca.display()))?;
+        self.env.push(("MLOPS_TLS_CA".into(), ca.to_owned()));
+        Ok(())
     }
 }
 
@@ -205,7 +266,10 @@ fn default_port(service: &str) -> u16 {
 
 impl Stack {
     /// Starts NATS (unless given) and the seven services, and waits until each answers `/healthz`.
+    /// Binaries built in a checkout that are older than their sources are refused
+    /// ([`check_fresh`]).
     pub async fn start(opts: StackOptions) -> anyhow::Result<Self> {
+        check_fresh(&opts.bin_dir)?;
         std::fs::create_dir_all(&opts.data_dir)?;
         let nats = match &opts.nats_url {
             Some(_) => None,
@@ -232,13 +296,36 @@ impl Stack {
         format!("{}://127.0.0.1:{}", self.scheme(), self.ports[service])
     }
 
+    /// Where `service` (its first instance) answers, with the CA its certificate is checked
+    /// against ([`Stack::tls_ca`]).
+    pub fn remote(&self, service: &str) -> Remote {
+        Remote::new(self.url(service), self.tls_ca())
+    }
+
     /// `https` when the services are given a certificate (`MLOPS_TLS_CERT` in the stack's or this
     /// process's environment), else `http`.
     pub fn scheme(&self) -> &'static str {
-        let set = |v: Option<&str>| v.is_some_and(|v| !v.is_empty());
-        let ours = self.opts.env.iter().rev().find(|(k, _)| k == "MLOPS_TLS_CERT").map(|(_, v)| v.as_str());
-        let inherited = std::env::var("MLOPS_TLS_CERT").ok();
-        if set(ours) || (ours.is_none() && set(inherited.as_deref())) { "https" } else { "http" }
+        if self.setting("MLOPS_TLS_CERT").is_some() { "https" } else { "http" }
+    }
+
+    /// The CA file the services' certificates are checked against when they serve TLS: the
+    /// `MLOPS_TLS_CA` they are given (from the stack's or this process's environment, as they read
+    /// it). `None` when they serve plain HTTP or no CA is set.
+    pub fn tls_ca(&self) -> Option<PathBuf> {
+        if self.scheme() != "https" {
+            return None;
+        }
+        self.setting("MLOPS_TLS_CA").map(PathBuf::from)
+    }
+
+    /// The value of `key` in every service's environment: the stack's own setting when it has
+    /// one (the last wins), else this process's; an empty value counts as unset.
+    fn setting(&self, key: &str) -> Option<String> {
+        let value = match self.opts.env.iter().rev().find(|(k, _)| k == key) {
+            Some((_, v)) => Some(v.clone()),
+            None => std::env::var(key).ok(),
+        };
+        value.filter(|v| !v.is_empty())
     }
 
     /// The process id of the process named `name`.
@@ -316,7 +403,8 @@ impl Stack {
 
     /// Waits until every service answers `/healthz` with 200.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let client = crate::client::http_client_builder()?.timeout(Duration::from_secs(2)).build()?;
+        let ca = self.tls_ca();
+        let client = crate::client::http_client_builder(ca.as_deref())?.timeout(Duration::from_secs(2)).build()?;
         let deadline = Instant::now() + timeout;
         for i in 0..self.services.len() {
             loop {
@@ -400,5 +488,89 @@ impl Stack {
             n.terminate(Duration::from_secs(5)).await;
         }
         clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stack that was never started, with `env` for its services and the registry on 50051.
+    fn stack(env: &[(&str, &str)]) -> Stack {
+        let mut opts = StackOptions::beside_current_exe(PathBuf::from("/nonexistent")).expect("the test's own path");
+        opts.env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let ports = BTreeMap::from([("registry".to_owned(), 50051)]);
+        Stack { opts, nats: None, nats_url: String::new(), services: vec![], ports }
+    }
+
+    #[test]
+    fn a_tls_stack_hands_out_its_ca_with_each_remote() {
+        let tls = stack(&[("MLOPS_TLS_CERT", "cert.pem"), ("MLOPS_TLS_CA", "ca.pem")]);
+        assert_eq!(tls.remote("registry"), Remote::new("https://127.0.0.1:50051", Some("ca.pem".into())));
+        // The stack's own empty setting wins over whatever this process inherited.
+        let plain = stack(&[("MLOPS_TLS_CERT", ""), ("MLOPS_TLS_CA", "ca.pem")]);
+        assert_eq!(plain.remote("registry"), Remote::new("http://127.0.0.1:50051", None));
+        let mut opts = tls.opts.clone();
+        opts.set_tls_ca(Path::new("other.pem")).expect("a UTF-8 path");
+        let later = Stack { opts, ..stack(&[]) };
+        assert_eq!(later.tls_ca(), Some(PathBuf::from("other.pem")), "the last setting wins");
+    }
+
+    #[test]
+    fn a_binary_older_than_a_source_it_was_built_from_is_refused() {
+        use std::time::SystemTime;
+        // No temp-dir crate here: a directory of our own, removed when the test ends.
+        struct Dir(PathBuf);
+        impl Dir {
+            fn path(&self) -> &Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = Dir(std::env::temp_dir().join(format!("mlops-stale-check-{}", std::process::id())));
+        let touch = |path: &Path, at: SystemTime| {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::File::create(path).unwrap().set_modified(at).unwrap();
+        };
+        let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
+        let (lib, spaced) = (dir.path().join("shared/src/lib.rs"), dir.path().join("my proto/a.proto"));
+        let bin_dir = dir.path().join("target/debug");
+        let trainer = bin_dir.join("mlops-trainer");
+        touch(&lib, at(0));
+        touch(&spaced, at(0));
+        touch(&trainer, at(10));
+        // A binary with no dep-info (installed, or built elsewhere) is not checked.
+        assert_eq!(newer_source(&trainer), None);
+        assert!(check_fresh(&bin_dir).is_ok());
+
+        let escaped = spaced.display().to_string().replace(' ', "\\ ");
+        let dep_info = format!("{}: {} {escaped}\n\n{}:\n", trainer.display(), lib.display(), lib.display());
+        std::fs::write(trainer.with_extension("d"), dep_info).unwrap();
+        assert_eq!(
+            dep_info_sources(&std::fs::read_to_string(trainer.with_extension("d")).unwrap()),
+            [lib.clone(), spaced.clone()]
+        );
+        assert_eq!(newer_source(&trainer), None, "built after its sources");
+
+        // A source changed after the build: the newest one is named, with the command that helps.
+        touch(&lib, at(20));
+        touch(&spaced, at(30));
+        assert_eq!(newer_source(&trainer), Some(spaced.clone()));
+        let refused = check_fresh(&bin_dir).unwrap_err().to_string();
+        assert!(refused.contains(&trainer.display().to_string()), "{refused}");
+        assert!(refused.contains(&spaced.display().to_string()), "{refused}");
+        assert!(refused.contains("cargo build --workspace --bins"), "{refused}");
+
+        // Rebuilt: current again. Sources that are gone (a checkout moved away) count for nothing.
+        touch(&trainer, at(40));
+        assert!(check_fresh(&bin_dir).is_ok());
+        std::fs::remove_dir_all(dir.path().join("shared")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("my proto")).unwrap();
+        touch(&trainer, at(0));
+        assert_eq!(newer_source(&trainer), None);
     }
 }

@@ -63,6 +63,10 @@ impl TestApp {
         opts.env.push(("MLOPS_INGEST_ALLOWED_DIRS".into(), drop_dir.display().to_string()));
         opts.env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         customize(&mut opts);
+        // Before anything starts, so the reason is not lost among the services' logs.
+        if let Err(e) = mlops_cli::stack::check_fresh(&opts.bin_dir) {
+            panic!("{e:#}");
+        }
         let logs = opts.log_dir.clone().expect("set above");
         let stack = Stack::start(opts).await.unwrap_or_else(|e| {
             // The temp dir goes with the panic: show what the services said.
@@ -92,6 +96,12 @@ impl TestApp {
         Self { stack, dir, nats, js, seen, admin_token }
     }
 
+    /// A connection to the stack's NATS as the platform's own code makes one, for publishing
+    /// events exactly as a service would.
+    pub async fn bus(&self) -> mlops_shared::bus::Bus {
+        bus_at(&self.stack.nats_url).await
+    }
+
     /// The directory whose files `data.arrived` may name by path.
     pub fn drop_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("drop")
@@ -99,7 +109,7 @@ impl TestApp {
 
     /// Applies a YAML spec through the registry.
     pub async fn apply(&self, yaml: &str) {
-        client::apply_pipeline_as(&self.stack.url("registry"), yaml, self.admin_token.as_deref())
+        client::apply_pipeline_as(&self.stack.remote("registry"), yaml, self.admin_token.as_deref())
             .await
             .unwrap_or_else(|e| panic!("apply: {e:#}"));
     }
@@ -111,7 +121,7 @@ impl TestApp {
 
     /// Uploads a file's bytes (any format) through ingest.
     pub async fn upload_bytes(&self, pipeline: &str, source: &str, bytes: Vec<u8>) -> mlops_proto::Dataset {
-        client::upload(&self.stack.url("ingest"), pipeline, source, bytes)
+        client::upload(&self.stack.remote("ingest"), pipeline, source, bytes)
             .await
             .unwrap_or_else(|e| panic!("upload: {e:#}"))
     }
@@ -133,15 +143,23 @@ impl TestApp {
     /// Every message stored in `stream` under `filter`, read with an ephemeral ordered consumer.
     pub async fn stored(&self, stream: &str, filter: &str) -> Vec<async_nats::jetstream::Message> {
         use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-        let stream = self.js.get_stream(stream).await.expect("stream");
-        let pending = stream.clone().info().await.expect("info").state.messages;
+        // On a cluster that just lost a node, a stream's requests time out until its leader moves.
+        let last = Mutex::new(String::new());
+        let (stream, pending) = wait_until(Duration::from_secs(30), || async {
+            let found = async {
+                let mut stream = self.js.get_stream(stream).await.map_err(|e| e.to_string())?;
+                let messages = stream.info().await.map_err(|e| e.to_string())?.state.messages;
+                Ok::<_, String>((stream, messages))
+            };
+            found.await.map_err(|e| *last.lock().unwrap() = e).ok()
+        })
+        .await
+        .unwrap_or_else(|| panic!("stream {stream} not readable within 30 s: {}", last.lock().unwrap()));
         if pending == 0 {
             return vec![];
         }
         let config =
             OrderedConfig { filter_subject: filter.into(), deliver_policy: DeliverPolicy::All, ..Default::default() };
-        // On a cluster that just lost a node, creating a consumer times out until leaders move.
-        let last = Mutex::new(String::new());
         let consumer = wait_until(Duration::from_secs(30), || async {
             stream.create_consumer(config.clone()).await.map_err(|e| *last.lock().unwrap() = e.to_string()).ok()
         })
@@ -159,10 +177,64 @@ impl TestApp {
         out
     }
 
+    /// The events stored in `MLOPS_EVENTS` under `filter` (e.g. `mlops.events.model.trained.>`),
+    /// decoded: each once, however often it was published.
+    pub async fn stored_events(&self, filter: &str) -> Vec<Seen> {
+        self.stored("MLOPS_EVENTS", filter).await.iter().map(|m| decode(&m.subject, &m.payload)).collect()
+    }
+
+    /// How many messages `stream` has ever stored (its last sequence number), whatever has been
+    /// removed since: on the work queue `MLOPS_JOBS`, which deletes a job once it is trained, every
+    /// job ever queued.
+    pub async fn ever_stored(&self, stream: &str) -> u64 {
+        let mut stream = self.js.get_stream(stream).await.expect("stream");
+        stream.info().await.expect("info").state.last_sequence
+    }
+
+    /// The training run records (`mlops runs list` reads them) in the `jobs` bucket.
+    pub async fn runs(&self) -> mlops_shared::runs::Runs {
+        mlops_shared::runs::Runs::open(&self.bus().await).await.expect("the jobs bucket")
+    }
+
+    /// Waits until the durable consumers of every stream in `streams` have taken and acknowledged
+    /// everything, all at the same time: no stream grew while they were read. A handler publishes
+    /// what an event causes before it acknowledges the event, so once this returns, every effect
+    /// of what is stored so far is stored too, except what a timer causes later (a schedule, a
+    /// window closing on time). [`TestApp::wait_settled`] reads one stream; this one also rules
+    /// out a job finishing between reading `MLOPS_JOBS` and `MLOPS_EVENTS`.
+    pub async fn wait_quiet(&self, streams: &[&str], timeout: Duration) {
+        let heads = || async {
+            let mut heads = Vec::with_capacity(streams.len());
+            for s in streams {
+                heads.push(self.ever_stored(s).await);
+            }
+            heads
+        };
+        let quiet = wait_until(timeout, || async {
+            let before = heads().await;
+            for s in streams {
+                // None listed would be vacuously settled: every stream here has its consumers.
+                let consumers = self.consumers(s).await;
+                if consumers.is_empty() || !consumers.iter().all(|c| c.pending == 0 && c.ack_pending == 0) {
+                    return None;
+                }
+            }
+            (heads().await == before).then_some(())
+        })
+        .await;
+        if quiet.is_none() {
+            let mut state = Vec::new();
+            for s in streams {
+                state.push(format!("{s}: {:?}", self.consumers(s).await));
+            }
+            panic!("consumers not settled within {timeout:?}:\n{}", state.join("\n"));
+        }
+    }
+
     /// Waits until the deployer answers `rows` of `pipeline` with `version`; panics if it does not
     /// within `timeout`.
     pub async fn wait_serving(&self, pipeline: &str, version: u64, rows: &serde_json::Value, timeout: Duration) {
-        let deployer = self.stack.url("deployer");
+        let deployer = self.stack.remote("deployer");
         let want = version.to_string();
         let served = wait_until(timeout, || async {
             let body = client::predict(&deployer, pipeline, rows).await.ok()?;
@@ -183,7 +255,7 @@ impl TestApp {
             .await;
         let mlops_cli::events::Decoded::Promoted(p) = promoted.payload else { unreachable!("a model.promoted event") };
         assert_eq!(p.previous_version, version - 1);
-        let versions = client::models(&self.stack.url("registry"), pipeline).await.unwrap();
+        let versions = client::models(&self.stack.remote("registry"), pipeline).await.unwrap();
         assert_eq!(versions.len() as u64, version, "{versions:?}");
         let newest = versions.last().and_then(|v| v.lineage.as_ref()).map(|l| l.dataset_ids.clone());
         assert_eq!(newest, Some(vec![dataset.to_owned()]));
@@ -366,6 +438,33 @@ pub struct ConsumerState {
     pub pending: u64,
     pub ack_pending: u64,
     pub redelivered: u64,
+}
+
+/// A [`mlops_shared::bus::Bus`] connected to the NATS at `url`, named `test`.
+pub async fn bus_at(url: &str) -> mlops_shared::bus::Bus {
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        nats: mlops_shared::config::NatsArgs,
+    }
+    use clap::Parser as _;
+    let args = Args::parse_from(["test", "--nats-url", url]);
+    let never = tokio_util::sync::CancellationToken::new();
+    mlops_shared::bus::Bus::connect(&args.nats, "test", &never).await.expect("connecting the test's bus")
+}
+
+/// How many trainings the trainer at `url` has run (its `mlops_training_seconds` count on
+/// `/metrics`): each one, even of a job trained before, where the event stream keeps one
+/// `model.trained` per job however often it is published.
+pub async fn trainings_run(url: &str) -> u64 {
+    let metrics = client::http_client().expect("an HTTP client").get(format!("{url}/metrics")).send().await;
+    let metrics = metrics.and_then(|r| r.error_for_status()).unwrap_or_else(|e| panic!("{url}/metrics: {e}"));
+    let metrics = metrics.text().await.expect("the metrics' text");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("mlops_training_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.

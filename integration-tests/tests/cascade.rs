@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use mlops_cli::events::Decoded;
-use mlops_integration_tests::{TestApp, client, rows_json, sample, spec_with_window, wait_until};
+use mlops_integration_tests::{TestApp, client, rows_json, sample, spec_with_window, trainings_run, wait_until};
 use mlops_proto as pb;
+use mlops_shared::runs::RunState;
 use sample::Variant;
 
 const T: Duration = Duration::from_secs(60);
@@ -13,21 +14,40 @@ async fn promoted(app: &TestApp, version: u64) {
     app.wait_event("model.promoted", T, |s| matches!(&s.payload, Decoded::Promoted(p) if p.version == version)).await;
 }
 
-/// (a) upload → validated → trained → evaluated → promoted → OIP v2 answers over REST and gRPC.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_is_promoted_and_served() {
+/// The platform with the example pipeline and its first model, trained on `seed`'s rows and
+/// promoted; the dataset and its CSV.
+async fn serving_v1(seed: u64) -> (TestApp, pb::Dataset, String) {
     let app = TestApp::start().await;
     app.apply(mlops_cli::EXAMPLE_SPEC).await;
-    let csv = sample::csv(2000, 1, Variant::Normal);
+    let csv = sample::csv(2000, seed, Variant::Normal);
     let ds = app.upload("churn", &csv).await;
+    promoted(&app, 1).await;
+    (app, ds, csv)
+}
+
+/// A new customer on a monthly contract with many support calls, and a long-tenure two-year one:
+/// the first churns far more.
+fn contrast() -> serde_json::Value {
+    serde_json::json!([
+        {"tenure_months": 1, "monthly_charges": 110, "support_calls": 6, "age": 25, "contract": "month-to-month", "payment_method": "electronic-check"},
+        {"tenure_months": 70, "monthly_charges": 30, "support_calls": 0, "age": 60, "contract": "two-year", "payment_method": "card"},
+    ])
+}
+
+/// (a) upload → validated → trained → evaluated → promoted, each step once, on one trace; the
+/// registry holds the version with its lineage, and the same content again is the same dataset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_promoted_once_with_its_lineage_on_one_trace() {
+    let (app, ds, csv) = serving_v1(1).await;
     assert!(!ds.duplicate);
     assert_eq!(ds.dataset_id, mlops_shared::sha256_hex(csv.as_bytes()));
-    promoted(&app, 1).await;
 
     // The same content again is the same dataset: no second validation, no second training.
     let again = app.upload("churn", &csv).await;
     assert!(again.duplicate);
     assert_eq!(again.dataset_id, ds.dataset_id);
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    app.assert_cascades_stored("churn", 1).await;
 
     // The registry has version 1 as production, with its lineage.
     let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
@@ -40,7 +60,23 @@ async fn upload_is_promoted_and_served() {
     assert_eq!(lineage.seed, 42);
     assert!(v.holdout_metrics.as_ref().unwrap().values["roc_auc"] > 0.7);
 
-    // OIP v2 REST: health, metadata, inference.
+    // One trace spans the cascade: every event from ingestion to promotion carries the trace id
+    // that the upload started.
+    let stored = app.stored("MLOPS_EVENTS", "mlops.events.>").await;
+    let trace_of = |m: &async_nats::jetstream::Message| {
+        let tp = m.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.to_string()).unwrap_or_default();
+        tp.split('-').nth(1).unwrap_or_default().to_owned()
+    };
+    let traces: Vec<(String, String)> = stored.iter().map(|m| (m.subject.to_string(), trace_of(m))).collect();
+    assert_eq!(traces.len(), 6, "{traces:?}");
+    assert!(traces[0].1.len() == 32 && traces.iter().all(|(_, t)| *t == traces[0].1), "{traces:?}");
+}
+
+/// OIP v2 over REST: health, metadata and inference from the promoted model, by name and by
+/// version; a bad request gets a 4xx with `{"error": ...}` naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oip_rest_serves_the_model_and_names_what_is_wrong_with_a_bad_request() {
+    let (app, ..) = serving_v1(2).await;
     let http = reqwest::Client::new();
     let base = app.stack.url("deployer");
     let live: serde_json::Value =
@@ -55,12 +91,7 @@ async fn upload_is_promoted_and_served() {
     let probs: Vec<f64> = body["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(probs.len(), 5);
     assert!(probs.iter().all(|p| (0.0..=1.0).contains(p)));
-    // A long-tenure two-year customer churns far less than a new monthly one with many calls.
-    let contrast = serde_json::json!([
-        {"tenure_months": 1, "monthly_charges": 110, "support_calls": 6, "age": 25, "contract": "month-to-month", "payment_method": "electronic-check"},
-        {"tenure_months": 70, "monthly_charges": 30, "support_calls": 0, "age": 60, "contract": "two-year", "payment_method": "card"},
-    ]);
-    let body = client::predict(&base, "churn", &contrast).await.unwrap();
+    let body = client::predict(&base, "churn", &contrast()).await.unwrap();
     let p = body["outputs"][0]["data"].as_array().unwrap();
     assert!(p[0].as_f64().unwrap() > 0.8 && p[1].as_f64().unwrap() < 0.2, "{p:?}");
     let versioned = http
@@ -77,7 +108,6 @@ async fn upload_is_promoted_and_served() {
         .unwrap();
     assert_eq!(versioned.status(), 200);
 
-    // Bad requests get a 4xx with {"error": ...} naming the problem.
     let cases = [
         ("/v2/models/churn/infer", "{not json", 400, "invalid inference request"),
         (
@@ -113,12 +143,12 @@ async fn upload_is_promoted_and_served() {
         let err: serde_json::Value = r.json().await.unwrap();
         assert!(err["error"].as_str().unwrap().contains(needle), "{err} should mention {needle:?}");
     }
+}
 
-    // OIP v2 gRPC, with typed contents.
-    use pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+/// The gRPC inference request, with typed contents, of one row.
+fn grpc_row(model: &str) -> pb::inference::ModelInferRequest {
     use pb::inference::model_infer_request::InferInputTensor;
     use pb::inference::{InferTensorContents, ModelInferRequest};
-    let mut grpc = GrpcInferenceServiceClient::connect(base.clone()).await.unwrap();
     let num = |name: &str, v: f64| InferInputTensor {
         name: name.into(),
         datatype: "FP64".into(),
@@ -141,40 +171,44 @@ async fn upload_is_promoted_and_served() {
         text("contract", "month-to-month"),
         text("payment_method", "electronic-check"),
     ];
-    let r = grpc
-        .model_infer(ModelInferRequest { model_name: "churn".into(), inputs: inputs.clone(), ..Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
-    let grpc_p = r.outputs[0].contents.as_ref().unwrap().fp64_contents[0];
-    assert!((grpc_p - p[0].as_f64().unwrap()).abs() < 1e-12, "REST and gRPC disagree");
-    let bad = grpc
-        .model_infer(ModelInferRequest { model_name: "nope".into(), inputs, ..Default::default() })
-        .await
-        .unwrap_err();
-    assert_eq!(bad.code(), tonic::Code::NotFound);
+    ModelInferRequest { model_name: model.into(), inputs, ..Default::default() }
+}
 
-    // Each prediction was logged for the monitor.
+/// OIP v2 over gRPC, with typed contents: the same probability as REST for the same row, and an
+/// unknown model is `NOT_FOUND`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oip_grpc_serves_the_same_probabilities_as_rest() {
+    use pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    let (app, ..) = serving_v1(3).await;
+    let base = app.stack.url("deployer");
+    let body = client::predict(&base, "churn", &contrast()).await.unwrap();
+    let rest_p = body["outputs"][0]["data"][0].as_f64().unwrap();
+    let mut grpc = GrpcInferenceServiceClient::connect(base.clone()).await.unwrap();
+    let r = grpc.model_infer(grpc_row("churn")).await.unwrap().into_inner();
+    let grpc_p = r.outputs[0].contents.as_ref().unwrap().fp64_contents[0];
+    assert!((grpc_p - rest_p).abs() < 1e-12, "REST and gRPC disagree: {rest_p} and {grpc_p}");
+    let bad = grpc.model_infer(grpc_row("nope")).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::NotFound);
+}
+
+/// Each row predicted, over REST or gRPC, is logged once for the monitor; then SIGTERM stops
+/// every service cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_prediction_is_logged_and_sigterm_stops_every_service_cleanly() {
+    use pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+    let (mut app, ..) = serving_v1(4).await;
+    let base = app.stack.url("deployer");
+    client::predict(&base, "churn", &rows_json(&sample::customers(5, 9, Variant::Normal))).await.unwrap();
+    client::predict(&base, "churn", &contrast()).await.unwrap();
+    let mut grpc = GrpcInferenceServiceClient::connect(base.clone()).await.unwrap();
+    grpc.model_infer(grpc_row("churn")).await.unwrap();
     let logged = wait_until(T, || async {
         let n = app.stored("MLOPS_PREDICTIONS", "mlops.predictions.churn").await.len();
-        (n >= 9).then_some(n)
+        (n >= 8).then_some(n)
     })
     .await;
-    assert_eq!(logged, Some(9), "5 + 2 + 1 REST rows and 1 gRPC row");
+    assert_eq!(logged, Some(8), "5 + 2 REST rows and 1 gRPC row");
 
-    // One trace spans the cascade: every event from ingestion to promotion carries the trace id
-    // that the upload started.
-    let stored = app.stored("MLOPS_EVENTS", "mlops.events.>").await;
-    let trace_of = |m: &async_nats::jetstream::Message| {
-        let tp = m.headers.as_ref().and_then(|h| h.get("traceparent")).map(|v| v.to_string()).unwrap_or_default();
-        tp.split('-').nth(1).unwrap_or_default().to_owned()
-    };
-    let traces: Vec<(String, String)> = stored.iter().map(|m| (m.subject.to_string(), trace_of(m))).collect();
-    assert_eq!(traces.len(), 5, "{traces:?}");
-    assert!(traces[0].1.len() == 32 && traces.iter().all(|(_, t)| *t == traces[0].1), "{traces:?}");
-
-    // SIGTERM stops every service cleanly.
-    let mut app = app;
     let stopped = app.stack.stop(Duration::from_secs(10)).await;
     assert_eq!(stopped.len(), 7);
     assert!(stopped.iter().all(|(_, clean)| *clean), "{stopped:?}");
@@ -196,8 +230,14 @@ async fn worse_model_is_not_promoted() {
     let failed_check = e.checks.iter().find(|c| !c.passed).expect("a failed check");
     assert!(failed_check.detail.contains("roc_auc") || failed_check.detail.contains("accuracy"), "{failed_check:?}");
     // Production stays at version 1, in the registry and in serving.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!app.seen().iter().any(|s| matches!(&s.payload, Decoded::Promoted(p) if p.version == 2)));
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    let promotions = app.stored_events("mlops.events.model.promoted.churn").await;
+    assert_eq!(
+        promotions.len(),
+        1,
+        "only v1 is promoted: {:?}",
+        promotions.iter().map(|p| &p.summary).collect::<Vec<_>>()
+    );
     let versions = client::models(&app.stack.url("registry"), "churn").await.unwrap();
     let v2 = versions.iter().find(|v| v.version == 2).unwrap();
     assert_eq!(v2.gate, "failed");
@@ -229,18 +269,24 @@ async fn a_model_over_the_serving_limits_is_not_promoted() {
     assert!(latency.passed && latency.detail.contains("single-row predictions"), "{latency:?}");
     // The metric gates passed: only the size held it back.
     assert_eq!(e.checks.iter().filter(|c| !c.passed).count(), 1, "{:?}", e.checks);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!app.seen().iter().any(|s| s.kind == "model.promoted"));
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    assert!(app.stored_events("mlops.events.model.promoted.>").await.is_empty());
 }
 
-/// (c) a rejected data set never reaches a trainer, and its report says why, per column.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_data_never_trains() {
-    let app = TestApp::start().await;
-    app.apply(mlops_cli::EXAMPLE_SPEC).await;
-    let good = sample::csv(300, 4, Variant::Normal);
-    // Text in a numeric column, an unknown category, and a dropped column.
-    let bad: String = good
+/// Asserts that no training job was ever queued and no model trained, once every consumer has
+/// settled: the work queue never stored a job, there is no run record and no `model.trained`.
+async fn assert_nothing_trained(app: &TestApp) {
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    assert_eq!(app.ever_stored("MLOPS_JOBS").await, 0, "a training job was queued");
+    let runs = app.runs().await.list().await.unwrap();
+    assert!(runs.is_empty(), "{runs:?}");
+    assert!(app.stored_events("mlops.events.model.trained.>").await.is_empty());
+}
+
+/// 300 good rows made bad three ways: text in a numeric column (row 5), an unknown category
+/// (row 7), and a dropped column.
+fn bad_csv() -> String {
+    sample::csv(300, 4, Variant::Normal)
         .lines()
         .enumerate()
         .map(|(i, line)| {
@@ -254,8 +300,26 @@ async fn rejected_data_never_trains() {
             cells.remove(3);
             cells.join(",") + "\n"
         })
-        .collect();
-    let ds = app.upload("churn", &bad).await;
+        .collect()
+}
+
+/// The catalog's record of `dataset` once the validator has judged it.
+async fn judged(app: &TestApp, dataset: &str) -> pb::Dataset {
+    wait_until(T, || async {
+        let d = client::dataset(&app.stack.url("ingest"), dataset).await.ok()?;
+        (d.verdict != "pending").then_some(d)
+    })
+    .await
+    .expect("a verdict")
+}
+
+/// (c) a rejected data set never reaches a trainer, and its report says why, per column; the
+/// catalog keeps the verdict, the report and the profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_data_is_reported_per_column_and_never_trained() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let ds = app.upload("churn", &bad_csv()).await;
     let rejected = app.wait_event("data.rejected", T, |_| true).await;
     let Decoded::Rejected(r) = rejected.payload else { unreachable!() };
     assert_eq!(r.dataset_id, ds.dataset_id);
@@ -270,22 +334,28 @@ async fn rejected_data_never_trains() {
     assert_eq!(mc.anomalies[0].example_rows, vec![5]);
     assert!(r.reason.contains("\"lots\" is not a number"), "{}", r.reason);
 
-    // The catalog holds the verdict and the reason.
-    let verdict = wait_until(T, || async {
-        let d = client::dataset(&app.stack.url("ingest"), &ds.dataset_id).await.ok()?;
-        (d.verdict != "pending").then_some(d)
-    })
-    .await
-    .unwrap();
+    // The catalog holds the verdict and the reason, and the quarantined version keeps its full
+    // report and profile.
+    let verdict = judged(&app, &ds.dataset_id).await;
     assert_eq!(verdict.verdict, "rejected");
     assert!(verdict.verdict_detail.contains("support_calls"));
-    // The quarantined version keeps its full report and profile, and `mlops data report` shows them.
     assert!(verdict.anomalies.iter().any(|c| c.column == "monthly_charges"));
     let profile = verdict.profile.clone().expect("a profile");
     assert_eq!(profile.rows, 300);
     let contract = profile.columns.iter().find(|c| c.name == "contract").unwrap();
     assert_eq!(contract.count, 300);
     assert!(contract.top_categories.iter().any(|t| t.value == "lifetime" && t.count == 1));
+
+    assert_nothing_trained(&app).await;
+}
+
+/// `mlops data report` and `mlops data show` print a quarantined version's anomalies and profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlops_data_report_and_show_print_a_quarantined_version() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let ds = app.upload("churn", &bad_csv()).await;
+    assert_eq!(judged(&app, &ds.dataset_id).await.verdict, "rejected");
     let mlops = app.stack.opts.bin_dir.join("mlops");
     let out = std::process::Command::new(&mlops)
         .args(["--ingest-url", &app.stack.url("ingest"), "data", "report", &ds.dataset_id])
@@ -304,22 +374,25 @@ async fn rejected_data_never_trains() {
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("300 rows") && shown.lines().any(|l| l.starts_with("tenure_months")), "{shown}");
+}
 
-    // A malformed CSV is rejected too, with the line named.
+/// A malformed CSV is rejected with the line named, and an upload for a pipeline nobody applied,
+/// or of nothing, is refused up front; none of them trains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_misaddressed_uploads_are_refused_by_name() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
     app.upload("churn", "tenure_months,monthly_charges\n1,2\n3\n").await;
     let malformed = app.wait_event("data.rejected", T, |s| s.summary.contains("malformed")).await;
     assert!(malformed.summary.contains("line 3"), "{}", malformed.summary);
 
-    // Nothing was trained, and no job was queued.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!app.seen().iter().any(|s| s.kind == "model.trained"));
-    assert!(app.log("trainer").lines().all(|l| !l.contains("training job queued")));
-
-    // An upload for a pipeline nobody applied is refused up front.
+    let good = sample::csv(300, 4, Variant::Normal);
     let err = client::upload(&app.stack.url("ingest"), "nope", "x.csv", good.into_bytes()).await.unwrap_err();
     assert!(format!("{err:#}").contains("pipeline `nope` not found"), "{err:#}");
     let err = client::upload(&app.stack.url("ingest"), "churn", "x.csv", vec![]).await.unwrap_err();
     assert!(format!("{err:#}").contains("empty"), "{err:#}");
+
+    assert_nothing_trained(&app).await;
 }
 
 /// A pipeline that asks for gradient-boosted trees gets them, through the gates, served by the
@@ -401,8 +474,7 @@ async fn serving_data_without_labels_is_validated_and_never_trained() {
     assert_eq!(r.dataset_id, training.dataset_id);
     assert!(r.reason.contains("churned: the target column is absent"), "{}", r.reason);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(app.log("trainer").lines().all(|l| !l.contains("training job queued")));
+    assert_nothing_trained(&app).await;
 }
 
 /// A batch whose inputs moved far from the previous accepted version is quarantined by the
@@ -478,11 +550,13 @@ async fn drift_triggers_exactly_one_retraining() {
     .expect("four closed windows");
     assert_eq!(report.alerts, 1, "{report:?}");
     assert!(report.windows[..3].iter().all(|w| w.drifted_share >= 0.3), "{report:?}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let drift_alerts = app.seen().iter().filter(|s| s.kind == "monitor.drift_detected").count();
+    // Every window has been judged and every alert acted on: one alert, one retraining.
+    app.wait_quiet(&["MLOPS_PREDICTIONS", "MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    let drift_alerts = app.stored_events("mlops.events.monitor.drift_detected.churn").await.len();
     let drift_trainings = app
-        .seen()
-        .iter()
+        .stored_events("mlops.events.model.trained.churn")
+        .await
+        .into_iter()
         .filter(|s| matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Drift as i32))
         .count();
     assert_eq!((drift_alerts, drift_trainings), (1, 1));
@@ -502,16 +576,17 @@ async fn two_trainers_train_each_job_once() {
         app.upload(&name, &sample::csv(1500, 100 + seed, Variant::Normal)).await;
     }
     let all_trained = wait_until(T, || async {
-        let n = app.seen().iter().filter(|s| s.kind == "model.trained").count();
+        let n = app.stored_events("mlops.events.model.trained.>").await.len();
         (n >= jobs as usize).then_some(n)
     })
     .await;
     assert!(all_trained.is_some(), "not every job was trained");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // Every publish is seen (a core subscription sees re-publishes the stream would drop), so a
-    // job trained twice would show up here twice.
+    // Nothing is in flight or waiting to be redelivered: every training that will ever run for
+    // these jobs has run.
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
     let trained: Vec<(String, String)> = app
-        .seen()
+        .stored_events("mlops.events.model.trained.>")
+        .await
         .into_iter()
         .filter_map(|s| match s.payload {
             Decoded::Trained(t) => Some((t.job_id, t.trainer_id)),
@@ -524,6 +599,13 @@ async fn two_trainers_train_each_job_once() {
     assert_eq!((trained.len(), ids.len()), (jobs as usize, jobs as usize), "{trained:?}");
     assert!(trained.iter().all(|(_, t)| t == "trainer" || t == "trainer-2"), "{trained:?}");
     eprintln!("jobs per trainer: {:?}", trained.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>());
+    // The stream keeps one `model.trained` per job however often it was published; the trainers
+    // count every training they ran.
+    let mut trainings = 0;
+    for trainer in ["trainer", "trainer-2"] {
+        trainings += trainings_run(&app.stack.url_of(trainer).unwrap()).await;
+    }
+    assert_eq!(trainings, jobs, "a job was trained twice");
     for seed in 0..jobs {
         let versions = client::models(&app.stack.url("registry"), &format!("churn{seed}")).await.unwrap();
         assert_eq!(versions.len(), 1);
@@ -546,7 +628,8 @@ async fn runs_train_on_the_spec_window_of_versions() {
             .expect("trained");
     }
     let windows: Vec<Vec<String>> = app
-        .seen()
+        .stored_events("mlops.events.model.trained.churn")
+        .await
         .into_iter()
         .filter_map(|s| match s.payload {
             Decoded::Trained(t) => Some(t.dataset_ids),
@@ -568,8 +651,11 @@ async fn a_trainer_killed_mid_job_hands_it_over_and_one_version_results() {
     );
     app.apply(&spec).await;
     app.upload("churn", &sample::csv(4000, 81, Variant::Normal)).await;
+    // The run record says when the first trainer has taken the job.
+    let runs = app.runs().await;
     let started = wait_until(T, || async {
-        app.log("trainer").lines().any(|l| l.contains("training") && l.contains("datasets")).then_some(())
+        let runs = runs.list().await.ok()?;
+        runs.into_iter().find(|r| r.state == RunState::Running && r.trainer == "trainer")
     })
     .await;
     assert!(started.is_some(), "the first trainer never started the job");
@@ -581,11 +667,14 @@ async fn a_trainer_killed_mid_job_hands_it_over_and_one_version_results() {
     let Decoded::Trained(t) = trained.payload else { unreachable!() };
     assert_eq!(t.trainer_id, "trainer-2");
     promoted(&app, 1).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(app.seen().iter().filter(|s| s.kind == "model.trained").count(), 1);
-    assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 1);
     // The job the killed trainer held was redelivered and is acknowledged now: nothing waits.
-    app.wait_settled("MLOPS_JOBS", T).await;
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    assert_eq!(app.stored_events("mlops.events.model.trained.churn").await.len(), 1);
+    assert_eq!(trainings_run(&app.stack.url_of("trainer-2").unwrap()).await, 1, "trainer-2 trained it once");
+    assert_eq!(client::models(&app.stack.url("registry"), "churn").await.unwrap().len(), 1);
+    let runs = runs.list().await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0].state, runs[0].trainer.as_str()), (RunState::Succeeded, "trainer-2"), "{runs:?}");
 }
 
 /// `mlops train` asks for a run now: it trains on the window, records the manual reason, and waits
@@ -606,7 +695,8 @@ async fn manual_training_runs_on_request() {
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("trained by trainer") && said.contains("on 1 dataset(s)"), "{said}");
     let manual: Vec<pb::ModelTrained> = app
-        .seen()
+        .stored_events("mlops.events.model.trained.churn")
+        .await
         .into_iter()
         .filter_map(|s| match s.payload {
             Decoded::Trained(t) if t.reason == pb::TrainReason::Manual as i32 => Some(t),
@@ -657,9 +747,10 @@ async fn queued_jobs_of_a_pipeline_coalesce_into_one() {
     assert_eq!(jobs, 1, "three jobs for one pipeline, one queued");
     app.stack.spawn("trainer", "trainer-2", &[]).await.unwrap();
     app.wait_event("model.trained", T, |s| matches!(&s.payload, Decoded::Trained(t) if t.job_id == "burst-3")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
     let trained: Vec<String> = app
-        .seen()
+        .stored_events("mlops.events.model.trained.churn")
+        .await
         .into_iter()
         .filter_map(|s| match s.payload {
             Decoded::Trained(t) => Some(t.job_id),

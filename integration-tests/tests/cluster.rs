@@ -103,15 +103,24 @@ async fn a_rolling_restart_under_prediction_load_fails_no_prediction() {
             errors
         }));
     }
+    // Each step comes once the clients have had another 100 answers: every node goes down, stays
+    // down and comes back under load, whatever the machine's speed.
+    let served_more = |n: u64| {
+        let (served, mark) = (served.clone(), served.load(Ordering::Relaxed));
+        wait_until(T, move || {
+            let served = served.clone();
+            async move { (served.load(Ordering::Relaxed) >= mark + n).then_some(()) }
+        })
+    };
     for i in 0..3 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        served_more(100).await.expect("predictions are served");
         cluster.stop(i).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        served_more(100).await.expect("predictions are served with a node down");
         cluster.restart(i).await;
         wait_all_current(&app.js, Duration::from_secs(60)).await;
         eprintln!("node n{} restarted; {} requests served so far", i + 1, served.load(Ordering::Relaxed));
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    served_more(100).await.expect("predictions are served after the restarts");
     stop.store(true, Ordering::Relaxed);
     let mut errors = Vec::new();
     for task in load {

@@ -38,8 +38,9 @@ fn chromium(profile: &Path, url: &str, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_pipelines_versions_drift_alerts_and_the_cascade_in_chromium() {
+/// The platform after a cascade (v1 of `churn` serving) and a drift episode: a window of ordinary
+/// traffic and one of drifted traffic, closed, with its alert.
+async fn after_a_drift_episode() -> TestApp {
     let app = TestApp::start().await;
     app.apply(&mlops_integration_tests::spec_with_window(100)).await;
     app.upload("churn", &sample::csv(2000, 401, Variant::Normal)).await;
@@ -58,7 +59,13 @@ async fn the_dashboard_shows_pipelines_versions_drift_alerts_and_the_cascade_in_
     })
     .await
     .expect("two closed windows");
+    app
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_api_serves_the_pipeline_its_windows_alerts_and_timeline_and_json_errors() {
+    let app = after_a_drift_episode().await;
+    let monitor = app.stack.url("monitor");
     // The JSON the page draws from, and its errors.
     let http = client::http_client().unwrap();
     let overview: serde_json::Value =
@@ -93,7 +100,12 @@ async fn the_dashboard_shows_pipelines_versions_drift_alerts_and_the_cascade_in_
     assert!(out.status.success(), "{out:?}");
     let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(url, format!("{monitor}/ui"));
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_pipelines_versions_drift_alerts_and_the_cascade_in_chromium() {
+    let app = after_a_drift_episode().await;
+    let url = format!("{}/ui", app.stack.url("monitor"));
     // The page as Chromium renders it.
     let profile = tempfile::tempdir().unwrap();
     let dom = tokio::task::spawn_blocking({

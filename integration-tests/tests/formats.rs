@@ -109,9 +109,12 @@ async fn every_format_and_arrival_reaches_a_model() {
         (n >= 4).then_some(n)
     })
     .await;
-    assert_eq!(trained, Some(4), "{:?}", app.seen().iter().map(|s| &s.summary).collect::<Vec<_>>());
+    assert!(trained.is_some(), "{:?}", app.seen().iter().map(|s| &s.summary).collect::<Vec<_>>());
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    assert_eq!(app.stored_events("mlops.events.model.trained.churn").await.len(), 4);
     let validated: Vec<u64> = app
-        .seen()
+        .stored_events("mlops.events.data.validated.churn")
+        .await
         .iter()
         .filter_map(|s| match &s.payload {
             Decoded::Validated(v) => Some(v.rows),

@@ -149,8 +149,9 @@ async fn falling_quality_on_delayed_labels_retrains_and_the_new_model_restores_i
     .await
     .expect("quality of v2 measured");
     assert!(restored.value > 0.65, "{restored:?}");
-    // One alert for the episode, in the history.
-    assert_eq!(degraded(&app).len(), 1);
+    // One alert for the episode, in the history: every prediction, label and alert acted on.
+    app.wait_quiet(&["MLOPS_PREDICTIONS", "MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    assert_eq!(app.stored_events("mlops.events.monitor.performance_degraded.churn").await.len(), 1);
     let (ok, text) = mlops(&app, &["monitor", "report", "churn"]);
     assert!(ok && text.contains("quality of v2 on labels: accuracy") && text.contains("performance v1"), "{text}");
     let (ok, json) = mlops(&app, &["monitor", "report", "churn", "--json"]);
@@ -291,4 +292,62 @@ async fn a_quiet_window_closes_on_time_and_a_rolling_reference_follows_the_traff
     ] {
         assert!(metrics.contains(name), "no {name} in:\n{metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_whose_model_is_slow_to_load_holds_up_no_other() {
+    use tokio::io::AsyncReadExt as _;
+    let app = TestApp::start().await;
+    app.apply(&mlops_integration_tests::spec_with_window(40)).await;
+    app.apply(&mlops_integration_tests::spec_with_window(40).replace("name: churn", "name: slow")).await;
+    app.upload("churn", &sample::csv(2000, 231, Variant::Normal)).await;
+    let promoted = app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let Decoded::Promoted(v1) = promoted.payload else { unreachable!() };
+
+    // `slow` is served by a model the monitor cannot fetch yet: the same artifact with one more
+    // byte of JSON whitespace, so another sha256, not yet in the bucket.
+    let models = app.js.get_object_store("models").await.unwrap();
+    let mut bytes = Vec::new();
+    models.get(&v1.artifact_sha256).await.unwrap().read_to_end(&mut bytes).await.unwrap();
+    bytes.push(b'\n');
+    let late_sha = mlops_shared::sha256_hex(&bytes);
+    let bus = app.bus().await;
+    for (i, c) in sample::customers(40, 232, Variant::Normal).iter().enumerate() {
+        let log = pb::PredictionLogged {
+            pipeline: "slow".into(),
+            prediction_id: format!("slow-{i}"),
+            version: 1,
+            artifact_sha256: late_sha.clone(),
+            numeric: [
+                ("tenure_months".to_owned(), c.tenure_months),
+                ("monthly_charges".to_owned(), c.monthly_charges),
+                ("support_calls".to_owned(), c.support_calls),
+            ]
+            .into(),
+            categorical: [("contract".to_owned(), c.contract.to_owned())].into(),
+            score: 0.5,
+            time_unix_ms: mlops_shared::now_unix_ms(),
+            ..Default::default()
+        };
+        let ctx = mlops_shared::events::EventContext::new_run(log.prediction_id.clone());
+        bus.publish(&log.prediction_id, &ctx, &log).await.unwrap();
+    }
+
+    // Meanwhile `churn` is served and watched as usual: its window closes while `slow` waits.
+    predict(&app, &sample::customers(40, 233, Variant::Normal)).await;
+    let report = |pipeline: &'static str| {
+        let url = app.stack.url("monitor");
+        async move { client::monitor_report(&url, pipeline).await.unwrap() }
+    };
+    wait_until(T, || async { (!report("churn").await.windows.is_empty()).then_some(()) })
+        .await
+        .expect("churn's window closed while slow's model could not be fetched");
+    assert!(report("slow").await.windows.is_empty());
+
+    // Once the model can be fetched, `slow`'s predictions are all counted: none was lost.
+    models.put(late_sha.as_str(), &mut bytes.as_slice()).await.unwrap();
+    let window = wait_until(T, || async { report("slow").await.windows.first().cloned() })
+        .await
+        .expect("slow's window closed once its model could be fetched");
+    assert_eq!(window.rows, 40, "{window:?}");
 }

@@ -1,6 +1,7 @@
 //! One trace spans the cascade: the services export their spans over OTLP/gRPC to a collector
 //! this test runs (the real protocol, the real exporters), and the spans of ingest, validator,
-//! trainer, evaluator, registry and deployer handling one dataset's events share one trace id.
+//! trainer, evaluator, registry and deployer handling one dataset's events share one trace id,
+//! across NATS headers and gRPC metadata alike.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -65,12 +66,20 @@ async fn one_trace_spans_data_arrival_to_promotion_across_the_services() {
     app.upload("churn", &sample::csv(1500, 301, sample::Variant::Normal)).await;
     app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
 
-    let wanted: BTreeSet<&str> = ["ingest", "validator", "trainer", "evaluator", "registry", "deployer"].into();
+    // Every service, and the registry's `request` span: trace context crosses gRPC too, so the
+    // registry serving the evaluator's and the deployer's calls for the version they judge and
+    // promote works inside the same trace.
+    let wanted: BTreeSet<&str> =
+        ["ingest", "validator", "trainer", "evaluator", "registry", "deployer", "registry/request"].into();
     let found = wait_until(T, || async {
         let spans = collector.0.lock().unwrap().clone();
         let mut by_trace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (trace, service, _) in &spans {
-            by_trace.entry(trace.clone()).or_default().insert(service.clone());
+        for (trace, service, name) in &spans {
+            let seen = by_trace.entry(trace.clone()).or_default();
+            seen.insert(service.clone());
+            if name == "request" {
+                seen.insert(format!("{service}/request"));
+            }
         }
         by_trace.into_iter().find(|(_, services)| wanted.iter().all(|w| services.contains(*w)))
     })

@@ -1,6 +1,6 @@
 //! The platform's wire contracts, generated from `proto/` at build time.
 //!
-//! `mlops::v1` holds the events and the Registry, Ingest, Deployer and Monitor services;
+//! `mlops::v1` holds the events and the Registry, Ingest, Deployer, Monitor and Evaluator services;
 //! `inference` holds the Open Inference Protocol v2 (`GRPCInferenceService`).
 
 #![allow(unreachable_pub, clippy::large_enum_variant, clippy::doc_lazy_continuation)]

@@ -305,6 +305,7 @@ impl Bus {
         Fut: Future<Output = Result<(), HandlerError>>,
     {
         let consumer = self.consumer(&spec).await?;
+        spec.announce_started().await;
         tokio::spawn(report_lag(consumer.clone(), self.service.clone(), spec.durable.clone(), shutdown.clone()));
         info!(durable = %spec.durable, filter = %spec.filter, "consuming");
         while !shutdown.is_cancelled() {
@@ -376,6 +377,7 @@ impl Bus {
         Fut: Future<Output = Result<Vec<(usize, String)>, HandlerError>>,
     {
         let consumer = self.consumer(&spec).await?;
+        spec.announce_started().await;
         tokio::spawn(report_lag(consumer.clone(), self.service.clone(), spec.durable.clone(), shutdown.clone()));
         info!(durable = %spec.durable, filter = %spec.filter, "consuming in batches");
         while !shutdown.is_cancelled() {
@@ -639,6 +641,41 @@ impl HandlerError {
     }
 }
 
+/// Work handed to the blocking pool that did not come back with its result.
+#[derive(Debug, thiserror::Error)]
+pub enum Interrupted {
+    /// It panicked: the same input would panic again.
+    #[error("the computation panicked: {0}")]
+    Panicked(String),
+    /// The runtime is stopping.
+    #[error("the computation was cancelled: {0}")]
+    Cancelled(String),
+}
+
+impl From<Interrupted> for HandlerError {
+    fn from(e: Interrupted) -> Self {
+        match e {
+            Interrupted::Panicked(_) => Self::permanent(e.to_string()),
+            Interrupted::Cancelled(_) => Self::Transient(e.into()),
+        }
+    }
+}
+
+/// Runs `work` (parsing, predicting, scoring, a database commit: anything that computes or waits
+/// on the disk for more than a moment) on the blocking pool, so that the runtime's threads keep
+/// serving health checks, heartbeats and other messages meanwhile.
+pub async fn off_runtime<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<Interrupted> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(Interrupted::Panicked(e.to_string()).into()),
+        Err(e) => Err(Interrupted::Cancelled(e.to_string()).into()),
+    }
+}
+
 impl From<anyhow::Error> for HandlerError {
     fn from(e: anyhow::Error) -> Self {
         Self::Transient(e)
@@ -666,6 +703,9 @@ pub struct ConsumerSpec {
     pub batch: usize,
     /// Pull one message at a time, only when idle (work queues of long jobs).
     pub one_at_a_time: bool,
+    /// Told the durable name once the consumer is in place on the server and about to pull: what
+    /// a service's readiness waits for ([`crate::service::Service`] sets it).
+    pub started: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 impl ConsumerSpec {
@@ -686,6 +726,14 @@ impl ConsumerSpec {
             deliver_policy: consumer::DeliverPolicy::All,
             batch: 20,
             one_at_a_time: false,
+            started: None,
+        }
+    }
+
+    async fn announce_started(&self) {
+        if let Some(started) = &self.started {
+            // Nobody listening any more (the service is stopping) is not this consumer's concern.
+            let _ = started.send(self.durable.clone()).await;
         }
     }
 }

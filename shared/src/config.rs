@@ -123,7 +123,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `message` as a request carrying `token` as a bearer token, when there is one.
 pub fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(message);
+    let mut req = crate::telemetry::traced(message);
     if let Some(t) = token.filter(|t| !t.is_empty())
         && let Ok(v) = format!("Bearer {t}").parse()
     {

@@ -2,7 +2,6 @@
 //! tail`, the demo, the tests and the monitor's dashboard show of the cascade.
 
 use mlops_proto as pb;
-use prost::Message as _;
 
 /// One decoded event.
 #[derive(Debug, Clone)]
@@ -23,6 +22,7 @@ pub enum Decoded {
     Validated(pb::DataValidated),
     Rejected(pb::DataRejected),
     Trained(pb::ModelTrained),
+    Registered(pb::ModelRegistered),
     Evaluated(pb::ModelEvaluated),
     Promoted(pb::ModelPromoted),
     RolledBack(pb::ModelRolledBack),
@@ -42,120 +42,94 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
     let kind = parts.get(2..4).map(|p| p.join(".")).unwrap_or_default();
     let pipeline = parts.get(4).copied().unwrap_or_default().to_owned();
     let (summary, payload) = match kind.as_str() {
-        "data.ingested" => match pb::DataIngested::decode(payload) {
-            Ok(e) => (
-                format!("dataset {} ({} bytes, {})", short(&e.dataset_id), e.size_bytes, e.source),
-                Decoded::Ingested(e),
-            ),
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "data.validated" => match pb::DataValidated::decode(payload) {
-            Ok(e) => (format!("dataset {} accepted, {} rows", short(&e.dataset_id), e.rows), Decoded::Validated(e)),
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "data.rejected" => match pb::DataRejected::decode(payload) {
-            Ok(e) => (format!("dataset {} rejected: {}", short(&e.dataset_id), e.reason), Decoded::Rejected(e)),
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "model.trained" => match pb::ModelTrained::decode(payload) {
-            Ok(e) => {
-                let (metric, value) = e
-                    .holdout_metrics
-                    .as_ref()
-                    .and_then(|m| crate::scoring::headline(|k| m.values.get(k).copied()))
-                    .unwrap_or(("metric", f64::NAN));
-                let metric = if metric == "roc_auc" { "AUC" } else { metric };
-                (
-                    format!(
-                        "artifact {} by {} in {} ms, holdout {metric} {value:.3}",
-                        short(&e.artifact_sha256),
-                        e.trainer_id,
-                        e.training_millis
-                    ),
-                    Decoded::Trained(e),
-                )
-            }
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "model.evaluated" => match pb::ModelEvaluated::decode(payload) {
-            Ok(e) => {
-                let checks: Vec<String> =
-                    e.checks.iter().map(|c| format!("{} {}", if c.passed { "✓" } else { "✗" }, c.detail)).collect();
-                (
-                    format!("v{} {}: {}", e.version, if e.passed { "passed" } else { "FAILED" }, checks.join("; ")),
-                    Decoded::Evaluated(e),
-                )
-            }
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "model.promoted" => match pb::ModelPromoted::decode(payload) {
-            Ok(e) => (format!("v{} now serving (previous v{})", e.version, e.previous_version), Decoded::Promoted(e)),
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "model.rolled_back" => match pb::ModelRolledBack::decode(payload) {
-            Ok(e) => (format!("v{} -> v{}: {}", e.from_version, e.to_version, e.reason), Decoded::RolledBack(e)),
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "model.blocked" => match pb::ModelBlocked::decode(payload) {
-            Ok(e) => {
-                let d = e.decision.clone().unwrap_or_default();
-                (format!("v{} blocked by {}: {}", e.version, d.by, d.reason), Decoded::Blocked(e))
-            }
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "deployment.canary_started" => match pb::CanaryStarted::decode(payload) {
-            Ok(e) => (
-                format!("{} of v{} at {} % against v{}", e.mode, e.version, e.percent, e.champion_version),
-                Decoded::Canary(e),
-            ),
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "model.staleness_reported" => match pb::StalenessReported::decode(payload) {
-            Ok(e) => (
-                format!(
-                    "{} version(s) on dataset {}: retrain every {}{}",
-                    e.rows_by_age.len(),
-                    short(&e.dataset_id),
-                    age(e.recommended_cadence_secs),
-                    if e.cadence_is_lower_bound { " or less often" } else { "" }
-                ),
-                Decoded::Staleness(e),
-            ),
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "monitor.drift_detected" => match pb::DriftDetected::decode(payload) {
-            Ok(e) => {
-                let worst = e
-                    .features
-                    .iter()
-                    .filter(|f| f.drifted)
-                    .map(|f| format!("{} {} {:.3}", f.feature, f.method, f.score))
-                    .collect::<Vec<_>>();
-                (
-                    format!(
-                        "v{} drifted ({:.0}% of features: {})",
-                        e.version,
-                        e.drifted_share * 100.0,
-                        worst.join(", ")
-                    ),
-                    Decoded::Drift(e),
-                )
-            }
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
-        "monitor.performance_degraded" => match pb::PerformanceDegraded::decode(payload) {
-            Ok(e) => (
-                format!(
-                    "v{} {} {:.3} on delayed labels, limit {} (alert {})",
-                    e.version, e.metric, e.value, e.floor, e.alert_id
-                ),
-                Decoded::Degraded(e),
-            ),
-            Err(e) => (format!("undecodable: {e}"), Decoded::Other),
-        },
+        "data.ingested" => described(payload, Decoded::Ingested, |e: &pb::DataIngested| {
+            format!("dataset {} ({} bytes, {})", short(&e.dataset_id), e.size_bytes, e.source)
+        }),
+        "data.validated" => described(payload, Decoded::Validated, |e: &pb::DataValidated| {
+            format!("dataset {} accepted, {} rows", short(&e.dataset_id), e.rows)
+        }),
+        "data.rejected" => described(payload, Decoded::Rejected, |e: &pb::DataRejected| {
+            format!("dataset {} rejected: {}", short(&e.dataset_id), e.reason)
+        }),
+        "model.trained" => described(payload, Decoded::Trained, trained),
+        "model.registered" => described(payload, Decoded::Registered, |e: &pb::ModelRegistered| {
+            format!("v{} is artifact {}", e.version, short(&e.artifact_sha256))
+        }),
+        "model.evaluated" => described(payload, Decoded::Evaluated, evaluated),
+        "model.promoted" => described(payload, Decoded::Promoted, |e: &pb::ModelPromoted| {
+            format!("v{} now serving (previous v{})", e.version, e.previous_version)
+        }),
+        "model.rolled_back" => described(payload, Decoded::RolledBack, |e: &pb::ModelRolledBack| {
+            format!("v{} -> v{}: {}", e.from_version, e.to_version, e.reason)
+        }),
+        "model.blocked" => described(payload, Decoded::Blocked, |e: &pb::ModelBlocked| {
+            let d = e.decision.clone().unwrap_or_default();
+            format!("v{} blocked by {}: {}", e.version, d.by, d.reason)
+        }),
+        "deployment.canary_started" => described(payload, Decoded::Canary, |e: &pb::CanaryStarted| {
+            format!("{} of v{} at {} % against v{}", e.mode, e.version, e.percent, e.champion_version)
+        }),
+        "model.staleness_reported" => described(payload, Decoded::Staleness, staleness),
+        "monitor.drift_detected" => described(payload, Decoded::Drift, drift),
+        "monitor.performance_degraded" => described(payload, Decoded::Degraded, |e: &pb::PerformanceDegraded| {
+            format!(
+                "v{} {} {:.3} on delayed labels, limit {} (alert {})",
+                e.version, e.metric, e.value, e.floor, e.alert_id
+            )
+        }),
         _ => (format!("{} bytes", payload.len()), Decoded::Other),
     };
     Seen { subject: subject.to_owned(), kind, pipeline, summary, payload }
+}
+
+/// `payload` decoded as `E`, described by `describe` and kept as `wrap` makes it; a payload that
+/// does not decode is described as such.
+fn described<E: prost::Message + Default>(
+    payload: &[u8],
+    wrap: fn(E) -> Decoded,
+    describe: impl FnOnce(&E) -> String,
+) -> (String, Decoded) {
+    match E::decode(payload) {
+        Ok(e) => (describe(&e), wrap(e)),
+        Err(e) => (format!("undecodable: {e}"), Decoded::Other),
+    }
+}
+
+fn trained(e: &pb::ModelTrained) -> String {
+    let (metric, value) = e
+        .holdout_metrics
+        .as_ref()
+        .and_then(|m| crate::scoring::headline(|k| m.values.get(k).copied()))
+        .unwrap_or(("metric", f64::NAN));
+    let metric = if metric == "roc_auc" { "AUC" } else { metric };
+    format!(
+        "artifact {} by {} in {} ms, holdout {metric} {value:.3}",
+        short(&e.artifact_sha256),
+        e.trainer_id,
+        e.training_millis
+    )
+}
+
+fn evaluated(e: &pb::ModelEvaluated) -> String {
+    let checks: Vec<String> =
+        e.checks.iter().map(|c| format!("{} {}", if c.passed { "✓" } else { "✗" }, c.detail)).collect();
+    format!("v{} {}: {}", e.version, if e.passed { "passed" } else { "FAILED" }, checks.join("; "))
+}
+
+fn staleness(e: &pb::StalenessReported) -> String {
+    format!(
+        "{} version(s) on dataset {}: retrain every {}{}",
+        e.rows_by_age.len(),
+        short(&e.dataset_id),
+        age(e.recommended_cadence_secs),
+        if e.cadence_is_lower_bound { " or less often" } else { "" }
+    )
+}
+
+fn drift(e: &pb::DriftDetected) -> String {
+    let worst: Vec<String> =
+        e.features.iter().filter(|f| f.drifted).map(|f| format!("{} {} {:.3}", f.feature, f.method, f.score)).collect();
+    format!("v{} drifted ({:.0}% of features: {})", e.version, e.drifted_share * 100.0, worst.join(", "))
 }
 
 /// A duration in seconds for people: `42s`, `3m 5s`, `2h 10m`, `4d 3h`.

@@ -52,8 +52,22 @@ async fn metrics() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 
+/// Runs a request that carries a W3C `traceparent` (gRPC metadata or an HTTP header) inside a
+/// `request` span continuing that trace, so a call between services joins the caller's trace.
+/// Requests without one get no span: the serving hot path pays nothing.
+async fn continue_trace(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use tracing::Instrument as _;
+    let Some(parent) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+        return next.run(req).await;
+    };
+    let span = tracing::info_span!("request", path = %req.uri().path());
+    crate::telemetry::set_parent(&span, &parent);
+    next.run(req).instrument(span).await
+}
+
 /// Serves `router` (HTTP/1.1 and h2c, so gRPC shares the port; over TLS when `tls` is given, h2 or
-/// HTTP/1.1 by ALPN) until `shutdown` fires, then lets in-flight requests finish.
+/// HTTP/1.1 by ALPN) until `shutdown` fires, then lets in-flight requests finish. A request that
+/// carries a trace context continues that trace.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -61,6 +75,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use axum::serve::ListenerExt as _;
+    let router = router.layer(axum::middleware::from_fn(continue_trace));
     let stop = async move { shutdown.cancelled().await };
     match tls {
         Some(config) => {

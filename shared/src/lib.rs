@@ -40,20 +40,48 @@ pub fn now_unix_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A failure of a service's own redb file, or of a record in it, kept typed (not flattened to a
+/// message) so that callers can tell a full disk from a corrupt row.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Redb(#[from] redb::Error),
+    #[error("a stored record does not decode: {0}")]
+    Record(#[from] serde_json::Error),
+}
+
 /// Implements `From` for every redb error type (and `serde_json::Error`, for JSON-encoded rows)
-/// into `$target`, built from the message by `$wrap`: the one error mapping the services that own a
-/// redb file share. The caller's crate must depend on `redb` and `serde_json`.
+/// into `$target` through [`DbError`], which `$target` must convert from (`#[from] DbError`): the
+/// one error mapping the services that own a redb file share. The caller's crate must depend on
+/// `redb` and `serde_json`.
 #[macro_export]
 macro_rules! redb_errors {
-    ($target:ty, $wrap:expr) => {
-        $crate::redb_errors!(@impl $target, $wrap; redb::Error, redb::DatabaseError, redb::TransactionError,
+    ($target:ty) => {
+        $crate::redb_errors!(@impl $target; redb::Error, redb::DatabaseError, redb::TransactionError,
             redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
     };
-    (@impl $target:ty, $wrap:expr; $($t:ty),*) => {$(
+    (@impl $target:ty; $($t:ty),*) => {$(
         impl From<$t> for $target {
             fn from(e: $t) -> Self {
-                ($wrap)(e.to_string())
+                $crate::DbError::from(e).into()
             }
         }
     )*};
 }
+
+macro_rules! db_error_from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for DbError {
+            fn from(e: $t) -> Self {
+                Self::Redb(e.into())
+            }
+        }
+    )*};
+}
+db_error_from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -65,6 +65,17 @@ pub fn current_traceparent() -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// `message` as a gRPC request carrying the current span's W3C trace context (`traceparent`
+/// metadata), so that the service it goes to continues the same trace ([`crate::http::serve`]
+/// picks it up).
+pub fn traced<T>(message: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Some(tp) = current_traceparent().and_then(|tp| tp.parse().ok()) {
+        req.metadata_mut().insert("traceparent", tp);
+    }
+    req
+}
+
 /// Makes the trace in `traceparent` the parent of `span`. Invalid values are ignored.
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);

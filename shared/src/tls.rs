@@ -1,10 +1,11 @@
 //! TLS on every service's one port, gRPC and HTTP alike: a service given `--tls-cert` and
 //! `--tls-key` (PEM) serves only TLS, offering h2 and http/1.1 by ALPN; a client reaching an
-//! `https://` URL trusts the CA file named by `--tls-ca` / `MLOPS_TLS_CA`, or the system's roots.
+//! `https://` URL trusts the CA file named by `--tls-ca` / `MLOPS_TLS_CA`, passed to it
+//! explicitly ([`endpoint`]), or the system's roots.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -35,11 +36,8 @@ pub struct TlsArgs {
 
 impl TlsArgs {
     /// The server configuration, `None` without a certificate; a half-given pair or an unreadable
-    /// file is an error naming the setting. It also makes `ca` this process's trusted CA.
+    /// file is an error naming the setting.
     pub fn server_config(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
-        if let Some(ca) = &self.tls_ca {
-            trust_ca(ca.clone());
-        }
         let (cert, key) = match (&self.tls_cert, &self.tls_key) {
             (None, None) => return Ok(None),
             (Some(_), None) => bail!("MLOPS_TLS_CERT (--tls-cert) is set but MLOPS_TLS_KEY (--tls-key) is not"),
@@ -67,39 +65,20 @@ impl TlsArgs {
     }
 }
 
-/// The CA this process trusts for `https://` URLs, when set in code rather than by env.
-static CLIENT_CA: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// Trusts the PEM CA certificates in `path` for every `https://` call this process makes from
-/// now on (instead of `MLOPS_TLS_CA` or the system's roots).
-pub fn trust_ca(path: PathBuf) {
-    *CLIENT_CA.lock().expect("no panic while holding the lock") = Some(path);
-}
-
-/// The trusted CA file: set by [`trust_ca`], else `MLOPS_TLS_CA`.
-pub fn client_ca() -> Option<PathBuf> {
-    let set = CLIENT_CA.lock().expect("no panic while holding the lock").clone();
-    set.or_else(|| std::env::var_os("MLOPS_TLS_CA").filter(|v| !v.is_empty()).map(PathBuf::from))
-}
-
-/// The PEM bytes of the trusted CA file, when one is set.
-pub fn client_ca_pem() -> anyhow::Result<Option<Vec<u8>>> {
-    client_ca().map(|p| read_ca(&p)).transpose()
-}
-
-fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
+/// The PEM bytes of the CA file at `path`, or an error naming the setting.
+pub fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading the TLS CA file {} (MLOPS_TLS_CA)", path.display()))
 }
 
-/// A gRPC endpoint for `url`: plain for `http://`, TLS for `https://` trusting [`client_ca`] or,
-/// without one, the system's roots.
-pub fn endpoint(url: &str) -> anyhow::Result<tonic::transport::Endpoint> {
+/// A gRPC endpoint for `url`: plain for `http://`, TLS for `https://` trusting the PEM CA
+/// certificates in the file `ca` or, without one, the system's roots.
+pub fn endpoint(url: &str, ca: Option<&Path>) -> anyhow::Result<tonic::transport::Endpoint> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
     let endpoint = Endpoint::from_shared(url.to_owned()).with_context(|| format!("invalid URL {url:?}"))?;
     if !url.starts_with("https://") {
         return Ok(endpoint);
     }
-    let tls = match client_ca_pem()? {
+    let tls = match ca.map(read_ca).transpose()? {
         Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
         None => ClientTlsConfig::new().with_native_roots(),
     };

@@ -9,17 +9,8 @@ use mlops_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::Deployer;
-use crate::rest::ApiError;
+use crate::error::DeployerError;
 use crate::serving::{Column, Models, PredictionLog};
-
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Self {
-        match e.0 {
-            axum::http::StatusCode::NOT_FOUND => Status::not_found(e.1),
-            _ => Status::invalid_argument(e.1),
-        }
-    }
-}
 
 /// OIP v2 over gRPC.
 pub struct Inference(pub Arc<Deployer>);
@@ -45,7 +36,7 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         req: Request<oip::ModelReadyRequest>,
     ) -> Result<Response<oip::ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        let ready = crate::rest::find(&self.0, &r.name, Some(&r.version)).is_ok();
+        let ready = self.0.models.find(&r.name, Some(&r.version)).is_ok();
         Ok(Response::new(oip::ModelReadyResponse { ready }))
     }
 
@@ -66,7 +57,7 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
     ) -> Result<Response<oip::ModelMetadataResponse>, Status> {
         use oip::model_metadata_response::TensorMetadata;
         let r = req.into_inner();
-        let model = crate::rest::find(&self.0, &r.name, Some(&r.version))?;
+        let model = self.0.models.find(&r.name, Some(&r.version))?;
         let inputs = model
             .artifact
             .manifest
@@ -74,10 +65,7 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
             .iter()
             .map(|f| TensorMetadata {
                 name: f.name.clone(),
-                datatype: match f.kind {
-                    mlops_shared::spec::FeatureKind::Numeric => "FP64".into(),
-                    mlops_shared::spec::FeatureKind::Categorical => "BYTES".into(),
-                },
+                datatype: crate::serving::oip_datatype(f.kind).into(),
                 shape: vec![-1],
             })
             .collect();
@@ -131,11 +119,10 @@ pub fn infer_message(
         shaped.push((t.name.clone(), t.shape.clone(), col));
     }
     let inputs = match crate::serving::matrix_columns(models, &r.model_name, &shaped) {
-        Some(columns) => columns.map_err(Status::invalid_argument)?,
+        Some(columns) => columns?,
         None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
     };
-    let (model, scored) = crate::serving::infer(models, log, &r.model_name, Some(&r.model_version), inputs)
-        .map_err(|(missing, e)| if missing { Status::not_found(e) } else { Status::invalid_argument(e) })?;
+    let (model, scored) = crate::serving::infer(models, log, &r.model_name, Some(&r.model_version), inputs)?;
     let n = scored.scores.len() as i64;
     metrics::histogram!("mlops_inference_seconds", "protocol" => "grpc").record(started.elapsed().as_secs_f64());
     let tensor = |name: &str, datatype: &str, contents: Option<oip::InferTensorContents>| InferOutputTensor {
@@ -276,7 +263,7 @@ fn deployment(route: &crate::serving::Route) -> pb::Deployment {
 impl DeployerApi {
     fn current(&self, pipeline: &str) -> Result<pb::Deployment, Status> {
         let route =
-            self.0.models.route(pipeline).ok_or_else(|| Status::not_found(format!("`{pipeline}` is not served")))?;
+            self.0.models.route(pipeline).ok_or_else(|| DeployerError::NotServed { pipeline: pipeline.into() })?;
         Ok(deployment(&route))
     }
 }
@@ -307,64 +294,14 @@ impl pb::deployer_server::Deployer for DeployerApi {
     async fn deploy(&self, req: Request<pb::DeployRequest>) -> Result<Response<pb::Deployment>, Status> {
         self.0.admin.authorize(req.metadata(), "Deploy")?;
         let r = req.into_inner();
-        let get = pb::GetModelVersionRequest {
-            pipeline: r.pipeline.clone(),
-            selector: Some(pb::get_model_version_request::Selector::Version(r.version)),
-        };
-        let v = self.0.registry.clone().get_model_version(get).await?.into_inner();
-        self.0.load(&v.pipeline, v.version, &v.artifact_sha256).await.map_err(|e| {
-            if crate::bad_artifact(&e) {
-                Status::failed_precondition(format!("version {} is not servable: {e:#}", v.version))
-            } else {
-                Status::unavailable(format!("{e:#}"))
-            }
-        })?;
-        let reason =
-            if r.reason.is_empty() { "deployed by hand".to_owned() } else { format!("deployed by hand: {}", r.reason) };
-        let model = crate::release::ModelRef { version: v.version, sha256: v.artifact_sha256 };
-        let id = format!("deploy-{}-{}-{}", r.pipeline, r.version, mlops_shared::now_unix_ms());
-        self.0.promote_now(&r.pipeline, model, &reason, &mlops_shared::events::EventContext::new_run(id)).await?;
+        self.0.deploy(&r.pipeline, r.version, &r.reason).await?;
         Ok(Response::new(self.current(&r.pipeline)?))
     }
 
     async fn set_traffic(&self, req: Request<pb::SetTrafficRequest>) -> Result<Response<pb::Deployment>, Status> {
         self.0.admin.authorize(req.metadata(), "SetTraffic")?;
         let r = req.into_inner();
-        let percent = r.canary_percent;
-        if !(0.0..=100.0).contains(&percent) {
-            return Err(Status::invalid_argument(format!("canary percent {percent} is not in [0, 100]")));
-        }
-        let route = self
-            .0
-            .models
-            .route(&r.pipeline)
-            .ok_or_else(|| Status::not_found(format!("`{}` is not served", r.pipeline)))?;
-        let Some(release) = &route.release else {
-            return Err(Status::failed_precondition(format!(
-                "`{}` has no canary or shadow release running (releases start when a version passes its gates under `deployment.strategy: canary`)",
-                r.pipeline
-            )));
-        };
-        let version = release.model.version;
-        let by_hand = |what: &str| if r.reason.is_empty() { what.to_owned() } else { format!("{what}: {}", r.reason) };
-        if percent == 0.0 {
-            self.0.conclude(&r.pipeline, version, false, &by_hand("rolled back by hand")).await?;
-        } else if percent == 100.0 {
-            self.0.conclude(&r.pipeline, version, true, &by_hand("promoted by hand")).await?;
-        } else {
-            self.0
-                .change_route(&r.pipeline, |current| {
-                    let mut next = current.cloned().ok_or_else(|| Status::not_found("no route"))?;
-                    let Some(rel) = next.release.as_mut().filter(|x| x.model.version == version) else {
-                        return Err(Status::failed_precondition("the release ended meanwhile"));
-                    };
-                    rel.percent = percent;
-                    next.updated_ms = mlops_shared::now_unix_ms();
-                    next.reason = by_hand(&format!("traffic set to {percent} %"));
-                    Ok(Some(next))
-                })
-                .await?;
-        }
+        self.0.set_traffic(&r.pipeline, r.canary_percent, &r.reason).await?;
         Ok(Response::new(self.current(&r.pipeline)?))
     }
 }

@@ -1,9 +1,6 @@
-//! MLflow-style scoring: `POST /invocations` with a JSON body in one of MLflow's four layouts —
-//! `dataframe_split`, `dataframe_records`, `instances`, `inputs` — or `text/csv` with a header
-//! row. The answer is `{"predictions": [...]}` (the positive class's probability, or the value for
-//! a regression model), with `labels`, `prediction_ids` and `model_version` beside it. The
-//! pipeline is `?pipeline=NAME` (or `/models/NAME/invocations`); when the deployer serves one
-//! pipeline it may be left out. Columns the model does not take (ids, the label) are ignored.
+//! MLflow-style scoring: `POST /invocations` (or `/models/NAME/invocations`) with a JSON body in
+//! one of MLflow's four layouts, or `text/csv` with a header row, answered as `{"predictions":
+//! [...]}` with `labels`, `prediction_ids` and `model_version` beside it.
 
 use std::sync::Arc;
 
@@ -13,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value as Json_, json};
 
 use crate::Deployer;
+use crate::error::DeployerError;
 use crate::rest::ApiError;
 use crate::serving::{Column, Models, PredictionLog};
 
@@ -20,11 +18,13 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
+/// Which pipeline to score: `?pipeline=NAME`, which may be left out when the deployer serves one.
 #[derive(serde::Deserialize)]
 pub struct Which {
     pipeline: Option<String>,
 }
 
+/// `POST /invocations`: scores the rows of the body with the pipeline `?pipeline=` names.
 pub async fn invocations(
     State(d): State<Arc<Deployer>>,
     Query(which): Query<Which>,
@@ -52,6 +52,7 @@ pub async fn invocations(
     score(&d, &pipeline, &headers, &body)
 }
 
+/// `POST /models/{pipeline}/invocations`.
 pub async fn model_invocations(
     State(d): State<Arc<Deployer>>,
     Path(pipeline): Path<String>,
@@ -67,7 +68,9 @@ fn score(d: &Deployer, pipeline: &str, headers: &HeaderMap, body: &[u8]) -> Resu
 }
 
 /// Answers an MLflow-style `/invocations` body (`application/json` or `text/csv`) with what
-/// `models` serve for `pipeline`, logging to `log`; tests and fuzz targets drive it directly.
+/// `models` serve for `pipeline`, logging to `log`; tests and fuzz targets drive it directly. The
+/// answer holds the positive class's probability, or the value for a regression model; columns
+/// the model does not take (ids, the label) are ignored.
 pub fn score_body(
     models: &Models,
     log: &PredictionLog,
@@ -76,9 +79,7 @@ pub fn score_body(
     body: &[u8],
 ) -> Result<Json_, ApiError> {
     let started = std::time::Instant::now();
-    let model = models
-        .get(pipeline)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("model `{pipeline}` is not served")))?;
+    let model = models.get(pipeline).ok_or_else(|| DeployerError::NotServed { pipeline: pipeline.into() })?;
     let records = if content_type.starts_with("text/csv") {
         csv_records(body)?
     } else if content_type.starts_with("application/json") {
@@ -136,8 +137,7 @@ pub fn score_body(
         };
         inputs.push((f.name.clone(), col));
     }
-    let (model, scored) = crate::serving::infer(models, log, pipeline, None, inputs)
-        .map_err(|(missing, e)| ApiError(if missing { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, e))?;
+    let (model, scored) = crate::serving::infer(models, log, pipeline, None, inputs)?;
     metrics::histogram!("mlops_inference_seconds", "protocol" => "invocations").record(started.elapsed().as_secs_f64());
     let mut out = json!({
         "predictions": scored.scores,
@@ -152,6 +152,33 @@ pub fn score_body(
 
 type Record = Map<String, Json_>;
 
+/// The layouts of an MLflow JSON body, each named by its one top-level key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `{"columns": [...], "data": [[...], ...]}`.
+    DataframeSplit,
+    /// A list of row objects.
+    DataframeRecords,
+    /// A list of row objects, or one object of equal-length columns.
+    Instances,
+    /// As `instances`.
+    Inputs,
+}
+
+impl Layout {
+    const ALL: [Layout; 4] = [Layout::DataframeSplit, Layout::DataframeRecords, Layout::Instances, Layout::Inputs];
+
+    /// The layout's key in the body.
+    fn as_str(self) -> &'static str {
+        match self {
+            Layout::DataframeSplit => "dataframe_split",
+            Layout::DataframeRecords => "dataframe_records",
+            Layout::Instances => "instances",
+            Layout::Inputs => "inputs",
+        }
+    }
+}
+
 /// The rows of an MLflow JSON body, as column → cell maps.
 fn json_records(value: Json_) -> Result<Vec<Record>, ApiError> {
     let Json_::Object(mut top) = value else {
@@ -159,53 +186,54 @@ fn json_records(value: Json_) -> Result<Vec<Record>, ApiError> {
             "the body must be a JSON object with `dataframe_split`, `dataframe_records`, `instances` or `inputs`",
         ));
     };
-    let keys = ["dataframe_split", "dataframe_records", "instances", "inputs"];
-    let present: Vec<&str> = keys.iter().copied().filter(|k| top.contains_key(*k)).collect();
-    let [key] = present.as_slice() else {
+    let present: Vec<Layout> = Layout::ALL.into_iter().filter(|l| top.contains_key(l.as_str())).collect();
+    let [layout] = present[..] else {
+        let found: Vec<&str> = present.iter().map(|l| l.as_str()).collect();
         return Err(bad(format!(
             "give exactly one of `dataframe_split`, `dataframe_records`, `instances`, `inputs` (found {})",
-            if present.is_empty() { "none".to_owned() } else { present.join(", ") }
+            if found.is_empty() { "none".to_owned() } else { found.join(", ") }
         )));
     };
-    let body = top.remove(*key).unwrap_or_default();
-    match *key {
-        "dataframe_split" => {
-            let Json_::Object(split) = body else { return Err(bad("`dataframe_split` must be an object")) };
-            let columns: Vec<String> = match split.get("columns") {
-                Some(Json_::Array(c)) => c
-                    .iter()
-                    .map(|v| {
-                        v.as_str().map(str::to_owned).ok_or_else(|| bad("`dataframe_split.columns` must be strings"))
-                    })
-                    .collect::<Result<_, _>>()?,
-                _ => return Err(bad("`dataframe_split.columns` is missing")),
-            };
-            let Some(Json_::Array(data)) = split.get("data") else {
-                return Err(bad("`dataframe_split.data` is missing"));
-            };
-            data.iter()
-                .enumerate()
-                .map(|(i, row)| match row {
-                    Json_::Array(cells) if cells.len() == columns.len() => {
-                        Ok(columns.iter().cloned().zip(cells.iter().cloned()).collect())
-                    }
-                    Json_::Array(cells) => Err(bad(format!(
-                        "`dataframe_split.data` row {i} has {} values for {} columns",
-                        cells.len(),
-                        columns.len()
-                    ))),
-                    _ => Err(bad(format!("`dataframe_split.data` row {i} is not an array"))),
-                })
-                .collect()
-        }
-        "dataframe_records" => records_list(body, "dataframe_records"),
-        // `instances` and `inputs`: a list of row objects, or one object of equal-length columns.
-        key => match body {
+    let key = layout.as_str();
+    let body = top.remove(key).unwrap_or_default();
+    match layout {
+        Layout::DataframeSplit => dataframe_split(body),
+        Layout::DataframeRecords => records_list(body, key),
+        Layout::Instances | Layout::Inputs => match body {
             Json_::Array(_) => records_list(body, key),
             Json_::Object(columns) => columnar(columns, key),
             _ => Err(bad(format!("`{key}` must be a list of rows or an object of columns"))),
         },
     }
+}
+
+/// The rows of a `dataframe_split` body: named columns, then rows of as many values.
+fn dataframe_split(body: Json_) -> Result<Vec<Record>, ApiError> {
+    let Json_::Object(split) = body else { return Err(bad("`dataframe_split` must be an object")) };
+    let columns: Vec<String> = match split.get("columns") {
+        Some(Json_::Array(c)) => c
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| bad("`dataframe_split.columns` must be strings")))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad("`dataframe_split.columns` is missing")),
+    };
+    let Some(Json_::Array(data)) = split.get("data") else {
+        return Err(bad("`dataframe_split.data` is missing"));
+    };
+    data.iter()
+        .enumerate()
+        .map(|(i, row)| match row {
+            Json_::Array(cells) if cells.len() == columns.len() => {
+                Ok(columns.iter().cloned().zip(cells.iter().cloned()).collect())
+            }
+            Json_::Array(cells) => Err(bad(format!(
+                "`dataframe_split.data` row {i} has {} values for {} columns",
+                cells.len(),
+                columns.len()
+            ))),
+            _ => Err(bad(format!("`dataframe_split.data` row {i} is not an array"))),
+        })
+        .collect()
 }
 
 fn records_list(body: Json_, key: &str) -> Result<Vec<Record>, ApiError> {

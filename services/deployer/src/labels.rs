@@ -1,9 +1,6 @@
 //! Delayed ground truth during a release: every replica listens to `labels.arrived` and scores the
 //! predictions it made in the release that the labels name, for both models (and for both answers
-//! of a mirrored row), so the live comparison judges quality as soon as labels come. Best effort
-//! by design: a label for a prediction another replica made, or made before the release, is not
-//! this replica's to count, and labels published while a replica is disconnected are missed here.
-//! The monitor's durable consumer keeps the record of every label.
+//! of a mirrored row), so the live comparison judges quality as soon as labels come.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +13,10 @@ use tracing::{debug, warn};
 
 use crate::Deployer;
 
-/// Scores labels as they arrive, until `shutdown`.
+/// Scores labels as they arrive, until `shutdown`. Best effort by design: a label for a prediction
+/// another replica made, or made before the release, is not this replica's to count, and labels
+/// published while a replica is disconnected are missed here. The monitor's durable consumer
+/// keeps the record of every label.
 pub async fn follow_labels(d: Arc<Deployer>, shutdown: CancellationToken) {
     let subject = format!("{}.>", pb::LabelsArrived::SUBJECT_PREFIX);
     loop {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json_, json};
 
 use crate::Deployer;
+use crate::error::DeployerError;
 use crate::serving::{Column, Models, PredictionLog, Served};
 
 /// An API error: a status and a message, rendered as `{"error": message}`.
@@ -24,6 +25,27 @@ pub struct ApiError(pub StatusCode, pub String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The REST edge: what is not served is 404, what the request got wrong 400.
+impl From<DeployerError> for ApiError {
+    fn from(e: DeployerError) -> Self {
+        use DeployerError as E;
+        let status = match &e {
+            E::NotServed { .. } | E::VersionNotServed { .. } | E::UnknownVersion(_) => StatusCode::NOT_FOUND,
+            E::BadInput(_) => StatusCode::BAD_REQUEST,
+            E::Blocked(_)
+            | E::NothingToRollBackTo { .. }
+            | E::NothingToReleaseAgainst { .. }
+            | E::NoRelease { .. }
+            | E::ReleaseEnded
+            | E::BadArtifact { .. }
+            | E::RouteConflict { .. } => StatusCode::CONFLICT,
+            E::RegistryDenied(_) => StatusCode::BAD_GATEWAY,
+            E::RegistryUnavailable(_) | E::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
     }
 }
 
@@ -58,12 +80,6 @@ async fn server_metadata() -> Json<Json_> {
     Json(json!({ "name": "mlops-deployer", "version": mlops_shared::CODE_VERSION, "extensions": [] }))
 }
 
-/// The served model of `name` — the stable one, or the one of `version` when given (which may
-/// be a release in progress).
-pub(crate) fn find(d: &Deployer, name: &str, version: Option<&str>) -> Result<Arc<Served>, ApiError> {
-    d.models.pick(name, version).map(|p| p.model).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))
-}
-
 /// The OIP model metadata of a served model.
 pub(crate) fn metadata(model: &Served) -> Json_ {
     let inputs: Vec<Json_> = model
@@ -71,13 +87,7 @@ pub(crate) fn metadata(model: &Served) -> Json_ {
         .manifest
         .features
         .iter()
-        .map(|f| {
-            let datatype = match f.kind {
-                mlops_shared::spec::FeatureKind::Numeric => "FP64",
-                mlops_shared::spec::FeatureKind::Categorical => "BYTES",
-            };
-            json!({ "name": f.name, "datatype": datatype, "shape": [-1] })
-        })
+        .map(|f| json!({ "name": f.name, "datatype": crate::serving::oip_datatype(f.kind), "shape": [-1] }))
         .collect();
     json!({
         "name": model.pipeline,
@@ -92,7 +102,7 @@ pub(crate) fn metadata(model: &Served) -> Json_ {
 }
 
 async fn model_metadata(State(d): State<Arc<Deployer>>, Path(name): Path<String>) -> Result<Json<Json_>, ApiError> {
-    let model = find(&d, &name, None)?;
+    let model = d.models.find(&name, None)?;
     Ok(Json(metadata(&model)))
 }
 
@@ -100,12 +110,12 @@ async fn model_metadata_v(
     State(d): State<Arc<Deployer>>,
     Path((name, v)): Path<(String, String)>,
 ) -> Result<Json<Json_>, ApiError> {
-    let model = find(&d, &name, Some(&v))?;
+    let model = d.models.find(&name, Some(&v))?;
     Ok(Json(metadata(&model)))
 }
 
 async fn model_ready(State(d): State<Arc<Deployer>>, Path(name): Path<String>) -> Result<Json<Json_>, ApiError> {
-    find(&d, &name, None)?;
+    d.models.find(&name, None)?;
     Ok(Json(json!({ "name": name, "ready": true })))
 }
 
@@ -113,7 +123,7 @@ async fn model_ready_v(
     State(d): State<Arc<Deployer>>,
     Path((name, v)): Path<(String, String)>,
 ) -> Result<Json<Json_>, ApiError> {
-    find(&d, &name, Some(&v))?;
+    d.models.find(&name, Some(&v))?;
     Ok(Json(json!({ "name": name, "ready": true })))
 }
 
@@ -217,11 +227,10 @@ pub fn infer_body(
         shaped.push((t.name, t.shape, col));
     }
     let inputs = match crate::serving::matrix_columns(models, name, &shaped) {
-        Some(columns) => columns.map_err(bad)?,
+        Some(columns) => columns?,
         None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
     };
-    let (model, scored) = crate::serving::infer(models, log, name, version, inputs)
-        .map_err(|(missing, e)| ApiError(if missing { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, e))?;
+    let (model, scored) = crate::serving::infer(models, log, name, version, inputs)?;
     metrics::histogram!("mlops_inference_seconds", "protocol" => "rest").record(started.elapsed().as_secs_f64());
     Ok(json!({
         "model_name": model.pipeline,
@@ -296,6 +305,23 @@ fn flatten<'a>(v: &'a Json_, out: &mut Vec<&'a Json_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rest_answers_not_served_with_404_and_bad_inputs_with_400() {
+        let ApiError(status, message) = DeployerError::NotServed { pipeline: "nope".into() }.into();
+        assert_eq!((status, message.as_str()), (StatusCode::NOT_FOUND, "model `nope` is not served"));
+        let ApiError(status, _) = DeployerError::VersionNotServed {
+            pipeline: "churn".into(),
+            version: "9".into(),
+            serving: "version 1".into(),
+        }
+        .into();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let ApiError(status, message) = DeployerError::BadInput("input `age` is missing".into()).into();
+        assert_eq!((status, message.as_str()), (StatusCode::BAD_REQUEST, "input `age` is missing"));
+        let ApiError(status, _) = DeployerError::store("kv: timed out").into();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[test]
     fn python_json_reads_a_bare_nan_as_missing_and_leaves_strings_alone() {

@@ -1,26 +1,20 @@
 //! How quality falls with a model's age: the last production versions of a pipeline, scored on
 //! the newest validated data, and the retraining cadence that keeps the loss within tolerance.
-//! `mlops staleness` runs it on demand; the evaluator on the spec's schedule, publishing
-//! `model.staleness_reported`.
+//! `mlops staleness` asks for it over gRPC (`mlops.v1.Evaluator/Staleness`); the evaluator also
+//! runs it on the spec's schedule, publishing `model.staleness_reported`.
 
 use mlops_proto as pb;
-use mlops_shared::bus::HandlerError;
+use mlops_shared::bus::off_runtime;
+
+use crate::error::EvaluatorError;
 use mlops_shared::events::EventContext;
-use mlops_shared::model::holdout_split;
+use mlops_shared::model::{Artifact, holdout_split};
 use mlops_shared::runs::kv_key;
 use mlops_shared::spec::PipelineSpec;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::Evaluator;
-
-/// What to compare; the spec's `evaluation.staleness` fills what is left out.
-#[derive(Debug, Clone, Default)]
-pub struct Request {
-    pub pipeline: String,
-    pub versions: Option<u32>,
-    pub tolerance: Option<f64>,
-}
 
 /// One version's point: (version, age in seconds, metric value).
 pub type Point = (u64, f64, f64);
@@ -49,36 +43,107 @@ pub fn table(higher_is_better: bool, tolerance: f64, mut points: Vec<Point>) -> 
     (rows, cadence, all_within)
 }
 
-fn permanent(msg: String) -> HandlerError {
-    HandlerError::permanent(msg)
+/// One version compared: its number, when it was registered, its artifact, and, when its window
+/// holds the newest dataset, that dataset's place in the window and the window's bytes.
+type Compared = (u64, i64, Artifact, Option<(usize, Vec<(String, Vec<u8>)>)>);
+
+/// Scores each compared version on the rows of the newest dataset (`newest`, accepted at
+/// `newest_ms`) that none of them trained on: how many rows, and each version's point.
+fn score_by_age(
+    spec: &PipelineSpec,
+    metric: &str,
+    newest: &[(String, Vec<u8>)],
+    newest_ms: i64,
+    history: &[(String, i64)],
+    compared: Vec<Compared>,
+) -> Result<(u64, Vec<Point>), EvaluatorError> {
+    let unreadable = |e: mlops_data::DatasetError| EvaluatorError::BadData(e.to_string());
+    let frame = mlops_data::read_datasets(spec, newest).map_err(unreadable)?;
+    // Only rows no compared version trained on: a version that trained on this dataset saw all
+    // of it but its holdout.
+    let mut unseen = vec![true; frame.rows];
+    for (_, _, artifact, window) in &compared {
+        let Some((k, blobs)) = window else { continue };
+        let (_, counts) = mlops_data::read_datasets_counted(spec, blobs).map_err(unreadable)?;
+        let (_, holdout) = holdout_split(counts.iter().sum(), artifact.manifest.holdout_share, artifact.manifest.seed);
+        let mut in_holdout = vec![false; frame.rows];
+        for r in crate::measure::dataset_rows_in_holdout(&holdout, &counts, *k) {
+            in_holdout[r] = true;
+        }
+        for (u, h) in unseen.iter_mut().zip(in_holdout) {
+            *u &= h;
+        }
+    }
+    let rows: Vec<usize> = (0..frame.rows).filter(|&r| unseen[r]).collect();
+    if rows.is_empty() {
+        let (id, n) = (newest.first().map_or("", |(id, _)| id.as_str()), compared.len());
+        return Err(unanswerable(format!("no row of the newest dataset {id} is unseen by all {n} versions compared")));
+    }
+    let eval = frame.take(&rows);
+    let labels = eval.target.clone().unwrap_or_default();
+    let accepted = |id: &String| history.iter().find(|(h, _)| h == id).map(|(_, ms)| *ms);
+    let points = compared
+        .iter()
+        .map(|(version, created_unix_ms, artifact, _)| {
+            let value = mlops_shared::scoring::for_task(spec.target.task, &labels, &artifact.predict_frame(&eval))
+                .get(metric)
+                .copied()
+                .unwrap_or(f64::NAN);
+            // Its age: from the newest data it trained on to the newest data there is.
+            let trained = artifact.manifest.dataset_ids.iter().filter_map(accepted).max().unwrap_or(*created_unix_ms);
+            (*version, (newest_ms - trained).max(0) as f64 / 1000.0, value)
+        })
+        .collect();
+    Ok((rows.len() as u64, points))
+}
+
+fn unanswerable(msg: String) -> EvaluatorError {
+    EvaluatorError::Unanswerable(msg)
+}
+
+/// `mlops.v1.Evaluator`: the staleness report on request, as `mlops staleness` asks for it.
+pub struct Api(pub std::sync::Arc<Evaluator>);
+
+#[tonic::async_trait]
+impl pb::evaluator_server::Evaluator for Api {
+    async fn staleness(
+        &self,
+        req: tonic::Request<pb::StalenessRequest>,
+    ) -> Result<tonic::Response<pb::StalenessReported>, tonic::Status> {
+        Ok(tonic::Response::new(self.0.staleness(&req.into_inner()).await?))
+    }
 }
 
 impl Evaluator {
     /// Scores the last production versions of a pipeline on the rows of its newest validated
-    /// dataset that none of them trained on.
-    pub async fn staleness(&self, req: &Request) -> Result<pb::StalenessReported, HandlerError> {
+    /// dataset that none of them trained on; the spec's `evaluation.staleness` fills what the
+    /// request leaves out.
+    pub async fn staleness(&self, req: &pb::StalenessRequest) -> Result<pb::StalenessReported, EvaluatorError> {
         let p = req.pipeline.as_str();
-        let spec = self.specs.get(p).await?.ok_or_else(|| permanent(format!("pipeline `{p}` not found")))?;
+        let spec = self.specs.get(p).await?.ok_or_else(|| EvaluatorError::UnknownPipeline(p.to_owned()))?;
         let st = &spec.evaluation.staleness;
         let (keep, tolerance) = (req.versions.unwrap_or(st.versions), req.tolerance.unwrap_or(st.tolerance));
         if keep < 1 || !(tolerance > 0.0 && tolerance < 1.0) {
-            return Err(permanent("versions must be at least 1 and tolerance in (0, 1)".into()));
+            return Err(unanswerable("versions must be at least 1 and tolerance in (0, 1)".into()));
         }
         let task = spec.target.task;
         let metric = st.metric.clone().unwrap_or_else(|| task.default_metric().to_owned());
         let higher = task.higher_is_better(&metric).unwrap_or(true);
         let history = self.runs.history(p).await?;
         let Some((newest_id, newest_ms)) = history.last().cloned() else {
-            return Err(permanent(format!("pipeline `{p}` has no validated training data yet")));
+            return Err(unanswerable(format!("pipeline `{p}` has no validated training data yet")));
         };
         let listed = self
             .registry
             .clone()
-            .list_model_versions(pb::ListModelVersionsRequest { pipeline: p.into(), ..Default::default() })
+            .list_model_versions(mlops_shared::telemetry::traced(pb::ListModelVersionsRequest {
+                pipeline: p.into(),
+                ..Default::default()
+            }))
             .await
             .map_err(|s| match s.code() {
-                tonic::Code::NotFound | tonic::Code::InvalidArgument => permanent(s.message().to_owned()),
-                _ => HandlerError::Transient(anyhow::anyhow!("registry: {}", s.message())),
+                tonic::Code::NotFound | tonic::Code::InvalidArgument => unanswerable(s.message().to_owned()),
+                _ => EvaluatorError::Registry(s.message().to_owned()),
             })?
             .into_inner()
             .versions;
@@ -86,60 +151,29 @@ impl Evaluator {
         versions.sort_by_key(|v| std::cmp::Reverse(v.promoted_unix_ms));
         versions.truncate(keep as usize);
         if versions.is_empty() {
-            return Err(permanent(format!("pipeline `{p}` has had no production version yet")));
+            return Err(unanswerable(format!("pipeline `{p}` has had no production version yet")));
         }
 
         let newest = self.datasets(std::slice::from_ref(&newest_id)).await?;
-        let frame = mlops_data::read_datasets(&spec, &newest).map_err(|e| permanent(e.to_string()))?;
-        // Only rows no compared version trained on: a version that trained on this dataset saw
-        // all of it but its holdout.
-        let mut unseen = vec![true; frame.rows];
-        let mut artifacts = Vec::with_capacity(versions.len());
+        // Each version's artifact, and its window when that holds the newest dataset.
+        let mut compared = Vec::with_capacity(versions.len());
         for v in &versions {
             let artifact = self.load(&v.artifact_sha256).await?;
             let ids = &artifact.manifest.dataset_ids;
-            if let Some(k) = ids.iter().position(|d| *d == newest_id) {
-                let blobs = self.datasets(ids).await?;
-                let (_, counts) =
-                    mlops_data::read_datasets_counted(&spec, &blobs).map_err(|e| permanent(e.to_string()))?;
-                let total = counts.iter().sum();
-                let (_, holdout) = holdout_split(total, artifact.manifest.holdout_share, artifact.manifest.seed);
-                let kept = crate::measure::dataset_rows_in_holdout(&holdout, &counts, k);
-                let mut in_holdout = vec![false; frame.rows];
-                for r in kept {
-                    in_holdout[r] = true;
-                }
-                for (u, h) in unseen.iter_mut().zip(in_holdout) {
-                    *u &= h;
-                }
-            }
-            artifacts.push(artifact);
+            let window = match ids.iter().position(|d| *d == newest_id) {
+                Some(k) => Some((k, self.datasets(ids).await?)),
+                None => None,
+            };
+            compared.push((v.version, v.created_unix_ms, artifact, window));
         }
-        let rows: Vec<usize> = (0..frame.rows).filter(|&r| unseen[r]).collect();
-        if rows.is_empty() {
-            return Err(permanent(format!(
-                "no row of the newest dataset {newest_id} is unseen by all {} versions compared",
-                versions.len()
-            )));
-        }
-        let eval = frame.take(&rows);
-        let labels = eval.target.clone().unwrap_or_default();
-        let accepted = |id: &String| history.iter().find(|(h, _)| h == id).map(|(_, ms)| *ms);
-        let mut points = Vec::with_capacity(versions.len());
-        for (v, artifact) in versions.iter().zip(&artifacts) {
-            let value = mlops_shared::scoring::for_task(task, &labels, &artifact.predict_frame(&eval))
-                .get(&metric)
-                .copied()
-                .unwrap_or(f64::NAN);
-            // Its age: from the newest data it trained on to the newest data there is.
-            let trained = artifact.manifest.dataset_ids.iter().filter_map(accepted).max().unwrap_or(v.created_unix_ms);
-            points.push((v.version, (newest_ms - trained).max(0) as f64 / 1000.0, value));
-        }
+        let (spec, scored_metric) = (spec.clone(), metric.clone());
+        let (rows, points) =
+            off_runtime(move || score_by_age(&spec, &scored_metric, &newest, newest_ms, &history, compared)).await?;
         let (rows_by_age, cadence, lower_bound) = table(higher, tolerance, points);
         Ok(pb::StalenessReported {
             pipeline: p.into(),
             dataset_id: newest_id,
-            rows: rows.len() as u64,
+            rows,
             metric,
             tolerance,
             rows_by_age,
@@ -159,19 +193,19 @@ impl Evaluator {
         .await;
     }
 
-    async fn fire_staleness(&self, spec: &PipelineSpec) -> Result<(), HandlerError> {
+    async fn fire_staleness(&self, spec: &PipelineSpec) -> Result<(), EvaluatorError> {
         let Some(Ok(cron)) = spec.evaluation.staleness.cron() else { return Ok(()) };
         let p = spec.name.as_str();
         let key = format!("staleness.{}", kv_key(p));
         let Some(due) = self.slots.due(&key, &cron).await? else { return Ok(()) };
-        match self.staleness(&Request { pipeline: p.into(), ..Default::default() }).await {
+        match self.staleness(&pb::StalenessRequest { pipeline: p.into(), ..Default::default() }).await {
             Ok(report) => {
                 let id = format!("staleness-{p}-{}", due.slot_ms);
                 self.bus.publish(&id, &EventContext::new_run(id.clone()), &report).await?;
                 info!(pipeline = p, cadence_secs = report.recommended_cadence_secs, "staleness reported");
             }
             // Nothing to compare yet is not worth retrying until the next slot.
-            Err(HandlerError::Permanent(why)) => info!(pipeline = p, %why, "staleness not reported"),
+            Err(e) if e.is_permanent() => info!(pipeline = p, why = %e, "staleness not reported"),
             Err(e) => return Err(e),
         }
         self.slots.fired(&key, due).await;

@@ -8,6 +8,34 @@ use serde::{Deserialize, Serialize};
 
 const DATASETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("datasets");
 
+/// What validation said of a dataset version (stored as `pending`, `accepted` or `rejected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Not validated yet.
+    Pending,
+    /// Validated: may be trained on.
+    Accepted,
+    /// Quarantined with its report: never trained on.
+    Rejected,
+}
+
+impl Verdict {
+    /// The name in the API and the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// Reads a verdict's name, as a list request filters by it.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Pending, Self::Accepted, Self::Rejected].into_iter().find(|v| v.as_str() == name)
+    }
+}
+
 /// A catalogued dataset version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRecord {
@@ -17,8 +45,7 @@ pub struct DatasetRecord {
     pub format: String,
     pub size_bytes: u64,
     pub arrived_unix_ms: i64,
-    /// "pending", "accepted" or "rejected".
-    pub verdict: String,
+    pub verdict: Verdict,
     pub rows: u64,
     pub verdict_detail: String,
     /// Whether `data.ingested` was acknowledged by the stream.
@@ -38,9 +65,9 @@ fn training() -> String {
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]
 #[error("catalog database: {0}")]
-pub struct CatalogError(String);
+pub struct CatalogError(#[from] mlops_shared::DbError);
 
-mlops_shared::redb_errors!(CatalogError, CatalogError);
+mlops_shared::redb_errors!(CatalogError);
 
 /// The catalog database.
 pub struct Catalog {
@@ -99,7 +126,7 @@ impl Catalog {
         &self,
         id: &str,
         pipeline: &str,
-        verdict: &str,
+        verdict: Verdict,
         rows: u64,
         detail: &str,
         report_hex: String,
@@ -111,7 +138,7 @@ impl Catalog {
                 Some(v) => serde_json::from_slice(v.value())?,
                 None => return Ok(false),
             };
-            record.verdict = verdict.into();
+            record.verdict = verdict;
             record.rows = rows;
             record.verdict_detail = detail.into();
             record.report_hex = report_hex;
@@ -121,14 +148,14 @@ impl Catalog {
         Ok(true)
     }
 
-    /// Rows filtered by pipeline and verdict (empty matches all), oldest arrival first.
-    pub fn list(&self, pipeline: &str, verdict: &str) -> Result<Vec<DatasetRecord>, CatalogError> {
+    /// Rows filtered by pipeline (empty matches all) and verdict, oldest arrival first.
+    pub fn list(&self, pipeline: &str, verdict: Option<Verdict>) -> Result<Vec<DatasetRecord>, CatalogError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DATASETS)?;
         let mut out = Vec::new();
         for kv in table.iter()? {
             let r: DatasetRecord = serde_json::from_slice(kv?.1.value())?;
-            if (pipeline.is_empty() || r.pipeline == pipeline) && (verdict.is_empty() || r.verdict == verdict) {
+            if (pipeline.is_empty() || r.pipeline == pipeline) && verdict.is_none_or(|v| r.verdict == v) {
                 out.push(r);
             }
         }
@@ -153,7 +180,7 @@ mod tests {
             format: "csv".into(),
             size_bytes: 3,
             arrived_unix_ms: 5,
-            verdict: "pending".into(),
+            verdict: Verdict::Pending,
             rows: 0,
             verdict_detail: String::new(),
             published: true,
@@ -161,13 +188,13 @@ mod tests {
             environment: "training".into(),
         };
         c.put(&r).unwrap();
-        assert!(c.set_verdict("abc", "churn", "accepted", 10, "", String::new()).unwrap());
-        assert!(!c.set_verdict("zzz", "churn", "accepted", 10, "", String::new()).unwrap());
+        assert!(c.set_verdict("abc", "churn", Verdict::Accepted, 10, "", String::new()).unwrap());
+        assert!(!c.set_verdict("zzz", "churn", Verdict::Accepted, 10, "", String::new()).unwrap());
         drop(c);
         let c = Catalog::open(&path).unwrap();
-        assert_eq!(c.find("abc").unwrap().unwrap().verdict, "accepted");
-        assert_eq!(c.list("churn", "accepted").unwrap().len(), 1);
-        assert!(c.list("churn", "rejected").unwrap().is_empty());
+        assert_eq!(c.find("abc").unwrap().unwrap().verdict, Verdict::Accepted);
+        assert_eq!(c.list("churn", Some(Verdict::Accepted)).unwrap().len(), 1);
+        assert!(c.list("churn", Some(Verdict::Rejected)).unwrap().is_empty());
         assert!(c.find("ab").unwrap().is_none());
     }
 }

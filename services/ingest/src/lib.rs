@@ -13,21 +13,20 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures::StreamExt;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError};
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, off_runtime};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::format::Format;
-use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::PipelineName;
 use mlops_shared::objects::{ObjectError, Objects, StageError, Staged, Stager};
+use mlops_shared::service::Service;
 use mlops_shared::spec::{Environment, SpecStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::catalog::{Catalog, DatasetRecord};
+use crate::catalog::{Catalog, DatasetRecord, Verdict};
 
 /// Ingest configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -89,7 +88,7 @@ impl From<IngestError> for HandlerError {
 
 struct Ingest {
     bus: Bus,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     datasets: Objects,
     specs: SpecStore,
     max_bytes: u64,
@@ -100,68 +99,35 @@ struct Ingest {
 
 /// Runs ingest until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // A bad certificate fails the start, before the service touches NATS.
-    let tls = config.tls.server_config()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let catalog = Catalog::open(&config.data_dir.join("ingest.redb")).context("opening dataset catalog")?;
+    let catalog = Arc::new(Catalog::open(&config.data_dir.join("ingest.redb")).context("opening dataset catalog")?);
     let allowed_dirs = config
         .allowed_dirs
         .iter()
         .map(|d| d.canonicalize().with_context(|| format!("allowed directory {}", d.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let bus = Bus::connect(&config.nats, "ingest", &shutdown).await?;
-    bus.provision(config.nats.replicas).await?;
+    let mut service = Service::start("ingest", &config.nats, &config.tls, &shutdown).await?;
+    let bus = service.bus.clone();
     let ingest = Arc::new(Ingest {
         datasets: bus.objects(DATASETS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
-        bus: bus.clone(),
+        bus,
         catalog,
         max_bytes: config.max_upload_bytes,
         allowed_dirs,
         staging: config.data_dir.clone(),
     });
-
-    let tracker = TaskTracker::new();
-    let consumers =
-        [("ingest-arrived", Kind::Arrived), ("ingest-validated", Kind::Validated), ("ingest-rejected", Kind::Rejected)];
-    for (durable, kind) in consumers {
-        let (ingest, token) = (ingest.clone(), shutdown.child_token());
-        tracker.spawn(async move {
-            let bus = ingest.bus.clone();
-            match kind {
-                Kind::Arrived => {
-                    bus.consume(ConsumerSpec::events::<pb::DataArrived>(durable), token, |e| ingest.on_arrived(e)).await
-                }
-                Kind::Validated => {
-                    bus.consume(ConsumerSpec::events::<pb::DataValidated>(durable), token, |e| ingest.on_validated(e))
-                        .await
-                }
-                Kind::Rejected => {
-                    bus.consume(ConsumerSpec::events::<pb::DataRejected>(durable), token, |e| ingest.on_rejected(e))
-                        .await
-                }
-            }
-        });
-    }
-    tracker.close();
-
-    let readiness = Readiness::default();
+    let arrived = ConsumerSpec::events::<pb::DataArrived>("ingest-arrived");
+    service.consume(arrived, ingest.clone(), |i, e| async move { i.on_arrived(e).await });
+    let validated = ConsumerSpec::events::<pb::DataValidated>("ingest-validated");
+    service.consume(validated, ingest.clone(), |i, e| async move { i.on_validated(e).await });
+    let rejected = ConsumerSpec::events::<pb::DataRejected>("ingest-rejected");
+    service.consume(rejected, ingest.clone(), |i, e| async move { i.on_rejected(e).await });
     let grpc = tonic::service::Routes::new(
-        pb::ingest_server::IngestServer::new(IngestApi(ingest.clone())).max_decoding_message_size(8 << 20),
+        pb::ingest_server::IngestServer::new(IngestApi(ingest)).max_decoding_message_size(8 << 20),
     )
     .into_axum_router();
-    readiness.set_ready();
-    info!(addr = %listener.local_addr()?, "ingest ready");
-    serve(listener, ops_router(readiness).merge(grpc), tls, shutdown.clone()).await?;
-    tracker.wait().await;
-    Ok(())
-}
-
-#[derive(Clone, Copy)]
-enum Kind {
-    Arrived,
-    Validated,
-    Rejected,
+    service.serve(listener, Some(grpc)).await
 }
 
 fn summarize(warnings: &[pb::ColumnReport]) -> String {
@@ -221,7 +187,7 @@ impl Ingest {
                 format: format.as_str().into(),
                 size_bytes: staged.size,
                 arrived_unix_ms: mlops_shared::now_unix_ms(),
-                verdict: "pending".into(),
+                verdict: Verdict::Pending,
                 rows: 0,
                 verdict_detail: String::new(),
                 published: false,
@@ -230,7 +196,7 @@ impl Ingest {
             },
         };
         self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
-        self.catalog.put(&record).map_err(unavailable)?;
+        self.record(&record).await?;
         let event = pb::DataIngested {
             pipeline: name.to_string(),
             dataset_id: id.clone(),
@@ -245,10 +211,19 @@ impl Ingest {
             .await
             .map_err(|e| IngestError::Unavailable(e.into()))?;
         record.published = true;
-        self.catalog.put(&record).map_err(unavailable)?;
+        self.record(&record).await?;
         metrics::counter!("mlops_datasets_ingested_total").increment(1);
         info!(pipeline = %name, dataset = %&id[..12], bytes = record.size_bytes, "dataset ingested");
         Ok((record, false))
+    }
+
+    /// Writes a catalog row (off the runtime: the commit waits for the disk).
+    async fn record(&self, record: &DatasetRecord) -> Result<(), IngestError> {
+        let (catalog, record) = (self.catalog.clone(), record.clone());
+        tokio::task::spawn_blocking(move || catalog.put(&record))
+            .await
+            .map_err(|e| IngestError::Unavailable(e.into()))?
+            .map_err(|e| IngestError::Unavailable(e.into()))
     }
 
     async fn on_arrived(&self, e: Envelope<pb::DataArrived>) -> Result<(), HandlerError> {
@@ -293,32 +268,36 @@ impl Ingest {
     async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), HandlerError> {
         let v = e.payload;
         let report = pb::Dataset { anomalies: v.warnings.clone(), profile: v.profile, ..Default::default() };
-        self.verdict(&v.dataset_id, &v.pipeline, "accepted", v.rows, &summarize(&v.warnings), &report)
+        self.verdict(v.dataset_id, v.pipeline, Verdict::Accepted, v.rows, summarize(&v.warnings), &report).await
     }
 
     async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), HandlerError> {
         let r = e.payload;
         let report = pb::Dataset { anomalies: r.columns, profile: r.profile, ..Default::default() };
-        self.verdict(&r.dataset_id, &r.pipeline, "rejected", r.rows, &r.reason, &report)
+        self.verdict(r.dataset_id, r.pipeline, Verdict::Rejected, r.rows, r.reason, &report).await
     }
 
-    fn verdict(
+    /// Records a verdict and its report in the catalog (off the runtime: the commit waits for
+    /// the disk).
+    async fn verdict(
         &self,
-        id: &str,
-        pipeline: &str,
-        verdict: &str,
+        id: String,
+        pipeline: String,
+        verdict: Verdict,
         rows: u64,
-        detail: &str,
+        detail: String,
         report: &pb::Dataset,
     ) -> Result<(), HandlerError> {
         use prost::Message as _;
-        match self.catalog.set_verdict(id, pipeline, verdict, rows, detail, hex::encode(report.encode_to_vec())) {
+        let (catalog, report) = (self.catalog.clone(), hex::encode(report.encode_to_vec()));
+        off_runtime(move || match catalog.set_verdict(&id, &pipeline, verdict, rows, &detail, report) {
             Ok(true) => Ok(()),
             Ok(false) => {
                 Err(HandlerError::permanent(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog")))
             }
             Err(e) => Err(HandlerError::Transient(e.into())),
-        }
+        })
+        .await
     }
 }
 
@@ -336,7 +315,7 @@ fn dataset_proto(r: DatasetRecord, duplicate: bool) -> pb::Dataset {
         format: r.format,
         size_bytes: r.size_bytes,
         arrived_unix_ms: r.arrived_unix_ms,
-        verdict: r.verdict,
+        verdict: r.verdict.as_str().into(),
         rows: r.rows,
         verdict_detail: r.verdict_detail,
         duplicate,
@@ -399,7 +378,13 @@ impl pb::ingest_server::Ingest for IngestApi {
         req: Request<pb::ListDatasetsRequest>,
     ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
         let req = req.into_inner();
-        let records = self.0.catalog.list(&req.pipeline, &req.verdict).map_err(|e| Status::internal(e.to_string()))?;
+        let verdict = match req.verdict.as_str() {
+            "" => None,
+            name => Some(Verdict::parse(name).ok_or_else(|| {
+                Status::invalid_argument(format!("verdict {name:?}: use `pending`, `accepted` or `rejected`"))
+            })?),
+        };
+        let records = self.0.catalog.list(&req.pipeline, verdict).map_err(|e| Status::internal(e.to_string()))?;
         let datasets = records.into_iter().map(|r| dataset_proto(r, false)).collect();
         Ok(Response::new(pb::ListDatasetsResponse { datasets }))
     }

@@ -15,13 +15,13 @@
 use std::time::Duration;
 
 use mlops_proto as pb;
-use mlops_shared::bus::HandlerError;
 use mlops_shared::events::Envelope;
 use mlops_shared::spec::{PipelineSpec, Task};
 use tracing::{info, warn};
 
 use crate::Monitor;
-use crate::store::{AlertRecord, PerformanceRecord};
+use crate::error::MonitorError;
+use crate::store::{AlertKind, AlertRecord, PerformanceRecord};
 
 /// Deliveries of a `labels.arrived` before unmatched labels are given up.
 pub const LABEL_ATTEMPTS: i64 = 5;
@@ -32,10 +32,10 @@ const IDS_SHOWN: usize = 5;
 
 impl Monitor {
     /// Joins one `labels.arrived` and re-measures the quality of the versions it labelled.
-    pub(crate) async fn on_labels(&self, e: Envelope<pb::LabelsArrived>) -> Result<(), HandlerError> {
+    pub(crate) async fn on_labels(&self, e: Envelope<pb::LabelsArrived>) -> Result<(), MonitorError> {
         let pipeline = e.payload.pipeline.clone();
         let Some(spec) = self.specs.get(&pipeline).await? else {
-            return Err(HandlerError::permanent(format!("labels.arrived: there is no pipeline `{pipeline}`")));
+            return Err(MonitorError::BadLabels(format!("there is no pipeline `{pipeline}`")));
         };
         if spec.monitoring.performance.is_none() {
             // Its predictions are not kept for labels; the labels may still serve a canary (the
@@ -45,11 +45,13 @@ impl Monitor {
             info!(pipeline, "labels ignored: the pipeline has no `monitoring.performance`");
             return Ok(());
         }
-        let pairs = e.payload.labels.iter().map(|l| (l.prediction_id.as_str(), l.label.as_str()));
+        let (labels, target, p) = (e.payload.labels.clone(), spec.target.clone(), pipeline.clone());
         let joined = self
-            .store
-            .join_labels(&pipeline, pairs, |label| spec.target.read_label(label))
-            .map_err(|err| HandlerError::Transient(err.into()))?;
+            .commit(move |store| {
+                let pairs = labels.iter().map(|l| (l.prediction_id.as_str(), l.label.as_str()));
+                store.join_labels(&p, pairs, |label| target.read_label(label))
+            })
+            .await?;
         let matched: u64 = joined.versions.iter().map(|(_, n)| n).sum();
         metrics::counter!("mlops_labels_joined_total", "pipeline" => pipeline.clone()).increment(matched);
         for &(version, _) in &joined.versions {
@@ -65,7 +67,7 @@ impl Monitor {
         if !joined.unknown.is_empty() && (e.delivered as i64) < LABEL_ATTEMPTS {
             // The predictions may not have been read from their stream yet; the labels matched
             // so far are kept and will not count twice.
-            return Err(HandlerError::Later(LABEL_RETRY));
+            return Err(MonitorError::NotYet(LABEL_RETRY));
         }
         metrics::counter!("mlops_labels_unmatched_total", "pipeline" => pipeline.clone())
             .increment(joined.unknown.len() as u64);
@@ -87,7 +89,7 @@ impl Monitor {
                 };
                 why.push(format!("{} label(s) are not {expected}, e.g. {label:?} for {id}", joined.unreadable.len()));
             }
-            return Err(HandlerError::permanent(format!("labels.arrived: {}", why.join("; "))));
+            return Err(MonitorError::BadLabels(why.join("; ")));
         }
         warn!(
             pipeline,
@@ -106,10 +108,9 @@ impl Monitor {
         version: u64,
         spec: &PipelineSpec,
         cause: &Envelope<pb::LabelsArrived>,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), MonitorError> {
         let Some(perf) = &spec.monitoring.performance else { return Ok(()) };
-        let transient = |err: crate::store::StoreError| HandlerError::Transient(err.into());
-        let (ys, scores, labelled) = self.store.labelled(pipeline, version, perf.window as usize).map_err(transient)?;
+        let (ys, scores, labelled) = self.store.labelled(pipeline, version, perf.window as usize)?;
         if ys.len() < perf.window as usize {
             return Ok(());
         }
@@ -129,23 +130,23 @@ impl Monitor {
             higher_is_better: higher,
             at_unix_ms: now,
         };
-        self.store.set_performance(pipeline, &record).map_err(transient)?;
+        let (p, kept) = (pipeline.to_owned(), record.clone());
+        self.commit(move |store| store.set_performance(&p, &kept)).await?;
         let degraded = if higher { value < threshold } else { value > threshold };
         // Labels of a version no longer serving say nothing about what to do now.
-        let serving = self.open.lock().await.get(pipeline).is_none_or(|o| o.version == version);
+        let serving = self.pipelines.serving(pipeline).is_none_or(|v| v == version);
         if !degraded || !serving {
             return Ok(());
         }
         let cooling = self
             .store
-            .last_alert(pipeline, "performance")
-            .map_err(transient)?
+            .last_alert(pipeline, AlertKind::Performance)?
             .is_some_and(|t| now - t < (spec.monitoring.cooldown_secs as i64) * 1000);
         if cooling {
             info!(pipeline, version, value, "quality still under the floor, inside the cooldown");
             return Ok(());
         }
-        let seq = self.store.next_alert_seq(pipeline).map_err(transient)?;
+        let seq = self.store.next_alert_seq(pipeline)?;
         let alert_id = format!("{pipeline}-v{version}-a{seq}");
         let event = pb::PerformanceDegraded {
             pipeline: pipeline.to_owned(),
@@ -166,8 +167,9 @@ impl Monitor {
         );
         warn!(pipeline, version, alert = %alert_id, %detail, "performance degraded");
         metrics::counter!("mlops_performance_alerts_total", "pipeline" => pipeline.to_owned()).increment(1);
-        let alert = AlertRecord { alert_id, kind: "performance".into(), version, time_unix_ms: now, detail };
-        self.store.record_alert(pipeline, &alert).map_err(transient)?;
+        let alert = AlertRecord { alert_id, kind: AlertKind::Performance, version, time_unix_ms: now, detail };
+        let p = pipeline.to_owned();
+        self.commit(move |store| store.record_alert(&p, &alert)).await?;
         Ok(())
     }
 }

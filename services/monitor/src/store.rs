@@ -49,12 +49,31 @@ pub struct Logged {
     pub time_unix_ms: i64,
 }
 
+/// What raised an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    /// A window of live inputs drifted.
+    Drift,
+    /// Quality on labels broke the spec's limit.
+    Performance,
+}
+
+impl AlertKind {
+    /// The name the history (stored and reported) carries.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Drift => "drift",
+            Self::Performance => "performance",
+        }
+    }
+}
+
 /// An alert as kept in the history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertRecord {
     pub alert_id: String,
-    /// `drift` or `performance`.
-    pub kind: String,
+    pub kind: AlertKind,
     pub version: u64,
     pub time_unix_ms: i64,
     pub detail: String,
@@ -88,20 +107,23 @@ pub struct Joined {
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 #[error("monitor database: {0}")]
-pub struct StoreError(String);
+pub struct StoreError(#[from] mlops_shared::DbError);
 
-mlops_shared::redb_errors!(StoreError, StoreError);
+mlops_shared::redb_errors!(StoreError);
 
-fn alert_key(pipeline: &str, kind: &str) -> String {
+fn alert_key(pipeline: &str, kind: AlertKind) -> String {
     // Drift alerts kept the bare pipeline name as their key before there were other kinds.
-    if kind == "drift" { pipeline.to_owned() } else { format!("{kind}:{pipeline}") }
+    match kind {
+        AlertKind::Drift => pipeline.to_owned(),
+        AlertKind::Performance => format!("{}:{pipeline}", kind.as_str()),
+    }
 }
 
 fn insert_alert(txn: &redb::WriteTransaction, pipeline: &str, a: &AlertRecord) -> Result<(), StoreError> {
     let mut t = txn.open_table(ALERTS)?;
     let n = t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
     t.insert((pipeline, n + 1), serde_json::to_vec(a)?.as_slice())?;
-    txn.open_table(LAST_ALERT)?.insert(alert_key(pipeline, &a.kind).as_str(), a.time_unix_ms)?;
+    txn.open_table(LAST_ALERT)?.insert(alert_key(pipeline, a.kind).as_str(), a.time_unix_ms)?;
     Ok(())
 }
 
@@ -158,8 +180,8 @@ impl Store {
         Ok(())
     }
 
-    /// When `pipeline` last raised an alert of `kind` (`drift`, `performance`).
-    pub fn last_alert(&self, pipeline: &str, kind: &str) -> Result<Option<i64>, StoreError> {
+    /// When `pipeline` last raised an alert of `kind`.
+    pub fn last_alert(&self, pipeline: &str, kind: AlertKind) -> Result<Option<i64>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(LAST_ALERT)?;
         Ok(t.get(alert_key(pipeline, kind).as_str())?.map(|v| v.value()))
@@ -332,5 +354,55 @@ impl Store {
             }
         }
         Ok((out, alerts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_stored_before_their_kind_was_an_enum_read_back_and_are_written_the_same() {
+        let old = r#"{"alert_id":"churn-v1-w3","kind":"drift","version":1,"time_unix_ms":1700000000000,"detail":"40 % of features drifted over 500 predictions: tenure"}"#;
+        let drift: AlertRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(drift.kind, AlertKind::Drift);
+        assert_eq!(serde_json::to_string(&drift).unwrap(), old);
+        let old = r#"{"alert_id":"churn-v1-a1","kind":"performance","version":1,"time_unix_ms":1,"detail":"roc_auc"}"#;
+        let performance: AlertRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((performance.kind, performance.kind.as_str()), (AlertKind::Performance, "performance"));
+        assert!(serde_json::from_str::<AlertRecord>(&old.replace("performance", "latency")).is_err());
+    }
+
+    #[test]
+    fn cooldown_keys_are_the_ones_already_on_disk() {
+        assert_eq!(alert_key("churn", AlertKind::Drift), "churn");
+        assert_eq!(alert_key("churn", AlertKind::Performance), "performance:churn");
+    }
+
+    #[test]
+    fn the_last_alert_of_each_kind_survives_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("mlops-monitor-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("monitor.redb");
+        let _ = std::fs::remove_file(&path);
+        let alert = |kind, at| AlertRecord {
+            alert_id: format!("a{at}"),
+            kind,
+            version: 1,
+            time_unix_ms: at,
+            detail: String::new(),
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            store.record_alert("churn", &alert(AlertKind::Drift, 10)).unwrap();
+            store.record_alert("churn", &alert(AlertKind::Performance, 20)).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.last_alert("churn", AlertKind::Drift).unwrap(), Some(10));
+        assert_eq!(store.last_alert("churn", AlertKind::Performance).unwrap(), Some(20));
+        let kinds: Vec<AlertKind> = store.alerts("churn", 10).unwrap().into_iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [AlertKind::Performance, AlertKind::Drift]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

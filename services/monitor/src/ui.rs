@@ -19,6 +19,7 @@ use mlops_shared::bus::EVENTS_STREAM;
 use serde_json::{Value, json};
 
 use crate::Monitor;
+use crate::error::MonitorError;
 
 const PAGE: &str = include_str!("ui/index.html");
 /// Events the timeline shows at most.
@@ -34,6 +35,7 @@ pub(crate) fn router(m: Arc<Monitor>) -> Router {
         .with_state(m)
 }
 
+/// An API error: a status and a message, rendered as `{"error": message}`.
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -42,8 +44,27 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn unavailable(what: &str) -> impl Fn(String) -> ApiError + '_ {
-    move |e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{what}: {e}"))
+/// The HTTP edge: a bad name is the caller's, an unknown one not found, and whatever the monitor
+/// could not read (its database, the specs, the registry, the events stream) unavailable.
+impl From<MonitorError> for ApiError {
+    fn from(e: MonitorError) -> Self {
+        use MonitorError as E;
+        let status = match &e {
+            E::BadId(_) | E::BadLabels(_) => StatusCode::BAD_REQUEST,
+            E::UnknownPipeline(_) => StatusCode::NOT_FOUND,
+            E::NotYet(_)
+            | E::BadArtifact(_)
+            | E::ModelUnavailable { .. }
+            | E::Stopping
+            | E::Store(_)
+            | E::Objects(_)
+            | E::Bus(_)
+            | E::Registry(_)
+            | E::Events(_)
+            | E::Interrupted(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -52,57 +73,71 @@ struct Limit {
 }
 
 async fn overview(State(m): State<Arc<Monitor>>, Query(q): Query<Limit>) -> Result<Json<Value>, ApiError> {
-    let specs = m.specs.all().await.map_err(|e| unavailable("pipelines")(e.to_string()))?;
-    let mut pipelines = Vec::new();
-    for spec in specs {
-        let name = spec.name.to_string();
-        let versions = m.versions(&name).await.map_err(unavailable("registry"))?;
-        let production = versions.iter().find(|v| v.aliases.iter().any(|a| a == "production"));
-        let performance = m.store.performance(&name).map_err(|e| unavailable("monitor store")(e.to_string()))?;
-        let alerts = m.store.alerts(&name, 1000).map_err(|e| unavailable("monitor store")(e.to_string()))?;
-        pipelines.push(json!({
-            "name": name,
-            "description": spec.description,
-            "task": spec.target.task.as_str(),
-            "versions": versions.len(),
-            "production": production.map(version_json),
-            "performance": performance,
-            "alerts": alerts.len(),
-        }));
-    }
-    let events = m.recent_events(q.events.unwrap_or(60).min(TIMELINE)).await.map_err(unavailable("events"))?;
-    Ok(Json(json!({ "pipelines": pipelines, "events": events })))
+    Ok(Json(m.overview(q.events.unwrap_or(60).min(TIMELINE)).await?))
 }
 
 async fn pipeline(State(m): State<Arc<Monitor>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    mlops_shared::ids::PipelineName::new(&name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let Some(spec) = m.specs.get(&name).await.map_err(|e| unavailable("pipelines")(e.to_string()))? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("there is no pipeline `{name}`")));
-    };
-    let store = |e: crate::store::StoreError| unavailable("monitor store")(e.to_string());
-    let versions = m.versions(&name).await.map_err(unavailable("registry"))?;
-    let (windows, _) = m.store.windows(&name, 100).map_err(store)?;
-    let alerts = m.store.alerts(&name, 100).map_err(store)?;
-    let performance = m.store.performance(&name).map_err(store)?;
-    Ok(Json(json!({
-        "name": name,
-        "description": spec.description,
-        "task": spec.target.task.as_str(),
-        "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
-        // Oldest first, for charts.
-        "windows": windows.iter().rev().map(|w| json!({
-            "version": w.version,
-            "rows": w.rows,
-            "drifted_share": w.drifted_share,
-            "closed_unix_ms": w.closed_unix_ms,
-            "alert_id": w.alert_id,
-            "features": w.features.iter().map(|(feature, method, score, threshold, drifted)| json!({
-                "feature": feature, "method": method, "score": finite(*score), "threshold": threshold, "drifted": drifted,
+    Ok(Json(m.pipeline_page(name).await?))
+}
+
+impl Monitor {
+    /// Every pipeline with its production model, label quality and alert count, and the newest
+    /// `events` of the cascade.
+    async fn overview(&self, events: u64) -> Result<Value, MonitorError> {
+        let mut pipelines = Vec::new();
+        for spec in self.specs.all().await? {
+            let name = spec.name.to_string();
+            let versions = self.versions(&name).await?;
+            let production = versions.iter().find(|v| v.aliases.iter().any(|a| a == "production"));
+            let performance = self.store.performance(&name)?;
+            let alerts = self.store.alerts(&name, 1000)?;
+            pipelines.push(json!({
+                "name": name,
+                "description": spec.description,
+                "task": spec.target.task.as_str(),
+                "versions": versions.len(),
+                "production": production.map(version_json),
+                "performance": performance,
+                "alerts": alerts.len(),
+            }));
+        }
+        let events = self.recent_events(events).await?;
+        Ok(json!({ "pipelines": pipelines, "events": events }))
+    }
+
+    /// One pipeline: its versions, windows (oldest first), alerts and label quality.
+    async fn pipeline_page(&self, name: String) -> Result<Value, MonitorError> {
+        mlops_shared::ids::PipelineName::new(&name)?;
+        let spec = self.specs.get(&name).await?.ok_or_else(|| MonitorError::UnknownPipeline(name.clone()))?;
+        let versions = self.versions(&name).await?;
+        let (windows, _) = self.store.windows(&name, 100)?;
+        let alerts = self.store.alerts(&name, 100)?;
+        let performance = self.store.performance(&name)?;
+        Ok(json!({
+            "name": name,
+            "description": spec.description,
+            "task": spec.target.task.as_str(),
+            "versions": versions.iter().map(version_json).collect::<Vec<_>>(),
+            // Oldest first, for charts.
+            "windows": windows.iter().rev().map(|w| json!({
+                "version": w.version,
+                "rows": w.rows,
+                "drifted_share": w.drifted_share,
+                "closed_unix_ms": w.closed_unix_ms,
+                "alert_id": w.alert_id,
+                "features": w.features.iter().map(|(feature, method, score, threshold, drifted)| json!({
+                    "feature": feature, "method": method, "score": finite(*score), "threshold": threshold, "drifted": drifted,
+                })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "alerts": alerts,
-        "performance": performance,
-    })))
+            "alerts": alerts,
+            "performance": performance,
+        }))
+    }
+}
+
+/// The events stream failing to be read back, in the monitor's terms.
+fn events_unreadable(e: impl std::fmt::Display) -> MonitorError {
+    MonitorError::Events(e.to_string())
 }
 
 /// JSON has no NaN or infinity: such scores travel as `null`.
@@ -127,22 +162,23 @@ fn version_json(v: &pb::ModelVersion) -> Value {
 
 impl Monitor {
     /// Every version of `pipeline`, newest first.
-    async fn versions(&self, pipeline: &str) -> Result<Vec<pb::ModelVersion>, String> {
+    async fn versions(&self, pipeline: &str) -> Result<Vec<pb::ModelVersion>, MonitorError> {
         let request = pb::ListModelVersionsRequest { pipeline: pipeline.to_owned(), ..Default::default() };
-        let mut versions = match self.registry.clone().list_model_versions(request).await {
-            Ok(r) => r.into_inner().versions,
-            Err(s) if s.code() == tonic::Code::NotFound => vec![],
-            Err(s) => return Err(s.message().to_owned()),
-        };
+        let mut versions =
+            match self.registry.clone().list_model_versions(mlops_shared::telemetry::traced(request)).await {
+                Ok(r) => r.into_inner().versions,
+                Err(s) if s.code() == tonic::Code::NotFound => vec![],
+                Err(s) => return Err(MonitorError::Registry(s.message().to_owned())),
+            };
         versions.sort_by_key(|v| std::cmp::Reverse(v.version));
         Ok(versions)
     }
 
     /// The newest `n` events of the cascade, newest first, read back from the events stream with
     /// an ordered consumer (no state is left on the server).
-    async fn recent_events(&self, n: u64) -> Result<Vec<Value>, String> {
-        let mut stream = self.bus.js.get_stream(EVENTS_STREAM).await.map_err(|e| e.to_string())?;
-        let state = stream.info().await.map_err(|e| e.to_string())?.state.clone();
+    async fn recent_events(&self, n: u64) -> Result<Vec<Value>, MonitorError> {
+        let mut stream = self.bus.js.get_stream(EVENTS_STREAM).await.map_err(events_unreadable)?;
+        let state = stream.info().await.map_err(events_unreadable)?.state.clone();
         if state.messages == 0 || n == 0 {
             return Ok(vec![]);
         }
@@ -154,8 +190,8 @@ impl Monitor {
                 ..Default::default()
             })
             .await
-            .map_err(|e| e.to_string())?;
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            .map_err(events_unreadable)?;
+        let mut messages = consumer.messages().await.map_err(events_unreadable)?;
         let mut out = Vec::new();
         while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(300), messages.next()).await {
             let info =

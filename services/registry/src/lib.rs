@@ -13,15 +13,14 @@ use mlops_proto as pb;
 use mlops_shared::bus::{Bus, ConsumerSpec, HandlerError};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
-use mlops_shared::http::{Readiness, ops_router, serve};
+use mlops_shared::service::Service;
 use mlops_shared::spec::{PipelineSpec, SpecStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::store::{CheckRecord, Decision, Evaluation, ModelRecord, SliceRecord, Store, StoreError};
+use crate::store::{Action, CheckRecord, Decision, Evaluation, Gate, ModelRecord, SliceRecord, Store, commit};
 
 /// Registry configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -49,57 +48,56 @@ impl mlops_shared::service::ServiceConfig for Config {
 
 /// Runs the registry until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // A bad certificate fails the start, before the service touches NATS.
-    let tls = config.tls.server_config()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store = Arc::new(Store::open(&config.data_dir.join("registry.redb")).context("opening registry database")?);
-    let bus = Bus::connect(&config.nats, "registry", &shutdown).await?;
-    bus.provision(config.nats.replicas).await?;
+    let mut service = Service::start("registry", &config.nats, &config.tls, &shutdown).await?;
+    let bus = service.bus.clone();
     let specs = SpecStore::open(&bus).await?;
     // The key-value bucket is a cache of the registry: re-publish so it always matches.
     for p in store.pipelines()? {
         let spec = PipelineSpec::from_yaml(&p.spec_yaml)?;
         specs.put(&spec).await?;
     }
+    let events = Arc::new(Events { store: store.clone(), bus: bus.clone() });
+    let trained = ConsumerSpec::events::<pb::ModelTrained>("registry-trained");
+    service.consume(trained, events.clone(), |r, e| async move { on_trained(&r.store, &r.bus, e).await });
+    let evaluated = ConsumerSpec::events::<pb::ModelEvaluated>("registry-evaluated");
+    service.consume(evaluated, events, |r, e| async move { on_evaluated(&r.store, e).await });
+    let api = RegistryApi { store, specs, bus, admin: config.admin.clone() };
+    let grpc = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(api)).into_axum_router();
+    service.serve(listener, Some(grpc)).await
+}
 
-    let readiness = Readiness::default();
-    let grpc = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(RegistryApi {
-        store: store.clone(),
-        specs,
-        bus: bus.clone(),
-        admin: config.admin.clone(),
-    }))
-    .into_axum_router();
-    let router = ops_router(readiness.clone()).merge(grpc);
-    let tracker = TaskTracker::new();
-    {
-        let (bus, store, token) = (bus.clone(), store.clone(), shutdown.child_token());
-        tracker.spawn(async move {
-            bus.consume(ConsumerSpec::events::<pb::ModelTrained>("registry-trained"), token, |e| on_trained(&store, e))
-                .await
-        });
-    }
-    {
-        let (bus, store, token) = (bus.clone(), store.clone(), shutdown.child_token());
-        tracker.spawn(async move {
-            bus.consume(ConsumerSpec::events::<pb::ModelEvaluated>("registry-evaluated"), token, |e| {
-                on_evaluated(&store, e)
-            })
-            .await
-        });
-    }
-    tracker.close();
-    readiness.set_ready();
-    info!(addr = %listener.local_addr()?, "registry ready");
-    serve(listener, router, tls, shutdown.clone()).await?;
-    tracker.wait().await;
+/// What the registry's event handlers need: the store, and the bus to announce versions on.
+struct Events {
+    store: Arc<Store>,
+    bus: Bus,
+}
+
+/// Numbers a trained model as the next version of its pipeline (once: a redelivery finds the
+/// version it made), then publishes `model.registered`, which the evaluator judges from.
+async fn on_trained(store: &Arc<Store>, bus: &Bus, e: Envelope<pb::ModelTrained>) -> Result<(), HandlerError> {
+    let ctx = e.follow();
+    let record = model_record(e.payload.clone());
+    let cause = e.id.clone();
+    let (r, new) = commit(store, move |s| s.register(record, &cause)).await?;
+    info!(pipeline = %r.pipeline, version = r.version, new, "model version registered");
+    let event = pb::ModelRegistered {
+        pipeline: r.pipeline.clone(),
+        version: r.version,
+        artifact_sha256: r.artifact_sha256.clone(),
+        trained: Some(e.payload),
+    };
+    // Published after the version is durable, so a crash in between redelivers `model.trained`,
+    // which finds the version and publishes this again (deduplicated by its id).
+    bus.publish(&format!("registered-{}-{}", r.pipeline, r.version), &ctx, &event).await?;
     Ok(())
 }
 
-async fn on_trained(store: &Store, e: Envelope<pb::ModelTrained>) -> Result<(), HandlerError> {
-    let t = e.payload;
+/// The record of a new version from the event that announced its artifact (numbered on commit).
+fn model_record(t: pb::ModelTrained) -> ModelRecord {
     let metrics = t.holdout_metrics.unwrap_or_default();
-    let record = ModelRecord {
+    ModelRecord {
         pipeline: t.pipeline,
         version: 0,
         artifact_sha256: t.artifact_sha256,
@@ -115,25 +113,17 @@ async fn on_trained(store: &Store, e: Envelope<pb::ModelTrained>) -> Result<(), 
         metrics: metrics.values.into_iter().collect(),
         metrics_rows: metrics.rows,
         created_unix_ms: 0,
-        gate: String::new(),
+        gate: Gate::Pending,
         gate_checks: vec![],
         tags: Default::default(),
         description: String::new(),
         evaluation: Default::default(),
         decision: None,
         promoted_unix_ms: 0,
-    };
-    match store.register(record, &e.id) {
-        Ok((r, new)) => {
-            info!(pipeline = %r.pipeline, version = r.version, new, "model version registered");
-            Ok(())
-        }
-        Err(StoreError::UnknownPipeline(p)) => Err(HandlerError::permanent(format!("pipeline `{p}` not found"))),
-        Err(err) => Err(HandlerError::Transient(err.into())),
     }
 }
 
-async fn on_evaluated(store: &Store, e: Envelope<pb::ModelEvaluated>) -> Result<(), HandlerError> {
+async fn on_evaluated(store: &Arc<Store>, e: Envelope<pb::ModelEvaluated>) -> Result<(), HandlerError> {
     let v = e.payload;
     let checks =
         v.checks.into_iter().map(|c| CheckRecord { name: c.name, passed: c.passed, detail: c.detail }).collect();
@@ -150,13 +140,9 @@ async fn on_evaluated(store: &Store, e: Envelope<pb::ModelEvaluated>) -> Result<
             slices: v.slices.into_iter().map(SliceRecord::from).collect(),
         }
     });
-    match store.record_gate(&v.pipeline, v.version, v.passed, checks, evaluation, &e.id) {
-        Ok(()) => Ok(()),
-        Err(err @ (StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. })) => {
-            Err(HandlerError::permanent(err.to_string()))
-        }
-        Err(err) => Err(HandlerError::Transient(err.into())),
-    }
+    let cause = e.id.clone();
+    commit(store, move |s| s.record_gate(&v.pipeline, v.version, v.passed, checks, evaluation, &cause)).await?;
+    Ok(())
 }
 
 /// The gRPC API.
@@ -166,16 +152,6 @@ struct RegistryApi {
     bus: Bus,
     /// Who may change pipelines and models.
     admin: mlops_shared::config::AdminArgs,
-}
-
-fn status(e: StoreError) -> Status {
-    match e {
-        StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. } | StoreError::UnknownSpec { .. } => {
-            Status::not_found(e.to_string())
-        }
-        StoreError::Blocked { .. } => Status::failed_precondition(e.to_string()),
-        StoreError::Db(_) => Status::internal(e.to_string()),
-    }
 }
 
 fn check_alias(alias: &str) -> Result<(), Status> {
@@ -191,14 +167,8 @@ fn check_alias(alias: &str) -> Result<(), Status> {
 
 impl RegistryApi {
     fn to_proto(&self, r: ModelRecord) -> Result<pb::ModelVersion, Status> {
-        let aliases = self
-            .store
-            .aliases(&r.pipeline)
-            .map_err(status)?
-            .into_iter()
-            .filter(|(_, v)| *v == r.version)
-            .map(|(a, _)| a)
-            .collect();
+        let aliases =
+            self.store.aliases(&r.pipeline)?.into_iter().filter(|(_, v)| *v == r.version).map(|(a, _)| a).collect();
         Ok(pb::ModelVersion {
             pipeline: r.pipeline,
             version: r.version,
@@ -217,7 +187,7 @@ impl RegistryApi {
             holdout_metrics: Some(pb::Metrics { values: r.metrics.into_iter().collect(), rows: r.metrics_rows }),
             aliases,
             created_unix_ms: r.created_unix_ms,
-            gate: r.gate,
+            gate: r.gate.as_str().into(),
             gate_checks: r
                 .gate_checks
                 .into_iter()
@@ -232,7 +202,7 @@ impl RegistryApi {
             }),
             slices: r.evaluation.slices.into_iter().map(pb::SliceMetrics::from).collect(),
             decision: r.decision.map(|d| pb::OperatorDecision {
-                action: d.action,
+                action: d.action.as_str().into(),
                 reason: d.reason,
                 by: d.by,
                 time_unix_ms: d.time_unix_ms,
@@ -299,8 +269,8 @@ impl pb::registry_server::Registry for RegistryApi {
         self.admin.authorize(req.metadata(), "ApplyPipeline")?;
         let yaml = req.into_inner().spec_yaml;
         let spec = PipelineSpec::from_yaml(&yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let record =
-            self.store.apply_pipeline(spec.name.as_str(), &yaml, &spec.hash(), "grpc:ApplyPipeline").map_err(status)?;
+        let (name, hash) = (spec.name.as_str().to_owned(), spec.hash());
+        let record = commit(&self.store, move |s| s.apply_pipeline(&name, &yaml, &hash, "grpc:ApplyPipeline")).await?;
         self.specs.put(&spec).await.map_err(|e| Status::unavailable(e.to_string()))?;
         info!(pipeline = %record.name, revision = record.revision, "pipeline applied");
         Ok(Response::new(pipeline_proto(record)))
@@ -313,14 +283,14 @@ impl pb::registry_server::Registry for RegistryApi {
         } else {
             self.store.pipeline_at(&req.name, &req.spec_hash)
         };
-        Ok(Response::new(pipeline_proto(record.map_err(status)?)))
+        Ok(Response::new(pipeline_proto(record?)))
     }
 
     async fn list_pipelines(
         &self,
         _: Request<pb::ListPipelinesRequest>,
     ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
-        let pipelines = self.store.pipelines().map_err(status)?.into_iter().map(pipeline_proto).collect();
+        let pipelines = self.store.pipelines()?.into_iter().map(pipeline_proto).collect();
         Ok(Response::new(pb::ListPipelinesResponse { pipelines }))
     }
 
@@ -335,22 +305,20 @@ impl pb::registry_server::Registry for RegistryApi {
             Some(Selector::Version(v)) => v,
             Some(Selector::Alias(a)) => {
                 check_alias(&a)?;
-                self.store.pipeline(p).map_err(status)?;
+                self.store.pipeline(p)?;
                 self.store
-                    .alias(p, &a)
-                    .map_err(status)?
+                    .alias(p, &a)?
                     .ok_or_else(|| Status::not_found(format!("pipeline `{p}` has no `{a}` model")))?
             }
             Some(Selector::ArtifactSha256(sha)) => {
-                self.store.pipeline(p).map_err(status)?;
+                self.store.pipeline(p)?;
                 self.store
-                    .version_by_sha(p, &sha)
-                    .map_err(status)?
+                    .version_by_sha(p, &sha)?
                     .ok_or_else(|| Status::not_found(format!("pipeline `{p}` has no model with artifact {sha}")))?
             }
             None => return Err(Status::invalid_argument("give a version, an alias or an artifact sha256")),
         };
-        let record = self.store.model(p, version).map_err(status)?;
+        let record = self.store.model(p, version)?;
         Ok(Response::new(self.to_proto(record)?))
     }
 
@@ -360,7 +328,7 @@ impl pb::registry_server::Registry for RegistryApi {
     ) -> Result<Response<pb::ListModelVersionsResponse>, Status> {
         let req = req.into_inner();
         let filters = req.metric_filters.iter().map(|f| MetricFilter::parse(f)).collect::<Result<Vec<_>, _>>()?;
-        let records = self.store.models(&req.pipeline).map_err(status)?;
+        let records = self.store.models(&req.pipeline)?;
         let versions = records
             .into_iter()
             .filter(|r| req.tags.iter().all(|(k, v)| r.tags.get(k) == Some(v)))
@@ -387,10 +355,11 @@ impl pb::registry_server::Registry for RegistryApi {
             format!("grpc:UpdateModelVersion by {}", req.by)
         };
         let set: std::collections::BTreeMap<String, String> = req.set_tags.into_iter().collect();
-        let record = self
-            .store
-            .update_model(&req.pipeline, req.version, &set, &req.remove_tags, req.description.as_deref(), &cause)
-            .map_err(status)?;
+        let (pipeline, version, remove, description) = (req.pipeline, req.version, req.remove_tags, req.description);
+        let record = commit(&self.store, move |s| {
+            s.update_model(&pipeline, version, &set, &remove, description.as_deref(), &cause)
+        })
+        .await?;
         Ok(Response::new(self.to_proto(record)?))
     }
 
@@ -402,7 +371,7 @@ impl pb::registry_server::Registry for RegistryApi {
         if id.is_empty() {
             return Err(Status::invalid_argument("`dataset_id` is empty"));
         }
-        let records = self.store.models_using(&id).map_err(status)?;
+        let records = self.store.models_using(&id)?;
         let versions = records.into_iter().map(|r| self.to_proto(r)).collect::<Result<_, _>>()?;
         Ok(Response::new(pb::ListModelVersionsResponse { versions }))
     }
@@ -410,8 +379,7 @@ impl pb::registry_server::Registry for RegistryApi {
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
         let entries = self
             .store
-            .audit_log(&req.into_inner().pipeline)
-            .map_err(status)?
+            .audit_log(&req.into_inner().pipeline)?
             .into_iter()
             .map(|e| pb::AuditEntry {
                 time_unix_ms: e.time_unix_ms,
@@ -430,10 +398,8 @@ impl pb::registry_server::Registry for RegistryApi {
     ) -> Result<Response<pb::ModelVersion>, Status> {
         self.admin.authorize(req.metadata(), "DecideModelVersion")?;
         let req = req.into_inner();
-        let action = match req.action.as_str() {
-            "approve" => "approved",
-            "block" => "blocked",
-            other => return Err(Status::invalid_argument(format!("action {other:?}: use `approve` or `block`"))),
+        let Some(action) = Action::from_verb(&req.action) else {
+            return Err(Status::invalid_argument(format!("action {:?}: use `approve` or `block`", req.action)));
         };
         if req.reason.trim().is_empty() {
             return Err(Status::invalid_argument("a decision needs a `reason`"));
@@ -442,22 +408,23 @@ impl pb::registry_server::Registry for RegistryApi {
             return Err(Status::invalid_argument("a decision needs `by`: who decides"));
         }
         let decision = Decision {
-            action: action.into(),
+            action,
             reason: req.reason.clone(),
             by: req.by.clone(),
             time_unix_ms: mlops_shared::now_unix_ms(),
         };
         let cause = format!("grpc:DecideModelVersion by {}", req.by);
-        let record = self.store.decide(&req.pipeline, req.version, decision.clone(), &cause).map_err(status)?;
+        let (pipeline, version, decided) = (req.pipeline.clone(), req.version, decision.clone());
+        let record = commit(&self.store, move |s| s.decide(&pipeline, version, decided, &cause)).await?;
         let pb_decision = pb::OperatorDecision {
-            action: decision.action.clone(),
+            action: action.as_str().into(),
             reason: decision.reason.clone(),
             by: decision.by.clone(),
             time_unix_ms: decision.time_unix_ms,
         };
-        let id = format!("{action}-{}-{}-{}", req.pipeline, req.version, decision.time_unix_ms);
+        let id = format!("{}-{}-{}-{}", action.as_str(), req.pipeline, req.version, decision.time_unix_ms);
         let ctx = EventContext::new_run(id.clone());
-        let published = if action == "approved" {
+        let published = if action == Action::Approved {
             // The verdict the deployer acts on: passed, every check as measured, and the override.
             let mut checks: Vec<pb::GateCheck> = record
                 .gate_checks
@@ -494,7 +461,7 @@ impl pb::registry_server::Registry for RegistryApi {
         };
         published
             .map_err(|e| Status::unavailable(format!("decision recorded, but its event was not published: {e}")))?;
-        info!(pipeline = %req.pipeline, version = req.version, action, by = %req.by, "operator decision");
+        info!(pipeline = %req.pipeline, version = req.version, action = action.as_str(), by = %req.by, "operator decision");
         Ok(Response::new(self.to_proto(record)?))
     }
 
@@ -506,9 +473,11 @@ impl pb::registry_server::Registry for RegistryApi {
             return Err(Status::invalid_argument("`previous` is moved by the registry when `production` moves"));
         }
         let cause = if req.by.is_empty() { "grpc:SetAlias".to_owned() } else { format!("grpc:SetAlias by {}", req.by) };
-        self.store.set_alias(&req.pipeline, &req.alias, req.version, &req.reason, &cause).map_err(status)?;
+        let (pipeline, alias, version, reason) =
+            (req.pipeline.clone(), req.alias.clone(), req.version, req.reason.clone());
+        commit(&self.store, move |s| s.set_alias(&pipeline, &alias, version, &reason, &cause)).await?;
         info!(pipeline = %req.pipeline, alias = %req.alias, version = req.version, "alias set");
-        let record = self.store.model(&req.pipeline, req.version).map_err(status)?;
+        let record = self.store.model(&req.pipeline, req.version)?;
         Ok(Response::new(self.to_proto(record)?))
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -27,10 +28,39 @@ pub enum StoreError {
     #[error("pipeline `{pipeline}` version {version} is blocked by {by}: {reason}")]
     Blocked { pipeline: String, version: u64, by: String, reason: String },
     #[error("database: {0}")]
-    Db(String),
+    Db(#[from] mlops_shared::DbError),
+    /// A write handed to the blocking pool did not come back (it panicked, or the runtime is
+    /// stopping).
+    #[error("a database write did not finish: {0}")]
+    Interrupted(String),
 }
 
-mlops_shared::redb_errors!(StoreError, StoreError::Db);
+mlops_shared::redb_errors!(StoreError);
+
+/// At the gRPC edge: what is missing is `not_found`, a blocked version a failed precondition,
+/// the database's own failure `internal`.
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownPipeline(_) | StoreError::UnknownVersion { .. } | StoreError::UnknownSpec { .. } => {
+                Self::not_found(e.to_string())
+            }
+            StoreError::Blocked { .. } => Self::failed_precondition(e.to_string()),
+            StoreError::Db(_) | StoreError::Interrupted(_) => Self::internal(e.to_string()),
+        }
+    }
+}
+
+/// At the bus edge: an event naming what the registry does not have is bad input (dead-lettered);
+/// the database failing is worth retrying.
+impl From<StoreError> for mlops_shared::bus::HandlerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(_) | StoreError::Interrupted(_) => Self::Transient(e.into()),
+            _ => Self::permanent(e.to_string()),
+        }
+    }
+}
 
 /// A pipeline as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,7 +99,7 @@ pub struct ModelRecord {
     pub metrics_rows: u64,
     pub created_unix_ms: i64,
     #[serde(default)]
-    pub gate: String,
+    pub gate: Gate,
     #[serde(default)]
     pub gate_checks: Vec<CheckRecord>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -133,10 +163,62 @@ impl From<SliceRecord> for mlops_proto::SliceMetrics {
     }
 }
 
-/// An operator's verdict: `approved` or `blocked`, why, by whom, when.
+/// Where a version stands with its quality gates (stored as `""`, `passed` or `failed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// Not judged yet.
+    #[default]
+    #[serde(rename = "")]
+    Pending,
+    Passed,
+    Failed,
+}
+
+impl Gate {
+    /// The name in the API and the audit log (`""` while pending).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "",
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What an operator decided about a version (stored as `approved` or `blocked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Serve it despite failed gates.
+    Approved,
+    /// Never serve it.
+    Blocked,
+}
+
+impl Action {
+    /// Reads a request's verb: `approve` or `block`.
+    pub fn from_verb(verb: &str) -> Option<Self> {
+        match verb {
+            "approve" => Some(Self::Approved),
+            "block" => Some(Self::Blocked),
+            _ => None,
+        }
+    }
+
+    /// The name in the API, events and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Blocked => "blocked",
+        }
+    }
+}
+
+/// An operator's verdict, why, by whom, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
-    pub action: String,
+    pub action: Action,
     pub reason: String,
     pub by: String,
     pub time_unix_ms: i64,
@@ -155,6 +237,17 @@ pub struct AuditEntry {
 /// The registry database.
 pub struct Store {
     db: Database,
+}
+
+/// Runs `write`, which commits to `store`, on the blocking pool: a commit waits for the disk
+/// (fsync), which must not hold one of the runtime's threads while other requests and messages
+/// wait for it.
+pub async fn commit<T: Send + 'static>(
+    store: &Arc<Store>,
+    write: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || write(&store)).await.map_err(|e| StoreError::Interrupted(e.to_string()))?
 }
 
 impl Store {
@@ -307,7 +400,7 @@ impl Store {
         {
             let mut models = txn.open_table(MODELS)?;
             let mut record = self.stored_model(&models, pipeline, version)?;
-            record.gate = if passed { "passed" } else { "failed" }.into();
+            record.gate = if passed { Gate::Passed } else { Gate::Failed };
             record.gate_checks = checks;
             if let Some(evaluation) = evaluation {
                 record.evaluation = evaluation;
@@ -378,7 +471,7 @@ impl Store {
         audit(
             &txn,
             pipeline,
-            &format!("model.{}", decision.action),
+            &format!("model.{}", decision.action.as_str()),
             &format!("version {version} by {}: {}", decision.by, decision.reason),
             cause,
         )?;
@@ -467,7 +560,7 @@ impl Store {
             let mut record = self.stored_model(&models, pipeline, version)?;
             // A blocked version never serves.
             if alias == "production"
-                && let Some(d) = record.decision.clone().filter(|d| d.action == "blocked")
+                && let Some(d) = record.decision.clone().filter(|d| d.action == Action::Blocked)
             {
                 return Err(StoreError::Blocked { pipeline: pipeline.into(), version, by: d.by, reason: d.reason });
             }
@@ -543,6 +636,21 @@ fn audit(
 mod tests {
     use super::*;
 
+    #[test]
+    fn gates_and_decisions_are_stored_as_the_words_they_always_were() {
+        let words = |g: Gate| serde_json::to_string(&g).unwrap();
+        assert_eq!(
+            [words(Gate::Pending), words(Gate::Passed), words(Gate::Failed)],
+            ["\"\"", "\"passed\"", "\"failed\""]
+        );
+        assert_eq!(serde_json::from_str::<Gate>("\"failed\"").unwrap(), Gate::Failed);
+        let stored = r#"{"action":"blocked","reason":"leaks the label","by":"ana","time_unix_ms":1}"#;
+        let d: Decision = serde_json::from_str(stored).unwrap();
+        assert_eq!(d.action, Action::Blocked);
+        assert_eq!(serde_json::to_string(&d).unwrap(), stored);
+        assert_eq!((Action::from_verb("approve"), Action::from_verb("approved")), (Some(Action::Approved), None));
+    }
+
     fn model(sha: &str) -> ModelRecord {
         ModelRecord {
             pipeline: "churn".into(),
@@ -560,7 +668,7 @@ mod tests {
             metrics: BTreeMap::new(),
             metrics_rows: 0,
             created_unix_ms: 0,
-            gate: String::new(),
+            gate: Gate::Pending,
             gate_checks: vec![],
             tags: BTreeMap::new(),
             description: String::new(),
@@ -626,21 +734,21 @@ mod tests {
         store.register(model("a"), "e1").unwrap();
         store.register(model("b"), "e2").unwrap();
         let block =
-            Decision { action: "blocked".into(), reason: "leaks the label".into(), by: "ana".into(), time_unix_ms: 1 };
+            Decision { action: Action::Blocked, reason: "leaks the label".into(), by: "ana".into(), time_unix_ms: 1 };
         store.decide("churn", 2, block, "grpc").unwrap();
         let err = store.set_alias("churn", "production", 2, "", "").unwrap_err().to_string();
         assert_eq!(err, "pipeline `churn` version 2 is blocked by ana: leaks the label");
         // Other aliases may still point at it (e.g. for a look), and an approval lifts the block.
         store.set_alias("churn", "candidate", 2, "", "").unwrap();
         let approve =
-            Decision { action: "approved".into(), reason: "fixed upstream".into(), by: "bo".into(), time_unix_ms: 2 };
+            Decision { action: Action::Approved, reason: "fixed upstream".into(), by: "bo".into(), time_unix_ms: 2 };
         store.decide("churn", 2, approve, "grpc").unwrap();
         store.set_alias("churn", "production", 2, "", "").unwrap();
         assert!(matches!(
             store.decide(
                 "churn",
                 7,
-                Decision { action: "approved".into(), reason: "r".into(), by: "b".into(), time_unix_ms: 3 },
+                Decision { action: Action::Approved, reason: "r".into(), by: "b".into(), time_unix_ms: 3 },
                 "g"
             ),
             Err(StoreError::UnknownVersion { version: 7, .. })

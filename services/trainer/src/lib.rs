@@ -3,28 +3,30 @@
 //! durable pull consumer. A job trains the pipeline's model on its datasets with a seeded holdout
 //! split and puts a self-describing artifact in the `models` bucket, then publishes `model.trained`.
 
+pub mod error;
 pub mod gbt;
 pub mod linear;
 pub mod policy;
 pub mod train;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, JOBS_KV, JOBS_STREAM, MODELS_BUCKET};
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, JOBS_KV, JOBS_STREAM, MODELS_BUCKET, off_runtime};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::Envelope;
-use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::objects::Objects;
 use mlops_shared::runs::{Run, RunState, Runs, kv_key};
+use mlops_shared::service::Service;
 use mlops_shared::spec::SpecStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
+
+use crate::error::TrainerError;
 
 /// Trainer configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -53,12 +55,10 @@ impl mlops_shared::service::ServiceConfig for Config {
 
 /// Runs the policy and one worker until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // A bad certificate fails the start, before the service touches NATS.
-    let tls = config.tls.server_config()?;
-    let bus = Bus::connect(&config.nats, "trainer", &shutdown).await?;
-    bus.provision(config.nats.replicas).await?;
+    let mut service = Service::start("trainer", &config.nats, &config.tls, &shutdown).await?;
+    let bus = service.bus.clone();
     let trainer_id = config.trainer_id.clone().unwrap_or_else(default_trainer_id);
-    let worker = Worker {
+    let worker = Arc::new(Worker {
         bus: bus.clone(),
         datasets: bus.objects(DATASETS_BUCKET).await?,
         models: bus.objects(MODELS_BUCKET).await?,
@@ -66,43 +66,41 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         jobs: bus.kv(JOBS_KV).await?,
         runs: Runs::open(&bus).await?,
         trainer_id,
-    };
-    let policy = policy::Policy::new(bus.clone()).await?;
-
-    let readiness = Readiness::default();
-    readiness.set_ready();
-    let tracker = TaskTracker::new();
-    tracker.spawn(serve(listener, ops_router(readiness), tls, shutdown.clone()));
+    });
+    let policy = Arc::new(policy::Policy::new(bus).await?);
     // One durable consumer per trigger event, each handing its events to the policy.
-    macro_rules! trigger {
-        ($event:ty, $durable:literal, $max_deliver:expr, $handler:ident) => {{
-            let (policy, token) = (policy.clone(), shutdown.child_token());
-            tracker.spawn(async move {
-                let spec = ConsumerSpec { max_deliver: $max_deliver, ..ConsumerSpec::events::<$event>($durable) };
-                policy.bus().consume(spec, token, |e| policy.$handler(e)).await
-            });
-        }};
-    }
-    trigger!(pb::DataValidated, "trainer-policy-data", POLICY_MAX_DELIVER, on_validated);
-    trigger!(pb::DriftDetected, "trainer-policy-drift", POLICY_MAX_DELIVER, on_drift);
-    trigger!(pb::PerformanceDegraded, "trainer-policy-degraded", POLICY_MAX_DELIVER, on_degraded);
-    trigger!(pb::TrainRequested, "trainer-policy-requested", 10, on_requested);
-    {
-        let (policy, token) = (policy.clone(), shutdown.child_token());
-        tracker.spawn(async move { policy.run_schedules(token).await });
-    }
-    tracker.close();
-    info!(trainer = %worker.trainer_id, "trainer ready");
-    let spec = ConsumerSpec {
+    let data = ConsumerSpec {
+        max_deliver: POLICY_MAX_DELIVER,
+        ..ConsumerSpec::events::<pb::DataValidated>("trainer-policy-data")
+    };
+    service.consume(data, policy.clone(), |p, e| async move { Ok(p.on_validated(e).await?) });
+    let drift = ConsumerSpec {
+        max_deliver: POLICY_MAX_DELIVER,
+        ..ConsumerSpec::events::<pb::DriftDetected>("trainer-policy-drift")
+    };
+    service.consume(drift, policy.clone(), |p, e| async move { Ok(p.on_drift(e).await?) });
+    let degraded = ConsumerSpec {
+        max_deliver: POLICY_MAX_DELIVER,
+        ..ConsumerSpec::events::<pb::PerformanceDegraded>("trainer-policy-degraded")
+    };
+    service.consume(degraded, policy.clone(), |p, e| async move { Ok(p.on_degraded(e).await?) });
+    let requested = ConsumerSpec::events::<pb::TrainRequested>("trainer-policy-requested");
+    service.consume(requested, policy.clone(), |p, e| async move { Ok(p.on_requested(e).await?) });
+    let token = service.shutdown();
+    service.spawn(async move {
+        policy.run_schedules(token).await;
+        Ok(())
+    });
+    let jobs = ConsumerSpec {
         ack_wait: Duration::from_secs(config.ack_wait_secs.max(3)),
         max_deliver: JOB_MAX_DELIVER,
         // One job at a time per worker, so queued jobs spread over the workers.
         one_at_a_time: true,
         ..ConsumerSpec::on::<pb::TrainJob>(JOBS_STREAM, "trainers")
     };
-    bus.consume(spec, shutdown.child_token(), |e| worker.on_job(e)).await?;
-    tracker.wait().await;
-    Ok(())
+    info!(trainer = %worker.trainer_id, "trainer starting its consumers");
+    service.consume(jobs, worker, |w, e| async move { Ok(w.on_job(e).await?) });
+    service.serve(listener, None).await
 }
 
 /// Deliveries of a trigger event before it is dead-lettered. Waiting for a debounce window or a
@@ -132,12 +130,10 @@ struct Worker {
 impl Worker {
     /// Runs a job, keeping its run record current: running (with progress), then succeeded or
     /// failed. A transient failure leaves it running, with the error, until the last attempt.
-    async fn on_job(&self, e: Envelope<pb::TrainJob>) -> Result<(), HandlerError> {
+    async fn on_job(&self, e: Envelope<pb::TrainJob>) -> Result<(), TrainerError> {
         let job = &e.payload;
         let done_key = format!("done.{}", kv_key(&job.job_id));
-        if let Some(sha) =
-            self.jobs.get(done_key.as_str()).await.context("reading job state").map_err(HandlerError::Transient)?
-        {
+        if let Some(sha) = self.jobs.get(done_key.as_str()).await.map_err(TrainerError::jobs("reading job state"))? {
             info!(job = %job.job_id, artifact = %String::from_utf8_lossy(&sha), "job already done, skipping");
             return Ok(());
         }
@@ -163,18 +159,16 @@ impl Worker {
                 run.stage = "done".into();
                 run.error.clear();
             }
-            Err(HandlerError::Later(_)) => {}
-            Err(HandlerError::Transient(err)) if e.delivered < JOB_MAX_DELIVER as u64 => {
+            Err(TrainerError::Deferred(_)) => {}
+            Err(err) if !err.is_permanent() && e.delivered < JOB_MAX_DELIVER as u64 => {
                 run.stage = "will retry".into();
-                run.error = format!("{err:#}");
+                run.error = causes(err);
             }
             Err(err) => {
                 run.state = RunState::Failed;
                 run.stage = "failed".into();
-                run.error = match err {
-                    HandlerError::Permanent(reason) => reason.clone(),
-                    other => other.to_string(),
-                };
+                // Out of attempts, a transient failure keeps the mark its record always had.
+                run.error = if err.is_permanent() { err.to_string() } else { format!("transient: {}", causes(err)) };
             }
         }
         if run.state.is_final() {
@@ -193,35 +187,30 @@ impl Worker {
         &self,
         e: &Envelope<pb::TrainJob>,
         progress: tokio::sync::watch::Sender<train::Progress>,
-    ) -> Result<(Sha256, std::collections::BTreeMap<String, f64>), HandlerError> {
+    ) -> Result<(Sha256, std::collections::BTreeMap<String, f64>), TrainerError> {
         let ctx = e.follow();
         let job = &e.payload;
         if job.dataset_ids.is_empty() {
-            return Err(HandlerError::permanent(format!("job {} names no dataset", job.job_id)));
+            return Err(TrainerError::NoDataset { job_id: job.job_id.clone() });
         }
-        let spec = self
-            .specs
-            .get(&job.pipeline)
-            .await?
-            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", job.pipeline)))?;
+        let spec =
+            self.specs.get(&job.pipeline).await?.ok_or_else(|| TrainerError::UnknownPipeline(job.pipeline.clone()))?;
         progress.send_replace(train::Progress { stage: "loading datasets".into(), fraction: 0.0 });
         let mut blobs = Vec::with_capacity(job.dataset_ids.len());
         for id in &job.dataset_ids {
-            let sha = Sha256::parse(id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
+            let sha = Sha256::parse(id.clone())?;
             let bytes = self.datasets.get_verified(&sha).await?;
             blobs.push((id.clone(), bytes));
         }
         let started = Instant::now();
         info!(job = %job.job_id, pipeline = %job.pipeline, datasets = blobs.len(), "training");
-        let trained = tokio::task::spawn_blocking(move || {
-            train::train_with_progress(&spec, &blobs, &mut |p| {
+        let trained = off_runtime(move || {
+            let trained = train::train_with_progress(&spec, &blobs, &mut |p| {
                 progress.send_replace(p);
-            })
+            });
+            Ok::<_, TrainerError>(trained?)
         })
-        .await
-        .context("training task panicked")
-        .map_err(HandlerError::Transient)?
-        .map_err(|err| HandlerError::permanent(err.to_string()))?;
+        .await?;
         let millis = started.elapsed().as_millis() as u64;
         metrics::histogram!("mlops_training_seconds", "pipeline" => job.pipeline.clone())
             .record(started.elapsed().as_secs_f64());
@@ -251,8 +240,7 @@ impl Worker {
         self.jobs
             .put(done_key.as_str(), sha.to_string().into_bytes().into())
             .await
-            .context("recording job as done")
-            .map_err(HandlerError::Transient)?;
+            .map_err(TrainerError::jobs("recording job as done"))?;
         info!(job = %job.job_id, artifact = %sha.short(), millis, auc = m.metrics.get("roc_auc").copied().unwrap_or(f64::NAN), "model trained");
         Ok((sha, m.metrics.clone()))
     }
@@ -289,6 +277,17 @@ async fn report_progress(
             return run;
         }
     }
+}
+
+/// `err` and its causes, outermost first, as a run record shows a failure that is retried.
+fn causes(err: &TrainerError) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
 }
 
 async fn publish_progress(bus: &Bus, run: &Run) {

@@ -11,9 +11,8 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, HandlerError, JOBS_KV};
+use mlops_shared::bus::{Bus, JOBS_KV};
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::now_unix_ms;
 use mlops_shared::runs::{History, Run, RunState, Runs, history_key, kv_key, reason_name};
@@ -21,6 +20,8 @@ use mlops_shared::spec::{Environment, PipelineSpec, SpecStore, TrainingWindow, T
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+
+use crate::error::TrainerError;
 
 /// The policy, shared by the trainer's consumers.
 #[derive(Clone)]
@@ -42,14 +43,9 @@ impl Policy {
         Ok(Self { bus, jobs, specs, runs, slots })
     }
 
-    /// The bus this policy publishes on.
-    pub fn bus(&self) -> &Bus {
-        &self.bus
-    }
-
     /// New validated data: append it to the pipeline's history, and queue a job on the training
     /// window once the debounce window and the cooldown allow. Serving-time data is never trained on.
-    pub async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), HandlerError> {
+    pub async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), TrainerError> {
         let v = &e.payload;
         if Environment::parse(&v.environment) != Ok(Environment::Training) {
             tracing::info!(pipeline = %v.pipeline, environment = %v.environment, "not training data; no job");
@@ -78,7 +74,7 @@ impl Policy {
     }
 
     /// A drift alert: retrain on the training window, once the cooldown allows.
-    pub async fn on_drift(&self, e: Envelope<pb::DriftDetected>) -> Result<(), HandlerError> {
+    pub async fn on_drift(&self, e: Envelope<pb::DriftDetected>) -> Result<(), TrainerError> {
         let d = &e.payload;
         let job_id = format!("{}-drift-{}", d.pipeline, kv_key(&d.alert_id));
         self.on_alert(&e, &d.pipeline, TriggerEvent::Drift, job_id, pb::TrainReason::Drift).await
@@ -86,7 +82,7 @@ impl Policy {
 
     /// Label-based quality fell under its floor: retrain on the training window, once the
     /// cooldown allows.
-    pub async fn on_degraded(&self, e: Envelope<pb::PerformanceDegraded>) -> Result<(), HandlerError> {
+    pub async fn on_degraded(&self, e: Envelope<pb::PerformanceDegraded>) -> Result<(), TrainerError> {
         let d = &e.payload;
         info!(pipeline = %d.pipeline, metric = %d.metric, value = d.value, floor = d.floor, "performance degraded");
         let job_id = format!("{}-degradation-{}", d.pipeline, kv_key(&d.alert_id));
@@ -100,7 +96,7 @@ impl Policy {
         kind: TriggerEvent,
         job_id: String,
         reason: pb::TrainReason,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), TrainerError> {
         let triggers = self.spec(pipeline).await?.training.triggers.unwrap_or_default();
         if !triggers.fires_on(kind) {
             info!(pipeline, trigger = ?kind, "this alert does not trigger training (training.triggers.on)");
@@ -120,7 +116,7 @@ impl Policy {
     }
 
     /// A manual request: train on the window now (no debounce, no cooldown).
-    pub async fn on_requested(&self, e: Envelope<pb::TrainRequested>) -> Result<(), HandlerError> {
+    pub async fn on_requested(&self, e: Envelope<pb::TrainRequested>) -> Result<(), TrainerError> {
         let r = &e.payload;
         let history = self.history(&r.pipeline).await?.0;
         let request = if r.request_id.is_empty() { e.id.as_str() } else { r.request_id.as_str() };
@@ -145,7 +141,7 @@ impl Policy {
         .await;
     }
 
-    async fn fire_schedule(&self, spec: &PipelineSpec) -> Result<(), HandlerError> {
+    async fn fire_schedule(&self, spec: &PipelineSpec) -> Result<(), TrainerError> {
         let Some(Ok(cron)) = spec.training.triggers.as_ref().and_then(|t| t.cron()) else { return Ok(()) };
         let pipeline = spec.name.as_str();
         let key = format!("schedule.{}", kv_key(pipeline));
@@ -175,9 +171,9 @@ impl Policy {
         trigger_event_id: &str,
         ctx: &EventContext,
         no_data: impl FnOnce() -> String,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), TrainerError> {
         if history.is_empty() {
-            return Err(HandlerError::permanent(no_data()));
+            return Err(TrainerError::NothingToTrainOn(no_data()));
         }
         let job = pb::TrainJob {
             job_id,
@@ -214,26 +210,21 @@ impl Policy {
     }
 
     /// The pipeline's trigger state; the default when no job was queued yet.
-    async fn trigger_state(&self, pipeline: &str) -> Result<TriggerState, HandlerError> {
-        let entry = self
-            .jobs
-            .get(trigger_key(pipeline))
-            .await
-            .context("reading the trigger state")
-            .map_err(HandlerError::Transient)?;
+    async fn trigger_state(&self, pipeline: &str) -> Result<TriggerState, TrainerError> {
+        let entry =
+            self.jobs.get(trigger_key(pipeline)).await.map_err(TrainerError::jobs("reading the trigger state"))?;
         Ok(entry.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default())
     }
 
     /// Records a queued job. A later record is never replaced by an older one.
-    async fn record_queued(&self, pipeline: &str, state: TriggerState) -> Result<(), HandlerError> {
-        let bytes: bytes::Bytes = serde_json::to_vec(&state).map_err(|e| HandlerError::Transient(e.into()))?.into();
+    async fn record_queued(&self, pipeline: &str, state: TriggerState) -> Result<(), TrainerError> {
+        let bytes: bytes::Bytes = serde_json::to_vec(&state).expect("a trigger state always encodes").into();
         for _ in 0..20 {
             let entry = self
                 .jobs
                 .entry(trigger_key(pipeline))
                 .await
-                .context("reading the trigger state")
-                .map_err(HandlerError::Transient)?;
+                .map_err(TrainerError::jobs("reading the trigger state"))?;
             let written = match entry {
                 Some(e) => {
                     let current: TriggerState = serde_json::from_slice(&e.value).unwrap_or_default();
@@ -248,28 +239,21 @@ impl Policy {
                 return Ok(());
             }
         }
-        Err(HandlerError::Transient(anyhow::anyhow!("the trigger state of `{pipeline}` kept changing")))
+        Err(TrainerError::KeptChanging { what: "trigger state", pipeline: pipeline.to_owned() })
     }
 
-    async fn spec(&self, pipeline: &str) -> Result<PipelineSpec, HandlerError> {
-        self.specs
-            .get(pipeline)
-            .await?
-            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{pipeline}` not found")))
+    async fn spec(&self, pipeline: &str) -> Result<PipelineSpec, TrainerError> {
+        self.specs.get(pipeline).await?.ok_or_else(|| TrainerError::UnknownPipeline(pipeline.to_owned()))
     }
 
     /// The pipeline's accepted training versions, oldest first, and the bucket revision read.
-    async fn history(&self, pipeline: &str) -> Result<(History, Option<u64>), HandlerError> {
-        let entry = self
-            .jobs
-            .entry(history_key(pipeline))
-            .await
-            .context("reading the dataset history")
-            .map_err(HandlerError::Transient)?;
+    async fn history(&self, pipeline: &str) -> Result<(History, Option<u64>), TrainerError> {
+        let entry =
+            self.jobs.entry(history_key(pipeline)).await.map_err(TrainerError::jobs("reading the dataset history"))?;
         match entry {
             Some(e) if !e.value.is_empty() => {
                 let history: History = serde_json::from_slice(&e.value)
-                    .map_err(|err| HandlerError::permanent(format!("dataset history of `{pipeline}`: {err}")))?;
+                    .map_err(|source| TrainerError::BadHistory { pipeline: pipeline.to_owned(), source })?;
                 Ok((history, Some(e.revision)))
             }
             Some(e) => Ok((Vec::new(), Some(e.revision))),
@@ -279,7 +263,7 @@ impl Policy {
 
     /// Appends `dataset` (once) to the history, safely against other trainers doing the same: the
     /// write names the revision it read, and a conflict reads again.
-    async fn append(&self, pipeline: &str, dataset: &str) -> Result<History, HandlerError> {
+    async fn append(&self, pipeline: &str, dataset: &str) -> Result<History, TrainerError> {
         for _ in 0..20 {
             let (mut history, revision) = self.history(pipeline).await?;
             if history.iter().any(|(id, _)| id == dataset) {
@@ -289,7 +273,7 @@ impl Policy {
             if history.len() > MAX_HISTORY {
                 history.drain(..history.len() - MAX_HISTORY);
             }
-            let bytes = serde_json::to_vec(&history).map_err(|e| HandlerError::Transient(e.into()))?;
+            let bytes = serde_json::to_vec(&history).expect("a history always encodes");
             let written = match revision {
                 Some(r) => self.jobs.update(history_key(pipeline), bytes.into(), r).await.is_ok(),
                 None => self.jobs.create(history_key(pipeline), bytes.into()).await.is_ok(),
@@ -298,17 +282,17 @@ impl Policy {
                 return Ok(history);
             }
         }
-        Err(HandlerError::Transient(anyhow::anyhow!("the dataset history of `{pipeline}` kept changing")))
+        Err(TrainerError::KeptChanging { what: "dataset history", pipeline: pipeline.to_owned() })
     }
 
     /// The datasets a job trains on: the spec's window over `history`.
-    async fn window(&self, pipeline: &str, history: &History) -> Result<Vec<String>, HandlerError> {
+    async fn window(&self, pipeline: &str, history: &History) -> Result<Vec<String>, TrainerError> {
         let spec = self.spec(pipeline).await?;
         Ok(TrainingWindow::select(spec.training.window.as_ref(), history, now_unix_ms()))
     }
 
     /// Publishes `job`; true when the server already had it (a duplicate, dropped).
-    async fn queue(&self, job: &pb::TrainJob, ctx: &EventContext) -> Result<bool, HandlerError> {
+    async fn queue(&self, job: &pb::TrainJob, ctx: &EventContext) -> Result<bool, TrainerError> {
         let published = self.bus.publish(&job.job_id, ctx, job).await?;
         info!(job = %job.job_id, reason = %reason_name(job.reason), duplicate = published.duplicate, "training job queued");
         if !published.duplicate {
@@ -360,10 +344,10 @@ fn secs_ms(secs: f64) -> i64 {
 }
 
 /// `Ok` once `due` (Unix ms) has passed; else asks for the event again then.
-fn defer_until(due: i64) -> Result<(), HandlerError> {
+fn defer_until(due: i64) -> Result<(), TrainerError> {
     let wait = due - now_unix_ms();
     if wait > 0 {
-        return Err(HandlerError::Later(Duration::from_millis(wait as u64)));
+        return Err(TrainerError::Deferred(Duration::from_millis(wait as u64)));
     }
     Ok(())
 }

@@ -3,22 +3,26 @@
 //! never trained on.
 
 pub mod checks;
+pub mod error;
 pub mod profile;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, PROFILES_KV};
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, PROFILES_KV, off_runtime};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::Envelope;
-use mlops_shared::http::{Readiness, ops_router, serve};
 use mlops_shared::ids::Sha256;
 use mlops_shared::objects::Objects;
+use mlops_shared::service::Service;
 use mlops_shared::spec::{Environment, SpecStore};
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::error::ValidatorError;
 
 /// Validator configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -49,36 +53,27 @@ struct Validator {
 
 /// Runs the validator until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // A bad certificate fails the start, before the service touches NATS.
-    let tls = config.tls.server_config()?;
-    let bus = Bus::connect(&config.nats, "validator", &shutdown).await?;
-    bus.provision(config.nats.replicas).await?;
-    let v = Validator {
+    let mut service = Service::start("validator", &config.nats, &config.tls, &shutdown).await?;
+    let bus = service.bus.clone();
+    let v = Arc::new(Validator {
         datasets: bus.objects(DATASETS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
         profiles: bus.kv(PROFILES_KV).await?,
-        bus: bus.clone(),
-    };
-    let readiness = Readiness::default();
-    readiness.set_ready();
-    let http = tokio::spawn(serve(listener, ops_router(readiness), tls, shutdown.clone()));
-    bus.consume(ConsumerSpec::events::<pb::DataIngested>("validator"), shutdown.child_token(), |e| v.on_ingested(e))
-        .await?;
-    http.await??;
-    Ok(())
+        bus,
+    });
+    let ingested = ConsumerSpec::events::<pb::DataIngested>("validator");
+    service.consume(ingested, v, |v, e| async move { Ok(v.on_ingested(e).await?) });
+    service.serve(listener, None).await
 }
 
 impl Validator {
-    async fn on_ingested(&self, e: Envelope<pb::DataIngested>) -> Result<(), HandlerError> {
+    async fn on_ingested(&self, e: Envelope<pb::DataIngested>) -> Result<(), ValidatorError> {
         let ctx = e.follow();
         let d = &e.payload;
-        let spec = self
-            .specs
-            .get(&d.pipeline)
-            .await?
-            .ok_or_else(|| HandlerError::permanent(format!("pipeline `{}` not found", d.pipeline)))?;
-        let sha = Sha256::parse(d.dataset_id.clone()).map_err(|err| HandlerError::permanent(err.to_string()))?;
-        let environment = Environment::parse(&d.environment).map_err(HandlerError::Permanent)?;
+        let spec =
+            self.specs.get(&d.pipeline).await?.ok_or_else(|| ValidatorError::UnknownPipeline(d.pipeline.clone()))?;
+        let sha = Sha256::parse(d.dataset_id.clone())?;
+        let environment = Environment::parse(&d.environment).map_err(ValidatorError::BadEnvironment)?;
         // Streamed to a temporary file and read in batches: memory stays bounded whatever the size.
         let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
         let name = format!("data.{}", d.format);
@@ -86,19 +81,18 @@ impl Validator {
             .profiles
             .get(d.pipeline.as_str())
             .await
-            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("reading the previous profile: {e}")))?
+            .map_err(|e| ValidatorError::ReadProfile(e.to_string()))?
             .and_then(|b| pb::DatasetProfile::decode(b).ok());
-        let report = tokio::task::spawn_blocking(move || {
+        let report = off_runtime(move || {
             let batches = mlops_data::open_typed(
                 mlops_data::Source::File(file),
                 &name,
                 &mlops_data::Limits::default(),
                 &spec.numeric_features(),
             );
-            checks::validate(batches, &spec, previous.as_ref(), environment)
+            Ok::<_, ValidatorError>(checks::validate(batches, &spec, previous.as_ref(), environment))
         })
-        .await
-        .map_err(|e| HandlerError::Transient(anyhow::anyhow!("validation task failed: {e}")))?;
+        .await?;
         if report.blocked() {
             let reason = report.summary();
             warn!(pipeline = %d.pipeline, dataset = %sha.short(), %reason, "dataset rejected");
@@ -122,7 +116,7 @@ impl Validator {
                 self.profiles
                     .put(d.pipeline.as_str(), report.profile.encode_to_vec().into())
                     .await
-                    .map_err(|e| HandlerError::Transient(anyhow::anyhow!("storing the profile: {e}")))?;
+                    .map_err(|e| ValidatorError::StoreProfile(e.to_string()))?;
             }
             let event = pb::DataValidated {
                 pipeline: d.pipeline.clone(),

@@ -20,6 +20,25 @@ const TOP: usize = 20;
 /// Distinct values tracked per categorical column; beyond, new values count as one "(other)".
 const MAX_DISTINCT: usize = 10_000;
 
+/// How a column is profiled, as its profile's `kind` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// Moments, quantiles and a histogram.
+    Numeric,
+    /// Category frequencies.
+    Categorical,
+}
+
+impl ColumnKind {
+    /// The name the profile carries.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Numeric => "numeric",
+            Self::Categorical => "categorical",
+        }
+    }
+}
+
 /// A numeric column's running statistics.
 #[derive(Debug, Clone)]
 pub struct NumericProfile {
@@ -124,7 +143,7 @@ impl NumericProfile {
         let empty = self.count == 0;
         pb::ColumnProfile {
             name: name.into(),
-            kind: "numeric".into(),
+            kind: ColumnKind::Numeric.as_str().into(),
             count: self.count,
             nulls: self.nulls,
             min: if empty { 0.0 } else { self.min },
@@ -231,7 +250,7 @@ impl CategoricalProfile {
         top.truncate(TOP);
         pb::ColumnProfile {
             name: name.into(),
-            kind: "categorical".into(),
+            kind: ColumnKind::Categorical.as_str().into(),
             count: self.count,
             nulls: self.nulls,
             top_categories: top.into_iter().map(|(value, count)| pb::CategoryCount { value, count }).collect(),
@@ -306,7 +325,7 @@ mod tests {
         };
         let (a, b) = (run(), run());
         assert_eq!(a, b);
-        assert_eq!(a.count, 200_000);
+        assert_eq!((a.count, a.kind.as_str()), (200_000, "numeric"));
         assert!((a.mean - 499.5).abs() < 1e-9);
         assert!((a.quantiles[3] - 499.5).abs() < 15.0, "{:?}", a.quantiles);
         assert_eq!(a.histogram_counts.iter().sum::<u64>(), 200_000);
@@ -323,5 +342,6 @@ mod tests {
         let top: Vec<(&str, u64)> = c.top_categories.iter().map(|t| (t.value.as_str(), t.count)).collect();
         assert_eq!(top, vec![("b", 3), ("a", 2), ("c", 1)]);
         assert_eq!((c.count, c.nulls, c.distinct), (6, 1, 3));
+        assert_eq!(c.kind, "categorical");
     }
 }

@@ -1,43 +1,6 @@
-//! The tests on binned distributions: chi-square goodness of fit, the population stability index
-//! and the Jensen–Shannon distance, on the shares (or counts) of the same bins in the reference
-//! and the current window; and the equal-width binning Evidently uses for numeric columns.
-
-/// Shares below this are raised to it, so an empty bin does not make PSI infinite (as Evidently).
-const EPS: f64 = 1e-4;
-
-/// Population stability index: Σ (r − c) · ln(r / c) over the bins' shares, an empty share
-/// counted as 0.0001 (Evidently's `psi`).
-pub fn psi(reference: &[f64], current: &[f64]) -> f64 {
-    reference
-        .iter()
-        .zip(current)
-        .map(|(&r, &c)| {
-            let (r, c) = (r.max(EPS), c.max(EPS));
-            (r - c) * (r / c).ln()
-        })
-        .sum()
-}
-
-/// The Jensen–Shannon distance (the square root of the divergence, natural log) between two
-/// distributions over the same bins, each normalised to sum to one, as
-/// `scipy.spatial.distance.jensenshannon`.
-pub fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
-    let (sp, sq) = (p.iter().sum::<f64>(), q.iter().sum::<f64>());
-    if sp <= 0.0 || sq <= 0.0 {
-        return 0.0;
-    }
-    let kl = |a: f64, m: f64| if a > 0.0 { a * (a / m).ln() } else { 0.0 };
-    let divergence: f64 = p
-        .iter()
-        .zip(q)
-        .map(|(&a, &b)| {
-            let (a, b) = (a / sp, b / sq);
-            let m = (a + b) / 2.0;
-            (kl(a, m) + kl(b, m)) / 2.0
-        })
-        .sum();
-    divergence.max(0.0).sqrt()
-}
+//! The chi-square goodness-of-fit test on binned distributions (PSI and the Jensen–Shannon
+//! distance are in `mlops_shared::stats::divergence`), and the equal-width binning Evidently uses
+//! for numeric columns.
 
 /// Pearson's chi-square goodness of fit of the current counts to the reference shares scaled to
 /// the current total (Evidently's `chisquare`): the p-value. Bins empty in both are left out; a
@@ -99,10 +62,4 @@ pub fn equal_width_counts(a: &[f64], b: &[f64], bins: usize) -> (Vec<u64>, Vec<u
         counts
     };
     (counts(a), counts(b))
-}
-
-/// Counts as shares of their total (zeros when empty).
-pub fn shares(counts: &[u64]) -> Vec<f64> {
-    let n = counts.iter().sum::<u64>().max(1) as f64;
-    counts.iter().map(|&c| c as f64 / n).collect()
 }

@@ -17,6 +17,7 @@ pub mod wasserstein;
 use mlops_proto as pb;
 use mlops_shared::model::{FeatureProfile, ReferenceProfile, SAMPLE_VALUES, order_statistics, population_std};
 use mlops_shared::spec::{DriftMethod, MonitoringSpec};
+use mlops_shared::stats::divergence::{EVIDENTLY_FLOOR, floored_shares, js_distance, psi, shares};
 
 /// Samples of at most this many values get p-value tests; larger ones distances (Evidently's 1,000).
 const SMALL_SAMPLE: u64 = 1000;
@@ -88,7 +89,7 @@ impl Reference {
             (true, true) => DriftMethod::Ks,
             (true, false) => DriftMethod::Wasserstein,
             (false, true) => DriftMethod::ChiSquare,
-            (false, false) => DriftMethod::JensenShannon,
+            (false, false) => DriftMethod::JensenShannonDistance,
         }
     }
 }
@@ -157,7 +158,7 @@ impl References {
                     (Reference::Categorical { categories, .. }, Current::Categorical(counts)) => {
                         Reference::Categorical {
                             categories: categories.clone(),
-                            shares: binned::shares(counts),
+                            shares: shares(counts),
                             rows: window.rows,
                         }
                     }
@@ -262,7 +263,7 @@ fn default_threshold(method: DriftMethod, spec: &MonitoringSpec) -> f64 {
     match method {
         DriftMethod::Ks | DriftMethod::ChiSquare => P_THRESHOLD,
         DriftMethod::Psi => spec.psi_threshold,
-        DriftMethod::Wasserstein | DriftMethod::JensenShannon => DISTANCE_THRESHOLD,
+        DriftMethod::Wasserstein | DriftMethod::JensenShannonDistance => DISTANCE_THRESHOLD,
     }
 }
 
@@ -285,12 +286,15 @@ pub fn score(method: DriftMethod, r: &Reference, current: &Current) -> f64 {
             wasserstein::normalised(sample, &sorted(cur), *std)
         }
         (DriftMethod::Ks, ..) => score(DriftMethod::ChiSquare, r, current),
-        (DriftMethod::Wasserstein, ..) => score(DriftMethod::JensenShannon, r, current),
+        (DriftMethod::Wasserstein, ..) => score(DriftMethod::JensenShannonDistance, r, current),
         (binned_method, ..) => {
             let (reference, current) = bins(r, current);
             match binned_method {
-                DriftMethod::Psi => binned::psi(&reference, &binned::shares(&current)),
-                DriftMethod::JensenShannon => binned::jensen_shannon(&reference, &binned::shares(&current)),
+                DriftMethod::Psi => psi(
+                    &floored_shares(&reference, EVIDENTLY_FLOOR),
+                    &floored_shares(&shares(&current), EVIDENTLY_FLOOR),
+                ),
+                DriftMethod::JensenShannonDistance => js_distance(&reference, &shares(&current)),
                 _ => binned::chi_square_p(&reference, &current),
             }
         }
@@ -318,11 +322,11 @@ fn bins(r: &Reference, current: &Current) -> (Vec<f64>, Vec<u64>) {
                     }
                     c
                 };
-                (binned::shares(&count(sample)), count(cur))
+                (shares(&count(sample)), count(cur))
             }
             None => {
                 let (reference, current) = binned::equal_width_counts(sample, cur, NUMERIC_BINS);
-                (binned::shares(&reference), current)
+                (shares(&reference), current)
             }
         },
         // Shapes that cannot meet (a reference and window of different kinds): no evidence.

@@ -19,6 +19,11 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
+/// PSI with Evidently's smoothing, as `score` computes it.
+fn evidently_psi(reference: &[f64], current: &[f64]) -> f64 {
+    psi(&floored_shares(reference, EVIDENTLY_FLOOR), &floored_shares(current, EVIDENTLY_FLOOR))
+}
+
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol
 }
@@ -66,19 +71,19 @@ fn binned_tests_match_scipy_and_evidently() {
     // numpy.histogram's counts over the same 30 edges.
     assert_eq!(rc, [4, 2, 3, 3, 2, 4, 2, 3, 3, 2, 4, 2, 3, 3, 3, 3, 3, 2, 3, 2, 3, 3, 3, 3, 3, 2, 4, 2, 1, 0]);
     assert_eq!(cc, [0, 0, 0, 0, 3, 2, 1, 4, 0, 3, 2, 1, 3, 0, 3, 1, 1, 3, 0, 4, 1, 2, 3, 0, 4, 1, 2, 2, 0, 4]);
-    let (rs, cs) = (binned::shares(&rc), binned::shares(&cc));
-    assert!(close(binned::jensen_shannon(&rs, &cs), 0.415_618_719_990_425_93, 1e-12));
-    assert!(close(binned::psi(&rs, &cs), 2.673_847_945_327_205, 1e-9));
+    let (rs, cs) = (shares(&rc), shares(&cc));
+    assert!(close(js_distance(&rs, &cs), 0.415_618_719_990_425_93, 1e-12));
+    assert!(close(evidently_psi(&rs, &cs), 2.673_847_945_327_205, 1e-9));
     let (rc, cc) = binned::equal_width_counts(&r, &c, 10);
-    let (rs, cs) = (binned::shares(&rc), binned::shares(&cc));
-    assert!(close(binned::jensen_shannon(&rs, &cs), 0.228_001_729_516_506_52, 1e-12));
-    assert!(close(binned::psi(&rs, &cs), 0.898_719_447_336_691_5, 1e-9));
+    let (rs, cs) = (shares(&rc), shares(&cc));
+    assert!(close(js_distance(&rs, &cs), 0.228_001_729_516_506_52, 1e-12));
+    assert!(close(evidently_psi(&rs, &cs), 0.898_719_447_336_691_5, 1e-9));
     // Categories: chisquare([30, 30, 40], [50, 30, 20] scaled) -> statistic 28, p 8.315e-7.
     let p = binned::chi_square_p(&[0.5, 0.3, 0.2], &[30, 30, 40]);
     assert!((p / 8.315_287_191_035_68e-7 - 1.0).abs() < 1e-6, "{p}");
     let p = binned::chi_square_p(&[0.5, 0.3, 0.2], &[52, 28, 20]);
     assert!(close(p, 0.898_825_231_471_608_9, 1e-9), "{p}");
-    assert!(close(binned::jensen_shannon(&[0.5, 0.3, 0.2], &[0.3, 0.3, 0.4]), 0.172_114_731_038_121_78, 1e-12));
+    assert!(close(js_distance(&[0.5, 0.3, 0.2], &[0.3, 0.3, 0.4]), 0.172_114_731_038_121_78, 1e-12));
     // A category the reference never had is drift beyond doubt.
     assert_eq!(binned::chi_square_p(&[0.5, 0.5, 0.0], &[10, 10, 1]), 0.0);
 }
@@ -100,7 +105,7 @@ fn the_test_is_chosen_by_type_cardinality_and_the_smaller_sample() {
     assert_eq!(large.default_method(1000), DriftMethod::Ks);
     let cats = |rows| Reference::Categorical { categories: vec!["a".into()], shares: vec![1.0, 0.0], rows };
     assert_eq!(cats(1000).default_method(5000), DriftMethod::ChiSquare);
-    assert_eq!(cats(1001).default_method(5000), DriftMethod::JensenShannon);
+    assert_eq!(cats(1001).default_method(5000), DriftMethod::JensenShannonDistance);
     assert_eq!(cats(1001).default_method(200), DriftMethod::ChiSquare);
 }
 
@@ -144,8 +149,11 @@ fn shifted_inputs_drift_and_unshifted_do_not_with_every_method() {
         assert!(f.iter().all(|f| !f.drifted), "{rows}: {f:?}");
         assert_eq!(share, 0.0);
         assert!(!prediction.unwrap().drifted);
-        let expected =
-            if rows.min(u64::from(n)) <= 1000 { ["ks", "chi_square"] } else { ["wasserstein", "jensen_shannon"] };
+        let expected = if rows.min(u64::from(n)) <= 1000 {
+            ["ks", "chi_square"]
+        } else {
+            ["wasserstein", "jensen_shannon_distance"]
+        };
         assert_eq!(f.iter().map(|f| f.method.as_str()).collect::<Vec<_>>(), expected);
 
         let mut shifted = Window::new(&refs);
@@ -162,7 +170,7 @@ fn shifted_inputs_drift_and_unshifted_do_not_with_every_method() {
             DriftMethod::ChiSquare,
             DriftMethod::Psi,
             DriftMethod::Wasserstein,
-            DriftMethod::JensenShannon,
+            DriftMethod::JensenShannonDistance,
         ] {
             let spec = MonitoringSpec {
                 features: [("x".to_owned(), DriftOverride { method: Some(method), threshold: None })].into(),

@@ -1,5 +1,8 @@
-//! Statistical tests on counts: the chi-square test of homogeneity and the distribution it needs.
-//! Checked against SciPy's values in the tests.
+//! The statistics two or more services share, each defined once: tests on counts (chi-square
+//! homogeneity, a one-sided test of means) with the distributions they need, a float sort, and in
+//! [`divergence`] the distances between binned distributions. Checked against SciPy in the tests.
+
+pub mod divergence;
 
 /// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms: about 15 significant digits).
 pub fn ln_gamma(x: f64) -> f64 {

@@ -1,0 +1,136 @@
+//! Data in: `mlops ingest` uploads a file as a dataset version and waits for the validator's
+//! verdict, `mlops data` reads the ingest catalog (records, profiles, validation reports), and
+//! `mlops sample` writes the bundled example data set.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use mlops_cli::client::{self, Remote};
+use mlops_cli::{sample, tables};
+
+/// The arguments of `mlops ingest`.
+#[derive(Args)]
+pub(crate) struct IngestArgs {
+    #[arg(long)]
+    pipeline: String,
+    file: PathBuf,
+    /// `training`, or `serving` for serving-time data: the label may be absent, and it is
+    /// validated and profiled but never trained on.
+    #[arg(long, default_value = "training")]
+    environment: String,
+    /// Do not wait for the validator's verdict.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// The subcommands of `mlops data`.
+#[derive(Subcommand)]
+pub(crate) enum DataCommand {
+    /// List dataset versions.
+    List {
+        #[arg(long, default_value = "")]
+        pipeline: String,
+        /// Only `pending`, `accepted` or `rejected` versions.
+        #[arg(long, default_value = "")]
+        verdict: String,
+    },
+    /// A version's catalog record and profile.
+    Show { dataset_id: String },
+    /// A version's validation report: a table of anomalies.
+    Report { dataset_id: String },
+}
+
+/// The arguments of `mlops sample`.
+#[derive(Args)]
+pub(crate) struct SampleArgs {
+    #[arg(long, default_value_t = 3000)]
+    rows: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "normal")]
+    variant: sample::Variant,
+}
+
+/// Uploads the file and, unless `--no-wait`, waits up to a minute for its verdict (an error when
+/// rejected).
+pub(crate) async fn ingest(args: IngestArgs, ingest: &Remote) -> anyhow::Result<()> {
+    let IngestArgs { pipeline, file, environment, no_wait } = args;
+    let header =
+        mlops_proto::UploadHeader { pipeline, source: file.display().to_string(), environment, ..Default::default() };
+    let ds = client::upload_file(ingest, header, &file).await?;
+    if ds.duplicate {
+        println!("dataset {} already known (verdict: {}); nothing new to do", ds.dataset_id, ds.verdict);
+        return Ok(());
+    }
+    println!("dataset {} ingested ({} bytes)", ds.dataset_id, ds.size_bytes);
+    if no_wait {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = client::dataset(ingest, &ds.dataset_id).await?;
+        match d.verdict.as_str() {
+            "accepted" => {
+                println!("accepted: {} rows", d.rows);
+                return Ok(());
+            }
+            "rejected" => anyhow::bail!("rejected: {}", d.verdict_detail),
+            _ if tokio::time::Instant::now() > deadline => anyhow::bail!("no verdict within 60 s"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Runs one `mlops data` subcommand against the ingest catalog.
+pub(crate) async fn run(command: DataCommand, ingest: &Remote) -> anyhow::Result<()> {
+    match command {
+        DataCommand::List { pipeline, verdict } => {
+            print!("{}", tables::datasets(&client::datasets(ingest, &pipeline, &verdict).await?));
+        }
+        DataCommand::Show { dataset_id } => show(ingest, &dataset_id).await?,
+        DataCommand::Report { dataset_id } => {
+            let d = client::dataset(ingest, &dataset_id).await?;
+            println!(
+                "dataset {} ({}): {}, {} rows",
+                mlops_shared::ids::short(&d.dataset_id),
+                d.pipeline,
+                d.verdict,
+                d.rows
+            );
+            print!("{}", tables::anomalies(&d.anomalies));
+        }
+    }
+    Ok(())
+}
+
+/// `mlops data show`: the catalog record, then the schema and profile once there is one.
+async fn show(ingest: &Remote, dataset_id: &str) -> anyhow::Result<()> {
+    let d = client::dataset(ingest, dataset_id).await?;
+    println!(
+        "dataset   {}
+pipeline  {}
+source    {}
+format    {}
+bytes     {}
+arrived   {} ({})",
+        d.dataset_id, d.pipeline, d.source, d.format, d.size_bytes, d.arrived_unix_ms, d.environment
+    );
+    println!(
+        "verdict   {}{}",
+        d.verdict,
+        if d.verdict_detail.is_empty() { String::new() } else { format!(": {}", d.verdict_detail) }
+    );
+    match &d.profile {
+        Some(p) => print!("\n{}\n{}", tables::schema(&p.schema), tables::profile(p)),
+        None => println!("(no profile yet)"),
+    }
+    Ok(())
+}
+
+/// Writes the example churn data set as CSV to stdout.
+pub(crate) fn sample(args: SampleArgs) -> anyhow::Result<()> {
+    let SampleArgs { rows, seed, variant } = args;
+    print!("{}", sample::csv(rows, seed, variant));
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! `mlops events`: the bus as an outside subscriber sees it, each event decoded into one line
+//! (a core NATS subscription, so no consumer state is left behind).
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use futures::StreamExt;
+use mlops_cli::events;
+
+/// The subcommands of `mlops events`.
+#[derive(Subcommand)]
+pub(crate) enum EventsCommand {
+    /// Print events as they happen.
+    Tail {
+        /// Subject filter.
+        #[arg(default_value = "mlops.events.>")]
+        subject: String,
+    },
+}
+
+/// Runs one `mlops events` subcommand; `tail` prints until Ctrl-C.
+pub(crate) async fn run(command: EventsCommand, nats_url: &str) -> anyhow::Result<()> {
+    let EventsCommand::Tail { subject } = command;
+    let nats = async_nats::connect(mlops_shared::bus::server_addrs(nats_url)?)
+        .await
+        .with_context(|| format!("connecting to {nats_url}"))?;
+    let mut sub = nats.subscribe(subject.clone()).await?;
+    eprintln!("listening on {subject} (Ctrl-C to stop)");
+    while let Some(msg) = sub.next().await {
+        let seen = events::decode(&msg.subject, &msg.payload);
+        let time = msg.headers.as_ref().and_then(|h| h.get("ce-time")).map(|v| v.to_string()).unwrap_or_default();
+        println!("{time} {:<24} {:<10} {}", seen.kind, seen.pipeline, seen.summary);
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! A candidate's judgement, computed on the blocking pool from inputs fetched beforehand: its
+//! scores on the holdout and on the newest data beside production's, per slice, against the gates
+//! and the serving limits. Nothing here awaits.
+
+use mlops_proto as pb;
+use mlops_shared::model::{Artifact, holdout_split};
+use mlops_shared::spec::PipelineSpec;
+use mlops_shared::table::Frame;
+
+use crate::error::EvaluatorError;
+use crate::gate::{self, Measured, Scored};
+use crate::measure;
+
+/// Everything the judgement reads, fetched and verified before it starts.
+pub struct Inputs {
+    pub spec: PipelineSpec,
+    pub candidate: Artifact,
+    pub artifact_size: u64,
+    /// The serving model, when there is one, and its version (0 when none).
+    pub champion: Option<Artifact>,
+    pub production_version: u64,
+    /// The candidate's training window, as (dataset id, bytes).
+    pub window: Vec<(String, Vec<u8>)>,
+    /// The newest validated dataset, when the pipeline has one.
+    pub newest: Option<Newest>,
+}
+
+/// The newest validated dataset: one of the candidate's window (judged on its share of the
+/// holdout), or one that arrived after the window was chosen (judged whole).
+pub enum Newest {
+    /// The dataset `id`, at `index` in the candidate's window.
+    InWindow {
+        id: String,
+        index: usize,
+    },
+    After(String, Vec<u8>),
+}
+
+impl Newest {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::InWindow { id, .. } | Self::After(id, _) => id,
+        }
+    }
+}
+
+/// The verdict and the measurements behind it.
+pub struct Judgement {
+    pub passed: bool,
+    pub checks: Vec<pb::GateCheck>,
+    pub measured: Measured,
+    /// Holdout rows.
+    pub rows: u64,
+}
+
+/// Scores the candidate (and the champion) and applies the spec's gates and serving limits.
+pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
+    let unreadable = |e: mlops_data::DatasetError| EvaluatorError::BadData(e.to_string());
+    let m = &i.candidate.manifest;
+    let task = i.spec.target.task;
+    let (frame, counts) = mlops_data::read_datasets_counted(&i.spec, &i.window).map_err(unreadable)?;
+    let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
+    let holdout = frame.take(&holdout_idx);
+    let labels = holdout.target.clone().unwrap_or_default();
+    let candidate = i.candidate.predict_frame(&holdout);
+    let production = i.champion.as_ref().map(|c| c.predict_frame(&holdout));
+    let newest = match &i.newest {
+        None => None,
+        Some(Newest::InWindow { index, .. }) => {
+            let at = measure::rows_of(&holdout_idx, &counts, *index);
+            let pick = |scores: &[f64]| at.iter().map(|&r| scores[r]).collect::<Vec<_>>();
+            let production = production.as_deref().map(pick);
+            Some(measure::score(task, &pick(&labels), &pick(&candidate), production.as_deref()))
+        }
+        Some(Newest::After(id, bytes)) => {
+            let newest = mlops_data::read_datasets(&i.spec, &[(id.clone(), bytes.clone())]).map_err(unreadable)?;
+            Some(score_frame(i, &newest))
+        }
+    };
+    let measured = Measured {
+        holdout: measure::score(task, &labels, &candidate, production.as_deref()),
+        newest,
+        slices: measure::slices(&i.spec, &holdout, &labels, &candidate, production.as_deref()),
+        min_slice_rows: i.spec.evaluation.min_slice_rows as usize,
+    };
+    let (mut passed, mut checks) = gate::judge(task, &i.spec.gates, &measured);
+    if let Some(limits) = &i.spec.serving_limits {
+        let (p99_ms, timed) = single_row_p99(&i.candidate, &holdout);
+        let infra = gate::serving_checks(limits, p99_ms, timed, i.artifact_size);
+        passed &= infra.iter().all(|c| c.passed);
+        checks.extend(infra);
+    }
+    Ok(Judgement { passed, checks, measured, rows: holdout.rows as u64 })
+}
+
+/// The candidate's and the champion's scores on every row of `frame`.
+fn score_frame(i: &Inputs, frame: &Frame) -> Scored {
+    let labels = frame.target.clone().unwrap_or_default();
+    let production = i.champion.as_ref().map(|c| c.predict_frame(frame));
+    measure::score(i.spec.target.task, &labels, &i.candidate.predict_frame(frame), production.as_deref())
+}
+
+/// Times single-row predictions (preprocessing included) on up to 2,000 holdout rows, cycling
+/// through them when there are fewer than 200: the p99 in milliseconds, and how many were timed.
+fn single_row_p99(artifact: &Artifact, holdout: &Frame) -> (f64, usize) {
+    if holdout.rows == 0 {
+        return (f64::NAN, 0);
+    }
+    let rows: Vec<_> = (0..holdout.rows.min(2_000)).map(|i| holdout.row(i)).collect();
+    let n = rows.len().max(200);
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let row = &rows[i % rows.len()];
+        let started = std::time::Instant::now();
+        std::hint::black_box(artifact.predict(std::hint::black_box(row)));
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    (gate::p99(&mut samples), n)
+}

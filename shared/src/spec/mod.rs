@@ -1,0 +1,289 @@
+//! The pipeline spec: what a team declares about its data, model, gates, deployment and monitoring.
+//! Written in YAML (`mlops pipeline apply spec.yaml`), checked here section by section (a module
+//! each), stored by the registry and published to the `pipelines` bucket as canonical JSON.
+
+mod deployment;
+mod features;
+mod gates;
+mod monitoring;
+mod store;
+mod target;
+mod training;
+mod validation;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::PipelineName;
+
+pub use deployment::{CanarySpec, DeploymentSpec, Strategy};
+pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, Severity, full_match};
+pub use gates::{EvaluationSpec, GateRows, GateSpec, ServingLimits, StalenessSpec};
+pub use monitoring::{DriftMethod, DriftOverride, MonitoringSpec, PerformanceSpec, ReferenceKind};
+pub use store::SpecStore;
+pub use target::{CLASSIFICATION_METRICS, REGRESSION_METRICS, TargetSpec, Task};
+pub use training::{Algorithm, MAX_CANDIDATES, SearchSpec, TrainingSpec, TrainingWindow, TriggerEvent, TriggerSpec};
+pub use validation::{Environment, ValidationSpec};
+
+/// Why a spec was refused. The message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("spec is not valid YAML for a pipeline: {0}")]
+    Parse(String),
+    #[error("spec: {0}")]
+    Invalid(String),
+}
+
+/// A pipeline spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    pub name: PipelineName,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub features: Vec<FeatureSpec>,
+    /// Columns the validator checks but the model never sees: ids, free text, timestamps kept
+    /// as text. A categorical one may leave `categories` out (an open domain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<FeatureSpec>,
+    pub target: TargetSpec,
+    #[serde(default)]
+    pub training: TrainingSpec,
+    #[serde(default)]
+    pub gates: Vec<GateSpec>,
+    /// The infrastructure gate: limits on what serving the candidate would cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_limits: Option<ServingLimits>,
+    /// Slices and the staleness analysis.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub evaluation: EvaluationSpec,
+    #[serde(default)]
+    pub deployment: DeploymentSpec,
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+    #[serde(default, skip_serializing_if = "is_default_validation")]
+    pub validation: ValidationSpec,
+}
+
+fn is_default_validation(v: &ValidationSpec) -> bool {
+    *v == ValidationSpec::default()
+}
+
+/// Whether `v` is its type's default (which the canonical form leaves out).
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// The refusal of a spec that parses but is wrong, with `msg` naming the offending key.
+fn bad<T>(msg: String) -> Result<T, SpecError> {
+    Err(SpecError::Invalid(msg))
+}
+
+impl PipelineSpec {
+    /// Parses and checks a YAML spec.
+    pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
+        let mut spec: Self = serde_norway::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        // The default algorithm is the task's: linear regression for a regression target.
+        if spec.target.task == Task::Regression {
+            let named = serde_norway::from_str::<serde_norway::Value>(text)
+                .ok()
+                .is_some_and(|v| v.get("training").and_then(|t| t.get("algorithm")).is_some());
+            if !named {
+                spec.training.algorithm = Algorithm::LinearRegression;
+            }
+        }
+        spec.upgrade_keys()?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Parses the canonical JSON form stored in the key-value bucket.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SpecError> {
+        let mut spec: Self = serde_json::from_slice(bytes).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.upgrade_keys()?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Moves keys renamed since a spec may have been written to their current names: a feature's
+    /// `max_drift` becomes `max_js_divergence` (numeric) or `max_share_shift` (categorical).
+    fn upgrade_keys(&mut self) -> Result<(), SpecError> {
+        for f in self.features.iter_mut().chain(self.columns.iter_mut()) {
+            let Some(old) = f.max_drift.take() else { continue };
+            let (key, slot) = match f.kind {
+                FeatureKind::Numeric => ("max_js_divergence", &mut f.max_js_divergence),
+                FeatureKind::Categorical => ("max_share_shift", &mut f.max_share_shift),
+            };
+            if slot.is_some() {
+                return Err(SpecError::Invalid(format!(
+                    "{}: `max_drift` is the old name of `{key}`; give only `{key}`",
+                    f.name
+                )));
+            }
+            *slot = Some(old);
+        }
+        Ok(())
+    }
+
+    /// The canonical JSON form: same spec, same bytes.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a spec always serializes")
+    }
+
+    /// sha256 of the canonical form, recorded in every model's lineage.
+    pub fn hash(&self) -> String {
+        crate::sha256_hex(&self.canonical_json())
+    }
+
+    /// The feature named `name`.
+    pub fn feature(&self, name: &str) -> Option<&FeatureSpec> {
+        self.features.iter().find(|f| f.name == name)
+    }
+
+    /// The names of the numeric columns (features, checked columns, a regression target), which
+    /// readers may decode as numbers.
+    pub fn numeric_features(&self) -> Vec<&str> {
+        let regression_target = (self.target.task == Task::Regression).then_some(self.target.name.as_str());
+        self.features
+            .iter()
+            .chain(&self.columns)
+            .filter(|f| f.kind == FeatureKind::Numeric)
+            .map(|f| f.name.as_str())
+            .chain(regression_target)
+            .collect()
+    }
+
+    /// The checked column (feature or not) named `name`.
+    pub fn checked_column(&self, name: &str) -> Option<&FeatureSpec> {
+        self.features.iter().chain(&self.columns).find(|f| f.name == name)
+    }
+
+    /// Checks everything serde cannot: names, bounds, shares, known metrics and parameters.
+    ///
+    /// One section at a time, always in this order, so that a spec with several faults is always
+    /// refused for the same one. What the target's task rules out in training and validation comes
+    /// right after the target, before those sections' own checks.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let task = self.target.task;
+        let declared = features::check(&self.features, &self.columns)?;
+        self.target.check(&declared)?;
+        self.training.check_algorithm(task)?;
+        self.validation.check_task(task)?;
+        self.training.check(task)?;
+        gates::check(&self.gates, task, &self.evaluation)?;
+        self.evaluation.check(&self.features, task)?;
+        if let Some(limits) = &self.serving_limits {
+            limits.check()?;
+        }
+        self.deployment.check()?;
+        self.validation.check()?;
+        self.monitoring.check(&self.features, task)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const SPEC: &str = r#"
+name: churn
+features:
+  - {name: tenure, type: numeric, min: 0, max: 100}
+  - {name: charges, type: numeric, nullable: true}
+  - {name: contract, type: categorical, categories: [monthly, yearly]}
+target: {name: churned}
+gates:
+  - {metric: roc_auc, min: 0.7, max_drop: 0.01}
+"#;
+
+    #[test]
+    fn parses_with_defaults_and_hashes_canonically() {
+        let spec = PipelineSpec::from_yaml(SPEC).unwrap();
+        assert_eq!(spec.training.seed, 42);
+        assert_eq!(spec.target.positive, "1");
+        assert_eq!(spec.monitoring.window, 500);
+        let again = PipelineSpec::from_json(&spec.canonical_json()).unwrap();
+        assert_eq!(spec, again);
+        assert_eq!(spec.hash(), again.hash());
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let cases = [
+            (SPEC.replace("min: 0, max: 100", "min: 5, max: 1"), "features.tenure"),
+            (SPEC.replace("roc_auc", "f7"), "`f7` is not a binary_classification metric"),
+            (SPEC.replace("name: churned", "name: tenure"), "also declared as a feature"),
+            (SPEC.replace("target:", "targte:"), "targte"),
+            (SPEC.replace("categories: [monthly, yearly]", ""), "needs `categories`"),
+            (SPEC.replace("name: churn\n", "name: Churn!\n"), "pipeline name"),
+            (SPEC.replace("max: 100}", "max: 100, mostly: 1.5}"), "features.tenure: `mostly`"),
+            (format!("{SPEC}validation: {{min_rows: 10, max_rows: 5}}\n"), "validation.min_rows"),
+            (format!("{SPEC}training: {{params: {{depth: 3}}}}\n"), "training.params.depth"),
+            (format!("{SPEC}columns: [{{name: id, type: categorical, regex: \"C(\"}}]\n"), "columns.id: `regex`"),
+            (
+                format!("{SPEC}columns: [{{name: n, type: numeric, regex: x}}]\n"),
+                "columns.n: `regex` is for categorical",
+            ),
+            (format!("{SPEC}columns: [{{name: tenure, type: numeric}}]\n"), "column `tenure` is declared twice"),
+            (
+                SPEC.replace("categories: [monthly, yearly]", "categories: [monthly, yearly], regex: \"m.*\""),
+                "category \"yearly\" does not match `regex`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_error_reported_follows_the_order_sections_are_checked_in() {
+        // Every section broken at once, then mended one at a time in the order `check` reads them:
+        // each time the error names the first fault left, and the fully mended spec is accepted.
+        let faults = [
+            "features.tenure: `mostly` must be in (0, 1]",
+            "target `tenure` is also declared as a feature",
+            "`training.algorithm` logistic_regression does not learn regression",
+            "`validation.min_label_share` is for classification",
+            "`training.window` needs `versions` or `days`",
+            "gates: `roc_auc` is not a regression metric",
+            "`evaluation.slices`: `tenure` is numeric",
+            "`serving_limits` needs `max_p99_ms` or `max_artifact_bytes`",
+            "`deployment.log_sample` must be in [0, 1]",
+            "`validation.min_rows` (10) is greater than `validation.max_rows` (5)",
+            "`monitoring.window` must be at least 10 predictions",
+        ];
+        for mended in 0..=faults.len() {
+            let pick =
+                |fault: usize, broken: &'static str, fine: &'static str| if fault >= mended { broken } else { fine };
+            let yaml = format!(
+                "name: churn\n\
+                 features:\n  - {{name: tenure, type: numeric, mostly: {}}}\n  \
+                 - {{name: contract, type: categorical, categories: [monthly, yearly]}}\n\
+                 target: {{name: {}, task: regression}}\n\
+                 training: {{algorithm: {}, window: {}}}\n\
+                 validation: {{min_label_share: {}, min_rows: 10, max_rows: {}}}\n\
+                 gates: [{{metric: {}, max: 10}}]\n\
+                 evaluation: {{slices: [{}]}}\n\
+                 serving_limits: {}\n\
+                 deployment: {{log_sample: {}}}\n\
+                 monitoring: {{window: {}}}\n",
+                pick(0, "1.5", "1"),
+                pick(1, "tenure", "churned"),
+                pick(2, "logistic_regression", "linear_regression"),
+                pick(4, "{}", "{versions: 1}"),
+                pick(3, "0.1", "null"),
+                pick(9, "5", "20"),
+                pick(5, "roc_auc", "rmse"),
+                pick(6, "tenure", "contract"),
+                pick(7, "{}", "{max_artifact_bytes: 1000000}"),
+                pick(8, "2", "1"),
+                pick(10, "5", "500"),
+            );
+            match (PipelineSpec::from_yaml(&yaml), faults.get(mended)) {
+                (Err(e), Some(expected)) => assert!(e.to_string().contains(expected), "expected {expected:?} in {e:?}"),
+                (Ok(_), None) => {}
+                (got, expected) => panic!("expected {expected:?}, got {got:?} for\n{yaml}"),
+            }
+        }
+    }
+}
