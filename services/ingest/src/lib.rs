@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures::StreamExt;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, off_runtime};
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, Interrupted, off_runtime};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::format::Format;
@@ -65,6 +65,9 @@ enum IngestError {
     UnknownPipeline(String),
     #[error(transparent)]
     Unavailable(anyhow::Error),
+    /// A catalog write on the blocking pool did not finish.
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
 }
 
 impl From<IngestError> for Status {
@@ -73,6 +76,7 @@ impl From<IngestError> for Status {
             IngestError::BadInput(m) => Status::invalid_argument(m),
             IngestError::UnknownPipeline(_) => Status::not_found(e.to_string()),
             IngestError::Unavailable(e) => Status::unavailable(format!("{e:#}")),
+            IngestError::Interrupted(e) => Status::internal(e.to_string()),
         }
     }
 }
@@ -81,6 +85,7 @@ impl From<IngestError> for HandlerError {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::Unavailable(e) => HandlerError::Transient(e),
+            IngestError::Interrupted(e) => e.into(),
             other => HandlerError::Permanent(other.to_string()),
         }
     }
@@ -118,11 +123,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         staging: config.data_dir.clone(),
     });
     let arrived = ConsumerSpec::events::<pb::DataArrived>("ingest-arrived");
-    service.consume(arrived, ingest.clone(), |i, e| async move { i.on_arrived(e).await });
+    service.consume(arrived, ingest.clone(), |i, e| async move { Ok(i.on_arrived(e).await?) });
     let validated = ConsumerSpec::events::<pb::DataValidated>("ingest-validated");
-    service.consume(validated, ingest.clone(), |i, e| async move { i.on_validated(e).await });
+    service.consume(validated, ingest.clone(), |i, e| async move { Ok(i.on_validated(e).await?) });
     let rejected = ConsumerSpec::events::<pb::DataRejected>("ingest-rejected");
-    service.consume(rejected, ingest.clone(), |i, e| async move { i.on_rejected(e).await });
+    service.consume(rejected, ingest.clone(), |i, e| async move { Ok(i.on_rejected(e).await?) });
     let grpc = tonic::service::Routes::new(
         pb::ingest_server::IngestServer::new(IngestApi(ingest)).max_decoding_message_size(8 << 20),
     )
@@ -220,42 +225,39 @@ impl Ingest {
     /// Writes a catalog row (off the runtime: the commit waits for the disk).
     async fn record(&self, record: &DatasetRecord) -> Result<(), IngestError> {
         let (catalog, record) = (self.catalog.clone(), record.clone());
-        tokio::task::spawn_blocking(move || catalog.put(&record))
-            .await
-            .map_err(|e| IngestError::Unavailable(e.into()))?
-            .map_err(|e| IngestError::Unavailable(e.into()))
+        off_runtime(move || catalog.put(&record).map_err(|e| IngestError::Unavailable(e.into()))).await
     }
 
-    async fn on_arrived(&self, e: Envelope<pb::DataArrived>) -> Result<(), HandlerError> {
+    async fn on_arrived(&self, e: Envelope<pb::DataArrived>) -> Result<(), IngestError> {
         let ctx = e.follow();
         let a = e.payload;
         let environment =
-            Environment::parse(&a.environment).map_err(|m| HandlerError::permanent(format!("data.arrived: {m}")))?;
+            Environment::parse(&a.environment).map_err(|m| IngestError::BadInput(format!("data.arrived: {m}")))?;
         let too_large = |what: &str| {
-            HandlerError::permanent(format!("data.arrived: {what} is over the limit of {} bytes", self.max_bytes))
+            IngestError::BadInput(format!("data.arrived: {what} is over the limit of {} bytes", self.max_bytes))
         };
         let (staged, origin) = if a.path.is_empty() {
             let staged =
                 self.datasets.stage_named(&a.object, &self.staging, self.max_bytes).await.map_err(|err| match err {
                     ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => {
-                        HandlerError::permanent(format!("data.arrived: {err}"))
+                        IngestError::BadInput(format!("data.arrived: {err}"))
                     }
-                    other => HandlerError::Transient(other.into()),
+                    other => IngestError::Unavailable(other.into()),
                 })?;
             (staged, format!("object:{}", a.object))
         } else {
-            let file = paths::resolve(&a.path, &self.allowed_dirs).map_err(HandlerError::Permanent)?;
+            let file = paths::resolve(&a.path, &self.allowed_dirs).map_err(IngestError::BadInput)?;
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             if size > self.max_bytes {
                 return Err(too_large(&format!("{} ({size} bytes)", a.path)));
             }
-            let reader = tokio::fs::File::open(&file).await.map_err(|e| HandlerError::Transient(e.into()))?;
+            let reader = tokio::fs::File::open(&file).await.map_err(|e| IngestError::Unavailable(e.into()))?;
             let mut stager = self.stager()?;
             stager.copy_from(reader).await.map_err(|e| match e {
                 StageError::TooLarge(_) => too_large(&a.path),
-                StageError::Io(e) => HandlerError::Transient(e.into()),
+                StageError::Io(e) => IngestError::Unavailable(e.into()),
             })?;
-            let staged = stager.finish().await.map_err(|e| HandlerError::Transient(e.into()))?;
+            let staged = stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))?;
             (staged, format!("file:{}", file.display()))
         };
         let source = if a.source.is_empty() { origin.clone() } else { a.source };
@@ -265,13 +267,13 @@ impl Ingest {
         Ok(())
     }
 
-    async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), HandlerError> {
+    async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), IngestError> {
         let v = e.payload;
         let report = pb::Dataset { anomalies: v.warnings.clone(), profile: v.profile, ..Default::default() };
         self.verdict(v.dataset_id, v.pipeline, Verdict::Accepted, v.rows, summarize(&v.warnings), &report).await
     }
 
-    async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), HandlerError> {
+    async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), IngestError> {
         let r = e.payload;
         let report = pb::Dataset { anomalies: r.columns, profile: r.profile, ..Default::default() };
         self.verdict(r.dataset_id, r.pipeline, Verdict::Rejected, r.rows, r.reason, &report).await
@@ -287,15 +289,15 @@ impl Ingest {
         rows: u64,
         detail: String,
         report: &pb::Dataset,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), IngestError> {
         use prost::Message as _;
         let (catalog, report) = (self.catalog.clone(), hex::encode(report.encode_to_vec()));
         off_runtime(move || match catalog.set_verdict(&id, &pipeline, verdict, rows, &detail, report) {
             Ok(true) => Ok(()),
             Ok(false) => {
-                Err(HandlerError::permanent(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog")))
+                Err(IngestError::BadInput(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog")))
             }
-            Err(e) => Err(HandlerError::Transient(e.into())),
+            Err(e) => Err(IngestError::Unavailable(e.into())),
         })
         .await
     }
