@@ -32,7 +32,7 @@ pub enum StoreError {
     /// A write handed to the blocking pool did not come back (it panicked, or the runtime is
     /// stopping).
     #[error("a database write did not finish: {0}")]
-    Interrupted(String),
+    Interrupted(#[from] mlops_shared::bus::Interrupted),
 }
 
 mlops_shared::redb_errors!(StoreError);
@@ -247,7 +247,7 @@ pub async fn commit<T: Send + 'static>(
     write: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || write(&store)).await.map_err(|e| StoreError::Interrupted(e.to_string()))?
+    mlops_shared::bus::off_runtime(move || write(&store)).await
 }
 
 impl Store {
