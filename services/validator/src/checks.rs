@@ -441,6 +441,24 @@ target: {name: churned}
     }
 
     #[test]
+    fn numeric_classes_match_by_value_and_count_as_one_class() {
+        let spec = PipelineSpec::from_yaml(
+            &SPEC.replace("target: {name: churned}", "target: {name: churned, positive: \"1.0\", negative: \"0.0\"}"),
+        )
+        .unwrap();
+        let csv = "tenure,charges,contract,churned\n1,,monthly,1.0\n2,,monthly,1\n3,,yearly,0.00\n4,,yearly,0\n";
+        let good = validate(csv.as_bytes(), &spec);
+        assert!(!good.blocked(), "{good:#?}");
+        let label = &good.profile.columns[3];
+        assert_eq!((label.count, label.distinct), (4, 2), "{label:#?}");
+        // A number that is not a class is refused, naming the classes.
+        let bad = validate(b"tenure,charges,contract,churned\n1,,monthly,2.0\n2,,monthly,1\n", &spec);
+        let a = anomaly(&bad, "churned", AnomalyKind::UnknownLabel);
+        assert_eq!((a.count, a.example_rows.clone()), (1, vec![1]));
+        assert!(a.message.contains("\"2.0\"") && a.message.contains("compared as numbers"), "{}", a.message);
+    }
+
+    #[test]
     fn structural_problems_block() {
         let missing = validate(b"tenure,charges,churned\n1,2,1\n", &spec());
         assert!(anomaly(&missing, "contract", AnomalyKind::MissingColumn).blocking);

@@ -54,6 +54,7 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
         }
         if let (Some(t), Some(i)) = (&mut target, target_idx) {
             let spec_t = &spec.target;
+            let classes = spec_t.classes();
             let column = view(batch.column(i));
             for row in 0..batch.num_rows() {
                 if spec_t.task == Task::Regression {
@@ -69,17 +70,25 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
                     });
                     continue;
                 }
-                let text = text(column.get(row));
-                if text == spec_t.positive {
-                    t.push(1.0);
-                } else if text == spec_t.negative {
-                    t.push(0.0);
-                } else {
-                    return Err(DataError::Cell {
-                        row: rows + row + 1,
-                        column: spec_t.name.clone(),
-                        message: format!("label {text:?} is neither {:?} nor {:?}", spec_t.positive, spec_t.negative),
-                    });
+                let cell = column.get(row);
+                let class = match cell {
+                    Cell::Num(v) => classes.of_number(v),
+                    other => classes.of(&text(other)),
+                };
+                match class {
+                    Some(positive) => t.push(f64::from(u8::from(positive))),
+                    None => {
+                        return Err(DataError::Cell {
+                            row: rows + row + 1,
+                            column: spec_t.name.clone(),
+                            message: format!(
+                                "label {:?} is neither {:?} nor {:?}",
+                                text(cell),
+                                spec_t.positive,
+                                spec_t.negative
+                            ),
+                        });
+                    }
                 }
             }
         }

@@ -20,7 +20,7 @@ pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, Severity, full_ma
 pub use gates::{EvaluationSpec, GateRows, GateSpec, ServingLimits, StalenessSpec};
 pub use monitoring::{DriftMethod, DriftOverride, MonitoringSpec, PerformanceSpec, ReferenceKind};
 pub use store::SpecStore;
-pub use target::{CLASSIFICATION_METRICS, REGRESSION_METRICS, TargetSpec, Task};
+pub use target::{CLASSIFICATION_METRICS, Classes, REGRESSION_METRICS, TargetSpec, Task};
 pub use training::{Algorithm, MAX_CANDIDATES, SearchSpec, TrainingSpec, TrainingWindow, TriggerEvent, TriggerSpec};
 pub use validation::{Environment, ValidationSpec};
 

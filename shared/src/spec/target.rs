@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{SpecError, bad};
+use crate::table::parse_number;
 
 /// The label column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,13 +27,18 @@ impl TargetSpec {
     /// The number a delayed label stands for: 1 or 0 for the positive and negative classes, the
     /// value for regression; `None` for anything else.
     pub fn read_label(&self, label: &str) -> Option<f64> {
-        let label = label.trim();
         match self.task {
-            Task::BinaryClassification if label == self.positive => Some(1.0),
-            Task::BinaryClassification if label == self.negative => Some(0.0),
-            Task::BinaryClassification => None,
-            Task::Regression => label.parse::<f64>().ok().filter(|v| v.is_finite()),
+            Task::BinaryClassification => self.classes().of(label).map(|positive| f64::from(u8::from(positive))),
+            Task::Regression => parse_number(label).ok().flatten(),
         }
+    }
+
+    /// How labels are matched to the two classes: as numbers when both classes are numbers, as
+    /// text otherwise.
+    pub fn classes(&self) -> Classes<'_> {
+        let number = |s: &str| parse_number(s).ok().flatten();
+        let numbers = number(&self.positive).zip(number(&self.negative));
+        Classes { positive: self.positive.trim(), negative: self.negative.trim(), numbers }
     }
 
     /// Checks the label column against the `declared` feature and column names.
@@ -43,10 +49,57 @@ impl TargetSpec {
         if self.name.is_empty() {
             return bad("`target.name` is empty".into());
         }
-        if self.task == Task::BinaryClassification && self.positive == self.negative {
+        let numbers = self.classes().numbers;
+        if self.task == Task::BinaryClassification
+            && (self.positive.trim() == self.negative.trim() || numbers.is_some_and(|(p, n)| p == n))
+        {
             return bad("`target.positive` and `target.negative` must differ".into());
         }
         Ok(())
+    }
+}
+
+/// The two classes of a classification target, ready to match labels against. When both classes
+/// are numbers (`1`/`0`, `1.0`/`0.0`) a label matches by value, so `1`, `1.0` and `1.00` are one
+/// class; otherwise it matches by its text, surrounding whitespace aside.
+#[derive(Debug, Clone, Copy)]
+pub struct Classes<'t> {
+    positive: &'t str,
+    negative: &'t str,
+    /// The positive and negative classes' values, when both are numbers.
+    numbers: Option<(f64, f64)>,
+}
+
+impl Classes<'_> {
+    /// `Some(true)` for the positive class, `Some(false)` for the negative one, `None` for a
+    /// label that is neither.
+    pub fn of(&self, label: &str) -> Option<bool> {
+        if self.numbers.is_some() {
+            return parse_number(label).ok().flatten().and_then(|v| self.of_number(v));
+        }
+        let label = label.trim();
+        if label == self.positive {
+            Some(true)
+        } else if label == self.negative {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// The class of a label stored as a number (a Parquet or JSON column).
+    pub fn of_number(&self, value: f64) -> Option<bool> {
+        match self.numbers {
+            Some((positive, _)) if value == positive => Some(true),
+            Some((_, negative)) if value == negative => Some(false),
+            Some(_) => None,
+            None => self.of(&value.to_string()),
+        }
+    }
+
+    /// Whether labels are matched by value.
+    pub fn numeric(&self) -> bool {
+        self.numbers.is_some()
     }
 }
 
@@ -120,5 +173,50 @@ impl Task {
 
     pub(super) fn metric_names(self) -> String {
         self.metrics().iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(positive: &str, negative: &str) -> TargetSpec {
+        TargetSpec {
+            name: "y".into(),
+            task: Task::BinaryClassification,
+            positive: positive.into(),
+            negative: negative.into(),
+        }
+    }
+
+    #[test]
+    fn numeric_classes_compare_as_numbers() {
+        let t = target("1.0", "0.0");
+        for (label, class) in [("1", Some(1.0)), ("1.0", Some(1.0)), (" 1.00 ", Some(1.0)), ("0", Some(0.0))] {
+            assert_eq!(t.read_label(label), class, "{label:?}");
+        }
+        // Numeric, but not a class; and not a number at all.
+        assert_eq!(t.read_label("2.0"), None);
+        assert_eq!(t.read_label("yes"), None);
+        assert_eq!(t.classes().of_number(1.0), Some(true));
+        assert_eq!(t.classes().of_number(0.5), None);
+    }
+
+    #[test]
+    fn text_classes_compare_as_text() {
+        let t = target("True", "False");
+        assert_eq!(t.read_label("True"), Some(1.0));
+        assert_eq!(t.read_label(" False"), Some(0.0));
+        assert_eq!(t.read_label("true"), None, "text classes are matched exactly");
+        // A class written as a number among text classes still matches by its text.
+        let mixed = target("1", "no");
+        assert_eq!(mixed.classes().of_number(1.0), Some(true));
+        assert_eq!(mixed.read_label("1.0"), None);
+    }
+
+    #[test]
+    fn classes_that_are_one_number_are_refused() {
+        let err = target("1", "1.0").check(&BTreeSet::new()).unwrap_err();
+        assert!(err.to_string().contains("must differ"), "{err}");
     }
 }

@@ -1,11 +1,9 @@
 //! The label checks, batch by batch: a classification label is one of the target's two classes, a
 //! regression label a finite number. The labels are profiled as the features are.
 
-use std::borrow::Cow;
-
 use mlops_data::{Cell, ColumnView, RecordBatch, text, view};
 use mlops_proto as pb;
-use mlops_shared::spec::{TargetSpec, Task};
+use mlops_shared::spec::{Classes, TargetSpec, Task};
 use mlops_shared::table::parse_number;
 
 use super::anomalies::{AnomalyKind, Findings};
@@ -19,20 +17,19 @@ pub(super) struct Labels<'s> {
     classes: CategoricalProfile,
     /// The label values (regression).
     values: NumericProfile,
-    /// The positive and negative classes as numbers, where they are numbers.
-    numbers: (Option<f64>, Option<f64>),
+    /// How a label is matched to a class: as a number when both classes are numbers.
+    matcher: Classes<'s>,
 }
 
 impl<'s> Labels<'s> {
     /// The checks for `target`, at column `index` of the data.
     pub(super) fn new(target: &'s TargetSpec, index: usize) -> Self {
-        let number = |s: &str| parse_number(s).ok().flatten();
         Self {
             target,
             index,
             classes: CategoricalProfile::with_domain([&target.positive, &target.negative]),
             values: NumericProfile::default(),
-            numbers: (number(&target.positive), number(&target.negative)),
+            matcher: target.classes(),
         }
     }
 
@@ -70,21 +67,30 @@ impl<'s> Labels<'s> {
     fn check_classes(&mut self, found: &mut Findings, column: &ColumnView<'_>, rows: usize, offset: usize) {
         let t = self.target;
         for r in 0..rows {
-            // Parquet labels are often integers: matched as numbers, without formatting each.
-            let text = match column.get(r) {
-                Cell::Num(v) if self.numbers.0 == Some(v) => Cow::Borrowed(t.positive.as_str()),
-                Cell::Num(v) if self.numbers.1 == Some(v) => Cow::Borrowed(t.negative.as_str()),
-                other => text(other),
+            // Parquet labels are often numbers: matched by value, without formatting each.
+            let cell = column.get(r);
+            let class = match cell {
+                Cell::Num(v) => self.matcher.of_number(v),
+                Cell::Null => None,
+                other => self.matcher.of(&text(other)),
             };
-            let known = if text.is_empty() {
-                self.classes.add_null();
-                false
-            } else {
-                self.classes.add(&text)
+            // Counted under the spec's spelling of the class, so `1` and `1.0` are one category.
+            let known = match class {
+                Some(true) => self.classes.add(&t.positive),
+                Some(false) => self.classes.add(&t.negative),
+                None if matches!(cell, Cell::Null) || text(cell).trim().is_empty() => {
+                    self.classes.add_null();
+                    false
+                }
+                None => {
+                    self.classes.add(&text(cell));
+                    false
+                }
             };
             if !known {
                 found.add(&t.name, AnomalyKind::UnknownLabel, Some(offset + r), true, || {
-                    format!("labels must be {:?} or {:?}, found {text:?}", t.positive, t.negative)
+                    let numeric = if self.matcher.numeric() { " (compared as numbers)" } else { "" };
+                    format!("labels must be {:?} or {:?}{numeric}, found {:?}", t.positive, t.negative, text(cell))
                 });
             }
         }
