@@ -195,6 +195,8 @@ impl Worker {
         }
         let spec =
             self.specs.get(&job.pipeline).await?.ok_or_else(|| TrainerError::UnknownPipeline(job.pipeline.clone()))?;
+        // The whole spec revision in force, for the lineage; the artifact holds only its model hash.
+        let spec_hash = spec.hash();
         progress.send_replace(train::Progress { stage: "loading datasets".into(), fraction: 0.0 });
         let mut blobs = Vec::with_capacity(job.dataset_ids.len());
         for id in &job.dataset_ids {
@@ -223,7 +225,7 @@ impl Worker {
             artifact_sha256: sha.to_string(),
             artifact_size: bytes.len() as u64,
             dataset_ids: m.dataset_ids.clone(),
-            spec_hash: m.spec_hash.clone(),
+            spec_hash,
             seed: m.seed,
             code_version: m.code_version.clone(),
             algorithm: m.algorithm.clone(),

@@ -85,10 +85,10 @@ pub fn train_with_progress(
             pipeline: spec.name.to_string(),
             algorithm: t.algorithm.as_str().into(),
             params,
-            features: spec.features.clone(),
+            features: spec.model_inputs(),
             target: spec.target.clone(),
             dataset_ids: datasets.iter().map(|(id, _)| id.clone()).collect(),
-            spec_hash: spec.hash(),
+            model_spec_hash: spec.model_hash(),
             seed: t.seed,
             holdout_share: t.holdout,
             code_version: mlops_shared::CODE_VERSION.into(),
@@ -294,6 +294,27 @@ target: {name: y}
         let mut other_seed = spec.clone();
         other_seed.training.seed = 7;
         assert_ne!(train(&other_seed, &ds).unwrap().artifact.to_bytes(), a.to_bytes());
+    }
+
+    #[test]
+    fn only_the_parts_of_a_spec_that_shape_a_model_change_its_artifact() {
+        let ds = vec![("d1".to_string(), data(300, false))];
+        let artifact = |yaml: &str| train(&PipelineSpec::from_yaml(yaml).unwrap(), &ds).unwrap().artifact.to_bytes();
+        let base = artifact(SPEC);
+        // Data checks, drift limits, gates, deployment and monitoring: the same model.
+        let same = SPEC.replace(
+            "{name: x, type: numeric}",
+            "{name: x, type: numeric, min: -5, max: 5, max_js_divergence: 0.2, mostly: 0.99}",
+        ) + "gates: [{metric: roc_auc, min: 0.6}]\ndeployment: {strategy: canary}\nmonitoring: {window: 250}\n";
+        assert_eq!(artifact(&same), base, "{same}");
+        // The features a model sees, its target and its training: a different model.
+        for shaping in [
+            SPEC.replace("categories: [a, b]}", "categories: [a, b], encoding: ordinal}"),
+            SPEC.replace("target: {name: y}", "target: {name: y}\ntraining: {seed: 7}"),
+            SPEC.replace("target: {name: y}", "target: {name: y}\ntraining: {params: {l2: 0.5}}"),
+        ] {
+            assert_ne!(artifact(&shaping), base, "{shaping}");
+        }
     }
 
     #[test]

@@ -44,7 +44,11 @@ pub struct Manifest {
     pub features: Vec<FeatureSpec>,
     pub target: TargetSpec,
     pub dataset_ids: Vec<String>,
-    pub spec_hash: String,
+    /// [`PipelineSpec::model_hash`](crate::spec::PipelineSpec::model_hash) of the spec it was
+    /// trained under: only the parts that shape a model, so that a change of a monitoring limit
+    /// gives the same artifact. The whole spec revision in force is in the registry's lineage.
+    #[serde(alias = "spec_hash")]
+    pub model_spec_hash: String,
     pub seed: u64,
     /// Share of rows held out; with `seed` it fixes the split, so the evaluator can recompute it.
     pub holdout_share: f64,
@@ -229,10 +233,10 @@ impl Artifact {
                 pipeline: spec.name.to_string(),
                 algorithm: "logistic_regression".into(),
                 params: BTreeMap::new(),
-                features: spec.features.clone(),
+                features: spec.model_inputs(),
                 target: spec.target.clone(),
                 dataset_ids: vec![],
-                spec_hash: spec.hash(),
+                model_spec_hash: spec.model_hash(),
                 seed: 42,
                 holdout_share: 0.2,
                 code_version: "example".into(),

@@ -131,6 +131,30 @@ pub(super) fn check<'a>(
 }
 
 impl FeatureSpec {
+    /// This feature as a model sees it: its name, type, categories, nullability, encoding and
+    /// imputation. The data checks (bounds, pattern, severity, tolerance, uniqueness) and drift
+    /// limits are left out: they decide which data is admitted and when to alert, never what a
+    /// model learns from admitted data, so changing them makes no new model.
+    pub fn model_input(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            kind: self.kind,
+            categories: self.categories.clone(),
+            nullable: self.nullable,
+            encoding: self.encoding,
+            impute: self.impute,
+            min: None,
+            max: None,
+            regex: None,
+            severity: Severity::default(),
+            mostly: None,
+            unique: false,
+            max_js_divergence: None,
+            max_share_shift: None,
+            max_drift: None,
+        }
+    }
+
     /// Checks one entry of `section` (`features` or `columns`) on its own: its shares, its drift
     /// limits and the keys its type allows.
     fn check(&self, section: &str) -> Result<(), SpecError> {

@@ -134,6 +134,39 @@ impl PipelineSpec {
         crate::sha256_hex(&self.canonical_json())
     }
 
+    /// The features as models see them ([`FeatureSpec::model_input`]), in order.
+    pub fn model_inputs(&self) -> Vec<FeatureSpec> {
+        self.features.iter().map(FeatureSpec::model_input).collect()
+    }
+
+    /// sha256 of the parts of the spec that shape a trained model: the features as models see
+    /// them, the target, and the training algorithm, hyper-parameters, search, holdout and seed.
+    /// With the data, it fixes the artifact: a change anywhere else (data checks, gates,
+    /// deployment, monitoring, triggers, the training window) makes no new model.
+    pub fn model_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Shaping<'s> {
+            features: Vec<FeatureSpec>,
+            target: &'s TargetSpec,
+            algorithm: Algorithm,
+            params: &'s std::collections::BTreeMap<String, f64>,
+            search: &'s Option<SearchSpec>,
+            holdout: f64,
+            seed: u64,
+        }
+        let t = &self.training;
+        let shaping = Shaping {
+            features: self.model_inputs(),
+            target: &self.target,
+            algorithm: t.algorithm,
+            params: &t.params,
+            search: &t.search,
+            holdout: t.holdout,
+            seed: t.seed,
+        };
+        crate::sha256_hex(&serde_json::to_vec(&shaping).expect("a spec always serializes"))
+    }
+
     /// The feature named `name`.
     pub fn feature(&self, name: &str) -> Option<&FeatureSpec> {
         self.features.iter().find(|f| f.name == name)
