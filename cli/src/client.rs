@@ -226,6 +226,13 @@ pub async fn dataset(at: impl Into<Remote>, id: &str) -> anyhow::Result<pb::Data
     Ok(c.get_dataset(pb::GetDatasetRequest { dataset_id: id.into() }).await.map_err(status("dataset"))?.into_inner())
 }
 
+/// Asks ingest to validate a known dataset again (`dataset_id` may be a unique prefix).
+pub async fn revalidate(at: impl Into<Remote>, dataset_id: &str, pipeline: String) -> anyhow::Result<pb::Dataset> {
+    let mut c = IngestClient::new(at.into().channel().await?);
+    let request = pb::RevalidateRequest { dataset_id: dataset_id.into(), pipeline };
+    Ok(c.revalidate(request).await.map_err(status("revalidating"))?.into_inner())
+}
+
 /// Catalogued datasets, filtered by pipeline and verdict (empty for all).
 pub async fn datasets(at: impl Into<Remote>, pipeline: &str, verdict: &str) -> anyhow::Result<Vec<pb::Dataset>> {
     let mut c = IngestClient::new(at.into().channel().await?);

@@ -121,9 +121,68 @@ pub fn short(id: &str) -> &str {
     id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
 }
 
+/// The fewest characters a prefix must have to stand for an id (as `git` asks for at least 4;
+/// 8 hex characters make a chance collision among thousands of ids unlikely).
+pub const MIN_PREFIX: usize = 8;
+
+/// Why a prefix names no single id.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrefixError {
+    #[error("no {what} {prefix:?} (an id, or a prefix of one)")]
+    NotFound { what: &'static str, prefix: String },
+    #[error("{what} prefix {prefix:?} is too short: give at least {MIN_PREFIX} characters")]
+    TooShort { what: &'static str, prefix: String },
+    #[error("{what} prefix {prefix:?} is ambiguous: it starts {}; give more characters", .candidates.join(", "))]
+    Ambiguous { what: &'static str, prefix: String, candidates: Vec<String> },
+}
+
+/// The one id among `ids` that is `prefix` or starts with it, as git resolves short commit ids:
+/// an exact match always wins; otherwise the prefix needs [`MIN_PREFIX`] characters and one match.
+/// `what` names the kind of id in errors ("dataset", "job").
+pub fn resolve_prefix<'a>(
+    what: &'static str,
+    prefix: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+) -> Result<String, PrefixError> {
+    let prefix = prefix.trim();
+    let mut matches: Vec<&str> = ids.into_iter().filter(|id| id.starts_with(prefix)).collect();
+    matches.sort_unstable();
+    matches.dedup();
+    if matches.contains(&prefix) {
+        return Ok(prefix.to_owned());
+    }
+    match matches.as_slice() {
+        _ if prefix.is_empty() => Err(PrefixError::NotFound { what, prefix: prefix.into() }),
+        [] => Err(PrefixError::NotFound { what, prefix: prefix.into() }),
+        _ if prefix.chars().count() < MIN_PREFIX => Err(PrefixError::TooShort { what, prefix: prefix.into() }),
+        [one] => Ok((*one).to_owned()),
+        many => Err(PrefixError::Ambiguous {
+            what,
+            prefix: prefix.into(),
+            candidates: many.iter().map(|id| short(id).to_owned()).collect(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_resolve_as_git_resolves_short_ids() {
+        let ids = ["abcdef0123456789", "abcdef0199999999", "0123456789abcdef"];
+        let resolve = |p: &str| resolve_prefix("dataset", p, ids.iter().copied());
+        assert_eq!(resolve("0123456789ab").unwrap(), "0123456789abcdef");
+        assert_eq!(resolve("abcdef0123456789").unwrap(), "abcdef0123456789");
+        let Err(PrefixError::Ambiguous { candidates, .. }) = resolve("abcdef01") else { panic!() };
+        assert_eq!(candidates, ["abcdef012345", "abcdef019999"]);
+        assert!(resolve("abcdef01").unwrap_err().to_string().contains("abcdef012345, abcdef019999"));
+        assert!(matches!(resolve("0123"), Err(PrefixError::TooShort { .. })));
+        assert!(matches!(resolve("ffffffff"), Err(PrefixError::NotFound { .. })));
+        assert!(matches!(resolve(""), Err(PrefixError::NotFound { .. })));
+        // A full id that is also another's prefix is that id.
+        assert_eq!(resolve_prefix("job", "a-1", ["a-1", "a-10"]).unwrap(), "a-1");
+    }
 
     #[test]
     fn short_ids_cut_on_characters_not_bytes() {

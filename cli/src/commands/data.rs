@@ -35,10 +35,28 @@ pub(crate) enum DataCommand {
         #[arg(long, default_value = "")]
         verdict: String,
     },
-    /// A version's catalog record and profile.
-    Show { dataset_id: String },
+    /// A version's catalog record, its verdicts and its profile.
+    Show {
+        /// A dataset id, or a unique prefix of one (8 characters or more, as `data list` shows).
+        dataset_id: String,
+    },
     /// A version's validation report: a table of anomalies.
-    Report { dataset_id: String },
+    Report {
+        /// A dataset id, or a unique prefix of one (8 characters or more).
+        dataset_id: String,
+    },
+    /// Validate a known version again under its pipeline's current spec (after fixing the spec),
+    /// keeping its earlier verdicts, and wait for the new one; accepted training data trains.
+    Revalidate {
+        /// A dataset id, or a unique prefix of one (8 characters or more).
+        dataset_id: String,
+        /// The pipeline, when the same content was uploaded to more than one.
+        #[arg(long, default_value = "")]
+        pipeline: String,
+        /// Do not wait for the verdict.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 /// The arguments of `mlops sample`.
@@ -63,13 +81,19 @@ pub(crate) async fn ingest(args: IngestArgs, ingest: &Remote) -> anyhow::Result<
         println!("dataset {} already known (verdict: {}); nothing new to do", ds.dataset_id, ds.verdict);
         return Ok(());
     }
-    println!("dataset {} ingested ({} bytes)", ds.dataset_id, ds.size_bytes);
-    if no_wait {
-        return Ok(());
+    if ds.revalidating {
+        println!("dataset {} already known, judged under an older spec: validating it again", ds.dataset_id);
+    } else {
+        println!("dataset {} ingested ({} bytes)", ds.dataset_id, ds.size_bytes);
     }
+    if no_wait { Ok(()) } else { wait_for_verdict(ingest, &ds.dataset_id).await }
+}
+
+/// Waits up to a minute for a pending dataset's verdict: an error when rejected.
+async fn wait_for_verdict(ingest: &Remote, dataset_id: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let d = client::dataset(ingest, &ds.dataset_id).await?;
+        let d = client::dataset(ingest, dataset_id).await?;
         match d.verdict.as_str() {
             "accepted" => {
                 println!("accepted: {} rows", d.rows);
@@ -82,6 +106,13 @@ pub(crate) async fn ingest(args: IngestArgs, ingest: &Remote) -> anyhow::Result<
     }
 }
 
+/// `mlops data revalidate`: a new round of validation of a known version.
+async fn revalidate(ingest: &Remote, dataset_id: &str, pipeline: String, no_wait: bool) -> anyhow::Result<()> {
+    let d = client::revalidate(ingest, dataset_id, pipeline).await?;
+    println!("dataset {} of `{}`: validating it again under the current spec", d.dataset_id, d.pipeline);
+    if no_wait { Ok(()) } else { wait_for_verdict(ingest, &d.dataset_id).await }
+}
+
 /// Runs one `mlops data` subcommand against the ingest catalog.
 pub(crate) async fn run(command: DataCommand, ingest: &Remote) -> anyhow::Result<()> {
     match command {
@@ -89,6 +120,9 @@ pub(crate) async fn run(command: DataCommand, ingest: &Remote) -> anyhow::Result
             print!("{}", tables::datasets(&client::datasets(ingest, &pipeline, &verdict).await?));
         }
         DataCommand::Show { dataset_id } => show(ingest, &dataset_id).await?,
+        DataCommand::Revalidate { dataset_id, pipeline, no_wait } => {
+            revalidate(ingest, &dataset_id, pipeline, no_wait).await?;
+        }
         DataCommand::Report { dataset_id } => {
             let d = client::dataset(ingest, &dataset_id).await?;
             println!(
@@ -121,6 +155,11 @@ arrived   {} ({})",
         d.verdict,
         if d.verdict_detail.is_empty() { String::new() } else { format!(": {}", d.verdict_detail) }
     );
+    for (i, past) in d.history.iter().enumerate() {
+        let detail = if past.detail.is_empty() { String::new() } else { format!(": {}", past.detail) };
+        let spec = mlops_shared::ids::short(&past.validation_hash);
+        println!("  before  {} (round {i}, spec checks {spec}){detail}", past.verdict);
+    }
     match &d.profile {
         Some(p) => print!("\n{}\n{}", tables::schema(&p.schema), tables::profile(p)),
         None => println!("(no profile yet)"),

@@ -124,7 +124,7 @@ pub(crate) async fn run(
             Ok(())
         }
         ModelsCommand::Lineage { target } => lineage(registry, &target).await,
-        ModelsCommand::UsedBy { dataset_id } => used_by(registry, dataset_id).await,
+        ModelsCommand::UsedBy { dataset_id } => used_by(registry, ingest, dataset_id).await,
         ModelsCommand::Alias { target, alias, reason, by } => {
             let ModelRef { pipeline, version } = target;
             let mut registry = client::registry(registry).await?;
@@ -230,7 +230,9 @@ async fn lineage(registry: &Remote, target: &ModelRef) -> anyhow::Result<()> {
 }
 
 /// `mlops models used-by`: the versions trained on a dataset, one line each.
-async fn used_by(registry: &Remote, dataset_id: String) -> anyhow::Result<()> {
+async fn used_by(registry: &Remote, ingest: &Remote, dataset_id: String) -> anyhow::Result<()> {
+    // The catalog knows every dataset: a prefix is resolved there, ambiguity included.
+    let dataset_id = client::dataset(ingest, &dataset_id).await?.dataset_id;
     let mut registry = client::registry(registry).await?;
     let versions = registry
         .models_using_dataset(mlops_proto::ModelsUsingDatasetRequest { dataset_id: dataset_id.clone() })

@@ -51,6 +51,7 @@ pub(crate) enum RunsCommand {
     Watch {
         #[arg(long)]
         pipeline: Option<String>,
+        /// A job id, or a unique prefix of one (8 characters or more).
         #[arg(long)]
         job: Option<String>,
     },
@@ -112,6 +113,10 @@ pub(crate) async fn run(command: RunsCommand, nats_url: &str) -> anyhow::Result<
             Ok(())
         }
         RunsCommand::Watch { pipeline, job } => {
+            let job = match job {
+                Some(j) => Some(resolve_job(&runs, &j).await?),
+                None => None,
+            };
             if let Some(j) = &job
                 && let Some(run) = runs.get(j).await?.filter(|r| r.state.is_final())
             {
@@ -123,6 +128,17 @@ pub(crate) async fn run(command: RunsCommand, nats_url: &str) -> anyhow::Result<
                 None => Ok(()),
             }
         }
+    }
+}
+
+/// The job a `--job` id or prefix names. A prefix that matches no run is kept as given: the job
+/// may not have started yet, and watching waits for it.
+async fn resolve_job(runs: &Runs, given: &str) -> anyhow::Result<String> {
+    let list = runs.list().await?;
+    match mlops_shared::ids::resolve_prefix("job", given, list.iter().map(|r| r.job_id.as_str())) {
+        Ok(full) => Ok(full),
+        Err(mlops_shared::ids::PrefixError::NotFound { .. }) => Ok(given.to_owned()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,8 +1,11 @@
 //! The dataset catalog in redb: one row per (dataset id, pipeline) with its source, size, arrival
-//! time and validation verdict.
+//! time and validation verdicts. Content is judged in rounds: round 0 when it first arrives, one
+//! more each time it is validated again (`revalidate`, or an upload under a changed validation
+//! spec); the current round's verdict is on the row, earlier ones in its history.
 
 use std::path::Path;
 
+use mlops_shared::ids::{PrefixError, resolve_prefix};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +59,49 @@ pub struct DatasetRecord {
     /// "training" or "serving" (records written before environments existed read as training).
     #[serde(default = "training")]
     pub environment: String,
+    /// The current round of validation (0 for the first).
+    #[serde(default)]
+    pub round: u32,
+    /// The spec's validation hash the current verdict was given under (empty while pending, and
+    /// in records older than rounds).
+    #[serde(default)]
+    pub validation_hash: String,
+    /// Verdicts of earlier rounds, oldest first.
+    #[serde(default)]
+    pub history: Vec<PastVerdict>,
+}
+
+/// A verdict a later round replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PastVerdict {
+    pub verdict: Verdict,
+    pub rows: u64,
+    pub detail: String,
+    pub validation_hash: String,
+    pub round: u32,
+    pub decided_unix_ms: i64,
+}
+
+/// What the validator said of one round.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub rows: u64,
+    pub detail: String,
+    /// Hex of the protobuf report (anomalies and profile).
+    pub report_hex: String,
+    pub validation_hash: String,
+    pub round: u32,
+}
+
+/// What became of a verdict sent to [`Catalog::set_verdict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Recorded,
+    /// It answers a round a newer one replaced (a late redelivery): kept out of the row.
+    Stale,
+    /// No such dataset.
+    Unknown,
 }
 
 fn training() -> String {
@@ -68,6 +114,17 @@ fn training() -> String {
 pub struct CatalogError(#[from] mlops_shared::DbError);
 
 mlops_shared::redb_errors!(CatalogError);
+
+/// Why [`Catalog::find`] found no row.
+#[derive(Debug, thiserror::Error)]
+pub enum Found {
+    #[error(transparent)]
+    Prefix(#[from] PrefixError),
+    #[error("dataset {id} is not in pipeline `{pipeline}`")]
+    NotInPipeline { id: String, pipeline: String },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
 
 /// The catalog database.
 pub struct Catalog {
@@ -96,15 +153,29 @@ impl Catalog {
         })
     }
 
-    /// The first row for `id`, whatever the pipeline.
-    pub fn find(&self, id: &str) -> Result<Option<DatasetRecord>, CatalogError> {
+    /// The rows whose id is `id` or starts with it, any pipeline (at most `limit`).
+    fn starting_with(&self, id: &str, limit: usize) -> Result<Vec<DatasetRecord>, CatalogError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DATASETS)?;
-        let first = table.range((id, "")..)?.next().transpose()?;
-        Ok(match first {
-            Some((k, v)) if k.value().0 == id => Some(serde_json::from_slice(v.value())?),
-            _ => None,
-        })
+        let mut out = Vec::new();
+        for kv in table.range((id, "")..)? {
+            let (k, v) = kv?;
+            if !k.value().0.starts_with(id) || out.len() >= limit {
+                break;
+            }
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The row for `id` or a unique prefix of it (as [`resolve_prefix`] resolves), in `pipeline`
+    /// or, when that is empty, the first pipeline that has it.
+    pub fn find(&self, id: &str, pipeline: &str) -> Result<DatasetRecord, Found> {
+        let rows = self.starting_with(id.trim(), 1000)?;
+        let full = resolve_prefix("dataset", id, rows.iter().map(|r| r.dataset_id.as_str()))?;
+        let mut of_id = rows.into_iter().filter(|r| r.dataset_id == full);
+        let found = if pipeline.is_empty() { of_id.next() } else { of_id.find(|r| r.pipeline == pipeline) };
+        found.ok_or_else(|| Found::NotInPipeline { id: full, pipeline: pipeline.into() })
     }
 
     /// Inserts or replaces a row.
@@ -121,31 +192,59 @@ impl Catalog {
         Ok(())
     }
 
-    /// Records a validation verdict and its report; `false` when the dataset is unknown.
-    pub fn set_verdict(
-        &self,
-        id: &str,
-        pipeline: &str,
-        verdict: Verdict,
-        rows: u64,
-        detail: &str,
-        report_hex: String,
-    ) -> Result<bool, CatalogError> {
+    /// Records the validator's verdict on one round, with its report.
+    pub fn set_verdict(&self, id: &str, pipeline: &str, judged: Judgement) -> Result<Recorded, CatalogError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(DATASETS)?;
             let mut record: DatasetRecord = match table.get((id, pipeline))? {
                 Some(v) => serde_json::from_slice(v.value())?,
-                None => return Ok(false),
+                None => return Ok(Recorded::Unknown),
             };
-            record.verdict = verdict;
-            record.rows = rows;
-            record.verdict_detail = detail.into();
-            record.report_hex = report_hex;
+            if judged.round < record.round {
+                return Ok(Recorded::Stale);
+            }
+            record.verdict = judged.verdict;
+            record.rows = judged.rows;
+            record.verdict_detail = judged.detail;
+            record.report_hex = judged.report_hex;
+            record.validation_hash = judged.validation_hash;
+            record.round = judged.round;
             table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
         }
         txn.commit()?;
-        Ok(true)
+        Ok(Recorded::Recorded)
+    }
+
+    /// Opens the next round of validation of `id` in `pipeline`: its verdict moves to the history
+    /// and it is pending again, its `data.ingested` not yet published. `None` when unknown.
+    pub fn begin_round(&self, id: &str, pipeline: &str) -> Result<Option<DatasetRecord>, CatalogError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut table = txn.open_table(DATASETS)?;
+            let mut record: DatasetRecord = match table.get((id, pipeline))? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Ok(None),
+            };
+            if record.verdict != Verdict::Pending {
+                record.history.push(PastVerdict {
+                    verdict: record.verdict,
+                    rows: record.rows,
+                    detail: std::mem::take(&mut record.verdict_detail),
+                    validation_hash: std::mem::take(&mut record.validation_hash),
+                    round: record.round,
+                    decided_unix_ms: mlops_shared::now_unix_ms(),
+                });
+            }
+            record.round += 1;
+            record.verdict = Verdict::Pending;
+            record.report_hex.clear();
+            record.published = false;
+            table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
+            record
+        };
+        txn.commit()?;
+        Ok(Some(record))
     }
 
     /// Rows filtered by pipeline (empty matches all) and verdict, oldest arrival first.
@@ -186,15 +285,71 @@ mod tests {
             published: true,
             report_hex: String::new(),
             environment: "training".into(),
+            round: 0,
+            validation_hash: String::new(),
+            history: Vec::new(),
         };
         c.put(&r).unwrap();
-        assert!(c.set_verdict("abc", "churn", Verdict::Accepted, 10, "", String::new()).unwrap());
-        assert!(!c.set_verdict("zzz", "churn", Verdict::Accepted, 10, "", String::new()).unwrap());
+        assert_eq!(c.set_verdict("abc", "churn", judged(Verdict::Accepted, 0)).unwrap(), Recorded::Recorded);
+        assert_eq!(c.set_verdict("zzz", "churn", judged(Verdict::Accepted, 0)).unwrap(), Recorded::Unknown);
         drop(c);
         let c = Catalog::open(&path).unwrap();
-        assert_eq!(c.find("abc").unwrap().unwrap().verdict, Verdict::Accepted);
+        assert_eq!(c.find("abc", "").unwrap().verdict, Verdict::Accepted);
         assert_eq!(c.list("churn", Some(Verdict::Accepted)).unwrap().len(), 1);
         assert!(c.list("churn", Some(Verdict::Rejected)).unwrap().is_empty());
-        assert!(c.find("ab").unwrap().is_none());
+        assert!(matches!(c.find("ab", ""), Err(Found::Prefix(PrefixError::TooShort { .. }))));
+        assert!(matches!(c.find("abc", "other"), Err(Found::NotInPipeline { .. })));
+    }
+
+    fn judged(verdict: Verdict, round: u32) -> Judgement {
+        Judgement {
+            verdict,
+            rows: 10,
+            detail: format!("round {round}"),
+            report_hex: String::new(),
+            validation_hash: format!("h{round}"),
+            round,
+        }
+    }
+
+    #[test]
+    fn rounds_keep_the_history_and_late_verdicts_of_old_rounds_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let id = "0123456789abcdef";
+        c.put(&DatasetRecord { dataset_id: id.into(), ..record() }).unwrap();
+        c.put(&DatasetRecord { dataset_id: "0123456789ffffff".into(), ..record() }).unwrap();
+        c.set_verdict(id, "churn", judged(Verdict::Rejected, 0)).unwrap();
+        let again = c.begin_round(id, "churn").unwrap().unwrap();
+        assert_eq!((again.round, again.verdict, again.published), (1, Verdict::Pending, false));
+        assert_eq!(c.set_verdict(id, "churn", judged(Verdict::Rejected, 0)).unwrap(), Recorded::Stale);
+        c.set_verdict(id, "churn", judged(Verdict::Accepted, 1)).unwrap();
+        let now = c.find("0123456789ab", "churn").unwrap();
+        assert_eq!((now.verdict, now.validation_hash.as_str()), (Verdict::Accepted, "h1"));
+        let past: Vec<_> = now.history.iter().map(|p| (p.verdict, p.round, p.detail.as_str())).collect();
+        assert_eq!(past, [(Verdict::Rejected, 0, "round 0")]);
+        let Err(Found::Prefix(PrefixError::Ambiguous { candidates, .. })) = c.find("01234567", "") else { panic!() };
+        assert_eq!(candidates, ["0123456789ab", "0123456789ff"]);
+        assert!(c.begin_round("nope", "churn").unwrap().is_none());
+    }
+
+    fn record() -> DatasetRecord {
+        DatasetRecord {
+            dataset_id: String::new(),
+            pipeline: "churn".into(),
+            source: "f.csv".into(),
+            format: "csv".into(),
+            size_bytes: 3,
+            arrived_unix_ms: 5,
+            verdict: Verdict::Pending,
+            rows: 0,
+            verdict_detail: String::new(),
+            published: true,
+            report_hex: String::new(),
+            environment: "training".into(),
+            round: 0,
+            validation_hash: String::new(),
+            history: Vec::new(),
+        }
     }
 }

@@ -17,7 +17,7 @@ use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, Interr
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::format::Format;
-use mlops_shared::ids::PipelineName;
+use mlops_shared::ids::{PipelineName, PrefixError};
 use mlops_shared::objects::{ObjectError, Objects, StageError, Staged, Stager};
 use mlops_shared::service::Service;
 use mlops_shared::spec::{Environment, SpecStore};
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::catalog::{Catalog, DatasetRecord, Verdict};
+use crate::catalog::{Catalog, DatasetRecord, Found, Judgement, Recorded, Verdict};
 
 /// Ingest configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -150,7 +150,9 @@ impl Ingest {
     }
 
     /// Stores and catalogues a staged dataset for `pipeline`, then publishes `data.ingested` once.
-    /// Returns the catalog row and whether the content was already known. Its span is the root
+    /// Content already known is validated again when its verdict was given under other checks
+    /// than the spec's current ones. Returns the catalog row and what the arrival made of the
+    /// content. Its span is the root
     /// of the trace that follows the data through the cascade.
     #[tracing::instrument(skip_all, fields(pipeline, source))]
     async fn ingest(
@@ -161,7 +163,7 @@ impl Ingest {
         environment: Environment,
         staged: &Staged,
         ctx: EventContext,
-    ) -> Result<(DatasetRecord, bool), IngestError> {
+    ) -> Result<(DatasetRecord, Arrival), IngestError> {
         let name = PipelineName::new(pipeline).map_err(|e| IngestError::BadInput(e.to_string()))?;
         let format = match format {
             "" => mlops_shared::format::detect(source, &staged.head).0,
@@ -173,16 +175,18 @@ impl Ingest {
             return Err(IngestError::BadInput("the dataset is empty (0 bytes)".into()));
         }
         let spec = self.specs.get(name.as_str()).await.map_err(|e| IngestError::Unavailable(e.into()))?;
-        if spec.is_none() {
-            return Err(IngestError::UnknownPipeline(name.to_string()));
-        }
+        let Some(spec) = spec else { return Err(IngestError::UnknownPipeline(name.to_string())) };
         let id = staged.sha.to_string();
         let unavailable = |e: catalog::CatalogError| IngestError::Unavailable(e.into());
-        let mut record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
+        let record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
+            Some(known) if known.published && judged_under_other_checks(&known, &spec.validation_hash()) => {
+                info!(pipeline = %name, dataset = %&id[..12], "dataset known, judged under an older spec: validating it again");
+                return Ok((self.revalidate(&known, ctx).await?, Arrival::Revalidating));
+            }
             Some(existing) if existing.published => {
                 info!(pipeline = %name, dataset = %&id[..12], "dataset already known, nothing to do");
                 metrics::counter!("mlops_datasets_duplicate_total").increment(1);
-                return Ok((existing, true));
+                return Ok((existing, Arrival::Known));
             }
             Some(unpublished) => unpublished,
             None => DatasetRecord {
@@ -198,28 +202,62 @@ impl Ingest {
                 published: false,
                 report_hex: String::new(),
                 environment: environment.as_str().into(),
+                round: 0,
+                validation_hash: String::new(),
+                history: Vec::new(),
             },
         };
         self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
         self.record(&record).await?;
+        let record = self.publish_ingested(record, &ctx).await?;
+        metrics::counter!("mlops_datasets_ingested_total").increment(1);
+        info!(pipeline = %name, dataset = %&id[..12], bytes = record.size_bytes, "dataset ingested");
+        Ok((record, Arrival::New))
+    }
+
+    /// Publishes `data.ingested` for the record's current round, then marks it published.
+    async fn publish_ingested(
+        &self,
+        mut record: DatasetRecord,
+        ctx: &EventContext,
+    ) -> Result<DatasetRecord, IngestError> {
         let event = pb::DataIngested {
-            pipeline: name.to_string(),
-            dataset_id: id.clone(),
+            pipeline: record.pipeline.clone(),
+            dataset_id: record.dataset_id.clone(),
             size_bytes: record.size_bytes,
             source: record.source.clone(),
             format: record.format.clone(),
             environment: record.environment.clone(),
+            round: record.round,
         };
-        // The id is stable, so a retry after a crash here is dropped by the stream's dedup window.
-        self.bus
-            .publish(&format!("ingested-{name}-{id}"), &ctx, &event)
-            .await
-            .map_err(|e| IngestError::Unavailable(e.into()))?;
+        // The id is stable per round, so a retry after a crash here is dropped by the stream's
+        // dedup window.
+        let round = if record.round == 0 { String::new() } else { format!("-r{}", record.round) };
+        let msg_id = format!("ingested-{}-{}{round}", record.pipeline, record.dataset_id);
+        self.bus.publish(&msg_id, ctx, &event).await.map_err(|e| IngestError::Unavailable(e.into()))?;
         record.published = true;
         self.record(&record).await?;
-        metrics::counter!("mlops_datasets_ingested_total").increment(1);
-        info!(pipeline = %name, dataset = %&id[..12], bytes = record.size_bytes, "dataset ingested");
-        Ok((record, false))
+        Ok(record)
+    }
+
+    /// Validates a known dataset again: a new round, pending, its `data.ingested` published. A
+    /// round already published and awaiting its verdict is left to finish.
+    async fn revalidate(&self, known: &DatasetRecord, ctx: EventContext) -> Result<DatasetRecord, IngestError> {
+        if known.verdict == Verdict::Pending && known.published {
+            return Ok(known.clone());
+        }
+        let record = if known.verdict == Verdict::Pending {
+            known.clone() // a round opened before a crash: publish it now
+        } else {
+            let (catalog, id, pipeline) = (self.catalog.clone(), known.dataset_id.clone(), known.pipeline.clone());
+            off_runtime(move || catalog.begin_round(&id, &pipeline).map_err(|e| IngestError::Unavailable(e.into())))
+                .await?
+                .ok_or_else(|| {
+                    IngestError::BadInput(format!("dataset {} vanished from the catalog", known.dataset_id))
+                })?
+        };
+        metrics::counter!("mlops_datasets_revalidated_total").increment(1);
+        self.publish_ingested(record, &ctx).await
     }
 
     /// Writes a catalog row (off the runtime: the commit waits for the disk).
@@ -270,31 +308,28 @@ impl Ingest {
     async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), IngestError> {
         let v = e.payload;
         let report = pb::Dataset { anomalies: v.warnings.clone(), profile: v.profile, ..Default::default() };
-        self.verdict(v.dataset_id, v.pipeline, Verdict::Accepted, v.rows, summarize(&v.warnings), &report).await
+        let judged = judgement(Verdict::Accepted, v.rows, summarize(&v.warnings), &report, v.validation_hash, v.round);
+        self.verdict(v.dataset_id, v.pipeline, judged).await
     }
 
     async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), IngestError> {
         let r = e.payload;
         let report = pb::Dataset { anomalies: r.columns, profile: r.profile, ..Default::default() };
-        self.verdict(r.dataset_id, r.pipeline, Verdict::Rejected, r.rows, r.reason, &report).await
+        let judged = judgement(Verdict::Rejected, r.rows, r.reason, &report, r.validation_hash, r.round);
+        self.verdict(r.dataset_id, r.pipeline, judged).await
     }
 
     /// Records a verdict and its report in the catalog (off the runtime: the commit waits for
     /// the disk).
-    async fn verdict(
-        &self,
-        id: String,
-        pipeline: String,
-        verdict: Verdict,
-        rows: u64,
-        detail: String,
-        report: &pb::Dataset,
-    ) -> Result<(), IngestError> {
-        use prost::Message as _;
-        let (catalog, report) = (self.catalog.clone(), hex::encode(report.encode_to_vec()));
-        off_runtime(move || match catalog.set_verdict(&id, &pipeline, verdict, rows, &detail, report) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
+    async fn verdict(&self, id: String, pipeline: String, judged: Judgement) -> Result<(), IngestError> {
+        let catalog = self.catalog.clone();
+        off_runtime(move || match catalog.set_verdict(&id, &pipeline, judged) {
+            Ok(Recorded::Recorded) => Ok(()),
+            Ok(Recorded::Stale) => {
+                info!(pipeline, dataset = %&id[..12.min(id.len())], "verdict of a replaced round ignored");
+                Ok(())
+            }
+            Ok(Recorded::Unknown) => {
                 Err(IngestError::BadInput(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog")))
             }
             Err(e) => Err(IngestError::Unavailable(e.into())),
@@ -303,7 +338,36 @@ impl Ingest {
     }
 }
 
-fn dataset_proto(r: DatasetRecord, duplicate: bool) -> pb::Dataset {
+/// What an arrival made of its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// A new dataset version.
+    New,
+    /// Known, and judged under the current checks: nothing to do.
+    Known,
+    /// Known, judged under older checks: validated again.
+    Revalidating,
+}
+
+/// Whether `known` was judged under checks other than `current` (the spec's validation hash).
+/// A record from before rounds carries no hash and is taken as judged under the current ones.
+fn judged_under_other_checks(known: &DatasetRecord, current: &str) -> bool {
+    known.verdict != Verdict::Pending && !known.validation_hash.is_empty() && known.validation_hash != current
+}
+
+fn judgement(
+    verdict: Verdict,
+    rows: u64,
+    detail: String,
+    report: &pb::Dataset,
+    validation_hash: String,
+    round: u32,
+) -> Judgement {
+    use prost::Message as _;
+    Judgement { verdict, rows, detail, report_hex: hex::encode(report.encode_to_vec()), validation_hash, round }
+}
+
+fn dataset_proto(r: DatasetRecord) -> pb::Dataset {
     use prost::Message as _;
     // Written by this service from a message it encoded; an unreadable one is shown as absent.
     let report =
@@ -320,8 +384,31 @@ fn dataset_proto(r: DatasetRecord, duplicate: bool) -> pb::Dataset {
         verdict: r.verdict.as_str().into(),
         rows: r.rows,
         verdict_detail: r.verdict_detail,
-        duplicate,
+        duplicate: false,
+        revalidating: false,
         environment: r.environment,
+        validation_hash: r.validation_hash,
+        history: r
+            .history
+            .into_iter()
+            .map(|p| pb::PastVerdict {
+                verdict: p.verdict.as_str().into(),
+                rows: p.rows,
+                detail: p.detail,
+                validation_hash: p.validation_hash,
+                round: p.round,
+                decided_unix_ms: p.decided_unix_ms,
+            })
+            .collect(),
+    }
+}
+
+/// A lookup by id or prefix that found no single dataset, as a gRPC status.
+fn found_status(e: Found) -> Status {
+    match e {
+        Found::Prefix(PrefixError::NotFound { .. }) | Found::NotInPipeline { .. } => Status::not_found(e.to_string()),
+        Found::Prefix(_) => Status::invalid_argument(e.to_string()),
+        Found::Catalog(e) => Status::internal(e.to_string()),
     }
 }
 
@@ -363,16 +450,31 @@ impl pb::ingest_server::Ingest for IngestApi {
         }
         // A run id from the content and pipeline, so a retried upload joins the same run.
         let ctx = EventContext::new_run(format!("run-{}-{}", header.pipeline, &staged.sha.as_str()[..16]));
-        let (record, duplicate) =
+        let (record, arrival) =
             self.0.ingest(&header.pipeline, &header.source, &header.format, environment, &staged, ctx).await?;
-        Ok(Response::new(dataset_proto(record, duplicate)))
+        let dataset = pb::Dataset {
+            duplicate: arrival == Arrival::Known,
+            revalidating: arrival == Arrival::Revalidating,
+            ..dataset_proto(record)
+        };
+        Ok(Response::new(dataset))
     }
 
     async fn get_dataset(&self, req: Request<pb::GetDatasetRequest>) -> Result<Response<pb::Dataset>, Status> {
         let id = req.into_inner().dataset_id;
-        let record = self.0.catalog.find(&id).map_err(|e| Status::internal(e.to_string()))?;
-        let record = record.ok_or_else(|| Status::not_found(format!("dataset {id} not found")))?;
-        Ok(Response::new(dataset_proto(record, false)))
+        let record = self.0.catalog.find(&id, "").map_err(found_status)?;
+        Ok(Response::new(dataset_proto(record)))
+    }
+
+    async fn revalidate(&self, req: Request<pb::RevalidateRequest>) -> Result<Response<pb::Dataset>, Status> {
+        let req = req.into_inner();
+        let known = self.0.catalog.find(&req.dataset_id, &req.pipeline).map_err(found_status)?;
+        if self.0.specs.get(&known.pipeline).await.map_err(|e| Status::unavailable(e.to_string()))?.is_none() {
+            return Err(IngestError::UnknownPipeline(known.pipeline).into());
+        }
+        let ctx = EventContext::new_run(format!("revalidate-{}-{}", known.pipeline, &known.dataset_id[..16]));
+        let record = self.0.revalidate(&known, ctx).await?;
+        Ok(Response::new(pb::Dataset { revalidating: true, ..dataset_proto(record) }))
     }
 
     async fn list_datasets(
@@ -387,7 +489,7 @@ impl pb::ingest_server::Ingest for IngestApi {
             })?),
         };
         let records = self.0.catalog.list(&req.pipeline, verdict).map_err(|e| Status::internal(e.to_string()))?;
-        let datasets = records.into_iter().map(|r| dataset_proto(r, false)).collect();
+        let datasets = records.into_iter().map(dataset_proto).collect();
         Ok(Response::new(pb::ListDatasetsResponse { datasets }))
     }
 }

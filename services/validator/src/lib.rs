@@ -74,6 +74,10 @@ impl Validator {
             self.specs.get(&d.pipeline).await?.ok_or_else(|| ValidatorError::UnknownPipeline(d.pipeline.clone()))?;
         let sha = Sha256::parse(d.dataset_id.clone())?;
         let environment = Environment::parse(&d.environment).map_err(ValidatorError::BadEnvironment)?;
+        let validation_hash = spec.validation_hash();
+        // Each round of validation of one content has its own verdict events (round 0 keeps the
+        // ids verdicts always had).
+        let id_suffix = if d.round == 0 { String::new() } else { format!("-r{}", d.round) };
         // Streamed to a temporary file and read in batches: memory stays bounded whatever the size.
         let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
         let name = format!("data.{}", d.format);
@@ -105,8 +109,10 @@ impl Validator {
                 columns: report.columns,
                 profile: Some(report.profile),
                 environment: environment.as_str().into(),
+                validation_hash,
+                round: d.round,
             };
-            self.bus.publish(&format!("rejected-{}-{}", d.pipeline, d.dataset_id), &ctx, &event).await?;
+            self.bus.publish(&format!("rejected-{}-{}{id_suffix}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         } else {
             info!(pipeline = %d.pipeline, dataset = %sha.short(), rows = report.rows, "dataset validated");
             metrics::counter!("mlops_datasets_validated_total", "pipeline" => d.pipeline.clone()).increment(1);
@@ -125,8 +131,10 @@ impl Validator {
                 warnings: report.warnings(),
                 profile: Some(report.profile),
                 environment: environment.as_str().into(),
+                validation_hash,
+                round: d.round,
             };
-            self.bus.publish(&format!("validated-{}-{}", d.pipeline, d.dataset_id), &ctx, &event).await?;
+            self.bus.publish(&format!("validated-{}-{}{id_suffix}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         }
         Ok(())
     }

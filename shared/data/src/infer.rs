@@ -250,6 +250,11 @@ fn write_target(out: &mut String, t: &str, label: Option<&Inferred>) {
                 yaml_quoted(&positive),
                 yaml_quoted(&negative)
             );
+            out.push_str(
+                "monitoring:\n  # Delayed labels (labels.arrived) measure the serving model on its newest 200; a fall \
+                 under the floor\n  # retrains. Raise the floor to what your model should keep.\n  performance: \
+                 {metric: roc_auc, min: 0.6, window: 200}\n",
+            );
         }
         None => {
             let _ = writeln!(out, "target: {{name: {key}}}  # not two classes: set positive and negative by hand");
@@ -335,6 +340,7 @@ mod tests {
         assert!(text.contains("columns:\n  - {name: id, type: categorical, unique: true}"), "{text}");
         let spec = parse(&text);
         assert_eq!((spec.name.as_str(), spec.features.len(), spec.columns.len()), ("x", 3, 1));
+        assert_eq!(spec.monitoring.performance.map(|p| p.metric), Some("roc_auc".to_owned()));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{SpecError, bad, is_default};
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
     #[serde(default)]
@@ -20,6 +20,14 @@ pub struct DeploymentSpec {
 
 fn default_sample() -> f64 {
     1.0
+}
+
+/// A spec without a `deployment` section: direct releases, every prediction logged (the
+/// monitor's drift windows and label quality need them).
+impl Default for DeploymentSpec {
+    fn default() -> Self {
+        Self { strategy: Strategy::default(), log_sample: default_sample(), canary: CanarySpec::default() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -167,6 +167,26 @@ impl PipelineSpec {
         crate::sha256_hex(&serde_json::to_vec(&shaping).expect("a spec always serializes"))
     }
 
+    /// sha256 of the parts of the spec the validator judges data by: the features and columns
+    /// with their checks and drift limits, the target and the `validation` section. A dataset
+    /// judged under another validation hash is judged again when it is uploaded again.
+    pub fn validation_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Checks<'s> {
+            features: &'s [FeatureSpec],
+            columns: &'s [FeatureSpec],
+            target: &'s TargetSpec,
+            validation: &'s ValidationSpec,
+        }
+        let checks = Checks {
+            features: &self.features,
+            columns: &self.columns,
+            target: &self.target,
+            validation: &self.validation,
+        };
+        crate::sha256_hex(&serde_json::to_vec(&checks).expect("a spec always serializes"))
+    }
+
     /// The feature named `name`.
     pub fn feature(&self, name: &str) -> Option<&FeatureSpec> {
         self.features.iter().find(|f| f.name == name)
@@ -234,6 +254,8 @@ gates:
         assert_eq!(spec.training.seed, 42);
         assert_eq!(spec.target.positive, "1");
         assert_eq!(spec.monitoring.window, 500);
+        // No `deployment` section still logs every prediction: monitoring needs them.
+        assert_eq!((spec.deployment.log_sample, spec.deployment.strategy), (1.0, Strategy::Direct));
         let again = PipelineSpec::from_json(&spec.canonical_json()).unwrap();
         assert_eq!(spec, again);
         assert_eq!(spec.hash(), again.hash());
