@@ -490,6 +490,17 @@ pub fn spec_with_window(window: u32) -> String {
     mlops_cli::EXAMPLE_SPEC.replace("window: 200", &format!("window: {window}"))
 }
 
+/// A `labels.arrived` event: (prediction id, label) pairs for `pipeline`.
+pub fn labels_event(pipeline: &str, labels: &[(&str, &str)]) -> mlops_proto::LabelsArrived {
+    mlops_proto::LabelsArrived {
+        pipeline: pipeline.to_owned(),
+        labels: labels
+            .iter()
+            .map(|(id, label)| mlops_proto::Label { prediction_id: (*id).to_owned(), label: (*label).to_owned() })
+            .collect(),
+    }
+}
+
 /// Rows of customers as OIP v2 REST request JSON rows.
 pub fn rows_json(customers: &[sample::Customer]) -> serde_json::Value {
     serde_json::Value::Array(

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mlops_cli::events::Decoded;
-use mlops_integration_tests::{TestApp, client, wait_until};
+use mlops_integration_tests::{TestApp, client, labels_event, wait_until};
 use mlops_proto as pb;
 
 const T: Duration = Duration::from_secs(120);
@@ -102,13 +102,7 @@ fn rows_and_labels(csv: &str) -> (Vec<serde_json::Value>, Vec<&'static str>) {
 }
 
 async fn publish_labels(app: &TestApp, pipeline: &str, labels: &[(&str, &str)]) {
-    let event = pb::LabelsArrived {
-        pipeline: pipeline.to_owned(),
-        labels: labels
-            .iter()
-            .map(|(id, label)| pb::Label { prediction_id: (*id).to_owned(), label: (*label).to_owned() })
-            .collect(),
-    };
+    let event = labels_event(pipeline, labels);
     let bus = app.bus().await;
     let ctx = mlops_shared::events::EventContext::new_run(format!("labels-{}", labels[0].0));
     bus.publish(&format!("labels-{}-{}", labels[0].0, labels.len()), &ctx, &event).await.unwrap();

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use mlops_cli::events::Decoded;
-use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use mlops_integration_tests::{TestApp, client, labels_event, rows_json, sample, wait_until};
 use mlops_proto as pb;
 use sample::{Customer, Variant};
 
@@ -49,13 +49,7 @@ async fn publish_labels(app: &TestApp, pipeline: &str, labels: &[(&str, &str)]) 
 /// The same as protobuf (`mlops.v1.LabelsArrived`), as a system with the platform's protos would.
 async fn publish_labels_protobuf(app: &TestApp, pipeline: &str, labels: &[(&str, &str)]) {
     use prost::Message as _;
-    let event = pb::LabelsArrived {
-        pipeline: pipeline.to_owned(),
-        labels: labels
-            .iter()
-            .map(|(id, label)| pb::Label { prediction_id: (*id).to_owned(), label: (*label).to_owned() })
-            .collect(),
-    };
+    let event = labels_event(pipeline, labels);
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("content-type", "application/protobuf");
     let subject = format!("mlops.events.labels.arrived.{pipeline}");

@@ -231,8 +231,11 @@ async fn lineage(registry: &Remote, target: &ModelRef) -> anyhow::Result<()> {
 
 /// `mlops models used-by`: the versions trained on a dataset, one line each.
 async fn used_by(registry: &Remote, ingest: &Remote, dataset_id: String) -> anyhow::Result<()> {
-    // The catalog knows every dataset: a prefix is resolved there, ambiguity included.
-    let dataset_id = client::dataset(ingest, &dataset_id).await?.dataset_id;
+    // A prefix is resolved by the catalog, which knows every dataset, ambiguity included.
+    let dataset_id = match mlops_shared::ids::Sha256::parse(dataset_id.clone()) {
+        Ok(full) => full.to_string(),
+        Err(_) => client::dataset(ingest, &dataset_id).await?.dataset_id,
+    };
     let mut registry = client::registry(registry).await?;
     let versions = registry
         .models_using_dataset(mlops_proto::ModelsUsingDatasetRequest { dataset_id: dataset_id.clone() })

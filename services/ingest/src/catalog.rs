@@ -272,23 +272,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.redb");
         let c = Catalog::open(&path).unwrap();
-        let r = DatasetRecord {
-            dataset_id: "abc".into(),
-            pipeline: "churn".into(),
-            source: "f.csv".into(),
-            format: "csv".into(),
-            size_bytes: 3,
-            arrived_unix_ms: 5,
-            verdict: Verdict::Pending,
-            rows: 0,
-            verdict_detail: String::new(),
-            published: true,
-            report_hex: String::new(),
-            environment: "training".into(),
-            round: 0,
-            validation_hash: String::new(),
-            history: Vec::new(),
-        };
+        let r = DatasetRecord { dataset_id: "abc".into(), ..record() };
         c.put(&r).unwrap();
         assert_eq!(c.set_verdict("abc", "churn", judged(Verdict::Accepted, 0)).unwrap(), Recorded::Recorded);
         assert_eq!(c.set_verdict("zzz", "churn", judged(Verdict::Accepted, 0)).unwrap(), Recorded::Unknown);
