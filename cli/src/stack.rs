@@ -370,8 +370,8 @@ impl Stack {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let addr_file = self.opts.data_dir.join(name).join("addr");
         let _ = std::fs::remove_file(&addr_file);
-        let mut child = self.command(service, name, ([127, 0, 0, 1], port).into(), &env)?;
-        let mut child = child.spawn().with_context(|| format!("starting {name}"))?;
+        let mut command = self.command(service, name, ([127, 0, 0, 1], port).into(), &env)?;
+        let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr: SocketAddr = loop {
             if let Ok(text) = std::fs::read_to_string(&addr_file)
@@ -553,7 +553,11 @@ impl Stack {
                         (w.started, w.phase) = (now, Phase::Running);
                         return Ok(());
                     }
-                    Err(e) => report(Event::SpawnFailed { service: name.clone(), restart, error: format!("{e:#}") }),
+                    Err(e) => {
+                        report(Event::SpawnFailed { service: name.clone(), restart, error: format!("{e:#}") });
+                        // It never ran: no uptime to reset the delay with.
+                        w.started = now;
+                    }
                 }
             }
             Phase::RestartAt(_) | Phase::GaveUp => return Ok(()),
