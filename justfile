@@ -34,6 +34,13 @@ deps-test: deps
 build:
     cargo build --workspace --bins --examples
 
+# As the Dockerfile does (README: "Release builds and debug info"):
+# Release binaries to ship in target/dist, each one's debug info split off beside it as <binary>.debug.
+release:
+    cargo build --release --locked --workspace --bins
+    ./scripts/split-debuginfo.sh target/dist target/release/mlops target/release/mlops-{registry,ingest,validator,trainer,evaluator,deployer,monitor}
+    ls -l target/dist
+
 # Start nats-server and the seven services on their default ports; Ctrl-C stops all.
 up: deps build
     ./target/debug/mlops up

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::events::{Decoded, decode};
 use crate::stack::{Stack, StackOptions};
+use crate::supervisor::RestartPolicy;
 use crate::{EXAMPLE_SPEC, client};
 
 /// What the demo measured.
@@ -59,7 +60,15 @@ pub async fn run(
                 stack.url("deployer"),
                 stack.url("registry")
             ));
-            mlops_shared::shutdown::wait_for_signal().await;
+            // Kept running, it is supervised as `mlops up` is: a service that exits is restarted.
+            tokio::select! {
+                () = mlops_shared::shutdown::wait_for_signal() => {}
+                failed = stack.supervise(RestartPolicy::default(), |event| say(event.to_string())) => {
+                    if let Err(e) = failed {
+                        say(format!("  supervising the services failed: {e:#}"));
+                    }
+                }
+            }
         }
         (Err(_), _) => say(format!("  logs: {}", data_dir.join("logs").display())),
         _ => {}

@@ -1,5 +1,5 @@
 //! The `mlops` command's library: the process supervisor behind `up` and `demo` (also used by the
-//! end-to-end tests), clients for the platform's APIs, and the bundled example data.
+//! end-to-end tests) and its restart policy, clients for the platform's APIs, and the bundled example data.
 
 #![allow(clippy::print_stdout)] // the CLI talks to people on stdout
 
@@ -12,6 +12,7 @@ pub mod reproduce;
 pub mod runs;
 pub mod sample;
 pub mod stack;
+pub mod supervisor;
 pub mod tables;
 
 /// The bundled example pipeline spec (`examples/churn.yaml`).

@@ -6,6 +6,7 @@
 mod commands;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{data, deploy, events, models, monitor, pipeline, platform, predict, runs, schema, staleness};
@@ -38,6 +39,9 @@ struct Cli {
     /// PEM CA certificates to trust for https:// service URLs (default: the system's roots).
     #[arg(long, global = true, env = "MLOPS_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// On an error, also print where it arose: its backtrace, captured when RUST_BACKTRACE=1.
+    #[arg(long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,8 +113,37 @@ enum Command {
     Sample(data::SampleArgs),
 }
 
+/// Runs the command. An error is one sentence on stderr (`error: ` and its chain of causes) and
+/// exit status 1: an unknown id or a missing file is the user's to fix, so no backtrace is
+/// printed, whatever RUST_BACKTRACE says, unless `--verbose` asks for it. Panics keep theirs.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = cli.verbose;
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error_report(&e, verbose));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: ` and the error with its causes (anyhow's `{:#}`); with `verbose`, its backtrace after.
+fn error_report(e: &anyhow::Error, verbose: bool) -> String {
+    let mut report = format!("error: {e:#}");
+    if verbose {
+        use std::backtrace::BacktraceStatus;
+        match e.backtrace().status() {
+            BacktraceStatus::Captured => report.push_str(&format!("\n\nbacktrace:\n{}", e.backtrace())),
+            _ => report.push_str("\n(no backtrace was captured: run with RUST_BACKTRACE=1 as well)"),
+        }
+    }
+    report
+}
+
+/// Runs the command `cli` names.
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli {
         nats_url,
         registry_url,
@@ -120,8 +153,9 @@ async fn main() -> anyhow::Result<()> {
         monitor_url,
         admin_token,
         tls_ca,
+        verbose: _,
         command,
-    } = Cli::parse();
+    } = cli;
     // Each service's URL with the CA its certificate is checked against, built once.
     let remote = |url: String| Remote::new(url, tls_ca.clone());
     let (registry, ingest, deployer) = (remote(registry_url), remote(ingest_url), remote(deployer_url));

@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use tokio::process::{Child, Command};
 
 use crate::client::Remote;
+use crate::supervisor::{Decision, Event, Exit, RestartPolicy, Restarts};
 
 /// The seven services, in start order (the registry first: others ask it at start-up).
 pub const SERVICES: [&str; 7] = ["registry", "ingest", "validator", "trainer", "evaluator", "deployer", "monitor"];
@@ -223,12 +224,34 @@ impl StackOptions {
     }
 }
 
+/// What the supervisor knows of one service.
+struct Watch {
+    restarts: Restarts,
+    /// When its current process was started.
+    started: Instant,
+    phase: Phase,
+}
+
+/// Where a supervised service is.
+#[derive(Clone, Copy)]
+enum Phase {
+    Running,
+    /// Exited; to be started again at this time.
+    RestartAt(Instant),
+    /// Crashed in a loop: left stopped.
+    GaveUp,
+}
+
 /// A running service process.
 pub struct Service {
     pub name: String,
     pub addr: SocketAddr,
     scheme: &'static str,
     child: Child,
+    /// Which binary it runs (`trainer` for a replica named `trainer-2`).
+    service: String,
+    /// The environment it was given beyond the stack's, so a restart gets it too.
+    env: Vec<(String, String)>,
 }
 
 impl Service {
@@ -344,40 +367,11 @@ impl Stack {
         // and writes the address it got, so parallel stacks never race for a port.
         let first = !self.services.iter().any(|s| s.name == service);
         let port = if self.opts.fixed_ports && first && name == service { default_port(service) } else { 0 };
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let bin = self.opts.bin_dir.join(format!("mlops-{service}"));
-        if !bin.exists() {
-            bail!("{} is missing: build the services first (`cargo build --workspace --bins`)", bin.display());
-        }
-        let data = self.opts.data_dir.join(name);
-        std::fs::create_dir_all(&data)?;
-        let addr_file = data.join("addr");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let addr_file = self.opts.data_dir.join(name).join("addr");
         let _ = std::fs::remove_file(&addr_file);
-        let registry_url = if service == "registry" { String::new() } else { self.url("registry") };
-        let mut cmd = Command::new(&bin);
-        cmd.env("MLOPS_NATS_URL", &self.nats_url)
-            .env("MLOPS_LISTEN", addr.to_string())
-            .env("MLOPS_ADDR_FILE", &addr_file)
-            .env("MLOPS_DATA_DIR", &data)
-            .env("MLOPS_REGISTRY_URL", registry_url)
-            .env("MLOPS_TRAINER_ID", name)
-            .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(self.opts.service_env.get(service).into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        match &self.opts.log_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)?;
-                let log =
-                    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
-                cmd.stdout(log.try_clone()?).stderr(log);
-            }
-            None => {
-                cmd.stdout(Stdio::null());
-            }
-        }
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let mut command = self.command(service, name, ([127, 0, 0, 1], port).into(), &env)?;
+        let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr: SocketAddr = loop {
             if let Ok(text) = std::fs::read_to_string(&addr_file)
@@ -397,8 +391,61 @@ impl Stack {
             self.ports.insert(service.to_owned(), addr.port());
         }
         let scheme = self.scheme();
-        self.services.push(Service { name: name.to_owned(), addr, scheme, child });
+        self.services.push(Service { name: name.to_owned(), addr, scheme, child, service: service.to_owned(), env });
         Ok(())
+    }
+
+    /// Starts the process of `self.services[i]` again on the address it had, without waiting for
+    /// it to answer; returns its process id.
+    fn respawn(&mut self, i: usize) -> anyhow::Result<u32> {
+        let s = &self.services[i];
+        let mut command = self.command(&s.service, &s.name, s.addr, &s.env)?;
+        let child = command.spawn().with_context(|| format!("starting {}", s.name))?;
+        let pid = child.id().context("a process just spawned has an id")?;
+        self.services[i].child = child;
+        Ok(pid)
+    }
+
+    /// The command that runs `service` as `name` listening on `addr`, with the stack's
+    /// environment and `env`, its output appended to its log (when the stack keeps logs).
+    fn command(
+        &self,
+        service: &str,
+        name: &str,
+        addr: SocketAddr,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Command> {
+        let bin = self.opts.bin_dir.join(format!("mlops-{service}"));
+        if !bin.exists() {
+            bail!("{} is missing: build the services first (`cargo build --workspace --bins`)", bin.display());
+        }
+        let data = self.opts.data_dir.join(name);
+        std::fs::create_dir_all(&data)?;
+        let registry_url = if service == "registry" { String::new() } else { self.url("registry") };
+        let mut cmd = Command::new(&bin);
+        cmd.env("MLOPS_NATS_URL", &self.nats_url)
+            .env("MLOPS_LISTEN", addr.to_string())
+            .env("MLOPS_ADDR_FILE", data.join("addr"))
+            .env("MLOPS_DATA_DIR", &data)
+            .env("MLOPS_REGISTRY_URL", registry_url)
+            .env("MLOPS_TRAINER_ID", name)
+            .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.opts.service_env.get(service).into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        match &self.opts.log_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let log =
+                    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log")))?;
+                cmd.stdout(log.try_clone()?).stderr(log);
+            }
+            None => {
+                cmd.stdout(Stdio::null());
+            }
+        }
+        Ok(cmd)
     }
 
     /// Waits until every service answers `/healthz` with 200.
@@ -460,6 +507,72 @@ impl Stack {
             self.services.iter().position(|s| s.name == name).with_context(|| format!("no service named {name}"))?;
         let mut s = self.services.remove(i);
         s.child.kill().await?;
+        Ok(())
+    }
+
+    /// Watches every service and restarts one that exits, as `policy` says, on the address it
+    /// had; reports each exit, restart and crash loop given up to `report`. Runs until dropped
+    /// (e.g. on a shutdown signal) and returns only on an error reading a process's state.
+    pub async fn supervise(&mut self, policy: RestartPolicy, mut report: impl FnMut(Event)) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut watches: Vec<Watch> = self
+            .services
+            .iter()
+            .map(|_| Watch { restarts: Restarts::new(policy), started: now, phase: Phase::Running })
+            .collect();
+        loop {
+            for (i, watch) in watches.iter_mut().enumerate() {
+                self.watch(i, watch, policy.window, &mut report)?;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// One look at service `i`: an exit is reported and decided on, a restart that is due done.
+    fn watch(
+        &mut self,
+        i: usize,
+        w: &mut Watch,
+        window: Duration,
+        report: &mut impl FnMut(Event),
+    ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let name = self.services[i].name.clone();
+        match w.phase {
+            Phase::Running => {
+                let pid = self.services[i].child.id();
+                let Some(status) = self.services[i].child.try_wait()? else { return Ok(()) };
+                let uptime = now.saturating_duration_since(w.started);
+                report(Event::Exited { service: name.clone(), pid, exit: Exit::of(status), uptime });
+            }
+            Phase::RestartAt(at) if at <= now => {
+                let restart = w.restarts.total();
+                match self.respawn(i) {
+                    Ok(pid) => {
+                        report(Event::Started { service: name, pid, restart });
+                        (w.started, w.phase) = (now, Phase::Running);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        report(Event::SpawnFailed { service: name.clone(), restart, error: format!("{e:#}") });
+                        // It never ran: no uptime to reset the delay with.
+                        w.started = now;
+                    }
+                }
+            }
+            Phase::RestartAt(_) | Phase::GaveUp => return Ok(()),
+        }
+        w.phase = match w.restarts.on_exit(w.started, now) {
+            Decision::Restart { after, restart } => {
+                report(Event::Restarting { service: name, after, restart });
+                Phase::RestartAt(now + after)
+            }
+            Decision::GiveUp { exits } => {
+                let log = self.opts.log_dir.as_ref().map(|dir| dir.join(format!("{name}.log")));
+                report(Event::GaveUp { service: name, exits, window, log });
+                Phase::GaveUp
+            }
+        };
         Ok(())
     }
 

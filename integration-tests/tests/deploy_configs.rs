@@ -49,6 +49,18 @@ fn trainers_are_a_scalable_deployment() {
 }
 
 #[test]
+fn services_on_kubernetes_log_json_for_the_collector() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s/base");
+    let kustomization = std::fs::read_to_string(base.join("kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("- MLOPS_LOG_FORMAT=json"), "{kustomization}");
+    // Every service reads the common settings.
+    for service in mlops_cli::stack::SERVICES {
+        let manifest = std::fs::read_to_string(base.join(format!("{service}.yaml"))).unwrap();
+        assert!(manifest.contains("name: mlops-common"), "{service}.yaml does not read mlops-common");
+    }
+}
+
+#[test]
 fn json_files_parse() {
     let jsons = deploy_files("json");
     assert!(!jsons.is_empty());
