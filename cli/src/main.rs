@@ -122,11 +122,18 @@ async fn main() -> ExitCode {
     let verbose = cli.verbose;
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`mlops sample | head`): a normal end, as for `cat`.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", error_report(&e, verbose));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` is, at bottom, a write to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// `error: ` and the error with its causes (anyhow's `{:#}`); with `verbose`, its backtrace after.

@@ -53,3 +53,24 @@ fn verbose_adds_the_backtrace_of_the_error() {
     // A debug build names its own functions in the frames.
     assert!(backtrace.contains("schema::run"), "{stderr}");
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mlops"))
+        .args(["sample", "--rows", "200000"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the mlops binary");
+    // Read one line, then close the pipe, as `| head -1` does.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).expect("the header");
+    drop(stdout);
+    let out = child.wait_with_output().expect("waiting for mlops");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{:?}: {stderr}", out.status);
+}

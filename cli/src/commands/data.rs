@@ -168,8 +168,12 @@ arrived   {} ({})",
 }
 
 /// Writes the example churn data set as CSV to stdout.
+/// Written without `print!`, so a reader that stops early (`| head`) ends it quietly instead of
+/// panicking (`main` takes the broken pipe as a normal end).
 pub(crate) fn sample(args: SampleArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let SampleArgs { rows, seed, variant } = args;
-    print!("{}", sample::csv(rows, seed, variant));
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    out.write_all(sample::csv(rows, seed, variant).as_bytes())?;
+    Ok(out.flush()?)
 }
