@@ -92,11 +92,9 @@ async fn a_canary_as_good_as_production_is_promoted_on_every_replica_and_people_
     app.stack.spawn("deployer", "deployer-2", &[("MLOPS_REPLICA_ID", "second")]).await.unwrap();
     app.stack.wait_healthy(T).await.unwrap();
     let second = app.stack.url_of("deployer-2").unwrap();
-    // This is about parity on quality. The latency limit is judged on the p99 of the canary's
-    // first few hundred requests, which on a shared 2-core machine running two deployers, NATS
-    // and the load is noise (one stall is its p99), so it is set out of reach here; canary.rs
-    // tests the limit itself.
-    app.apply(&spec("canary", "{percent: 50, duration_secs: 2, min_requests: 200, max_latency_ratio: 50}")).await;
+    // The latency limit applies as configured: a p99 is judged only once both models answered
+    // 1,000 requests (canary.rs), so one stall among this canary's first few hundred is not it.
+    app.apply(&spec("canary", "{percent: 50, duration_secs: 2, min_requests: 200}")).await;
     // The first model has nothing to be compared with: it serves at once.
     app.upload("churn", &sample::csv(2000, 81, Variant::Normal)).await;
     app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;

@@ -18,6 +18,10 @@ pub enum Verdict {
 const PREDICTION_SHIFT_P: f64 = 0.001;
 /// The significance at which the new model's labelled predictions are taken to be worse.
 const LABEL_QUALITY_P: f64 = 0.01;
+/// Requests each model needs before their p99 latencies are compared: the p99 of fewer is its one
+/// or two slowest requests, which a single scheduler stall on a busy machine decides. With 1,000
+/// it is the tenth slowest.
+pub const LATENCY_MIN_REQUESTS: u64 = 1000;
 
 /// The population stability index of the candidate's prediction histogram against the serving
 /// model's, each bin's count smoothed by half a count (`stats::divergence::smoothed_shares`) so
@@ -58,8 +62,10 @@ pub fn judge(
     }
     if champion.requests > 0 {
         let (cp, hp) = (candidate.p99() * 1e3, champion.p99() * 1e3);
-        figures.push(format!("p99 {cp:.3} ms against {hp:.3} ms"));
-        if cp > (hp * spec.max_latency_ratio).max(hp + 1.0) {
+        let enough = candidate.requests.min(champion.requests) >= LATENCY_MIN_REQUESTS;
+        let judged = if enough { "" } else { " (not judged below 1,000 requests each)" };
+        figures.push(format!("p99 {cp:.3} ms against {hp:.3} ms{judged}"));
+        if enough && cp > (hp * spec.max_latency_ratio).max(hp + 1.0) {
             failures.push(format!(
                 "p99 latency {cp:.3} ms is over {} × the serving model's {hp:.3} ms",
                 spec.max_latency_ratio
@@ -199,8 +205,12 @@ mod tests {
         // Worse: at once, whatever the time.
         let Verdict::RollBack(why) = judge(&spec, 5.0, &champion, &snap(100, 5, 30, &spread), true) else { panic!() };
         assert!(why.contains("error rate 0.0500 exceeds the serving model's 0.0000"), "{why}");
-        let Verdict::RollBack(why) = judge(&spec, 5.0, &champion, &snap(100, 0, 60, &spread), true) else { panic!() };
+        // Slower: once both have enough requests for their p99 to be more than one stall.
+        let (busy, slow) = (snap(2000, 0, 30, &spread), snap(1000, 0, 60, &spread));
+        let Verdict::RollBack(why) = judge(&spec, 5.0, &busy, &slow, true) else { panic!() };
         assert!(why.contains("p99 latency"), "{why}");
+        let Verdict::Wait(why) = judge(&spec, 5.0, &champion, &snap(100, 0, 60, &spread), true) else { panic!() };
+        assert!(why.contains("not judged below 1,000 requests"), "{why}");
         let Verdict::RollBack(why) =
             judge(&spec, 5.0, &champion, &snap(100, 0, 30, &[0, 0, 0, 0, 100, 0, 0, 0, 0, 0]), true)
         else {
