@@ -288,28 +288,26 @@ async fn a_quiet_window_closes_on_time_and_a_rolling_reference_follows_the_traff
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipeline_whose_model_is_slow_to_load_holds_up_no_other() {
+/// Logs `n` predictions of `pipeline` served by a model the monitor cannot fetch yet: `v1`'s
+/// artifact with one more byte of JSON whitespace, so another sha256, not yet in the bucket.
+/// Returns that artifact's sha256 and bytes, for the test to store when it wants.
+async fn log_for_an_unfetchable_model(
+    app: &TestApp,
+    pipeline: &str,
+    v1: &pb::ModelPromoted,
+    n: usize,
+) -> (String, Vec<u8>) {
     use tokio::io::AsyncReadExt as _;
-    let app = TestApp::start().await;
-    app.apply(&mlops_integration_tests::spec_with_window(40)).await;
-    app.apply(&mlops_integration_tests::spec_with_window(40).replace("name: churn", "name: slow")).await;
-    app.upload("churn", &sample::csv(2000, 231, Variant::Normal)).await;
-    let promoted = app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
-    let Decoded::Promoted(v1) = promoted.payload else { unreachable!() };
-
-    // `slow` is served by a model the monitor cannot fetch yet: the same artifact with one more
-    // byte of JSON whitespace, so another sha256, not yet in the bucket.
     let models = app.js.get_object_store("models").await.unwrap();
     let mut bytes = Vec::new();
     models.get(&v1.artifact_sha256).await.unwrap().read_to_end(&mut bytes).await.unwrap();
     bytes.push(b'\n');
     let late_sha = mlops_shared::sha256_hex(&bytes);
     let bus = app.bus().await;
-    for (i, c) in sample::customers(40, 232, Variant::Normal).iter().enumerate() {
+    for (i, c) in sample::customers(n, 232, Variant::Normal).iter().enumerate() {
         let log = pb::PredictionLogged {
-            pipeline: "slow".into(),
-            prediction_id: format!("slow-{i}"),
+            pipeline: pipeline.into(),
+            prediction_id: format!("{pipeline}-{i}"),
             version: 1,
             artifact_sha256: late_sha.clone(),
             numeric: [
@@ -326,22 +324,62 @@ async fn a_pipeline_whose_model_is_slow_to_load_holds_up_no_other() {
         let ctx = mlops_shared::events::EventContext::new_run(log.prediction_id.clone());
         bus.publish(&log.prediction_id, &ctx, &log).await.unwrap();
     }
+    (late_sha, bytes)
+}
+
+/// Two pipelines, `churn` served as usual and `slow`, and v1's promotion.
+async fn churn_and_slow(env: &[(&str, &str)]) -> (TestApp, pb::ModelPromoted) {
+    let app = TestApp::start_with(env).await;
+    app.apply(&mlops_integration_tests::spec_with_window(40)).await;
+    app.apply(&mlops_integration_tests::spec_with_window(40).replace("name: churn", "name: slow")).await;
+    app.upload("churn", &sample::csv(2000, 231, Variant::Normal)).await;
+    let promoted = app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let Decoded::Promoted(v1) = promoted.payload else { unreachable!() };
+    (app, v1)
+}
+
+async fn windows_of(app: &TestApp, pipeline: &str) -> Vec<pb::WindowReport> {
+    client::monitor_report(&app.stack.url("monitor"), pipeline).await.unwrap().windows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_whose_model_is_slow_to_load_holds_up_no_other() {
+    let (app, v1) = churn_and_slow(&[]).await;
+    let (late_sha, bytes) = log_for_an_unfetchable_model(&app, "slow", &v1, 40).await;
 
     // Meanwhile `churn` is served and watched as usual: its window closes while `slow` waits.
     predict(&app, &sample::customers(40, 233, Variant::Normal)).await;
-    let report = |pipeline: &'static str| {
-        let url = app.stack.url("monitor");
-        async move { client::monitor_report(&url, pipeline).await.unwrap() }
-    };
-    wait_until(T, || async { (!report("churn").await.windows.is_empty()).then_some(()) })
+    wait_until(T, || async { (!windows_of(&app, "churn").await.is_empty()).then_some(()) })
         .await
         .expect("churn's window closed while slow's model could not be fetched");
-    assert!(report("slow").await.windows.is_empty());
+    assert!(windows_of(&app, "slow").await.is_empty());
 
     // Once the model can be fetched, `slow`'s predictions are all counted: none was lost.
+    let models = app.js.get_object_store("models").await.unwrap();
     models.put(late_sha.as_str(), &mut bytes.as_slice()).await.unwrap();
-    let window = wait_until(T, || async { report("slow").await.windows.first().cloned() })
+    let window = wait_until(T, || async { windows_of(&app, "slow").await.first().cloned() })
         .await
         .expect("slow's window closed once its model could be fetched");
     assert_eq!(window.rows, 40, "{window:?}");
+}
+
+/// A stalled pipeline whose queue is full has its predictions left out of its windows (counted),
+/// and intake goes on for the others at once rather than after its model loading gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pipeline_with_a_full_queue_holds_up_no_other() {
+    // Room for churn's window of 40 while its model loads, not for slow's 100.
+    let (app, v1) = churn_and_slow(&[("MLOPS_MONITOR_WINDOW_QUEUE", "45")]).await;
+    log_for_an_unfetchable_model(&app, "slow", &v1, 100).await;
+    predict(&app, &sample::customers(40, 233, Variant::Normal)).await;
+    wait_until(T, || async { (!windows_of(&app, "churn").await.is_empty()).then_some(()) })
+        .await
+        .expect("churn's window closed while slow's queue was full");
+    let metrics = reqwest::get(format!("{}/metrics", app.stack.url("monitor"))).await.unwrap().text().await.unwrap();
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("mlops_monitor_window_dropped_total{pipeline=\"slow\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    // 100 less the 45 queued and the one or two the task took while it tries to load its model.
+    assert!(dropped.is_some_and(|d| (50.0..=55.0).contains(&d)), "{metrics}");
+    assert!(!metrics.contains("mlops_monitor_window_dropped_total{pipeline=\"churn\"}"), "{metrics}");
 }

@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, env = "MLOPS_PREDICTION_RETENTION_HOURS", default_value_t = 168,
           value_parser = clap::value_parser!(u64).range(1..=8760))]
     pub prediction_retention_hours: u64,
+    /// Predictions one pipeline's drift windows may have waiting (its model still loading, say);
+    /// beyond it they are left out of that pipeline's windows (counted in
+    /// `mlops_monitor_window_dropped_total`) rather than holding up every other pipeline's.
+    #[arg(long, env = "MLOPS_MONITOR_WINDOW_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub window_queue: u64,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -93,7 +99,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         models: bus.objects(MODELS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
         store,
-        pipelines: windows::Pipelines::new(service.shutdown()),
+        pipelines: windows::Pipelines::new(service.shutdown(), config.window_queue as usize),
         retention_ms: (config.prediction_retention_hours as i64) * 3600 * 1000,
         bus,
     });
@@ -165,7 +171,7 @@ impl Monitor {
                 bad.push((i, format!("prediction {}: {err}", e.payload.prediction_id)));
                 continue;
             }
-            self.pipelines.send(self, e.follow(), e.payload).await;
+            self.pipelines.send(self, e.follow(), e.payload);
         }
         Ok(bad)
     }

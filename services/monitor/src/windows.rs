@@ -23,8 +23,6 @@ use crate::Monitor;
 use crate::drift::{References, Window};
 use crate::error::MonitorError;
 
-/// Predictions a pipeline's task may have waiting before intake waits for it.
-const QUEUE: usize = 10_000;
 /// Attempts at fetching a model before its predictions are left out of the windows for a while.
 const LOAD_ATTEMPTS: u32 = 10;
 /// How long predictions of a model that could not be loaded are left out before trying again.
@@ -38,11 +36,13 @@ pub(crate) struct Pipelines {
     tasks: Mutex<HashMap<String, mpsc::Sender<Queued>>>,
     serving: Mutex<HashMap<String, u64>>,
     shutdown: CancellationToken,
+    /// Predictions a pipeline's task may have waiting.
+    queue: usize,
 }
 
 impl Pipelines {
-    pub(crate) fn new(shutdown: CancellationToken) -> Self {
-        Self { tasks: Mutex::default(), serving: Mutex::default(), shutdown }
+    pub(crate) fn new(shutdown: CancellationToken, queue: usize) -> Self {
+        Self { tasks: Mutex::default(), serving: Mutex::default(), shutdown, queue: queue.max(1) }
     }
 
     /// The version whose predictions `pipeline`'s windows hold now, if any.
@@ -51,19 +51,30 @@ impl Pipelines {
     }
 
     /// Hands one prediction to its pipeline's task, starting the task on the pipeline's first.
-    pub(crate) async fn send(&self, monitor: &Arc<Monitor>, ctx: EventContext, p: pb::PredictionLogged) {
+    /// A pipeline whose task has its queue full (its model still loading) has the prediction left
+    /// out of its windows, counted, so that intake — and every other pipeline — never waits for
+    /// it. Window counts are samples, held in memory only; the prediction itself is already kept
+    /// for its label.
+    pub(crate) fn send(&self, monitor: &Arc<Monitor>, ctx: EventContext, p: pb::PredictionLogged) {
         let tx = {
             let mut tasks = self.tasks.lock().expect("never poisoned: no panic while held");
             let tx = tasks.entry(p.pipeline.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(QUEUE);
+                let (tx, rx) = mpsc::channel(self.queue);
                 let task = PipelineTask { monitor: monitor.clone(), pipeline: p.pipeline.clone(), open: None };
                 tokio::spawn(task.run(rx, self.shutdown.child_token()));
                 tx
             });
             tx.clone()
         };
-        // Fails only when the task has ended, at shutdown: the window's counts go with it.
-        let _ = tx.send((ctx, p)).await;
+        let pipeline = p.pipeline.clone();
+        match tx.try_send((ctx, p)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("mlops_monitor_window_dropped_total", "pipeline" => pipeline).increment(1);
+            }
+            // The task has ended, at shutdown: the window's counts go with it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 }
 
