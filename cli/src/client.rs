@@ -222,8 +222,15 @@ pub async fn upload_with(
 
 /// One dataset from the catalog.
 pub async fn dataset(at: impl Into<Remote>, id: &str) -> anyhow::Result<pb::Dataset> {
+    dataset_in(at, id, "").await
+}
+
+/// A catalogued dataset (`id` may be a unique prefix) as uploaded to `pipeline` (empty: the
+/// first pipeline that has it).
+pub async fn dataset_in(at: impl Into<Remote>, id: &str, pipeline: &str) -> anyhow::Result<pb::Dataset> {
     let mut c = IngestClient::new(at.into().channel().await?);
-    Ok(c.get_dataset(pb::GetDatasetRequest { dataset_id: id.into() }).await.map_err(status("dataset"))?.into_inner())
+    let request = pb::GetDatasetRequest { dataset_id: id.into(), pipeline: pipeline.into() };
+    Ok(c.get_dataset(request).await.map_err(status("dataset"))?.into_inner())
 }
 
 /// Asks ingest to validate a known dataset again (`dataset_id` may be a unique prefix).

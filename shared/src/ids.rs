@@ -159,7 +159,7 @@ pub fn resolve_prefix<'a>(
         many => Err(PrefixError::Ambiguous {
             what,
             prefix: prefix.into(),
-            candidates: many.iter().map(|id| short(id).to_owned()).collect(),
+            candidates: many.iter().map(|id| (*id).to_owned()).collect(),
         }),
     }
 }
@@ -175,8 +175,8 @@ mod tests {
         assert_eq!(resolve("0123456789ab").unwrap(), "0123456789abcdef");
         assert_eq!(resolve("abcdef0123456789").unwrap(), "abcdef0123456789");
         let Err(PrefixError::Ambiguous { candidates, .. }) = resolve("abcdef01") else { panic!() };
-        assert_eq!(candidates, ["abcdef012345", "abcdef019999"]);
-        assert!(resolve("abcdef01").unwrap_err().to_string().contains("abcdef012345, abcdef019999"));
+        assert_eq!(candidates, ["abcdef0123456789", "abcdef0199999999"]);
+        assert!(resolve("abcdef01").unwrap_err().to_string().contains("abcdef0123456789, abcdef0199999999"));
         assert!(matches!(resolve("0123"), Err(PrefixError::TooShort { .. })));
         assert!(matches!(resolve("ffffffff"), Err(PrefixError::NotFound { .. })));
         assert!(matches!(resolve(""), Err(PrefixError::NotFound { .. })));

@@ -69,6 +69,9 @@ pub struct DatasetRecord {
     /// Verdicts of earlier rounds, oldest first.
     #[serde(default)]
     pub history: Vec<PastVerdict>,
+    /// When the current verdict was recorded (0 while pending, and in records older than rounds).
+    #[serde(default)]
+    pub decided_unix_ms: i64,
 }
 
 /// A verdict a later round replaced.
@@ -210,10 +213,31 @@ impl Catalog {
             record.report_hex = judged.report_hex;
             record.validation_hash = judged.validation_hash;
             record.round = judged.round;
+            record.decided_unix_ms = mlops_shared::now_unix_ms();
             table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
         }
         txn.commit()?;
         Ok(Recorded::Recorded)
+    }
+
+    /// Marks `round` of `id` in `pipeline` as published, changing nothing else: a verdict the
+    /// validator sent meanwhile stays. `false` when the row is gone or has moved to another round.
+    pub fn mark_published(&self, id: &str, pipeline: &str, round: u32) -> Result<bool, CatalogError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(DATASETS)?;
+            let mut record: DatasetRecord = match table.get((id, pipeline))? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Ok(false),
+            };
+            if record.round != round {
+                return Ok(false);
+            }
+            record.published = true;
+            table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(true)
     }
 
     /// Opens the next round of validation of `id` in `pipeline`: its verdict moves to the history
@@ -233,7 +257,7 @@ impl Catalog {
                     detail: std::mem::take(&mut record.verdict_detail),
                     validation_hash: std::mem::take(&mut record.validation_hash),
                     round: record.round,
-                    decided_unix_ms: mlops_shared::now_unix_ms(),
+                    decided_unix_ms: std::mem::take(&mut record.decided_unix_ms),
                 });
             }
             record.round += 1;
@@ -313,8 +337,15 @@ mod tests {
         let past: Vec<_> = now.history.iter().map(|p| (p.verdict, p.round, p.detail.as_str())).collect();
         assert_eq!(past, [(Verdict::Rejected, 0, "round 0")]);
         let Err(Found::Prefix(PrefixError::Ambiguous { candidates, .. })) = c.find("01234567", "") else { panic!() };
-        assert_eq!(candidates, ["0123456789ab", "0123456789ff"]);
+        assert_eq!(candidates, ["0123456789abcdef", "0123456789ffffff"]);
         assert!(c.begin_round("nope", "churn").unwrap().is_none());
+        // Marking a round published keeps a verdict that came first, and misses a replaced round.
+        c.begin_round(id, "churn").unwrap();
+        c.set_verdict(id, "churn", judged(Verdict::Accepted, 2)).unwrap();
+        assert!(c.mark_published(id, "churn", 2).unwrap());
+        let now = c.find(id, "churn").unwrap();
+        assert_eq!((now.verdict, now.published, now.history.len()), (Verdict::Accepted, true, 2));
+        assert!(!c.mark_published(id, "churn", 1).unwrap());
     }
 
     fn record() -> DatasetRecord {
@@ -334,6 +365,7 @@ mod tests {
             round: 0,
             validation_hash: String::new(),
             history: Vec::new(),
+            decided_unix_ms: 0,
         }
     }
 }

@@ -205,6 +205,7 @@ impl Ingest {
                 round: 0,
                 validation_hash: String::new(),
                 history: Vec::new(),
+                decided_unix_ms: 0,
             },
         };
         self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
@@ -229,14 +230,21 @@ impl Ingest {
             format: record.format.clone(),
             environment: record.environment.clone(),
             round: record.round,
+            arrived_unix_ms: record.arrived_unix_ms,
         };
         // The id is stable per round, so a retry after a crash here is dropped by the stream's
         // dedup window.
         let round = if record.round == 0 { String::new() } else { format!("-r{}", record.round) };
         let msg_id = format!("ingested-{}-{}{round}", record.pipeline, record.dataset_id);
         self.bus.publish(&msg_id, ctx, &event).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        // Only the flag: the validator may have answered already, and its verdict stays.
+        let (catalog, id, pipeline, round) =
+            (self.catalog.clone(), record.dataset_id.clone(), record.pipeline.clone(), record.round);
+        off_runtime(move || {
+            catalog.mark_published(&id, &pipeline, round).map_err(|e| IngestError::Unavailable(e.into()))
+        })
+        .await?;
         record.published = true;
-        self.record(&record).await?;
         Ok(record)
     }
 
@@ -350,9 +358,14 @@ enum Arrival {
 }
 
 /// Whether `known` was judged under checks other than `current` (the spec's validation hash).
-/// A record from before rounds carries no hash and is taken as judged under the current ones.
+/// An acceptance from before rounds carries no hash and is taken as judged under the current ones.
 fn judged_under_other_checks(known: &DatasetRecord, current: &str) -> bool {
-    known.verdict != Verdict::Pending && !known.validation_hash.is_empty() && known.validation_hash != current
+    match known.verdict {
+        Verdict::Pending => false,
+        // A rejection from before rounds recorded no checks: judged again, in case they changed.
+        Verdict::Rejected if known.validation_hash.is_empty() => true,
+        _ => !known.validation_hash.is_empty() && known.validation_hash != current,
+    }
 }
 
 fn judgement(
@@ -461,8 +474,8 @@ impl pb::ingest_server::Ingest for IngestApi {
     }
 
     async fn get_dataset(&self, req: Request<pb::GetDatasetRequest>) -> Result<Response<pb::Dataset>, Status> {
-        let id = req.into_inner().dataset_id;
-        let record = self.0.catalog.find(&id, "").map_err(found_status)?;
+        let req = req.into_inner();
+        let record = self.0.catalog.find(&req.dataset_id, &req.pipeline).map_err(found_status)?;
         Ok(Response::new(dataset_proto(record)))
     }
 

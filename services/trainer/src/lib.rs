@@ -74,6 +74,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         ..ConsumerSpec::events::<pb::DataValidated>("trainer-policy-data")
     };
     service.consume(data, policy.clone(), |p, e| async move { Ok(p.on_validated(e).await?) });
+    let rejected = ConsumerSpec {
+        max_deliver: POLICY_MAX_DELIVER,
+        ..ConsumerSpec::events::<pb::DataRejected>("trainer-policy-rejected")
+    };
+    service.consume(rejected, policy.clone(), |p, e| async move { Ok(p.on_rejected(e).await?) });
     let drift = ConsumerSpec {
         max_deliver: POLICY_MAX_DELIVER,
         ..ConsumerSpec::events::<pb::DriftDetected>("trainer-policy-drift")

@@ -51,7 +51,7 @@ impl Policy {
             tracing::info!(pipeline = %v.pipeline, environment = %v.environment, "not training data; no job");
             return Ok(());
         }
-        let history = self.append(&v.pipeline, &v.dataset_id).await?;
+        let history = self.append(&v.pipeline, &v.dataset_id, v.arrived_unix_ms).await?;
         let triggers = self.spec(&v.pipeline).await?.training.triggers.unwrap_or_default();
         if !triggers.fires_on(TriggerEvent::NewData) {
             info!(pipeline = %v.pipeline, "new data does not trigger training (training.triggers.on)");
@@ -71,6 +71,19 @@ impl Policy {
         let job_id = format!("{}-data-{}", v.pipeline, newest.get(..16).unwrap_or(newest));
         self.queue_on_window(&v.pipeline, job_id, pb::TrainReason::NewData, &history, &e.id, &e.follow(), String::new)
             .await
+    }
+
+    /// A rejected version — judged again under a stricter spec, say — leaves the history, so no
+    /// later run trains on it.
+    pub async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), TrainerError> {
+        let r = &e.payload;
+        self.change_history(&r.pipeline, |history| {
+            let before = history.len();
+            history.retain(|(id, _)| *id != r.dataset_id);
+            history.len() != before
+        })
+        .await?;
+        Ok(())
     }
 
     /// A drift alert: retrain on the training window, once the cooldown allows.
@@ -261,17 +274,37 @@ impl Policy {
         }
     }
 
-    /// Appends `dataset` (once) to the history, safely against other trainers doing the same: the
-    /// write names the revision it read, and a conflict reads again.
-    async fn append(&self, pipeline: &str, dataset: &str) -> Result<History, TrainerError> {
-        for _ in 0..20 {
-            let (mut history, revision) = self.history(pipeline).await?;
+    /// Adds `dataset` (once) to the history in its place by `arrived_ms` (the time its content
+    /// first arrived; now when unknown), so that a version judged again later does not pass for
+    /// the newest.
+    async fn append(&self, pipeline: &str, dataset: &str, arrived_ms: i64) -> Result<History, TrainerError> {
+        let at = if arrived_ms > 0 { arrived_ms } else { mlops_shared::now_unix_ms() };
+        self.change_history(pipeline, |history| {
             if history.iter().any(|(id, _)| id == dataset) {
-                return Ok(history);
+                return false;
             }
-            history.push((dataset.to_owned(), mlops_shared::now_unix_ms()));
+            let place = history.partition_point(|(_, ms)| *ms <= at);
+            history.insert(place, (dataset.to_owned(), at));
             if history.len() > MAX_HISTORY {
                 history.drain(..history.len() - MAX_HISTORY);
+            }
+            true
+        })
+        .await
+    }
+
+    /// Changes the history with `change` (which says whether it changed anything), safely
+    /// against other trainers doing the same: the write names the revision it read, and a
+    /// conflict reads again.
+    async fn change_history(
+        &self,
+        pipeline: &str,
+        change: impl Fn(&mut History) -> bool,
+    ) -> Result<History, TrainerError> {
+        for _ in 0..20 {
+            let (mut history, revision) = self.history(pipeline).await?;
+            if !change(&mut history) {
+                return Ok(history);
             }
             let bytes = serde_json::to_vec(&history).expect("a history always encodes");
             let written = match revision {

@@ -87,6 +87,7 @@ impl Validator {
             .await
             .map_err(|e| ValidatorError::ReadProfile(e.to_string()))?
             .and_then(|b| pb::DatasetProfile::decode(b).ok());
+        let had_reference = previous.is_some();
         let report = off_runtime(move || {
             let batches = mlops_data::open_typed(
                 mlops_data::Source::File(file),
@@ -117,8 +118,9 @@ impl Validator {
             info!(pipeline = %d.pipeline, dataset = %sha.short(), rows = report.rows, "dataset validated");
             metrics::counter!("mlops_datasets_validated_total", "pipeline" => d.pipeline.clone()).increment(1);
             // Training data becomes the reference the next version is compared with; serving data
-            // is compared with it and leaves it alone.
-            if environment == Environment::Training {
+            // is compared with it and leaves it alone, and so does known data judged again (an
+            // old file must not replace the newest as the reference), unless there is none yet.
+            if environment == Environment::Training && (d.round == 0 || !had_reference) {
                 self.profiles
                     .put(d.pipeline.as_str(), report.profile.encode_to_vec().into())
                     .await
@@ -133,6 +135,7 @@ impl Validator {
                 environment: environment.as_str().into(),
                 validation_hash,
                 round: d.round,
+                arrived_unix_ms: d.arrived_unix_ms,
             };
             self.bus.publish(&format!("validated-{}-{}{id_suffix}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         }
