@@ -18,7 +18,7 @@ use mlops_shared::spec::{PipelineSpec, SpecStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::store::{Action, CheckRecord, Decision, Evaluation, Gate, ModelRecord, SliceRecord, Store, commit};
 
@@ -53,9 +53,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let mut service = Service::start("registry", &config.nats, &config.tls, &shutdown).await?;
     let bus = service.bus.clone();
     let specs = SpecStore::open(&bus).await?;
-    // The key-value bucket is a cache of the registry: re-publish so it always matches.
+    // The key-value bucket is a cache of the registry: re-publish so it always matches. A spec
+    // this version reads into another canonical form is re-hashed, so lineage keeps finding it;
+    // one it cannot read any more is left out with a warning rather than stopping the registry.
     for p in store.pipelines()? {
-        let spec = PipelineSpec::from_yaml(&p.spec_yaml)?;
+        let spec = match PipelineSpec::from_yaml(&p.spec_yaml) {
+            Ok(spec) => spec,
+            Err(e) => {
+                warn!(pipeline = %p.name, error = %e, "stored spec no longer reads; apply a fixed one");
+                continue;
+            }
+        };
+        let (name, hash) = (p.name.clone(), spec.hash());
+        if commit(&store, move |s| s.rehash(&name, &hash, "registry start-up")).await? {
+            info!(pipeline = %p.name, spec = %&spec.hash()[..12], "stored spec re-hashed by this version");
+        }
         specs.put(&spec).await?;
     }
     let events = Arc::new(Events { store: store.clone(), bus: bus.clone() });

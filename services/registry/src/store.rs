@@ -310,6 +310,44 @@ impl Store {
         Ok(record)
     }
 
+    /// Records that `name`'s current spec now hashes to `hash`: this version reads the same YAML
+    /// into a different canonical form (a default that changed, a key renamed), so that models
+    /// trained under it find their spec by the hash in their lineage. The revision stays; the old
+    /// hash still finds the record too. `false` when the hash was already that.
+    pub fn rehash(&self, name: &str, hash: &str, cause: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut table = txn.open_table(PIPELINES)?;
+            let mut record: PipelineRecord = match table.get(name)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(StoreError::UnknownPipeline(name.into())),
+            };
+            if record.spec_hash == hash {
+                return Ok(false);
+            }
+            let before = std::mem::replace(&mut record.spec_hash, hash.into());
+            let mut history = txn.open_table(SPEC_HISTORY)?;
+            if history.get((name, before.as_str()))?.is_none() {
+                let old = PipelineRecord { spec_hash: before.clone(), ..record.clone() };
+                history.insert((name, before.as_str()), serde_json::to_vec(&old)?.as_slice())?;
+            }
+            let bytes = serde_json::to_vec(&record)?;
+            table.insert(name, bytes.as_slice())?;
+            history.insert((name, hash), bytes.as_slice())?;
+            (record, before)
+        };
+        let (record, before) = record;
+        let detail = format!(
+            "revision {} spec {} now reads as {}",
+            record.revision,
+            &before[..12.min(before.len())],
+            &hash[..12]
+        );
+        audit(&txn, name, "pipeline.rehashed", &detail, cause)?;
+        txn.commit()?;
+        Ok(true)
+    }
+
     /// The pipeline `name` as it was when its spec hashed to `hash`.
     pub fn pipeline_at(&self, name: &str, hash: &str) -> Result<PipelineRecord, StoreError> {
         let current = self.pipeline(name)?;
@@ -692,6 +730,15 @@ mod tests {
         let missing = store.pipeline_at("churn", &"c".repeat(64)).unwrap_err().to_string();
         assert!(missing.contains("never had a spec with hash ccc"), "{missing}");
         assert!(matches!(store.pipeline_at("nope", &a), Err(StoreError::UnknownPipeline(_))));
+        // A newer version reads the same YAML into another canonical form: both hashes find it,
+        // as the same revision.
+        let c = "c".repeat(64);
+        assert!(store.rehash("churn", &c, "start-up").unwrap());
+        assert!(!store.rehash("churn", &c, "start-up").unwrap());
+        let (now, before) = (store.pipeline_at("churn", &c).unwrap(), store.pipeline_at("churn", &b).unwrap());
+        assert_eq!((now.revision, before.revision, now.spec_yaml), (2, 2, before.spec_yaml));
+        let audit = store.audit_log("churn").unwrap();
+        assert!(audit.iter().any(|e| e.action == "pipeline.rehashed"), "{audit:?}");
     }
 
     #[test]
