@@ -131,9 +131,9 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Whether `e` is, at bottom, a write to a closed pipe.
+/// Whether `e` is stdout's reader going away (not any other closed pipe).
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.downcast_ref::<mlops_cli::output::StdoutClosed>().is_some()
 }
 
 /// `error: ` and the error with its causes (anyhow's `{:#}`); with `verbose`, its backtrace after.

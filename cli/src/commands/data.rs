@@ -86,14 +86,14 @@ pub(crate) async fn ingest(args: IngestArgs, ingest: &Remote) -> anyhow::Result<
     } else {
         println!("dataset {} ingested ({} bytes)", ds.dataset_id, ds.size_bytes);
     }
-    if no_wait { Ok(()) } else { wait_for_verdict(ingest, &ds.dataset_id).await }
+    if no_wait { Ok(()) } else { wait_for_verdict(ingest, &ds.dataset_id, &ds.pipeline).await }
 }
 
-/// Waits up to a minute for a pending dataset's verdict: an error when rejected.
-async fn wait_for_verdict(ingest: &Remote, dataset_id: &str) -> anyhow::Result<()> {
+/// Waits up to a minute for the verdict on a pending dataset of `pipeline`: an error when rejected.
+async fn wait_for_verdict(ingest: &Remote, dataset_id: &str, pipeline: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let d = client::dataset(ingest, dataset_id).await?;
+        let d = client::dataset_in(ingest, dataset_id, pipeline).await?;
         match d.verdict.as_str() {
             "accepted" => {
                 println!("accepted: {} rows", d.rows);
@@ -110,14 +110,14 @@ async fn wait_for_verdict(ingest: &Remote, dataset_id: &str) -> anyhow::Result<(
 async fn revalidate(ingest: &Remote, dataset_id: &str, pipeline: String, no_wait: bool) -> anyhow::Result<()> {
     let d = client::revalidate(ingest, dataset_id, pipeline).await?;
     println!("dataset {} of `{}`: validating it again under the current spec", d.dataset_id, d.pipeline);
-    if no_wait { Ok(()) } else { wait_for_verdict(ingest, &d.dataset_id).await }
+    if no_wait { Ok(()) } else { wait_for_verdict(ingest, &d.dataset_id, &d.pipeline).await }
 }
 
 /// Runs one `mlops data` subcommand against the ingest catalog.
 pub(crate) async fn run(command: DataCommand, ingest: &Remote) -> anyhow::Result<()> {
     match command {
         DataCommand::List { pipeline, verdict } => {
-            print!("{}", tables::datasets(&client::datasets(ingest, &pipeline, &verdict).await?));
+            mlops_cli::output::write(&tables::datasets(&client::datasets(ingest, &pipeline, &verdict).await?))?;
         }
         DataCommand::Show { dataset_id } => show(ingest, &dataset_id).await?,
         DataCommand::Revalidate { dataset_id, pipeline, no_wait } => {
@@ -155,10 +155,10 @@ arrived   {} ({})",
         d.verdict,
         if d.verdict_detail.is_empty() { String::new() } else { format!(": {}", d.verdict_detail) }
     );
-    for (i, past) in d.history.iter().enumerate() {
+    for past in &d.history {
         let detail = if past.detail.is_empty() { String::new() } else { format!(": {}", past.detail) };
         let spec = mlops_shared::ids::short(&past.validation_hash);
-        println!("  before  {} (round {i}, spec checks {spec}){detail}", past.verdict);
+        println!("  before  {} (round {}, spec checks {spec}){detail}", past.verdict, past.round);
     }
     match &d.profile {
         Some(p) => print!("\n{}\n{}", tables::schema(&p.schema), tables::profile(p)),
@@ -168,12 +168,9 @@ arrived   {} ({})",
 }
 
 /// Writes the example churn data set as CSV to stdout.
-/// Written without `print!`, so a reader that stops early (`| head`) ends it quietly instead of
-/// panicking (`main` takes the broken pipe as a normal end).
+/// Written through `output`, so a reader that stops early (`| head`) ends it quietly instead of
+/// panicking.
 pub(crate) fn sample(args: SampleArgs) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let SampleArgs { rows, seed, variant } = args;
-    let mut out = std::io::stdout().lock();
-    out.write_all(sample::csv(rows, seed, variant).as_bytes())?;
-    Ok(out.flush()?)
+    mlops_cli::output::write(&sample::csv(rows, seed, variant))
 }

@@ -1,8 +1,6 @@
 //! `mlops events`: the bus as an outside subscriber sees it, each event decoded into one line
 //! (a core NATS subscription, so no consumer state is left behind).
 
-use std::io::Write as _;
-
 use anyhow::Context as _;
 use clap::Subcommand;
 use futures::StreamExt;
@@ -31,9 +29,7 @@ pub(crate) async fn run(command: EventsCommand, nats_url: &str) -> anyhow::Resul
         let seen = events::decode(&msg.subject, &msg.payload);
         let time = msg.headers.as_ref().and_then(|h| h.get("ce-time")).map(|v| v.to_string()).unwrap_or_default();
         // Not `println!`: a reader that stops (`| head`) ends the tail quietly, not in a panic.
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{time} {:<24} {:<10} {}", seen.kind, seen.pipeline, seen.summary)?;
-        out.flush()?;
+        mlops_cli::output::write(&format!("{time} {:<24} {:<10} {}\n", seen.kind, seen.pipeline, seen.summary))?;
     }
     Ok(())
 }

@@ -13,7 +13,8 @@ use crate::read::{Batches, DataError};
 /// Most distinct values a text column may have to be proposed as categorical.
 pub const MAX_CATEGORIES: usize = 50;
 /// Rows over which a column whose every value differs is taken for an id whatever its name (fewer
-/// rows prove little: three distinct ages in three rows are not ids).
+/// rows prove little: three distinct ages in three rows are not ids); integers must also lie
+/// within ten times as many values as there are rows.
 const MIN_ID_ROWS: u64 = 100;
 /// Most values remembered to tell whether a column's values are all distinct; a longer column is
 /// not proposed as an id (its memory stays bounded: 8 bytes a value).
@@ -123,8 +124,12 @@ impl Acc {
     fn finish(self, name: &str) -> Inferred {
         let nullable = self.nulls > 0;
         let all_distinct = self.distinct.is_some() && !nullable && self.rows > 1;
-        let id_like =
-            all_distinct && (!self.numeric || self.integral) && (self.rows >= MIN_ID_ROWS || looks_like_id(name));
+        // Integers named like anything else must also be dense, as ids counted out are (amounts
+        // in cents or epoch seconds are all distinct too, and are not ids).
+        let dense = !self.numeric || self.max - self.min < (10 * self.rows) as f64;
+        let id_like = all_distinct
+            && (!self.numeric || self.integral)
+            && (looks_like_id(name) || (self.rows >= MIN_ID_ROWS && dense));
         if self.rows == 0 {
             Inferred::Empty
         } else if id_like {
@@ -173,11 +178,14 @@ pub fn infer(batches: Batches) -> Result<Vec<(String, Inferred)>, DataError> {
 }
 
 /// Renders inferred columns as a pipeline spec; `target` names the label column, if any, and
-/// `name`, when given, the pipeline (a spec with a name can be applied as it is).
+/// `name` the pipeline (a placeholder to change when absent).
 pub fn spec_fragment(columns: &[(String, Inferred)], target: Option<&str>, name: Option<&str>) -> String {
     let mut out = String::from("# Inferred from the data: review the bounds and categories before applying.\n");
-    if let Some(name) = name {
-        let _ = writeln!(out, "name: {}", yaml_scalar(name));
+    match name {
+        Some(name) => {
+            let _ = writeln!(out, "name: {}", yaml_scalar(name));
+        }
+        None => out.push_str("name: my-pipeline  # a name of your own: a-z, 0-9, '-' and '_', a letter first\n"),
     }
     out.push_str("features:\n");
     let mut label = None;
@@ -379,6 +387,11 @@ mod tests {
         let cols = infer_csv("age,user_id,y\n30,7,1\n41,8,0\n52,9,0\n");
         assert!(matches!(cols[0].1, Inferred::Numeric { .. }), "{:?}", cols[0].1);
         assert_eq!(cols[1].1, Inferred::Id { numeric: true, rows: 3 });
+        // All-distinct amounts spread wide are not ids, whatever the rows.
+        let cents: String = std::iter::once("amount,y\n".to_owned())
+            .chain((0..150).map(|i| format!("{},{}\n", i * 997, i % 2)))
+            .collect();
+        assert!(matches!(infer_csv(&cents)[0].1, Inferred::Numeric { .. }));
         // A repeated value (7 and 7.0 are one), a gap, or a fraction: not an id.
         let cols = infer_csv("id,key,ratio\n7,a,0.5\n7.0,,1.5\n8,b,2.5\n");
         assert!(matches!(cols[0].1, Inferred::Numeric { .. }), "{:?}", cols[0].1);

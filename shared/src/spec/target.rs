@@ -87,13 +87,25 @@ impl Classes<'_> {
         }
     }
 
-    /// The class of a label stored as a number (a Parquet or JSON column).
+    /// The class of a label stored as a number (a Parquet or JSON column): matched by value
+    /// against each class that is a number, even when the other is text.
     pub fn of_number(&self, value: f64) -> Option<bool> {
-        match self.numbers {
-            Some((positive, _)) if value == positive => Some(true),
-            Some((_, negative)) if value == negative => Some(false),
-            Some(_) => None,
-            None => self.of(&value.to_string()),
+        if let Some((positive, negative)) = self.numbers {
+            return if value == positive {
+                Some(true)
+            } else if value == negative {
+                Some(false)
+            } else {
+                None
+            };
+        }
+        let is = |class: &str| parse_number(class).ok().flatten() == Some(value);
+        if is(self.positive) {
+            Some(true)
+        } else if is(self.negative) {
+            Some(false)
+        } else {
+            None
         }
     }
 
@@ -209,9 +221,9 @@ mod tests {
         assert_eq!(t.read_label(" False"), Some(0.0));
         assert_eq!(t.read_label("true"), None, "text classes are matched exactly");
         // A class written as a number among text classes still matches by its text.
-        let mixed = target("1", "no");
-        assert_eq!(mixed.classes().of_number(1.0), Some(true));
-        assert_eq!(mixed.read_label("1.0"), None);
+        let mixed = target("1.0", "no");
+        assert_eq!(mixed.classes().of_number(1.0), Some(true), "a stored number matches by value");
+        assert_eq!(mixed.read_label("1"), None, "text matches as text");
     }
 
     #[test]
