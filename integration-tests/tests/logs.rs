@@ -61,3 +61,20 @@ fn json_lines(log: &str) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// A service that cannot start says why in one line on stderr and exits 1: no backtrace, even
+/// with RUST_BACKTRACE=1 (here an unknown log format, refused before anything binds).
+#[test]
+fn a_service_that_cannot_start_says_why_in_one_line() {
+    let bin = mlops_cli::stack::StackOptions::beside_current_exe(std::env::temp_dir()).expect("binaries").bin_dir;
+    let out = std::process::Command::new(bin.join("mlops-validator"))
+        .env("MLOPS_LOG_FORMAT", "xml")
+        .env("MLOPS_LISTEN", "127.0.0.1:0")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("running mlops-validator");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("validator: error: ") && stderr.contains("MLOPS_LOG_FORMAT"), "{stderr}");
+}

@@ -19,14 +19,32 @@ pub trait ServiceConfig: clap::Parser + Send + 'static {
 }
 
 /// Runs a service binary: parses `C` from flags and env (invalid config fails before anything
-/// binds), installs telemetry, binds the listener, and runs `run` until SIGINT or SIGTERM.
-pub fn main<C, F, Fut>(service: &'static str, run: F) -> anyhow::Result<()>
+/// binds), installs telemetry, binds the listener, and runs `run` until SIGINT or SIGTERM. A
+/// failure is one line on stderr, `SERVICE: error: ` and its causes, and exit status 1 — no
+/// backtrace, whatever RUST_BACKTRACE says (a panic keeps its own).
+pub fn main<C, F, Fut>(service: &'static str, run: F) -> std::process::ExitCode
 where
     C: ServiceConfig,
     F: FnOnce(C, TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let config = C::parse();
+    match serve(service, config, run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{service}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// [`main`]'s work, its error for `main` to report.
+fn serve<C, F, Fut>(service: &'static str, config: C, run: F) -> anyhow::Result<()>
+where
+    C: ServiceConfig,
+    F: FnOnce(C, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let _telemetry = crate::telemetry::init(service)?;

@@ -1,3 +1,3 @@
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     mlops_shared::service::main("monitor", mlops_monitor::run)
 }
