@@ -118,10 +118,11 @@ impl Drop for Up {
     fn drop(&mut self) {
         let Some(pid) = self.child.id() else { return };
         signal(pid, "TERM");
-        let deadline = std::time::Instant::now() + T;
-        while self.child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Waits for `up` to have stopped its services (at most T), then makes sure it is gone.
+        let child = &mut self.child;
+        let _ = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(tokio::time::timeout(T, child.wait()))
+        });
         let _ = self.child.start_kill();
         if std::thread::panicking() {
             eprintln!("----- mlops up printed -----\n{}", self.printed());
