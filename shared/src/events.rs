@@ -127,6 +127,13 @@ impl Event for pb::PredictionLogged {
     }
 }
 
+/// What tells the events of one dataset's validation rounds apart in their ids
+/// (`ingested-…`, `validated-…`, `rejected-…`): nothing for round 0, so first ids stay as they
+/// always were, `-rN` for round N.
+pub fn round_suffix(round: u32) -> String {
+    if round == 0 { String::new() } else { format!("-r{round}") }
+}
+
 /// Where an event sits in a pipeline run: the run it belongs to and the event that caused it.
 #[derive(Debug, Clone, Default)]
 pub struct EventContext {

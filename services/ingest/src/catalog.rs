@@ -195,17 +195,34 @@ impl Catalog {
         Ok(())
     }
 
-    /// Records the validator's verdict on one round, with its report.
-    pub fn set_verdict(&self, id: &str, pipeline: &str, judged: Judgement) -> Result<Recorded, CatalogError> {
+    /// Changes the row of `id` in `pipeline` in one transaction, `change` answering what it did;
+    /// `None` when there is no such row.
+    fn update<T>(
+        &self,
+        id: &str,
+        pipeline: &str,
+        change: impl FnOnce(&mut DatasetRecord) -> T,
+    ) -> Result<Option<T>, CatalogError> {
         let txn = self.db.begin_write()?;
-        {
+        let answer = {
             let mut table = txn.open_table(DATASETS)?;
             let mut record: DatasetRecord = match table.get((id, pipeline))? {
                 Some(v) => serde_json::from_slice(v.value())?,
-                None => return Ok(Recorded::Unknown),
+                None => return Ok(None),
             };
+            let answer = change(&mut record);
+            table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
+            answer
+        };
+        txn.commit()?;
+        Ok(Some(answer))
+    }
+
+    /// Records the validator's verdict on one round, with its report.
+    pub fn set_verdict(&self, id: &str, pipeline: &str, judged: Judgement) -> Result<Recorded, CatalogError> {
+        let recorded = self.update(id, pipeline, |record| {
             if judged.round < record.round {
-                return Ok(Recorded::Stale);
+                return Recorded::Stale;
             }
             record.verdict = judged.verdict;
             record.rows = judged.rows;
@@ -214,42 +231,25 @@ impl Catalog {
             record.validation_hash = judged.validation_hash;
             record.round = judged.round;
             record.decided_unix_ms = mlops_shared::now_unix_ms();
-            table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(Recorded::Recorded)
+            Recorded::Recorded
+        })?;
+        Ok(recorded.unwrap_or(Recorded::Unknown))
     }
 
     /// Marks `round` of `id` in `pipeline` as published, changing nothing else: a verdict the
     /// validator sent meanwhile stays. `false` when the row is gone or has moved to another round.
     pub fn mark_published(&self, id: &str, pipeline: &str, round: u32) -> Result<bool, CatalogError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(DATASETS)?;
-            let mut record: DatasetRecord = match table.get((id, pipeline))? {
-                Some(v) => serde_json::from_slice(v.value())?,
-                None => return Ok(false),
-            };
-            if record.round != round {
-                return Ok(false);
-            }
-            record.published = true;
-            table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(true)
+        let marked = self.update(id, pipeline, |record| {
+            record.published |= record.round == round;
+            record.round == round
+        })?;
+        Ok(marked == Some(true))
     }
 
     /// Opens the next round of validation of `id` in `pipeline`: its verdict moves to the history
     /// and it is pending again, its `data.ingested` not yet published. `None` when unknown.
     pub fn begin_round(&self, id: &str, pipeline: &str) -> Result<Option<DatasetRecord>, CatalogError> {
-        let txn = self.db.begin_write()?;
-        let record = {
-            let mut table = txn.open_table(DATASETS)?;
-            let mut record: DatasetRecord = match table.get((id, pipeline))? {
-                Some(v) => serde_json::from_slice(v.value())?,
-                None => return Ok(None),
-            };
+        self.update(id, pipeline, |record| {
             if record.verdict != Verdict::Pending {
                 record.history.push(PastVerdict {
                     verdict: record.verdict,
@@ -264,11 +264,8 @@ impl Catalog {
             record.verdict = Verdict::Pending;
             record.report_hex.clear();
             record.published = false;
-            table.insert((id, pipeline), serde_json::to_vec(&record)?.as_slice())?;
-            record
-        };
-        txn.commit()?;
-        Ok(Some(record))
+            record.clone()
+        })
     }
 
     /// Rows filtered by pipeline (empty matches all) and verdict, oldest arrival first.

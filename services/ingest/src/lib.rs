@@ -234,16 +234,12 @@ impl Ingest {
         };
         // The id is stable per round, so a retry after a crash here is dropped by the stream's
         // dedup window.
-        let round = if record.round == 0 { String::new() } else { format!("-r{}", record.round) };
+        let round = mlops_shared::events::round_suffix(record.round);
         let msg_id = format!("ingested-{}-{}{round}", record.pipeline, record.dataset_id);
         self.bus.publish(&msg_id, ctx, &event).await.map_err(|e| IngestError::Unavailable(e.into()))?;
         // Only the flag: the validator may have answered already, and its verdict stays.
-        let (catalog, id, pipeline, round) =
-            (self.catalog.clone(), record.dataset_id.clone(), record.pipeline.clone(), record.round);
-        off_runtime(move || {
-            catalog.mark_published(&id, &pipeline, round).map_err(|e| IngestError::Unavailable(e.into()))
-        })
-        .await?;
+        let (id, pipeline, round) = (record.dataset_id.clone(), record.pipeline.clone(), record.round);
+        self.catalog(move |c| c.mark_published(&id, &pipeline, round)).await?;
         record.published = true;
         Ok(record)
     }
@@ -257,21 +253,28 @@ impl Ingest {
         let record = if known.verdict == Verdict::Pending {
             known.clone() // a round opened before a crash: publish it now
         } else {
-            let (catalog, id, pipeline) = (self.catalog.clone(), known.dataset_id.clone(), known.pipeline.clone());
-            off_runtime(move || catalog.begin_round(&id, &pipeline).map_err(|e| IngestError::Unavailable(e.into())))
-                .await?
-                .ok_or_else(|| {
-                    IngestError::BadInput(format!("dataset {} vanished from the catalog", known.dataset_id))
-                })?
+            let (id, pipeline) = (known.dataset_id.clone(), known.pipeline.clone());
+            self.catalog(move |c| c.begin_round(&id, &pipeline)).await?.ok_or_else(|| {
+                IngestError::BadInput(format!("dataset {} vanished from the catalog", known.dataset_id))
+            })?
         };
         metrics::counter!("mlops_datasets_revalidated_total").increment(1);
         self.publish_ingested(record, &ctx).await
     }
 
-    /// Writes a catalog row (off the runtime: the commit waits for the disk).
+    /// Runs `work` on the catalog off the runtime (a commit waits for the disk).
+    async fn catalog<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Catalog) -> Result<T, catalog::CatalogError> + Send + 'static,
+    ) -> Result<T, IngestError> {
+        let catalog = self.catalog.clone();
+        off_runtime(move || work(&catalog).map_err(|e| IngestError::Unavailable(e.into()))).await
+    }
+
+    /// Writes a catalog row.
     async fn record(&self, record: &DatasetRecord) -> Result<(), IngestError> {
-        let (catalog, record) = (self.catalog.clone(), record.clone());
-        off_runtime(move || catalog.put(&record).map_err(|e| IngestError::Unavailable(e.into()))).await
+        let record = record.clone();
+        self.catalog(move |c| c.put(&record)).await
     }
 
     async fn on_arrived(&self, e: Envelope<pb::DataArrived>) -> Result<(), IngestError> {
@@ -330,19 +333,17 @@ impl Ingest {
     /// Records a verdict and its report in the catalog (off the runtime: the commit waits for
     /// the disk).
     async fn verdict(&self, id: String, pipeline: String, judged: Judgement) -> Result<(), IngestError> {
-        let catalog = self.catalog.clone();
-        off_runtime(move || match catalog.set_verdict(&id, &pipeline, judged) {
-            Ok(Recorded::Recorded) => Ok(()),
-            Ok(Recorded::Stale) => {
-                info!(pipeline, dataset = %&id[..12.min(id.len())], "verdict of a replaced round ignored");
+        let (i, p) = (id.clone(), pipeline.clone());
+        match self.catalog(move |c| c.set_verdict(&i, &p, judged)).await? {
+            Recorded::Recorded => Ok(()),
+            Recorded::Stale => {
+                info!(pipeline, dataset = %mlops_shared::ids::short(&id), "verdict of a replaced round ignored");
                 Ok(())
             }
-            Ok(Recorded::Unknown) => {
+            Recorded::Unknown => {
                 Err(IngestError::BadInput(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog")))
             }
-            Err(e) => Err(IngestError::Unavailable(e.into())),
-        })
-        .await
+        }
     }
 }
 

@@ -65,8 +65,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             }
         };
         let (name, hash) = (p.name.clone(), spec.hash());
+        let shown = mlops_shared::ids::short(&hash).to_owned();
         if commit(&store, move |s| s.rehash(&name, &hash, "registry start-up")).await? {
-            info!(pipeline = %p.name, spec = %&spec.hash()[..12], "stored spec re-hashed by this version");
+            info!(pipeline = %p.name, spec = %shown, "stored spec re-hashed by this version");
         }
         specs.put(&spec).await?;
     }

@@ -315,34 +315,24 @@ impl Store {
     /// trained under it find their spec by the hash in their lineage. The revision stays; the old
     /// hash still finds the record too. `false` when the hash was already that.
     pub fn rehash(&self, name: &str, hash: &str, cause: &str) -> Result<bool, StoreError> {
+        use mlops_shared::ids::short;
+        let mut record = self.pipeline(name)?;
+        if record.spec_hash == hash {
+            return Ok(false);
+        }
+        let before = std::mem::replace(&mut record.spec_hash, hash.into());
         let txn = self.db.begin_write()?;
-        let record = {
-            let mut table = txn.open_table(PIPELINES)?;
-            let mut record: PipelineRecord = match table.get(name)? {
-                Some(v) => serde_json::from_slice(v.value())?,
-                None => return Err(StoreError::UnknownPipeline(name.into())),
-            };
-            if record.spec_hash == hash {
-                return Ok(false);
-            }
-            let before = std::mem::replace(&mut record.spec_hash, hash.into());
+        {
             let mut history = txn.open_table(SPEC_HISTORY)?;
             if history.get((name, before.as_str()))?.is_none() {
                 let old = PipelineRecord { spec_hash: before.clone(), ..record.clone() };
                 history.insert((name, before.as_str()), serde_json::to_vec(&old)?.as_slice())?;
             }
             let bytes = serde_json::to_vec(&record)?;
-            table.insert(name, bytes.as_slice())?;
+            txn.open_table(PIPELINES)?.insert(name, bytes.as_slice())?;
             history.insert((name, hash), bytes.as_slice())?;
-            (record, before)
-        };
-        let (record, before) = record;
-        let detail = format!(
-            "revision {} spec {} now reads as {}",
-            record.revision,
-            &before[..12.min(before.len())],
-            &hash[..12]
-        );
+        }
+        let detail = format!("revision {} spec {} now reads as {}", record.revision, short(&before), short(hash));
         audit(&txn, name, "pipeline.rehashed", &detail, cause)?;
         txn.commit()?;
         Ok(true)

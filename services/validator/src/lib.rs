@@ -75,9 +75,8 @@ impl Validator {
         let sha = Sha256::parse(d.dataset_id.clone())?;
         let environment = Environment::parse(&d.environment).map_err(ValidatorError::BadEnvironment)?;
         let validation_hash = spec.validation_hash();
-        // Each round of validation of one content has its own verdict events (round 0 keeps the
-        // ids verdicts always had).
-        let id_suffix = if d.round == 0 { String::new() } else { format!("-r{}", d.round) };
+        // Each round of validation of one content has its own verdict events.
+        let id_suffix = mlops_shared::events::round_suffix(d.round);
         // Streamed to a temporary file and read in batches: memory stays bounded whatever the size.
         let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
         let name = format!("data.{}", d.format);
