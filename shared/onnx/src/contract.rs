@@ -129,35 +129,32 @@ fn matrix(features: &[FeatureSpec], input: &Outlet) -> Result<Feed, ContractErro
             f.name
         )));
     }
-    let (ValueType::Tensor { ty: TensorElementType::Float32, shape, .. }
-    | ValueType::Tensor { ty: TensorElementType::Float64, shape, .. }) = input.dtype()
-    else {
+    let Some((number, shape)) = float_tensor(input) else {
         return Err(problem(format!("is {}, where the one input must be a float tensor [N, F]", input.dtype())));
     };
     let width = features.len() as i64;
-    if !matches!(**shape, [_, w] if w == width || w == -1) {
+    if !matches!(shape, [_, w] if *w == width || *w == -1) {
         return Err(problem(format!("has shape {shape:?}, where the spec's {width} features need [N, {width}]")));
     }
-    let number = if matches!(input.dtype(), ValueType::Tensor { ty: TensorElementType::Float32, .. }) {
-        Number::F32
-    } else {
-        Number::F64
-    };
     Ok(Feed::Matrix(input.name().into(), number))
+}
+
+/// The element type and shape of a 32- or 64-bit float tensor; `None` for anything else.
+fn float_tensor(outlet: &Outlet) -> Option<(Number, &[i64])> {
+    match outlet.dtype() {
+        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => Some((Number::F32, shape)),
+        ValueType::Tensor { ty: TensorElementType::Float64, shape, .. } => Some((Number::F64, shape)),
+        _ => None,
+    }
 }
 
 fn answer(task: Task, outputs: &[Outlet]) -> Result<Answer, ContractError> {
     if let Some(zipmap) = outputs.iter().find(|o| matches!(o.dtype(), ValueType::Sequence(_) | ValueType::Map { .. })) {
         return Err(ContractError::ZipMap { output: zipmap.name().into() });
     }
-    let float_tensor = |o: &Outlet| match o.dtype() {
-        ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => Some((Number::F32, shape.to_vec())),
-        ValueType::Tensor { ty: TensorElementType::Float64, shape, .. } => Some((Number::F64, shape.to_vec())),
-        _ => None,
-    };
     let fits = |o: &&Outlet| match (task, float_tensor(o)) {
-        (Task::BinaryClassification, Some((_, shape))) => matches!(shape[..], [_, 2 | -1]),
-        (Task::Regression, Some((_, shape))) => matches!(shape[..], [_] | [_, 1 | -1]),
+        (Task::BinaryClassification, Some((_, shape))) => matches!(shape, [_, 2 | -1]),
+        (Task::Regression, Some((_, shape))) => matches!(shape, [_] | [_, 1 | -1]),
         (_, None) => false,
     };
     let Some(out) = outputs.iter().find(fits) else {
