@@ -6,7 +6,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what a fresh machine lacks: nats-server (Debian's package).
+# Install what a fresh machine lacks: nats-server (Debian's package), and ONNX Runtime's library
+# from the pinned onnxruntime wheel into target/onnxruntime/, where the services find it.
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -16,6 +17,7 @@ deps:
         $sudo apt-get install -y -qq nats-server
     fi
     nats-server --version
+    python3 scripts/install-onnxruntime.py target/onnxruntime
 
 # What the tests need besides (Debian's packages): chromium, which the dashboard's test drives
 # headless, strace, which records the files a trainer touches, and openssl for test certificates.

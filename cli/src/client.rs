@@ -220,6 +220,20 @@ pub async fn upload_with(
     Ok(r.into_inner())
 }
 
+/// Imports a model made elsewhere (`mlops models import`): the registry checks it, registers it
+/// and announces it for the gates.
+pub async fn import_model(
+    at: impl Into<Remote>,
+    header: pb::ImportModelHeader,
+    files: crate::onnx_import::ModelFiles,
+    token: Option<&str>,
+) -> anyhow::Result<pb::ModelVersion> {
+    let requests = crate::onnx_import::requests(header, files);
+    let mut c = RegistryClient::new(at.into().channel().await?);
+    let request = mlops_shared::config::with_token(futures::stream::iter(requests), token);
+    Ok(c.import_model(request).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner())
+}
+
 /// One dataset from the catalog.
 pub async fn dataset(at: impl Into<Remote>, id: &str) -> anyhow::Result<pb::Dataset> {
     dataset_in(at, id, "").await

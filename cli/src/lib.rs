@@ -8,6 +8,7 @@ pub mod client;
 pub mod demo;
 pub mod events;
 pub mod model_ref;
+pub mod onnx_import;
 pub mod output;
 pub mod reproduce;
 pub mod runs;

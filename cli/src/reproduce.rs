@@ -75,6 +75,11 @@ pub async fn reproduce(registry: &Remote, bus: &Bus, target: &ModelRef) -> anyho
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?
         .into_inner();
     let lineage = model.lineage.context("the registry returned no lineage")?;
+    anyhow::ensure!(
+        lineage.reason != pb::TrainReason::Imported as i32,
+        "{pipeline}@{version} was imported, not trained by the platform: there is no training to repeat (its file: {})",
+        lineage.code_version
+    );
     let stored = registry
         .get_pipeline(pb::GetPipelineRequest { name: pipeline.into(), spec_hash: lineage.spec_hash.clone() })
         .await

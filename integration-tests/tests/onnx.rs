@@ -7,10 +7,7 @@
 //! wrong task — are refused with the reason. The fixtures come from `scripts/onnx-fixtures.py`,
 //! run once per clean `target/` in a virtual environment of `scripts/onnx-requirements.txt`.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-use mlops_integration_tests::{python_venv, target_dir};
+use mlops_integration_tests::onnx;
 use mlops_onnx::{ContractError, OnnxModel, PredictError, Runtime};
 use mlops_shared::spec::{FeatureSpec, PipelineSpec, Task};
 use mlops_shared::table::Value;
@@ -23,52 +20,8 @@ features:
 target: {name: churned}
 ";
 
-/// The virtual environment with the pinned packages, and the fixtures made in it (once).
-fn fixtures() -> &'static (PathBuf, PathBuf) {
-    static MADE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    MADE.get_or_init(|| {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the repository").to_path_buf();
-        let requirements = repo.join("scripts/onnx-requirements.txt");
-        let venv = python_venv("onnx-venv", &["-r", requirements.to_str().expect("UTF-8 path")], |venv| {
-            library_in(venv).is_some()
-                && std::process::Command::new(venv.join("bin/python"))
-                    .args(["-c", "import onnxruntime, skl2onnx, onnxmltools, lightgbm"])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-        });
-        // Named by what makes them, so a changed script or pin makes them anew.
-        let script = std::fs::read(repo.join("scripts/onnx-fixtures.py")).expect("the fixture script");
-        let pins = std::fs::read(&requirements).expect("the requirements");
-        let made_by = mlops_shared::sha256_hex(&[script, pins].concat());
-        let dir = target_dir().join(format!("onnx-fixtures-{}", &made_by[..12]));
-        if !dir.join("versions.json").exists() {
-            let out = std::process::Command::new(venv.join("bin/python"))
-                .arg(repo.join("scripts/onnx-fixtures.py"))
-                .arg(&dir)
-                .output()
-                .expect("running onnx-fixtures.py");
-            assert!(out.status.success(), "onnx-fixtures.py: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        (library_in(&venv).expect("checked above"), dir)
-    })
-}
-
-/// `libonnxruntime.so.*` as the `onnxruntime` wheel installs it.
-fn library_in(venv: &Path) -> Option<PathBuf> {
-    let lib = std::fs::read_dir(venv.join("lib"))
-        .ok()?
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("python"))?;
-    let capi = lib.path().join("site-packages/onnxruntime/capi");
-    std::fs::read_dir(capi)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so.")))
-}
-
 fn runtime() -> &'static Runtime {
-    Runtime::load(&fixtures().0).unwrap_or_else(|e| panic!("{e}"))
+    Runtime::load(&onnx::library()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn spec(yaml: &str) -> PipelineSpec {
@@ -76,14 +29,14 @@ fn spec(yaml: &str) -> PipelineSpec {
 }
 
 fn model(file: &str, spec: &PipelineSpec) -> Result<OnnxModel, ContractError> {
-    let bytes = std::fs::read(fixtures().1.join(file)).expect("a fixture");
+    let bytes = std::fs::read(onnx::fixtures().join(file)).expect("a fixture");
     OnnxModel::load(runtime(), &bytes, &spec.features, spec.target.task)
 }
 
 /// A fixture's rows in the spec's feature order, and what onnxruntime in Python answered for them
 /// batched and one at a time.
 fn rows_and_answers(file: &str, features: &[FeatureSpec]) -> (Vec<Vec<Value>>, Vec<f64>, Vec<f64>) {
-    let text = std::fs::read_to_string(fixtures().1.join(file)).expect("a fixture");
+    let text = std::fs::read_to_string(onnx::fixtures().join(file)).expect("a fixture");
     let json: serde_json::Value = serde_json::from_str(&text).expect("fixture JSON");
     let rows = json["rows"]
         .as_array()
@@ -139,7 +92,7 @@ fn models_that_do_not_fit_their_pipeline_are_refused_with_the_reason() {
     assert!(matches!(refused("zipmap.onnx", &customers), ContractError::ZipMap { .. }));
     assert!(refused("zipmap.onnx", &customers).to_string().contains("'zipmap': False"));
     // Not ONNX, and cut short.
-    let bytes = std::fs::read(fixtures().1.join("logreg.onnx")).expect("a fixture");
+    let bytes = std::fs::read(onnx::fixtures().join("logreg.onnx")).expect("a fixture");
     for broken in [&b"this is not an onnx model\n"[..], &bytes[..bytes.len() / 2], &[][..]] {
         let e = OnnxModel::load(runtime(), broken, &customers.features, Task::BinaryClassification).err();
         assert!(matches!(e, Some(ContractError::Unreadable(_))), "{e:?}");

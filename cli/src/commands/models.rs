@@ -82,6 +82,23 @@ pub(crate) enum ModelsCommand {
         #[arg(long, env = "USER", default_value = "mlops-cli")]
         by: String,
     },
+    /// Import a model made elsewhere as a new version of PIPELINE: an ONNX file, or an MLflow
+    /// model directory of the `onnx` flavor. It is checked against the pipeline's features and
+    /// task and on a sample of its validated rows, then judged by the gates and deployed by the
+    /// pipeline's strategy like a trained version.
+    Import {
+        pipeline: String,
+        /// A `.onnx` file (external weight files beside it), or an MLflow model directory.
+        path: PathBuf,
+        /// The validated dataset (id or unique prefix) it was trained on: its holdout judges the
+        /// model. Default: the pipeline's newest validated dataset.
+        #[arg(long, value_name = "DATASET_ID")]
+        trained_on: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, env = "USER", default_value = "mlops-cli")]
+        by: String,
+    },
     /// A model card: metrics, slices, gate decision, lineage and a data profile summary.
     Card {
         target: ModelRef,
@@ -143,6 +160,31 @@ pub(crate) async fn run(
         ModelsCommand::Approve { target, reason, by } => decide(registry, target, "approve", reason, by, token).await,
         ModelsCommand::Block { target, reason, by } => decide(registry, target, "block", reason, by, token).await,
         ModelsCommand::Card { target, html, out } => card(registry, ingest, &target, html, out).await,
+        ModelsCommand::Import { pipeline, path, trained_on, description, by } => {
+            let files = mlops_cli::onnx_import::read(&path)?;
+            let file_name = files.file_name.clone();
+            let header = mlops_proto::ImportModelHeader {
+                pipeline,
+                file_name: file_name.clone(),
+                trained_on: trained_on.unwrap_or_default(),
+                description,
+                imported_by: by,
+            };
+            let v = client::import_model(registry, header, files, token).await?;
+            let metrics = v.holdout_metrics.unwrap_or_default();
+            let headline = mlops_shared::scoring::headline(|k| metrics.values.get(k).copied())
+                .map(|(name, value)| format!(", holdout {name} {value:.4} on {} rows", metrics.rows))
+                .unwrap_or_default();
+            println!(
+                "imported {file_name} as {}@{} (artifact {}{headline}); the gates judge it next: mlops models show {}@{}",
+                v.pipeline,
+                v.version,
+                mlops_shared::ids::short(&v.artifact_sha256),
+                v.pipeline,
+                v.version
+            );
+            Ok(())
+        }
     }
 }
 

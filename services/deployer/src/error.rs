@@ -52,6 +52,9 @@ pub enum DeployerError {
     /// A request the deployer cannot take: inputs that do not fit the model, a value out of range.
     #[error("{0}")]
     BadInput(String),
+    /// The model's engine failed on inputs that fit it (an imported graph's runtime error).
+    #[error("model `{pipeline}` v{version} could not answer: {reason}")]
+    Inference { pipeline: String, version: u64, reason: String },
 }
 
 impl DeployerError {
@@ -84,7 +87,8 @@ impl DeployerError {
             | Self::NoRelease { .. }
             | Self::ReleaseEnded
             | Self::BadArtifact { .. }
-            | Self::BadInput(_) => true,
+            | Self::BadInput(_)
+            | Self::Inference { .. } => true,
             Self::RouteConflict { .. }
             | Self::RegistryDenied(_)
             | Self::RegistryUnavailable(_)
@@ -111,6 +115,7 @@ impl From<DeployerError> for Status {
             E::RegistryDenied(m) => Status::unauthenticated(m),
             E::RegistryUnavailable(m) | E::StoreUnavailable(m) => Status::unavailable(m),
             E::BadInput(m) => Status::invalid_argument(m),
+            E::Inference { .. } => Status::internal(e.to_string()),
         }
     }
 }

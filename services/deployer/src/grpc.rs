@@ -60,7 +60,7 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         let model = self.0.models.find(&r.name, Some(&r.version))?;
         let inputs = model
             .artifact
-            .manifest
+            .manifest()
             .features
             .iter()
             .map(|f| TensorMetadata {
@@ -77,7 +77,7 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         Ok(Response::new(oip::ModelMetadataResponse {
             name: model.pipeline.clone(),
             versions: vec![model.version.to_string()],
-            platform: format!("mlops/{}", model.artifact.manifest.algorithm),
+            platform: model.artifact.platform(),
             inputs,
             outputs: crate::serving::outputs(&model).iter().map(|(name, datatype)| out(name, datatype)).collect(),
         }))

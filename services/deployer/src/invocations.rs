@@ -95,8 +95,8 @@ pub fn score_body(
         return Err(bad("the request holds no rows"));
     }
     // One column per feature the model takes, typed as the model wants it.
-    let mut inputs = Vec::with_capacity(model.artifact.manifest.features.len());
-    for f in &model.artifact.manifest.features {
+    let mut inputs = Vec::with_capacity(model.artifact.manifest().features.len());
+    for f in &model.artifact.manifest().features {
         let cells: Vec<&Json_> = records.iter().map(|r| r.get(&f.name).unwrap_or(&Json_::Null)).collect();
         if records.iter().all(|r| !r.contains_key(&f.name)) {
             return Err(bad(format!("column `{}` is missing", f.name)));

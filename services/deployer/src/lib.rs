@@ -29,7 +29,7 @@ use mlops_shared::bus::{Bus, ConsumerSpec, MODELS_BUCKET};
 use mlops_shared::config::{NatsArgs, RegistryArgs};
 use mlops_shared::http::Readiness;
 use mlops_shared::ids::Sha256;
-use mlops_shared::model::Artifact;
+use mlops_shared::model::Stored;
 use mlops_shared::objects::{ObjectError, Objects};
 use mlops_shared::service::Service;
 use mlops_shared::spec::SpecStore;
@@ -78,6 +78,8 @@ pub struct Deployer {
     pub log: PredictionLog,
     bus: Bus,
     artifacts: Objects,
+    /// Runs imported ONNX models.
+    onnx: mlops_onnx::Engine,
     specs: SpecStore,
     registry: RegistryClient<Channel>,
     /// Routes and release figures, shared by every replica.
@@ -159,6 +161,7 @@ impl Deployer {
             readiness: Readiness::default(),
             log,
             artifacts: bus.objects(MODELS_BUCKET).await?,
+            onnx: mlops_onnx::Engine::from_env()?,
             specs: SpecStore::open(&bus).await?,
             registry: RegistryClient::new(channel),
             deployments: bus.kv(mlops_shared::bus::DEPLOYMENTS_KV).await?,
@@ -185,7 +188,15 @@ impl Deployer {
             ObjectError::Store { .. } => DeployerError::store(e),
             _ => bad(e.to_string()),
         })?;
-        let artifact = Artifact::from_verified_bytes(&bytes, &sha).map_err(|e| bad(e.to_string()))?;
+        // Off the runtime: a large model parses, and a graph is optimised, for a while.
+        let (engine, checked) = (self.onnx.clone(), sha.clone());
+        let artifact = tokio::task::spawn_blocking(move || {
+            let stored = Stored::from_verified_bytes(&bytes, &checked).map_err(|e| e.to_string())?;
+            engine.load(stored).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| bad(format!("loading it failed: {e}")))?
+        .map_err(bad)?;
         let spec = self.specs.get(pipeline).await.map_err(DeployerError::store)?;
         Ok(Served {
             pipeline: pipeline.into(),

@@ -44,6 +44,7 @@ impl From<DeployerError> for ApiError {
             | E::RouteConflict { .. } => StatusCode::CONFLICT,
             E::RegistryDenied(_) => StatusCode::BAD_GATEWAY,
             E::RegistryUnavailable(_) | E::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Inference { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
     }
@@ -84,7 +85,7 @@ async fn server_metadata() -> Json<Json_> {
 pub(crate) fn metadata(model: &Served) -> Json_ {
     let inputs: Vec<Json_> = model
         .artifact
-        .manifest
+        .manifest()
         .features
         .iter()
         .map(|f| json!({ "name": f.name, "datatype": crate::serving::oip_datatype(f.kind), "shape": [-1] }))
@@ -92,7 +93,7 @@ pub(crate) fn metadata(model: &Served) -> Json_ {
     json!({
         "name": model.pipeline,
         "versions": [model.version.to_string()],
-        "platform": format!("mlops/{}", model.artifact.manifest.algorithm),
+        "platform": model.artifact.platform(),
         "inputs": inputs,
         "outputs": crate::serving::outputs(model)
             .iter()

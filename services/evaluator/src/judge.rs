@@ -3,7 +3,9 @@
 //! and the serving limits. Nothing here awaits.
 
 use mlops_proto as pb;
-use mlops_shared::model::{Artifact, holdout_split};
+use std::sync::Arc;
+
+use mlops_shared::model::{Model, holdout_split};
 use mlops_shared::spec::PipelineSpec;
 use mlops_shared::table::Frame;
 
@@ -14,10 +16,10 @@ use crate::measure;
 /// Everything the judgement reads, fetched and verified before it starts.
 pub struct Inputs {
     pub spec: PipelineSpec,
-    pub candidate: Artifact,
+    pub candidate: Arc<dyn Model>,
     pub artifact_size: u64,
     /// The serving model, when there is one, and its version (0 when none).
-    pub champion: Option<Artifact>,
+    pub champion: Option<Arc<dyn Model>>,
     pub production_version: u64,
     /// The candidate's training window, as (dataset id, bytes).
     pub window: Vec<(String, Vec<u8>)>,
@@ -56,14 +58,14 @@ pub struct Judgement {
 /// Scores the candidate (and the champion) and applies the spec's gates and serving limits.
 pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
     let unreadable = |e: mlops_data::DatasetError| EvaluatorError::BadData(e.to_string());
-    let m = &i.candidate.manifest;
+    let m = i.candidate.manifest();
     let task = i.spec.target.task;
     let (frame, counts) = mlops_data::read_datasets_counted(&i.spec, &i.window).map_err(unreadable)?;
     let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
     let holdout = frame.take(&holdout_idx);
     let labels = holdout.target.clone().unwrap_or_default();
-    let candidate = i.candidate.predict_frame(&holdout);
-    let production = i.champion.as_ref().map(|c| c.predict_frame(&holdout));
+    let candidate = scores(&i.candidate, &holdout)?;
+    let production = i.champion.as_ref().map(|c| scores(c, &holdout)).transpose()?;
     let newest = match &i.newest {
         None => None,
         Some(Newest::InWindow { index, .. }) => {
@@ -74,7 +76,7 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
         }
         Some(Newest::After(id, bytes)) => {
             let newest = mlops_data::read_datasets(&i.spec, &[(id.clone(), bytes.clone())]).map_err(unreadable)?;
-            Some(score_frame(i, &newest))
+            Some(score_frame(i, &newest)?)
         }
     };
     let measured = Measured {
@@ -94,15 +96,20 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
 }
 
 /// The candidate's and the champion's scores on every row of `frame`.
-fn score_frame(i: &Inputs, frame: &Frame) -> Scored {
+fn score_frame(i: &Inputs, frame: &Frame) -> Result<Scored, EvaluatorError> {
     let labels = frame.target.clone().unwrap_or_default();
-    let production = i.champion.as_ref().map(|c| c.predict_frame(frame));
-    measure::score(i.spec.target.task, &labels, &i.candidate.predict_frame(frame), production.as_deref())
+    let production = i.champion.as_ref().map(|c| scores(c, frame)).transpose()?;
+    Ok(measure::score(i.spec.target.task, &labels, &scores(&i.candidate, frame)?, production.as_deref()))
+}
+
+/// `model`'s score of every row of `frame`; a model that cannot answer is not judged.
+pub fn scores(model: &Arc<dyn Model>, frame: &Frame) -> Result<Vec<f64>, EvaluatorError> {
+    model.predict_frame(frame).map_err(|e| EvaluatorError::BadArtifact(e.to_string()))
 }
 
 /// Times single-row predictions (preprocessing included) on up to 2,000 holdout rows, cycling
 /// through them when there are fewer than 200: the p99 in milliseconds, and how many were timed.
-fn single_row_p99(artifact: &Artifact, holdout: &Frame) -> (f64, usize) {
+fn single_row_p99(model: &Arc<dyn Model>, holdout: &Frame) -> (f64, usize) {
     if holdout.rows == 0 {
         return (f64::NAN, 0);
     }
@@ -112,7 +119,7 @@ fn single_row_p99(artifact: &Artifact, holdout: &Frame) -> (f64, usize) {
     for i in 0..n {
         let row = &rows[i % rows.len()];
         let started = std::time::Instant::now();
-        std::hint::black_box(artifact.predict(std::hint::black_box(row)));
+        let _ = std::hint::black_box(model.predict_rows(std::hint::black_box(std::slice::from_ref(row))));
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     (gate::p99(&mut samples), n)

@@ -20,7 +20,7 @@ use crate::error::EvaluatorError;
 use mlops_shared::config::{NatsArgs, RegistryArgs};
 use mlops_shared::events::Envelope;
 use mlops_shared::ids::Sha256;
-use mlops_shared::model::Artifact;
+use mlops_shared::model::{Model, Stored};
 use mlops_shared::objects::Objects;
 use mlops_shared::runs::Runs;
 use mlops_shared::service::Service;
@@ -61,6 +61,8 @@ pub struct Evaluator {
     registry: RegistryClient<Channel>,
     runs: Runs,
     slots: mlops_shared::schedule::Slots,
+    /// Runs imported ONNX models.
+    onnx: mlops_onnx::Engine,
 }
 
 /// Runs the evaluator until `shutdown` fires.
@@ -108,6 +110,7 @@ impl Evaluator {
             registry: RegistryClient::new(channel),
             runs: Runs::open(bus).await?,
             slots: mlops_shared::schedule::Slots::open(bus).await?,
+            onnx: mlops_onnx::Engine::from_env()?,
             bus: bus.clone(),
         }))
     }
@@ -122,12 +125,16 @@ impl Evaluator {
         Ok(blobs)
     }
 
-    /// The artifact `sha`, verified and parsed (off the runtime: a large model parses for a while).
-    async fn load(&self, sha: &str) -> Result<Artifact, EvaluatorError> {
+    /// The model of artifact `sha`, verified and made ready to answer (off the runtime: a large
+    /// model parses for a while).
+    async fn load(&self, sha: &str) -> Result<Arc<dyn Model>, EvaluatorError> {
         let sha = Sha256::parse(sha.to_owned()).map_err(|e| EvaluatorError::BadArtifact(e.to_string()))?;
         let bytes = self.models.get_verified(&sha).await?;
+        let engine = self.onnx.clone();
         off_runtime(move || {
-            Artifact::from_verified_bytes(&bytes, &sha).map_err(|e| EvaluatorError::BadArtifact(e.to_string()))
+            let bad = |e: &dyn std::fmt::Display| EvaluatorError::BadArtifact(e.to_string());
+            let stored = Stored::from_verified_bytes(&bytes, &sha).map_err(|e| bad(&e))?;
+            engine.load(stored).map_err(|e| bad(&e))
         })
         .await
     }
@@ -186,10 +193,10 @@ impl Evaluator {
             Some(p) => Some(self.load(&p.artifact_sha256).await?),
             None => None,
         };
-        let window = self.datasets(&candidate.manifest.dataset_ids).await?;
+        let window = self.datasets(&candidate.manifest().dataset_ids).await?;
         let newest = match self.runs.history(&t.pipeline).await?.pop() {
             None => None,
-            Some((id, _)) => Some(match candidate.manifest.dataset_ids.iter().position(|d| *d == id) {
+            Some((id, _)) => Some(match candidate.manifest().dataset_ids.iter().position(|d| *d == id) {
                 Some(index) => judge::Newest::InWindow { id, index },
                 None => {
                     let bytes = self.datasets(std::slice::from_ref(&id)).await?.pop().map(|(_, b)| b);

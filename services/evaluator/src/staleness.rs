@@ -8,7 +8,7 @@ use mlops_shared::bus::off_runtime;
 
 use crate::error::EvaluatorError;
 use mlops_shared::events::EventContext;
-use mlops_shared::model::{Artifact, holdout_split};
+use mlops_shared::model::{Model, holdout_split};
 use mlops_shared::runs::kv_key;
 use mlops_shared::spec::PipelineSpec;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +45,7 @@ pub fn table(higher_is_better: bool, tolerance: f64, mut points: Vec<Point>) -> 
 
 /// One version compared: its number, when it was registered, its artifact, and, when its window
 /// holds the newest dataset, that dataset's place in the window and the window's bytes.
-type Compared = (u64, i64, Artifact, Option<(usize, Vec<(String, Vec<u8>)>)>);
+type Compared = (u64, i64, std::sync::Arc<dyn Model>, Option<(usize, Vec<(String, Vec<u8>)>)>);
 
 /// Scores each compared version on the rows of the newest dataset (`newest`, accepted at
 /// `newest_ms`) that none of them trained on: how many rows, and each version's point.
@@ -65,7 +65,8 @@ fn score_by_age(
     for (_, _, artifact, window) in &compared {
         let Some((k, blobs)) = window else { continue };
         let (_, counts) = mlops_data::read_datasets_counted(spec, blobs).map_err(unreadable)?;
-        let (_, holdout) = holdout_split(counts.iter().sum(), artifact.manifest.holdout_share, artifact.manifest.seed);
+        let (_, holdout) =
+            holdout_split(counts.iter().sum(), artifact.manifest().holdout_share, artifact.manifest().seed);
         let mut in_holdout = vec![false; frame.rows];
         for r in crate::measure::dataset_rows_in_holdout(&holdout, &counts, *k) {
             in_holdout[r] = true;
@@ -85,15 +86,16 @@ fn score_by_age(
     let points = compared
         .iter()
         .map(|(version, created_unix_ms, artifact, _)| {
-            let value = mlops_shared::scoring::for_task(spec.target.task, &labels, &artifact.predict_frame(&eval))
+            let scores = crate::judge::scores(artifact, &eval)?;
+            let value = mlops_shared::scoring::for_task(spec.target.task, &labels, &scores)
                 .get(metric)
                 .copied()
                 .unwrap_or(f64::NAN);
             // Its age: from the newest data it trained on to the newest data there is.
-            let trained = artifact.manifest.dataset_ids.iter().filter_map(accepted).max().unwrap_or(*created_unix_ms);
-            (*version, (newest_ms - trained).max(0) as f64 / 1000.0, value)
+            let trained = artifact.manifest().dataset_ids.iter().filter_map(accepted).max().unwrap_or(*created_unix_ms);
+            Ok((*version, (newest_ms - trained).max(0) as f64 / 1000.0, value))
         })
-        .collect();
+        .collect::<Result<_, EvaluatorError>>()?;
     Ok((rows.len() as u64, points))
 }
 
@@ -159,7 +161,7 @@ impl Evaluator {
         let mut compared = Vec::with_capacity(versions.len());
         for v in &versions {
             let artifact = self.load(&v.artifact_sha256).await?;
-            let ids = &artifact.manifest.dataset_ids;
+            let ids = &artifact.manifest().dataset_ids;
             let window = match ids.iter().position(|d| *d == newest_id) {
                 Some(k) => Some((k, self.datasets(ids).await?)),
                 None => None,

@@ -13,7 +13,7 @@ use mlops_proto as pb;
 use mlops_shared::bus::off_runtime;
 use mlops_shared::events::EventContext;
 use mlops_shared::ids::Sha256;
-use mlops_shared::model::Artifact;
+use mlops_shared::model::Stored;
 use mlops_shared::spec::{MonitoringSpec, ReferenceKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -214,9 +214,9 @@ impl PipelineTask {
             }
         };
         let verified = sha.clone();
-        let artifact =
-            off_runtime(move || Ok::<_, MonitorError>(Artifact::from_verified_bytes(&bytes, &verified)?)).await?;
-        let references = Arc::new(References::from_profile(&artifact.manifest.reference));
+        let stored =
+            off_runtime(move || Ok::<_, MonitorError>(Stored::from_verified_bytes(&bytes, &verified)?)).await?;
+        let references = Arc::new(References::from_profile(&stored.manifest().reference));
         let window = Window::new(&references);
         Ok(Open { sha: p.artifact_sha256.clone(), version: p.version, references, spec, window })
     }

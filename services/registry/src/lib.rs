@@ -2,6 +2,7 @@
 //! records every `model.trained` as a numbered version with its lineage, and every
 //! `model.evaluated` verdict, in a redb file.
 
+pub mod import;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, HandlerError};
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, MODELS_BUCKET};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::service::Service;
@@ -76,7 +77,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     service.consume(trained, events.clone(), |r, e| async move { on_trained(&r.store, &r.bus, e).await });
     let evaluated = ConsumerSpec::events::<pb::ModelEvaluated>("registry-evaluated");
     service.consume(evaluated, events, |r, e| async move { on_evaluated(&r.store, e).await });
-    let api = RegistryApi { store, specs, bus, admin: config.admin.clone() };
+    let importer = import::Importer {
+        engine: mlops_onnx::Engine::from_env()?,
+        specs: specs.clone(),
+        datasets: bus.objects(DATASETS_BUCKET).await?,
+        models: bus.objects(MODELS_BUCKET).await?,
+        runs: mlops_shared::runs::Runs::open(&bus).await?,
+    };
+    let api = RegistryApi { store, specs, bus, admin: config.admin.clone(), importer: Arc::new(importer) };
     let grpc = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(api)).into_axum_router();
     service.serve(listener, Some(grpc)).await
 }
@@ -90,21 +98,33 @@ struct Events {
 /// Numbers a trained model as the next version of its pipeline (once: a redelivery finds the
 /// version it made), then publishes `model.registered`, which the evaluator judges from.
 async fn on_trained(store: &Arc<Store>, bus: &Bus, e: Envelope<pb::ModelTrained>) -> Result<(), HandlerError> {
-    let ctx = e.follow();
-    let record = model_record(e.payload.clone());
-    let cause = e.id.clone();
+    register(store, bus, &e.follow(), e.payload, &e.id, String::new()).await.map(drop)
+}
+
+/// Numbers the model `trained` announces (once: the same artifact again finds its version),
+/// then publishes `model.registered`.
+async fn register(
+    store: &Arc<Store>,
+    bus: &Bus,
+    ctx: &EventContext,
+    trained: pb::ModelTrained,
+    cause: &str,
+    description: String,
+) -> Result<ModelRecord, HandlerError> {
+    let record = ModelRecord { description, ..model_record(trained.clone()) };
+    let cause = cause.to_owned();
     let (r, new) = commit(store, move |s| s.register(record, &cause)).await?;
     info!(pipeline = %r.pipeline, version = r.version, new, "model version registered");
     let event = pb::ModelRegistered {
         pipeline: r.pipeline.clone(),
         version: r.version,
         artifact_sha256: r.artifact_sha256.clone(),
-        trained: Some(e.payload),
+        trained: Some(trained),
     };
     // Published after the version is durable, so a crash in between redelivers `model.trained`,
     // which finds the version and publishes this again (deduplicated by its id).
-    bus.publish(&format!("registered-{}-{}", r.pipeline, r.version), &ctx, &event).await?;
-    Ok(())
+    bus.publish(&format!("registered-{}-{}", r.pipeline, r.version), ctx, &event).await?;
+    Ok(r)
 }
 
 /// The record of a new version from the event that announced its artifact (numbered on commit).
@@ -165,6 +185,7 @@ struct RegistryApi {
     bus: Bus,
     /// Who may change pipelines and models.
     admin: mlops_shared::config::AdminArgs,
+    importer: Arc<import::Importer>,
 }
 
 fn check_alias(alias: &str) -> Result<(), Status> {
@@ -475,6 +496,15 @@ impl pb::registry_server::Registry for RegistryApi {
         published
             .map_err(|e| Status::unavailable(format!("decision recorded, but its event was not published: {e}")))?;
         info!(pipeline = %req.pipeline, version = req.version, action = action.as_str(), by = %req.by, "operator decision");
+        Ok(Response::new(self.to_proto(record)?))
+    }
+
+    async fn import_model(
+        &self,
+        req: Request<tonic::Streaming<pb::ImportModelRequest>>,
+    ) -> Result<Response<pb::ModelVersion>, Status> {
+        self.admin.authorize(req.metadata(), "ImportModel")?;
+        let record = self.importer.import(&self.store, &self.bus, req.into_inner()).await?;
         Ok(Response::new(self.to_proto(record)?))
     }
 

@@ -13,9 +13,12 @@
 //! preprocessing lives inside the graph.
 
 pub mod contract;
+mod engine;
+pub mod import;
 mod model;
 mod runtime;
 
 pub use contract::ContractError;
+pub use engine::{DEFAULT_LIBRARY, Engine, Imported, LoadError, ORT_ENV};
 pub use model::{OnnxModel, PredictError};
 pub use runtime::{LIBRARY_ENV, Runtime, RuntimeError};

@@ -34,13 +34,43 @@ impl OnnxModel {
     /// session and no spinning: single rows are fastest so, and a busy server's requests are
     /// already parallel.
     pub fn load(runtime: &Runtime, bytes: &[u8], features: &[FeatureSpec], task: Task) -> Result<Self, ContractError> {
+        Self::load_with(runtime, bytes, &[], features, task)
+    }
+
+    /// As [`OnnxModel::load`], for a graph whose weights are partly in `external` files, by the
+    /// relative path the graph names them with.
+    pub fn load_with(
+        runtime: &Runtime,
+        bytes: &[u8],
+        external: &[(String, Vec<u8>)],
+        features: &[FeatureSpec],
+        task: Task,
+    ) -> Result<Self, ContractError> {
         let unreadable = |e: &dyn std::fmt::Display| ContractError::Unreadable(e.to_string());
         let builder = Session::builder(&runtime.environment).map_err(|e| unreadable(&e))?;
         let builder = builder.with_optimization_level(GraphOptimizationLevel::All).map_err(|e| unreadable(&e))?;
         let builder = builder.with_intra_threads(1).map_err(|e| unreadable(&e))?;
         let builder = builder.with_inter_threads(1).map_err(|e| unreadable(&e))?;
         let mut builder = builder.with_intra_op_spinning(false).map_err(|e| unreadable(&e))?;
-        let session = builder.commit_from_memory(bytes).map_err(|e| unreadable(&e))?;
+        let session = if external.is_empty() {
+            builder.commit_from_memory(bytes).map_err(|e| unreadable(&e))?
+        } else {
+            // The runtime resolves external tensors (shape inference included) from files beside
+            // the graph: lay them out so in a directory of their own, read while the session is made.
+            let dir = tempfile::tempdir().map_err(|e| unreadable(&format!("a directory for its files: {e}")))?;
+            let graph = dir.path().join("model.onnx");
+            for (name, contents) in
+                std::iter::once(("model.onnx", bytes)).chain(external.iter().map(|(n, c)| (n.as_str(), &c[..])))
+            {
+                let path = dir.path().join(name);
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&path, contents));
+                written.map_err(|e| unreadable(&format!("writing {name}: {e}")))?;
+            }
+            builder.commit_from_file(&graph).map_err(|e| unreadable(&e))?
+        };
         let (feed, answer) = contract::check(features, task, session.inputs(), session.outputs())?;
         let names = features.iter().map(|f| f.name.clone()).collect();
         Ok(Self { session: Mutex::new(session), feed, answer, names })

@@ -67,6 +67,8 @@ impl Runtime {
         // `{:?}` keeps the loader's own reason ("invalid ELF header"), which `{}` leaves out.
         let builder = ort::init_from(library).map_err(|e| load(format!("{e} ({e:?})")))?;
         let environment = builder.with_name("mlops").with_telemetry(false).build().map_err(|e| load(e.to_string()))?;
+        // The runtime narrates every session's graph optimisations at its info level: warnings only.
+        environment.set_log_level(ort::logging::LogLevel::Warning);
         Ok(Self { environment, library: library.to_path_buf() })
     }
 }

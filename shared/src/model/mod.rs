@@ -3,9 +3,11 @@
 //! parameters. Trainer, evaluator, deployer and monitor share this code, so serving computes features
 //! exactly as training did. Training algorithms live in the trainer alone.
 
+pub mod onnx_graph;
 mod preprocess;
 mod profile;
 mod split;
+mod stored;
 mod trees;
 
 use std::collections::BTreeMap;
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use preprocess::{FeatureTransform, Preprocessor};
 pub use profile::{FeatureProfile, ReferenceProfile, SAMPLE_VALUES, bin_index, order_statistics, population_std};
 pub use split::{holdout_split, shuffled};
+pub use stored::{ONNX_FORMAT, OnnxArtifact, Stored};
 pub use trees::Tree;
 
 use crate::ids::Sha256;
@@ -137,6 +140,48 @@ pub struct Artifact {
     pub parameters: Parameters,
 }
 
+/// A model ready to answer, whatever made it: a built-in [`Artifact`], or an imported graph run by
+/// its engine. The gates, serving and monitoring see only this.
+pub trait Model: Send + Sync {
+    fn manifest(&self) -> &Manifest;
+
+    /// The answers for rows of raw feature values in manifest order, one per row.
+    fn predict_rows(&self, rows: &[Vec<Value>]) -> Result<Vec<Prediction>, ModelError>;
+
+    /// What runs it, as OIP metadata names it (`platform`).
+    fn platform(&self) -> String {
+        format!("mlops/{}", self.manifest().algorithm)
+    }
+}
+
+/// Why a model gave no answer (an imported graph's engine failed on the rows).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("the model could not answer: {0}")]
+pub struct ModelError(pub String);
+
+impl dyn Model {
+    /// The score of every row of `frame`, in batches.
+    pub fn predict_frame(&self, frame: &Frame) -> Result<Vec<f64>, ModelError> {
+        const BATCH: usize = 4096;
+        let mut scores = Vec::with_capacity(frame.rows);
+        for start in (0..frame.rows).step_by(BATCH) {
+            let rows: Vec<_> = (start..frame.rows.min(start + BATCH)).map(|i| frame.row(i)).collect();
+            scores.extend(self.predict_rows(&rows)?.into_iter().map(|p| p.score));
+        }
+        Ok(scores)
+    }
+}
+
+impl Model for Artifact {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn predict_rows(&self, rows: &[Vec<Value>]) -> Result<Vec<Prediction>, ModelError> {
+        Ok(rows.iter().map(|row| self.predict(row)).collect())
+    }
+}
+
 /// One prediction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prediction {
@@ -145,6 +190,13 @@ pub struct Prediction {
     pub score: f64,
     /// Whether `score` is at least 0.5 (always false for regression).
     pub positive: bool,
+}
+
+impl Prediction {
+    /// The prediction of `task` for `score`: positive when a probability is at least 0.5.
+    pub fn of(task: Task, score: f64) -> Self {
+        Self { score, positive: task == Task::BinaryClassification && score >= 0.5 }
+    }
 }
 
 impl Artifact {
@@ -156,10 +208,7 @@ impl Artifact {
 
     /// Checks `bytes` against `expected` and parses them. A mismatch is never loaded.
     pub fn from_verified_bytes(bytes: &[u8], expected: &Sha256) -> Result<Self, ArtifactError> {
-        let actual = crate::sha256_hex(bytes);
-        if actual != expected.as_str() {
-            return Err(ArtifactError::Tampered { expected: expected.to_string(), actual });
-        }
+        stored::verify(bytes, expected)?;
         let artifact: Self = serde_json::from_slice(bytes).map_err(|e| ArtifactError::Invalid(e.to_string()))?;
         artifact.check()?;
         Ok(artifact)
@@ -210,8 +259,7 @@ impl Artifact {
     /// Predicts from an already preprocessed feature vector.
     pub fn predict_vector(&self, x: &[f64]) -> Prediction {
         let task = self.manifest.target.task;
-        let score = self.parameters.score(task, x);
-        Prediction { score, positive: task == Task::BinaryClassification && score >= 0.5 }
+        Prediction::of(task, self.parameters.score(task, x))
     }
 
     /// Scores every row of `frame`.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use mlops_shared::model::Artifact;
+use mlops_shared::model::Model;
 use mlops_shared::spec::FeatureKind;
 use mlops_shared::table::Value;
 
@@ -34,13 +34,13 @@ impl Column {
 }
 
 /// Lays named `inputs` out as rows in the model's feature order. Errors name the input.
-pub fn rows(artifact: &Artifact, inputs: Vec<(String, Column)>) -> Result<Vec<Vec<Value>>, DeployerError> {
+pub fn rows(artifact: &dyn Model, inputs: Vec<(String, Column)>) -> Result<Vec<Vec<Value>>, DeployerError> {
     let bad = DeployerError::BadInput;
     let mut by_name: HashMap<String, Column> = HashMap::with_capacity(inputs.len());
     let mut n: Option<usize> = None;
     for (name, col) in inputs {
-        if artifact.manifest.features.iter().all(|f| f.name != name) {
-            let known: Vec<&str> = artifact.manifest.features.iter().map(|f| f.name.as_str()).collect();
+        if artifact.manifest().features.iter().all(|f| f.name != name) {
+            let known: Vec<&str> = artifact.manifest().features.iter().map(|f| f.name.as_str()).collect();
             return Err(bad(format!("unknown input `{name}` (the model's inputs: {})", known.join(", "))));
         }
         match n {
@@ -55,8 +55,8 @@ pub fn rows(artifact: &Artifact, inputs: Vec<(String, Column)>) -> Result<Vec<Ve
         }
     }
     let n = n.ok_or_else(|| bad("the request has no inputs".into()))?;
-    let mut out = vec![Vec::with_capacity(artifact.manifest.features.len()); n];
-    for f in &artifact.manifest.features {
+    let mut out = vec![Vec::with_capacity(artifact.manifest().features.len()); n];
+    for f in &artifact.manifest().features {
         let col = by_name.remove(&f.name).ok_or_else(|| bad(format!("input `{}` is missing", f.name)))?;
         match (f.kind, col) {
             (FeatureKind::Numeric, Column::Num(v)) => {
@@ -91,7 +91,7 @@ pub fn matrix_columns(
 ) -> Option<Result<Vec<(String, Column)>, DeployerError>> {
     let [(name, shape, col)] = inputs else { return None };
     let model = models.get(pipeline)?;
-    let features = &model.artifact.manifest.features;
+    let features = &model.artifact.manifest().features;
     if shape.len() != 2 || features.iter().any(|f| &f.name == name) {
         return None;
     }

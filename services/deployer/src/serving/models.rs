@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use mlops_shared::ids::Sha256;
-use mlops_shared::model::Artifact;
+use mlops_shared::model::Model;
 use mlops_shared::spec::Task;
 
 use super::pending_labels::PendingLabels;
@@ -20,7 +20,8 @@ pub struct Served {
     pub pipeline: String,
     pub version: u64,
     pub sha: Sha256,
-    pub artifact: Artifact,
+    /// The model answering: a built-in artifact or an imported graph.
+    pub artifact: Arc<dyn Model>,
     pub since_unix_ms: i64,
     pub predictions: AtomicU64,
     /// Share of predictions logged for monitoring.
@@ -30,7 +31,7 @@ pub struct Served {
 impl Served {
     /// Whether the model predicts a class (with its probability) rather than a value.
     pub fn is_classifier(&self) -> bool {
-        self.artifact.manifest.target.task == Task::BinaryClassification
+        self.artifact.manifest().target.task == Task::BinaryClassification
     }
 }
 

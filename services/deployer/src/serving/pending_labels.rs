@@ -21,7 +21,7 @@ impl Answer {
     /// The loss of this answer against `label`: 0 or 1 for a class (the model's own threshold
     /// decides), the absolute error for a value; `None` for a label the model cannot read.
     pub fn loss(&self, label: &str) -> Option<f64> {
-        let t = &self.model.artifact.manifest.target;
+        let t = &self.model.artifact.manifest().target;
         let truth = t.read_label(label)?;
         Some(match t.task {
             // The rule the served label follows (`Artifact::predict_vector`).

@@ -32,7 +32,7 @@ impl PredictionLog {
     pub(crate) fn offer(&self, model: &Served, row: &[Value], score: f64, label: &str, id: &str) {
         let mut numeric = HashMap::new();
         let mut categorical = HashMap::new();
-        for (f, v) in model.artifact.manifest.features.iter().zip(row) {
+        for (f, v) in model.artifact.manifest().features.iter().zip(row) {
             match v {
                 Value::Num(x) => {
                     numeric.insert(f.name.clone(), *x);

@@ -27,9 +27,9 @@ pub fn infer(
 ) -> Result<(Arc<Served>, Scored), DeployerError> {
     let picked = models.pick(pipeline, version)?;
     let mirrored = picked.shadow.as_ref().map(|_| inputs.clone());
-    let laid_out = rows(&picked.model.artifact, inputs)?;
+    let laid_out = rows(&*picked.model.artifact, inputs)?;
     let started = std::time::Instant::now();
-    let scored = score(&picked.model, &laid_out, Some(log));
+    let scored = score(&picked.model, &laid_out, Some(log))?;
     if let Some(stats) = &picked.stats {
         stats.record(started.elapsed(), &scored.scores, picked.model.is_classifier());
     }
@@ -37,9 +37,8 @@ pub fn infer(
     if let (Some((shadow, stats)), Some(inputs)) = (&picked.shadow, mirrored) {
         // The mirror is judged, never returned or logged; inputs it cannot take count as errors.
         let started = std::time::Instant::now();
-        match rows(&shadow.artifact, inputs) {
-            Ok(r) => {
-                let s = score(shadow, &r, None);
+        match rows(&*shadow.artifact, inputs).and_then(|r| score(shadow, &r, None)) {
+            Ok(s) => {
                 stats.record(started.elapsed(), &s.scores, shadow.is_classifier());
                 mirror = Some((shadow, stats, s.scores));
             }
@@ -73,15 +72,15 @@ pub struct Scored {
 /// The OIP outputs of `model` (name, datatype): `probability`, `label` and `prediction_id` for a
 /// classifier; `prediction` and `prediction_id` for a regression model.
 pub fn outputs(model: &Served) -> &'static [(&'static str, &'static str)] {
-    match model.artifact.manifest.target.task {
+    match model.artifact.manifest().target.task {
         Task::BinaryClassification => &[("probability", "FP64"), ("label", "BYTES"), ("prediction_id", "BYTES")],
         Task::Regression => &[("prediction", "FP64"), ("prediction_id", "BYTES")],
     }
 }
 
 /// Scores `rows` with `model` and, given a log, queues the sampled prediction logs.
-pub fn score(model: &Served, rows: &[Vec<Value>], log: Option<&PredictionLog>) -> Scored {
-    let t = &model.artifact.manifest.target;
+pub fn score(model: &Served, rows: &[Vec<Value>], log: Option<&PredictionLog>) -> Result<Scored, DeployerError> {
+    let t = &model.artifact.manifest().target;
     let classifier = t.task == Task::BinaryClassification;
     let mut out = Scored {
         scores: Vec::with_capacity(rows.len()),
@@ -89,8 +88,12 @@ pub fn score(model: &Served, rows: &[Vec<Value>], log: Option<&PredictionLog>) -
         ids: Vec::with_capacity(rows.len()),
         scores_name: outputs(model)[0].0,
     };
-    for row in rows {
-        let p = model.artifact.predict(row);
+    let predictions = model.artifact.predict_rows(rows).map_err(|e| DeployerError::Inference {
+        pipeline: model.pipeline.clone(),
+        version: model.version,
+        reason: e.0,
+    })?;
+    for (row, p) in rows.iter().zip(predictions) {
         let id = uuid::Uuid::new_v4().to_string();
         let label = match (classifier, p.positive) {
             (false, _) => "",
@@ -110,5 +113,5 @@ pub fn score(model: &Served, rows: &[Vec<Value>], log: Option<&PredictionLog>) -
     }
     model.predictions.fetch_add(rows.len() as u64, Ordering::Relaxed);
     metrics::counter!("mlops_predictions_total", "pipeline" => model.pipeline.clone()).increment(rows.len() as u64);
-    out
+    Ok(out)
 }

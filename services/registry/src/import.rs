@@ -1,0 +1,228 @@
+//! `ImportModel`: an ONNX model made elsewhere becomes a version of a pipeline. The stream is
+//! received within the pipeline's artifact limit, the graph is checked against the pipeline and
+//! on its validated rows (`mlops_onnx::import`), the artifact is stored, and the version is
+//! registered and announced as a trained one is, so the gates and the deployer take it from there.
+
+use std::sync::Arc;
+
+use mlops_onnx::import::Graph;
+use mlops_proto as pb;
+use mlops_shared::bus::{Bus, off_runtime};
+use mlops_shared::events::EventContext;
+use mlops_shared::ids::Sha256;
+use mlops_shared::objects::Objects;
+use mlops_shared::runs::Runs;
+use mlops_shared::spec::{PipelineSpec, SpecStore};
+use tokio_stream::StreamExt as _;
+use tonic::{Status, Streaming};
+use tracing::info;
+
+use crate::store::Store;
+
+/// The largest import when the pipeline sets no `serving_limits.max_artifact_bytes`: ONNX's own
+/// limit for one protobuf file.
+pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
+/// What an import reads and writes besides the registry's store.
+pub struct Importer {
+    pub engine: mlops_onnx::Engine,
+    pub specs: SpecStore,
+    pub datasets: Objects,
+    pub models: Objects,
+    pub runs: Runs,
+}
+
+/// A received import: its header and the files.
+struct Received {
+    header: pb::ImportModelHeader,
+    graph: Graph,
+}
+
+impl Importer {
+    /// Receives, checks, stores and registers one import; answers with the version record.
+    pub async fn import(
+        &self,
+        store: &Arc<Store>,
+        bus: &Bus,
+        stream: Streaming<pb::ImportModelRequest>,
+    ) -> Result<crate::store::ModelRecord, Status> {
+        let runtime = self.engine.runtime().map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let (spec, received) = self.receive(stream).await?;
+        let Received { header, graph } = received;
+        let dataset = self.dataset(&spec, &header.trained_on).await?;
+        let blob = self.datasets.get_verified(&sha(&dataset)?).await.map_err(unavailable)?;
+        let file_sha256 = mlops_shared::sha256_hex(&graph.bytes);
+        let checked_spec = spec.clone();
+        let onnx = off_runtime(move || -> Result<_, Refused> {
+            let frame = mlops_data::read_datasets(&checked_spec, &[(dataset.clone(), blob)])
+                .map_err(|e| Status::failed_precondition(format!("dataset {dataset}: {e}")))?;
+            let onnx =
+                mlops_onnx::import::import(runtime, &checked_spec, graph, vec![dataset], &frame).map_err(|e| {
+                    Status::invalid_argument(format!("the model does not fit pipeline `{}`: {e}", checked_spec.name))
+                })?;
+            Ok(onnx)
+        })
+        .await
+        .map_err(|Refused(s)| s)?;
+        let bytes = onnx.to_bytes();
+        let artifact = self.models.put(&bytes).await.map_err(unavailable)?;
+        let m = &onnx.manifest;
+        let trained = pb::ModelTrained {
+            pipeline: m.pipeline.clone(),
+            job_id: format!("import-{}", mlops_shared::ids::short(artifact.as_str())),
+            artifact_sha256: artifact.to_string(),
+            artifact_size: bytes.len() as u64,
+            dataset_ids: m.dataset_ids.clone(),
+            spec_hash: spec.hash(),
+            seed: m.seed,
+            code_version: m.code_version.clone(),
+            algorithm: m.algorithm.clone(),
+            holdout_metrics: Some(pb::Metrics {
+                values: m.metrics.clone().into_iter().collect(),
+                rows: m.holdout_rows,
+            }),
+            reason: pb::TrainReason::Imported as i32,
+            trainer_id: format!("imported by {}", who(&header.imported_by)),
+            training_millis: 0,
+        };
+        let ctx = EventContext::new_run(trained.job_id.clone());
+        let cause =
+            format!("grpc:ImportModel {} (sha256 {file_sha256}) by {}", header.file_name, who(&header.imported_by));
+        let record = crate::register(store, bus, &ctx, trained, &cause, header.description.clone())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        info!(pipeline = %record.pipeline, version = record.version, file = %header.file_name, "ONNX model imported");
+        Ok(record)
+    }
+
+    /// The header, the pipeline's spec, and the files, refused once they pass the pipeline's limit.
+    async fn receive(&self, mut stream: Streaming<pb::ImportModelRequest>) -> Result<(PipelineSpec, Received), Status> {
+        use pb::import_model_request::Part;
+        let header = match stream.next().await {
+            Some(Ok(pb::ImportModelRequest { part: Some(Part::Header(h)) })) => h,
+            Some(Ok(_)) => return Err(Status::invalid_argument("the first import message must be the header")),
+            Some(Err(e)) => return Err(e),
+            None => return Err(Status::invalid_argument("empty import: no header")),
+        };
+        let spec = self
+            .specs
+            .get(&header.pipeline)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Status::not_found(format!("no pipeline `{}`: apply its spec first", header.pipeline)))?;
+        let limit = spec.serving_limits.as_ref().and_then(|l| l.max_artifact_bytes).unwrap_or(DEFAULT_MAX_BYTES);
+        let mut graph = Graph { bytes: Vec::new(), external: Vec::new() };
+        let mut total = 0u64;
+        while let Some(msg) = stream.next().await {
+            let part = msg?.part;
+            total += match &part {
+                Some(Part::Graph(b)) => b.len() as u64,
+                Some(Part::External(f)) => f.data.len() as u64,
+                _ => 0,
+            };
+            if total > limit {
+                return Err(Status::invalid_argument(format!(
+                    "the model is larger than pipeline `{}` allows (serving_limits.max_artifact_bytes: {limit} bytes)",
+                    spec.name
+                )));
+            }
+            match part {
+                Some(Part::Graph(b)) => graph.bytes.extend_from_slice(&b),
+                Some(Part::External(f)) => external_chunk(&mut graph.external, f)?,
+                Some(Part::Header(_)) => return Err(Status::invalid_argument("a second header in one import")),
+                None => {}
+            }
+        }
+        if graph.bytes.is_empty() {
+            return Err(Status::invalid_argument("the import has no graph: send the .onnx file's bytes"));
+        }
+        check_external(&graph)?;
+        Ok((spec, Received { header, graph }))
+    }
+
+    /// The validated dataset the model is judged on: `trained_on` (an id or a unique prefix)
+    /// among the pipeline's, or its newest.
+    async fn dataset(&self, spec: &PipelineSpec, trained_on: &str) -> Result<String, Status> {
+        let history = self.runs.history(spec.name.as_str()).await.map_err(unavailable)?;
+        if trained_on.trim().is_empty() {
+            return history.last().map(|(id, _)| id.clone()).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "pipeline `{}` has no validated data to check the model on: upload a dataset first",
+                    spec.name
+                ))
+            });
+        }
+        mlops_shared::ids::resolve_prefix("dataset", trained_on, history.iter().map(|(id, _)| id.as_str())).map_err(
+            |e| {
+                Status::invalid_argument(format!(
+                    "--trained-on: {e} among pipeline `{}`'s validated datasets",
+                    spec.name
+                ))
+            },
+        )
+    }
+}
+
+/// Appends a chunk to the external file it names (a new one when the path changes).
+fn external_chunk(files: &mut Vec<(String, Vec<u8>)>, chunk: pb::ExternalFileChunk) -> Result<(), Status> {
+    let path = std::path::Path::new(&chunk.path);
+    let plain = path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if chunk.path.is_empty() || !plain {
+        return Err(Status::invalid_argument(format!(
+            "external file {:?}: name it by a relative path without `..`",
+            chunk.path
+        )));
+    }
+    if let Some((name, bytes)) = files.last_mut()
+        && *name == chunk.path
+    {
+        bytes.extend_from_slice(&chunk.data);
+    } else if files.iter().any(|(name, _)| *name == chunk.path) {
+        return Err(Status::invalid_argument(format!("external file {:?} sent twice", chunk.path)));
+    } else {
+        files.push((chunk.path, chunk.data));
+    }
+    Ok(())
+}
+
+/// An import refused on the blocking pool, where a panic (of the checks, or of the model's
+/// runtime) is a refusal too, never a crash.
+struct Refused(Status);
+
+impl From<Status> for Refused {
+    fn from(s: Status) -> Self {
+        Self(s)
+    }
+}
+
+impl From<mlops_shared::bus::Interrupted> for Refused {
+    fn from(e: mlops_shared::bus::Interrupted) -> Self {
+        Self(Status::invalid_argument(format!("checking the model failed: {e}")))
+    }
+}
+
+/// The external files sent are exactly those the graph stores tensors in.
+fn check_external(graph: &Graph) -> Result<(), Status> {
+    let named = mlops_shared::model::onnx_graph::external_files(&graph.bytes).map_err(Status::invalid_argument)?;
+    if let Some(missing) = named.iter().find(|n| graph.external.iter().all(|(sent, _)| sent != *n)) {
+        return Err(Status::invalid_argument(format!(
+            "the graph stores tensors in the external file `{missing}`, which the import did not include"
+        )));
+    }
+    if let Some((extra, _)) = graph.external.iter().find(|(sent, _)| !named.contains(sent)) {
+        return Err(Status::invalid_argument(format!("external file `{extra}` is not one the graph names")));
+    }
+    Ok(())
+}
+
+fn sha(id: &str) -> Result<Sha256, Status> {
+    Sha256::parse(id.to_owned()).map_err(|e| Status::internal(e.to_string()))
+}
+
+fn who(by: &str) -> &str {
+    if by.trim().is_empty() { "an unnamed client" } else { by }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(e.to_string())
+}

@@ -1,0 +1,97 @@
+//! Importing an ONNX model into a pipeline: the graph is checked against the pipeline's contract
+//! and on a sample of its validated rows, then given the manifest a trained model has — the
+//! pipeline's features and target, the data it is judged on, its holdout metrics and the drift
+//! reference, computed by the platform since the graph is not its own.
+
+use std::collections::BTreeMap;
+
+use mlops_shared::model::{
+    FeatureProfile, Manifest, Model, ONNX_FORMAT, OnnxArtifact, ReferenceProfile, holdout_split,
+};
+use mlops_shared::spec::{PipelineSpec, Task};
+use mlops_shared::table::Frame;
+
+use crate::contract::ContractError;
+use crate::engine::Imported;
+use crate::runtime::Runtime;
+
+/// Rows the model must answer at import, taken evenly from the data.
+pub const SAMPLE_ROWS: usize = 1000;
+
+/// The algorithm name of imported ONNX models (`mlops models show`, OIP `platform`).
+pub const ALGORITHM: &str = "onnx";
+
+/// The graph as given, with the external weight files it names.
+pub struct Graph {
+    pub bytes: Vec<u8>,
+    pub external: Vec<(String, Vec<u8>)>,
+}
+
+/// Checks `graph` against `spec` and on `data` (the validated datasets `dataset_ids`, read under
+/// `spec`), and makes the artifact that carries it: its holdout is `spec`'s split of `data`, its
+/// drift reference the rest.
+pub fn import(
+    runtime: &Runtime,
+    spec: &PipelineSpec,
+    graph: Graph,
+    dataset_ids: Vec<String>,
+    data: &Frame,
+) -> Result<OnnxArtifact, ContractError> {
+    let t = &spec.training;
+    let (rest, holdout_idx) = holdout_split(data.rows, t.holdout, t.seed);
+    let (rest, holdout) = (data.take(&rest), data.take(&holdout_idx));
+    let mut onnx = OnnxArtifact {
+        manifest: Manifest {
+            format: ONNX_FORMAT.into(),
+            pipeline: spec.name.to_string(),
+            algorithm: ALGORITHM.into(),
+            params: BTreeMap::new(),
+            features: spec.model_inputs(),
+            target: spec.target.clone(),
+            dataset_ids,
+            model_spec_hash: spec.model_hash(),
+            seed: t.seed,
+            holdout_share: t.holdout,
+            code_version: format!("onnx sha256:{}", mlops_shared::sha256_hex(&graph.bytes)),
+            training_rows: 0,
+            holdout_rows: holdout.rows as u64,
+            metrics: BTreeMap::new(),
+            reference: ReferenceProfile::fit(&spec.features, &rest),
+            search: None,
+        },
+        graph: graph.bytes,
+        external: graph.external,
+    };
+    let model = Imported::load(runtime, onnx.clone())?;
+    check_sample(&model, data)?;
+    let scores = (&model as &dyn Model).predict_frame(&holdout).map_err(|e| ContractError::Sample(e.0))?;
+    let labels = holdout.target.as_deref().unwrap_or_default();
+    let m = &mut onnx.manifest;
+    m.metrics = mlops_shared::scoring::for_task(spec.target.task, labels, &scores)
+        .into_iter()
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    let predicted: Vec<Option<f64>> = scores.iter().map(|&s| Some(s)).collect();
+    m.reference.prediction = Some(FeatureProfile::numeric("prediction", &predicted));
+    Ok(onnx)
+}
+
+/// The model answers up to [`SAMPLE_ROWS`] rows spread over `data` without error, each answer
+/// finite (and a probability, for a classifier).
+fn check_sample(model: &Imported, data: &Frame) -> Result<(), ContractError> {
+    if data.rows == 0 {
+        return Err(ContractError::Sample("the data to check the model on has no rows".into()));
+    }
+    let step = data.rows.div_ceil(SAMPLE_ROWS);
+    let at: Vec<usize> = (0..data.rows).step_by(step).collect();
+    let rows: Vec<_> = at.iter().map(|&i| data.row(i)).collect();
+    let answers = model.predict_rows(&rows).map_err(|e| ContractError::Sample(e.0))?;
+    let classifier = model.manifest().target.task == Task::BinaryClassification;
+    for (p, row) in answers.iter().zip(&at) {
+        if !p.score.is_finite() || (classifier && !(0.0..=1.0).contains(&p.score)) {
+            let what = if classifier { "a probability" } else { "a finite value" };
+            return Err(ContractError::Sample(format!("the answer for data row {row} is {}, not {what}", p.score)));
+        }
+    }
+    Ok(())
+}
