@@ -6,6 +6,8 @@
                                          flavor (MLmodel, model.onnx), as mlflow.onnx.save_model
                                          writes it: tensors of 1 KB or more in an external data
                                          file beside the graph
+  lgbm ROWS.csv OUT.onnx                 a LightGBM booster on the four numeric churn features,
+                                         exported by onnxmltools: one [N, 4] float input
   zipmap ROWS.csv OUT.onnx               examples/onnx/train.py's model exported with the
                                          exporter's default, a ZipMap output
   nan OUT.onnx                           a churn-shaped graph whose probabilities are NaN
@@ -31,8 +33,12 @@ def predict(model, rows, out):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    feeds = {c: df[c].to_numpy(np.float32).reshape(-1, 1) for c in NUMERIC}
-    feeds.update({c: df[c].to_numpy(object).reshape(-1, 1) for c in CATEGORICAL})
+    inputs = [i.name for i in session.get_inputs()]
+    if inputs == ["x"]:
+        feeds = {"x": df[NUMERIC].to_numpy(np.float32)}
+    else:
+        feeds = {c: df[c].to_numpy(np.float32).reshape(-1, 1) for c in NUMERIC}
+        feeds.update({c: df[c].to_numpy(object).reshape(-1, 1) for c in CATEGORICAL})
     names = [o.name for o in session.get_outputs()]
     probabilities = session.run(None, feeds)[names.index("probabilities")]
     with open(out, "w") as f:
@@ -69,6 +75,20 @@ def mlflow(model, directory):
         )
 
 
+def lgbm(rows, out):
+    import lightgbm
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    df = pd.read_csv(rows)
+    model = lightgbm.LGBMClassifier(n_estimators=60, num_leaves=15, random_state=0, verbose=-1)
+    model.fit(df[NUMERIC].to_numpy(np.float32), df["churned"].astype(int))
+    onnx_model = onnxmltools.convert_lightgbm(
+        model, initial_types=[("x", FloatTensorType([None, len(NUMERIC)]))], zipmap=False, target_opset=15
+    )
+    onnx.save(onnx_model, out)
+
+
 def zipmap(rows, out):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples", "onnx"))
     import train
@@ -102,4 +122,4 @@ def unknown_op(out):
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"predict": predict, "mlflow": mlflow, "zipmap": zipmap, "nan": nan, "unknown-op": unknown_op}[command](*args)
+    {"predict": predict, "mlflow": mlflow, "lgbm": lgbm, "zipmap": zipmap, "nan": nan, "unknown-op": unknown_op}[command](*args)

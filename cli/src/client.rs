@@ -227,7 +227,7 @@ pub async fn import_model(
     header: pb::ImportModelHeader,
     files: crate::onnx_import::ModelFiles,
     token: Option<&str>,
-) -> anyhow::Result<pb::ModelVersion> {
+) -> anyhow::Result<pb::ImportModelResponse> {
     let requests = crate::onnx_import::requests(header, files);
     let mut c = RegistryClient::new(at.into().channel().await?);
     let request = mlops_shared::config::with_token(futures::stream::iter(requests), token);

@@ -1,10 +1,11 @@
 //! What `mlops models import` sends: an ONNX file, or the `onnx` flavor of an MLflow model
 //! directory, with the external weight files its graph names, read from beside it.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use mlops_proto as pb;
+use mlops_shared::model::onnx_graph;
 
 /// Bytes per message of the import stream.
 const CHUNK: usize = 1 << 20;
@@ -23,14 +24,11 @@ pub struct ModelFiles {
 pub fn read(path: &Path) -> anyhow::Result<ModelFiles> {
     let graph_path = if path.is_dir() { mlflow_graph(path)? } else { path.to_path_buf() };
     let graph = std::fs::read(&graph_path).with_context(|| format!("reading {}", graph_path.display()))?;
-    let names = mlops_shared::model::onnx_graph::external_files(&graph)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", graph_path.display()))?;
+    let names = onnx_graph::external_files(&graph).map_err(|e| anyhow::anyhow!("{}: {e}", graph_path.display()))?;
     let dir = graph_path.parent().unwrap_or(Path::new("."));
     let mut external = Vec::with_capacity(names.len());
     for name in names {
-        if !Path::new(&name).components().all(|c| matches!(c, Component::Normal(_))) {
-            bail!("{}: its external file {name:?} is not a path beside the graph", graph_path.display());
-        }
+        onnx_graph::check_external_name(&name).map_err(|e| anyhow::anyhow!("{}: {e}", graph_path.display()))?;
         let file = dir.join(&name);
         let bytes = std::fs::read(&file)
             .with_context(|| format!("reading {}, which {} stores tensors in", file.display(), graph_path.display()))?;
@@ -56,8 +54,8 @@ fn mlflow_graph(dir: &Path) -> anyhow::Result<PathBuf> {
             if found.is_empty() { "none".into() } else { found.join(", ") }
         );
     };
-    let data = onnx.get("data").and_then(|d| d.as_str()).unwrap_or("model.onnx");
-    if !Path::new(data).components().all(|c| matches!(c, Component::Normal(_))) {
+    let data = onnx.get("data").and_then(|d| d.as_str()).unwrap_or(onnx_graph::GRAPH_FILE);
+    if onnx_graph::plain_relative(data).is_none() {
         bail!("{}: the onnx flavor's data {data:?} is not a path inside the directory", mlmodel.display());
     }
     Ok(dir.join(data))

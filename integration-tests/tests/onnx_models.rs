@@ -1,8 +1,10 @@
 //! ONNX models made elsewhere through the whole platform, as a data team would bring them: a
 //! scikit-learn pipeline trained by `examples/onnx/train.py` (logistic regression, gradient
 //! boosting, an MLP — the last as an MLflow model directory with its weights in an external file)
-//! is imported with `mlops models import`, judged by the gates, deployed, and answers over OIP
-//! REST and gRPC exactly as `onnxruntime` in Python does on 1,000 rows; an ONNX version meets a
+//! and a LightGBM booster (onnxmltools) are imported with `mlops models import`, judged by the
+//! gates, deployed, and answer over OIP REST and gRPC and `/invocations` exactly as `onnxruntime`
+//! in Python does on 1,000 rows; they are logged, drift-watched and judged on delayed labels;
+//! an ONNX version meets a
 //! built-in one in a canary; and every file that does not fit is refused with its reason, nothing
 //! registered, the registry unharmed.
 
@@ -25,6 +27,15 @@ fn imported_only(name: &str) -> String {
         .replace("  window: 200\n", "  window: 200\n  performance: {metric: roc_auc, min: 0.6, window: 200}\n");
     assert!(spec.contains("triggers: {on: []}"), "the example's training section changed: update this test");
     spec
+}
+
+/// The numeric features of the example, which a booster's one float input carries.
+const NUMERIC: [&str; 4] = ["tenure_months", "monthly_charges", "support_calls", "age"];
+const ALL: [&str; 6] = ["tenure_months", "monthly_charges", "support_calls", "age", "contract", "payment_method"];
+
+/// [`imported_only`] with the numeric features alone (the data's other columns are ignored).
+fn numeric_only(name: &str) -> String {
+    imported_only(name).lines().filter(|l| !l.contains("type: categorical")).map(|l| format!("{l}\n")).collect()
 }
 
 /// A platform whose services find ONNX Runtime in the test venv.
@@ -72,14 +83,18 @@ fn train(dir: &Path, csv: &Path, model: &str) -> PathBuf {
 /// The largest difference between what `pipeline` serves (REST and gRPC, 1,000 rows in one
 /// request each) and what onnxruntime in Python answers with `model` on the same rows; the REST
 /// answers' labels are then published as delayed ground truth.
-async fn served_against_python(app: &TestApp, dir: &Path, pipeline: &str, model: &Path) -> f64 {
+async fn served_against_python(app: &TestApp, dir: &Path, pipeline: &str, model: &Path, features: &[&str]) -> f64 {
     let rows = sample::customers(1000, 11, Variant::Normal);
     let csv = write(dir, "rows.csv", &sample::csv(1000, 11, Variant::Normal));
     let answers = dir.join("answers.json");
     onnx::python("scripts/onnx-tool.py", &[Path::new("predict"), model, &csv, &answers]);
     let python: Vec<f64> = serde_json::from_slice(&std::fs::read(&answers).expect("answers")).expect("JSON");
     let base = app.stack.url("deployer");
-    let body = client::predict(&base, pipeline, &rows_json(&rows)).await.expect("REST predict");
+    let mut json = rows_json(&rows);
+    for row in json.as_array_mut().expect("rows") {
+        row.as_object_mut().expect("a row").retain(|k, _| features.contains(&k.as_str()));
+    }
+    let body = client::predict(&base, pipeline, &json).await.expect("REST predict");
     let rest: Vec<f64> =
         body["outputs"][0]["data"].as_array().expect("data").iter().map(|v| v.as_f64().unwrap()).collect();
     let ids = body["outputs"].as_array().expect("outputs").iter().find(|o| o["name"] == "prediction_id").expect("ids");
@@ -97,13 +112,29 @@ async fn served_against_python(app: &TestApp, dir: &Path, pipeline: &str, model:
         .publish(&format!("labels-{pipeline}"), &ctx, &labels_event(pipeline, &labels))
         .await
         .expect("labels");
-    let grpc = grpc_predict(&base, pipeline, &rows).await;
-    assert_eq!((rest.len(), grpc.len(), python.len()), (1000, 1000, 1000));
-    rest.iter().chain(&grpc).zip(python.iter().chain(&python)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+    let grpc = grpc_predict(&base, pipeline, &rows, features).await;
+    // MLflow's scoring protocol too: the first rows of the same CSV, ids and labels included.
+    let head: String =
+        std::fs::read_to_string(&csv).expect("rows").lines().take(11).map(|l| format!("{l}\n")).collect();
+    let mlflow = reqwest::Client::new()
+        .post(format!("{base}/invocations?pipeline={pipeline}"))
+        .header("content-type", "text/csv")
+        .body(head)
+        .send()
+        .await
+        .expect("invocations")
+        .json::<serde_json::Value>()
+        .await
+        .expect("JSON");
+    let invocations: Vec<f64> =
+        mlflow["predictions"].as_array().expect("predictions").iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!((rest.len(), grpc.len(), invocations.len(), python.len()), (1000, 1000, 10, 1000));
+    let ours = rest.iter().chain(&grpc).chain(&invocations);
+    ours.zip(python.iter().chain(&python).chain(&python)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
 }
 
 /// The probabilities OIP gRPC answers for `rows`, in one request.
-async fn grpc_predict(base: &str, pipeline: &str, rows: &[sample::Customer]) -> Vec<f64> {
+async fn grpc_predict(base: &str, pipeline: &str, rows: &[sample::Customer], features: &[&str]) -> Vec<f64> {
     use pb::inference::model_infer_request::InferInputTensor;
     use pb::inference::{InferTensorContents, ModelInferRequest};
     let n = rows.len() as i64;
@@ -124,18 +155,16 @@ async fn grpc_predict(base: &str, pipeline: &str, rows: &[sample::Customer]) -> 
         }),
         ..Default::default()
     };
-    let request = ModelInferRequest {
-        model_name: pipeline.into(),
-        inputs: vec![
-            number("tenure_months", &|c| c.tenure_months),
-            number("monthly_charges", &|c| c.monthly_charges),
-            number("support_calls", &|c| c.support_calls),
-            number("age", &|c| c.age.unwrap_or(f64::NAN)),
-            text("contract", &|c| c.contract.to_string()),
-            text("payment_method", &|c| c.payment_method.to_string()),
-        ],
-        ..Default::default()
-    };
+    let inputs = vec![
+        number("tenure_months", &|c| c.tenure_months),
+        number("monthly_charges", &|c| c.monthly_charges),
+        number("support_calls", &|c| c.support_calls),
+        number("age", &|c| c.age.unwrap_or(f64::NAN)),
+        text("contract", &|c| c.contract.to_string()),
+        text("payment_method", &|c| c.payment_method.to_string()),
+    ];
+    let inputs = inputs.into_iter().filter(|i| features.contains(&i.name.as_str())).collect();
+    let request = ModelInferRequest { model_name: pipeline.into(), inputs, ..Default::default() };
     let mut grpc = pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient::connect(base.to_owned())
         .await
         .expect("connecting");
@@ -152,7 +181,7 @@ fn show(app: &TestApp, target: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scikit_learn_exports_are_imported_gated_served_and_answer_as_onnxruntime_does() {
+async fn scikit_learn_and_lightgbm_exports_are_imported_gated_served_and_answer_as_onnxruntime_does() {
     let app = platform().await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let csv_text = sample::csv(2000, 7, Variant::Normal);
@@ -168,16 +197,26 @@ async fn scikit_learn_exports_are_imported_gated_served_and_answer_as_onnxruntim
     }
     app.apply(&imported_only("churn_mlp")).await;
     validated(&app, "churn_mlp", &csv_text).await;
+    // LightGBM through onnxmltools: one float input, so a pipeline of numeric features.
+    let lgbm = dir.path().join("lgbm.onnx");
+    onnx::python("scripts/onnx-tool.py", &[Path::new("lgbm"), &csv, &lgbm]);
+    app.apply(&numeric_only("churn_lgbm")).await;
+    validated(&app, "churn_lgbm", &csv_text).await;
 
     let mlflow_arg = mlflow.to_str().expect("UTF-8");
-    let imports = exports.iter().map(|(p, f)| (*p, f.to_str().expect("UTF-8"))).chain([("churn_mlp", mlflow_arg)]);
+    let lgbm_arg = lgbm.to_str().expect("UTF-8");
+    let imports = exports
+        .iter()
+        .map(|(p, f)| (*p, f.to_str().expect("UTF-8")))
+        .chain([("churn_mlp", mlflow_arg), ("churn_lgbm", lgbm_arg)]);
     for (pipeline, path) in imports {
         let (ok, said) = mlops(&app, &["models", "import", pipeline, path, "--description", "from the notebook"]);
         assert!(ok && said.contains(&format!("as {pipeline}@1")), "{said}");
         let promoted = app.wait_event("model.promoted", T, |s| s.pipeline == pipeline).await;
         assert!(promoted.summary.starts_with("v1 "), "{}", promoted.summary);
         let model = if pipeline == "churn_mlp" { mlflow.join("model.onnx") } else { PathBuf::from(path) };
-        let diff = served_against_python(&app, dir.path(), pipeline, &model).await;
+        let features: &[&str] = if pipeline == "churn_lgbm" { &NUMERIC } else { &ALL };
+        let diff = served_against_python(&app, dir.path(), pipeline, &model, features).await;
         assert!(diff <= 1e-6, "{pipeline}: served answers differ from onnxruntime's by up to {diff}");
 
         let v = show(&app, &format!("{pipeline}@1"));
@@ -189,6 +228,8 @@ async fn scikit_learn_exports_are_imported_gated_served_and_answer_as_onnxruntim
         assert!(lineage["trainer_id"].as_str().unwrap().starts_with("imported by "), "{v}");
         assert!(lineage["code_version"].as_str().unwrap().starts_with("onnx sha256:"), "{v}");
         assert_eq!(lineage["dataset_ids"].as_array().unwrap().len(), 1, "{v}");
+        let (ok, card) = mlops(&app, &["models", "card", &format!("{pipeline}@1")]);
+        assert!(ok && card.contains("onnx sha256:") && card.contains("roc_auc"), "{card}");
     }
 
     // OIP metadata names the engine; every served row was logged for the monitor.
@@ -201,10 +242,10 @@ async fn scikit_learn_exports_are_imported_gated_served_and_answer_as_onnxruntim
     assert_eq!(meta["platform"], "onnxruntime_onnx", "{meta}");
     let logged = wait_until(T, || async {
         let n = app.stored("MLOPS_PREDICTIONS", "mlops.predictions.churn_logreg").await.len();
-        (n >= 2000).then_some(n)
+        (n >= 2010).then_some(n)
     })
     .await;
-    assert_eq!(logged, Some(2000), "1,000 rows over REST and 1,000 over gRPC");
+    assert_eq!(logged, Some(2010), "1,000 rows over REST, 1,000 over gRPC and 10 over /invocations");
     // The monitor watches the imported version as any other: drift windows against the reference
     // profile made at import (features and predictions), and quality on the delayed labels.
     let monitor = app.stack.url("monitor");
@@ -223,9 +264,9 @@ async fn scikit_learn_exports_are_imported_gated_served_and_answer_as_onnxruntim
     // Nothing to retrain: the platform did not train it.
     let (ok, said) = mlops(&app, &["reproduce", "churn_logreg@1"]);
     assert!(!ok && said.contains("was imported"), "{said}");
-    // The same file again is the same version, not a second one.
+    // The same file again is the same version, not a second one, and is not judged again.
     let (ok, said) = mlops(&app, &["models", "import", "churn_logreg", exports[0].1.to_str().unwrap()]);
-    assert!(ok && said.contains("as churn_logreg@1"), "{said}");
+    assert!(ok && said.contains("imported before, on the same data, as churn_logreg@1"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,6 +325,7 @@ async fn files_that_do_not_fit_are_refused_with_the_reason_and_nothing_is_regist
         &imported_only("tiny").replace("deployment:\n", "serving_limits: {max_artifact_bytes: 100}\ndeployment:\n"),
     )
     .await;
+    validated(&app, "tiny", &csv_text).await;
 
     let good = train(dir.path(), &csv, "logreg");
     let bytes = std::fs::read(&good).expect("the model");
@@ -324,6 +366,20 @@ async fn files_that_do_not_fit_are_refused_with_the_reason_and_nothing_is_regist
         assert!(said.contains(reason), "{file}: expected {reason:?} in:\n{said}");
         assert!(!said.contains("panicked"), "{said}");
     }
+    // Other clients, over gRPC: a file named outside the graph's directory, a named one left out.
+    let registry = app.stack.url("registry");
+    let header = || pb::ImportModelHeader { pipeline: "churn".into(), ..Default::default() };
+    let files = |graph: Vec<u8>, external: Vec<(String, Vec<u8>)>| mlops_cli::onnx_import::ModelFiles {
+        file_name: "by-grpc.onnx".into(),
+        graph,
+        external,
+    };
+    let escape = files(bytes.clone(), vec![("../escape.bin".into(), vec![1])]);
+    let e = client::import_model(&registry, header(), escape, None).await.expect_err("refused");
+    assert!(e.to_string().contains("without `..`"), "{e:#}");
+    let weightless = files(std::fs::read(mlflow.join("model.onnx")).expect("the graph"), vec![]);
+    let e = client::import_model(&registry, header(), weightless, None).await.expect_err("refused");
+    assert!(e.to_string().contains("`model.onnx.data`, which the import did not include"), "{e:#}");
     for pipeline in ["churn", "empty", "tiny"] {
         let versions = client::models(&app.stack.url("registry"), pipeline).await.expect("the registry answers");
         assert!(versions.is_empty(), "{pipeline}: {versions:?}");

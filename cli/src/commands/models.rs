@@ -170,7 +170,15 @@ pub(crate) async fn run(
                 description,
                 imported_by: by,
             };
-            let v = client::import_model(registry, header, files, token).await?;
+            let answer = client::import_model(registry, header, files, token).await?;
+            let v = answer.version.unwrap_or_default();
+            if answer.already_registered {
+                println!(
+                    "{file_name} was imported before, on the same data, as {}@{}: nothing new to judge",
+                    v.pipeline, v.version
+                );
+                return Ok(());
+            }
             let metrics = v.holdout_metrics.unwrap_or_default();
             let headline = mlops_shared::scoring::headline(|k| metrics.values.get(k).copied())
                 .map(|(name, value)| format!(", holdout {name} {value:.4} on {} rows", metrics.rows))

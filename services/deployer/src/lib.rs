@@ -29,7 +29,6 @@ use mlops_shared::bus::{Bus, ConsumerSpec, MODELS_BUCKET};
 use mlops_shared::config::{NatsArgs, RegistryArgs};
 use mlops_shared::http::Readiness;
 use mlops_shared::ids::Sha256;
-use mlops_shared::model::Stored;
 use mlops_shared::objects::{ObjectError, Objects};
 use mlops_shared::service::Service;
 use mlops_shared::spec::SpecStore;
@@ -92,9 +91,11 @@ pub struct Deployer {
 
 /// Runs the deployer until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before anything connects: a named ONNX Runtime that does not load stops the start.
+    let onnx = mlops_onnx::Engine::from_env()?;
     let mut service = Service::start("deployer", &config.nats, &config.tls, &shutdown).await?;
     let (log, log_rx) = PredictionLog::new(config.log_queue.max(1));
-    let d = Arc::new(Deployer::open(&config, service.bus.clone(), log).await?);
+    let d = Arc::new(Deployer::open(&config, service.bus.clone(), log, onnx).await?);
     service.spawn(serving::publish_logs(service.bus.clone(), log_rx, service.shutdown()));
     let (labelled, token) = (d.clone(), service.shutdown());
     service.spawn(async move {
@@ -152,7 +153,7 @@ fn routes(d: &Arc<Deployer>, limit: usize) -> axum::Router {
 
 impl Deployer {
     /// Opens the buckets and the registry channel the deployer works with.
-    async fn open(config: &Config, bus: Bus, log: PredictionLog) -> anyhow::Result<Self> {
+    async fn open(config: &Config, bus: Bus, log: PredictionLog, onnx: mlops_onnx::Engine) -> anyhow::Result<Self> {
         let channel = mlops_shared::tls::endpoint(&config.registry.registry_url, config.tls.tls_ca.as_deref())
             .with_context(|| format!("registry url {:?}", config.registry.registry_url))?
             .connect_lazy();
@@ -161,7 +162,7 @@ impl Deployer {
             readiness: Readiness::default(),
             log,
             artifacts: bus.objects(MODELS_BUCKET).await?,
-            onnx: mlops_onnx::Engine::from_env()?,
+            onnx,
             specs: SpecStore::open(&bus).await?,
             registry: RegistryClient::new(channel),
             deployments: bus.kv(mlops_shared::bus::DEPLOYMENTS_KV).await?,
@@ -190,13 +191,10 @@ impl Deployer {
         })?;
         // Off the runtime: a large model parses, and a graph is optimised, for a while.
         let (engine, checked) = (self.onnx.clone(), sha.clone());
-        let artifact = tokio::task::spawn_blocking(move || {
-            let stored = Stored::from_verified_bytes(&bytes, &checked).map_err(|e| e.to_string())?;
-            engine.load(stored).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| bad(format!("loading it failed: {e}")))?
-        .map_err(bad)?;
+        let artifact = tokio::task::spawn_blocking(move || engine.load_verified(&bytes, &checked))
+            .await
+            .map_err(|e| bad(format!("loading it failed: {e}")))?
+            .map_err(bad)?;
         let spec = self.specs.get(pipeline).await.map_err(DeployerError::store)?;
         Ok(Served {
             pipeline: pipeline.into(),

@@ -20,7 +20,7 @@ use crate::error::EvaluatorError;
 use mlops_shared::config::{NatsArgs, RegistryArgs};
 use mlops_shared::events::Envelope;
 use mlops_shared::ids::Sha256;
-use mlops_shared::model::{Model, Stored};
+use mlops_shared::model::Model;
 use mlops_shared::objects::Objects;
 use mlops_shared::runs::Runs;
 use mlops_shared::service::Service;
@@ -67,8 +67,10 @@ pub struct Evaluator {
 
 /// Runs the evaluator until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before anything connects: a named ONNX Runtime that does not load stops the start.
+    let onnx = mlops_onnx::Engine::from_env()?;
     let mut service = Service::start("evaluator", &config.nats, &config.tls, &shutdown).await?;
-    let ev = Evaluator::open(&service.bus, &config.registry.registry_url, config.tls.tls_ca.as_deref()).await?;
+    let ev = Evaluator::open(&service.bus, &config.registry.registry_url, config.tls.tls_ca.as_deref(), onnx).await?;
     let (schedules, token) = (ev.clone(), service.shutdown());
     service.spawn(async move {
         schedules.run_staleness_schedules(token).await;
@@ -99,7 +101,12 @@ async fn lookup(
 impl Evaluator {
     /// Opens the buckets and stores, and a lazy connection to the registry at `registry_url`
     /// (trusting the CA file `ca` when it is `https://`).
-    pub async fn open(bus: &Bus, registry_url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Arc<Self>> {
+    pub async fn open(
+        bus: &Bus,
+        registry_url: &str,
+        ca: Option<&std::path::Path>,
+        onnx: mlops_onnx::Engine,
+    ) -> anyhow::Result<Arc<Self>> {
         let channel = mlops_shared::tls::endpoint(registry_url, ca)
             .with_context(|| format!("registry url {registry_url:?}"))?
             .connect_lazy();
@@ -110,7 +117,7 @@ impl Evaluator {
             registry: RegistryClient::new(channel),
             runs: Runs::open(bus).await?,
             slots: mlops_shared::schedule::Slots::open(bus).await?,
-            onnx: mlops_onnx::Engine::from_env()?,
+            onnx,
             bus: bus.clone(),
         }))
     }
@@ -131,12 +138,7 @@ impl Evaluator {
         let sha = Sha256::parse(sha.to_owned()).map_err(|e| EvaluatorError::BadArtifact(e.to_string()))?;
         let bytes = self.models.get_verified(&sha).await?;
         let engine = self.onnx.clone();
-        off_runtime(move || {
-            let bad = |e: &dyn std::fmt::Display| EvaluatorError::BadArtifact(e.to_string());
-            let stored = Stored::from_verified_bytes(&bytes, &sha).map_err(|e| bad(&e))?;
-            engine.load(stored).map_err(|e| bad(&e))
-        })
-        .await
+        off_runtime(move || engine.load_verified(&bytes, &sha).map_err(EvaluatorError::BadArtifact)).await
     }
 
     /// Judges a newly registered version and publishes `model.evaluated`. The inputs are fetched

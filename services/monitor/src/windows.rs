@@ -214,9 +214,9 @@ impl PipelineTask {
             }
         };
         let verified = sha.clone();
-        let stored =
-            off_runtime(move || Ok::<_, MonitorError>(Stored::from_verified_bytes(&bytes, &verified)?)).await?;
-        let references = Arc::new(References::from_profile(&stored.manifest().reference));
+        let manifest =
+            off_runtime(move || Ok::<_, MonitorError>(Stored::verified_manifest(&bytes, &verified)?)).await?;
+        let references = Arc::new(References::from_profile(&manifest.reference));
         let window = Window::new(&references);
         Ok(Open { sha: p.artifact_sha256.clone(), version: p.version, references, spec, window })
     }

@@ -49,6 +49,8 @@ impl mlops_shared::service::ServiceConfig for Config {
 
 /// Runs the registry until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before anything connects: a named ONNX Runtime that does not load stops the start.
+    let onnx = mlops_onnx::Engine::from_env()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store = Arc::new(Store::open(&config.data_dir.join("registry.redb")).context("opening registry database")?);
     let mut service = Service::start("registry", &config.nats, &config.tls, &shutdown).await?;
@@ -78,7 +80,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let evaluated = ConsumerSpec::events::<pb::ModelEvaluated>("registry-evaluated");
     service.consume(evaluated, events, |r, e| async move { on_evaluated(&r.store, e).await });
     let importer = import::Importer {
-        engine: mlops_onnx::Engine::from_env()?,
+        engine: onnx,
         specs: specs.clone(),
         datasets: bus.objects(DATASETS_BUCKET).await?,
         models: bus.objects(MODELS_BUCKET).await?,
@@ -98,33 +100,42 @@ struct Events {
 /// Numbers a trained model as the next version of its pipeline (once: a redelivery finds the
 /// version it made), then publishes `model.registered`, which the evaluator judges from.
 async fn on_trained(store: &Arc<Store>, bus: &Bus, e: Envelope<pb::ModelTrained>) -> Result<(), HandlerError> {
-    register(store, bus, &e.follow(), e.payload, &e.id, String::new()).await.map(drop)
+    let (r, _) = record_version(store, e.payload.clone(), &e.id, String::new()).await?;
+    // Announced even when the version was there: a crash between recording and announcing
+    // redelivers `model.trained`, and the announcement's id deduplicates it.
+    announce(bus, &e.follow(), &r, e.payload).await
 }
 
-/// Numbers the model `trained` announces (once: the same artifact again finds its version),
-/// then publishes `model.registered`.
-async fn register(
+/// Numbers the model `trained` announces, once: the same artifact again finds its version.
+/// Whether the version is new, beside it.
+async fn record_version(
     store: &Arc<Store>,
-    bus: &Bus,
-    ctx: &EventContext,
     trained: pb::ModelTrained,
     cause: &str,
     description: String,
-) -> Result<ModelRecord, HandlerError> {
-    let record = ModelRecord { description, ..model_record(trained.clone()) };
+) -> Result<(ModelRecord, bool), HandlerError> {
+    let record = ModelRecord { description, ..model_record(trained) };
     let cause = cause.to_owned();
     let (r, new) = commit(store, move |s| s.register(record, &cause)).await?;
     info!(pipeline = %r.pipeline, version = r.version, new, "model version registered");
+    Ok((r, new))
+}
+
+/// Publishes `model.registered` for the durable version `r`, which the evaluator judges from.
+async fn announce(
+    bus: &Bus,
+    ctx: &EventContext,
+    r: &ModelRecord,
+    trained: pb::ModelTrained,
+) -> Result<(), HandlerError> {
     let event = pb::ModelRegistered {
         pipeline: r.pipeline.clone(),
         version: r.version,
         artifact_sha256: r.artifact_sha256.clone(),
         trained: Some(trained),
     };
-    // Published after the version is durable, so a crash in between redelivers `model.trained`,
-    // which finds the version and publishes this again (deduplicated by its id).
     bus.publish(&format!("registered-{}-{}", r.pipeline, r.version), ctx, &event).await?;
-    Ok(r)
+    Ok(())
 }
 
 /// The record of a new version from the event that announced its artifact (numbered on commit).
@@ -502,10 +513,10 @@ impl pb::registry_server::Registry for RegistryApi {
     async fn import_model(
         &self,
         req: Request<tonic::Streaming<pb::ImportModelRequest>>,
-    ) -> Result<Response<pb::ModelVersion>, Status> {
+    ) -> Result<Response<pb::ImportModelResponse>, Status> {
         self.admin.authorize(req.metadata(), "ImportModel")?;
-        let record = self.importer.import(&self.store, &self.bus, req.into_inner()).await?;
-        Ok(Response::new(self.to_proto(record)?))
+        let (record, new) = self.importer.import(&self.store, &self.bus, req.into_inner()).await?;
+        Ok(Response::new(pb::ImportModelResponse { version: Some(self.to_proto(record)?), already_registered: !new }))
     }
 
     async fn set_alias(&self, req: Request<pb::SetAliasRequest>) -> Result<Response<pb::ModelVersion>, Status> {

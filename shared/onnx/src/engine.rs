@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mlops_shared::ids::Sha256;
 use mlops_shared::model::{Manifest, Model, ModelError, OnnxArtifact, Prediction, Stored};
 use mlops_shared::table::Value;
 
 use crate::contract::ContractError;
-use crate::model::OnnxModel;
+use crate::model::{OnnxModel, PredictError};
 use crate::runtime::{LIBRARY_ENV, Runtime, RuntimeError};
 
 /// `ort`'s own name for the library's path, read when [`LIBRARY_ENV`] is not set.
@@ -61,9 +62,16 @@ impl Engine {
             Stored::Builtin(artifact) => Ok(Arc::new(artifact)),
             Stored::Onnx(onnx) => {
                 let runtime = self.runtime.clone().map_err(LoadError::NoRuntime)?;
-                Ok(Arc::new(Imported::load(runtime, onnx)?))
+                Ok(Arc::new(Imported::load(runtime, &onnx)?))
             }
         }
+    }
+
+    /// Checks `bytes` against `sha` and makes the model they hold ready to answer: what a
+    /// service does with an artifact before it judges or serves it.
+    pub fn load_verified(&self, bytes: &[u8], sha: &Sha256) -> Result<Arc<dyn Model>, String> {
+        let stored = Stored::from_verified_bytes(bytes, sha).map_err(|e| e.to_string())?;
+        self.load(stored).map_err(|e| e.to_string())
     }
 }
 
@@ -83,10 +91,10 @@ pub struct Imported {
 
 impl Imported {
     /// Loads `onnx`'s graph, checked against the features and task of its manifest.
-    pub fn load(runtime: &Runtime, onnx: OnnxArtifact) -> Result<Self, ContractError> {
+    pub fn load(runtime: &Runtime, onnx: &OnnxArtifact) -> Result<Self, ContractError> {
         let m = &onnx.manifest;
         let model = OnnxModel::load_with(runtime, &onnx.graph, &onnx.external, &m.features, m.target.task)?;
-        Ok(Self { manifest: onnx.manifest, model })
+        Ok(Self { manifest: onnx.manifest.clone(), model })
     }
 }
 
@@ -97,7 +105,10 @@ impl Model for Imported {
 
     fn predict_rows(&self, rows: &[Vec<Value>]) -> Result<Vec<Prediction>, ModelError> {
         let task = self.manifest.target.task;
-        let scores = self.model.predict(rows).map_err(|e| ModelError(e.to_string()))?;
+        let scores = self.model.predict(rows).map_err(|e| match e {
+            PredictError::Input { .. } => ModelError::BadInput(e.to_string()),
+            PredictError::Runtime(_) => ModelError::Engine(e.to_string()),
+        })?;
         Ok(scores.into_iter().map(|s| Prediction::of(task, s)).collect())
     }
 

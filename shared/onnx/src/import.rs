@@ -15,7 +15,7 @@ use crate::contract::ContractError;
 use crate::engine::Imported;
 use crate::runtime::Runtime;
 
-/// Rows the model must answer at import, taken evenly from the data.
+/// Rows the model must answer at import, taken evenly from the data (its holdout rows too).
 pub const SAMPLE_ROWS: usize = 1000;
 
 /// The algorithm name of imported ONNX models (`mlops models show`, OIP `platform`).
@@ -62,9 +62,12 @@ pub fn import(
         graph: graph.bytes,
         external: graph.external,
     };
-    let model = Imported::load(runtime, onnx.clone())?;
-    check_sample(&model, data)?;
-    let scores = (&model as &dyn Model).predict_frame(&holdout).map_err(|e| ContractError::Sample(e.0))?;
+    let model = Imported::load(runtime, &onnx)?;
+    let step = data.rows.div_ceil(SAMPLE_ROWS).max(1);
+    let sample: Vec<usize> = (0..data.rows).step_by(step).collect();
+    check_answers(&model, &data.take(&sample), &sample)?;
+    let scores = check_answers(&model, &holdout, &holdout_idx)?;
+    drop(model);
     let labels = holdout.target.as_deref().unwrap_or_default();
     let m = &mut onnx.manifest;
     m.metrics = mlops_shared::scoring::for_task(spec.target.task, labels, &scores)
@@ -76,22 +79,19 @@ pub fn import(
     Ok(onnx)
 }
 
-/// The model answers up to [`SAMPLE_ROWS`] rows spread over `data` without error, each answer
-/// finite (and a probability, for a classifier).
-fn check_sample(model: &Imported, data: &Frame) -> Result<(), ContractError> {
-    if data.rows == 0 {
+/// The model's answers for `rows` (data rows `at`), each finite and, for a classifier, a
+/// probability: any other answer refuses the model, naming the row.
+fn check_answers(model: &Imported, rows: &Frame, at: &[usize]) -> Result<Vec<f64>, ContractError> {
+    if rows.rows == 0 {
         return Err(ContractError::Sample("the data to check the model on has no rows".into()));
     }
-    let step = data.rows.div_ceil(SAMPLE_ROWS);
-    let at: Vec<usize> = (0..data.rows).step_by(step).collect();
-    let rows: Vec<_> = at.iter().map(|&i| data.row(i)).collect();
-    let answers = model.predict_rows(&rows).map_err(|e| ContractError::Sample(e.0))?;
+    let scores = (model as &dyn Model).predict_frame(rows).map_err(|e| ContractError::Sample(e.to_string()))?;
     let classifier = model.manifest().target.task == Task::BinaryClassification;
-    for (p, row) in answers.iter().zip(&at) {
-        if !p.score.is_finite() || (classifier && !(0.0..=1.0).contains(&p.score)) {
+    for (score, row) in scores.iter().zip(at) {
+        if !score.is_finite() || (classifier && !(0.0..=1.0).contains(score)) {
             let what = if classifier { "a probability" } else { "a finite value" };
-            return Err(ContractError::Sample(format!("the answer for data row {row} is {}, not {what}", p.score)));
+            return Err(ContractError::Sample(format!("the answer for data row {row} is {score}, not {what}")));
         }
     }
-    Ok(())
+    Ok(scores)
 }

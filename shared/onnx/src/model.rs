@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+use mlops_shared::model::onnx_graph::{GRAPH_FILE, check_external_name};
 use mlops_shared::spec::{FeatureSpec, Task};
 use mlops_shared::table::Value;
 use ort::session::builder::GraphOptimizationLevel;
@@ -58,10 +59,12 @@ impl OnnxModel {
             // The runtime resolves external tensors (shape inference included) from files beside
             // the graph: lay them out so in a directory of their own, read while the session is made.
             let dir = tempfile::tempdir().map_err(|e| unreadable(&format!("a directory for its files: {e}")))?;
-            let graph = dir.path().join("model.onnx");
-            for (name, contents) in
-                std::iter::once(("model.onnx", bytes)).chain(external.iter().map(|(n, c)| (n.as_str(), &c[..])))
-            {
+            let graph = dir.path().join(GRAPH_FILE);
+            for (name, _) in external {
+                check_external_name(name).map_err(ContractError::Unreadable)?;
+            }
+            let files = external.iter().map(|(n, c)| (n.as_str(), &c[..]));
+            for (name, contents) in std::iter::once((GRAPH_FILE, bytes)).chain(files) {
                 let path = dir.path().join(name);
                 let written = path
                     .parent()

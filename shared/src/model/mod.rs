@@ -154,10 +154,16 @@ pub trait Model: Send + Sync {
     }
 }
 
-/// Why a model gave no answer (an imported graph's engine failed on the rows).
+/// Why a model gave no answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("the model could not answer: {0}")]
-pub struct ModelError(pub String);
+pub enum ModelError {
+    /// A value the model cannot take (an imported graph's engine refuses it): the caller's fault.
+    #[error("{0}")]
+    BadInput(String),
+    /// The engine failed on values it should take.
+    #[error("the model could not answer: {0}")]
+    Engine(String),
+}
 
 impl dyn Model {
     /// The score of every row of `frame`, in batches.

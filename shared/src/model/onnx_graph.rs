@@ -1,15 +1,27 @@
 //! What an ONNX file says about the files beside it: the external weight files its tensors are
 //! stored in (ONNX's `external_data`, as exporters write models over 2 GB, and as MLflow's
-//! `onnx` flavor saves them). Read with just the fields that lead to a tensor's location; every
-//! other field of the file is skipped.
+//! `onnx` flavor saves them). Read with just the fields that lead to a tensor's location — in
+//! the graph, its sparse initializers, node attributes and their subgraphs, and local functions;
+//! every other field of the file is skipped.
 
 use std::collections::BTreeSet;
 
-/// `ModelProto`: the graph.
+/// The file name an imported graph is stored and loaded under; no external file may take it.
+pub const GRAPH_FILE: &str = "model.onnx";
+
+/// `ModelProto`: the graph, and local functions (whose nodes may hold tensors).
 #[derive(Clone, PartialEq, prost::Message)]
 struct ModelProto {
     #[prost(message, optional, tag = "7")]
     graph: Option<GraphProto>,
+    #[prost(message, repeated, tag = "25")]
+    functions: Vec<FunctionProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct FunctionProto {
+    #[prost(message, repeated, tag = "7")]
+    node: Vec<NodeProto>,
 }
 
 /// `GraphProto`: nodes (whose attributes may hold tensors and subgraphs) and initializers.
@@ -19,6 +31,17 @@ struct GraphProto {
     node: Vec<NodeProto>,
     #[prost(message, repeated, tag = "5")]
     initializer: Vec<TensorProto>,
+    #[prost(message, repeated, tag = "15")]
+    sparse_initializer: Vec<SparseTensorProto>,
+}
+
+/// A sparse tensor: its values and indices are tensors.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SparseTensorProto {
+    #[prost(message, optional, tag = "1")]
+    values: Option<TensorProto>,
+    #[prost(message, optional, tag = "2")]
+    indices: Option<TensorProto>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -37,6 +60,10 @@ struct AttributeProto {
     tensors: Vec<TensorProto>,
     #[prost(message, repeated, tag = "11")]
     graphs: Vec<GraphProto>,
+    #[prost(message, optional, tag = "22")]
+    sparse_tensor: Option<SparseTensorProto>,
+    #[prost(message, repeated, tag = "23")]
+    sparse_tensors: Vec<SparseTensorProto>,
 }
 
 /// `TensorProto`: where its data is.
@@ -65,17 +92,53 @@ pub fn external_files(graph: &[u8]) -> Result<Vec<String>, String> {
     if let Some(g) = &model.graph {
         collect_graph(g, &mut files);
     }
+    collect_nodes(model.functions.iter().flat_map(|f| &f.node), &mut files);
     Ok(files.into_iter().collect())
 }
 
-fn collect_graph(g: &GraphProto, files: &mut BTreeSet<String>) {
-    for t in &g.initializer {
-        collect_tensor(t, files);
+/// Refuses an external file name that is not a plain relative path (no `..`, not absolute),
+/// or that is the graph's own: such a file could land outside the directory it is laid out in.
+pub fn check_external_name(name: &str) -> Result<(), String> {
+    let Some(parts) = plain_relative(name) else {
+        return Err(format!("external file {name:?}: name it by a relative path without `..`"));
+    };
+    if parts == [GRAPH_FILE] {
+        return Err(format!("external file {name:?}: that is the graph's own name"));
     }
-    for a in g.node.iter().flat_map(|n| &n.attribute) {
+    Ok(())
+}
+
+/// The parts of `path` when it is a plain relative path (`./` allowed, no `..`, not absolute,
+/// not empty): a file inside whatever directory it is taken from.
+pub fn plain_relative(path: &str) -> Option<Vec<&str>> {
+    use std::path::{Component, Path};
+    let mut parts = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::CurDir => {}
+            Component::Normal(p) => parts.push(p.to_str()?),
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then_some(parts)
+}
+
+fn collect_graph(g: &GraphProto, files: &mut BTreeSet<String>) {
+    g.initializer.iter().for_each(|t| collect_tensor(t, files));
+    g.sparse_initializer.iter().for_each(|s| collect_sparse(s, files));
+    collect_nodes(&g.node, files);
+}
+
+fn collect_nodes<'a>(nodes: impl IntoIterator<Item = &'a NodeProto>, files: &mut BTreeSet<String>) {
+    for a in nodes.into_iter().flat_map(|n| &n.attribute) {
         a.t.iter().chain(&a.tensors).for_each(|t| collect_tensor(t, files));
+        a.sparse_tensor.iter().chain(&a.sparse_tensors).for_each(|s| collect_sparse(s, files));
         a.g.iter().map(|g| &**g).chain(&a.graphs).for_each(|g| collect_graph(g, files));
     }
+}
+
+fn collect_sparse(s: &SparseTensorProto, files: &mut BTreeSet<String>) {
+    s.values.iter().chain(&s.indices).for_each(|t| collect_tensor(t, files));
 }
 
 fn collect_tensor(t: &TensorProto, files: &mut BTreeSet<String>) {
@@ -100,20 +163,36 @@ mod tests {
             data_location: 1,
         };
         let inline = TensorProto { external_data: vec![], data_location: 0 };
-        let sub = GraphProto { node: vec![], initializer: vec![external("sub.bin")] };
-        let graph = GraphProto {
-            node: vec![NodeProto {
-                attribute: vec![AttributeProto {
-                    t: Some(external("attr.bin")),
-                    g: Some(Box::new(sub)),
-                    tensors: vec![],
-                    graphs: vec![],
-                }],
-            }],
-            initializer: vec![external("w.bin"), external("w.bin"), inline],
+        let sparse = |file: &str| SparseTensorProto { values: Some(external(file)), indices: None };
+        let sub = GraphProto { node: vec![], initializer: vec![external("sub.bin")], sparse_initializer: vec![] };
+        let attribute = AttributeProto {
+            t: Some(external("attr.bin")),
+            g: Some(Box::new(sub)),
+            tensors: vec![],
+            graphs: vec![],
+            sparse_tensor: Some(sparse("attr-sparse.bin")),
+            sparse_tensors: vec![],
         };
-        let bytes = ModelProto { graph: Some(graph) }.encode_to_vec();
-        assert_eq!(external_files(&bytes).unwrap(), ["attr.bin", "sub.bin", "w.bin"]);
+        let graph = GraphProto {
+            node: vec![NodeProto { attribute: vec![attribute.clone()] }],
+            initializer: vec![external("w.bin"), external("w.bin"), inline],
+            sparse_initializer: vec![sparse("sparse.bin")],
+        };
+        let function_attribute = AttributeProto { t: Some(external("function.bin")), g: None, ..attribute };
+        let functions = vec![FunctionProto { node: vec![NodeProto { attribute: vec![function_attribute] }] }];
+        let bytes = ModelProto { graph: Some(graph), functions }.encode_to_vec();
+        let expected = ["attr-sparse.bin", "attr.bin", "function.bin", "sparse.bin", "sub.bin", "w.bin"];
+        assert_eq!(external_files(&bytes).unwrap(), expected);
         assert!(external_files(b"\xff\xff\xff not onnx").unwrap_err().contains("not an ONNX model"));
+    }
+
+    #[test]
+    fn only_plain_relative_names_other_than_the_graph_s_are_external_files() {
+        for good in ["w.bin", "weights/part-1.bin", "./w.bin"] {
+            assert_eq!(check_external_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", ".", "/etc/passwd", "../w.bin", "a/../../w.bin", GRAPH_FILE, "./model.onnx"] {
+            assert!(check_external_name(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -60,14 +60,7 @@ impl OnnxArtifact {
 
     /// Parses bytes already verified (see [`Stored::from_verified_bytes`]).
     fn parse(bytes: &[u8]) -> Result<Self, ArtifactError> {
-        let bad = |m: &str| ArtifactError::Invalid(format!("{ONNX_FORMAT} artifact: {m}"));
-        let rest = bytes.strip_prefix(format!("{ONNX_FORMAT}\n").as_bytes()).ok_or_else(|| bad("no format line"))?;
-        let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| bad("no header line"))?;
-        let header: Header = serde_json::from_slice(&rest[..end]).map_err(|e| bad(&e.to_string()))?;
-        if header.manifest.format != ONNX_FORMAT {
-            return Err(bad(&format!("manifest format {:?}", header.manifest.format)));
-        }
-        let mut body = &rest[end + 1..];
+        let (header, mut body) = Self::header(bytes)?;
         let mut take = |len: u64| -> Result<Vec<u8>, ArtifactError> {
             let len = usize::try_from(len).ok().filter(|&l| l <= body.len()).ok_or_else(|| bad("cut short"))?;
             let (head, tail) = body.split_at(len);
@@ -75,13 +68,35 @@ impl OnnxArtifact {
             Ok(head.to_vec())
         };
         let graph = take(header.graph)?;
-        let external =
-            header.external.into_iter().map(|(name, len)| Ok((name, take(len)?))).collect::<Result<_, _>>()?;
+        let mut external: Vec<(String, Vec<u8>)> = Vec::with_capacity(header.external.len());
+        for (name, len) in header.external {
+            super::onnx_graph::check_external_name(&name).map_err(|e| bad(&e))?;
+            if external.iter().any(|(n, _)| *n == name) {
+                return Err(bad(&format!("external file {name:?} twice")));
+            }
+            external.push((name, take(len)?));
+        }
         if !body.is_empty() {
             return Err(bad("bytes after the last file"));
         }
         Ok(Self { manifest: header.manifest, graph, external })
     }
+
+    /// The header of verified bytes, and the bytes after it, read without copying the files.
+    fn header(bytes: &[u8]) -> Result<(Header, &[u8]), ArtifactError> {
+        let rest = bytes.strip_prefix(format!("{ONNX_FORMAT}\n").as_bytes()).ok_or_else(|| bad("no format line"))?;
+        let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| bad("no header line"))?;
+        let header: Header = serde_json::from_slice(&rest[..end]).map_err(|e| bad(&e.to_string()))?;
+        if header.manifest.format != ONNX_FORMAT {
+            return Err(bad(&format!("manifest format {:?}", header.manifest.format)));
+        }
+        Ok((header, &rest[end + 1..]))
+    }
+}
+
+/// An ONNX artifact that does not read.
+fn bad(m: &str) -> ArtifactError {
+    ArtifactError::Invalid(format!("{ONNX_FORMAT} artifact: {m}"))
 }
 
 /// A verified blob of the `models` bucket.
@@ -100,6 +115,17 @@ impl Stored {
             OnnxArtifact::parse(bytes).map(Self::Onnx)
         } else {
             Artifact::from_verified_bytes(bytes, expected).map(Self::Builtin)
+        }
+    }
+
+    /// Checks `bytes` against `expected` and reads just the manifest: an imported graph and its
+    /// files are not copied (the monitor needs only the reference profile).
+    pub fn verified_manifest(bytes: &[u8], expected: &Sha256) -> Result<Manifest, ArtifactError> {
+        if bytes.starts_with(ONNX_FORMAT.as_bytes()) {
+            verify(bytes, expected)?;
+            OnnxArtifact::header(bytes).map(|(h, _)| h.manifest)
+        } else {
+            Artifact::from_verified_bytes(bytes, expected).map(|a| a.manifest)
         }
     }
 
@@ -141,6 +167,7 @@ mod tests {
         let bytes = a.to_bytes();
         let sha = Sha256::of(&bytes);
         assert_eq!(Stored::from_verified_bytes(&bytes, &sha).unwrap(), Stored::Onnx(a.clone()));
+        assert_eq!(Stored::verified_manifest(&bytes, &sha).unwrap(), a.manifest);
         assert_eq!(a.to_bytes(), bytes, "deterministic");
         let mut tampered = bytes.clone();
         *tampered.last_mut().unwrap() ^= 1;
@@ -151,6 +178,13 @@ mod tests {
         let long = [&bytes[..], b"x"].concat();
         let e = Stored::from_verified_bytes(&long, &Sha256::of(&long)).unwrap_err();
         assert!(e.to_string().contains("after the last file"), "{e}");
+        // Files the loader would lay out beside the graph are refused unless they stay inside.
+        for name in ["../escape.bin", "/etc/cron.d/x", "model.onnx"] {
+            let a = OnnxArtifact { external: vec![(name.into(), vec![1])], ..onnx() };
+            let bytes = a.to_bytes();
+            let e = Stored::from_verified_bytes(&bytes, &Sha256::of(&bytes)).unwrap_err();
+            assert!(e.to_string().contains(name), "{e}");
+        }
     }
 
     #[test]

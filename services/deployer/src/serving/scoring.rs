@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use mlops_shared::model::ModelError;
 use mlops_shared::spec::Task;
 use mlops_shared::table::Value;
 
@@ -29,7 +30,12 @@ pub fn infer(
     let mirrored = picked.shadow.as_ref().map(|_| inputs.clone());
     let laid_out = rows(&*picked.model.artifact, inputs)?;
     let started = std::time::Instant::now();
-    let scored = score(&picked.model, &laid_out, Some(log))?;
+    let scored = score(&picked.model, &laid_out, Some(log)).inspect_err(|_| {
+        // A release's figures count a model that could not answer as an error.
+        if let Some(stats) = &picked.stats {
+            stats.record(started.elapsed(), &[f64::NAN], picked.model.is_classifier());
+        }
+    })?;
     if let Some(stats) = &picked.stats {
         stats.record(started.elapsed(), &scored.scores, picked.model.is_classifier());
     }
@@ -88,10 +94,11 @@ pub fn score(model: &Served, rows: &[Vec<Value>], log: Option<&PredictionLog>) -
         ids: Vec::with_capacity(rows.len()),
         scores_name: outputs(model)[0].0,
     };
-    let predictions = model.artifact.predict_rows(rows).map_err(|e| DeployerError::Inference {
-        pipeline: model.pipeline.clone(),
-        version: model.version,
-        reason: e.0,
+    let predictions = model.artifact.predict_rows(rows).map_err(|e| match e {
+        ModelError::BadInput(m) => DeployerError::BadInput(m),
+        ModelError::Engine(reason) => {
+            DeployerError::Inference { pipeline: model.pipeline.clone(), version: model.version, reason }
+        }
     })?;
     for (row, p) in rows.iter().zip(predictions) {
         let id = uuid::Uuid::new_v4().to_string();
