@@ -19,10 +19,10 @@ fn a_file_that_is_not_the_runtime_is_refused_and_stays_refused() {
     assert!(matches!(Runtime::load(&other), Err(RuntimeError::OtherLibrary { .. })));
 }
 
-/// A service that runs ONNX models and is told to use a library that does not load says so at
+/// A service that runs ONNX models and is told to use a library that is not there says so at
 /// start, naming the setting, and exits 1 before it connects anywhere.
 #[test]
-fn a_service_told_to_use_a_runtime_that_does_not_load_says_so_at_start() {
+fn a_service_told_to_use_a_runtime_that_is_not_there_says_so_at_start() {
     let bin = mlops_cli::stack::StackOptions::beside_current_exe(std::env::temp_dir()).expect("binaries").bin_dir;
     let dir = tempfile::tempdir().expect("a temp dir");
     for service in ["registry", "evaluator", "deployer"] {

@@ -1,7 +1,7 @@
 //! Stored models made ready to answer: a built-in artifact as it is, an imported ONNX graph
 //! through ONNX Runtime, found where a service looks for it at start.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use mlops_shared::ids::Sha256;
@@ -10,7 +10,7 @@ use mlops_shared::table::Value;
 
 use crate::contract::ContractError;
 use crate::model::{OnnxModel, PredictError};
-use crate::runtime::{LIBRARY_ENV, Runtime, RuntimeError};
+use crate::runtime::{LIBRARY_ENV, Runtime, RuntimeError, check_path};
 
 /// `ort`'s own name for the library's path, read when [`LIBRARY_ENV`] is not set.
 pub const ORT_ENV: &str = "ORT_DYLIB_PATH";
@@ -19,10 +19,12 @@ pub const ORT_ENV: &str = "ORT_DYLIB_PATH";
 /// (`target/debug/../onnxruntime/`, and `/usr/local/bin/../onnxruntime/` in the container image).
 pub const DEFAULT_LIBRARY: &str = "../onnxruntime/libonnxruntime.so";
 
-/// The ONNX engine of a service: the runtime when one was found, or why there is none.
+/// The ONNX engine of a service: the library it loads when it first meets an ONNX model, or why
+/// there is none. Loading waits until then: a service that never serves one does not carry the
+/// runtime (tens of MB resident).
 #[derive(Clone)]
 pub struct Engine {
-    runtime: Result<&'static Runtime, RuntimeError>,
+    library: Result<PathBuf, RuntimeError>,
 }
 
 /// Why a stored model cannot answer.
@@ -35,25 +37,23 @@ pub enum LoadError {
 }
 
 impl Engine {
-    /// Loads the library named by [`LIBRARY_ENV`], else by [`ORT_ENV`], else at
-    /// [`DEFAULT_LIBRARY`] when a file is there. A named library that does not load is an error
-    /// (the service says so at start); with none named or installed the service runs without
-    /// ONNX, and refuses ONNX models with the reason.
+    /// The library named by [`LIBRARY_ENV`], else by [`ORT_ENV`], else at [`DEFAULT_LIBRARY`]
+    /// when a file is there. A named path that is not a file is an error (the service says so at
+    /// start); with none named or installed the service runs without ONNX, and refuses ONNX
+    /// models with the reason.
     pub fn from_env() -> Result<Self, RuntimeError> {
         let named = [LIBRARY_ENV, ORT_ENV].iter().find_map(|name| std::env::var_os(name).filter(|p| !p.is_empty()));
         if let Some(path) = named {
-            return Runtime::load(Path::new(&path)).map(|runtime| Self { runtime: Ok(runtime) });
+            let path = PathBuf::from(path);
+            check_path(&path)?;
+            return Ok(Self { library: Ok(path) });
         }
-        let runtime = match default_library() {
-            Some(path) => Runtime::load(&path),
-            None => Err(RuntimeError::NotConfigured),
-        };
-        Ok(Self { runtime })
+        Ok(Self { library: default_library().ok_or(RuntimeError::NotConfigured) })
     }
 
-    /// The runtime, or why there is none.
+    /// The runtime, loaded on the first call (once per process), or why there is none.
     pub fn runtime(&self) -> Result<&'static Runtime, RuntimeError> {
-        self.runtime.clone()
+        self.library.as_ref().map_err(Clone::clone).and_then(|path| Runtime::load(path))
     }
 
     /// Makes a verified stored model ready to answer.
@@ -61,7 +61,7 @@ impl Engine {
         match stored {
             Stored::Builtin(artifact) => Ok(Arc::new(artifact)),
             Stored::Onnx(onnx) => {
-                let runtime = self.runtime.clone().map_err(LoadError::NoRuntime)?;
+                let runtime = self.runtime().map_err(LoadError::NoRuntime)?;
                 Ok(Arc::new(Imported::load(runtime, &onnx)?))
             }
         }

@@ -74,7 +74,7 @@ impl Runtime {
 }
 
 /// Refuses a library path that is not absolute or not an existing file, before `ort` sees it.
-fn check_path(library: &Path) -> Result<(), RuntimeError> {
+pub(crate) fn check_path(library: &Path) -> Result<(), RuntimeError> {
     let bad = |reason: &str| RuntimeError::BadPath { path: library.to_path_buf(), reason: reason.into() };
     if !library.is_absolute() {
         return Err(bad("not an absolute path"));
