@@ -15,8 +15,9 @@ with open(f"{work}/serve.csv", "w") as out:
         p = 1 / (1 + math.exp(-sum(w * v for w, v in zip(weights, x))))
         out.write(",".join(map(str, x)) + f",{int(rng.random() < p)}\n")
 features = "\n".join(f"  - {{name: {n}, type: numeric}}" for n in names)
-# Two specs: every prediction logged to the bus (as production runs), and none (as the peers).
-for suffix, sample in [("", 1.0), ("-nolog", 0.0)]:
+# Three specs: every prediction logged to the bus (as production runs), none (as the peers), and
+# none with no training at all, for the imported ONNX model.
+for suffix, sample, triggers in [("", 1.0, ""), ("-nolog", 0.0, ""), ("-onnx", 0.0, ", triggers: {on: []}")]:
     with open(f"{work}/serve-spec{suffix}.yaml", "w") as out:
         out.write(f"name: bench\nfeatures:\n{features}\ntarget: {{name: label}}\n"
-                  f"training: {{algorithm: logistic_regression}}\ndeployment: {{log_sample: {sample}}}\n")
+                  f"training: {{algorithm: logistic_regression{triggers}}}\ndeployment: {{log_sample: {sample}}}\n")

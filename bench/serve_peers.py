@@ -1,6 +1,7 @@
 """bench-serve peers: the equivalent scikit-learn model (standardisation, then L2 logistic
 regression with C = 1, as ours) fitted on the same CSV, saved for MLflow's `models serve` or for
-MLServer's scikit-learn runtime. Usage: serve_peers.py mlflow|mlserver WORK PORT"""
+MLServer's scikit-learn runtime, or exported to ONNX (skl2onnx, one [N, 6] float input, the
+probabilities as a tensor) for the platform to import. Usage: serve_peers.py mlflow|mlserver|onnx WORK PORT"""
 import json
 import os
 import sys
@@ -22,6 +23,14 @@ if peer == "mlflow":
     path = f"{work}/mlflow-model"
     shutil.rmtree(path, ignore_errors=True)
     mlflow.sklearn.save_model(model, path, input_example=x.head(2))
+elif peer == "onnx":
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onnx = convert_sklearn(model, initial_types=[("x", FloatTensorType([None, x.shape[1]]))],
+                           options={id(model[-1]): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    with open(f"{work}/bench.onnx", "wb") as f:
+        f.write(onnx.SerializeToString())
 else:
     import joblib
 

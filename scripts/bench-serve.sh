@@ -39,6 +39,11 @@ serve ours "$work/serve-spec-nolog.yaml" "$work/serve.csv" "$secs"
 echo "== mlops (OIP REST and gRPC), every prediction logged to JetStream (log_sample 1)"
 serve ours "$work/serve-spec.yaml" "$work/serve.csv" "$secs"
 
+echo "== mlops serving the same scikit-learn pipeline as the peers, exported to ONNX (skl2onnx) and imported; predictions not logged"
+venv_name=venv-onnx . scripts/bench-venv.sh -r scripts/onnx-requirements.txt
+"$venv/bin/python" bench/serve_peers.py onnx "$work" 0
+serve ours "$work/serve-spec-onnx.yaml" "$work/serve.csv" "$secs" "$work/bench.onnx"
+
 echo "== MLflow models serve"
 venv_name=venv-mlflow . scripts/bench-venv.sh mlflow scikit-learn pandas
 "$venv/bin/python" bench/serve_peers.py mlflow "$work" 0

@@ -1,8 +1,10 @@
 //! `just bench-serve`: single-row inference throughput and latency under concurrent load.
 //!
-//!     serve ours SPEC.yaml DATA.csv SECONDS      the platform (release binaries, a private
+//!     serve ours SPEC.yaml DATA.csv SECONDS [MODEL.onnx]
+//!                                                the platform (release binaries, a private
 //!                                                nats-server): OIP REST and OIP gRPC, and the
-//!                                                deployer's resident memory with one model
+//!                                                deployer's resident memory with one model —
+//!                                                its own, or MODEL.onnx imported
 //!     serve mlflow URL SECONDS                   MLflow's `models serve` (POST /invocations)
 //!     serve mlserver URL MODEL SECONDS           MLServer (OIP REST, the same body as ours)
 //!
@@ -138,7 +140,8 @@ fn rss_mb(pid: u32) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["ours", spec, data, secs] => ours(spec, data, secs.parse()?).await,
+        ["ours", spec, data, secs] => ours(spec, data, secs.parse()?, None).await,
+        ["ours", spec, data, secs, model] => ours(spec, data, secs.parse()?, Some(model)).await,
         ["mlflow", url, data, secs] => {
             let (features, rows) = rows(data)?;
             let (client, url, rows) = (http(), format!("{url}/invocations"), Arc::new(rows));
@@ -172,7 +175,29 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn ours(spec: &str, data: &str, secs: u64) -> anyhow::Result<()> {
+/// Imports `model` into the `bench` pipeline once its data is among the validated (the trainer
+/// records it just after the verdict).
+async fn import(stack: &Stack, model: &str) -> anyhow::Result<()> {
+    let header =
+        mlops_proto::ImportModelHeader { pipeline: "bench".into(), file_name: model.into(), ..Default::default() };
+    for _ in 0..300 {
+        let files = mlops_cli::onnx_import::read(std::path::Path::new(model))?;
+        match client::import_model(&stack.url("registry"), header.clone(), files, None).await {
+            Ok(answer) => {
+                let version = answer.version.map_or(0, |v| v.version);
+                println!("{:<14} imported {model} as v{version}", "mlops deployer");
+                return Ok(());
+            }
+            Err(e) if e.to_string().contains("no validated data") => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    anyhow::bail!("the bench data was not validated within 30 s")
+}
+
+async fn ours(spec: &str, data: &str, secs: u64, onnx: Option<&str>) -> anyhow::Result<()> {
     let spec = std::fs::read_to_string(spec)?;
     let dir = tempfile::tempdir()?;
     let mut opts = StackOptions::beside_current_exe(dir.path().to_path_buf())?;
@@ -184,6 +209,9 @@ async fn ours(spec: &str, data: &str, secs: u64) -> anyhow::Result<()> {
     client::apply_pipeline(&stack.url("registry"), &spec).await?;
     let header = mlops_proto::UploadHeader { pipeline: "bench".into(), source: data.into(), ..Default::default() };
     client::upload_file(&stack.url("ingest"), header, std::path::Path::new(data)).await?;
+    if let Some(model) = onnx {
+        import(&stack, model).await?;
+    }
     tokio::time::timeout(Duration::from_secs(300), futures::StreamExt::next(&mut promoted))
         .await
         .context("no promotion within 300 s")?;
