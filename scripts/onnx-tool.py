@@ -8,6 +8,12 @@
                                          file beside the graph
   lgbm ROWS.csv OUT.onnx                 a LightGBM booster on the four numeric churn features,
                                          exported by onnxmltools: one [N, 4] float input
+  mlp ROWS.csv OUT.onnx                  a neural network on three numeric churn features, as
+                                         torch.onnx.export writes nn.Sequential(normalise,
+                                         Linear, ReLU, Linear, Softmax): built with the onnx
+                                         package from weights fitted by scikit-learn (PyTorch's
+                                         wheels are gigabytes); one [N, 3] float input
+(A model with one [N, F] input records its F columns in the metadata property `features`.)
   zipmap ROWS.csv OUT.onnx               examples/onnx/train.py's model exported with the
                                          exporter's default, a ZipMap output
   nan OUT.onnx                           a churn-shaped graph whose probabilities are NaN
@@ -35,7 +41,8 @@ def predict(model, rows, out):
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     inputs = [i.name for i in session.get_inputs()]
     if inputs == ["x"]:
-        feeds = {"x": df[NUMERIC].to_numpy(np.float32)}
+        columns = session.get_modelmeta().custom_metadata_map["features"].split(",")
+        feeds = {"x": df[columns].to_numpy(np.float32)}
     else:
         feeds = {c: df[c].to_numpy(np.float32).reshape(-1, 1) for c in NUMERIC}
         feeds.update({c: df[c].to_numpy(object).reshape(-1, 1) for c in CATEGORICAL})
@@ -86,7 +93,43 @@ def lgbm(rows, out):
     onnx_model = onnxmltools.convert_lightgbm(
         model, initial_types=[("x", FloatTensorType([None, len(NUMERIC)]))], zipmap=False, target_opset=15
     )
+    helper.set_model_props(onnx_model, {"features": ",".join(NUMERIC)})
     onnx.save(onnx_model, out)
+
+
+MLP_FEATURES = ["tenure_months", "monthly_charges", "support_calls"]
+
+
+def mlp(rows, out):
+    from sklearn.neural_network import MLPClassifier
+
+    df = pd.read_csv(rows)
+    x, y = df[MLP_FEATURES].to_numpy(np.float32), df["churned"].astype(int)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    net = MLPClassifier(hidden_layer_sizes=(16,), max_iter=600, random_state=0).fit((x - mean) / scale, y)
+    # scikit-learn's binary output is one logistic unit z; softmax over [0, z] gives the same p.
+    w2 = np.hstack([np.zeros_like(net.coefs_[1]), net.coefs_[1]])
+    b2 = np.hstack([[0.0], net.intercepts_[1]])
+    weights = {"mean": mean, "scale": scale, "w1": net.coefs_[0], "b1": net.intercepts_[0], "w2": w2, "b2": b2}
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "scale"], ["normalised"]),
+        helper.make_node("Gemm", ["normalised", "w1", "b1"], ["hidden"]),
+        helper.make_node("Relu", ["hidden"], ["activated"]),
+        helper.make_node("Gemm", ["activated", "w2", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", len(MLP_FEATURES)])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 2])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"features": ",".join(MLP_FEATURES)})
+    onnx.checker.check_model(model)
+    onnx.save(model, out)
 
 
 def zipmap(rows, out):
@@ -122,4 +165,4 @@ def unknown_op(out):
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"predict": predict, "mlflow": mlflow, "lgbm": lgbm, "zipmap": zipmap, "nan": nan, "unknown-op": unknown_op}[command](*args)
+    {"predict": predict, "mlflow": mlflow, "lgbm": lgbm, "mlp": mlp, "zipmap": zipmap, "nan": nan, "unknown-op": unknown_op}[command](*args)

@@ -1,7 +1,7 @@
 //! ONNX models made elsewhere through the whole platform, as a data team would bring them: a
 //! scikit-learn pipeline trained by `examples/onnx/train.py` (logistic regression, gradient
 //! boosting, an MLP — the last as an MLflow model directory with its weights in an external file)
-//! and a LightGBM booster (onnxmltools) are imported with `mlops models import`, judged by the
+//! a LightGBM booster (onnxmltools) and a neural network as `torch.onnx.export` writes one are imported with `mlops models import`, judged by the
 //! gates, deployed, and answer over OIP REST and gRPC and `/invocations` exactly as `onnxruntime`
 //! in Python does on 1,000 rows; they are logged, drift-watched and judged on delayed labels;
 //! an ONNX version meets a
@@ -31,11 +31,17 @@ fn imported_only(name: &str) -> String {
 
 /// The numeric features of the example, which a booster's one float input carries.
 const NUMERIC: [&str; 4] = ["tenure_months", "monthly_charges", "support_calls", "age"];
+/// Those a network without an imputer takes (`age` may be missing).
+const COMPLETE: [&str; 3] = ["tenure_months", "monthly_charges", "support_calls"];
 const ALL: [&str; 6] = ["tenure_months", "monthly_charges", "support_calls", "age", "contract", "payment_method"];
 
-/// [`imported_only`] with the numeric features alone (the data's other columns are ignored).
-fn numeric_only(name: &str) -> String {
-    imported_only(name).lines().filter(|l| !l.contains("type: categorical")).map(|l| format!("{l}\n")).collect()
+/// [`imported_only`] with `features` alone (the data's other columns are ignored).
+fn only(name: &str, features: &[&str]) -> String {
+    let kept = |line: &&str| match line.trim_start().strip_prefix("- {name: ") {
+        Some(rest) => features.iter().any(|f| rest.starts_with(&format!("{f},"))),
+        None => true,
+    };
+    imported_only(name).lines().filter(kept).map(|l| format!("{l}\n")).collect()
 }
 
 /// A platform whose services find ONNX Runtime in the test venv.
@@ -181,7 +187,7 @@ fn show(app: &TestApp, target: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scikit_learn_and_lightgbm_exports_are_imported_gated_served_and_answer_as_onnxruntime_does() {
+async fn every_supported_export_is_imported_gated_served_and_answers_as_onnxruntime_does() {
     let app = platform().await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let csv_text = sample::csv(2000, 7, Variant::Normal);
@@ -197,25 +203,35 @@ async fn scikit_learn_and_lightgbm_exports_are_imported_gated_served_and_answer_
     }
     app.apply(&imported_only("churn_mlp")).await;
     validated(&app, "churn_mlp", &csv_text).await;
-    // LightGBM through onnxmltools: one float input, so a pipeline of numeric features.
+    // LightGBM through onnxmltools, and a network as PyTorch exports one: one float input each,
+    // so pipelines of numeric features.
     let lgbm = dir.path().join("lgbm.onnx");
     onnx::python("scripts/onnx-tool.py", &[Path::new("lgbm"), &csv, &lgbm]);
-    app.apply(&numeric_only("churn_lgbm")).await;
-    validated(&app, "churn_lgbm", &csv_text).await;
+    let nn = dir.path().join("nn.onnx");
+    onnx::python("scripts/onnx-tool.py", &[Path::new("mlp"), &csv, &nn]);
+    for (pipeline, features) in [("churn_lgbm", &NUMERIC[..]), ("churn_nn", &COMPLETE[..])] {
+        app.apply(&only(pipeline, features)).await;
+        validated(&app, pipeline, &csv_text).await;
+    }
 
     let mlflow_arg = mlflow.to_str().expect("UTF-8");
-    let lgbm_arg = lgbm.to_str().expect("UTF-8");
-    let imports = exports
-        .iter()
-        .map(|(p, f)| (*p, f.to_str().expect("UTF-8")))
-        .chain([("churn_mlp", mlflow_arg), ("churn_lgbm", lgbm_arg)]);
+    let (lgbm_arg, nn_arg) = (lgbm.to_str().expect("UTF-8"), nn.to_str().expect("UTF-8"));
+    let imports = exports.iter().map(|(p, f)| (*p, f.to_str().expect("UTF-8"))).chain([
+        ("churn_mlp", mlflow_arg),
+        ("churn_lgbm", lgbm_arg),
+        ("churn_nn", nn_arg),
+    ]);
     for (pipeline, path) in imports {
         let (ok, said) = mlops(&app, &["models", "import", pipeline, path, "--description", "from the notebook"]);
         assert!(ok && said.contains(&format!("as {pipeline}@1")), "{said}");
         let promoted = app.wait_event("model.promoted", T, |s| s.pipeline == pipeline).await;
         assert!(promoted.summary.starts_with("v1 "), "{}", promoted.summary);
         let model = if pipeline == "churn_mlp" { mlflow.join("model.onnx") } else { PathBuf::from(path) };
-        let features: &[&str] = if pipeline == "churn_lgbm" { &NUMERIC } else { &ALL };
+        let features: &[&str] = match pipeline {
+            "churn_lgbm" => &NUMERIC,
+            "churn_nn" => &COMPLETE,
+            _ => &ALL,
+        };
         let diff = served_against_python(&app, dir.path(), pipeline, &model, features).await;
         assert!(diff <= 1e-6, "{pipeline}: served answers differ from onnxruntime's by up to {diff}");
 

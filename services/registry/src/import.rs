@@ -20,8 +20,8 @@ use tracing::info;
 
 use crate::store::{ModelRecord, Store};
 
-/// The largest import when the pipeline sets no `serving_limits.max_artifact_bytes`: ONNX's own
-/// limit for one protobuf file.
+/// The largest import (the graph and its external files together) when the pipeline sets no
+/// `serving_limits.max_artifact_bytes`: 2 GiB, ONNX's limit for a graph file alone.
 pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
 /// What an import reads and writes besides the registry's store.
