@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use mlops_data::{DatasetError, read_datasets};
 use mlops_shared::model::{
-    Artifact, Candidate, FORMAT, FeatureProfile, Manifest, Parameters, Preprocessor, ReferenceProfile, SearchResult,
-    holdout_split, shuffled,
+    Artifact, Candidate, FORMAT, Manifest, Parameters, Preprocessor, ReferenceProfile, SearchResult, holdout_split,
+    shuffled,
 };
 use mlops_shared::spec::{Algorithm, PipelineSpec, SearchSpec, Task};
 
@@ -103,16 +103,11 @@ pub fn train_with_progress(
     };
     let scores = artifact.predict_frame(&holdout);
     let labels = holdout.target.as_deref().expect("frames are read with their target");
-    artifact.manifest.metrics = finite(mlops_shared::scoring::for_task(task, labels, &scores));
-    // What the model predicts on data it did not train on: the reference for prediction drift.
-    let predicted: Vec<Option<f64>> = scores.iter().map(|&s| Some(s)).collect();
-    artifact.manifest.reference.prediction = Some(FeatureProfile::numeric("prediction", &predicted));
+    // What the model predicts on data it did not train on: its metrics, and the reference for
+    // prediction drift.
+    artifact.manifest.record_holdout(labels, &scores);
     progress(Progress { stage: "done".into(), fraction: 1.0 });
     Ok(Trained { artifact })
-}
-
-fn finite(metrics: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    metrics.into_iter().filter(|(_, v)| v.is_finite()).collect()
 }
 
 /// What is fitted: an algorithm on preprocessed inputs of `width` columns.

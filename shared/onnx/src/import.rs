@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use mlops_shared::model::{
-    FeatureProfile, Manifest, Model, ONNX_FORMAT, OnnxArtifact, ReferenceProfile, holdout_split,
-};
+use mlops_shared::model::{Manifest, Model, ONNX_FORMAT, OnnxArtifact, ReferenceProfile, holdout_split};
 use mlops_shared::spec::{PipelineSpec, Task};
 use mlops_shared::table::Frame;
 
@@ -68,14 +66,7 @@ pub fn import(
     check_answers(&model, &data.take(&sample), &sample)?;
     let scores = check_answers(&model, &holdout, &holdout_idx)?;
     drop(model);
-    let labels = holdout.target.as_deref().unwrap_or_default();
-    let m = &mut onnx.manifest;
-    m.metrics = mlops_shared::scoring::for_task(spec.target.task, labels, &scores)
-        .into_iter()
-        .filter(|(_, v)| v.is_finite())
-        .collect();
-    let predicted: Vec<Option<f64>> = scores.iter().map(|&s| Some(s)).collect();
-    m.reference.prediction = Some(FeatureProfile::numeric("prediction", &predicted));
+    onnx.manifest.record_holdout(holdout.target.as_deref().unwrap_or_default(), &scores);
     Ok(onnx)
 }
 

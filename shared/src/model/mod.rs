@@ -67,6 +67,19 @@ pub struct Manifest {
     pub search: Option<SearchResult>,
 }
 
+impl Manifest {
+    /// Records the model's `scores` on its holdout rows (`labels`): the task's metrics that are
+    /// finite, and the scores' distribution as the reference for prediction drift.
+    pub fn record_holdout(&mut self, labels: &[f64], scores: &[f64]) {
+        self.metrics = crate::scoring::for_task(self.target.task, labels, scores)
+            .into_iter()
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        let predicted: Vec<Option<f64>> = scores.iter().map(|&s| Some(s)).collect();
+        self.reference.prediction = Some(FeatureProfile::numeric("prediction", &predicted));
+    }
+}
+
 /// Fitted model parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
