@@ -175,26 +175,21 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Imports `model` into the `bench` pipeline once its data is among the validated (the trainer
-/// records it just after the verdict).
-async fn import(stack: &Stack, model: &str) -> anyhow::Result<()> {
+/// Imports `model` into the `bench` pipeline once `dataset` is among its validated versions (the
+/// trainer records it just after the verdict).
+async fn import(stack: &Stack, dataset: &str, model: &str) -> anyhow::Result<()> {
+    let bus = mlops_integration_tests::bus_at(&stack.nats_url).await;
+    let runs = mlops_shared::runs::Runs::open(&bus).await?;
+    anyhow::ensure!(
+        runs.wait_for_dataset("bench", dataset, Duration::from_secs(300)).await?,
+        "the bench data was not validated within 300 s"
+    );
     let header =
         mlops_proto::ImportModelHeader { pipeline: "bench".into(), file_name: model.into(), ..Default::default() };
-    for _ in 0..300 {
-        let files = mlops_cli::onnx_import::read(std::path::Path::new(model))?;
-        match client::import_model(&stack.url("registry"), header.clone(), files, None).await {
-            Ok(answer) => {
-                let version = answer.version.map_or(0, |v| v.version);
-                println!("{:<14} imported {model} as v{version}", "mlops deployer");
-                return Ok(());
-            }
-            Err(e) if e.to_string().contains("no validated data") => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    anyhow::bail!("the bench data was not validated within 30 s")
+    let files = mlops_cli::onnx_import::read(std::path::Path::new(model))?;
+    let answer = client::import_model(&stack.url("registry"), header, files, None).await?;
+    println!("{:<14} imported {model} as v{}", "mlops deployer", answer.version.map_or(0, |v| v.version));
+    Ok(())
 }
 
 async fn ours(spec: &str, data: &str, secs: u64, onnx: Option<&str>) -> anyhow::Result<()> {
@@ -208,9 +203,9 @@ async fn ours(spec: &str, data: &str, secs: u64, onnx: Option<&str>) -> anyhow::
     let mut promoted = nats.subscribe("mlops.events.model.promoted.>").await?;
     client::apply_pipeline(&stack.url("registry"), &spec).await?;
     let header = mlops_proto::UploadHeader { pipeline: "bench".into(), source: data.into(), ..Default::default() };
-    client::upload_file(&stack.url("ingest"), header, std::path::Path::new(data)).await?;
+    let dataset = client::upload_file(&stack.url("ingest"), header, std::path::Path::new(data)).await?;
     if let Some(model) = onnx {
-        import(&stack, model).await?;
+        import(&stack, &dataset.dataset_id, model).await?;
     }
     tokio::time::timeout(Duration::from_secs(300), futures::StreamExt::next(&mut promoted))
         .await

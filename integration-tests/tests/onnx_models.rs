@@ -50,6 +50,16 @@ async fn platform() -> TestApp {
     TestApp::start_with(&[("MLOPS_ONNXRUNTIME", library.to_str().expect("UTF-8 path"))]).await
 }
 
+/// A platform, a working directory, and 2,000 rows of churn data drawn with `seed`: the CSV's
+/// text, and the file holding it.
+async fn platform_with_data(seed: u64) -> (TestApp, tempfile::TempDir, String, PathBuf) {
+    let app = platform().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let text = sample::csv(2000, seed, Variant::Normal);
+    let csv = write(dir.path(), "customers.csv", &text);
+    (app, dir, text, csv)
+}
+
 /// Runs the `mlops` binary against the test's platform: (success, stdout and stderr).
 fn mlops(app: &TestApp, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(app.stack.opts.bin_dir.join("mlops"))
@@ -70,13 +80,8 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// Uploads `csv` to `pipeline` and waits until it is among the pipeline's validated datasets.
 async fn validated(app: &TestApp, pipeline: &str, csv: &str) {
     let d = app.upload(pipeline, csv).await;
-    let runs = app.runs().await;
-    let recorded = wait_until(T, || async {
-        let history = runs.history(pipeline).await.ok()?;
-        history.iter().any(|(id, _)| *id == d.dataset_id).then_some(())
-    })
-    .await;
-    assert!(recorded.is_some(), "{} of {pipeline} is not validated within {T:?}", d.dataset_id);
+    let recorded = app.runs().await.wait_for_dataset(pipeline, &d.dataset_id, T).await.expect("the jobs bucket");
+    assert!(recorded, "{} of {pipeline} is not validated within {T:?}", d.dataset_id);
 }
 
 /// `examples/onnx/train.py` on `csv`: the `.onnx` file of `model`.
@@ -188,10 +193,7 @@ fn show(app: &TestApp, target: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supported_export_is_imported_gated_served_and_answers_as_onnxruntime_does() {
-    let app = platform().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let csv_text = sample::csv(2000, 7, Variant::Normal);
-    let csv = write(dir.path(), "customers.csv", &csv_text);
+    let (app, dir, csv_text, csv) = platform_with_data(7).await;
     // One pipeline per export, each with the same validated data.
     let mlflow = dir.path().join("mlp-mlflow");
     onnx::python("scripts/onnx-tool.py", &[Path::new("mlflow"), &train(dir.path(), &csv, "mlp"), &mlflow]);
@@ -287,20 +289,18 @@ async fn every_supported_export_is_imported_gated_served_and_answers_as_onnxrunt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_onnx_version_meets_a_built_in_one_in_a_canary() {
-    let app = platform().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
+    let (app, dir, csv_text, csv) = platform_with_data(81).await;
     let spec = mlops_cli::EXAMPLE_SPEC.replace(
         "  strategy: direct\n",
         "  strategy: canary\n  canary: {percent: 50, duration_secs: 2, min_requests: 200}\n",
     );
     app.apply(&spec).await;
-    let csv_text = sample::csv(2000, 81, Variant::Normal);
     app.upload("churn", &csv_text).await;
     // The built-in trainer's model serves first.
     app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
     assert_eq!(show(&app, "churn@1")["algorithm"], "logistic_regression");
 
-    let model = train(dir.path(), &write(dir.path(), "customers.csv", &csv_text), "logreg");
+    let model = train(dir.path(), &csv, "logreg");
     let (ok, said) = mlops(&app, &["models", "import", "churn", model.to_str().unwrap()]);
     assert!(ok && said.contains("as churn@2"), "{said}");
     let started = app.wait_event("deployment.canary_started", T, |_| true).await;
@@ -329,10 +329,7 @@ async fn an_onnx_version_meets_a_built_in_one_in_a_canary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_that_do_not_fit_are_refused_with_the_reason_and_nothing_is_registered() {
-    let app = platform().await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let csv_text = sample::csv(2000, 5, Variant::Normal);
-    let csv = write(dir.path(), "customers.csv", &csv_text);
+    let (app, dir, csv_text, csv) = platform_with_data(5).await;
     app.apply(&imported_only("churn")).await;
     validated(&app, "churn", &csv_text).await;
     // A pipeline with no data yet, and one whose models may be at most 100 bytes.

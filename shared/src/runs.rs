@@ -163,6 +163,30 @@ impl Runs {
         }
     }
 
+    /// Waits until `pipeline`'s history holds `dataset` — the trainer records a validated
+    /// training version just after its verdict — watching the record rather than polling it;
+    /// whether it did within `timeout`.
+    pub async fn wait_for_dataset(
+        &self,
+        pipeline: &str,
+        dataset: &str,
+        timeout: std::time::Duration,
+    ) -> Result<bool, BusError> {
+        use futures::StreamExt as _;
+        let mut watch = self.kv.watch_with_history(history_key(pipeline)).await.map_err(|e| err(e.to_string()))?;
+        let seen = async {
+            while let Some(entry) = watch.next().await {
+                let entry = entry.map_err(|e| err(e.to_string()))?;
+                let history: History = serde_json::from_slice(&entry.value).unwrap_or_default();
+                if history.iter().any(|(id, _)| id == dataset) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        tokio::time::timeout(timeout, seen).await.unwrap_or(Ok(false))
+    }
+
     /// Every record, newest queued first.
     pub async fn list(&self) -> Result<Vec<Run>, BusError> {
         let mut watch = self.kv.watch_with_history("run.>").await.map_err(|e| err(e.to_string()))?;

@@ -91,7 +91,7 @@ pub struct Deployer {
 
 /// Runs the deployer until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // Before anything connects: a named ONNX Runtime that does not load stops the start.
+    // Before anything connects: an ONNX Runtime named by a path that is not a file stops the start.
     let onnx = mlops_onnx::Engine::from_env()?;
     let mut service = Service::start("deployer", &config.nats, &config.tls, &shutdown).await?;
     let (log, log_rx) = PredictionLog::new(config.log_queue.max(1));

@@ -67,7 +67,7 @@ pub struct Evaluator {
 
 /// Runs the evaluator until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // Before anything connects: a named ONNX Runtime that does not load stops the start.
+    // Before anything connects: an ONNX Runtime named by a path that is not a file stops the start.
     let onnx = mlops_onnx::Engine::from_env()?;
     let mut service = Service::start("evaluator", &config.nats, &config.tls, &shutdown).await?;
     let ev = Evaluator::open(&service.bus, &config.registry.registry_url, config.tls.tls_ca.as_deref(), onnx).await?;

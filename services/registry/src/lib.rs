@@ -49,7 +49,7 @@ impl mlops_shared::service::ServiceConfig for Config {
 
 /// Runs the registry until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // Before anything connects: a named ONNX Runtime that does not load stops the start.
+    // Before anything connects: an ONNX Runtime named by a path that is not a file stops the start.
     let onnx = mlops_onnx::Engine::from_env()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store = Arc::new(Store::open(&config.data_dir.join("registry.redb")).context("opening registry database")?);
