@@ -135,8 +135,25 @@ pub async fn apply_pipeline(at: impl Into<Remote>, yaml: &str) -> anyhow::Result
 
 /// [`apply_pipeline`] carrying `token` as the admin bearer token.
 pub async fn apply_pipeline_as(at: impl Into<Remote>, yaml: &str, token: Option<&str>) -> anyhow::Result<pb::Pipeline> {
-    let mut c = registry(at).await?;
-    let request = mlops_shared::config::with_token(pb::ApplyPipelineRequest { spec_yaml: yaml.to_owned() }, token);
+    apply_pipeline_with_code(at, yaml, None, token).await
+}
+
+/// Applies a YAML pipeline spec with the code bundle its `training.code` names.
+pub async fn apply_pipeline_with_code(
+    at: impl Into<Remote>,
+    yaml: &str,
+    code: Option<crate::code_bundle::CodeUpload>,
+    token: Option<&str>,
+) -> anyhow::Result<pb::Pipeline> {
+    let mut c = registry(at).await?.max_encoding_message_size(usize::MAX);
+    let code = code.unwrap_or_default();
+    let request = pb::ApplyPipelineRequest {
+        spec_yaml: yaml.to_owned(),
+        code_bundle: code.bundle,
+        code_commit: code.commit,
+        code_dirty: code.dirty,
+    };
+    let request = mlops_shared::config::with_token(request, token);
     let r = c.apply_pipeline(request).await.map_err(status("applying pipeline"))?;
     Ok(r.into_inner())
 }

@@ -5,6 +5,7 @@
 
 pub mod card;
 pub mod client;
+pub mod code_bundle;
 pub mod demo;
 pub mod events;
 pub mod model_ref;

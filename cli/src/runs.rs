@@ -65,6 +65,24 @@ pub fn outcome(r: &Run) -> String {
     }
 }
 
+/// One run in full, for `mlops runs show`: its record, then what its program printed.
+pub fn details(r: &Run) -> String {
+    let mut out = format!("{}\n", outcome(r));
+    out +=
+        &format!("pipeline:  {}\nreason:    {}\nstate:     {} ({})\n", r.pipeline, r.reason, r.state.as_str(), r.stage);
+    out += &format!("trainer:   {} (attempt {})\ndatasets:  {}\n", r.trainer, r.attempt, r.dataset_ids.join(", "));
+    if !r.error.is_empty() {
+        out += &format!("error:     {}\n", r.error);
+    }
+    if !r.output.is_empty() {
+        out += &format!("--- output (the last {} bytes) ---\n{}", r.output.len(), r.output);
+        if !r.output.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Follows runs of `pipeline` (all when `None`) with a progress bar each, until Ctrl-C; with
 /// `job`, until that run ends, returning it. Progress comes from core NATS; the records are read
 /// again every few seconds, so a missed message only delays the bar.

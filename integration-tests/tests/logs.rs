@@ -19,8 +19,10 @@ async fn json_logs_are_one_object_a_line_with_the_trace_id_and_no_log_file_has_c
 
     // A caller's trace, as another service or a traced client sends it.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut request =
-        tonic::Request::new(mlops_proto::ApplyPipelineRequest { spec_yaml: mlops_cli::EXAMPLE_SPEC.to_owned() });
+    let mut request = tonic::Request::new(mlops_proto::ApplyPipelineRequest {
+        spec_yaml: mlops_cli::EXAMPLE_SPEC.to_owned(),
+        ..Default::default()
+    });
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01").parse().expect("valid metadata");
     request.metadata_mut().insert("traceparent", traceparent);
     let mut registry = client::registry(app.stack.remote("registry")).await.expect("the registry");

@@ -21,6 +21,8 @@ pub const PREDICTIONS_STREAM: &str = "MLOPS_PREDICTIONS";
 pub const DLQ_STREAM: &str = "MLOPS_DLQ";
 pub const DATASETS_BUCKET: &str = "datasets";
 pub const MODELS_BUCKET: &str = "models";
+/// Code bundles of training programs (`mlops_shared::bundle`), by sha256.
+pub const CODE_BUCKET: &str = "code";
 pub const PIPELINES_KV: &str = "pipelines";
 pub const JOBS_KV: &str = "jobs";
 pub const PROFILES_KV: &str = "profiles";
@@ -178,7 +180,7 @@ impl Bus {
                     .with_context(|| format!("updating stream {name}"))?;
             }
         }
-        for bucket in [DATASETS_BUCKET, MODELS_BUCKET] {
+        for bucket in [DATASETS_BUCKET, MODELS_BUCKET, CODE_BUCKET] {
             if self.js.get_object_store(bucket).await.is_err() {
                 let config =
                     object_store::Config { bucket: bucket.into(), num_replicas: replicas, ..Default::default() };

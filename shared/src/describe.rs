@@ -22,6 +22,7 @@ pub enum Decoded {
     Validated(pb::DataValidated),
     Rejected(pb::DataRejected),
     Trained(pb::ModelTrained),
+    TrainingFailed(pb::TrainingFailed),
     Registered(pb::ModelRegistered),
     Evaluated(pb::ModelEvaluated),
     Promoted(pb::ModelPromoted),
@@ -52,6 +53,9 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
             format!("dataset {} rejected: {}", short(&e.dataset_id), e.reason)
         }),
         "model.trained" => described(payload, Decoded::Trained, trained),
+        "model.training_failed" => described(payload, Decoded::TrainingFailed, |e: &pb::TrainingFailed| {
+            format!("job {} failed: {}", e.job_id, e.error)
+        }),
         "model.registered" => described(payload, Decoded::Registered, |e: &pb::ModelRegistered| {
             format!("v{} is artifact {}", e.version, short(&e.artifact_sha256))
         }),

@@ -48,6 +48,7 @@ event!(pb::DataIngested, "data", "ingested");
 event!(pb::DataValidated, "data", "validated");
 event!(pb::DataRejected, "data", "rejected");
 event!(pb::ModelTrained, "model", "trained");
+event!(pb::TrainingFailed, "model", "training_failed");
 event!(pb::ModelRegistered, "model", "registered");
 event!(pb::ModelEvaluated, "model", "evaluated");
 event!(pb::ModelPromoted, "model", "promoted");

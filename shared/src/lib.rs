@@ -2,6 +2,7 @@
 //! and consume), object storage addressed by sha256, the pipeline spec, the model artifact with its
 //! preprocessing and prediction code, configuration, telemetry, HTTP health/metrics and shutdown.
 
+pub mod bundle;
 pub mod bus;
 pub mod config;
 pub mod describe;

@@ -87,6 +87,10 @@ pub struct Run {
     /// The job that replaced a superseded one.
     #[serde(default)]
     pub superseded_by: String,
+    /// The end of what a code step's program printed (its last 64 KiB), stdout and stderr as
+    /// they came.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
 }
 
 impl Run {
@@ -110,6 +114,7 @@ impl Run {
             metrics: BTreeMap::new(),
             error: String::new(),
             superseded_by: String::new(),
+            output: String::new(),
         }
     }
 
@@ -265,6 +270,7 @@ mod tests {
             metrics: BTreeMap::new(),
             error: String::new(),
             superseded_by: String::new(),
+            output: String::new(),
         };
         let json = serde_json::to_string(&run).unwrap();
         assert!(json.contains(r#""jobId":"churn-data-ab.c""#) && json.contains(r#""state":"running""#), "{json}");

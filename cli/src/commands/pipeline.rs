@@ -21,12 +21,14 @@ pub(crate) async fn run(command: PipelineCommand, registry: &Remote, token: Opti
     match command {
         PipelineCommand::Apply { file } => {
             let yaml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let p = client::apply_pipeline_as(registry, &yaml, token).await?;
+            let code = mlops_cli::code_bundle::for_spec(&file, &yaml)?;
+            let p = client::apply_pipeline_with_code(registry, &yaml, code, token).await?;
             println!(
-                "pipeline {} applied: revision {}, spec {}",
+                "pipeline {} applied: revision {}, spec {}{}",
                 p.name,
                 p.revision,
-                mlops_shared::ids::short(&p.spec_hash)
+                mlops_shared::ids::short(&p.spec_hash),
+                code_note(&p.spec_yaml)
             );
         }
         PipelineCommand::List => {
@@ -38,4 +40,18 @@ pub(crate) async fn run(command: PipelineCommand, registry: &Remote, token: Opti
         }
     }
     Ok(())
+}
+
+/// ", code bundle X (commit C, with uncommitted changes)" for a spec that names code.
+fn code_note(yaml: &str) -> String {
+    let spec = mlops_shared::spec::PipelineSpec::from_yaml(yaml).ok();
+    let Some(code) = spec.and_then(|s| s.training.code) else { return String::new() };
+    let bundle = mlops_shared::ids::short(code.bundle.as_deref().unwrap_or_default()).to_owned();
+    match code.commit {
+        Some(c) if code.dirty => {
+            format!(", code bundle {bundle} (commit {}, with uncommitted changes)", mlops_shared::ids::short(&c))
+        }
+        Some(c) => format!(", code bundle {bundle} (commit {})", mlops_shared::ids::short(&c)),
+        None => format!(", code bundle {bundle}"),
+    }
 }

@@ -47,6 +47,14 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One run in full: its record and, for a code step, what its program printed.
+    Show {
+        /// A job id, or a unique prefix of one (8 characters or more).
+        job: String,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Follow training runs with a progress bar each, until Ctrl-C; with `--job`, until it ends.
     Watch {
         #[arg(long)]
@@ -109,6 +117,16 @@ pub(crate) async fn run(command: RunsCommand, nats_url: &str) -> anyhow::Result<
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print!("{}", mlops_cli::runs::table(&list));
+            }
+            Ok(())
+        }
+        RunsCommand::Show { job, json } => {
+            let job = resolve_job(&runs, &job).await?;
+            let run = runs.get(&job).await?.with_context(|| format!("no run {job}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                print!("{}", mlops_cli::runs::details(&run));
             }
             Ok(())
         }

@@ -193,6 +193,8 @@ fn trained_event(m: &Manifest, artifact: &Sha256, size: usize, spec_hash: String
         reason: pb::TrainReason::Imported as i32,
         trainer_id: format!("imported by {who}"),
         training_millis: 0,
+        // Not trained by a code step.
+        ..Default::default()
     }
 }
 

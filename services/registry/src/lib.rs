@@ -2,6 +2,7 @@
 //! records every `model.trained` as a numbered version with its lineage, and every
 //! `model.evaluated` verdict, in a redb file.
 
+pub mod code;
 pub mod import;
 pub mod store;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, HandlerError, MODELS_BUCKET};
+use mlops_shared::bus::{Bus, CODE_BUCKET, ConsumerSpec, DATASETS_BUCKET, HandlerError, MODELS_BUCKET};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::service::Service;
@@ -86,8 +87,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         models: bus.objects(MODELS_BUCKET).await?,
         runs: mlops_shared::runs::Runs::open(&bus).await?,
     };
-    let api = RegistryApi { store, specs, bus, admin: config.admin.clone(), importer: Arc::new(importer) };
-    let grpc = tonic::service::Routes::new(pb::registry_server::RegistryServer::new(api)).into_axum_router();
+    let code = bus.objects(CODE_BUCKET).await?;
+    let api = RegistryApi { store, specs, bus, code, admin: config.admin.clone(), importer: Arc::new(importer) };
+    let server = pb::registry_server::RegistryServer::new(api).max_decoding_message_size(code::MAX_APPLY_BYTES);
+    let grpc = tonic::service::Routes::new(server).into_axum_router();
     service.serve(listener, Some(grpc)).await
 }
 
@@ -194,6 +197,8 @@ struct RegistryApi {
     store: Arc<Store>,
     specs: SpecStore,
     bus: Bus,
+    /// Code bundles of training programs.
+    code: mlops_shared::objects::Objects,
     /// Who may change pipelines and models.
     admin: mlops_shared::config::AdminArgs,
     importer: Arc<import::Importer>,
@@ -312,8 +317,10 @@ fn pipeline_proto(p: store::PipelineRecord) -> pb::Pipeline {
 impl pb::registry_server::Registry for RegistryApi {
     async fn apply_pipeline(&self, req: Request<pb::ApplyPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
         self.admin.authorize(req.metadata(), "ApplyPipeline")?;
-        let yaml = req.into_inner().spec_yaml;
-        let spec = PipelineSpec::from_yaml(&yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let req = req.into_inner();
+        let mut spec = PipelineSpec::from_yaml(&req.spec_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A spec with code is stored as the registry completed it: naming its bundle and commit.
+        let yaml = if code::attach(&self.code, &mut spec, &req).await? { spec.to_yaml() } else { req.spec_yaml };
         let (name, hash) = (spec.name.as_str().to_owned(), spec.hash());
         let record = commit(&self.store, move |s| s.apply_pipeline(&name, &yaml, &hash, "grpc:ApplyPipeline")).await?;
         self.specs.put(&spec).await.map_err(|e| Status::unavailable(e.to_string()))?;

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 const PIPELINES: TableDefinition<&str, &[u8]> = TableDefinition::new("pipelines");
 const MODELS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("models");
 const BY_SHA: TableDefinition<(&str, &str), u64> = TableDefinition::new("models_by_sha");
+/// The version each training job made: a job run twice (its first trainer killed after announcing
+/// the model) by a program whose output is not bit-identical still makes one version.
+const BY_JOB: TableDefinition<(&str, &str), u64> = TableDefinition::new("models_by_job");
 const ALIASES: TableDefinition<(&str, &str), u64> = TableDefinition::new("aliases");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Every spec a pipeline has had, by (pipeline, spec hash): what a model's lineage names.
@@ -378,10 +381,17 @@ impl Store {
             }
             let mut by_sha = txn.open_table(BY_SHA)?;
             let mut models = txn.open_table(MODELS)?;
+            let mut by_job = txn.open_table(BY_JOB)?;
             let key = (record.pipeline.as_str(), record.artifact_sha256.as_str());
-            if let Some(v) = by_sha.get(key)? {
+            let job = (record.pipeline.as_str(), record.job_id.as_str());
+            let made = match by_sha.get(key)? {
+                Some(v) => Some(v.value()),
+                None if !record.job_id.is_empty() => by_job.get(job)?.map(|v| v.value()),
+                None => None,
+            };
+            if let Some(v) = made {
                 let existing = models
-                    .get((record.pipeline.as_str(), v.value()))?
+                    .get((record.pipeline.as_str(), v))?
                     .expect("by_sha and models are written in one transaction");
                 return Ok((serde_json::from_slice(existing.value())?, false));
             }
@@ -393,6 +403,9 @@ impl Store {
             record.version = last + 1;
             record.created_unix_ms = mlops_shared::now_unix_ms();
             by_sha.insert((record.pipeline.as_str(), record.artifact_sha256.as_str()), record.version)?;
+            if !record.job_id.is_empty() {
+                by_job.insert((record.pipeline.as_str(), record.job_id.as_str()), record.version)?;
+            }
             models.insert((record.pipeline.as_str(), record.version), serde_json::to_vec(&record)?.as_slice())?;
             // The newest version is the one under judgement.
             txn.open_table(ALIASES)?.insert((record.pipeline.as_str(), "candidate"), record.version)?;
@@ -690,7 +703,7 @@ mod tests {
             spec_hash: "s".into(),
             seed: 1,
             code_version: "c".into(),
-            job_id: "j".into(),
+            job_id: format!("j-{sha}"),
             reason: 1,
             trainer_id: "t".into(),
             metrics: BTreeMap::new(),
@@ -742,6 +755,11 @@ mod tests {
         let (again, new_again) = store.register(model("a"), "e1").unwrap();
         let (b, _) = store.register(model("b"), "e2").unwrap();
         assert_eq!((a.version, new_a, again.version, new_again, b.version), (1, true, 1, false, 2));
+        // The same job again with other bytes (a program that is not bit-reproducible, rerun
+        // after its first trainer died): still its one version.
+        let rerun = ModelRecord { job_id: a.job_id.clone(), ..model("c") };
+        let (same, new_rerun) = store.register(rerun, "e2b").unwrap();
+        assert_eq!((same.version, new_rerun), (1, false));
         store.set_alias("churn", "production", 1, "first", "e3").unwrap();
         store.set_alias("churn", "production", 2, "better", "e4").unwrap();
         assert_eq!(store.alias("churn", "production").unwrap(), Some(2));

@@ -46,6 +46,9 @@ pub enum TrainerError {
     /// Training on the blocking pool did not finish.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
+    /// A code step made no model.
+    #[error(transparent)]
+    Code(#[from] crate::code::CodeError),
     /// Not yet: the debounce window or the cooldown ends after this long.
     #[error("deferred for {0:?}")]
     Deferred(Duration),
@@ -71,6 +74,7 @@ impl TrainerError {
             | Self::BadHistory { .. }
             | Self::Train(_) => true,
             Self::Objects(e) => !matches!(e, ObjectError::Store { .. }),
+            Self::Code(e) => e.is_permanent(),
             // Training that panicked would panic again on the same data and spec.
             Self::Interrupted(e) => matches!(e, Interrupted::Panicked(_)),
             Self::Jobs { .. } | Self::KeptChanging { .. } | Self::Bus(_) | Self::Deferred(_) => false,

@@ -3,29 +3,36 @@
 //! durable pull consumer. A job trains the pipeline's model on its datasets with a seeded holdout
 //! split and puts a self-describing artifact in the `models` bucket, then publishes `model.trained`.
 
+pub mod code;
 pub mod error;
 pub mod gbt;
 pub mod linear;
 pub mod policy;
 pub mod train;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, JOBS_KV, JOBS_STREAM, MODELS_BUCKET, off_runtime};
+use mlops_shared::bus::{
+    Bus, CODE_BUCKET, ConsumerSpec, DATASETS_BUCKET, JOBS_KV, JOBS_STREAM, MODELS_BUCKET, off_runtime,
+};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::Envelope;
 use mlops_shared::ids::Sha256;
+use mlops_shared::model::Manifest;
 use mlops_shared::objects::Objects;
 use mlops_shared::runs::{Run, RunState, Runs, kv_key};
 use mlops_shared::service::Service;
-use mlops_shared::spec::SpecStore;
+use mlops_shared::spec::{PipelineSpec, SpecStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::code::{CodeError, CodeSteps};
 use crate::error::TrainerError;
 
 /// Trainer configuration.
@@ -45,6 +52,46 @@ pub struct Config {
     /// How long a job may go without a heartbeat before another worker gets it.
     #[arg(long, env = "MLOPS_JOB_ACK_WAIT_SECS", default_value_t = 30)]
     pub ack_wait_secs: u64,
+    /// Where code steps run: a fresh directory per run under `<dir>/runs` (default: the system's
+    /// temporary directory, `mlops-trainer`).
+    #[arg(long, env = "MLOPS_TRAINER_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Where code steps' Python environments are kept and shared (default `<work dir>/envs`).
+    #[arg(long, env = "MLOPS_TRAINER_ENV_DIR")]
+    pub env_dir: Option<PathBuf>,
+    /// The Python that makes code steps' environments.
+    #[arg(long, env = "MLOPS_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// pip's package index for code steps' environments (default: pip's own configuration).
+    #[arg(long, env = "MLOPS_PIP_INDEX_URL")]
+    pub pip_index_url: Option<String>,
+    /// The step runner that runs code steps (default: `mlops-step` beside this binary).
+    #[arg(long, env = "MLOPS_STEP_RUNNER")]
+    pub step_runner: Option<PathBuf>,
+    /// Output a code step may print before it is stopped, in MiB.
+    #[arg(long, env = "MLOPS_MAX_OUTPUT_MB", default_value_t = 256)]
+    pub max_output_mb: u64,
+}
+
+impl Config {
+    /// How this trainer runs code steps.
+    fn code_steps(&self) -> anyhow::Result<CodeSteps> {
+        let work_dir = self.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("mlops-trainer"));
+        let runner = match &self.step_runner {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("mlops-step"),
+        };
+        Ok(CodeSteps {
+            runner,
+            envs: code::env::Environments {
+                root: self.env_dir.clone().unwrap_or_else(|| work_dir.join("envs")),
+                python: self.python.clone(),
+                index_url: self.pip_index_url.clone(),
+            },
+            work_dir,
+            max_output: self.max_output_mb << 20,
+        })
+    }
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -55,6 +102,9 @@ impl mlops_shared::service::ServiceConfig for Config {
 
 /// Runs the policy and one worker until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Before anything connects: an ONNX Runtime named by a path that is not a file stops the start.
+    let engine = mlops_onnx::Engine::from_env()?;
+    let code = config.code_steps()?;
     let mut service = Service::start("trainer", &config.nats, &config.tls, &shutdown).await?;
     let bus = service.bus.clone();
     let trainer_id = config.trainer_id.clone().unwrap_or_else(default_trainer_id);
@@ -62,6 +112,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         bus: bus.clone(),
         datasets: bus.objects(DATASETS_BUCKET).await?,
         models: bus.objects(MODELS_BUCKET).await?,
+        bundles: bus.objects(CODE_BUCKET).await?,
+        code,
+        engine,
         specs: SpecStore::open(&bus).await?,
         jobs: bus.kv(JOBS_KV).await?,
         runs: Runs::open(&bus).await?,
@@ -126,6 +179,10 @@ struct Worker {
     bus: Bus,
     datasets: Objects,
     models: Objects,
+    /// Code bundles, and how code steps run.
+    bundles: Objects,
+    code: CodeSteps,
+    engine: mlops_onnx::Engine,
     specs: SpecStore,
     jobs: async_nats::jetstream::kv::Store,
     runs: Runs,
@@ -156,10 +213,11 @@ impl Worker {
         let outcome = self.train(&e, tx).await;
         let mut run = reporter.await.unwrap_or(run);
         match &outcome {
-            Ok((sha, metrics)) => {
+            Ok(made) => {
                 run.state = RunState::Succeeded;
-                run.artifact_sha256 = sha.to_string();
-                run.metrics.clone_from(metrics);
+                run.artifact_sha256 = made.sha.to_string();
+                run.metrics.clone_from(&made.metrics);
+                run.output.clone_from(&made.output);
                 run.progress = 1.0;
                 run.stage = "done".into();
                 run.error.clear();
@@ -174,6 +232,9 @@ impl Worker {
                 run.stage = "failed".into();
                 // Out of attempts, a transient failure keeps the mark its record always had.
                 run.error = if err.is_permanent() { err.to_string() } else { format!("transient: {}", causes(err)) };
+                if let TrainerError::Code(c) = err {
+                    run.output = c.tail().to_owned();
+                }
             }
         }
         if run.state.is_final() {
@@ -184,15 +245,38 @@ impl Worker {
             warn!(job = %run.job_id, error = %err, "cannot update the run record");
         }
         publish_progress(&self.bus, &run).await;
+        if run.state == RunState::Failed {
+            self.announce_failure(&e, &run).await?;
+        }
         outcome.map(drop)
     }
 
-    /// Trains the job's model, stores it and announces it; the artifact's address and metrics.
+    /// Publishes `model.training_failed` for a run that failed for good.
+    async fn announce_failure(&self, e: &Envelope<pb::TrainJob>, run: &Run) -> Result<(), TrainerError> {
+        let job = &e.payload;
+        let spec = self.specs.get(&job.pipeline).await.ok().flatten();
+        let bundle = spec.and_then(|s| s.training.code.and_then(|c| c.bundle)).unwrap_or_default();
+        let event = pb::TrainingFailed {
+            pipeline: job.pipeline.clone(),
+            job_id: job.job_id.clone(),
+            reason: job.reason,
+            dataset_ids: job.dataset_ids.clone(),
+            error: run.error.clone(),
+            output_tail: tail_lines(&run.output, 40),
+            trainer_id: self.trainer_id.clone(),
+            attempt: e.delivered,
+            code_bundle: bundle,
+        };
+        self.bus.publish(&format!("training-failed-{}", job.job_id), &e.follow(), &event).await?;
+        Ok(())
+    }
+
+    /// Trains the job's model, stores it and announces it.
     async fn train(
         &self,
         e: &Envelope<pb::TrainJob>,
         progress: tokio::sync::watch::Sender<train::Progress>,
-    ) -> Result<(Sha256, std::collections::BTreeMap<String, f64>), TrainerError> {
+    ) -> Result<Made, TrainerError> {
         let ctx = e.follow();
         let job = &e.payload;
         if job.dataset_ids.is_empty() {
@@ -202,6 +286,7 @@ impl Worker {
             self.specs.get(&job.pipeline).await?.ok_or_else(|| TrainerError::UnknownPipeline(job.pipeline.clone()))?;
         // The whole spec revision in force, for the lineage; the artifact holds only its model hash.
         let spec_hash = spec.hash();
+        let commit = spec.training.code.as_ref().and_then(|c| c.commit.clone()).unwrap_or_default();
         progress.send_replace(train::Progress { stage: "loading datasets".into(), fraction: 0.0 });
         let mut blobs = Vec::with_capacity(job.dataset_ids.len());
         for id in &job.dataset_ids {
@@ -211,19 +296,24 @@ impl Worker {
         }
         let started = Instant::now();
         info!(job = %job.job_id, pipeline = %job.pipeline, datasets = blobs.len(), "training");
-        let trained = off_runtime(move || {
-            let trained = train::train_with_progress(&spec, &blobs, &mut |p| {
-                progress.send_replace(p);
-            });
-            Ok::<_, TrainerError>(trained?)
-        })
-        .await?;
+        let (bytes, manifest, output) = if spec.training.code.is_some() {
+            self.train_code(job, spec, blobs, &progress).await?
+        } else {
+            let trained = off_runtime(move || {
+                let trained = train::train_with_progress(&spec, &blobs, &mut |p| {
+                    progress.send_replace(p);
+                });
+                Ok::<_, TrainerError>(trained?)
+            })
+            .await?;
+            (trained.artifact.to_bytes(), trained.artifact.manifest, String::new())
+        };
         let millis = started.elapsed().as_millis() as u64;
         metrics::histogram!("mlops_training_seconds", "pipeline" => job.pipeline.clone())
             .record(started.elapsed().as_secs_f64());
-        let bytes = trained.artifact.to_bytes();
         let sha = self.models.put(&bytes).await?;
-        let m = &trained.artifact.manifest;
+        let m = &manifest;
+        let program = m.program.clone();
         let event = pb::ModelTrained {
             pipeline: job.pipeline.clone(),
             job_id: job.job_id.clone(),
@@ -241,6 +331,10 @@ impl Worker {
             reason: job.reason,
             trainer_id: self.trainer_id.clone(),
             training_millis: millis,
+            code_bundle: program.as_ref().map(|p| p.bundle.clone()).unwrap_or_default(),
+            code_commit: commit,
+            environment: program.as_ref().map(|p| p.environment.clone()).unwrap_or_default(),
+            program_metrics: program.map(|p| p.metrics.into_iter().collect()).unwrap_or_default(),
         };
         self.bus.publish(&format!("trained-{}", job.job_id), &ctx, &event).await?;
         let done_key = format!("done.{}", kv_key(&job.job_id));
@@ -249,8 +343,60 @@ impl Worker {
             .await
             .map_err(TrainerError::jobs("recording job as done"))?;
         info!(job = %job.job_id, artifact = %sha.short(), millis, auc = m.metrics.get("roc_auc").copied().unwrap_or(f64::NAN), "model trained");
-        Ok((sha, m.metrics.clone()))
+        Ok(Made { sha, metrics: m.metrics.clone(), output })
     }
+
+    /// Runs the pipeline's own training program on the job's data: the artifact's bytes, its
+    /// manifest and the end of the program's output.
+    async fn train_code(
+        &self,
+        job: &pb::TrainJob,
+        spec: PipelineSpec,
+        blobs: Vec<(String, Vec<u8>)>,
+        progress: &tokio::sync::watch::Sender<train::Progress>,
+    ) -> Result<(Vec<u8>, Manifest, String), TrainerError> {
+        let named = spec.training.code.as_ref().and_then(|c| c.bundle.clone()).ok_or(CodeError::NoBundle)?;
+        let bundle = self.bundles.get_verified(&Sha256::parse(named)?).await?;
+        let runtime = self.engine.runtime().map_err(|e| CodeError::Io(format!("ONNX Runtime: {e}")))?;
+        progress.send_replace(train::Progress { stage: "reading data".into(), fraction: 0.0 });
+        let dataset_ids = blobs.iter().map(|(id, _)| id.clone()).collect();
+        let read = spec.clone();
+        let frame = off_runtime(move || {
+            let frame = mlops_data::read_datasets(&read, &blobs).map_err(train::TrainError::from)?;
+            if frame.rows < 10 {
+                return Err(TrainerError::Train(train::TrainError::TooFew(frame.rows)));
+            }
+            Ok(frame)
+        })
+        .await?;
+        let trained = code::Job {
+            steps: &self.code,
+            runtime,
+            spec: &spec,
+            job_id: &job.job_id,
+            bundle: &bundle,
+            dataset_ids,
+            frame,
+            progress,
+        }
+        .train()
+        .await?;
+        Ok((trained.artifact.to_bytes(), trained.artifact.manifest, trained.tail))
+    }
+}
+
+/// A job's model: where it is stored, its holdout metrics, and the end of its program's output
+/// (code steps).
+struct Made {
+    sha: Sha256,
+    metrics: BTreeMap<String, f64>,
+    output: String,
+}
+
+/// The last `n` lines of `text`.
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Attempts at a job before it is dead-lettered.

@@ -97,6 +97,7 @@ pub fn train_with_progress(
             metrics: BTreeMap::new(),
             reference: ReferenceProfile::fit(&spec.features, &train),
             search,
+            program: None,
         },
         preprocessing,
         parameters,
@@ -205,15 +206,7 @@ impl Model {
                 .collect();
             tried.push(Candidate { params, score, fold_scores, metrics });
         }
-        let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
-        let mut best = 0;
-        for (i, c) in tried.iter().enumerate() {
-            if let Some(s) = c.score
-                && tried[best].score.is_none_or(|b| better(s, b))
-            {
-                best = i;
-            }
-        }
+        let best = best_candidate(&tried, higher_is_better);
         SearchResult {
             metric: metric.to_owned(),
             folds: search.folds.unwrap_or(0),
@@ -224,9 +217,23 @@ impl Model {
     }
 }
 
+/// The index of the best-scoring candidate (the first of equals; the first when none scored).
+pub(crate) fn best_candidate(tried: &[Candidate], higher_is_better: bool) -> usize {
+    let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
+    let mut best = 0;
+    for (i, c) in tried.iter().enumerate() {
+        if let Some(s) = c.score
+            && tried[best].score.is_none_or(|b| better(s, b))
+        {
+            best = i;
+        }
+    }
+    best
+}
+
 /// (fit rows, validation rows) pairs over `n` training rows: `folds` seeded folds, or one seeded
 /// split holding out `share` of them.
-fn validation_splits(n: usize, folds: Option<u32>, share: f64, seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
+pub(crate) fn validation_splits(n: usize, folds: Option<u32>, share: f64, seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
     // A seed of its own, so the folds do not repeat the holdout split's shuffle.
     let seed = seed ^ 0x5eed_f01d;
     match folds {

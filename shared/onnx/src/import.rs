@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use mlops_shared::model::{Manifest, Model, ONNX_FORMAT, OnnxArtifact, ReferenceProfile, holdout_split};
+use mlops_shared::model::{
+    Manifest, Model, ONNX_FORMAT, OnnxArtifact, ProgramRun, ReferenceProfile, SearchResult, holdout_split,
+};
 use mlops_shared::spec::{PipelineSpec, Task};
 use mlops_shared::table::Frame;
 
@@ -25,6 +27,31 @@ pub struct Graph {
     pub external: Vec<(String, Vec<u8>)>,
 }
 
+/// Where a graph came from, as its manifest records it.
+pub struct Origin {
+    pub algorithm: String,
+    pub code_version: String,
+    pub params: BTreeMap<String, f64>,
+    /// Rows it was trained on (0 when the platform does not know).
+    pub training_rows: u64,
+    pub search: Option<SearchResult>,
+    pub program: Option<ProgramRun>,
+}
+
+impl Origin {
+    /// A graph made elsewhere and imported: named by its own sha256.
+    pub fn imported(graph: &[u8]) -> Self {
+        Self {
+            algorithm: ALGORITHM.into(),
+            code_version: format!("onnx sha256:{}", mlops_shared::sha256_hex(graph)),
+            params: BTreeMap::new(),
+            training_rows: 0,
+            search: None,
+            program: None,
+        }
+    }
+}
+
 /// Checks `graph` against `spec` and on `data` (the validated datasets `dataset_ids`, read under
 /// `spec`), and makes the artifact that carries it: its holdout is `spec`'s split of `data`, its
 /// drift reference the rest.
@@ -35,31 +62,24 @@ pub fn import(
     dataset_ids: Vec<String>,
     data: &Frame,
 ) -> Result<OnnxArtifact, ContractError> {
+    let origin = Origin::imported(&graph.bytes);
+    import_as(runtime, spec, graph, dataset_ids, data, origin)
+}
+
+/// [`import`] for a graph of the given origin (a code step's, say).
+pub fn import_as(
+    runtime: &Runtime,
+    spec: &PipelineSpec,
+    graph: Graph,
+    dataset_ids: Vec<String>,
+    data: &Frame,
+    origin: Origin,
+) -> Result<OnnxArtifact, ContractError> {
     let t = &spec.training;
     let (rest, holdout_idx) = holdout_split(data.rows, t.holdout, t.seed);
     let (rest, holdout) = (data.take(&rest), data.take(&holdout_idx));
-    let mut onnx = OnnxArtifact {
-        manifest: Manifest {
-            format: ONNX_FORMAT.into(),
-            pipeline: spec.name.to_string(),
-            algorithm: ALGORITHM.into(),
-            params: BTreeMap::new(),
-            features: spec.model_inputs(),
-            target: spec.target.clone(),
-            dataset_ids,
-            model_spec_hash: spec.model_hash(),
-            seed: t.seed,
-            holdout_share: t.holdout,
-            code_version: format!("onnx sha256:{}", mlops_shared::sha256_hex(&graph.bytes)),
-            training_rows: 0,
-            holdout_rows: holdout.rows as u64,
-            metrics: BTreeMap::new(),
-            reference: ReferenceProfile::fit(&spec.features, &rest),
-            search: None,
-        },
-        graph: graph.bytes,
-        external: graph.external,
-    };
+    let mut onnx = artifact(spec, graph, dataset_ids, &rest, origin);
+    onnx.manifest.holdout_rows = holdout.rows as u64;
     let model = Imported::load(runtime, &onnx)?;
     let step = data.rows.div_ceil(SAMPLE_ROWS).max(1);
     let sample: Vec<usize> = (0..data.rows).step_by(step).collect();
@@ -68,6 +88,50 @@ pub fn import(
     drop(model);
     onnx.manifest.record_holdout(holdout.target.as_deref().unwrap_or_default(), &scores);
     Ok(onnx)
+}
+
+/// The answers of `graph`, under `spec`'s contract, for `rows`: each finite and, for a
+/// classifier, a probability. A search scores its candidates' graphs so.
+pub fn score(runtime: &Runtime, spec: &PipelineSpec, graph: Graph, rows: &Frame) -> Result<Vec<f64>, ContractError> {
+    let onnx = artifact(spec, graph, Vec::new(), rows, Origin::imported(&[]));
+    let model = Imported::load(runtime, &onnx)?;
+    let at: Vec<usize> = (0..rows.rows).collect();
+    check_answers(&model, rows, &at)
+}
+
+/// The artifact carrying `graph` under `spec`, its drift reference fitted on `reference` rows, its
+/// holdout not yet measured.
+fn artifact(
+    spec: &PipelineSpec,
+    graph: Graph,
+    dataset_ids: Vec<String>,
+    reference: &Frame,
+    origin: Origin,
+) -> OnnxArtifact {
+    let t = &spec.training;
+    OnnxArtifact {
+        manifest: Manifest {
+            format: ONNX_FORMAT.into(),
+            pipeline: spec.name.to_string(),
+            algorithm: origin.algorithm,
+            params: origin.params,
+            features: spec.model_inputs(),
+            target: spec.target.clone(),
+            dataset_ids,
+            model_spec_hash: spec.model_hash(),
+            seed: t.seed,
+            holdout_share: t.holdout,
+            code_version: origin.code_version,
+            training_rows: origin.training_rows,
+            holdout_rows: 0,
+            metrics: BTreeMap::new(),
+            reference: ReferenceProfile::fit(&spec.features, reference),
+            search: origin.search,
+            program: origin.program,
+        },
+        graph: graph.bytes,
+        external: graph.external,
+    }
 }
 
 /// The model's answers for `rows` (data rows `at`), each finite and, for a classifier, a

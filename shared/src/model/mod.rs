@@ -65,6 +65,24 @@ pub struct Manifest {
     /// The hyper-parameter search that chose `params`, when the spec asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<SearchResult>,
+    /// The team's program that made the model, when a code step did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<ProgramRun>,
+}
+
+/// A code step's run, as its model's manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramRun {
+    /// sha256 of the code bundle.
+    pub bundle: String,
+    pub command: Vec<String>,
+    /// The resolved packages of its environment (`pip freeze`); empty without one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub environment: String,
+    /// What the program wrote to `metrics.json`, beside the platform's holdout metrics.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 impl Manifest {
@@ -312,6 +330,7 @@ impl Artifact {
                 metrics: BTreeMap::new(),
                 reference: ReferenceProfile::fit(&spec.features, frame),
                 search: None,
+                program: None,
             },
             preprocessing,
             parameters: Parameters::Logistic {

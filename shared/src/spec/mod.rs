@@ -2,6 +2,7 @@
 //! Written in YAML (`mlops pipeline apply spec.yaml`), checked here section by section (a module
 //! each), stored by the registry and published to the `pipelines` bucket as canonical JSON.
 
+mod code;
 mod deployment;
 mod features;
 mod gates;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::PipelineName;
 
+pub use code::{CodeSpec, DEFAULT_TIMEOUT_SECS, EnvironmentSpec, PythonEnvironment};
 pub use deployment::{CanarySpec, DeploymentSpec, Strategy};
 pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, Severity, full_match};
 pub use gates::{EvaluationSpec, GateRows, GateSpec, ServingLimits, StalenessSpec};
@@ -124,6 +126,12 @@ impl PipelineSpec {
         Ok(())
     }
 
+    /// The spec as YAML that [`PipelineSpec::from_yaml`] reads back to the same spec (comments and
+    /// key order of the original are not kept).
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).expect("a spec always serializes")
+    }
+
     /// The canonical JSON form: same spec, same bytes.
     pub fn canonical_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a spec always serializes")
@@ -153,6 +161,15 @@ impl PipelineSpec {
             search: &'s Option<SearchSpec>,
             holdout: f64,
             seed: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            code: Option<CodeShape<'s>>,
+        }
+        /// What of a code step shapes its model: the bundle, how it is run and in what.
+        #[derive(Serialize)]
+        struct CodeShape<'s> {
+            bundle: &'s Option<String>,
+            command: &'s [String],
+            environment: &'s Option<EnvironmentSpec>,
         }
         let t = &self.training;
         let shaping = Shaping {
@@ -163,6 +180,11 @@ impl PipelineSpec {
             search: &t.search,
             holdout: t.holdout,
             seed: t.seed,
+            code: t.code.as_ref().map(|c| CodeShape {
+                bundle: &c.bundle,
+                command: &c.command,
+                environment: &t.environment,
+            }),
         };
         crate::sha256_hex(&serde_json::to_vec(&shaping).expect("a spec always serializes"))
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::code::{CodeSpec, EnvironmentSpec};
 use super::{SpecError, Task, bad};
 
 /// How to train.
@@ -31,6 +32,19 @@ pub struct TrainingSpec {
     /// Hyper-parameter candidates tried on validation rows before the final fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<SearchSpec>,
+    /// The team's own training program, run instead of `algorithm`; its params may have any
+    /// names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeSpec>,
+    /// The environment the program runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentSpec>,
+    /// How long one run of the program may take before it is killed (default one day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// The most memory (address space) the program may take, in MiB (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
 }
 
 impl Default for TrainingSpec {
@@ -43,14 +57,18 @@ impl Default for TrainingSpec {
             window: None,
             triggers: None,
             search: None,
+            code: None,
+            environment: None,
+            timeout_secs: None,
+            memory_mb: None,
         }
     }
 }
 
 impl TrainingSpec {
-    /// Checks that `training.algorithm` learns `task`.
+    /// Checks that `training.algorithm` learns `task` (a code step learns what its program does).
     pub(super) fn check_algorithm(&self, task: Task) -> Result<(), SpecError> {
-        if !self.algorithm.supports(task) {
+        if self.code.is_none() && !self.algorithm.supports(task) {
             return bad(format!(
                 "`training.algorithm` {} does not learn {} (`target.task`)",
                 self.algorithm.as_str(),
@@ -68,14 +86,51 @@ impl TrainingSpec {
         if !(self.holdout > 0.0 && self.holdout < 1.0) {
             return bad(format!("`training.holdout` must be in (0, 1), got {}", self.holdout));
         }
+        let algorithm = self.code.is_none().then_some(self.algorithm);
         for (k, v) in &self.params {
-            self.algorithm.check_param(&format!("training.params.{k}"), k, *v).map_err(SpecError::Invalid)?;
+            check_param(algorithm, &format!("training.params.{k}"), k, *v).map_err(SpecError::Invalid)?;
         }
         if let Some(t) = &self.triggers {
             t.check()?;
         }
         if let Some(search) = &self.search {
-            search.check(self.algorithm, task)?;
+            search.check(algorithm, task)?;
+        }
+        self.check_code()
+    }
+
+    /// Checks the code step: its program, its environment and its limits, which only a code
+    /// step may have.
+    fn check_code(&self) -> Result<(), SpecError> {
+        let Some(code) = &self.code else {
+            for (key, set) in [
+                ("environment", self.environment.is_some()),
+                ("timeout_secs", self.timeout_secs.is_some()),
+                ("memory_mb", self.memory_mb.is_some()),
+            ] {
+                if set {
+                    return bad(format!("`training.{key}` needs `training.code` (a training program to run)"));
+                }
+            }
+            return Ok(());
+        };
+        code.check()?;
+        let requirements =
+            self.environment.as_ref().and_then(|e| e.python.as_ref()).and_then(|p| p.requirements.as_ref());
+        if let Some(r) = requirements
+            && code.in_bundle(r).is_none()
+        {
+            return bad(format!(
+                "`training.environment.python.requirements` {r:?} is not inside `training.code.path` {:?}: \
+                 the bundle holds only that directory",
+                code.path
+            ));
+        }
+        if self.timeout_secs == Some(0) {
+            return bad("`training.timeout_secs` must be at least 1".into());
+        }
+        if self.memory_mb.is_some_and(|m| m < 64) {
+            return bad("`training.memory_mb` must be at least 64".into());
         }
         Ok(())
     }
@@ -206,9 +261,9 @@ impl SearchSpec {
         (metric, task.higher_is_better(metric).unwrap_or(true))
     }
 
-    /// Checks the grid (each value for `algorithm`, and its size), the folds, the validation share
-    /// and the metric (one of `task`'s).
-    fn check(&self, algorithm: Algorithm, task: Task) -> Result<(), SpecError> {
+    /// Checks the grid (each value for `algorithm`, any finite number for a code step, and its
+    /// size), the folds, the validation share and the metric (one of `task`'s).
+    fn check(&self, algorithm: Option<Algorithm>, task: Task) -> Result<(), SpecError> {
         if self.params.is_empty() {
             return bad("`training.search.params` lists no parameter to search".into());
         }
@@ -217,7 +272,7 @@ impl SearchSpec {
                 return bad(format!("`training.search.params.{k}` lists no value"));
             }
             for v in values {
-                algorithm.check_param(&format!("training.search.params.{k}"), k, *v).map_err(SpecError::Invalid)?;
+                check_param(algorithm, &format!("training.search.params.{k}"), k, *v).map_err(SpecError::Invalid)?;
             }
         }
         let n: usize = self.params.values().map(Vec::len).product();
@@ -240,6 +295,16 @@ impl SearchSpec {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks one hyper-parameter value, found at `at` in the spec: one of `algorithm`'s, or for a
+/// code step (no algorithm) any finite number.
+fn check_param(algorithm: Option<Algorithm>, at: &str, name: &str, v: f64) -> Result<(), String> {
+    match algorithm {
+        Some(a) => a.check_param(at, name, v),
+        None if v.is_finite() => Ok(()),
+        None => Err(format!("`{at}` must be a finite number")),
     }
 }
 
