@@ -40,7 +40,7 @@ build:
 # Release binaries to ship in target/dist, each one's debug info split off beside it as <binary>.debug.
 release:
     cargo build --release --locked --workspace --bins
-    ./scripts/split-debuginfo.sh target/dist target/release/mlops target/release/mlops-{registry,ingest,validator,trainer,evaluator,deployer,monitor}
+    ./scripts/split-debuginfo.sh target/dist target/release/mlops target/release/mlops-{registry,ingest,validator,trainer,evaluator,deployer,monitor,step}
     ls -l target/dist
 
 # Start nats-server and the seven services on their default ports; Ctrl-C stops all.

@@ -5,8 +5,9 @@
 
 use anyhow::Context as _;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, DATASETS_BUCKET, MODELS_BUCKET};
+use mlops_shared::bus::{Bus, CODE_BUCKET, DATASETS_BUCKET, MODELS_BUCKET};
 use mlops_shared::ids::Sha256;
+use mlops_shared::model::{ONNX_FORMAT, Stored};
 use mlops_shared::spec::PipelineSpec;
 
 use crate::client::{self, Remote};
@@ -26,6 +27,10 @@ pub struct Reproduction {
     pub code_versions: (String, String),
     /// The parts of the artifact that differ (e.g. `manifest.metrics`, `parameters`).
     pub differences: Vec<String>,
+    /// The holdout metrics that moved: name, stored value, retrained value.
+    pub metric_changes: Vec<(String, f64, f64)>,
+    /// What of the lineage no longer matches (a code step's environment).
+    pub mismatches: Vec<String>,
 }
 
 impl Reproduction {
@@ -56,6 +61,15 @@ impl Reproduction {
             );
             if self.code_versions.0 != self.code_versions.1 {
                 out += "the code version differs: bit-for-bit reproduction needs the code that made the model\n";
+            }
+            for m in &self.mismatches {
+                out += &format!("mismatch: {m}\n");
+            }
+            if self.metric_changes.is_empty() {
+                out += "holdout metrics: equal (the program is not bit-for-bit deterministic, its model scores the same)\n";
+            }
+            for (name, stored, now) in &self.metric_changes {
+                out += &format!("holdout {name}: {stored:.6} stored, {now:.6} retrained ({:+.6})\n", now - stored);
             }
         }
         out
@@ -102,13 +116,19 @@ pub async fn reproduce(registry: &Remote, bus: &Bus, target: &ModelRef) -> anyho
     let original =
         bus.objects(MODELS_BUCKET).await?.get_verified(&original_sha).await.context("the stored artifact")?;
     let n = blobs.len();
-    let trained = tokio::task::spawn_blocking(move || mlops_trainer::train::train(&spec, &blobs))
-        .await
-        .context("training panicked")?
-        .context("retraining")?;
-    let bytes = trained.artifact.to_bytes();
+    let (bytes, code_now) = if spec.training.code.is_some() {
+        let bytes = retrain_code(bus, &spec, blobs, &original, &original_sha, &lineage.job_id).await?;
+        (bytes, lineage.code_version.clone())
+    } else {
+        let trained = tokio::task::spawn_blocking(move || mlops_trainer::train::train(&spec, &blobs))
+            .await
+            .context("training panicked")?
+            .context("retraining")?;
+        (trained.artifact.to_bytes(), mlops_shared::CODE_VERSION.to_owned())
+    };
     let actual = mlops_shared::sha256_hex(&bytes);
     let differences = if actual == model.artifact_sha256 { Vec::new() } else { differences(&original, &bytes) };
+    let (metric_changes, mismatches) = compare_runs(&original, &bytes);
     Ok(Reproduction {
         pipeline: pipeline.into(),
         version,
@@ -117,14 +137,84 @@ pub async fn reproduce(registry: &Remote, bus: &Bus, target: &ModelRef) -> anyho
         datasets: n,
         spec_hash: lineage.spec_hash,
         seed: lineage.seed,
-        code_versions: (lineage.code_version, mlops_shared::CODE_VERSION.into()),
+        code_versions: (lineage.code_version, code_now),
         differences,
+        metric_changes,
+        mismatches,
     })
+}
+
+/// Reruns a code step as its model's lineage records it: the bundle by its sha256, the
+/// environment rebuilt from the recorded `pip freeze`, the same data and seed. The new artifact.
+async fn retrain_code(
+    bus: &Bus,
+    spec: &PipelineSpec,
+    blobs: Vec<(String, Vec<u8>)>,
+    original: &[u8],
+    sha: &Sha256,
+    job_id: &str,
+) -> anyhow::Result<Vec<u8>> {
+    use mlops_trainer::code::{CodeSteps, Job, env::Environments};
+    let manifest = Stored::verified_manifest(original, sha).context("the stored artifact")?;
+    let program = manifest.program.context("the stored artifact records no run of a program")?;
+    let bundle_sha = Sha256::parse(program.bundle.clone())?;
+    let bundle = bus.objects(CODE_BUCKET).await?.get_verified(&bundle_sha).await.context("the code bundle")?;
+    let runtime = mlops_onnx::Engine::from_env()?.runtime()?;
+    let work = tempfile::tempdir()?;
+    let home_cache = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/mlops/envs"));
+    let steps = CodeSteps {
+        runner: std::env::current_exe()?.with_file_name("mlops-step"),
+        work_dir: work.path().to_path_buf(),
+        envs: Environments {
+            root: std::env::var_os("MLOPS_TRAINER_ENV_DIR")
+                .map(Into::into)
+                .or(home_cache)
+                .unwrap_or_else(|| work.path().join("envs")),
+            python: std::env::var("MLOPS_PYTHON").unwrap_or_else(|_| "python3".into()),
+            index_url: std::env::var("MLOPS_PIP_INDEX_URL").ok(),
+        },
+        max_output: 256 << 20,
+    };
+    let dataset_ids = blobs.iter().map(|(id, _)| id.clone()).collect();
+    let read = spec.clone();
+    let frame = tokio::task::spawn_blocking(move || mlops_data::read_datasets(&read, &blobs))
+        .await
+        .context("reading the data panicked")??;
+    let (progress, _) =
+        tokio::sync::watch::channel(mlops_trainer::train::Progress { stage: String::new(), fraction: 0.0 });
+    let pinned = (!program.environment.is_empty()).then_some(program.environment);
+    let job =
+        Job { steps: &steps, runtime, spec, job_id, bundle: &bundle, dataset_ids, frame, progress: &progress, pinned };
+    let trained = job.train().await.context("rerunning the program")?;
+    Ok(trained.artifact.to_bytes())
+}
+
+/// The holdout metrics that moved between two artifacts, and a code step's environment when it
+/// differs (the packages that changed).
+fn compare_runs(a: &[u8], b: &[u8]) -> (Vec<(String, f64, f64)>, Vec<String>) {
+    let manifest = |bytes: &[u8]| Stored::verified_manifest(bytes, &Sha256::of(bytes)).ok();
+    let (Some(a), Some(b)) = (manifest(a), manifest(b)) else { return (Vec::new(), Vec::new()) };
+    let moved = a
+        .metrics
+        .iter()
+        .filter_map(|(k, &x)| b.metrics.get(k).filter(|&&y| y != x).map(|&y| (k.clone(), x, y)))
+        .collect();
+    let env = |m: &mlops_shared::model::Manifest| m.program.as_ref().map(|p| p.environment.clone()).unwrap_or_default();
+    let (was, now) = (env(&a), env(&b));
+    let mut mismatches = Vec::new();
+    if was != now {
+        let changed: Vec<&str> = now.lines().filter(|l| !was.lines().any(|w| w == *l)).collect();
+        mismatches.push(format!("the environment differs: now {}", changed.join(", ")));
+    }
+    (moved, mismatches)
 }
 
 /// The parts of two artifacts (JSON documents) that differ: `manifest.<key>`, `preprocessing`,
 /// `parameters`.
 fn differences(a: &[u8], b: &[u8]) -> Vec<String> {
+    if a.starts_with(ONNX_FORMAT.as_bytes()) {
+        return onnx_differences(a, b);
+    }
     let (Ok(a), Ok(b)) =
         (serde_json::from_slice::<serde_json::Value>(a), serde_json::from_slice::<serde_json::Value>(b))
     else {
@@ -143,6 +233,31 @@ fn differences(a: &[u8], b: &[u8]) -> Vec<String> {
     }
     if out.is_empty() {
         out.push("the serialisation only".into());
+    }
+    out
+}
+
+/// The parts of two ONNX artifacts that differ: `manifest.<key>`, `graph`, `external`.
+fn onnx_differences(a: &[u8], b: &[u8]) -> Vec<String> {
+    let read = |bytes: &[u8]| match Stored::from_verified_bytes(bytes, &Sha256::of(bytes)) {
+        Ok(Stored::Onnx(o)) => Some(o),
+        _ => None,
+    };
+    let (Some(a), Some(b)) = (read(a), read(b)) else { return vec!["the artifacts are of different formats".into()] };
+    let value = |m: &mlops_shared::model::Manifest| serde_json::to_value(m).unwrap_or_default();
+    let (x, y) = (value(&a.manifest), value(&b.manifest));
+    let mut out: Vec<String> = match (x.as_object(), y.as_object()) {
+        (Some(x), Some(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().filter(|k| x.get(*k) != y.get(*k)).map(|k| format!("manifest.{k}")).collect()
+        }
+        _ => Vec::new(),
+    };
+    if a.graph != b.graph {
+        out.push("graph".into());
+    }
+    if a.external != b.external {
+        out.push("external".into());
     }
     out
 }

@@ -23,6 +23,6 @@ def build_features(numeric, categorical, interactions=True):
     return ColumnTransformer(
         [
             ("num", Pipeline(steps), numeric),
-            ("cat", OneHotEncoder(handle_unknown="ignore", categories=None), categorical),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
         ]
     )

@@ -378,6 +378,7 @@ impl Worker {
             dataset_ids,
             frame,
             progress,
+            pinned: None,
         }
         .train()
         .await?;

@@ -54,9 +54,10 @@ pub enum CodeError {
     /// The program failed: why, and the end of its output.
     #[error("the training program {reason}")]
     Program { reason: String, tail: String },
-    /// Its model.onnx is missing, broken or does not answer as the pipeline's contract says.
-    #[error("the training program's model: {0}")]
-    Model(String),
+    /// Its model.onnx is missing, broken or does not answer as the pipeline's contract says; the
+    /// end of the program's output, when it ran.
+    #[error("the training program's model: {problem}")]
+    Model { problem: String, tail: String },
     #[error("the training data: {0}")]
     Data(String),
     #[error("the run's directory: {0}")]
@@ -71,8 +72,21 @@ impl CodeError {
     /// The end of the program's output, when it ran.
     pub fn tail(&self) -> &str {
         match self {
-            Self::Program { tail, .. } => tail,
+            Self::Program { tail, .. } | Self::Model { tail, .. } => tail,
             _ => "",
+        }
+    }
+
+    /// A problem with the program's model.
+    fn model(problem: impl Into<String>) -> Self {
+        Self::Model { problem: problem.into(), tail: String::new() }
+    }
+
+    /// The error, with the end of the program's output when it is about its model.
+    fn with_tail(self, output: &str) -> Self {
+        match self {
+            Self::Model { problem, .. } => Self::Model { problem, tail: output.to_owned() },
+            other => other,
         }
     }
 }
@@ -98,6 +112,9 @@ pub struct Job<'a> {
     /// The training window, read under the spec.
     pub frame: Frame,
     pub progress: &'a tokio::sync::watch::Sender<Progress>,
+    /// Packages to install instead of the requirements file: a model's recorded `pip freeze`,
+    /// when `mlops reproduce` rebuilds the environment that made it.
+    pub pinned: Option<String>,
 }
 
 impl Job<'_> {
@@ -152,9 +169,10 @@ impl Job<'_> {
         let Some(python) = self.spec.training.environment.as_ref().and_then(|e| e.python.as_ref()) else {
             return Ok(None);
         };
-        let requirements = match &python.requirements {
-            None => Vec::new(),
-            Some(path) => {
+        let requirements = match (&self.pinned, &python.requirements) {
+            (Some(freeze), _) => freeze.clone().into_bytes(),
+            (None, None) => Vec::new(),
+            (None, Some(path)) => {
                 let inside = self.code().in_bundle(path).unwrap_or_default();
                 let file = files.iter().find(|(name, _, _)| *name == inside);
                 file.map(|(_, _, content)| content.clone()).ok_or_else(|| {
@@ -213,7 +231,7 @@ impl Job<'_> {
         let (runtime, spec, task) = (self.runtime, self.spec.clone(), self.spec.target.task);
         tokio::task::spawn_blocking(move || {
             let scores =
-                mlops_onnx::import::score(runtime, &spec, graph, &rows).map_err(|e| CodeError::Model(e.to_string()))?;
+                mlops_onnx::import::score(runtime, &spec, graph, &rows).map_err(|e| CodeError::model(e.to_string()))?;
             let labels = rows.target.as_deref().unwrap_or_default();
             Ok(mlops_shared::scoring::for_task(task, labels, &scores)
                 .into_iter()
@@ -230,7 +248,7 @@ impl Job<'_> {
         let frame = self.frame.clone();
         tokio::task::spawn_blocking(move || {
             mlops_onnx::import::import_as(runtime, &spec, graph, ids, &frame, origin)
-                .map_err(|e| CodeError::Model(e.to_string()))
+                .map_err(|e| CodeError::model(e.to_string()))
         })
         .await
         .map_err(|e| CodeError::Io(format!("checking the model: {e}")))?
@@ -269,8 +287,8 @@ impl Job<'_> {
         let mut progress = |f: f64| self.report(stage, band.0 + (band.1 - band.0) * f);
         let ran = step::run(&step, &mut progress).await.map_err(io_error("running the step runner"))?;
         self.verdict(&ran, t.memory_mb)?;
-        let graph = read_model(&layout.model)?;
-        let metrics = read_metrics(&layout.model)?;
+        let graph = read_model(&layout.model).map_err(|e| e.with_tail(&ran.tail))?;
+        let metrics = read_metrics(&layout.model).map_err(|e| e.with_tail(&ran.tail))?;
         Ok((ProgramOutput { tail: ran.tail, metrics }, graph))
     }
 
@@ -404,15 +422,15 @@ impl Layout {
 fn read_model(dir: &Path) -> Result<Graph, CodeError> {
     let path = dir.join(mlops_shared::model::onnx_graph::GRAPH_FILE);
     let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => CodeError::Model("it wrote no model.onnx to MLOPS_MODEL_DIR".into()),
-        _ => CodeError::Model(format!("reading model.onnx: {e}")),
+        std::io::ErrorKind::NotFound => CodeError::model("it wrote no model.onnx to MLOPS_MODEL_DIR"),
+        _ => CodeError::model(format!("reading model.onnx: {e}")),
     })?;
     let names = mlops_shared::model::onnx_graph::external_files(&bytes)
-        .map_err(|e| CodeError::Model(format!("model.onnx is not an ONNX model: {e}")))?;
+        .map_err(|e| CodeError::model(format!("model.onnx is not an ONNX model: {e}")))?;
     let mut external = Vec::with_capacity(names.len());
     for name in names {
         let content = std::fs::read(dir.join(&name))
-            .map_err(|e| CodeError::Model(format!("model.onnx names the external file {name:?}: {e}")))?;
+            .map_err(|e| CodeError::model(format!("model.onnx names the external file {name:?}: {e}")))?;
         external.push((name, content));
     }
     Ok(Graph { bytes, external })
@@ -422,8 +440,8 @@ fn read_model(dir: &Path) -> Result<Graph, CodeError> {
 fn read_metrics(dir: &Path) -> Result<BTreeMap<String, f64>, CodeError> {
     match std::fs::read(dir.join("metrics.json")) {
         Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| CodeError::Model(format!("metrics.json is not a JSON object of numbers: {e}"))),
+            .map_err(|e| CodeError::model(format!("metrics.json is not a JSON object of numbers: {e}"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(CodeError::Model(format!("reading metrics.json: {e}"))),
+        Err(e) => Err(CodeError::model(format!("reading metrics.json: {e}"))),
     }
 }
