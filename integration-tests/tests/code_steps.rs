@@ -10,6 +10,9 @@ use std::time::Duration;
 use mlops_cli::events::Decoded;
 use mlops_cli::sample::{self, Variant};
 use mlops_integration_tests::{TestApp, client, target_dir, wait_until};
+use mlops_shared::bus::MODELS_BUCKET;
+use mlops_shared::ids::Sha256;
+use mlops_shared::model::Stored;
 
 /// Making the example's environment on a fresh machine downloads scikit-learn and pyarrow.
 const FIRST: Duration = Duration::from_secs(900);
@@ -32,16 +35,22 @@ async fn start(env: &[(&'static str, String)]) -> TestApp {
     TestApp::start_with(&env).await
 }
 
-/// A copy of the example's code directory under `dir/train`, with `extra` files beside it.
+/// A copy of the scikit-learn example's code directory under `dir/train`, with `extra` files
+/// beside it.
 fn example_code(dir: &Path, extra: &[(&str, &str)]) {
-    let from = repo().join("examples/code-sklearn/train");
+    copy_example("code-sklearn", &["train.py", "features.py", "requirements.txt", "tests/test_features.py"], dir);
+    for (name, text) in extra {
+        std::fs::write(dir.join("train").join(name), text).unwrap();
+    }
+}
+
+/// `files` of `examples/<example>/train` copied under `dir/train`.
+fn copy_example(example: &str, files: &[&str], dir: &Path) {
+    let from = repo().join("examples").join(example).join("train");
     let to = dir.join("train");
     std::fs::create_dir_all(to.join("tests")).unwrap();
-    for name in ["train.py", "features.py", "requirements.txt", "tests/test_features.py"] {
+    for name in files {
         std::fs::copy(from.join(name), to.join(name)).unwrap();
-    }
-    for (name, text) in extra {
-        std::fs::write(to.join(name), text).unwrap();
     }
 }
 
@@ -65,6 +74,17 @@ async fn apply(app: &TestApp, dir: &Path, yaml: &str) -> mlops_proto::Pipeline {
     std::fs::write(&file, yaml).unwrap();
     let code = mlops_cli::code_bundle::for_spec(&file, yaml).unwrap();
     client::apply_pipeline_with_code(&app.stack.remote("registry"), yaml, code, None).await.unwrap()
+}
+
+/// Runs the `mlops` command against the test's platform: whether it succeeded, and what it said.
+fn mlops(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(app.stack.opts.bin_dir.join("mlops"))
+        .args(["--nats-url", &app.stack.nats_url, "--registry-url", &app.stack.url("registry")])
+        .args(args)
+        .env("MLOPS_TRAINER_ENV_DIR", target_dir().join("trainer-envs"))
+        .output()
+        .expect("running mlops");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -95,7 +115,11 @@ async fn the_team_program_trains_in_its_environment_is_gated_and_served() {
     git(work.path(), &["add", "."]);
     git(work.path(), &["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "the churn model"]);
     let head = git(work.path(), &["rev-parse", "HEAD"]);
-    let applied = apply(&app, work.path(), &yaml).await;
+    let (ok, said) = mlops(&app, &["pipeline", "apply", work.path().join("pipeline.yaml").to_str().unwrap()]);
+    assert!(ok && said.contains(&format!("(commit {})", &head[..12])), "{said}");
+    let mut registry = client::registry(&app.stack.remote("registry")).await.unwrap();
+    let request = mlops_proto::GetPipelineRequest { name: "churn-code".into(), spec_hash: String::new() };
+    let applied = registry.get_pipeline(request).await.unwrap().into_inner();
     let stored = mlops_shared::spec::PipelineSpec::from_yaml(&applied.spec_yaml).unwrap();
     let code = stored.training.code.clone().unwrap();
     assert_eq!((code.commit.as_deref(), code.dirty), (Some(head.as_str()), false));
@@ -124,6 +148,10 @@ async fn the_team_program_trains_in_its_environment_is_gated_and_served() {
         body["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(body["outputs"][0]["name"], "probability", "{body}");
     assert!(probabilities.len() == 5 && probabilities.iter().all(|p| (0.0..=1.0).contains(p)), "{body}");
+
+    // Rerun from the lineage alone: the bundle by its sha256, the environment from its pip freeze.
+    let (ok, said) = mlops(&app, &["reproduce", "churn-code@1"]);
+    assert!(ok && said.contains("identical"), "{said}");
 
     // A changed program is a new bundle: applied from a dirty work tree, it says so.
     let train = work.path().join("train/train.py");
@@ -242,12 +270,25 @@ async fn bad_programs_fail_their_run_with_the_reason_and_the_trainer_goes_on() {
         assert_eq!(run.state, mlops_shared::runs::RunState::Failed, "{run:?}");
         assert!(client::models(&app.stack.remote("registry"), name).await.unwrap().is_empty());
     }
-    // The trainer goes on: the example's program trains the next pipeline.
+    // The trainer goes on: the LightGBM example trains the next pipeline, its search one run of
+    // the program per candidate.
     let work = tempfile::tempdir().unwrap();
-    example_code(work.path(), &[]);
-    apply(&app, work.path(), &spec("code-good", &with_env("[python, train.py]", ""))).await;
-    app.upload("code-good", &sample::csv(1000, 9, Variant::Normal)).await;
-    app.wait_event("model.promoted", FIRST, |s| s.pipeline == "code-good").await;
+    copy_example("code-lightgbm", &["train.py", "requirements.txt"], work.path());
+    let yaml = std::fs::read_to_string(repo().join("examples/code-lightgbm/pipeline.yaml")).unwrap();
+    apply(&app, work.path(), &yaml).await;
+    app.upload("churn-lgbm", &sample::csv(1500, 9, Variant::Normal)).await;
+    app.wait_event("model.promoted", FIRST, |s| s.pipeline == "churn-lgbm").await;
+    let [t] = trained(&app, "churn-lgbm").try_into().expect("one model trained");
+    assert!(t.environment.contains("lightgbm==4.6.0"), "{}", t.environment);
+    let artifact = Sha256::parse(t.artifact_sha256).unwrap();
+    let bytes = app.bus().await.objects(MODELS_BUCKET).await.unwrap().get_verified(&artifact).await.unwrap();
+    let manifest = Stored::verified_manifest(&bytes, &artifact).unwrap();
+    let search = manifest.search.expect("the search is recorded");
+    let tried: Vec<f64> = search.candidates.iter().map(|c| c.params["num_leaves"]).collect();
+    assert_eq!(tried, [7.0, 15.0, 31.0]);
+    assert!(search.candidates.iter().all(|c| c.score.is_some_and(|s| s > 0.6)), "{search:?}");
+    assert_eq!(manifest.params, search.candidates[search.best].params);
+    assert_eq!(manifest.params["n_estimators"], 100.0);
 
     // Bad code directories never reach the platform.
     let bad = tempfile::tempdir().unwrap();

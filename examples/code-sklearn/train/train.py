@@ -38,8 +38,13 @@ def main():
 
     inputs = [(c, FloatTensorType([None, 1])) for c in numeric]
     inputs += [(c, StringTensorType([None, 1])) for c in categorical]
+    # A fixed graph name: skl2onnx's default is random, which would make every run's bytes differ.
     onnx = convert_sklearn(
-        model, initial_types=inputs, options={id(classifier): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3}
+        model,
+        name="churn_code",
+        initial_types=inputs,
+        options={id(classifier): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
     )
     out = os.environ["MLOPS_MODEL_DIR"]
     with open(os.path.join(out, "model.onnx"), "wb") as f:
