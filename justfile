@@ -100,6 +100,11 @@ bench-serve: deps
 bench-train:
     ./scripts/bench-train.sh 1000000
 
+# A code step's overhead over its program's own run time, 1M rows x 20 (release build, the whole platform).
+bench-code: deps
+    cargo build --release --workspace --bins
+    cargo bench -p mlops-integration-tests --bench code_step -- 1000000
+
 # Drift: every feature's test, 1M reference x 1M current rows x 20 features, against Evidently (a throwaway venv).
 bench-drift:
     ./scripts/bench-drift.sh 1000000

@@ -183,8 +183,18 @@ async fn retrain_code(
     let (progress, _) =
         tokio::sync::watch::channel(mlops_trainer::train::Progress { stage: String::new(), fraction: 0.0 });
     let pinned = (!program.environment.is_empty()).then_some(program.environment);
-    let job =
-        Job { steps: &steps, runtime, spec, job_id, bundle: &bundle, dataset_ids, frame, progress: &progress, pinned };
+    let job = Job {
+        steps: &steps,
+        runtime,
+        spec,
+        job_id,
+        bundle: &bundle,
+        dataset_ids,
+        frame,
+        progress: &progress,
+        pinned,
+        phases: Default::default(),
+    };
     let trained = job.train().await.context("rerunning the program")?;
     Ok(trained.artifact.to_bytes())
 }

@@ -74,6 +74,10 @@ pub fn details(r: &Run) -> String {
     if !r.error.is_empty() {
         out += &format!("error:     {}\n", r.error);
     }
+    if !r.phases.is_empty() {
+        let phases: Vec<String> = r.phases.iter().map(|(k, v)| format!("{k} {v:.2} s")).collect();
+        out += &format!("phases:    {}\n", phases.join(", "));
+    }
     if !r.output.is_empty() {
         out += &format!("--- output (the last {} bytes) ---\n{}", r.output.len(), r.output);
         if !r.output.ends_with('\n') {

@@ -270,6 +270,20 @@ async fn bad_programs_fail_their_run_with_the_reason_and_the_trainer_goes_on() {
         assert_eq!(run.state, mlops_shared::runs::RunState::Failed, "{run:?}");
         assert!(client::models(&app.stack.remote("registry"), name).await.unwrap().is_empty());
     }
+    // Requirements pip cannot resolve fail the run with pip's words, and are not kept.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("train")).unwrap();
+    std::fs::write(work.path().join("train/p.py"), "print('never runs')\n").unwrap();
+    std::fs::write(work.path().join("train/requirements.txt"), "no-such-package-for-mlops-tests==0.0.1\n").unwrap();
+    let training = "  code: {path: train, command: [python, p.py]}\n  environment: {python: {requirements: train/requirements.txt}}\n";
+    apply(&app, work.path(), &spec("code-pip", training)).await;
+    app.upload("code-pip", &sample::csv(300, 5, Variant::Normal)).await;
+    let failed = app.wait_event("model.training_failed", T, |s| s.pipeline == "code-pip").await;
+    let Decoded::TrainingFailed(f) = failed.payload else { unreachable!() };
+    assert!(f.error.contains("pip could not install the requirements"), "{}", f.error);
+    assert!(f.error.contains("no-such-package-for-mlops-tests"), "{}", f.error);
+    assert_eq!(f.attempt, 1, "a resolution failure is not retried");
+
     // The trainer goes on: the LightGBM example trains the next pipeline, its search one run of
     // the program per candidate.
     let work = tempfile::tempdir().unwrap();

@@ -91,6 +91,10 @@ pub struct Run {
     /// they came.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output: String,
+    /// Seconds a code step spent in each phase: `bundle` (fetching it), `read data`,
+    /// `environment`, `hand-over` (unpacking and writing the rows as Parquet), `program`, `check`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub phases: BTreeMap<String, f64>,
 }
 
 impl Run {
@@ -115,6 +119,7 @@ impl Run {
             error: String::new(),
             superseded_by: String::new(),
             output: String::new(),
+            phases: BTreeMap::new(),
         }
     }
 
@@ -271,6 +276,7 @@ mod tests {
             error: String::new(),
             superseded_by: String::new(),
             output: String::new(),
+            phases: BTreeMap::new(),
         };
         let json = serde_json::to_string(&run).unwrap();
         assert!(json.contains(r#""jobId":"churn-data-ab.c""#) && json.contains(r#""state":"running""#), "{json}");

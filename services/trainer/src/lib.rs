@@ -217,7 +217,8 @@ impl Worker {
                 run.state = RunState::Succeeded;
                 run.artifact_sha256 = made.sha.to_string();
                 run.metrics.clone_from(&made.metrics);
-                run.output.clone_from(&made.output);
+                run.output.clone_from(&made.program.output);
+                run.phases.clone_from(&made.program.phases);
                 run.progress = 1.0;
                 run.stage = "done".into();
                 run.error.clear();
@@ -296,7 +297,7 @@ impl Worker {
         }
         let started = Instant::now();
         info!(job = %job.job_id, pipeline = %job.pipeline, datasets = blobs.len(), "training");
-        let (bytes, manifest, output) = if spec.training.code.is_some() {
+        let (bytes, manifest, program_run) = if spec.training.code.is_some() {
             self.train_code(job, spec, blobs, &progress).await?
         } else {
             let trained = off_runtime(move || {
@@ -306,7 +307,7 @@ impl Worker {
                 Ok::<_, TrainerError>(trained?)
             })
             .await?;
-            (trained.artifact.to_bytes(), trained.artifact.manifest, String::new())
+            (trained.artifact.to_bytes(), trained.artifact.manifest, Program::default())
         };
         let millis = started.elapsed().as_millis() as u64;
         metrics::histogram!("mlops_training_seconds", "pipeline" => job.pipeline.clone())
@@ -343,7 +344,7 @@ impl Worker {
             .await
             .map_err(TrainerError::jobs("recording job as done"))?;
         info!(job = %job.job_id, artifact = %sha.short(), millis, auc = m.metrics.get("roc_auc").copied().unwrap_or(f64::NAN), "model trained");
-        Ok(Made { sha, metrics: m.metrics.clone(), output })
+        Ok(Made { sha, metrics: m.metrics.clone(), program: program_run })
     }
 
     /// Runs the pipeline's own training program on the job's data: the artifact's bytes, its
@@ -354,13 +355,16 @@ impl Worker {
         spec: PipelineSpec,
         blobs: Vec<(String, Vec<u8>)>,
         progress: &tokio::sync::watch::Sender<train::Progress>,
-    ) -> Result<(Vec<u8>, Manifest, String), TrainerError> {
+    ) -> Result<(Vec<u8>, Manifest, Program), TrainerError> {
         let named = spec.training.code.as_ref().and_then(|c| c.bundle.clone()).ok_or(CodeError::NoBundle)?;
+        let started = Instant::now();
         let bundle = self.bundles.get_verified(&Sha256::parse(named)?).await?;
+        let bundle_secs = started.elapsed().as_secs_f64();
         let runtime = self.engine.runtime().map_err(|e| CodeError::Io(format!("ONNX Runtime: {e}")))?;
         progress.send_replace(train::Progress { stage: "reading data".into(), fraction: 0.0 });
         let dataset_ids = blobs.iter().map(|(id, _)| id.clone()).collect();
         let read = spec.clone();
+        let started = Instant::now();
         let frame = off_runtime(move || {
             let frame = mlops_data::read_datasets(&read, &blobs).map_err(train::TrainError::from)?;
             if frame.rows < 10 {
@@ -369,6 +373,7 @@ impl Worker {
             Ok(frame)
         })
         .await?;
+        let read_secs = started.elapsed().as_secs_f64();
         let trained = code::Job {
             steps: &self.code,
             runtime,
@@ -379,19 +384,30 @@ impl Worker {
             frame,
             progress,
             pinned: None,
+            phases: Default::default(),
         }
         .train()
         .await?;
-        Ok((trained.artifact.to_bytes(), trained.artifact.manifest, trained.tail))
+        let mut phases = trained.phases;
+        phases.insert("bundle".into(), bundle_secs);
+        phases.insert("read data".into(), read_secs);
+        Ok((trained.artifact.to_bytes(), trained.artifact.manifest, Program { output: trained.tail, phases }))
     }
 }
 
-/// A job's model: where it is stored, its holdout metrics, and the end of its program's output
-/// (code steps).
+/// A job's model: where it is stored, its holdout metrics, and what its program did (code steps).
 struct Made {
     sha: Sha256,
     metrics: BTreeMap<String, f64>,
+    program: Program,
+}
+
+/// A code step's program run, for its run record: the end of its output and the seconds of each
+/// phase.
+#[derive(Default)]
+struct Program {
     output: String,
+    phases: BTreeMap<String, f64>,
 }
 
 /// The last `n` lines of `text`.

@@ -14,7 +14,7 @@ pub mod step;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mlops_onnx::import::{Graph, Origin};
 use mlops_shared::bundle::BundleError;
@@ -99,6 +99,9 @@ fn io_error(doing: &'static str) -> impl Fn(std::io::Error) -> CodeError {
 pub struct CodeTrained {
     pub artifact: OnnxArtifact,
     pub tail: String,
+    /// Seconds spent in each phase: `environment`, `hand-over` (the bundle unpacked and the rows
+    /// written as Parquet), `program`, `check`, summed over the search's runs too.
+    pub phases: BTreeMap<String, f64>,
 }
 
 /// One job's code step: the spec, the bundle, the data and where progress goes.
@@ -115,6 +118,8 @@ pub struct Job<'a> {
     /// Packages to install instead of the requirements file: a model's recorded `pip freeze`,
     /// when `mlops reproduce` rebuilds the environment that made it.
     pub pinned: Option<String>,
+    /// Where the phases' times gather (start it empty).
+    pub phases: std::sync::Mutex<BTreeMap<String, f64>>,
 }
 
 impl Job<'_> {
@@ -128,7 +133,9 @@ impl Job<'_> {
         let bundle_sha = self.code().bundle.clone().ok_or(CodeError::NoBundle)?;
         let files = mlops_shared::bundle::files(self.bundle)?;
         self.report("preparing the environment", 0.0);
+        let started = Instant::now();
         let env = self.environment(&files).await?;
+        self.took("environment", started);
         let t = &self.spec.training;
         let (train_idx, _) = holdout_split(self.frame.rows, t.holdout, t.seed);
         let train = self.frame.take(&train_idx);
@@ -155,13 +162,22 @@ impl Job<'_> {
             search,
             program: Some(program),
         };
+        let started = Instant::now();
         let artifact = self.check(graph, origin).await?;
+        self.took("check", started);
         self.report("done", 1.0);
-        Ok(CodeTrained { artifact, tail: run.tail })
+        let phases = std::mem::take(&mut *self.phases.lock().expect("never poisoned"));
+        Ok(CodeTrained { artifact, tail: run.tail, phases })
     }
 
     fn report(&self, stage: &str, fraction: f64) {
         self.progress.send_replace(Progress { stage: stage.into(), fraction });
+    }
+
+    /// Adds the time since `started` to `phase`.
+    fn took(&self, phase: &str, started: Instant) {
+        let mut phases = self.phases.lock().expect("never poisoned");
+        *phases.entry(phase.to_owned()).or_default() += started.elapsed().as_secs_f64();
     }
 
     /// The Python environment the spec asks for, made from the bundle's requirements file.
@@ -270,7 +286,9 @@ impl Job<'_> {
             .tempdir_in(&runs)
             .map_err(io_error("creating the run's directory"))?;
         let layout = Layout::new(dir.path());
+        let started = Instant::now();
         self.prepare(&layout, rows).await?;
+        self.took("hand-over", started);
         let env_vars = self.env_vars(&layout, params, env);
         let t = &self.spec.training;
         let step = Step {
@@ -285,7 +303,9 @@ impl Job<'_> {
         };
         self.report(stage, band.0);
         let mut progress = |f: f64| self.report(stage, band.0 + (band.1 - band.0) * f);
+        let started = Instant::now();
         let ran = step::run(&step, &mut progress).await.map_err(io_error("running the step runner"))?;
+        self.took("program", started);
         self.verdict(&ran, t.memory_mb)?;
         let graph = read_model(&layout.model).map_err(|e| e.with_tail(&ran.tail))?;
         let metrics = read_metrics(&layout.model).map_err(|e| e.with_tail(&ran.tail))?;
