@@ -316,7 +316,7 @@ fn gate_decision(v: &pb::ModelVersion) -> Section {
 fn lineage(input: &CardInput) -> Section {
     let v = &input.version;
     let lineage = v.lineage.clone().unwrap_or_default();
-    let facts = vec![
+    let mut facts = vec![
         ("Reason".to_owned(), mlops_shared::runs::reason_name(lineage.reason)),
         ("Job".to_owned(), format!("{} (trainer {})", lineage.job_id, lineage.trainer_id)),
         ("Spec".to_owned(), lineage.spec_hash.clone()),
@@ -324,6 +324,15 @@ fn lineage(input: &CardInput) -> Section {
         ("Code version".to_owned(), lineage.code_version.clone()),
         ("Rebuild".to_owned(), format!("mlops reproduce {}@{}", v.pipeline, v.version)),
     ];
+    if !lineage.code_commit.is_empty() {
+        facts.push(("Code commit".to_owned(), lineage.code_commit.clone()));
+    }
+    if !lineage.environment.is_empty() {
+        facts.push(("Environment".to_owned(), lineage.environment.lines().collect::<Vec<_>>().join(", ")));
+    }
+    for (name, value) in &lineage.program_metrics {
+        facts.push((format!("Program's {name}"), format!("{value:.4}")));
+    }
     let rows = lineage
         .dataset_ids
         .iter()

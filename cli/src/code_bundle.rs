@@ -22,6 +22,10 @@ pub fn for_spec(spec_file: &Path, yaml: &str) -> anyhow::Result<Option<CodeUploa
     let Some(code) = &spec.training.code else { return Ok(None) };
     let base = spec_file.parent().unwrap_or(Path::new("."));
     let dir = base.join(&code.path);
+    // A spec that names a stored bundle (as the registry completes it) applies without its code.
+    if code.bundle.is_some() && !dir.exists() {
+        return Ok(None);
+    }
     if let Some(r) =
         spec.training.environment.as_ref().and_then(|e| e.python.as_ref()).and_then(|p| p.requirements.as_ref())
         && !base.join(r).is_file()

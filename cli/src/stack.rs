@@ -129,7 +129,7 @@ fn read_ports_file(dir: &Path) -> anyhow::Result<Option<String>> {
 /// compiled into it, and the `.proto` files its build script watches), so installed binaries,
 /// which have none, are not checked.
 pub fn check_fresh(bin_dir: &Path) -> anyhow::Result<()> {
-    let binaries = SERVICES.iter().map(|s| format!("mlops-{s}")).chain(["mlops".to_owned()]);
+    let binaries = SERVICES.iter().map(|s| format!("mlops-{s}")).chain(["mlops".to_owned(), "mlops-step".to_owned()]);
     for binary in binaries.map(|b| bin_dir.join(b)) {
         if let Some(source) = newer_source(&binary) {
             bail!(

@@ -130,12 +130,21 @@ async fn the_team_program_trains_in_its_environment_is_gated_and_served() {
     app.wait_event("model.promoted", FIRST, |s| s.pipeline == "churn-code").await;
     let [t] = trained(&app, "churn-code").try_into().expect("one model trained");
     assert_eq!((t.algorithm.as_str(), t.code_bundle.as_str()), ("code", bundle.as_str()));
-    assert_eq!((t.code_version, t.code_commit), (format!("code sha256:{bundle}"), head));
+    assert_eq!(
+        (t.code_version.as_str(), t.code_commit.as_str()),
+        (format!("code sha256:{bundle}").as_str(), head.as_str())
+    );
     assert!(t.environment.contains("scikit-learn==1.8.0") && t.environment.contains("pyarrow=="), "{}", t.environment);
     assert!(t.program_metrics["train_accuracy"] > 0.6, "{:?}", t.program_metrics);
     let auc = t.holdout_metrics.unwrap().values["roc_auc"];
     assert!(auc > 0.7, "holdout AUC {auc}");
     assert_eq!(t.dataset_ids, [data.dataset_id]);
+    // The registry's lineage names the commit, the environment and the program's own numbers.
+    let versions = client::models(&app.stack.remote("registry"), "churn-code").await.unwrap();
+    let lineage = versions[0].lineage.clone().unwrap();
+    assert_eq!((lineage.code_commit, lineage.code_version), (head.clone(), format!("code sha256:{bundle}")));
+    assert_eq!(lineage.environment, t.environment);
+    assert_eq!(lineage.program_metrics, t.program_metrics);
     // The run keeps what the program printed; it read the rows the holdout left (1500 × 0.8).
     let runs = app.runs().await;
     let run = wait_until(T, || async { runs.get(&t.job_id).await.ok()?.filter(|r| r.state.is_final()) }).await.unwrap();

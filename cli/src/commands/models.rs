@@ -272,6 +272,18 @@ async fn lineage(registry: &Remote, target: &ModelRef) -> anyhow::Result<()> {
     println!("  spec        {}", l.spec_hash);
     println!("  seed        {}", l.seed);
     println!("  code        {}", l.code_version);
+    if !l.code_commit.is_empty() {
+        println!("  commit      {}", l.code_commit);
+    }
+    if !l.environment.is_empty() {
+        println!("  environment {} packages (pip freeze):", l.environment.lines().count());
+        for p in l.environment.lines() {
+            println!("    {p}");
+        }
+    }
+    for (name, value) in &l.program_metrics {
+        println!("  program     {name} {value}");
+    }
     println!("  datasets    {} (oldest first)", l.dataset_ids.len());
     for d in &l.dataset_ids {
         println!("    {d}");
@@ -424,6 +436,7 @@ fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
         "metrics": v.holdout_metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
         "lineage": {"dataset_ids": l.dataset_ids, "spec_hash": l.spec_hash, "seed": l.seed,
                     "code_version": l.code_version, "job_id": l.job_id, "trainer_id": l.trainer_id,
+                    "code_commit": l.code_commit, "environment": l.environment, "program_metrics": l.program_metrics,
                     "reason": mlops_shared::runs::reason_name(l.reason)},
         "production_metrics": v.production_metrics.as_ref().map(|m| serde_json::json!({"version": v.compared_with_version, "values": m.values})),
         "newest": v.newest_metrics.as_ref().map(|m| serde_json::json!({"dataset_id": v.newest_dataset_id, "rows": m.rows, "metrics": m.values})),

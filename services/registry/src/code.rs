@@ -49,14 +49,8 @@ pub async fn attach(code: &Objects, spec: &mut PipelineSpec, req: &pb::ApplyPipe
             )));
         }
     }
+    // A bundle sent is the code: a bundle the spec names (applied before) gives way to it.
     let sha = code.put(&bytes).await.map_err(|e| Status::unavailable(e.to_string()))?;
-    if let Some(named) = &step.bundle
-        && *named != sha.as_str()
-    {
-        return Err(Status::invalid_argument(format!(
-            "the spec names code bundle {named}, but the bundle sent hashes to {sha}"
-        )));
-    }
     step.bundle = Some(sha.to_string());
     if !req.code_commit.is_empty() {
         step.commit = Some(req.code_commit.clone());

@@ -104,6 +104,12 @@ struct Events {
 /// version it made), then publishes `model.registered`, which the evaluator judges from.
 async fn on_trained(store: &Arc<Store>, bus: &Bus, e: Envelope<pb::ModelTrained>) -> Result<(), HandlerError> {
     let (r, _) = record_version(store, e.payload.clone(), &e.id, String::new()).await?;
+    // A job trained again (its first trainer died after announcing) by a program whose output is
+    // not bit-identical: its version stays the first model, which was announced and is judged.
+    if r.artifact_sha256 != e.payload.artifact_sha256 {
+        info!(pipeline = %r.pipeline, version = r.version, job = %r.job_id, "job trained again; its version keeps the first model");
+        return Ok(());
+    }
     // Announced even when the version was there: a crash between recording and announcing
     // redelivers `model.trained`, and the announcement's id deduplicates it.
     announce(bus, &e.follow(), &r, e.payload).await
@@ -167,6 +173,9 @@ fn model_record(t: pb::ModelTrained) -> ModelRecord {
         evaluation: Default::default(),
         decision: None,
         promoted_unix_ms: 0,
+        code_commit: t.code_commit,
+        environment: t.environment,
+        program_metrics: t.program_metrics.into_iter().collect(),
     }
 }
 
@@ -233,6 +242,9 @@ impl RegistryApi {
                 job_id: r.job_id,
                 reason: r.reason,
                 trainer_id: r.trainer_id,
+                code_commit: r.code_commit,
+                environment: r.environment,
+                program_metrics: r.program_metrics.into_iter().collect(),
             }),
             holdout_metrics: Some(pb::Metrics { values: r.metrics.into_iter().collect(), rows: r.metrics_rows }),
             aliases,

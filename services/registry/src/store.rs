@@ -119,6 +119,14 @@ pub struct ModelRecord {
     /// When it last became `production`; 0 if it never served.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub promoted_unix_ms: i64,
+    /// A code step's run: the commit its code was applied from, its environment's `pip freeze`
+    /// and the program's own metrics.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub code_commit: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub environment: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub program_metrics: BTreeMap<String, f64>,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -716,6 +724,9 @@ mod tests {
             evaluation: Evaluation::default(),
             decision: None,
             promoted_unix_ms: 0,
+            code_commit: String::new(),
+            environment: String::new(),
+            program_metrics: BTreeMap::new(),
         }
     }
 

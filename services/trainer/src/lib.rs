@@ -105,6 +105,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     // Before anything connects: an ONNX Runtime named by a path that is not a file stops the start.
     let engine = mlops_onnx::Engine::from_env()?;
     let code = config.code_steps()?;
+    // Training programs run as this user: not dumpable, this process's memory and
+    // /proc/<pid>/environ (its NATS credentials) are closed to them.
+    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        warn!(error = %e, "cannot make the trainer undumpable; training programs could read its environment");
+    }
+    code.sweep();
     let mut service = Service::start("trainer", &config.nats, &config.tls, &shutdown).await?;
     let bus = service.bus.clone();
     let trainer_id = config.trainer_id.clone().unwrap_or_else(default_trainer_id);
@@ -246,8 +252,12 @@ impl Worker {
             warn!(job = %run.job_id, error = %err, "cannot update the run record");
         }
         publish_progress(&self.bus, &run).await;
-        if run.state == RunState::Failed {
-            self.announce_failure(&e, &run).await?;
+        // The failure stands whether or not it is announced: a lost announcement must not rerun
+        // the job.
+        if run.state == RunState::Failed
+            && let Err(err) = self.announce_failure(&e, &run).await
+        {
+            warn!(job = %run.job_id, error = %err, "model.training_failed not published");
         }
         outcome.map(drop)
     }

@@ -107,6 +107,23 @@ async fn processes_left_behind_are_killed_and_reported() {
     assert!(wait_gone(&pids(&ran.tail)).await, "the child outlived its program");
 }
 
+/// A process that left the program's group (`setsid`) while holding its output open is still
+/// found, killed and reported, and the run does not wait on its open pipe.
+#[tokio::test]
+async fn a_process_that_escaped_the_group_is_killed_too() {
+    let (ran, _) = Run::default().of(&["sh", "-c", "setsid sleep 300 & echo pid $!; sleep 0.2; exit 0"]).await;
+    assert_eq!(ran.status, Status::Exited { code: Some(0), signal: None, leftover: true });
+    assert!(wait_gone(&pids(&ran.tail)).await, "the escaped process outlived its program");
+}
+
+/// Children that ended but were never waited for (zombies) are not processes left running.
+#[tokio::test]
+async fn children_that_ended_unwaited_are_not_left_running() {
+    let script = "import subprocess, time\nsubprocess.Popen(['true'])\ntime.sleep(0.3)\nprint('done')";
+    let (ran, _) = Run::default().of(&["python3", "-c", script]).await;
+    assert_eq!(ran.status, Status::Exited { code: Some(0), signal: None, leftover: false }, "{}", ran.tail);
+}
+
 #[tokio::test]
 async fn a_program_over_its_memory_limit_fails_with_a_memory_error() {
     let run = Run { memory_mb: 200, ..Run::default() };

@@ -53,6 +53,16 @@ pub struct PythonEnvironment {
 /// The longest a run may take when the spec does not say (one day).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 86_400;
 
+/// The longest a spec may let a run take (30 days).
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
+
+/// The largest memory limit a spec may set, in MiB (16 TiB).
+pub const MAX_MEMORY_MB: u64 = 1 << 24;
+
+/// Variables besides `MLOPS_*` that the platform sets for the program, which `code.env` cannot
+/// pass on from the trainer.
+const RESERVED: &[&str] = &["PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED", "PYTHONHASHSEED"];
+
 impl CodeSpec {
     /// `path` (relative to the spec file, like `code.path`) as a path inside the bundle, or `None`
     /// when it lies outside the code directory.
@@ -80,8 +90,8 @@ impl CodeSpec {
             if !valid {
                 return bad(format!("`training.code.env` {name:?} is not an environment variable name"));
             }
-            if name.starts_with("MLOPS_") {
-                return bad(format!("`training.code.env` {name:?}: the MLOPS_ variables are the platform's to set"));
+            if name.starts_with("MLOPS_") || RESERVED.contains(&name.as_str()) {
+                return bad(format!("`training.code.env` {name:?}: the platform sets it for the program"));
             }
         }
         if let Some(sha) = &self.bundle
@@ -145,7 +155,16 @@ mod tests {
             ("{code: {path: train, command: []}}", "`training.code.command` names no program"),
             ("{code: {path: /abs, command: [x]}}", "`training.code.path` \"/abs\" must be a relative directory"),
             ("{code: {path: ../up, command: [x]}}", "without `..`"),
-            ("{code: {path: t, command: [x], env: [MLOPS_SECRET]}}", "the MLOPS_ variables"),
+            ("{code: {path: t, command: [x], env: [MLOPS_SECRET]}}", "the platform sets it"),
+            ("{code: {path: t, command: [x], env: [PATH]}}", "`training.code.env` \"PATH\": the platform sets it"),
+            (
+                "{code: {path: t, command: [x]}, timeout_secs: 99999999999}",
+                "`training.timeout_secs` must be at most 2592000",
+            ),
+            (
+                "{code: {path: t, command: [x]}, memory_mb: 99999999999}",
+                "`training.memory_mb` must be at most 16777216",
+            ),
             ("{code: {path: t, command: [x], env: [\"A-B\"]}}", "not an environment variable name"),
             ("{code: {path: t, command: [x], bundle: abc}}", "`training.code.bundle` \"abc\" is not a sha256"),
             (

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::PipelineName;
 
-pub use code::{CodeSpec, DEFAULT_TIMEOUT_SECS, EnvironmentSpec, PythonEnvironment};
+pub use code::{CodeSpec, DEFAULT_TIMEOUT_SECS, EnvironmentSpec, MAX_MEMORY_MB, MAX_TIMEOUT_SECS, PythonEnvironment};
 pub use deployment::{CanarySpec, DeploymentSpec, Strategy};
 pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, Severity, full_match};
 pub use gates::{EvaluationSpec, GateRows, GateSpec, ServingLimits, StalenessSpec};

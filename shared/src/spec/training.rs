@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::code::{CodeSpec, EnvironmentSpec};
+use super::code::{CodeSpec, EnvironmentSpec, MAX_MEMORY_MB, MAX_TIMEOUT_SECS};
 use super::{SpecError, Task, bad};
 
 /// How to train.
@@ -129,8 +129,14 @@ impl TrainingSpec {
         if self.timeout_secs == Some(0) {
             return bad("`training.timeout_secs` must be at least 1".into());
         }
+        if self.timeout_secs.is_some_and(|t| t > MAX_TIMEOUT_SECS) {
+            return bad(format!("`training.timeout_secs` must be at most {MAX_TIMEOUT_SECS} (30 days)"));
+        }
         if self.memory_mb.is_some_and(|m| m < 64) {
             return bad("`training.memory_mb` must be at least 64".into());
+        }
+        if self.memory_mb.is_some_and(|m| m > MAX_MEMORY_MB) {
+            return bad(format!("`training.memory_mb` must be at most {MAX_MEMORY_MB}"));
         }
         Ok(())
     }

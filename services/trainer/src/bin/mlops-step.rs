@@ -40,12 +40,16 @@ fn main() -> ExitCode {
 fn run(program: &str, args: &[String], timeout: Duration, memory_mb: u64) -> Status {
     let parent = rustix::process::getppid();
     if memory_mb > 0 {
-        let bytes = Some(memory_mb << 20);
+        let bytes = memory_mb.checked_mul(1 << 20);
         if let Err(e) = rustix::process::setrlimit(Resource::As, Rlimit { current: bytes, maximum: bytes }) {
             return Status::failed_to_start(format!("cannot set the memory limit: {e}"));
         }
     }
-    // Orphans of the program's children come to this runner, which outlives them all.
+    let Some(deadline) = Instant::now().checked_add(timeout) else {
+        return Status::failed_to_start(format!("a timeout of {} s is too long", timeout.as_secs()));
+    };
+    // Orphans of the program's children come to this runner, which outlives them all, so one
+    // that left the program's process group is still found and killed.
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     let mut child = match Command::new(program).args(args).stdin(Stdio::null()).process_group(0).spawn() {
         Ok(child) => child,
@@ -53,38 +57,91 @@ fn run(program: &str, args: &[String], timeout: Duration, memory_mb: u64) -> Sta
     };
     let group = Pid::from_child(&child);
     let trainer_gone = watch_stdin();
-    let deadline = Instant::now() + timeout;
-    let kill_group = || {
-        let _ = rustix::process::kill_process_group(group, Signal::KILL);
-    };
     loop {
         match child.try_wait() {
-            Ok(Some(exit)) => {
-                // Anything still in the group outlived the program.
-                let leftover = rustix::process::test_kill_process_group(group).is_ok();
-                if leftover {
-                    kill_group();
-                }
-                return Status::exited(exit, leftover);
-            }
+            Ok(Some(exit)) => return Status::exited(exit, settle(group)),
             Ok(None) => {}
             Err(e) => {
-                kill_group();
+                kill_all(group);
                 return Status::failed_to_start(format!("cannot wait for the program: {e}"));
             }
         }
         if trainer_gone.load(Ordering::Relaxed) || rustix::process::getppid() != parent {
-            kill_group();
+            kill_all(group);
             let _ = child.wait();
             return Status::cancelled();
         }
         if Instant::now() >= deadline {
-            kill_group();
+            kill_all(group);
             let _ = child.wait();
             return Status::timed_out(timeout.as_secs());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// After the program ended: what it started gets half a second to end too (workers shutting
+/// down); then whatever still runs — in its process group, or adopted by this runner — is
+/// killed. Whether anything was left running.
+fn settle(group: Pid) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        reap();
+        if !group_running(group) && adopted().is_empty() {
+            return false;
+        }
+        if Instant::now() >= deadline {
+            kill_all(group);
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the program's process group and every process this runner adopted, until none is left.
+fn kill_all(group: Pid) {
+    let _ = rustix::process::kill_process_group(group, Signal::KILL);
+    for _ in 0..100 {
+        reap();
+        let left = adopted();
+        if left.is_empty() {
+            return;
+        }
+        for pid in left {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Collects every child that has ended (the program's own exit status is already taken).
+fn reap() {
+    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+}
+
+/// The processes whose parent is this runner: orphans it adopted as the subreaper.
+fn adopted() -> Vec<Pid> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+        .filter_map(Pid::from_raw)
+        .collect()
+}
+
+/// Whether a process of `group` still runs (zombies, which have ended, do not count).
+fn group_running(group: Pid) -> bool {
+    if rustix::process::test_kill_process_group(group).is_err() {
+        return false;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else { return true };
+    procs.flatten().filter_map(|p| std::fs::read_to_string(p.path().join("stat")).ok()).any(|stat| {
+        // `pid (comm) state ppid pgrp ...`: the name may hold anything, so read after its `)`.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        fields.first().is_some_and(|state| *state != "Z")
+            && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(group.as_raw_nonzero().get())
+    })
 }
 
 /// A flag set when stdin reaches its end: the trainer closed its pipe, or died.

@@ -33,6 +33,9 @@ pub enum EnvError {
     /// pip refused the requirements (its words, the end of them).
     #[error("pip could not install the requirements:\n{0}")]
     Pip(String),
+    /// pip could not reach its package index: worth another try.
+    #[error("pip could not reach the package index:\n{0}")]
+    Unreachable(String),
     /// The interpreter, the disk or the lock failed.
     #[error("cannot make the Python environment: {0}")]
     Io(String),
@@ -80,6 +83,10 @@ impl Environments {
         let pip = |args: &[&str]| {
             let mut c = Command::new(&python);
             c.args(["-m", "pip", "--disable-pip-version-check", "--no-input"]).args(args);
+            // pip (and any package's build script it runs) sees pip's settings, proxies and
+            // certificates, not the trainer's credentials.
+            c.env_clear().envs(std::env::vars().filter(|(k, _)| pip_may_see(k)));
+            c.env("HOME", dir.join(".home"));
             if let Some(url) = &self.index_url {
                 c.env("PIP_INDEX_URL", url);
             }
@@ -89,13 +96,36 @@ impl Environments {
             let file = dir.join("requirements.txt");
             std::fs::write(&file, requirements).map_err(|e| EnvError::Io(e.to_string()))?;
             let file = file.to_string_lossy().into_owned();
-            run_quiet(&mut pip(&["install", "-r", &file])).map_err(EnvError::Pip)?;
+            run_quiet(&mut pip(&["install", "-r", &file])).map_err(pip_error)?;
         }
         let freeze = run_quiet(&mut pip(&["freeze"])).map_err(EnvError::Io)?;
         std::fs::write(dir.join(FREEZE), &freeze).map_err(|e| EnvError::Io(e.to_string()))?;
         std::fs::write(dir.join(READY), b"").map_err(|e| EnvError::Io(e.to_string()))?;
         Ok(freeze)
     }
+}
+
+/// Whether pip gets the trainer's variable `name`.
+fn pip_may_see(name: &str) -> bool {
+    const PASSED: &[&str] = &["PATH", "LANG", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "NO_PROXY"];
+    name.starts_with("PIP_")
+        || PASSED.contains(&name)
+        || name.eq_ignore_ascii_case("http_proxy")
+        || name.eq_ignore_ascii_case("https_proxy")
+        || name.eq_ignore_ascii_case("no_proxy")
+}
+
+/// pip's failure: the index out of reach (it may come back), or the requirements refused.
+fn pip_error(said: String) -> EnvError {
+    const UNREACHABLE: &[&str] = &[
+        "Max retries exceeded",
+        "Temporary failure in name resolution",
+        "Connection refused",
+        "Connection reset",
+        "Read timed out",
+        "Network is unreachable",
+    ];
+    if UNREACHABLE.iter().any(|m| said.contains(m)) { EnvError::Unreachable(said) } else { EnvError::Pip(said) }
 }
 
 /// Runs `command` to its end: its stdout when it succeeds, else the end of what it printed.

@@ -41,6 +41,28 @@ pub struct CodeSteps {
     pub max_output: u64,
 }
 
+impl CodeSteps {
+    /// Removes the run directories of trainers that are gone (killed before they could clean up):
+    /// each is named after the process that made it.
+    pub fn sweep(&self) {
+        let Ok(runs) = std::fs::read_dir(self.work_dir.join("runs")) else { return };
+        for run in runs.flatten() {
+            let name = run.file_name().to_string_lossy().into_owned();
+            let owner = name.split('-').next().and_then(|pid| pid.parse::<u32>().ok());
+            if let Some(pid) = owner
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                match std::fs::remove_dir_all(run.path()) {
+                    Ok(()) => tracing::info!(dir = %run.path().display(), "removed a dead trainer's run directory"),
+                    Err(e) => {
+                        tracing::warn!(dir = %run.path().display(), error = %e, "cannot remove a dead trainer's run directory")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Why a code step made no model. Every kind but `Io` is the program's or its code's doing, and
 /// would fail again: the run fails at once.
 #[derive(Debug, thiserror::Error)]
@@ -58,15 +80,13 @@ pub enum CodeError {
     /// end of the program's output, when it ran.
     #[error("the training program's model: {problem}")]
     Model { problem: String, tail: String },
-    #[error("the training data: {0}")]
-    Data(String),
     #[error("the run's directory: {0}")]
     Io(String),
 }
 
 impl CodeError {
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Io(_) | Self::Env(EnvError::Io(_)))
+        !matches!(self, Self::Io(_) | Self::Env(EnvError::Io(_) | EnvError::Unreachable(_)))
     }
 
     /// The end of the program's output, when it ran.
@@ -281,8 +301,9 @@ impl Job<'_> {
     ) -> Result<(ProgramOutput, Graph), CodeError> {
         let runs = self.steps.work_dir.join("runs");
         std::fs::create_dir_all(&runs).map_err(io_error("creating the runs directory"))?;
+        // Named by this process's id, so a later trainer can tell a dead one's leftovers.
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{}-", mlops_shared::runs::kv_key(self.job_id)))
+            .prefix(&format!("{}-{}-", std::process::id(), mlops_shared::runs::kv_key(self.job_id)))
             .tempdir_in(&runs)
             .map_err(io_error("creating the run's directory"))?;
         let layout = Layout::new(dir.path());
@@ -320,10 +341,15 @@ impl Job<'_> {
         let (bundle, code) = (self.bundle.to_vec(), layout.code.clone());
         let (spec, rows, data) = (self.spec.clone(), rows.clone(), layout.data.clone());
         tokio::task::spawn_blocking(move || {
-            mlops_shared::bundle::unpack(&bundle, &code)?;
+            // The bundle was read whole before: what fails now is the disk, which may recover.
+            mlops_shared::bundle::unpack(&bundle, &code).map_err(|e| match e {
+                BundleError::Io { .. } => CodeError::Io(e.to_string()),
+                other => CodeError::Bundle(other),
+            })?;
             let file = std::fs::File::create(&data).map_err(io_error("creating the training data file"))?;
             let out = std::io::BufWriter::new(file);
-            mlops_data::write_parquet(&spec, &rows, out).map_err(|e| CodeError::Data(e.to_string()))
+            mlops_data::write_parquet(&spec, &rows, out)
+                .map_err(|e| CodeError::Io(format!("writing the training data: {e}")))
         })
         .await
         .map_err(|e| CodeError::Io(format!("preparing the run: {e}")))?
@@ -463,5 +489,29 @@ fn read_metrics(dir: &Path) -> Result<BTreeMap<String, f64>, CodeError> {
             .map_err(|e| CodeError::model(format!("metrics.json is not a JSON object of numbers: {e}"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(CodeError::model(format!("reading metrics.json: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_directories_of_dead_trainers_are_swept_and_live_ones_kept() {
+        let work = tempfile::tempdir().unwrap();
+        let steps = CodeSteps {
+            runner: PathBuf::new(),
+            work_dir: work.path().to_path_buf(),
+            envs: Environments { root: PathBuf::new(), python: String::new(), index_url: None },
+            max_output: 0,
+        };
+        let runs = work.path().join("runs");
+        let mine = runs.join(format!("{}-job-a1", std::process::id()));
+        let dead = runs.join(format!("{}-job-b2", i32::MAX));
+        for dir in [&mine, &dead] {
+            std::fs::create_dir_all(dir.join("data")).unwrap();
+        }
+        steps.sweep();
+        assert!(mine.exists() && !dead.exists());
     }
 }

@@ -91,34 +91,51 @@ pub async fn run(step: &Step<'_>, progress: &mut (dyn FnMut(f64) + Send)) -> std
     // or the trainer dying) makes the runner kill the program's process group.
     let mut stdin = child.stdin.take();
     let (tx, mut rx) = mpsc::channel::<(bool, Vec<u8>)>(64);
+    let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward(out, true, tx.clone()));
+        readers.push(tokio::spawn(forward(out, true, tx.clone())));
     }
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward(err, false, tx));
+        readers.push(tokio::spawn(forward(err, false, tx)));
     }
     let (mut tail, mut lines, mut total, mut flooded) = (Vec::new(), Lines::default(), 0u64, false);
-    while let Some((stdout, chunk)) = rx.recv().await {
-        total += chunk.len() as u64;
-        if total > step.max_output && !flooded {
-            flooded = true;
-            stdin.take();
-        }
-        if stdout {
-            lines.feed(&chunk, &mut |line| {
-                if let Some(f) = progress_of(line) {
-                    progress(f);
+    // Output is read until the pipes close, or for a moment after the runner ended: a process
+    // that escaped it and holds the pipes open must not hold the run.
+    let mut ended: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            chunk = rx.recv() => {
+                let Some((stdout, chunk)) = chunk else { break };
+                total += chunk.len() as u64;
+                if total > step.max_output && !flooded {
+                    flooded = true;
+                    stdin.take();
                 }
-            });
+                if stdout {
+                    lines.feed(&chunk, &mut |line| {
+                        if let Some(f) = progress_of(line) {
+                            progress(f);
+                        }
+                    });
+                }
+                keep_tail(&mut tail, &chunk);
+            }
+            status = child.wait(), if ended.is_none() => {
+                status?;
+                ended = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+            }
+            () = tokio::time::sleep_until(ended.unwrap_or_else(tokio::time::Instant::now)), if ended.is_some() => break,
         }
-        keep_tail(&mut tail, &chunk);
     }
-    child.wait().await?;
+    readers.iter().for_each(tokio::task::JoinHandle::abort);
+    if ended.is_none() {
+        child.wait().await?;
+    }
     drop(stdin);
-    let status = match std::fs::read(step.status_file) {
-        Ok(json) => serde_json::from_slice(&json).map_err(std::io::Error::other)?,
-        Err(e) => Status::FailedToStart { error: format!("the step runner wrote no status: {e}") },
-    };
+    // No status: the runner itself failed (missing, killed), not the program.
+    let json = std::fs::read(step.status_file)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("the step runner wrote no status: {e}")))?;
+    let status = serde_json::from_slice(&json).map_err(std::io::Error::other)?;
     let start = tail.len().saturating_sub(TAIL_BYTES);
     Ok(Ran { status, tail: String::from_utf8_lossy(&tail[start..]).into_owned(), flooded })
 }
