@@ -322,8 +322,8 @@ impl TracedTrainer {
     }
 
     /// Stops the trainer (SIGTERM), and with it strace; the absolute paths outside its own
-    /// directory that it reached, beyond the system's libraries, configuration, `/proc` and its own
-    /// binary.
+    /// directory that it reached, beyond the system's libraries, configuration, `/proc` and its
+    /// installation (its binaries and ONNX Runtime beside them).
     async fn stop_and_list_files_outside(mut self, bin: &std::path::Path) -> Vec<String> {
         if let Some(pid) = self.child.id() {
             // The trainer is strace's child: stop it, and strace ends with it.
@@ -332,12 +332,17 @@ impl TracedTrainer {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
         let touched = paths_touched(&std::fs::read_to_string(&self.trace).unwrap());
         let home = self.home.path().canonicalize().unwrap().display().to_string();
+        let installed = bin.parent().expect("the binaries' directory");
+        let onnxruntime = installed.parent().expect("beside the binaries").join("onnxruntime");
         let system = ["/proc/", "/sys/", "/dev/", "/etc/", "/usr/", "/lib/", "/lib64/"];
         let outside: Vec<String> = touched
             .iter()
             .filter(|p| p.starts_with('/'))
             .filter(|p| !system.iter().any(|s| p.starts_with(s)) && !p.starts_with(&home))
-            .filter(|p| **p != bin.display().to_string())
+            // The installation: the binaries (the step runner beside the trainer) and ONNX
+            // Runtime's library beside them, which a trainer loads to check a code step's model.
+            .filter(|p| !p.starts_with(&installed.display().to_string()))
+            .filter(|p| !p.starts_with(&onnxruntime.display().to_string()))
             .cloned()
             .collect();
         eprintln!("{} touched {} paths, none shared: {outside:?}", self.name, touched.len());
@@ -348,9 +353,9 @@ impl TracedTrainer {
 /// Two trainers that share nothing but NATS: each runs in its own empty directory (working
 /// directory, `HOME`, `TMPDIR`), the stock trainer stopped, and under `strace`, which records
 /// every file call it makes. Eight jobs are each trained exactly once between them, and neither
-/// touched a file outside its own directory beyond the system's libraries, configuration and
-/// `/proc`: whatever a trainer reads or writes goes through NATS, so trainers run on any machine
-/// that reaches it. Every consumer settles: nothing waits undelivered or unacknowledged.
+/// touched a file outside its own directory beyond the system's libraries, configuration, `/proc`
+/// and its installation: whatever a trainer reads or writes goes through NATS, so trainers run on
+/// any machine that reaches it. Every consumer settles: nothing waits undelivered or unacknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trainers_with_no_shared_filesystem_train_each_job_once() {
     let mut app = TestApp::start().await;
