@@ -53,8 +53,7 @@ impl Environments {
             move |e: std::io::Error| EnvError::Io(format!("{doing}: {e}"))
         };
         std::fs::create_dir_all(&self.root).map_err(io(&format!("creating {}", self.root.display())))?;
-        let version = run_quiet(Command::new(&self.python).arg("--version"))
-            .map_err(|e| EnvError::Io(format!("running {}: {e}", self.python)))?;
+        let version = self.version()?;
         let key = mlops_shared::sha256_hex(
             &[self.python.as_bytes(), b"\0", version.as_bytes(), b"\0", requirements].concat(),
         );
@@ -74,6 +73,20 @@ impl Environments {
         }
         let freeze = made?;
         Ok(PythonEnv { bin, freeze, reused: false })
+    }
+
+    /// The interpreter's version (`Python 3.11.7`), asked once per process: starting it takes a
+    /// tenth of a second, which a run with its environment ready should not pay.
+    fn version(&self) -> Result<String, EnvError> {
+        static KNOWN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+        let mut known = KNOWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, v)) = known.iter().find(|(p, _)| *p == self.python) {
+            return Ok(v.clone());
+        }
+        let v = run_quiet(Command::new(&self.python).arg("--version"))
+            .map_err(|e| EnvError::Io(format!("running {}: {e}", self.python)))?;
+        known.push((self.python.clone(), v.clone()));
+        Ok(v)
     }
 
     /// Makes the environment in `dir` and returns its `pip freeze`.
