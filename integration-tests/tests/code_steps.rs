@@ -187,14 +187,12 @@ async fn a_trainer_killed_mid_run_takes_its_program_along_and_another_makes_the_
     app.stack.spawn("trainer", "trainer-2", &extra).await.unwrap();
     app.stack.wait_healthy(T).await.unwrap();
     let work = tempfile::tempdir().unwrap();
+    // The program may read outside its run directory but not write there: the test sees it
+    // start in /proc, and lays the marker that lets the second attempt train.
     let slow = r#"import os, subprocess, time
 print("env", " ".join(sorted(os.environ)), flush=True)
-marker = os.path.join(os.environ["MARKER_DIR"], "first")
-if not os.path.exists(marker):
+if not os.path.exists(os.path.join(os.environ["MARKER_DIR"], "second")):
     child = subprocess.Popen(["sleep", "300"])
-    with open(marker + ".tmp", "w") as f:
-        f.write(f"{os.getpid()}\n{child.pid}\n")
-    os.rename(marker + ".tmp", marker)
     time.sleep(300)
 import train
 train.main()
@@ -202,13 +200,14 @@ train.main()
     example_code(work.path(), &[("slow.py", slow)]);
     apply(&app, work.path(), &spec("handover", &with_env("[python, slow.py]", ", env: [MARKER_DIR]"))).await;
     app.upload("handover", &sample::csv(1200, 3, Variant::Normal)).await;
-    let marker = marks.path().join("first");
     let pids = wait_until(FIRST, || async {
-        let text = std::fs::read_to_string(&marker).ok()?;
-        Some(text.lines().map(|l| l.parse::<u32>().unwrap()).collect::<Vec<_>>())
+        let program = processes_running("slow.py").into_iter().next()?;
+        let children = children_of(program);
+        (!children.is_empty()).then(|| [vec![program], children].concat())
     })
     .await
-    .expect("the program started");
+    .expect("the program started its child");
+    std::fs::write(marks.path().join("second"), "").unwrap();
     // The trainer running it: the run record names it by host and process id.
     let running = wait_until(T, || async {
         let runs = app.runs().await.list().await.ok()?;
@@ -232,6 +231,28 @@ train.main()
     let env_line = run.output.lines().find(|l| l.starts_with("env ")).unwrap().to_owned();
     assert!(env_line.contains(" MARKER_DIR ") && env_line.contains(" MLOPS_TRAIN_DATA "), "{env_line}");
     assert!(!env_line.contains("SECRET_TOKEN") && !env_line.contains("MLOPS_NATS_URL"), "{env_line}");
+}
+
+/// The processes whose command line names `script`.
+fn processes_running(script: &str) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            Some((p.file_name().to_str()?.parse::<u32>().ok()?, std::fs::read(p.path().join("cmdline")).ok()?))
+        })
+        .filter(|(pid, cmdline)| !process_gone(*pid) && cmdline.split(|b| *b == 0).any(|arg| arg == script.as_bytes()))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The children of process `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 fn process_gone(pid: u32) -> bool {

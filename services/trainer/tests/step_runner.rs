@@ -124,6 +124,17 @@ async fn children_that_ended_unwaited_are_not_left_running() {
     assert_eq!(ran.status, Status::Exited { code: Some(0), signal: None, leftover: false }, "{}", ran.tail);
 }
 
+/// The program may write in its run's directory (its working directory here) and nowhere else.
+#[tokio::test]
+async fn a_program_writes_only_in_its_run_directory() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("escaped.txt");
+    let script = format!("open('inside.txt', 'w').write('ok')\nopen({:?}, 'w').write('no')", target.display());
+    let (ran, _) = Run::default().of(&["python3", "-c", &script]).await;
+    assert_eq!(ran.status, Status::Exited { code: Some(1), signal: None, leftover: false }, "{}", ran.tail);
+    assert!(ran.tail.contains("PermissionError") && !target.exists(), "{}", ran.tail);
+}
+
 #[tokio::test]
 async fn a_program_over_its_memory_limit_fails_with_a_memory_error() {
     let run = Run { memory_mb: 200, ..Run::default() };

@@ -9,6 +9,7 @@
 
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,12 @@ fn main() -> ExitCode {
         eprintln!("mlops-step: TIMEOUT_SECS and MEMORY_MB must be whole numbers");
         return ExitCode::from(2);
     };
+    // The status file lies in the run's directory, the one place the program may write to.
+    let run_dir = Path::new(status_file).parent().unwrap_or(Path::new("."));
+    if let Err(e) = confine(run_dir) {
+        eprintln!("mlops-step: cannot confine the program's writes to {}: {e}", run_dir.display());
+        return ExitCode::from(1);
+    }
     let status = run(program, rest, Duration::from_secs(timeout), memory);
     let json = serde_json::to_vec(&status).expect("a status always serializes");
     if let Err(e) = std::fs::write(status_file, json) {
@@ -34,6 +41,23 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// Lets this process and the program it starts write only under `run_dir` (and `/dev`, for
+/// `/dev/null` and `/dev/shm`), with Landlock, which needs no privilege. Reading stays open. On a
+/// kernel without Landlock the program runs unconfined, and its output says so.
+fn confine(run_dir: &Path) -> Result<(), landlock::RulesetError> {
+    use landlock::{ABI, AccessFs, Ruleset, RulesetAttr as _, RulesetCreatedAttr as _, RulesetStatus};
+    let write = AccessFs::from_write(ABI::V3);
+    let status = Ruleset::default()
+        .handle_access(write)?
+        .create()?
+        .add_rules(landlock::path_beneath_rules([run_dir, Path::new("/dev")], write))?
+        .restrict_self()?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        eprintln!("mlops-step: this kernel has no Landlock: writes outside the run's directory are not prevented");
+    }
+    Ok(())
 }
 
 /// Runs the program to its end, the deadline or the trainer's going, and says which.
