@@ -2,7 +2,8 @@
 //! group. The program gets a process group of its own, the memory limit and the deadline; when
 //! the trainer goes away (its pipe to this runner's stdin closes, even on kill -9, or this
 //! runner is re-parented) or the deadline passes, the whole group is killed. Processes the program
-//! leaves behind when it exits are killed too, and reported. The outcome is written as JSON to
+//! leaves behind when it exits are killed too, and reported. With Landlock, the program may write
+//! only in the status file's directory (the run's) and `/dev`. The outcome is written as JSON to
 //! the status file.
 //!
 //! `mlops-step STATUS_FILE TIMEOUT_SECS MEMORY_MB PROGRAM [ARGS...]` (MEMORY_MB 0: no limit).
