@@ -56,7 +56,10 @@ async fn main() -> anyhow::Result<()> {
     bus.publish("bench-code-timed", &mlops_shared::events::EventContext::new_run("timed"), &request).await?;
     let timed = next_trained(&mut trained).await?;
     let runs = mlops_shared::runs::Runs::open(&bus).await?;
-    let run = wait_final(&runs, &timed.job_id).await?;
+    let run = runs
+        .wait_final(&timed.job_id, Duration::from_secs(30))
+        .await?
+        .with_context(|| format!("the run record of {} did not end", timed.job_id))?;
     let (direct, direct_self) = run_directly(&repo, dir.path(), &spec, &data, &envs)?;
     print!("{}", report(rows, &run, &timed, direct, direct_self));
     stack.stop(Duration::from_secs(10)).await;
@@ -161,16 +164,4 @@ fn report(
 async fn next_trained(sub: &mut async_nats::Subscriber) -> anyhow::Result<mlops_proto::ModelTrained> {
     let msg = tokio::time::timeout(WAIT, sub.next()).await.context("no model within the wait")?.context("closed")?;
     Ok(mlops_proto::ModelTrained::decode(msg.payload.as_ref())?)
-}
-
-/// The run's final record (the worker writes it just after announcing the model).
-async fn wait_final(runs: &mlops_shared::runs::Runs, job: &str) -> anyhow::Result<mlops_shared::runs::Run> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(run) = runs.get(job).await?.filter(|r| r.state.is_final()) {
-            return Ok(run);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the run record of {job} did not end");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

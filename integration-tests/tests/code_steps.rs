@@ -146,8 +146,7 @@ async fn the_team_program_trains_in_its_environment_is_gated_and_served() {
     assert_eq!(lineage.environment, t.environment);
     assert_eq!(lineage.program_metrics, t.program_metrics);
     // The run keeps what the program printed; it read the rows the holdout left (1500 × 0.8).
-    let runs = app.runs().await;
-    let run = wait_until(T, || async { runs.get(&t.job_id).await.ok()?.filter(|r| r.state.is_final()) }).await.unwrap();
+    let run = app.runs().await.wait_final(&t.job_id, T).await.unwrap().expect("the run ends");
     assert!(run.output.contains("read 1200 training rows"), "{}", run.output);
     // The model the program wrote answers over REST.
     let rows = mlops_integration_tests::rows_json(&sample::customers(5, 11, Variant::Normal));
@@ -189,11 +188,11 @@ async fn a_trainer_killed_mid_run_takes_its_program_along_and_another_makes_the_
     let work = tempfile::tempdir().unwrap();
     // The program may read outside its run directory but not write there: the test sees it
     // start in /proc, and lays the marker that lets the second attempt train.
-    let slow = r#"import os, subprocess, time
+    let slow = r#"import os, signal, subprocess
 print("env", " ".join(sorted(os.environ)), flush=True)
 if not os.path.exists(os.path.join(os.environ["MARKER_DIR"], "second")):
     child = subprocess.Popen(["sleep", "300"])
-    time.sleep(300)
+    signal.pause()  # until the trainer's going kills it
 import train
 train.main()
 "#;
@@ -224,9 +223,7 @@ train.main()
     app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
     let versions = client::models(&app.stack.remote("registry"), "handover").await.unwrap();
     assert_eq!(versions.len(), 1, "{versions:?}");
-    let runs = app.runs().await;
-    let run =
-        wait_until(T, || async { runs.get(&running.job_id).await.ok()?.filter(|r| r.state.is_final()) }).await.unwrap();
+    let run = app.runs().await.wait_final(&running.job_id, T).await.unwrap().expect("the run ends");
     assert!(run.attempt >= 2 && run.trainer != running.trainer, "{run:?}");
     let env_line = run.output.lines().find(|l| l.starts_with("env ")).unwrap().to_owned();
     assert!(env_line.contains(" MARKER_DIR ") && env_line.contains(" MLOPS_TRAIN_DATA "), "{env_line}");
@@ -269,7 +266,7 @@ fn process_gone(pid: u32) -> bool {
 async fn bad_programs_fail_their_run_with_the_reason_and_the_trainer_goes_on() {
     let app = start(&trainer_env(&[])).await;
     let cases = [
-        ("code-hang", "import time\nprint('sleeping')\ntime.sleep(300)\n", "ran past its timeout of 2 s"),
+        ("code-hang", "import signal\nprint('waiting forever')\nsignal.pause()\n", "ran past its timeout of 2 s"),
         ("code-exit", "import sys\nprint('cannot read the data')\nsys.exit(3)\n", "exited with status 3"),
         ("code-nomodel", "print('forgot to save')\n", "wrote no model.onnx"),
         (

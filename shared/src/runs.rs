@@ -182,19 +182,44 @@ impl Runs {
         dataset: &str,
         timeout: std::time::Duration,
     ) -> Result<bool, BusError> {
+        let seen = self
+            .watch_until(history_key(pipeline), timeout, |value| {
+                let history: History = serde_json::from_slice(value).unwrap_or_default();
+                history.iter().any(|(id, _)| id == dataset).then_some(())
+            })
+            .await?;
+        Ok(seen.is_some())
+    }
+
+    /// Waits until the record of `job_id` is final (the worker writes it just after announcing
+    /// the model), watching it; the record, or `None` when it did not end within `timeout`.
+    pub async fn wait_final(&self, job_id: &str, timeout: std::time::Duration) -> Result<Option<Run>, BusError> {
+        self.watch_until(run_key(job_id), timeout, |value| {
+            serde_json::from_slice::<Run>(value).ok().filter(|r| r.state.is_final())
+        })
+        .await
+    }
+
+    /// Watches `key` (its current value first) until `found` finds what it looks for in a value;
+    /// `None` when `timeout` passes first.
+    async fn watch_until<T>(
+        &self,
+        key: String,
+        timeout: std::time::Duration,
+        found: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Option<T>, BusError> {
         use futures::StreamExt as _;
-        let mut watch = self.kv.watch_with_history(history_key(pipeline)).await.map_err(|e| err(e.to_string()))?;
+        let mut watch = self.kv.watch_with_history(key).await.map_err(|e| err(e.to_string()))?;
         let seen = async {
             while let Some(entry) = watch.next().await {
                 let entry = entry.map_err(|e| err(e.to_string()))?;
-                let history: History = serde_json::from_slice(&entry.value).unwrap_or_default();
-                if history.iter().any(|(id, _)| id == dataset) {
-                    return Ok(true);
+                if let Some(t) = found(&entry.value) {
+                    return Ok(Some(t));
                 }
             }
-            Ok(false)
+            Ok(None)
         };
-        tokio::time::timeout(timeout, seen).await.unwrap_or(Ok(false))
+        tokio::time::timeout(timeout, seen).await.unwrap_or(Ok(None))
     }
 
     /// Every record, newest queued first.

@@ -3,7 +3,7 @@
 //! that names it, and nothing the program started is left running.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlops_trainer::code::step::{self, Ran, Status, Step};
 
@@ -45,23 +45,13 @@ impl Run {
     }
 }
 
-/// Whether process `pid` is gone (or a zombie waiting to be reaped).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+/// Whether none of `pids` runs: each is gone, or a zombie (ended, waiting to be reaped). The
+/// runner returns only once what it killed has ended, so this holds when a run is over.
+fn all_gone(pids: &[u32]) -> bool {
+    pids.iter().all(|pid| match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
-}
-
-async fn wait_gone(pids: &[u32]) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if pids.iter().all(|&p| gone(p)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    })
 }
 
 /// The numbers the program printed on lines `pid N`.
@@ -97,29 +87,32 @@ async fn a_hanging_program_is_killed_with_its_children_at_the_deadline() {
     assert_eq!(ran.status, Status::TimedOut { secs: 1 });
     let started = pids(&ran.tail);
     assert_eq!(started.len(), 2, "{}", ran.tail);
-    assert!(wait_gone(&started).await, "a process of the program outlived its deadline");
+    assert!(all_gone(&started), "a process of the program outlived its deadline");
 }
 
 #[tokio::test]
 async fn processes_left_behind_are_killed_and_reported() {
     let (ran, _) = Run::default().of(&["sh", "-c", "sleep 300 & echo pid $!; exit 0"]).await;
     assert_eq!(ran.status, Status::Exited { code: Some(0), signal: None, leftover: true });
-    assert!(wait_gone(&pids(&ran.tail)).await, "the child outlived its program");
+    assert!(all_gone(&pids(&ran.tail)), "the child outlived its program");
 }
 
 /// A process that left the program's group (`setsid`) while holding its output open is still
 /// found, killed and reported, and the run does not wait on its open pipe.
 #[tokio::test]
 async fn a_process_that_escaped_the_group_is_killed_too() {
-    let (ran, _) = Run::default().of(&["sh", "-c", "setsid sleep 300 & echo pid $!; sleep 0.2; exit 0"]).await;
+    // The escapee says through a fifo that it has left the group before the program exits.
+    let script = "mkfifo left; setsid sh -c 'echo $$ > left; exec sleep 300' & read pid < left; echo pid $pid; exit 0";
+    let (ran, _) = Run::default().of(&["sh", "-c", script]).await;
     assert_eq!(ran.status, Status::Exited { code: Some(0), signal: None, leftover: true });
-    assert!(wait_gone(&pids(&ran.tail)).await, "the escaped process outlived its program");
+    assert!(all_gone(&pids(&ran.tail)), "the escaped process outlived its program");
 }
 
 /// Children that ended but were never waited for (zombies) are not processes left running.
 #[tokio::test]
 async fn children_that_ended_unwaited_are_not_left_running() {
-    let script = "import subprocess, time\nsubprocess.Popen(['true'])\ntime.sleep(0.3)\nprint('done')";
+    // Waits for the child to end without collecting it, so it stays a zombie when the program exits.
+    let script = "import os, subprocess\np = subprocess.Popen(['true'])\nos.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)\nprint('done')";
     let (ran, _) = Run::default().of(&["python3", "-c", script]).await;
     assert_eq!(ran.status, Status::Exited { code: Some(0), signal: None, leftover: false }, "{}", ran.tail);
 }
@@ -156,24 +149,28 @@ async fn a_flood_of_output_is_stopped_and_only_its_end_kept() {
 /// program's whole process group at once.
 #[tokio::test]
 async fn when_the_trainer_goes_the_program_and_its_children_go_too() {
+    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let status: PathBuf = dir.path().join("status.json");
-    let pid_file = dir.path().join("pids");
-    let script = format!("sleep 300 & echo $! > {0}.tmp; echo $$ >> {0}.tmp; mv {0}.tmp {0}; wait", pid_file.display());
     let mut child = std::process::Command::new(runner())
-        .args([status.to_str().unwrap(), "600", "0", "sh", "-c", &script])
+        .args([status.to_str().unwrap(), "600", "0", "sh", "-c", "sleep 300 & echo $!; echo $$; wait"])
+        .current_dir(dir.path())
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pid_file.exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let started: Vec<u32> = std::fs::read_to_string(&pid_file).unwrap().lines().map(|l| l.parse().unwrap()).collect();
-    assert_eq!(started.len(), 2);
+    // The program's two processes, as it prints them once both run.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let started: Vec<u32> = (0..2)
+        .map(|_| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim().parse().unwrap()
+        })
+        .collect();
     drop(child.stdin.take());
     child.wait().unwrap();
-    assert!(wait_gone(&started).await, "the program outlived its trainer");
+    assert!(all_gone(&started), "the program outlived its trainer");
     let outcome: Status = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
     assert_eq!(outcome, Status::Cancelled);
 }

@@ -123,13 +123,14 @@ fn settle(group: Pid) -> bool {
     }
 }
 
-/// Kills the program's process group and every process this runner adopted, until none is left.
+/// Kills the program's process group and every process this runner adopted, and returns once
+/// none of them runs any more (or after a second), so a run that ended left nothing behind.
 fn kill_all(group: Pid) {
-    let _ = rustix::process::kill_process_group(group, Signal::KILL);
     for _ in 0..100 {
+        let _ = rustix::process::kill_process_group(group, Signal::KILL);
         reap();
         let left = adopted();
-        if left.is_empty() {
+        if left.is_empty() && !group_running(group) {
             return;
         }
         for pid in left {
