@@ -190,7 +190,7 @@ async fn retrain_code(
         job_id,
         bundle: &bundle,
         dataset_ids,
-        frame,
+        frame: std::sync::Arc::new(frame),
         progress: &progress,
         pinned,
         phases: Default::default(),
@@ -233,10 +233,7 @@ fn differences(a: &[u8], b: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     for part in ["manifest", "preprocessing", "parameters"] {
         match (&a[part], &b[part]) {
-            (serde_json::Value::Object(x), serde_json::Value::Object(y)) if part == "manifest" => {
-                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-                out.extend(keys.into_iter().filter(|k| x.get(*k) != y.get(*k)).map(|k| format!("manifest.{k}")));
-            }
+            (x, y) if part == "manifest" && x.is_object() => out.extend(changed_manifest_keys(x, y)),
             (x, y) if x != y => out.push(part.to_owned()),
             _ => {}
         }
@@ -247,6 +244,13 @@ fn differences(a: &[u8], b: &[u8]) -> Vec<String> {
     out
 }
 
+/// `manifest.<key>` for each key whose value differs between two manifests (JSON objects).
+fn changed_manifest_keys(x: &serde_json::Value, y: &serde_json::Value) -> Vec<String> {
+    let (Some(x), Some(y)) = (x.as_object(), y.as_object()) else { return vec!["manifest".into()] };
+    let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+    keys.into_iter().filter(|k| x.get(*k) != y.get(*k)).map(|k| format!("manifest.{k}")).collect()
+}
+
 /// The parts of two ONNX artifacts that differ: `manifest.<key>`, `graph`, `external`.
 fn onnx_differences(a: &[u8], b: &[u8]) -> Vec<String> {
     let read = |bytes: &[u8]| match Stored::from_verified_bytes(bytes, &Sha256::of(bytes)) {
@@ -255,14 +259,7 @@ fn onnx_differences(a: &[u8], b: &[u8]) -> Vec<String> {
     };
     let (Some(a), Some(b)) = (read(a), read(b)) else { return vec!["the artifacts are of different formats".into()] };
     let value = |m: &mlops_shared::model::Manifest| serde_json::to_value(m).unwrap_or_default();
-    let (x, y) = (value(&a.manifest), value(&b.manifest));
-    let mut out: Vec<String> = match (x.as_object(), y.as_object()) {
-        (Some(x), Some(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter().filter(|k| x.get(*k) != y.get(*k)).map(|k| format!("manifest.{k}")).collect()
-        }
-        _ => Vec::new(),
-    };
+    let mut out = changed_manifest_keys(&value(&a.manifest), &value(&b.manifest));
     if a.graph != b.graph {
         out.push("graph".into());
     }

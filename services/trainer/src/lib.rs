@@ -391,7 +391,7 @@ impl Worker {
             job_id: &job.job_id,
             bundle: &bundle,
             dataset_ids,
-            frame,
+            frame: Arc::new(frame),
             progress,
             pinned: None,
             phases: Default::default(),

@@ -14,6 +14,7 @@ pub mod step;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlops_onnx::import::{Graph, Origin};
@@ -132,8 +133,9 @@ pub struct Job<'a> {
     pub job_id: &'a str,
     pub bundle: &'a [u8],
     pub dataset_ids: Vec<String>,
-    /// The training window, read under the spec.
-    pub frame: Frame,
+    /// The training window, read under the spec (shared with the work off the runtime, not
+    /// copied).
+    pub frame: Arc<Frame>,
     pub progress: &'a tokio::sync::watch::Sender<Progress>,
     /// Packages to install instead of the requirements file: a model's recorded `pip freeze`,
     /// when `mlops reproduce` rebuilds the environment that made it.
@@ -158,7 +160,7 @@ impl Job<'_> {
         self.took("environment", started);
         let t = &self.spec.training;
         let (train_idx, _) = holdout_split(self.frame.rows, t.holdout, t.seed);
-        let train = self.frame.take(&train_idx);
+        let train = Arc::new(self.frame.take(&train_idx));
         let (params, search, from) = match &t.search {
             None => (t.params.clone(), None, 0.05),
             Some(_) => {
@@ -166,7 +168,7 @@ impl Job<'_> {
                 (result.candidates[result.best].params.clone(), Some(result), 0.8)
             }
         };
-        let (run, graph) = self.run_program(&params, &train, env.as_ref(), "training", (from, 0.95)).await?;
+        let (run, graph) = self.run_program(&params, train.clone(), env.as_ref(), "training", (from, 0.95)).await?;
         self.report("checking the model on the holdout", 0.95);
         let program = ProgramRun {
             bundle: bundle_sha.clone(),
@@ -225,7 +227,7 @@ impl Job<'_> {
 
     /// Tries every candidate of the spec's search: one run per candidate and fold, each model
     /// scored on the rows held from it.
-    async fn search(&self, train: &Frame, env: Option<&PythonEnv>) -> Result<SearchResult, CodeError> {
+    async fn search(&self, train: &Arc<Frame>, env: Option<&PythonEnv>) -> Result<SearchResult, CodeError> {
         let t = &self.spec.training;
         let search = t.search.as_ref().expect("called for a search");
         let task = self.spec.target.task;
@@ -240,8 +242,8 @@ impl Job<'_> {
             for (f, (fit, check)) in splits.iter().enumerate() {
                 let at = 0.05 + 0.75 * (c * splits.len() + f) as f64 / runs;
                 let stage = format!("searching: candidate {} of {}", c + 1, runs as usize / splits.len());
-                let (_, graph) =
-                    self.run_program(&params, &train.take(fit), env, &stage, (at, at + 0.75 / runs)).await?;
+                let fit_rows = Arc::new(train.take(fit));
+                let (_, graph) = self.run_program(&params, fit_rows, env, &stage, (at, at + 0.75 / runs)).await?;
                 let held = train.take(check);
                 let metrics = self.score(graph, held).await?;
                 fold_scores.push(metrics.get(metric).copied().filter(|v| v.is_finite()));
@@ -281,7 +283,7 @@ impl Job<'_> {
     /// Checks the final graph on the data and measures it on the holdout: the artifact.
     async fn check(&self, graph: Graph, origin: Origin) -> Result<OnnxArtifact, CodeError> {
         let (runtime, spec, ids) = (self.runtime, self.spec.clone(), self.dataset_ids.clone());
-        let frame = self.frame.clone();
+        let frame = Arc::clone(&self.frame);
         tokio::task::spawn_blocking(move || {
             mlops_onnx::import::import_as(runtime, &spec, graph, ids, &frame, origin)
                 .map_err(|e| CodeError::model(e.to_string()))
@@ -294,7 +296,7 @@ impl Job<'_> {
     async fn run_program(
         &self,
         params: &BTreeMap<String, f64>,
-        rows: &Frame,
+        rows: Arc<Frame>,
         env: Option<&PythonEnv>,
         stage: &str,
         band: (f64, f64),
@@ -334,12 +336,12 @@ impl Job<'_> {
     }
 
     /// Unpacks the bundle and writes the rows as Parquet, off the runtime.
-    async fn prepare(&self, layout: &Layout, rows: &Frame) -> Result<(), CodeError> {
+    async fn prepare(&self, layout: &Layout, rows: Arc<Frame>) -> Result<(), CodeError> {
         for dir in [&layout.code, &layout.model, &layout.tmp, &layout.data_dir] {
             std::fs::create_dir_all(dir).map_err(io_error("creating the run's directories"))?;
         }
         let (bundle, code) = (self.bundle.to_vec(), layout.code.clone());
-        let (spec, rows, data) = (self.spec.clone(), rows.clone(), layout.data.clone());
+        let (spec, data) = (self.spec.clone(), layout.data.clone());
         tokio::task::spawn_blocking(move || {
             // The bundle was read whole before: what fails now is the disk, which may recover.
             mlops_shared::bundle::unpack(&bundle, &code).map_err(|e| match e {
