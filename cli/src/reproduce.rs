@@ -154,27 +154,16 @@ async fn retrain_code(
     sha: &Sha256,
     job_id: &str,
 ) -> anyhow::Result<Vec<u8>> {
-    use mlops_trainer::code::{CodeSteps, Job, env::Environments};
+    use mlops_trainer::code::Job;
     let manifest = Stored::verified_manifest(original, sha).context("the stored artifact")?;
     let program = manifest.program.context("the stored artifact records no run of a program")?;
     let bundle_sha = Sha256::parse(program.bundle.clone())?;
     let bundle = bus.objects(CODE_BUCKET).await?.get_verified(&bundle_sha).await.context("the code bundle")?;
     let runtime = mlops_onnx::Engine::from_env()?.runtime()?;
-    let work = tempfile::tempdir()?;
-    let home_cache = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/mlops/envs"));
-    let steps = CodeSteps {
-        runner: std::env::current_exe()?.with_file_name("mlops-step"),
-        work_dir: work.path().to_path_buf(),
-        envs: Environments {
-            root: std::env::var_os("MLOPS_TRAINER_ENV_DIR")
-                .map(Into::into)
-                .or(home_cache)
-                .unwrap_or_else(|| work.path().join("envs")),
-            python: std::env::var("MLOPS_PYTHON").unwrap_or_else(|_| "python3".into()),
-            index_url: std::env::var("MLOPS_PIP_INDEX_URL").ok(),
-        },
-        max_output: 256 << 20,
-    };
+    // A trainer's settings (MLOPS_TRAINER_ENV_DIR, MLOPS_PYTHON, MLOPS_PIP_INDEX_URL …), so a
+    // local trainer's environments are shared; the step runner is found beside `mlops`.
+    let settings = <mlops_trainer::Config as clap::Parser>::try_parse_from(["mlops-trainer"])?;
+    let steps = settings.code_steps()?;
     let dataset_ids = blobs.iter().map(|(id, _)| id.clone()).collect();
     let read = spec.clone();
     let frame = tokio::task::spawn_blocking(move || mlops_data::read_datasets(&read, &blobs))

@@ -74,8 +74,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// How this trainer runs code steps.
-    fn code_steps(&self) -> anyhow::Result<CodeSteps> {
+    /// How this trainer runs code steps (`mlops reproduce` runs them so too, from the same
+    /// settings).
+    pub fn code_steps(&self) -> anyhow::Result<CodeSteps> {
         let work_dir = self.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("mlops-trainer"));
         let runner = match &self.step_runner {
             Some(path) => path.clone(),
