@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .type_attribute("mlops.v1.DataArrived", json)
         .type_attribute("mlops.v1.LabelsArrived", json)
+        .type_attribute("mlops.v1.FeedbackOrigin", json)
         .type_attribute("mlops.v1.TrainRequested", json)
         .type_attribute("mlops.v1.Label", json)
         .type_attribute("mlops.v1.StalenessReported", json)

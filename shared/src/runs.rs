@@ -26,12 +26,15 @@ pub enum RunState {
     Running,
     Succeeded,
     Failed,
+    /// An alert found nothing new to train on (the same versions, spec and code as the run
+    /// before); the alert waits for the next accepted version instead.
+    Skipped,
 }
 
 impl RunState {
     /// Whether the run is over.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Superseded | Self::Succeeded | Self::Failed)
+        matches!(self, Self::Superseded | Self::Succeeded | Self::Failed | Self::Skipped)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl RunState {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Skipped => "skipped",
         }
     }
 }
@@ -185,7 +189,7 @@ impl Runs {
         let seen = self
             .watch_until(history_key(pipeline), timeout, |value| {
                 let history: History = serde_json::from_slice(value).unwrap_or_default();
-                history.iter().any(|(id, _)| id == dataset).then_some(())
+                history.iter().any(|a| a.id == dataset).then_some(())
             })
             .await?;
         Ok(seen.is_some())
@@ -259,7 +263,7 @@ pub fn reason_name(reason: i32) -> String {
 /// A pipeline's accepted training versions: (dataset id, accepted at, Unix ms), oldest first.
 /// The trainer's policy appends each validated training version; the newest is the pipeline's
 /// newest validated data.
-pub type History = Vec<(String, i64)>;
+pub type History = Vec<crate::spec::Accepted>;
 
 /// The key of a pipeline's [`History`] in the jobs bucket.
 pub fn history_key(pipeline: &str) -> String {

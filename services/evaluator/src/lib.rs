@@ -198,13 +198,15 @@ impl Evaluator {
         let window = self.datasets(&candidate.manifest().dataset_ids).await?;
         let newest = match self.runs.history(&t.pipeline).await?.pop() {
             None => None,
-            Some((id, _)) => Some(match candidate.manifest().dataset_ids.iter().position(|d| *d == id) {
-                Some(index) => judge::Newest::InWindow { id, index },
-                None => {
-                    let bytes = self.datasets(std::slice::from_ref(&id)).await?.pop().map(|(_, b)| b);
-                    judge::Newest::After(id, bytes.unwrap_or_default())
-                }
-            }),
+            Some(mlops_shared::spec::Accepted { id, .. }) => {
+                Some(match candidate.manifest().dataset_ids.iter().position(|d| *d == id) {
+                    Some(index) => judge::Newest::InWindow { id, index },
+                    None => {
+                        let bytes = self.datasets(std::slice::from_ref(&id)).await?.pop().map(|(_, b)| b);
+                        judge::Newest::After(id, bytes.unwrap_or_default())
+                    }
+                })
+            }
         };
         let production_version = production.map_or(0, |p| p.version);
         Ok(judge::Inputs {

@@ -54,7 +54,7 @@ fn score_by_age(
     metric: &str,
     newest: &[(String, Vec<u8>)],
     newest_ms: i64,
-    history: &[(String, i64)],
+    history: &[mlops_shared::spec::Accepted],
     compared: Vec<Compared>,
 ) -> Result<(u64, Vec<Point>), EvaluatorError> {
     let unreadable = |e: mlops_data::DatasetError| EvaluatorError::BadData(e.to_string());
@@ -82,7 +82,7 @@ fn score_by_age(
     }
     let eval = frame.take(&rows);
     let labels = eval.target.clone().unwrap_or_default();
-    let accepted = |id: &String| history.iter().find(|(h, _)| h == id).map(|(_, ms)| *ms);
+    let accepted = |id: &String| history.iter().find(|a| a.id == *id).map(|a| a.arrived_ms);
     let points = compared
         .iter()
         .map(|(version, created_unix_ms, artifact, _)| {
@@ -132,7 +132,8 @@ impl Evaluator {
         let metric = st.metric.clone().unwrap_or_else(|| task.default_metric().to_owned());
         let higher = task.higher_is_better(&metric).unwrap_or(true);
         let history = self.runs.history(p).await?;
-        let Some((newest_id, newest_ms)) = history.last().cloned() else {
+        let Some(mlops_shared::spec::Accepted { id: newest_id, arrived_ms: newest_ms, .. }) = history.last().cloned()
+        else {
             return Err(unanswerable(format!("pipeline `{p}` has no validated training data yet")));
         };
         let listed = self

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use mlops_shared::ids::{PrefixError, resolve_prefix};
+use mlops_shared::spec::Origin;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,32 @@ pub struct DatasetRecord {
     /// When the current verdict was recorded (0 while pending, and in records older than rounds).
     #[serde(default)]
     pub decided_unix_ms: i64,
+    /// How it came (`upload`, `path`, `object`, `feedback`); empty in records older than
+    /// origins, which [`DatasetRecord::origin`] reads from the source.
+    #[serde(default)]
+    pub origin: String,
+    /// For a feedback version, the predictions its rows came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<mlops_proto::FeedbackOrigin>,
+}
+
+impl DatasetRecord {
+    /// How it came; for records older than origins, as their source says (`file:…` and
+    /// `object:…` were `data.arrived`, anything else an upload).
+    pub fn origin(&self) -> Origin {
+        if let Ok(o) = Origin::parse(&self.origin)
+            && !self.origin.is_empty()
+        {
+            return o;
+        }
+        if self.source.starts_with("file:") {
+            Origin::Path
+        } else if self.source.starts_with("object:") {
+            Origin::Object
+        } else {
+            Origin::Upload
+        }
+    }
 }
 
 /// A verdict a later round replaced.
@@ -363,6 +390,8 @@ mod tests {
             validation_hash: String::new(),
             history: Vec::new(),
             decided_unix_ms: 0,
+            origin: String::new(),
+            feedback: None,
         }
     }
 }

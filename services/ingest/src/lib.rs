@@ -20,7 +20,7 @@ use mlops_shared::format::Format;
 use mlops_shared::ids::{PipelineName, PrefixError};
 use mlops_shared::objects::{ObjectError, Objects, StageError, Staged, Stager};
 use mlops_shared::service::Service;
-use mlops_shared::spec::{Environment, SpecStore};
+use mlops_shared::spec::{Environment, Origin, SpecStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -154,11 +154,11 @@ impl Ingest {
     /// than the spec's current ones. Returns the catalog row and what the arrival made of the
     /// content. Its span is the root
     /// of the trace that follows the data through the cascade.
-    #[tracing::instrument(skip_all, fields(pipeline, source))]
+    #[tracing::instrument(skip_all, fields(pipeline))]
     async fn ingest(
         &self,
         pipeline: &str,
-        source: &str,
+        came: Provenance,
         format: &str,
         environment: Environment,
         staged: &Staged,
@@ -166,7 +166,7 @@ impl Ingest {
     ) -> Result<(DatasetRecord, Arrival), IngestError> {
         let name = PipelineName::new(pipeline).map_err(|e| IngestError::BadInput(e.to_string()))?;
         let format = match format {
-            "" => mlops_shared::format::detect(source, &staged.head).0,
+            "" => mlops_shared::format::detect(&came.source, &staged.head).0,
             named => Format::parse(named).ok_or_else(|| {
                 IngestError::BadInput(format!("format {named:?} is not supported (csv, parquet, jsonl)"))
             })?,
@@ -192,7 +192,7 @@ impl Ingest {
             None => DatasetRecord {
                 dataset_id: id.clone(),
                 pipeline: name.to_string(),
-                source: source.into(),
+                source: came.source,
                 format: format.as_str().into(),
                 size_bytes: staged.size,
                 arrived_unix_ms: mlops_shared::now_unix_ms(),
@@ -206,6 +206,8 @@ impl Ingest {
                 validation_hash: String::new(),
                 history: Vec::new(),
                 decided_unix_ms: 0,
+                origin: came.origin.as_str().into(),
+                feedback: came.feedback,
             },
         };
         self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
@@ -231,6 +233,7 @@ impl Ingest {
             environment: record.environment.clone(),
             round: record.round,
             arrived_unix_ms: record.arrived_unix_ms,
+            origin: record.origin().as_str().into(),
         };
         // The id is stable per round, so a retry after a crash here is dropped by the stream's
         // dedup window.
@@ -309,10 +312,24 @@ impl Ingest {
             let staged = stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))?;
             (staged, format!("file:{}", file.display()))
         };
-        let source = if a.source.is_empty() { origin.clone() } else { a.source };
-        let name = if origin.starts_with("object:") { a.object.as_str() } else { a.path.as_str() };
+        let by_object = origin.starts_with("object:");
+        let came = Provenance {
+            source: if a.source.is_empty() { origin } else { a.source },
+            origin: match (&a.feedback, by_object) {
+                (Some(_), true) => Origin::Feedback,
+                (Some(_), false) => {
+                    return Err(IngestError::BadInput(
+                        "data.arrived: a feedback version is an object the monitor wrote, not a `path`".into(),
+                    ));
+                }
+                (None, true) => Origin::Object,
+                (None, false) => Origin::Path,
+            },
+            feedback: a.feedback,
+        };
+        let name = if by_object { a.object.as_str() } else { a.path.as_str() };
         let format = mlops_shared::format::detect(name, &staged.head).0.as_str();
-        self.ingest(&a.pipeline, &source, format, environment, &staged, ctx).await?;
+        self.ingest(&a.pipeline, came, format, environment, &staged, ctx).await?;
         Ok(())
     }
 
@@ -345,6 +362,14 @@ impl Ingest {
             }
         }
     }
+}
+
+/// Where arriving data came from: the source's words, how it came, and (for a feedback version)
+/// the predictions behind it.
+struct Provenance {
+    source: String,
+    origin: Origin,
+    feedback: Option<pb::FeedbackOrigin>,
 }
 
 /// What an arrival made of its content.
@@ -386,6 +411,7 @@ fn dataset_proto(r: DatasetRecord) -> pb::Dataset {
     // Written by this service from a message it encoded; an unreadable one is shown as absent.
     let report =
         hex::decode(&r.report_hex).ok().and_then(|b| pb::Dataset::decode(b.as_slice()).ok()).unwrap_or_default();
+    let origin = r.origin().as_str().into();
     pb::Dataset {
         anomalies: report.anomalies,
         profile: report.profile,
@@ -402,6 +428,8 @@ fn dataset_proto(r: DatasetRecord) -> pb::Dataset {
         revalidating: false,
         environment: r.environment,
         validation_hash: r.validation_hash,
+        origin,
+        feedback: r.feedback,
         history: r
             .history
             .into_iter()
@@ -464,8 +492,9 @@ impl pb::ingest_server::Ingest for IngestApi {
         }
         // A run id from the content and pipeline, so a retried upload joins the same run.
         let ctx = EventContext::new_run(format!("run-{}-{}", header.pipeline, &staged.sha.as_str()[..16]));
+        let came = Provenance { source: header.source, origin: Origin::Upload, feedback: None };
         let (record, arrival) =
-            self.0.ingest(&header.pipeline, &header.source, &header.format, environment, &staged, ctx).await?;
+            self.0.ingest(&header.pipeline, came, &header.format, environment, &staged, ctx).await?;
         let dataset = pb::Dataset {
             duplicate: arrival == Arrival::Known,
             revalidating: arrival == Arrival::Revalidating,

@@ -53,6 +53,9 @@ pub enum MonitorError {
     /// The events stream could not be read back.
     #[error("events: {0}")]
     Events(String),
+    /// A feedback version could not be written as Parquet (what, and why).
+    #[error("{0}")]
+    Feedback(String),
     /// Work on the blocking pool (a commit, judging a window, parsing a model) did not finish.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
@@ -73,7 +76,8 @@ impl MonitorError {
             | Self::Store(_)
             | Self::Bus(_)
             | Self::Registry(_)
-            | Self::Events(_) => false,
+            | Self::Events(_)
+            | Self::Feedback(_) => false,
         }
     }
 }
@@ -100,7 +104,7 @@ impl From<MonitorError> for Status {
             E::UnknownPipeline(_) => Status::not_found(e.to_string()),
             E::BadArtifact(_) => Status::failed_precondition(e.to_string()),
             E::Objects(o) if !matches!(o, ObjectError::Store { .. }) => Status::failed_precondition(e.to_string()),
-            E::Store(_) | E::Interrupted(_) => Status::internal(e.to_string()),
+            E::Store(_) | E::Interrupted(_) | E::Feedback(_) => Status::internal(e.to_string()),
             E::NotYet(_)
             | E::ModelUnavailable { .. }
             | E::Stopping

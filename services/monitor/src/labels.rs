@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::Monitor;
 use crate::error::MonitorError;
-use crate::store::{AlertKind, AlertRecord, PerformanceRecord};
+use crate::store::{AlertKind, AlertRecord, FeedbackJoin, PerformanceRecord};
 
 /// Deliveries of a `labels.arrived` before unmatched labels are given up.
 pub const LABEL_ATTEMPTS: i64 = 5;
@@ -37,21 +37,43 @@ impl Monitor {
         let Some(spec) = self.specs.get(&pipeline).await? else {
             return Err(MonitorError::BadLabels(format!("there is no pipeline `{pipeline}`")));
         };
-        if spec.monitoring.performance.is_none() {
+        if spec.monitoring.performance.is_none() && spec.monitoring.feedback.is_none() {
             // Its predictions are not kept for labels; the labels may still serve a canary (the
             // deployer reads them too), so they are not bad input.
             metrics::counter!("mlops_labels_ignored_total", "pipeline" => pipeline.clone())
                 .increment(e.payload.labels.len() as u64);
-            info!(pipeline, "labels ignored: the pipeline has no `monitoring.performance`");
+            info!(
+                pipeline,
+                "labels ignored: the pipeline has neither `monitoring.performance` nor `monitoring.feedback`"
+            );
             return Ok(());
         }
+        let feedback = spec
+            .monitoring
+            .feedback
+            .as_ref()
+            .map(|f| FeedbackJoin { max_age_ms: f.max_age_ms(), now_ms: mlops_shared::now_unix_ms() });
         let (labels, target, p) = (e.payload.labels.clone(), spec.target.clone(), pipeline.clone());
         let joined = self
             .commit(move |store| {
                 let pairs = labels.iter().map(|l| (l.prediction_id.as_str(), l.label.as_str()));
-                store.join_labels(&p, pairs, |label| target.read_label(label))
+                store.join_labels(&p, pairs, |label| target.read_label(label), feedback)
             })
             .await?;
+        if joined.late > 0 {
+            metrics::counter!("mlops_feedback_late_total", "pipeline" => pipeline.clone()).increment(joined.late);
+            info!(
+                pipeline,
+                late = joined.late,
+                "labels of predictions older than `monitoring.feedback.max_age_hours`: not used as feedback"
+            );
+        }
+        // The rows are kept: a version not written now is written by the age check.
+        if joined.feedback > 0
+            && let Err(err) = self.write_feedback_if_due(&pipeline).await
+        {
+            warn!(pipeline, error = %err, "feedback version not written yet");
+        }
         let matched: u64 = joined.versions.iter().map(|(_, n)| n).sum();
         metrics::counter!("mlops_labels_joined_total", "pipeline" => pipeline.clone()).increment(matched);
         for &(version, _) in &joined.versions {

@@ -4,11 +4,13 @@
 //! `monitor.drift_detected` when a window drifts. It also keeps every logged prediction by id,
 //! joins the `labels.arrived` that come later, tracks the serving version's quality on them, and
 //! publishes `monitor.performance_degraded` under the spec's floor. Either alert is a retraining
-//! trigger, raised once per cooldown, and kept in the alert history. Serves `mlops.v1.Monitor`
+//! trigger, raised once per cooldown, and kept in the alert history. With `monitoring.feedback`,
+//! labelled predictions become feedback dataset versions (`feedback`). Serves `mlops.v1.Monitor`
 //! reports over gRPC.
 
 pub mod drift;
 pub mod error;
+mod feedback;
 pub mod labels;
 pub mod store;
 mod ui;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, ConsumerSpec, MODELS_BUCKET, PREDICTIONS_STREAM, off_runtime};
+use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, MODELS_BUCKET, PREDICTIONS_STREAM, off_runtime};
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::ids::Sha256;
@@ -34,7 +36,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::error::MonitorError;
-use crate::store::{AlertKind, AlertRecord, Logged, Store, StoreError, WindowRecord};
+use crate::store::{AlertKind, AlertRecord, Inputs, Logged, Store, StoreError, WindowRecord};
 
 /// Monitor configuration.
 #[derive(clap::Parser, Debug, Clone)]
@@ -77,6 +79,10 @@ struct Monitor {
     /// For the dashboard's model versions.
     registry: pb::registry_client::RegistryClient<tonic::transport::Channel>,
     models: Objects,
+    /// Where feedback versions are written.
+    datasets: Objects,
+    /// Held while a feedback version is written.
+    feedback_writer: tokio::sync::Mutex<()>,
     specs: SpecStore,
     store: Arc<Store>,
     /// Each pipeline's drift windows, in a task of its own.
@@ -97,6 +103,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let m = Arc::new(Monitor {
         registry: pb::registry_client::RegistryClient::new(registry),
         models: bus.objects(MODELS_BUCKET).await?,
+        datasets: bus.objects(DATASETS_BUCKET).await?,
+        feedback_writer: tokio::sync::Mutex::new(()),
         specs: SpecStore::open(&bus).await?,
         store,
         pipelines: windows::Pipelines::new(service.shutdown(), config.window_queue as usize),
@@ -114,6 +122,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         ..ConsumerSpec::events::<pb::LabelsArrived>("monitor-labels")
     };
     service.consume(labels, m.clone(), |m, e| async move { Ok(m.on_labels(e).await?) });
+    let (ages, stop) = (m.clone(), service.shutdown());
+    service.spawn(async move {
+        ages.check_feedback_ages(stop).await;
+        Ok(())
+    });
     let grpc =
         tonic::service::Routes::new(pb::monitor_server::MonitorServer::new(MonitorApi(m.clone()))).into_axum_router();
     service.serve(listener, Some(ui::router(m).merge(grpc))).await
@@ -137,25 +150,36 @@ impl Monitor {
         batch: Vec<Envelope<pb::PredictionLogged>>,
     ) -> Result<Vec<(usize, String)>, MonitorError> {
         let forget_before = mlops_shared::now_unix_ms() - self.retention_ms;
-        // Only pipelines that measure quality on labels keep their predictions for them.
-        let mut labelled = HashMap::new();
+        // Only pipelines that use labels (for quality or feedback) keep their predictions for
+        // them, and only those writing feedback versions keep the inputs too.
+        let mut kept = HashMap::new();
         for e in &batch {
-            if !labelled.contains_key(&e.payload.pipeline) {
+            if !kept.contains_key(&e.payload.pipeline) {
                 let spec = self.specs.get(&e.payload.pipeline).await?;
-                let wants = spec.is_some_and(|s| s.monitoring.performance.is_some());
-                labelled.insert(e.payload.pipeline.clone(), wants);
+                let m = spec.map(|s| s.monitoring);
+                let keep = m.as_ref().map_or(Keep::Nothing, |m| match (&m.performance, &m.feedback) {
+                    (_, Some(_)) => Keep::Inputs,
+                    (Some(_), None) => Keep::Score,
+                    (None, None) => Keep::Nothing,
+                });
+                kept.insert(e.payload.pipeline.clone(), keep);
             }
         }
         let logged: Vec<(String, Logged)> = batch
             .iter()
-            .filter(|e| labelled[&e.payload.pipeline])
+            .filter(|e| kept[&e.payload.pipeline] != Keep::Nothing)
             .map(|e| {
                 let p = &e.payload;
+                let inputs = (kept[&p.pipeline] == Keep::Inputs).then(|| Inputs {
+                    numeric: p.numeric.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), *v)).collect(),
+                    categorical: p.categorical.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                });
                 let kept = Logged {
                     pipeline: p.pipeline.clone(),
                     version: p.version,
                     score: p.score,
                     time_unix_ms: p.time_unix_ms,
+                    inputs,
                 };
                 (p.prediction_id.clone(), kept)
             })
@@ -247,6 +271,17 @@ impl Monitor {
     }
 }
 
+/// What the monitor keeps of a pipeline's logged predictions for the labels to come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Nothing: no label is used.
+    Nothing,
+    /// The score, for quality on labels.
+    Score,
+    /// The score and the inputs, for feedback versions.
+    Inputs,
+}
+
 /// A window just judged: whose, how many predictions, each feature's drift, the share that
 /// drifted, and the predictions' own drift.
 pub(crate) struct Closed {
@@ -262,13 +297,14 @@ struct MonitorApi(Arc<Monitor>);
 #[tonic::async_trait]
 impl pb::monitor_server::Monitor for MonitorApi {
     async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
-        Ok(Response::new(self.0.report(req.into_inner().pipeline)?))
+        Ok(Response::new(self.0.report(req.into_inner().pipeline).await?))
     }
 }
 
 impl Monitor {
-    /// `pipeline`'s newest windows, alerts and label quality, as the `Monitor` service answers.
-    fn report(&self, pipeline: String) -> Result<pb::ReportResponse, MonitorError> {
+    /// `pipeline`'s newest windows, alerts, label quality and feedback, as the `Monitor` service
+    /// answers.
+    async fn report(&self, pipeline: String) -> Result<pb::ReportResponse, MonitorError> {
         mlops_shared::ids::PipelineName::new(&pipeline)?;
         let (windows, alerts) = self.store.windows(&pipeline, 50)?;
         let as_drift = |(feature, method, score, threshold, drifted): (String, String, f64, f64, bool)| {
@@ -307,6 +343,20 @@ impl Monitor {
             higher_is_better: p.higher_is_better,
             at_unix_ms: p.at_unix_ms,
         });
-        Ok(pb::ReportResponse { pipeline, windows, alerts, alert_history, performance })
+        let spec = self.specs.get(&pipeline).await?.and_then(|s| s.monitoring.feedback);
+        let state = self.store.feedback_state(&pipeline)?;
+        let feedback = match spec {
+            None if state == store::FeedbackState::default() => None,
+            spec => Some(pb::FeedbackReport {
+                waiting: state.waiting,
+                min_rows: spec.as_ref().map_or(0, |f| f.min_rows),
+                oldest_unix_ms: self.store.oldest_waiting(&pipeline)?.unwrap_or_default(),
+                max_age_hours: spec.as_ref().map_or(0.0, |f| f.max_age_hours),
+                versions: state.versions,
+                last_dataset_id: state.last_dataset_id,
+                late: state.late,
+            }),
+        };
+        Ok(pb::ReportResponse { pipeline, windows, alerts, alert_history, performance, feedback })
     }
 }

@@ -1,7 +1,9 @@
 //! The monitor's redb file: closed windows with their drift scores; every logged prediction by id
-//! (for the labels that come later) and every label joined to one; the alert history; so reports,
-//! cooldowns and label quality survive restarts.
+//! (for the labels that come later) and every label joined to one; labelled predictions waiting
+//! for the next feedback version; the alert history; so reports, cooldowns, label quality and
+//! feedback survive restarts.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -21,6 +23,10 @@ const LABELLED: TableDefinition<(&str, u64, u64), (f64, f64)> = TableDefinition:
 const ALERTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alerts");
 /// pipeline -> the newest label-quality figure.
 const PERFORMANCE: TableDefinition<&str, &[u8]> = TableDefinition::new("performance");
+/// (pipeline, n) -> the n-th labelled prediction waiting for the pipeline's next feedback version.
+const FEEDBACK_WAITING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("feedback_waiting");
+/// pipeline -> its feedback bookkeeping ([`FeedbackState`]).
+const FEEDBACK_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("feedback_state");
 
 /// Predictions deleted per batch while forgetting old ones, so the sweep never stalls a batch.
 const FORGET_PER_BATCH: usize = 5_000;
@@ -47,6 +53,61 @@ pub struct Logged {
     pub version: u64,
     pub score: f64,
     pub time_unix_ms: i64,
+    /// Its inputs, kept only for pipelines that write feedback versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Inputs>,
+}
+
+/// The inputs of a prediction as it was logged: numbers and categories by feature name (a
+/// missing value is absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inputs {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub numeric: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub categorical: BTreeMap<String, String>,
+}
+
+/// A labelled prediction waiting for the next feedback version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackRow {
+    pub prediction_id: String,
+    pub version: u64,
+    pub predicted_ms: i64,
+    pub labelled_ms: i64,
+    /// The label as it arrived.
+    pub label: String,
+    pub inputs: Inputs,
+}
+
+/// A pipeline's feedback: rows waiting, labels left out as late, versions written, and the
+/// version being written, if any.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackState {
+    pub waiting: u64,
+    pub late: u64,
+    pub versions: u64,
+    pub last_dataset_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+}
+
+/// The rows of one feedback version, fixed before it is written so that a crash and a retry
+/// write the same rows (and so the same bytes): the waiting rows up to number `upto`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Cut {
+    /// The version's number among the pipeline's feedback versions (1, 2, …).
+    pub sequence: u64,
+    pub upto: u64,
+    pub rows: u64,
+}
+
+/// What a label joined for feedback needs: the longest a prediction may wait for its label, and
+/// the time now (Unix ms).
+#[derive(Debug, Clone, Copy)]
+pub struct FeedbackJoin {
+    pub max_age_ms: i64,
+    pub now_ms: i64,
 }
 
 /// What raised an alert.
@@ -102,6 +163,9 @@ pub struct Joined {
     pub unknown: Vec<String>,
     /// (prediction id, label) pairs whose label the model cannot read.
     pub unreadable: Vec<(String, String)>,
+    /// Labelled predictions added to the waiting feedback rows, and those left out as late.
+    pub feedback: u64,
+    pub late: u64,
 }
 
 /// Store errors.
@@ -110,6 +174,24 @@ pub struct Joined {
 pub struct StoreError(#[from] mlops_shared::DbError);
 
 mlops_shared::redb_errors!(StoreError);
+
+/// The highest n of `pipeline`'s keys in a `(pipeline, n)` table; 0 when it has none.
+fn last_key(t: &impl ReadableTable<(&'static str, u64), &'static [u8]>, pipeline: &str) -> Result<u64, StoreError> {
+    Ok(t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1))
+}
+
+fn read_feedback_state(txn: &redb::WriteTransaction, pipeline: &str) -> Result<FeedbackState, StoreError> {
+    let t = txn.open_table(FEEDBACK_STATE)?;
+    Ok(match t.get(pipeline)? {
+        Some(v) => serde_json::from_slice(v.value())?,
+        None => FeedbackState::default(),
+    })
+}
+
+fn write_feedback_state(txn: &redb::WriteTransaction, pipeline: &str, state: &FeedbackState) -> Result<(), StoreError> {
+    txn.open_table(FEEDBACK_STATE)?.insert(pipeline, serde_json::to_vec(state)?.as_slice())?;
+    Ok(())
+}
 
 fn alert_key(pipeline: &str, kind: AlertKind) -> String {
     // Drift alerts kept the bare pipeline name as their key before there were other kinds.
@@ -147,6 +229,8 @@ impl Store {
         txn.open_table(LABELLED)?;
         txn.open_table(ALERTS)?;
         txn.open_table(PERFORMANCE)?;
+        txn.open_table(FEEDBACK_WAITING)?;
+        txn.open_table(FEEDBACK_STATE)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -247,11 +331,15 @@ impl Store {
 
     /// Joins labels of `pipeline` to their logged predictions, once each: `read` turns a label
     /// into the number the metric needs (the class as 0/1, or the value), `None` if it cannot.
+    /// With `feedback`, each joined prediction that kept its inputs also waits for the next
+    /// feedback version, unless it is older than the limit (late) — in the same commit, so a
+    /// row is used once.
     pub fn join_labels<'a>(
         &self,
         pipeline: &str,
         labels: impl IntoIterator<Item = (&'a str, &'a str)>,
         read: impl Fn(&str) -> Option<f64>,
+        feedback: Option<FeedbackJoin>,
     ) -> Result<Joined, StoreError> {
         let txn = self.db.begin_write()?;
         let mut joined = Joined::default();
@@ -259,6 +347,8 @@ impl Store {
             let predictions = txn.open_table(PREDICTIONS)?;
             let mut seen = txn.open_table(LABELS)?;
             let mut labelled = txn.open_table(LABELLED)?;
+            let mut waiting = txn.open_table(FEEDBACK_WAITING)?;
+            let mut next_waiting = last_key(&waiting, pipeline)? + 1;
             for (id, label) in labels {
                 if seen.get(id)?.is_some() {
                     joined.already += 1;
@@ -286,14 +376,130 @@ impl Store {
                     .map_or(0, |(k, _)| k.value().2);
                 labelled.insert((pipeline, v, n + 1), (y, logged.score))?;
                 seen.insert(id, ())?;
+                if let (Some(f), Some(inputs)) = (feedback, logged.inputs) {
+                    if f.now_ms - logged.time_unix_ms > f.max_age_ms {
+                        joined.late += 1;
+                    } else {
+                        let row = FeedbackRow {
+                            prediction_id: id.to_owned(),
+                            version: v,
+                            predicted_ms: logged.time_unix_ms,
+                            labelled_ms: f.now_ms,
+                            label: label.to_owned(),
+                            inputs,
+                        };
+                        waiting.insert((pipeline, next_waiting), serde_json::to_vec(&row)?.as_slice())?;
+                        next_waiting += 1;
+                        joined.feedback += 1;
+                    }
+                }
                 match joined.versions.iter_mut().find(|(ver, _)| *ver == v) {
                     Some((_, count)) => *count += 1,
                     None => joined.versions.push((v, 1)),
                 }
             }
         }
+        if joined.feedback + joined.late > 0 {
+            let mut state = read_feedback_state(&txn, pipeline)?;
+            state.waiting += joined.feedback;
+            state.late += joined.late;
+            write_feedback_state(&txn, pipeline, &state)?;
+        }
         txn.commit()?;
         Ok(joined)
+    }
+
+    /// `pipeline`'s feedback bookkeeping (the default before any label joined).
+    pub fn feedback_state(&self, pipeline: &str) -> Result<FeedbackState, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(FEEDBACK_STATE)?;
+        Ok(match t.get(pipeline)? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => FeedbackState::default(),
+        })
+    }
+
+    /// Every pipeline with feedback rows waiting or a version being written.
+    pub fn feedback_pending(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(FEEDBACK_STATE)?;
+        let mut out = Vec::new();
+        for kv in t.iter()? {
+            let (k, v) = kv?;
+            let state: FeedbackState = serde_json::from_slice(v.value())?;
+            if state.waiting > 0 || state.cut.is_some() {
+                out.push(k.value().to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the oldest waiting row of `pipeline` was labelled (Unix ms), if any waits.
+    pub fn oldest_waiting(&self, pipeline: &str) -> Result<Option<i64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(FEEDBACK_WAITING)?;
+        let Some(first) = t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next() else { return Ok(None) };
+        let row: FeedbackRow = serde_json::from_slice(first?.1.value())?;
+        Ok(Some(row.labelled_ms))
+    }
+
+    /// Fixes the rows of `pipeline`'s next feedback version — the oldest `max_rows` waiting — or
+    /// returns the one fixed before and not yet written; `None` when no row waits.
+    pub fn cut_feedback(&self, pipeline: &str, max_rows: u64) -> Result<Option<Cut>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut state = read_feedback_state(&txn, pipeline)?;
+        if let Some(cut) = state.cut {
+            return Ok(Some(cut));
+        }
+        let last = {
+            let t = txn.open_table(FEEDBACK_WAITING)?;
+            let mut rows = t.range((pipeline, 0)..=(pipeline, u64::MAX))?;
+            let last = rows.nth(state.waiting.min(max_rows).saturating_sub(1) as usize).transpose()?;
+            last.map(|(k, _)| k.value().1)
+        };
+        let Some(upto) = last.filter(|_| state.waiting > 0) else { return Ok(None) };
+        let cut = Cut { sequence: state.versions + 1, upto, rows: state.waiting.min(max_rows) };
+        state.cut = Some(cut);
+        write_feedback_state(&txn, pipeline, &state)?;
+        txn.commit()?;
+        Ok(Some(cut))
+    }
+
+    /// The rows of `cut`, in their order.
+    pub fn cut_rows(&self, pipeline: &str, cut: &Cut) -> Result<Vec<FeedbackRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(FEEDBACK_WAITING)?;
+        let mut rows = Vec::with_capacity(cut.rows as usize);
+        for kv in t.range((pipeline, 0)..=(pipeline, cut.upto))? {
+            rows.push(serde_json::from_slice(kv?.1.value())?);
+        }
+        Ok(rows)
+    }
+
+    /// Records `cut` as written (dataset `dataset_id`): its rows stop waiting, for good.
+    pub fn feedback_written(&self, pipeline: &str, cut: &Cut, dataset_id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut state = read_feedback_state(&txn, pipeline)?;
+        if state.cut != Some(*cut) {
+            return Ok(()); // recorded already
+        }
+        {
+            let mut t = txn.open_table(FEEDBACK_WAITING)?;
+            let keys: Vec<u64> = t
+                .range((pipeline, 0)..=(pipeline, cut.upto))?
+                .map(|kv| kv.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for n in keys {
+                t.remove((pipeline, n))?;
+            }
+        }
+        state.waiting = state.waiting.saturating_sub(cut.rows);
+        state.versions = cut.sequence;
+        state.last_dataset_id = dataset_id.to_owned();
+        state.cut = None;
+        write_feedback_state(&txn, pipeline, &state)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// The newest `limit` labelled predictions of `pipeline` at `version` as (labels, scores),
@@ -402,6 +608,62 @@ mod tests {
         assert_eq!(store.last_alert("churn", AlertKind::Performance).unwrap(), Some(20));
         let kinds: Vec<AlertKind> = store.alerts("churn", 10).unwrap().into_iter().map(|a| a.kind).collect();
         assert_eq!(kinds, [AlertKind::Performance, AlertKind::Drift]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn labelled_predictions_wait_for_feedback_once_and_a_cut_survives_a_crash() {
+        let dir = std::env::temp_dir().join(format!("mlops-monitor-feedback-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("monitor.redb");
+        let _ = std::fs::remove_file(&path);
+        let hour = 3_600_000;
+        let logged = |at: i64, x: f64| Logged {
+            pipeline: "churn".into(),
+            version: 1,
+            score: 0.5,
+            time_unix_ms: at,
+            inputs: Some(Inputs { numeric: BTreeMap::from([("tenure".into(), x)]), categorical: BTreeMap::new() }),
+        };
+        let join = FeedbackJoin { max_age_ms: 24 * hour, now_ms: 30 * hour };
+        let read = |l: &str| l.parse::<f64>().ok();
+        let cut = {
+            let store = Store::open(&path).unwrap();
+            let kept = [("p1", logged(20 * hour, 1.0)), ("p2", logged(21 * hour, 2.0)), ("old", logged(hour, 3.0))];
+            store.index_predictions(kept.iter().map(|(id, l)| (*id, l.clone())), 0).unwrap();
+            let joined = store.join_labels("churn", [("p1", "1"), ("old", "0")], read, Some(join)).unwrap();
+            assert_eq!((joined.feedback, joined.late), (1, 1));
+            // Delivered again: used once.
+            let again = store.join_labels("churn", [("p1", "1"), ("p2", "0")], read, Some(join)).unwrap();
+            assert_eq!((again.already, again.feedback), (1, 1));
+            let state = store.feedback_state("churn").unwrap();
+            assert_eq!((state.waiting, state.late, state.versions), (2, 1, 0));
+            assert_eq!(store.oldest_waiting("churn").unwrap(), Some(30 * hour));
+            assert_eq!(store.feedback_pending().unwrap(), ["churn"]);
+            store.cut_feedback("churn", 1_000).unwrap().unwrap()
+        };
+        // The process died after the cut: the cut is found again, and its rows are the same, while
+        // rows labelled since wait for the next version.
+        let store = Store::open(&path).unwrap();
+        store.index_predictions([("p3", logged(29 * hour, 4.0))], 0).unwrap();
+        store.join_labels("churn", [("p3", "1")], read, Some(join)).unwrap();
+        assert_eq!(store.cut_feedback("churn", 1_000).unwrap(), Some(cut));
+        assert_eq!(cut, Cut { sequence: 1, upto: 2, rows: 2 });
+        let rows = store.cut_rows("churn", &cut).unwrap();
+        let ids: Vec<&str> = rows.iter().map(|r| r.prediction_id.as_str()).collect();
+        assert_eq!(ids, ["p1", "p2"]);
+        assert_eq!((rows[1].label.as_str(), rows[1].inputs.numeric["tenure"]), ("0", 2.0));
+        store.feedback_written("churn", &cut, "abc").unwrap();
+        store.feedback_written("churn", &cut, "abc").unwrap();
+        let state = store.feedback_state("churn").unwrap();
+        assert_eq!((state.waiting, state.versions, state.last_dataset_id.as_str(), state.cut), (1, 1, "abc", None));
+        let next = store.cut_feedback("churn", 1_000).unwrap().unwrap();
+        assert_eq!(next, Cut { sequence: 2, upto: 3, rows: 1 });
+        assert_eq!(store.cut_rows("churn", &next).unwrap()[0].prediction_id, "p3");
+        // Without feedback, nothing waits.
+        store.index_predictions([("p4", logged(29 * hour, 5.0))], 0).unwrap();
+        assert_eq!(store.join_labels("churn", [("p4", "1")], read, None).unwrap().feedback, 0);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -61,7 +61,8 @@ impl From<MonitorError> for ApiError {
             | E::Bus(_)
             | E::Registry(_)
             | E::Events(_)
-            | E::Interrupted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | E::Interrupted(_)
+            | E::Feedback(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
     }

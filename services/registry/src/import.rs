@@ -110,21 +110,16 @@ impl Importer {
     async fn dataset(&self, spec: &PipelineSpec, trained_on: &str) -> Result<String, Status> {
         let history = self.runs.history(spec.name.as_str()).await.map_err(unavailable)?;
         if trained_on.trim().is_empty() {
-            return history.last().map(|(id, _)| id.clone()).ok_or_else(|| {
+            return history.last().map(|a| a.id.clone()).ok_or_else(|| {
                 Status::failed_precondition(format!(
                     "pipeline `{}` has no validated data to check the model on: upload a dataset first",
                     spec.name
                 ))
             });
         }
-        mlops_shared::ids::resolve_prefix("dataset", trained_on, history.iter().map(|(id, _)| id.as_str())).map_err(
-            |e| {
-                Status::invalid_argument(format!(
-                    "--trained-on: {e} among pipeline `{}`'s validated datasets",
-                    spec.name
-                ))
-            },
-        )
+        mlops_shared::ids::resolve_prefix("dataset", trained_on, history.iter().map(|a| a.id.as_str())).map_err(|e| {
+            Status::invalid_argument(format!("--trained-on: {e} among pipeline `{}`'s validated datasets", spec.name))
+        })
     }
 }
 

@@ -24,6 +24,9 @@ pub enum TrainerError {
     /// A dataset id that is not a sha256.
     #[error(transparent)]
     BadId(#[from] IdError),
+    /// An event field that says nothing the trainer knows (the event and field, and why).
+    #[error("{0}")]
+    BadEvent(String),
     /// The pipeline's dataset history in the `jobs` bucket does not decode.
     #[error("dataset history of `{pipeline}`: {source}")]
     BadHistory { pipeline: String, source: serde_json::Error },
@@ -71,6 +74,7 @@ impl TrainerError {
             | Self::NoDataset { .. }
             | Self::NothingToTrainOn(_)
             | Self::BadId(_)
+            | Self::BadEvent(_)
             | Self::BadHistory { .. }
             | Self::Train(_) => true,
             Self::Objects(e) => !matches!(e, ObjectError::Store { .. }),

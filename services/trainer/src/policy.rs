@@ -3,6 +3,11 @@
 //! data, drift and degradation alerts, schedule slots and manual requests each queue a job on the
 //! spec's training window over that history (the newest version by default).
 //!
+//! A drift or degradation alert whose training window holds nothing new — the same versions, the
+//! same spec and code as the last job queued — trains nothing: its run is recorded as skipped,
+//! and the alert stays armed until the next accepted version arrives, which then queues the
+//! retraining it asked for (even where new data alone does not trigger training).
+//!
 //! Bursts are tamed without timers that a crash could lose: an event that must wait (for the
 //! debounce window to close, or the cooldown to end) is handed back to JetStream with a delay, and
 //! when it comes back it queues a job unless a job queued meanwhile already covers it. Job ids are
@@ -16,7 +21,9 @@ use mlops_shared::bus::{Bus, JOBS_KV};
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::now_unix_ms;
 use mlops_shared::runs::{History, Run, RunState, Runs, history_key, kv_key, reason_name};
-use mlops_shared::spec::{Environment, PipelineSpec, SpecStore, TrainingWindow, TriggerEvent, TriggerSpec};
+use mlops_shared::spec::{
+    Accepted, Environment, Origin, PipelineSpec, SpecStore, TriggerEvent, TriggerSpec, WindowSpec,
+};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -51,25 +58,41 @@ impl Policy {
             tracing::info!(pipeline = %v.pipeline, environment = %v.environment, "not training data; no job");
             return Ok(());
         }
-        let history = self.append(&v.pipeline, &v.dataset_id, v.arrived_unix_ms).await?;
+        let origin = Origin::parse(&v.origin).map_err(|m| TrainerError::BadEvent(format!("data.validated: {m}")))?;
+        let history = self.append(&v.pipeline, &v.dataset_id, v.arrived_unix_ms, origin).await?;
         let triggers = self.spec(&v.pipeline).await?.training.triggers.unwrap_or_default();
-        if !triggers.fires_on(TriggerEvent::NewData) {
+        let state = self.trigger_state(&v.pipeline).await?;
+        // An alert that found nothing new waits for this: it retrains even where new data alone
+        // does not.
+        let armed = state.armed.clone();
+        if !triggers.fires_on(TriggerEvent::NewData) && armed.is_none() {
             info!(pipeline = %v.pipeline, "new data does not trigger training (training.triggers.on)");
             return Ok(());
         }
-        let state = self.trigger_state(&v.pipeline).await?;
         if state.covers(&history, &v.dataset_id) {
             info!(pipeline = %v.pipeline, dataset = %v.dataset_id, job = %state.job_id, "already in a queued job");
             return Ok(());
         }
         // The debounce window opens with the oldest version no job has covered yet.
-        let first_new = history.iter().find(|(id, _)| !state.covers(&history, id)).map_or(0, |(_, ms)| *ms);
+        let first_new = history.iter().find(|a| !state.covers(&history, &a.id)).map_or(0, |a| a.arrived_ms);
         let due = (first_new + secs_ms(triggers.debounce_secs)).max(state.cooldown_until(&triggers));
         defer_until(due)?;
-        let newest = history.last().map(|(id, _)| id.as_str()).unwrap_or_default();
+        let newest = history.last().map(|a| a.id.as_str()).unwrap_or_default();
         // 64 bits of the newest version's sha256 name the job: unique, and short enough to read.
-        let job_id = format!("{}-data-{}", v.pipeline, newest.get(..16).unwrap_or(newest));
-        self.queue_on_window(&v.pipeline, job_id, pb::TrainReason::NewData, &history, &e.id, &e.follow(), String::new)
+        let newest = newest.get(..16).unwrap_or(newest);
+        let Some(armed) = armed else {
+            let job_id = format!("{}-data-{newest}", v.pipeline);
+            let reason = pb::TrainReason::NewData;
+            return self.queue_on_window(&v.pipeline, job_id, reason, &history, &e.id, &e.follow(), String::new).await;
+        };
+        if let Some(last) = self.nothing_new(&v.pipeline, &state, &history).await? {
+            info!(pipeline = %v.pipeline, last, "the new version is outside the training window; the alert waits on");
+            return Ok(());
+        }
+        let job_id = format!("{}-{newest}", armed.job_id);
+        let reason = pb::TrainReason::try_from(armed.reason).unwrap_or(pb::TrainReason::Drift);
+        info!(pipeline = %v.pipeline, alert = %armed.trigger_event_id, "new data for an alert that was waiting for it");
+        self.queue_on_window(&v.pipeline, job_id, reason, &history, &armed.trigger_event_id, &e.follow(), String::new)
             .await
     }
 
@@ -79,7 +102,7 @@ impl Policy {
         let r = &e.payload;
         self.change_history(&r.pipeline, |history| {
             let before = history.len();
-            history.retain(|(id, _)| *id != r.dataset_id);
+            history.retain(|a| a.id != r.dataset_id);
             history.len() != before
         })
         .await?;
@@ -120,10 +143,74 @@ impl Policy {
             info!(pipeline, job = %state.job_id, "a job queued since the alert already retrains");
             return Ok(());
         }
-        defer_until(state.cooldown_until(&triggers))?;
         let history = self.history(pipeline).await?.0;
+        if let Some(last) = self.nothing_new(pipeline, &state, &history).await? {
+            return self.skip(pipeline, job_id, reason, e, &history, &last).await;
+        }
+        defer_until(state.cooldown_until(&triggers))?;
         self.queue_on_window(pipeline, job_id, reason, &history, &e.id, &e.follow(), || {
             format!("{kind:?} alert on `{pipeline}` but no validated dataset to retrain on")
+        })
+        .await
+    }
+
+    /// The last job, when the training window over `history` holds nothing it did not: the same
+    /// versions under the same spec and code, and it did not fail.
+    async fn nothing_new(
+        &self,
+        pipeline: &str,
+        state: &TriggerState,
+        history: &History,
+    ) -> Result<Option<String>, TrainerError> {
+        if state.job_id.is_empty() || state.model_hash.is_empty() || history.is_empty() {
+            return Ok(None);
+        }
+        let spec = self.spec(pipeline).await?;
+        let window = WindowSpec::select(spec.training.window.as_ref(), history, now_unix_ms());
+        if window != state.window || spec.model_hash() != state.model_hash {
+            return Ok(None);
+        }
+        let failed = self.runs.get(&state.job_id).await?.is_some_and(|r| r.state == RunState::Failed);
+        Ok((!failed).then(|| state.job_id.clone()))
+    }
+
+    /// Records job `job_id` as skipped, with nothing new to train on since job `last`, and arms
+    /// the alert: the next accepted version queues it.
+    async fn skip<E>(
+        &self,
+        pipeline: &str,
+        job_id: String,
+        reason: pb::TrainReason,
+        e: &Envelope<E>,
+        history: &History,
+        last: &str,
+    ) -> Result<(), TrainerError> {
+        let spec = self.spec(pipeline).await?;
+        let window = WindowSpec::select(spec.training.window.as_ref(), history, now_unix_ms());
+        let job = pb::TrainJob {
+            job_id: job_id.clone(),
+            pipeline: pipeline.to_owned(),
+            dataset_ids: window,
+            reason: reason as i32,
+            trigger_event_id: e.id.clone(),
+        };
+        let mut run = Run::queued(&job, now_unix_ms());
+        run.state = RunState::Skipped;
+        run.stage = format!(
+            "nothing new to train on: the same {} dataset version(s), spec and code as {last}; waiting for the next \
+             accepted version",
+            job.dataset_ids.len()
+        );
+        run.finished_ms = run.queued_ms;
+        // A redelivered alert finds its record there.
+        if self.runs.create(&run).await? {
+            info!(pipeline, job = %job_id, last, "alert skipped: nothing new to train on; armed for new data");
+            metrics::counter!("mlops_jobs_skipped_total", "pipeline" => pipeline.to_owned()).increment(1);
+        }
+        let armed = Armed { job_id, reason: reason as i32, trigger_event_id: e.id.clone() };
+        self.change_trigger(pipeline, |state| {
+            state.armed = Some(armed.clone());
+            true
         })
         .await
     }
@@ -188,10 +275,19 @@ impl Policy {
         if history.is_empty() {
             return Err(TrainerError::NothingToTrainOn(no_data()));
         }
+        let spec = self.spec(pipeline).await?;
+        let dataset_ids = WindowSpec::select(spec.training.window.as_ref(), history, now_unix_ms());
+        if dataset_ids.is_empty() {
+            return Err(TrainerError::NothingToTrainOn(format!(
+                "`training.window` of `{pipeline}` selects none of its {} accepted version(s) (their origins: {})",
+                history.len(),
+                origins(history)
+            )));
+        }
         let job = pb::TrainJob {
             job_id,
             pipeline: pipeline.to_owned(),
-            dataset_ids: self.window(pipeline, history).await?,
+            dataset_ids,
             reason: reason as i32,
             trigger_event_id: trigger_event_id.to_owned(),
         };
@@ -205,8 +301,16 @@ impl Policy {
             return Ok(());
         }
         let previous = self.trigger_state(pipeline).await?.job_id;
-        let newest = history.last().map(|(id, _)| id.clone()).unwrap_or_default();
-        self.record_queued(pipeline, TriggerState { queued_ms, newest, job_id: job.job_id.clone() }).await?;
+        let newest = history.last().map(|a| a.id.clone()).unwrap_or_default();
+        let state = TriggerState {
+            queued_ms,
+            newest,
+            job_id: job.job_id.clone(),
+            window: job.dataset_ids.clone(),
+            model_hash: spec.model_hash(),
+            armed: None,
+        };
+        self.record_queued(pipeline, state).await?;
         // The queue keeps one waiting job per pipeline: one still waiting was replaced by this.
         if !previous.is_empty()
             && previous != job.job_id
@@ -230,23 +334,39 @@ impl Policy {
     }
 
     /// Records a queued job. A later record is never replaced by an older one.
-    async fn record_queued(&self, pipeline: &str, state: TriggerState) -> Result<(), TrainerError> {
-        let bytes: bytes::Bytes = serde_json::to_vec(&state).expect("a trigger state always encodes").into();
+    async fn record_queued(&self, pipeline: &str, queued: TriggerState) -> Result<(), TrainerError> {
+        self.change_trigger(pipeline, |state| {
+            if state.queued_ms > queued.queued_ms {
+                return false;
+            }
+            *state = queued.clone();
+            true
+        })
+        .await
+    }
+
+    /// Changes the trigger state with `change` (which says whether it changed anything), safely
+    /// against other trainers: the write names the revision it read, and a conflict reads again.
+    async fn change_trigger(
+        &self,
+        pipeline: &str,
+        change: impl Fn(&mut TriggerState) -> bool,
+    ) -> Result<(), TrainerError> {
         for _ in 0..20 {
             let entry = self
                 .jobs
                 .entry(trigger_key(pipeline))
                 .await
                 .map_err(TrainerError::jobs("reading the trigger state"))?;
-            let written = match entry {
-                Some(e) => {
-                    let current: TriggerState = serde_json::from_slice(&e.value).unwrap_or_default();
-                    if current.queued_ms > state.queued_ms {
-                        return Ok(());
-                    }
-                    self.jobs.update(trigger_key(pipeline), bytes.clone(), e.revision).await.is_ok()
-                }
-                None => self.jobs.create(trigger_key(pipeline), bytes.clone()).await.is_ok(),
+            let revision = entry.as_ref().map(|e| e.revision);
+            let mut state: TriggerState = entry.and_then(|e| serde_json::from_slice(&e.value).ok()).unwrap_or_default();
+            if !change(&mut state) {
+                return Ok(());
+            }
+            let bytes: bytes::Bytes = serde_json::to_vec(&state).expect("a trigger state always encodes").into();
+            let written = match revision {
+                Some(r) => self.jobs.update(trigger_key(pipeline), bytes, r).await.is_ok(),
+                None => self.jobs.create(trigger_key(pipeline), bytes).await.is_ok(),
             };
             if written {
                 return Ok(());
@@ -277,14 +397,20 @@ impl Policy {
     /// Adds `dataset` (once) to the history in its place by `arrived_ms` (the time its content
     /// first arrived; now when unknown), so that a version judged again later does not pass for
     /// the newest.
-    async fn append(&self, pipeline: &str, dataset: &str, arrived_ms: i64) -> Result<History, TrainerError> {
+    async fn append(
+        &self,
+        pipeline: &str,
+        dataset: &str,
+        arrived_ms: i64,
+        origin: Origin,
+    ) -> Result<History, TrainerError> {
         let at = if arrived_ms > 0 { arrived_ms } else { mlops_shared::now_unix_ms() };
         self.change_history(pipeline, |history| {
-            if history.iter().any(|(id, _)| id == dataset) {
+            if history.iter().any(|a| a.id == dataset) {
                 return false;
             }
-            let place = history.partition_point(|(_, ms)| *ms <= at);
-            history.insert(place, (dataset.to_owned(), at));
+            let place = history.partition_point(|a| a.arrived_ms <= at);
+            history.insert(place, Accepted::new(dataset, at, origin));
             if history.len() > MAX_HISTORY {
                 history.drain(..history.len() - MAX_HISTORY);
             }
@@ -318,12 +444,6 @@ impl Policy {
         Err(TrainerError::KeptChanging { what: "dataset history", pipeline: pipeline.to_owned() })
     }
 
-    /// The datasets a job trains on: the spec's window over `history`.
-    async fn window(&self, pipeline: &str, history: &History) -> Result<Vec<String>, TrainerError> {
-        let spec = self.spec(pipeline).await?;
-        Ok(TrainingWindow::select(spec.training.window.as_ref(), history, now_unix_ms()))
-    }
-
     /// Publishes `job`; true when the server already had it (a duplicate, dropped).
     async fn queue(&self, job: &pb::TrainJob, ctx: &EventContext) -> Result<bool, TrainerError> {
         let published = self.bus.publish(&job.job_id, ctx, job).await?;
@@ -344,21 +464,49 @@ fn trigger_key(pipeline: &str) -> String {
 }
 
 /// The last job queued for a pipeline (`trigger.<pipeline>` in the jobs bucket): what the debounce
-/// window and the cooldown are measured from.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// window and the cooldown are measured from, and what an alert compares its window with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TriggerState {
     /// When it was queued (Unix ms).
     queued_ms: i64,
     /// The newest accepted version when it was queued: it and every older version are covered.
     newest: String,
     job_id: String,
+    /// The versions it trains on, and the spec's model hash (spec and code) it was queued under.
+    #[serde(default)]
+    window: Vec<String>,
+    #[serde(default)]
+    model_hash: String,
+    /// An alert that found nothing new since, waiting for the next accepted version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    armed: Option<Armed>,
+}
+
+/// An alert waiting for new data: the job it would have queued, why, and the alert's event id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Armed {
+    job_id: String,
+    reason: i32,
+    trigger_event_id: String,
+}
+
+/// How many accepted versions of each origin `history` holds, e.g. `3 upload, 1 feedback`.
+fn origins(history: &History) -> String {
+    Origin::ALL
+        .into_iter()
+        .filter_map(|o| {
+            let n = history.iter().filter(|a| a.origin == o).count();
+            (n > 0).then(|| format!("{n} {}", o.as_str()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl TriggerState {
     /// Whether the job recorded here was queued after `dataset` was accepted (so trains on it,
     /// or on newer data in its place).
     fn covers(&self, history: &History, dataset: &str) -> bool {
-        let at = |id: &str| history.iter().position(|(d, _)| d == id);
+        let at = |id: &str| history.iter().position(|a| a.id == id);
         match (at(&self.newest), at(dataset)) {
             (Some(newest), Some(d)) => d <= newest,
             // The recorded version has left the history (it is older than all kept): not covered.

@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
             times.push(started.elapsed().as_secs_f64());
             continue;
         }
-        let report = mlops_validator::checks::validate(batches, &spec, None, Default::default());
+        let report = mlops_validator::checks::validate(batches, &spec, None, Default::default(), Default::default());
         times.push(started.elapsed().as_secs_f64());
         rows = report.rows;
         anyhow::ensure!(

@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 
 use mlops_data::{Batches, DataError, DataType, RecordBatch, text, view};
 use mlops_proto as pb;
-use mlops_shared::spec::{Environment, FeatureSpec, PipelineSpec, Severity};
+use mlops_shared::spec::{Environment, FEEDBACK_COLUMNS, FeatureSpec, Origin, PipelineSpec, Severity};
 
 pub use self::anomalies::AnomalyKind;
 use self::anomalies::Findings;
@@ -70,6 +70,7 @@ pub fn validate(
     spec: &PipelineSpec,
     previous: Option<&pb::DatasetProfile>,
     environment: Environment,
+    origin: Origin,
 ) -> Report {
     let mut found = Findings::default();
     let batches = match batches {
@@ -82,7 +83,7 @@ pub fn validate(
     // Decoding runs a batch or two ahead on another core while this one checks.
     // (CSV is decoded on worker threads already.)
     let batches = if batches.format == mlops_data::Format::Csv { batches } else { batches.read_ahead(2) };
-    let layout = check_schema(&mut found, spec, &batches, environment);
+    let layout = check_schema(&mut found, spec, &batches, environment, origin);
     let mut pass = Pass::new(spec, layout, previous, SchemaRecord::new(&batches));
     for batch in batches {
         match batch {
@@ -123,17 +124,20 @@ struct Layout<'s> {
     target: Option<usize>,
 }
 
-/// The schema checks: columns the spec does not declare (a warning), declared columns absent from
-/// the data, and the target, which training data must have.
+/// The schema checks: columns the spec does not declare (a warning; a feedback version's own
+/// columns naming its predictions are expected), declared columns absent from the data, and the
+/// target, which training data must have.
 fn check_schema<'s>(
     found: &mut Findings,
     spec: &'s PipelineSpec,
     batches: &Batches,
     environment: Environment,
+    origin: Origin,
 ) -> Layout<'s> {
     let schema = &batches.schema;
+    let expected = |name: &str| origin == Origin::Feedback && FEEDBACK_COLUMNS.contains(&name);
     for f in schema.fields() {
-        if spec.checked_column(f.name()).is_none() && *f.name() != spec.target.name {
+        if spec.checked_column(f.name()).is_none() && *f.name() != spec.target.name && !expected(f.name()) {
             found.add(f.name(), AnomalyKind::ExtraColumn, None, false, || {
                 "column is not in the spec and is ignored".into()
             });
@@ -372,7 +376,7 @@ target: {name: churned}
     fn validate(bytes: &[u8], spec: &PipelineSpec) -> Report {
         let typed = validate_against(bytes, spec, None);
         let batches = mlops_data::open(mlops_data::Source::Bytes(bytes.to_vec().into()), "", &Default::default());
-        let text = super::validate(batches, spec, None, Environment::Training);
+        let text = super::validate(batches, spec, None, Environment::Training, Origin::Upload);
         let findings = |r: &Report| (r.rows, r.columns.clone(), r.profile.columns.clone());
         assert_eq!(findings(&typed), findings(&text), "typed and text reads disagree");
         typed
@@ -381,7 +385,7 @@ target: {name: churned}
     fn validate_against(bytes: &[u8], spec: &PipelineSpec, previous: Option<&pb::DatasetProfile>) -> Report {
         let source = mlops_data::Source::Bytes(bytes.to_vec().into());
         let batches = mlops_data::open_typed(source, "", &Default::default(), &spec.numeric_features());
-        super::validate(batches, spec, previous, Environment::Training)
+        super::validate(batches, spec, previous, Environment::Training, Origin::Upload)
     }
 
     fn anomaly<'a>(r: &'a Report, column: &str, kind: AnomalyKind) -> &'a pb::Anomaly {
@@ -569,13 +573,34 @@ target: {name: churned}
     }
 
     fn validate_in(bytes: &[u8], spec: &PipelineSpec, environment: Environment) -> Report {
+        validate_from(bytes, spec, environment, Origin::Upload)
+    }
+
+    fn validate_from(bytes: &[u8], spec: &PipelineSpec, environment: Environment, origin: Origin) -> Report {
         let source = mlops_data::Source::Bytes(bytes.to_vec().into());
         super::validate(
             mlops_data::open_typed(source, "", &Default::default(), &spec.numeric_features()),
             spec,
             None,
             environment,
+            origin,
         )
+    }
+
+    #[test]
+    fn a_feedback_version_names_its_predictions_without_a_warning_and_an_upload_is_warned() {
+        let csv = b"tenure,charges,contract,churned,prediction_id,model_version,predicted_at\n1,2,monthly,1,p1,3,5\n";
+        let extra = |r: &Report| {
+            r.columns
+                .iter()
+                .filter(|c| c.anomalies.iter().any(|a| a.kind == AnomalyKind::ExtraColumn.as_str()))
+                .map(|c| c.column.clone())
+                .collect::<Vec<_>>()
+        };
+        let feedback = validate_from(csv, &spec(), Environment::Training, Origin::Feedback);
+        assert!(!feedback.blocked() && extra(&feedback).is_empty(), "{feedback:#?}");
+        let upload = validate_from(csv, &spec(), Environment::Training, Origin::Upload);
+        assert_eq!(extra(&upload), ["model_version", "predicted_at", "prediction_id"]);
     }
 
     #[test]

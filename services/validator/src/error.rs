@@ -14,7 +14,7 @@ pub enum ValidatorError {
     /// The event's dataset id is not a sha256.
     #[error(transparent)]
     BadDatasetId(#[from] IdError),
-    /// The event's environment is neither `training` nor `serving` (the spec's words).
+    /// The event's environment (`training`, `serving`) or origin is not one known (the spec's words).
     #[error("{0}")]
     BadEnvironment(String),
     /// The dataset could not be read (missing or tampered blobs are permanent, see [`ObjectError`]).

@@ -16,7 +16,7 @@ use mlops_shared::events::Envelope;
 use mlops_shared::ids::Sha256;
 use mlops_shared::objects::Objects;
 use mlops_shared::service::Service;
-use mlops_shared::spec::{Environment, SpecStore};
+use mlops_shared::spec::{Environment, Origin, SpecStore};
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,7 @@ impl Validator {
             self.specs.get(&d.pipeline).await?.ok_or_else(|| ValidatorError::UnknownPipeline(d.pipeline.clone()))?;
         let sha = Sha256::parse(d.dataset_id.clone())?;
         let environment = Environment::parse(&d.environment).map_err(ValidatorError::BadEnvironment)?;
+        let origin = Origin::parse(&d.origin).map_err(ValidatorError::BadEnvironment)?;
         let validation_hash = spec.validation_hash();
         // Each round of validation of one content has its own verdict events.
         let id_suffix = mlops_shared::events::round_suffix(d.round);
@@ -94,7 +95,7 @@ impl Validator {
                 &mlops_data::Limits::default(),
                 &spec.numeric_features(),
             );
-            Ok::<_, ValidatorError>(checks::validate(batches, &spec, previous.as_ref(), environment))
+            Ok::<_, ValidatorError>(checks::validate(batches, &spec, previous.as_ref(), environment, origin))
         })
         .await?;
         if report.blocked() {
@@ -111,6 +112,7 @@ impl Validator {
                 environment: environment.as_str().into(),
                 validation_hash,
                 round: d.round,
+                origin: origin.as_str().into(),
             };
             self.bus.publish(&format!("rejected-{}-{}{id_suffix}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         } else {
@@ -135,6 +137,7 @@ impl Validator {
                 validation_hash,
                 round: d.round,
                 arrived_unix_ms: d.arrived_unix_ms,
+                origin: origin.as_str().into(),
             };
             self.bus.publish(&format!("validated-{}-{}{id_suffix}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         }

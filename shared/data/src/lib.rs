@@ -18,4 +18,4 @@ pub use frame::{DatasetError, read_datasets, read_datasets_counted, read_frame};
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
 pub use read::{Batches, DataError, Limits, Source, open, open_typed};
-pub use write::write_parquet;
+pub use write::{FeedbackRows, write_feedback, write_parquet};

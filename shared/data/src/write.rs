@@ -1,13 +1,17 @@
-//! Writing a frame as Parquet: the hand-over of a training window to a team's own training program
-//! (`MLOPS_TRAIN_DATA`), which reads it with pandas, polars or pyarrow.
+//! Writing Parquet: the hand-over of a training window to a team's own training program
+//! (`MLOPS_TRAIN_DATA`), which reads it with pandas, polars or pyarrow; and the monitor's feedback
+//! versions, labelled production predictions that become training data.
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
-use mlops_shared::spec::{PipelineSpec, Task};
+use arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use mlops_shared::spec::{FEEDBACK_COLUMNS, PipelineSpec, Task};
 use mlops_shared::table::{Column, Frame};
 use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
@@ -20,31 +24,13 @@ const BATCH_ROWS: usize = 64 * 1024;
 /// as float64, categorical as string, missing as null — then the target: 0/1 as int64 for a
 /// classifier (1 the positive class), float64 for regression.
 pub fn write_parquet(spec: &PipelineSpec, frame: &Frame, to: impl std::io::Write + Send) -> Result<(), DataError> {
-    let err = |e: parquet::errors::ParquetError| DataError::Parquet(e.to_string());
     let classifier = spec.target.task == Task::BinaryClassification;
-    let mut fields: Vec<Field> = spec
-        .features
-        .iter()
-        .zip(&frame.columns)
-        .map(|(f, c)| {
-            let kind = if matches!(c, Column::Numeric(_)) { DataType::Float64 } else { DataType::Utf8 };
-            Field::new(f.name.as_str(), kind, true)
-        })
-        .collect();
+    let mut fields = feature_fields(spec, frame);
     if frame.target.is_some() {
         let kind = if classifier { DataType::Int64 } else { DataType::Float64 };
         fields.push(Field::new(spec.target.name.as_str(), kind, false));
     }
-    let schema = Arc::new(Schema::new(fields));
-    // Numbers are written plain: a dictionary rarely pays off for measurements, and building one
-    // for every page doubled the time of a 1M-row hand-over. Categories keep theirs.
-    let mut props = WriterProperties::builder().set_compression(parquet::basic::Compression::UNCOMPRESSED);
-    for field in schema.fields().iter().filter(|f| f.data_type() != &DataType::Utf8) {
-        props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
-    }
-    let mut writer = ArrowWriter::try_new(to, schema.clone(), Some(props.build())).map_err(err)?;
-    for start in (0..frame.rows).step_by(BATCH_ROWS) {
-        let rows = start..(start + BATCH_ROWS).min(frame.rows);
+    let columns = |rows: std::ops::Range<usize>| {
         let mut arrays: Vec<ArrayRef> = frame.columns.iter().map(|c| slice(c, rows.clone())).collect();
         if let Some(target) = &frame.target {
             let t = &target[rows];
@@ -54,6 +40,97 @@ pub fn write_parquet(spec: &PipelineSpec, frame: &Frame, to: impl std::io::Write
                 Arc::new(Float64Array::from_iter_values(t.iter().copied()))
             });
         }
+        arrays
+    };
+    write_table(fields, frame.rows, Vec::new(), columns, to)
+}
+
+/// The rows of a feedback version: production inputs, the labels that came for them, and the
+/// predictions they belong to, row by row.
+pub struct FeedbackRows<'a> {
+    /// The inputs as the spec's features (no target).
+    pub inputs: &'a Frame,
+    /// The labels as they arrived (a class name, or a number for regression).
+    pub labels: &'a [String],
+    pub prediction_ids: &'a [String],
+    pub model_versions: &'a [u64],
+    /// When each prediction was made (Unix ms).
+    pub predicted_ms: &'a [i64],
+}
+
+/// Writes a feedback version to `to` as Parquet, readable like any upload: the spec's features,
+/// the target as labels came (text for a classifier, float64 for regression), then
+/// [`FEEDBACK_COLUMNS`]: `prediction_id` (string), `model_version` (uint64) and `predicted_at`
+/// (a UTC timestamp in ms). `metadata` goes into the file's key-value metadata. The same rows
+/// make the same bytes.
+pub fn write_feedback(
+    spec: &PipelineSpec,
+    rows: &FeedbackRows<'_>,
+    metadata: Vec<(String, String)>,
+    to: impl std::io::Write + Send,
+) -> Result<(), DataError> {
+    let classifier = spec.target.task == Task::BinaryClassification;
+    let mut fields = feature_fields(spec, rows.inputs);
+    let target_kind = if classifier { DataType::Utf8 } else { DataType::Float64 };
+    fields.push(Field::new(spec.target.name.as_str(), target_kind, false));
+    let [id, version, at] = FEEDBACK_COLUMNS;
+    fields.push(Field::new(id, DataType::Utf8, false));
+    fields.push(Field::new(version, DataType::UInt64, false));
+    fields.push(Field::new(at, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
+    let columns = |r: std::ops::Range<usize>| {
+        let mut arrays: Vec<ArrayRef> = rows.inputs.columns.iter().map(|c| slice(c, r.clone())).collect();
+        let labels = &rows.labels[r.clone()];
+        arrays.push(if classifier {
+            Arc::new(StringArray::from_iter_values(labels))
+        } else {
+            let value = |l: &String| mlops_shared::table::parse_number(l).ok().flatten();
+            Arc::new(Float64Array::from_iter(labels.iter().map(value)))
+        });
+        arrays.push(Arc::new(StringArray::from_iter_values(&rows.prediction_ids[r.clone()])));
+        arrays.push(Arc::new(UInt64Array::from_iter_values(rows.model_versions[r.clone()].iter().copied())));
+        arrays.push(Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.predicted_ms[r].iter().copied()).with_timezone("UTC"),
+        ));
+        arrays
+    };
+    write_table(fields, rows.inputs.rows, metadata, columns, to)
+}
+
+/// The fields of `frame`'s features, by their spec names.
+fn feature_fields(spec: &PipelineSpec, frame: &Frame) -> Vec<Field> {
+    spec.features
+        .iter()
+        .zip(&frame.columns)
+        .map(|(f, c)| {
+            let kind = if matches!(c, Column::Numeric(_)) { DataType::Float64 } else { DataType::Utf8 };
+            Field::new(f.name.as_str(), kind, true)
+        })
+        .collect()
+}
+
+/// Writes `rows` rows of `fields` to `to`, a record batch (and row group) at a time, the arrays
+/// of each range of rows made by `columns`.
+fn write_table(
+    fields: Vec<Field>,
+    rows: usize,
+    metadata: Vec<(String, String)>,
+    columns: impl Fn(std::ops::Range<usize>) -> Vec<ArrayRef>,
+    to: impl std::io::Write + Send,
+) -> Result<(), DataError> {
+    let err = |e: parquet::errors::ParquetError| DataError::Parquet(e.to_string());
+    let schema = Arc::new(Schema::new(fields));
+    // Numbers are written plain: a dictionary rarely pays off for measurements, and building one
+    // for every page doubled the time of a 1M-row hand-over. Categories keep theirs.
+    let metadata = metadata.into_iter().map(|(key, value)| KeyValue::new(key, value)).collect();
+    let mut props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .set_key_value_metadata(Some(metadata));
+    for field in schema.fields().iter().filter(|f| f.data_type() != &DataType::Utf8) {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+    }
+    let mut writer = ArrowWriter::try_new(to, schema.clone(), Some(props.build())).map_err(err)?;
+    for start in (0..rows).step_by(BATCH_ROWS) {
+        let arrays = columns(start..(start + BATCH_ROWS).min(rows));
         let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| DataError::Parquet(e.to_string()))?;
         writer.write(&batch).map_err(err)?;
     }
@@ -88,5 +165,47 @@ mod tests {
         let mut out = Vec::new();
         write_parquet(&spec, &frame, &mut out).unwrap();
         assert_eq!(read(out, "d.parquet"), frame);
+    }
+
+    #[test]
+    fn feedback_rows_read_back_as_training_data_and_the_same_rows_make_the_same_bytes() {
+        for (classes, labels) in [("positive: yes, negative: no", ["yes", "no", "yes"]), ("", ["1", "0", "1"])] {
+            let spec = PipelineSpec::from_yaml(&format!(
+                "name: t\nfeatures:\n  - {{name: x, type: numeric}}\n  - {{name: c, type: categorical, categories: [a, b]}}\n\
+                 target: {{name: y, {classes}}}\n"
+            ))
+            .unwrap();
+            let inputs = Frame {
+                columns: vec![
+                    Column::Numeric(vec![Some(1.5), None, Some(-2.0)]),
+                    Column::Categorical(vec![Some("a".into()), Some("b".into()), None]),
+                ],
+                target: None,
+                rows: 3,
+            };
+            let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+            let ids: Vec<String> = (0..3).map(|i| format!("p{i}")).collect();
+            let rows = FeedbackRows {
+                inputs: &inputs,
+                labels: &labels,
+                prediction_ids: &ids,
+                model_versions: &[1, 1, 2],
+                predicted_ms: &[10, 20, 30],
+            };
+            let write = || {
+                let mut out = Vec::new();
+                write_feedback(&spec, &rows, vec![("mlops.feedback".into(), "1".into())], &mut out).unwrap();
+                out
+            };
+            let bytes = write();
+            assert_eq!(bytes, write());
+            let batches =
+                crate::open_typed(Source::Bytes(bytes.into()), "f.parquet", &Default::default(), &["x"]).unwrap();
+            let names: Vec<String> = batches.schema.fields().iter().map(|f| f.name().clone()).collect();
+            assert_eq!(names, ["x", "c", "y", "prediction_id", "model_version", "predicted_at"]);
+            let frame = read_frame(batches, &spec, true).unwrap();
+            assert_eq!(frame.target, Some(vec![1.0, 0.0, 1.0]), "classes {classes:?}");
+            assert_eq!(frame.columns, inputs.columns);
+        }
     }
 }

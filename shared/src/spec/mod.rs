@@ -20,11 +20,17 @@ pub use code::{CodeSpec, DEFAULT_TIMEOUT_SECS, EnvironmentSpec, MAX_MEMORY_MB, M
 pub use deployment::{CanarySpec, DeploymentSpec, Strategy};
 pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, Severity, full_match};
 pub use gates::{EvaluationSpec, GateRows, GateSpec, ServingLimits, StalenessSpec};
-pub use monitoring::{DriftMethod, DriftOverride, MonitoringSpec, PerformanceSpec, ReferenceKind};
+pub use monitoring::{
+    DriftMethod, DriftOverride, FEEDBACK_COLUMNS, FeedbackSpec, MAX_FEEDBACK_ROWS, MonitoringSpec, PerformanceSpec,
+    ReferenceKind,
+};
 pub use store::SpecStore;
 pub use target::{CLASSIFICATION_METRICS, Classes, REGRESSION_METRICS, TargetSpec, Task};
-pub use training::{Algorithm, MAX_CANDIDATES, SearchSpec, TrainingSpec, TrainingWindow, TriggerEvent, TriggerSpec};
-pub use validation::{Environment, ValidationSpec};
+pub use training::{
+    Accepted, Algorithm, MAX_CANDIDATES, SearchSpec, TrainingSpec, TrainingWindow, TriggerEvent, TriggerSpec,
+    WindowSpec,
+};
+pub use validation::{Environment, Origin, ValidationSpec};
 
 /// Why a spec was refused. The message names the offending key.
 #[derive(Debug, thiserror::Error)]

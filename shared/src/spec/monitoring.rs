@@ -1,5 +1,5 @@
-//! The `monitoring` section: drift windows, the drift test and threshold for each feature, and the
-//! floor on label-based quality in production.
+//! The `monitoring` section: drift windows, the drift test and threshold for each feature, the
+//! floor on label-based quality in production, and feedback versions made of labelled predictions.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +40,53 @@ pub struct MonitoringSpec {
     /// Quality on delayed labels (`labels.arrived`), and the floor that raises an alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performance: Option<PerformanceSpec>,
+    /// Labelled production predictions written back as training data (`source: feedback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackSpec>,
+}
+
+/// When labelled predictions become a feedback dataset version: once `min_rows` wait, or once the
+/// oldest has waited `max_age_hours`, whichever comes first. A label whose prediction is older
+/// than `max_age_hours` is left out (it still counts for quality).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackSpec {
+    #[serde(default = "default_feedback_rows")]
+    pub min_rows: u64,
+    #[serde(default = "default_feedback_age")]
+    pub max_age_hours: f64,
+}
+
+/// The columns a feedback version adds to the spec's, naming each row's prediction: its id, the
+/// model version that made it, and when (a UTC timestamp in milliseconds).
+pub const FEEDBACK_COLUMNS: [&str; 3] = ["prediction_id", "model_version", "predicted_at"];
+
+/// The most rows one feedback version holds: rows beyond it wait for the next one.
+pub const MAX_FEEDBACK_ROWS: u64 = 1_000_000;
+
+fn default_feedback_rows() -> u64 {
+    5_000
+}
+fn default_feedback_age() -> f64 {
+    24.0
+}
+
+impl FeedbackSpec {
+    /// `max_age_hours` in milliseconds.
+    pub fn max_age_ms(&self) -> i64 {
+        (self.max_age_hours * 3_600_000.0) as i64
+    }
+
+    fn check(&self) -> Result<(), SpecError> {
+        if !(1..=MAX_FEEDBACK_ROWS).contains(&self.min_rows) {
+            return bad(format!("`monitoring.feedback.min_rows` must be between 1 and {MAX_FEEDBACK_ROWS}"));
+        }
+        // A year at most: the monitor keeps predictions for labels a week by default anyway.
+        if !(self.max_age_hours.is_finite() && self.max_age_hours > 0.0 && self.max_age_hours <= 8760.0) {
+            return bad("`monitoring.feedback.max_age_hours` must be a positive number of hours, at most 8760".into());
+        }
+        Ok(())
+    }
 }
 
 /// What a monitoring window is compared with.
@@ -145,6 +192,7 @@ impl Default for MonitoringSpec {
             drift_share: default_drift_share(),
             cooldown_secs: default_cooldown(),
             performance: None,
+            feedback: None,
         }
     }
 }
@@ -186,6 +234,15 @@ impl MonitoringSpec {
         }
         if let Some(p) = &self.performance {
             p.check(task)?;
+        }
+        if let Some(f) = &self.feedback {
+            f.check()?;
+            if let Some(taken) = features.iter().find(|f| FEEDBACK_COLUMNS.contains(&f.name.as_str())) {
+                return bad(format!(
+                    "`monitoring.feedback` adds a column `{}` to feedback versions; rename the feature",
+                    taken.name
+                ));
+            }
         }
         Ok(())
     }
@@ -269,6 +326,9 @@ mod tests {
             (m("{performance: {metric: accuracy, max: 0.9}}"), "`accuracy` is higher-is-better: give `min`"),
             (m("{performance: {metric: log_loss, min: 0.9}}"), "`log_loss` is lower-is-better: give `max`"),
             (m("{performance: {metric: accuracy}}"), "needs `min` or `max`"),
+            (m("{feedback: {min_rows: 0}}"), "`monitoring.feedback.min_rows` must be between 1 and"),
+            (m("{feedback: {max_age_hours: -1}}"), "`monitoring.feedback.max_age_hours` must be a positive"),
+            (m("{feedback: {rows: 10}}"), "unknown field `rows`"),
         ];
         for (text, expected) in cases {
             let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
@@ -281,6 +341,8 @@ mod tests {
         .unwrap();
         assert_eq!(ok.monitoring.features["tenure"].method, Some(DriftMethod::Wasserstein));
         assert_eq!(ok.monitoring.reference, ReferenceKind::Rolling);
+        let feedback = PipelineSpec::from_yaml(&m("{feedback: {min_rows: 100}}")).unwrap().monitoring.feedback;
+        assert_eq!(feedback, Some(FeedbackSpec { min_rows: 100, max_age_hours: 24.0 }));
         // The defaults leave the canonical form as it was, so older specs keep their hash.
         let plain = String::from_utf8(PipelineSpec::from_yaml(SPEC).unwrap().canonical_json()).unwrap();
         assert!(!plain.contains("reference") && !plain.contains("performance"), "{plain}");

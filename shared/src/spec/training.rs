@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::code::{CodeSpec, EnvironmentSpec, MAX_MEMORY_MB, MAX_TIMEOUT_SECS};
-use super::{SpecError, Task, bad};
+use super::{Origin, SpecError, Task, bad};
 
 /// How to train.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,7 +24,7 @@ pub struct TrainingSpec {
     pub seed: u64,
     /// Which accepted training versions a run trains on (the newest one when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<TrainingWindow>,
+    pub window: Option<WindowSpec>,
     /// What starts a run besides a manual request (new data, drift and degradation alerts, at
     /// once, when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,34 +314,139 @@ fn check_param(algorithm: Option<Algorithm>, at: &str, name: &str, v: f64) -> Re
     }
 }
 
-/// The data a run trains on: the newest `versions` accepted versions, or every version accepted in
-/// the last `days` days (the newest always included); with both, whichever holds fewer.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One accepted training version, as training windows choose among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "AcceptedWire", into = "AcceptedWire")]
+pub struct Accepted {
+    pub id: String,
+    /// When its content first arrived (Unix ms).
+    pub arrived_ms: i64,
+    pub origin: Origin,
+}
+
+impl Accepted {
+    pub fn new(id: impl Into<String>, arrived_ms: i64, origin: Origin) -> Self {
+        Self { id: id.into(), arrived_ms, origin }
+    }
+}
+
+/// How a history entry is kept: `[id, ms, origin]`, or `[id, ms]` as written before origins.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum AcceptedWire {
+    Now(String, i64, Origin),
+    Before(String, i64),
+}
+
+impl From<AcceptedWire> for Accepted {
+    fn from(w: AcceptedWire) -> Self {
+        match w {
+            AcceptedWire::Now(id, ms, origin) => Self::new(id, ms, origin),
+            AcceptedWire::Before(id, ms) => Self::new(id, ms, Origin::Upload),
+        }
+    }
+}
+
+impl From<Accepted> for AcceptedWire {
+    fn from(a: Accepted) -> Self {
+        Self::Now(a.id, a.arrived_ms, a.origin)
+    }
+}
+
+/// The data a run trains on: one window, or the union of several (`[{sources: [upload],
+/// versions: 1}, {sources: [feedback], days: 30}]`: the curated base set and a month of
+/// production truth).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum WindowSpec {
+    One(TrainingWindow),
+    Union(Vec<TrainingWindow>),
+}
+
+impl<'de> Deserialize<'de> for WindowSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WindowSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a window (`{versions: N}`, `{days: D}`, `{sources: [...], ...}`) or a list of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<WindowSpec, A::Error> {
+                TrainingWindow::deserialize(MapAccessDeserializer::new(map)).map(WindowSpec::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<WindowSpec, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(WindowSpec::Union)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl WindowSpec {
+    /// The windows whose union it is.
+    pub fn parts(&self) -> &[TrainingWindow] {
+        match self {
+            Self::One(w) => std::slice::from_ref(w),
+            Self::Union(ws) => ws,
+        }
+    }
+
+    /// The ids to train on from `history` (oldest first) at `now_ms`, oldest first: every version
+    /// one of the windows selects. No window: the newest version.
+    pub fn select(window: Option<&Self>, history: &[Accepted], now_ms: i64) -> Vec<String> {
+        let Some(window) = window else {
+            return history.last().map(|a| vec![a.id.clone()]).unwrap_or_default();
+        };
+        let mut chosen = vec![false; history.len()];
+        for part in window.parts() {
+            part.mark(history, now_ms, &mut chosen);
+        }
+        history.iter().zip(chosen).filter(|(_, c)| *c).map(|(a, _)| a.id.clone()).collect()
+    }
+
+    /// Checks each window, and that a union holds at least one.
+    fn check(&self) -> Result<(), SpecError> {
+        if self.parts().is_empty() {
+            return bad("`training.window` is an empty list; give at least one window".into());
+        }
+        self.parts().iter().try_for_each(TrainingWindow::check)
+    }
+}
+
+/// One training window: among the accepted versions from `sources` (every origin when absent),
+/// the newest `versions`, or every version accepted in the last `days` days (the newest always
+/// included); with both, whichever holds fewer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingWindow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Origin>,
 }
 
 impl TrainingWindow {
-    /// The ids to train on from `history` (id, arrival in Unix ms; oldest first), at `now_ms`.
-    pub fn select(window: Option<&Self>, history: &[(String, i64)], now_ms: i64) -> Vec<String> {
-        let newest = history.len().saturating_sub(1);
-        let mut from = newest;
-        if let Some(w) = window {
-            from = 0;
-            if let Some(n) = w.versions {
-                from = from.max(history.len().saturating_sub(n.max(1) as usize));
-            }
-            if let Some(days) = w.days {
-                let since = now_ms - (days * 86_400_000.0) as i64;
-                let first_recent = history.iter().position(|(_, ms)| *ms >= since).unwrap_or(newest);
-                from = from.max(first_recent.min(newest));
-            }
+    /// Marks in `chosen` the entries of `history` this window selects at `now_ms`.
+    fn mark(&self, history: &[Accepted], now_ms: i64, chosen: &mut [bool]) {
+        let from_sources: Vec<usize> = (0..history.len())
+            .filter(|&i| self.sources.is_empty() || self.sources.contains(&history[i].origin))
+            .collect();
+        let Some(newest) = from_sources.len().checked_sub(1) else { return };
+        let mut from = 0;
+        if let Some(n) = self.versions {
+            from = from.max(from_sources.len().saturating_sub(n.max(1) as usize));
         }
-        history.get(from..).unwrap_or_default().iter().map(|(id, _)| id.clone()).collect()
+        if let Some(days) = self.days {
+            let since = now_ms - (days * 86_400_000.0) as i64;
+            let first_recent = from_sources.iter().position(|&i| history[i].arrived_ms >= since).unwrap_or(newest);
+            from = from.max(first_recent.min(newest));
+        }
+        for &i in &from_sources[from..] {
+            chosen[i] = true;
+        }
     }
 
     /// Checks that the window says what it holds, and that it holds something.
@@ -457,21 +562,63 @@ mod tests {
     #[test]
     fn training_windows_select_the_newest_versions_or_the_recent_ones() {
         let day = 86_400_000;
-        let history: Vec<(String, i64)> = (0..5).map(|i| (format!("d{i}"), i * day)).collect();
-        let ids = |w: Option<TrainingWindow>, now| TrainingWindow::select(w.as_ref(), &history, now);
+        let history: Vec<Accepted> = (0..5).map(|i| Accepted::new(format!("d{i}"), i * day, Origin::Upload)).collect();
+        let ids = |w: Option<TrainingWindow>, now| WindowSpec::select(w.map(WindowSpec::One).as_ref(), &history, now);
+        let w = |versions, days| TrainingWindow { versions, days, sources: Vec::new() };
         assert_eq!(ids(None, 10 * day), ["d4"]);
-        assert_eq!(ids(Some(TrainingWindow { versions: Some(2), days: None }), 0), ["d3", "d4"]);
-        assert_eq!(ids(Some(TrainingWindow { versions: Some(9), days: None }), 0).len(), 5);
-        assert_eq!(ids(Some(TrainingWindow { versions: None, days: Some(1.5) }), 4 * day), ["d3", "d4"]);
+        assert_eq!(ids(Some(w(Some(2), None)), 0), ["d3", "d4"]);
+        assert_eq!(ids(Some(w(Some(9), None)), 0).len(), 5);
+        assert_eq!(ids(Some(w(None, Some(1.5))), 4 * day), ["d3", "d4"]);
         // Nothing recent: the newest version still.
-        assert_eq!(ids(Some(TrainingWindow { versions: None, days: Some(1.0) }), 40 * day), ["d4"]);
-        assert_eq!(ids(Some(TrainingWindow { versions: Some(1), days: Some(30.0) }), 4 * day), ["d4"]);
-        assert!(TrainingWindow::select(None, &[], 0).is_empty());
+        assert_eq!(ids(Some(w(None, Some(1.0))), 40 * day), ["d4"]);
+        assert_eq!(ids(Some(w(Some(1), Some(30.0))), 4 * day), ["d4"]);
+        assert!(WindowSpec::select(None, &[], 0).is_empty());
         let err =
             |w: &str| PipelineSpec::from_yaml(&format!("{SPEC}training: {{window: {w}}}\n")).unwrap_err().to_string();
         assert!(err("{}").contains("needs `versions` or `days`"));
         assert!(err("{versions: 0}").contains("at least 1"));
         assert!(err("{days: -1}").contains("positive"));
+        assert!(err("[]").contains("empty list"));
+        assert!(err("[{versions: 1}, {days: 0}]").contains("positive"));
+        assert!(
+            err("{versions: 1, sources: [lake]}").contains("unknown variant `lake`"),
+            "{}",
+            err("{versions: 1, sources: [lake]}")
+        );
+        assert!(err("{versions: 1, source: [upload]}").contains("unknown field `source`"));
+    }
+
+    #[test]
+    fn windows_select_by_origin_and_unite() {
+        let day = 86_400_000;
+        let (u, f) = (Origin::Upload, Origin::Feedback);
+        let history = [
+            Accepted::new("base1", 0, u),
+            Accepted::new("base2", day, u),
+            Accepted::new("fb1", 2 * day, f),
+            Accepted::new("fb2", 40 * day, f),
+            Accepted::new("fb3", 41 * day, f),
+        ];
+        let pick = |yaml: &str| {
+            let spec = PipelineSpec::from_yaml(&format!("{SPEC}training: {{window: {yaml}}}\n")).unwrap();
+            WindowSpec::select(spec.training.window.as_ref(), &history, 42 * day)
+        };
+        assert_eq!(pick("{sources: [feedback], days: 30}"), ["fb2", "fb3"]);
+        assert_eq!(pick("{sources: [upload], versions: 1}"), ["base2"]);
+        assert_eq!(pick("{sources: [upload, feedback], versions: 2}"), ["fb2", "fb3"]);
+        // The curated base set plus a month of production truth, in the history's order.
+        assert_eq!(
+            pick("[{sources: [upload], versions: 1}, {sources: [feedback], days: 30}]"),
+            ["base2", "fb2", "fb3"]
+        );
+        // Overlapping windows select a version once.
+        assert_eq!(pick("[{versions: 2}, {sources: [feedback], versions: 1}]"), ["fb2", "fb3"]);
+        // A source with no version yet selects nothing.
+        assert!(pick("{sources: [path], versions: 3}").is_empty());
+        // Histories written before origins read as uploads.
+        let old: Vec<Accepted> = serde_json::from_str(r#"[["a",1],["b",2,"feedback"]]"#).unwrap();
+        assert_eq!(old, [Accepted::new("a", 1, u), Accepted::new("b", 2, f)]);
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"[["a",1,"upload"],["b",2,"feedback"]]"#);
     }
 
     #[test]

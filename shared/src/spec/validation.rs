@@ -51,6 +51,44 @@ impl ValidationSpec {
     }
 }
 
+/// How a dataset version came: sent by a person or system (`upload` over gRPC, `path` or `object`
+/// by `data.arrived`), or written by the monitor from labelled production predictions
+/// (`feedback`). Training windows may select by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    #[default]
+    Upload,
+    Path,
+    Object,
+    Feedback,
+}
+
+impl Origin {
+    /// Every origin, in the order reports list them.
+    pub const ALL: [Self; 4] = [Self::Upload, Self::Path, Self::Object, Self::Feedback];
+
+    /// Parses the wire form; empty (events from before origins) means `upload`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" => Ok(Self::Upload),
+            other => Self::ALL
+                .into_iter()
+                .find(|o| o.as_str() == other)
+                .ok_or_else(|| format!("origin {other:?} is not one of upload, path, object, feedback")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Path => "path",
+            Self::Object => "object",
+            Self::Feedback => "feedback",
+        }
+    }
+}
+
 /// Where a dataset belongs in a model's life (TFDV's environments). Serving-time data may lack the
 /// label: it is validated and profiled (and compared with the training reference), never trained
 /// on.
