@@ -14,6 +14,8 @@ pub struct CardInput {
     pub spec: PipelineSpec,
     /// The datasets of its lineage, from the catalog, oldest first.
     pub datasets: Vec<pb::Dataset>,
+    /// The newest validated dataset it was judged on, from the catalog, when it was.
+    pub newest: Option<pb::Dataset>,
 }
 
 /// A block of a section.
@@ -234,10 +236,20 @@ fn metrics(input: &CardInput) -> Section {
     let mut blocks =
         vec![Block::Text(format!("Holdout: {} rows (a seeded split of the training data).", holdout.rows))];
     if let Some(n) = &newest {
-        blocks.push(Block::Text(format!(
-            "Newest data: {} rows of dataset {} that the model did not train on.",
-            n.rows, v.newest_dataset_id
-        )));
+        let feedback = input.newest.as_ref().and_then(|d| d.feedback.as_ref());
+        blocks.push(Block::Text(match feedback {
+            Some(f) => format!(
+                "Newest data: {} rows of dataset {} that the model did not train on — {}, labelled since. The \
+                 candidate was judged beside production on the world as it is now.",
+                n.rows,
+                v.newest_dataset_id,
+                crate::tables::feedback_origin(f)
+            ),
+            None => format!(
+                "Newest data: {} rows of dataset {} that the model did not train on.",
+                n.rows, v.newest_dataset_id
+            ),
+        }));
     }
     blocks.push(Block::Table { header, rows });
     Section { heading: "Metrics".into(), blocks }
@@ -337,15 +349,17 @@ fn lineage(input: &CardInput) -> Section {
         .dataset_ids
         .iter()
         .map(|id| match input.datasets.iter().find(|d| &d.dataset_id == id) {
-            Some(d) => vec![id.clone(), d.rows.to_string(), time(d.arrived_unix_ms), d.source.clone()],
-            None => vec![id.clone(), "–".into(), "–".into(), "not in the catalog".into()],
+            Some(d) => {
+                vec![id.clone(), d.rows.to_string(), time(d.arrived_unix_ms), d.origin.clone(), d.source.clone()]
+            }
+            None => vec![id.clone(), "–".into(), "–".into(), "–".into(), "not in the catalog".into()],
         })
         .collect();
     Section {
         heading: "Lineage".into(),
         blocks: vec![
             Block::Facts(facts),
-            Block::Table { header: strings(["Dataset (sha256)", "Rows", "Arrived", "Source"]), rows },
+            Block::Table { header: strings(["Dataset (sha256)", "Rows", "Arrived", "Origin", "Source"]), rows },
         ],
     }
 }
@@ -423,7 +437,7 @@ mod tests {
             lineage: Some(pb::Lineage { dataset_ids: vec!["d".repeat(64)], seed: 42, ..Default::default() }),
             ..Default::default()
         };
-        CardInput { version, spec, datasets: vec![] }
+        CardInput { version, spec, datasets: vec![], newest: None }
     }
 
     #[test]
@@ -444,10 +458,34 @@ mod tests {
         ] {
             assert!(md.contains(expected), "{expected:?} not in\n{md}");
         }
-        assert!(md.contains(&format!("| {} | – | – | not in the catalog |", "d".repeat(64))), "{md}");
+        assert!(md.contains(&format!("| {} | – | – | – | not in the catalog |", "d".repeat(64))), "{md}");
         let html = card.html();
         assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
         assert!(html.contains("<td class=\"FAIL\">FAIL</td>") && html.contains("FAILS &lt;b&gt;"), "{html}");
         assert!(html.contains("Operator decision: <b>approved</b> by ana"), "{html}");
+    }
+
+    #[test]
+    fn a_candidate_judged_on_feedback_says_so() {
+        let mut input = input();
+        input.version.newest_metrics = Some(pb::Metrics { values: [("roc_auc".into(), 0.77)].into(), rows: 500 });
+        input.version.newest_dataset_id = "f".repeat(64);
+        input.newest = Some(pb::Dataset {
+            origin: "feedback".into(),
+            feedback: Some(pb::FeedbackOrigin {
+                rows: 2_500,
+                first_predicted_unix_ms: 0,
+                last_predicted_unix_ms: 60_000,
+                model_versions: vec![2, 3],
+                sequence: 4,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let md = Card::new(&input).markdown();
+        let expected = "feedback version 4: 2500 labelled production predictions made 1970-01-01 00:00:00 to \
+                        1970-01-01 00:01:00 by v2, v3, labelled since";
+        assert!(md.contains(expected), "{md}");
+        assert!(md.contains("judged beside production on the world as it is now"), "{md}");
     }
 }

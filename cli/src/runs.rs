@@ -61,6 +61,7 @@ pub fn outcome(r: &Run) -> String {
         }
         RunState::Failed => format!("{} failed: {}", r.job_id, r.error),
         RunState::Superseded => format!("{} superseded by {}", r.job_id, r.superseded_by),
+        RunState::Skipped => format!("{} skipped: {}", r.job_id, r.stage),
         _ => format!("{} {} ({})", r.job_id, r.state.as_str(), r.stage),
     }
 }

@@ -18,6 +18,8 @@ pub enum Variant {
     /// Normal inputs, every label the opposite of what the population's rule draws (a concept
     /// that turned around: a model trained on it predicts the inverse).
     FlippedLabels,
+    /// A new world: the drifted inputs, and the concept turned around as in `flipped-labels`.
+    DriftedFlipped,
 }
 
 pub const CONTRACTS: [&str; 3] = ["month-to-month", "one-year", "two-year"];
@@ -64,7 +66,7 @@ pub fn customers(rows: usize, seed: u64, variant: Variant) -> Vec<Customer> {
     let mut rng = Rng(ChaCha8Rng::seed_from_u64(seed));
     (0..rows)
         .map(|_| {
-            let drifted = variant == Variant::Drifted;
+            let drifted = matches!(variant, Variant::Drifted | Variant::DriftedFlipped);
             let contract =
                 if drifted { rng.pick(&CONTRACTS, &[0.1, 0.2, 0.7]) } else { rng.pick(&CONTRACTS, &[0.55, 0.25, 0.2]) };
             let payment_method = rng.pick(&PAYMENTS, &[0.3, 0.25, 0.3, 0.15]);
@@ -83,7 +85,7 @@ pub fn customers(rows: usize, seed: u64, variant: Variant) -> Vec<Customer> {
             let p = 1.0 / (1.0 + (-z).exp());
             let churned = match variant {
                 Variant::NoisyLabels => rng.unit() < 0.5,
-                Variant::FlippedLabels => rng.unit() >= p,
+                Variant::FlippedLabels | Variant::DriftedFlipped => rng.unit() >= p,
                 Variant::Normal | Variant::Drifted => rng.unit() < p,
             };
             Customer { tenure_months, monthly_charges, support_calls, age, contract, payment_method, churned }

@@ -8,17 +8,18 @@ pub use mlops_shared::describe::age;
 /// One line per dataset version.
 pub fn datasets(list: &[pb::Dataset]) -> String {
     let mut out = format!(
-        "{:<14} {:<12} {:<8} {:<9} {:<9} {:>9} {:>11}  SOURCE\n",
-        "DATASET", "PIPELINE", "FORMAT", "ENV", "VERDICT", "ROWS", "BYTES"
+        "{:<14} {:<12} {:<8} {:<9} {:<9} {:<9} {:>9} {:>11}  SOURCE\n",
+        "DATASET", "PIPELINE", "FORMAT", "ENV", "ORIGIN", "VERDICT", "ROWS", "BYTES"
     );
     for d in list {
         let _ = writeln!(
             out,
-            "{:<14} {:<12} {:<8} {:<9} {:<9} {:>9} {:>11}  {}",
+            "{:<14} {:<12} {:<8} {:<9} {:<9} {:<9} {:>9} {:>11}  {}",
             &d.dataset_id[..12.min(d.dataset_id.len())],
             d.pipeline,
             d.format,
             d.environment,
+            d.origin,
             d.verdict,
             d.rows,
             d.size_bytes,
@@ -110,6 +111,19 @@ pub fn anomalies(columns: &[pb::ColumnReport]) -> String {
     out
 }
 
+/// Where a feedback version's rows came from, in one line.
+pub fn feedback_origin(f: &pb::FeedbackOrigin) -> String {
+    let versions: Vec<String> = f.model_versions.iter().map(|v| format!("v{v}")).collect();
+    format!(
+        "feedback version {}: {} labelled production predictions made {} to {} by {}",
+        f.sequence,
+        f.rows,
+        time(f.first_predicted_unix_ms),
+        time(f.last_predicted_unix_ms),
+        versions.join(", ")
+    )
+}
+
 /// A staleness report: one line per production version, youngest first, and the cadence.
 pub fn staleness(r: &pb::StalenessReported) -> String {
     let mut out = format!(
@@ -163,6 +177,9 @@ pub fn monitor_report(r: &pb::ReportResponse) -> String {
         )),
         None => out.push_str("quality on labels: not measured yet (no `monitoring.performance`, or too few labels)\n"),
     }
+    if let Some(f) = &r.feedback {
+        out.push_str(&feedback_report(f));
+    }
     out.push_str(&format!("\nALERTS ({})\n", r.alert_history.len()));
     for a in &r.alert_history {
         out.push_str(&format!(
@@ -192,6 +209,24 @@ pub fn monitor_report(r: &pb::ReportResponse) -> String {
     out
 }
 
+/// Labelled rows waiting for the next feedback version, and the versions written.
+fn feedback_report(f: &pb::FeedbackReport) -> String {
+    let oldest =
+        if f.oldest_unix_ms > 0 { format!(", oldest labelled {}", time(f.oldest_unix_ms)) } else { String::new() };
+    let mut out = format!(
+        "feedback: {} labelled rows waiting for the next version (written at {} rows or after {} h{oldest}); {} \
+         version(s) written",
+        f.waiting, f.min_rows, f.max_age_hours, f.versions
+    );
+    if !f.last_dataset_id.is_empty() {
+        out += &format!(", newest {}", &f.last_dataset_id[..12.min(f.last_dataset_id.len())]);
+    }
+    if f.late > 0 {
+        out += &format!("; {} label(s) came after `max_age_hours` and were left out", f.late);
+    }
+    out + "\n"
+}
+
 fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -205,6 +240,11 @@ pub fn monitor_report_json(r: &pb::ReportResponse) -> serde_json::Value {
         "performance": r.performance.as_ref().map(|p| serde_json::json!({
             "version": p.version, "metric": p.metric, "value": p.value, "labelled": p.labelled,
             "threshold": p.threshold, "higher_is_better": p.higher_is_better, "at_unix_ms": p.at_unix_ms,
+        })),
+        "feedback": r.feedback.as_ref().map(|f| serde_json::json!({
+            "waiting": f.waiting, "min_rows": f.min_rows, "oldest_unix_ms": f.oldest_unix_ms,
+            "max_age_hours": f.max_age_hours, "versions": f.versions, "last_dataset_id": f.last_dataset_id,
+            "late": f.late,
         })),
         "alerts": r.alert_history.iter().map(|a| serde_json::json!({
             "alert_id": a.alert_id, "kind": a.kind, "version": a.version, "time_unix_ms": a.time_unix_ms, "detail": a.detail,

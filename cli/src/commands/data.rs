@@ -150,6 +150,10 @@ bytes     {}
 arrived   {} ({})",
         d.dataset_id, d.pipeline, d.source, d.format, d.size_bytes, d.arrived_unix_ms, d.environment
     );
+    println!("origin    {}", d.origin);
+    if let Some(f) = &d.feedback {
+        println!("          {}", tables::feedback_origin(f));
+    }
     println!(
         "verdict   {}{}",
         d.verdict,

@@ -364,7 +364,11 @@ async fn card(
             datasets.push(d);
         }
     }
-    let card = mlops_cli::card::Card::new(&mlops_cli::card::CardInput { version, spec, datasets });
+    let newest = match version.newest_dataset_id.as_str() {
+        "" => None,
+        id => client::dataset(ingest, id).await.ok(),
+    };
+    let card = mlops_cli::card::Card::new(&mlops_cli::card::CardInput { version, spec, datasets, newest });
     let text = if html { card.html() } else { card.markdown() };
     match out {
         Some(path) => {

@@ -16,12 +16,25 @@ use crate::{gbt, linear};
 /// Why training could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error(transparent)]
+    #[error("{}", data_problem(.0))]
     Data(#[from] DatasetError),
     #[error("too little data: {0} rows (at least 10 are needed)")]
     TooFew(usize),
     #[error("the training rows hold a single class; a classifier needs both")]
     OneClass,
+}
+
+/// What is wrong with a dataset of the window; a missing column means the window holds versions
+/// whose columns differ (one follows an older spec), which are never mixed.
+fn data_problem(e: &DatasetError) -> String {
+    match &e.source {
+        mlops_data::DataError::MissingColumn(column) => format!(
+            "{e}: the training window mixes dataset versions whose columns differ (this one follows a spec \
+             without `{column}`), and they are not trained on together; narrow `training.window`, or judge the \
+             version again under the current spec (`mlops data revalidate`)"
+        ),
+        _ => e.to_string(),
+    }
 }
 
 /// A finished run.
@@ -476,5 +489,10 @@ target: {name: y, task: regression}
         assert!(matches!(train(&spec, &[("d".into(), one_class)]), Err(TrainError::OneClass)));
         let bad = train(&spec, &[("d9".into(), b"x,c,y\nzz,a,1\n".to_vec())]).unwrap_err().to_string();
         assert!(bad.contains("dataset d9") && bad.contains("not a number"), "{bad}");
+        // A version from before `c` was a feature, in one window with a newer one.
+        let older = b"x,y\n1,1\n2,0\n".to_vec();
+        let mixed = train(&spec, &[("new".into(), data(40, false)), ("old".into(), older)]).unwrap_err().to_string();
+        assert!(mixed.starts_with("dataset old: column `c` is missing: the training window mixes"), "{mixed}");
+        assert!(mixed.contains("mlops data revalidate"), "{mixed}");
     }
 }
