@@ -306,3 +306,57 @@ async fn feedback_by_age_uses_rows_once_leaves_late_labels_out_and_quarantines_a
     let shown = mlops(&app, &["data", "show", &fb[1].dataset_id]);
     assert!(shown.contains("origin    feedback") && shown.contains("feedback version 2"), "{shown}");
 }
+
+/// The monitor SIGKILLed while it writes feedback versions (right after it announced one) and
+/// started again on its own data: every labelled prediction ends up in exactly one version, the
+/// versions are numbered without a gap, and none is catalogued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_killed_while_writing_feedback_loses_no_row_and_duplicates_no_version() {
+    let mut app = TestApp::start().await;
+    let every_100 = "{min_rows: 100, max_age_hours: 24}";
+    app.apply(&spec("", every_100)).await;
+    app.upload("churn", &sample::csv(1000, 501, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    app.apply(&spec("  triggers: {on: [drift, degradation]}\n", every_100)).await;
+    let rows = sample::customers(1_000, 502, Variant::Normal);
+    let served = predict(&app, &rows).await;
+    for at in (0..1_000).step_by(100) {
+        label(&app, &served[at..at + 100], &rows[at..at + 100]).await;
+    }
+    app.wait_event("data.arrived", T, |_| true).await;
+    app.stack.kill("monitor").await.unwrap();
+    app.stack.spawn("monitor", "monitor", &[]).await.unwrap();
+
+    let fb = wait_until(T, || async {
+        let fb = feedback_versions(&app).await;
+        let rows: u64 = fb.iter().filter_map(|d| d.feedback.as_ref()).map(|f| f.rows).sum();
+        (rows == 1_000).then_some(fb)
+    })
+    .await;
+    let Some(fb) = fb else {
+        let dlq: Vec<String> =
+            app.stored("MLOPS_DLQ", "mlops.dlq.>").await.iter().map(|m| format!("{:?}", m.headers)).collect();
+        panic!(
+            "not every labelled prediction reached a feedback version: {:?}\n{:?}\ndead letters: {dlq:?}\n{}",
+            feedback_versions(&app).await.iter().map(|d| d.feedback.clone()).collect::<Vec<_>>(),
+            report(&app).await.feedback,
+            app.log("monitor")
+        )
+    };
+    // A version holds every row waiting when it is cut: 100 or more.
+    let sequences: Vec<u64> = fb.iter().map(|d| d.feedback.as_ref().unwrap().sequence).collect();
+    assert_eq!(sequences, (1..=fb.len() as u64).collect::<Vec<_>>());
+    assert!(fb.iter().all(|d| d.feedback.as_ref().unwrap().rows >= 100), "{fb:?}");
+    let mut ids = Vec::new();
+    for d in &fb {
+        ids.extend(prediction_ids_in(&app, &d.dataset_id).await);
+    }
+    ids.sort();
+    let mut want: Vec<String> = served.iter().map(|(id, _)| id.clone()).collect();
+    want.sort();
+    assert_eq!(ids, want, "each labelled prediction in exactly one version");
+    app.wait_quiet(&["MLOPS_PREDICTIONS", "MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    let r = report(&app).await.feedback.unwrap();
+    assert_eq!((r.waiting, r.versions), (0, fb.len() as u64), "{r:?}");
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
+}

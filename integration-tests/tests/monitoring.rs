@@ -155,7 +155,8 @@ async fn falling_quality_on_delayed_labels_retrains_and_the_new_model_restores_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_windows_name_each_features_test_and_bad_labels_are_dead_lettered() {
-    let app = TestApp::start().await;
+    // Labels naming no prediction are given up after 8 s (of waiting for their predictions).
+    let app = TestApp::start_with(&[("MLOPS_LABEL_WAIT_SECS", "8")]).await;
     let spec = mlops_integration_tests::spec_with_window(100)
         .replace("  cooldown_secs: 3600\n", "  cooldown_secs: 3600\n  performance: {metric: accuracy, min: 0.5}\n");
     app.apply(&spec).await;

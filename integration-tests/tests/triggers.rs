@@ -108,9 +108,10 @@ async fn a_burst_inside_the_debounce_window_makes_one_run_and_the_cooldown_holds
 }
 
 /// A cron schedule queues a run at its slots, with the reason `schedule`, while new data (left out
-/// of `on`) starts none; a degradation alert starts one at once.
+/// of `on`) starts none; a degradation alert whose window holds only what the scheduled run
+/// trained on is recorded as skipped, nothing new to train on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schedule_and_a_degradation_alert_start_runs_and_new_data_does_not() {
+async fn a_schedule_starts_runs_a_degradation_alert_with_nothing_new_does_not_and_new_data_does_not() {
     let app = TestApp::start().await;
     app.apply(&with_training("  triggers: {schedule: \"*/4 * * * * *\", on: [degradation]}\n")).await;
     let ds = app.upload("churn", &sample::csv(1000, 7, Variant::Normal)).await;
@@ -138,18 +139,20 @@ async fn a_schedule_and_a_degradation_alert_start_runs_and_new_data_does_not() {
         floor: 0.7,
     };
     bus.publish("degraded-a-1", &mlops_shared::events::EventContext::new_run("deg"), &alert).await.unwrap();
-    app.wait_event("model.trained", T, |s| {
-        matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Degradation as i32 && t.job_id == "churn-degradation-a-1")
-    })
-    .await;
     let store = runs(&app).await;
     let records = wait_until(T, || async {
         let records = store.list().await.unwrap();
-        records.iter().any(|r| r.reason == "schedule" && r.state == RunState::Succeeded).then_some(records)
+        let scheduled = records.iter().any(|r| r.reason == "schedule" && r.state == RunState::Succeeded);
+        let alerted = records.iter().any(|r| r.job_id == "churn-degradation-a-1" && r.state.is_final());
+        (scheduled && alerted).then_some(records)
     })
     .await
-    .expect("a scheduled run recorded as succeeded");
-    assert!(records.iter().any(|r| r.reason == "degradation" && r.trigger_event_id == "degraded-a-1"), "{records:?}");
+    .expect("a scheduled run recorded as succeeded, and the alert's run recorded");
+    // The alert's window holds what the scheduled run trained on: nothing new, so no training.
+    let alerted = records.iter().find(|r| r.job_id == "churn-degradation-a-1").unwrap();
+    assert_eq!((alerted.state, alerted.trigger_event_id.as_str()), (RunState::Skipped, "degraded-a-1"), "{alerted:?}");
+    assert!(alerted.stage.starts_with("nothing new to train on"), "{alerted:?}");
+    assert!(trained(&app, pb::TrainReason::Degradation).is_empty());
     // The scheduled run trained on the upload, so the policy had taken it in: it queued nothing.
     assert!(records.iter().all(|r| r.reason != "new_data"), "new data is not a trigger of this pipeline: {records:?}");
     assert!(trained(&app, pb::TrainReason::NewData).is_empty());

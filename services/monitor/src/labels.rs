@@ -7,10 +7,12 @@
 //!
 //! Only pipelines with `monitoring.performance` keep their predictions for labels; labels of
 //! the others are counted (`mlops_labels_ignored_total`) and acknowledged. A label may overtake
-//! its prediction (the prediction log is consumed separately), so an event
-//! naming ids not yet seen is delivered again a few times; after that, labels that still match
-//! nothing are counted in `mlops_labels_unmatched_total` (a sampled log keeps only some
-//! predictions), and an event none of whose labels matched is dead-lettered with the reason.
+//! its prediction (the prediction log is consumed separately, and after a crash the predictions
+//! the dead monitor held come back only after their ack wait, 30 s), so an event naming ids not
+//! yet seen is delivered again, at doubling intervals, for `MLOPS_LABEL_WAIT_SECS` in all; after
+//! that, labels that still match nothing are counted in `mlops_labels_unmatched_total` (a sampled
+//! log keeps only some predictions), and an event none of whose labels matched is dead-lettered
+//! with the reason.
 
 use std::time::Duration;
 
@@ -24,9 +26,15 @@ use crate::error::MonitorError;
 use crate::store::{AlertKind, AlertRecord, FeedbackJoin, PerformanceRecord};
 
 /// Deliveries of a `labels.arrived` before unmatched labels are given up.
-pub const LABEL_ATTEMPTS: i64 = 5;
-/// How long a label waits for its prediction before the event is delivered again.
-const LABEL_RETRY: Duration = Duration::from_secs(2);
+pub const LABEL_ATTEMPTS: i64 = 6;
+
+/// How long an event with unmatched labels waits before delivery `delivered + 1`: the doubling
+/// share of `wait` (the whole time labels wait for their predictions) that ends with the last
+/// attempt.
+pub fn label_retry(wait: Duration, delivered: u64) -> Duration {
+    let shares = (1u32 << (LABEL_ATTEMPTS - 1)) - 1; // 1 + 2 + 4 + 8 + 16
+    wait / shares * (1u32 << delivered.clamp(1, LABEL_ATTEMPTS as u64 - 1).saturating_sub(1))
+}
 /// Unmatched ids named in a dead-letter reason.
 const IDS_SHOWN: usize = 5;
 
@@ -89,7 +97,7 @@ impl Monitor {
         if !joined.unknown.is_empty() && (e.delivered as i64) < LABEL_ATTEMPTS {
             // The predictions may not have been read from their stream yet; the labels matched
             // so far are kept and will not count twice.
-            return Err(MonitorError::NotYet(LABEL_RETRY));
+            return Err(MonitorError::NotYet(label_retry(self.label_wait, e.delivered)));
         }
         metrics::counter!("mlops_labels_unmatched_total", "pipeline" => pipeline.clone())
             .increment(joined.unknown.len() as u64);
@@ -193,5 +201,18 @@ impl Monitor {
         let p = pipeline.to_owned();
         self.commit(move |store| store.record_alert(&p, &alert)).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_wait_for_their_predictions_at_doubling_intervals_for_the_whole_wait() {
+        let wait = Duration::from_secs(62);
+        let delays: Vec<u64> = (1..LABEL_ATTEMPTS as u64).map(|d| label_retry(wait, d).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32]);
+        assert_eq!(delays.iter().sum::<u64>(), 62);
     }
 }

@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "MLOPS_MONITOR_WINDOW_QUEUE", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub window_queue: u64,
+    /// How long a label waits, in all, for its prediction to be read (seconds): longer than the
+    /// 30 s after which a crashed monitor's unacknowledged predictions come back.
+    #[arg(long, env = "MLOPS_LABEL_WAIT_SECS", default_value_t = 62,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub label_wait_secs: u64,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -89,6 +94,8 @@ struct Monitor {
     pipelines: windows::Pipelines,
     /// How long a logged prediction waits for its label.
     retention_ms: i64,
+    /// How long a label waits for its prediction.
+    label_wait: std::time::Duration,
 }
 
 /// Runs the monitor until `shutdown` fires.
@@ -109,6 +116,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         store,
         pipelines: windows::Pipelines::new(service.shutdown(), config.window_queue as usize),
         retention_ms: (config.prediction_retention_hours as i64) * 3600 * 1000,
+        label_wait: std::time::Duration::from_secs(config.label_wait_secs),
         bus,
     });
     let predictions = ConsumerSpec {

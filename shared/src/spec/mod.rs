@@ -257,7 +257,16 @@ impl PipelineSpec {
         }
         self.deployment.check()?;
         self.validation.check()?;
-        self.monitoring.check(&self.features, task)
+        self.monitoring.check(&self.features, task)?;
+        let taken = |name: &str| FEEDBACK_COLUMNS.contains(&name);
+        if self.monitoring.feedback.is_some()
+            && let Some(name) = declared.iter().copied().chain([self.target.name.as_str()]).find(|n| taken(n))
+        {
+            return bad(format!(
+                "`monitoring.feedback` adds a column `{name}` to feedback versions; rename the spec's `{name}`"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -237,12 +237,6 @@ impl MonitoringSpec {
         }
         if let Some(f) = &self.feedback {
             f.check()?;
-            if let Some(taken) = features.iter().find(|f| FEEDBACK_COLUMNS.contains(&f.name.as_str())) {
-                return bad(format!(
-                    "`monitoring.feedback` adds a column `{}` to feedback versions; rename the feature",
-                    taken.name
-                ));
-            }
         }
         Ok(())
     }
@@ -329,6 +323,10 @@ mod tests {
             (m("{feedback: {min_rows: 0}}"), "`monitoring.feedback.min_rows` must be between 1 and"),
             (m("{feedback: {max_age_hours: -1}}"), "`monitoring.feedback.max_age_hours` must be a positive"),
             (m("{feedback: {rows: 10}}"), "unknown field `rows`"),
+            (
+                format!("{}columns:\n  - {{name: prediction_id, type: categorical}}\n", m("{feedback: {}}")),
+                "adds a column `prediction_id` to feedback versions; rename the spec's `prediction_id`",
+            ),
         ];
         for (text, expected) in cases {
             let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
