@@ -211,6 +211,9 @@ pub fn monitor_report(r: &pb::ReportResponse) -> String {
 
 /// Labelled rows waiting for the next feedback version, and the versions written.
 fn feedback_report(f: &pb::FeedbackReport) -> String {
+    if f.min_rows == 0 {
+        return format!("feedback: no longer asked for by the spec; {} version(s) written\n", f.versions);
+    }
     let oldest =
         if f.oldest_unix_ms > 0 { format!(", oldest labelled {}", time(f.oldest_unix_ms)) } else { String::new() };
     let mut out = format!(

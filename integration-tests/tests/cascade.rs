@@ -503,7 +503,8 @@ async fn data_drifted_from_the_previous_version_is_rejected() {
     assert_eq!(drifted, ["contract", "monthly_charges"], "{r:?}");
 }
 
-/// (d) drifted prediction traffic makes the monitor trigger exactly one retraining.
+/// (d) drifted prediction traffic makes the monitor raise one alert, which waits for new data (the
+/// data v1 trained on holds nothing new) and then triggers exactly one retraining, on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_triggers_exactly_one_retraining() {
     let app = TestApp::start().await;
@@ -529,16 +530,30 @@ async fn drift_triggers_exactly_one_retraining() {
     assert_eq!(report.windows[0].alert_id, "");
     assert!(report.windows[0].drifted_share < 0.3, "{:?}", report.windows[0]);
 
-    // Three windows of a shifted population: one alert, then the cooldown holds.
+    // Three windows of a shifted population: one alert, then the cooldown holds. The alert finds
+    // nothing new to train on (the data v1 trained on) and waits for new data, which it retrains on.
     for chunk in sample::customers(300, 7, Variant::Drifted).chunks(50) {
         client::predict(&base, "churn", &rows_json(chunk)).await.unwrap();
     }
-    app.wait_event(
-        "model.trained",
-        T,
-        |s| matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Drift as i32),
-    )
-    .await;
+    app.wait_event("monitor.drift_detected", T, |_| true).await;
+    let runs = app.runs().await;
+    let skipped = wait_until(T, || async {
+        let all = runs.list().await.ok()?;
+        all.into_iter().find(|r| r.reason == "drift" && r.state == RunState::Skipped)
+    })
+    .await
+    .expect("the drift alert recorded as skipped: nothing new");
+    assert!(skipped.stage.starts_with("nothing new to train on"), "{skipped:?}");
+    let new = app.upload("churn", &sample::csv(2000, 8, Variant::Drifted)).await;
+    let retrained = app
+        .wait_event(
+            "model.trained",
+            T,
+            |s| matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::Drift as i32),
+        )
+        .await;
+    let Decoded::Trained(retrained) = retrained.payload else { unreachable!() };
+    assert_eq!(retrained.dataset_ids, [new.dataset_id]);
     let report = wait_until(T, || {
         let mut m = monitor.clone();
         async move {

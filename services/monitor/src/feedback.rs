@@ -7,15 +7,18 @@
 //! `datasets` bucket by their sha256, and announced as `data.arrived` with `feedback` set. Ingest
 //! catalogues the version with origin `feedback`, and the validator judges it like any upload.
 //!
-//! Only then do the rows stop waiting. A crash in between finds the cut again and writes the same
-//! rows, so the same bytes and the same sha256: ingest sees known content, and the event's id (the
-//! sha256) is dropped as a duplicate by the stream.
+//! Once the file is stored its sha256 is recorded with the cut, and only once it is announced do
+//! the rows stop waiting. A crash in between finds the cut again: before the file was stored, it
+//! writes the same rows; after, it announces the stored version again, whatever changed meanwhile.
+//! Ingest sees known content, and the stream drops a repeated event (its id is the sha256) within
+//! its duplicate window.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mlops_proto as pb;
 use mlops_shared::events::EventContext;
+use mlops_shared::ids::Sha256;
 use mlops_shared::spec::{FeatureKind, FeedbackSpec, MAX_FEEDBACK_ROWS, PipelineSpec};
 use mlops_shared::table::{Column, Frame};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::Monitor;
 use crate::error::MonitorError;
-use crate::store::{Cut, FeedbackRow};
+use crate::store::{Cut, FeedbackRow, StoredCut};
 
 /// How often pipelines with waiting rows are looked at for their age (and cuts left by a crash
 /// are finished).
@@ -33,10 +36,18 @@ impl Monitor {
     /// Writes `pipeline`'s next feedback version when one is due (or one was cut and not
     /// written); the dataset id of what it wrote, if anything.
     pub(crate) async fn write_feedback_if_due(&self, pipeline: &str) -> Result<Option<String>, MonitorError> {
-        let Some(spec) = self.specs.get(pipeline).await? else { return Ok(None) };
-        let Some(feedback) = spec.monitoring.feedback.clone() else { return Ok(None) };
+        let spec = self.specs.get(pipeline).await?;
         // One writer at a time: the label consumer and the age check may both find a version due.
         let _writing = self.feedback_writer.lock().await;
+        let Some((spec, feedback)) = spec.and_then(|s| s.monitoring.feedback.clone().map(|f| (s, f))) else {
+            // The spec no longer asks for feedback (or is gone): what waits is not written.
+            let p = pipeline.to_owned();
+            let dropped = self.commit(move |store| store.forget_feedback(&p)).await?;
+            if dropped > 0 {
+                info!(pipeline, dropped, "no `monitoring.feedback` any more: labelled rows waiting dropped");
+            }
+            return Ok(None);
+        };
         let state = self.store.feedback_state(pipeline)?;
         let oldest = self.store.oldest_waiting(pipeline)?;
         if state.cut.is_none() && !due(&feedback, state.waiting, oldest, mlops_shared::now_unix_ms()) {
@@ -46,29 +57,42 @@ impl Monitor {
         let Some(cut) = self.commit(move |store| store.cut_feedback(&p, MAX_FEEDBACK_ROWS)).await? else {
             return Ok(None);
         };
-        let (p, store) = (pipeline.to_owned(), self.store.clone());
-        let written = mlops_shared::bus::off_runtime(move || {
-            let rows = store.cut_rows(&p, &cut)?;
-            feedback_version(&spec, &rows, &cut)
-        })
-        .await?;
-        let sha = self.datasets.put(&written.bytes).await?;
+        let stored = match cut.stored.clone() {
+            Some(stored) => stored,
+            None => self.store_cut(pipeline, spec, &cut).await?,
+        };
+        let sha = Sha256::parse(stored.dataset_id.clone())?;
         let event = pb::DataArrived {
             pipeline: pipeline.to_owned(),
             object: sha.to_string(),
             source: format!("feedback:{pipeline}#{}", cut.sequence),
             path: String::new(),
             environment: "training".into(),
-            feedback: Some(written.origin),
+            feedback: Some(stored.origin),
         };
         let ctx = EventContext::new_run(format!("feedback-{pipeline}-{}", cut.sequence));
         self.bus.publish(&format!("feedback-{pipeline}-{sha}"), &ctx, &event).await?;
-        let (p, id) = (pipeline.to_owned(), sha.to_string());
-        self.commit(move |store| store.feedback_written(&p, &cut, &id)).await?;
+        let (p, id, c) = (pipeline.to_owned(), sha.to_string(), cut.clone());
+        self.commit(move |store| store.feedback_written(&p, &c, &id)).await?;
         metrics::counter!("mlops_feedback_versions_total", "pipeline" => pipeline.to_owned()).increment(1);
         metrics::counter!("mlops_feedback_rows_total", "pipeline" => pipeline.to_owned()).increment(cut.rows);
         info!(pipeline, version = cut.sequence, rows = cut.rows, dataset = %sha.short(), "feedback version written");
         Ok(Some(sha.to_string()))
+    }
+
+    /// Writes the version of `cut` as Parquet into the `datasets` bucket, and records which it is.
+    async fn store_cut(&self, pipeline: &str, spec: PipelineSpec, cut: &Cut) -> Result<StoredCut, MonitorError> {
+        let (p, store, c) = (pipeline.to_owned(), self.store.clone(), cut.clone());
+        let written = mlops_shared::bus::off_runtime(move || {
+            let rows = store.cut_rows(&p, &c)?;
+            feedback_version(&spec, &rows, &c)
+        })
+        .await?;
+        let sha = self.datasets.put(&written.bytes).await?;
+        let stored = StoredCut { dataset_id: sha.to_string(), origin: written.origin };
+        let (p, s, sequence) = (pipeline.to_owned(), stored.clone(), cut.sequence);
+        self.commit(move |store| store.cut_stored(&p, sequence, s)).await?;
+        Ok(stored)
     }
 
     /// Every second until `shutdown`: writes the feedback versions that came due by age, and

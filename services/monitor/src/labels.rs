@@ -25,14 +25,15 @@ use crate::Monitor;
 use crate::error::MonitorError;
 use crate::store::{AlertKind, AlertRecord, FeedbackJoin, PerformanceRecord};
 
-/// Deliveries of a `labels.arrived` before unmatched labels are given up.
-pub const LABEL_ATTEMPTS: i64 = 6;
+/// Deliveries of a `labels.arrived` before unmatched labels are given up. (A durable consumer
+/// keeps the `max_deliver` it was created with, so this stays what it has always been.)
+pub const LABEL_ATTEMPTS: i64 = 5;
 
 /// How long an event with unmatched labels waits before delivery `delivered + 1`: the doubling
 /// share of `wait` (the whole time labels wait for their predictions) that ends with the last
 /// attempt.
 pub fn label_retry(wait: Duration, delivered: u64) -> Duration {
-    let shares = (1u32 << (LABEL_ATTEMPTS - 1)) - 1; // 1 + 2 + 4 + 8 + 16
+    let shares = (1u32 << (LABEL_ATTEMPTS - 1)) - 1; // 1 + 2 + 4 + 8
     wait / shares * (1u32 << delivered.clamp(1, LABEL_ATTEMPTS as u64 - 1).saturating_sub(1))
 }
 /// Unmatched ids named in a dead-letter reason.
@@ -210,9 +211,9 @@ mod tests {
 
     #[test]
     fn labels_wait_for_their_predictions_at_doubling_intervals_for_the_whole_wait() {
-        let wait = Duration::from_secs(62);
+        let wait = Duration::from_secs(60);
         let delays: Vec<u64> = (1..LABEL_ATTEMPTS as u64).map(|d| label_retry(wait, d).as_secs()).collect();
-        assert_eq!(delays, [2, 4, 8, 16, 32]);
-        assert_eq!(delays.iter().sum::<u64>(), 62);
+        assert_eq!(delays, [4, 8, 16, 32]);
+        assert_eq!(delays.iter().sum::<u64>(), 60);
     }
 }

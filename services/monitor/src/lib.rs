@@ -68,7 +68,7 @@ pub struct Config {
     pub window_queue: u64,
     /// How long a label waits, in all, for its prediction to be read (seconds): longer than the
     /// 30 s after which a crashed monitor's unacknowledged predictions come back.
-    #[arg(long, env = "MLOPS_LABEL_WAIT_SECS", default_value_t = 62,
+    #[arg(long, env = "MLOPS_LABEL_WAIT_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub label_wait_secs: u64,
 }

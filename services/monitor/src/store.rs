@@ -93,13 +93,24 @@ pub struct FeedbackState {
 }
 
 /// The rows of one feedback version, fixed before it is written so that a crash and a retry
-/// write the same rows (and so the same bytes): the waiting rows up to number `upto`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// write the same rows (and so the same bytes): the waiting rows up to number `upto`. Once the
+/// version is in the object store, `stored` says which it is, so a retry announces that one
+/// whatever changed meanwhile (the spec, the Parquet writer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cut {
     /// The version's number among the pipeline's feedback versions (1, 2, …).
     pub sequence: u64,
     pub upto: u64,
     pub rows: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredCut>,
+}
+
+/// A cut's version as stored: its dataset id (sha256) and the lineage its announcement carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredCut {
+    pub dataset_id: String,
+    pub origin: mlops_proto::FeedbackOrigin,
 }
 
 /// What a label joined for feedback needs: the longest a prediction may wait for its label, and
@@ -458,8 +469,8 @@ impl Store {
             last.map(|(k, _)| k.value().1)
         };
         let Some(upto) = last.filter(|_| state.waiting > 0) else { return Ok(None) };
-        let cut = Cut { sequence: state.versions + 1, upto, rows: state.waiting.min(max_rows) };
-        state.cut = Some(cut);
+        let cut = Cut { sequence: state.versions + 1, upto, rows: state.waiting.min(max_rows), stored: None };
+        state.cut = Some(cut.clone());
         write_feedback_state(&txn, pipeline, &state)?;
         txn.commit()?;
         Ok(Some(cut))
@@ -476,11 +487,24 @@ impl Store {
         Ok(rows)
     }
 
+    /// Records that the version of cut `sequence` is in the object store, as `stored`.
+    pub fn cut_stored(&self, pipeline: &str, sequence: u64, stored: StoredCut) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut state = read_feedback_state(&txn, pipeline)?;
+        match &mut state.cut {
+            Some(cut) if cut.sequence == sequence => cut.stored = Some(stored),
+            _ => return Ok(()), // written already
+        }
+        write_feedback_state(&txn, pipeline, &state)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Records `cut` as written (dataset `dataset_id`): its rows stop waiting, for good.
     pub fn feedback_written(&self, pipeline: &str, cut: &Cut, dataset_id: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         let mut state = read_feedback_state(&txn, pipeline)?;
-        if state.cut != Some(*cut) {
+        if state.cut.as_ref().is_none_or(|c| c.sequence != cut.sequence) {
             return Ok(()); // recorded already
         }
         {
@@ -500,6 +524,29 @@ impl Store {
         write_feedback_state(&txn, pipeline, &state)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Drops `pipeline`'s waiting rows and any cut not yet written (its spec no longer asks for
+    /// feedback); how many rows were dropped.
+    pub fn forget_feedback(&self, pipeline: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut state = read_feedback_state(&txn, pipeline)?;
+        let dropped = state.waiting;
+        {
+            let mut t = txn.open_table(FEEDBACK_WAITING)?;
+            let keys: Vec<u64> = t
+                .range((pipeline, 0)..=(pipeline, u64::MAX))?
+                .map(|kv| kv.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for n in keys {
+                t.remove((pipeline, n))?;
+            }
+        }
+        state.waiting = 0;
+        state.cut = None;
+        write_feedback_state(&txn, pipeline, &state)?;
+        txn.commit()?;
+        Ok(dropped)
     }
 
     /// The newest `limit` labelled predictions of `pipeline` at `version` as (labels, scores),
@@ -648,8 +695,13 @@ mod tests {
         let store = Store::open(&path).unwrap();
         store.index_predictions([("p3", logged(29 * hour, 4.0))], 0).unwrap();
         store.join_labels("churn", [("p3", "1")], read, Some(join)).unwrap();
-        assert_eq!(store.cut_feedback("churn", 1_000).unwrap(), Some(cut));
-        assert_eq!(cut, Cut { sequence: 1, upto: 2, rows: 2 });
+        assert_eq!(store.cut_feedback("churn", 1_000).unwrap(), Some(cut.clone()));
+        assert_eq!(cut, Cut { sequence: 1, upto: 2, rows: 2, stored: None });
+        // Once stored, a retry finds which version it was, to announce that one again.
+        let stored = StoredCut { dataset_id: "abc".into(), origin: Default::default() };
+        store.cut_stored("churn", 1, stored.clone()).unwrap();
+        let cut = store.cut_feedback("churn", 1_000).unwrap().unwrap();
+        assert_eq!(cut.stored, Some(stored));
         let rows = store.cut_rows("churn", &cut).unwrap();
         let ids: Vec<&str> = rows.iter().map(|r| r.prediction_id.as_str()).collect();
         assert_eq!(ids, ["p1", "p2"]);
@@ -659,8 +711,12 @@ mod tests {
         let state = store.feedback_state("churn").unwrap();
         assert_eq!((state.waiting, state.versions, state.last_dataset_id.as_str(), state.cut), (1, 1, "abc", None));
         let next = store.cut_feedback("churn", 1_000).unwrap().unwrap();
-        assert_eq!(next, Cut { sequence: 2, upto: 3, rows: 1 });
+        assert_eq!(next, Cut { sequence: 2, upto: 3, rows: 1, stored: None });
         assert_eq!(store.cut_rows("churn", &next).unwrap()[0].prediction_id, "p3");
+        // The spec stops asking for feedback: what waits is dropped.
+        assert_eq!(store.forget_feedback("churn").unwrap(), 1);
+        assert!(store.feedback_pending().unwrap().is_empty());
+        assert_eq!(store.oldest_waiting("churn").unwrap(), None);
         // Without feedback, nothing waits.
         store.index_predictions([("p4", logged(29 * hour, 5.0))], 0).unwrap();
         assert_eq!(store.join_labels("churn", [("p4", "1")], read, None).unwrap().feedback, 0);

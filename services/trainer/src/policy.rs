@@ -208,7 +208,11 @@ impl Policy {
             metrics::counter!("mlops_jobs_skipped_total", "pipeline" => pipeline.to_owned()).increment(1);
         }
         let armed = Armed { job_id, reason: reason as i32, trigger_event_id: e.id.clone() };
+        // Armed on the job it found nothing new since: a job queued meanwhile may hold new data.
         self.change_trigger(pipeline, |state| {
+            if state.job_id != last {
+                return false;
+            }
             state.armed = Some(armed.clone());
             true
         })
@@ -294,12 +298,14 @@ impl Policy {
         // The record goes first, so a worker taking the job at once finds it.
         let queued_ms = now_unix_ms();
         let run = Run::queued(&job, queued_ms);
-        // A redelivered trigger finds the record there, perhaps further on: it is left alone.
+        // A redelivered trigger finds the record there, perhaps further on: it is left alone, but
+        // the trigger state is brought up to it (a crash may have come between the two).
         let first = self.runs.create(&run).await?;
         self.queue(&job, ctx).await?;
-        if !first {
-            return Ok(());
-        }
+        let queued_ms = match first {
+            true => queued_ms,
+            false => self.runs.get(&job.job_id).await?.map_or(queued_ms, |r| r.queued_ms),
+        };
         let previous = self.trigger_state(pipeline).await?.job_id;
         let newest = history.last().map(|a| a.id.clone()).unwrap_or_default();
         let state = TriggerState {
@@ -311,6 +317,9 @@ impl Policy {
             armed: None,
         };
         self.record_queued(pipeline, state).await?;
+        if !first {
+            return Ok(());
+        }
         // The queue keeps one waiting job per pipeline: one still waiting was replaced by this.
         if !previous.is_empty()
             && previous != job.job_id
@@ -333,16 +342,10 @@ impl Policy {
         Ok(entry.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default())
     }
 
-    /// Records a queued job. A later record is never replaced by an older one.
+    /// Records a queued job. A later record is never replaced by an older one, and an armed
+    /// alert stays armed unless the job trains on something new.
     async fn record_queued(&self, pipeline: &str, queued: TriggerState) -> Result<(), TrainerError> {
-        self.change_trigger(pipeline, |state| {
-            if state.queued_ms > queued.queued_ms {
-                return false;
-            }
-            *state = queued.clone();
-            true
-        })
-        .await
+        self.change_trigger(pipeline, |state| state.record(&queued)).await
     }
 
     /// Changes the trigger state with `change` (which says whether it changed anything), safely
@@ -503,6 +506,18 @@ fn origins(history: &History) -> String {
 }
 
 impl TriggerState {
+    /// Takes in the job `queued` describes, unless this state is later or already has it; an
+    /// armed alert stays armed when the job trains on nothing new. Whether it changed.
+    fn record(&mut self, queued: &TriggerState) -> bool {
+        if self.queued_ms > queued.queued_ms || (self.job_id == queued.job_id && self.window == queued.window) {
+            return false;
+        }
+        let same = queued.window == self.window && queued.model_hash == self.model_hash;
+        let armed = if same { self.armed.take() } else { None };
+        *self = TriggerState { armed, ..queued.clone() };
+        true
+    }
+
     /// Whether the job recorded here was queued after `dataset` was accepted (so trains on it,
     /// or on newer data in its place).
     fn covers(&self, history: &History, dataset: &str) -> bool {
@@ -531,4 +546,38 @@ fn defer_until(due: i64) -> Result<(), TrainerError> {
         return Err(TrainerError::Deferred(Duration::from_millis(wait as u64)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(queued_ms: i64, job: &str, window: &[&str], hash: &str) -> TriggerState {
+        TriggerState {
+            queued_ms,
+            newest: window.last().map(|w| w.to_string()).unwrap_or_default(),
+            job_id: job.into(),
+            window: window.iter().map(|w| w.to_string()).collect(),
+            model_hash: hash.into(),
+            armed: None,
+        }
+    }
+
+    #[test]
+    fn an_armed_alert_waits_through_jobs_on_nothing_new_and_ends_with_one_on_new_data() {
+        let mut s = state(10, "j1", &["d1"], "h");
+        s.armed = Some(Armed { job_id: "churn-drift-a1".into(), reason: 2, trigger_event_id: "e".into() });
+        // A schedule slot or `mlops train` on the same window and spec: still armed.
+        assert!(s.record(&state(20, "j2", &["d1"], "h")));
+        assert!(s.armed.is_some() && s.job_id == "j2");
+        // An older record, or the same job again, changes nothing.
+        assert!(!s.record(&state(5, "j0", &["d0"], "h")));
+        assert!(!s.record(&state(20, "j2", &["d1"], "h")));
+        // A job on new data, or under a new spec, is what the alert waited for.
+        assert!(s.record(&state(30, "j3", &["d2"], "h")));
+        assert!(s.armed.is_none());
+        s.armed = Some(Armed { job_id: "a".into(), reason: 2, trigger_event_id: "e".into() });
+        assert!(s.record(&state(40, "j4", &["d2"], "h2")));
+        assert!(s.armed.is_none());
+    }
 }

@@ -125,8 +125,9 @@ struct Layout<'s> {
 }
 
 /// The schema checks: columns the spec does not declare (a warning; a feedback version's own
-/// columns naming its predictions are expected), declared columns absent from the data, and the
-/// target, which training data must have.
+/// columns naming its predictions are expected), declared columns absent from the data (a
+/// feedback version has only the features of the predictions it holds), and the target, which
+/// training data must have.
 fn check_schema<'s>(
     found: &mut Findings,
     spec: &'s PipelineSpec,
@@ -145,8 +146,10 @@ fn check_schema<'s>(
     }
     let features: Vec<(&FeatureSpec, Option<usize>)> =
         spec.features.iter().chain(&spec.columns).map(|f| (f, schema.index_of(&f.name).ok())).collect();
-    for (f, i) in &features {
-        if i.is_none() {
+    for (k, (f, i)) in features.iter().enumerate() {
+        // A feedback version holds what the model was sent: no column that is only checked.
+        let checked_only = k >= spec.features.len();
+        if i.is_none() && !(checked_only && origin == Origin::Feedback) {
             found.add(&f.name, AnomalyKind::MissingColumn, None, true, || {
                 "declared in the spec but absent from the data".into()
             });
@@ -601,6 +604,11 @@ target: {name: churned}
         assert!(!feedback.blocked() && extra(&feedback).is_empty(), "{feedback:#?}");
         let upload = validate_from(csv, &spec(), Environment::Training, Origin::Upload);
         assert_eq!(extra(&upload), ["model_version", "predicted_at", "prediction_id"]);
+        // Columns the spec only checks (an id, say) were never sent to the model: not missing.
+        let with_id =
+            PipelineSpec::from_yaml(&format!("{SPEC}columns:\n  - {{name: id, type: categorical}}\n")).unwrap();
+        assert!(!validate_from(csv, &with_id, Environment::Training, Origin::Feedback).blocked());
+        assert!(validate_from(csv, &with_id, Environment::Training, Origin::Upload).blocked());
     }
 
     #[test]
