@@ -191,6 +191,17 @@ fn last_key(t: &impl ReadableTable<(&'static str, u64), &'static [u8]>, pipeline
     Ok(t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1))
 }
 
+/// Removes `pipeline`'s waiting rows numbered up to `upto`.
+fn remove_waiting(txn: &redb::WriteTransaction, pipeline: &str, upto: u64) -> Result<(), StoreError> {
+    let mut t = txn.open_table(FEEDBACK_WAITING)?;
+    let keys: Vec<u64> =
+        t.range((pipeline, 0)..=(pipeline, upto))?.map(|kv| kv.map(|(k, _)| k.value().1)).collect::<Result<_, _>>()?;
+    for n in keys {
+        t.remove((pipeline, n))?;
+    }
+    Ok(())
+}
+
 fn read_feedback_state(txn: &redb::WriteTransaction, pipeline: &str) -> Result<FeedbackState, StoreError> {
     let t = txn.open_table(FEEDBACK_STATE)?;
     Ok(match t.get(pipeline)? {
@@ -507,16 +518,7 @@ impl Store {
         if state.cut.as_ref().is_none_or(|c| c.sequence != cut.sequence) {
             return Ok(()); // recorded already
         }
-        {
-            let mut t = txn.open_table(FEEDBACK_WAITING)?;
-            let keys: Vec<u64> = t
-                .range((pipeline, 0)..=(pipeline, cut.upto))?
-                .map(|kv| kv.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
-            for n in keys {
-                t.remove((pipeline, n))?;
-            }
-        }
+        remove_waiting(&txn, pipeline, cut.upto)?;
         state.waiting = state.waiting.saturating_sub(cut.rows);
         state.versions = cut.sequence;
         state.last_dataset_id = dataset_id.to_owned();
@@ -532,16 +534,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let mut state = read_feedback_state(&txn, pipeline)?;
         let dropped = state.waiting;
-        {
-            let mut t = txn.open_table(FEEDBACK_WAITING)?;
-            let keys: Vec<u64> = t
-                .range((pipeline, 0)..=(pipeline, u64::MAX))?
-                .map(|kv| kv.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
-            for n in keys {
-                t.remove((pipeline, n))?;
-            }
-        }
+        remove_waiting(&txn, pipeline, u64::MAX)?;
         state.waiting = 0;
         state.cut = None;
         write_feedback_state(&txn, pipeline, &state)?;
