@@ -336,6 +336,9 @@ fn lineage(input: &CardInput) -> Section {
         ("Code version".to_owned(), lineage.code_version.clone()),
         ("Rebuild".to_owned(), format!("mlops reproduce {}@{}", v.pipeline, v.version)),
     ];
+    if !lineage.spec_commit.is_empty() {
+        facts.push(("Spec commit".to_owned(), lineage.spec_commit.clone()));
+    }
     if !lineage.code_commit.is_empty() {
         facts.push(("Code commit".to_owned(), lineage.code_commit.clone()));
     }

@@ -145,6 +145,17 @@ pub async fn apply_pipeline_with_code(
     code: Option<crate::code_bundle::CodeUpload>,
     token: Option<&str>,
 ) -> anyhow::Result<pb::Pipeline> {
+    apply_pipeline_from(at, yaml, code, "", token).await
+}
+
+/// [`apply_pipeline_with_code`], naming the git `commit` the spec comes from.
+pub async fn apply_pipeline_from(
+    at: impl Into<Remote>,
+    yaml: &str,
+    code: Option<crate::code_bundle::CodeUpload>,
+    commit: &str,
+    token: Option<&str>,
+) -> anyhow::Result<pb::Pipeline> {
     let mut c = registry(at).await?.max_encoding_message_size(usize::MAX);
     let code = code.unwrap_or_default();
     let request = pb::ApplyPipelineRequest {
@@ -152,6 +163,7 @@ pub async fn apply_pipeline_with_code(
         code_bundle: code.bundle,
         code_commit: code.commit,
         code_dirty: code.dirty,
+        commit: commit.to_owned(),
     };
     let request = mlops_shared::config::with_token(request, token);
     let r = c.apply_pipeline(request).await.map_err(status("applying pipeline"))?;

@@ -41,6 +41,15 @@ pub fn for_spec(spec_file: &Path, yaml: &str) -> anyhow::Result<Option<CodeUploa
     Ok(Some(CodeUpload { bundle, commit, dirty }))
 }
 
+/// The git commit a spec file comes from: `given` (`--commit`), else the CI's (`GITHUB_SHA`,
+/// `CI_COMMIT_SHA`), else the commit checked out in the work tree holding it; empty when none.
+pub fn spec_commit(spec_file: &Path, given: Option<&str>) -> String {
+    let from_ci =
+        || ["GITHUB_SHA", "CI_COMMIT_SHA"].into_iter().find_map(|v| std::env::var(v).ok()).filter(|c| !c.is_empty());
+    let dir = spec_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    given.map(str::to_owned).or_else(from_ci).or_else(|| git_state(dir).map(|(head, _)| head)).unwrap_or_default()
+}
+
 /// The commit checked out in the work tree holding `dir`, and whether anything under `dir`
 /// differs from it; `None` outside a work tree.
 fn git_state(dir: &Path) -> Option<(String, bool)> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use mlops_cli::events::Decoded;
-use mlops_integration_tests::{TestApp, sample, wait_until};
+use mlops_integration_tests::{TestApp, client, sample, wait_until};
 use mlops_proto as pb;
 use mlops_shared::runs::{Run, RunState, Runs};
 use sample::Variant;
@@ -264,4 +264,53 @@ async fn another_worker_trains_the_same_artifact_bit_for_bit() {
     assert_eq!(again.artifact_sha256, first.artifact_sha256, "another worker, the same bytes");
     let versions = mlops_integration_tests::client::models(&app.stack.url("registry"), "churn").await.unwrap();
     assert_eq!(versions.len(), 1, "the same artifact is the same version");
+}
+
+/// A spec whose model-shaping parts changed retrains at once, with reason `spec_changed`, and the
+/// new version's lineage names the revision and the git commit it came from. A change of
+/// monitoring or deployment settings only is applied without training, and so is a model change
+/// where `training.triggers.on` leaves `spec_changed` out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_model_spec_retrains_and_its_lineage_names_the_commit() {
+    let app = TestApp::start().await;
+    let registry = app.stack.remote("registry");
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let ds = app.upload("churn", &sample::csv(1000, 31, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+
+    let stronger =
+        mlops_cli::EXAMPLE_SPEC.replace("params: {l2: 1.0, max_iter: 50}", "params: {l2: 0.1, max_iter: 50}");
+    let p = client::apply_pipeline_from(&registry, &stronger, None, "c0ffee1", None).await.unwrap();
+    assert_eq!((p.revision, p.commit.as_str()), (2, "c0ffee1"));
+    let t = app
+        .wait_event(
+            "model.trained",
+            T,
+            |s| matches!(&s.payload, Decoded::Trained(t) if t.reason == pb::TrainReason::SpecChanged as i32),
+        )
+        .await;
+    let Decoded::Trained(t) = t.payload else { unreachable!() };
+    assert_eq!(t.dataset_ids, [ds.dataset_id]);
+    app.wait_event("model.registered", T, |s| s.summary.starts_with("v2 ")).await;
+    let versions = client::models(&registry, "churn").await.unwrap();
+    let lineage = versions.iter().find(|v| v.version == 2).and_then(|v| v.lineage.clone()).unwrap();
+    assert_eq!((lineage.spec_hash.as_str(), lineage.spec_commit.as_str()), (p.spec_hash.as_str(), "c0ffee1"));
+    assert_eq!(mlops_shared::runs::reason_name(lineage.reason), "spec_changed");
+    let applied = app.wait_event("pipeline.applied", T, |s| s.summary.starts_with("revision 2")).await;
+    assert!(applied.summary.contains("from commit c0ffee1: the model changes"), "{}", applied.summary);
+
+    // Monitoring and deployment only: applied, nothing trains.
+    let quieter =
+        stronger.replace("cooldown_secs: 3600", "cooldown_secs: 600").replace("log_sample: 1.0", "log_sample: 0.5");
+    client::apply_pipeline_from(&registry, &quieter, None, "c0ffee2", None).await.unwrap();
+    app.wait_event("pipeline.applied", T, |s| s.summary.contains("the model does not change")).await;
+    // A model change with `spec_changed` left out of `on`: applied, nothing trains.
+    let held = quieter
+        .replace("params: {l2: 0.1, max_iter: 50}", "params: {l2: 3.0, max_iter: 50}")
+        .replace("  holdout: 0.2\n", "  holdout: 0.2\n  triggers: {on: [new_data, drift, degradation]}\n");
+    client::apply_pipeline_from(&registry, &held, None, "c0ffee3", None).await.unwrap();
+    app.wait_event("pipeline.applied", T, |s| s.summary.starts_with("revision 4")).await;
+    app.wait_quiet(&["MLOPS_EVENTS", "MLOPS_JOBS"], T).await;
+    assert_eq!(trained(&app, pb::TrainReason::SpecChanged).len(), 1);
+    assert_eq!(app.stored_events("mlops.events.model.trained.churn").await.len(), 2);
 }

@@ -32,6 +32,7 @@ pub enum Decoded {
     Blocked(pb::ModelBlocked),
     Staleness(pb::StalenessReported),
     Canary(pb::CanaryStarted),
+    Applied(pb::PipelineApplied),
     Other,
 }
 
@@ -74,6 +75,11 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
             format!("{} of v{} at {} % against v{}", e.mode, e.version, e.percent, e.champion_version)
         }),
         "model.staleness_reported" => described(payload, Decoded::Staleness, staleness),
+        "pipeline.applied" => described(payload, Decoded::Applied, |e: &pb::PipelineApplied| {
+            let commit = if e.commit.is_empty() { String::new() } else { format!(" from commit {}", short(&e.commit)) };
+            let change = if e.model_changed { "the model changes" } else { "the model does not change" };
+            format!("revision {}, spec {}{commit}: {change}", e.revision, short(&e.spec_hash))
+        }),
         "monitor.drift_detected" => described(payload, Decoded::Drift, drift),
         "monitor.performance_degraded" => described(payload, Decoded::Degraded, |e: &pb::PerformanceDegraded| {
             format!(

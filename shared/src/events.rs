@@ -58,6 +58,7 @@ event!(pb::PerformanceDegraded, "monitor", "performance_degraded");
 event!(pb::ModelBlocked, "model", "blocked");
 event!(pb::CanaryStarted, "deployment", "canary_started");
 event!(pb::StalenessReported, "model", "staleness_reported");
+event!(pb::PipelineApplied, "pipeline", "applied");
 
 impl Event for pb::DataArrived {
     const SUBJECT_PREFIX: &'static str = "mlops.events.data.arrived";

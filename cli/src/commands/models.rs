@@ -269,7 +269,8 @@ async fn lineage(registry: &Remote, target: &ModelRef) -> anyhow::Result<()> {
     println!("{}@{} artifact {}", v.pipeline, v.version, v.artifact_sha256);
     println!("  reason      {}", mlops_shared::runs::reason_name(l.reason));
     println!("  job         {} (trainer {})", l.job_id, l.trainer_id);
-    println!("  spec        {}", l.spec_hash);
+    let from = if l.spec_commit.is_empty() { String::new() } else { format!(" (from commit {})", l.spec_commit) };
+    println!("  spec        {}{from}", l.spec_hash);
     println!("  seed        {}", l.seed);
     println!("  code        {}", l.code_version);
     if !l.code_commit.is_empty() {
@@ -440,7 +441,7 @@ fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
         "metrics": v.holdout_metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
         "lineage": {"dataset_ids": l.dataset_ids, "spec_hash": l.spec_hash, "seed": l.seed,
                     "code_version": l.code_version, "job_id": l.job_id, "trainer_id": l.trainer_id,
-                    "code_commit": l.code_commit, "environment": l.environment, "program_metrics": l.program_metrics,
+                    "code_commit": l.code_commit, "spec_commit": l.spec_commit, "environment": l.environment, "program_metrics": l.program_metrics,
                     "reason": mlops_shared::runs::reason_name(l.reason)},
         "production_metrics": v.production_metrics.as_ref().map(|m| serde_json::json!({"version": v.compared_with_version, "values": m.values})),
         "newest": v.newest_metrics.as_ref().map(|m| serde_json::json!({"dataset_id": v.newest_dataset_id, "rows": m.rows, "metrics": m.values})),

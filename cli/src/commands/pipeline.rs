@@ -11,7 +11,14 @@ use mlops_cli::client::{self, Remote};
 #[derive(Subcommand)]
 pub(crate) enum PipelineCommand {
     /// Create or update a pipeline from its YAML spec.
-    Apply { file: PathBuf },
+    Apply {
+        file: PathBuf,
+        /// The git commit the spec comes from, kept with the revision and in the lineage of
+        /// models trained under it (default: `GITHUB_SHA`, `CI_COMMIT_SHA`, or the HEAD of the
+        /// work tree holding the file).
+        #[arg(long)]
+        commit: Option<String>,
+    },
     /// List pipelines.
     List,
 }
@@ -19,12 +26,14 @@ pub(crate) enum PipelineCommand {
 /// Runs one `mlops pipeline` subcommand against the registry.
 pub(crate) async fn run(command: PipelineCommand, registry: &Remote, token: Option<&str>) -> anyhow::Result<()> {
     match command {
-        PipelineCommand::Apply { file } => {
+        PipelineCommand::Apply { file, commit } => {
             let yaml = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let code = mlops_cli::code_bundle::for_spec(&file, &yaml)?;
-            let p = client::apply_pipeline_with_code(registry, &yaml, code, token).await?;
+            let commit = mlops_cli::code_bundle::spec_commit(&file, commit.as_deref());
+            let p = client::apply_pipeline_from(registry, &yaml, code, &commit, token).await?;
+            let from = if p.commit.is_empty() { String::new() } else { format!(", commit {}", p.commit) };
             println!(
-                "pipeline {} applied: revision {}, spec {}{}",
+                "pipeline {} applied: revision {}, spec {}{from}{}",
                 p.name,
                 p.revision,
                 mlops_shared::ids::short(&p.spec_hash),

@@ -225,9 +225,36 @@ fn check_alias(alias: &str) -> Result<(), Status> {
 }
 
 impl RegistryApi {
+    /// Publishes `pipeline.applied` for `record` (the revision `spec` is), saying whether its
+    /// model-shaping parts changed from the revision before. Published on every apply, with an id
+    /// of the revision, so a revision stored before a crash is announced by the next apply of it.
+    async fn announce_applied(&self, spec: &PipelineSpec, record: &store::PipelineRecord) -> Result<(), Status> {
+        let before = match record.previous_spec_hash.as_str() {
+            "" => None,
+            hash => self.store.pipeline_at(&record.name, hash).ok(),
+        };
+        let before_hash = before.and_then(|b| PipelineSpec::from_yaml(&b.spec_yaml).ok()).map(|s| s.model_hash());
+        let model_hash = spec.model_hash();
+        let event = pb::PipelineApplied {
+            pipeline: record.name.clone(),
+            revision: record.revision,
+            spec_hash: record.spec_hash.clone(),
+            model_changed: before_hash.is_some_and(|b| b != model_hash),
+            model_hash,
+            commit: record.commit.clone(),
+            previous_spec_hash: record.previous_spec_hash.clone(),
+        };
+        let ctx = mlops_shared::events::EventContext::new_run(format!("applied-{}-r{}", record.name, record.revision));
+        let id = format!("applied-{}-{}", record.name, record.spec_hash);
+        self.bus.publish(&id, &ctx, &event).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(())
+    }
+
     fn to_proto(&self, r: ModelRecord) -> Result<pb::ModelVersion, Status> {
         let aliases =
             self.store.aliases(&r.pipeline)?.into_iter().filter(|(_, v)| *v == r.version).map(|(a, _)| a).collect();
+        // The commit of the revision it was trained under (unknown for one no longer kept).
+        let spec_commit = self.store.pipeline_at(&r.pipeline, &r.spec_hash).map(|p| p.commit).unwrap_or_default();
         Ok(pb::ModelVersion {
             pipeline: r.pipeline,
             version: r.version,
@@ -235,6 +262,7 @@ impl RegistryApi {
             artifact_size: r.artifact_size,
             algorithm: r.algorithm,
             lineage: Some(pb::Lineage {
+                spec_commit,
                 dataset_ids: r.dataset_ids,
                 spec_hash: r.spec_hash,
                 seed: r.seed,
@@ -322,6 +350,7 @@ fn pipeline_proto(p: store::PipelineRecord) -> pb::Pipeline {
         spec_yaml: p.spec_yaml,
         revision: p.revision,
         updated_unix_ms: p.updated_unix_ms,
+        commit: p.commit,
     }
 }
 
@@ -333,10 +362,12 @@ impl pb::registry_server::Registry for RegistryApi {
         let mut spec = PipelineSpec::from_yaml(&req.spec_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // A spec with code is stored as the registry completed it: naming its bundle and commit.
         let yaml = if code::attach(&self.code, &mut spec, &req).await? { spec.to_yaml() } else { req.spec_yaml };
-        let (name, hash) = (spec.name.as_str().to_owned(), spec.hash());
-        let record = commit(&self.store, move |s| s.apply_pipeline(&name, &yaml, &hash, "grpc:ApplyPipeline")).await?;
+        let (name, hash, git) = (spec.name.as_str().to_owned(), spec.hash(), req.commit.clone());
+        let record =
+            commit(&self.store, move |s| s.apply_pipeline(&name, &yaml, &hash, &git, "grpc:ApplyPipeline")).await?;
         self.specs.put(&spec).await.map_err(|e| Status::unavailable(e.to_string()))?;
         info!(pipeline = %record.name, revision = record.revision, "pipeline applied");
+        self.announce_applied(&spec, &record).await?;
         Ok(Response::new(pipeline_proto(record)))
     }
 

@@ -73,6 +73,12 @@ pub struct PipelineRecord {
     pub spec_hash: String,
     pub revision: u64,
     pub updated_unix_ms: i64,
+    /// The git commit the revision was applied from (empty when unknown).
+    #[serde(default)]
+    pub commit: String,
+    /// The revision before (empty for a first revision, and in records older than this field).
+    #[serde(default)]
+    pub previous_spec_hash: String,
 }
 
 /// One gate check as stored.
@@ -284,6 +290,7 @@ impl Store {
         name: &str,
         spec_yaml: &str,
         spec_hash: &str,
+        commit: &str,
         cause: &str,
     ) -> Result<PipelineRecord, StoreError> {
         let txn = self.db.begin_write()?;
@@ -300,8 +307,10 @@ impl Store {
                         name: name.into(),
                         spec_yaml: spec_yaml.into(),
                         spec_hash: spec_hash.into(),
-                        revision: other.map_or(1, |r| r.revision + 1),
+                        revision: other.as_ref().map_or(1, |r| r.revision + 1),
                         updated_unix_ms: mlops_shared::now_unix_ms(),
+                        commit: commit.into(),
+                        previous_spec_hash: other.map(|r| r.spec_hash).unwrap_or_default(),
                     };
                     let bytes = serde_json::to_vec(&rec)?;
                     table.insert(name, bytes.as_slice())?;
@@ -314,7 +323,12 @@ impl Store {
             &txn,
             name,
             "pipeline.applied",
-            &format!("revision {} spec {}", record.revision, &spec_hash[..12]),
+            &format!(
+                "revision {} spec {}{}",
+                record.revision,
+                &spec_hash[..12],
+                if commit.is_empty() { String::new() } else { format!(" from commit {commit}") }
+            ),
             cause,
         )?;
         txn.commit()?;
@@ -735,12 +749,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("registry.redb")).unwrap();
         let (a, b) = ("a".repeat(64), "b".repeat(64));
-        store.apply_pipeline("churn", "name: churn # first", &a, "cli").unwrap();
-        store.apply_pipeline("churn", "name: churn # second", &b, "cli").unwrap();
+        store.apply_pipeline("churn", "name: churn # first", &a, "", "cli").unwrap();
+        store.apply_pipeline("churn", "name: churn # second", &b, "abc123", "cli").unwrap();
         assert_eq!(store.pipeline("churn").unwrap().spec_yaml, "name: churn # second");
         let first = store.pipeline_at("churn", &a).unwrap();
         assert_eq!((first.revision, first.spec_yaml.as_str()), (1, "name: churn # first"));
-        assert_eq!(store.pipeline_at("churn", &b).unwrap().revision, 2);
+        let second = store.pipeline_at("churn", &b).unwrap();
+        assert_eq!(
+            (second.revision, second.commit.as_str(), second.previous_spec_hash.as_str()),
+            (2, "abc123", a.as_str())
+        );
+        // The same spec again is the same revision, its commit kept.
+        let again = store.apply_pipeline("churn", "name: churn # second", &b, "def456", "cli").unwrap();
+        assert_eq!((again.revision, again.commit.as_str()), (2, "abc123"));
         let missing = store.pipeline_at("churn", &"c".repeat(64)).unwrap_err().to_string();
         assert!(missing.contains("never had a spec with hash ccc"), "{missing}");
         assert!(matches!(store.pipeline_at("nope", &a), Err(StoreError::UnknownPipeline(_))));
@@ -761,7 +782,7 @@ mod tests {
         let path = dir.path().join("registry.redb");
         let store = Store::open(&path).unwrap();
         assert!(matches!(store.register(model("a"), "e0"), Err(StoreError::UnknownPipeline(_))));
-        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "cli").unwrap();
+        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "", "cli").unwrap();
         let (a, new_a) = store.register(model("a"), "e1").unwrap();
         let (again, new_again) = store.register(model("a"), "e1").unwrap();
         let (b, _) = store.register(model("b"), "e2").unwrap();
@@ -796,7 +817,7 @@ mod tests {
     fn a_blocked_version_never_becomes_production() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("registry.redb")).unwrap();
-        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "cli").unwrap();
+        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "", "cli").unwrap();
         store.register(model("a"), "e1").unwrap();
         store.register(model("b"), "e2").unwrap();
         let block =
@@ -830,7 +851,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.redb");
         let store = std::sync::Arc::new(Store::open(&path).unwrap());
-        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "cli").unwrap();
+        store.apply_pipeline("churn", "name: churn", &"f".repeat(64), "", "cli").unwrap();
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let store = store.clone();

@@ -149,6 +149,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         ..ConsumerSpec::events::<pb::PerformanceDegraded>("trainer-policy-degraded")
     };
     service.consume(degraded, policy.clone(), |p, e| async move { Ok(p.on_degraded(e).await?) });
+    let applied = ConsumerSpec {
+        max_deliver: POLICY_MAX_DELIVER,
+        ..ConsumerSpec::events::<pb::PipelineApplied>("trainer-policy-applied")
+    };
+    service.consume(applied, policy.clone(), |p, e| async move { Ok(p.on_applied(e).await?) });
     let requested = ConsumerSpec::events::<pb::TrainRequested>("trainer-policy-requested");
     service.consume(requested, policy.clone(), |p, e| async move { Ok(p.on_requested(e).await?) });
     let token = service.shutdown();

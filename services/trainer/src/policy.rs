@@ -219,6 +219,43 @@ impl Policy {
         .await
     }
 
+    /// A spec whose model-shaping parts changed was applied: train on the window under it now
+    /// (no debounce, no cooldown: the change is the news), unless `training.triggers.on` leaves
+    /// `spec_changed` out or there is no data yet.
+    pub async fn on_applied(&self, e: Envelope<pb::PipelineApplied>) -> Result<(), TrainerError> {
+        let a = &e.payload;
+        if !a.model_changed {
+            info!(pipeline = %a.pipeline, revision = a.revision, "spec applied; nothing that shapes the model changed");
+            return Ok(());
+        }
+        let spec = self.spec(&a.pipeline).await?;
+        if spec.model_hash() != a.model_hash {
+            info!(pipeline = %a.pipeline, revision = a.revision, "a spec shaping another model was applied since");
+            return Ok(());
+        }
+        if !spec.training.triggers.unwrap_or_default().fires_on(TriggerEvent::SpecChanged) {
+            info!(pipeline = %a.pipeline, "a spec change does not trigger training (training.triggers.on)");
+            return Ok(());
+        }
+        let history = self.history(&a.pipeline).await?.0;
+        if history.is_empty() {
+            info!(pipeline = %a.pipeline, "spec changed; no accepted training data to train on yet");
+            return Ok(());
+        }
+        let job_id = format!("{}-spec-{}", a.pipeline, a.spec_hash.get(..16).unwrap_or(&a.spec_hash));
+        info!(pipeline = %a.pipeline, revision = a.revision, commit = %a.commit, "the model-shaping spec changed");
+        self.queue_on_window(
+            &a.pipeline,
+            job_id,
+            pb::TrainReason::SpecChanged,
+            &history,
+            &e.id,
+            &e.follow(),
+            String::new,
+        )
+        .await
+    }
+
     /// A manual request: train on the window now (no debounce, no cooldown).
     pub async fn on_requested(&self, e: Envelope<pb::TrainRequested>) -> Result<(), TrainerError> {
         let r = &e.payload;

@@ -208,10 +208,12 @@ pub enum TriggerEvent {
     Drift,
     /// The monitor found label-based quality under its floor.
     Degradation,
+    /// A spec (or code bundle) whose model-shaping parts changed was applied.
+    SpecChanged,
 }
 
 fn all_trigger_events() -> Vec<TriggerEvent> {
-    vec![TriggerEvent::NewData, TriggerEvent::Drift, TriggerEvent::Degradation]
+    vec![TriggerEvent::NewData, TriggerEvent::Drift, TriggerEvent::Degradation, TriggerEvent::SpecChanged]
 }
 
 /// Hyper-parameter search: every combination of the listed values (a grid) is trained on part of
