@@ -186,29 +186,38 @@ async fn start_as_nats_users() -> TestApp {
 
 /// NATS with a user per service: the whole cascade runs with each service logged in as itself and
 /// allowed only its own facts, predictions are logged and windowed, an outside producer may
-/// publish labels, and no service logs its password.
+/// publish labels, the monitor announces a feedback version, and no service logs its password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_runs_the_cascade_as_its_own_nats_user() {
     let app = start_as_nats_users().await;
-    app.apply(&mlops_integration_tests::spec_with_window(50)).await;
+    let spec = mlops_integration_tests::spec_with_window(50)
+        .replace("  cooldown_secs: 3600\n", "  cooldown_secs: 3600\n  feedback: {min_rows: 20}\n");
+    app.apply(&spec).await;
     app.upload("churn", &sample::csv(2000, 541, Variant::Normal)).await;
     app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
     // Predictions are logged and windowed by the monitor under its own user too.
     let deployer = app.stack.url("deployer");
+    let mut ids = Vec::new();
     for chunk in sample::customers(100, 542, Variant::Drifted).chunks(50) {
-        client::predict(&deployer, "churn", &rows_json(chunk)).await.unwrap();
+        let body = client::predict(&deployer, "churn", &rows_json(chunk)).await.unwrap();
+        let out = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "prediction_id").unwrap().clone();
+        ids.extend(out["data"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()));
     }
     app.wait_event("monitor.drift_detected", T, |_| true).await;
-    // An outside system logged in as `producer` may publish labels.
+    // An outside system logged in as `producer` may publish labels; the monitor writes the
+    // labelled predictions back as a feedback version under its own user.
     let producer = async_nats::ConnectOptions::with_user_and_password("producer".into(), password("producer"))
         .connect(&app.stack.nats_url)
         .await
         .unwrap();
     let js = async_nats::jetstream::new(producer);
-    let labels = r#"{"pipeline": "churn", "labels": [{"predictionId": "x", "label": "1"}]}"#;
+    let labels: Vec<serde_json::Value> =
+        ids[..20].iter().map(|id| serde_json::json!({"predictionId": id, "label": "1"})).collect();
+    let labels = serde_json::json!({"pipeline": "churn", "labels": labels}).to_string();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("content-type", "application/json");
     js.publish_with_headers("mlops.events.labels.arrived.churn", headers, labels.into()).await.unwrap().await.unwrap();
+    app.wait_event("data.ingested", T, |s| s.summary.contains("feedback:churn#1")).await;
     // No service logged a password.
     for s in USERS {
         assert!(!app.log(s).contains(&password(s)), "{s} logged its password");
