@@ -202,12 +202,19 @@ fn remove_waiting(txn: &redb::WriteTransaction, pipeline: &str, upto: u64) -> Re
     Ok(())
 }
 
-fn read_feedback_state(txn: &redb::WriteTransaction, pipeline: &str) -> Result<FeedbackState, StoreError> {
-    let t = txn.open_table(FEEDBACK_STATE)?;
-    Ok(match t.get(pipeline)? {
-        Some(v) => serde_json::from_slice(v.value())?,
-        None => FeedbackState::default(),
+/// The JSON value kept under `key` in `t`, decoded; `None` when there is none.
+fn json_at<T: serde::de::DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    Ok(match t.get(key)? {
+        Some(v) => Some(serde_json::from_slice(v.value())?),
+        None => None,
     })
+}
+
+fn read_feedback_state(txn: &redb::WriteTransaction, pipeline: &str) -> Result<FeedbackState, StoreError> {
+    Ok(json_at(&txn.open_table(FEEDBACK_STATE)?, pipeline)?.unwrap_or_default())
 }
 
 fn write_feedback_state(txn: &redb::WriteTransaction, pipeline: &str, state: &FeedbackState) -> Result<(), StoreError> {
@@ -225,7 +232,7 @@ fn alert_key(pipeline: &str, kind: AlertKind) -> String {
 
 fn insert_alert(txn: &redb::WriteTransaction, pipeline: &str, a: &AlertRecord) -> Result<(), StoreError> {
     let mut t = txn.open_table(ALERTS)?;
-    let n = t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
+    let n = last_key(&t, pipeline)?;
     t.insert((pipeline, n + 1), serde_json::to_vec(a)?.as_slice())?;
     txn.open_table(LAST_ALERT)?.insert(alert_key(pipeline, a.kind).as_str(), a.time_unix_ms)?;
     Ok(())
@@ -260,10 +267,7 @@ impl Store {
     /// The next window number of `pipeline`.
     pub fn next_seq(&self, pipeline: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(WINDOWS)?;
-        let last =
-            t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
-        Ok(last + 1)
+        Ok(last_key(&txn.open_table(WINDOWS)?, pipeline)? + 1)
     }
 
     /// Records a closed window, and its alert when it raised one.
@@ -296,10 +300,7 @@ impl Store {
     /// The number the next alert of `pipeline` will have.
     pub fn next_alert_seq(&self, pipeline: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(ALERTS)?;
-        let last =
-            t.range((pipeline, 0)..=(pipeline, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
-        Ok(last + 1)
+        Ok(last_key(&txn.open_table(ALERTS)?, pipeline)? + 1)
     }
 
     /// Records an alert that no window carries (label quality).
@@ -434,11 +435,7 @@ impl Store {
     /// `pipeline`'s feedback bookkeeping (the default before any label joined).
     pub fn feedback_state(&self, pipeline: &str) -> Result<FeedbackState, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(FEEDBACK_STATE)?;
-        Ok(match t.get(pipeline)? {
-            Some(v) => serde_json::from_slice(v.value())?,
-            None => FeedbackState::default(),
-        })
+        Ok(json_at(&txn.open_table(FEEDBACK_STATE)?, pipeline)?.unwrap_or_default())
     }
 
     /// Every pipeline with feedback rows waiting or a version being written.
@@ -533,6 +530,9 @@ impl Store {
     pub fn forget_feedback(&self, pipeline: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
         let mut state = read_feedback_state(&txn, pipeline)?;
+        if state.waiting == 0 && state.cut.is_none() {
+            return Ok(0); // nothing to drop, nothing to commit
+        }
         let dropped = state.waiting;
         remove_waiting(&txn, pipeline, u64::MAX)?;
         state.waiting = 0;
@@ -579,11 +579,7 @@ impl Store {
     /// The newest label-quality figure of `pipeline`.
     pub fn performance(&self, pipeline: &str) -> Result<Option<PerformanceRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(PERFORMANCE)?;
-        Ok(match t.get(pipeline)? {
-            Some(v) => Some(serde_json::from_slice(v.value())?),
-            None => None,
-        })
+        json_at(&txn.open_table(PERFORMANCE)?, pipeline)
     }
 
     /// The newest `limit` windows of `pipeline`, newest first, and how many raised alerts.
