@@ -60,7 +60,8 @@ impl Policy {
         }
         let origin = Origin::parse(&v.origin).map_err(|m| TrainerError::BadEvent(format!("data.validated: {m}")))?;
         let history = self.append(&v.pipeline, &v.dataset_id, v.arrived_unix_ms, origin).await?;
-        let triggers = self.spec(&v.pipeline).await?.training.triggers.unwrap_or_default();
+        let spec = self.spec(&v.pipeline).await?;
+        let triggers = spec.training.triggers.clone().unwrap_or_default();
         let state = self.trigger_state(&v.pipeline).await?;
         // An alert that found nothing new waits for this: it retrains even where new data alone
         // does not.
@@ -83,17 +84,16 @@ impl Policy {
         let Some(armed) = armed else {
             let job_id = format!("{}-data-{newest}", v.pipeline);
             let reason = pb::TrainReason::NewData;
-            return self.queue_on_window(&v.pipeline, job_id, reason, &history, &e.id, &e.follow(), String::new).await;
+            return self.queue_on_window(&spec, job_id, reason, &history, &e.id, &e.follow(), String::new).await;
         };
-        if let Some(last) = self.nothing_new(&v.pipeline, &state, &history).await? {
-            info!(pipeline = %v.pipeline, last, "the new version is outside the training window; the alert waits on");
+        if self.nothing_new(&spec, &state, &history).await? {
+            info!(pipeline = %v.pipeline, last = %state.job_id, "the new version is outside the training window; the alert waits on");
             return Ok(());
         }
         let job_id = format!("{}-{newest}", armed.job_id);
         let reason = pb::TrainReason::try_from(armed.reason).unwrap_or(pb::TrainReason::Drift);
         info!(pipeline = %v.pipeline, alert = %armed.trigger_event_id, "new data for an alert that was waiting for it");
-        self.queue_on_window(&v.pipeline, job_id, reason, &history, &armed.trigger_event_id, &e.follow(), String::new)
-            .await
+        self.queue_on_window(&spec, job_id, reason, &history, &armed.trigger_event_id, &e.follow(), String::new).await
     }
 
     /// A rejected version — judged again under a stricter spec, say — leaves the history, so no
@@ -133,7 +133,8 @@ impl Policy {
         job_id: String,
         reason: pb::TrainReason,
     ) -> Result<(), TrainerError> {
-        let triggers = self.spec(pipeline).await?.training.triggers.unwrap_or_default();
+        let spec = self.spec(pipeline).await?;
+        let triggers = spec.training.triggers.clone().unwrap_or_default();
         if !triggers.fires_on(kind) {
             info!(pipeline, trigger = ?kind, "this alert does not trigger training (training.triggers.on)");
             return Ok(());
@@ -144,53 +145,49 @@ impl Policy {
             return Ok(());
         }
         let history = self.history(pipeline).await?.0;
-        if let Some(last) = self.nothing_new(pipeline, &state, &history).await? {
-            return self.skip(pipeline, job_id, reason, e, &history, &last).await;
+        if self.nothing_new(&spec, &state, &history).await? {
+            return self.skip(pipeline, job_id, reason, e, &state).await;
         }
         defer_until(state.cooldown_until(&triggers))?;
-        self.queue_on_window(pipeline, job_id, reason, &history, &e.id, &e.follow(), || {
+        self.queue_on_window(&spec, job_id, reason, &history, &e.id, &e.follow(), || {
             format!("{kind:?} alert on `{pipeline}` but no validated dataset to retrain on")
         })
         .await
     }
 
-    /// The last job, when the training window over `history` holds nothing it did not: the same
-    /// versions under the same spec and code, and it did not fail.
+    /// Whether `spec`'s training window over `history` holds nothing the last job (in `state`)
+    /// did not: the same versions under the same spec and code, and that job did not fail.
     async fn nothing_new(
         &self,
-        pipeline: &str,
+        spec: &PipelineSpec,
         state: &TriggerState,
         history: &History,
-    ) -> Result<Option<String>, TrainerError> {
+    ) -> Result<bool, TrainerError> {
         if state.job_id.is_empty() || state.model_hash.is_empty() || history.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
-        let spec = self.spec(pipeline).await?;
         let window = WindowSpec::select(spec.training.window.as_ref(), history, now_unix_ms());
         if window != state.window || spec.model_hash() != state.model_hash {
-            return Ok(None);
+            return Ok(false);
         }
-        let failed = self.runs.get(&state.job_id).await?.is_some_and(|r| r.state == RunState::Failed);
-        Ok((!failed).then(|| state.job_id.clone()))
+        Ok(!self.runs.get(&state.job_id).await?.is_some_and(|r| r.state == RunState::Failed))
     }
 
-    /// Records job `job_id` as skipped, with nothing new to train on since job `last`, and arms
-    /// the alert: the next accepted version queues it.
+    /// Records job `job_id` as skipped, with nothing new to train on since the last job (in
+    /// `state`: its window is this one), and arms the alert: the next accepted version queues it.
     async fn skip<E>(
         &self,
         pipeline: &str,
         job_id: String,
         reason: pb::TrainReason,
         e: &Envelope<E>,
-        history: &History,
-        last: &str,
+        state: &TriggerState,
     ) -> Result<(), TrainerError> {
-        let spec = self.spec(pipeline).await?;
-        let window = WindowSpec::select(spec.training.window.as_ref(), history, now_unix_ms());
+        let last = state.job_id.as_str();
         let job = pb::TrainJob {
             job_id: job_id.clone(),
             pipeline: pipeline.to_owned(),
-            dataset_ids: window,
+            dataset_ids: state.window.clone(),
             reason: reason as i32,
             trigger_event_id: e.id.clone(),
         };
@@ -233,7 +230,7 @@ impl Policy {
             info!(pipeline = %a.pipeline, revision = a.revision, "a spec shaping another model was applied since");
             return Ok(());
         }
-        if !spec.training.triggers.unwrap_or_default().fires_on(TriggerEvent::SpecChanged) {
+        if !spec.training.triggers.clone().unwrap_or_default().fires_on(TriggerEvent::SpecChanged) {
             info!(pipeline = %a.pipeline, "a spec change does not trigger training (training.triggers.on)");
             return Ok(());
         }
@@ -244,16 +241,8 @@ impl Policy {
         }
         let job_id = format!("{}-spec-{}", a.pipeline, a.spec_hash.get(..16).unwrap_or(&a.spec_hash));
         info!(pipeline = %a.pipeline, revision = a.revision, commit = %a.commit, "the model-shaping spec changed");
-        self.queue_on_window(
-            &a.pipeline,
-            job_id,
-            pb::TrainReason::SpecChanged,
-            &history,
-            &e.id,
-            &e.follow(),
-            String::new,
-        )
-        .await
+        self.queue_on_window(&spec, job_id, pb::TrainReason::SpecChanged, &history, &e.id, &e.follow(), String::new)
+            .await
     }
 
     /// A manual request: train on the window now (no debounce, no cooldown).
@@ -263,10 +252,13 @@ impl Policy {
         let request = if r.request_id.is_empty() { e.id.as_str() } else { r.request_id.as_str() };
         info!(pipeline = %r.pipeline, by = %r.requested_by, request, "training requested");
         let job_id = format!("{}-manual-{}", r.pipeline, kv_key(request));
-        self.queue_on_window(&r.pipeline, job_id, pb::TrainReason::Manual, &history, &e.id, &e.follow(), || {
-            format!("train.requested: pipeline `{}` has no accepted training data yet", r.pipeline)
-        })
-        .await
+        let no_data = || format!("train.requested: pipeline `{}` has no accepted training data yet", r.pipeline);
+        // Said before the spec is read, so that a pipeline never applied gets the same answer.
+        if history.is_empty() {
+            return Err(TrainerError::NothingToTrainOn(no_data()));
+        }
+        let spec = self.spec(&r.pipeline).await?;
+        self.queue_on_window(&spec, job_id, pb::TrainReason::Manual, &history, &e.id, &e.follow(), no_data).await
     }
 
     /// Fires the schedules of all pipelines every second until `shutdown`. Each slot of a
@@ -293,19 +285,19 @@ impl Policy {
         } else {
             let job_id = format!("{pipeline}-schedule-{}", due.slot_ms);
             let ctx = EventContext::new_run(job_id.clone());
-            self.queue_on_window(pipeline, job_id, pb::TrainReason::Schedule, &history, "", &ctx, String::new).await?;
+            self.queue_on_window(spec, job_id, pb::TrainReason::Schedule, &history, "", &ctx, String::new).await?;
         }
         // Another trainer may have recorded the slot first; its job has the same id.
         self.slots.fired(&key, due).await;
         Ok(())
     }
 
-    /// Queues job `job_id` of `pipeline` on the training window over `history`. An empty history
-    /// leaves nothing to train on: a permanent error, `no_data` saying why.
+    /// Queues job `job_id` of `spec`'s pipeline on its training window over `history`. An empty
+    /// history leaves nothing to train on: a permanent error, `no_data` saying why.
     #[allow(clippy::too_many_arguments)] // each is one fact about the job
     async fn queue_on_window(
         &self,
-        pipeline: &str,
+        spec: &PipelineSpec,
         job_id: String,
         reason: pb::TrainReason,
         history: &History,
@@ -316,7 +308,7 @@ impl Policy {
         if history.is_empty() {
             return Err(TrainerError::NothingToTrainOn(no_data()));
         }
-        let spec = self.spec(pipeline).await?;
+        let pipeline = spec.name.as_str();
         let dataset_ids = WindowSpec::select(spec.training.window.as_ref(), history, now_unix_ms());
         if dataset_ids.is_empty() {
             return Err(TrainerError::NothingToTrainOn(format!(
