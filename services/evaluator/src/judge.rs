@@ -65,7 +65,7 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
     let holdout = frame.take(&holdout_idx);
     let labels = holdout.target.clone().unwrap_or_default();
     let candidate = scores(&i.candidate, &holdout)?;
-    let production = i.champion.as_ref().map(|c| scores(c, &holdout)).transpose()?;
+    let production = i.champion.as_ref().map(|c| scores_of(c, &i.spec, &i.window, &frame, &holdout_idx)).transpose()?;
     let newest = match &i.newest {
         None => None,
         Some(Newest::InWindow { index, .. }) => {
@@ -74,10 +74,7 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
             let production = production.as_deref().map(pick);
             Some(measure::score(task, &pick(&labels), &pick(&candidate), production.as_deref()))
         }
-        Some(Newest::After(id, bytes)) => {
-            let newest = mlops_data::read_datasets(&i.spec, &[(id.clone(), bytes.clone())]).map_err(unreadable)?;
-            Some(score_frame(i, &newest)?)
-        }
+        Some(Newest::After(id, bytes)) => Some(score_newest(i, &[(id.clone(), bytes.clone())])?),
     };
     let measured = Measured {
         holdout: measure::score(task, &labels, &candidate, production.as_deref()),
@@ -95,11 +92,38 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
     Ok(Judgement { passed, checks, measured, rows: holdout.rows as u64 })
 }
 
-/// The candidate's and the champion's scores on every row of `frame`.
-fn score_frame(i: &Inputs, frame: &Frame) -> Result<Scored, EvaluatorError> {
+/// The candidate's and the champion's scores on every row of `newest`.
+fn score_newest(i: &Inputs, newest: &[(String, Vec<u8>)]) -> Result<Scored, EvaluatorError> {
+    let frame = mlops_data::read_datasets(&i.spec, newest).map_err(|e| EvaluatorError::BadData(e.to_string()))?;
     let labels = frame.target.clone().unwrap_or_default();
-    let production = i.champion.as_ref().map(|c| scores(c, frame)).transpose()?;
-    Ok(measure::score(i.spec.target.task, &labels, &scores(&i.candidate, frame)?, production.as_deref()))
+    let all: Vec<usize> = (0..frame.rows).collect();
+    let production = i.champion.as_ref().map(|c| scores_of(c, &i.spec, newest, &frame, &all)).transpose()?;
+    Ok(measure::score(i.spec.target.task, &labels, &scores(&i.candidate, &frame)?, production.as_deref()))
+}
+
+/// `model`'s scores of `rows` of `datasets` (read under `spec` as `frame`). A model takes a
+/// row's values by position, so one trained under an earlier spec with other features (a
+/// champion, a version compared for staleness) reads the datasets again under its own features.
+pub(crate) fn scores_of(
+    model: &Arc<dyn Model>,
+    spec: &PipelineSpec,
+    datasets: &[(String, Vec<u8>)],
+    frame: &Frame,
+    rows: &[usize],
+) -> Result<Vec<f64>, EvaluatorError> {
+    let features = &model.manifest().features;
+    if *features == spec.features {
+        return scores(model, &frame.take(rows));
+    }
+    let own = PipelineSpec { features: features.clone(), ..spec.clone() };
+    let theirs = mlops_data::read_datasets(&own, datasets).map_err(|e| EvaluatorError::BadData(e.to_string()))?;
+    if theirs.rows != frame.rows {
+        return Err(EvaluatorError::BadData(format!(
+            "a model trained on other features reads {} rows of the data, the current spec {}",
+            theirs.rows, frame.rows
+        )));
+    }
+    scores(model, &theirs.take(rows))
 }
 
 /// `model`'s score of every row of `frame`; a model that cannot answer is not judged.

@@ -86,7 +86,7 @@ fn score_by_age(
     let points = compared
         .iter()
         .map(|(version, created_unix_ms, artifact, _)| {
-            let scores = crate::judge::scores(artifact, &eval)?;
+            let scores = crate::judge::scores_of(artifact, spec, newest, &frame, &rows)?;
             let value = mlops_shared::scoring::for_task(spec.target.task, &labels, &scores)
                 .get(metric)
                 .copied()
