@@ -245,7 +245,9 @@ impl RegistryApi {
             previous_spec_hash: record.previous_spec_hash.clone(),
         };
         let ctx = mlops_shared::events::EventContext::new_run(format!("applied-{}-r{}", record.name, record.revision));
-        let id = format!("applied-{}-{}", record.name, record.spec_hash);
+        // The revision's: announced again after a crash, it is dropped as a repeat; a revert to an
+        // earlier spec (a new revision, an old hash) is announced anew.
+        let id = format!("applied-{}-r{}-{}", record.name, record.revision, record.spec_hash);
         self.bus.publish(&id, &ctx, &event).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(())
     }
@@ -363,8 +365,11 @@ impl pb::registry_server::Registry for RegistryApi {
         // A spec with code is stored as the registry completed it: naming its bundle and commit.
         let yaml = if code::attach(&self.code, &mut spec, &req).await? { spec.to_yaml() } else { req.spec_yaml };
         let (name, hash, git) = (spec.name.as_str().to_owned(), spec.hash(), req.commit.clone());
-        let record =
-            commit(&self.store, move |s| s.apply_pipeline(&name, &yaml, &hash, &git, "grpc:ApplyPipeline")).await?;
+        let cause = match req.promoted_from.as_str() {
+            "" => "grpc:ApplyPipeline".to_owned(),
+            from => format!("grpc:ApplyPipeline, promoted from {from}"),
+        };
+        let record = commit(&self.store, move |s| s.apply_pipeline(&name, &yaml, &hash, &git, &cause)).await?;
         self.specs.put(&spec).await.map_err(|e| Status::unavailable(e.to_string()))?;
         info!(pipeline = %record.name, revision = record.revision, "pipeline applied");
         self.announce_applied(&spec, &record).await?;

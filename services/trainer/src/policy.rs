@@ -239,7 +239,9 @@ impl Policy {
             info!(pipeline = %a.pipeline, "spec changed; no accepted training data to train on yet");
             return Ok(());
         }
-        let job_id = format!("{}-spec-{}", a.pipeline, a.spec_hash.get(..16).unwrap_or(&a.spec_hash));
+        // Per revision: a revert to an earlier spec trains again, on today's data.
+        let hash = a.spec_hash.get(..16).unwrap_or(&a.spec_hash);
+        let job_id = format!("{}-spec-r{}-{hash}", a.pipeline, a.revision);
         info!(pipeline = %a.pipeline, revision = a.revision, commit = %a.commit, "the model-shaping spec changed");
         self.queue_on_window(&spec, job_id, pb::TrainReason::SpecChanged, &history, &e.id, &e.follow(), String::new)
             .await
