@@ -156,7 +156,6 @@ pub async fn apply_pipeline_from(
     commit: &str,
     token: Option<&str>,
 ) -> anyhow::Result<pb::Pipeline> {
-    let mut c = registry(at).await?.max_encoding_message_size(usize::MAX);
     let code = code.unwrap_or_default();
     let request = pb::ApplyPipelineRequest {
         spec_yaml: yaml.to_owned(),
@@ -164,7 +163,18 @@ pub async fn apply_pipeline_from(
         code_commit: code.commit,
         code_dirty: code.dirty,
         commit: commit.to_owned(),
+        promoted_from: String::new(),
     };
+    apply_request(at, request, token).await
+}
+
+/// Sends one `ApplyPipeline` request, carrying `token` as the admin bearer token.
+pub async fn apply_request(
+    at: impl Into<Remote>,
+    request: pb::ApplyPipelineRequest,
+    token: Option<&str>,
+) -> anyhow::Result<pb::Pipeline> {
+    let mut c = registry(at).await?.max_encoding_message_size(usize::MAX);
     let request = mlops_shared::config::with_token(request, token);
     let r = c.apply_pipeline(request).await.map_err(status("applying pipeline"))?;
     Ok(r.into_inner())

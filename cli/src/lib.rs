@@ -6,11 +6,15 @@
 pub mod card;
 pub mod client;
 pub mod code_bundle;
+pub mod code_tests;
 pub mod demo;
+pub mod environments;
 pub mod events;
 pub mod model_ref;
 pub mod onnx_import;
 pub mod output;
+pub mod pipeline_test;
+pub mod promotion;
 pub mod reproduce;
 pub mod runs;
 pub mod sample;

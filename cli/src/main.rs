@@ -10,29 +10,33 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{data, deploy, events, models, monitor, pipeline, platform, predict, runs, schema, staleness};
-use mlops_cli::client::Remote;
+use mlops_cli::environments::{Endpoints, Given};
 
 #[derive(Parser)]
 #[command(name = "mlops", version, about = "An event-driven MLOps platform: data in, models out, kept healthy")]
 struct Cli {
-    /// NATS server URL.
-    #[arg(long, global = true, env = "MLOPS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// Registry gRPC endpoint.
-    #[arg(long, global = true, env = "MLOPS_REGISTRY_URL", default_value = "http://127.0.0.1:50051")]
-    registry_url: String,
-    /// Ingest gRPC endpoint.
-    #[arg(long, global = true, env = "MLOPS_INGEST_URL", default_value = "http://127.0.0.1:50052")]
-    ingest_url: String,
-    /// Deployer (OIP v2) endpoint.
-    #[arg(long, global = true, env = "MLOPS_DEPLOYER_URL", default_value = "http://127.0.0.1:8080")]
-    deployer_url: String,
-    /// Evaluator gRPC endpoint.
-    #[arg(long, global = true, env = "MLOPS_EVALUATOR_URL", default_value = "http://127.0.0.1:9103")]
-    evaluator_url: String,
-    /// Monitor gRPC endpoint.
-    #[arg(long, global = true, env = "MLOPS_MONITOR_URL", default_value = "http://127.0.0.1:9104")]
-    monitor_url: String,
+    /// The platform to talk to, by its name in the environments file (`MLOPS_ENVIRONMENTS`, else
+    /// ~/.config/mlops/environments.yaml), like a kubectl context; the flags below still win.
+    #[arg(long = "env", global = true, env = "MLOPS_ENV", value_name = "NAME")]
+    env: Option<String>,
+    /// NATS server URL [default: nats://127.0.0.1:4222].
+    #[arg(long, global = true, env = "MLOPS_NATS_URL")]
+    nats_url: Option<String>,
+    /// Registry gRPC endpoint [default: http://127.0.0.1:50051].
+    #[arg(long, global = true, env = "MLOPS_REGISTRY_URL")]
+    registry_url: Option<String>,
+    /// Ingest gRPC endpoint [default: http://127.0.0.1:50052].
+    #[arg(long, global = true, env = "MLOPS_INGEST_URL")]
+    ingest_url: Option<String>,
+    /// Deployer (OIP v2) endpoint [default: http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "MLOPS_DEPLOYER_URL")]
+    deployer_url: Option<String>,
+    /// Evaluator gRPC endpoint [default: http://127.0.0.1:9103].
+    #[arg(long, global = true, env = "MLOPS_EVALUATOR_URL")]
+    evaluator_url: Option<String>,
+    /// Monitor gRPC endpoint [default: http://127.0.0.1:9104].
+    #[arg(long, global = true, env = "MLOPS_MONITOR_URL")]
+    monitor_url: Option<String>,
     /// The bearer token for mutating calls, when the services require one.
     #[arg(long, global = true, env = "MLOPS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -152,6 +156,7 @@ fn error_report(e: &anyhow::Error, verbose: bool) -> String {
 /// Runs the command `cli` names.
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli {
+        env,
         nats_url,
         registry_url,
         ingest_url,
@@ -163,31 +168,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         verbose: _,
         command,
     } = cli;
-    // Each service's URL with the CA its certificate is checked against, built once.
-    let remote = |url: String| Remote::new(url, tls_ca.clone());
-    let (registry, ingest, deployer) = (remote(registry_url), remote(ingest_url), remote(deployer_url));
-    let (evaluator, monitor) = (remote(evaluator_url), remote(monitor_url));
-    let (token, tls_ca) = (admin_token.as_deref(), tls_ca.as_deref());
+    let given =
+        Given { nats_url, registry_url, ingest_url, deployer_url, evaluator_url, monitor_url, admin_token, tls_ca };
+    let environment = env.as_deref().map(mlops_cli::environments::load).transpose()?;
+    let ep = Endpoints::resolve(given, environment.as_ref())?;
+    let (nats_url, token, tls_ca) = (ep.nats_url.as_str(), ep.admin_token.as_deref(), ep.tls_ca.as_deref());
+    let (registry, ingest, deployer, evaluator, monitor) =
+        (&ep.registry, &ep.ingest, &ep.deployer, &ep.evaluator, &ep.monitor);
     match command {
-        Command::Up(args) => platform::up(args, &nats_url, tls_ca).await,
+        Command::Up(args) => platform::up(args, nats_url, tls_ca).await,
         Command::Demo(args) => platform::demo(args, tls_ca).await,
-        Command::Pipeline { command } => pipeline::run(command, &registry, token).await,
-        Command::Ingest(args) => data::ingest(args, &ingest).await,
-        Command::Data { command } => data::run(command, &ingest).await,
+        Command::Pipeline { command } => pipeline::run(command, &ep).await,
+        Command::Ingest(args) => data::ingest(args, ingest).await,
+        Command::Data { command } => data::run(command, ingest).await,
         Command::Schema { command } => schema::run(command),
-        Command::Models { command } => models::run(command, &registry, &ingest, token).await,
-        Command::Train(args) => runs::train(args, &nats_url).await,
-        Command::Reproduce(args) => runs::reproduce(args, &nats_url, &registry).await,
-        Command::Ui(args) => monitor::ui(args, &monitor).await,
-        Command::Monitor { command } => monitor::run(command, &monitor).await,
-        Command::Staleness(args) => staleness::run(args, &evaluator).await,
-        Command::Runs { command } => runs::run(command, &nats_url).await,
-        Command::Predict(args) => predict::run(args, &deployer).await,
-        Command::Events { command } => events::run(command, &nats_url).await,
-        Command::Rollback(args) => deploy::rollback(args, &deployer, token).await,
-        Command::Deployments => deploy::deployments(&deployer).await,
-        Command::Deploy(args) => deploy::deploy(args, &deployer, token).await,
-        Command::Traffic(args) => deploy::traffic(args, &deployer, token).await,
+        Command::Models { command } => models::run(command, registry, ingest, token).await,
+        Command::Train(args) => runs::train(args, nats_url).await,
+        Command::Reproduce(args) => runs::reproduce(args, nats_url, registry).await,
+        Command::Ui(args) => monitor::ui(args, monitor).await,
+        Command::Monitor { command } => monitor::run(command, monitor).await,
+        Command::Staleness(args) => staleness::run(args, evaluator).await,
+        Command::Runs { command } => runs::run(command, nats_url).await,
+        Command::Predict(args) => predict::run(args, deployer).await,
+        Command::Events { command } => events::run(command, nats_url).await,
+        Command::Rollback(args) => deploy::rollback(args, deployer, token).await,
+        Command::Deployments => deploy::deployments(deployer).await,
+        Command::Deploy(args) => deploy::deploy(args, deployer, token).await,
+        Command::Traffic(args) => deploy::traffic(args, deployer, token).await,
         Command::Sample(args) => data::sample(args),
     }
 }

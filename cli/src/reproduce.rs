@@ -154,14 +154,27 @@ async fn retrain_code(
     sha: &Sha256,
     job_id: &str,
 ) -> anyhow::Result<Vec<u8>> {
-    use mlops_trainer::code::Job;
     let manifest = Stored::verified_manifest(original, sha).context("the stored artifact")?;
     let program = manifest.program.context("the stored artifact records no run of a program")?;
     let bundle_sha = Sha256::parse(program.bundle.clone())?;
     let bundle = bus.objects(CODE_BUCKET).await?.get_verified(&bundle_sha).await.context("the code bundle")?;
+    let pinned = (!program.environment.is_empty()).then_some(program.environment);
+    train_code(spec, &bundle, blobs, job_id, pinned).await
+}
+
+/// Runs `spec`'s code step on `blobs` as a trainer runs it, with a trainer's settings
+/// (MLOPS_TRAINER_ENV_DIR, MLOPS_PYTHON, MLOPS_PIP_INDEX_URL …, so a local trainer's environments
+/// are shared; the step runner is found beside `mlops`); `pinned` packages instead of the
+/// requirements file. The artifact's bytes.
+pub(crate) async fn train_code(
+    spec: &PipelineSpec,
+    bundle: &[u8],
+    blobs: Vec<(String, Vec<u8>)>,
+    job_id: &str,
+    pinned: Option<String>,
+) -> anyhow::Result<Vec<u8>> {
+    use mlops_trainer::code::Job;
     let runtime = mlops_onnx::Engine::from_env()?.runtime()?;
-    // A trainer's settings (MLOPS_TRAINER_ENV_DIR, MLOPS_PYTHON, MLOPS_PIP_INDEX_URL …), so a
-    // local trainer's environments are shared; the step runner is found beside `mlops`.
     let settings = <mlops_trainer::Config as clap::Parser>::try_parse_from(["mlops-trainer"])?;
     let steps = settings.code_steps()?;
     let dataset_ids = blobs.iter().map(|(id, _)| id.clone()).collect();
@@ -171,20 +184,19 @@ async fn retrain_code(
         .context("reading the data panicked")??;
     let (progress, _) =
         tokio::sync::watch::channel(mlops_trainer::train::Progress { stage: String::new(), fraction: 0.0 });
-    let pinned = (!program.environment.is_empty()).then_some(program.environment);
     let job = Job {
         steps: &steps,
         runtime,
         spec,
         job_id,
-        bundle: &bundle,
+        bundle,
         dataset_ids,
         frame: std::sync::Arc::new(frame),
         progress: &progress,
         pinned,
         phases: Default::default(),
     };
-    let trained = job.train().await.context("rerunning the program")?;
+    let trained = job.train().await.context("running the program")?;
     Ok(trained.artifact.to_bytes())
 }
 
@@ -210,7 +222,7 @@ fn compare_runs(a: &[u8], b: &[u8]) -> (Vec<(String, f64, f64)>, Vec<String>) {
 
 /// The parts of two artifacts (JSON documents) that differ: `manifest.<key>`, `preprocessing`,
 /// `parameters`.
-fn differences(a: &[u8], b: &[u8]) -> Vec<String> {
+pub(crate) fn differences(a: &[u8], b: &[u8]) -> Vec<String> {
     if a.starts_with(ONNX_FORMAT.as_bytes()) {
         return onnx_differences(a, b);
     }

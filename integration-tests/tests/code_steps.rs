@@ -349,3 +349,49 @@ async fn bad_programs_fail_their_run_with_the_reason_and_the_trainer_goes_on() {
     let plain = client::apply_pipeline_with_code(&app.stack.remote("registry"), &yaml, None, None).await;
     assert!(format!("{:#}", plain.unwrap_err()).contains("no code bundle came with it"));
 }
+
+/// `mlops pipeline test` of a code-step pipeline, as CI runs it with no platform: the team's unit
+/// tests run by pytest in the program's environment, the program trained on a sample, gated,
+/// served and trained again; a failing unit test fails the model ring.
+#[test]
+fn pipeline_test_runs_the_teams_unit_tests_and_program() {
+    let work = tempfile::tempdir().unwrap();
+    example_code(work.path(), &[]);
+    let spec = work.path().join("pipeline.yaml");
+    std::fs::copy(repo().join("examples/code-sklearn/pipeline.yaml"), &spec).unwrap();
+    let data = work.path().join("sample.csv");
+    std::fs::write(&data, sample::csv(1500, 11, Variant::Normal)).unwrap();
+    let junit = work.path().join("junit.xml");
+    let run = || {
+        let bin = mlops_cli::stack::StackOptions::beside_current_exe(work.path().into()).unwrap().bin_dir;
+        let out = std::process::Command::new(bin.join("mlops"))
+            .args(["pipeline", "test"])
+            .arg(&spec)
+            .arg("--data")
+            .arg(&data)
+            .arg("--junit")
+            .arg(&junit)
+            .env("MLOPS_TRAINER_ENV_DIR", target_dir().join("trainer-envs"))
+            .output()
+            .expect("running mlops");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said, std::fs::read_to_string(&junit).unwrap_or_default())
+    };
+    let case = |junit: &str, name: &str| {
+        let needle = format!("name=\"{name}\"");
+        junit.lines().find(|l| l.contains(&needle)).unwrap_or_else(|| panic!("no {name:?}:\n{junit}")).to_owned()
+    };
+    let (ok, said, xml) = run();
+    assert!(ok, "{said}");
+    assert!(case(&xml, "the code passes its unit tests").contains("3 passed"), "{xml}");
+    for name in ["training on the sample", "gate roc_auc &gt;= 0.7", "the served model answers predictions"] {
+        assert!(!case(&xml, name).contains("<failure"), "{name}: {xml}");
+    }
+
+    std::fs::write(work.path().join("train/tests/test_more.py"), "def test_the_rule():\n    assert 1 + 1 == 3\n")
+        .unwrap();
+    let (ok, said, xml) = run();
+    assert!(!ok, "{said}");
+    let unit = case(&xml, "the code passes its unit tests");
+    assert!(unit.contains("<failure") && unit.contains("1 failed"), "{xml}");
+}
