@@ -395,3 +395,51 @@ fn pipeline_test_runs_the_teams_unit_tests_and_program() {
     let unit = case(&xml, "the code passes its unit tests");
     assert!(unit.contains("<failure") && unit.contains("1 failed"), "{xml}");
 }
+
+/// `mlops pipeline promote` of a code-step pipeline: production receives staging's code bundle
+/// from staging's store (the CI job has no copy of the code to send), stores the same revision,
+/// and trains the same program on its own data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_carries_the_code_bundle_from_staging_to_production() {
+    let env = trainer_env(&[]);
+    let (staging, production) = tokio::join!(start(&env), start(&env));
+    let work = tempfile::tempdir().unwrap();
+    example_code(work.path(), &[]);
+    let yaml = std::fs::read_to_string(repo().join("examples/code-sklearn/pipeline.yaml")).unwrap();
+    apply(&staging, work.path(), &yaml).await;
+    staging.upload("churn-code", &sample::csv(1500, 1, Variant::Normal)).await;
+    let serving = |app: &TestApp| {
+        let registry = app.stack.remote("registry");
+        async move {
+            let models = client::models(&registry, "churn-code").await.ok()?;
+            models.into_iter().find(|m| m.aliases.iter().any(|a| a == "production"))
+        }
+    };
+    let staged = wait_until(FIRST, || serving(&staging)).await.expect("staging serves the program's model");
+    let environments = work.path().join("environments.yaml");
+    let urls =
+        |app: &TestApp| format!("{{nats_url: {}, registry_url: {}}}", app.stack.nats_url, app.stack.url("registry"));
+    let text = format!("environments:\n  staging: {}\n  production: {}\n", urls(&staging), urls(&production));
+    std::fs::write(&environments, text).unwrap();
+    let out = std::process::Command::new(staging.stack.opts.bin_dir.join("mlops"))
+        .args(["pipeline", "promote", "churn-code", "--from", "staging", "--to", "production"])
+        .env("MLOPS_ENVIRONMENTS", &environments)
+        .output()
+        .expect("running mlops");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let hash = |app: &TestApp| {
+        let registry = app.stack.remote("registry");
+        async move {
+            let mut c = client::registry(&registry).await.unwrap();
+            let req = mlops_proto::GetPipelineRequest { name: "churn-code".into(), spec_hash: String::new() };
+            c.get_pipeline(req).await.unwrap().into_inner().spec_hash
+        }
+    };
+    assert_eq!(hash(&production).await, hash(&staging).await);
+    production.upload("churn-code", &sample::csv(1500, 2, Variant::Normal)).await;
+    let promoted = wait_until(T, || serving(&production)).await.expect("production serves the program's model");
+    let code = |m: &mlops_proto::ModelVersion| m.lineage.as_ref().map(|l| l.code_version.clone());
+    assert_eq!(code(&promoted), code(&staged));
+    assert!(code(&promoted).is_some_and(|c| c.starts_with("code sha256:")), "{promoted:?}");
+}

@@ -279,4 +279,39 @@ async fn promote_refuses_what_staging_did_not_pass() {
     let after = pipeline(&w.production).await;
     assert_eq!((after.revision, after.spec_hash), (production_before.revision, production_before.spec_hash));
     assert!(client::models(&w.production.stack.remote("registry"), "other").await.is_err());
+
+    // A revision that changes only how the model is served passes as it is: staging's verdict is
+    // its serving model, and promoting it changes production's settings, not its model.
+    let served = serving(&w.production).await.map(|m| m.version);
+    let settings = w.spec_file("settings.yaml", &format!("{}monitoring: {{window: 321}}\n", spec(&WEAK, 1.0)));
+    assert!(w.mlops(&["--env", "staging", "pipeline", "apply", &settings]).0);
+    let (ok, said) = w.mlops(&["--env", "staging", "pipeline", "wait", "churn", "--timeout", "120"]);
+    assert!(ok && said.contains("does not change the model: churn@1 serves it already"), "{said}");
+    let (ok, said) =
+        w.mlops(&["pipeline", "promote", "churn", "--from", "staging", "--to", "production", "--by", "ci"]);
+    assert!(ok, "{said}");
+    assert_eq!(pipeline(&w.production).await.spec_hash, pipeline(&w.staging).await.spec_hash);
+    let (ok, said) = w.mlops(&["--env", "production", "pipeline", "wait", "churn", "--timeout", "120"]);
+    assert!(ok && said.contains("does not change the model"), "{said}");
+    assert_eq!(serving(&w.production).await.map(|m| m.version), served);
+}
+
+/// The CI examples run the steps the hook runs: the same script, on the same files.
+#[test]
+fn the_ci_examples_run_the_delivery_script() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ci");
+    let step = "ci/deliver.sh pipeline.yaml data/sample.csv";
+    let hook = std::fs::read_to_string(examples.join("post-receive")).expect("the hook");
+    assert!(hook.contains(step), "{hook}");
+    let yaml = |name: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(examples.join(name)).expect("the example");
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{name} is not YAML: {e}"))
+    };
+    let github = yaml("github-actions.yml");
+    let steps = github["jobs"]["deliver"]["steps"].as_array().expect("the job's steps");
+    assert!(steps.iter().any(|s| s["run"] == step), "{github:#}");
+    assert_eq!(github["on"]["push"]["branches"][0], "main");
+    let gitlab = yaml("gitlab-ci.yml");
+    assert_eq!(gitlab["deliver"]["script"][0], step, "{gitlab:#}");
+    assert_eq!(gitlab["deliver"]["artifacts"]["reports"]["junit"], "reports/pipeline-test.xml");
 }
