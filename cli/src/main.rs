@@ -171,7 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let given =
         Given { nats_url, registry_url, ingest_url, deployer_url, evaluator_url, monitor_url, admin_token, tls_ca };
     let environment = env.as_deref().map(mlops_cli::environments::load).transpose()?;
-    let ep = Endpoints::resolve(given, environment.as_ref())?;
+    let ep = Endpoints::resolve(given, environment.as_ref());
     let (nats_url, token, tls_ca) = (ep.nats_url.as_str(), ep.admin_token.as_deref(), ep.tls_ca.as_deref());
     let (registry, ingest, deployer, evaluator, monitor) =
         (&ep.registry, &ep.ingest, &ep.deployer, &ep.evaluator, &ep.monitor);

@@ -135,6 +135,10 @@ fn load(file: &Path) -> anyhow::Result<(String, Loaded)> {
     let yaml = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut spec = PipelineSpec::from_yaml(&yaml)?;
     let code = code_bundle::for_spec(file, &yaml)?;
+    if let (Some(c), None) = (&spec.training.code, &code) {
+        let dir = file.parent().unwrap_or(Path::new(".")).join(&c.path);
+        anyhow::bail!("the code directory {} (`training.code.path`) does not exist", dir.display());
+    }
     if let (Some(c), Some(upload)) = (spec.training.code.as_mut(), &code) {
         c.bundle = Some(mlops_shared::sha256_hex(&upload.bundle));
     }

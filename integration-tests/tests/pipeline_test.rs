@@ -93,6 +93,13 @@ fn each_bad_input_fails_the_test_that_names_it() {
     assert!(!r.ok && r.case("the spec is valid").contains("unknown variant `numberic`"), "{}", r.junit);
     assert!(r.case("training on the sample").contains("<skipped message=\"the spec is not valid\""), "{}", r.junit);
 
+    let churn = std::fs::read_to_string(example()).unwrap();
+    let training = "training:\n  code: {path: train, command: [python, train.py]}\n";
+    let codeless = churn.replace("training:\n", training).replace("  algorithm: logistic_regression\n", "");
+    let codeless = write(dir.path(), "codeless.yaml", &codeless);
+    let r = run(dir.path(), Path::new(&codeless), &["--data", &data]);
+    assert!(!r.ok && r.case("the spec is valid").contains("train is not a directory"), "{}", r.junit);
+
     let missing = dir.path().join("nope.csv").display().to_string();
     let r = run(dir.path(), &example(), &["--data", &missing]);
     assert!(!r.ok && r.case("the sample nope.csv passes the data checks").contains("No such file"), "{}", r.junit);
