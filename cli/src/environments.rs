@@ -12,6 +12,7 @@
 //!     nats_url: nats://prod.internal:4222
 //!     registry_url: https://registry.prod.internal:50051
 //!     tls_ca: prod-ca.pem
+//!     nats_ca: prod-ca.pem
 //!     admin_token_env: PRODUCTION_ADMIN_TOKEN
 //! ```
 
@@ -33,6 +34,8 @@ pub struct Environment {
     pub nats_url: Option<String>,
     /// A NATS credentials file, for the commands that read the bus (relative to the file).
     pub nats_creds: Option<PathBuf>,
+    /// PEM CA certificates for a NATS server that requires TLS (relative to the file).
+    pub nats_ca: Option<PathBuf>,
     pub registry_url: Option<String>,
     pub ingest_url: Option<String>,
     pub deployer_url: Option<String>,
@@ -82,7 +85,7 @@ pub fn load(name: &str) -> anyhow::Result<Environment> {
         )
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    for p in [&mut env.tls_ca, &mut env.nats_creds].into_iter().flatten() {
+    for p in [&mut env.tls_ca, &mut env.nats_creds, &mut env.nats_ca].into_iter().flatten() {
         *p = base.join(&*p);
     }
     Ok(env)
@@ -93,6 +96,7 @@ pub fn load(name: &str) -> anyhow::Result<Environment> {
 pub struct Endpoints {
     pub nats_url: String,
     pub nats_creds: Option<PathBuf>,
+    pub nats_ca: Option<PathBuf>,
     pub registry: Remote,
     pub ingest: Remote,
     pub deployer: Remote,
@@ -129,6 +133,7 @@ impl Endpoints {
         Self {
             nats_url: given.nats_url.or(env.nats_url).unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             nats_creds: env.nats_creds,
+            nats_ca: env.nats_ca,
             registry: remote(given.registry_url, env.registry_url, "http://127.0.0.1:50051"),
             ingest: remote(given.ingest_url, env.ingest_url, "http://127.0.0.1:50052"),
             deployer: remote(given.deployer_url, env.deployer_url, "http://127.0.0.1:8080"),
@@ -137,6 +142,14 @@ impl Endpoints {
             admin_token: token,
             tls_ca,
         }
+    }
+
+    /// How to reach the bus: the URL, with the environment's credentials and CA.
+    pub fn nats(&self) -> mlops_shared::config::NatsArgs {
+        let mut nats = mlops_shared::config::NatsArgs::local(self.nats_url.clone());
+        nats.creds = self.nats_creds.clone();
+        nats.ca = self.nats_ca.clone();
+        nats
     }
 
     /// The endpoints of the environment `name`, nothing given on the command line.

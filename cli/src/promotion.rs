@@ -59,7 +59,10 @@ pub async fn revision(at: &Remote, name: &str, revision: Option<u64>, platform: 
     let current = c
         .get_pipeline(pb::GetPipelineRequest { name: name.into(), spec_hash: String::new() })
         .await
-        .map_err(|s| anyhow::anyhow!("{platform} has no pipeline `{name}`: {}", s.message()))?
+        .map_err(|s| match s.code() {
+            tonic::Code::NotFound => anyhow::anyhow!("{platform} has no pipeline `{name}`: {}", s.message()),
+            _ => anyhow::anyhow!("asking {platform}'s registry ({}) for `{name}`: {}", at.url, s.message()),
+        })?
         .into_inner();
     match revision {
         Some(r) if r < current.revision => anyhow::bail!(
@@ -80,7 +83,12 @@ pub async fn revision(at: &Remote, name: &str, revision: Option<u64>, platform: 
 pub async fn verdict(at: &Remote, pipeline: &pb::Pipeline) -> anyhow::Result<Option<Verdict>> {
     let models = client::models(at, &pipeline.name).await?;
     let serving = models.iter().find(|m| m.aliases.iter().any(|a| a == PRODUCTION));
-    let under = |m: &&pb::ModelVersion| m.lineage.as_ref().is_some_and(|l| l.spec_hash == pipeline.spec_hash);
+    // Registered since the revision was applied: a revert to an earlier spec (a new revision, an
+    // old hash) is judged by what it trains, not by the verdicts on the old revision's models.
+    let under = |m: &&pb::ModelVersion| {
+        m.created_unix_ms >= pipeline.updated_unix_ms
+            && m.lineage.as_ref().is_some_and(|l| l.spec_hash == pipeline.spec_hash)
+    };
     if let Some(m) = serving.filter(under) {
         return Ok(Some(Verdict::Promoted { version: m.version }));
     }
@@ -139,7 +147,14 @@ pub async fn wait(
     let started = Instant::now();
     let mut last = None;
     loop {
-        match verdict(at, &pipeline).await? {
+        // A registry that restarts or is out of reach for a moment is asked again until the
+        // timeout; what it says is final.
+        let found = match verdict(at, &pipeline).await {
+            Ok(v) => v,
+            Err(_) if started.elapsed() < timeout => None,
+            Err(e) => return Err(e),
+        };
+        match found {
             Some(v @ (Verdict::Promoted { .. } | Verdict::Unchanged { .. } | Verdict::Refused { .. })) => {
                 return Ok((pipeline.revision, v));
             }
@@ -189,8 +204,14 @@ pub async fn promote(
         from.registry.url
     );
     let source = revision(&from.registry, pipeline, revision_no, from_name).await?;
-    let passed = match verdict(&from.registry, &source).await? {
-        Some(Verdict::Promoted { version } | Verdict::Passed { version } | Verdict::Unchanged { version }) => version,
+    let (passed, how) = match verdict(&from.registry, &source).await? {
+        Some(Verdict::Promoted { version }) => (version, "passed its gates and serves there"),
+        Some(Verdict::Unchanged { version }) => (version, "serves there, and the revision does not change it"),
+        Some(Verdict::Passed { version }) => anyhow::bail!(
+            "{pipeline}@{version}, of {from_name}'s revision {}, passed its gates but does not serve there yet \
+             (a canary in progress, or rolled back): wait for it with `mlops --env {from_name} pipeline wait`",
+            source.revision
+        ),
         Some(refused @ Verdict::Refused { .. }) => anyhow::bail!(
             "{from_name} refused revision {} of `{pipeline}`, so it is not promoted: {}",
             source.revision,
@@ -212,7 +233,7 @@ pub async fn promote(
         code_bundle: bundle(from, &source).await?,
         commit: source.commit.clone(),
         promoted_from: format!(
-            "{from_name} revision {} ({pipeline}@{passed} passed its gates there){}, by {by}",
+            "{from_name} revision {} ({pipeline}@{passed} {how}){}, by {by}",
             source.revision,
             if source.commit.is_empty() { String::new() } else { format!(", commit {}", source.commit) }
         ),
@@ -221,7 +242,9 @@ pub async fn promote(
     let applied = client::apply_request(&to.registry, request, to.admin_token.as_deref()).await?;
     anyhow::ensure!(
         applied.spec_hash == source.spec_hash,
-        "{to_name} stored the spec as {}, {from_name} as {}: the two platforms read specs differently (different versions?)",
+        "{to_name} applied it as revision {} but stored the spec as {}, {from_name} as {}: the two platforms \
+         read specs differently (different versions?)",
+        applied.revision,
         short(&applied.spec_hash),
         short(&source.spec_hash)
     );
@@ -235,9 +258,8 @@ async fn bundle(from: &Endpoints, source: &pb::Pipeline) -> anyhow::Result<Vec<u
     let Some(sha) = spec.training.code.and_then(|c| c.bundle) else { return Ok(Vec::new()) };
     let sha = Sha256::parse(sha)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut nats = mlops_shared::config::NatsArgs::local(from.nats_url.clone());
-    nats.creds = from.nats_creds.clone();
-    let bus = Bus::connect(&nats, "mlops-cli", &shutdown).await.context("connecting to the source platform's NATS")?;
+    let bus =
+        Bus::connect(&from.nats(), "mlops-cli", &shutdown).await.context("connecting to the source platform's NATS")?;
     let bytes =
         bus.objects(CODE_BUCKET).await?.get_verified(&sha).await.with_context(|| format!("the code bundle {sha}"))?;
     Ok(bytes)

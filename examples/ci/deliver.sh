@@ -37,7 +37,9 @@ echo "== 3/5 staging's verdict on $name revision $revision"
 "$mlops" --env staging pipeline wait "$name" --revision "$revision" --timeout "$wait_secs"
 
 echo "== 4/5 promote $name revision $revision to production"
-"$mlops" pipeline promote "$name" --from staging --to production --revision "$revision"
+promoted=$("$mlops" pipeline promote "$name" --from staging --to production --revision "$revision" --json)
+echo "$promoted"
+target=$(sed -n 's/.*"to_revision":\([0-9]*\).*/\1/p' <<<"$promoted")
 
-echo "== 5/5 production's verdict"
-"$mlops" --env production pipeline wait "$name" --timeout "$wait_secs"
+echo "== 5/5 production's verdict on $name revision $target"
+"$mlops" --env production pipeline wait "$name" --revision "$target" --timeout "$wait_secs"

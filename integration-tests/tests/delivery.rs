@@ -300,7 +300,7 @@ async fn promote_refuses_what_staging_did_not_pass() {
 #[test]
 fn the_ci_examples_run_the_delivery_script() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/ci");
-    let step = "ci/deliver.sh pipeline.yaml data/sample.csv";
+    let step = "bash ci/deliver.sh pipeline.yaml data/sample.csv";
     let hook = std::fs::read_to_string(examples.join("post-receive")).expect("the hook");
     assert!(hook.contains(step), "{hook}");
     let yaml = |name: &str| -> serde_json::Value {

@@ -412,3 +412,34 @@ async fn a_tampered_artifact_is_refused_even_when_approved_and_never_served() {
             .await;
     assert!(refused.is_err(), "{refused:?}");
 }
+
+/// A spec drops a feature and new data comes without its column: the champion, trained on that
+/// column, cannot read the new rows, so `max_drop` cannot compare. The candidate is refused with
+/// that reason (and the way out), not judged against a blind champion nor left stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_champion_that_cannot_read_the_new_data_is_not_compared_blindly() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 51, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let age = "  - {name: age, type: numeric, min: 18, max: 120, nullable: true, mostly: 0.99}\n";
+    assert!(mlops_cli::EXAMPLE_SPEC.contains(age), "the example's features changed: update this test");
+    // The spec change trains nothing by itself (only new data does), so v1 still serves.
+    let dropped =
+        mlops_cli::EXAMPLE_SPEC.replace(age, "").replace("  seed: 42\n", "  seed: 42\n  triggers: {on: [new_data]}\n");
+    assert!(dropped.contains("triggers"), "the example's training section changed: update this test");
+    app.apply(&dropped).await;
+    // New data without the column: v2's window holds rows v1 cannot read.
+    let csv = sample::csv(1500, 52, Variant::Normal);
+    let without_age: Vec<String> = csv
+        .lines()
+        .map(|l| l.split(',').enumerate().filter(|(i, _)| *i != 4).map(|(_, f)| f).collect::<Vec<_>>().join(","))
+        .collect();
+    assert!(!without_age[0].contains("age"), "{}", without_age[0]);
+    app.upload("churn", &(without_age.join("\n") + "\n")).await;
+    let v2 = wait_until(T, || async { evaluated(&app, 2) }).await.expect("v2 judged");
+    let blind = v2.checks.iter().find(|c| c.name.starts_with("compared with production v1"));
+    let blind = blind.unwrap_or_else(|| panic!("{v2:?}"));
+    assert!(!v2.passed && !blind.passed && blind.detail.contains("age"), "{blind:?}");
+    assert!(blind.detail.contains("mlops models approve"), "{blind:?}");
+}

@@ -18,12 +18,13 @@ pub(crate) enum EventsCommand {
 }
 
 /// Runs one `mlops events` subcommand; `tail` prints until Ctrl-C.
-pub(crate) async fn run(command: EventsCommand, nats_url: &str) -> anyhow::Result<()> {
+pub(crate) async fn run(command: EventsCommand, nats: &mlops_shared::config::NatsArgs) -> anyhow::Result<()> {
     let EventsCommand::Tail { subject } = command;
-    let nats = async_nats::connect(mlops_shared::bus::server_addrs(nats_url)?)
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bus = mlops_shared::bus::Bus::connect(nats, "mlops-cli", &shutdown)
         .await
-        .with_context(|| format!("connecting to {nats_url}"))?;
-    let mut sub = nats.subscribe(subject.clone()).await?;
+        .with_context(|| format!("connecting to {}", nats.url))?;
+    let mut sub = bus.client.subscribe(subject.clone()).await?;
     eprintln!("listening on {subject} (Ctrl-C to stop)");
     while let Some(msg) = sub.next().await {
         let seen = events::decode(&msg.subject, &msg.payload);

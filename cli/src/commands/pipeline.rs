@@ -74,6 +74,10 @@ pub(crate) enum PipelineCommand {
         /// Who promotes, for the audit (default: GITHUB_ACTOR, GITLAB_USER_LOGIN or USER).
         #[arg(long)]
         by: Option<String>,
+        /// Print what was promoted as one JSON object (name, from_revision, to_revision,
+        /// spec_hash, already), for scripts.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -110,10 +114,18 @@ pub(crate) async fn run(command: PipelineCommand, ep: &Endpoints) -> anyhow::Res
             anyhow::ensure!(!matches!(verdict, promotion::Verdict::Refused { .. }), "{line}");
             println!("{line}");
         }
-        PipelineCommand::Promote { pipeline, from, to, revision, by } => {
+        PipelineCommand::Promote { pipeline, from, to, revision, by, json } => {
             let (source, target) = (Endpoints::of(&from)?, Endpoints::of(&to)?);
             let by = promotion::promoter(by.as_deref());
             let p = promotion::promote((&from, &source), (&to, &target), &pipeline, revision, &by).await?;
+            if json {
+                let out = serde_json::json!({
+                    "name": pipeline, "from_revision": p.from.revision, "to_revision": p.to.revision,
+                    "spec_hash": p.to.spec_hash, "already": p.already,
+                });
+                println!("{out}");
+                return Ok(());
+            }
             let commit = if p.from.commit.is_empty() { String::new() } else { format!(", commit {}", p.from.commit) };
             if p.already {
                 println!(

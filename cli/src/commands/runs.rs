@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use mlops_cli::client::Remote;
 use mlops_cli::model_ref::ModelRef;
 use mlops_shared::bus::Bus;
+use mlops_shared::config::NatsArgs;
 use mlops_shared::runs::{Run, RunState, Runs};
 
 /// The arguments of `mlops train`.
@@ -66,10 +67,10 @@ pub(crate) enum RunsCommand {
 }
 
 /// Publishes `train.requested` and, unless `--no-wait`, waits for the model it makes.
-pub(crate) async fn train(args: TrainArgs, nats_url: &str) -> anyhow::Result<()> {
+pub(crate) async fn train(args: TrainArgs, nats: &NatsArgs) -> anyhow::Result<()> {
     let TrainArgs { pipeline, by, no_wait, timeout } = args;
     let timeout = Duration::from_secs(timeout);
-    let (bus, runs) = connect_runs(nats_url).await?;
+    let (bus, runs) = connect_runs(nats).await?;
     let request_id = format!("{}-{}", mlops_shared::ids::PipelineName::new(&pipeline)?, mlops_shared::now_unix_ms());
     let job_id = format!("{pipeline}-manual-{request_id}");
     let ctx = mlops_shared::events::EventContext::new_run(format!("run-{request_id}"));
@@ -95,8 +96,8 @@ pub(crate) async fn train(args: TrainArgs, nats_url: &str) -> anyhow::Result<()>
 
 /// Retrains the version from its lineage and prints the comparison; exits with status 1 when
 /// the artifact differs.
-pub(crate) async fn reproduce(args: ReproduceArgs, nats_url: &str, registry: &Remote) -> anyhow::Result<()> {
-    let (bus, _) = connect_runs(nats_url).await?;
+pub(crate) async fn reproduce(args: ReproduceArgs, nats: &NatsArgs, registry: &Remote) -> anyhow::Result<()> {
+    let (bus, _) = connect_runs(nats).await?;
     let found = mlops_cli::reproduce::reproduce(registry, &bus, &args.target).await?;
     print!("{}", found.report());
     if !found.identical() {
@@ -106,8 +107,8 @@ pub(crate) async fn reproduce(args: ReproduceArgs, nats_url: &str, registry: &Re
 }
 
 /// Runs one `mlops runs` subcommand on the run records in the `jobs` bucket.
-pub(crate) async fn run(command: RunsCommand, nats_url: &str) -> anyhow::Result<()> {
-    let (bus, runs) = connect_runs(nats_url).await?;
+pub(crate) async fn run(command: RunsCommand, nats: &NatsArgs) -> anyhow::Result<()> {
+    let (bus, runs) = connect_runs(nats).await?;
     match command {
         RunsCommand::List { pipeline, limit, json } => {
             let mut list = runs.list().await?;
@@ -161,11 +162,10 @@ async fn resolve_job(runs: &Runs, given: &str) -> anyhow::Result<String> {
 }
 
 /// Connects for reading run records and progress.
-pub(crate) async fn connect_runs(nats_url: &str) -> anyhow::Result<(Bus, Runs)> {
+pub(crate) async fn connect_runs(nats: &NatsArgs) -> anyhow::Result<(Bus, Runs)> {
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let bus = Bus::connect(&mlops_shared::config::NatsArgs::local(nats_url), "mlops-cli", &shutdown)
-        .await
-        .with_context(|| format!("connecting to {nats_url}"))?;
+    let bus =
+        Bus::connect(nats, "mlops-cli", &shutdown).await.with_context(|| format!("connecting to {}", nats.url))?;
     let runs = Runs::open(&bus).await?;
     Ok((bus, runs))
 }

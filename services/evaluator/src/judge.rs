@@ -64,8 +64,9 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
     let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
     let holdout = frame.take(&holdout_idx);
     let labels = holdout.target.clone().unwrap_or_default();
-    let candidate = scores(&i.candidate, &holdout)?;
-    let production = i.champion.as_ref().map(|c| scores_of(c, &i.spec, &i.window, &frame, &holdout_idx)).transpose()?;
+    let rows = Rows { spec: &i.spec, datasets: &i.window, frame: &frame, at: &holdout_idx, taken: &holdout };
+    let candidate = rows.scores(&i.candidate)?;
+    let (production, champion_blind) = champion_scores(i, &rows)?;
     let newest = match &i.newest {
         None => None,
         Some(Newest::InWindow { index, .. }) => {
@@ -83,6 +84,10 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
         min_slice_rows: i.spec.evaluation.min_slice_rows as usize,
     };
     let (mut passed, mut checks) = gate::judge(task, &i.spec.gates, &measured);
+    if let Some(check) = champion_blind.and_then(|why| blind_check(i, why)) {
+        passed = false;
+        checks.push(check);
+    }
     if let Some(limits) = &i.spec.serving_limits {
         let (p99_ms, timed) = single_row_p99(&i.candidate, &holdout);
         let infra = gate::serving_checks(limits, p99_ms, timed, i.artifact_size);
@@ -92,38 +97,71 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
     Ok(Judgement { passed, checks, measured, rows: holdout.rows as u64 })
 }
 
-/// The candidate's and the champion's scores on every row of `newest`.
+/// The candidate's and the champion's scores on every row of `newest` (none for a champion that
+/// cannot read it).
 fn score_newest(i: &Inputs, newest: &[(String, Vec<u8>)]) -> Result<Scored, EvaluatorError> {
     let frame = mlops_data::read_datasets(&i.spec, newest).map_err(|e| EvaluatorError::BadData(e.to_string()))?;
     let labels = frame.target.clone().unwrap_or_default();
     let all: Vec<usize> = (0..frame.rows).collect();
-    let production = i.champion.as_ref().map(|c| scores_of(c, &i.spec, newest, &frame, &all)).transpose()?;
-    Ok(measure::score(i.spec.target.task, &labels, &scores(&i.candidate, &frame)?, production.as_deref()))
+    let rows = Rows { spec: &i.spec, datasets: newest, frame: &frame, at: &all, taken: &frame };
+    let (production, _) = champion_scores(i, &rows)?;
+    Ok(measure::score(i.spec.target.task, &labels, &rows.scores(&i.candidate)?, production.as_deref()))
 }
 
-/// `model`'s scores of `rows` of `datasets` (read under `spec` as `frame`). A model takes a
-/// row's values by position, so one trained under an earlier spec with other features (a
-/// champion, a version compared for staleness) reads the datasets again under its own features.
-pub(crate) fn scores_of(
-    model: &Arc<dyn Model>,
-    spec: &PipelineSpec,
-    datasets: &[(String, Vec<u8>)],
-    frame: &Frame,
-    rows: &[usize],
-) -> Result<Vec<f64>, EvaluatorError> {
-    let features = &model.manifest().features;
-    if *features == spec.features {
-        return scores(model, &frame.take(rows));
+/// Rows to score: `at` of `datasets`, read under `spec` as `frame` (`taken`: those rows of it).
+pub(crate) struct Rows<'a> {
+    pub spec: &'a PipelineSpec,
+    pub datasets: &'a [(String, Vec<u8>)],
+    pub frame: &'a Frame,
+    pub at: &'a [usize],
+    pub taken: &'a Frame,
+}
+
+impl Rows<'_> {
+    /// `model`'s scores of the rows. A model takes a row's values by position, so one trained
+    /// under another spec's features (a champion, a version compared for staleness, a candidate
+    /// judged after a newer apply) reads the datasets again under its own features.
+    pub(crate) fn scores(&self, model: &Arc<dyn Model>) -> Result<Vec<f64>, EvaluatorError> {
+        let features = &model.manifest().features;
+        if *features == self.spec.model_inputs() {
+            return scores(model, self.taken);
+        }
+        let own = PipelineSpec { features: features.clone(), ..self.spec.clone() };
+        let theirs =
+            mlops_data::read_datasets(&own, self.datasets).map_err(|e| EvaluatorError::BadData(e.to_string()))?;
+        if theirs.rows != self.frame.rows {
+            return Err(EvaluatorError::BadData(format!(
+                "a model trained on other features reads {} rows of the data, the current spec {}",
+                theirs.rows, self.frame.rows
+            )));
+        }
+        scores(model, &theirs.take(self.at))
     }
-    let own = PipelineSpec { features: features.clone(), ..spec.clone() };
-    let theirs = mlops_data::read_datasets(&own, datasets).map_err(|e| EvaluatorError::BadData(e.to_string()))?;
-    if theirs.rows != frame.rows {
-        return Err(EvaluatorError::BadData(format!(
-            "a model trained on other features reads {} rows of the data, the current spec {}",
-            theirs.rows, frame.rows
-        )));
+}
+
+/// The champion's scores of `rows`, or, when it cannot read them (a column it was trained on is
+/// gone), none and why.
+fn champion_scores(i: &Inputs, rows: &Rows<'_>) -> Result<(Option<Vec<f64>>, Option<String>), EvaluatorError> {
+    match i.champion.as_ref().map(|c| rows.scores(c)) {
+        None => Ok((None, None)),
+        Some(Ok(s)) => Ok((Some(s), None)),
+        Some(Err(EvaluatorError::BadData(why))) => Ok((None, Some(why))),
+        Some(Err(e)) => Err(e),
     }
-    scores(model, &theirs.take(rows))
+}
+
+/// A failed check for a candidate whose relative gates could not compare it with a champion
+/// that cannot read the data; none when the spec has no relative gate.
+fn blind_check(i: &Inputs, why: String) -> Option<pb::GateCheck> {
+    let relative = i.spec.gates.iter().any(|g| g.max_drop.is_some() || g.max_relative_drop.is_some());
+    relative.then(|| pb::GateCheck {
+        name: format!("compared with production v{}", i.production_version),
+        passed: false,
+        detail: format!(
+            "the production model cannot read these rows ({why}), so the relative gates cannot compare: \
+             approve the candidate (`mlops models approve`) to replace it"
+        ),
+    })
 }
 
 /// `model`'s score of every row of `frame`; a model that cannot answer is not judged.

@@ -64,7 +64,9 @@ fn score_by_age(
     let mut unseen = vec![true; frame.rows];
     for (_, _, artifact, window) in &compared {
         let Some((k, blobs)) = window else { continue };
-        let (_, counts) = mlops_data::read_datasets_counted(spec, blobs).map_err(unreadable)?;
+        // Counted under the version's own features: an older window may lack a column added since.
+        let own = PipelineSpec { features: artifact.manifest().features.clone(), ..spec.clone() };
+        let (_, counts) = mlops_data::read_datasets_counted(&own, blobs).map_err(unreadable)?;
         let (_, holdout) =
             holdout_split(counts.iter().sum(), artifact.manifest().holdout_share, artifact.manifest().seed);
         let mut in_holdout = vec![false; frame.rows];
@@ -86,7 +88,8 @@ fn score_by_age(
     let points = compared
         .iter()
         .map(|(version, created_unix_ms, artifact, _)| {
-            let scores = crate::judge::scores_of(artifact, spec, newest, &frame, &rows)?;
+            let at = crate::judge::Rows { spec, datasets: newest, frame: &frame, at: &rows, taken: &eval };
+            let scores = at.scores(artifact)?;
             let value = mlops_shared::scoring::for_task(spec.target.task, &labels, &scores)
                 .get(metric)
                 .copied()
