@@ -1,7 +1,8 @@
 //! `just bench-monitor`: how many logged predictions a second the monitor takes in, on the real
 //! platform (release binaries, a private nats-server). A model is trained and served; the monitor
-//! is stopped; N predictions as the deployer logs them (six features, the served artifact) are
-//! published to `mlops.predictions.<pipeline>`; the monitor is started again and timed until it
+//! is stopped; N predictions as the deployer logs them under load (six features, the served
+//! artifact; batches of 256 in a message) are published to `mlops.predictions.<pipeline>`; the
+//! monitor is started again and timed until it
 //! has read them all — each one kept by id for its label, counted into windows of 500 whose drift
 //! is tested, every batch committed to redb before it is acknowledged.
 //!
@@ -16,6 +17,9 @@ use futures::StreamExt as _;
 use mlops_cli::stack::{Stack, StackOptions};
 use mlops_cli::{client, sample};
 use prost::Message as _;
+
+/// Predictions in a message, as the deployer sends them under load.
+const BATCH: usize = 256;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -48,10 +52,11 @@ async fn main() -> anyhow::Result<()> {
     stack.kill("monitor").await?;
     let rows = sample::customers(1000, 2, sample::Variant::Normal);
     let started = Instant::now();
-    let mut acks = Vec::with_capacity(1024);
+    let mut acks = Vec::with_capacity(64);
+    let mut batch = mlops_proto::PredictionLogBatch { pipeline: "churn".into(), predictions: Vec::new() };
     for i in 0..n {
         let c = &rows[i as usize % rows.len()];
-        let log = mlops_proto::PredictionLogged {
+        batch.predictions.push(mlops_proto::PredictionLogged {
             pipeline: "churn".into(),
             prediction_id: format!("bench-{i}"),
             version: promoted.version,
@@ -71,9 +76,16 @@ async fn main() -> anyhow::Result<()> {
             score: 0.3,
             label: "0".into(),
             time_unix_ms: mlops_shared::now_unix_ms(),
-        };
-        acks.push(js.publish("mlops.predictions.churn", log.encode_to_vec().into()).await?);
-        if acks.len() == 1024 {
+        });
+        if batch.predictions.len() == BATCH || i + 1 == n {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("ce-type", <mlops_proto::PredictionLogBatch as mlops_shared::events::Event>::CE_TYPE);
+            headers.insert("Nats-Msg-Id", format!("bench-{i}").as_str());
+            let payload = batch.encode_to_vec();
+            batch.predictions.clear();
+            acks.push(js.publish_with_headers("mlops.predictions.churn", headers, payload.into()).await?);
+        }
+        if acks.len() == 64 {
             for a in acks.drain(..) {
                 a.await?;
             }

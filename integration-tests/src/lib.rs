@@ -178,6 +178,19 @@ impl TestApp {
         out
     }
 
+    /// The predictions logged for `pipeline` in `MLOPS_PREDICTIONS` (messages hold batches of
+    /// them), each once however often its message was published.
+    pub async fn logged_predictions(&self, pipeline: &str) -> Vec<mlops_proto::PredictionLogged> {
+        use mlops_proto::PredictionLogBatch;
+        let messages = self.stored("MLOPS_PREDICTIONS", &format!("mlops.predictions.{pipeline}")).await;
+        let batch = |m: &async_nats::jetstream::Message| {
+            let ce_type = m.headers.as_ref().and_then(|h| h.get("ce-type")).map(|v| v.to_string());
+            mlops_shared::bus::decode_typed::<PredictionLogBatch>(&m.payload, false, ce_type.as_deref())
+                .unwrap_or_else(|e| panic!("a logged message is not a prediction batch: {e}"))
+        };
+        messages.iter().flat_map(|m| batch(m).predictions).collect()
+    }
+
     /// The events stored in `MLOPS_EVENTS` under `filter` (e.g. `mlops.events.model.trained.>`),
     /// decoded: each once, however often it was published.
     pub async fn stored_events(&self, filter: &str) -> Vec<Seen> {

@@ -205,7 +205,7 @@ async fn each_prediction_is_logged_and_sigterm_stops_every_service_cleanly() {
     let mut grpc = GrpcInferenceServiceClient::connect(base.clone()).await.unwrap();
     grpc.model_infer(grpc_row("churn")).await.unwrap();
     let logged = wait_until(T, || async {
-        let n = app.stored("MLOPS_PREDICTIONS", "mlops.predictions.churn").await.len();
+        let n = app.logged_predictions("churn").await.len();
         (n >= 8).then_some(n)
     })
     .await;

@@ -79,7 +79,7 @@ async fn a_rolling_restart_under_prediction_load_fails_no_prediction() {
     app.apply(mlops_cli::EXAMPLE_SPEC).await;
     app.upload("churn", &sample::csv(2000, 611, Variant::Normal)).await;
     app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
-    let logged_before = replication(&app.js, "MLOPS_PREDICTIONS").await.unwrap().messages;
+    let logged_before = app.logged_predictions("churn").await.len() as u64;
 
     let deployer = app.stack.url("deployer");
     let rows = rows_json(&sample::customers(4, 612, Variant::Normal));
@@ -134,12 +134,14 @@ async fn a_rolling_restart_under_prediction_load_fails_no_prediction() {
     // Each served request logged its four rows once, through the restarts.
     let expected = logged_before + served * 4;
     let logged = wait_until(Duration::from_secs(30), || async {
-        let n = replication(&app.js, "MLOPS_PREDICTIONS").await?.messages;
+        let n = app.logged_predictions("churn").await.len() as u64;
         (n >= expected).then_some(n)
     })
     .await;
-    let now = replication(&app.js, "MLOPS_PREDICTIONS").await.unwrap().messages;
-    assert_eq!(logged, Some(expected), "{now} prediction logs stored, {expected} expected");
+    let now = app.logged_predictions("churn").await;
+    assert_eq!(logged, Some(expected), "{} prediction logs stored, {expected} expected", now.len());
+    let ids: std::collections::HashSet<_> = now.iter().map(|p| p.prediction_id.as_str()).collect();
+    assert_eq!(ids.len(), now.len(), "a prediction was logged twice");
 
     // The cluster still carries a cascade end to end.
     app.upload("churn", &sample::csv(2000, 613, Variant::Normal)).await;

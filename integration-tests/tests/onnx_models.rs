@@ -259,7 +259,7 @@ async fn every_supported_export_is_imported_gated_served_and_answers_as_onnxrunt
         .expect("JSON");
     assert_eq!(meta["platform"], "onnxruntime_onnx", "{meta}");
     let logged = wait_until(T, || async {
-        let n = app.stored("MLOPS_PREDICTIONS", "mlops.predictions.churn_logreg").await.len();
+        let n = app.logged_predictions("churn_logreg").await.len();
         (n >= 2010).then_some(n)
     })
     .await;

@@ -430,7 +430,7 @@ impl Bus {
                 info.as_ref().map(|i| format!("{}-{}", i.stream, i.stream_sequence)).unwrap_or_default()
             });
             let json = header(headers::CONTENT_TYPE).is_some_and(|ct| ct.starts_with(headers::JSON));
-            match decode::<E>(&msg.payload, json) {
+            match decode_typed::<E>(&msg.payload, json, header(headers::TYPE).as_deref()) {
                 Ok(payload) => {
                     envelopes.push(Envelope {
                         id,
@@ -546,7 +546,7 @@ impl Bus {
         let labels = [("service", self.service.clone()), ("subject", E::SUBJECT_PREFIX.to_owned())];
 
         let outcome = async {
-            let decoded = decode::<E>(&msg.payload, json);
+            let decoded = decode_typed::<E>(&msg.payload, json, header(headers::TYPE).as_deref());
             match decoded {
                 Err(reason) => Err(HandlerError::Permanent(reason)),
                 Ok(payload) => {
@@ -797,11 +797,17 @@ pub const BATCH_GATHER: Duration = Duration::from_millis(20);
 /// Decodes an event payload — protobuf, or proto3 JSON when `json` (for the events outside systems
 /// publish) — and checks it; the error says what is wrong.
 pub fn decode<E: Event>(payload: &[u8], json: bool) -> Result<E, String> {
+    decode_typed(payload, json, None)
+}
+
+/// [`decode`], for a message of CloudEvents type `ce_type` (its `ce-type` header).
+pub fn decode_typed<E: Event>(payload: &[u8], json: bool, ce_type: Option<&str>) -> Result<E, String> {
     let event = if json {
         E::from_json(payload)
             .unwrap_or_else(|| Err(format!("{} is accepted as protobuf only, not JSON", E::CE_TYPE)))?
     } else {
-        E::decode(payload).map_err(|e| format!("payload is not a valid {} protobuf: {e}", E::CE_TYPE))?
+        E::from_protobuf(ce_type, payload)
+            .map_err(|e| format!("payload is not a valid {} protobuf: {e}", ce_type.unwrap_or(E::CE_TYPE)))?
     };
     event.check()?;
     Ok(event)

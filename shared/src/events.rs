@@ -21,6 +21,12 @@ pub trait Event: prost::Message + Default + Send + Sync + 'static {
         None
     }
 
+    /// Decodes a protobuf payload of CloudEvents type `ce_type` (`None` when the message has no
+    /// headers). An event that took the place of an older type reads that type too.
+    fn from_protobuf(_ce_type: Option<&str>, payload: &[u8]) -> Result<Self, prost::DecodeError> {
+        Self::decode(payload)
+    }
+
     /// Checks fields that the protobuf encoding cannot require. The error names the problem.
     fn check(&self) -> Result<(), String> {
         PipelineName::new(self.pipeline()).map(drop).map_err(|e| e.to_string())
@@ -126,6 +132,32 @@ impl Event for pb::PredictionLogged {
     const CE_TYPE: &'static str = "io.mlops.prediction.logged.v1";
     fn pipeline(&self) -> &str {
         &self.pipeline
+    }
+}
+
+impl Event for pb::PredictionLogBatch {
+    const SUBJECT_PREFIX: &'static str = "mlops.predictions";
+    const CE_TYPE: &'static str = "io.mlops.prediction.logged_batch.v1";
+    fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+    /// A single prediction (as logged before batches, or by another publisher) is a batch of one.
+    fn from_protobuf(ce_type: Option<&str>, payload: &[u8]) -> Result<Self, prost::DecodeError> {
+        if ce_type.is_some_and(|t| t == Self::CE_TYPE) {
+            return <Self as prost::Message>::decode(payload);
+        }
+        let one = <pb::PredictionLogged as prost::Message>::decode(payload)?;
+        Ok(Self { pipeline: one.pipeline.clone(), predictions: vec![one] })
+    }
+    fn check(&self) -> Result<(), String> {
+        PipelineName::new(&self.pipeline).map_err(|e| e.to_string())?;
+        if let Some(p) = self.predictions.iter().find(|p| p.pipeline != self.pipeline) {
+            return Err(format!(
+                "prediction {} of pipeline `{}` in a batch of pipeline `{}`",
+                p.prediction_id, p.pipeline, self.pipeline
+            ));
+        }
+        Ok(())
     }
 }
 

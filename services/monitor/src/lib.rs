@@ -122,7 +122,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let predictions = ConsumerSpec {
         batch: 500,
         max_ack_pending: 20_000,
-        ..ConsumerSpec::on::<pb::PredictionLogged>(PREDICTIONS_STREAM, "monitor")
+        ..ConsumerSpec::on::<pb::PredictionLogBatch>(PREDICTIONS_STREAM, "monitor")
     };
     service.consume_batches(predictions, m.clone(), |m, batch| async move { Ok(m.on_predictions(batch).await?) });
     let labels = ConsumerSpec {
@@ -140,6 +140,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     service.serve(listener, Some(ui::router(m).merge(grpc))).await
 }
 
+/// What the label store keeps of one prediction: its inputs too when `with_inputs` (feedback).
+fn logged(p: &pb::PredictionLogged, with_inputs: bool) -> Logged {
+    let inputs = with_inputs.then(|| Inputs {
+        numeric: p.numeric.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), *v)).collect(),
+        categorical: p.categorical.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    });
+    Logged { pipeline: p.pipeline.clone(), version: p.version, score: p.score, time_unix_ms: p.time_unix_ms, inputs }
+}
+
 impl Monitor {
     /// Runs `write`, which commits to the store, on the blocking pool: a commit waits for the
     /// disk (fsync), which must not hold a runtime thread while predictions and requests wait.
@@ -151,11 +160,12 @@ impl Monitor {
         off_runtime(move || Ok(write(&store)?)).await
     }
 
-    /// One batch of the prediction log: kept by id for the labels (one durable commit, before
-    /// the batch is acknowledged), then added to the windows.
+    /// Messages of the prediction log, each a batch of predictions: kept by id for the labels (one
+    /// durable commit, before the messages are acknowledged), then added to the windows. A message
+    /// whose every prediction names no valid artifact is refused; one with some is counted.
     async fn on_predictions(
         self: &Arc<Self>,
-        batch: Vec<Envelope<pb::PredictionLogged>>,
+        batch: Vec<Envelope<pb::PredictionLogBatch>>,
     ) -> Result<Vec<(usize, String)>, MonitorError> {
         let forget_before = mlops_shared::now_unix_ms() - self.retention_ms;
         // Only pipelines that use labels (for quality or feedback) keep their predictions for
@@ -176,34 +186,31 @@ impl Monitor {
         let logged: Vec<(String, Logged)> = batch
             .iter()
             .filter(|e| kept[&e.payload.pipeline] != Keep::Nothing)
-            .map(|e| {
-                let p = &e.payload;
-                let inputs = (kept[&p.pipeline] == Keep::Inputs).then(|| Inputs {
-                    numeric: p.numeric.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), *v)).collect(),
-                    categorical: p.categorical.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                });
-                let kept = Logged {
-                    pipeline: p.pipeline.clone(),
-                    version: p.version,
-                    score: p.score,
-                    time_unix_ms: p.time_unix_ms,
-                    inputs,
-                };
-                (p.prediction_id.clone(), kept)
-            })
+            .flat_map(|e| e.payload.predictions.iter().map(|p| (p, kept[&e.payload.pipeline] == Keep::Inputs)))
+            .map(|(p, with_inputs)| (p.prediction_id.clone(), logged(p, with_inputs)))
             .collect();
         self.commit(move |store| {
             store.index_predictions(logged.iter().map(|(id, l)| (id.as_str(), l.clone())), forget_before)
         })
         .await?;
-        metrics::counter!("mlops_monitor_predictions_total").increment(batch.len() as u64);
+        let total: usize = batch.iter().map(|e| e.payload.predictions.len()).sum();
+        metrics::counter!("mlops_monitor_predictions_total").increment(total as u64);
         let mut bad = Vec::new();
         for (i, e) in batch.into_iter().enumerate() {
-            if let Err(err) = Sha256::parse(e.payload.artifact_sha256.clone()) {
-                bad.push((i, format!("prediction {}: {err}", e.payload.prediction_id)));
-                continue;
+            let (ctx, n) = (e.follow(), e.payload.predictions.len());
+            let mut refused = Vec::new();
+            for p in e.payload.predictions {
+                match Sha256::parse(p.artifact_sha256.clone()) {
+                    Ok(_) => self.pipelines.send(self, ctx.clone(), p),
+                    Err(err) => refused.push(format!("prediction {}: {err}", p.prediction_id)),
+                }
             }
-            self.pipelines.send(self, e.follow(), e.payload);
+            if refused.len() == n && n > 0 {
+                bad.push((i, refused.join("; ")));
+            } else if !refused.is_empty() {
+                metrics::counter!("mlops_monitor_predictions_refused_total").increment(refused.len() as u64);
+                warn!(id = %e.id, refused = %refused.join("; "), "predictions without a valid artifact skipped");
+            }
         }
         Ok(bad)
     }

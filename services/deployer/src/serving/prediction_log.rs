@@ -60,11 +60,13 @@ impl PredictionLog {
     }
 }
 
-/// Publishes queued prediction logs until shutdown, then drains what is left. Up to `IN_FLIGHT`
-/// logs are on their way at once, so the rate is not one round trip per log. A log the stream did
-/// not take (no stream leader during a cluster election, a connection lost mid-ack) is sent again
-/// with the same `Nats-Msg-Id`, so the stream keeps one copy, up to `ATTEMPTS` times over about
-/// 16 s; only then is it counted as dropped.
+/// Publishes queued prediction logs until shutdown, then drains what is left. Each message takes
+/// what the queue holds when it is sent (up to [`MAX_BATCH`], one message per pipeline): under
+/// load the queue fills while earlier messages are on their way, so messages grow with the load,
+/// and at rest a log goes out alone at once. Up to `IN_FLIGHT` messages are on their way at once.
+/// A message the stream did not take (no stream leader during a cluster election, a connection
+/// lost mid-ack) is sent again with the same `Nats-Msg-Id`, so the stream keeps one copy, up to
+/// `ATTEMPTS` times over about 16 s; only then are its logs counted as dropped.
 pub(crate) async fn publish_logs(
     bus: Bus,
     mut rx: mpsc::Receiver<pb::PredictionLogged>,
@@ -73,39 +75,44 @@ pub(crate) async fn publish_logs(
     use futures::StreamExt as _;
     use std::future::Future;
     use std::pin::Pin;
-    const IN_FLIGHT: usize = 1024;
+    const IN_FLIGHT: usize = 64;
     const ATTEMPTS: u32 = 8;
-    type Sending<'a> = Pin<Box<dyn Future<Output = (pb::PredictionLogged, u32, Option<String>)> + Send + 'a>>;
+    type Sending<'a> = Pin<Box<dyn Future<Output = (pb::PredictionLogBatch, u32, Option<String>)> + Send + 'a>>;
     let ctx = EventContext::default();
     let (bus, ctx) = (&bus, &ctx);
-    let send = |log: pb::PredictionLogged, attempt: u32| -> Sending<'_> {
+    let send = |batch: pb::PredictionLogBatch, attempt: u32| -> Sending<'_> {
         Box::pin(async move {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 << (attempt - 1).min(4))).await;
             }
-            let error = match bus.publish_pipelined(&log.prediction_id, ctx, &log).await {
+            let error = match bus.publish_pipelined(&batch_id(&batch), ctx, &batch).await {
                 Ok(ack) => ack.into_future().await.err().map(|e| e.to_string()),
                 Err(e) => Some(e.to_string()),
             };
-            (log, attempt, error)
+            (batch, attempt, error)
         })
     };
     let mut sending = futures::stream::FuturesUnordered::new();
     let (mut open, mut closing) = (true, false);
+    let mut queued = Vec::with_capacity(MAX_BATCH);
     while open || !sending.is_empty() {
         tokio::select! {
-            log = rx.recv(), if open && sending.len() < IN_FLIGHT => match log {
-                Some(log) => sending.push(send(log, 0)),
-                None => open = false,
-            },
-            Some((log, attempt, error)) = sending.next(), if !sending.is_empty() => {
+            n = rx.recv_many(&mut queued, MAX_BATCH), if open && sending.len() < IN_FLIGHT => {
+                if n == 0 {
+                    open = false;
+                }
+                for batch in by_pipeline(queued.drain(..)) {
+                    sending.push(send(batch, 0));
+                }
+            }
+            Some((batch, attempt, error)) = sending.next(), if !sending.is_empty() => {
                 let Some(error) = error else { continue };
                 if attempt + 1 < ATTEMPTS && !closing {
-                    metrics::counter!("mlops_prediction_log_retried_total").increment(1);
-                    sending.push(send(log, attempt + 1));
+                    metrics::counter!("mlops_prediction_log_retried_total").increment(batch.predictions.len() as u64);
+                    sending.push(send(batch, attempt + 1));
                 } else {
-                    metrics::counter!("mlops_prediction_log_dropped_total").increment(1);
-                    warn!(%error, attempts = attempt + 1, "prediction log lost");
+                    metrics::counter!("mlops_prediction_log_dropped_total").increment(batch.predictions.len() as u64);
+                    warn!(%error, attempts = attempt + 1, logs = batch.predictions.len(), "prediction logs lost");
                 }
             }
             // What is queued still goes out; nothing is retried any more.
@@ -116,4 +123,45 @@ pub(crate) async fn publish_logs(
         }
     }
     Ok(())
+}
+
+/// The most logs one message carries (a few hundred bytes each: far below NATS's 1 MiB payload).
+const MAX_BATCH: usize = 256;
+
+/// `logs` as one batch per pipeline, each in the order the logs came.
+fn by_pipeline(logs: impl Iterator<Item = pb::PredictionLogged>) -> Vec<pb::PredictionLogBatch> {
+    let mut batches: Vec<pb::PredictionLogBatch> = Vec::new();
+    for log in logs {
+        match batches.iter_mut().find(|b| b.pipeline == log.pipeline) {
+            Some(b) => b.predictions.push(log),
+            None => batches.push(pb::PredictionLogBatch { pipeline: log.pipeline.clone(), predictions: vec![log] }),
+        }
+    }
+    batches
+}
+
+/// A batch's message id: its first prediction's id (unique) and how many it holds, the same each
+/// time the batch is sent.
+fn batch_id(batch: &pb::PredictionLogBatch) -> String {
+    let first = batch.predictions.first().map_or("", |p| p.prediction_id.as_str());
+    format!("{first}+{}", batch.predictions.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(pipeline: &str, id: &str) -> pb::PredictionLogged {
+        pb::PredictionLogged { pipeline: pipeline.into(), prediction_id: id.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn logs_are_batched_per_pipeline_in_order_with_a_stable_id() {
+        let batches = by_pipeline([log("a", "1"), log("b", "2"), log("a", "3")].into_iter());
+        let ids: Vec<Vec<&str>> =
+            batches.iter().map(|b| b.predictions.iter().map(|p| p.prediction_id.as_str()).collect()).collect();
+        assert_eq!(ids, [vec!["1", "3"], vec!["2"]]);
+        assert_eq!((batches[0].pipeline.as_str(), batch_id(&batches[0])), ("a", "1+2".to_owned()));
+        assert_eq!(batch_id(&batches[1]), "2+1");
+    }
 }
