@@ -54,6 +54,11 @@ pub struct Config {
     /// Prediction logs held in memory while NATS is slow; beyond this they are dropped and counted.
     #[arg(long, env = "MLOPS_PREDICTION_LOG_QUEUE", default_value_t = 10_000)]
     pub log_queue: usize,
+    /// The most prediction logs one JetStream message carries (1: a message each, as before
+    /// batches; `just bench-serve` compares the two).
+    #[arg(long, env = "MLOPS_PREDICTION_LOG_BATCH", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(1..=2048))]
+    pub log_batch: u16,
     #[command(flatten)]
     pub admin: mlops_shared::config::AdminArgs,
     /// The largest inference request accepted, in bytes (REST body or gRPC message).
@@ -96,7 +101,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let mut service = Service::start("deployer", &config.nats, &config.tls, &shutdown).await?;
     let (log, log_rx) = PredictionLog::new(config.log_queue.max(1));
     let d = Arc::new(Deployer::open(&config, service.bus.clone(), log, onnx).await?);
-    service.spawn(serving::publish_logs(service.bus.clone(), log_rx, service.shutdown()));
+    service.spawn(serving::publish_logs(service.bus.clone(), log_rx, config.log_batch.into(), service.shutdown()));
     let (labelled, token) = (d.clone(), service.shutdown());
     service.spawn(async move {
         labels::follow_labels(labelled, token).await;

@@ -61,7 +61,7 @@ impl PredictionLog {
 }
 
 /// Publishes queued prediction logs until shutdown, then drains what is left. Each message takes
-/// what the queue holds when it is sent (up to [`MAX_BATCH`], one message per pipeline): under
+/// what the queue holds when it is sent (up to `max_batch`, one message per pipeline): under
 /// load the queue fills while earlier messages are on their way, so messages grow with the load,
 /// and at rest a log goes out alone at once. Up to `IN_FLIGHT` messages are on their way at once.
 /// A message the stream did not take (no stream leader during a cluster election, a connection
@@ -70,6 +70,7 @@ impl PredictionLog {
 pub(crate) async fn publish_logs(
     bus: Bus,
     mut rx: mpsc::Receiver<pb::PredictionLogged>,
+    max_batch: usize,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use futures::StreamExt as _;
@@ -94,10 +95,11 @@ pub(crate) async fn publish_logs(
     };
     let mut sending = futures::stream::FuturesUnordered::new();
     let (mut open, mut closing) = (true, false);
-    let mut queued = Vec::with_capacity(MAX_BATCH);
+    let max_batch = max_batch.max(1);
+    let mut queued = Vec::with_capacity(max_batch);
     while open || !sending.is_empty() {
         tokio::select! {
-            n = rx.recv_many(&mut queued, MAX_BATCH), if open && sending.len() < IN_FLIGHT => {
+            n = rx.recv_many(&mut queued, max_batch), if open && sending.len() < IN_FLIGHT => {
                 if n == 0 {
                     open = false;
                 }
@@ -124,9 +126,6 @@ pub(crate) async fn publish_logs(
     }
     Ok(())
 }
-
-/// The most logs one message carries (a few hundred bytes each: far below NATS's 1 MiB payload).
-const MAX_BATCH: usize = 256;
 
 /// `logs` as one batch per pipeline, each in the order the logs came.
 fn by_pipeline(logs: impl Iterator<Item = pb::PredictionLogged>) -> Vec<pb::PredictionLogBatch> {
