@@ -50,7 +50,7 @@ fn is_test_file(name: &str) -> bool {
 /// The interpreter of the environment the spec asks for (made, as a trainer makes it, when
 /// missing), or the trainers' interpreter when it asks for none.
 async fn python(spec_file: &Path, spec: &PipelineSpec) -> anyhow::Result<String> {
-    let settings = <mlops_trainer::Config as clap::Parser>::try_parse_from(["mlops-trainer"])?;
+    let settings = crate::reproduce::trainer_settings()?;
     let Some(env) = spec.training.environment.as_ref().and_then(|e| e.python.as_ref()) else {
         return Ok(settings.python);
     };

@@ -357,11 +357,7 @@ async fn train(loaded: &Loaded, samples: Vec<(String, Vec<u8>)>) -> anyhow::Resu
     if let Some(code) = &loaded.code {
         return crate::reproduce::train_code(&loaded.spec, &code.bundle, samples, "pipeline-test", None).await;
     }
-    let spec = loaded.spec.clone();
-    let trained = tokio::task::spawn_blocking(move || mlops_trainer::train::train(&spec, &samples))
-        .await
-        .context("training panicked")??;
-    Ok(trained.artifact.to_bytes())
+    crate::reproduce::train_builtin(loaded.spec.clone(), samples).await
 }
 
 /// An `--expect` bound against the holdout's metrics: the test's name, outcome and detail.

@@ -12,6 +12,9 @@ use mlops_shared::bus::{Bus, CODE_BUCKET};
 use mlops_shared::ids::{Sha256, short};
 use mlops_shared::spec::PipelineSpec;
 
+use mlops_proto::registry_client::RegistryClient;
+use tonic::transport::Channel;
+
 use crate::client::{self, Remote};
 use crate::environments::Endpoints;
 
@@ -52,52 +55,81 @@ impl Verdict {
     }
 }
 
-/// The pipeline `name` in the registry at `at`, at `revision` when given: a revision other than
-/// the current one is refused, as stale or not there yet.
-pub async fn revision(at: &Remote, name: &str, revision: Option<u64>, platform: &str) -> anyhow::Result<pb::Pipeline> {
-    let mut c = client::registry(at).await?;
-    let current = c
-        .get_pipeline(pb::GetPipelineRequest { name: name.into(), spec_hash: String::new() })
-        .await
-        .map_err(|s| match s.code() {
-            tonic::Code::NotFound => anyhow::anyhow!("{platform} has no pipeline `{name}`: {}", s.message()),
-            _ => anyhow::anyhow!("asking {platform}'s registry ({}) for `{name}`: {}", at.url, s.message()),
-        })?
-        .into_inner();
-    match revision {
-        Some(r) if r < current.revision => anyhow::bail!(
-            "revision {r} of `{name}` is stale: {platform} is at revision {} (spec {}{})",
-            current.revision,
-            short(&current.spec_hash),
-            if current.commit.is_empty() { String::new() } else { format!(", commit {}", current.commit) }
-        ),
-        Some(r) if r > current.revision => {
-            anyhow::bail!("{platform} has no revision {r} of `{name}`: its newest is revision {}", current.revision)
-        }
-        _ => Ok(current),
-    }
+/// One platform's registry, connected once: the polls of [`wait`] reuse the connection.
+pub struct Platform {
+    /// What messages call it (`staging`, "the platform").
+    name: String,
+    url: String,
+    c: RegistryClient<Channel>,
 }
 
-/// The verdict on `pipeline` (a revision as [`revision`] found it) so far; `None` while nothing
-/// has been decided.
-pub async fn verdict(at: &Remote, pipeline: &pb::Pipeline) -> anyhow::Result<Option<Verdict>> {
-    let models = client::models(at, &pipeline.name).await?;
-    let serving = models.iter().find(|m| m.aliases.iter().any(|a| a == PRODUCTION));
-    // Registered since the revision was applied: a revert to an earlier spec (a new revision, an
-    // old hash) is judged by what it trains, not by the verdicts on the old revision's models.
-    let under = |m: &&pb::ModelVersion| {
-        m.created_unix_ms >= pipeline.updated_unix_ms
-            && m.lineage.as_ref().is_some_and(|l| l.spec_hash == pipeline.spec_hash)
-    };
-    if let Some(m) = serving.filter(under) {
-        return Ok(Some(Verdict::Promoted { version: m.version }));
+impl Platform {
+    pub async fn connect(name: &str, at: &Remote) -> anyhow::Result<Self> {
+        Ok(Self { name: name.to_owned(), url: at.url.clone(), c: client::registry(at).await? })
     }
-    if let Some(m) = models.iter().filter(under).max_by_key(|m| m.version) {
-        return Ok(judged(m));
+
+    /// The pipeline `name`, at `revision` when given: a revision other than the current one is
+    /// refused, as stale or not there yet.
+    pub async fn revision(&mut self, name: &str, revision: Option<u64>) -> anyhow::Result<pb::Pipeline> {
+        let platform = &self.name;
+        let current = self
+            .c
+            .get_pipeline(pb::GetPipelineRequest { name: name.into(), spec_hash: String::new() })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::NotFound => anyhow::anyhow!("{platform} has no pipeline `{name}`: {}", s.message()),
+                _ => anyhow::anyhow!("asking {platform}'s registry ({}) for `{name}`: {}", self.url, s.message()),
+            })?
+            .into_inner();
+        match revision {
+            Some(r) if r < current.revision => anyhow::bail!(
+                "revision {r} of `{name}` is stale: {platform} is at revision {} (spec {}{})",
+                current.revision,
+                short(&current.spec_hash),
+                if current.commit.is_empty() { String::new() } else { format!(", commit {}", current.commit) }
+            ),
+            Some(r) if r > current.revision => {
+                anyhow::bail!("{platform} has no revision {r} of `{name}`: its newest is revision {}", current.revision)
+            }
+            _ => Ok(current),
+        }
     }
-    match serving {
-        Some(m) if shapes_the_same_model(at, pipeline, m).await? => Ok(Some(Verdict::Unchanged { version: m.version })),
-        _ => Ok(None),
+
+    /// The verdict on `pipeline` (a revision as [`Platform::revision`] found it) so far; `None`
+    /// while nothing has been decided.
+    pub async fn verdict(&mut self, pipeline: &pb::Pipeline) -> anyhow::Result<Option<Verdict>> {
+        let req = pb::ListModelVersionsRequest { pipeline: pipeline.name.clone(), ..Default::default() };
+        let models = self.c.list_model_versions(req).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        let models = models.into_inner().versions;
+        let serving = models.iter().find(|m| m.aliases.iter().any(|a| a == PRODUCTION));
+        // Registered since the revision was applied: a revert to an earlier spec (a new revision,
+        // an old hash) is judged by what it trains, not by the verdicts on the old revision's models.
+        let under = |m: &&pb::ModelVersion| {
+            m.created_unix_ms >= pipeline.updated_unix_ms
+                && m.lineage.as_ref().is_some_and(|l| l.spec_hash == pipeline.spec_hash)
+        };
+        if let Some(m) = serving.filter(under) {
+            return Ok(Some(Verdict::Promoted { version: m.version }));
+        }
+        if let Some(m) = models.iter().filter(under).max_by_key(|m| m.version) {
+            return Ok(judged(m));
+        }
+        match serving {
+            Some(m) if self.shapes_the_same_model(pipeline, m).await => {
+                Ok(Some(Verdict::Unchanged { version: m.version }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `pipeline`'s spec shapes the same model as the spec `serving` was trained under
+    /// (only monitoring or deployment settings changed).
+    async fn shapes_the_same_model(&mut self, pipeline: &pb::Pipeline, serving: &pb::ModelVersion) -> bool {
+        let Some(hash) = serving.lineage.as_ref().map(|l| l.spec_hash.clone()) else { return false };
+        let req = pb::GetPipelineRequest { name: pipeline.name.clone(), spec_hash: hash };
+        let Ok(then) = self.c.get_pipeline(req).await else { return false };
+        let model_hash = |yaml: &str| PipelineSpec::from_yaml(yaml).map(|s| s.model_hash()).ok();
+        model_hash(&then.into_inner().spec_yaml).is_some_and(|h| Some(h) == model_hash(&pipeline.spec_yaml))
     }
 }
 
@@ -118,22 +150,6 @@ fn judged(m: &pb::ModelVersion) -> Option<Verdict> {
     }
 }
 
-/// Whether `pipeline`'s spec shapes the same model as the spec `serving` was trained under (only
-/// monitoring or deployment settings changed).
-async fn shapes_the_same_model(
-    at: &Remote,
-    pipeline: &pb::Pipeline,
-    serving: &pb::ModelVersion,
-) -> anyhow::Result<bool> {
-    let Some(hash) = serving.lineage.as_ref().map(|l| l.spec_hash.clone()) else { return Ok(false) };
-    let mut c = client::registry(at).await?;
-    let Ok(then) = c.get_pipeline(pb::GetPipelineRequest { name: pipeline.name.clone(), spec_hash: hash }).await else {
-        return Ok(false);
-    };
-    let model_hash = |yaml: &str| PipelineSpec::from_yaml(yaml).map(|s| s.model_hash()).ok();
-    Ok(model_hash(&then.into_inner().spec_yaml).is_some_and(|h| Some(h) == model_hash(&pipeline.spec_yaml)))
-}
-
 /// Waits until the platform at `at` has decided on `pipeline`'s `revision`: promoted (or
 /// unchanged), or refused. A model that passed and waits for its canary is waited for. The
 /// revision waited on, and the verdict.
@@ -143,13 +159,14 @@ pub async fn wait(
     revision_no: Option<u64>,
     timeout: Duration,
 ) -> anyhow::Result<(u64, Verdict)> {
-    let pipeline = revision(at, name, revision_no, "the platform").await?;
+    let mut platform = Platform::connect("the platform", at).await?;
+    let pipeline = platform.revision(name, revision_no).await?;
     let started = Instant::now();
     let mut last = None;
     loop {
         // A registry that restarts or is out of reach for a moment is asked again until the
         // timeout; what it says is final.
-        let found = match verdict(at, &pipeline).await {
+        let found = match platform.verdict(&pipeline).await {
             Ok(v) => v,
             Err(_) if started.elapsed() < timeout => None,
             Err(e) => return Err(e),
@@ -203,8 +220,9 @@ pub async fn promote(
         "`{from_name}` and `{to_name}` are the same platform (registry {})",
         from.registry.url
     );
-    let source = revision(&from.registry, pipeline, revision_no, from_name).await?;
-    let (passed, how) = match verdict(&from.registry, &source).await? {
+    let mut staging = Platform::connect(from_name, &from.registry).await?;
+    let source = staging.revision(pipeline, revision_no).await?;
+    let (passed, how) = match staging.verdict(&source).await? {
         Some(Verdict::Promoted { version }) => (version, "passed its gates and serves there"),
         Some(Verdict::Unchanged { version }) => (version, "serves there, and the revision does not change it"),
         Some(Verdict::Passed { version }) => anyhow::bail!(
@@ -223,7 +241,8 @@ pub async fn promote(
             short(&source.spec_hash)
         ),
     };
-    if let Ok(current) = revision(&to.registry, pipeline, None, to_name).await
+    let mut target = Platform::connect(to_name, &to.registry).await?;
+    if let Ok(current) = target.revision(pipeline, None).await
         && current.spec_hash == source.spec_hash
     {
         return Ok(Promoted { from: source, to: current, already: true });

@@ -120,11 +120,7 @@ pub async fn reproduce(registry: &Remote, bus: &Bus, target: &ModelRef) -> anyho
         let bytes = retrain_code(bus, &spec, blobs, &original, &original_sha, &lineage.job_id).await?;
         (bytes, lineage.code_version.clone())
     } else {
-        let trained = tokio::task::spawn_blocking(move || mlops_trainer::train::train(&spec, &blobs))
-            .await
-            .context("training panicked")?
-            .context("retraining")?;
-        (trained.artifact.to_bytes(), mlops_shared::CODE_VERSION.to_owned())
+        (train_builtin(spec, blobs).await.context("retraining")?, mlops_shared::CODE_VERSION.to_owned())
     };
     let actual = mlops_shared::sha256_hex(&bytes);
     let differences = if actual == model.artifact_sha256 { Vec::new() } else { differences(&original, &bytes) };
@@ -162,6 +158,21 @@ async fn retrain_code(
     train_code(spec, &bundle, blobs, job_id, pinned).await
 }
 
+/// Trains `blobs` with `spec`'s built-in algorithm, as the trainers do, off the runtime: the
+/// artifact's bytes.
+pub(crate) async fn train_builtin(spec: PipelineSpec, blobs: Vec<(String, Vec<u8>)>) -> anyhow::Result<Vec<u8>> {
+    let trained = tokio::task::spawn_blocking(move || mlops_trainer::train::train(&spec, &blobs))
+        .await
+        .context("training panicked")??;
+    Ok(trained.artifact.to_bytes())
+}
+
+/// A trainer's settings from this process's environment (MLOPS_TRAINER_ENV_DIR, MLOPS_PYTHON,
+/// MLOPS_PIP_INDEX_URL …), so code run here shares a local trainer's Python environments.
+pub(crate) fn trainer_settings() -> anyhow::Result<mlops_trainer::Config> {
+    Ok(<mlops_trainer::Config as clap::Parser>::try_parse_from(["mlops-trainer"])?)
+}
+
 /// Runs `spec`'s code step on `blobs` as a trainer runs it, with a trainer's settings
 /// (MLOPS_TRAINER_ENV_DIR, MLOPS_PYTHON, MLOPS_PIP_INDEX_URL …, so a local trainer's environments
 /// are shared; the step runner is found beside `mlops`); `pinned` packages instead of the
@@ -175,8 +186,7 @@ pub(crate) async fn train_code(
 ) -> anyhow::Result<Vec<u8>> {
     use mlops_trainer::code::Job;
     let runtime = mlops_onnx::Engine::from_env()?.runtime()?;
-    let settings = <mlops_trainer::Config as clap::Parser>::try_parse_from(["mlops-trainer"])?;
-    let steps = settings.code_steps()?;
+    let steps = trainer_settings()?.code_steps()?;
     let dataset_ids = blobs.iter().map(|(id, _)| id.clone()).collect();
     let read = spec.clone();
     let frame = tokio::task::spawn_blocking(move || mlops_data::read_datasets(&read, &blobs))

@@ -184,7 +184,8 @@ impl TestApp {
         use mlops_proto::PredictionLogBatch;
         let messages = self.stored("MLOPS_PREDICTIONS", &format!("mlops.predictions.{pipeline}")).await;
         let batch = |m: &async_nats::jetstream::Message| {
-            let ce_type = m.headers.as_ref().and_then(|h| h.get("ce-type")).map(|v| v.to_string());
+            let ce_type =
+                m.headers.as_ref().and_then(|h| h.get(mlops_shared::events::headers::TYPE)).map(|v| v.to_string());
             mlops_shared::bus::decode_typed::<PredictionLogBatch>(&m.payload, false, ce_type.as_deref())
                 .unwrap_or_else(|e| panic!("a logged message is not a prediction batch: {e}"))
         };
