@@ -118,6 +118,34 @@ impl Frame {
         }
     }
 
+    /// The rows at `first` and the rows at `second` (each in its order), moved out of the frame
+    /// one column at a time: at most one column is ever held twice. Each row is in at most one
+    /// of the two.
+    pub fn split(self, first: &[usize], second: &[usize]) -> (Self, Self) {
+        let part =
+            |idx: &[usize]| Self { columns: Vec::with_capacity(self.columns.len()), target: None, rows: idx.len() };
+        let (mut a, mut b) = (part(first), part(second));
+        for column in self.columns {
+            let (x, y) = match column {
+                Column::Numeric(v) => (
+                    Column::Numeric(first.iter().map(|&i| v[i]).collect()),
+                    Column::Numeric(second.iter().map(|&i| v[i]).collect()),
+                ),
+                Column::Categorical(mut v) => {
+                    let mut moved = |idx: &[usize]| idx.iter().map(|&i| v[i].take()).collect();
+                    (Column::Categorical(moved(first)), Column::Categorical(moved(second)))
+                }
+            };
+            a.columns.push(x);
+            b.columns.push(y);
+        }
+        if let Some(t) = self.target {
+            a.target = Some(first.iter().map(|&i| t[i]).collect());
+            b.target = Some(second.iter().map(|&i| t[i]).collect());
+        }
+        (a, b)
+    }
+
     /// Row `row` as feature values in spec order.
     pub fn row(&self, row: usize) -> Vec<Value> {
         self.columns.iter().map(|c| c.value(row)).collect()
@@ -171,6 +199,8 @@ mod tests {
         let f = frame();
         assert_eq!(f.row(0), vec![Value::Num(3.0), Value::Cat("monthly".into())]);
         assert_eq!(f.row(1), vec![Value::Num(40.0), Value::Missing]);
+        let (a, b) = f.clone().split(&[1], &[0]);
+        assert_eq!((a, b), (f.take(&[1]), f.take(&[0])));
         let t = f.take(&[1]);
         assert_eq!((t.rows, t.target.clone()), (1, Some(vec![0.0])));
         let mut all = f.clone();

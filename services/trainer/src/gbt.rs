@@ -76,10 +76,26 @@ const PARALLEL_ROWS: usize = 6_000;
 /// its categories, LightGBM's exclusive feature bundling, which counts a row once per feature
 /// instead of once per category and splits exactly as on the separate columns. `progress` hears
 /// of each finished tree.
-pub fn fit(x: &[f64], d: usize, y: &[f64], one_hot: &[Range<usize>], p: Params, mut progress: impl FnMut(u32)) -> Fit {
+pub fn fit(x: &[f64], d: usize, y: &[f64], one_hot: &[Range<usize>], p: Params, progress: impl FnMut(u32)) -> Fit {
+    debug_assert_eq!(x.len(), y.len() * d);
+    fit_rows(d, y, &|i, out| out.extend_from_slice(&x[i * d..(i + 1) * d]), one_hot, p, progress)
+}
+
+/// A source of input rows: `row(i, out)` appends row `i`'s inputs to `out`.
+pub type Rows<'a> = dyn Fn(usize, &mut Vec<f64>) + Sync + 'a;
+
+/// [`fit`] on rows read one at a time, for `y.len()` rows of `d` inputs: each row is binned as it
+/// is read, so the inputs are never held whole — a byte per input and row instead of eight.
+pub fn fit_rows(
+    d: usize,
+    y: &[f64],
+    row: &Rows,
+    one_hot: &[Range<usize>],
+    p: Params,
+    mut progress: impl FnMut(u32),
+) -> Fit {
     let n = y.len();
-    debug_assert_eq!(x.len(), n * d);
-    let bins = Binned::new(x, n, d, one_hot, p.max_bins.clamp(2, 256) as usize);
+    let bins = Binned::new(row, n, d, one_hot, p.max_bins.clamp(2, 256) as usize);
     let mean = y.iter().sum::<f64>() / n.max(1) as f64;
     let base_score = match p.objective {
         Objective::Binary => {
@@ -126,21 +142,24 @@ struct Binned {
 }
 
 impl Binned {
-    fn new(x: &[f64], n: usize, d: usize, one_hot: &[Range<usize>], max_bins: usize) -> Self {
-        let binner = Binner::new(x, n, d, one_hot, max_bins);
+    fn new(row: &Rows, n: usize, d: usize, one_hot: &[Range<usize>], max_bins: usize) -> Self {
+        let binner = Binner::new(row, n, d, one_hot, max_bins);
         let u = binner.units.len();
         // Rows coded in two fixed halves on two threads, then turned into columns likewise.
         let mut codes = vec![0u8; n * u];
         let half = n / 2;
         let (first, second) = codes.split_at_mut(half * u);
-        let code = |out: &mut [u8], x: &[f64]| {
-            for (o, row) in out.chunks_exact_mut(u).zip(x.chunks_exact(d)) {
-                binner.code(row, o);
+        let code = |out: &mut [u8], from: usize| {
+            let mut values = Vec::with_capacity(d);
+            for (i, o) in out.chunks_exact_mut(u).enumerate() {
+                values.clear();
+                row(from + i, &mut values);
+                binner.code(&values, o);
             }
         };
         std::thread::scope(|s| {
-            s.spawn(|| code(second, &x[half * d..]));
-            code(first, &x[..half * d]);
+            s.spawn(|| code(second, half));
+            code(first, 0);
         });
         let column = |j: usize| -> Vec<u8> { codes.iter().skip(j).step_by(u).copied().collect() };
         let columns = std::thread::scope(|s| {
@@ -186,7 +205,7 @@ struct Binner {
 impl Binner {
     /// One-hot groups become one unit each (categories beyond 255 stay numeric columns); the
     /// edges come from a strided sample of at most [`BIN_SAMPLE`] rows, sorted on two threads.
-    fn new(x: &[f64], n: usize, d: usize, one_hot: &[Range<usize>], max_bins: usize) -> Self {
+    fn new(row: &Rows, n: usize, d: usize, one_hot: &[Range<usize>], max_bins: usize) -> Self {
         let mut units = Vec::new();
         let mut j = 0;
         while j < d {
@@ -203,10 +222,13 @@ impl Binner {
         }
         let stride = n.div_ceil(BIN_SAMPLE).max(1);
         let mut samples: Vec<Vec<f64>> = units.iter().map(|_| Vec::with_capacity(n / stride + 1)).collect();
-        for row in x.chunks_exact(d).step_by(stride) {
+        let mut values = Vec::with_capacity(d);
+        for i in (0..n).step_by(stride) {
+            values.clear();
+            row(i, &mut values);
             for (unit, sample) in units.iter().zip(&mut samples) {
                 if let Unit::Numeric { column } = unit {
-                    sample.push(row[*column]);
+                    sample.push(values[*column]);
                 }
             }
         }

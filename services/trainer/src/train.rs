@@ -68,15 +68,15 @@ pub fn train_with_progress(
     }
     let t = &spec.training;
     let (train_idx, holdout_idx) = holdout_split(frame.rows, t.holdout, t.seed);
-    let train = frame.take(&train_idx);
-    let holdout = frame.take(&holdout_idx);
+    let (train, holdout) = frame.split(&train_idx, &holdout_idx);
     let y = train.target.as_deref().expect("frames are read with their target");
     let task = spec.target.task;
     if task == Task::BinaryClassification && y.iter().all(|&v| v == y[0]) {
         return Err(TrainError::OneClass);
     }
     let preprocessing = Preprocessor::fit(&spec.features, &train);
-    let x = preprocessing.transform_frame(&train);
+    let row = |i: usize, out: &mut Vec<f64>| preprocessing.transform_into(&train.row(i), out);
+    let x = Inputs { n: train.rows, row: &row };
     let model =
         Model { algorithm: t.algorithm, task, width: preprocessing.width(), one_hot: preprocessing.one_hot_groups() };
     let (params, search) = match &t.search {
@@ -124,6 +124,24 @@ pub fn train_with_progress(
     Ok(Trained { artifact })
 }
 
+/// Training inputs: `n` rows, row `i`'s preprocessed inputs appended to a buffer by `row`. Linear
+/// models solve on the dense matrix, made from them; boosting bins each row as it reads it, so
+/// for boosting the matrix of `f64`s is never built.
+struct Inputs<'a> {
+    n: usize,
+    row: &'a gbt::Rows<'a>,
+}
+
+impl Inputs<'_> {
+    fn dense(&self, width: usize) -> Vec<f64> {
+        let mut x = Vec::with_capacity(self.n * width);
+        for i in 0..self.n {
+            (self.row)(i, &mut x);
+        }
+        x
+    }
+}
+
 /// What is fitted: an algorithm on preprocessed inputs of `width` columns.
 struct Model {
     algorithm: Algorithm,
@@ -134,7 +152,7 @@ struct Model {
 
 impl Model {
     /// Fits with `params` (absent ones take their defaults); `done` hears the fraction finished.
-    fn fit(&self, params: &BTreeMap<String, f64>, x: &[f64], y: &[f64], done: &mut dyn FnMut(f64)) -> Parameters {
+    fn fit(&self, params: &BTreeMap<String, f64>, x: &Inputs, y: &[f64], done: &mut dyn FnMut(f64)) -> Parameters {
         let get = |k: &str, default: f64| params.get(k).copied().unwrap_or(default);
         match self.algorithm {
             Algorithm::LogisticRegression => {
@@ -145,11 +163,15 @@ impl Model {
                     max_iter: get("max_iter", f64::from(d.max_iter)) as u32,
                     tol: get("tol", d.tol),
                 };
-                let fit = linear::fit(x, self.width, y, p, |it| done(f64::from(it) / f64::from(p.max_iter)));
+                let fit = linear::fit(&x.dense(self.width), self.width, y, p, |it| {
+                    done(f64::from(it) / f64::from(p.max_iter))
+                });
                 Parameters::Logistic { intercept: fit.intercept, weights: fit.weights }
             }
             Algorithm::LinearRegression => {
-                let fit = linear::fit_least_squares(x, self.width, y, get("l2", 0.0), |it| done(f64::from(it) / 3.0));
+                let fit = linear::fit_least_squares(&x.dense(self.width), self.width, y, get("l2", 0.0), |it| {
+                    done(f64::from(it) / 3.0)
+                });
                 Parameters::Linear { intercept: fit.intercept, weights: fit.weights }
             }
             Algorithm::GradientBoosting => {
@@ -167,7 +189,8 @@ impl Model {
                         Task::Regression => gbt::Objective::SquaredError,
                     },
                 };
-                let fit = gbt::fit(x, self.width, y, &self.one_hot, p, |t| done(f64::from(t) / f64::from(p.trees)));
+                let progress = |t| done(f64::from(t) / f64::from(p.trees));
+                let fit = gbt::fit_rows(self.width, y, x.row, &self.one_hot, p, progress);
                 Parameters::GradientBoosting { base_score: fit.base_score, trees: fit.trees }
             }
         }
@@ -180,7 +203,7 @@ impl Model {
         &self,
         search: &SearchSpec,
         base: &BTreeMap<String, f64>,
-        x: &[f64],
+        x: &Inputs,
         y: &[f64],
         seed: u64,
         progress: &mut dyn FnMut(Progress),
@@ -197,12 +220,18 @@ impl Model {
             for (f, (fit_rows, check_rows)) in splits.iter().enumerate() {
                 let step = (c * splits.len() + f) as f64;
                 let stage = format!("searching: candidate {} of {}", c + 1, steps as usize / splits.len());
-                let (xf, yf) = rows(x, y, self.width, fit_rows);
-                let parameters = self.fit(&params, &xf, &yf, &mut |done| {
+                let (xf, yf) = (subset(x, fit_rows), fit_rows.iter().map(|&i| y[i]).collect::<Vec<_>>());
+                let parameters = self.fit(&params, &Inputs { n: fit_rows.len(), row: &xf }, &yf, &mut |done| {
                     progress(Progress { stage: stage.clone(), fraction: 0.8 * (step + done) / steps });
                 });
-                let (xv, yv) = rows(x, y, self.width, check_rows);
-                let scores: Vec<f64> = xv.chunks(self.width.max(1)).map(|r| parameters.score(self.task, r)).collect();
+                let yv: Vec<f64> = check_rows.iter().map(|&i| y[i]).collect();
+                let mut values = Vec::with_capacity(self.width);
+                let mut score = |i: usize| {
+                    values.clear();
+                    (x.row)(i, &mut values);
+                    parameters.score(self.task, &values)
+                };
+                let scores: Vec<f64> = check_rows.iter().map(|&i| score(i)).collect();
                 let metrics = mlops_shared::scoring::for_task(self.task, &yv, &scores);
                 fold_scores.push(metrics.get(metric).copied().filter(|v| v.is_finite()));
                 for (name, value) in metrics.into_iter().filter(|(_, v)| v.is_finite()) {
@@ -265,13 +294,9 @@ pub(crate) fn validation_splits(n: usize, folds: Option<u32>, share: f64, seed: 
     }
 }
 
-/// The rows `idx` of `x` (`width` columns) and `y`.
-fn rows(x: &[f64], y: &[f64], width: usize, idx: &[usize]) -> (Vec<f64>, Vec<f64>) {
-    let mut xs = Vec::with_capacity(idx.len() * width);
-    for &i in idx {
-        xs.extend_from_slice(&x[i * width..(i + 1) * width]);
-    }
-    (xs, idx.iter().map(|&i| y[i]).collect())
+/// The rows `idx` of `x`, as a source of rows.
+fn subset<'a>(x: &'a Inputs, idx: &'a [usize]) -> impl Fn(usize, &mut Vec<f64>) + Sync + 'a {
+    move |i, out| (x.row)(idx[i], out)
 }
 
 #[cfg(test)]
