@@ -1,6 +1,6 @@
-//! `just bench-train` (memory): trains boosted trees as the trainer does — the datasets' bytes,
-//! read, split, preprocessed, fitted, scored on the holdout — and reports the process's peak
-//! resident memory, beside the rows and the seconds it took.
+//! `just bench-train` (memory): trains boosted trees as the trainer does — the datasets read
+//! from their files, split, preprocessed, binned, fitted, scored on the holdout — and reports the
+//! process's peak resident memory, beside the rows and the seconds it took.
 //!
 //! Usage: cargo bench -p mlops-trainer --bench train_memory -- SPEC.yaml DATA.csv...
 
@@ -17,11 +17,15 @@ fn main() -> anyhow::Result<()> {
     };
     let mut spec = mlops_shared::spec::PipelineSpec::from_yaml(&std::fs::read_to_string(spec)?)?;
     spec.training.algorithm = Algorithm::GradientBoosting;
-    let datasets =
-        files.iter().map(|f| Ok((f.clone(), std::fs::read(f)?))).collect::<anyhow::Result<Vec<(String, Vec<u8>)>>>()?;
-    let bytes: usize = datasets.iter().map(|(_, b)| b.len()).sum();
+    let mut bytes = 0;
+    let mut datasets = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(f)?;
+        bytes += file.metadata()?.len();
+        datasets.push((f.clone(), mlops_data::Source::File(file)));
+    }
     let started = Instant::now();
-    let trained = mlops_trainer::train::train(&spec, &datasets)?;
+    let trained = mlops_trainer::train::train_sources(&spec, &datasets, &mut |_| {})?;
     let m = &trained.artifact.manifest;
     println!(
         "gbt       train_s={:.3} peak_mb={:.0} rows={} input_mb={:.0} holdout_auc={:.4}",

@@ -92,10 +92,16 @@ pub fn fit_rows(
     row: &Rows,
     one_hot: &[Range<usize>],
     p: Params,
-    mut progress: impl FnMut(u32),
+    progress: impl FnMut(u32),
 ) -> Fit {
+    let binner = Binner::new(row, y.len(), d, one_hot, p.max_bins);
+    fit_binned(&Binned::new(binner, row, y.len(), d), y, p, progress)
+}
+
+/// [`fit`] on rows already binned, `y.len()` of them.
+pub(crate) fn fit_binned(bins: &Binned, y: &[f64], p: Params, mut progress: impl FnMut(u32)) -> Fit {
     let n = y.len();
-    let bins = Binned::new(row, n, d, one_hot, p.max_bins.clamp(2, 256) as usize);
+    debug_assert_eq!(bins.n, n);
     let mean = y.iter().sum::<f64>() / n.max(1) as f64;
     let base_score = match p.objective {
         Objective::Binary => {
@@ -107,7 +113,7 @@ pub fn fit_rows(
     let mut score = vec![base_score; n];
     let mut packed = vec![0; n];
     let mut trees = Vec::with_capacity(p.trees as usize);
-    let mut grower = Grower::new(&bins, p);
+    let mut grower = Grower::new(bins, p);
     for t in 0..p.trees {
         let scale = Scale::gradients(p.objective, &score, y, &mut packed);
         let tree = grower.grow(&packed, scale, &mut score);
@@ -130,7 +136,7 @@ enum Unit {
 /// Every input cut into bins: `codes[r * units + u]` is row `r`'s bin of unit `u`. Row-major, as
 /// LightGBM keeps dense bins: a histogram pass reads each row's codes together, and its
 /// gradients once.
-struct Binned {
+pub(crate) struct Binned {
     n: usize,
     units: Vec<Unit>,
     codes: Vec<u8>,
@@ -142,10 +148,9 @@ struct Binned {
 }
 
 impl Binned {
-    fn new(row: &Rows, n: usize, d: usize, one_hot: &[Range<usize>], max_bins: usize) -> Self {
-        let binner = Binner::new(row, n, d, one_hot, max_bins);
+    /// `n` rows of `d` inputs from `row`, coded by `binner` on two threads.
+    fn new(binner: Binner, row: &Rows, n: usize, d: usize) -> Self {
         let u = binner.units.len();
-        // Rows coded in two fixed halves on two threads, then turned into columns likewise.
         let mut codes = vec![0u8; n * u];
         let half = n / 2;
         let (first, second) = codes.split_at_mut(half * u);
@@ -161,6 +166,14 @@ impl Binned {
             s.spawn(|| code(second, half));
             code(first, 0);
         });
+        Self::from_codes(binner, codes)
+    }
+
+    /// Rows coded by `binner` already, row-major (`Binner::units` codes a row).
+    pub(crate) fn from_codes(binner: Binner, codes: Vec<u8>) -> Self {
+        let u = binner.units.len();
+        let n = codes.len() / u.max(1);
+        // Also column by column, on two threads.
         let column = |j: usize| -> Vec<u8> { codes.iter().skip(j).step_by(u).copied().collect() };
         let columns = std::thread::scope(|s| {
             let second = s.spawn(|| (u / 2..u).map(column).collect::<Vec<_>>());
@@ -197,7 +210,7 @@ impl Binned {
 
 /// How each row's inputs become bin codes: the units, and numeric units' bin edges, placed on a
 /// sample of the rows.
-struct Binner {
+pub(crate) struct Binner {
     units: Vec<Unit>,
     edges: Vec<Vec<f64>>,
 }
@@ -205,7 +218,8 @@ struct Binner {
 impl Binner {
     /// One-hot groups become one unit each (categories beyond 255 stay numeric columns); the
     /// edges come from a strided sample of at most [`BIN_SAMPLE`] rows, sorted on two threads.
-    fn new(row: &Rows, n: usize, d: usize, one_hot: &[Range<usize>], max_bins: usize) -> Self {
+    pub(crate) fn new(row: &Rows, n: usize, d: usize, one_hot: &[Range<usize>], max_bins: u32) -> Self {
+        let max_bins = max_bins.clamp(2, 256) as usize;
         let mut units = Vec::new();
         let mut j = 0;
         while j < d {
@@ -246,8 +260,13 @@ impl Binner {
         Self { units, edges }
     }
 
+    /// How many codes a row has.
+    pub(crate) fn units(&self) -> usize {
+        self.units.len()
+    }
+
     /// Writes `row`'s bin codes, a unit each, into `out`.
-    fn code(&self, row: &[f64], out: &mut [u8]) {
+    pub(crate) fn code(&self, row: &[f64], out: &mut [u8]) {
         for ((unit, edges), o) in self.units.iter().zip(&self.edges).zip(out) {
             *o = match *unit {
                 Unit::Numeric { column } => edges.partition_point(|t| *t < row[column]) as u8,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod gbt;
 pub mod linear;
 pub mod policy;
+pub mod stream;
 pub mod train;
 
 use std::collections::BTreeMap;
@@ -317,7 +318,9 @@ impl Worker {
             self.train_code(job, spec, blobs, &progress).await?
         } else {
             let trained = off_runtime(move || {
-                let trained = train::train_with_progress(&spec, &blobs, &mut |p| {
+                let sources: Vec<_> =
+                    blobs.into_iter().map(|(id, b)| (id, mlops_data::Source::Bytes(b.into()))).collect();
+                let trained = train::train_sources(&spec, &sources, &mut |p| {
                     progress.send_replace(p);
                 });
                 Ok::<_, TrainerError>(trained?)

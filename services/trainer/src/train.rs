@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use mlops_data::{DatasetError, read_datasets};
+use mlops_data::{DatasetError, Source, read_sources_counted};
 use mlops_shared::model::{
     Artifact, Candidate, FORMAT, Manifest, Parameters, Preprocessor, ReferenceProfile, SearchResult, holdout_split,
     shuffled,
 };
 use mlops_shared::spec::{Algorithm, PipelineSpec, SearchSpec, Task};
 
-use crate::{gbt, linear};
+use crate::{gbt, linear, stream};
 
 /// Why training could not run.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +61,37 @@ pub fn train_with_progress(
     datasets: &[(String, Vec<u8>)],
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Trained, TrainError> {
+    let sources: Vec<(String, Source)> =
+        datasets.iter().map(|(id, b)| (id.clone(), Source::Bytes(bytes::Bytes::copy_from_slice(b)))).collect();
+    train_sources(spec, &sources, progress)
+}
+
+/// [`train_with_progress`] on datasets in memory or in files. Boosted trees without a search read
+/// the datasets in passes and hold only their bins ([`crate::stream`]); the rest read them whole.
+pub fn train_sources(
+    spec: &PipelineSpec,
+    datasets: &[(String, Source)],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Trained, TrainError> {
     progress(Progress { stage: "reading data".into(), fraction: 0.0 });
-    let frame = read_datasets(spec, datasets)?;
+    let t = &spec.training;
+    if t.algorithm == Algorithm::GradientBoosting && t.search.is_none() {
+        return train_streamed(spec, datasets, progress);
+    }
+    train_whole(spec, datasets, progress)
+}
+
+/// Training on the datasets read whole into one frame.
+fn train_whole(
+    spec: &PipelineSpec,
+    datasets: &[(String, Source)],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Trained, TrainError> {
+    let t = &spec.training;
+    let (frame, _) = read_sources_counted(spec, datasets)?;
     if frame.rows < 10 {
         return Err(TrainError::TooFew(frame.rows));
     }
-    let t = &spec.training;
     let (train_idx, holdout_idx) = holdout_split(frame.rows, t.holdout, t.seed);
     let (train, holdout) = frame.split(&train_idx, &holdout_idx);
     let y = train.target.as_deref().expect("frames are read with their target");
@@ -92,29 +117,9 @@ pub fn train_with_progress(
         progress(Progress { stage: "training".into(), fraction: from + share * done });
     });
     progress(Progress { stage: "evaluating on the holdout".into(), fraction: from + share });
-    let mut artifact = Artifact {
-        manifest: Manifest {
-            format: FORMAT.into(),
-            pipeline: spec.name.to_string(),
-            algorithm: t.algorithm.as_str().into(),
-            params,
-            features: spec.model_inputs(),
-            target: spec.target.clone(),
-            dataset_ids: datasets.iter().map(|(id, _)| id.clone()).collect(),
-            model_spec_hash: spec.model_hash(),
-            seed: t.seed,
-            holdout_share: t.holdout,
-            code_version: mlops_shared::CODE_VERSION.into(),
-            training_rows: train.rows as u64,
-            holdout_rows: holdout.rows as u64,
-            metrics: BTreeMap::new(),
-            reference: ReferenceProfile::fit(&spec.features, &train),
-            search,
-            program: None,
-        },
-        preprocessing,
-        parameters,
-    };
+    let reference = ReferenceProfile::fit(&spec.features, &train);
+    let made = Made { params, search, preprocessing, parameters, reference, training_rows: train.rows };
+    let mut artifact = made.artifact(spec, datasets, holdout.rows);
     let scores = artifact.predict_frame(&holdout);
     let labels = holdout.target.as_deref().expect("frames are read with their target");
     // What the model predicts on data it did not train on: its metrics, and the reference for
@@ -122,6 +127,94 @@ pub fn train_with_progress(
     artifact.manifest.record_holdout(labels, &scores);
     progress(Progress { stage: "done".into(), fraction: 1.0 });
     Ok(Trained { artifact })
+}
+
+/// Boosted trees on datasets read in passes: only the training rows' bins are held.
+fn train_streamed(
+    spec: &PipelineSpec,
+    datasets: &[(String, Source)],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Trained, TrainError> {
+    let t = &spec.training;
+    let data = stream::Datasets { spec, sources: datasets };
+    let params = gbt_params(&t.params, spec.target.task);
+    let s = stream::train(&data, params, (t.holdout, t.seed), progress)?;
+    progress(Progress { stage: "evaluating on the holdout".into(), fraction: 0.95 });
+    let parameters = Parameters::GradientBoosting { base_score: s.fit.base_score, trees: s.fit.trees };
+    let holdout_rows = s.held.iter().filter(|h| **h).count();
+    let made = Made {
+        params: t.params.clone(),
+        search: None,
+        preprocessing: s.preprocessing,
+        parameters,
+        reference: s.reference,
+        training_rows: s.training_rows,
+    };
+    let mut artifact = made.artifact(spec, datasets, holdout_rows);
+    let (labels, scores) = stream::holdout_scores(&data, &s.held, |part| artifact.predict_frame(part))?;
+    artifact.manifest.record_holdout(&labels, &scores);
+    progress(Progress { stage: "done".into(), fraction: 1.0 });
+    Ok(Trained { artifact })
+}
+
+/// What a run fitted, before it is an artifact.
+struct Made {
+    params: BTreeMap<String, f64>,
+    search: Option<SearchResult>,
+    preprocessing: Preprocessor,
+    parameters: Parameters,
+    reference: ReferenceProfile,
+    training_rows: usize,
+}
+
+impl Made {
+    /// The artifact, its holdout metrics still to be recorded.
+    fn artifact(self, spec: &PipelineSpec, datasets: &[(String, Source)], holdout_rows: usize) -> Artifact {
+        let t = &spec.training;
+        Artifact {
+            manifest: Manifest {
+                format: FORMAT.into(),
+                pipeline: spec.name.to_string(),
+                algorithm: t.algorithm.as_str().into(),
+                params: self.params,
+                features: spec.model_inputs(),
+                target: spec.target.clone(),
+                dataset_ids: datasets.iter().map(|(id, _)| id.clone()).collect(),
+                model_spec_hash: spec.model_hash(),
+                seed: t.seed,
+                holdout_share: t.holdout,
+                code_version: mlops_shared::CODE_VERSION.into(),
+                training_rows: self.training_rows as u64,
+                holdout_rows: holdout_rows as u64,
+                metrics: BTreeMap::new(),
+                reference: self.reference,
+                search: self.search,
+                program: None,
+            },
+            preprocessing: self.preprocessing,
+            parameters: self.parameters,
+        }
+    }
+}
+
+/// Boosting's parameters from a spec's `params` (absent ones take LightGBM's defaults).
+fn gbt_params(params: &BTreeMap<String, f64>, task: Task) -> gbt::Params {
+    let get = |k: &str, default: f64| params.get(k).copied().unwrap_or(default);
+    let d = gbt::Params::default();
+    // The spec check keeps the whole-number parameters whole and in range.
+    gbt::Params {
+        trees: get("trees", f64::from(d.trees)) as u32,
+        learning_rate: get("learning_rate", d.learning_rate),
+        num_leaves: get("num_leaves", f64::from(d.num_leaves)) as u32,
+        max_depth: get("max_depth", f64::from(d.max_depth)) as u32,
+        min_data_in_leaf: get("min_data_in_leaf", f64::from(d.min_data_in_leaf)) as u32,
+        l2: get("l2", d.l2),
+        max_bins: get("max_bins", f64::from(d.max_bins)) as u32,
+        objective: match task {
+            Task::BinaryClassification => gbt::Objective::Binary,
+            Task::Regression => gbt::Objective::SquaredError,
+        },
+    }
 }
 
 /// Training inputs: `n` rows, row `i`'s preprocessed inputs appended to a buffer by `row`. Linear
@@ -175,20 +268,7 @@ impl Model {
                 Parameters::Linear { intercept: fit.intercept, weights: fit.weights }
             }
             Algorithm::GradientBoosting => {
-                let d = gbt::Params::default();
-                let p = gbt::Params {
-                    trees: get("trees", f64::from(d.trees)) as u32,
-                    learning_rate: get("learning_rate", d.learning_rate),
-                    num_leaves: get("num_leaves", f64::from(d.num_leaves)) as u32,
-                    max_depth: get("max_depth", f64::from(d.max_depth)) as u32,
-                    min_data_in_leaf: get("min_data_in_leaf", f64::from(d.min_data_in_leaf)) as u32,
-                    l2: get("l2", d.l2),
-                    max_bins: get("max_bins", f64::from(d.max_bins)) as u32,
-                    objective: match self.task {
-                        Task::BinaryClassification => gbt::Objective::Binary,
-                        Task::Regression => gbt::Objective::SquaredError,
-                    },
-                };
+                let p = gbt_params(params, self.task);
                 let progress = |t| done(f64::from(t) / f64::from(p.trees));
                 let fit = gbt::fit_rows(self.width, y, x.row, &self.one_hot, p, progress);
                 Parameters::GradientBoosting { base_score: fit.base_score, trees: fit.trees }
@@ -505,9 +585,54 @@ target: {name: y, task: regression}
         }
     }
 
+    fn boosting(params: &str) -> PipelineSpec {
+        PipelineSpec::from_yaml(&format!("{SPEC}training: {{algorithm: gradient_boosting, params: {{{params}}}}}\n"))
+            .unwrap()
+    }
+
+    fn sources(datasets: Vec<(&str, Vec<u8>)>) -> Vec<(String, Source)> {
+        datasets.into_iter().map(|(id, b)| (id.to_owned(), Source::Bytes(b.into()))).collect()
+    }
+
+    #[test]
+    fn boosting_read_in_passes_gives_the_artifact_of_the_whole_frame() {
+        // Fewer training rows than the sample: the same preprocessing, profile, bins and trees.
+        let spec = boosting("trees: 20, num_leaves: 8, min_data_in_leaf: 5");
+        let ds = sources(vec![("d1", data(1500, false)), ("d2", data(900, false))]);
+        let streamed = train_sources(&spec, &ds, &mut |_| {}).unwrap().artifact;
+        let whole = train_whole(&spec, &ds, &mut |_| {}).unwrap().artifact;
+        assert_eq!(streamed.manifest.holdout_rows, 480);
+        assert_eq!(streamed.to_bytes(), whole.to_bytes());
+    }
+
+    #[test]
+    fn boosting_on_more_rows_than_the_sample_learns_as_on_the_whole_frame() {
+        // 40,000 + 30,000 rows: 56,000 training rows, more than the sample of 50,000 that fits the
+        // preprocessing and the bins.
+        let spec = boosting("trees: 10, num_leaves: 8");
+        let ds = sources(vec![("d1", data(40_000, false)), ("d2", data(30_000, false))]);
+        let streamed = train_sources(&spec, &ds, &mut |_| {}).unwrap().artifact;
+        let whole = train_whole(&spec, &ds, &mut |_| {}).unwrap().artifact;
+        let m = (&streamed.manifest, &whole.manifest);
+        assert_eq!((m.0.training_rows, m.0.holdout_rows), (56_000, 14_000));
+        assert_eq!((m.0.reference.rows, m.1.reference.rows), (56_000, 56_000));
+        assert_ne!(streamed.preprocessing, whole.preprocessing, "the sample is not all the rows");
+        for metric in ["roc_auc", "log_loss", "accuracy"] {
+            let (a, b) = (m.0.metrics[metric], m.1.metrics[metric]);
+            assert!((a - b).abs() < 0.01, "{metric}: {a} read in passes, {b} whole");
+        }
+        assert!(m.0.metrics["roc_auc"] > 0.95, "{:?}", m.0.metrics);
+    }
+
     #[test]
     fn refuses_data_it_cannot_learn_from() {
-        let spec = PipelineSpec::from_yaml(SPEC).unwrap();
+        for spec in [PipelineSpec::from_yaml(SPEC).unwrap(), boosting("trees: 5")] {
+            refuses_data_it_cannot_learn_from_with(&spec);
+        }
+    }
+
+    fn refuses_data_it_cannot_learn_from_with(spec: &PipelineSpec) {
+        let spec = spec.clone();
         let few = train(&spec, &[("d".into(), data(5, false))]).unwrap_err();
         assert!(matches!(few, TrainError::TooFew(5)));
         let one_class = b"x,c,y\n".iter().copied().chain((0..20).flat_map(|_| b"1,a,1\n".iter().copied())).collect();

@@ -3,13 +3,28 @@
 use mlops_shared::spec::{FeatureKind, PipelineSpec, Task};
 use mlops_shared::table::{Column, Frame, parse_number};
 
-use crate::cell::{Cell, text, view};
-use crate::read::{Batches, DataError};
+use arrow_array::RecordBatch;
+
+use crate::cell::{Cell, ColumnView, text, view};
+use crate::read::{Batches, DataError, Source};
 
 /// Reads every batch into a frame of the spec's features (and target). The first bad cell is an
 /// error naming its row and column; the validator has reported every one before this runs.
 pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> Result<Frame, DataError> {
-    let mut columns: Vec<Column> = spec
+    let mut frame: Option<Frame> = None;
+    for chunk in FrameChunks::new(batches, spec, with_target)? {
+        let chunk = chunk?;
+        match &mut frame {
+            None => frame = Some(chunk),
+            Some(all) => all.append(chunk),
+        }
+    }
+    Ok(frame.unwrap_or_else(|| empty(spec, with_target)))
+}
+
+/// A frame of no rows with the spec's columns.
+fn empty(spec: &PipelineSpec, with_target: bool) -> Frame {
+    let columns = spec
         .features
         .iter()
         .map(|f| match f.kind {
@@ -17,20 +32,40 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
             FeatureKind::Categorical => Column::Categorical(Vec::new()),
         })
         .collect();
-    let mut target = with_target.then(Vec::new);
-    let mut rows = 0usize;
-    let schema = batches.schema.clone();
-    let index = |name: &str| schema.index_of(name).map_err(|_| DataError::MissingColumn(name.to_owned()));
-    let feature_idx: Vec<usize> = spec.features.iter().map(|f| index(&f.name)).collect::<Result<_, _>>()?;
-    let target_idx = if with_target { Some(index(&spec.target.name)?) } else { None };
-    for batch in batches {
-        let batch = batch?;
-        for (f, (col, &i)) in spec.features.iter().zip(columns.iter_mut().zip(&feature_idx)) {
+    Frame { columns, target: with_target.then(Vec::new), rows: 0 }
+}
+
+/// The batches of a dataset as frames, one per batch, for readers that must not hold the whole
+/// dataset decoded: each batch's rows are read as [`read_frame`] reads them, and a bad cell's
+/// error names its row in the whole dataset.
+pub struct FrameChunks<'s> {
+    batches: Batches,
+    spec: &'s PipelineSpec,
+    feature_idx: Vec<usize>,
+    target_idx: Option<usize>,
+    rows: usize,
+}
+
+impl<'s> FrameChunks<'s> {
+    pub fn new(batches: Batches, spec: &'s PipelineSpec, with_target: bool) -> Result<Self, DataError> {
+        let schema = batches.schema.clone();
+        let index = |name: &str| schema.index_of(name).map_err(|_| DataError::MissingColumn(name.to_owned()));
+        let feature_idx: Vec<usize> = spec.features.iter().map(|f| index(&f.name)).collect::<Result<_, _>>()?;
+        let target_idx = if with_target { Some(index(&spec.target.name)?) } else { None };
+        Ok(Self { batches, spec, feature_idx, target_idx, rows: 0 })
+    }
+
+    /// One batch's rows as a frame.
+    fn chunk(&self, batch: &RecordBatch) -> Result<Frame, DataError> {
+        let (spec, rows) = (self.spec, self.rows);
+        let mut frame = empty(spec, self.target_idx.is_some());
+        for (f, (col, &i)) in spec.features.iter().zip(frame.columns.iter_mut().zip(&self.feature_idx)) {
             let column = view(batch.column(i));
             let bad =
                 |row: usize, message: String| DataError::Cell { row: rows + row + 1, column: f.name.clone(), message };
             match col {
                 Column::Numeric(values) => {
+                    values.reserve(batch.num_rows());
                     for row in 0..batch.num_rows() {
                         values.push(match column.get(row) {
                             Cell::Null => None,
@@ -43,6 +78,7 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
                     }
                 }
                 Column::Categorical(values) => {
+                    values.reserve(batch.num_rows());
                     for row in 0..batch.num_rows() {
                         values.push(match column.get(row) {
                             Cell::Other(t) => return Err(bad(row, format!("a {t} value is not a category"))),
@@ -52,49 +88,70 @@ pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> R
                 }
             }
         }
-        if let (Some(t), Some(i)) = (&mut target, target_idx) {
-            let spec_t = &spec.target;
-            let classes = spec_t.classes();
-            let column = view(batch.column(i));
-            for row in 0..batch.num_rows() {
-                if spec_t.task == Task::Regression {
-                    let bad =
-                        |message: String| DataError::Cell { row: rows + row + 1, column: spec_t.name.clone(), message };
-                    t.push(match column.get(row) {
-                        Cell::Num(v) if v.is_finite() => v,
-                        Cell::Str(s) => {
-                            parse_number(s).map_err(bad)?.ok_or_else(|| bad("the label is empty".into()))?
-                        }
-                        Cell::Null => return Err(bad("the label is empty".into())),
-                        other => return Err(bad(format!("label {:?} is not a finite number", text(other)))),
-                    });
-                    continue;
-                }
-                let cell = column.get(row);
-                let class = match cell {
-                    Cell::Num(v) => classes.of_number(v),
-                    other => classes.of(&text(other)),
-                };
-                match class {
-                    Some(positive) => t.push(f64::from(u8::from(positive))),
-                    None => {
-                        return Err(DataError::Cell {
-                            row: rows + row + 1,
-                            column: spec_t.name.clone(),
-                            message: format!(
-                                "label {:?} is neither {:?} nor {:?}",
-                                text(cell),
-                                spec_t.positive,
-                                spec_t.negative
-                            ),
-                        });
-                    }
-                }
+        if let (Some(t), Some(i)) = (&mut frame.target, self.target_idx) {
+            read_target(spec, view(batch.column(i)), batch.num_rows(), rows, t)?;
+        }
+        frame.rows = batch.num_rows();
+        Ok(frame)
+    }
+}
+
+impl Iterator for FrameChunks<'_> {
+    type Item = Result<Frame, DataError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = match self.batches.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(e)),
+        };
+        let chunk = self.chunk(&batch);
+        self.rows += batch.num_rows();
+        Some(chunk)
+    }
+}
+
+/// Appends a batch's labels to `t`: numbers for regression, 0/1 for the positive class.
+fn read_target(
+    spec: &PipelineSpec,
+    column: ColumnView,
+    n: usize,
+    rows: usize,
+    t: &mut Vec<f64>,
+) -> Result<(), DataError> {
+    let spec_t = &spec.target;
+    let classes = spec_t.classes();
+    for row in 0..n {
+        if spec_t.task == Task::Regression {
+            let bad = |message: String| DataError::Cell { row: rows + row + 1, column: spec_t.name.clone(), message };
+            t.push(match column.get(row) {
+                Cell::Num(v) if v.is_finite() => v,
+                Cell::Str(s) => parse_number(s).map_err(bad)?.ok_or_else(|| bad("the label is empty".into()))?,
+                Cell::Null => return Err(bad("the label is empty".into())),
+                other => return Err(bad(format!("label {:?} is not a finite number", text(other)))),
+            });
+            continue;
+        }
+        let cell = column.get(row);
+        let class = match cell {
+            Cell::Num(v) => classes.of_number(v),
+            other => classes.of(&text(other)),
+        };
+        match class {
+            Some(positive) => t.push(f64::from(u8::from(positive))),
+            None => {
+                return Err(DataError::Cell {
+                    row: rows + row + 1,
+                    column: spec_t.name.clone(),
+                    message: format!(
+                        "label {:?} is neither {:?} nor {:?}",
+                        text(cell),
+                        spec_t.positive,
+                        spec_t.negative
+                    ),
+                });
             }
         }
-        rows += batch.num_rows();
     }
-    Ok(Frame { columns, target, rows })
+    Ok(())
 }
 
 /// A dataset that could not be read into a frame.
@@ -116,18 +173,23 @@ pub fn read_datasets_counted(
     spec: &PipelineSpec,
     datasets: &[(String, Vec<u8>)],
 ) -> Result<(Frame, Vec<usize>), DatasetError> {
+    let sources: Vec<(String, Source)> =
+        datasets.iter().map(|(id, bytes)| (id.clone(), Source::Bytes(bytes.clone().into()))).collect();
+    read_sources_counted(spec, &sources)
+}
+
+/// [`read_datasets_counted`] on datasets in memory or in files.
+pub fn read_sources_counted(
+    spec: &PipelineSpec,
+    datasets: &[(String, Source)],
+) -> Result<(Frame, Vec<usize>), DatasetError> {
     let mut frame: Option<Frame> = None;
     let mut counts = Vec::with_capacity(datasets.len());
     let numeric = spec.numeric_features();
-    for (id, bytes) in datasets {
+    for (id, source) in datasets {
         let err = |source| DatasetError { id: id.clone(), source };
-        let batches = crate::read::open_typed(
-            crate::read::Source::Bytes(bytes.clone().into()),
-            "",
-            &Default::default(),
-            &numeric,
-        )
-        .map_err(err)?;
+        let batches =
+            crate::read::open_typed(source.again().map_err(err)?, "", &Default::default(), &numeric).map_err(err)?;
         let f = read_frame(batches, spec, true).map_err(err)?;
         counts.push(f.rows);
         match &mut frame {

@@ -14,7 +14,7 @@ mod write;
 pub use arrow_array::{Array, RecordBatch};
 pub use arrow_schema::DataType;
 pub use cell::{Cell, ColumnView, text, view};
-pub use frame::{DatasetError, read_datasets, read_datasets_counted, read_frame};
+pub use frame::{DatasetError, FrameChunks, read_datasets, read_datasets_counted, read_frame, read_sources_counted};
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
 pub use read::{Batches, DataError, Limits, Source, open, open_typed};

@@ -43,6 +43,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// The same data, to be read once more from its start (a file's handle is shared: read the
+    /// two one after the other).
+    pub fn again(&self) -> Result<Self, DataError> {
+        Ok(match self {
+            Self::Bytes(b) => Self::Bytes(b.clone()),
+            Self::File(f) => Self::File(f.try_clone().map_err(|e| DataError::Io(e.to_string()))?),
+        })
+    }
+
     fn reader(&self) -> Result<Box<dyn Read + Send>, DataError> {
         match self {
             Self::Bytes(b) => Ok(Box::new(Cursor::new(b.clone()))),
