@@ -306,11 +306,13 @@ impl Worker {
         let spec_hash = spec.hash();
         let commit = spec.training.code.as_ref().and_then(|c| c.commit.clone()).unwrap_or_default();
         progress.send_replace(train::Progress { stage: "loading datasets".into(), fraction: 0.0 });
+        // Each dataset streamed to a temporary file of its own (deleted when it closes), its sha256
+        // checked on the way, not held in memory: boosting reads it in passes, holding only bins.
         let mut blobs = Vec::with_capacity(job.dataset_ids.len());
         for id in &job.dataset_ids {
             let sha = Sha256::parse(id.clone())?;
-            let bytes = self.datasets.get_verified(&sha).await?;
-            blobs.push((id.clone(), bytes));
+            let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
+            blobs.push((id.clone(), mlops_data::Source::File(file)));
         }
         let started = Instant::now();
         info!(job = %job.job_id, pipeline = %job.pipeline, datasets = blobs.len(), "training");
@@ -318,9 +320,7 @@ impl Worker {
             self.train_code(job, spec, blobs, &progress).await?
         } else {
             let trained = off_runtime(move || {
-                let sources: Vec<_> =
-                    blobs.into_iter().map(|(id, b)| (id, mlops_data::Source::Bytes(b.into()))).collect();
-                let trained = train::train_sources(&spec, &sources, &mut |p| {
+                let trained = train::train_sources(&spec, &blobs, &mut |p| {
                     progress.send_replace(p);
                 });
                 Ok::<_, TrainerError>(trained?)
@@ -372,7 +372,7 @@ impl Worker {
         &self,
         job: &pb::TrainJob,
         spec: PipelineSpec,
-        blobs: Vec<(String, Vec<u8>)>,
+        blobs: Vec<(String, mlops_data::Source)>,
         progress: &tokio::sync::watch::Sender<train::Progress>,
     ) -> Result<(Vec<u8>, Manifest, Program), TrainerError> {
         let named = spec.training.code.as_ref().and_then(|c| c.bundle.clone()).ok_or(CodeError::NoBundle)?;
@@ -385,7 +385,7 @@ impl Worker {
         let read = spec.clone();
         let started = Instant::now();
         let frame = off_runtime(move || {
-            let frame = mlops_data::read_datasets(&read, &blobs).map_err(train::TrainError::from)?;
+            let (frame, _) = mlops_data::read_sources_counted(&read, &blobs).map_err(train::TrainError::from)?;
             if frame.rows < 10 {
                 return Err(TrainerError::Train(train::TrainError::TooFew(frame.rows)));
             }
