@@ -11,15 +11,11 @@ use crate::read::{Batches, DataError, Source};
 /// Reads every batch into a frame of the spec's features (and target). The first bad cell is an
 /// error naming its row and column; the validator has reported every one before this runs.
 pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> Result<Frame, DataError> {
-    let mut frame: Option<Frame> = None;
+    let mut frame = empty(spec, with_target);
     for chunk in FrameChunks::new(batches, spec, with_target)? {
-        let chunk = chunk?;
-        match &mut frame {
-            None => frame = Some(chunk),
-            Some(all) => all.append(chunk),
-        }
+        frame.append(chunk?);
     }
-    Ok(frame.unwrap_or_else(|| empty(spec, with_target)))
+    Ok(frame)
 }
 
 /// A frame of no rows with the spec's columns.
