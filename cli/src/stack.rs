@@ -60,24 +60,35 @@ impl NatsServer {
         if let Some(config) = config {
             cmd.arg("-c").arg(config);
         }
-        let child = cmd
+        // The server's own log goes beside its store, so that a start that fails can say why.
+        let log_path = dir.join("nats-server.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut child = cmd
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
             .arg(&store_dir)
             .arg("--ports_file_dir")
             .arg(&ports_dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server: is it installed? (`just deps` installs Debian's nats-server package)")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A node restarted after a crash recovers its streams before it listens, which takes
+        // seconds on a loaded machine.
+        let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(url) = read_ports_file(&ports_dir)? {
                 return Ok(Self { child, url, store_dir });
             }
+            if let Some(status) = child.try_wait()? {
+                bail!("nats-server exited ({status}) before listening; its log ends:\n{}", log_tail(&log_path));
+            }
             if Instant::now() > deadline {
-                bail!("nats-server did not report its ports within 10 s");
+                bail!(
+                    "nats-server did not report its ports within {START_TIMEOUT:?}; its log ends:\n{}",
+                    log_tail(&log_path)
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -108,6 +119,16 @@ fn sigterm(pid: u32) {
 /// one on `PATH`.
 pub fn nats_server_binary() -> PathBuf {
     std::env::var_os("MLOPS_NATS_SERVER_BIN").map_or_else(|| PathBuf::from("nats-server"), PathBuf::from)
+}
+
+/// How long a nats-server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The last lines of the log at `path`, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 fn read_ports_file(dir: &Path) -> anyhow::Result<Option<String>> {
