@@ -13,19 +13,23 @@ use std::time::Duration;
 use async_nats::jetstream;
 use mlops_cli::stack::NatsServer;
 
-/// Every stream the platform provisions: its four streams, two object stores and four key-value
+/// Every stream the platform provisions: its four streams, four object stores and six key-value
 /// buckets (each a stream underneath).
-pub const PLATFORM_STREAMS: [&str; 10] = [
+pub const PLATFORM_STREAMS: [&str; 16] = [
     "MLOPS_EVENTS",
     "MLOPS_JOBS",
     "MLOPS_PREDICTIONS",
     "MLOPS_DLQ",
     "OBJ_datasets",
     "OBJ_models",
+    "OBJ_code",
+    "OBJ_features",
     "KV_pipelines",
     "KV_jobs",
     "KV_profiles",
     "KV_deployments",
+    "KV_feature_views",
+    "KV_features_online",
 ];
 
 struct Node {

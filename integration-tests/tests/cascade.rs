@@ -444,7 +444,10 @@ async fn serving_data_without_labels_is_validated_and_never_trained() {
     };
     let url = app.stack.url("ingest");
     let err = client::upload_with(&url, header("staging"), unlabelled.clone().into_bytes()).await.unwrap_err();
-    assert!(format!("{err:#}").contains("environment \"staging\" is not `training` or `serving`"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("environment \"staging\" is not `training`, `serving` or `features`"),
+        "{err:#}"
+    );
     let ds = client::upload_with(&url, header("serving"), unlabelled.into_bytes()).await.unwrap();
     assert_eq!(ds.environment, "serving");
     let seen = app.wait_event("data.validated", T, |_| true).await;

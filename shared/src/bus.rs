@@ -29,6 +29,13 @@ pub const PROFILES_KV: &str = "profiles";
 /// What each pipeline serves (`route.<pipeline>`: the stable model and any canary), watched by
 /// every serving replica; and each replica's live canary figures (`stats.<pipeline>.<replica>`).
 pub const DEPLOYMENTS_KV: &str = "deployments";
+/// Feature views' specs, by name (`mlops-features`).
+pub const FEATURE_VIEWS_KV: &str = "feature_views";
+/// The offline feature store: every accepted batch of a view as a Parquet file
+/// (`<view>/<written ms>-<dataset sha256>.parquet`).
+pub const FEATURES_BUCKET: &str = "features";
+/// The online feature store: the newest value per view and entity (`<view>.<key>`).
+pub const ONLINE_FEATURES_KV: &str = "features_online";
 
 /// Errors at the bus boundary.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +187,7 @@ impl Bus {
                     .with_context(|| format!("updating stream {name}"))?;
             }
         }
-        for bucket in [DATASETS_BUCKET, MODELS_BUCKET, CODE_BUCKET] {
+        for bucket in [DATASETS_BUCKET, MODELS_BUCKET, CODE_BUCKET, FEATURES_BUCKET] {
             if self.js.get_object_store(bucket).await.is_err() {
                 let config =
                     object_store::Config { bucket: bucket.into(), num_replicas: replicas, ..Default::default() };
@@ -189,14 +196,15 @@ impl Bus {
                     .with_context(|| format!("creating object store {bucket}"))?;
             }
         }
-        for bucket in [PIPELINES_KV, JOBS_KV, PROFILES_KV, DEPLOYMENTS_KV] {
+        for bucket in [PIPELINES_KV, JOBS_KV, PROFILES_KV, DEPLOYMENTS_KV, FEATURE_VIEWS_KV, ONLINE_FEATURES_KV] {
             // The KV stream is created directly, with the settings of the key-value spec (ADR-8):
             // async-nats's `create_key_value` first reads the account info, whose 2.9 form it
             // cannot parse, so it fails on Debian's nats-server.
             let config = stream::Config {
                 name: format!("KV_{bucket}"),
                 subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: 5,
+                // The online store keeps only the newest value per entity.
+                max_messages_per_subject: if bucket == ONLINE_FEATURES_KV { 1 } else { 5 },
                 discard: stream::DiscardPolicy::New,
                 allow_rollup: true,
                 deny_delete: true,

@@ -6,11 +6,13 @@ mod code;
 mod deployment;
 mod features;
 mod gates;
+mod lookup;
 mod monitoring;
 mod store;
 mod target;
 mod training;
 mod validation;
+mod view;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +22,7 @@ pub use code::{CodeSpec, DEFAULT_TIMEOUT_SECS, EnvironmentSpec, MAX_MEMORY_MB, M
 pub use deployment::{CanarySpec, DeploymentSpec, Strategy};
 pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, Severity, full_match};
 pub use gates::{EvaluationSpec, GateRows, GateSpec, ServingLimits, StalenessSpec};
+pub use lookup::{FeatureRef, LookupSpec, parse_ref};
 pub use monitoring::{
     DriftMethod, DriftOverride, FEEDBACK_COLUMNS, FeedbackSpec, MAX_FEEDBACK_ROWS, MonitoringSpec, PerformanceSpec,
     ReferenceKind,
@@ -31,6 +34,7 @@ pub use training::{
     WindowSpec,
 };
 pub use validation::{Environment, Origin, ValidationSpec};
+pub use view::{FEATURE_VIEW_KIND, FeatureViewSpec, kind_of, parse_duration};
 
 /// Why a spec was refused. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,9 @@ pub struct PipelineSpec {
     pub monitoring: MonitoringSpec,
     #[serde(default, skip_serializing_if = "is_default_validation")]
     pub validation: ValidationSpec,
+    /// Features looked up in feature views by entity key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<LookupSpec>,
 }
 
 fn is_default_validation(v: &ValidationSpec) -> bool {
@@ -169,6 +176,8 @@ impl PipelineSpec {
             seed: u64,
             #[serde(skip_serializing_if = "Option::is_none")]
             code: Option<CodeShape<'s>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            lookup: &'s Option<LookupSpec>,
         }
         /// What of a code step shapes its model: the bundle, how it is run and in what.
         #[derive(Serialize)]
@@ -191,6 +200,7 @@ impl PipelineSpec {
                 command: &c.command,
                 environment: &t.environment,
             }),
+            lookup: &self.lookup,
         };
         crate::sha256_hex(&serde_json::to_vec(&shaping).expect("a spec always serializes"))
     }
@@ -258,6 +268,9 @@ impl PipelineSpec {
         self.deployment.check()?;
         self.validation.check()?;
         self.monitoring.check(&self.features, task)?;
+        if let Some(lookup) = &self.lookup {
+            lookup.check(&self.features, &self.columns)?;
+        }
         let taken = |name: &str| FEEDBACK_COLUMNS.contains(&name);
         if self.monitoring.feedback.is_some()
             && let Some(name) = declared.iter().copied().chain([self.target.name.as_str()]).find(|n| taken(n))

@@ -97,6 +97,8 @@ pub enum Environment {
     #[default]
     Training,
     Serving,
+    /// A feature view's batch: keys, event times and features, no target.
+    Features,
 }
 
 impl Environment {
@@ -105,7 +107,8 @@ impl Environment {
         match s {
             "" | "training" => Ok(Self::Training),
             "serving" => Ok(Self::Serving),
-            other => Err(format!("environment {other:?} is not `training` or `serving`")),
+            "features" => Ok(Self::Features),
+            other => Err(format!("environment {other:?} is not `training`, `serving` or `features`")),
         }
     }
 
@@ -113,6 +116,7 @@ impl Environment {
         match self {
             Self::Training => "training",
             Self::Serving => "serving",
+            Self::Features => "features",
         }
     }
 }

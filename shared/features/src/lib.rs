@@ -1,0 +1,32 @@
+//! The feature store's data: a feature view's batches as typed rows with an entity key, an event
+//! time and a write time ([`ViewRows`]); the offline log of every accepted batch as immutable
+//! Parquet ([`offline`]); the point-in-time correct join of entity rows against that log
+//! ([`join`]); and the online store's keys and values ([`online`]).
+//!
+//! Time is Unix milliseconds throughout. A value is *visible* at time `t` when its event time and
+//! its write time are both at or before `t`, and its event time is within the view's TTL of `t`;
+//! of the visible values of a key, the newest event time wins, then the latest write (a
+//! correction of the same event), then the later position in the log.
+
+pub mod join;
+pub mod offline;
+pub mod online;
+mod rows;
+mod store;
+pub mod time;
+
+pub use rows::{KEY_SEPARATOR, ViewRows, Written, composite_key, read_batch};
+pub use store::{FeatureStore, Materialised, StoreError};
+
+/// Why feature data was refused. The message names the column and row.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    #[error("{0}")]
+    Data(#[from] mlops_data::DataError),
+    #[error("column `{0}` is missing")]
+    MissingColumn(String),
+    #[error("row {row}: {message}")]
+    Row { row: usize, message: String },
+    #[error("offline file: {0}")]
+    Offline(String),
+}

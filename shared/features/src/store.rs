@@ -1,0 +1,191 @@
+//! The feature store on NATS: views in the `feature_views` bucket, the offline log as files in
+//! the `features` object store, the online store in the `features_online` bucket.
+
+use async_nats::jetstream::{kv, object_store};
+use futures::{StreamExt as _, TryStreamExt as _};
+use mlops_shared::bus::{Bus, FEATURE_VIEWS_KV, FEATURES_BUCKET, ONLINE_FEATURES_KV};
+use mlops_shared::spec::FeatureViewSpec;
+
+use crate::online::{Entry, entry_key, newest_per_key};
+use crate::{ViewRows, offline};
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("feature store ({what}): {message}")]
+    Nats { what: &'static str, message: String },
+    #[error("feature view `{0}` is not known (apply it with `mlops features apply`)")]
+    UnknownView(String),
+    #[error("feature view `{view}`: stored spec unreadable: {message}")]
+    BadView { view: String, message: String },
+    #[error("offline file {name}: {source}")]
+    File { name: String, source: crate::FeatureError },
+}
+
+fn nats(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
+    move |e| StoreError::Nats { what, message: e.to_string() }
+}
+
+/// What one online materialisation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Materialised {
+    /// Entities whose entry this batch replaced or created.
+    pub written: u64,
+    /// Entities whose stored entry was newer than this batch's (an older batch arriving late).
+    pub kept: u64,
+}
+
+/// The three parts of the store.
+#[derive(Clone)]
+pub struct FeatureStore {
+    views: kv::Store,
+    offline: object_store::ObjectStore,
+    online: kv::Store,
+}
+
+impl FeatureStore {
+    /// Opens the buckets [`Bus::provision`] creates.
+    pub async fn open(bus: &Bus) -> Result<Self, StoreError> {
+        Ok(Self {
+            views: bus.kv(FEATURE_VIEWS_KV).await.map_err(|e| nats("views")(&e))?,
+            offline: bus.js.get_object_store(FEATURES_BUCKET).await.map_err(|e| nats("offline")(&e))?,
+            online: bus.kv(ONLINE_FEATURES_KV).await.map_err(|e| nats("online")(&e))?,
+        })
+    }
+
+    /// The current spec of view `name`, if any.
+    pub async fn view(&self, name: &str) -> Result<Option<FeatureViewSpec>, StoreError> {
+        let Some(bytes) = self.views.get(name).await.map_err(|e| nats("views")(&e))? else { return Ok(None) };
+        FeatureViewSpec::from_json(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::BadView { view: name.into(), message: e.to_string() })
+    }
+
+    /// View `name`, which must exist.
+    pub async fn known_view(&self, name: &str) -> Result<FeatureViewSpec, StoreError> {
+        self.view(name).await?.ok_or_else(|| StoreError::UnknownView(name.into()))
+    }
+
+    /// Stores `view` as the current spec of its name; returns the bucket's revision.
+    pub async fn put_view(&self, view: &FeatureViewSpec) -> Result<u64, StoreError> {
+        self.views.put(view.name.as_str(), view.canonical_json().into()).await.map_err(|e| nats("views")(&e))
+    }
+
+    /// Every view, in name order.
+    pub async fn views(&self) -> Result<Vec<FeatureViewSpec>, StoreError> {
+        let keys = self.views.keys().await.map_err(|e| nats("views")(&e))?;
+        let mut names: Vec<String> = keys.try_collect().await.map_err(|e| nats("views")(&e))?;
+        names.sort();
+        let mut views = Vec::with_capacity(names.len());
+        for name in names {
+            views.extend(self.view(&name).await?);
+        }
+        Ok(views)
+    }
+
+    /// Appends `rows` (a batch from `dataset`, written at `written_ms`) to the offline log as its
+    /// own file, unless that file exists already; returns the file's name and whether it was new.
+    pub async fn append(
+        &self,
+        view: &FeatureViewSpec,
+        rows: &ViewRows,
+        dataset: &str,
+        written_ms: i64,
+    ) -> Result<(String, bool), StoreError> {
+        let name = offline::object_name(view.name.as_str(), written_ms, dataset);
+        if self.offline.info(&name).await.is_ok() {
+            return Ok((name, false));
+        }
+        let mut bytes = Vec::new();
+        offline::write(view, rows, &mut bytes).map_err(|source| StoreError::File { name: name.clone(), source })?;
+        self.offline.put(name.as_str(), &mut bytes.as_slice()).await.map_err(|e| nats("offline")(&e))?;
+        Ok((name, true))
+    }
+
+    /// The names of view `view`'s offline files, in write order.
+    pub async fn files(&self, view: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{view}/");
+        let list = self.offline.list().await.map_err(|e| nats("offline")(&e))?;
+        let infos: Vec<object_store::ObjectInfo> = list.try_collect().await.map_err(|e| nats("offline")(&e))?;
+        let mut names: Vec<String> =
+            infos.into_iter().filter(|i| !i.deleted && i.name.starts_with(&prefix)).map(|i| i.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The whole offline log of `view`, file after file in write order.
+    pub async fn log(&self, view: &FeatureViewSpec) -> Result<ViewRows, StoreError> {
+        let mut rows = ViewRows::empty(view);
+        for name in self.files(view.name.as_str()).await? {
+            let mut object = self.offline.get(name.as_str()).await.map_err(|e| nats("offline")(&e))?;
+            let mut bytes = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await.map_err(|e| nats("offline")(&e))?;
+            offline::read(view, mlops_data::Source::Bytes(bytes.into()), &mut rows)
+                .map_err(|source| StoreError::File { name, source })?;
+        }
+        Ok(rows)
+    }
+
+    /// Writes each entity's newest row of `rows` to the online store, unless the entry there is
+    /// newer (a batch arriving after a later one). Safe to repeat.
+    pub async fn materialise(&self, view: &FeatureViewSpec, rows: &ViewRows) -> Result<Materialised, StoreError> {
+        let updates = newest_per_key(rows).into_iter().map(|r| {
+            let key = entry_key(view.name.as_str(), &rows.keys[r]);
+            let entry = Entry::of(rows, r);
+            async move { self.upsert(&key, &entry).await }
+        });
+        let results: Vec<bool> = futures::stream::iter(updates).buffer_unordered(64).try_collect().await?;
+        let written = results.iter().filter(|w| **w).count() as u64;
+        Ok(Materialised { written, kept: results.len() as u64 - written })
+    }
+
+    /// Puts `entry` at `key` unless a newer one is there; true when written.
+    async fn upsert(&self, key: &str, entry: &Entry) -> Result<bool, StoreError> {
+        let err = nats("online");
+        loop {
+            let current = self.online.entry(key).await.map_err(|e| err(&e))?;
+            let result = match current.filter(|c| c.operation == kv::Operation::Put) {
+                Some(c) => {
+                    let stored = Entry::decode(&c.value).ok();
+                    if stored.is_some_and(|s| !entry.newer_than(&s)) {
+                        return Ok(false);
+                    }
+                    self.online
+                        .update(key, entry.encode().into(), c.revision)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+                None => self.online.create(key, entry.encode().into()).await.map(drop).map_err(|e| e.to_string()),
+            };
+            match result {
+                Ok(()) => return Ok(true),
+                // Another writer got there first: read again and compare with theirs.
+                Err(m)
+                    if m.contains("wrong last sequence")
+                        || m.contains("key exists")
+                        || m.contains("already exists") => {}
+                Err(m) => return Err(err(&m)),
+            }
+        }
+    }
+
+    /// The live online entries of `view` for `keys` (composite keys), in order; `None` for an
+    /// unknown entity or one whose value is past the TTL at `now_ms`.
+    pub async fn online(
+        &self,
+        view: &FeatureViewSpec,
+        keys: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<Option<Entry>>, StoreError> {
+        let ttl = view.ttl_ms();
+        let reads = keys.iter().map(|k| {
+            let key = entry_key(view.name.as_str(), k);
+            async move {
+                let bytes = self.online.get(key.as_str()).await.map_err(|e| nats("online")(&e))?;
+                Ok::<_, StoreError>(bytes.and_then(|b| Entry::decode(&b).ok()).filter(|e| e.live(now_ms, ttl)))
+            }
+        });
+        futures::stream::iter(reads).buffered(64).try_collect().await
+    }
+}
