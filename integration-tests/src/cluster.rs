@@ -15,7 +15,7 @@ use mlops_cli::stack::NatsServer;
 
 /// Every stream the platform provisions: its four streams, four object stores and six key-value
 /// buckets (each a stream underneath).
-pub const PLATFORM_STREAMS: [&str; 16] = [
+pub const PLATFORM_STREAMS: [&str; 14] = [
     "MLOPS_EVENTS",
     "MLOPS_JOBS",
     "MLOPS_PREDICTIONS",

@@ -33,6 +33,7 @@ pub enum Decoded {
     Staleness(pb::StalenessReported),
     Canary(pb::CanaryStarted),
     Applied(pb::PipelineApplied),
+    Materialised(pb::FeaturesMaterialised),
     Other,
 }
 
@@ -52,6 +53,16 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
         }),
         "data.rejected" => described(payload, Decoded::Rejected, |e: &pb::DataRejected| {
             format!("dataset {} rejected: {}", short(&e.dataset_id), e.reason)
+        }),
+        "features.materialised" => described(payload, Decoded::Materialised, |e: &pb::FeaturesMaterialised| {
+            format!(
+                "dataset {}: {} rows offline, {} entities online ({} kept newer), lag {} ms",
+                short(&e.dataset_id),
+                e.rows,
+                e.entities_written,
+                e.entities_kept,
+                e.lag_ms
+            )
         }),
         "model.trained" => described(payload, Decoded::Trained, trained),
         "model.training_failed" => described(payload, Decoded::TrainingFailed, |e: &pb::TrainingFailed| {

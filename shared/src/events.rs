@@ -53,6 +53,7 @@ macro_rules! event {
 event!(pb::DataIngested, "data", "ingested");
 event!(pb::DataValidated, "data", "validated");
 event!(pb::DataRejected, "data", "rejected");
+event!(pb::FeaturesMaterialised, "features", "materialised");
 event!(pb::ModelTrained, "model", "trained");
 event!(pb::TrainingFailed, "model", "training_failed");
 event!(pb::ModelRegistered, "model", "registered");

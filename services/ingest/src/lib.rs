@@ -61,7 +61,7 @@ impl mlops_shared::service::ServiceConfig for Config {
 enum IngestError {
     #[error("{0}")]
     BadInput(String),
-    #[error("pipeline `{0}` not found; apply its spec first (mlops pipeline apply)")]
+    #[error("pipeline `{0}` not found (nor a feature view of that name); apply its spec first (mlops pipeline apply)")]
     UnknownPipeline(String),
     #[error(transparent)]
     Unavailable(anyhow::Error),
@@ -96,6 +96,8 @@ struct Ingest {
     catalog: Arc<Catalog>,
     datasets: Objects,
     specs: SpecStore,
+    /// Feature views, whose batches arrive as a pipeline's datasets do.
+    features: mlops_features::FeatureStore,
     max_bytes: u64,
     allowed_dirs: Vec<PathBuf>,
     /// Where arriving data is staged (as anonymous files) on its way to the object store.
@@ -116,6 +118,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let ingest = Arc::new(Ingest {
         datasets: bus.objects(DATASETS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
+        features: mlops_features::FeatureStore::open(&bus).await?,
         bus,
         catalog,
         max_bytes: config.max_upload_bytes,
@@ -174,12 +177,11 @@ impl Ingest {
         if staged.size == 0 {
             return Err(IngestError::BadInput("the dataset is empty (0 bytes)".into()));
         }
-        let spec = self.specs.get(name.as_str()).await.map_err(|e| IngestError::Unavailable(e.into()))?;
-        let Some(spec) = spec else { return Err(IngestError::UnknownPipeline(name.to_string())) };
+        let (validation_hash, environment) = self.checks_of(name.as_str(), environment).await?;
         let id = staged.sha.to_string();
         let unavailable = |e: catalog::CatalogError| IngestError::Unavailable(e.into());
         let record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
-            Some(known) if known.published && judged_under_other_checks(&known, &spec.validation_hash()) => {
+            Some(known) if known.published && judged_under_other_checks(&known, &validation_hash) => {
                 info!(pipeline = %name, dataset = %&id[..12], "dataset known, judged under an older spec: validating it again");
                 return Ok((self.revalidate(&known, ctx).await?, Arrival::Revalidating));
             }
@@ -216,6 +218,25 @@ impl Ingest {
         metrics::counter!("mlops_datasets_ingested_total").increment(1);
         info!(pipeline = %name, dataset = %&id[..12], bytes = record.size_bytes, "dataset ingested");
         Ok((record, Arrival::New))
+    }
+
+    /// What data arriving under `name` is judged by (the validation hash of its pipeline's spec, or
+    /// its feature view's hash) and in which environment: a feature view's batches are always
+    /// `features`, which a pipeline's may not claim.
+    async fn checks_of(&self, name: &str, environment: Environment) -> Result<(String, Environment), IngestError> {
+        let unavailable = |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("{e}"));
+        if let Some(spec) = self.specs.get(name).await.map_err(|e| unavailable(&e))? {
+            if environment == Environment::Features {
+                return Err(IngestError::BadInput(format!(
+                    "environment `features` is for feature views' batches; `{name}` is a pipeline"
+                )));
+            }
+            return Ok((spec.validation_hash(), environment));
+        }
+        match self.features.view(name).await.map_err(|e| unavailable(&e))? {
+            Some(view) => Ok((view.hash(), Environment::Features)),
+            None => Err(IngestError::UnknownPipeline(name.to_owned())),
+        }
     }
 
     /// Publishes `data.ingested` for the record's current round, then marks it published.
@@ -512,9 +533,8 @@ impl pb::ingest_server::Ingest for IngestApi {
     async fn revalidate(&self, req: Request<pb::RevalidateRequest>) -> Result<Response<pb::Dataset>, Status> {
         let req = req.into_inner();
         let known = self.0.catalog.find(&req.dataset_id, &req.pipeline).map_err(found_status)?;
-        if self.0.specs.get(&known.pipeline).await.map_err(|e| Status::unavailable(e.to_string()))?.is_none() {
-            return Err(IngestError::UnknownPipeline(known.pipeline).into());
-        }
+        let environment = Environment::parse(&known.environment).unwrap_or_default();
+        self.0.checks_of(&known.pipeline, environment).await?;
         let ctx = EventContext::new_run(format!("revalidate-{}-{}", known.pipeline, &known.dataset_id[..16]));
         let record = self.0.revalidate(&known, ctx).await?;
         Ok(Response::new(pb::Dataset { revalidating: true, ..dataset_proto(record) }))

@@ -5,6 +5,7 @@
 pub mod code;
 pub mod import;
 pub mod store;
+mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use mlops_shared::bus::{Bus, CODE_BUCKET, ConsumerSpec, DATASETS_BUCKET, Handler
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::service::Service;
-use mlops_shared::spec::{PipelineSpec, SpecStore};
+use mlops_shared::spec::{FEATURE_VIEW_KIND, FeatureViewSpec, PipelineSpec, SpecStore, kind_of};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -88,7 +89,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         runs: mlops_shared::runs::Runs::open(&bus).await?,
     };
     let code = bus.objects(CODE_BUCKET).await?;
-    let api = RegistryApi { store, specs, bus, code, admin: config.admin.clone(), importer: Arc::new(importer) };
+    let features = mlops_features::FeatureStore::open(&bus).await?;
+    let api =
+        RegistryApi { store, specs, features, bus, code, admin: config.admin.clone(), importer: Arc::new(importer) };
     let server = pb::registry_server::RegistryServer::new(api).max_decoding_message_size(code::MAX_APPLY_BYTES);
     let grpc = tonic::service::Routes::new(server).into_axum_router();
     service.serve(listener, Some(grpc)).await
@@ -205,6 +208,8 @@ async fn on_evaluated(store: &Arc<Store>, e: Envelope<pb::ModelEvaluated>) -> Re
 struct RegistryApi {
     store: Arc<Store>,
     specs: SpecStore,
+    /// Feature views, which pipelines look features up in.
+    features: mlops_features::FeatureStore,
     bus: Bus,
     /// Code bundles of training programs.
     code: mlops_shared::objects::Objects,
@@ -250,6 +255,28 @@ impl RegistryApi {
         let id = format!("applied-{}-r{}-{}", record.name, record.revision, record.spec_hash);
         self.bus.publish(&id, &ctx, &event).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(())
+    }
+
+    /// Applies a feature view: refused when a pipeline has its name, or when it would take away a
+    /// feature a pipeline looks up.
+    async fn apply_view(&self, yaml: &str) -> Result<pb::Pipeline, Status> {
+        let view = FeatureViewSpec::from_yaml(yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.store.pipeline(view.name.as_str()).is_ok() {
+            return Err(views::refused(format!("`{}` is a pipeline; a feature view needs another name", view.name)));
+        }
+        let old = self.features.view(view.name.as_str()).await.map_err(unavailable)?;
+        let pipelines = self.specs.all().await.map_err(unavailable)?;
+        views::check_users(&view, old.as_ref(), &pipelines).map_err(views::refused)?;
+        let revision = self.features.put_view(&view).await.map_err(unavailable)?;
+        info!(view = %view.name, revision, "feature view applied");
+        Ok(pb::Pipeline {
+            name: view.name.to_string(),
+            spec_hash: view.hash(),
+            spec_yaml: yaml.to_owned(),
+            revision,
+            updated_unix_ms: mlops_shared::now_unix_ms(),
+            commit: String::new(),
+        })
     }
 
     fn to_proto(&self, r: ModelRecord) -> Result<pb::ModelVersion, Status> {
@@ -345,6 +372,10 @@ impl MetricFilter {
     }
 }
 
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(e.to_string())
+}
+
 fn pipeline_proto(p: store::PipelineRecord) -> pb::Pipeline {
     pb::Pipeline {
         name: p.name,
@@ -361,7 +392,17 @@ impl pb::registry_server::Registry for RegistryApi {
     async fn apply_pipeline(&self, req: Request<pb::ApplyPipelineRequest>) -> Result<Response<pb::Pipeline>, Status> {
         self.admin.authorize(req.metadata(), "ApplyPipeline")?;
         let req = req.into_inner();
+        if kind_of(&req.spec_yaml).as_deref() == Some(FEATURE_VIEW_KIND) {
+            return Ok(Response::new(self.apply_view(&req.spec_yaml).await?));
+        }
         let mut spec = PipelineSpec::from_yaml(&req.spec_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self.features.view(spec.name.as_str()).await.map_err(unavailable)?.is_some() {
+            return Err(views::refused(format!("`{}` is a feature view; a pipeline needs another name", spec.name)));
+        }
+        if spec.lookup.is_some() {
+            let views = self.features.views().await.map_err(unavailable)?;
+            views::check_lookup(&spec, &views).map_err(views::refused)?;
+        }
         // A spec with code is stored as the registry completed it: naming its bundle and commit.
         let yaml = if code::attach(&self.code, &mut spec, &req).await? { spec.to_yaml() } else { req.spec_yaml };
         let (name, hash, git) = (spec.name.as_str().to_owned(), spec.hash(), req.commit.clone());

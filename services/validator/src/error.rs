@@ -29,6 +29,9 @@ pub enum ValidatorError {
     /// NATS (the spec bucket, a publish) failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The feature store did not take a view's batch.
+    #[error(transparent)]
+    Features(#[from] mlops_features::StoreError),
     /// Validating on the blocking pool did not finish.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
@@ -45,6 +48,7 @@ impl ValidatorError {
             Self::UnknownPipeline(_) | Self::BadDatasetId(_) | Self::BadEnvironment(_) => true,
             Self::Objects(e) => !matches!(e, ObjectError::Store { .. }),
             Self::Interrupted(e) => matches!(e, Interrupted::Panicked(_)),
+            Self::Features(e) => !matches!(e, mlops_features::StoreError::Nats { .. }),
             Self::ReadProfile(_) | Self::StoreProfile(_) | Self::Bus(_) => false,
         }
     }

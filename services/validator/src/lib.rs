@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod error;
 pub mod profile;
+mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, PROFILES_KV, off_run
 use mlops_shared::config::NatsArgs;
 use mlops_shared::events::Envelope;
 use mlops_shared::ids::Sha256;
-use mlops_shared::objects::Objects;
+use mlops_shared::objects::{ObjectError, Objects};
 use mlops_shared::service::Service;
 use mlops_shared::spec::{Environment, Origin, SpecStore};
 use prost::Message as _;
@@ -47,6 +48,8 @@ struct Validator {
     bus: Bus,
     datasets: Objects,
     specs: SpecStore,
+    /// Feature views, whose accepted batches the validator writes to the feature store.
+    features: mlops_features::FeatureStore,
     /// The profile of each pipeline's newest accepted version, for the drift comparators.
     profiles: async_nats::jetstream::kv::Store,
 }
@@ -58,6 +61,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let v = Arc::new(Validator {
         datasets: bus.objects(DATASETS_BUCKET).await?,
         specs: SpecStore::open(&bus).await?,
+        features: mlops_features::FeatureStore::open(&bus).await?,
         profiles: bus.kv(PROFILES_KV).await?,
         bus,
     });
@@ -67,19 +71,77 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 }
 
 impl Validator {
+    /// The checks data arriving under `name` is judged by: its pipeline's spec, or its feature
+    /// view's as a spec (with the view).
+    async fn checks_of(
+        &self,
+        name: &str,
+    ) -> Result<(mlops_shared::spec::PipelineSpec, Option<mlops_shared::spec::FeatureViewSpec>), ValidatorError> {
+        if let Some(spec) = self.specs.get(name).await? {
+            return Ok((spec, None));
+        }
+        match self.features.view(name).await? {
+            Some(view) => Ok((views::validation_spec(&view), Some(view))),
+            None => Err(ValidatorError::UnknownPipeline(name.to_owned())),
+        }
+    }
+
+    /// Reads a view's accepted batch with its times, appends it to the offline log and merges it
+    /// into the online store, then announces `features.materialised`. Rows that do not read (a
+    /// time missing or far in the future) refuse the batch: the reason is returned.
+    async fn store_features(
+        &self,
+        view: &mlops_shared::spec::FeatureViewSpec,
+        file: std::fs::File,
+        name: &str,
+        d: &pb::DataIngested,
+        ctx: &mlops_shared::events::EventContext,
+    ) -> Result<Option<String>, ValidatorError> {
+        let (v, name, arrived) = (view.clone(), name.to_owned(), d.arrived_unix_ms);
+        let rows = off_runtime(move || {
+            Ok::<_, ValidatorError>(views::read_rows(&v, mlops_data::Source::File(file), &name, arrived))
+        })
+        .await?;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Some(format!("feature view `{}`: {e}", view.name))),
+        };
+        let (offline_file, _) = self.features.append(view, &rows, &d.dataset_id, arrived).await?;
+        let online = self.features.materialise(view, &rows).await?;
+        let lag_ms = mlops_shared::now_unix_ms() - arrived;
+        metrics::counter!("mlops_features_rows_total", "view" => d.pipeline.clone()).increment(rows.len() as u64);
+        metrics::histogram!("mlops_features_materialisation_lag_seconds").record(lag_ms as f64 / 1000.0);
+        info!(view = %view.name, rows = rows.len(), written = online.written, lag_ms, "features materialised");
+        let event = pb::FeaturesMaterialised {
+            pipeline: d.pipeline.clone(),
+            dataset_id: d.dataset_id.clone(),
+            rows: rows.len() as u64,
+            offline_file,
+            entities_written: online.written,
+            entities_kept: online.kept,
+            arrived_unix_ms: arrived,
+            lag_ms,
+        };
+        let id_suffix = mlops_shared::events::round_suffix(d.round);
+        self.bus.publish(&format!("materialised-{}-{}{id_suffix}", d.pipeline, d.dataset_id), ctx, &event).await?;
+        Ok(None)
+    }
+
     async fn on_ingested(&self, e: Envelope<pb::DataIngested>) -> Result<(), ValidatorError> {
         let ctx = e.follow();
         let d = &e.payload;
-        let spec =
-            self.specs.get(&d.pipeline).await?.ok_or_else(|| ValidatorError::UnknownPipeline(d.pipeline.clone()))?;
+        let (spec, view) = self.checks_of(&d.pipeline).await?;
         let sha = Sha256::parse(d.dataset_id.clone())?;
         let environment = Environment::parse(&d.environment).map_err(ValidatorError::BadEnvironment)?;
         let origin = Origin::parse(&d.origin).map_err(ValidatorError::BadEnvironment)?;
-        let validation_hash = spec.validation_hash();
+        let validation_hash = view.as_ref().map_or_else(|| spec.validation_hash(), |v| v.hash());
         // Each round of validation of one content has its own verdict events.
         let id_suffix = mlops_shared::events::round_suffix(d.round);
         // Streamed to a temporary file and read in batches: memory stays bounded whatever the size.
         let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
+        let second_read = file
+            .try_clone()
+            .map_err(|e| ObjectError::Store { bucket: DATASETS_BUCKET, message: format!("a second handle: {e}") })?;
         let name = format!("data.{}", d.format);
         let previous = self
             .profiles
@@ -88,18 +150,27 @@ impl Validator {
             .map_err(|e| ValidatorError::ReadProfile(e.to_string()))?
             .and_then(|b| pb::DatasetProfile::decode(b).ok());
         let had_reference = previous.is_some();
-        let report = off_runtime(move || {
-            let batches = mlops_data::open_typed(
-                mlops_data::Source::File(file),
-                &name,
-                &mlops_data::Limits::default(),
-                &spec.numeric_features(),
-            );
-            Ok::<_, ValidatorError>(checks::validate(batches, &spec, previous.as_ref(), environment, origin))
+        let report = off_runtime({
+            let name = name.clone();
+            move || {
+                let batches = mlops_data::open_typed(
+                    mlops_data::Source::File(file),
+                    &name,
+                    &mlops_data::Limits::default(),
+                    &spec.numeric_features(),
+                );
+                Ok::<_, ValidatorError>(checks::validate(batches, &spec, previous.as_ref(), environment, origin))
+            }
         })
         .await?;
-        if report.blocked() {
-            let reason = report.summary();
+        // A view's batch must also read with its times; its rows reach the store before the
+        // verdict is announced.
+        let refusal = match &view {
+            Some(view) if !report.blocked() => self.store_features(view, second_read, &name, d, &ctx).await?,
+            _ => None,
+        };
+        if report.blocked() || refusal.is_some() {
+            let reason = refusal.unwrap_or_else(|| report.summary());
             warn!(pipeline = %d.pipeline, dataset = %sha.short(), %reason, "dataset rejected");
             metrics::counter!("mlops_datasets_rejected_total", "pipeline" => d.pipeline.clone()).increment(1);
             let event = pb::DataRejected {

@@ -14,6 +14,7 @@ pub mod online;
 mod rows;
 mod store;
 pub mod time;
+pub mod training;
 
 pub use rows::{KEY_SEPARATOR, ViewRows, Written, composite_key, read_batch};
 pub use store::{FeatureStore, Materialised, StoreError};

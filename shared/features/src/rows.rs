@@ -171,7 +171,7 @@ fn view_of(array: &ArrayRef) -> mlops_data::ColumnView<'_> {
 }
 
 /// A time column as milliseconds; the error is the row and what is wrong.
-fn times(array: &ArrayRef, name: &str) -> Result<Vec<i64>, (usize, String)> {
+pub(crate) fn times(array: &ArrayRef, name: &str) -> Result<Vec<i64>, (usize, String)> {
     let missing = |row: usize| (row, format!("time `{name}` is missing"));
     if let DataType::Timestamp(unit, _) = array.data_type() {
         let per_ms = |v: i64| match unit {
