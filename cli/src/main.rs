@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{data, deploy, events, models, monitor, pipeline, platform, predict, runs, schema, staleness};
+use commands::{data, deploy, events, features, models, monitor, pipeline, platform, predict, runs, schema, staleness};
 use mlops_cli::environments::{Endpoints, Given};
 
 #[derive(Parser)]
@@ -100,6 +100,11 @@ enum Command {
     },
     /// Predict one row (a JSON object) or several (a JSON array of objects).
     Predict(predict::PredictArgs),
+    /// Feature views: apply, list, an entity's history and current values, training sets.
+    Features {
+        #[command(subcommand)]
+        command: features::FeaturesCommand,
+    },
     /// Events on the bus.
     Events {
         #[command(subcommand)]
@@ -191,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs { command } => runs::run(command, &ep.nats()).await,
         Command::Predict(args) => predict::run(args, deployer).await,
         Command::Events { command } => events::run(command, &ep.nats()).await,
+        Command::Features { command } => features::run(command, &ep).await,
         Command::Rollback(args) => deploy::rollback(args, deployer, token).await,
         Command::Deployments => deploy::deployments(deployer).await,
         Command::Deploy(args) => deploy::deploy(args, deployer, token).await,

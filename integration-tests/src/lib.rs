@@ -127,6 +127,19 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("upload: {e:#}"))
     }
 
+    /// Runs the `mlops` binary with the stack's endpoints; (success, stdout, stderr).
+    pub fn mlops(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(self.stack.opts.bin_dir.join("mlops"))
+            .args(["--nats-url", &self.stack.nats_url, "--registry-url", &self.stack.url("registry")])
+            .args(["--ingest-url", &self.stack.url("ingest"), "--deployer-url", &self.stack.url("deployer")])
+            .args(["--evaluator-url", &self.stack.url("evaluator"), "--monitor-url", &self.stack.url("monitor")])
+            .args(args)
+            .output()
+            .expect("running mlops");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    }
+
     /// Events seen so far (every publish, duplicates included, in arrival order).
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("not poisoned").clone()

@@ -4,6 +4,7 @@
 pub(crate) mod data;
 pub(crate) mod deploy;
 pub(crate) mod events;
+pub(crate) mod features;
 pub(crate) mod models;
 pub(crate) mod monitor;
 pub(crate) mod pipeline;

@@ -98,8 +98,10 @@ pub(crate) async fn run(command: PipelineCommand, ep: &Endpoints) -> anyhow::Res
                 return Ok(());
             }
             let from = if p.commit.is_empty() { String::new() } else { format!(", commit {}", p.commit) };
+            let view = mlops_shared::spec::kind_of(&yaml).as_deref() == Some(mlops_shared::spec::FEATURE_VIEW_KIND);
             println!(
-                "pipeline {} applied: revision {}, spec {}{from}{}",
+                "{} {} applied: revision {}, spec {}{from}{}",
+                if view { "feature view" } else { "pipeline" },
                 p.name,
                 p.revision,
                 short(&p.spec_hash),

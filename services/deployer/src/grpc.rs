@@ -87,7 +87,14 @@ impl oip::grpc_inference_service_server::GrpcInferenceService for Inference {
         &self,
         req: Request<oip::ModelInferRequest>,
     ) -> Result<Response<oip::ModelInferResponse>, Status> {
-        infer_message(&self.0.models, &self.0.log, req.into_inner()).map(Response::new)
+        let d = &self.0;
+        let r = req.into_inner();
+        let started = std::time::Instant::now();
+        let inputs = request_inputs(&d.models, &r)?;
+        let picked = d.models.pick(&r.model_name, Some(&r.model_version))?;
+        let inputs = d.online.fill(picked.model.artifact.manifest().lookup.as_ref(), inputs).await?;
+        let (model, scored) = crate::serving::infer_picked(picked, &d.log, inputs)?;
+        Ok(Response::new(response(r, &model, scored, started)))
     }
 }
 
@@ -98,8 +105,14 @@ pub fn infer_message(
     log: &PredictionLog,
     r: oip::ModelInferRequest,
 ) -> Result<oip::ModelInferResponse, Status> {
-    use oip::model_infer_response::InferOutputTensor;
     let started = std::time::Instant::now();
+    let inputs = request_inputs(models, &r)?;
+    let (model, scored) = crate::serving::infer(models, log, &r.model_name, Some(&r.model_version), inputs)?;
+    Ok(response(r, &model, scored, started))
+}
+
+/// A request's named input columns.
+fn request_inputs(models: &Models, r: &oip::ModelInferRequest) -> Result<Vec<(String, Column)>, Status> {
     if !r.raw_input_contents.is_empty() && r.raw_input_contents.len() != r.inputs.len() {
         return Err(Status::invalid_argument("raw_input_contents must have one entry per input"));
     }
@@ -118,11 +131,20 @@ pub fn infer_message(
         }
         shaped.push((t.name.clone(), t.shape.clone(), col));
     }
-    let inputs = match crate::serving::matrix_columns(models, &r.model_name, &shaped) {
+    Ok(match crate::serving::matrix_columns(models, &r.model_name, &shaped) {
         Some(columns) => columns?,
         None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
-    };
-    let (model, scored) = crate::serving::infer(models, log, &r.model_name, Some(&r.model_version), inputs)?;
+    })
+}
+
+/// The response to `r`, answered by `model` with `scored`.
+fn response(
+    r: oip::ModelInferRequest,
+    model: &crate::serving::Served,
+    scored: crate::serving::Scored,
+    started: std::time::Instant,
+) -> oip::ModelInferResponse {
+    use oip::model_infer_response::InferOutputTensor;
     let n = scored.scores.len() as i64;
     metrics::histogram!("mlops_inference_seconds", "protocol" => "grpc").record(started.elapsed().as_secs_f64());
     let tensor = |name: &str, datatype: &str, contents: Option<oip::InferTensorContents>| InferOutputTensor {
@@ -157,14 +179,14 @@ pub fn infer_message(
         raw.push(raw_bytes(&scored.ids));
         (outputs, raw)
     };
-    Ok(oip::ModelInferResponse {
+    oip::ModelInferResponse {
         model_name: model.pipeline.clone(),
         model_version: model.version.to_string(),
         id: r.id,
         parameters: HashMap::new(),
         outputs,
         raw_output_contents,
-    })
+    }
 }
 
 /// A BYTES tensor's raw form: each element as a 4-byte little-endian length, then its bytes.

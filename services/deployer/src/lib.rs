@@ -4,6 +4,7 @@
 
 pub mod canary;
 pub mod error;
+pub mod features;
 pub mod grpc;
 pub mod invocations;
 pub mod labels;
@@ -80,6 +81,8 @@ pub struct Deployer {
     pub models: Models,
     pub readiness: Readiness,
     pub log: PredictionLog,
+    /// The online feature store, for models that look features up.
+    pub online: features::OnlineFeatures,
     bus: Bus,
     artifacts: Objects,
     /// Runs imported ONNX models.
@@ -166,6 +169,7 @@ impl Deployer {
             models: Models::default(),
             readiness: Readiness::default(),
             log,
+            online: features::OnlineFeatures::new(mlops_features::FeatureStore::open(&bus).await?),
             artifacts: bus.objects(MODELS_BUCKET).await?,
             onnx,
             specs: SpecStore::open(&bus).await?,

@@ -66,6 +66,7 @@ pub fn router(d: Arc<Deployer>) -> Router {
         .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
         .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/v1/features", post(online_features))
         .route("/invocations", post(crate::invocations::invocations))
         .route("/models/{name}/invocations", post(crate::invocations::model_invocations))
         .with_state(d)
@@ -196,7 +197,7 @@ pub(crate) fn body(b: Body) -> Result<Bytes, ApiError> {
 }
 
 async fn infer(State(d): State<Arc<Deployer>>, Path(name): Path<String>, b: Body) -> Result<Json<Json_>, ApiError> {
-    run_infer(&d, &name, None, &body(b)?)
+    run_infer(&d, &name, None, &body(b)?).await
 }
 
 async fn infer_v(
@@ -204,11 +205,18 @@ async fn infer_v(
     Path((name, v)): Path<(String, String)>,
     b: Body,
 ) -> Result<Json<Json_>, ApiError> {
-    run_infer(&d, &name, Some(&v), &body(b)?)
+    run_infer(&d, &name, Some(&v), &body(b)?).await
 }
 
-fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Result<Json<Json_>, ApiError> {
-    infer_body(&d.models, &d.log, name, version, body).map(Json)
+/// Answers an inference body as [`infer_body`] does, fetching the features the picked model
+/// looks up from the online store first.
+async fn run_infer(d: &Deployer, name: &str, version: Option<&str>, body: &[u8]) -> Result<Json<Json_>, ApiError> {
+    let started = std::time::Instant::now();
+    let (id, inputs) = infer_inputs(&d.models, name, body)?;
+    let picked = d.models.pick(name, version)?;
+    let inputs = d.online.fill(picked.model.artifact.manifest().lookup.as_ref(), inputs).await?;
+    let (model, scored) = crate::serving::infer_picked(picked, &d.log, inputs)?;
+    Ok(Json(infer_answer(&model, scored, id, started)))
 }
 
 /// Answers an OIP v2 REST inference body with what `models` serve, logging to `log`: the whole
@@ -221,6 +229,17 @@ pub fn infer_body(
     body: &[u8],
 ) -> Result<Json_, ApiError> {
     let started = std::time::Instant::now();
+    let (id, inputs) = infer_inputs(models, name, body)?;
+    let (model, scored) = crate::serving::infer(models, log, name, version, inputs)?;
+    Ok(infer_answer(&model, scored, id, started))
+}
+
+/// An inference body's id and named input columns.
+fn infer_inputs(
+    models: &Models,
+    name: &str,
+    body: &[u8],
+) -> Result<(Option<String>, crate::serving::Inputs), ApiError> {
     let req: InferRequest = from_python_json(body).map_err(|e| bad(format!("invalid inference request: {e}")))?;
     let mut shaped = Vec::with_capacity(req.inputs.len());
     for t in req.inputs {
@@ -231,14 +250,85 @@ pub fn infer_body(
         Some(columns) => columns?,
         None => shaped.into_iter().map(|(name, _, col)| (name, col)).collect(),
     };
-    let (model, scored) = crate::serving::infer(models, log, name, version, inputs)?;
+    Ok((req.id, inputs))
+}
+
+fn infer_answer(
+    model: &crate::serving::Served,
+    scored: crate::serving::Scored,
+    id: Option<String>,
+    started: std::time::Instant,
+) -> Json_ {
     metrics::histogram!("mlops_inference_seconds", "protocol" => "rest").record(started.elapsed().as_secs_f64());
-    Ok(json!({
+    json!({
         "model_name": model.pipeline,
         "model_version": model.version.to_string(),
-        "id": req.id.unwrap_or_else(|| scored.ids.first().cloned().unwrap_or_default()),
+        "id": id.unwrap_or_else(|| scored.ids.first().cloned().unwrap_or_default()),
         "outputs": infer_outputs(scored),
-    }))
+    })
+}
+
+/// A batch of online feature reads, in Feast's `get-online-features` form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeaturesRequest {
+    /// `VIEW:feature` references.
+    features: Vec<String>,
+    /// Each key column's values, one per entity.
+    entities: std::collections::BTreeMap<String, Vec<Json_>>,
+}
+
+/// `POST /v1/features`: the current values of `features` for a batch of entities, from the online
+/// store, as Feast's feature server answers: `metadata.feature_names` (the key columns, then the
+/// features) and one result per name with `values`, `statuses` (`PRESENT`, or `NOT_FOUND` for
+/// an unknown entity or one past the view's TTL) and `event_timestamps`.
+async fn online_features(State(d): State<Arc<Deployer>>, b: Body) -> Result<Json<Json_>, ApiError> {
+    let body = body(b)?;
+    let req: FeaturesRequest =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid features request: {e}")))?;
+    let refs = req
+        .features
+        .iter()
+        .map(|r| mlops_shared::spec::parse_ref(r).map_err(|e| bad(e.replace("`lookup.from`", "`features`"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = refs.first() else { return Err(bad("`features` is empty")) };
+    let view = d.online.view(first.view).await?;
+    let mut key_columns = Vec::with_capacity(view.entities.len());
+    for k in &view.entities {
+        let values = req.entities.get(k).ok_or_else(|| bad(format!("`entities` lacks the key column `{k}`")))?;
+        let text = |v: &Json_| match v {
+            Json_::String(s) => Some(s.clone()),
+            Json_::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        key_columns.push(Column::Str(values.iter().map(text).collect()));
+    }
+    if key_columns.iter().any(|c| c.len() != key_columns[0].len()) {
+        return Err(bad("every key column of `entities` must hold one value per entity"));
+    }
+    let keys = crate::features::entity_keys(&key_columns);
+    let looked = d.online.look_up(refs.iter().copied(), &keys).await?;
+    let mut names: Vec<String> = view.entities.clone();
+    let mut results: Vec<Json_> = view
+        .entities
+        .iter()
+        .map(|k| {
+            let n = keys.len();
+            json!({"values": req.entities[k], "statuses": vec!["PRESENT"; n], "event_timestamps": vec![Json_::Null; n]})
+        })
+        .collect();
+    for ((name, column), times) in looked.columns.into_iter().zip(looked.event_ms) {
+        let values: Vec<Json_> = match column {
+            Column::Num(v) => v.into_iter().map(|x| json!(x)).collect(),
+            Column::Str(v) => v.into_iter().map(|x| json!(x)).collect(),
+        };
+        let statuses: Vec<&str> = times.iter().map(|t| if t.is_some() { "PRESENT" } else { "NOT_FOUND" }).collect();
+        let stamps: Vec<Json_> =
+            times.iter().map(|t| t.map_or(Json_::Null, |ms| json!(mlops_features::time::format_ms(ms)))).collect();
+        names.push(name);
+        results.push(json!({"values": values, "statuses": statuses, "event_timestamps": stamps}));
+    }
+    Ok(Json(json!({"metadata": {"feature_names": names}, "results": results})))
 }
 
 /// The output tensors of an inference call, as JSON.

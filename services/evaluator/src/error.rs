@@ -32,6 +32,9 @@ pub enum EvaluatorError {
     /// NATS (a key-value read, a publish) failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The feature store did not answer, or a looked-up view is missing.
+    #[error(transparent)]
+    Features(#[from] mlops_features::StoreError),
     /// Computing on the blocking pool did not finish.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
@@ -45,6 +48,7 @@ impl EvaluatorError {
             Self::Objects(e) => !matches!(e, ObjectError::Store { .. }),
             Self::Interrupted(e) => matches!(e, Interrupted::Panicked(_)),
             Self::Registry(_) | Self::Bus(_) => false,
+            Self::Features(e) => !matches!(e, mlops_features::StoreError::Nats { .. }),
             Self::UnknownPipeline(_) | Self::BadEvent(_) | Self::BadArtifact(_) | Self::BadData(_) => true,
             Self::Unanswerable(_) => true,
         }

@@ -24,7 +24,7 @@ use mlops_shared::model::Model;
 use mlops_shared::objects::Objects;
 use mlops_shared::runs::Runs;
 use mlops_shared::service::Service;
-use mlops_shared::spec::SpecStore;
+use mlops_shared::spec::{PipelineSpec, SpecStore};
 use pb::get_model_version_request::Selector;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,8 @@ pub struct Evaluator {
     datasets: Objects,
     models: Objects,
     specs: SpecStore,
+    /// Feature views, for pipelines that look features up.
+    features: mlops_features::FeatureStore,
     registry: RegistryClient<Channel>,
     runs: Runs,
     slots: mlops_shared::schedule::Slots,
@@ -114,6 +116,7 @@ impl Evaluator {
             datasets: bus.objects(DATASETS_BUCKET).await?,
             models: bus.objects(MODELS_BUCKET).await?,
             specs: SpecStore::open(bus).await?,
+            features: mlops_features::FeatureStore::open(bus).await?,
             registry: RegistryClient::new(channel),
             runs: Runs::open(bus).await?,
             slots: mlops_shared::schedule::Slots::open(bus).await?,
@@ -130,6 +133,41 @@ impl Evaluator {
             blobs.push((id.clone(), self.datasets.get_verified(&sha).await?));
         }
         Ok(blobs)
+    }
+
+    /// For a pipeline that looks features up: the spec its models are judged under (its
+    /// features, then the looked-up ones) and the views' logs to join datasets with; other
+    /// pipelines' spec as it is.
+    pub(crate) async fn looked_up(
+        &self,
+        spec: PipelineSpec,
+    ) -> Result<(PipelineSpec, Option<Arc<mlops_features::LookedUp>>), EvaluatorError> {
+        let Some(lookup) = &spec.lookup else { return Ok((spec, None)) };
+        let looked = self.features.looked_up(lookup).await?;
+        let model_spec = looked.model_spec(&spec).map_err(|e| EvaluatorError::BadData(e.to_string()))?;
+        Ok((model_spec, Some(Arc::new(looked))))
+    }
+
+    /// The datasets `ids`, verified, with any looked-up features joined in as of each row's time.
+    pub(crate) async fn datasets_joined(
+        &self,
+        looked: &Option<Arc<mlops_features::LookedUp>>,
+        ids: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>, EvaluatorError> {
+        let blobs = self.datasets(ids).await?;
+        let Some(looked) = looked.clone() else { return Ok(blobs) };
+        off_runtime(move || {
+            blobs
+                .into_iter()
+                .map(|(id, bytes)| {
+                    let (joined, _) = looked
+                        .join_dataset(mlops_data::Source::Bytes(bytes.into()), "")
+                        .map_err(|e| EvaluatorError::BadData(format!("dataset {id}: looking features up: {e}")))?;
+                    Ok((id, joined))
+                })
+                .collect()
+        })
+        .await
     }
 
     /// The model of artifact `sha`, verified and made ready to answer (off the runtime: a large
@@ -189,20 +227,22 @@ impl Evaluator {
     async fn inputs(&self, t: &pb::ModelTrained) -> Result<judge::Inputs, EvaluatorError> {
         let spec =
             self.specs.get(&t.pipeline).await?.ok_or_else(|| EvaluatorError::UnknownPipeline(t.pipeline.clone()))?;
+        let (spec, looked) = self.looked_up(spec).await?;
         let candidate = self.load(&t.artifact_sha256).await?;
         let production = lookup(&self.registry, &t.pipeline, Selector::Alias("production".into())).await?;
         let champion = match &production {
             Some(p) => Some(self.load(&p.artifact_sha256).await?),
             None => None,
         };
-        let window = self.datasets(&candidate.manifest().dataset_ids).await?;
+        let window = self.datasets_joined(&looked, &candidate.manifest().dataset_ids).await?;
         let newest = match self.runs.history(&t.pipeline).await?.pop() {
             None => None,
             Some(mlops_shared::spec::Accepted { id, .. }) => {
                 Some(match candidate.manifest().dataset_ids.iter().position(|d| *d == id) {
                     Some(index) => judge::Newest::InWindow { id, index },
                     None => {
-                        let bytes = self.datasets(std::slice::from_ref(&id)).await?.pop().map(|(_, b)| b);
+                        let bytes =
+                            self.datasets_joined(&looked, std::slice::from_ref(&id)).await?.pop().map(|(_, b)| b);
                         judge::Newest::After(id, bytes.unwrap_or_default())
                     }
                 })

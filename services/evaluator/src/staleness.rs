@@ -160,14 +160,15 @@ impl Evaluator {
             return Err(unanswerable(format!("pipeline `{p}` has had no production version yet")));
         }
 
-        let newest = self.datasets(std::slice::from_ref(&newest_id)).await?;
+        let (spec, looked) = self.looked_up(spec).await?;
+        let newest = self.datasets_joined(&looked, std::slice::from_ref(&newest_id)).await?;
         // Each version's artifact, and its window when that holds the newest dataset.
         let mut compared = Vec::with_capacity(versions.len());
         for v in &versions {
             let artifact = self.load(&v.artifact_sha256).await?;
             let ids = &artifact.manifest().dataset_ids;
             let window = match ids.iter().position(|d| *d == newest_id) {
-                Some(k) => Some((k, self.datasets(ids).await?)),
+                Some(k) => Some((k, self.datasets_joined(&looked, ids).await?)),
                 None => None,
             };
             compared.push((v.version, v.created_unix_ms, artifact, window));

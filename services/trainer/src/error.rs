@@ -52,6 +52,13 @@ pub enum TrainerError {
     /// A code step made no model.
     #[error(transparent)]
     Code(#[from] crate::code::CodeError),
+    /// The feature store did not answer, or a looked-up view is missing.
+    #[error(transparent)]
+    Features(#[from] mlops_features::StoreError),
+    /// The looked-up features could not be joined to the data (a key or time column missing or
+    /// unreadable).
+    #[error("looking features up: {0}")]
+    Lookup(#[from] mlops_features::FeatureError),
     /// Not yet: the debounce window or the cooldown ends after this long.
     #[error("deferred for {0:?}")]
     Deferred(Duration),
@@ -76,7 +83,9 @@ impl TrainerError {
             | Self::BadId(_)
             | Self::BadEvent(_)
             | Self::BadHistory { .. }
-            | Self::Train(_) => true,
+            | Self::Train(_)
+            | Self::Lookup(_) => true,
+            Self::Features(e) => !matches!(e, mlops_features::StoreError::Nats { .. }),
             Self::Objects(e) => !matches!(e, ObjectError::Store { .. }),
             Self::Code(e) => e.is_permanent(),
             // Training that panicked would panic again on the same data and spec.

@@ -124,6 +124,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         code,
         engine,
         specs: SpecStore::open(&bus).await?,
+        features: mlops_features::FeatureStore::open(&bus).await?,
         jobs: bus.kv(JOBS_KV).await?,
         runs: Runs::open(&bus).await?,
         trainer_id,
@@ -197,6 +198,8 @@ struct Worker {
     code: CodeSteps,
     engine: mlops_onnx::Engine,
     specs: SpecStore,
+    /// Feature views, for pipelines that look features up.
+    features: mlops_features::FeatureStore,
     jobs: async_nats::jetstream::kv::Store,
     runs: Runs,
     trainer_id: String,
@@ -314,6 +317,7 @@ impl Worker {
             let file = self.datasets.download_verified(&sha, &std::env::temp_dir()).await?;
             blobs.push((id.clone(), mlops_data::Source::File(file)));
         }
+        let (spec, blobs) = self.look_up(spec, blobs, &progress).await?;
         let started = Instant::now();
         info!(job = %job.job_id, pipeline = %job.pipeline, datasets = blobs.len(), "training");
         let (bytes, manifest, program_run) = if spec.training.code.is_some() {
@@ -364,6 +368,34 @@ impl Worker {
             .map_err(TrainerError::jobs("recording job as done"))?;
         info!(job = %job.job_id, artifact = %sha.short(), millis, auc = m.metrics.get("roc_auc").copied().unwrap_or(f64::NAN), "model trained");
         Ok(Made { sha, metrics: m.metrics.clone(), program: program_run })
+    }
+
+    /// For a pipeline that looks features up: the spec its model trains under (its features, then
+    /// the looked-up ones) and each dataset with those features joined in as of each row's time
+    /// (never a value written after it). Other pipelines' pass through.
+    async fn look_up(
+        &self,
+        spec: PipelineSpec,
+        blobs: Vec<(String, mlops_data::Source)>,
+        progress: &tokio::sync::watch::Sender<train::Progress>,
+    ) -> Result<(PipelineSpec, Vec<(String, mlops_data::Source)>), TrainerError> {
+        let Some(lookup) = &spec.lookup else { return Ok((spec, blobs)) };
+        progress.send_replace(train::Progress { stage: "looking features up".into(), fraction: 0.0 });
+        let looked = self.features.looked_up(lookup).await?;
+        let model_spec = looked.model_spec(&spec)?;
+        let pipeline = spec.name.to_string();
+        off_runtime(move || {
+            let mut joined = Vec::with_capacity(blobs.len());
+            for (id, source) in blobs {
+                let (bytes, stats) = looked.join_dataset(source, "")?;
+                for (view, s) in stats {
+                    info!(pipeline, dataset = %mlops_shared::ids::short(&id), view, matched = s.matched, unknown = s.unknown, absent = s.absent, "features looked up");
+                }
+                joined.push((id, mlops_data::Source::Bytes(bytes.into())));
+            }
+            Ok::<_, TrainerError>((model_spec, joined))
+        })
+        .await
     }
 
     /// Runs the pipeline's own training program on the job's data: the artifact's bytes, its

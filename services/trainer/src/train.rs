@@ -190,6 +190,7 @@ impl Made {
                 reference: self.reference,
                 search: self.search,
                 program: None,
+                lookup: spec.lookup.clone(),
             },
             preprocessing: self.preprocessing,
             parameters: self.parameters,

@@ -21,6 +21,9 @@ pub struct JoinStats {
     pub absent: u64,
 }
 
+/// What a join found in each view, by view name.
+pub type ViewStats = Vec<(String, JoinStats)>;
+
 /// For each entity row (`keys[i]` as of `at_ms[i]`), the index in `log` of the record visible
 /// then, within `ttl_ms` of it.
 ///

@@ -9,6 +9,7 @@
 //! correction of the same event), then the later position in the log.
 
 pub mod join;
+mod lookup;
 pub mod offline;
 pub mod online;
 mod rows;
@@ -16,6 +17,7 @@ mod store;
 pub mod time;
 pub mod training;
 
+pub use lookup::LookedUp;
 pub use rows::{KEY_SEPARATOR, ViewRows, Written, composite_key, read_batch};
 pub use store::{FeatureStore, Materialised, StoreError};
 

@@ -179,13 +179,16 @@ impl FeatureStore {
         now_ms: i64,
     ) -> Result<Vec<Option<Entry>>, StoreError> {
         let ttl = view.ttl_ms();
-        let reads = keys.iter().map(|k| {
-            let key = entry_key(view.name.as_str(), k);
+        let names: Vec<String> = keys.iter().map(|k| entry_key(view.name.as_str(), k)).collect();
+        // Owned keys and a cloned handle per read: the futures borrow nothing (so callers'
+        // futures stay `Send`), and 64 reads are in flight at once.
+        let reads = futures::stream::iter(names).map(|key| {
+            let kv = self.online.clone();
             async move {
-                let bytes = self.online.get(key.as_str()).await.map_err(|e| nats("online")(&e))?;
+                let bytes = kv.get(key).await.map_err(|e| nats("online")(&e))?;
                 Ok::<_, StoreError>(bytes.and_then(|b| Entry::decode(&b).ok()).filter(|e| e.live(now_ms, ttl)))
             }
         });
-        futures::stream::iter(reads).buffered(64).try_collect().await
+        reads.buffered(64).try_collect().await
     }
 }

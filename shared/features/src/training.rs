@@ -9,7 +9,7 @@ use mlops_data::{text, view};
 use mlops_shared::spec::{FeatureKind, FeatureViewSpec};
 use mlops_shared::table::Column;
 
-use crate::join::{JoinStats, as_of, gather};
+use crate::join::{ViewStats, as_of, gather};
 use crate::rows::times;
 use crate::{FeatureError, ViewRows, composite_key};
 
@@ -26,7 +26,7 @@ pub struct Lookup<'a> {
 pub struct Joined {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
-    pub stats: Vec<(String, JoinStats)>,
+    pub stats: ViewStats,
 }
 
 /// Appends to `batches` (all of one schema) the looked-up features, the key read from the
@@ -150,7 +150,7 @@ mod tests {
         let spend = joined.batches[0].column_by_name("spend").unwrap();
         let spend: Vec<Option<f64>> = spend.as_any().downcast_ref::<Float64Array>().unwrap().iter().collect();
         assert_eq!(spend, [Some(1.0), Some(2.0), None, None]);
-        assert_eq!(joined.stats[0].1, JoinStats { matched: 2, unknown: 1, absent: 1 });
+        assert_eq!(joined.stats[0].1, crate::join::JoinStats { matched: 2, unknown: 1, absent: 1 });
         let err = join(
             &batches,
             &["customer_id".into()],

@@ -128,6 +128,7 @@ fn artifact(
             reference: ReferenceProfile::fit(&spec.features, reference),
             search: origin.search,
             program: origin.program,
+            lookup: spec.lookup.clone(),
         },
         graph: graph.bytes,
         external: graph.external,

@@ -68,6 +68,10 @@ pub struct Manifest {
     /// The team's program that made the model, when a code step did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<ProgramRun>,
+    /// The features this model looks up in feature views (the last of `features`), by which key:
+    /// serving fetches them from the online store for a request that carries the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<crate::spec::LookupSpec>,
 }
 
 /// A code step's run, as its model's manifest records it.
@@ -331,6 +335,7 @@ impl Artifact {
                 reference: ReferenceProfile::fit(&spec.features, frame),
                 search: None,
                 program: None,
+                lookup: spec.lookup.clone(),
             },
             preprocessing,
             parameters: Parameters::Logistic {

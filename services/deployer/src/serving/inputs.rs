@@ -33,6 +33,9 @@ impl Column {
     }
 }
 
+/// A request's named input columns.
+pub type Inputs = Vec<(String, Column)>;
+
 /// Lays named `inputs` out as rows in the model's feature order. Errors name the input.
 pub fn rows(artifact: &dyn Model, inputs: Vec<(String, Column)>) -> Result<Vec<Vec<Value>>, DeployerError> {
     let bad = DeployerError::BadInput;

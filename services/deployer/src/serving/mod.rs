@@ -10,12 +10,12 @@ mod scoring;
 mod stats;
 
 pub(crate) use inputs::oip_datatype;
-pub use inputs::{Column, matrix_columns, rows};
+pub use inputs::{Column, Inputs, matrix_columns, rows};
 pub use models::{Models, Picked, Release, ReleaseMode, Route, Served};
 pub use pending_labels::{Answer, PendingLabels};
 pub use prediction_log::PredictionLog;
 pub(crate) use prediction_log::publish_logs;
-pub use scoring::{Scored, infer, outputs, score};
+pub use scoring::{Scored, infer, infer_picked, outputs, score};
 #[cfg(test)]
 pub(crate) use stats::snap;
 pub use stats::{LiveStats, SCORE_BINS, Snapshot, latency_bound};

@@ -10,7 +10,7 @@ use mlops_shared::spec::Task;
 use mlops_shared::table::Value;
 
 use super::inputs::{Column, rows};
-use super::models::{Models, Served};
+use super::models::{Models, Picked, Served};
 use super::pending_labels::Answer;
 use super::prediction_log::PredictionLog;
 use super::rand_unit;
@@ -26,7 +26,15 @@ pub fn infer(
     version: Option<&str>,
     inputs: Vec<(String, Column)>,
 ) -> Result<(Arc<Served>, Scored), DeployerError> {
-    let picked = models.pick(pipeline, version)?;
+    infer_picked(models.pick(pipeline, version)?, log, inputs)
+}
+
+/// [`infer`] with the model already picked (so that its looked-up features can be fetched first).
+pub fn infer_picked(
+    picked: Picked,
+    log: &PredictionLog,
+    inputs: Vec<(String, Column)>,
+) -> Result<(Arc<Served>, Scored), DeployerError> {
     let mirrored = picked.shadow.as_ref().map(|_| inputs.clone());
     let laid_out = rows(&*picked.model.artifact, inputs)?;
     let started = std::time::Instant::now();
