@@ -31,6 +31,7 @@ target: {name: churned}
 lookup: {from: ["customer_stats:spend_30d"], entities: customer_id, at: at}
 gates:
   - {metric: roc_auc, min: 0.75}
+monitoring: {window: 20}
 "#;
 
 const CUSTOMERS: usize = 300;
@@ -131,6 +132,15 @@ async fn a_pipeline_trains_on_a_point_in_time_join_and_serves_by_entity_key() {
     assert!(spends.contains(&Some(spend(1))) && spends.contains(&Some(spend(3))), "{spends:?}");
     assert!(!spends.contains(&Some(0.0)), "the request's own value was used: {spends:?}");
     assert!(spends.contains(&None), "the unknown entity's spend was not missing: {spends:?}");
+
+    // Requests that bring their own (stale) spend instead of the key: what was served no longer
+    // looks like the offline store, and the monitor says so when the window closes.
+    for _ in 0..20 {
+        client::predict(&deployer, "churn_features", &json!({"tenure": 10, "spend_30d": 0.0})).await.unwrap();
+    }
+    let seen = app.wait_event("monitor.skew_detected", T, |s| s.pipeline == "churn_features").await;
+    let Decoded::Skew(skew) = seen.payload else { unreachable!() };
+    assert!(skew.features.iter().any(|f| f.feature == "spend_30d" && f.drifted && f.score > 0.1), "{skew:?}");
 
     // The online endpoint, in Feast's form.
     let url = format!("{}/v1/features", app.stack.url("deployer"));

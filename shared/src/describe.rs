@@ -34,6 +34,7 @@ pub enum Decoded {
     Canary(pb::CanaryStarted),
     Applied(pb::PipelineApplied),
     Materialised(pb::FeaturesMaterialised),
+    Skew(pb::SkewDetected),
     Other,
 }
 
@@ -92,6 +93,11 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
             format!("revision {}, spec {}{commit}: {change}", e.revision, short(&e.spec_hash))
         }),
         "monitor.drift_detected" => described(payload, Decoded::Drift, drift),
+        "monitor.skew_detected" => described(payload, Decoded::Skew, |e: &pb::SkewDetected| {
+            let skewed: Vec<String> =
+                e.features.iter().filter(|f| f.drifted).map(|f| format!("{} {:.3}", f.feature, f.score)).collect();
+            format!("v{} served values unlike the offline store's: {}", e.version, skewed.join(", "))
+        }),
         "monitor.performance_degraded" => described(payload, Decoded::Degraded, |e: &pb::PerformanceDegraded| {
             format!(
                 "v{} {} {:.3} on delayed labels, limit {} (alert {})",

@@ -61,6 +61,7 @@ event!(pb::ModelEvaluated, "model", "evaluated");
 event!(pb::ModelPromoted, "model", "promoted");
 event!(pb::ModelRolledBack, "model", "rolled_back");
 event!(pb::DriftDetected, "monitor", "drift_detected");
+event!(pb::SkewDetected, "monitor", "skew_detected");
 event!(pb::PerformanceDegraded, "monitor", "performance_degraded");
 event!(pb::ModelBlocked, "model", "blocked");
 event!(pb::CanaryStarted, "deployment", "canary_started");

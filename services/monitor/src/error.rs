@@ -56,12 +56,20 @@ pub enum MonitorError {
     /// A feedback version could not be written as Parquet (what, and why).
     #[error("{0}")]
     Feedback(String),
+    /// The feature store (views, offline log) did not answer.
+    #[error("feature store: {0}")]
+    Features(String),
     /// Work on the blocking pool (a commit, judging a window, parsing a model) did not finish.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
 }
 
 impl MonitorError {
+    /// The feature store's failure.
+    pub(crate) fn features(e: mlops_features::StoreError) -> Self {
+        Self::Features(e.to_string())
+    }
+
     /// Whether trying again cannot help: bad input, a model that is not one, or work that
     /// panicked (the same input would panic again). A dependency out of reach may clear, and
     /// labels waiting for their predictions are deferred, not failed.
@@ -77,7 +85,8 @@ impl MonitorError {
             | Self::Bus(_)
             | Self::Registry(_)
             | Self::Events(_)
-            | Self::Feedback(_) => false,
+            | Self::Feedback(_)
+            | Self::Features(_) => false,
         }
     }
 }
@@ -111,7 +120,8 @@ impl From<MonitorError> for Status {
             | E::Objects(_)
             | E::Bus(_)
             | E::Registry(_)
-            | E::Events(_) => Status::unavailable(e.to_string()),
+            | E::Events(_)
+            | E::Features(_) => Status::unavailable(e.to_string()),
         }
     }
 }

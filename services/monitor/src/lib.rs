@@ -12,6 +12,7 @@ pub mod drift;
 pub mod error;
 mod feedback;
 pub mod labels;
+mod skew;
 pub mod store;
 mod ui;
 mod windows;
@@ -92,6 +93,9 @@ struct Monitor {
     store: Arc<Store>,
     /// Each pipeline's drift windows, in a task of its own.
     pipelines: windows::Pipelines,
+    /// Feature views' offline logs, for the skew of looked-up features.
+    features: mlops_features::FeatureStore,
+    offline: skew::OfflineLogs,
     /// How long a logged prediction waits for its label.
     retention_ms: i64,
     /// How long a label waits for its prediction.
@@ -115,6 +119,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         specs: SpecStore::open(&bus).await?,
         store,
         pipelines: windows::Pipelines::new(service.shutdown(), config.window_queue as usize),
+        features: mlops_features::FeatureStore::open(&bus).await?,
+        offline: skew::OfflineLogs::default(),
         retention_ms: (config.prediction_retention_hours as i64) * 3600 * 1000,
         label_wait: std::time::Duration::from_secs(config.label_wait_secs),
         bus,

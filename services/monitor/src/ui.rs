@@ -62,7 +62,8 @@ impl From<MonitorError> for ApiError {
             | E::Registry(_)
             | E::Events(_)
             | E::Interrupted(_)
-            | E::Feedback(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | E::Feedback(_)
+            | E::Features(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
     }

@@ -86,6 +86,8 @@ struct Open {
     references: Arc<References>,
     spec: MonitoringSpec,
     window: Window,
+    /// The features the model looks up, whose served values are checked for skew.
+    lookup: Option<mlops_shared::spec::LookupSpec>,
 }
 
 /// The task that owns one pipeline's window.
@@ -162,16 +164,23 @@ impl PipelineTask {
         let Some(o) = self.open.as_mut() else { return };
         let window = std::mem::replace(&mut o.window, Window::new(&o.references));
         let (references, spec) = (o.references.clone(), o.spec.clone());
-        let judged = off_runtime(move || {
-            let drift = window.drift(&references, &spec);
-            let next = (spec.reference == ReferenceKind::Rolling).then(|| Arc::new(references.from_window(&window)));
-            Ok::<_, MonitorError>((window, drift, next))
+        let judged = off_runtime({
+            let (references, spec) = (references.clone(), spec.clone());
+            move || {
+                let drift = window.drift(&references, &spec);
+                let next =
+                    (spec.reference == ReferenceKind::Rolling).then(|| Arc::new(references.from_window(&window)));
+                Ok::<_, MonitorError>((window, drift, next))
+            }
         })
         .await;
         let Ok((window, (features, share, prediction), next)) = judged else {
             warn!(pipeline = %self.pipeline, "judging a window failed");
             return;
         };
+        if let Some(lookup) = &o.lookup {
+            self.monitor.check_skew(&self.pipeline, o.version, lookup, (&references, &window), &spec, ctx).await;
+        }
         let closed = crate::Closed { version: o.version, rows: window.rows, features, share, prediction };
         match self.monitor.record_window(&self.pipeline, &o.spec, closed, ctx).await {
             Ok(()) => {
@@ -218,6 +227,7 @@ impl PipelineTask {
             off_runtime(move || Ok::<_, MonitorError>(Stored::verified_manifest(&bytes, &verified)?)).await?;
         let references = Arc::new(References::from_profile(&manifest.reference));
         let window = Window::new(&references);
-        Ok(Open { sha: p.artifact_sha256.clone(), version: p.version, references, spec, window })
+        let lookup = manifest.lookup.clone();
+        Ok(Open { sha: p.artifact_sha256.clone(), version: p.version, references, spec, window, lookup })
     }
 }

@@ -43,6 +43,11 @@ pub struct MonitoringSpec {
     /// Labelled production predictions written back as training data (`source: feedback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<FeedbackSpec>,
+    /// The largest Jensen–Shannon distance (base 2, in [0, 1]) between the looked-up features'
+    /// served values and the offline store's for the same time before a window raises
+    /// `monitor.skew_detected` (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_skew: Option<f64>,
 }
 
 /// When labelled predictions become a feedback dataset version: once `min_rows` wait, or once the
@@ -193,6 +198,7 @@ impl Default for MonitoringSpec {
             cooldown_secs: default_cooldown(),
             performance: None,
             feedback: None,
+            max_skew: None,
         }
     }
 }
@@ -222,6 +228,9 @@ impl MonitoringSpec {
         }
         if self.psi_threshold <= 0.0 {
             return bad("`monitoring.psi_threshold` must be positive".into());
+        }
+        if self.max_skew.is_some_and(|m| !(m > 0.0 && m <= 1.0)) {
+            return bad("`monitoring.max_skew` must be in (0, 1]".into());
         }
         if self.window_secs == Some(0) {
             return bad("`monitoring.window_secs` must be at least 1".into());
