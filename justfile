@@ -105,6 +105,11 @@ bench-code: deps
     cargo build --release --workspace --bins
     cargo bench -p mlops-integration-tests --bench code_step -- 1000000
 
+# Feature store: online reads (1 and 100 entities x 30 features, 1M entities) and a point-in-time training set
+# (1M entity rows x 10M history rows) against Feast's feature server and offline store (a throwaway venv).
+bench-features: deps
+    ./scripts/bench-features.sh 1000000 10000000 1000000 10
+
 # Drift: every feature's test, 1M reference x 1M current rows x 20 features, against Evidently (a throwaway venv).
 bench-drift:
     ./scripts/bench-drift.sh 1000000

@@ -15,11 +15,12 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use mlops_cli::client;
 use mlops_cli::stack::{Stack, StackOptions};
+use mlops_integration_tests::load::{Figures, http as http_client, post, rss_mb};
 use mlops_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use mlops_proto::inference::model_infer_request::InferInputTensor;
 use mlops_proto::inference::{InferTensorContents, ModelInferRequest};
@@ -41,99 +42,23 @@ fn rows(path: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<f64>>)> {
     Ok((features, rows))
 }
 
-/// Figures of one run.
-struct Figures {
-    requests: usize,
-    errors: usize,
-    secs: f64,
-    latencies_ms: Vec<f64>,
-}
-
-impl Figures {
-    fn line(&mut self, target: &str) -> String {
-        self.latencies_ms.sort_unstable_by(f64::total_cmp);
-        let at = |q: f64| {
-            let n = self.latencies_ms.len();
-            if n == 0 { f64::NAN } else { self.latencies_ms[((n as f64 * q).ceil() as usize).clamp(1, n) - 1] }
-        };
-        format!(
-            "{target:<14} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  ({} requests, {} errors, {} in flight, {:.0} s)",
-            self.requests as f64 / self.secs,
-            at(0.5),
-            at(0.99),
-            self.requests,
-            self.errors,
-            CONCURRENCY,
-            self.secs
-        )
-    }
-}
-
 /// Runs `send` from CONCURRENCY tasks for a warm-up second, then for `secs`.
 async fn load<F, Fut>(secs: u64, send: F) -> Figures
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let send = Arc::new(send);
-    let warm_until = Instant::now() + Duration::from_secs(1);
-    let end = warm_until + Duration::from_secs(secs);
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|t| {
-            let send = send.clone();
-            tokio::spawn(async move {
-                let (mut lat, mut errors, mut i) = (Vec::with_capacity(1 << 16), 0, t * 31);
-                loop {
-                    let started = Instant::now();
-                    if started >= end {
-                        break;
-                    }
-                    let ok = send(i).await;
-                    i += 1;
-                    if started >= warm_until {
-                        lat.push(started.elapsed().as_secs_f64() * 1e3);
-                        errors += usize::from(!ok);
-                    }
-                }
-                (lat, errors)
-            })
-        })
-        .collect();
-    let mut figures = Figures { requests: 0, errors: 0, secs: secs as f64, latencies_ms: Vec::new() };
-    for t in tasks {
-        let (lat, errors) = t.await.expect("load task");
-        figures.requests += lat.len();
-        figures.errors += errors;
-        figures.latencies_ms.extend(lat);
-    }
-    figures
+    mlops_integration_tests::load::load(CONCURRENCY, secs, send).await
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).build().expect("client")
+    http_client(CONCURRENCY)
 }
 
 /// An OIP REST body: one [1, n] FP64 tensor (ours and MLServer take it as is).
 fn oip_body(row: &[f64]) -> String {
     serde_json::json!({"inputs": [{"name": "predict", "shape": [1, row.len()], "datatype": "FP64", "data": row}]})
         .to_string()
-}
-
-async fn post(client: &reqwest::Client, url: &str, content_type: &str, body: String) -> bool {
-    match client.post(url).header("content-type", content_type).body(body).send().await {
-        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-        Err(_) => false,
-    }
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN);
-    kb / 1024.0
 }
 
 #[tokio::main]

@@ -4,6 +4,7 @@
 //! services' logs are printed.
 
 pub mod cluster;
+pub mod load;
 pub mod onnx;
 
 use std::sync::{Arc, Mutex};

@@ -64,17 +64,25 @@ impl OnlineFeatures {
         keys: &[String],
     ) -> Result<Looked, DeployerError> {
         let now = mlops_shared::now_unix_ms();
-        let mut fetched: HashMap<&str, (Arc<FeatureViewSpec>, Vec<Option<Entry>>)> = HashMap::new();
+        let refs: Vec<_> = refs.collect();
+        let mut names: Vec<&str> = refs.iter().map(|r| r.view).collect();
+        names.sort_unstable();
+        names.dedup();
+        // Every view's entries at once: one round of reads, however many views.
+        let reads = names.iter().map(|&name| async move {
+            let view = self.view(name).await?;
+            let entries = self.store.online(&view, keys, now).await.map_err(DeployerError::store)?;
+            Ok::<_, DeployerError>((name, (view, entries)))
+        });
+        let fetched: HashMap<&str, (Arc<FeatureViewSpec>, Vec<Option<Entry>>)> =
+            futures::future::try_join_all(reads).await?.into_iter().collect();
         let mut out = Looked { columns: Vec::new(), missing: Vec::new(), event_ms: Vec::new() };
+        for &name in &names {
+            let missing = fetched[name].1.iter().filter(|e| e.is_none()).count() as u64;
+            metrics::counter!("mlops_features_missing_total", "view" => name.to_owned()).increment(missing);
+            out.missing.push((name.to_owned(), missing));
+        }
         for r in refs {
-            if !fetched.contains_key(r.view) {
-                let view = self.view(r.view).await?;
-                let entries = self.store.online(&view, keys, now).await.map_err(DeployerError::store)?;
-                let missing = entries.iter().filter(|e| e.is_none()).count() as u64;
-                metrics::counter!("mlops_features_missing_total", "view" => r.view.to_owned()).increment(missing);
-                out.missing.push((r.view.to_owned(), missing));
-                fetched.insert(r.view, (view, entries));
-            }
             let (view, entries) = &fetched[r.view];
             let Some(i) = view.features.iter().position(|f| f.name == r.feature) else {
                 return Err(DeployerError::BadInput(format!(

@@ -276,6 +276,10 @@ struct FeaturesRequest {
     features: Vec<String>,
     /// Each key column's values, one per entity.
     entities: std::collections::BTreeMap<String, Vec<Json_>>,
+    /// Name each feature `VIEW__feature` in the answer (Feast's option), for views that share
+    /// feature names.
+    #[serde(default)]
+    full_feature_names: bool,
 }
 
 /// `POST /v1/features`: the current values of `features` for a batch of entities, from the online
@@ -327,6 +331,11 @@ async fn online_features(State(d): State<Arc<Deployer>>, b: Body) -> Result<Json
             times.iter().map(|t| t.map_or(Json_::Null, |ms| json!(mlops_features::time::format_ms(ms)))).collect();
         names.push(name);
         results.push(json!({"values": values, "statuses": statuses, "event_timestamps": stamps}));
+    }
+    if req.full_feature_names {
+        for (name, r) in names.iter_mut().skip(view.entities.len()).zip(&refs) {
+            *name = format!("{}__{}", r.view, r.feature);
+        }
     }
     Ok(Json(json!({"metadata": {"feature_names": names}, "results": results})))
 }

@@ -181,7 +181,7 @@ impl FeatureStore {
         let ttl = view.ttl_ms();
         let names: Vec<String> = keys.iter().map(|k| entry_key(view.name.as_str(), k)).collect();
         // Owned keys and a cloned handle per read: the futures borrow nothing (so callers'
-        // futures stay `Send`), and 64 reads are in flight at once.
+        // futures stay `Send`), and up to 256 reads are in flight at once.
         let reads = futures::stream::iter(names).map(|key| {
             let kv = self.online.clone();
             async move {
@@ -189,6 +189,6 @@ impl FeatureStore {
                 Ok::<_, StoreError>(bytes.and_then(|b| Entry::decode(&b).ok()).filter(|e| e.live(now_ms, ttl)))
             }
         });
-        reads.buffered(64).try_collect().await
+        reads.buffered(256).try_collect().await
     }
 }
