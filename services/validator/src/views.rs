@@ -32,7 +32,7 @@ pub(crate) fn read_rows(
     name: &str,
     arrived_ms: i64,
 ) -> Result<ViewRows, FeatureError> {
-    let batches = mlops_data::open(file, name, &mlops_data::Limits::default())?;
+    let batches = mlops_data::open(file, name, &mlops_data::Limits::default())?.read_ahead(2);
     let written = view.ingestion_time.as_deref().map_or(Written::At(arrived_ms), Written::Column);
     let mut rows = ViewRows::empty(view);
     let mut first_row = 0;

@@ -97,12 +97,14 @@ pub struct Batches {
 
 impl Batches {
     /// Decodes on a separate thread, up to `depth` batches ahead, so decoding and whatever the
-    /// caller does with each batch use two cores.
+    /// caller does with each batch use two cores. The thread reads through [`Batches::next`], so
+    /// a decoder that panics there fails the file with an error, as it would here, instead of
+    /// ending the stream early as if the file had ended.
     pub fn read_ahead(self, depth: usize) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(depth.max(1));
-        let Self { format, compression, schema, inner } = self;
+        let (format, compression, schema) = (self.format, self.compression, self.schema.clone());
         std::thread::spawn(move || {
-            for batch in inner {
+            for batch in self {
                 if tx.send(batch).is_err() {
                     break;
                 }

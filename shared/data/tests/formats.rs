@@ -176,6 +176,10 @@ fn fuzz_found_parquet_inputs_are_refused_at_once() {
         let mut file = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut file, &bytes).unwrap();
         assert_eq!(first_error(mlops_data::Source::File(file)).as_deref(), Some(err.as_str()), "{}", path.display());
+        // Decoded ahead on another thread (as the validator reads Parquet), the same error.
+        let ahead = mlops_data::open(mlops_data::Source::Bytes(bytes.into()), "upload.parquet", &Default::default())
+            .map(|b| b.read_ahead(2).filter_map(Result::err).map(|e| e.to_string()).next());
+        assert_eq!(ahead.unwrap_or_else(|e| Some(e.to_string())).as_deref(), Some(err.as_str()), "{}", path.display());
     }
 }
 

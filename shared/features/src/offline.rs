@@ -92,7 +92,8 @@ fn arrays(view: &FeatureViewSpec, rows: &ViewRows, range: std::ops::Range<usize>
 /// Reads an offline file of `view` onto `into`. A feature the file predates (the view gained it
 /// later) reads as missing.
 pub fn read(view: &FeatureViewSpec, file: mlops_data::Source, into: &mut ViewRows) -> Result<(), FeatureError> {
-    let batches = mlops_data::open(file, "offline.parquet", &mlops_data::Limits::default())?;
+    // Decoded a batch or two ahead on another core while this one is taken apart.
+    let batches = mlops_data::open(file, "offline.parquet", &mlops_data::Limits::default())?.read_ahead(2);
     let mut first_row = 0;
     for batch in batches {
         let batch = with_missing_features(view, batch?)?;

@@ -128,6 +128,15 @@ pub fn read_batch(
     let key_views: Vec<_> = key_columns.iter().map(|a| view_of(a)).collect();
     let mut parts = Vec::with_capacity(key_views.len());
     for row in 0..batch.num_rows() {
+        if let [single] = key_views.as_slice() {
+            // One key column (the usual case): the cell's text is the key, copied at most once.
+            let key = text(single.get(row));
+            if key.is_empty() {
+                return Err(at(row, format!("entity key `{}` is missing", view.entities[0])));
+            }
+            into.keys.push(key.into_owned());
+            continue;
+        }
         parts.clear();
         for (name, v) in view.entities.iter().zip(&key_views) {
             let part = text(v.get(row));
