@@ -96,11 +96,20 @@ async fn ours_online(dir: &str, secs: u64) -> anyhow::Result<()> {
         };
         client::upload_file(&stack.url("ingest"), header, &path).await?;
     }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
     for _ in 0..3 {
-        let m = tokio::select! {
-            m = materialised.next() => mlops_proto::FeaturesMaterialised::decode(m.context("subscription ended")?.payload)?,
-            r = rejected.next() => anyhow::bail!("a view's batch was refused: {:?}", r.map(|r| mlops_proto::DataRejected::decode(r.payload))),
-            () = tokio::time::sleep(Duration::from_secs(900)) => anyhow::bail!("not materialised within 900 s"),
+        let next = async {
+            tokio::select! {
+                m = materialised.next() => Ok(m),
+                r = rejected.next() => Err(r),
+            }
+        };
+        let m = match tokio::time::timeout_at(deadline, next).await.context("not materialised within 900 s")? {
+            Ok(m) => mlops_proto::FeaturesMaterialised::decode(m.context("subscription ended")?.payload)?,
+            Err(r) => anyhow::bail!(
+                "a view's batch was refused: {:?}",
+                r.map(|r| mlops_proto::DataRejected::decode(r.payload))
+            ),
         };
         rows += m.rows;
         println!(

@@ -25,10 +25,20 @@ impl Column {
         }
     }
 
-    fn value(&self, row: usize) -> Value {
+    /// Row `row`'s value.
+    pub fn value(&self, row: usize) -> Value {
         match self {
             Self::Numeric(v) => v[row].map_or(Value::Missing, Value::Num),
             Self::Categorical(v) => v[row].clone().map_or(Value::Missing, Value::Cat),
+        }
+    }
+
+    /// Appends `other`'s values (a column of the same type).
+    pub fn extend(&mut self, other: Column) {
+        match (self, other) {
+            (Self::Numeric(a), Self::Numeric(b)) => a.extend(b),
+            (Self::Categorical(a), Self::Categorical(b)) => a.extend(b),
+            _ => unreachable!("columns of one spec have one type each"),
         }
     }
 }
@@ -154,11 +164,7 @@ impl Frame {
     /// Appends `other`'s rows (same spec).
     pub fn append(&mut self, other: Frame) {
         for (mine, theirs) in self.columns.iter_mut().zip(other.columns) {
-            match (mine, theirs) {
-                (Column::Numeric(a), Column::Numeric(b)) => a.extend(b),
-                (Column::Categorical(a), Column::Categorical(b)) => a.extend(b),
-                _ => unreachable!("frames from the same spec have the same column types"),
-            }
+            mine.extend(theirs);
         }
         match (&mut self.target, other.target) {
             (Some(a), Some(b)) => a.extend(b),

@@ -32,8 +32,6 @@ pub struct OnlineFeatures {
 /// One looked-up feature for each requested entity.
 pub struct Looked {
     pub columns: Vec<(String, Column)>,
-    /// Per view: the entities it had no live value for.
-    pub missing: Vec<(String, u64)>,
     /// Per looked-up feature, the event time of each value (None where missing).
     pub event_ms: Vec<Vec<Option<i64>>>,
 }
@@ -76,11 +74,10 @@ impl OnlineFeatures {
         });
         let fetched: HashMap<&str, (Arc<FeatureViewSpec>, Vec<Option<Entry>>)> =
             futures::future::try_join_all(reads).await?.into_iter().collect();
-        let mut out = Looked { columns: Vec::new(), missing: Vec::new(), event_ms: Vec::new() };
+        let mut out = Looked { columns: Vec::new(), event_ms: Vec::new() };
         for &name in &names {
             let missing = fetched[name].1.iter().filter(|e| e.is_none()).count() as u64;
             metrics::counter!("mlops_features_missing_total", "view" => name.to_owned()).increment(missing);
-            out.missing.push((name.to_owned(), missing));
         }
         for r in refs {
             let (view, entries) = &fetched[r.view];

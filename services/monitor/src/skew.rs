@@ -58,15 +58,19 @@ impl OfflineLogs {
         at_ms: i64,
         threshold: f64,
     ) -> Result<Vec<pb::FeatureDrift>, MonitorError> {
+        // Each view's log, and which of its records each entity had visible then: once per view,
+        // however many of its features are looked up.
         let mut logs = HashMap::new();
         for name in lookup.views() {
-            logs.insert(name, self.get(store, name).await?);
+            let log = self.get(store, name).await?;
+            let visible = visible_at(&log.0, &log.1, at_ms);
+            logs.insert(name, (log, visible));
         }
         let mut out = Vec::new();
         for r in lookup.refs() {
-            let log = &logs[r.view];
+            let (log, visible) = &logs[r.view];
             let Some(j) = references.features.iter().position(|(name, _)| name == r.feature) else { continue };
-            let offline = offline_reference(&log.0, &log.1, r.feature, &references.features[j].1, at_ms);
+            let offline = offline_reference(&log.0, &log.1, visible, r.feature, &references.features[j].1);
             out.push(judge(r.feature, DriftMethod::JensenShannonDistance, threshold, &offline, &window.features[j]));
         }
         Ok(out)
@@ -121,22 +125,27 @@ impl crate::Monitor {
     }
 }
 
-/// The distribution of `feature` over every entity's value visible at `at_ms` in `log`, binned
+/// For every entity of `log`, the record visible at `at_ms` (if any).
+pub(crate) fn visible_at(view: &FeatureViewSpec, log: &ViewRows, at_ms: i64) -> Vec<Option<u32>> {
+    let mut keys: Vec<&str> = log.keys.iter().map(String::as_str).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
+    let at = vec![at_ms; keys.len()];
+    as_of(log, view.ttl_ms(), &keys, &at).0
+}
+
+/// The distribution of `feature` over the records `visible` ([`visible_at`]) of `log`, binned
 /// like `like` (the training reference: its categories for a categorical feature).
 pub(crate) fn offline_reference(
     view: &FeatureViewSpec,
     log: &ViewRows,
+    visible: &[Option<u32>],
     feature: &str,
     like: &Reference,
-    at_ms: i64,
 ) -> Reference {
-    let mut keys: Vec<String> = log.keys.clone();
-    keys.sort_unstable();
-    keys.dedup();
-    let at = vec![at_ms; keys.len()];
-    let (found, _) = as_of(log, view.ttl_ms(), &keys, &at);
     let index = view.features.iter().position(|f| f.name == feature).unwrap_or(0);
-    match (gather(log, &found, index), like) {
+    match (gather(log, visible, index), like) {
         (Column::Categorical(values), Reference::Categorical { categories, .. }) => {
             let mut counts = vec![0u64; categories.len() + 1];
             for v in values.iter().flatten() {
@@ -190,7 +199,7 @@ mod tests {
             }
         }
         let like = Reference::Numeric { sample: vec![0.0, 49.0], values: 2, std: 1.0 };
-        let before = offline_reference(&view(), &log, "spend", &like, 50_000);
+        let before = offline_reference(&view(), &log, &visible_at(&view(), &log, 50_000), "spend", &like);
         let Reference::Numeric { values, .. } = &before else { panic!() };
         assert_eq!(*values, 200);
         let same: Vec<f64> = (0..200).map(|k| f64::from(k % 50)).collect();
@@ -199,7 +208,7 @@ mod tests {
         let stale = judge("spend", DriftMethod::JensenShannonDistance, 0.1, &before, &Current::Numeric(vec![0.0; 200]));
         assert!(stale.drifted, "{stale:?}");
         // Past the TTL, nothing is visible offline: no evidence either way.
-        let late = offline_reference(&view(), &log, "spend", &like, 1_000 + 100_001);
+        let late = offline_reference(&view(), &log, &visible_at(&view(), &log, 1_000 + 100_001), "spend", &like);
         let Reference::Numeric { values, .. } = late else { panic!() };
         assert_eq!(values, 0);
     }

@@ -18,4 +18,4 @@ pub use frame::{DatasetError, FrameChunks, read_datasets, read_datasets_counted,
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
 pub use read::{Batches, DataError, Limits, Source, open, open_typed};
-pub use write::{FeedbackRows, write_feedback, write_parquet};
+pub use write::{FeedbackRows, column_array, write_feedback, write_parquet};

@@ -31,7 +31,7 @@ pub fn write_parquet(spec: &PipelineSpec, frame: &Frame, to: impl std::io::Write
         fields.push(Field::new(spec.target.name.as_str(), kind, false));
     }
     let columns = |rows: std::ops::Range<usize>| {
-        let mut arrays: Vec<ArrayRef> = frame.columns.iter().map(|c| slice(c, rows.clone())).collect();
+        let mut arrays: Vec<ArrayRef> = frame.columns.iter().map(|c| column_array(c, rows.clone())).collect();
         if let Some(target) = &frame.target {
             let t = &target[rows];
             arrays.push(if classifier {
@@ -78,7 +78,7 @@ pub fn write_feedback(
     fields.push(Field::new(version, DataType::UInt64, false));
     fields.push(Field::new(at, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false));
     let columns = |r: std::ops::Range<usize>| {
-        let mut arrays: Vec<ArrayRef> = rows.inputs.columns.iter().map(|c| slice(c, r.clone())).collect();
+        let mut arrays: Vec<ArrayRef> = rows.inputs.columns.iter().map(|c| column_array(c, r.clone())).collect();
         let labels = &rows.labels[r.clone()];
         arrays.push(if classifier {
             Arc::new(StringArray::from_iter_values(labels))
@@ -138,7 +138,9 @@ fn write_table(
     Ok(())
 }
 
-fn slice(column: &Column, rows: std::ops::Range<usize>) -> ArrayRef {
+/// Rows `rows` of `column` as an Arrow array: numbers as float64, categories as text, missing as
+/// null.
+pub fn column_array(column: &Column, rows: std::ops::Range<usize>) -> ArrayRef {
     match column {
         Column::Numeric(v) => Arc::new(Float64Array::from(v[rows].to_vec())),
         Column::Categorical(v) => Arc::new(StringArray::from_iter(v[rows].iter().map(Option::as_deref))),

@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, new_null_array};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, new_null_array};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use mlops_shared::spec::{FeatureKind, FeatureViewSpec};
-use mlops_shared::table::Column;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
@@ -35,18 +34,20 @@ pub fn parse_object_name(name: &str) -> Option<(&str, i64)> {
     Some((view, written))
 }
 
+/// How a feature of `kind` is stored: float64 or text.
+pub(crate) fn arrow_type(kind: FeatureKind) -> DataType {
+    match kind {
+        FeatureKind::Numeric => DataType::Float64,
+        FeatureKind::Categorical => DataType::Utf8,
+    }
+}
+
 fn schema(view: &FeatureViewSpec) -> Arc<Schema> {
     let time = || DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let mut fields: Vec<Field> = view.entities.iter().map(|k| Field::new(k, DataType::Utf8, false)).collect();
     fields.push(Field::new(&view.event_time, time(), false));
     fields.push(Field::new(WRITTEN_COLUMN, time(), false));
-    fields.extend(view.features.iter().map(|f| {
-        let kind = match f.kind {
-            FeatureKind::Numeric => DataType::Float64,
-            FeatureKind::Categorical => DataType::Utf8,
-        };
-        Field::new(&f.name, kind, true)
-    }));
+    fields.extend(view.features.iter().map(|f| Field::new(&f.name, arrow_type(f.kind), true)));
     Arc::new(Schema::new(fields))
 }
 
@@ -80,12 +81,7 @@ fn arrays(view: &FeatureViewSpec, rows: &ViewRows, range: std::ops::Range<usize>
         let t = TimestampMillisecondArray::from_iter_values(times[range.clone()].iter().copied()).with_timezone("UTC");
         arrays.push(Arc::new(t));
     }
-    for column in &rows.columns {
-        arrays.push(match column {
-            Column::Numeric(v) => Arc::new(Float64Array::from(v[range.clone()].to_vec())),
-            Column::Categorical(v) => Arc::new(StringArray::from_iter(v[range.clone()].iter().map(Option::as_deref))),
-        });
-    }
+    arrays.extend(rows.columns.iter().map(|c| mlops_data::column_array(c, range.clone())));
     arrays
 }
 
@@ -111,16 +107,15 @@ fn with_missing_features(view: &FeatureViewSpec, batch: RecordBatch) -> Result<R
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut columns = batch.columns().to_vec();
     for f in absent {
-        let kind = if f.kind == FeatureKind::Numeric { DataType::Float64 } else { DataType::Utf8 };
-        columns.push(new_null_array(&kind, batch.num_rows()));
-        fields.push(Field::new(&f.name, kind, true));
+        columns.push(new_null_array(&arrow_type(f.kind), batch.num_rows()));
+        fields.push(Field::new(&f.name, arrow_type(f.kind), true));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| FeatureError::Offline(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
-    use mlops_shared::table::Value;
+    use mlops_shared::table::{Column, Value};
 
     use super::*;
 

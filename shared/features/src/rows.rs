@@ -59,7 +59,7 @@ impl ViewRows {
 
     /// Row `row`'s features.
     pub fn values(&self, row: usize) -> Vec<Value> {
-        self.columns.iter().map(|c| value(c, row)).collect()
+        self.columns.iter().map(|c| c.value(row)).collect()
     }
 
     /// Appends `other`'s rows (same view).
@@ -68,11 +68,7 @@ impl ViewRows {
         self.event_ms.extend(other.event_ms);
         self.written_ms.extend(other.written_ms);
         for (mine, theirs) in self.columns.iter_mut().zip(other.columns) {
-            match (mine, theirs) {
-                (Column::Numeric(a), Column::Numeric(b)) => a.extend(b),
-                (Column::Categorical(a), Column::Categorical(b)) => a.extend(b),
-                _ => unreachable!("rows of one view have one type per column"),
-            }
+            mine.extend(theirs);
         }
     }
 
@@ -97,13 +93,6 @@ impl ViewRows {
             }
         }
         Ok(())
-    }
-}
-
-pub(crate) fn value(c: &Column, row: usize) -> Value {
-    match c {
-        Column::Numeric(v) => v[row].map_or(Value::Missing, Value::Num),
-        Column::Categorical(v) => v[row].clone().map_or(Value::Missing, Value::Cat),
     }
 }
 

@@ -144,28 +144,25 @@ impl FeatureStore {
         let err = nats("online");
         loop {
             let current = self.online.entry(key).await.map_err(|e| err(&e))?;
-            let result = match current.filter(|c| c.operation == kv::Operation::Put) {
+            // Another writer got there first (a revision moved, a key appeared): read again and
+            // compare with theirs.
+            match current.filter(|c| c.operation == kv::Operation::Put) {
                 Some(c) => {
                     let stored = Entry::decode(&c.value).ok();
                     if stored.is_some_and(|s| !entry.newer_than(&s)) {
                         return Ok(false);
                     }
-                    self.online
-                        .update(key, entry.encode().into(), c.revision)
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
+                    match self.online.update(key, entry.encode().into(), c.revision).await {
+                        Ok(_) => return Ok(true),
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                        Err(e) => return Err(err(&e)),
+                    }
                 }
-                None => self.online.create(key, entry.encode().into()).await.map(drop).map_err(|e| e.to_string()),
-            };
-            match result {
-                Ok(()) => return Ok(true),
-                // Another writer got there first: read again and compare with theirs.
-                Err(m)
-                    if m.contains("wrong last sequence")
-                        || m.contains("key exists")
-                        || m.contains("already exists") => {}
-                Err(m) => return Err(err(&m)),
+                None => match self.online.create(key, entry.encode().into()).await {
+                    Ok(_) => return Ok(true),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(err(&e)),
+                },
             }
         }
     }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema, SchemaRef};
 use mlops_data::{text, view};
-use mlops_shared::spec::{FeatureKind, FeatureViewSpec};
+use mlops_shared::spec::FeatureViewSpec;
 use mlops_shared::table::Column;
 
 use crate::join::{ViewStats, as_of, gather};
@@ -47,8 +47,7 @@ pub fn join(
             let (i, f) = l.view.features.iter().enumerate().find(|(_, f)| f.name == name).ok_or_else(|| {
                 FeatureError::Offline(format!("feature view `{}` has no feature `{name}`", l.view.name))
             })?;
-            let kind = if f.kind == FeatureKind::Numeric { DataType::Float64 } else { DataType::Utf8 };
-            columns.push((Field::new(name, kind, true), gather(l.log, &found, i)));
+            columns.push((Field::new(name, crate::offline::arrow_type(f.kind), true), gather(l.log, &found, i)));
         }
     }
     let base = batches.first().map_or_else(|| Arc::new(Schema::empty()), RecordBatch::schema);
@@ -63,7 +62,7 @@ pub fn join(
     for batch in batches {
         let range = start..start + batch.num_rows();
         let mut arrays = batch.columns().to_vec();
-        arrays.extend(columns.iter().map(|(_, c)| slice(c, range.clone())));
+        arrays.extend(columns.iter().map(|(_, c)| mlops_data::column_array(c, range.clone())));
         out.push(RecordBatch::try_new(schema.clone(), arrays).map_err(|e| FeatureError::Offline(e.to_string()))?);
         start = range.end;
     }
@@ -93,13 +92,6 @@ fn keys_and_times(
         first_row += batch.num_rows();
     }
     Ok((keys, at_ms))
-}
-
-fn slice(c: &Column, range: std::ops::Range<usize>) -> ArrayRef {
-    match c {
-        Column::Numeric(v) => Arc::new(Float64Array::from(v[range].to_vec())),
-        Column::Categorical(v) => Arc::new(StringArray::from_iter(v[range].iter().map(Option::as_deref))),
-    }
 }
 
 /// Writes `batches` as one Parquet file.
@@ -148,7 +140,8 @@ mod tests {
         let names: Vec<&str> = joined.schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["customer_id", "when", "label", "spend", "tier"]);
         let spend = joined.batches[0].column_by_name("spend").unwrap();
-        let spend: Vec<Option<f64>> = spend.as_any().downcast_ref::<Float64Array>().unwrap().iter().collect();
+        let spend: Vec<Option<f64>> =
+            spend.as_any().downcast_ref::<arrow_array::Float64Array>().unwrap().iter().collect();
         assert_eq!(spend, [Some(1.0), Some(2.0), None, None]);
         assert_eq!(joined.stats[0].1, crate::join::JoinStats { matched: 2, unknown: 1, absent: 1 });
         let err = join(
