@@ -156,7 +156,7 @@ async fn history(store: &FeatureStore, view: &str, entity: &[String]) -> anyhow:
 async fn get(store: &FeatureStore, view: &str, entity: &[String]) -> anyhow::Result<()> {
     let view = store.known_view(view).await?;
     let key = entity_key(&view, entity)?;
-    let found = store.online(&view, &[key], mlops_shared::now_unix_ms()).await?;
+    let found = store.online(&view, &[key], mlops_shared::now_unix_ms(), None).await?;
     let Some(entry) = found.into_iter().next().flatten() else {
         anyhow::bail!("feature view `{}` has no live value for entity {} online", view.name, entity.join("/"));
     };

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use mlops_features::FeatureStore;
 use mlops_features::online::Entry;
+use mlops_features::replica::Replica;
 use mlops_shared::spec::{FeatureKind, FeatureViewSpec, LookupSpec};
 
 use crate::error::DeployerError;
@@ -23,10 +24,13 @@ use crate::serving::Column;
 /// How long a view's spec is used before it is read again.
 const VIEW_CACHE: Duration = Duration::from_secs(2);
 
-/// The online store, as serving reads it.
+/// The online store, as serving reads it: through a replica of each view it has read, held in
+/// memory up to `replica_limit` entities a view (see [`Replica`]).
 pub struct OnlineFeatures {
     store: FeatureStore,
     views: Mutex<HashMap<String, (Arc<FeatureViewSpec>, Instant)>>,
+    replicas: Mutex<HashMap<String, Arc<Replica>>>,
+    replica_limit: usize,
 }
 
 /// One looked-up feature for each requested entity.
@@ -37,8 +41,14 @@ pub struct Looked {
 }
 
 impl OnlineFeatures {
-    pub fn new(store: FeatureStore) -> Self {
-        Self { store, views: Mutex::new(HashMap::new()) }
+    pub fn new(store: FeatureStore, replica_limit: usize) -> Self {
+        Self { store, views: Mutex::new(HashMap::new()), replicas: Mutex::new(HashMap::new()), replica_limit }
+    }
+
+    /// View `name`'s replica, started by the first read of the view.
+    fn replica(&self, name: &str) -> Arc<Replica> {
+        let mut replicas = self.replicas.lock().expect("not poisoned");
+        replicas.entry(name.to_owned()).or_insert_with(|| self.store.replica(name, self.replica_limit)).clone()
     }
 
     /// View `name`'s spec, from a cache of a few seconds.
@@ -69,7 +79,8 @@ impl OnlineFeatures {
         // Every view's entries at once: one round of reads, however many views.
         let reads = names.iter().map(|&name| async move {
             let view = self.view(name).await?;
-            let entries = self.store.online(&view, keys, now).await.map_err(DeployerError::store)?;
+            let replica = self.replica(name);
+            let entries = self.store.online(&view, keys, now, Some(&replica)).await.map_err(DeployerError::store)?;
             Ok::<_, DeployerError>((name, (view, entries)))
         });
         let fetched: HashMap<&str, (Arc<FeatureViewSpec>, Vec<Option<Entry>>)> =

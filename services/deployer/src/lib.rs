@@ -65,6 +65,11 @@ pub struct Config {
     /// The largest inference request accepted, in bytes (REST body or gRPC message).
     #[arg(long, env = "MLOPS_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// The most entities of one feature view held in memory for serving by entity key (a
+    /// replica following the online store); a bigger view is read from the store on each
+    /// request. 0 reads every view from the store.
+    #[arg(long, env = "MLOPS_FEATURE_REPLICA_ENTITIES", default_value_t = 2_000_000)]
+    pub feature_replica_entities: usize,
     /// This replica's name in the shared release figures (default: host name and process id).
     #[arg(long, env = "MLOPS_REPLICA_ID")]
     pub replica: Option<String>,
@@ -169,7 +174,10 @@ impl Deployer {
             models: Models::default(),
             readiness: Readiness::default(),
             log,
-            online: features::OnlineFeatures::new(mlops_features::FeatureStore::open(&bus).await?),
+            online: features::OnlineFeatures::new(
+                mlops_features::FeatureStore::open(&bus).await?,
+                config.feature_replica_entities,
+            ),
             artifacts: bus.objects(MODELS_BUCKET).await?,
             onnx,
             specs: SpecStore::open(&bus).await?,

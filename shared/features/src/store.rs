@@ -6,7 +6,10 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use mlops_shared::bus::{Bus, FEATURE_VIEWS_KV, FEATURES_BUCKET, ONLINE_FEATURES_KV};
 use mlops_shared::spec::FeatureViewSpec;
 
+use std::sync::Arc;
+
 use crate::online::{Entry, entry_key, newest_per_key};
+use crate::replica::Replica;
 use crate::{ViewRows, offline};
 
 /// Why the store could not answer.
@@ -167,25 +170,42 @@ impl FeatureStore {
         }
     }
 
+    /// A [`Replica`] of view `view`'s online entries, holding at most `limit` entities.
+    pub fn replica(&self, view: &str, limit: usize) -> Arc<Replica> {
+        Replica::follow(self.online.clone(), view, limit)
+    }
+
     /// The live online entries of `view` for `keys` (composite keys), in order; `None` for an
-    /// unknown entity or one whose value is past the TTL at `now_ms`.
+    /// unknown entity or one whose value is past the TTL at `now_ms`. What `replica` holds is
+    /// read from it; the rest from the bucket.
     pub async fn online(
         &self,
         view: &FeatureViewSpec,
         keys: &[String],
         now_ms: i64,
+        replica: Option<&Replica>,
     ) -> Result<Vec<Option<Entry>>, StoreError> {
         let ttl = view.ttl_ms();
         let names: Vec<String> = keys.iter().map(|k| entry_key(view.name.as_str(), k)).collect();
+        let mut entries = match replica {
+            Some(r) => r.held(&names),
+            None => vec![None; names.len()],
+        };
+        let asked: Vec<(usize, String)> =
+            names.into_iter().enumerate().filter(|(i, _)| entries[*i].is_none()).collect();
         // Owned keys and a cloned handle per read: the futures borrow nothing (so callers'
         // futures stay `Send`), and up to 256 reads are in flight at once.
-        let reads = futures::stream::iter(names).map(|key| {
+        let reads = futures::stream::iter(asked).map(|(i, key)| {
             let kv = self.online.clone();
             async move {
                 let bytes = kv.get(key).await.map_err(|e| nats("online")(&e))?;
-                Ok::<_, StoreError>(bytes.and_then(|b| Entry::decode(&b).ok()).filter(|e| e.live(now_ms, ttl)))
+                Ok::<_, StoreError>((i, bytes.and_then(|b| Entry::decode(&b).ok())))
             }
         });
-        reads.buffered(256).try_collect().await
+        let read: Vec<(usize, Option<Entry>)> = reads.buffered(256).try_collect().await?;
+        for (i, entry) in read {
+            entries[i] = entry;
+        }
+        Ok(entries.into_iter().map(|e| e.filter(|e| e.live(now_ms, ttl))).collect())
     }
 }

@@ -1,0 +1,245 @@
+//! A view's online entries held in a reader's memory (the deployer's), following the online
+//! store's bucket: a read is a hash lookup instead of a round trip to nats-server per entity.
+//!
+//! The replica starts empty and *not current*: it watches the view's keys in the bucket from the
+//! newest value of each, and is current once it has applied every value the bucket held when it
+//! started; from then on it applies each write as the bucket streams it (a lag of a network hop).
+//! Readers ask [`Replica::held`], which answers only while current; an entity it does not hold
+//! (unknown, or written a moment ago) is read from the bucket by the caller, so a new entity is
+//! served as soon as it is materialised. A watch that fails (a lost connection) makes the replica
+//! not current until it has been rebuilt.
+//!
+//! Memory is bounded: a view with more than the replica's limit of entities is not held at all
+//! (readers go to the bucket, as without a replica). An entity costs about 60 bytes plus 8 per
+//! feature: a number is kept as its `f64`, a category as an index into the replica's categories.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use foldhash::HashMap;
+use futures::StreamExt as _;
+
+use crate::online::Entry;
+
+/// The view's keys in the bucket: `VIEW.<key parts>`.
+fn subjects(view: &str) -> String {
+    format!("{view}.>")
+}
+
+/// A value slot: a number's `f64` bits, or a NaN pattern no JSON number decodes to, tagging a
+/// missing value or a category's index.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cell(u64);
+
+const TAG: u64 = 0xFFFF_0000_0000_0000;
+const CATEGORY: u64 = 0xFFFF_0000_0000_0000;
+const MISSING: u64 = 0xFFFE_0000_0000_0000;
+
+/// One entity's entry, compact.
+struct Held {
+    event_ms: i64,
+    written_ms: i64,
+    values: Box<[Cell]>,
+}
+
+#[derive(Default)]
+struct State {
+    current: bool,
+    /// The view outgrew the limit: the replica holds nothing and is never current again.
+    given_up: bool,
+    entries: HashMap<Box<str>, Held>,
+    categories: Vec<Arc<str>>,
+    category_ids: HashMap<Arc<str>, u32>,
+}
+
+impl State {
+    fn cell(&mut self, value: &serde_json::Value) -> Cell {
+        match value {
+            serde_json::Value::Number(n) => n.as_f64().map_or(Cell(MISSING), |x| Cell(x.to_bits())),
+            serde_json::Value::String(s) => {
+                let id = match self.category_ids.get(s.as_str()) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.categories.len() as u32;
+                        let s: Arc<str> = Arc::from(s.as_str());
+                        self.categories.push(s.clone());
+                        self.category_ids.insert(s, id);
+                        id
+                    }
+                };
+                Cell(CATEGORY | u64::from(id))
+            }
+            _ => Cell(MISSING),
+        }
+    }
+
+    fn value(&self, cell: Cell) -> serde_json::Value {
+        match cell.0 & TAG {
+            CATEGORY => serde_json::Value::String(self.categories[(cell.0 & !TAG) as usize].to_string()),
+            MISSING => serde_json::Value::Null,
+            _ => serde_json::Value::from(f64::from_bits(cell.0)),
+        }
+    }
+
+    fn entry(&self, held: &Held) -> Entry {
+        Entry {
+            event_ms: held.event_ms,
+            written_ms: held.written_ms,
+            values: held.values.iter().map(|c| self.value(*c)).collect(),
+        }
+    }
+}
+
+/// A view's online entries in memory; see the module.
+pub struct Replica {
+    view: String,
+    limit: usize,
+    state: RwLock<State>,
+}
+
+impl Replica {
+    /// A replica of `view`'s entries in `online` (the store's online bucket), holding at most
+    /// `limit` entities, following the bucket on a task of its own until the replica is dropped.
+    pub fn follow(online: kv::Store, view: &str, limit: usize) -> Arc<Self> {
+        let replica = Arc::new(Self { view: view.to_owned(), limit, state: RwLock::new(State::default()) });
+        if limit > 0 {
+            tokio::spawn(watch(Arc::downgrade(&replica), online, subjects(view)));
+        } else {
+            replica.state.write().expect("not poisoned").given_up = true;
+        }
+        replica
+    }
+
+    /// Whether the replica holds every entry and follows the bucket.
+    pub fn current(&self) -> bool {
+        self.state.read().expect("not poisoned").current
+    }
+
+    /// The entries of `entity_keys` (bucket keys, [`crate::online::entry_key`]) it holds, in
+    /// order; all `None` while it is not current. `None` says "ask the bucket", not "unknown".
+    pub fn held(&self, entity_keys: &[String]) -> Vec<Option<Entry>> {
+        let state = self.state.read().expect("not poisoned");
+        if !state.current {
+            return vec![None; entity_keys.len()];
+        }
+        entity_keys.iter().map(|k| state.entries.get(k.as_str()).map(|h| state.entry(h))).collect()
+    }
+
+    /// How many entities it holds.
+    pub fn len(&self) -> usize {
+        self.state.read().expect("not poisoned").entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies one streamed bucket entry; false once the view is too big to hold.
+    fn apply(&self, entry: kv::Entry) -> bool {
+        let mut state = self.state.write().expect("not poisoned");
+        match entry.operation {
+            kv::Operation::Put => match Entry::decode(&entry.value) {
+                Ok(e) => {
+                    let values = e.values.iter().map(|v| state.cell(v)).collect();
+                    let held = Held { event_ms: e.event_ms, written_ms: e.written_ms, values };
+                    state.entries.insert(entry.key.into_boxed_str(), held);
+                }
+                // Unreadable: not held, so readers ask the bucket (and find it unreadable too).
+                Err(error) => {
+                    tracing::warn!(view = %self.view, key = %entry.key, %error, "online entry not replicated");
+                    state.entries.remove(entry.key.as_str());
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                state.entries.remove(entry.key.as_str());
+            }
+        }
+        if state.entries.len() > self.limit {
+            tracing::warn!(view = %self.view, limit = self.limit,
+                "feature view too big to hold in memory; its entries are read from the online store");
+            *state = State { given_up: true, ..State::default() };
+            return false;
+        }
+        state.current |= entry.seen_current;
+        true
+    }
+
+    /// Forgets everything, for a rebuild; false if the replica has given up.
+    fn restart(&self) -> bool {
+        let mut state = self.state.write().expect("not poisoned");
+        let given_up = state.given_up;
+        *state = State { given_up, ..State::default() };
+        !given_up
+    }
+}
+
+/// Follows `subjects` in `online` into the replica until it is dropped or gives up; a watch that
+/// ends or fails is started again (the replica rebuilt from the newest values) after a pause.
+async fn watch(replica: Weak<Replica>, online: kv::Store, subjects: String) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match replica.upgrade() {
+            Some(r) if r.restart() => {}
+            _ => return,
+        }
+        match online.watch_with_history(&subjects).await {
+            Ok(mut entries) => {
+                while let Some(entry) = entries.next().await {
+                    let Some(r) = replica.upgrade() else { return };
+                    match entry {
+                        Ok(entry) => {
+                            if !r.apply(entry) {
+                                return;
+                            }
+                            pause = Duration::from_millis(100);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%subjects, %error, "online store watch failed; rebuilding the replica");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%subjects, %error, "cannot watch the online store; retrying"),
+        }
+        if let Some(r) = replica.upgrade() {
+            r.state.write().expect("not poisoned").current = false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_keep_numbers_categories_and_missing_values_apart() {
+        let mut state = State::default();
+        let values = [
+            serde_json::json!(1.5),
+            serde_json::json!(-0.0),
+            serde_json::json!(1e308),
+            serde_json::json!("retail"),
+            serde_json::json!(null),
+            serde_json::json!("retail"),
+            serde_json::json!(42),
+        ];
+        let cells: Vec<Cell> = values.iter().map(|v| state.cell(v)).collect();
+        assert_eq!(cells[3], cells[5], "one index per category");
+        assert_eq!(state.categories.len(), 1);
+        let back: Vec<serde_json::Value> = cells.iter().map(|c| state.value(*c)).collect();
+        let want = [
+            serde_json::json!(1.5),
+            serde_json::json!(-0.0),
+            serde_json::json!(1e308),
+            serde_json::json!("retail"),
+            serde_json::json!(null),
+            serde_json::json!("retail"),
+            serde_json::json!(42.0),
+        ];
+        assert_eq!(back, want);
+    }
+}
