@@ -48,7 +48,12 @@ impl OnlineFeatures {
     /// View `name`'s replica, started by the first read of the view.
     fn replica(&self, name: &str) -> Arc<Replica> {
         let mut replicas = self.replicas.lock().expect("not poisoned");
-        replicas.entry(name.to_owned()).or_insert_with(|| self.store.replica(name, self.replica_limit)).clone()
+        if let Some(r) = replicas.get(name) {
+            return r.clone();
+        }
+        let replica = self.store.replica(name, self.replica_limit);
+        replicas.insert(name.to_owned(), replica.clone());
+        replica
     }
 
     /// View `name`'s spec, from a cache of a few seconds.
@@ -88,7 +93,9 @@ impl OnlineFeatures {
         let mut out = Looked { columns: Vec::new(), event_ms: Vec::new() };
         for &name in &names {
             let missing = fetched[name].1.iter().filter(|e| e.is_none()).count() as u64;
-            metrics::counter!("mlops_features_missing_total", "view" => name.to_owned()).increment(missing);
+            if missing > 0 {
+                metrics::counter!("mlops_features_missing_total", "view" => name.to_owned()).increment(missing);
+            }
         }
         for r in refs {
             let (view, entries) = &fetched[r.view];

@@ -5,6 +5,7 @@
 pub mod canary;
 pub mod error;
 pub mod features;
+mod features_api;
 pub mod grpc;
 pub mod invocations;
 pub mod labels;

@@ -50,7 +50,7 @@ impl From<DeployerError> for ApiError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -66,7 +66,7 @@ pub fn router(d: Arc<Deployer>) -> Router {
         .route("/v2/models/{name}/versions/{version}", get(model_metadata_v))
         .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_v))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
-        .route("/v1/features", post(online_features))
+        .route("/v1/features", post(crate::features_api::online_features))
         .route("/invocations", post(crate::invocations::invocations))
         .route("/models/{name}/invocations", post(crate::invocations::model_invocations))
         .with_state(d)
@@ -266,78 +266,6 @@ fn infer_answer(
         "id": id.unwrap_or_else(|| scored.ids.first().cloned().unwrap_or_default()),
         "outputs": infer_outputs(scored),
     })
-}
-
-/// A batch of online feature reads, in Feast's `get-online-features` form.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FeaturesRequest {
-    /// `VIEW:feature` references.
-    features: Vec<String>,
-    /// Each key column's values, one per entity.
-    entities: std::collections::BTreeMap<String, Vec<Json_>>,
-    /// Name each feature `VIEW__feature` in the answer (Feast's option), for views that share
-    /// feature names.
-    #[serde(default)]
-    full_feature_names: bool,
-}
-
-/// `POST /v1/features`: the current values of `features` for a batch of entities, from the online
-/// store, as Feast's feature server answers: `metadata.feature_names` (the key columns, then the
-/// features) and one result per name with `values`, `statuses` (`PRESENT`, or `NOT_FOUND` for
-/// an unknown entity or one past the view's TTL) and `event_timestamps`.
-async fn online_features(State(d): State<Arc<Deployer>>, b: Body) -> Result<Json<Json_>, ApiError> {
-    let body = body(b)?;
-    let req: FeaturesRequest =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid features request: {e}")))?;
-    let refs = req
-        .features
-        .iter()
-        .map(|r| mlops_shared::spec::parse_ref(r).map_err(|e| bad(e.replace("`lookup.from`", "`features`"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some(first) = refs.first() else { return Err(bad("`features` is empty")) };
-    let view = d.online.view(first.view).await?;
-    let mut key_columns = Vec::with_capacity(view.entities.len());
-    for k in &view.entities {
-        let values = req.entities.get(k).ok_or_else(|| bad(format!("`entities` lacks the key column `{k}`")))?;
-        let text = |v: &Json_| match v {
-            Json_::String(s) => Some(s.clone()),
-            Json_::Number(n) => Some(n.to_string()),
-            _ => None,
-        };
-        key_columns.push(Column::Str(values.iter().map(text).collect()));
-    }
-    if key_columns.iter().any(|c| c.len() != key_columns[0].len()) {
-        return Err(bad("every key column of `entities` must hold one value per entity"));
-    }
-    let keys = crate::features::entity_keys(&key_columns);
-    let looked = d.online.look_up(refs.iter().copied(), &keys).await?;
-    let mut names: Vec<String> = view.entities.clone();
-    let mut results: Vec<Json_> = view
-        .entities
-        .iter()
-        .map(|k| {
-            let n = keys.len();
-            json!({"values": req.entities[k], "statuses": vec!["PRESENT"; n], "event_timestamps": vec![Json_::Null; n]})
-        })
-        .collect();
-    for ((name, column), times) in looked.columns.into_iter().zip(looked.event_ms) {
-        let values: Vec<Json_> = match column {
-            Column::Num(v) => v.into_iter().map(|x| json!(x)).collect(),
-            Column::Str(v) => v.into_iter().map(|x| json!(x)).collect(),
-        };
-        let statuses: Vec<&str> = times.iter().map(|t| if t.is_some() { "PRESENT" } else { "NOT_FOUND" }).collect();
-        let stamps: Vec<Json_> =
-            times.iter().map(|t| t.map_or(Json_::Null, |ms| json!(mlops_features::time::format_ms(ms)))).collect();
-        names.push(name);
-        results.push(json!({"values": values, "statuses": statuses, "event_timestamps": stamps}));
-    }
-    if req.full_feature_names {
-        for (name, r) in names.iter_mut().skip(view.entities.len()).zip(&refs) {
-            *name = format!("{}__{}", r.view, r.feature);
-        }
-    }
-    Ok(Json(json!({"metadata": {"feature_names": names}, "results": results})))
 }
 
 /// The output tensors of an inference call, as JSON.

@@ -12,6 +12,7 @@
 //! Memory is bounded: a view with more than the replica's limit of entities is not held at all
 //! (readers go to the bucket, as without a replica). An entity costs about 60 bytes plus 8 per
 //! feature: a number is kept as its `f64`, a category as an index into the replica's categories.
+//! Gauges: `mlops_feature_replica_current` and `mlops_feature_replica_entities`, per view.
 
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -49,6 +50,8 @@ struct State {
     /// The view outgrew the limit: the replica holds nothing and is never current again.
     given_up: bool,
     entries: HashMap<Box<str>, Held>,
+    /// Bucket entries applied, for reporting every so many.
+    applied: u64,
     categories: Vec<Arc<str>>,
     category_ids: HashMap<Arc<str>, u32>,
 }
@@ -159,10 +162,29 @@ impl Replica {
             tracing::warn!(view = %self.view, limit = self.limit,
                 "feature view too big to hold in memory; its entries are read from the online store");
             *state = State { given_up: true, ..State::default() };
+            drop(state);
+            self.report(false, 0);
             return false;
         }
-        state.current |= entry.seen_current;
+        state.applied += 1;
+        let became_current = entry.seen_current && !state.current;
+        if became_current {
+            state.current = true;
+            tracing::info!(view = %self.view, entities = state.entries.len(), "feature replica current");
+        }
+        let (current, len, applied) = (state.current, state.entries.len(), state.applied);
+        drop(state);
+        if became_current || applied % 4096 == 0 {
+            self.report(current, len);
+        }
         true
+    }
+
+    /// The replica's gauges: whether it is current, and how many entities it holds.
+    fn report(&self, current: bool, len: usize) {
+        let view = self.view.clone();
+        metrics::gauge!("mlops_feature_replica_current", "view" => view.clone()).set(f64::from(u8::from(current)));
+        metrics::gauge!("mlops_feature_replica_entities", "view" => view).set(len as f64);
     }
 
     /// Forgets everything, for a rebuild; false if the replica has given up.
@@ -205,6 +227,7 @@ async fn watch(replica: Weak<Replica>, online: kv::Store, subjects: String) {
         }
         if let Some(r) = replica.upgrade() {
             r.state.write().expect("not poisoned").current = false;
+            r.report(false, r.len());
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
