@@ -122,6 +122,16 @@ async fn a_pipeline_trains_on_a_point_in_time_join_and_serves_by_entity_key() {
     // An unknown entity is still answered, its looked-up feature missing (imputed as in training).
     let unknown = client::predict(&deployer, "churn_features", &json!({"customer_id": "nobody", "tenure": 10})).await;
     assert!(unknown.is_ok(), "{unknown:?}");
+    // MLflow's /invocations takes the key in place of the looked-up feature too.
+    let invocations = format!("{}/models/churn_features/invocations", app.stack.url("deployer"));
+    let post = |body: Value| reqwest::Client::new().post(&invocations).json(&body).send();
+    let rows = json!({"dataframe_records": [{"customer_id": "c1", "tenure": 10}, {"customer_id": "c3", "tenure": 10}]});
+    let mlflow: Value = post(rows).await.unwrap().json().await.unwrap();
+    assert_eq!(mlflow["predictions"], json!([score(&high_spend), score(&low_spend)]), "{mlflow}");
+    let neither = post(json!({"instances": [{"tenure": 10}]})).await.unwrap();
+    assert_eq!(neither.status(), 400);
+    let refusal = neither.text().await.unwrap();
+    assert!(refusal.contains("input `customer_id` is missing: the model looks features up by it"), "{refusal}");
     let logged = mlops_integration_tests::wait_until(T, || async {
         let logs = app.logged_predictions("churn_features").await;
         (logs.len() >= 4).then_some(logs)

@@ -1,6 +1,7 @@
 //! MLflow-style scoring: `POST /invocations` (or `/models/NAME/invocations`) with a JSON body in
 //! one of MLflow's four layouts, or `text/csv` with a header row, answered as `{"predictions":
-//! [...]}` with `labels`, `prediction_ids` and `model_version` beside it.
+//! [...]}` with `labels`, `prediction_ids` and `model_version` beside it. A model that looks
+//! features up takes its entity key columns in their place, as on the OIP endpoints.
 
 use std::sync::Arc;
 
@@ -10,9 +11,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value as Json_, json};
 
 use crate::Deployer;
-use crate::error::DeployerError;
 use crate::rest::ApiError;
-use crate::serving::{Column, Models, PredictionLog};
+use crate::serving::{Column, Models, PredictionLog, Served};
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
@@ -49,7 +49,7 @@ pub async fn invocations(
             }
         }
     };
-    score(&d, &pipeline, &headers, &body)
+    score(&d, &pipeline, &headers, &body).await
 }
 
 /// `POST /models/{pipeline}/invocations`.
@@ -59,18 +59,25 @@ pub async fn model_invocations(
     headers: HeaderMap,
     body: crate::rest::Body,
 ) -> Result<Json<Json_>, ApiError> {
-    score(&d, &pipeline, &headers, &crate::rest::body(body)?)
+    score(&d, &pipeline, &headers, &crate::rest::body(body)?).await
 }
 
-fn score(d: &Deployer, pipeline: &str, headers: &HeaderMap, body: &[u8]) -> Result<Json<Json_>, ApiError> {
+/// Scores an `/invocations` body; a model that looks features up takes the entity key columns
+/// instead of those features, which come from the online store (as OIP requests do).
+async fn score(d: &Deployer, pipeline: &str, headers: &HeaderMap, body: &[u8]) -> Result<Json<Json_>, ApiError> {
+    let started = std::time::Instant::now();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    score_body(&d.models, &d.log, pipeline, content_type, body).map(Json)
+    let picked = d.models.pick(pipeline, None)?;
+    let inputs = invocation_inputs(&picked.model, content_type, body)?;
+    let inputs = d.online.fill(picked.model.artifact.manifest().lookup.as_ref(), inputs).await?;
+    Ok(Json(answer(crate::serving::infer_picked(picked, &d.log, inputs)?, started)))
 }
 
 /// Answers an MLflow-style `/invocations` body (`application/json` or `text/csv`) with what
-/// `models` serve for `pipeline`, logging to `log`; tests and fuzz targets drive it directly. The
-/// answer holds the positive class's probability, or the value for a regression model; columns
-/// the model does not take (ids, the label) are ignored.
+/// `models` serve for `pipeline`, logging to `log`; tests and fuzz targets drive it directly (no
+/// online store: a model that looks features up needs them in the body). The answer holds the
+/// positive class's probability, or the value for a regression model; columns the model does not
+/// take (ids, the label) are ignored.
 pub fn score_body(
     models: &Models,
     log: &PredictionLog,
@@ -79,7 +86,29 @@ pub fn score_body(
     body: &[u8],
 ) -> Result<Json_, ApiError> {
     let started = std::time::Instant::now();
-    let model = models.get(pipeline).ok_or_else(|| DeployerError::NotServed { pipeline: pipeline.into() })?;
+    let picked = models.pick(pipeline, None)?;
+    let inputs = invocation_inputs(&picked.model, content_type, body)?;
+    Ok(answer(crate::serving::infer_picked(picked, log, inputs)?, started))
+}
+
+/// The answer to an `/invocations` request.
+fn answer((model, scored): (Arc<Served>, crate::serving::Scored), started: std::time::Instant) -> Json_ {
+    metrics::histogram!("mlops_inference_seconds", "protocol" => "invocations").record(started.elapsed().as_secs_f64());
+    let mut out = json!({
+        "predictions": scored.scores,
+        "prediction_ids": scored.ids,
+        "model_version": model.version.to_string(),
+    });
+    if !scored.labels.is_empty() {
+        out["labels"] = json!(scored.labels);
+    }
+    out
+}
+
+/// The body's rows as `model`'s input columns: one per feature it takes, typed as it wants it;
+/// for a model that looks features up, also the entity key columns, and a looked-up feature
+/// may be left out.
+fn invocation_inputs(model: &Served, content_type: &str, body: &[u8]) -> Result<crate::serving::Inputs, ApiError> {
     let records = if content_type.starts_with("text/csv") {
         csv_records(body)?
     } else if content_type.starts_with("application/json") {
@@ -94,60 +123,59 @@ pub fn score_body(
     if records.is_empty() {
         return Err(bad("the request holds no rows"));
     }
-    // One column per feature the model takes, typed as the model wants it.
-    let mut inputs = Vec::with_capacity(model.artifact.manifest().features.len());
-    for f in &model.artifact.manifest().features {
-        let cells: Vec<&Json_> = records.iter().map(|r| r.get(&f.name).unwrap_or(&Json_::Null)).collect();
-        if records.iter().all(|r| !r.contains_key(&f.name)) {
+    let manifest = model.artifact.manifest();
+    let lookup = manifest.lookup.as_ref();
+    let looked_up = |name: &str| lookup.is_some_and(|l| l.refs().any(|r| r.feature == name));
+    let given = |name: &str| records.iter().any(|r| r.contains_key(name));
+    let mut inputs = Vec::with_capacity(manifest.features.len());
+    for f in &manifest.features {
+        if !given(&f.name) {
+            if looked_up(&f.name) {
+                continue;
+            }
             return Err(bad(format!("column `{}` is missing", f.name)));
         }
-        let col = match f.kind {
-            mlops_shared::spec::FeatureKind::Numeric => Column::Num(
-                cells
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| match v {
-                        Json_::Null => Ok(None),
-                        Json_::Number(n) => Ok(n.as_f64()),
-                        Json_::Bool(b) => Ok(Some(f64::from(u8::from(*b)))),
-                        Json_::String(s) if s.trim().is_empty() => Ok(None),
-                        Json_::String(s) => s
-                            .trim()
-                            .parse()
-                            .map(Some)
-                            .map_err(|_| bad(format!("column `{}` row {i}: {s:?} is not a number", f.name))),
-                        other => Err(bad(format!("column `{}` row {i}: {other} is not a number", f.name))),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            mlops_shared::spec::FeatureKind::Categorical => Column::Str(
-                cells
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| match v {
-                        Json_::Null => Ok(None),
-                        Json_::String(s) if s.is_empty() => Ok(None),
-                        Json_::String(s) => Ok(Some(s.clone())),
-                        Json_::Number(n) => Ok(Some(n.to_string())),
-                        Json_::Bool(b) => Ok(Some(b.to_string())),
-                        other => Err(bad(format!("column `{}` row {i}: {other} is not a category", f.name))),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-        };
-        inputs.push((f.name.clone(), col));
+        inputs.push((f.name.clone(), column(&records, &f.name, f.kind)?));
     }
-    let (model, scored) = crate::serving::infer(models, log, pipeline, None, inputs)?;
-    metrics::histogram!("mlops_inference_seconds", "protocol" => "invocations").record(started.elapsed().as_secs_f64());
-    let mut out = json!({
-        "predictions": scored.scores,
-        "prediction_ids": scored.ids,
-        "model_version": model.version.to_string(),
-    });
-    if !scored.labels.is_empty() {
-        out["labels"] = json!(scored.labels);
+    for key in lookup.iter().flat_map(|l| &l.entities).filter(|k| given(k)) {
+        inputs.push((key.clone(), column(&records, key, mlops_shared::spec::FeatureKind::Categorical)?));
     }
-    Ok(out)
+    Ok(inputs)
+}
+
+/// Column `name` of `records`, typed as `kind`; a row without it is missing.
+fn column(records: &[Record], name: &str, kind: mlops_shared::spec::FeatureKind) -> Result<Column, ApiError> {
+    let cells = records.iter().map(|r| r.get(name).unwrap_or(&Json_::Null)).enumerate();
+    Ok(match kind {
+        mlops_shared::spec::FeatureKind::Numeric => Column::Num(
+            cells
+                .map(|(i, v)| match v {
+                    Json_::Null => Ok(None),
+                    Json_::Number(n) => Ok(n.as_f64()),
+                    Json_::Bool(b) => Ok(Some(f64::from(u8::from(*b)))),
+                    Json_::String(s) if s.trim().is_empty() => Ok(None),
+                    Json_::String(s) => s
+                        .trim()
+                        .parse()
+                        .map(Some)
+                        .map_err(|_| bad(format!("column `{name}` row {i}: {s:?} is not a number"))),
+                    other => Err(bad(format!("column `{name}` row {i}: {other} is not a number"))),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        mlops_shared::spec::FeatureKind::Categorical => Column::Str(
+            cells
+                .map(|(i, v)| match v {
+                    Json_::Null => Ok(None),
+                    Json_::String(s) if s.is_empty() => Ok(None),
+                    Json_::String(s) => Ok(Some(s.clone())),
+                    Json_::Number(n) => Ok(Some(n.to_string())),
+                    Json_::Bool(b) => Ok(Some(b.to_string())),
+                    other => Err(bad(format!("column `{name}` row {i}: {other} is not a category"))),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
 }
 
 type Record = Map<String, Json_>;
