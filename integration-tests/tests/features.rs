@@ -161,6 +161,27 @@ async fn a_pipeline_trains_on_a_point_in_time_join_and_serves_by_entity_key() {
     assert_eq!(answer["results"][1]["values"], json!([spend(1), null, spend(3)]), "{answer}");
     assert_eq!(answer["results"][1]["statuses"], json!(["PRESENT", "NOT_FOUND", "PRESENT"]), "{answer}");
     assert_eq!(answer["results"][2]["values"], json!(["retail", null, "business"]), "{answer}");
+    assert!(answer["results"][1]["event_timestamps"][0].is_string(), "{answer}");
+    // The same over gRPC; a malformed reference is refused naming it.
+    let mut grpc = client::deployer(app.stack.remote("deployer")).await.unwrap();
+    let keys = pb::EntityKeys { values: vec!["c1".into(), "nobody".into(), "c3".into()] };
+    let ask = |features: &[&str]| pb::OnlineFeaturesRequest {
+        features: features.iter().map(|f| f.to_string()).collect(),
+        entities: [("customer_id".to_owned(), keys.clone())].into(),
+        full_feature_names: true,
+    };
+    let got = grpc.get_online_features(ask(&["customer_stats:spend_30d", "customer_stats:segment"])).await.unwrap();
+    let got = got.into_inner();
+    assert_eq!(got.feature_names, ["customer_stats__spend_30d", "customer_stats__segment"]);
+    let (spends, segments) = (&got.results[0], &got.results[1]);
+    assert_eq!((spends.numbers[0], spends.numbers[2]), (spend(1), spend(3)));
+    assert!(spends.numbers[1].is_nan());
+    assert_eq!(segments.categories, ["retail", "", "business"]);
+    assert_eq!(spends.found, [true, false, true]);
+    assert!(spends.event_time_unix_ms[0] > 0 && spends.event_time_unix_ms[1] == 0);
+    let refused = grpc.get_online_features(ask(&["spend_30d"])).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("spend_30d"), "{refused:?}");
 
     // A later batch with older event times does not replace newer online values.
     let late = app.upload("customer_stats", &view_batch(now - 7_200_000, |_| 1.0)).await;

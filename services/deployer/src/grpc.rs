@@ -326,4 +326,11 @@ impl pb::deployer_server::Deployer for DeployerApi {
         self.0.set_traffic(&r.pipeline, r.canary_percent, &r.reason).await?;
         Ok(Response::new(self.current(&r.pipeline)?))
     }
+
+    async fn get_online_features(
+        &self,
+        req: Request<pb::OnlineFeaturesRequest>,
+    ) -> Result<Response<pb::OnlineFeaturesResponse>, Status> {
+        Ok(Response::new(crate::features_api::grpc_online_features(&self.0, req.into_inner()).await?))
+    }
 }
