@@ -3,7 +3,7 @@
 
 use arrow_array::cast::AsArray as _;
 use arrow_array::types::{
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    Float64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
@@ -143,7 +143,16 @@ pub fn read_batch(
         Written::Column(name) => into.written_ms.extend(times(column(name)?, name).map_err(|(r, m)| at(r, m))?),
     }
     for (f, out) in view.features.iter().zip(&mut into.columns) {
-        let cells = view_of(column(&f.name)?);
+        let array = column(&f.name)?;
+        // Doubles (the usual Parquet numeric column) taken as they are, without a cell per value.
+        if let (Column::Numeric(v), Some(doubles)) = (&mut *out, array.as_primitive_opt::<Float64Type>()) {
+            if let Some(row) = doubles.iter().position(|x| x.is_some_and(|x| !x.is_finite())) {
+                return Err(at(row, format!("feature `{}`: {} is not a number", f.name, doubles.value(row))));
+            }
+            v.extend(doubles.iter());
+            continue;
+        }
+        let cells = view_of(array);
         for row in 0..batch.num_rows() {
             match (&mut *out, cells.get(row)) {
                 (Column::Numeric(v), Cell::Num(x)) if x.is_finite() => v.push(Some(x)),
@@ -200,4 +209,42 @@ pub(crate) fn times(array: &ArrayRef, name: &str) -> Result<Vec<i64>, (usize, St
             other => Err((row, format!("time `{name}`: {other:?} is not a time"))),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Float64Array, Int64Array, StringArray};
+
+    use super::*;
+
+    fn view() -> FeatureViewSpec {
+        FeatureViewSpec::from_yaml(
+            "kind: feature_view\nname: stats\nentities: [id]\nevent_time: ts\nfeatures:\n\
+             - {name: spend, type: numeric, nullable: true}\n",
+        )
+        .unwrap()
+    }
+
+    fn batch(spend: Vec<Option<f64>>) -> RecordBatch {
+        let n = spend.len();
+        RecordBatch::try_from_iter([
+            ("id", Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("k{i}")))) as ArrayRef),
+            ("ts", Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| 1_700_000_000 + i))) as ArrayRef),
+            ("spend", Arc::new(Float64Array::from(spend)) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn double_columns_are_taken_whole_and_a_value_that_is_not_a_number_is_refused() {
+        let view = view();
+        let mut rows = ViewRows::empty(&view);
+        read_batch(&view, &batch(vec![Some(1.5), None, Some(-2.0)]), 0, Written::At(5), &mut rows).unwrap();
+        assert_eq!(rows.columns, [Column::Numeric(vec![Some(1.5), None, Some(-2.0)])]);
+        assert_eq!((rows.keys.len(), rows.event_ms[2], rows.written_ms[0]), (3, 1_700_000_002_000, 5));
+        let err = read_batch(&view, &batch(vec![Some(1.0), Some(f64::NAN)]), 10, Written::At(5), &mut rows);
+        assert_eq!(err.unwrap_err().to_string(), "row 11: feature `spend`: NaN is not a number");
+    }
 }
