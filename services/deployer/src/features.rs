@@ -17,6 +17,7 @@ use mlops_features::FeatureStore;
 use mlops_features::online::Entry;
 use mlops_features::replica::Replica;
 use mlops_shared::spec::{FeatureKind, FeatureViewSpec, LookupSpec};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::DeployerError;
 use crate::serving::Column;
@@ -31,6 +32,8 @@ pub struct OnlineFeatures {
     views: Mutex<HashMap<String, (Arc<FeatureViewSpec>, Instant)>>,
     replicas: Mutex<HashMap<String, Arc<Replica>>>,
     replica_limit: usize,
+    /// Ends the replicas' watches.
+    shutdown: CancellationToken,
 }
 
 /// One looked-up feature for each requested entity.
@@ -41,8 +44,9 @@ pub struct Looked {
 }
 
 impl OnlineFeatures {
-    pub fn new(store: FeatureStore, replica_limit: usize) -> Self {
-        Self { store, views: Mutex::new(HashMap::new()), replicas: Mutex::new(HashMap::new()), replica_limit }
+    pub fn new(store: FeatureStore, replica_limit: usize, shutdown: CancellationToken) -> Self {
+        let (views, replicas) = (Mutex::new(HashMap::new()), Mutex::new(HashMap::new()));
+        Self { store, views, replicas, replica_limit, shutdown }
     }
 
     /// View `name`'s replica, started by the first read of the view.
@@ -51,7 +55,7 @@ impl OnlineFeatures {
         if let Some(r) = replicas.get(name) {
             return r.clone();
         }
-        let replica = self.store.replica(name, self.replica_limit);
+        let replica = self.store.replica(name, self.replica_limit, self.shutdown.child_token());
         replicas.insert(name.to_owned(), replica.clone());
         replica
     }
@@ -158,7 +162,8 @@ impl OnlineFeatures {
     }
 }
 
-/// Each row's composite key from the key columns (numbers as their text).
+/// Each row's composite key from the key columns, as the view's files hold keys (numbers as
+/// their text, integers without a fraction; text trimmed).
 pub fn entity_keys(columns: &[Column]) -> Vec<String> {
     let rows = columns.first().map_or(0, Column::len);
     (0..rows)
@@ -166,7 +171,11 @@ pub fn entity_keys(columns: &[Column]) -> Vec<String> {
             let parts: Vec<String> = columns
                 .iter()
                 .map(|c| match c {
-                    Column::Str(v) => v.get(i).cloned().flatten().unwrap_or_default(),
+                    Column::Str(v) => v
+                        .get(i)
+                        .and_then(Option::as_deref)
+                        .map(|s| mlops_shared::table::trim_cell(s).to_owned())
+                        .unwrap_or_default(),
                     Column::Num(v) => v
                         .get(i)
                         .copied()
@@ -180,6 +189,19 @@ pub fn entity_keys(columns: &[Column]) -> Vec<String> {
         .collect()
 }
 
+/// An entity key value of a JSON request, as [`entity_keys`] takes it: text, or a number or a
+/// boolean as the view's files write it (`42.0` is `42`); null is none.
+pub fn key_text(v: &serde_json::Value) -> Option<String> {
+    use mlops_data::Cell;
+    let cell = match v {
+        serde_json::Value::String(s) => Cell::Str(s),
+        serde_json::Value::Number(n) => Cell::Num(n.as_f64()?),
+        serde_json::Value::Bool(b) => Cell::Bool(*b),
+        _ => return None,
+    };
+    Some(mlops_data::text(cell).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +210,11 @@ mod tests {
     fn keys_read_as_files_hold_them() {
         let keys = entity_keys(&[Column::Num(vec![Some(42.0), None, Some(1.5)])]);
         assert_eq!(keys, ["42", "", "1.5"]);
-        let composite = entity_keys(&[Column::Str(vec![Some("s1".into())]), Column::Num(vec![Some(7.0)])]);
+        let composite = entity_keys(&[Column::Str(vec![Some(" s1 ".into())]), Column::Num(vec![Some(7.0)])]);
         assert_eq!(composite, [mlops_features::composite_key(&["s1", "7"])]);
+        let json: Vec<Option<String>> =
+            serde_json::json!([42, 42.0, 1e2, 1.5, "c7", null]).as_array().unwrap().iter().map(key_text).collect();
+        let want = [Some("42"), Some("42"), Some("100"), Some("1.5"), Some("c7"), None];
+        assert_eq!(json, want.map(|k| k.map(String::from)));
     }
 }

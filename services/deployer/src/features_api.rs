@@ -111,12 +111,7 @@ pub(crate) async fn online_features(State(d): State<Arc<Deployer>>, b: Body) -> 
     let body = body(b)?;
     let req: FeaturesRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid features request: {e}")))?;
-    let text = |v: &Json_| match v {
-        Json_::String(s) => Some(s.clone()),
-        Json_::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    let key_column = |k: &str| req.entities.get(k).map(|values| values.iter().map(text).collect());
+    let key_column = |k: &str| req.entities.get(k).map(|values| values.iter().map(crate::features::key_text).collect());
     let read = read_features(&d, &req.features, key_column, req.full_feature_names).await?;
     let n = read.looked.event_ms.first().map_or(0, Vec::len);
     let mut results: Vec<FeatureResult> = read

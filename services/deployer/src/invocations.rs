@@ -11,12 +11,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value as Json_, json};
 
 use crate::Deployer;
-use crate::rest::ApiError;
+use crate::rest::{ApiError, bad};
 use crate::serving::{Column, Models, PredictionLog, Served};
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
 
 /// Which pipeline to score: `?pipeline=NAME`, which may be left out when the deployer serves one.
 #[derive(serde::Deserialize)]
@@ -138,7 +134,8 @@ fn invocation_inputs(model: &Served, content_type: &str, body: &[u8]) -> Result<
         inputs.push((f.name.clone(), column(&records, &f.name, f.kind)?));
     }
     for key in lookup.iter().flat_map(|l| &l.entities).filter(|k| given(k)) {
-        inputs.push((key.clone(), column(&records, key, mlops_shared::spec::FeatureKind::Categorical)?));
+        let keys = records.iter().map(|r| r.get(key).and_then(crate::features::key_text)).collect();
+        inputs.push((key.clone(), Column::Str(keys)));
     }
     Ok(inputs)
 }

@@ -109,7 +109,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let onnx = mlops_onnx::Engine::from_env()?;
     let mut service = Service::start("deployer", &config.nats, &config.tls, &shutdown).await?;
     let (log, log_rx) = PredictionLog::new(config.log_queue.max(1));
-    let d = Arc::new(Deployer::open(&config, service.bus.clone(), log, onnx).await?);
+    let d = Arc::new(Deployer::open(&config, service.bus.clone(), log, onnx, service.shutdown()).await?);
     service.spawn(serving::publish_logs(service.bus.clone(), log_rx, config.log_batch.into(), service.shutdown()));
     let (labelled, token) = (d.clone(), service.shutdown());
     service.spawn(async move {
@@ -167,7 +167,13 @@ fn routes(d: &Arc<Deployer>, limit: usize) -> axum::Router {
 
 impl Deployer {
     /// Opens the buckets and the registry channel the deployer works with.
-    async fn open(config: &Config, bus: Bus, log: PredictionLog, onnx: mlops_onnx::Engine) -> anyhow::Result<Self> {
+    async fn open(
+        config: &Config,
+        bus: Bus,
+        log: PredictionLog,
+        onnx: mlops_onnx::Engine,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let channel = mlops_shared::tls::endpoint(&config.registry.registry_url, config.tls.tls_ca.as_deref())
             .with_context(|| format!("registry url {:?}", config.registry.registry_url))?
             .connect_lazy();
@@ -178,6 +184,7 @@ impl Deployer {
             online: features::OnlineFeatures::new(
                 mlops_features::FeatureStore::open(&bus).await?,
                 config.feature_replica_entities,
+                shutdown,
             ),
             artifacts: bus.objects(MODELS_BUCKET).await?,
             onnx,

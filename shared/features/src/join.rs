@@ -1,6 +1,8 @@
 //! The point-in-time join: for each entity row, the record of a view that was visible at the
 //! row's time (see the crate's documentation), without leaking values written later.
 
+use std::collections::BTreeMap;
+
 use foldhash::HashMap;
 use foldhash::HashMapExt as _;
 
@@ -29,7 +31,7 @@ pub type ViewStats = Vec<(String, JoinStats)>;
 /// (a counting sort, no allocation per key), each key's records in write order and its rows in
 /// time order; a sweep adds each record once it has been written, keyed by event time, so the
 /// answer for a row is the newest event time present. O(rows + records + Σ k log k) time for k
-/// records or rows per key.
+/// records or rows per key (see [`Visible`]).
 pub fn as_of(log: &ViewRows, ttl_ms: i64, keys: &[String], at_ms: &[i64]) -> (Vec<Option<u32>>, JoinStats) {
     let mut ids: HashMap<&str, u32> = HashMap::with_capacity(keys.len());
     let row_ids: Vec<u32> = keys
@@ -44,8 +46,7 @@ pub fn as_of(log: &ViewRows, ttl_ms: i64, keys: &[String], at_ms: &[i64]) -> (Ve
     let (row_start, mut rows) = group(&row_ids, ids.len());
     let mut found = vec![None; keys.len()];
     let mut stats = JoinStats::default();
-    // Sorted by event time; a later write of the same event time replaces an earlier one.
-    let mut visible: Vec<(i64, u32)> = Vec::new();
+    let mut visible = Visible::default();
     for id in 0..ids.len() {
         let key_records = &mut records[record_start[id]..record_start[id + 1]];
         let key_rows = &mut rows[row_start[id]..row_start[id + 1]];
@@ -55,7 +56,7 @@ pub fn as_of(log: &ViewRows, ttl_ms: i64, keys: &[String], at_ms: &[i64]) -> (Ve
         }
         key_records.sort_unstable_by_key(|&r| (log.written_ms[r as usize], r));
         key_rows.sort_unstable_by_key(|&r| at_ms[r as usize]);
-        visible.clear();
+        visible.clear(key_records.len());
         let mut next = key_records.iter().peekable();
         for &row in key_rows.iter() {
             let at = at_ms[row as usize];
@@ -63,15 +64,10 @@ pub fn as_of(log: &ViewRows, ttl_ms: i64, keys: &[String], at_ms: &[i64]) -> (Ve
                 if log.written_ms[r as usize] > at {
                     break;
                 }
-                let event = log.event_ms[r as usize];
-                match visible.binary_search_by_key(&event, |v| v.0) {
-                    Ok(i) => visible[i].1 = r,
-                    Err(i) => visible.insert(i, (event, r)),
-                }
+                visible.insert(log.event_ms[r as usize], r);
                 next.next();
             }
-            let newest = visible.partition_point(|v| v.0 <= at).checked_sub(1).map(|i| visible[i]);
-            match newest.filter(|&(event, _)| at - event <= ttl_ms) {
+            match visible.newest_at(at).filter(|&(event, _)| at - event <= ttl_ms) {
                 Some((_, r)) => {
                     found[row as usize] = Some(r);
                     stats.matched += 1;
@@ -81,6 +77,46 @@ pub fn as_of(log: &ViewRows, ttl_ms: i64, keys: &[String], at_ms: &[i64]) -> (Ve
         }
     }
     (found, stats)
+}
+
+/// One key's records visible so far, by event time; a later write of the same event time
+/// replaces an earlier one. A sorted `Vec` for the usual few records (no allocation per key), a
+/// `BTreeMap` for a key with many, where inserting out of event order (a backfill, a file sorted
+/// newest first) would shift the `Vec` each time.
+#[derive(Default)]
+struct Visible {
+    few: Vec<(i64, u32)>,
+    many: Option<BTreeMap<i64, u32>>,
+}
+
+/// Records of one key above which [`Visible`] keeps a tree.
+const FEW_RECORDS: usize = 64;
+
+impl Visible {
+    /// Empty, for a key of `records` records.
+    fn clear(&mut self, records: usize) {
+        self.few.clear();
+        self.many = (records > FEW_RECORDS).then(BTreeMap::new);
+    }
+
+    fn insert(&mut self, event: i64, record: u32) {
+        if let Some(tree) = &mut self.many {
+            tree.insert(event, record);
+            return;
+        }
+        match self.few.binary_search_by_key(&event, |v| v.0) {
+            Ok(i) => self.few[i].1 = record,
+            Err(i) => self.few.insert(i, (event, record)),
+        }
+    }
+
+    /// The record with the newest event time at or before `at`, with that time.
+    fn newest_at(&self, at: i64) -> Option<(i64, u32)> {
+        match &self.many {
+            Some(tree) => tree.range(..=at).next_back().map(|(&e, &r)| (e, r)),
+            None => self.few.partition_point(|v| v.0 <= at).checked_sub(1).map(|i| self.few[i]),
+        }
+    }
 }
 
 /// Each log record's key number in `ids`, or `u32::MAX` for a key no row asks for; the log is
@@ -201,6 +237,16 @@ mod tests {
         let (found, stats) = as_of(&log, 500, &keys, &at);
         assert_eq!(found, as_of_brute_force(&log, 500, &keys, &at));
         assert!(stats.unknown > 0 && stats.matched > 0, "{stats:?}");
+    }
+
+    #[test]
+    fn a_key_with_many_records_out_of_event_order_joins_as_the_definition_says() {
+        // One key, 5,000 records written in turn but with event times descending (a backfill
+        // sorted newest first), corrections among them; the tree path of `Visible`.
+        let records: Vec<(u8, i64, i64)> = (0..5_000i64).map(|i| (1, 10_000 - i % 4_000, 10_000 + i)).collect();
+        let log = log(&records);
+        let (keys, at) = rows(&(0..200).map(|i| (1u8, 9_000 + i * 37)).collect::<Vec<_>>());
+        assert_eq!(as_of(&log, 2_000, &keys, &at).0, as_of_brute_force(&log, 2_000, &keys, &at));
     }
 
     proptest! {

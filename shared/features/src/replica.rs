@@ -6,12 +6,15 @@
 //! started; from then on it applies each write as the bucket streams it (a lag of a network hop).
 //! Readers ask [`Replica::held`], which answers only while current; an entity it does not hold
 //! (unknown, or written a moment ago) is read from the bucket by the caller, so a new entity is
-//! served as soon as it is materialised. A watch that fails (a lost connection) makes the replica
-//! not current until it has been rebuilt.
+//! served as soon as it is materialised. Over a lost connection the watch resumes after the last
+//! value applied (async-nats's ordered consumer), so the replica keeps answering with what it
+//! holds while NATS is out of reach and catches up after; a watch that ends is started again and
+//! the replica rebuilt, not current (reads go to the bucket) until it holds every value again.
 //!
-//! Memory is bounded: a view with more than the replica's limit of entities is not held at all
-//! (readers go to the bucket, as without a replica). An entity costs about 60 bytes plus 8 per
-//! feature: a number is kept as its `f64`, a category as an index into the replica's categories.
+//! Memory is bounded: a view with more than the replica's limit of entities (or of distinct
+//! categories) is not held at all (readers go to the bucket, as without a replica). An entity of
+//! ten numeric features cost about 200 bytes in the benchmark (its key, its slot in the hash
+//! table, its times, and a number's `f64` or a category's index per feature).
 //! Gauges: `mlops_feature_replica_current` and `mlops_feature_replica_entities`, per view.
 
 use std::sync::{Arc, RwLock, Weak};
@@ -20,6 +23,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use foldhash::HashMap;
 use futures::StreamExt as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::online::Entry;
 
@@ -103,15 +107,22 @@ pub struct Replica {
 
 impl Replica {
     /// A replica of `view`'s entries in `online` (the store's online bucket), holding at most
-    /// `limit` entities, following the bucket on a task of its own until the replica is dropped.
-    pub fn follow(online: kv::Store, view: &str, limit: usize) -> Arc<Self> {
+    /// `limit` entities (and as many distinct categories), following the bucket on a task of its
+    /// own until `shutdown` or until the replica is dropped.
+    pub fn follow(online: kv::Store, view: &str, limit: usize, shutdown: CancellationToken) -> Arc<Self> {
         let replica = Arc::new(Self { view: view.to_owned(), limit, state: RwLock::new(State::default()) });
         if limit > 0 {
-            tokio::spawn(watch(Arc::downgrade(&replica), online, subjects(view)));
+            tokio::spawn(watch(Arc::downgrade(&replica), online, subjects(view), shutdown));
         } else {
             replica.state.write().expect("not poisoned").given_up = true;
+            replica.report(false, 0);
         }
         replica
+    }
+
+    /// Whether the view outgrew the limit: the replica holds nothing and readers go to the bucket.
+    pub fn given_up(&self) -> bool {
+        self.state.read().expect("not poisoned").given_up
     }
 
     /// Whether the replica holds every entry and follows the bucket.
@@ -158,7 +169,7 @@ impl Replica {
                 state.entries.remove(entry.key.as_str());
             }
         }
-        if state.entries.len() > self.limit {
+        if state.entries.len() > self.limit || state.categories.len() > self.limit {
             tracing::warn!(view = %self.view, limit = self.limit,
                 "feature view too big to hold in memory; its entries are read from the online store");
             *state = State { given_up: true, ..State::default() };
@@ -196,40 +207,50 @@ impl Replica {
     }
 }
 
-/// Follows `subjects` in `online` into the replica until it is dropped or gives up; a watch that
-/// ends or fails is started again (the replica rebuilt from the newest values) after a pause.
-async fn watch(replica: Weak<Replica>, online: kv::Store, subjects: String) {
+/// Follows `subjects` in `online` into the replica until shutdown, or until it is dropped or
+/// gives up. A watch that reports an error goes on (async-nats's ordered consumer resumes after
+/// the last value applied, over a reconnection too, so nothing is missed); one that ends is
+/// started again after a pause, the replica rebuilt from the bucket's values (not current, so
+/// reads go to the bucket meanwhile).
+async fn watch(replica: Weak<Replica>, online: kv::Store, subjects: String, shutdown: CancellationToken) {
     let mut pause = Duration::from_millis(100);
     loop {
         match replica.upgrade() {
             Some(r) if r.restart() => {}
             _ => return,
         }
-        match online.watch_with_history(&subjects).await {
-            Ok(mut entries) => {
-                while let Some(entry) = entries.next().await {
-                    let Some(r) = replica.upgrade() else { return };
-                    match entry {
-                        Ok(entry) => {
-                            if !r.apply(entry) {
-                                return;
-                            }
-                            pause = Duration::from_millis(100);
+        let watched = tokio::select! {
+            w = online.watch_with_history(&subjects) => w,
+            () = shutdown.cancelled() => return,
+        };
+        match watched {
+            Ok(mut entries) => loop {
+                let entry = tokio::select! {
+                    e = entries.next() => e,
+                    () = shutdown.cancelled() => return,
+                };
+                let Some(entry) = entry else { break };
+                let Some(r) = replica.upgrade() else { return };
+                match entry {
+                    Ok(entry) => {
+                        if !r.apply(entry) {
+                            return;
                         }
-                        Err(error) => {
-                            tracing::warn!(%subjects, %error, "online store watch failed; rebuilding the replica");
-                            break;
-                        }
+                        pause = Duration::from_millis(100);
                     }
+                    Err(error) => tracing::warn!(%subjects, %error, "online store watch interrupted; it resumes"),
                 }
-            }
+            },
             Err(error) => tracing::warn!(%subjects, %error, "cannot watch the online store; retrying"),
         }
         if let Some(r) = replica.upgrade() {
             r.state.write().expect("not poisoned").current = false;
             r.report(false, r.len());
         }
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return,
+        }
         pause = (pause * 2).min(Duration::from_secs(5));
     }
 }

@@ -170,9 +170,10 @@ impl FeatureStore {
         }
     }
 
-    /// A [`Replica`] of view `view`'s online entries, holding at most `limit` entities.
-    pub fn replica(&self, view: &str, limit: usize) -> Arc<Replica> {
-        Replica::follow(self.online.clone(), view, limit)
+    /// A [`Replica`] of view `view`'s online entries, holding at most `limit` entities, following
+    /// the bucket until `shutdown`.
+    pub fn replica(&self, view: &str, limit: usize, shutdown: tokio_util::sync::CancellationToken) -> Arc<Replica> {
+        Replica::follow(self.online.clone(), view, limit, shutdown)
     }
 
     /// The live online entries of `view` for `keys` (composite keys), in order; `None` for an
