@@ -5,15 +5,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use mlops_features::time::format_ms;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use mlops_features::time::format_ms;
+use mlops_proto as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
-
-use mlops_proto as pb;
 
 use crate::Deployer;
 use crate::error::DeployerError;

@@ -119,13 +119,16 @@ impl Visible {
     }
 }
 
+/// Log records below which numbering them stays on one thread: a thread costs more.
+const PARALLEL_RECORDS: usize = 100_000;
+
 /// Each log record's key number in `ids`, or `u32::MAX` for a key no row asks for; the log is
 /// split over two threads when it is long.
 fn number_records(log: &ViewRows, ids: &HashMap<&str, u32>) -> Vec<u32> {
     let number = |keys: &[String]| -> Vec<u32> {
         keys.iter().map(|k| ids.get(k.as_str()).copied().unwrap_or(u32::MAX)).collect()
     };
-    if log.keys.len() < 100_000 {
+    if log.keys.len() < PARALLEL_RECORDS {
         return number(&log.keys);
     }
     let (a, b) = log.keys.split_at(log.keys.len() / 2);

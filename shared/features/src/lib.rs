@@ -1,8 +1,8 @@
 //! The feature store's data: a feature view's batches as typed rows with an entity key, an event
 //! time and a write time ([`ViewRows`]); the offline log of every accepted batch as immutable
 //! Parquet ([`offline`]); the point-in-time correct join of entity rows against that log
-//! ([`join`]); the online store's keys and values ([`online`]), and a reader's replica of them in memory
-//! ([`replica`]).
+//! ([`join`]); the online store's keys and values ([`online`]), and a reader's replica of them
+//! in memory ([`replica`]).
 //!
 //! Time is Unix milliseconds throughout. A value is *visible* at time `t` when its event time and
 //! its write time are both at or before `t`, and its event time is within the view's TTL of `t`;
