@@ -9,9 +9,10 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use mlops_cli::client;
 use mlops_cli::environments::Endpoints;
+use mlops_features::offline::WRITTEN_COLUMN;
 use mlops_features::time::format_ms;
 use mlops_features::training::{Lookup, join, write_parquet};
-use mlops_features::{FeatureStore, ViewRows, composite_key};
+use mlops_features::{FeatureStore, Written, composite_key};
 use mlops_shared::spec::{FeatureViewSpec, parse_ref};
 use mlops_shared::table::Value;
 
@@ -175,27 +176,40 @@ async fn training_set(
     entity_columns: Vec<String>,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in features {
         let r = parse_ref(r).map_err(|e| anyhow::anyhow!(e.replace("`lookup.from`", "--features")))?;
-        wanted.entry(r.view).or_default().push(r.feature);
+        wanted.entry(r.view.to_owned()).or_default().push(r.feature.to_owned());
     }
-    let mut views: Vec<(FeatureViewSpec, ViewRows)> = Vec::new();
+    let mut views: Vec<FeatureViewSpec> = Vec::new();
     for name in wanted.keys() {
-        let view = store.known_view(name).await?;
-        let log = store.log(&view).await?;
-        views.push((view, log));
+        views.push(store.known_view(name).await?);
     }
-    let entity_columns = if entity_columns.is_empty() { views[0].0.entities.clone() } else { entity_columns };
+    let entity_columns = if entity_columns.is_empty() { views[0].entities.clone() } else { entity_columns };
     let file = std::fs::File::open(entities).with_context(|| format!("opening {}", entities.display()))?;
     let name = entities.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let batches: Vec<_> = mlops_data::open(mlops_data::Source::File(file), &name, &mlops_data::Limits::default())?
         .collect::<Result<_, _>>()
         .with_context(|| format!("reading {}", entities.display()))?;
-    let lookups: Vec<Lookup<'_>> =
-        views.iter().map(|(view, log)| Lookup { view, log, features: wanted[view.name.as_str()].clone() }).collect();
-    let joined =
-        join(&batches, &entity_columns, at, &lookups).with_context(|| format!("joining {}", entities.display()))?;
+    // The views' logs are read off the runtime, their files fetched on it meanwhile.
+    let runtime = tokio::runtime::Handle::current();
+    let (store, at) = (store.clone(), at.to_owned());
+    let joined = tokio::task::spawn_blocking(move || {
+        let lookups: Vec<Lookup<'_>> = views
+            .iter()
+            .map(|view| Lookup {
+                view,
+                features: wanted[view.name.as_str()].iter().map(String::as_str).collect(),
+                log: store.log_batches(view.name.as_str(), &runtime),
+                written: Written::Column(WRITTEN_COLUMN),
+            })
+            .collect();
+        join(&[batches], &entity_columns, &at, lookups)
+    })
+    .await?
+    .with_context(|| format!("joining {}", entities.display()))?
+    .pop()
+    .context("one set joined")?;
     let mut bytes = Vec::new();
     write_parquet(joined.schema.clone(), &joined.batches, &mut bytes)?;
     std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;

@@ -157,15 +157,12 @@ impl Evaluator {
         let blobs = self.datasets(ids).await?;
         let Some(looked) = looked.clone() else { return Ok(blobs) };
         off_runtime(move || {
-            blobs
-                .into_iter()
-                .map(|(id, bytes)| {
-                    let (joined, _) = looked
-                        .join_dataset(mlops_data::Source::Bytes(bytes.into()), "")
-                        .map_err(|e| EvaluatorError::BadData(format!("dataset {id}: looking features up: {e}")))?;
-                    Ok((id, joined))
-                })
-                .collect()
+            let (ids, sources): (Vec<String>, Vec<_>) =
+                blobs.into_iter().map(|(id, bytes)| (id, mlops_data::Source::Bytes(bytes.into()))).unzip();
+            let joined = looked.join_datasets(sources).map_err(|e| {
+                EvaluatorError::BadData(format!("datasets {}: looking features up: {e}", ids.join(", ")))
+            })?;
+            Ok(ids.into_iter().zip(joined).map(|(id, (bytes, _))| (id, bytes)).collect())
         })
         .await
     }

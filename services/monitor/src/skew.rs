@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use mlops_features::join::{as_of, gather};
+use mlops_features::join::gather;
 use mlops_features::{FeatureStore, ViewRows};
 use mlops_proto as pb;
 use mlops_shared::model::{SAMPLE_VALUES, order_statistics, population_std};
@@ -127,12 +127,7 @@ impl crate::Monitor {
 
 /// For every entity of `log`, the record visible at `at_ms` (if any).
 pub(crate) fn visible_at(view: &FeatureViewSpec, log: &ViewRows, at_ms: i64) -> Vec<Option<u32>> {
-    let mut keys: Vec<&str> = log.keys.iter().map(String::as_str).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
-    let at = vec![at_ms; keys.len()];
-    as_of(log, view.ttl_ms(), &keys, &at).0
+    mlops_features::join::visible_at(log, view.ttl_ms(), at_ms)
 }
 
 /// The distribution of `feature` over the records `visible` ([`visible_at`]) of `log`, binned

@@ -5,25 +5,27 @@
 use mlops_shared::spec::{FeatureViewSpec, LookupSpec, PipelineSpec};
 
 use crate::join::ViewStats;
+use crate::offline::WRITTEN_COLUMN;
 use crate::training::{Lookup, join, write_parquet};
-use crate::{FeatureError, FeatureStore, StoreError, ViewRows};
+use crate::{FeatureError, FeatureStore, StoreError, Written};
 
-/// The views a pipeline looks features up in, with their offline logs.
+/// The views a pipeline looks features up in, and the store that holds their logs.
 pub struct LookedUp {
     lookup: LookupSpec,
-    views: Vec<(FeatureViewSpec, ViewRows)>,
+    views: Vec<FeatureViewSpec>,
+    store: FeatureStore,
+    /// The runtime that fetches the logs' files.
+    runtime: tokio::runtime::Handle,
 }
 
 impl FeatureStore {
-    /// Loads the views `lookup` names, with their whole offline logs.
+    /// Loads the views `lookup` names (their logs are read at each join).
     pub async fn looked_up(&self, lookup: &LookupSpec) -> Result<LookedUp, StoreError> {
         let mut views = Vec::new();
         for name in lookup.views() {
-            let view = self.known_view(name).await?;
-            let log = self.log(&view).await?;
-            views.push((view, log));
+            views.push(self.known_view(name).await?);
         }
-        Ok(LookedUp { lookup: lookup.clone(), views })
+        Ok(LookedUp { lookup: lookup.clone(), views, store: self.clone(), runtime: tokio::runtime::Handle::current() })
     }
 }
 
@@ -44,28 +46,35 @@ impl LookedUp {
     fn view(&self, name: &str) -> Result<&FeatureViewSpec, FeatureError> {
         self.views
             .iter()
-            .map(|(v, _)| v)
             .find(|v| v.name.as_str() == name)
             .ok_or_else(|| FeatureError::Offline(format!("feature view `{name}` was not loaded")))
     }
 
-    /// `dataset` (named `name`, for its format) with the looked-up features appended as of each
-    /// row's `lookup.at`, as Parquet; and what each view matched.
-    pub fn join_dataset(&self, dataset: mlops_data::Source, name: &str) -> Result<(Vec<u8>, ViewStats), FeatureError> {
-        let batches: Vec<_> =
-            mlops_data::open(dataset, name, &mlops_data::Limits::default())?.collect::<Result<_, _>>()?;
+    /// `datasets` with the looked-up features appended as of each row's `lookup.at`, as Parquet,
+    /// and what each view matched in each; each view's log is read once for all of them. Blocks
+    /// while the log's files are fetched: call it off the runtime.
+    pub fn join_datasets(&self, datasets: Vec<mlops_data::Source>) -> Result<Vec<(Vec<u8>, ViewStats)>, FeatureError> {
+        let sets = datasets
+            .into_iter()
+            .map(|d| mlops_data::open(d, "", &mlops_data::Limits::default())?.collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
         let lookups: Vec<Lookup<'_>> = self
             .views
             .iter()
-            .map(|(view, log)| Lookup {
+            .map(|view| Lookup {
                 view,
-                log,
                 features: self.lookup.refs().filter(|r| r.view == view.name.as_str()).map(|r| r.feature).collect(),
+                log: self.store.log_batches(view.name.as_str(), &self.runtime),
+                written: Written::Column(WRITTEN_COLUMN),
             })
             .collect();
-        let joined = join(&batches, &self.lookup.entities, &self.lookup.at, &lookups)?;
-        let mut bytes = Vec::new();
-        write_parquet(joined.schema, &joined.batches, &mut bytes)?;
-        Ok((bytes, joined.stats))
+        join(&sets, &self.lookup.entities, &self.lookup.at, lookups)?
+            .into_iter()
+            .map(|joined| {
+                let mut bytes = Vec::new();
+                write_parquet(joined.schema, &joined.batches, &mut bytes)?;
+                Ok((bytes, joined.stats))
+            })
+            .collect()
     }
 }

@@ -12,6 +12,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use crate::rows::{Written, read_batch};
+use crate::training::Log;
 use crate::{FeatureError, KEY_SEPARATOR, ViewRows};
 
 /// The column holding when each row was written.
@@ -85,13 +86,17 @@ fn arrays(view: &FeatureViewSpec, rows: &ViewRows, range: std::ops::Range<usize>
     arrays
 }
 
+/// An offline file's batches, decoded a batch or two ahead on another core.
+pub fn batches(file: mlops_data::Source) -> Result<Log<'static>, FeatureError> {
+    let batches = mlops_data::open(file, "offline.parquet", &mlops_data::Limits::default())?.read_ahead(2);
+    Ok(Box::new(batches.map(|b| b.map_err(FeatureError::from))))
+}
+
 /// Reads an offline file of `view` onto `into`. A feature the file predates (the view gained it
 /// later) reads as missing.
 pub fn read(view: &FeatureViewSpec, file: mlops_data::Source, into: &mut ViewRows) -> Result<(), FeatureError> {
-    // Decoded a batch or two ahead on another core while this one is taken apart.
-    let batches = mlops_data::open(file, "offline.parquet", &mlops_data::Limits::default())?.read_ahead(2);
     let mut first_row = 0;
-    for batch in batches {
+    for batch in batches(file)? {
         let batch = with_missing_features(view, batch?)?;
         read_batch(view, &batch, first_row, Written::Column(WRITTEN_COLUMN), into)?;
         first_row += batch.num_rows();

@@ -154,23 +154,32 @@ pub fn read_batch(
         }
         let cells = view_of(array);
         for row in 0..batch.num_rows() {
-            match (&mut *out, cells.get(row)) {
-                (Column::Numeric(v), Cell::Num(x)) if x.is_finite() => v.push(Some(x)),
-                (Column::Numeric(v), Cell::Null) => v.push(None),
-                (Column::Numeric(v), Cell::Str(s)) => {
-                    v.push(parse_number(s).map_err(|e| at(row, format!("feature `{}`: {e}", f.name)))?)
+            match &mut *out {
+                Column::Numeric(v) => {
+                    v.push(number(cells.get(row)).map_err(|e| at(row, format!("feature `{}`: {e}", f.name)))?)
                 }
-                (Column::Numeric(_), other) => {
-                    return Err(at(row, format!("feature `{}`: {other:?} is not a number", f.name)));
-                }
-                (Column::Categorical(v), cell) => {
-                    let t = text(cell);
-                    v.push((!t.is_empty()).then(|| t.into_owned()));
-                }
+                Column::Categorical(v) => v.push(categorical(cells.get(row))),
             }
         }
     }
     Ok(())
+}
+
+/// A numeric feature's cell: a finite number, a number as text, or missing.
+pub(crate) fn number(cell: Cell<'_>) -> Result<Option<f64>, String> {
+    match cell {
+        Cell::Num(x) if x.is_finite() => Ok(Some(x)),
+        Cell::Num(x) => Err(format!("{x} is not a number")),
+        Cell::Null => Ok(None),
+        Cell::Str(s) => parse_number(s),
+        other => Err(format!("{other:?} is not a number")),
+    }
+}
+
+/// A categorical feature's cell: its text, or missing when empty.
+pub(crate) fn categorical(cell: Cell<'_>) -> Option<String> {
+    let t = text(cell);
+    (!t.is_empty()).then(|| t.into_owned())
 }
 
 fn view_of(array: &ArrayRef) -> mlops_data::ColumnView<'_> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::online::{Entry, entry_key, newest_per_key};
 use crate::replica::Replica;
+use crate::training::Log;
 use crate::{ViewRows, offline};
 
 /// Why the store could not answer.
@@ -120,13 +121,57 @@ impl FeatureStore {
     pub async fn log(&self, view: &FeatureViewSpec) -> Result<ViewRows, StoreError> {
         let mut rows = ViewRows::empty(view);
         for name in self.files(view.name.as_str()).await? {
-            let mut object = self.offline.get(name.as_str()).await.map_err(|e| nats("offline")(&e))?;
-            let mut bytes = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await.map_err(|e| nats("offline")(&e))?;
+            let bytes = self.file(&name).await?;
             offline::read(view, mlops_data::Source::Bytes(bytes.into()), &mut rows)
                 .map_err(|source| StoreError::File { name, source })?;
         }
         Ok(rows)
+    }
+
+    /// Offline file `name`, whole.
+    async fn file(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let mut object = self.offline.get(name).await.map_err(|e| nats("offline")(&e))?;
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await.map_err(|e| nats("offline")(&e))?;
+        Ok(bytes)
+    }
+
+    /// The offline log of view `view` as batches, file after file in write order, for a thread
+    /// off the runtime (reading it blocks): a task on `runtime` fetches the next file while the
+    /// reader decodes one, so one or two files are in memory at a time.
+    pub fn log_batches(&self, view: &str, runtime: &tokio::runtime::Handle) -> Log<'static> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(String, Vec<u8>), StoreError>>(1);
+        let (store, view) = (self.clone(), view.to_owned());
+        runtime.spawn(async move {
+            let names = match store.files(&view).await {
+                Ok(names) => names,
+                Err(e) => return drop(tx.send(Err(e)).await),
+            };
+            for name in names {
+                let file = store.file(&name).await.map(|bytes| (name, bytes));
+                let failed = file.is_err();
+                if tx.send(file).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let files = std::iter::from_fn(move || rx.blocking_recv());
+        Box::new(files.flat_map(|file| -> Log<'static> {
+            let failed = |e: &dyn std::fmt::Display| -> Log<'static> {
+                Box::new(std::iter::once(Err(crate::FeatureError::Offline(e.to_string()))))
+            };
+            match file {
+                Err(e) => failed(&e),
+                Ok((name, bytes)) => {
+                    match offline::batches(mlops_data::Source::Bytes(bytes.into())) {
+                        Ok(batches) => Box::new(batches.map(move |b| {
+                            b.map_err(|source| crate::FeatureError::Offline(format!("{name}: {source}")))
+                        })),
+                        Err(source) => failed(&StoreError::File { name, source }),
+                    }
+                }
+            }
+        }))
     }
 
     /// Writes each entity's newest row of `rows` to the online store, unless the entry there is

@@ -6,20 +6,24 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema, SchemaRef};
 use mlops_data::{text, view};
-use mlops_shared::spec::FeatureViewSpec;
+use mlops_shared::spec::{FeatureKind, FeatureViewSpec};
 use mlops_shared::table::Column;
 
-use crate::join::{ViewStats, as_of, gather};
+use crate::join::{AsOf, EntityRows, JoinStats, ViewStats};
 use crate::rows::times;
-use crate::{FeatureError, ViewRows, composite_key};
+use crate::{FeatureError, Written, composite_key};
+
+/// A view's offline log, batch after batch in write order.
+pub type Log<'a> = Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>> + Send + 'a>;
 
 /// Features looked up in one view.
 pub struct Lookup<'a> {
     pub view: &'a FeatureViewSpec,
-    /// The view's offline log.
-    pub log: &'a ViewRows,
     /// The features taken, by name, in the order they are appended.
     pub features: Vec<&'a str>,
+    /// The view's offline log, read once, and where it keeps each record's write time.
+    pub log: Log<'a>,
+    pub written: Written<'a>,
 }
 
 /// What a join appended and found, per view.
@@ -29,37 +33,65 @@ pub struct Joined {
     pub stats: ViewStats,
 }
 
-/// Appends to `batches` (all of one schema) the looked-up features, the key read from the
-/// `entities` columns (in each view's key order) and the time from `at`.
+/// Appends to each set of entity rows in `sets` (each set all of one schema) the looked-up
+/// features, the key read from the `entities` columns (in each view's key order) and the time
+/// from `at`. Each view's log is read once for all the sets.
 pub fn join(
-    batches: &[RecordBatch],
+    sets: &[Vec<RecordBatch>],
     entities: &[String],
     at: &str,
-    lookups: &[Lookup<'_>],
-) -> Result<Joined, FeatureError> {
-    let (keys, at_ms) = keys_and_times(batches, entities, at)?;
+    lookups: Vec<Lookup<'_>>,
+) -> Result<Vec<Joined>, FeatureError> {
+    let (mut keys, mut at_ms, mut ranges) = (Vec::new(), Vec::new(), Vec::with_capacity(sets.len()));
+    for set in sets {
+        let start = keys.len();
+        keys_and_times(set, entities, at, &mut keys, &mut at_ms)?;
+        ranges.push(start..keys.len());
+    }
+    let rows = EntityRows::new(keys, at_ms);
     let mut columns: Vec<(Field, Column)> = Vec::new();
-    let mut stats = Vec::with_capacity(lookups.len());
+    let mut outcomes = Vec::with_capacity(lookups.len());
     for l in lookups {
-        let (found, s) = as_of(l.log, l.view.ttl_ms(), &keys, &at_ms);
-        stats.push((l.view.name.to_string(), s));
-        for &name in &l.features {
-            let (i, f) = l.view.features.iter().enumerate().find(|(_, f)| f.name == name).ok_or_else(|| {
-                FeatureError::Offline(format!("feature view `{}` has no feature `{name}`", l.view.name))
-            })?;
-            columns.push((Field::new(name, crate::offline::arrow_type(f.kind), true), gather(l.log, &found, i)));
+        let mut join = AsOf::new(&rows, l.view, l.written, &l.features)?;
+        for batch in l.log {
+            join.push(batch?)?;
+        }
+        let (values, found) = join.finish()?;
+        outcomes.push((l.view.name.to_string(), found));
+        for (&name, column) in l.features.iter().zip(values) {
+            let kind = match column {
+                Column::Numeric(_) => FeatureKind::Numeric,
+                Column::Categorical(_) => FeatureKind::Categorical,
+            };
+            columns.push((Field::new(name, crate::offline::arrow_type(kind), true), column));
         }
     }
-    let base = batches.first().map_or_else(|| Arc::new(Schema::empty()), RecordBatch::schema);
+    sets.iter()
+        .zip(ranges)
+        .map(|(set, range)| {
+            let stats = outcomes.iter().map(|(view, o)| (view.clone(), JoinStats::of(&o[range.clone()]))).collect();
+            appended(set, &columns, range.start, stats)
+        })
+        .collect()
+}
+
+/// `set` (its rows from `first` in `columns`) with `columns` appended.
+fn appended(
+    set: &[RecordBatch],
+    columns: &[(Field, Column)],
+    first: usize,
+    stats: ViewStats,
+) -> Result<Joined, FeatureError> {
+    let base = set.first().map_or_else(|| Arc::new(Schema::empty()), RecordBatch::schema);
     if let Some((f, _)) = columns.iter().find(|(f, _)| base.column_with_name(f.name()).is_some()) {
         return Err(FeatureError::Offline(format!("the entity rows already have a column `{}`", f.name())));
     }
     let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(columns.iter().map(|(f, _)| f.clone()));
     let schema = Arc::new(Schema::new(fields));
-    let mut out = Vec::with_capacity(batches.len());
-    let mut start = 0;
-    for batch in batches {
+    let mut out = Vec::with_capacity(set.len());
+    let mut start = first;
+    for batch in set {
         let range = start..start + batch.num_rows();
         let mut arrays = batch.columns().to_vec();
         arrays.extend(columns.iter().map(|(_, c)| mlops_data::column_array(c, range.clone())));
@@ -69,13 +101,14 @@ pub fn join(
     Ok(Joined { schema, batches: out, stats })
 }
 
-/// Each row's composite key and time.
+/// Appends each row's composite key and time.
 fn keys_and_times(
     batches: &[RecordBatch],
     entities: &[String],
     at: &str,
-) -> Result<(Vec<String>, Vec<i64>), FeatureError> {
-    let (mut keys, mut at_ms) = (Vec::new(), Vec::new());
+    keys: &mut Vec<String>,
+    at_ms: &mut Vec<i64>,
+) -> Result<(), FeatureError> {
     let mut first_row = 0;
     for batch in batches {
         let column =
@@ -91,7 +124,7 @@ fn keys_and_times(
         at_ms.extend(times);
         first_row += batch.num_rows();
     }
-    Ok((keys, at_ms))
+    Ok(())
 }
 
 /// Writes `batches` as one Parquet file.
@@ -111,7 +144,17 @@ pub fn write_parquet(
 
 #[cfg(test)]
 mod tests {
+    use mlops_shared::table::Column;
+
     use super::*;
+    use crate::ViewRows;
+
+    fn csv(text: &'static str) -> Vec<RecordBatch> {
+        mlops_data::open(mlops_data::Source::Bytes(text.into()), "e.csv", &Default::default())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
 
     #[test]
     fn entity_rows_keep_their_columns_and_gain_the_features_as_of_their_time() {
@@ -129,27 +172,33 @@ mod tests {
                 Column::Categorical(vec![Some("a".into()), None]),
             ],
         };
-        let csv = "customer_id,when,label\nc1,1500,1\nc1,2500,0\nc9,2500,1\nc1,10,0\n";
-        let batches: Vec<RecordBatch> =
-            mlops_data::open(mlops_data::Source::Bytes(csv.into()), "e.csv", &Default::default())
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let lookup = Lookup { view: &view, log: &log, features: vec!["spend", "tier"] };
-        let joined = join(&batches, &["customer_id".into()], "when", &[lookup]).unwrap();
-        let names: Vec<&str> = joined.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut file = Vec::new();
+        crate::offline::write(&view, &log, &mut file).unwrap();
+        let lookup = |features: Vec<&'static str>| Lookup {
+            view: &view,
+            features,
+            log: crate::offline::batches(mlops_data::Source::Bytes(file.clone().into())).unwrap(),
+            written: Written::Column(crate::offline::WRITTEN_COLUMN),
+        };
+        // Two sets, joined in one reading of the log.
+        let sets = [
+            csv("customer_id,when,label\nc1,1500,1\nc1,2500,0\nc9,2500,1\nc1,10,0\n"),
+            csv("customer_id,when\nc1,1999\n"),
+        ];
+        let joined = join(&sets, &["customer_id".into()], "when", vec![lookup(vec!["spend", "tier"])]).unwrap();
+        let names: Vec<&str> = joined[0].schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["customer_id", "when", "label", "spend", "tier"]);
-        let spend = joined.batches[0].column_by_name("spend").unwrap();
-        let spend: Vec<Option<f64>> =
-            spend.as_any().downcast_ref::<arrow_array::Float64Array>().unwrap().iter().collect();
-        assert_eq!(spend, [Some(1.0), Some(2.0), None, None]);
-        assert_eq!(joined.stats[0].1, crate::join::JoinStats { matched: 2, unknown: 1, absent: 1 });
-        let err = join(
-            &batches,
-            &["customer_id".into()],
-            "label",
-            &[Lookup { view: &view, log: &log, features: vec!["label"] }],
-        );
-        assert!(err.is_err());
+        let column = |j: &Joined, name: &str| -> Vec<Option<f64>> {
+            let c = j.batches[0].column_by_name(name).unwrap();
+            c.as_any().downcast_ref::<arrow_array::Float64Array>().unwrap().iter().collect()
+        };
+        assert_eq!(column(&joined[0], "spend"), [Some(1.0), Some(2.0), None, None]);
+        assert_eq!(joined[0].stats[0].1, JoinStats { matched: 2, unknown: 1, absent: 1 });
+        assert_eq!(column(&joined[1], "spend"), [Some(1.0)]);
+        assert_eq!(joined[1].stats[0].1, JoinStats { matched: 1, unknown: 0, absent: 0 });
+        let err = join(&sets[..1], &["customer_id".into()], "customer_id", vec![lookup(vec!["spend"])]).err().unwrap();
+        assert!(err.to_string().starts_with("row 0: time `customer_id`: \"c1\" is not a time"), "{err}");
+        let err = join(&sets[..1], &["customer_id".into()], "when", vec![lookup(vec!["label"])]).err().unwrap();
+        assert_eq!(err.to_string(), "offline file: feature view `stats` has no feature `label`");
     }
 }
