@@ -12,12 +12,13 @@ use arrow_array::types::Float64Type;
 use arrow_array::{Array as _, RecordBatch};
 use foldhash::HashMap;
 use foldhash::HashMapExt as _;
-use mlops_data::{Cell, text, view};
+use mlops_data::view;
 use mlops_shared::spec::{FeatureKind, FeatureViewSpec};
 use mlops_shared::table::Column;
 
+use crate::keys::{KeyIds, key_ids};
 use crate::rows::{Written, categorical, number, times};
-use crate::{FeatureError, ViewRows, composite_key};
+use crate::{FeatureError, ViewRows};
 
 /// What a join found, for the report and the counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,44 +57,6 @@ impl JoinStats {
     }
 }
 
-/// Keys numbered. A short key (under 16 bytes: most keys, integers among them) is packed into
-/// the table itself, so that finding it reads no string elsewhere in memory: the join looks a key
-/// up for every record of the log.
-#[derive(Default)]
-struct KeyIds {
-    short: HashMap<[u8; 16], u32>,
-    long: HashMap<String, u32>,
-}
-
-impl KeyIds {
-    fn pack(key: &str) -> Option<[u8; 16]> {
-        let mut packed = [0u8; 16];
-        packed.get_mut(..key.len()).filter(|_| key.len() < 16)?.copy_from_slice(key.as_bytes());
-        packed[15] = key.len() as u8;
-        Some(packed)
-    }
-
-    fn len(&self) -> usize {
-        self.short.len() + self.long.len()
-    }
-
-    /// `key`'s number, the next one if it is new.
-    fn number(&mut self, key: String) -> u32 {
-        let next = self.len() as u32;
-        match Self::pack(&key) {
-            Some(packed) => *self.short.entry(packed).or_insert(next),
-            None => *self.long.entry(key).or_insert(next),
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<u32> {
-        match Self::pack(key) {
-            Some(packed) => self.short.get(&packed).copied(),
-            None => self.long.get(key).copied(),
-        }
-    }
-}
-
 /// The entity rows of a join: each row's key numbered, and each key's rows in time order.
 pub struct EntityRows {
     ids: KeyIds,
@@ -107,7 +70,7 @@ pub struct EntityRows {
 impl EntityRows {
     /// Rows whose entity is `keys[i]` as of `at_ms[i]`.
     pub fn new(keys: Vec<String>, at_ms: Vec<i64>) -> Self {
-        let mut ids = KeyIds::default();
+        let mut ids = KeyIds::with_capacity(keys.len());
         let row_ids: Vec<u32> = keys.into_iter().map(|k| ids.number(k)).collect();
         let (starts, mut grouped) = group(&row_ids, ids.len());
         for id in 0..ids.len() {
@@ -402,60 +365,8 @@ fn take_feature(chunk: &Chunk, changed: &[(u32, u32)], name: &str, column: &mut 
     Ok(())
 }
 
-/// Records of a batch (or chunk) above which numbering their keys (or joining them) is split
-/// over two threads.
+/// Records of a chunk above which joining them is split over two threads.
 const PARALLEL_RECORDS: usize = 50_000;
-
-/// The number among `ids` of each record's key in `batch` of `view`; `u32::MAX` for a key no
-/// row asks for.
-fn key_ids(view: &FeatureViewSpec, batch: &RecordBatch, ids: &KeyIds) -> Result<Vec<u32>, FeatureError> {
-    let columns = view
-        .entities
-        .iter()
-        .map(|k| batch.column_by_name(k).map(view_of).ok_or_else(|| FeatureError::MissingColumn(k.clone())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let id = |key: &str| ids.get(key).unwrap_or(u32::MAX);
-    let number = |rows: std::ops::Range<usize>| -> Vec<u32> {
-        let mut digits = String::new();
-        match columns.as_slice() {
-            [single] => rows.map(|row| id(key_text(single.get(row), &mut digits))).collect(),
-            _ => rows
-                .map(|row| id(&composite_key(&columns.iter().map(|c| text(c.get(row))).collect::<Vec<_>>())))
-                .collect(),
-        }
-    };
-    let n = batch.num_rows();
-    if n < PARALLEL_RECORDS {
-        return Ok(number(0..n));
-    }
-    Ok(std::thread::scope(|s| {
-        let second = s.spawn(|| number(n / 2..n));
-        let mut ids = number(0..n / 2);
-        ids.extend(second.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        ids
-    }))
-}
-
-/// A key cell's text as [`text`] gives it, an integer written into `digits` rather than a new
-/// string (integer keys are the usual kind).
-fn key_text<'c>(cell: Cell<'c>, digits: &'c mut String) -> &'c str {
-    match cell {
-        Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => {
-            digits.clear();
-            let _ = std::fmt::Write::write_fmt(digits, format_args!("{}", v as i64));
-            digits
-        }
-        Cell::Str(s) => mlops_shared::table::trim_cell(s),
-        other => {
-            *digits = text(other).into_owned();
-            digits
-        }
-    }
-}
-
-fn view_of(array: &arrow_array::ArrayRef) -> mlops_data::ColumnView<'_> {
-    view(array)
-}
 
 /// One key's records visible so far, by event time; a later write of the same event time
 /// replaces an earlier one. A sorted `Vec` for the usual few records (no allocation per key), a

@@ -10,6 +10,7 @@
 //! correction of the same event), then the later position in the log.
 
 pub mod join;
+mod keys;
 mod lookup;
 pub mod offline;
 pub mod online;
