@@ -277,4 +277,20 @@ async fn training_sets_are_correct_in_time_and_bad_batches_and_breaking_changes_
     // The offline log kept every accepted batch and nothing refused.
     let (ok, out, err) = app.mlops(&["features", "list"]);
     assert!(ok && out.contains("customer_stats  key (customer_id)") && out.contains("2 offline file(s)"), "{out}{err}");
+
+    // An offline file that is not Parquet (damaged in the store) fails the join, naming it.
+    let offline = app.bus().await.js.get_object_store(mlops_shared::bus::FEATURES_BUCKET).await.unwrap();
+    let damaged = "customer_stats/9999999999999-damaged.parquet";
+    offline.put(damaged, &mut &b"not parquet"[..]).await.unwrap();
+    let (ok, out, err) = app.mlops(&[
+        "features",
+        "training-set",
+        "--entities",
+        entities.to_str().unwrap(),
+        "--features",
+        "customer_stats:spend_30d",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains(&format!("offline file: {damaged}: unreadable Parquet")), "{out}{err}");
 }

@@ -167,7 +167,7 @@ impl FeatureStore {
                         Ok(batches) => Box::new(batches.map(move |b| {
                             b.map_err(|source| crate::FeatureError::Offline(format!("{name}: {source}")))
                         })),
-                        Err(source) => failed(&StoreError::File { name, source }),
+                        Err(source) => failed(&format!("{name}: {source}")),
                     }
                 }
             }
