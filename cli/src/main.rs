@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{data, deploy, events, features, models, monitor, pipeline, platform, predict, runs, schema, staleness};
+use commands::{
+    data, deploy, events, features, models, monitor, pipeline, platform, predict, runs, schema, score, staleness,
+};
 use mlops_cli::environments::{Endpoints, Given};
 
 #[derive(Parser)]
@@ -100,6 +102,8 @@ enum Command {
     },
     /// Predict one row (a JSON object) or several (a JSON array of objects).
     Predict(predict::PredictArgs),
+    /// Score a whole file with the model in production (or --version), written as Parquet.
+    Score(score::ScoreArgs),
     /// Feature views: apply, list, an entity's history and current values, training sets.
     Features {
         #[command(subcommand)]
@@ -195,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Staleness(args) => staleness::run(args, evaluator).await,
         Command::Runs { command } => runs::run(command, &ep.nats()).await,
         Command::Predict(args) => predict::run(args, deployer).await,
+        Command::Score(args) => score::run(args, &ep.nats(), registry).await,
         Command::Events { command } => events::run(command, &ep.nats()).await,
         Command::Features { command } => features::run(command, &ep).await,
         Command::Rollback(args) => deploy::rollback(args, deployer, token).await,

@@ -12,4 +12,5 @@ pub(crate) mod platform;
 pub(crate) mod predict;
 pub(crate) mod runs;
 pub(crate) mod schema;
+pub(crate) mod score;
 pub(crate) mod staleness;

@@ -1,6 +1,6 @@
 //! Batches into the typed [`Frame`] that training and evaluation use, laid out by the spec.
 
-use mlops_shared::spec::{FeatureKind, PipelineSpec, Task};
+use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec, TargetSpec, Task};
 use mlops_shared::table::{Column, Frame, parse_number};
 
 use arrow_array::RecordBatch;
@@ -11,17 +11,16 @@ use crate::read::{Batches, DataError, Source};
 /// Reads every batch into a frame of the spec's features (and target). The first bad cell is an
 /// error naming its row and column; the validator has reported every one before this runs.
 pub fn read_frame(batches: Batches, spec: &PipelineSpec, with_target: bool) -> Result<Frame, DataError> {
-    let mut frame = empty(spec, with_target);
+    let mut frame = empty(&spec.features, with_target);
     for chunk in FrameChunks::new(batches, spec, with_target)? {
         frame.append(chunk?);
     }
     Ok(frame)
 }
 
-/// A frame of no rows with the spec's columns.
-fn empty(spec: &PipelineSpec, with_target: bool) -> Frame {
-    let columns = spec
-        .features
+/// A frame of no rows with the columns of `features`.
+fn empty(features: &[FeatureSpec], with_target: bool) -> Frame {
+    let columns = features
         .iter()
         .map(|f| match f.kind {
             FeatureKind::Numeric => Column::Numeric(Vec::new()),
@@ -36,7 +35,8 @@ fn empty(spec: &PipelineSpec, with_target: bool) -> Frame {
 /// error names its row in the whole dataset.
 pub struct FrameChunks<'s> {
     batches: Batches,
-    spec: &'s PipelineSpec,
+    features: &'s [FeatureSpec],
+    target: Option<&'s TargetSpec>,
     feature_idx: Vec<usize>,
     target_idx: Option<usize>,
     rows: usize,
@@ -44,18 +44,38 @@ pub struct FrameChunks<'s> {
 
 impl<'s> FrameChunks<'s> {
     pub fn new(batches: Batches, spec: &'s PipelineSpec, with_target: bool) -> Result<Self, DataError> {
+        Self::of(batches, &spec.features, with_target.then_some(&spec.target))
+    }
+
+    /// Frames of `features` (and `target`, if given) only.
+    pub fn of(
+        batches: Batches,
+        features: &'s [FeatureSpec],
+        target: Option<&'s TargetSpec>,
+    ) -> Result<Self, DataError> {
         let schema = batches.schema.clone();
         let index = |name: &str| schema.index_of(name).map_err(|_| DataError::MissingColumn(name.to_owned()));
-        let feature_idx: Vec<usize> = spec.features.iter().map(|f| index(&f.name)).collect::<Result<_, _>>()?;
-        let target_idx = if with_target { Some(index(&spec.target.name)?) } else { None };
-        Ok(Self { batches, spec, feature_idx, target_idx, rows: 0 })
+        let feature_idx: Vec<usize> = features.iter().map(|f| index(&f.name)).collect::<Result<_, _>>()?;
+        let target_idx = target.map(|t| index(&t.name)).transpose()?;
+        Ok(Self { batches, features, target, feature_idx, target_idx, rows: 0 })
+    }
+
+    /// The next batch as it was read, and its rows as a frame.
+    pub fn next_with_batch(&mut self) -> Option<Result<(RecordBatch, Frame), DataError>> {
+        let batch = match self.batches.next()? {
+            Ok(batch) => batch,
+            Err(e) => return Some(Err(e)),
+        };
+        let chunk = self.chunk(&batch);
+        self.rows += batch.num_rows();
+        Some(chunk.map(|frame| (batch, frame)))
     }
 
     /// One batch's rows as a frame.
     fn chunk(&self, batch: &RecordBatch) -> Result<Frame, DataError> {
-        let (spec, rows) = (self.spec, self.rows);
-        let mut frame = empty(spec, self.target_idx.is_some());
-        for (f, (col, &i)) in spec.features.iter().zip(frame.columns.iter_mut().zip(&self.feature_idx)) {
+        let rows = self.rows;
+        let mut frame = empty(self.features, self.target_idx.is_some());
+        for (f, (col, &i)) in self.features.iter().zip(frame.columns.iter_mut().zip(&self.feature_idx)) {
             let column = view(batch.column(i));
             let bad =
                 |row: usize, message: String| DataError::Cell { row: rows + row + 1, column: f.name.clone(), message };
@@ -84,8 +104,8 @@ impl<'s> FrameChunks<'s> {
                 }
             }
         }
-        if let (Some(t), Some(i)) = (&mut frame.target, self.target_idx) {
-            read_target(spec, view(batch.column(i)), batch.num_rows(), rows, t)?;
+        if let (Some(t), Some(i), Some(target)) = (&mut frame.target, self.target_idx, self.target) {
+            read_target(target, view(batch.column(i)), batch.num_rows(), rows, t)?;
         }
         frame.rows = batch.num_rows();
         Ok(frame)
@@ -95,25 +115,18 @@ impl<'s> FrameChunks<'s> {
 impl Iterator for FrameChunks<'_> {
     type Item = Result<Frame, DataError>;
     fn next(&mut self) -> Option<Self::Item> {
-        let batch = match self.batches.next()? {
-            Ok(batch) => batch,
-            Err(e) => return Some(Err(e)),
-        };
-        let chunk = self.chunk(&batch);
-        self.rows += batch.num_rows();
-        Some(chunk)
+        self.next_with_batch().map(|chunk| chunk.map(|(_, frame)| frame))
     }
 }
 
 /// Appends a batch's labels to `t`: numbers for regression, 0/1 for the positive class.
 fn read_target(
-    spec: &PipelineSpec,
+    spec_t: &TargetSpec,
     column: ColumnView,
     n: usize,
     rows: usize,
     t: &mut Vec<f64>,
 ) -> Result<(), DataError> {
-    let spec_t = &spec.target;
     let classes = spec_t.classes();
     for row in 0..n {
         if spec_t.task == Task::Regression {

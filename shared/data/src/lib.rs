@@ -9,6 +9,7 @@ mod footer;
 mod frame;
 mod infer;
 mod read;
+mod score;
 mod write;
 
 pub use arrow_array::{Array, RecordBatch};
@@ -18,4 +19,5 @@ pub use frame::{DatasetError, FrameChunks, read_datasets, read_datasets_counted,
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
 pub use read::{Batches, DataError, Limits, Source, open, open_typed};
+pub use score::{ScoreError, Scored, Scorer, score_to_parquet};
 pub use write::{FeedbackRows, column_array, write_feedback, write_parquet};

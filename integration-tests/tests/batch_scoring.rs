@@ -1,0 +1,116 @@
+//! `mlops score`: a whole file scored by the model in production, written as Parquet, with the
+//! same answers the deployer gives online for the same rows; inputs that do not fit the model are
+//! refused before anything is scored, naming what is wrong.
+
+use std::time::Duration;
+
+use arrow_array::cast::AsArray as _;
+use arrow_array::types::{Float64Type, UInt64Type};
+use mlops_integration_tests::{TestApp, client, rows_json, sample};
+use sample::Variant;
+
+const T: Duration = Duration::from_secs(90);
+
+fn read_parquet(path: &std::path::Path) -> Vec<arrow_array::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    mlops_data::open(mlops_data::Source::File(file), "out.parquet", &Default::default())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_scored_in_bulk_gets_the_answers_served_online_and_bad_input_is_refused() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 21, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.pipeline == "churn").await;
+    let customers = sample::customers(300, 22, Variant::Normal);
+    app.wait_serving("churn", 1, &rows_json(&customers[..1]), T).await;
+
+    // The same 300 customers as a file (with their ids and labels) and online.
+    let dir = app.drop_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("customers.csv");
+    std::fs::write(&input, sample::csv(300, 22, Variant::Normal)).unwrap();
+    let out = dir.join("scored.parquet");
+    let score = |input: &std::path::Path, out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["score", "--pipeline", "churn", "--input", input.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        app.mlops(&args)
+    };
+    let (ok, said, err) = score(&input, &out, &[]);
+    assert!(ok, "{said}{err}");
+    assert!(said.contains("300 rows scored by churn@1"), "{said}");
+    let batches = read_parquet(&out);
+    let column = |name: &str| -> Vec<arrow_array::ArrayRef> {
+        batches.iter().map(|b| b.column_by_name(name).unwrap_or_else(|| panic!("no `{name}`")).clone()).collect()
+    };
+    let probability: Vec<f64> =
+        column("probability").iter().flat_map(|a| a.as_primitive::<Float64Type>().values().to_vec()).collect();
+    let label: Vec<String> = column("label")
+        .iter()
+        .flat_map(|a| a.as_string::<i32>().iter().map(|s| s.unwrap().to_owned()).collect::<Vec<_>>())
+        .collect();
+    let mut ids: Vec<String> = column("prediction_id")
+        .iter()
+        .flat_map(|a| a.as_string::<i32>().iter().map(|s| s.unwrap().to_owned()).collect::<Vec<_>>())
+        .collect();
+    let versions: Vec<u64> =
+        column("model_version").iter().flat_map(|a| a.as_primitive::<UInt64Type>().values().to_vec()).collect();
+    assert!(batches[0].column_by_name("customer_id").is_some(), "the input's own columns are kept");
+
+    let online = client::predict(&app.stack.remote("deployer"), "churn", &rows_json(&customers)).await.unwrap();
+    let served: Vec<f64> = serde_json::from_value(online["outputs"][0]["data"].clone()).unwrap();
+    let served_labels: Vec<String> = serde_json::from_value(online["outputs"][1]["data"].clone()).unwrap();
+    assert_eq!(online["outputs"][0]["name"], "probability");
+    assert_eq!(probability, served, "the same probabilities, bit for bit");
+    assert_eq!(label, served_labels);
+    assert!(versions.iter().all(|&v| v == 1) && versions.len() == 300);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 300, "one prediction id per row");
+
+    // A version by number gives the same answers.
+    let again = dir.join("again.parquet");
+    let (ok, said, err) = score(&input, &again, &["--version", "1"]);
+    assert!(ok && said.contains("churn@1"), "{said}{err}");
+
+    // Refused, naming the problem, with no output written.
+    let partial = dir.join("partial.csv");
+    std::fs::write(&partial, "tenure_months,contract\n3,one-year\n").unwrap();
+    let nothing = dir.join("nothing.parquet");
+    let (ok, _, err) = score(&partial, &nothing, &[]);
+    assert!(
+        !ok && err.contains("lacks the model's feature(s) `monthly_charges`, `support_calls`, `age`, `payment_method`"),
+        "{err}"
+    );
+    let (ok, _, err) = score(&out, &nothing, &[]);
+    assert!(
+        !ok && err
+            .contains("already has the output column(s) `prediction_id`, `probability`, `label`, `model_version`"),
+        "{err}"
+    );
+    let bad = dir.join("bad.csv");
+    let mut lines: Vec<String> = sample::csv(3, 23, Variant::Normal).lines().map(str::to_owned).collect();
+    let mut second: Vec<&str> = lines[2].split(',').collect();
+    second[1] = "forever";
+    lines[2] = second.join(",");
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let (ok, _, err) = score(&bad, &nothing, &[]);
+    assert!(!ok && err.contains("row 2, column `tenure_months`"), "{err}");
+    let (ok, _, err) = score(&input, &nothing, &["--version", "99"]);
+    assert!(!ok && err.contains("99"), "{err}");
+    let (ok, _, err) = app.mlops(&[
+        "score",
+        "--pipeline",
+        "nope",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        nothing.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("nope"), "{err}");
+    assert!(!nothing.exists(), "a refused input writes nothing");
+}

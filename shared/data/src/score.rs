@@ -1,0 +1,251 @@
+//! Batch scoring: every row of a dataset scored by a model, streamed batch by batch, and written
+//! as Parquet: the input's columns as they were, then the model's answers as the deployer gives
+//! them online (`prediction_id`, `probability` or `prediction`, `label` for a classifier) and the
+//! version that gave them.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use mlops_shared::model::{Model, ModelError, Prediction};
+use mlops_shared::spec::Task;
+use mlops_shared::table::Frame;
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::frame::FrameChunks;
+use crate::read::{Batches, DataError};
+
+/// Why a batch was not scored.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("the input lacks the model's feature(s) {}", names(.0))]
+    MissingFeatures(Vec<String>),
+    #[error("the input already has the output column(s) {}", names(.0))]
+    OutputClash(Vec<String>),
+    #[error("{0}")]
+    Data(#[from] DataError),
+    #[error("row {row}: {source}")]
+    Model { row: u64, source: ModelError },
+    #[error("writing the output: {0}")]
+    Write(String),
+}
+
+fn names(columns: &[String]) -> String {
+    columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The model that scores, as the output names it.
+pub struct Scorer<'m> {
+    pub model: &'m dyn Model,
+    pub version: u64,
+    pub artifact_sha256: &'m str,
+}
+
+/// What a batch scoring did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scored {
+    pub rows: u64,
+    pub batches: u64,
+}
+
+/// The output columns after the input's: OIP's names for a classifier or a regression model.
+fn output_fields(task: Task) -> Vec<Field> {
+    let mut fields = vec![Field::new("prediction_id", DataType::Utf8, false)];
+    match task {
+        Task::BinaryClassification => {
+            fields.push(Field::new("probability", DataType::Float64, false));
+            fields.push(Field::new("label", DataType::Utf8, false));
+        }
+        Task::Regression => fields.push(Field::new("prediction", DataType::Float64, false)),
+    }
+    fields.push(Field::new("model_version", DataType::UInt64, false));
+    fields
+}
+
+/// Scores every row of `batches` with `scorer` and writes them, with the answers, as one Parquet
+/// file to `to`. The input must hold every feature of the model's manifest (all the missing ones
+/// are named before anything is scored); its cells are read as training reads them. Each batch
+/// is scored on up to `threads` threads; `progress` is called after each with the rows so far.
+pub fn score_to_parquet(
+    scorer: &Scorer<'_>,
+    batches: Batches,
+    threads: usize,
+    to: impl std::io::Write + Send,
+    mut progress: impl FnMut(u64),
+) -> Result<Scored, ScoreError> {
+    let manifest = scorer.model.manifest();
+    let input = batches.schema.clone();
+    let missing: Vec<String> =
+        manifest.features.iter().filter(|f| input.index_of(&f.name).is_err()).map(|f| f.name.clone()).collect();
+    if !missing.is_empty() {
+        return Err(ScoreError::MissingFeatures(missing));
+    }
+    let outputs = output_fields(manifest.target.task);
+    let clash: Vec<String> =
+        outputs.iter().filter(|f| input.index_of(f.name()).is_ok()).map(|f| f.name().clone()).collect();
+    if !clash.is_empty() {
+        return Err(ScoreError::OutputClash(clash));
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(
+        input.fields().iter().cloned().chain(outputs.into_iter().map(Arc::new)).collect::<Vec<_>>(),
+    ));
+    let metadata = vec![
+        KeyValue::new("mlops.pipeline".to_owned(), manifest.pipeline.clone()),
+        KeyValue::new("mlops.model_version".to_owned(), scorer.version.to_string()),
+        KeyValue::new("mlops.artifact_sha256".to_owned(), scorer.artifact_sha256.to_owned()),
+    ];
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_key_value_metadata(Some(metadata))
+        .build();
+    let write = |e: parquet::errors::ParquetError| ScoreError::Write(e.to_string());
+    let mut writer = ArrowWriter::try_new(to, schema.clone(), Some(props)).map_err(write)?;
+    let mut chunks = FrameChunks::of(batches, &manifest.features, None)?;
+    let mut done = Scored::default();
+    while let Some(chunk) = chunks.next_with_batch() {
+        let (batch, frame) = chunk?;
+        let predictions = predict(scorer.model, &frame, threads)
+            .map_err(|(row, source)| ScoreError::Model { row: done.rows + row as u64 + 1, source })?;
+        let mut columns = batch.columns().to_vec();
+        columns.extend(answers(scorer, &predictions));
+        let out = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ScoreError::Write(e.to_string()))?;
+        writer.write(&out).map_err(write)?;
+        done.rows += frame.rows as u64;
+        done.batches += 1;
+        progress(done.rows);
+    }
+    writer.close().map_err(write)?;
+    Ok(done)
+}
+
+/// Rows scored per call of the model.
+const ROWS_PER_CALL: usize = 4096;
+
+/// The model's answer for each row of `frame`, the rows split over `threads` threads; an error
+/// names the first row (in `frame`) of the call that failed.
+fn predict(model: &dyn Model, frame: &Frame, threads: usize) -> Result<Vec<Prediction>, (usize, ModelError)> {
+    let score = |rows: std::ops::Range<usize>| -> Result<Vec<Prediction>, (usize, ModelError)> {
+        let mut out = Vec::with_capacity(rows.len());
+        for start in rows.clone().step_by(ROWS_PER_CALL) {
+            let values: Vec<_> = (start..rows.end.min(start + ROWS_PER_CALL)).map(|i| frame.row(i)).collect();
+            out.extend(model.predict_rows(&values).map_err(|e| (start, e))?);
+        }
+        Ok(out)
+    };
+    let threads = threads.clamp(1, frame.rows.div_ceil(ROWS_PER_CALL).max(1));
+    if threads == 1 {
+        return score(0..frame.rows);
+    }
+    let per = frame.rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> =
+            (0..threads).map(|t| s.spawn(move || score(t * per..((t + 1) * per).min(frame.rows)))).collect();
+        let mut out = Vec::with_capacity(frame.rows);
+        for part in parts {
+            out.extend(part.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?);
+        }
+        Ok(out)
+    })
+}
+
+/// The output columns for `predictions`, in [`output_fields`] order.
+fn answers(scorer: &Scorer<'_>, predictions: &[Prediction]) -> Vec<ArrayRef> {
+    let target = &scorer.model.manifest().target;
+    let ids = StringArray::from_iter_values(predictions.iter().map(|_| uuid::Uuid::new_v4().to_string()));
+    let scores = Float64Array::from_iter_values(predictions.iter().map(|p| p.score));
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(scores)];
+    if target.task == Task::BinaryClassification {
+        let label = |p: &Prediction| if p.positive { target.positive.as_str() } else { target.negative.as_str() };
+        columns.push(Arc::new(StringArray::from_iter_values(predictions.iter().map(label))));
+    }
+    columns.push(Arc::new(UInt64Array::from_value(scorer.version, predictions.len())));
+    columns
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::cast::AsArray as _;
+    use arrow_array::types::Float64Type;
+    use mlops_shared::model::Artifact;
+    use mlops_shared::spec::PipelineSpec;
+
+    use super::*;
+    use crate::read::{Limits, Source, open};
+
+    const SPEC: &str = "name: churn\nfeatures:\n  - {name: tenure, type: numeric}\n  - {name: charges, type: numeric, nullable: true}\n  - {name: contract, type: categorical, categories: [monthly, yearly]}\ntarget: {name: churned}\n";
+
+    fn batches(csv: String) -> Batches {
+        open(Source::Bytes(csv.into()), "in.csv", &Limits::default()).unwrap()
+    }
+
+    fn model() -> Artifact {
+        let spec = PipelineSpec::from_yaml(SPEC).unwrap();
+        let rows = "tenure,charges,contract,churned\n1,10,monthly,1\n50,,yearly,0\n20,30,monthly,1\n";
+        let frame = crate::read_frame(batches(rows.into()), &spec, true).unwrap();
+        Artifact::example(&spec, &frame)
+    }
+
+    /// Row `i`'s features as CSV: every tenth charge missing.
+    fn row(i: usize) -> String {
+        let charges = if i.is_multiple_of(10) { String::new() } else { (i % 31).to_string() };
+        format!("{},{charges},{}", i % 97, ["monthly", "yearly"][i % 2])
+    }
+
+    #[test]
+    fn every_row_is_scored_in_order_as_the_model_answers_it_on_any_number_of_threads() {
+        let model = model();
+        let csv: String = std::iter::once("customer,tenure,charges,contract\n".to_owned())
+            .chain((0..10_000).map(|i| format!("c{i},{}\n", row(i))))
+            .collect();
+        let scorer = Scorer { model: &model, version: 7, artifact_sha256: "ab" };
+        let mut outputs = Vec::new();
+        for threads in [1, 3] {
+            let mut bytes = Vec::new();
+            let mut seen = Vec::new();
+            let done = score_to_parquet(&scorer, batches(csv.clone()), threads, &mut bytes, |n| seen.push(n)).unwrap();
+            assert_eq!((done.rows, seen.last().copied()), (10_000, Some(10_000)));
+            let out: Vec<RecordBatch> = open(Source::Bytes(bytes.into()), "out.parquet", &Limits::default())
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let schema = out[0].schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let expected =
+                ["customer", "tenure", "charges", "contract", "prediction_id", "probability", "label", "model_version"];
+            assert_eq!(names, expected);
+            let column = |name: &str| -> Vec<f64> {
+                out.iter()
+                    .flat_map(|b| b.column_by_name(name).unwrap().as_primitive::<Float64Type>().values().to_vec())
+                    .collect()
+            };
+            outputs.push(column("probability"));
+        }
+        // The same answers on one thread or three, each the model's own for its row.
+        assert_eq!(outputs[0], outputs[1]);
+        let spec = PipelineSpec::from_yaml(SPEC).unwrap();
+        for i in [0, 1, 4_999, 9_999] {
+            let one =
+                crate::read_frame(batches(format!("tenure,charges,contract\n{}\n", row(i))), &spec, false).unwrap();
+            assert_eq!(outputs[0][i], model.predict(&one.row(0)).score, "row {i}");
+        }
+    }
+
+    #[test]
+    fn an_input_without_the_features_or_with_the_outputs_is_refused_before_scoring() {
+        let model = model();
+        let scorer = Scorer { model: &model, version: 1, artifact_sha256: "ab" };
+        let refused =
+            |csv: &str| score_to_parquet(&scorer, batches(csv.into()), 2, Vec::new(), |_| ()).unwrap_err().to_string();
+        assert_eq!(refused("tenure,plan\n1,a\n"), "the input lacks the model's feature(s) `charges`, `contract`");
+        assert_eq!(
+            refused("tenure,charges,contract,label\n1,2,monthly,x\n"),
+            "the input already has the output column(s) `label`"
+        );
+        assert_eq!(
+            refused("tenure,charges,contract\n1,2,monthly\nlots,2,monthly\n"),
+            "row 2, column `tenure`: \"lots\" is not a number"
+        );
+    }
+}
