@@ -168,10 +168,11 @@ fn ours_offline(dir: &str, rounds: usize) -> anyhow::Result<()> {
         let batches = std::fs::File::open(&history)
             .map_err(|e| mlops_data::DataError::Io(e.to_string()))
             .and_then(|f| mlops_data::open(mlops_data::Source::File(f), "history.parquet", &Default::default()));
-        match batches {
+        let batches: Box<dyn Iterator<Item = _> + Send> = match batches {
             Ok(b) => Box::new(b.read_ahead(2).map(|b| b.map_err(mlops_features::FeatureError::from))),
             Err(e) => Box::new(std::iter::once(Err(e.into()))),
-        }
+        };
+        mlops_features::training::file_log("history.parquet", batches)
     };
     // Each reading opened when the one before is done.
     let log = (0..rounds).flat_map(read);

@@ -292,5 +292,5 @@ async fn training_sets_are_correct_in_time_and_bad_batches_and_breaking_changes_
         "--out",
         out_file.to_str().unwrap(),
     ]);
-    assert!(!ok && err.contains(&format!("offline file: {damaged}: unreadable Parquet")), "{out}{err}");
+    assert!(!ok && err.contains(&format!("{damaged}: unreadable Parquet")), "{out}{err}");
 }

@@ -136,8 +136,8 @@ impl Evaluator {
     }
 
     /// For a pipeline that looks features up: the spec its models are judged under (its
-    /// features, then the looked-up ones) and the views' logs to join datasets with; other
-    /// pipelines' spec as it is.
+    /// features, then the looked-up ones) and the views to join datasets with (their logs are
+    /// read at each join); other pipelines' spec as it is.
     pub(crate) async fn looked_up(
         &self,
         spec: PipelineSpec,
@@ -157,10 +157,14 @@ impl Evaluator {
         let blobs = self.datasets(ids).await?;
         let Some(looked) = looked.clone() else { return Ok(blobs) };
         off_runtime(move || {
-            let (ids, sources): (Vec<String>, Vec<_>) =
-                blobs.into_iter().map(|(id, bytes)| (id, mlops_data::Source::Bytes(bytes.into()))).unzip();
-            let joined = looked.join_datasets(sources).map_err(|e| {
-                EvaluatorError::BadData(format!("datasets {}: looking features up: {e}", ids.join(", ")))
+            let ids: Vec<String> = blobs.iter().map(|(id, _)| id.clone()).collect();
+            let sources = blobs.into_iter().map(|(id, bytes)| (id, mlops_data::Source::Bytes(bytes.into())));
+            let joined = looked.join_datasets(sources.collect()).map_err(|e| match e.is_transient() {
+                true => EvaluatorError::Features(mlops_features::StoreError::Nats {
+                    what: "offline",
+                    message: e.to_string(),
+                }),
+                false => EvaluatorError::BadData(format!("looking features up: {e}")),
             })?;
             Ok(ids.into_iter().zip(joined).map(|(id, (bytes, _))| (id, bytes)).collect())
         })
@@ -231,18 +235,18 @@ impl Evaluator {
             Some(p) => Some(self.load(&p.artifact_sha256).await?),
             None => None,
         };
-        let window = self.datasets_joined(&looked, &candidate.manifest().dataset_ids).await?;
-        let newest = match self.runs.history(&t.pipeline).await?.pop() {
-            None => None,
-            Some(mlops_shared::spec::Accepted { id, .. }) => {
-                Some(match candidate.manifest().dataset_ids.iter().position(|d| *d == id) {
-                    Some(index) => judge::Newest::InWindow { id, index },
-                    None => {
-                        let bytes =
-                            self.datasets_joined(&looked, std::slice::from_ref(&id)).await?.pop().map(|(_, b)| b);
-                        judge::Newest::After(id, bytes.unwrap_or_default())
-                    }
-                })
+        // The window and a newest dataset past it, joined in one reading of each view's log.
+        let mut ids = candidate.manifest().dataset_ids.clone();
+        let newest_id = self.runs.history(&t.pipeline).await?.pop().map(|a| a.id);
+        let after = newest_id.as_ref().filter(|id| !ids.contains(id)).cloned();
+        ids.extend(after.clone());
+        let mut window = self.datasets_joined(&looked, &ids).await?;
+        let newest = match (newest_id, after) {
+            (None, _) => None,
+            (Some(_), Some(id)) => Some(judge::Newest::After(id, window.pop().map(|(_, b)| b).unwrap_or_default())),
+            (Some(id), None) => {
+                let index = window.iter().position(|(d, _)| *d == id).unwrap_or_default();
+                Some(judge::Newest::InWindow { id, index })
             }
         };
         let production_version = production.map_or(0, |p| p.version);

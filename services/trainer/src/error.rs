@@ -83,8 +83,8 @@ impl TrainerError {
             | Self::BadId(_)
             | Self::BadEvent(_)
             | Self::BadHistory { .. }
-            | Self::Train(_)
-            | Self::Lookup(_) => true,
+            | Self::Train(_) => true,
+            Self::Lookup(e) => !e.is_transient(),
             Self::Features(e) => !matches!(e, mlops_features::StoreError::Nats { .. }),
             Self::Objects(e) => !matches!(e, ObjectError::Store { .. }),
             Self::Code(e) => e.is_permanent(),
@@ -145,9 +145,19 @@ mod tests {
             TrainerError::Bus(BusError::Kv { bucket: "jobs", message: "timed out".into() }),
             TrainerError::Objects(ObjectError::Store { bucket: "models", message: "timed out".into() }),
             TrainerError::Interrupted(Interrupted::Cancelled("stopping".into())),
+            // A file of a view's log the store did not give.
+            TrainerError::Lookup(mlops_features::FeatureError::Unavailable("timed out".into())),
         ] {
             assert!(matches!(HandlerError::from(retried), HandlerError::Transient(_)));
         }
+        let bad_log = mlops_features::FeatureError::InFile {
+            file: "stats/1.parquet".into(),
+            error: Box::new(mlops_features::FeatureError::MissingColumn("ts".into())),
+        };
+        assert_eq!(
+            reason(TrainerError::Lookup(bad_log)).unwrap(),
+            "looking features up: stats/1.parquet: column `ts` is missing"
+        );
         let panicked = TrainerError::Interrupted(Interrupted::Panicked("boom".into()));
         assert!(matches!(HandlerError::from(panicked), HandlerError::Permanent(_)));
         let race = TrainerError::KeptChanging { what: "dataset history", pipeline: "churn".into() };

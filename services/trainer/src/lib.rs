@@ -385,9 +385,9 @@ impl Worker {
         let model_spec = looked.model_spec(&spec)?;
         let pipeline = spec.name.to_string();
         off_runtime(move || {
-            let (ids, sources): (Vec<String>, Vec<_>) = blobs.into_iter().unzip();
+            let ids: Vec<String> = blobs.iter().map(|(id, _)| id.clone()).collect();
             let mut joined = Vec::with_capacity(ids.len());
-            for (id, (bytes, stats)) in ids.into_iter().zip(looked.join_datasets(sources)?) {
+            for (id, (bytes, stats)) in ids.into_iter().zip(looked.join_datasets(blobs)?) {
                 for (view, s) in stats {
                     info!(pipeline, dataset = %mlops_shared::ids::short(&id), view, matched = s.matched, unknown = s.unknown, absent = s.absent, "features looked up");
                 }

@@ -6,6 +6,7 @@
 //! the log is.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray as _;
 use arrow_array::types::Float64Type;
@@ -16,8 +17,9 @@ use mlops_data::view;
 use mlops_shared::spec::{FeatureKind, FeatureViewSpec};
 use mlops_shared::table::Column;
 
-use crate::keys::{KeyIds, key_ids};
+use crate::keys::{KeyIds, NONE, key_ids};
 use crate::rows::{Written, categorical, number, times};
+use crate::training::LogBatch;
 use crate::{FeatureError, ViewRows};
 
 /// What a join found, for the report and the counters.
@@ -113,15 +115,19 @@ pub struct AsOf<'a> {
     known: Vec<bool>,
     chunk: Chunk,
     chunk_records: usize,
+    /// Records of a chunk (or rows changed by one) from which the work is split over two threads.
+    parallel_from: usize,
     /// Records of the log before the chunk.
     read: u64,
 }
 
 /// Part of the log: its batches and, for each record, its key's number among the rows' keys
-/// (`u32::MAX` for a key no row asks for), event and write time.
+/// ([`NONE`] for a key no row asks for), event and write time.
 #[derive(Default)]
 struct Chunk {
     batches: Vec<RecordBatch>,
+    /// Each batch's file, and the row of the file its first record is.
+    origins: Vec<(Arc<str>, usize)>,
     /// Where each batch's first record is in the chunk.
     firsts: Vec<usize>,
     ids: Vec<u32>,
@@ -162,27 +168,31 @@ impl<'a> AsOf<'a> {
             known: vec![false; rows.ids.len()],
             chunk: Chunk::default(),
             chunk_records: CHUNK_RECORDS,
+            parallel_from: PARALLEL_RECORDS,
             read: 0,
         })
     }
 
-    /// Takes the log's next batch.
-    pub fn push(&mut self, batch: RecordBatch) -> Result<(), FeatureError> {
-        let first = self.read as usize + self.chunk.ids.len();
-        let at = |row: usize, message: String| FeatureError::Row { row: first + row, message };
-        let column =
-            |name: &str| batch.column_by_name(name).ok_or_else(|| FeatureError::MissingColumn(name.to_owned()));
-        self.chunk.ids.extend(key_ids(self.view, &batch, &self.rows.ids)?);
-        self.chunk
-            .event_ms
-            .extend(times(column(&self.view.event_time)?, &self.view.event_time).map_err(|(r, m)| at(r, m))?);
-        match self.written {
-            Written::At(ms) => self.chunk.written_ms.extend(std::iter::repeat_n(ms, batch.num_rows())),
-            Written::Column(name) => {
-                self.chunk.written_ms.extend(times(column(name)?, name).map_err(|(r, m)| at(r, m))?)
-            }
-        }
-        self.chunk.firsts.push(first - self.read as usize);
+    /// Takes the log's next batch. An error names the batch's file and the row in it.
+    pub fn push(&mut self, log: LogBatch) -> Result<(), FeatureError> {
+        let LogBatch { batch, file, first_row } = log;
+        let in_file = |source: FeatureError| FeatureError::InFile { file: file.to_string(), error: Box::new(source) };
+        let at = |(row, message): (usize, String)| in_file(FeatureError::Row { row: first_row + row, message });
+        let column = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| in_file(FeatureError::MissingColumn(name.to_owned())))
+        };
+        // All three read before any is kept: a refused batch leaves the chunk as it was.
+        let ids = key_ids(self.view, &batch, &self.rows.ids).map_err(in_file)?;
+        let events = times(column(&self.view.event_time)?, &self.view.event_time).map_err(at)?;
+        let written = match self.written {
+            Written::At(ms) => vec![ms; batch.num_rows()],
+            Written::Column(name) => times(column(name)?, name).map_err(at)?,
+        };
+        self.chunk.firsts.push(self.chunk.ids.len());
+        self.chunk.ids.extend(ids);
+        self.chunk.event_ms.extend(events);
+        self.chunk.written_ms.extend(written);
+        self.chunk.origins.push((file, first_row));
         self.chunk.batches.push(batch);
         if self.chunk.ids.len() >= self.chunk_records {
             self.sweep()?;
@@ -223,7 +233,7 @@ impl<'a> AsOf<'a> {
         for (id, known) in self.known.iter_mut().enumerate() {
             *known |= starts[id] < starts[id + 1];
         }
-        let found = if records.len() < PARALLEL_RECORDS {
+        let found = if records.len() < self.parallel_from {
             self.sweep_keys(&chunk, &starts, 0..keys, &mut records)
         } else {
             // Halves of about as many records each.
@@ -301,18 +311,21 @@ impl<'a> AsOf<'a> {
     /// features split over two threads when many rows changed.
     fn take_values(&mut self, chunk: &Chunk, changed: &mut [(u32, u32)]) -> Result<(), FeatureError> {
         changed.sort_unstable_by_key(|c| c.1);
-        let read = self.read as usize;
         let changed = &*changed;
         let take = |features: &[(&str, FeatureKind)], values: &mut [Column]| -> Result<(), FeatureError> {
             for ((name, _), column) in features.iter().zip(values) {
-                take_feature(chunk, changed, name, column).map_err(|(r, message)| FeatureError::Row {
-                    row: read + r,
-                    message: format!("feature `{name}`: {message}"),
+                take_feature(chunk, changed, name, column).map_err(|(r, message)| {
+                    // The record's file and row in it.
+                    let b = chunk.firsts.partition_point(|&first| first <= r) - 1;
+                    let (file, first_row) = &chunk.origins[b];
+                    let row = first_row + r - chunk.firsts[b];
+                    let source = FeatureError::Row { row, message: format!("feature `{name}`: {message}") };
+                    FeatureError::InFile { file: file.to_string(), error: Box::new(source) }
                 })?;
             }
             Ok(())
         };
-        if changed.len() < PARALLEL_RECORDS || self.values.len() < 2 {
+        if changed.len() < self.parallel_from || self.values.len() < 2 {
             return take(&self.features, &mut self.values);
         }
         let half = self.values.len() / 2;
@@ -335,8 +348,17 @@ fn take_feature(chunk: &Chunk, changed: &[(u32, u32)], name: &str, column: &mut 
         let (here, later) = rest.split_at(rest.partition_point(|c| (c.1 as usize) < end));
         rest = later;
         let first = chunk.firsts[b];
-        // A file written before the view gained the feature: missing, as the rows start.
-        let Some(array) = batch.column_by_name(name) else { continue };
+        // A file written before the view gained the feature: missing (over a value an older
+        // record gave).
+        let Some(array) = batch.column_by_name(name) else {
+            for &(row, _) in here {
+                match column {
+                    Column::Numeric(v) => v[row as usize] = None,
+                    Column::Categorical(v) => v[row as usize] = None,
+                }
+            }
+            continue;
+        };
         match (&mut *column, array.as_primitive_opt::<Float64Type>()) {
             // Doubles (the offline files' numeric columns) taken as they are.
             (Column::Numeric(v), Some(doubles)) => {
@@ -365,7 +387,8 @@ fn take_feature(chunk: &Chunk, changed: &[(u32, u32)], name: &str, column: &mut 
     Ok(())
 }
 
-/// Records of a chunk above which joining them is split over two threads.
+/// Records of a chunk (or rows changed by one) from which sweeping it (or taking the values) is
+/// split over two threads.
 const PARALLEL_RECORDS: usize = 50_000;
 
 /// One key's records visible so far, by event time; a later write of the same event time
@@ -408,11 +431,11 @@ impl Visible {
     }
 }
 
-/// The positions of `ids` grouped by id (ids of `u32::MAX` left out), each group in position
+/// The positions of `ids` grouped by id (ids of [`NONE`] left out), each group in position
 /// order, and where each id's group starts (`starts[id]..starts[id + 1]`).
 fn group(ids: &[u32], count: usize) -> (Vec<usize>, Vec<u32>) {
     let mut starts = vec![0usize; count + 1];
-    for &id in ids.iter().filter(|&&id| id != u32::MAX) {
+    for &id in ids.iter().filter(|&&id| id != NONE) {
         starts[id as usize + 1] += 1;
     }
     for i in 0..count {
@@ -420,7 +443,7 @@ fn group(ids: &[u32], count: usize) -> (Vec<usize>, Vec<u32>) {
     }
     let mut next = starts.clone();
     let mut positions = vec![0u32; starts[count]];
-    for (i, &id) in ids.iter().enumerate().filter(|(_, id)| **id != u32::MAX) {
+    for (i, &id) in ids.iter().enumerate().filter(|(_, id)| **id != NONE) {
         positions[next[id as usize]] = i as u32;
         next[id as usize] += 1;
     }
@@ -488,13 +511,21 @@ mod tests {
         .unwrap()
     }
 
-    /// Each entity row's record (by position) and the counts, the log fed in batches of
-    /// `batch_records` and joined in chunks of `chunk_records`.
+    /// `batch` as the log's batch from row `first_row` of its one file.
+    fn logged(batch: RecordBatch, first_row: usize) -> LogBatch {
+        LogBatch { batch, file: "v/1.parquet".into(), first_row }
+    }
+
+    /// How the log is cut: records per batch, records per chunk, and whether every chunk is
+    /// swept (and its values taken) on two threads.
+    type Cut = (usize, usize, bool);
+
+    /// Each entity row's record (by position) and the counts, the log fed and joined as `cut` says.
     fn as_of(
         records: &[Record],
         ttl: Option<u64>,
         entities: &[(u8, i64)],
-        (batch_records, chunk_records): (usize, usize),
+        (batch_records, chunk_records, two_threads): Cut,
     ) -> (Vec<Option<u32>>, JoinStats) {
         let view = view(ttl);
         let rows = EntityRows::new(
@@ -503,8 +534,11 @@ mod tests {
         );
         let mut join = AsOf::new(&rows, &view, Written::Column("w"), &["n"]).unwrap();
         join.chunk_records = chunk_records;
+        if two_threads {
+            join.parallel_from = 1;
+        }
         for (i, piece) in records.chunks(batch_records.max(1)).enumerate() {
-            join.push(batch(piece, i * batch_records)).unwrap();
+            join.push(logged(batch(piece, i * batch_records), i * batch_records)).unwrap();
         }
         let (values, outcomes) = join.finish().unwrap();
         let Column::Numeric(found) = &values[0] else { unreachable!() };
@@ -526,7 +560,7 @@ mod tests {
             .collect()
     }
 
-    const WHOLE: (usize, usize) = (1 << 16, CHUNK_RECORDS);
+    const WHOLE: Cut = (1 << 16, CHUNK_RECORDS, false);
 
     #[test]
     fn a_late_correction_is_invisible_before_it_was_written() {
@@ -549,11 +583,12 @@ mod tests {
 
     #[test]
     fn a_long_log_in_many_chunks_joins_as_the_definition_says() {
-        // 120,000 records of 1,000 keys in chunks of 7,000; 60 rows of 70 keys, 30 of them unknown.
+        // 120,000 records of 251 keys in chunks of 7,000; 60 rows of 70 keys, some of them unknown.
         let records: Vec<Record> =
             (0..120_000i64).map(|i| ((i * 7919 % 1000 % 251) as u8, i % 977, i % 977 + i % 13)).collect();
         let rows: Vec<(u8, i64)> = (0..60).map(|i| ((i * 17 % 70 + 200) as u8, i64::from(i) * 31 % 1000)).collect();
-        let (found, stats) = as_of(&records, Some(500), &rows, (4_096, 7_000));
+        let (found, stats) = as_of(&records, Some(500), &rows, (4_096, 7_000, false));
+        assert_eq!(as_of(&records, Some(500), &rows, (4_096, 7_000, true)).0, found);
         assert_eq!(found, brute_force(&records, Some(500), &rows));
         assert!(stats.unknown > 0 && stats.matched > 0, "{stats:?}");
     }
@@ -565,26 +600,48 @@ mod tests {
         let records: Vec<Record> = (0..5_000i64).map(|i| (1, 10_000 - i % 4_000, 10_000 + i)).collect();
         let rows: Vec<(u8, i64)> = (0..200).map(|i| (1, 9_000 + i * 37)).collect();
         assert_eq!(as_of(&records, Some(2_000), &rows, WHOLE).0, brute_force(&records, Some(2_000), &rows));
-        assert_eq!(as_of(&records, Some(2_000), &rows, (300, 900)).0, brute_force(&records, Some(2_000), &rows));
+        assert_eq!(as_of(&records, Some(2_000), &rows, (300, 900, true)).0, brute_force(&records, Some(2_000), &rows));
     }
 
     #[test]
-    fn a_value_that_is_not_a_number_is_refused_naming_its_row_in_the_log() {
+    fn bad_records_are_refused_naming_their_file_and_row() {
         let view = view(None);
         let rows = EntityRows::new(vec!["k1".into()], vec![5_000]);
         let mut join = AsOf::new(&rows, &view, Written::Column("w"), &["n"]).unwrap();
-        join.push(batch(&[(1, 1, 1), (2, 1, 1)], 0)).unwrap();
+        join.push(logged(batch(&[(1, 1, 1), (2, 1, 1)], 0), 0)).unwrap();
         let mut bad = batch(&[(1, 2, 2)], 0);
         let nan: ArrayRef = Arc::new(Float64Array::from(vec![f64::NAN]));
-        bad = RecordBatch::try_new(
-            bad.schema(),
-            vec![bad.column(0).clone(), bad.column(1).clone(), bad.column(2).clone(), nan],
-        )
-        .unwrap();
-        join.push(bad).unwrap();
-        assert_eq!(join.finish().unwrap_err().to_string(), "row 2: feature `n`: NaN is not a number");
+        let columns = vec![bad.column(0).clone(), bad.column(1).clone(), bad.column(2).clone(), nan];
+        bad = RecordBatch::try_new(bad.schema(), columns).unwrap();
+        // The second file's row 7 (a batch of it from row 7).
+        join.push(LogBatch { batch: bad, file: "v/2.parquet".into(), first_row: 7 }).unwrap();
+        assert_eq!(join.finish().unwrap_err().to_string(), "v/2.parquet: row 7: feature `n`: NaN is not a number");
+
+        let mut join = AsOf::new(&rows, &view, Written::Column("w"), &["n"]).unwrap();
+        let timeless = batch(&[(1, 2, 2)], 0).project(&[0, 2, 3]).unwrap();
+        let err = join.push(LogBatch { batch: timeless, file: "v/3.parquet".into(), first_row: 0 }).unwrap_err();
+        assert_eq!(err.to_string(), "v/3.parquet: column `e` is missing");
+        // A refused batch leaves the join as it was.
+        join.push(logged(batch(&[(1, 3, 3)], 0), 0)).unwrap();
+        let (values, _) = join.finish().unwrap();
+        assert_eq!(values, [Column::Numeric(vec![Some(0.0)])]);
         let missing = AsOf::new(&rows, &view, Written::Column("w"), &["spend"]).err().unwrap();
         assert_eq!(missing.to_string(), "offline file: feature view `v` has no feature `spend`");
+    }
+
+    #[test]
+    fn a_newer_record_from_a_file_without_the_feature_leaves_it_missing() {
+        // The view gained `n` after the second file was written: its newer record has no value
+        // for it, whatever the older record in another chunk had.
+        let view = view(None);
+        let rows = EntityRows::new(vec!["k1".into()], vec![10_000]);
+        let mut join = AsOf::new(&rows, &view, Written::Column("w"), &["n"]).unwrap();
+        join.chunk_records = 1;
+        join.push(logged(batch(&[(1, 1, 1)], 5), 0)).unwrap();
+        let newer = batch(&[(1, 2, 2)], 0).project(&[0, 1, 2]).unwrap();
+        join.push(LogBatch { batch: newer, file: "v/2.parquet".into(), first_row: 0 }).unwrap();
+        let (values, outcomes) = join.finish().unwrap();
+        assert_eq!((values, outcomes), (vec![Column::Numeric(vec![None])], vec![Outcome::Matched]));
     }
 
     #[test]
@@ -609,7 +666,7 @@ mod tests {
             records in prop::collection::vec((0u8..4, 0i64..20, 0i64..12), 0..40),
             entities in prop::collection::vec((0u8..5, 0i64..35), 0..40),
             ttl in prop::sample::select(vec![Some(0u64), Some(1), Some(3), Some(7), None]),
-            cut in (1usize..8, 1usize..20),
+            cut in (1usize..8, 1usize..20, any::<bool>()),
         ) {
             // A record is written at or after its event, up to 11 later (a late correction).
             let records: Vec<Record> = records.into_iter().map(|(k, e, delay)| (k, e, e + delay)).collect();
@@ -625,7 +682,7 @@ mod tests {
         fn records_written_before_their_event_still_wait_for_it(
             records in prop::collection::vec((0u8..3, 0i64..20, 0i64..20), 0..30),
             entities in prop::collection::vec((0u8..3, 0i64..25), 0..30),
-            cut in (1usize..8, 1usize..20),
+            cut in (1usize..8, 1usize..20, any::<bool>()),
         ) {
             // Written times independent of event times (a forecast is written before its time).
             prop_assert_eq!(as_of(&records, Some(4), &entities, cut).0, brute_force(&records, Some(4), &entities));

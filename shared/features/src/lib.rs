@@ -27,7 +27,7 @@ pub use store::{FeatureStore, Materialised, StoreError};
 /// Why feature data was refused. The message names the column and row.
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] mlops_data::DataError),
     #[error("column `{0}` is missing")]
     MissingColumn(String),
@@ -35,4 +35,24 @@ pub enum FeatureError {
     Row { row: usize, message: String },
     #[error("offline file: {0}")]
     Offline(String),
+    /// An error in a file of a view's log, or in a dataset (rows numbered in it).
+    #[error("{file}: {error}")]
+    InFile { file: String, error: Box<FeatureError> },
+    /// An error in one of several sets of entity rows joined together (the caller names it).
+    #[error("{error}")]
+    InSet { set: usize, error: Box<FeatureError> },
+    /// The store did not give a file of the log: trying again may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl FeatureError {
+    /// Whether trying again may work: the store did not answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::InFile { error, .. } | Self::InSet { error, .. } => error.is_transient(),
+            _ => false,
+        }
+    }
 }

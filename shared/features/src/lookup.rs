@@ -50,13 +50,26 @@ impl LookedUp {
             .ok_or_else(|| FeatureError::Offline(format!("feature view `{name}` was not loaded")))
     }
 
-    /// `datasets` with the looked-up features appended as of each row's `lookup.at`, as Parquet,
-    /// and what each view matched in each; each view's log is read once for all of them. Blocks
-    /// while the log's files are fetched: call it off the runtime.
-    pub fn join_datasets(&self, datasets: Vec<mlops_data::Source>) -> Result<Vec<(Vec<u8>, ViewStats)>, FeatureError> {
-        let sets = datasets
-            .into_iter()
-            .map(|d| mlops_data::open(d, "", &mlops_data::Limits::default())?.collect::<Result<Vec<_>, _>>())
+    /// `datasets` (by id) with the looked-up features appended as of each row's `lookup.at`, as
+    /// Parquet, and what each view matched in each; each view's log is read once for all of
+    /// them. An error in a dataset names it. Blocks while the log's files are fetched: call it off
+    /// the runtime.
+    pub fn join_datasets(
+        &self,
+        datasets: Vec<(String, mlops_data::Source)>,
+    ) -> Result<Vec<(Vec<u8>, ViewStats)>, FeatureError> {
+        let in_dataset = |id: &str, source: FeatureError| FeatureError::InFile {
+            file: format!("dataset {}", mlops_shared::ids::short(id)),
+            error: Box::new(source),
+        };
+        let (ids, sources): (Vec<String>, Vec<_>) = datasets.into_iter().unzip();
+        let sets = ids
+            .iter()
+            .zip(sources)
+            .map(|(id, d)| {
+                let read = || mlops_data::open(d, "", &mlops_data::Limits::default())?.collect::<Result<Vec<_>, _>>();
+                read().map_err(|e| in_dataset(id, e.into()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let lookups: Vec<Lookup<'_>> = self
             .views
@@ -68,7 +81,11 @@ impl LookedUp {
                 written: Written::Column(WRITTEN_COLUMN),
             })
             .collect();
-        join(&sets, &self.lookup.entities, &self.lookup.at, lookups)?
+        let joined = join(&sets, &self.lookup.entities, &self.lookup.at, lookups).map_err(|e| match e {
+            FeatureError::InSet { set, error } => in_dataset(&ids[set], *error),
+            e => e,
+        })?;
+        joined
             .into_iter()
             .map(|joined| {
                 let mut bytes = Vec::new();

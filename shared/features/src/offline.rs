@@ -12,7 +12,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use crate::rows::{Written, read_batch};
-use crate::training::Log;
 use crate::{FeatureError, KEY_SEPARATOR, ViewRows};
 
 /// The column holding when each row was written.
@@ -87,9 +86,11 @@ fn arrays(view: &FeatureViewSpec, rows: &ViewRows, range: std::ops::Range<usize>
 }
 
 /// An offline file's batches, decoded a batch or two ahead on another core.
-pub fn batches(file: mlops_data::Source) -> Result<Log<'static>, FeatureError> {
+pub fn batches(
+    file: mlops_data::Source,
+) -> Result<impl Iterator<Item = Result<RecordBatch, FeatureError>> + Send + 'static, FeatureError> {
     let batches = mlops_data::open(file, "offline.parquet", &mlops_data::Limits::default())?.read_ahead(2);
-    Ok(Box::new(batches.map(|b| b.map_err(FeatureError::from))))
+    Ok(batches.map(|b| b.map_err(FeatureError::from)))
 }
 
 /// Reads an offline file of `view` onto `into`. A feature the file predates (the view gained it

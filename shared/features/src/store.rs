@@ -138,9 +138,16 @@ impl FeatureStore {
 
     /// The offline log of view `view` as batches, file after file in write order, for a thread
     /// off the runtime (reading it blocks): a task on `runtime` fetches the next file while the
-    /// reader decodes one, so one or two files are in memory at a time.
+    /// reader decodes one, so at most three of the view's files are in memory at a time (one
+    /// decoding, one fetched, one waiting to be handed over). A file the store does not give is
+    /// [`FeatureError::Unavailable`]; so is a fetching task that stopped before the log's end.
     pub fn log_batches(&self, view: &str, runtime: &tokio::runtime::Handle) -> Log<'static> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(String, Vec<u8>), StoreError>>(1);
+        /// What the fetching task hands over: a file, or the end of the log.
+        enum Fetched {
+            File(String, Vec<u8>),
+            End,
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Fetched, StoreError>>(1);
         let (store, view) = (self.clone(), view.to_owned());
         runtime.spawn(async move {
             let names = match store.files(&view).await {
@@ -148,28 +155,39 @@ impl FeatureStore {
                 Err(e) => return drop(tx.send(Err(e)).await),
             };
             for name in names {
-                let file = store.file(&name).await.map(|bytes| (name, bytes));
+                let file = store.file(&name).await.map(|bytes| Fetched::File(name, bytes));
                 let failed = file.is_err();
                 if tx.send(file).await.is_err() || failed {
                     return;
                 }
             }
+            let _ = tx.send(Ok(Fetched::End)).await;
         });
-        let files = std::iter::from_fn(move || rx.blocking_recv());
+        let mut ended = false;
+        let files = std::iter::from_fn(move || {
+            if ended {
+                return None;
+            }
+            let next = rx.blocking_recv().unwrap_or_else(|| {
+                Err(StoreError::Nats { what: "offline", message: "the log's reader stopped before its end".into() })
+            });
+            ended = !matches!(next, Ok(Fetched::File(..)));
+            match next {
+                Ok(Fetched::End) => None,
+                Ok(Fetched::File(name, bytes)) => Some(Ok((name, bytes))),
+                Err(e) => Some(Err(e)),
+            }
+        });
         Box::new(files.flat_map(|file| -> Log<'static> {
-            let failed = |e: &dyn std::fmt::Display| -> Log<'static> {
-                Box::new(std::iter::once(Err(crate::FeatureError::Offline(e.to_string()))))
-            };
             match file {
-                Err(e) => failed(&e),
-                Ok((name, bytes)) => {
-                    match offline::batches(mlops_data::Source::Bytes(bytes.into())) {
-                        Ok(batches) => Box::new(batches.map(move |b| {
-                            b.map_err(|source| crate::FeatureError::Offline(format!("{name}: {source}")))
-                        })),
-                        Err(source) => failed(&format!("{name}: {source}")),
-                    }
-                }
+                Err(e) => Box::new(std::iter::once(Err(crate::FeatureError::Unavailable(e.to_string())))),
+                Ok((name, bytes)) => match offline::batches(mlops_data::Source::Bytes(bytes.into())) {
+                    Ok(batches) => crate::training::file_log(&name, batches),
+                    Err(source) => Box::new(std::iter::once(Err(crate::FeatureError::InFile {
+                        file: name,
+                        error: Box::new(source),
+                    }))),
+                },
             }
         }))
     }

@@ -13,8 +13,32 @@ use crate::join::{AsOf, EntityRows, JoinStats, ViewStats};
 use crate::rows::times;
 use crate::{FeatureError, Written, composite_key};
 
+/// A batch of a view's offline log, and where it is from: a file, from its row `first_row`.
+pub struct LogBatch {
+    pub batch: RecordBatch,
+    pub file: Arc<str>,
+    pub first_row: usize,
+}
+
 /// A view's offline log, batch after batch in write order.
-pub type Log<'a> = Box<dyn Iterator<Item = Result<RecordBatch, FeatureError>> + Send + 'a>;
+pub type Log<'a> = Box<dyn Iterator<Item = Result<LogBatch, FeatureError>> + Send + 'a>;
+
+/// The batches of file `name` as part of a log; an error reading them names the file.
+pub fn file_log<'a>(
+    name: &str,
+    batches: impl Iterator<Item = Result<RecordBatch, FeatureError>> + Send + 'a,
+) -> Log<'a> {
+    let file: Arc<str> = name.into();
+    let mut next_row = 0;
+    Box::new(batches.map(move |b| match b {
+        Ok(batch) => {
+            let first_row = next_row;
+            next_row += batch.num_rows();
+            Ok(LogBatch { batch, file: file.clone(), first_row })
+        }
+        Err(e) => Err(FeatureError::InFile { file: file.to_string(), error: Box::new(e) }),
+    }))
+}
 
 /// Features looked up in one view.
 pub struct Lookup<'a> {
@@ -43,9 +67,10 @@ pub fn join(
     lookups: Vec<Lookup<'_>>,
 ) -> Result<Vec<Joined>, FeatureError> {
     let (mut keys, mut at_ms, mut ranges) = (Vec::new(), Vec::new(), Vec::with_capacity(sets.len()));
-    for set in sets {
+    for (i, set) in sets.iter().enumerate() {
         let start = keys.len();
-        keys_and_times(set, entities, at, &mut keys, &mut at_ms)?;
+        keys_and_times(set, entities, at, &mut keys, &mut at_ms)
+            .map_err(|e| FeatureError::InSet { set: i, error: Box::new(e) })?;
         ranges.push(start..keys.len());
     }
     let rows = EntityRows::new(keys, at_ms);
@@ -68,9 +93,10 @@ pub fn join(
     }
     sets.iter()
         .zip(ranges)
-        .map(|(set, range)| {
+        .enumerate()
+        .map(|(i, (set, range))| {
             let stats = outcomes.iter().map(|(view, o)| (view.clone(), JoinStats::of(&o[range.clone()]))).collect();
-            appended(set, &columns, range.start, stats)
+            appended(set, &columns, range.start, stats).map_err(|e| FeatureError::InSet { set: i, error: Box::new(e) })
         })
         .collect()
 }
@@ -177,7 +203,10 @@ mod tests {
         let lookup = |features: Vec<&'static str>| Lookup {
             view: &view,
             features,
-            log: crate::offline::batches(mlops_data::Source::Bytes(file.clone().into())).unwrap(),
+            log: file_log(
+                "stats/1.parquet",
+                crate::offline::batches(mlops_data::Source::Bytes(file.clone().into())).unwrap(),
+            ),
             written: Written::Column(crate::offline::WRITTEN_COLUMN),
         };
         // Two sets, joined in one reading of the log.
