@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute("mlops.v1.LabelsArrived", json)
         .type_attribute("mlops.v1.FeedbackOrigin", json)
         .type_attribute("mlops.v1.TrainRequested", json)
+        .type_attribute("mlops.v1.BatchRequested", json)
         .type_attribute("mlops.v1.Label", json)
         .type_attribute("mlops.v1.StalenessReported", json)
         .type_attribute("mlops.v1.StalenessRow", json)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arrow_array::cast::AsArray as _;
 use arrow_array::types::{Float64Type, UInt64Type};
-use mlops_integration_tests::{TestApp, client, rows_json, sample};
+use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
 use sample::Variant;
 
 const T: Duration = Duration::from_secs(90);
@@ -113,4 +113,97 @@ async fn a_file_scored_in_bulk_gets_the_answers_served_online_and_bad_input_is_r
     ]);
     assert!(!ok && err.contains("nope"), "{err}");
     assert!(!nothing.exists(), "a refused input writes nothing");
+}
+
+/// Publishes a `batch.requested` as an outside system would: proto3 JSON.
+async fn request_batch(app: &TestApp, msg_id: &str, body: serde_json::Value) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("content-type", "application/json");
+    headers.insert("Nats-Msg-Id", msg_id);
+    app.js
+        .publish_with_headers("mlops.events.batch.requested.churn", headers, body.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn dlq_reason(m: &async_nats::jetstream::Message) -> String {
+    m.headers.as_ref().and_then(|h| h.get("mlops-dlq-reason")).map(|v| v.to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_job_on_the_queue_scores_a_stored_dataset_once_and_bad_requests_are_dead_lettered() {
+    let app = TestApp::start().await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let csv = sample::csv(1500, 41, Variant::Normal);
+    let dataset = app.upload("churn", &csv).await.dataset_id;
+    app.wait_event("model.promoted", T, |s| s.pipeline == "churn").await;
+
+    let job = serde_json::json!({"pipeline": "churn", "datasetId": dataset, "batchId": "nightly-1"});
+    request_batch(&app, "b-1", job.clone()).await;
+    let seen = app.wait_event("batch.completed", T, |s| s.summary.contains("nightly-1")).await;
+    let mlops_shared::describe::Decoded::BatchCompleted(done) = seen.payload else { unreachable!() };
+    assert_eq!((done.rows, done.version, done.dataset_id.as_str()), (1500, 1, dataset.as_str()));
+    let bucket = app.bus().await.objects(mlops_shared::bus::BATCHES_BUCKET).await.unwrap();
+    let sha = mlops_shared::ids::Sha256::parse(done.output_sha256.clone()).unwrap();
+    let output = bucket.get_verified(&sha).await.unwrap();
+    assert_eq!(output.len() as u64, done.output_bytes);
+
+    // The same answers as `mlops score` on the same rows; ids from the batch's name.
+    let dir = app.drop_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, scored) = (dir.join("rows.csv"), dir.join("scored.parquet"));
+    std::fs::write(&input, &csv).unwrap();
+    let (ok, said, err) = app.mlops(&[
+        "score",
+        "--pipeline",
+        "churn",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        scored.to_str().unwrap(),
+    ]);
+    assert!(ok, "{said}{err}");
+    let probabilities = |batches: &[arrow_array::RecordBatch]| -> Vec<f64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column_by_name("probability").unwrap().as_primitive::<Float64Type>().values().to_vec())
+            .collect()
+    };
+    let queued: Vec<arrow_array::RecordBatch> =
+        mlops_data::open(mlops_data::Source::Bytes(output.into()), "out.parquet", &Default::default())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(probabilities(&queued), probabilities(&read_parquet(&scored)));
+    let first_id = queued[0].column_by_name("prediction_id").unwrap().as_string::<i32>().value(0).to_owned();
+    assert_eq!(first_id, "nightly-1-0");
+
+    // Asked again (another message, the same batch id): done once, announced once.
+    request_batch(&app, "b-2", job).await;
+    // Bad requests, each dead-lettered with its reason.
+    let missing = "0".repeat(64);
+    request_batch(&app, "b-3", serde_json::json!({"pipeline": "churn", "datasetId": missing, "batchId": "x"})).await;
+    request_batch(
+        &app,
+        "b-4",
+        serde_json::json!({"pipeline": "churn", "datasetId": dataset, "batchId": "y", "version": 99}),
+    )
+    .await;
+    request_batch(&app, "b-5", serde_json::json!({"pipeline": "churn", "datasetId": dataset, "batchId": "no/slash"}))
+        .await;
+    let dead = wait_until(T, || async {
+        let d = app.stored("MLOPS_DLQ", "mlops.dlq.>").await;
+        (d.len() >= 3).then_some(d)
+    })
+    .await
+    .expect("the bad requests dead-lettered");
+    let reasons: Vec<String> = dead.iter().map(dlq_reason).collect();
+    for needle in ["not found in bucket datasets", "has no version 99", "`batchId` \"no/slash\""] {
+        assert!(reasons.iter().any(|r| r.contains(needle)), "no DLQ reason mentions {needle:?}: {reasons:?}");
+    }
+    app.wait_settled("MLOPS_EVENTS", T).await;
+    let completed = app.stored_events("mlops.events.batch.completed.>").await;
+    assert_eq!(completed.len(), 1, "one announcement for one batch id");
 }

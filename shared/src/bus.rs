@@ -34,6 +34,8 @@ pub const FEATURE_VIEWS_KV: &str = "feature_views";
 /// The offline feature store: every accepted batch of a view as a Parquet file
 /// (`<view>/<written ms>-<dataset sha256>.parquet`).
 pub const FEATURES_BUCKET: &str = "features";
+/// Object store of batch jobs' outputs (Parquet, content-addressed).
+pub const BATCHES_BUCKET: &str = "batches";
 /// The online feature store: the newest value per view and entity (`<view>.<key>`).
 pub const ONLINE_FEATURES_KV: &str = "features_online";
 
@@ -187,7 +189,7 @@ impl Bus {
                     .with_context(|| format!("updating stream {name}"))?;
             }
         }
-        for bucket in [DATASETS_BUCKET, MODELS_BUCKET, CODE_BUCKET, FEATURES_BUCKET] {
+        for bucket in [DATASETS_BUCKET, MODELS_BUCKET, CODE_BUCKET, FEATURES_BUCKET, BATCHES_BUCKET] {
             if self.js.get_object_store(bucket).await.is_err() {
                 let config =
                     object_store::Config { bucket: bucket.into(), num_replicas: replicas, ..Default::default() };

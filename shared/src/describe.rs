@@ -35,6 +35,7 @@ pub enum Decoded {
     Applied(pb::PipelineApplied),
     Materialised(pb::FeaturesMaterialised),
     Skew(pb::SkewDetected),
+    BatchCompleted(pb::BatchCompleted),
     Other,
 }
 
@@ -87,6 +88,24 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
             format!("{} of v{} at {} % against v{}", e.mode, e.version, e.percent, e.champion_version)
         }),
         "model.staleness_reported" => described(payload, Decoded::Staleness, staleness),
+        "batch.requested" => described(
+            payload,
+            |_| Decoded::Other,
+            |e: &pb::BatchRequested| {
+                format!("batch {}: dataset {} by v{}", e.batch_id, short(&e.dataset_id), e.version)
+            },
+        ),
+        "batch.completed" => described(payload, Decoded::BatchCompleted, |e: &pb::BatchCompleted| {
+            format!(
+                "batch {}: {} rows of dataset {} scored by v{} in {:.1} s, output {}",
+                e.batch_id,
+                e.rows,
+                short(&e.dataset_id),
+                e.version,
+                e.seconds,
+                short(&e.output_sha256)
+            )
+        }),
         "pipeline.applied" => described(payload, Decoded::Applied, |e: &pb::PipelineApplied| {
             let commit = if e.commit.is_empty() { String::new() } else { format!(" from commit {}", short(&e.commit)) };
             let change = if e.model_changed { "the model changes" } else { "the model does not change" };

@@ -67,6 +67,31 @@ event!(pb::ModelBlocked, "model", "blocked");
 event!(pb::CanaryStarted, "deployment", "canary_started");
 event!(pb::StalenessReported, "model", "staleness_reported");
 event!(pb::PipelineApplied, "pipeline", "applied");
+event!(pb::BatchCompleted, "batch", "completed");
+
+impl Event for pb::BatchRequested {
+    const SUBJECT_PREFIX: &'static str = "mlops.events.batch.requested";
+    const CE_TYPE: &'static str = "io.mlops.batch.requested.v1";
+    fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+    fn from_json(payload: &[u8]) -> Option<Result<Self, String>> {
+        Some(serde_json::from_slice(payload).map_err(|e| format!("invalid batch.requested JSON: {e}")))
+    }
+    fn check(&self) -> Result<(), String> {
+        PipelineName::new(&self.pipeline).map_err(|e| format!("batch.requested: {e}"))?;
+        crate::ids::Sha256::parse(self.dataset_id.clone())
+            .map_err(|e| format!("batch.requested: `datasetId` is not a dataset id: {e}"))?;
+        let id_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_');
+        if self.batch_id.is_empty() || self.batch_id.len() > 128 || !self.batch_id.chars().all(id_char) {
+            return Err(format!(
+                "batch.requested: `batchId` {:?} is not 1 to 128 letters, digits, `-` or `_`",
+                self.batch_id
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl Event for pb::DataArrived {
     const SUBJECT_PREFIX: &'static str = "mlops.events.data.arrived";

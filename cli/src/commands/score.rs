@@ -41,12 +41,18 @@ pub(crate) async fn run(args: ScoreArgs, nats: &NatsArgs, registry: &Remote) -> 
     let input = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
     let name = args.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out = args.out.clone();
+    // Names the rows' prediction ids: `<batch id>-<row>`.
+    let batch_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
     let done = tokio::task::spawn_blocking(move || -> anyhow::Result<mlops_data::Scored> {
         let model = mlops_onnx::Engine::from_env()?.load_verified(&bytes, &sha).map_err(anyhow::Error::msg)?;
         let batches = mlops_data::open(mlops_data::Source::File(input), &name, &mlops_data::Limits::default())?;
-        let scorer =
-            mlops_data::Scorer { model: model.as_ref(), version: version.version, artifact_sha256: sha.as_str() };
+        let scorer = mlops_data::Scorer {
+            model: model.as_ref(),
+            version: version.version,
+            artifact_sha256: sha.as_str(),
+            batch_id: &batch_id,
+        };
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         // Written beside the output and renamed once whole: a failure leaves no half file.
         let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));

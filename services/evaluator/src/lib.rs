@@ -2,6 +2,7 @@
 //! same rows, against the spec's gates; publishes `model.evaluated` with pass or fail and every
 //! check's numbers.
 
+mod batch;
 pub mod error;
 pub mod gate;
 pub mod judge;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use mlops_proto as pb;
 use mlops_proto::registry_client::RegistryClient;
-use mlops_shared::bus::{Bus, ConsumerSpec, DATASETS_BUCKET, MODELS_BUCKET, off_runtime};
+use mlops_shared::bus::{BATCHES_BUCKET, Bus, ConsumerSpec, DATASETS_BUCKET, JOBS_KV, MODELS_BUCKET, off_runtime};
 
 use crate::error::EvaluatorError;
 use mlops_shared::config::{NatsArgs, RegistryArgs};
@@ -65,6 +66,9 @@ pub struct Evaluator {
     slots: mlops_shared::schedule::Slots,
     /// Runs imported ONNX models.
     onnx: mlops_onnx::Engine,
+    /// Batch jobs' outputs, and the record of jobs done.
+    batches: Objects,
+    jobs: async_nats::jetstream::kv::Store,
 }
 
 /// Runs the evaluator until `shutdown` fires.
@@ -82,6 +86,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     // announced by `model.registered`.
     let registered = ConsumerSpec::events::<pb::ModelRegistered>("evaluator-registered");
     service.consume(registered, ev.clone(), |ev, e| async move { Ok(ev.on_registered(e).await?) });
+    // Batch jobs: one at a time per replica, so queued jobs spread over the replicas.
+    let batch = ConsumerSpec { one_at_a_time: true, ..ConsumerSpec::events::<pb::BatchRequested>("evaluator-batch") };
+    service.consume(batch, ev.clone(), |ev, e| async move { Ok(ev.on_batch(e).await?) });
     let api = pb::evaluator_server::EvaluatorServer::new(staleness::Api(ev));
     service.serve(listener, Some(tonic::service::Routes::new(api).into_axum_router())).await
 }
@@ -121,6 +128,8 @@ impl Evaluator {
             runs: Runs::open(bus).await?,
             slots: mlops_shared::schedule::Slots::open(bus).await?,
             onnx,
+            batches: bus.objects(BATCHES_BUCKET).await?,
+            jobs: bus.kv(JOBS_KV).await?,
             bus: bus.clone(),
         }))
     }

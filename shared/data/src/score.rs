@@ -36,11 +36,13 @@ fn names(columns: &[String]) -> String {
     columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
 }
 
-/// The model that scores, as the output names it.
+/// The model that scores, as the output names it, and the job's name: row `i`'s prediction id is
+/// `<batch_id>-<i>` (from 0), so scoring the same rows again gives the same file.
 pub struct Scorer<'m> {
     pub model: &'m dyn Model,
     pub version: u64,
     pub artifact_sha256: &'m str,
+    pub batch_id: &'m str,
 }
 
 /// What a batch scoring did.
@@ -95,6 +97,7 @@ pub fn score_to_parquet(
         KeyValue::new("mlops.pipeline".to_owned(), manifest.pipeline.clone()),
         KeyValue::new("mlops.model_version".to_owned(), scorer.version.to_string()),
         KeyValue::new("mlops.artifact_sha256".to_owned(), scorer.artifact_sha256.to_owned()),
+        KeyValue::new("mlops.batch_id".to_owned(), scorer.batch_id.to_owned()),
     ];
     let props = WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
@@ -109,7 +112,7 @@ pub fn score_to_parquet(
         let predictions = predict(scorer.model, &frame, threads)
             .map_err(|(row, source)| ScoreError::Model { row: done.rows + row as u64 + 1, source })?;
         let mut columns = batch.columns().to_vec();
-        columns.extend(answers(scorer, &predictions));
+        columns.extend(answers(scorer, done.rows, &predictions));
         let out = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ScoreError::Write(e.to_string()))?;
         writer.write(&out).map_err(write)?;
         done.rows += frame.rows as u64;
@@ -150,10 +153,11 @@ fn predict(model: &dyn Model, frame: &Frame, threads: usize) -> Result<Vec<Predi
     })
 }
 
-/// The output columns for `predictions`, in [`output_fields`] order.
-fn answers(scorer: &Scorer<'_>, predictions: &[Prediction]) -> Vec<ArrayRef> {
+/// The output columns for `predictions` of the rows from `first_row`, in [`output_fields`] order.
+fn answers(scorer: &Scorer<'_>, first_row: u64, predictions: &[Prediction]) -> Vec<ArrayRef> {
     let target = &scorer.model.manifest().target;
-    let ids = StringArray::from_iter_values(predictions.iter().map(|_| uuid::Uuid::new_v4().to_string()));
+    let rows = first_row..first_row + predictions.len() as u64;
+    let ids = StringArray::from_iter_values(rows.map(|row| format!("{}-{row}", scorer.batch_id)));
     let scores = Float64Array::from_iter_values(predictions.iter().map(|p| p.score));
     let mut columns: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(scores)];
     if target.task == Task::BinaryClassification {
@@ -199,13 +203,15 @@ mod tests {
         let csv: String = std::iter::once("customer,tenure,charges,contract\n".to_owned())
             .chain((0..10_000).map(|i| format!("c{i},{}\n", row(i))))
             .collect();
-        let scorer = Scorer { model: &model, version: 7, artifact_sha256: "ab" };
+        let scorer = Scorer { model: &model, version: 7, artifact_sha256: "ab", batch_id: "b1" };
         let mut outputs = Vec::new();
+        let mut files = Vec::new();
         for threads in [1, 3] {
             let mut bytes = Vec::new();
             let mut seen = Vec::new();
             let done = score_to_parquet(&scorer, batches(csv.clone()), threads, &mut bytes, |n| seen.push(n)).unwrap();
             assert_eq!((done.rows, seen.last().copied()), (10_000, Some(10_000)));
+            files.push(bytes.clone());
             let out: Vec<RecordBatch> = open(Source::Bytes(bytes.into()), "out.parquet", &Limits::default())
                 .unwrap()
                 .collect::<Result<_, _>>()
@@ -222,8 +228,10 @@ mod tests {
             };
             outputs.push(column("probability"));
         }
-        // The same answers on one thread or three, each the model's own for its row.
+        // The same file on one thread or three (ids from the batch's name), each answer the
+        // model's own for its row.
         assert_eq!(outputs[0], outputs[1]);
+        assert!(files[0] == files[1], "the same bytes");
         let spec = PipelineSpec::from_yaml(SPEC).unwrap();
         for i in [0, 1, 4_999, 9_999] {
             let one =
@@ -235,7 +243,7 @@ mod tests {
     #[test]
     fn an_input_without_the_features_or_with_the_outputs_is_refused_before_scoring() {
         let model = model();
-        let scorer = Scorer { model: &model, version: 1, artifact_sha256: "ab" };
+        let scorer = Scorer { model: &model, version: 1, artifact_sha256: "ab", batch_id: "b2" };
         let refused =
             |csv: &str| score_to_parquet(&scorer, batches(csv.into()), 2, Vec::new(), |_| ()).unwrap_err().to_string();
         assert_eq!(refused("tenure,plan\n1,a\n"), "the input lacks the model's feature(s) `charges`, `contract`");
