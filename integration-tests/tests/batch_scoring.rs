@@ -207,3 +207,44 @@ async fn a_batch_job_on_the_queue_scores_a_stored_dataset_once_and_bad_requests_
     let completed = app.stored_events("mlops.events.batch.completed.>").await;
     assert_eq!(completed.len(), 1, "one announcement for one batch id");
 }
+
+/// An evaluator killed with SIGKILL in the middle of a batch job: the job goes to another replica
+/// once its ack wait passes, and one output results, announced once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluator_killed_mid_batch_hands_the_job_over_and_one_output_results() {
+    let mut app = TestApp::start_with(&[("MLOPS_JOB_ACK_WAIT_SECS", "3")]).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 51, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.pipeline == "churn").await;
+    // Rows enough that scoring takes seconds, stored as an upload stores them (only scored here).
+    let rows = 400_000;
+    let big = sample::csv(rows, 52, Variant::Normal);
+    let datasets = app.bus().await.objects(mlops_shared::bus::DATASETS_BUCKET).await.unwrap();
+    let dataset = datasets.put(big.as_bytes()).await.unwrap().to_string();
+    let job = serde_json::json!({"pipeline": "churn", "datasetId": dataset, "batchId": "big-1"});
+    request_batch(&app, "big-1", job).await;
+    let taken = wait_until(T, || async {
+        let consumers = app.consumers("MLOPS_EVENTS").await;
+        consumers.into_iter().find(|c| c.name == "evaluator-batch" && c.ack_pending == 1)
+    })
+    .await;
+    assert!(taken.is_some(), "no evaluator took the job");
+    app.stack.spawn("evaluator", "evaluator-2", &[("MLOPS_JOB_ACK_WAIT_SECS", "3")]).await.unwrap();
+    app.stack.wait_healthy(T).await.unwrap();
+    assert!(app.seen().iter().all(|s| s.kind != "batch.completed"), "the job finished before the kill");
+    app.stack.kill("evaluator").await.unwrap();
+
+    let seen = app.wait_event("batch.completed", 3 * T, |s| s.summary.contains("big-1")).await;
+    let mlops_shared::describe::Decoded::BatchCompleted(done) = seen.payload else { unreachable!() };
+    assert_eq!(done.rows, rows as u64);
+    let bucket = app.bus().await.objects(mlops_shared::bus::BATCHES_BUCKET).await.unwrap();
+    let output = bucket.get_verified(&mlops_shared::ids::Sha256::parse(done.output_sha256).unwrap()).await.unwrap();
+    let scored: usize = mlops_data::open(mlops_data::Source::Bytes(output.into()), "out.parquet", &Default::default())
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(scored, rows);
+    app.wait_settled("MLOPS_EVENTS", T).await;
+    assert_eq!(app.stored_events("mlops.events.batch.completed.>").await.len(), 1);
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty(), "nothing dead-lettered");
+}

@@ -45,6 +45,9 @@ pub struct Config {
     /// HTTP (/healthz, /metrics) and gRPC (`mlops.v1.Evaluator`) listen address.
     #[arg(long, env = "MLOPS_LISTEN", default_value = "127.0.0.1:9103")]
     pub listen: SocketAddr,
+    /// How long a batch job may go without a heartbeat before another replica gets it.
+    #[arg(long, env = "MLOPS_JOB_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -87,7 +90,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let registered = ConsumerSpec::events::<pb::ModelRegistered>("evaluator-registered");
     service.consume(registered, ev.clone(), |ev, e| async move { Ok(ev.on_registered(e).await?) });
     // Batch jobs: one at a time per replica, so queued jobs spread over the replicas.
-    let batch = ConsumerSpec { one_at_a_time: true, ..ConsumerSpec::events::<pb::BatchRequested>("evaluator-batch") };
+    let batch = ConsumerSpec {
+        one_at_a_time: true,
+        ack_wait: std::time::Duration::from_secs(config.ack_wait_secs.max(3)),
+        ..ConsumerSpec::events::<pb::BatchRequested>("evaluator-batch")
+    };
     service.consume(batch, ev.clone(), |ev, e| async move { Ok(ev.on_batch(e).await?) });
     let api = pb::evaluator_server::EvaluatorServer::new(staleness::Api(ev));
     service.serve(listener, Some(tonic::service::Routes::new(api).into_axum_router())).await
