@@ -165,6 +165,14 @@ async fn a_batch_job_on_the_queue_scores_a_stored_dataset_once_and_bad_requests_
         scored.to_str().unwrap(),
     ]);
     assert!(ok, "{said}{err}");
+    // The stored dataset by its id gives the same answers too.
+    let by_id = dir.join("by-id.parquet");
+    let (ok, said, err) =
+        app.mlops(&["score", "--pipeline", "churn", "--input", &dataset, "--out", by_id.to_str().unwrap()]);
+    assert!(ok && said.contains("1500 rows scored"), "{said}{err}");
+    let (ok, _, err) =
+        app.mlops(&["score", "--pipeline", "churn", "--input", "nope.csv", "--out", by_id.to_str().unwrap()]);
+    assert!(!ok && err.contains("nope.csv is neither a file nor a dataset id"), "{err}");
     let probabilities = |batches: &[arrow_array::RecordBatch]| -> Vec<f64> {
         batches
             .iter()
@@ -177,6 +185,7 @@ async fn a_batch_job_on_the_queue_scores_a_stored_dataset_once_and_bad_requests_
             .collect::<Result<_, _>>()
             .unwrap();
     assert_eq!(probabilities(&queued), probabilities(&read_parquet(&scored)));
+    assert_eq!(probabilities(&queued), probabilities(&read_parquet(&by_id)));
     let first_id = queued[0].column_by_name("prediction_id").unwrap().as_string::<i32>().value(0).to_owned();
     assert_eq!(first_id, "nightly-1-0");
 

@@ -19,8 +19,8 @@ pub(crate) struct ScoreArgs {
     /// The pipeline whose model scores the rows.
     #[arg(long)]
     pipeline: String,
-    /// The rows: CSV (plain, gzip or zstd), Parquet or JSON Lines, with a column per feature of
-    /// the model (other columns are kept as they are).
+    /// The rows: a file, CSV (plain, gzip or zstd), Parquet or JSON Lines, with a column per
+    /// feature of the model (other columns are kept as they are); or a stored dataset's id.
     #[arg(long)]
     input: PathBuf,
     /// Where to write the rows with `prediction_id`, `probability` and `label` (or `prediction`)
@@ -38,15 +38,14 @@ pub(crate) async fn run(args: ScoreArgs, nats: &NatsArgs, registry: &Remote) -> 
     let (bus, _) = super::runs::connect_runs(nats).await?;
     let sha = Sha256::parse(version.artifact_sha256.clone())?;
     let bytes = bus.objects(MODELS_BUCKET).await?.get_verified(&sha).await.context("the model's artifact")?;
-    let input = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
-    let name = args.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (input, name) = input(&args.input, &bus).await?;
     let out = args.out.clone();
     // Names the rows' prediction ids: `<batch id>-<row>`.
     let batch_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
     let done = tokio::task::spawn_blocking(move || -> anyhow::Result<mlops_data::Scored> {
         let model = mlops_onnx::Engine::from_env()?.load_verified(&bytes, &sha).map_err(anyhow::Error::msg)?;
-        let batches = mlops_data::open(mlops_data::Source::File(input), &name, &mlops_data::Limits::default())?;
+        let batches = mlops_data::open(input, &name, &mlops_data::Limits::default())?;
         let scorer = mlops_data::Scorer {
             model: model.as_ref(),
             version: version.version,
@@ -80,6 +79,24 @@ pub(crate) async fn run(args: ScoreArgs, nats: &NatsArgs, registry: &Remote) -> 
         args.out.display()
     );
     Ok(())
+}
+
+/// The rows to score and their name (for its format): the file `input`, or else the stored
+/// dataset it names, verified.
+async fn input(input: &std::path::Path, bus: &mlops_shared::bus::Bus) -> anyhow::Result<(mlops_data::Source, String)> {
+    let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match std::fs::File::open(input) {
+        Ok(file) => Ok((mlops_data::Source::File(file), name)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let Ok(sha) = Sha256::parse(input.to_string_lossy().into_owned()) else {
+                anyhow::bail!("{} is neither a file nor a dataset id", input.display());
+            };
+            let datasets = bus.objects(mlops_shared::bus::DATASETS_BUCKET).await?;
+            let bytes = datasets.get_verified(&sha).await.with_context(|| format!("dataset {sha}"))?;
+            Ok((mlops_data::Source::Bytes(bytes.into()), String::new()))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("opening {}", input.display()))),
+    }
 }
 
 /// The version `number` of `pipeline`, or the one in production.
