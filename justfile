@@ -96,6 +96,10 @@ bench-data:
 bench-serve: deps
     ./scripts/bench-serve.sh 10
 
+# Batch scoring: 10M rows x 20 features by logistic regression and boosted trees, against scikit-learn and MLflow (a throwaway venv).
+bench-batch:
+    ./scripts/bench-batch.sh 10000000
+
 # Training: logistic regression and boosted trees on 1M x 20 against scikit-learn and LightGBM (a throwaway venv).
 bench-train:
     ./scripts/bench-train.sh 1000000

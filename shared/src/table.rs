@@ -10,6 +10,24 @@ pub enum Value {
     Missing,
 }
 
+/// A [`Value`] seen where it is, without copying a category.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Num(f64),
+    Cat(&'a str),
+    Missing,
+}
+
+impl Value {
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            Self::Num(x) => ValueRef::Num(*x),
+            Self::Cat(c) => ValueRef::Cat(c),
+            Self::Missing => ValueRef::Missing,
+        }
+    }
+}
+
 /// One typed column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
@@ -22,6 +40,14 @@ impl Column {
         match self {
             Self::Numeric(v) => Self::Numeric(idx.iter().map(|&i| v[i]).collect()),
             Self::Categorical(v) => Self::Categorical(idx.iter().map(|&i| v[i].clone()).collect()),
+        }
+    }
+
+    /// Row `row`'s value, where it is.
+    pub fn value_ref(&self, row: usize) -> ValueRef<'_> {
+        match self {
+            Self::Numeric(v) => v[row].map_or(ValueRef::Missing, ValueRef::Num),
+            Self::Categorical(v) => v[row].as_deref().map_or(ValueRef::Missing, ValueRef::Cat),
         }
     }
 

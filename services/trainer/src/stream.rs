@@ -90,7 +90,9 @@ pub(crate) fn train(
     reference.rows = training_rows as u64;
     let d = preprocessing.width();
     let one_hot = preprocessing.one_hot_groups();
-    let row = |i: usize, out: &mut Vec<f64>| preprocessing.transform_into(&sample.row(i), out);
+    let row = |i: usize, out: &mut Vec<f64>| {
+        preprocessing.transform_values(sample.columns.iter().map(|c| c.value_ref(i)), out)
+    };
     let binner = Binner::new(&row, sample.rows, d, &one_hot, params.max_bins);
     drop(sample);
     progress(Progress { stage: "binning the training rows".into(), fraction: 0.1 });
@@ -150,7 +152,7 @@ fn bin(
         let labels = chunk.target.as_deref().unwrap_or_default();
         for (i, label) in labels.iter().enumerate().filter(|(i, _)| !held[first + i]) {
             values.clear();
-            preprocessing.transform_into(&chunk.row(i), &mut values);
+            preprocessing.transform_values(chunk.columns.iter().map(|c| c.value_ref(i)), &mut values);
             let at = y.len() * u;
             binner.code(&values, &mut codes[at..at + u]);
             y.push(*label);

@@ -100,7 +100,9 @@ fn train_whole(
         return Err(TrainError::OneClass);
     }
     let preprocessing = Preprocessor::fit(&spec.features, &train);
-    let row = |i: usize, out: &mut Vec<f64>| preprocessing.transform_into(&train.row(i), out);
+    let row = |i: usize, out: &mut Vec<f64>| {
+        preprocessing.transform_values(train.columns.iter().map(|c| c.value_ref(i)), out)
+    };
     let x = Inputs { n: train.rows, row: &row };
     let model =
         Model { algorithm: t.algorithm, task, width: preprocessing.width(), one_hot: preprocessing.one_hot_groups() };

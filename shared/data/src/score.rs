@@ -99,8 +99,13 @@ pub fn score_to_parquet(
         KeyValue::new("mlops.artifact_sha256".to_owned(), scorer.artifact_sha256.to_owned()),
         KeyValue::new("mlops.batch_id".to_owned(), scorer.batch_id.to_owned()),
     ];
+    // Snappy, as pandas writes; dictionaries only for the columns that repeat (scores and ids
+    // never do, and hashing every value for a dictionary that is then dropped costs the most).
     let props = WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled("label".into(), true)
+        .set_column_dictionary_enabled("model_version".into(), true)
         .set_key_value_metadata(Some(metadata))
         .build();
     let write = |e: parquet::errors::ParquetError| ScoreError::Write(e.to_string());
@@ -123,21 +128,15 @@ pub fn score_to_parquet(
     Ok(done)
 }
 
-/// Rows scored per call of the model.
-const ROWS_PER_CALL: usize = 4096;
+/// Rows below which a batch is scored on one thread.
+const PARALLEL_ROWS: usize = 4096;
 
 /// The model's answer for each row of `frame`, the rows split over `threads` threads; an error
-/// names the first row (in `frame`) of the call that failed.
+/// names the first row (in `frame`) of the part that failed.
 fn predict(model: &dyn Model, frame: &Frame, threads: usize) -> Result<Vec<Prediction>, (usize, ModelError)> {
-    let score = |rows: std::ops::Range<usize>| -> Result<Vec<Prediction>, (usize, ModelError)> {
-        let mut out = Vec::with_capacity(rows.len());
-        for start in rows.clone().step_by(ROWS_PER_CALL) {
-            let values: Vec<_> = (start..rows.end.min(start + ROWS_PER_CALL)).map(|i| frame.row(i)).collect();
-            out.extend(model.predict_rows(&values).map_err(|e| (start, e))?);
-        }
-        Ok(out)
-    };
-    let threads = threads.clamp(1, frame.rows.div_ceil(ROWS_PER_CALL).max(1));
+    let score =
+        |rows: std::ops::Range<usize>| model.predict_frame_rows(frame, rows.clone()).map_err(|e| (rows.start, e));
+    let threads = threads.clamp(1, frame.rows.div_ceil(PARALLEL_ROWS).max(1));
     if threads == 1 {
         return score(0..frame.rows);
     }

@@ -127,14 +127,34 @@ impl Parameters {
         }
     }
 
+    /// [`Self::raw`] of each row of `xs` (row-major, `width` values each) into `out`: the same
+    /// numbers, trees walked by a block of rows at a time.
+    pub fn raw_block(&self, xs: &[f64], width: usize, out: &mut [f64]) {
+        match self {
+            Self::GradientBoosting { base_score, trees } => {
+                // Summed in the order `raw` sums, from the same start.
+                out.fill(-0.0);
+                for t in trees {
+                    t.add_block(xs, width, out);
+                }
+                out.iter_mut().for_each(|z| *z += base_score);
+            }
+            _ => out.iter_mut().zip(xs.chunks(width)).for_each(|(z, x)| *z = self.raw(x)),
+        }
+    }
+
     /// The prediction for one preprocessed input vector: the probability of the positive class
     /// (classification), or the value (regression).
     pub fn score(&self, task: Task, x: &[f64]) -> f64 {
-        let z = self.raw(x);
-        match task {
-            Task::BinaryClassification => sigmoid(z),
-            Task::Regression => z,
-        }
+        link(task, self.raw(x))
+    }
+}
+
+/// The prediction for a raw output `z`: its sigmoid (classification), or itself (regression).
+fn link(task: Task, z: f64) -> f64 {
+    match task {
+        Task::BinaryClassification => sigmoid(z),
+        Task::Regression => z,
     }
 }
 
@@ -183,6 +203,18 @@ pub trait Model: Send + Sync {
     /// The answers for rows of raw feature values in manifest order, one per row.
     fn predict_rows(&self, rows: &[Vec<Value>]) -> Result<Vec<Prediction>, ModelError>;
 
+    /// The answers for rows `rows` of `frame` (its columns in manifest order): [`Self::predict_rows`]
+    /// on them, a few thousand at a time, unless the model reads a frame as it is.
+    fn predict_frame_rows(&self, frame: &Frame, rows: std::ops::Range<usize>) -> Result<Vec<Prediction>, ModelError> {
+        const CALL: usize = 4096;
+        let mut out = Vec::with_capacity(rows.len());
+        for start in rows.clone().step_by(CALL) {
+            let values: Vec<_> = (start..rows.end.min(start + CALL)).map(|i| frame.row(i)).collect();
+            out.extend(self.predict_rows(&values)?);
+        }
+        Ok(out)
+    }
+
     /// What runs it, as OIP metadata names it (`platform`).
     fn platform(&self) -> String {
         format!("mlops/{}", self.manifest().algorithm)
@@ -201,15 +233,9 @@ pub enum ModelError {
 }
 
 impl dyn Model {
-    /// The score of every row of `frame`, in batches.
+    /// The score of every row of `frame`.
     pub fn predict_frame(&self, frame: &Frame) -> Result<Vec<f64>, ModelError> {
-        const BATCH: usize = 4096;
-        let mut scores = Vec::with_capacity(frame.rows);
-        for start in (0..frame.rows).step_by(BATCH) {
-            let rows: Vec<_> = (start..frame.rows.min(start + BATCH)).map(|i| frame.row(i)).collect();
-            scores.extend(self.predict_rows(&rows)?.into_iter().map(|p| p.score));
-        }
-        Ok(scores)
+        Ok(self.predict_frame_rows(frame, 0..frame.rows)?.into_iter().map(|p| p.score).collect())
     }
 }
 
@@ -220,6 +246,27 @@ impl Model for Artifact {
 
     fn predict_rows(&self, rows: &[Vec<Value>]) -> Result<Vec<Prediction>, ModelError> {
         Ok(rows.iter().map(|row| self.predict(row)).collect())
+    }
+
+    /// Rows preprocessed where they are in the frame, a block at a time into one buffer (no row
+    /// is copied), and scored a block at a time: the same answers as [`Self::predict`].
+    fn predict_frame_rows(&self, frame: &Frame, rows: std::ops::Range<usize>) -> Result<Vec<Prediction>, ModelError> {
+        const BLOCK: usize = 256;
+        let (width, task) = (self.preprocessing.width(), self.manifest.target.task);
+        let mut xs = Vec::with_capacity(width * BLOCK);
+        let mut raw = vec![0.0; BLOCK];
+        let mut out = Vec::with_capacity(rows.len());
+        for start in rows.clone().step_by(BLOCK) {
+            let block = start..rows.end.min(start + BLOCK);
+            xs.clear();
+            for i in block.clone() {
+                self.preprocessing.transform_values(frame.columns.iter().map(|c| c.value_ref(i)), &mut xs);
+            }
+            let raw = &mut raw[..block.len()];
+            self.parameters.raw_block(&xs, width, raw);
+            out.extend(raw.iter().map(|&z| Prediction::of(task, link(task, z))));
+        }
+        Ok(out)
     }
 }
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{Encoding, FeatureKind, FeatureSpec, Impute};
-use crate::table::{Column, Frame, Value};
+use crate::table::{Column, Frame, Value, ValueRef};
 
 /// How one feature becomes model inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,25 +99,30 @@ impl Preprocessor {
 
     /// Appends the model inputs for one row (values in spec order) to `out`.
     pub fn transform_into(&self, row: &[Value], out: &mut Vec<f64>) {
+        self.transform_values(row.iter().map(Value::as_ref), out);
+    }
+
+    /// [`Self::transform_into`] for values seen where they are (a frame's row, without copying it).
+    pub fn transform_values<'a>(&self, row: impl Iterator<Item = ValueRef<'a>>, out: &mut Vec<f64>) {
         for (t, v) in self.transforms.iter().zip(row) {
             match t {
                 FeatureTransform::Standardize { mean, std, fill, .. } => {
                     let x = match v {
-                        Value::Num(x) if x.is_finite() => *x,
+                        ValueRef::Num(x) if x.is_finite() => x,
                         _ => fill.unwrap_or(*mean),
                     };
                     out.push((x - mean) / std);
                 }
                 FeatureTransform::Ordinal { categories, .. } => {
                     let at = match v {
-                        Value::Cat(c) => categories.iter().position(|k| k == c),
+                        ValueRef::Cat(c) => categories.iter().position(|k| k == c),
                         _ => None,
                     };
                     out.push(at.map_or(-1.0, |i| i as f64));
                 }
                 FeatureTransform::OneHot { categories, .. } => {
                     let hit = match v {
-                        Value::Cat(c) => categories.iter().position(|k| k == c),
+                        ValueRef::Cat(c) => categories.iter().position(|k| k == c),
                         _ => None,
                     };
                     out.extend((0..categories.len()).map(|i| if Some(i) == hit { 1.0 } else { 0.0 }));
@@ -130,7 +135,7 @@ impl Preprocessor {
     pub fn transform_frame(&self, frame: &Frame) -> Vec<f64> {
         let mut out = Vec::with_capacity(frame.rows * self.width());
         for i in 0..frame.rows {
-            self.transform_into(&frame.row(i), &mut out);
+            self.transform_values(frame.columns.iter().map(|c| c.value_ref(i)), &mut out);
         }
         out
     }

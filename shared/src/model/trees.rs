@@ -34,6 +34,40 @@ impl Tree {
         }
     }
 
+    /// Adds the tree's output for each row of `xs` (row-major, `width` values each) to `out`, as
+    /// [`Self::eval`] gives it: the rows of a block walk the tree together, a level at a time, so
+    /// that one row's wait on memory or mispredicted branch overlaps the others'.
+    pub fn add_block(&self, xs: &[f64], width: usize, out: &mut [f64]) {
+        if self.feature.is_empty() {
+            let leaf = self.leaf.first().copied().unwrap_or(0.0);
+            out.iter_mut().for_each(|o| *o += leaf);
+            return;
+        }
+        const BLOCK: usize = 16;
+        // One length for the four arrays, checked once per node visit.
+        let inner = self.feature.len();
+        let (threshold, left, right) = (&self.threshold[..inner], &self.left[..inner], &self.right[..inner]);
+        for (rows, outs) in xs.chunks(width * BLOCK).zip(out.chunks_mut(BLOCK)) {
+            let mut at = [0i32; BLOCK];
+            let mut walking = true;
+            while walking {
+                walking = false;
+                for (row, node) in rows.chunks(width).zip(at.iter_mut()) {
+                    if *node < 0 {
+                        continue;
+                    }
+                    let n = (*node as usize).min(inner - 1);
+                    let v = row.get(self.feature[n] as usize).copied().unwrap_or(f64::NAN);
+                    *node = if v <= threshold[n] { left[n] } else { right[n] };
+                    walking |= *node >= 0;
+                }
+            }
+            for (o, &leaf) in outs.iter_mut().zip(&at) {
+                *o += self.leaf[(!leaf) as usize];
+            }
+        }
+    }
+
     /// Whether the arrays describe a well-formed tree over `width` inputs.
     pub fn check(&self, width: usize) -> Result<(), String> {
         let n = self.feature.len();
@@ -64,6 +98,34 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_of_rows_gets_what_each_row_gets_alone() {
+        // A full tree of depth 5 over 3 inputs, thresholds and leaves from a small generator;
+        // rows with missing (NaN) values, ties on thresholds, and a last block not full.
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let inner: i32 = 31;
+        // Node i's children are 2i + 1 and 2i + 2, leaves past the inner nodes.
+        let child = |c: i32| if c < inner { c } else { !(c - inner) };
+        let tree = Tree {
+            feature: (0..inner).map(|i| (i % 3) as u32).collect(),
+            threshold: (0..inner).map(|_| (next() * 4.0).round() / 2.0).collect(),
+            left: (0..inner).map(|i| child(2 * i + 1)).collect(),
+            right: (0..inner).map(|i| child(2 * i + 2)).collect(),
+            leaf: (0..=inner).map(|_| next() - 0.5).collect(),
+        };
+        tree.check(3).unwrap();
+        let xs: Vec<f64> =
+            (0..3 * 53).map(|i| if i % 11 == 0 { f64::NAN } else { (next() * 4.0).round() / 2.0 }).collect();
+        let mut block = vec![1.0; 53];
+        tree.add_block(&xs, 3, &mut block);
+        let alone: Vec<f64> = xs.chunks(3).map(|x| 1.0 + tree.eval(x)).collect();
+        assert_eq!(block, alone);
+    }
 
     #[test]
     fn walks_to_the_right_leaf_and_refuses_malformed_trees() {
