@@ -72,10 +72,18 @@ async fn a_file_scored_in_bulk_gets_the_answers_served_online_and_bad_input_is_r
     ids.dedup();
     assert_eq!(ids.len(), 300, "one prediction id per row");
 
-    // A version by number gives the same answers.
+    // A version by number gives the same answers; --keep keeps only the columns named.
     let again = dir.join("again.parquet");
-    let (ok, said, err) = score(&input, &again, &["--version", "1"]);
+    let (ok, said, err) = score(&input, &again, &["--version", "1", "--keep", "customer_id"]);
     assert!(ok && said.contains("churn@1"), "{said}{err}");
+    let kept = read_parquet(&again);
+    let names: Vec<String> = kept[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["customer_id", "prediction_id", "probability", "label", "model_version"]);
+    let again: Vec<f64> = kept
+        .iter()
+        .flat_map(|b| b.column_by_name("probability").unwrap().as_primitive::<Float64Type>().values().to_vec())
+        .collect();
+    assert_eq!(again, probability);
 
     // Refused, naming the problem, with no output written.
     let partial = dir.join("partial.csv");

@@ -30,6 +30,10 @@ pub(crate) struct ScoreArgs {
     /// The version that scores; by default the one in production.
     #[arg(long)]
     version: Option<u64>,
+    /// The input's columns to keep in the output (an id, say), comma-separated; by default all.
+    /// `--keep ''` keeps none: the answers alone, in the input's order.
+    #[arg(long, value_delimiter = ',')]
+    keep: Option<Vec<String>>,
 }
 
 /// Scores the file and prints what was done.
@@ -40,6 +44,7 @@ pub(crate) async fn run(args: ScoreArgs, nats: &NatsArgs, registry: &Remote) -> 
     let bytes = bus.objects(MODELS_BUCKET).await?.get_verified(&sha).await.context("the model's artifact")?;
     let (input, name) = input(&args.input, &bus).await?;
     let out = args.out.clone();
+    let keep: Option<Vec<String>> = args.keep.clone().map(|k| k.into_iter().filter(|c| !c.is_empty()).collect());
     // Names the rows' prediction ids: `<batch id>-<row>`.
     let batch_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
@@ -51,6 +56,7 @@ pub(crate) async fn run(args: ScoreArgs, nats: &NatsArgs, registry: &Remote) -> 
             version: version.version,
             artifact_sha256: sha.as_str(),
             batch_id: &batch_id,
+            keep: keep.as_deref(),
         };
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         // Written beside the output and renamed once whole: a failure leaves no half file.

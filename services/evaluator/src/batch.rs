@@ -48,6 +48,7 @@ impl Evaluator {
                 version: number,
                 artifact_sha256: &sha,
                 batch_id: &batch_id,
+                keep: None,
             };
             let threads = std::thread::available_parallelism().map_or(1, usize::from);
             let mut out = Vec::new();

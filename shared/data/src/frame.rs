@@ -4,6 +4,8 @@ use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec, TargetSpec, Tas
 use mlops_shared::table::{Column, Frame, parse_number};
 
 use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray as _;
+use arrow_array::types::Float64Type;
 
 use crate::cell::{Cell, ColumnView, text, view};
 use crate::read::{Batches, DataError, Source};
@@ -82,6 +84,14 @@ impl<'s> FrameChunks<'s> {
             match col {
                 Column::Numeric(values) => {
                     values.reserve(batch.num_rows());
+                    // Doubles (Parquet's usual numeric column) taken as they are.
+                    if let Some(doubles) = batch.column(i).as_primitive_opt::<Float64Type>() {
+                        if let Some(row) = doubles.iter().position(|v| v.is_some_and(|v| !v.is_finite())) {
+                            return Err(bad(row, format!("{} is not a finite number", doubles.value(row))));
+                        }
+                        values.extend(doubles.iter());
+                        continue;
+                    }
                     for row in 0..batch.num_rows() {
                         values.push(match column.get(row) {
                             Cell::Null => None,

@@ -24,6 +24,8 @@ pub enum ScoreError {
     MissingFeatures(Vec<String>),
     #[error("the input already has the output column(s) {}", names(.0))]
     OutputClash(Vec<String>),
+    #[error("the input has no column(s) {} to keep", names(.0))]
+    NoSuchColumns(Vec<String>),
     #[error("{0}")]
     Data(#[from] DataError),
     #[error("row {row}: {source}")]
@@ -43,6 +45,8 @@ pub struct Scorer<'m> {
     pub version: u64,
     pub artifact_sha256: &'m str,
     pub batch_id: &'m str,
+    /// The input's columns the output keeps, in this order; `None` keeps them all.
+    pub keep: Option<&'m [String]>,
 }
 
 /// What a batch scoring did.
@@ -84,15 +88,27 @@ pub fn score_to_parquet(
     if !missing.is_empty() {
         return Err(ScoreError::MissingFeatures(missing));
     }
+    let kept: Vec<usize> = match scorer.keep {
+        None => (0..input.fields().len()).collect(),
+        Some(names) => {
+            let absent: Vec<String> = names.iter().filter(|n| input.index_of(n).is_err()).cloned().collect();
+            if !absent.is_empty() {
+                return Err(ScoreError::NoSuchColumns(absent));
+            }
+            names.iter().filter_map(|n| input.index_of(n).ok()).collect()
+        }
+    };
     let outputs = output_fields(manifest.target.task);
-    let clash: Vec<String> =
-        outputs.iter().filter(|f| input.index_of(f.name()).is_ok()).map(|f| f.name().clone()).collect();
+    let clash: Vec<String> = outputs
+        .iter()
+        .filter(|f| kept.iter().any(|&i| input.field(i).name() == f.name()))
+        .map(|f| f.name().clone())
+        .collect();
     if !clash.is_empty() {
         return Err(ScoreError::OutputClash(clash));
     }
-    let schema: SchemaRef = Arc::new(Schema::new(
-        input.fields().iter().cloned().chain(outputs.into_iter().map(Arc::new)).collect::<Vec<_>>(),
-    ));
+    let fields = kept.iter().map(|&i| input.fields()[i].clone()).chain(outputs.into_iter().map(Arc::new));
+    let schema: SchemaRef = Arc::new(Schema::new(fields.collect::<Vec<_>>()));
     let metadata = vec![
         KeyValue::new("mlops.pipeline".to_owned(), manifest.pipeline.clone()),
         KeyValue::new("mlops.model_version".to_owned(), scorer.version.to_string()),
@@ -116,7 +132,7 @@ pub fn score_to_parquet(
         let (batch, frame) = chunk?;
         let predictions = predict(scorer.model, &frame, threads)
             .map_err(|(row, source)| ScoreError::Model { row: done.rows + row as u64 + 1, source })?;
-        let mut columns = batch.columns().to_vec();
+        let mut columns: Vec<ArrayRef> = kept.iter().map(|&i| batch.column(i).clone()).collect();
         columns.extend(answers(scorer, done.rows, &predictions));
         let out = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ScoreError::Write(e.to_string()))?;
         writer.write(&out).map_err(write)?;
@@ -202,7 +218,7 @@ mod tests {
         let csv: String = std::iter::once("customer,tenure,charges,contract\n".to_owned())
             .chain((0..10_000).map(|i| format!("c{i},{}\n", row(i))))
             .collect();
-        let scorer = Scorer { model: &model, version: 7, artifact_sha256: "ab", batch_id: "b1" };
+        let scorer = Scorer { model: &model, version: 7, artifact_sha256: "ab", batch_id: "b1", keep: None };
         let mut outputs = Vec::new();
         let mut files = Vec::new();
         for threads in [1, 3] {
@@ -242,7 +258,7 @@ mod tests {
     #[test]
     fn an_input_without_the_features_or_with_the_outputs_is_refused_before_scoring() {
         let model = model();
-        let scorer = Scorer { model: &model, version: 1, artifact_sha256: "ab", batch_id: "b2" };
+        let mut scorer = Scorer { model: &model, version: 1, artifact_sha256: "ab", batch_id: "b2", keep: None };
         let refused =
             |csv: &str| score_to_parquet(&scorer, batches(csv.into()), 2, Vec::new(), |_| ()).unwrap_err().to_string();
         assert_eq!(refused("tenure,plan\n1,a\n"), "the input lacks the model's feature(s) `charges`, `contract`");
@@ -254,5 +270,24 @@ mod tests {
             refused("tenure,charges,contract\n1,2,monthly\nlots,2,monthly\n"),
             "row 2, column `tenure`: \"lots\" is not a number"
         );
+        // Only the columns asked for are kept; one that is not there is named; a kept column
+        // clashes, one left out does not.
+        let keep = ["id".to_owned()];
+        let mut bytes = Vec::new();
+        scorer.keep = Some(&keep);
+        score_to_parquet(
+            &scorer,
+            batches("id,tenure,charges,contract,label\n7,1,2,monthly,x\n".into()),
+            1,
+            &mut bytes,
+            |_| (),
+        )
+        .unwrap();
+        let out = open(Source::Bytes(bytes.into()), "o.parquet", &Limits::default()).unwrap();
+        let names: Vec<String> = out.schema.fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["id", "prediction_id", "probability", "label", "model_version"]);
+        let refused =
+            |csv: &str| score_to_parquet(&scorer, batches(csv.into()), 2, Vec::new(), |_| ()).unwrap_err().to_string();
+        assert_eq!(refused("tenure,charges,contract\n1,2,monthly\n"), "the input has no column(s) `id` to keep");
     }
 }

@@ -127,19 +127,14 @@ impl Parameters {
         }
     }
 
-    /// [`Self::raw`] of each row of `xs` (row-major, `width` values each) into `out`: the same
-    /// numbers, trees walked by a block of rows at a time.
-    pub fn raw_block(&self, xs: &[f64], width: usize, out: &mut [f64]) {
-        match self {
-            Self::GradientBoosting { base_score, trees } => {
-                // Summed in the order `raw` sums, from the same start.
-                out.fill(-0.0);
-                for t in trees {
-                    t.add_block(xs, width, out);
-                }
-                out.iter_mut().for_each(|z| *z += base_score);
-            }
-            _ => out.iter_mut().zip(xs.chunks(width)).for_each(|(z, x)| *z = self.raw(x)),
+    /// The parameters laid out for scoring many rows ([`BlockScorer`]).
+    pub fn for_blocks(&self) -> BlockScorer<'_> {
+        BlockScorer {
+            parameters: self,
+            trees: match self {
+                Self::GradientBoosting { trees, .. } => trees.iter().map(Tree::packed).collect(),
+                _ => Vec::new(),
+            },
         }
     }
 
@@ -147,6 +142,30 @@ impl Parameters {
     /// (classification), or the value (regression).
     pub fn score(&self, task: Task, x: &[f64]) -> f64 {
         link(task, self.raw(x))
+    }
+}
+
+/// [`Parameters`] scoring a block of rows at a time, trees laid out for it.
+pub struct BlockScorer<'a> {
+    parameters: &'a Parameters,
+    trees: Vec<trees::PackedTree>,
+}
+
+impl BlockScorer<'_> {
+    /// [`Parameters::raw`] of each row of `xs` (row-major, `width` values each) into `out`: the
+    /// same numbers, trees walked by a block of rows at a time.
+    pub fn raw_block(&self, xs: &[f64], width: usize, out: &mut [f64]) {
+        match self.parameters {
+            Parameters::GradientBoosting { base_score, .. } => {
+                // Summed in the order `raw` sums, from the same start.
+                out.fill(-0.0);
+                for t in &self.trees {
+                    t.add_block(xs, width, out);
+                }
+                out.iter_mut().for_each(|z| *z += base_score);
+            }
+            p => out.iter_mut().zip(xs.chunks(width)).for_each(|(z, x)| *z = p.raw(x)),
+        }
     }
 }
 
@@ -256,6 +275,7 @@ impl Model for Artifact {
         let mut xs = Vec::with_capacity(width * BLOCK);
         let mut raw = vec![0.0; BLOCK];
         let mut out = Vec::with_capacity(rows.len());
+        let scorer = self.parameters.for_blocks();
         for start in rows.clone().step_by(BLOCK) {
             let block = start..rows.end.min(start + BLOCK);
             xs.clear();
@@ -263,7 +283,7 @@ impl Model for Artifact {
                 self.preprocessing.transform_values(frame.columns.iter().map(|c| c.value_ref(i)), &mut xs);
             }
             let raw = &mut raw[..block.len()];
-            self.parameters.raw_block(&xs, width, raw);
+            scorer.raw_block(&xs, width, raw);
             out.extend(raw.iter().map(|&z| Prediction::of(task, link(task, z))));
         }
         Ok(out)
