@@ -525,6 +525,11 @@ pub fn labels_event(pipeline: &str, labels: &[(&str, &str)]) -> mlops_proto::Lab
     }
 }
 
+/// The reason a dead-lettered message carries (its `mlops-dlq-reason` header).
+pub fn dlq_reason(m: &async_nats::jetstream::Message) -> String {
+    m.headers.as_ref().and_then(|h| h.get("mlops-dlq-reason")).map(|v| v.to_string()).unwrap_or_default()
+}
+
 /// Rows of customers as OIP v2 REST request JSON rows.
 pub fn rows_json(customers: &[sample::Customer]) -> serde_json::Value {
     serde_json::Value::Array(

@@ -5,14 +5,10 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use mlops_cli::events::Decoded;
-use mlops_integration_tests::{TestApp, sample, wait_until};
+use mlops_integration_tests::{TestApp, dlq_reason, sample, wait_until};
 use sample::Variant;
 
 const T: Duration = Duration::from_secs(60);
-
-fn dlq_reason(m: &async_nats::jetstream::Message) -> String {
-    m.headers.as_ref().and_then(|h| h.get("mlops-dlq-reason")).map(|v| v.to_string()).unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_from_outside_are_checked_and_dead_lettered_with_reasons() {

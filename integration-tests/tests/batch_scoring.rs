@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arrow_array::cast::AsArray as _;
 use arrow_array::types::{Float64Type, UInt64Type};
-use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use mlops_integration_tests::{TestApp, client, dlq_reason, rows_json, sample, wait_until};
 use sample::Variant;
 
 const T: Duration = Duration::from_secs(90);
@@ -136,10 +136,6 @@ async fn request_batch(app: &TestApp, msg_id: &str, body: serde_json::Value) {
         .unwrap();
 }
 
-fn dlq_reason(m: &async_nats::jetstream::Message) -> String {
-    m.headers.as_ref().and_then(|h| h.get("mlops-dlq-reason")).map(|v| v.to_string()).unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_job_on_the_queue_scores_a_stored_dataset_once_and_bad_requests_are_dead_lettered() {
     let app = TestApp::start().await;
@@ -163,23 +159,16 @@ async fn a_batch_job_on_the_queue_scores_a_stored_dataset_once_and_bad_requests_
     std::fs::create_dir_all(&dir).unwrap();
     let (input, scored) = (dir.join("rows.csv"), dir.join("scored.parquet"));
     std::fs::write(&input, &csv).unwrap();
-    let (ok, said, err) = app.mlops(&[
-        "score",
-        "--pipeline",
-        "churn",
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        scored.to_str().unwrap(),
-    ]);
+    let score = |input: &str, out: &std::path::Path| {
+        app.mlops(&["score", "--pipeline", "churn", "--input", input, "--out", out.to_str().unwrap()])
+    };
+    let (ok, said, err) = score(input.to_str().unwrap(), &scored);
     assert!(ok, "{said}{err}");
     // The stored dataset by its id gives the same answers too.
     let by_id = dir.join("by-id.parquet");
-    let (ok, said, err) =
-        app.mlops(&["score", "--pipeline", "churn", "--input", &dataset, "--out", by_id.to_str().unwrap()]);
+    let (ok, said, err) = score(&dataset, &by_id);
     assert!(ok && said.contains("1500 rows scored"), "{said}{err}");
-    let (ok, _, err) =
-        app.mlops(&["score", "--pipeline", "churn", "--input", "nope.csv", "--out", by_id.to_str().unwrap()]);
+    let (ok, _, err) = score("nope.csv", &by_id);
     assert!(!ok && err.contains("nope.csv is neither a file nor a dataset id"), "{err}");
     let probabilities = |batches: &[arrow_array::RecordBatch]| -> Vec<f64> {
         batches

@@ -223,16 +223,11 @@ async fn training_sets_are_correct_in_time_and_bad_batches_and_breaking_changes_
         .collect();
     std::fs::write(&entities, csv).unwrap();
     let out_file = dir.join("training.parquet");
-    let (ok, out, err) = app.mlops(&[
-        "features",
-        "training-set",
-        "--entities",
-        entities.to_str().unwrap(),
-        "--features",
-        "customer_stats:spend_30d,customer_stats:segment",
-        "--out",
-        out_file.to_str().unwrap(),
-    ]);
+    let training_set = |features: &str| {
+        let (entities, out) = (entities.to_str().unwrap(), out_file.to_str().unwrap());
+        app.mlops(&["features", "training-set", "--entities", entities, "--features", features, "--out", out])
+    };
+    let (ok, out, err) = training_set("customer_stats:spend_30d,customer_stats:segment");
     assert!(ok, "{out}{err}");
     assert!(
         out.contains("customer_stats: 3 rows matched, 1 of entities it has never seen, 3 with no value then"),
@@ -282,15 +277,6 @@ async fn training_sets_are_correct_in_time_and_bad_batches_and_breaking_changes_
     let offline = app.bus().await.js.get_object_store(mlops_shared::bus::FEATURES_BUCKET).await.unwrap();
     let damaged = "customer_stats/9999999999999-damaged.parquet";
     offline.put(damaged, &mut &b"not parquet"[..]).await.unwrap();
-    let (ok, out, err) = app.mlops(&[
-        "features",
-        "training-set",
-        "--entities",
-        entities.to_str().unwrap(),
-        "--features",
-        "customer_stats:spend_30d",
-        "--out",
-        out_file.to_str().unwrap(),
-    ]);
+    let (ok, out, err) = training_set("customer_stats:spend_30d");
     assert!(!ok && err.contains(&format!("{damaged}: unreadable Parquet")), "{out}{err}");
 }
