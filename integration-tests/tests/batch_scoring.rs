@@ -186,8 +186,14 @@ async fn a_batch_job_on_the_queue_scores_a_stored_dataset_once_and_bad_requests_
     let first_id = queued[0].column_by_name("prediction_id").unwrap().as_string::<i32>().value(0).to_owned();
     assert_eq!(first_id, "nightly-1-0");
 
-    // Asked again (another message, the same batch id): done once, announced once.
+    // Asked again (another message, the same batch id): not scored again; announced again with
+    // the same message id, so the stream keeps one. The batch id for another dataset is refused.
     request_batch(&app, "b-2", job).await;
+    let other = sample::csv(10, 42, Variant::Normal);
+    let other = app.bus().await.objects(mlops_shared::bus::DATASETS_BUCKET).await.unwrap().put(other.as_bytes()).await;
+    let reused =
+        serde_json::json!({"pipeline": "churn", "datasetId": other.unwrap().to_string(), "batchId": "nightly-1"});
+    request_batch(&app, "b-6", reused).await;
     // Bad requests, each dead-lettered with its reason.
     let missing = "0".repeat(64);
     request_batch(&app, "b-3", serde_json::json!({"pipeline": "churn", "datasetId": missing, "batchId": "x"})).await;
@@ -201,17 +207,23 @@ async fn a_batch_job_on_the_queue_scores_a_stored_dataset_once_and_bad_requests_
         .await;
     let dead = wait_until(T, || async {
         let d = app.stored("MLOPS_DLQ", "mlops.dlq.>").await;
-        (d.len() >= 3).then_some(d)
+        (d.len() >= 4).then_some(d)
     })
     .await
     .expect("the bad requests dead-lettered");
     let reasons: Vec<String> = dead.iter().map(dlq_reason).collect();
-    for needle in ["not found in bucket datasets", "has no version 99", "`batchId` \"no/slash\""] {
+    let needles =
+        ["not found in bucket datasets", "has no version 99", "`batchId` \"no/slash\"", "already names another job"];
+    for needle in needles {
         assert!(reasons.iter().any(|r| r.contains(needle)), "no DLQ reason mentions {needle:?}: {reasons:?}");
     }
     app.wait_settled("MLOPS_EVENTS", T).await;
     let completed = app.stored_events("mlops.events.batch.completed.>").await;
     assert_eq!(completed.len(), 1, "one announcement for one batch id");
+    // Scored once: the evaluator counted the rows of one job.
+    let metrics = reqwest::get(format!("{}/metrics", app.stack.url("evaluator"))).await.unwrap().text().await.unwrap();
+    let rows = metrics.lines().find(|l| l.starts_with("mlops_batch_rows_total")).unwrap_or_default().to_owned();
+    assert!(rows.ends_with(" 1500"), "{rows}");
 }
 
 /// An evaluator killed with SIGKILL in the middle of a batch job: the job goes to another replica
@@ -235,10 +247,9 @@ async fn an_evaluator_killed_mid_batch_hands_the_job_over_and_one_output_results
     })
     .await;
     assert!(taken.is_some(), "no evaluator took the job");
-    app.stack.spawn("evaluator", "evaluator-2", &[("MLOPS_JOB_ACK_WAIT_SECS", "3")]).await.unwrap();
-    app.stack.wait_healthy(T).await.unwrap();
-    assert!(app.seen().iter().all(|s| s.kind != "batch.completed"), "the job finished before the kill");
     app.stack.kill("evaluator").await.unwrap();
+    assert!(app.seen().iter().all(|s| s.kind != "batch.completed"), "the job finished before the kill");
+    app.stack.spawn("evaluator", "evaluator-2", &[("MLOPS_JOB_ACK_WAIT_SECS", "3")]).await.unwrap();
 
     let seen = app.wait_event("batch.completed", 3 * T, |s| s.summary.contains("big-1")).await;
     let mlops_shared::describe::Decoded::BatchCompleted(done) = seen.payload else { unreachable!() };
@@ -252,5 +263,10 @@ async fn an_evaluator_killed_mid_batch_hands_the_job_over_and_one_output_results
     assert_eq!(scored, rows);
     app.wait_settled("MLOPS_EVENTS", T).await;
     assert_eq!(app.stored_events("mlops.events.batch.completed.>").await.len(), 1);
+    // The second evaluator scored it: the job was handed over.
+    let second = app.stack.url_of("evaluator-2").unwrap();
+    let metrics = reqwest::get(format!("{second}/metrics")).await.unwrap().text().await.unwrap();
+    let scored_rows = metrics.lines().find(|l| l.starts_with("mlops_batch_rows_total")).unwrap_or_default().to_owned();
+    assert!(scored_rows.ends_with(&format!(" {rows}")), "{scored_rows}");
     assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty(), "nothing dead-lettered");
 }

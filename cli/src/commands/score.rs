@@ -20,7 +20,7 @@ pub(crate) struct ScoreArgs {
     #[arg(long)]
     pipeline: String,
     /// The rows: a file, CSV (plain, gzip or zstd), Parquet or JSON Lines, with a column per
-    /// feature of the model (other columns are kept as they are); or a stored dataset's id.
+    /// feature of the model (other columns may ride along, see --keep); or a stored dataset's id.
     #[arg(long)]
     input: PathBuf,
     /// Where to write the rows with `prediction_id`, `probability` and `label` (or `prediction`)
@@ -44,7 +44,16 @@ pub(crate) async fn run(args: ScoreArgs, nats: &NatsArgs, registry: &Remote) -> 
     let bytes = bus.objects(MODELS_BUCKET).await?.get_verified(&sha).await.context("the model's artifact")?;
     let (input, name) = input(&args.input, &bus).await?;
     let out = args.out.clone();
-    let keep: Option<Vec<String>> = args.keep.clone().map(|k| k.into_iter().filter(|c| !c.is_empty()).collect());
+    // Each column once, in the order first named.
+    let keep: Option<Vec<String>> = args.keep.clone().map(|names| {
+        let mut keep: Vec<String> = Vec::new();
+        for name in names.into_iter().filter(|c| !c.is_empty()) {
+            if !keep.contains(&name) {
+                keep.push(name);
+            }
+        }
+        keep
+    });
     // Names the rows' prediction ids: `<batch id>-<row>`.
     let batch_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();

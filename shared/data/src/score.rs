@@ -1,5 +1,6 @@
 //! Batch scoring: every row of a dataset scored by a model, streamed batch by batch, and written
-//! as Parquet: the input's columns as they were, then the model's answers as the deployer gives
+//! as Parquet: the input's columns as they were (or those asked for), then the model's answers as
+//! the deployer gives
 //! them online (`prediction_id`, `probability` or `prediction`, `label` for a classifier) and the
 //! version that gave them.
 

@@ -123,7 +123,8 @@ impl Parameters {
             Self::Logistic { intercept, weights } | Self::Linear { intercept, weights } => {
                 intercept + weights.iter().zip(x).map(|(w, v)| w * v).sum::<f64>()
             }
-            Self::GradientBoosting { base_score, trees } => base_score + trees.iter().map(|t| t.eval(x)).sum::<f64>(),
+            // Summed from -0.0, in tree order: `BlockScorer::raw_block` sums the same way.
+            Self::GradientBoosting { base_score, trees } => base_score + trees.iter().fold(-0.0, |z, t| z + t.eval(x)),
         }
     }
 
@@ -155,6 +156,11 @@ impl BlockScorer<'_> {
     /// [`Parameters::raw`] of each row of `xs` (row-major, `width` values each) into `out`: the
     /// same numbers, trees walked by a block of rows at a time.
     pub fn raw_block(&self, xs: &[f64], width: usize, out: &mut [f64]) {
+        if width == 0 {
+            // A model of no inputs answers every row alike.
+            out.fill(self.parameters.raw(&[]));
+            return;
+        }
         match self.parameters {
             Parameters::GradientBoosting { base_score, .. } => {
                 // Summed in the order `raw` sums, from the same start.
@@ -428,6 +434,44 @@ mod tests {
     use super::*;
     use crate::spec::{PipelineSpec, tests::SPEC};
     use crate::table::Column;
+
+    #[test]
+    fn a_frame_scored_in_blocks_gets_each_row_s_own_answer_bit_for_bit() {
+        // Boosted trees (one of depth two, one a lone leaf) and a non-zero base score; rows with
+        // missing values; a range that starts inside the frame and is not a whole number of blocks.
+        let mut a = artifact();
+        let width = a.preprocessing.width();
+        let split = |feature: u32, threshold: f64, left: i32, right: i32| (feature, threshold, left, right);
+        let nodes = [split(0, 0.1, 1, !0), split(1 % width as u32, -0.3, !1, !2)];
+        let tree = Tree {
+            feature: nodes.iter().map(|n| n.0).collect(),
+            threshold: nodes.iter().map(|n| n.1).collect(),
+            left: nodes.iter().map(|n| n.2).collect(),
+            right: nodes.iter().map(|n| n.3).collect(),
+            leaf: vec![0.25, -0.5, 0.125],
+        };
+        let leaf = Tree { feature: vec![], threshold: vec![], left: vec![], right: vec![], leaf: vec![-0.0] };
+        a.parameters = Parameters::GradientBoosting { base_score: -0.7, trees: vec![tree, leaf] };
+        let n = 700;
+        let frame = Frame {
+            columns: vec![
+                Column::Numeric((0..n).map(|i| (i % 7 != 0).then(|| i as f64 / 10.0 - 30.0)).collect()),
+                Column::Numeric((0..n).map(|i| (i % 5 != 0).then(|| (i * 37 % 101) as f64)).collect()),
+                Column::Categorical(
+                    (0..n).map(|i| (i % 3 != 0).then(|| ["monthly", "yearly"][i % 2].to_owned())).collect(),
+                ),
+            ],
+            target: None,
+            rows: n,
+        };
+        for model in [a.clone(), artifact()] {
+            let blocks = model.predict_frame_rows(&frame, 3..n).unwrap();
+            for (i, p) in (3..n).zip(blocks) {
+                let alone = model.predict(&frame.row(i));
+                assert_eq!((p.score.to_bits(), p.positive), (alone.score.to_bits(), alone.positive), "row {i}");
+            }
+        }
+    }
 
     pub(crate) fn artifact() -> Artifact {
         let spec = PipelineSpec::from_yaml(SPEC).unwrap();
