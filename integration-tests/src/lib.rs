@@ -121,6 +121,18 @@ impl TestApp {
         self.upload_bytes(pipeline, "test.csv", csv.as_bytes().to_vec()).await
     }
 
+    /// Publishes `body` as proto3 JSON on `subject`, as an outside system would, with the message
+    /// id `msg_id` if given; waits for the stream's acknowledgement.
+    pub async fn publish_json(&self, subject: &str, msg_id: Option<&str>, body: &serde_json::Value) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("content-type", "application/json");
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        let published = self.js.publish_with_headers(subject.to_owned(), headers, body.to_string().into());
+        published.await.expect("published").await.expect("stored");
+    }
+
     /// Uploads a file's bytes (any format) through ingest.
     pub async fn upload_bytes(&self, pipeline: &str, source: &str, bytes: Vec<u8>) -> mlops_proto::Dataset {
         client::upload(&self.stack.remote("ingest"), pipeline, source, bytes)

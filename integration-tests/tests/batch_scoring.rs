@@ -125,15 +125,7 @@ async fn a_file_scored_in_bulk_gets_the_answers_served_online_and_bad_input_is_r
 
 /// Publishes a `batch.requested` as an outside system would: proto3 JSON.
 async fn request_batch(app: &TestApp, msg_id: &str, body: serde_json::Value) {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("content-type", "application/json");
-    headers.insert("Nats-Msg-Id", msg_id);
-    app.js
-        .publish_with_headers("mlops.events.batch.requested.churn", headers, body.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    app.publish_json("mlops.events.batch.requested.churn", Some(msg_id), &body).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

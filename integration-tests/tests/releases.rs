@@ -189,15 +189,8 @@ async fn publish_labels(app: &TestApp, labels: &[(String, bool)]) {
         .iter()
         .map(|(id, churned)| serde_json::json!({"predictionId": id, "label": if *churned { "1" } else { "0" }}))
         .collect();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("content-type", "application/json");
-    let body = serde_json::json!({"pipeline": "churn", "labels": labels}).to_string();
-    app.js
-        .publish_with_headers("mlops.events.labels.arrived.churn", headers, body.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"pipeline": "churn", "labels": labels});
+    app.publish_json("mlops.events.labels.arrived.churn", None, &body).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,13 +64,12 @@ impl Evaluator {
             let source = mlops_data::Source::Bytes(data.into());
             let batches = mlops_data::open(source, "", &mlops_data::Limits::default()).map_err(|e| bad(&e))?;
             // The dataset's columns, but those named like an answer (a target called `label`).
-            let outputs = ["prediction_id", "probability", "label", "prediction", "model_version"];
             let keep: Vec<String> = batches
                 .schema
                 .fields()
                 .iter()
                 .map(|f| f.name().clone())
-                .filter(|n| !outputs.contains(&n.as_str()))
+                .filter(|n| !mlops_data::ANSWER_COLUMNS.contains(&n.as_str()))
                 .collect();
             let scorer = mlops_data::Scorer {
                 model: model.as_ref(),

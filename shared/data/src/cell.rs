@@ -41,6 +41,17 @@ pub enum ColumnView<'a> {
     Other(&'a dyn Array, &'static str),
 }
 
+/// A column of doubles (Parquet's usual numeric column), to be taken whole rather than cell by
+/// cell: its values (missing where null), or the first row holding a value that is not finite and
+/// that value. `None` for a column of another type.
+pub fn finite_doubles(array: &ArrayRef) -> Option<Result<impl Iterator<Item = Option<f64>> + '_, (usize, f64)>> {
+    let doubles = array.as_primitive_opt::<arrow_array::types::Float64Type>()?;
+    Some(match doubles.iter().position(|v| v.is_some_and(|v| !v.is_finite())) {
+        Some(row) => Err((row, doubles.value(row))),
+        None => Ok(doubles.iter()),
+    })
+}
+
 /// Downcasts `array` once.
 pub fn view(array: &ArrayRef) -> ColumnView<'_> {
     match array.data_type() {

@@ -4,10 +4,8 @@ use mlops_shared::spec::{FeatureKind, FeatureSpec, PipelineSpec, TargetSpec, Tas
 use mlops_shared::table::{Column, Frame, parse_number};
 
 use arrow_array::RecordBatch;
-use arrow_array::cast::AsArray as _;
-use arrow_array::types::Float64Type;
 
-use crate::cell::{Cell, ColumnView, text, view};
+use crate::cell::{Cell, ColumnView, finite_doubles, text, view};
 use crate::read::{Batches, DataError, Source};
 
 /// Reads every batch into a frame of the spec's features (and target). The first bad cell is an
@@ -85,11 +83,9 @@ impl<'s> FrameChunks<'s> {
                 Column::Numeric(values) => {
                     values.reserve(batch.num_rows());
                     // Doubles (Parquet's usual numeric column) taken as they are.
-                    if let Some(doubles) = batch.column(i).as_primitive_opt::<Float64Type>() {
-                        if let Some(row) = doubles.iter().position(|v| v.is_some_and(|v| !v.is_finite())) {
-                            return Err(bad(row, format!("{} is not a finite number", doubles.value(row))));
-                        }
-                        values.extend(doubles.iter());
+                    if let Some(doubles) = finite_doubles(batch.column(i)) {
+                        let doubles = doubles.map_err(|(row, v)| bad(row, format!("{v} is not a finite number")))?;
+                        values.extend(doubles);
                         continue;
                     }
                     for row in 0..batch.num_rows() {

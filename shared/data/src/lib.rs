@@ -14,10 +14,10 @@ mod write;
 
 pub use arrow_array::{Array, RecordBatch};
 pub use arrow_schema::DataType;
-pub use cell::{Cell, ColumnView, text, view};
+pub use cell::{Cell, ColumnView, finite_doubles, text, view};
 pub use frame::{DatasetError, FrameChunks, read_datasets, read_datasets_counted, read_frame, read_sources_counted};
 pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
 pub use read::{Batches, DataError, Limits, Source, open, open_typed};
-pub use score::{ScoreError, Scored, Scorer, score_to_parquet};
+pub use score::{ANSWER_COLUMNS, ScoreError, Scored, Scorer, score_to_parquet};
 pub use write::{FeedbackRows, column_array, write_feedback, write_parquet};

@@ -57,6 +57,9 @@ pub struct Scored {
     pub batches: u64,
 }
 
+/// Every name an answer column may have, whatever the task.
+pub const ANSWER_COLUMNS: [&str; 5] = ["prediction_id", "probability", "label", "prediction", "model_version"];
+
 /// The output columns after the input's: OIP's names for a classifier or a regression model.
 fn output_fields(task: Task) -> Vec<Field> {
     let mut fields = vec![Field::new("prediction_id", DataType::Utf8, false)];

@@ -3,7 +3,7 @@
 
 use arrow_array::cast::AsArray as _;
 use arrow_array::types::{
-    Float64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
@@ -145,11 +145,8 @@ pub fn read_batch(
     for (f, out) in view.features.iter().zip(&mut into.columns) {
         let array = column(&f.name)?;
         // Doubles (the usual Parquet numeric column) taken as they are, without a cell per value.
-        if let (Column::Numeric(v), Some(doubles)) = (&mut *out, array.as_primitive_opt::<Float64Type>()) {
-            if let Some(row) = doubles.iter().position(|x| x.is_some_and(|x| !x.is_finite())) {
-                return Err(at(row, format!("feature `{}`: {} is not a number", f.name, doubles.value(row))));
-            }
-            v.extend(doubles.iter());
+        if let (Column::Numeric(v), Some(doubles)) = (&mut *out, mlops_data::finite_doubles(array)) {
+            v.extend(doubles.map_err(|(row, x)| at(row, format!("feature `{}`: {x} is not a number", f.name)))?);
             continue;
         }
         let cells = view_of(array);
