@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    data, deploy, events, features, models, monitor, pipeline, platform, predict, runs, schema, score, staleness,
+    data, deploy, events, features, models, monitor, pipeline, platform, predict, predictions, runs, schema, score,
+    staleness,
 };
 use mlops_cli::environments::{Endpoints, Given};
 
@@ -102,6 +103,11 @@ enum Command {
     },
     /// Predict one row (a JSON object) or several (a JSON array of objects).
     Predict(predict::PredictArgs),
+    /// The prediction archive: one prediction by id, a time range exported, expired partitions.
+    Predictions {
+        #[command(subcommand)]
+        command: predictions::PredictionsCommand,
+    },
     /// Score a whole file with the model in production (or --version), written as Parquet.
     Score(score::ScoreArgs),
     /// Feature views: apply, list, an entity's history and current values, training sets.
@@ -199,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Staleness(args) => staleness::run(args, evaluator).await,
         Command::Runs { command } => runs::run(command, &ep.nats()).await,
         Command::Predict(args) => predict::run(args, deployer).await,
+        Command::Predictions { command } => predictions::run(command, &ep.nats(), registry).await,
         Command::Score(args) => score::run(args, &ep.nats(), registry).await,
         Command::Events { command } => events::run(command, &ep.nats()).await,
         Command::Features { command } => features::run(command, &ep).await,

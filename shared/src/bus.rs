@@ -36,6 +36,11 @@ pub const FEATURE_VIEWS_KV: &str = "feature_views";
 pub const FEATURES_BUCKET: &str = "features";
 /// Object store of batch jobs' outputs (Parquet, content-addressed).
 pub const BATCHES_BUCKET: &str = "batches";
+/// The prediction archive's files (`mlops-archive`): Parquet per pipeline and hour, and their
+/// ids' bloom filters, by name.
+pub const ARCHIVE_BUCKET: &str = "archive";
+/// The prediction archive's manifest: flushes, partitions, and the audit of expired partitions.
+pub const ARCHIVE_KV: &str = "archive";
 /// The online feature store: the newest value per view and entity (`<view>.<key>`).
 pub const ONLINE_FEATURES_KV: &str = "features_online";
 
@@ -189,7 +194,7 @@ impl Bus {
                     .with_context(|| format!("updating stream {name}"))?;
             }
         }
-        for bucket in [DATASETS_BUCKET, MODELS_BUCKET, CODE_BUCKET, FEATURES_BUCKET, BATCHES_BUCKET] {
+        for bucket in [DATASETS_BUCKET, MODELS_BUCKET, CODE_BUCKET, FEATURES_BUCKET, BATCHES_BUCKET, ARCHIVE_BUCKET] {
             if self.js.get_object_store(bucket).await.is_err() {
                 let config =
                     object_store::Config { bucket: bucket.into(), num_replicas: replicas, ..Default::default() };
@@ -198,7 +203,9 @@ impl Bus {
                     .with_context(|| format!("creating object store {bucket}"))?;
             }
         }
-        for bucket in [PIPELINES_KV, JOBS_KV, PROFILES_KV, DEPLOYMENTS_KV, FEATURE_VIEWS_KV, ONLINE_FEATURES_KV] {
+        for bucket in
+            [PIPELINES_KV, JOBS_KV, PROFILES_KV, DEPLOYMENTS_KV, FEATURE_VIEWS_KV, ONLINE_FEATURES_KV, ARCHIVE_KV]
+        {
             // The KV stream is created directly, with the settings of the key-value spec (ADR-8):
             // async-nats's `create_key_value` first reads the account info, whose 2.9 form it
             // cannot parse, so it fails on Debian's nats-server.

@@ -10,6 +10,7 @@ pub(crate) mod monitor;
 pub(crate) mod pipeline;
 pub(crate) mod platform;
 pub(crate) mod predict;
+pub(crate) mod predictions;
 pub(crate) mod runs;
 pub(crate) mod schema;
 pub(crate) mod score;

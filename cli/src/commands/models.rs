@@ -382,7 +382,7 @@ async fn card(
 }
 
 /// The version `target` names.
-async fn model_version(registry: &Remote, target: &ModelRef) -> anyhow::Result<mlops_proto::ModelVersion> {
+pub(crate) async fn model_version(registry: &Remote, target: &ModelRef) -> anyhow::Result<mlops_proto::ModelVersion> {
     let mut registry = client::registry(registry).await?;
     let request = mlops_proto::GetModelVersionRequest {
         pipeline: target.pipeline.clone(),
@@ -431,7 +431,7 @@ fn key_value(text: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// A version as JSON, for people and scripts.
-fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
+pub(crate) fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
     let l = v.lineage.clone().unwrap_or_default();
     serde_json::json!({
         "pipeline": v.pipeline, "version": v.version, "artifact_sha256": v.artifact_sha256,

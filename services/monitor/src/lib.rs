@@ -72,6 +72,21 @@ pub struct Config {
     #[arg(long, env = "MLOPS_LABEL_WAIT_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub label_wait_secs: u64,
+    /// Compact the prediction log into the archive (`mlops predictions show`, `export`). Off on
+    /// all but one monitor when several share a bus.
+    #[arg(long, env = "MLOPS_ARCHIVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub archive: bool,
+    /// The archive writes what it gathered once the oldest prediction waited this long (seconds).
+    #[arg(long, env = "MLOPS_ARCHIVE_FLUSH_SECS", default_value_t = 60.0)]
+    pub archive_flush_secs: f64,
+    /// ... or once it gathered this many predictions (the memory held: about 300 B each).
+    #[arg(long, env = "MLOPS_ARCHIVE_MAX_ROWS", default_value_t = 200_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub archive_max_rows: u64,
+    /// How often the archive looks for partitions past their pipeline's `audit.retention_days`
+    /// (seconds).
+    #[arg(long, env = "MLOPS_ARCHIVE_RETENTION_CHECK_SECS", default_value_t = 3600.0)]
+    pub archive_retention_check_secs: f64,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -136,6 +151,24 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         ..ConsumerSpec::events::<pb::LabelsArrived>("monitor-labels")
     };
     service.consume(labels, m.clone(), |m, e| async move { Ok(m.on_labels(e).await?) });
+    if config.archive {
+        let secs = |s: f64, name: &str| {
+            (s.is_finite() && s > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(s))
+                .with_context(|| format!("{name} must be a positive number of seconds, not {s}"))
+        };
+        let compactor = mlops_archive::Compactor {
+            archive: mlops_archive::Archive::open(&m.bus).await?,
+            bus: m.bus.clone(),
+            specs: m.specs.clone(),
+            config: mlops_archive::CompactorConfig {
+                max_rows: config.archive_max_rows as usize,
+                flush_after: secs(config.archive_flush_secs, "MLOPS_ARCHIVE_FLUSH_SECS")?,
+                retention_check: secs(config.archive_retention_check_secs, "MLOPS_ARCHIVE_RETENTION_CHECK_SECS")?,
+            },
+        };
+        service.spawn(compactor.run(service.shutdown()));
+    }
     let (ages, stop) = (m.clone(), service.shutdown());
     service.spawn(async move {
         ages.check_feedback_ages(stop).await;

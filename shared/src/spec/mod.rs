@@ -77,6 +77,29 @@ pub struct PipelineSpec {
     /// Features looked up in feature views by entity key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup: Option<LookupSpec>,
+    /// How long the prediction archive keeps the pipeline's predictions.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub audit: AuditSpec,
+}
+
+/// The prediction archive's rules for a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSpec {
+    /// Days an archived hour of predictions is kept before it is deleted (and the deletion
+    /// recorded); a year by default.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    365
+}
+
+impl Default for AuditSpec {
+    fn default() -> Self {
+        Self { retention_days: default_retention_days() }
+    }
 }
 
 fn is_default_validation(v: &ValidationSpec) -> bool {
@@ -268,6 +291,9 @@ impl PipelineSpec {
         self.deployment.check()?;
         self.validation.check()?;
         self.monitoring.check(&self.features, task)?;
+        if !(1..=36_500).contains(&self.audit.retention_days) {
+            return bad(format!("audit.retention_days: {} is not between 1 and 36500", self.audit.retention_days));
+        }
         if let Some(lookup) = &self.lookup {
             lookup.check(&self.features, &self.columns)?;
         }

@@ -1,0 +1,250 @@
+//! The prediction archive: served predictions compacted into Parquet, found by id with their
+//! model's lineage, exported over a time range; compaction exactly once across kill -9 of the
+//! monitor and a crash between writing files and committing them; partitions deleted at the end
+//! of their retention with an audit record; a file that fails its checksum reported.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use arrow_array::cast::AsArray as _;
+use mlops_archive::{Archive, Partition};
+use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use mlops_proto as pb;
+use mlops_shared::bus::Bus;
+use mlops_shared::events::EventContext;
+
+const T: Duration = Duration::from_secs(90);
+
+/// Flushes every 2 000 predictions or 0.3 s; retention checked twice a second.
+const MONITOR_ENV: [(&str, &str); 3] = [
+    ("MLOPS_ARCHIVE_FLUSH_SECS", "0.3"),
+    ("MLOPS_ARCHIVE_MAX_ROWS", "2000"),
+    ("MLOPS_ARCHIVE_RETENTION_CHECK_SECS", "0.5"),
+];
+
+/// Every prediction id in a Parquet file.
+fn ids_in(path: &std::path::Path) -> Vec<String> {
+    let file = std::fs::File::open(path).unwrap();
+    let batches = mlops_data::open(mlops_data::Source::File(file), "out.parquet", &Default::default()).unwrap();
+    let mut ids = Vec::new();
+    for batch in batches {
+        let batch = batch.unwrap();
+        let column = batch.column_by_name("prediction_id").unwrap();
+        ids.extend(column.as_string::<i32>().iter().map(|s| s.unwrap().to_owned()));
+    }
+    ids
+}
+
+/// A prediction log message as a deployer would send it: `n` predictions from `first`, at `time`.
+fn logs(pipeline: &str, first: usize, n: usize, time: i64) -> pb::PredictionLogBatch {
+    let predictions = (first..first + n)
+        .map(|i| pb::PredictionLogged {
+            pipeline: pipeline.into(),
+            prediction_id: format!("p-{i}"),
+            version: 1,
+            artifact_sha256: "ab".repeat(32),
+            numeric: [("tenure_months".to_owned(), i as f64)].into(),
+            categorical: [("contract".to_owned(), "monthly".to_owned())].into(),
+            score: 0.5,
+            label: "no".into(),
+            time_unix_ms: time,
+        })
+        .collect();
+    pb::PredictionLogBatch { pipeline: pipeline.into(), predictions }
+}
+
+/// Publishes predictions `first..first + n` in messages of 500 at `time`.
+async fn publish(bus: &Bus, first: usize, n: usize, time: i64) {
+    for start in (first..first + n).step_by(500) {
+        let batch = logs("churn", start, 500.min(first + n - start), time);
+        bus.publish(&format!("log-{start}-{time}"), &EventContext::default(), &batch).await.unwrap();
+    }
+}
+
+/// The last sequence of the prediction log.
+async fn last_sequence(app: &TestApp) -> u64 {
+    let mut stream = app.js.get_stream("MLOPS_PREDICTIONS").await.unwrap();
+    stream.info().await.unwrap().state.last_sequence
+}
+
+/// Waits until everything in the prediction log is archived.
+async fn wait_archived(app: &TestApp, archive: &Archive) {
+    let last = last_sequence(app).await;
+    wait_until(T, || async { (archive.watermark().await.ok()? >= last).then_some(()) })
+        .await
+        .unwrap_or_else(|| panic!("the archive did not reach sequence {last}:\n{}", app.log("monitor")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_predictions_are_archived_shown_by_id_with_lineage_and_exported() {
+    let app = TestApp::start_with(&[("MLOPS_ARCHIVE_FLUSH_SECS", "0.3")]).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 31, sample::Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.pipeline == "churn").await;
+    let customers = sample::customers(50, 32, sample::Variant::Normal);
+    app.wait_serving("churn", 1, &rows_json(&customers[..1]), T).await;
+    let before = mlops_shared::now_unix_ms();
+    let online = client::predict(&app.stack.remote("deployer"), "churn", &rows_json(&customers)).await.unwrap();
+    let probabilities: Vec<f64> = serde_json::from_value(online["outputs"][0]["data"].clone()).unwrap();
+    let ids: Vec<String> = serde_json::from_value(online["outputs"][2]["data"].clone()).unwrap();
+    assert_eq!(online["outputs"][2]["name"], "prediction_id");
+
+    // Shown from the archive once compacted: inputs as sent, the answer served, the model's lineage.
+    let show = |id: &str| app.mlops(&["predictions", "show", id]);
+    let said = wait_until(T, || async {
+        let (ok, said, _) = show(&ids[7]);
+        (ok && said.contains("archive file")).then_some(said)
+    })
+    .await
+    .unwrap_or_else(|| panic!("prediction {} never archived:\n{}", ids[7], app.log("monitor")));
+    let shown: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(shown["pipeline"], "churn");
+    assert_eq!(shown["prediction"]["prediction_id"], ids[7].as_str());
+    assert_eq!(shown["prediction"]["probability"].as_f64(), Some(probabilities[7]), "the answer served, exactly");
+    assert_eq!(shown["prediction"]["model_version"], 1);
+    assert_eq!(shown["inputs"]["tenure_months"].as_f64(), Some(customers[7].tenure_months));
+    assert_eq!(shown["inputs"]["contract"], customers[7].contract);
+    assert_eq!(shown["model"]["version"], 1);
+    assert_eq!(shown["model"]["lineage"]["dataset_ids"].as_array().map(Vec::len), Some(1), "{shown}");
+
+    // Bad ids are refused, an unknown one is said to be unknown.
+    let (ok, _, err) = show("not an id");
+    assert!(!ok && err.contains("is not a prediction id"), "{err}");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (ok, _, err) = show(&unknown);
+    assert!(!ok && err.contains("neither in the archive nor in the prediction log"), "{err}");
+
+    // The range exported holds each served prediction once.
+    wait_archived(&app, &Archive::open(&app.bus().await).await.unwrap()).await;
+    let out = app.drop_dir().join("export.parquet");
+    let (from, to) = ((before / 1000 - 60).to_string(), (mlops_shared::now_unix_ms() / 1000 + 60).to_string());
+    let export = |extra: &[&str]| {
+        let mut args = vec!["predictions", "export", "--pipeline", "churn", "--from", &from, "--to", &to];
+        args.extend(["--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        app.mlops(&args)
+    };
+    let (ok, said, err) = export(&[]);
+    assert!(ok, "{said}{err}");
+    let mut exported = ids_in(&out);
+    exported.sort();
+    let mut served = ids.clone();
+    served.extend(app.logged_predictions("churn").await.into_iter().map(|p| p.prediction_id));
+    served.sort();
+    served.dedup();
+    assert_eq!(exported, served, "every logged prediction once");
+    let (ok, _, err) = export(&["--version", "2"]);
+    assert!(!ok && err.contains("no predictions of version 2 of churn"), "{err}");
+    let (ok, _, err) = app.mlops(&[
+        "predictions",
+        "export",
+        "--pipeline",
+        "churn",
+        "--from",
+        "2020-01-01",
+        "--to",
+        "2020-01-02",
+        "--out",
+        "x.parquet",
+    ]);
+    assert!(!ok && err.contains("no predictions of churn were archived"), "{err}");
+
+    // A file altered in the store is reported by name, never skipped.
+    let archive = Archive::open(&app.bus().await).await.unwrap();
+    let hour = archive.hours("churn").await.unwrap().pop().unwrap();
+    let file = archive.partition("churn", &hour).await.unwrap().remove(0);
+    let store = app.js.get_object_store("archive").await.unwrap();
+    store.put(file.name.as_str(), &mut &b"not the archived bytes"[..]).await.unwrap();
+    let (ok, _, err) = export(&[]);
+    assert!(!ok && err.contains(&format!("archive file {} fails its checksum", file.name)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_with_an_audit_record() {
+    let mut app = TestApp::start_with(&MONITOR_ENV).await;
+    app.apply(&format!("{}\naudit:\n  retention_days: 30\n", mlops_cli::EXAMPLE_SPEC)).await;
+    let bus = app.bus().await;
+    let archive = Archive::open(&bus).await.unwrap();
+    let now = mlops_shared::now_unix_ms();
+
+    // A compactor that died after writing its files and before committing them: the files are
+    // deleted and the predictions archived once.
+    app.stack.kill("monitor").await.unwrap();
+    publish(&bus, 0, 3000, now).await;
+    let watermark = archive.watermark().await.unwrap();
+    let mut part = Partition::new("churn", &mlops_archive::hour_of(now));
+    let crashed = logs("churn", 0, 500, now);
+    for p in crashed.predictions {
+        part.push(watermark + 1, p);
+    }
+    let orphan = part.encode(watermark + 1, watermark + 1).unwrap();
+    let orphan_name = orphan.entry.name.clone();
+    archive.write_files(watermark + 1, &[orphan]).await.unwrap();
+    app.stack.spawn("monitor", "monitor-2", &MONITOR_ENV).await.unwrap();
+    wait_archived(&app, &archive).await;
+    let store = app.js.get_object_store("archive").await.unwrap();
+    let gone = |info: Result<async_nats::jetstream::object_store::ObjectInfo, _>| info.map_or(true, |i| i.deleted);
+    assert!(gone(store.info(&orphan_name).await), "the uncommitted file {orphan_name} was deleted");
+
+    // kill -9 while a backlog of 100 000 is compacted 2 000 at a time, then another monitor.
+    app.stack.kill("monitor-2").await.unwrap();
+    let before = archive.watermark().await.unwrap();
+    publish(&bus, 3000, 100_000, now).await;
+    let last = last_sequence(&app).await;
+    app.stack.spawn("monitor", "monitor-3", &MONITOR_ENV).await.unwrap();
+    wait_until(T, || async { (archive.watermark().await.ok()? > before).then_some(()) }).await.unwrap();
+    app.stack.kill("monitor-3").await.unwrap();
+    let at_kill = archive.watermark().await.unwrap();
+    assert!(at_kill < last, "the kill came mid-backlog: archived to {at_kill} of {last}");
+    app.stack.spawn("monitor", "monitor-4", &MONITOR_ENV).await.unwrap();
+    wait_archived(&app, &archive).await;
+    let out = app.drop_dir().join("all.parquet");
+    let (from, to) = ((now / 1000 - 60).to_string(), (now / 1000 + 60).to_string());
+    let (ok, said, err) = app.mlops(&[
+        "predictions",
+        "export",
+        "--pipeline",
+        "churn",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{said}{err}");
+    let ids = ids_in(&out);
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (103_000, 103_000), "each prediction exactly once");
+
+    // Predictions 40 days old are deleted under a 30-day retention, and the deletion recorded.
+    let old = now - 40 * 24 * 3_600_000;
+    publish(&bus, 100_000, 700, old).await;
+    let expired = wait_until(T, || async {
+        let (ok, said, _) = app.mlops(&["predictions", "expired", "--pipeline", "churn"]);
+        let list: Vec<serde_json::Value> = serde_json::from_str(&said).ok()?;
+        (ok && !list.is_empty()).then_some(list)
+    })
+    .await
+    .unwrap_or_else(|| panic!("nothing expired:\n{}", app.log("monitor-4")));
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["hour"], mlops_archive::hour_of(old));
+    assert_eq!(expired[0]["rows"], 700);
+    assert_eq!(expired[0]["retention_days"], 30);
+    let old_file = expired[0]["files"][0]["name"].as_str().unwrap().to_owned();
+    assert!(gone(store.info(&old_file).await), "{old_file} deleted");
+    let (ok, _, err) = app.mlops(&[
+        "predictions",
+        "export",
+        "--pipeline",
+        "churn",
+        "--from",
+        &(old / 1000 - 60).to_string(),
+        "--to",
+        &(old / 1000 + 60).to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("no predictions of churn were archived"), "{err}");
+    assert_eq!(archive.hours("churn").await.unwrap(), [mlops_archive::hour_of(now)], "the recent hour is kept");
+}

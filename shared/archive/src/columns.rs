@@ -1,0 +1,246 @@
+//! One partition's predictions gathered column by column as they are read, and written as one
+//! Parquet file with a bloom filter of its prediction ids beside it.
+//!
+//! A file holds the inputs as received, a column per feature (a feature named like one of the
+//! archive's own columns is written as `input.<name>`), then the answers as batch scoring writes
+//! them (`prediction_id`, `probability` and `label`, or `prediction`, and `model_version`), then
+//! `artifact_sha256`, `predicted_at` (UTC) and `stream_sequence`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{StringBuilder, StringDictionaryBuilder};
+use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use mlops_proto as pb;
+use parquet::arrow::ArrowWriter;
+use parquet::bloom_filter::Sbbf;
+use parquet::file::properties::WriterProperties;
+
+use crate::{ArchiveError, FileEntry};
+
+/// The archive's own columns, after the inputs.
+pub const OWN_COLUMNS: [&str; 8] = [
+    "prediction_id",
+    "probability",
+    "prediction",
+    "label",
+    "model_version",
+    "artifact_sha256",
+    "predicted_at",
+    "stream_sequence",
+];
+
+/// The time zone of `predicted_at`, as an offset (which readers need no time zone database for).
+pub(crate) const UTC: &str = "+00:00";
+
+/// The share of lookups of an id not in a file that its bloom filter answers "maybe".
+const BLOOM_FPP: f64 = 0.01;
+
+/// One input column: numbers, or text once any value was text (numbers then written as text).
+enum Input {
+    Num(Vec<Option<f64>>),
+    Cat(Vec<Option<String>>),
+}
+
+impl Input {
+    fn len(&self) -> usize {
+        match self {
+            Self::Num(v) => v.len(),
+            Self::Cat(v) => v.len(),
+        }
+    }
+
+    fn push_num(&mut self, x: f64) {
+        match self {
+            Self::Num(v) => v.push(x.is_finite().then_some(x)),
+            Self::Cat(v) => v.push(Some(x.to_string())),
+        }
+    }
+
+    fn push_cat(&mut self, s: String) {
+        if let Self::Num(v) = self {
+            *self = Self::Cat(v.iter().map(|x| x.map(|x| x.to_string())).collect());
+        }
+        if let Self::Cat(v) = self {
+            v.push(Some(s));
+        }
+    }
+
+    /// Fills the column with nulls up to `rows` (never shortens it).
+    fn pad(&mut self, rows: usize) {
+        match self {
+            Self::Num(v) if v.len() < rows => v.resize(rows, None),
+            Self::Cat(v) if v.len() < rows => v.resize(rows, None),
+            _ => {}
+        }
+    }
+
+    fn into_array(self) -> (DataType, ArrayRef) {
+        match self {
+            Self::Num(v) => (DataType::Float64, Arc::new(Float64Array::from(v))),
+            Self::Cat(v) => (DataType::Utf8, Arc::new(StringArray::from(v))),
+        }
+    }
+}
+
+/// The predictions of one pipeline in one hour, as columns.
+pub struct Partition {
+    pub pipeline: String,
+    pub hour: String,
+    ids: StringBuilder,
+    scores: Vec<f64>,
+    labels: StringDictionaryBuilder<Int32Type>,
+    classifier: bool,
+    versions: Vec<u64>,
+    artifacts: StringDictionaryBuilder<Int32Type>,
+    times: Vec<i64>,
+    sequences: Vec<u64>,
+    inputs: BTreeMap<String, Input>,
+}
+
+/// A partition written: the Parquet file, its ids' bloom filter, and the manifest's entry.
+pub struct Encoded {
+    pub parquet: Vec<u8>,
+    pub bloom: Vec<u8>,
+    pub entry: FileEntry,
+}
+
+impl Partition {
+    pub fn new(pipeline: &str, hour: &str) -> Self {
+        Self {
+            pipeline: pipeline.into(),
+            hour: hour.into(),
+            ids: StringBuilder::new(),
+            scores: Vec::new(),
+            labels: StringDictionaryBuilder::new(),
+            classifier: false,
+            versions: Vec::new(),
+            artifacts: StringDictionaryBuilder::new(),
+            times: Vec::new(),
+            sequences: Vec::new(),
+            inputs: BTreeMap::new(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Adds one prediction, read from the stream message at `sequence`.
+    pub fn push(&mut self, sequence: u64, p: pb::PredictionLogged) {
+        let row = self.rows();
+        // A name given twice (as a number and as text) keeps its first value.
+        for (name, x) in p.numeric {
+            let input = column(&mut self.inputs, name, true, row);
+            if input.len() == row {
+                input.push_num(x);
+            }
+        }
+        for (name, s) in p.categorical {
+            let input = column(&mut self.inputs, name, false, row);
+            if input.len() == row {
+                input.push_cat(s);
+            }
+        }
+        self.ids.append_value(&p.prediction_id);
+        self.scores.push(p.score);
+        self.classifier |= !p.label.is_empty();
+        self.labels.append_value(&p.label);
+        self.versions.push(p.version);
+        self.artifacts.append_value(&p.artifact_sha256);
+        self.times.push(p.time_unix_ms);
+        self.sequences.push(sequence);
+    }
+
+    /// Writes the partition as the file of the flush covering sequences `first` to `last`.
+    pub fn encode(mut self, first: u64, last: u64) -> Result<Encoded, ArchiveError> {
+        let rows = self.rows();
+        let write = |e: parquet::errors::ParquetError| ArchiveError::Write(e.to_string());
+        let ids = self.ids.finish();
+        let mut bloom = Sbbf::new_with_ndv_fpp(rows.max(1) as u64, BLOOM_FPP).map_err(write)?;
+        for id in ids.iter().flatten() {
+            bloom.insert(id);
+        }
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let mut inputs = BTreeMap::new();
+        for (name, mut input) in std::mem::take(&mut self.inputs) {
+            input.pad(rows);
+            let (data_type, array) = input.into_array();
+            inputs.insert(name.clone(), if data_type == DataType::Utf8 { "utf8" } else { "f64" }.to_owned());
+            fields.push(Field::new(name, data_type, true));
+            columns.push(array);
+        }
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        fields.push(Field::new("prediction_id", DataType::Utf8, false));
+        columns.push(Arc::new(ids));
+        fields.push(Field::new(if self.classifier { "probability" } else { "prediction" }, DataType::Float64, false));
+        columns.push(Arc::new(Float64Array::from(std::mem::take(&mut self.scores))));
+        if self.classifier {
+            fields.push(Field::new("label", dictionary.clone(), false));
+            columns.push(Arc::new(self.labels.finish()));
+        }
+        let (min_time, max_time) = (self.times.iter().min().copied(), self.times.iter().max().copied());
+        let mut versions = self.versions.clone();
+        versions.sort_unstable();
+        versions.dedup();
+        fields.push(Field::new("model_version", DataType::UInt64, false));
+        columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut self.versions))));
+        fields.push(Field::new("artifact_sha256", dictionary, false));
+        columns.push(Arc::new(self.artifacts.finish()));
+        fields.push(Field::new("predicted_at", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), false));
+        columns.push(Arc::new(TimestampMillisecondArray::from(std::mem::take(&mut self.times)).with_timezone(UTC)));
+        fields.push(Field::new("stream_sequence", DataType::UInt64, false));
+        columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut self.sequences))));
+        let name = format!("{}/{}/{first}-{last}.parquet", self.pipeline, self.hour);
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ArchiveError::Write(e.to_string()))?;
+        let metadata = vec![
+            parquet::file::metadata::KeyValue::new("mlops.pipeline".into(), self.pipeline.clone()),
+            parquet::file::metadata::KeyValue::new("mlops.first_sequence".into(), first.to_string()),
+            parquet::file::metadata::KeyValue::new("mlops.last_sequence".into(), last.to_string()),
+        ];
+        let props = WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_dictionary_enabled(false)
+            .set_column_dictionary_enabled("label".into(), true)
+            .set_column_dictionary_enabled("artifact_sha256".into(), true)
+            .set_column_dictionary_enabled("model_version".into(), true)
+            .set_key_value_metadata(Some(metadata))
+            .build();
+        let mut parquet = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut parquet, schema, Some(props)).map_err(write)?;
+        writer.write(&batch).map_err(write)?;
+        writer.close().map_err(write)?;
+        let mut bloom_bytes = Vec::new();
+        bloom.write(&mut bloom_bytes).map_err(write)?;
+        let entry = FileEntry {
+            bloom_sha256: mlops_shared::sha256_hex(&bloom_bytes),
+            sha256: mlops_shared::sha256_hex(&parquet),
+            bytes: parquet.len() as u64,
+            name,
+            pipeline: self.pipeline,
+            hour: self.hour,
+            rows: rows as u64,
+            min_time_ms: min_time.unwrap_or_default(),
+            max_time_ms: max_time.unwrap_or_default(),
+            versions,
+            inputs,
+            classifier: self.classifier,
+            first_sequence: first,
+            last_sequence: last,
+        };
+        Ok(Encoded { parquet, bloom: bloom_bytes, entry })
+    }
+}
+
+/// The input column `name` (renamed when it clashes with the archive's own), made and padded with
+/// nulls to `row` rows when new.
+fn column(inputs: &mut BTreeMap<String, Input>, name: String, num: bool, row: usize) -> &mut Input {
+    let name = if OWN_COLUMNS.contains(&name.as_str()) { format!("input.{name}") } else { name };
+    let input = inputs.entry(name).or_insert_with(|| if num { Input::Num(vec![]) } else { Input::Cat(vec![]) });
+    input.pad(row);
+    input
+}

@@ -1,0 +1,458 @@
+//! Reading the archive: one prediction by id (the partitions of the hour its id names, their
+//! bloom filters, then the files that may hold it, then the stream's newest messages not yet
+//! archived), and a pipeline's predictions over a time range as one Parquet file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use mlops_proto as pb;
+use mlops_shared::bus::{PREDICTIONS_STREAM, decode_typed};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::{Archive, ArchiveError, FileEntry, OWN_COLUMNS, hour_of, id_time};
+
+/// How many files' bloom filters are fetched at once.
+const FETCHES: usize = 8;
+
+/// A prediction found by id.
+#[derive(Debug, Serialize)]
+pub struct Found {
+    pub pipeline: String,
+    /// The archive file holding it, or `None` when it was read from the stream, not yet archived.
+    pub file: Option<String>,
+    /// Its answers, model and time.
+    pub prediction: Map<String, Value>,
+    /// Its inputs as received.
+    pub inputs: Map<String, Value>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Default, Serialize)]
+pub struct Export {
+    pub rows: u64,
+    pub files: u64,
+}
+
+/// Refuses what cannot be a prediction id.
+fn check_id(id: &str) -> Result<(), ArchiveError> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ArchiveError::BadRequest(format!(
+            "{id:?} is not a prediction id (1 to 256 characters, no spaces or control characters)"
+        )));
+    }
+    Ok(())
+}
+
+/// `row` split into its answers and its inputs (`input.<name>` back to `<name>`).
+fn split(row: Map<String, Value>) -> (Map<String, Value>, Map<String, Value>) {
+    let (mut prediction, mut inputs) = (Map::new(), Map::new());
+    for (name, value) in row {
+        if OWN_COLUMNS.contains(&name.as_str()) {
+            prediction.insert(name, value);
+        } else {
+            inputs.insert(name.strip_prefix("input.").map_or(name.clone(), str::to_owned), value);
+        }
+    }
+    (prediction, inputs)
+}
+
+/// The row of `file` whose prediction id is `id`, as JSON.
+fn row_in(name: &str, bytes: Bytes, id: &str) -> Result<Option<Map<String, Value>>, ArchiveError> {
+    let unreadable = |e: &dyn std::fmt::Display| ArchiveError::Unreadable { name: name.into(), message: e.to_string() };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| unreadable(&e))?
+        .build()
+        .map_err(|e| unreadable(&e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| unreadable(&e))?;
+        let ids = batch
+            .column_by_name("prediction_id")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| unreadable(&"no prediction_id column"))?;
+        let Some(i) = (0..ids.len()).find(|&i| ids.value(i) == id) else { continue };
+        let mut out = Vec::new();
+        let mut writer = arrow_json::WriterBuilder::new()
+            .with_explicit_nulls(false)
+            .build::<_, arrow_json::writer::JsonArray>(&mut out);
+        writer.write(&batch.slice(i, 1)).map_err(|e| unreadable(&e))?;
+        writer.finish().map_err(|e| unreadable(&e))?;
+        drop(writer);
+        let rows: Vec<Map<String, Value>> = serde_json::from_slice(&out).map_err(|e| unreadable(&e))?;
+        return Ok(rows.into_iter().next());
+    }
+    Ok(None)
+}
+
+impl Archive {
+    /// The prediction `id`, looked for among `pipelines` (all by default).
+    pub async fn find(&self, id: &str, pipelines: Option<Vec<String>>) -> Result<Option<Found>, ArchiveError> {
+        check_id(id)?;
+        let pipelines = match pipelines {
+            Some(p) => p,
+            None => self.pipelines().await?,
+        };
+        let mut entries = Vec::new();
+        for pipeline in &pipelines {
+            // A deployer's id names the time it was made; its log is a moment later.
+            let hours = match id_time(id) {
+                Some(t) => {
+                    let mut h = vec![hour_of(t), hour_of(t + 60_000)];
+                    h.dedup();
+                    h
+                }
+                None => self.hours(pipeline).await?,
+            };
+            for hour in hours {
+                entries.extend(self.partition(pipeline, &hour).await?);
+            }
+        }
+        let checked = futures::stream::iter(entries)
+            .map(|entry| async move { self.bloom(&entry).await.map(|b| (b.check(id), entry)) })
+            .buffer_unordered(FETCHES)
+            .collect::<Vec<_>>()
+            .await;
+        for result in checked {
+            let (maybe, entry) = result?;
+            if !maybe {
+                continue;
+            }
+            let bytes = self.file(&entry).await?;
+            let (name, wanted) = (entry.name.clone(), id.to_owned());
+            let row = tokio::task::spawn_blocking(move || row_in(&name, bytes, &wanted))
+                .await
+                .map_err(|e| ArchiveError::Store(e.to_string()))??;
+            if let Some(row) = row {
+                let (prediction, inputs) = split(row);
+                return Ok(Some(Found { pipeline: entry.pipeline, file: Some(entry.name), prediction, inputs }));
+            }
+        }
+        self.find_live(id, &pipelines).await
+    }
+
+    /// The prediction `id` among the stream's messages not yet archived.
+    async fn find_live(&self, id: &str, pipelines: &[String]) -> Result<Option<Found>, ArchiveError> {
+        let watermark = self.watermark().await?;
+        let store = |e: &dyn std::fmt::Display| ArchiveError::Store(format!("reading the prediction log: {e}"));
+        let mut stream = self.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| store(&e))?;
+        if stream.info().await.map_err(|e| store(&e))?.state.last_sequence <= watermark {
+            return Ok(None);
+        }
+        let config = OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: watermark + 1 },
+            filter_subject: "mlops.predictions.>".into(),
+            ..Default::default()
+        };
+        let consumer = stream.create_consumer(config).await.map_err(|e| store(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| store(&e))?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| store(&e))?;
+            let info = msg.info().map_err(|e| store(&e))?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
+            let ce_type =
+                msg.headers.as_ref().and_then(|h| h.get(mlops_shared::events::headers::TYPE)).map(|v| v.to_string());
+            if let Ok(batch) = decode_typed::<pb::PredictionLogBatch>(&msg.payload, false, ce_type.as_deref())
+                && let Some(p) = batch.predictions.into_iter().find(|p| p.prediction_id == id)
+                && (pipelines.is_empty() || pipelines.contains(&p.pipeline))
+            {
+                return Ok(Some(live(p, sequence)));
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A prediction read from the stream, shaped like one read from a file.
+fn live(p: pb::PredictionLogged, sequence: u64) -> Found {
+    let mut prediction = Map::new();
+    prediction.insert("prediction_id".into(), p.prediction_id.into());
+    if p.label.is_empty() {
+        prediction.insert("prediction".into(), p.score.into());
+    } else {
+        prediction.insert("probability".into(), p.score.into());
+        prediction.insert("label".into(), p.label.into());
+    }
+    prediction.insert("model_version".into(), p.version.into());
+    prediction.insert("artifact_sha256".into(), p.artifact_sha256.into());
+    let at = chrono::DateTime::from_timestamp_millis(p.time_unix_ms)
+        .map_or_else(|| p.time_unix_ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    prediction.insert("predicted_at".into(), at.into());
+    prediction.insert("stream_sequence".into(), sequence.into());
+    let mut inputs: Map<String, Value> = p.numeric.into_iter().map(|(k, v)| (k, v.into())).collect();
+    inputs.extend(p.categorical.into_iter().map(|(k, v)| (k, v.into())));
+    Found { pipeline: p.pipeline, file: None, prediction, inputs }
+}
+
+/// The schema an export writes: every input any of `files` has (text where any file has text),
+/// then the answers, as the files order them.
+fn export_schema(files: &[FileEntry]) -> Arc<Schema> {
+    let mut inputs: BTreeMap<&str, bool> = BTreeMap::new();
+    for f in files {
+        for (name, kind) in &f.inputs {
+            *inputs.entry(name).or_default() |= kind == "utf8";
+        }
+    }
+    let mut fields: Vec<Field> = inputs
+        .into_iter()
+        .map(|(name, text)| Field::new(name, if text { DataType::Utf8 } else { DataType::Float64 }, true))
+        .collect();
+    fields.push(Field::new("prediction_id", DataType::Utf8, false));
+    let classifier = files.iter().any(|f| f.classifier);
+    if files.iter().any(|f| !f.classifier) {
+        fields.push(Field::new("prediction", DataType::Float64, true));
+    }
+    if classifier {
+        fields.push(Field::new("probability", DataType::Float64, true));
+        fields.push(Field::new("label", DataType::Utf8, true));
+    }
+    fields.push(Field::new("model_version", DataType::UInt64, false));
+    fields.push(Field::new("artifact_sha256", DataType::Utf8, false));
+    fields.push(Field::new(
+        "predicted_at",
+        DataType::Timestamp(TimeUnit::Millisecond, Some(crate::columns::UTC.into())),
+        false,
+    ));
+    fields.push(Field::new("stream_sequence", DataType::UInt64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// `batch` in `schema`: columns it lacks as nulls, others cast; only the rows at `from` or later
+/// and before `to`, of `version` when given.
+fn conform(
+    batch: &RecordBatch,
+    schema: &Arc<Schema>,
+    (from, to, version): (i64, i64, Option<u64>),
+) -> Result<RecordBatch, String> {
+    let times = batch
+        .column_by_name("predicted_at")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+        .ok_or("no predicted_at column")?;
+    let versions = batch
+        .column_by_name("model_version")
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .ok_or("no model_version column")?;
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| {
+            let t = times.value(i);
+            Some(t >= from && t < to && version.is_none_or(|v| versions.value(i) == v))
+        })
+        .collect();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = match batch.column_by_name(field.name()) {
+            Some(c) if c.data_type() == field.data_type() => c.clone(),
+            Some(c) => arrow_cast::cast(c, field.data_type()).map_err(|e| e.to_string())?,
+            None => arrow_array::new_null_array(field.data_type(), batch.num_rows()),
+        };
+        columns.push(arrow_select::filter::filter(&column, &keep).map_err(|e| e.to_string())?);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+}
+
+impl Archive {
+    /// The files of `pipeline` that may hold predictions at `from` or later and before `to`, of
+    /// `version` when given.
+    pub async fn files_between(
+        &self,
+        pipeline: &str,
+        from: i64,
+        to: i64,
+        version: Option<u64>,
+    ) -> Result<Vec<FileEntry>, ArchiveError> {
+        let (first, last) = (hour_of(from), hour_of(to - 1));
+        let mut files = Vec::new();
+        for hour in self.hours(pipeline).await? {
+            if hour < first || hour > last {
+                continue;
+            }
+            files.extend(self.partition(pipeline, &hour).await?.into_iter().filter(|f| {
+                f.max_time_ms >= from && f.min_time_ms < to && version.is_none_or(|v| f.versions.contains(&v))
+            }));
+        }
+        Ok(files)
+    }
+
+    /// Writes `pipeline`'s predictions at `from` or later and before `to` (Unix ms), of `version`
+    /// when given, to `out` as Parquet, one archive file at a time.
+    pub async fn export<W: Write + Send + 'static>(
+        &self,
+        pipeline: &str,
+        (from, to): (i64, i64),
+        version: Option<u64>,
+        out: W,
+    ) -> Result<Export, ArchiveError> {
+        if from >= to {
+            return Err(ArchiveError::BadRequest(format!("the range is empty: {from} is not before {to}")));
+        }
+        let files = self.files_between(pipeline, from, to, version).await?;
+        let schema = export_schema(&files);
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let write = |e: parquet::errors::ParquetError| ArchiveError::Write(e.to_string());
+        let mut writer = Some(ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(write)?);
+        let mut done = Export::default();
+        for entry in files {
+            let bytes = self.file(&entry).await?;
+            let (schema, name) = (schema.clone(), entry.name.clone());
+            let mut w = writer.take().ok_or_else(|| ArchiveError::Write("the writer was lost".into()))?;
+            let (w, rows) = tokio::task::spawn_blocking(move || -> Result<_, ArchiveError> {
+                let unreadable = |e: String| ArchiveError::Unreadable { name: name.clone(), message: e };
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .and_then(|b| b.build())
+                    .map_err(|e| unreadable(e.to_string()))?;
+                let mut rows = 0;
+                for batch in reader {
+                    let batch = conform(&batch.map_err(|e| unreadable(e.to_string()))?, &schema, (from, to, version))
+                        .map_err(unreadable)?;
+                    rows += batch.num_rows() as u64;
+                    w.write(&batch).map_err(write)?;
+                }
+                Ok((w, rows))
+            })
+            .await
+            .map_err(|e| ArchiveError::Write(e.to_string()))??;
+            writer = Some(w);
+            done.rows += rows;
+            done.files += 1;
+        }
+        if let Some(w) = writer {
+            w.close().map_err(write)?;
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Partition;
+
+    fn logged(id: &str, t: i64, version: u64, label: &str) -> pb::PredictionLogged {
+        pb::PredictionLogged {
+            pipeline: "churn".into(),
+            prediction_id: id.into(),
+            version,
+            artifact_sha256: "ab".repeat(32),
+            numeric: [("tenure".to_owned(), 3.5), ("label".to_owned(), 1.0)].into(),
+            categorical: [("plan".to_owned(), format!("p{version}"))].into(),
+            score: 0.25,
+            label: label.into(),
+            time_unix_ms: t,
+        }
+    }
+
+    fn encoded(rows: &[pb::PredictionLogged]) -> crate::Encoded {
+        let mut part = Partition::new("churn", "2026120313");
+        for (i, p) in rows.iter().enumerate() {
+            part.push(10 + i as u64, p.clone());
+        }
+        part.encode(10, 20).unwrap()
+    }
+
+    #[test]
+    fn a_file_holds_inputs_answers_and_finds_its_ids() {
+        let mut late = logged("b", 2_000, 2, "yes");
+        late.numeric.insert("calls".into(), 7.0);
+        late.categorical.insert("tenure".into(), "long".into());
+        let e = encoded(&[logged("a", 1_000, 1, "no"), late]);
+        assert_eq!(e.entry.name, "churn/2026120313/10-20.parquet");
+        assert_eq!((e.entry.rows, e.entry.min_time_ms, e.entry.max_time_ms), (2, 1_000, 2_000));
+        assert_eq!(e.entry.versions, [1, 2]);
+        assert!(e.entry.classifier);
+        // A feature named like an answer is renamed; one given as text once is text throughout.
+        let kinds: Vec<(&str, &str)> = e.entry.inputs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(kinds, [("calls", "f64"), ("input.label", "f64"), ("plan", "utf8"), ("tenure", "f64")]);
+        assert_eq!(e.entry.sha256, mlops_shared::sha256_hex(&e.parquet));
+        let bloom = parquet::bloom_filter::Sbbf::from_bytes(&e.bloom).unwrap();
+        assert!(bloom.check("a") && bloom.check("b"));
+        let row = row_in("f", Bytes::from(e.parquet.clone()), "b").unwrap().unwrap();
+        let (prediction, inputs) = split(row);
+        assert_eq!(prediction["label"], "yes");
+        assert_eq!(prediction["model_version"], 2);
+        assert_eq!(prediction["stream_sequence"], 11);
+        assert_eq!(inputs["calls"], 7.0);
+        assert_eq!(inputs["label"], 1.0, "renamed back");
+        assert_eq!(inputs["plan"], "p2");
+        let first = split(row_in("f", Bytes::from(e.parquet.clone()), "a").unwrap().unwrap()).1;
+        assert!(!first.contains_key("calls"), "absent where not given: {first:?}");
+        assert_eq!(row_in("f", Bytes::from(e.parquet), "c").unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_with_a_feature_both_number_and_text_keeps_both_as_text() {
+        let mut text = logged("b", 2_000, 1, "no");
+        text.numeric.remove("tenure");
+        text.categorical.insert("tenure".into(), "long".into());
+        let e = encoded(&[logged("a", 1_000, 1, "no"), text]);
+        assert_eq!(e.entry.inputs["tenure"], "utf8");
+        let inputs = split(row_in("f", Bytes::from(e.parquet), "a").unwrap().unwrap()).1;
+        assert_eq!(inputs["tenure"], "3.5");
+    }
+
+    #[test]
+    fn exports_widen_files_to_one_schema_and_keep_the_range_and_version() {
+        let regression = {
+            let mut part = Partition::new("churn", "2026120313");
+            let mut p = logged("r", 1_500, 3, "");
+            p.numeric.insert("extra".into(), 1.0);
+            part.push(30, p);
+            part.encode(30, 30).unwrap()
+        };
+        let classes = encoded(&[logged("a", 1_000, 1, "no"), logged("b", 2_000, 2, "yes")]);
+        let schema = export_schema(&[classes.entry.clone(), regression.entry.clone()]);
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "extra",
+                "input.label",
+                "plan",
+                "tenure",
+                "prediction_id",
+                "prediction",
+                "probability",
+                "label",
+                "model_version",
+                "artifact_sha256",
+                "predicted_at",
+                "stream_sequence"
+            ]
+        );
+        let read = |bytes: Vec<u8>| {
+            ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+        };
+        let batch = conform(&read(classes.parquet.clone()), &schema, (0, 1_999, None)).unwrap();
+        assert_eq!(batch.num_rows(), 1, "the range's end is left out");
+        let batch = conform(&read(classes.parquet), &schema, (0, 5_000, Some(2))).unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.column_by_name("extra").unwrap().null_count(), 1);
+        let batch = conform(&read(regression.parquet), &schema, (0, 5_000, None)).unwrap();
+        assert_eq!(batch.column_by_name("label").unwrap().null_count(), 1);
+    }
+
+    #[test]
+    fn ids_that_cannot_be_ids_are_refused() {
+        for bad in ["", "a b", "x\n", &"x".repeat(257)] {
+            assert!(matches!(check_id(bad), Err(ArchiveError::BadRequest(m)) if m.contains("is not a prediction id")));
+        }
+        assert!(check_id("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b").is_ok());
+    }
+}
