@@ -123,6 +123,11 @@ bench-monitor: deps
     cargo build --release --workspace --bins
     cargo bench -p mlops-integration-tests --bench monitor -- 200000
 
+# The prediction archive: compaction rate, and lookup by id among 10M archived predictions (release build, the whole platform).
+bench-archive: deps
+    cargo build --release --workspace --bins
+    cargo bench -p mlops-integration-tests --bench archive -- 10000000 1000000
+
 # The soak (not a CI step): MINUTES of new data every minute and RATE predictions/s with labels, on release
 # binaries; samples memory, backlogs and errors every 15 s; fails on 10 % memory growth, any error or dead letter.
 soak minutes="30" rate="2000": deps

@@ -174,8 +174,8 @@ async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_wit
     let watermark = archive.watermark().await.unwrap();
     let mut part = Partition::new("churn", &mlops_archive::hour_of(now));
     let crashed = logs("churn", 0, 500, now);
-    for p in crashed.predictions {
-        part.push(watermark + 1, p);
+    for p in &crashed.predictions {
+        part.push(watermark + 1, &p.into());
     }
     let orphan = part.encode(watermark + 1, watermark + 1).unwrap();
     let orphan_name = orphan.entry.name.clone();

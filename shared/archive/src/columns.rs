@@ -6,18 +6,19 @@
 //! them (`prediction_id`, `probability` and `label`, or `prediction`, and `model_version`), then
 //! `artifact_sha256`, `predicted_at` (UTC) and `stream_sequence`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_array::builder::{StringBuilder, StringDictionaryBuilder};
 use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use mlops_proto as pb;
+use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::bloom_filter::Sbbf;
 use parquet::file::properties::WriterProperties;
 
+use crate::wire::{Logged, text};
 use crate::{ArchiveError, FileEntry};
 
 /// The archive's own columns, after the inputs.
@@ -97,7 +98,9 @@ pub struct Partition {
     artifacts: StringDictionaryBuilder<Int32Type>,
     times: Vec<i64>,
     sequences: Vec<u64>,
-    inputs: BTreeMap<String, Input>,
+    /// Each input's column, by the name as logged.
+    index: HashMap<Bytes, usize, foldhash::fast::FixedState>,
+    inputs: Vec<(Bytes, Input)>,
 }
 
 /// A partition written: the Parquet file, its ids' bloom filter, and the manifest's entry.
@@ -120,7 +123,8 @@ impl Partition {
             artifacts: StringDictionaryBuilder::new(),
             times: Vec::new(),
             sequences: Vec::new(),
-            inputs: BTreeMap::new(),
+            index: HashMap::default(),
+            inputs: Vec::new(),
         }
     }
 
@@ -129,29 +133,44 @@ impl Partition {
     }
 
     /// Adds one prediction, read from the stream message at `sequence`.
-    pub fn push(&mut self, sequence: u64, p: pb::PredictionLogged) {
+    pub fn push(&mut self, sequence: u64, p: &Logged) {
         let row = self.rows();
         // A name given twice (as a number and as text) keeps its first value.
-        for (name, x) in p.numeric {
-            let input = column(&mut self.inputs, name, true, row);
+        for n in &p.numeric {
+            let input = self.column(&n.key, true, row);
             if input.len() == row {
-                input.push_num(x);
+                input.push_num(n.value);
             }
         }
-        for (name, s) in p.categorical {
-            let input = column(&mut self.inputs, name, false, row);
+        for c in &p.categorical {
+            let input = self.column(&c.key, false, row);
             if input.len() == row {
-                input.push_cat(s);
+                input.push_cat(text(&c.value).to_owned());
             }
         }
-        self.ids.append_value(&p.prediction_id);
+        self.ids.append_value(text(&p.prediction_id));
         self.scores.push(p.score);
         self.classifier |= !p.label.is_empty();
-        self.labels.append_value(&p.label);
+        self.labels.append_value(text(&p.label));
         self.versions.push(p.version);
-        self.artifacts.append_value(&p.artifact_sha256);
+        self.artifacts.append_value(text(&p.artifact_sha256));
         self.times.push(p.time_unix_ms);
         self.sequences.push(sequence);
+    }
+
+    /// The input column `name`, made and padded with nulls to `row` rows when new.
+    fn column(&mut self, name: &Bytes, num: bool, row: usize) -> &mut Input {
+        let i = match self.index.get(name.as_ref()) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(name.clone(), self.inputs.len());
+                self.inputs.push((name.clone(), if num { Input::Num(vec![]) } else { Input::Cat(vec![]) }));
+                self.inputs.len() - 1
+            }
+        };
+        let input = &mut self.inputs[i].1;
+        input.pad(row);
+        input
     }
 
     /// Writes the partition as the file of the flush covering sequences `first` to `last`.
@@ -166,7 +185,15 @@ impl Partition {
         let mut fields = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         let mut inputs = BTreeMap::new();
-        for (name, mut input) in std::mem::take(&mut self.inputs) {
+        // Named as logged, but never like one of the archive's own columns; in name order.
+        let named: BTreeMap<String, Input> = std::mem::take(&mut self.inputs)
+            .into_iter()
+            .map(|(name, input)| {
+                let name = String::from_utf8_lossy(&name);
+                (if OWN_COLUMNS.contains(&name.as_ref()) { format!("input.{name}") } else { name.into_owned() }, input)
+            })
+            .collect();
+        for (name, mut input) in named {
             input.pad(rows);
             let (data_type, array) = input.into_array();
             inputs.insert(name.clone(), if data_type == DataType::Utf8 { "utf8" } else { "f64" }.to_owned());
@@ -234,13 +261,4 @@ impl Partition {
         };
         Ok(Encoded { parquet, bloom: bloom_bytes, entry })
     }
-}
-
-/// The input column `name` (renamed when it clashes with the archive's own), made and padded with
-/// nulls to `row` rows when new.
-fn column(inputs: &mut BTreeMap<String, Input>, name: String, num: bool, row: usize) -> &mut Input {
-    let name = if OWN_COLUMNS.contains(&name.as_str()) { format!("input.{name}") } else { name };
-    let input = inputs.entry(name).or_insert_with(|| if num { Input::Num(vec![]) } else { Input::Cat(vec![]) });
-    input.pad(row);
-    input
 }

@@ -8,15 +8,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use bytes::Bytes;
 use futures::StreamExt as _;
-use mlops_proto as pb;
-use mlops_shared::bus::{Bus, PREDICTIONS_STREAM, decode_typed};
+use mlops_shared::bus::{Bus, PREDICTIONS_STREAM};
 use mlops_shared::spec::SpecStore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::manifest::Committed;
+use crate::wire::{LogBatch, text};
 use crate::{Archive, ArchiveError, Flush, Partition, hour_of, hour_start};
 
 /// When the compactor flushes and how often it deletes expired partitions.
@@ -43,7 +44,8 @@ struct Gathered {
     first: u64,
     /// The sequence expected next.
     next: u64,
-    parts: HashMap<(String, String), Partition>,
+    /// By pipeline and hour (since the Unix epoch).
+    parts: HashMap<(Bytes, i64), Partition>,
     rows: usize,
     lost: u64,
     unreadable: u64,
@@ -65,7 +67,7 @@ impl Gathered {
         self.since.get_or_insert_with(Instant::now);
         let ce_type =
             msg.headers.as_ref().and_then(|h| h.get(mlops_shared::events::headers::TYPE)).map(|v| v.to_string());
-        let batch = match decode_typed::<pb::PredictionLogBatch>(&msg.payload, false, ce_type.as_deref()) {
+        let batch = match LogBatch::decode_message(ce_type.as_deref(), msg.payload.clone()) {
             Ok(batch) => batch,
             Err(e) => {
                 warn!(seq, subject = %msg.subject, error = %e, "a message of the prediction log is not archived");
@@ -73,12 +75,11 @@ impl Gathered {
                 return Ok(());
             }
         };
-        for mut p in batch.predictions {
-            if p.pipeline.is_empty() {
-                p.pipeline.clone_from(&batch.pipeline);
-            }
-            let key = (p.pipeline.clone(), hour_of(p.time_unix_ms));
-            self.parts.entry(key).or_insert_with_key(|(pipeline, hour)| Partition::new(pipeline, hour)).push(seq, p);
+        for p in &batch.predictions {
+            let key = (p.pipeline.clone(), p.time_unix_ms.div_euclid(crate::HOUR_MS));
+            let part =
+                self.parts.entry(key).or_insert_with(|| Partition::new(text(&p.pipeline), &hour_of(p.time_unix_ms)));
+            part.push(seq, p);
             self.rows += 1;
         }
         Ok(())

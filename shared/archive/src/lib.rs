@@ -24,6 +24,7 @@ mod columns;
 pub mod compact;
 pub mod manifest;
 pub mod query;
+pub mod wire;
 
 pub use columns::{Encoded, OWN_COLUMNS, Partition};
 pub use compact::{Compactor, CompactorConfig};

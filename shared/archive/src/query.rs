@@ -356,7 +356,7 @@ mod tests {
     fn encoded(rows: &[pb::PredictionLogged]) -> crate::Encoded {
         let mut part = Partition::new("churn", "2026120313");
         for (i, p) in rows.iter().enumerate() {
-            part.push(10 + i as u64, p.clone());
+            part.push(10 + i as u64, &p.into());
         }
         part.encode(10, 20).unwrap()
     }
@@ -407,7 +407,7 @@ mod tests {
             let mut part = Partition::new("churn", "2026120313");
             let mut p = logged("r", 1_500, 3, "");
             p.numeric.insert("extra".into(), 1.0);
-            part.push(30, p);
+            part.push(30, &(&p).into());
             part.encode(30, 30).unwrap()
         };
         let classes = encoded(&[logged("a", 1_000, 1, "no"), logged("b", 2_000, 2, "yes")]);
