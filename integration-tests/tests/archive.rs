@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use arrow_array::Array as _;
 use arrow_array::cast::AsArray as _;
 use mlops_archive::{Archive, Partition};
 use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
@@ -148,6 +149,43 @@ async fn served_predictions_are_archived_shown_by_id_with_lineage_and_exported()
         "x.parquet",
     ]);
     assert!(!ok && err.contains("no predictions of churn were archived"), "{err}");
+
+    // Labels that come later are archived with their prediction's hour: shown, and exported. One
+    // from an outside system as JSON, one as protobuf sent twice; the newest counts.
+    let label = serde_json::json!({"pipeline": "churn", "labels": [{"predictionId": ids[7], "label": "no"}]});
+    app.publish_json("mlops.events.labels.arrived.churn", Some("labels-1"), &label).await;
+    let event = mlops_integration_tests::labels_event("churn", &[(&ids[7], "yes"), (&ids[9], "no")]);
+    let bus = app.bus().await;
+    for _ in 0..2 {
+        bus.publish("labels-2", &EventContext::default(), &event).await.unwrap();
+    }
+    let shown = wait_until(T, || async {
+        let (ok, said, _) = show(&ids[7]);
+        let shown: serde_json::Value = serde_json::from_str(&said).ok()?;
+        (ok && shown["label"]["true_label"] == "yes").then_some(shown)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the label of {} never shown:\n{}", ids[7], app.log("monitor")));
+    assert!(shown["label"]["labelled_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{shown}");
+    let (ok, said, err) = export(&[]);
+    assert!(ok, "{said}{err}");
+    let file = std::fs::File::open(&out).unwrap();
+    let batches = mlops_data::open(mlops_data::Source::File(file), "out.parquet", &Default::default()).unwrap();
+    let mut labelled = Vec::new();
+    for batch in batches {
+        let batch = batch.unwrap();
+        let ids = batch.column_by_name("prediction_id").unwrap().as_string::<i32>().clone();
+        let labels = batch.column_by_name("true_label").unwrap().as_string::<i32>().clone();
+        labelled.extend(
+            (0..batch.num_rows())
+                .filter(|&i| labels.is_valid(i))
+                .map(|i| (ids.value(i).to_owned(), labels.value(i).to_owned())),
+        );
+    }
+    labelled.sort();
+    let mut expected = vec![(ids[7].clone(), "yes".to_owned()), (ids[9].clone(), "no".to_owned())];
+    expected.sort();
+    assert_eq!(labelled, expected, "each label once, the newest");
 
     // A file altered in the store is reported by name, never skipped.
     let archive = Archive::open(&app.bus().await).await.unwrap();

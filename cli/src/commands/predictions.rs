@@ -15,8 +15,8 @@ use mlops_shared::config::NatsArgs;
 /// The subcommands of `mlops predictions`.
 #[derive(Subcommand)]
 pub(crate) enum PredictionsCommand {
-    /// One prediction by id: its inputs as received, its answers, the model version and that
-    /// version's lineage.
+    /// One prediction by id: its inputs as received, its answers, the label that came for it,
+    /// the model version and that version's lineage.
     Show {
         /// The prediction id, as the deployer answered it.
         id: String,
@@ -91,6 +91,7 @@ async fn show(archive: &Archive, id: &str, pipeline: Option<String>, registry: &
         "source": found.file.map_or_else(|| "prediction log (not yet archived)".to_owned(), |f| format!("archive file {f}")),
         "prediction": found.prediction,
         "inputs": found.inputs,
+        "label": found.label,
         "model": model,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

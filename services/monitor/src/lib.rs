@@ -157,17 +157,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
                 .then(|| std::time::Duration::from_secs_f64(s))
                 .with_context(|| format!("{name} must be a positive number of seconds, not {s}"))
         };
-        let compactor = mlops_archive::Compactor {
-            archive: mlops_archive::Archive::open(&m.bus).await?,
-            bus: m.bus.clone(),
-            specs: m.specs.clone(),
-            config: mlops_archive::CompactorConfig {
-                max_rows: config.archive_max_rows as usize,
-                flush_after: secs(config.archive_flush_secs, "MLOPS_ARCHIVE_FLUSH_SECS")?,
-                retention_check: secs(config.archive_retention_check_secs, "MLOPS_ARCHIVE_RETENTION_CHECK_SECS")?,
-            },
+        let archive = mlops_archive::Archive::open(&m.bus).await?;
+        let config = mlops_archive::CompactorConfig {
+            max_rows: config.archive_max_rows as usize,
+            flush_after: secs(config.archive_flush_secs, "MLOPS_ARCHIVE_FLUSH_SECS")?,
+            retention_check: secs(config.archive_retention_check_secs, "MLOPS_ARCHIVE_RETENTION_CHECK_SECS")?,
         };
-        service.spawn(compactor.run(service.shutdown()));
+        // The predictions, and the labels that come for them later.
+        for archive in [archive.labels(), archive] {
+            let compactor = mlops_archive::Compactor {
+                archive,
+                bus: m.bus.clone(),
+                specs: m.specs.clone(),
+                config: config.clone(),
+            };
+            service.spawn(compactor.run(service.shutdown()));
+        }
     }
     let (ages, stop) = (m.clone(), service.shutdown());
     service.spawn(async move {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{StringBuilder, StringDictionaryBuilder};
 use arrow_array::types::Int32Type;
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -22,7 +22,7 @@ use crate::wire::{Logged, text};
 use crate::{ArchiveError, FileEntry};
 
 /// The archive's own columns, after the inputs.
-pub const OWN_COLUMNS: [&str; 8] = [
+pub const OWN_COLUMNS: [&str; 10] = [
     "prediction_id",
     "probability",
     "prediction",
@@ -31,6 +31,8 @@ pub const OWN_COLUMNS: [&str; 8] = [
     "artifact_sha256",
     "predicted_at",
     "stream_sequence",
+    "true_label",
+    "labelled_at",
 ];
 
 /// The time zone of `predicted_at`, as an offset (which readers need no time zone database for).
@@ -176,12 +178,8 @@ impl Partition {
     /// Writes the partition as the file of the flush covering sequences `first` to `last`.
     pub fn encode(mut self, first: u64, last: u64) -> Result<Encoded, ArchiveError> {
         let rows = self.rows();
-        let write = |e: parquet::errors::ParquetError| ArchiveError::Write(e.to_string());
         let ids = self.ids.finish();
-        let mut bloom = Sbbf::new_with_ndv_fpp(rows.max(1) as u64, BLOOM_FPP).map_err(write)?;
-        for id in ids.iter().flatten() {
-            bloom.insert(id);
-        }
+        let bloom = bloom_of(&ids)?;
         let mut fields = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         let mut inputs = BTreeMap::new();
@@ -222,27 +220,9 @@ impl Partition {
         fields.push(Field::new("stream_sequence", DataType::UInt64, false));
         columns.push(Arc::new(UInt64Array::from(std::mem::take(&mut self.sequences))));
         let name = format!("{}/{}/{first}-{last}.parquet", self.pipeline, self.hour);
-        let schema = Arc::new(Schema::new(fields));
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ArchiveError::Write(e.to_string()))?;
-        let metadata = vec![
-            parquet::file::metadata::KeyValue::new("mlops.pipeline".into(), self.pipeline.clone()),
-            parquet::file::metadata::KeyValue::new("mlops.first_sequence".into(), first.to_string()),
-            parquet::file::metadata::KeyValue::new("mlops.last_sequence".into(), last.to_string()),
-        ];
-        let props = WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::SNAPPY)
-            .set_dictionary_enabled(false)
-            .set_column_dictionary_enabled("label".into(), true)
-            .set_column_dictionary_enabled("artifact_sha256".into(), true)
-            .set_column_dictionary_enabled("model_version".into(), true)
-            .set_key_value_metadata(Some(metadata))
-            .build();
-        let mut parquet = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut parquet, schema, Some(props)).map_err(write)?;
-        writer.write(&batch).map_err(write)?;
-        writer.close().map_err(write)?;
-        let mut bloom_bytes = Vec::new();
-        bloom.write(&mut bloom_bytes).map_err(write)?;
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| ArchiveError::Write(e.to_string()))?;
+        let (parquet, bloom_bytes) = (to_parquet(&batch, &self.pipeline, first, last)?, bloom);
         let entry = FileEntry {
             bloom_sha256: mlops_shared::sha256_hex(&bloom_bytes),
             sha256: mlops_shared::sha256_hex(&parquet),
@@ -262,3 +242,114 @@ impl Partition {
         Ok(Encoded { parquet, bloom: bloom_bytes, entry })
     }
 }
+
+/// The bloom filter of a file's prediction ids, serialized.
+fn bloom_of(ids: &StringArray) -> Result<Vec<u8>, ArchiveError> {
+    let write = |e: parquet::errors::ParquetError| ArchiveError::Write(e.to_string());
+    let mut bloom = Sbbf::new_with_ndv_fpp(ids.len().max(1) as u64, BLOOM_FPP).map_err(write)?;
+    for id in ids.iter().flatten() {
+        bloom.insert(id);
+    }
+    let mut bytes = Vec::new();
+    bloom.write(&mut bytes).map_err(write)?;
+    Ok(bytes)
+}
+
+/// `batch` as a Parquet file of the flush covering sequences `first` to `last`.
+fn to_parquet(batch: &RecordBatch, pipeline: &str, first: u64, last: u64) -> Result<Vec<u8>, ArchiveError> {
+    let write = |e: parquet::errors::ParquetError| ArchiveError::Write(e.to_string());
+    let metadata = vec![
+        parquet::file::metadata::KeyValue::new("mlops.pipeline".into(), pipeline.to_owned()),
+        parquet::file::metadata::KeyValue::new("mlops.first_sequence".into(), first.to_string()),
+        parquet::file::metadata::KeyValue::new("mlops.last_sequence".into(), last.to_string()),
+    ];
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled("label".into(), true)
+        .set_column_dictionary_enabled("true_label".into(), true)
+        .set_column_dictionary_enabled("artifact_sha256".into(), true)
+        .set_column_dictionary_enabled("model_version".into(), true)
+        .set_key_value_metadata(Some(metadata))
+        .build();
+    let mut parquet = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut parquet, batch.schema(), Some(props)).map_err(write)?;
+    writer.write(batch).map_err(write)?;
+    writer.close().map_err(write)?;
+    Ok(parquet)
+}
+
+/// The labels that came for one pipeline's predictions of one hour: `prediction_id`,
+/// `true_label`, `labelled_at` (when the label was published) and `stream_sequence`.
+pub struct LabelPartition {
+    pub pipeline: String,
+    pub hour: String,
+    ids: StringBuilder,
+    labels: StringBuilder,
+    times: Vec<i64>,
+    sequences: Vec<u64>,
+}
+
+impl LabelPartition {
+    pub fn new(pipeline: &str, hour: &str) -> Self {
+        Self {
+            pipeline: pipeline.into(),
+            hour: hour.into(),
+            ids: StringBuilder::new(),
+            labels: StringBuilder::new(),
+            times: Vec::new(),
+            sequences: Vec::new(),
+        }
+    }
+
+    /// Adds the label of `prediction_id`, published at `at`, read from the message at `sequence`.
+    pub fn push(&mut self, sequence: u64, prediction_id: &str, label: &str, at: i64) {
+        self.ids.append_value(prediction_id);
+        self.labels.append_value(label);
+        self.times.push(at);
+        self.sequences.push(sequence);
+    }
+
+    /// Writes the partition as the file of the flush covering sequences `first` to `last`.
+    pub fn encode(mut self, first: u64, last: u64) -> Result<Encoded, ArchiveError> {
+        let ids = self.ids.finish();
+        let bloom = bloom_of(&ids)?;
+        let rows = ids.len() as u64;
+        let (min_time, max_time) = (self.times.iter().min().copied(), self.times.iter().max().copied());
+        let time = DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into()));
+        let schema = Schema::new(vec![
+            Field::new("prediction_id", DataType::Utf8, false),
+            Field::new("true_label", DataType::Utf8, false),
+            Field::new("labelled_at", time, false),
+            Field::new("stream_sequence", DataType::UInt64, false),
+        ]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ids),
+            Arc::new(self.labels.finish()),
+            Arc::new(TimestampMillisecondArray::from(std::mem::take(&mut self.times)).with_timezone(UTC)),
+            Arc::new(UInt64Array::from(std::mem::take(&mut self.sequences))),
+        ];
+        let batch = RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| ArchiveError::Write(e.to_string()))?;
+        let parquet = to_parquet(&batch, &self.pipeline, first, last)?;
+        let entry = FileEntry {
+            name: format!("{LABELS_DIR}/{}/{}/{first}-{last}.parquet", self.pipeline, self.hour),
+            bloom_sha256: mlops_shared::sha256_hex(&bloom),
+            sha256: mlops_shared::sha256_hex(&parquet),
+            bytes: parquet.len() as u64,
+            pipeline: self.pipeline,
+            hour: self.hour,
+            rows,
+            min_time_ms: min_time.unwrap_or_default(),
+            max_time_ms: max_time.unwrap_or_default(),
+            versions: Vec::new(),
+            inputs: BTreeMap::new(),
+            classifier: false,
+            first_sequence: first,
+            last_sequence: last,
+        };
+        Ok(Encoded { parquet, bloom, entry })
+    }
+}
+
+/// Where label files are kept: a name no pipeline can have (they start with a letter).
+pub const LABELS_DIR: &str = "_labels";

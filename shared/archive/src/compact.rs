@@ -10,15 +10,17 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use mlops_shared::bus::{Bus, PREDICTIONS_STREAM};
+use mlops_proto as pb;
+use mlops_shared::bus::{Bus, EVENTS_STREAM, PREDICTIONS_STREAM, decode_typed};
 use mlops_shared::spec::SpecStore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::manifest::Committed;
+use crate::columns::LabelPartition;
+use crate::manifest::{Committed, Log};
 use crate::wire::{LogBatch, text};
-use crate::{Archive, ArchiveError, Flush, Partition, hour_of, hour_start};
+use crate::{Archive, ArchiveError, Flush, Partition, hour_of, hour_start, id_time};
 
 /// When the compactor flushes and how often it deletes expired partitions.
 #[derive(Debug, Clone)]
@@ -39,13 +41,18 @@ pub struct Compactor {
     pub config: CompactorConfig,
 }
 
+/// What was gathered of each partition, by pipeline and hour (since the Unix epoch).
+enum Parts {
+    Predictions(HashMap<(Bytes, i64), Partition>),
+    Labels(HashMap<(String, i64), LabelPartition>),
+}
+
 /// Messages read since the last flush.
 struct Gathered {
     first: u64,
     /// The sequence expected next.
     next: u64,
-    /// By pipeline and hour (since the Unix epoch).
-    parts: HashMap<(Bytes, i64), Partition>,
+    parts: Parts,
     rows: usize,
     lost: u64,
     unreadable: u64,
@@ -53,8 +60,17 @@ struct Gathered {
 }
 
 impl Gathered {
-    fn from(first: u64) -> Self {
-        Self { first, next: first, parts: HashMap::new(), rows: 0, lost: 0, unreadable: 0, since: None }
+    fn from(first: u64, log: Log) -> Self {
+        let parts = match log {
+            Log::Predictions => Parts::Predictions(HashMap::new()),
+            Log::Labels => Parts::Labels(HashMap::new()),
+        };
+        Self { first, next: first, parts, rows: 0, lost: 0, unreadable: 0, since: None }
+    }
+
+    fn unreadable(&mut self, msg: &async_nats::jetstream::Message, error: &str) {
+        warn!(subject = %msg.subject, %error, "a message is not archived");
+        self.unreadable += 1;
     }
 
     fn add(&mut self, msg: &async_nats::jetstream::Message) -> Result<(), ArchiveError> {
@@ -62,27 +78,61 @@ impl Gathered {
         if seq < self.next {
             return Ok(());
         }
-        self.lost += seq - self.next;
+        // The prediction log holds nothing else, so a sequence skipped is a message gone; labels
+        // are read from among the other events, so theirs skip by design.
+        if matches!(self.parts, Parts::Predictions(_)) {
+            self.lost += seq - self.next;
+        }
         self.next = seq + 1;
         self.since.get_or_insert_with(Instant::now);
-        let ce_type =
-            msg.headers.as_ref().and_then(|h| h.get(mlops_shared::events::headers::TYPE)).map(|v| v.to_string());
-        let batch = match LogBatch::decode_message(ce_type.as_deref(), msg.payload.clone()) {
-            Ok(batch) => batch,
-            Err(e) => {
-                warn!(seq, subject = %msg.subject, error = %e, "a message of the prediction log is not archived");
-                self.unreadable += 1;
-                return Ok(());
+        let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
+        let ce_type = header(mlops_shared::events::headers::TYPE);
+        match &mut self.parts {
+            Parts::Predictions(parts) => {
+                let batch = match LogBatch::decode_message(ce_type.as_deref(), msg.payload.clone()) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        self.unreadable(msg, &e);
+                        return Ok(());
+                    }
+                };
+                for p in &batch.predictions {
+                    let key = (p.pipeline.clone(), p.time_unix_ms.div_euclid(crate::HOUR_MS));
+                    let hour = || hour_of(p.time_unix_ms);
+                    parts.entry(key).or_insert_with(|| Partition::new(text(&p.pipeline), &hour())).push(seq, p);
+                    self.rows += 1;
+                }
             }
-        };
-        for p in &batch.predictions {
-            let key = (p.pipeline.clone(), p.time_unix_ms.div_euclid(crate::HOUR_MS));
-            let part =
-                self.parts.entry(key).or_insert_with(|| Partition::new(text(&p.pipeline), &hour_of(p.time_unix_ms)));
-            part.push(seq, p);
-            self.rows += 1;
+            Parts::Labels(parts) => {
+                let json = header(mlops_shared::events::headers::CONTENT_TYPE)
+                    .is_some_and(|ct| ct.starts_with(mlops_shared::events::headers::JSON));
+                let event = match decode_typed::<pb::LabelsArrived>(&msg.payload, json, ce_type.as_deref()) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        self.unreadable(msg, &e);
+                        return Ok(());
+                    }
+                };
+                let published = msg.info().map_or(0, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+                for l in &event.labels {
+                    // With the prediction it labels, when its id names the time.
+                    let at = id_time(&l.prediction_id).unwrap_or(published);
+                    let key = (event.pipeline.clone(), at.div_euclid(crate::HOUR_MS));
+                    let part = parts.entry(key).or_insert_with(|| LabelPartition::new(&event.pipeline, &hour_of(at)));
+                    part.push(seq, &l.prediction_id, &l.label, published);
+                    self.rows += 1;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Every partition gathered, written as the files of the flush `first` to `last`.
+    fn encode(self, first: u64, last: u64) -> Result<Vec<crate::Encoded>, ArchiveError> {
+        match self.parts {
+            Parts::Predictions(parts) => parts.into_values().map(|p| p.encode(first, last)).collect(),
+            Parts::Labels(parts) => parts.into_values().map(|p| p.encode(first, last)).collect(),
+        }
     }
 }
 
@@ -111,17 +161,21 @@ impl Compactor {
     /// One run from the last commit until shutdown or a failure.
     async fn pass(&self, shutdown: &CancellationToken) -> Result<(), ArchiveError> {
         let watermark = self.archive.recover().await?;
-        metrics::gauge!("mlops_archive_sequence").set(watermark as f64);
-        let stream =
-            self.bus.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| ArchiveError::Store(e.to_string()))?;
+        let log = if self.archive.log == Log::Labels { "labels" } else { "predictions" };
+        metrics::gauge!("mlops_archive_sequence", "log" => log).set(watermark as f64);
+        let (stream, filter) = match self.archive.log {
+            Log::Predictions => (PREDICTIONS_STREAM, "mlops.predictions.>"),
+            Log::Labels => (EVENTS_STREAM, "mlops.events.labels.arrived.>"),
+        };
+        let stream = self.bus.js.get_stream(stream).await.map_err(|e| ArchiveError::Store(e.to_string()))?;
         let config = OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: watermark + 1 },
-            filter_subject: "mlops.predictions.>".into(),
+            filter_subject: filter.into(),
             ..Default::default()
         };
         let consumer = stream.create_consumer(config).await.map_err(|e| ArchiveError::Store(e.to_string()))?;
         let mut messages = consumer.messages().await.map_err(|e| ArchiveError::Store(e.to_string()))?;
-        let mut gathered = Gathered::from(watermark + 1);
+        let mut gathered = Gathered::from(watermark + 1, self.archive.log);
         let mut retention_due = Instant::now();
         loop {
             let flush_at = gathered.since.map(|t| t + self.config.flush_after);
@@ -153,20 +207,18 @@ impl Compactor {
         if last < first {
             return Ok(gathered);
         }
-        let parts: Vec<Partition> = gathered.parts.into_values().collect();
-        let encoded = tokio::task::spawn_blocking(move || {
-            parts.into_iter().map(|p| p.encode(first, last)).collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| ArchiveError::Write(e.to_string()))??;
+        let (rows, lost, unreadable) = (gathered.rows, gathered.lost, gathered.unreadable);
+        let encoded = tokio::task::spawn_blocking(move || gathered.encode(first, last))
+            .await
+            .map_err(|e| ArchiveError::Write(e.to_string()))??;
         self.archive.write_files(first, &encoded).await?;
         let flush = Flush {
             first,
             last,
             files: encoded.into_iter().map(|e| e.entry).collect(),
-            predictions: gathered.rows as u64,
-            lost: gathered.lost,
-            unreadable: gathered.unreadable,
+            predictions: rows as u64,
+            lost,
+            unreadable,
             written_unix_ms: mlops_shared::now_unix_ms(),
         };
         match self.archive.commit(&flush).await? {
@@ -180,15 +232,16 @@ impl Compactor {
             }
         }
         self.archive.index(&flush).await?;
-        metrics::counter!("mlops_archive_predictions_total").increment(flush.predictions);
-        metrics::counter!("mlops_archive_files_total").increment(flush.files.len() as u64);
-        metrics::gauge!("mlops_archive_sequence").set(last as f64);
+        let log = if self.archive.log == Log::Labels { "labels" } else { "predictions" };
+        metrics::counter!("mlops_archive_rows_total", "log" => log).increment(flush.predictions);
+        metrics::counter!("mlops_archive_files_total", "log" => log).increment(flush.files.len() as u64);
+        metrics::gauge!("mlops_archive_sequence", "log" => log).set(last as f64);
         if flush.lost > 0 {
-            metrics::counter!("mlops_archive_lost_messages_total").increment(flush.lost);
-            warn!(first, last, lost = flush.lost, "prediction log messages expired before they were archived");
+            metrics::counter!("mlops_archive_lost_messages_total", "log" => log).increment(flush.lost);
+            warn!(log, first, last, lost = flush.lost, "messages expired from their stream before they were archived");
         }
-        info!(first, last, predictions = flush.predictions, files = flush.files.len(), "predictions archived");
-        Ok(Gathered::from(last + 1))
+        info!(log, first, last, rows = flush.predictions, files = flush.files.len(), "archived");
+        Ok(Gathered::from(last + 1, self.archive.log))
     }
 
     /// Deletes every partition older than its pipeline's retention, recording each deletion.

@@ -26,9 +26,9 @@ pub mod manifest;
 pub mod query;
 pub mod wire;
 
-pub use columns::{Encoded, OWN_COLUMNS, Partition};
+pub use columns::{Encoded, LABELS_DIR, LabelPartition, OWN_COLUMNS, Partition};
 pub use compact::{Compactor, CompactorConfig};
-pub use manifest::{Archive, FileEntry, Flush};
+pub use manifest::{Archive, FileEntry, Flush, Log};
 pub use query::{Export, Found};
 
 /// Errors of the archive.

@@ -83,12 +83,20 @@ pub enum Committed {
     Theirs(Flush),
 }
 
-/// The archive's manifest and files.
+/// Which log an [`Archive`] holds: the predictions, or the labels that came for them later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Log {
+    Predictions,
+    Labels,
+}
+
+/// The archive's manifest and files, of one log.
 #[derive(Clone)]
 pub struct Archive {
     kv: kv::Store,
     objects: object_store::ObjectStore,
     pub(crate) js: async_nats::jetstream::Context,
+    pub log: Log,
 }
 
 fn store<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> ArchiveError + '_ {
@@ -104,7 +112,22 @@ impl Archive {
     pub async fn open(bus: &Bus) -> Result<Self, ArchiveError> {
         let kv = bus.js.get_key_value(ARCHIVE_KV).await.map_err(store("opening the archive manifest"))?;
         let objects = bus.js.get_object_store(ARCHIVE_BUCKET).await.map_err(store("opening the archive store"))?;
-        Ok(Self { kv, objects, js: bus.js.clone() })
+        Ok(Self { kv, objects, js: bus.js.clone(), log: Log::Predictions })
+    }
+
+    /// The same archive's labels: the `labels.arrived` that came for its predictions, archived the
+    /// same way (keys `lflush.`, `lpart.`, …; files under `_labels/`), by the hour of the
+    /// prediction their id names (or of their arrival).
+    pub fn labels(&self) -> Self {
+        Self { log: Log::Labels, ..self.clone() }
+    }
+
+    /// The key `key` of this archive's log.
+    fn key(&self, key: &str) -> String {
+        match self.log {
+            Log::Predictions => key.to_owned(),
+            Log::Labels => format!("l{key}"),
+        }
     }
 
     /// The value of `key`, parsed, or `None` when there is none.
@@ -117,13 +140,13 @@ impl Archive {
 
     /// The flush that starts at stream sequence `first`, if committed.
     pub async fn flush(&self, first: u64) -> Result<Option<Flush>, ArchiveError> {
-        self.read(&format!("flush.{first}")).await
+        self.read(&self.key(&format!("flush.{first}"))).await
     }
 
     /// Walks the chain of flushes from the `head` hint: the last sequence archived, and the
     /// flushes past the hint (whose partition entries may not all be written yet).
     async fn walk(&self) -> Result<(u64, Vec<Flush>), ArchiveError> {
-        let hint: Option<u64> = self.read("head").await?;
+        let hint: Option<u64> = self.read(&self.key("head")).await?;
         let mut next = hint.unwrap_or(1);
         let mut walked = Vec::new();
         while let Some(flush) = self.flush(next).await? {
@@ -145,14 +168,14 @@ impl Archive {
         for flush in &walked {
             self.index(flush).await?;
         }
-        if let Some(pending) = self.read::<Pending>("pending").await? {
+        if let Some(pending) = self.read::<Pending>(&self.key("pending")).await? {
             let committed = self.flush(pending.first).await?;
             let kept = |name: &String| committed.as_ref().is_some_and(|f| f.files.iter().any(|e| &e.name == name));
             for name in pending.names.iter().filter(|n| !kept(n)) {
                 self.delete_object(name).await?;
                 self.delete_object(&format!("{name}.bloom")).await?;
             }
-            self.kv.purge("pending").await.map_err(store("pending"))?;
+            self.kv.purge(self.key("pending")).await.map_err(store("pending"))?;
         }
         Ok(watermark)
     }
@@ -161,7 +184,7 @@ impl Archive {
     /// leaves nothing behind.
     pub async fn write_files(&self, first: u64, files: &[crate::Encoded]) -> Result<(), ArchiveError> {
         let pending = Pending { first, names: files.iter().map(|f| f.entry.name.clone()).collect() };
-        self.kv.put("pending", json(&pending)).await.map_err(store("pending"))?;
+        self.kv.put(self.key("pending"), json(&pending)).await.map_err(store("pending"))?;
         for f in files {
             self.put_object(&f.entry.name, &f.parquet).await?;
             self.put_object(&f.entry.bloom_name(), &f.bloom).await?;
@@ -185,7 +208,7 @@ impl Archive {
 
     /// Commits `flush` by creating its record: once only, whoever writes first.
     pub async fn commit(&self, flush: &Flush) -> Result<Committed, ArchiveError> {
-        let key = format!("flush.{}", flush.first);
+        let key = self.key(&format!("flush.{}", flush.first));
         match self.kv.create(&key, json(flush)).await {
             Ok(_) => Ok(Committed::Ours),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
@@ -200,7 +223,7 @@ impl Archive {
     /// Idempotent: a file already listed is not listed again.
     pub async fn index(&self, flush: &Flush) -> Result<(), ArchiveError> {
         for file in &flush.files {
-            let key = format!("part.{}.{}", file.pipeline, file.hour);
+            let key = self.key(&format!("part.{}.{}", file.pipeline, file.hour));
             loop {
                 let entry = self.kv.entry(&key).await.map_err(store(&key))?;
                 let (mut files, revision) = match entry.filter(|e| e.operation == kv::Operation::Put) {
@@ -233,7 +256,7 @@ impl Archive {
                 }
             }
         }
-        self.kv.put("head", json(&flush.first)).await.map_err(store("head"))?;
+        self.kv.put(self.key("head"), json(&flush.first)).await.map_err(store("head"))?;
         Ok(())
     }
 
@@ -243,7 +266,7 @@ impl Archive {
 
     /// The files of `pipeline` in `hour`.
     pub async fn partition(&self, pipeline: &str, hour: &str) -> Result<Vec<FileEntry>, ArchiveError> {
-        Ok(self.read(&format!("part.{pipeline}.{hour}")).await?.unwrap_or_default())
+        Ok(self.read(&self.key(&format!("part.{pipeline}.{hour}"))).await?.unwrap_or_default())
     }
 
     /// The keys under `prefix` (`part.<pipeline>.`, say) that hold a value, read from the
@@ -283,7 +306,7 @@ impl Archive {
 
     /// The hours of `pipeline` that hold files, oldest first.
     pub async fn hours(&self, pipeline: &str) -> Result<Vec<String>, ArchiveError> {
-        let prefix = format!("part.{pipeline}.");
+        let prefix = self.key(&format!("part.{pipeline}."));
         let mut hours: Vec<String> =
             self.keys(&prefix).await?.into_iter().filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned)).collect();
         hours.sort();
@@ -292,11 +315,12 @@ impl Archive {
 
     /// Every pipeline with archived predictions.
     pub async fn pipelines(&self) -> Result<Vec<String>, ArchiveError> {
+        let prefix = self.key("part.");
         let mut names: Vec<String> = self
-            .keys("part.")
+            .keys(&prefix)
             .await?
             .into_iter()
-            .filter_map(|k| k.strip_prefix("part.").and_then(|k| k.split_once('.')).map(|(p, _)| p.to_owned()))
+            .filter_map(|k| k.strip_prefix(&prefix).and_then(|k| k.split_once('.')).map(|(p, _)| p.to_owned()))
             .collect();
         names.sort();
         names.dedup();
@@ -334,7 +358,7 @@ impl Archive {
     /// <hour>`). Safe to repeat after a crash: the record is kept from the first attempt.
     pub async fn expire(&self, pipeline: &str, hour: &str, retention_days: u32) -> Result<Expired, ArchiveError> {
         let files = self.partition(pipeline, hour).await?;
-        let audit_key = format!("audit.{pipeline}.{hour}");
+        let audit_key = self.key(&format!("audit.{pipeline}.{hour}"));
         let record = Expired {
             pipeline: pipeline.into(),
             hour: hour.into(),
@@ -352,7 +376,7 @@ impl Archive {
             self.delete_object(&f.name).await?;
             self.delete_object(&f.bloom_name()).await?;
         }
-        let key = format!("part.{pipeline}.{hour}");
+        let key = self.key(&format!("part.{pipeline}.{hour}"));
         self.kv.purge(&key).await.map_err(store(&key))?;
         Ok(record)
     }
@@ -360,7 +384,7 @@ impl Archive {
     /// The partitions of `pipeline` deleted at the end of their retention, oldest first.
     pub async fn expired(&self, pipeline: &str) -> Result<Vec<Expired>, ArchiveError> {
         let mut out = Vec::new();
-        let mut keys = self.keys(&format!("audit.{pipeline}.")).await?;
+        let mut keys = self.keys(&self.key(&format!("audit.{pipeline}."))).await?;
         keys.sort();
         for key in keys {
             out.extend(self.read::<Expired>(&key).await?);

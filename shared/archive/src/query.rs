@@ -18,6 +18,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::columns::UTC;
 use crate::{Archive, ArchiveError, FileEntry, OWN_COLUMNS, hour_of, id_time};
 
 /// How many files' bloom filters are fetched at once.
@@ -33,6 +34,52 @@ pub struct Found {
     pub prediction: Map<String, Value>,
     /// Its inputs as received.
     pub inputs: Map<String, Value>,
+    /// The newest label that came for it (`true_label`, `labelled_at`), once archived.
+    pub label: Option<Map<String, Value>>,
+}
+
+/// The newest label of each prediction id: the label and when it was published (Unix ms).
+type Labels = std::collections::HashMap<String, (String, i64)>;
+
+/// Adds the labels of `file` (of `name`) to `labels`, the newest kept; only `only`'s when given.
+fn read_labels(name: &str, bytes: Bytes, only: Option<&str>, labels: &mut Labels) -> Result<(), ArchiveError> {
+    let unreadable = |e: &dyn std::fmt::Display| ArchiveError::Unreadable { name: name.into(), message: e.to_string() };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| unreadable(&e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| unreadable(&e))?;
+        let strings = |c: &str| {
+            batch
+                .column_by_name(c)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| unreadable(&format!("no {c} column")))
+        };
+        let (ids, values) = (strings("prediction_id")?, strings("true_label")?);
+        let times = batch
+            .column_by_name("labelled_at")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>())
+            .ok_or_else(|| unreadable(&"no labelled_at column"))?;
+        for i in 0..batch.num_rows() {
+            let id = ids.value(i);
+            if only.is_some_and(|o| o != id) {
+                continue;
+            }
+            let (label, at) = (values.value(i), times.value(i));
+            match labels.get_mut(id) {
+                Some(newest) if newest.1 > at => {}
+                Some(newest) => *newest = (label.to_owned(), at),
+                None => {
+                    labels.insert(id.to_owned(), (label.to_owned(), at));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3339 in UTC with milliseconds.
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// What an export wrote.
@@ -132,10 +179,48 @@ impl Archive {
                 .map_err(|e| ArchiveError::Store(e.to_string()))??;
             if let Some(row) = row {
                 let (prediction, inputs) = split(row);
-                return Ok(Some(Found { pipeline: entry.pipeline, file: Some(entry.name), prediction, inputs }));
+                let label = self.label_of(&entry.pipeline, id, &entry.hour).await?;
+                return Ok(Some(Found { pipeline: entry.pipeline, file: Some(entry.name), prediction, inputs, label }));
             }
         }
-        self.find_live(id, &pipelines).await
+        let Some(mut found) = self.find_live(id, &pipelines).await? else { return Ok(None) };
+        let hour = found
+            .prediction
+            .get("predicted_at")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| hour_of(t.timestamp_millis())));
+        found.label = self.label_of(&found.pipeline, id, &hour.unwrap_or_default()).await?;
+        Ok(Some(found))
+    }
+
+    /// The newest archived label of prediction `id` of `pipeline`, made in `hour`.
+    async fn label_of(&self, pipeline: &str, id: &str, hour: &str) -> Result<Option<Map<String, Value>>, ArchiveError> {
+        let labels = self.labels();
+        // Labels are kept with the hour their id names; other ids' with the hour they came.
+        let hours = match id_time(id) {
+            Some(t) => {
+                let mut h = vec![hour_of(t), hour_of(t + 60_000)];
+                h.dedup();
+                h
+            }
+            None => labels.hours(pipeline).await?.into_iter().filter(|h| h.as_str() >= hour).collect(),
+        };
+        let mut found = Labels::new();
+        for hour in hours {
+            for entry in labels.partition(pipeline, &hour).await? {
+                if !labels.bloom(&entry).await?.check(id) {
+                    continue;
+                }
+                let bytes = labels.file(&entry).await?;
+                read_labels(&entry.name, bytes, Some(id), &mut found)?;
+            }
+        }
+        Ok(found.remove(id).map(|(label, at)| {
+            let mut m = Map::new();
+            m.insert("true_label".into(), label.into());
+            m.insert("labelled_at".into(), rfc3339(at).into());
+            m
+        }))
     }
 
     /// The prediction `id` among the stream's messages not yet archived.
@@ -185,13 +270,11 @@ fn live(p: pb::PredictionLogged, sequence: u64) -> Found {
     }
     prediction.insert("model_version".into(), p.version.into());
     prediction.insert("artifact_sha256".into(), p.artifact_sha256.into());
-    let at = chrono::DateTime::from_timestamp_millis(p.time_unix_ms)
-        .map_or_else(|| p.time_unix_ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    prediction.insert("predicted_at".into(), at.into());
+    prediction.insert("predicted_at".into(), rfc3339(p.time_unix_ms).into());
     prediction.insert("stream_sequence".into(), sequence.into());
     let mut inputs: Map<String, Value> = p.numeric.into_iter().map(|(k, v)| (k, v.into())).collect();
     inputs.extend(p.categorical.into_iter().map(|(k, v)| (k, v.into())));
-    Found { pipeline: p.pipeline, file: None, prediction, inputs }
+    Found { pipeline: p.pipeline, file: None, prediction, inputs, label: None }
 }
 
 /// The schema an export writes: every input any of `files` has (text where any file has text),
@@ -218,12 +301,10 @@ fn export_schema(files: &[FileEntry]) -> Arc<Schema> {
     }
     fields.push(Field::new("model_version", DataType::UInt64, false));
     fields.push(Field::new("artifact_sha256", DataType::Utf8, false));
-    fields.push(Field::new(
-        "predicted_at",
-        DataType::Timestamp(TimeUnit::Millisecond, Some(crate::columns::UTC.into())),
-        false,
-    ));
+    fields.push(Field::new("predicted_at", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), false));
     fields.push(Field::new("stream_sequence", DataType::UInt64, false));
+    fields.push(Field::new("true_label", DataType::Utf8, true));
+    fields.push(Field::new("labelled_at", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), true));
     Arc::new(Schema::new(fields))
 }
 
@@ -233,6 +314,7 @@ fn conform(
     batch: &RecordBatch,
     schema: &Arc<Schema>,
     (from, to, version): (i64, i64, Option<u64>),
+    labels: &Labels,
 ) -> Result<RecordBatch, String> {
     let times = batch
         .column_by_name("predicted_at")
@@ -248,12 +330,23 @@ fn conform(
             Some(t >= from && t < to && version.is_none_or(|v| versions.value(i) == v))
         })
         .collect();
+    let ids = batch
+        .column_by_name("prediction_id")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or("no prediction_id column")?;
+    let labelled: Vec<Option<&(String, i64)>> = ids.iter().map(|id| id.and_then(|id| labels.get(id))).collect();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let column = match batch.column_by_name(field.name()) {
-            Some(c) if c.data_type() == field.data_type() => c.clone(),
-            Some(c) => arrow_cast::cast(c, field.data_type()).map_err(|e| e.to_string())?,
-            None => arrow_array::new_null_array(field.data_type(), batch.num_rows()),
+        let column: ArrayRef = match (field.name().as_str(), batch.column_by_name(field.name())) {
+            ("true_label", None) => Arc::new(labelled.iter().map(|l| l.map(|l| l.0.as_str())).collect::<StringArray>()),
+            ("labelled_at", None) => Arc::new(
+                labelled.iter().map(|l| l.map(|l| l.1)).collect::<TimestampMillisecondArray>().with_timezone(UTC),
+            ),
+            (_, column) => match column {
+                Some(c) if c.data_type() == field.data_type() => c.clone(),
+                Some(c) => arrow_cast::cast(c, field.data_type()).map_err(|e| e.to_string())?,
+                None => arrow_array::new_null_array(field.data_type(), batch.num_rows()),
+            },
         };
         columns.push(arrow_select::filter::filter(&column, &keep).map_err(|e| e.to_string())?);
     }
@@ -297,6 +390,15 @@ impl Archive {
         }
         let files = self.files_between(pipeline, from, to, version).await?;
         let schema = export_schema(&files);
+        // Labels are kept with the hour of the prediction their id names (within a minute).
+        let mut labels = Labels::new();
+        if !files.is_empty() {
+            for entry in self.labels().files_between(pipeline, from - 60_000, to + 60_000, None).await? {
+                let bytes = self.labels().file(&entry).await?;
+                read_labels(&entry.name, bytes, None, &mut labels)?;
+            }
+        }
+        let labels = Arc::new(labels);
         let props = parquet::file::properties::WriterProperties::builder()
             .set_compression(parquet::basic::Compression::SNAPPY)
             .build();
@@ -305,7 +407,7 @@ impl Archive {
         let mut done = Export::default();
         for entry in files {
             let bytes = self.file(&entry).await?;
-            let (schema, name) = (schema.clone(), entry.name.clone());
+            let (schema, name, labels) = (schema.clone(), entry.name.clone(), labels.clone());
             let mut w = writer.take().ok_or_else(|| ArchiveError::Write("the writer was lost".into()))?;
             let (w, rows) = tokio::task::spawn_blocking(move || -> Result<_, ArchiveError> {
                 let unreadable = |e: String| ArchiveError::Unreadable { name: name.clone(), message: e };
@@ -314,8 +416,9 @@ impl Archive {
                     .map_err(|e| unreadable(e.to_string()))?;
                 let mut rows = 0;
                 for batch in reader {
-                    let batch = conform(&batch.map_err(|e| unreadable(e.to_string()))?, &schema, (from, to, version))
-                        .map_err(unreadable)?;
+                    let batch =
+                        conform(&batch.map_err(|e| unreadable(e.to_string()))?, &schema, (from, to, version), &labels)
+                            .map_err(unreadable)?;
                     rows += batch.num_rows() as u64;
                     w.write(&batch).map_err(write)?;
                 }
@@ -427,7 +530,9 @@ mod tests {
                 "model_version",
                 "artifact_sha256",
                 "predicted_at",
-                "stream_sequence"
+                "stream_sequence",
+                "true_label",
+                "labelled_at"
             ]
         );
         let read = |bytes: Vec<u8>| {
@@ -439,13 +544,33 @@ mod tests {
                 .unwrap()
                 .unwrap()
         };
-        let batch = conform(&read(classes.parquet.clone()), &schema, (0, 1_999, None)).unwrap();
+        let labels: Labels = [("b".to_owned(), ("churned".to_owned(), 9_000))].into();
+        let batch = conform(&read(classes.parquet.clone()), &schema, (0, 1_999, None), &labels).unwrap();
         assert_eq!(batch.num_rows(), 1, "the range's end is left out");
-        let batch = conform(&read(classes.parquet), &schema, (0, 5_000, Some(2))).unwrap();
+        assert_eq!(batch.column_by_name("true_label").unwrap().null_count(), 1, "a has no label");
+        let batch = conform(&read(classes.parquet), &schema, (0, 5_000, Some(2)), &labels).unwrap();
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(batch.column_by_name("extra").unwrap().null_count(), 1);
-        let batch = conform(&read(regression.parquet), &schema, (0, 5_000, None)).unwrap();
+        let true_label = batch.column_by_name("true_label").unwrap();
+        assert_eq!(true_label.as_any().downcast_ref::<StringArray>().unwrap().value(0), "churned");
+        let batch = conform(&read(regression.parquet), &schema, (0, 5_000, None), &labels).unwrap();
         assert_eq!(batch.column_by_name("label").unwrap().null_count(), 1);
+    }
+
+    #[test]
+    fn the_newest_label_of_an_id_is_kept() {
+        let mut part = crate::LabelPartition::new("churn", "2026120313");
+        part.push(5, "a", "no", 1_000);
+        part.push(6, "a", "yes", 3_000);
+        part.push(7, "a", "maybe", 2_000);
+        part.push(7, "b", "no", 2_000);
+        let e = part.encode(5, 7).unwrap();
+        assert_eq!(e.entry.name, "_labels/churn/2026120313/5-7.parquet");
+        let mut labels = Labels::new();
+        read_labels("f", Bytes::from(e.parquet.clone()), Some("a"), &mut labels).unwrap();
+        assert_eq!(labels, [("a".to_owned(), ("yes".to_owned(), 3_000))].into());
+        read_labels("f", Bytes::from(e.parquet), None, &mut labels).unwrap();
+        assert_eq!(labels.len(), 2);
     }
 
     #[test]
