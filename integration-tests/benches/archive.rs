@@ -113,14 +113,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("compaction: {n} predictions in {compacting:.2} s: {:.0} predictions/s", n as f64 / compacting);
-    let files: usize = {
-        let mut files = 0;
-        for hour in archive.hours("churn").await? {
-            files += archive.partition("churn", &hour).await?.len();
-        }
-        files
-    };
-    println!("the archive holds {files} files");
+    let (mut files, mut bytes) = (0, 0);
+    for hour in archive.hours("churn").await? {
+        let entries = archive.partition("churn", &hour).await?;
+        files += entries.len();
+        bytes += entries.iter().map(|e| e.bytes).sum::<u64>();
+    }
+    println!("the archive holds {files} files, {bytes} bytes: {:.0} B per prediction", bytes as f64 / n as f64);
 
     let mut times = Vec::new();
     for id in &sample {

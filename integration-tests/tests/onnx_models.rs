@@ -3,7 +3,7 @@
 //! boosting, an MLP — the last as an MLflow model directory with its weights in an external file)
 //! a LightGBM booster (onnxmltools) and a neural network as `torch.onnx.export` writes one are imported with `mlops models import`, judged by the
 //! gates, deployed, and answer over OIP REST and gRPC and `/invocations` exactly as `onnxruntime`
-//! in Python does on 1,000 rows; they are logged, drift-watched and judged on delayed labels;
+//! in Python does on 1,000 rows, and `mlops score` gives the same answers in bulk, bit for bit; they are logged, drift-watched and judged on delayed labels;
 //! an ONNX version meets a
 //! built-in one in a canary; and every file that does not fit is refused with its reason, nothing
 //! registered, the registry unharmed.
@@ -65,6 +65,7 @@ fn mlops(app: &TestApp, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(app.stack.opts.bin_dir.join("mlops"))
         .args(["--nats-url", &app.stack.nats_url, "--registry-url", &app.stack.url("registry")])
         .args(["--ingest-url", &app.stack.url("ingest"), "--deployer-url", &app.stack.url("deployer")])
+        .env("MLOPS_ONNXRUNTIME", onnx::library())
         .args(args)
         .output()
         .expect("running mlops");
@@ -123,6 +124,7 @@ async fn served_against_python(app: &TestApp, dir: &Path, pipeline: &str, model:
         .publish(&format!("labels-{pipeline}"), &ctx, &labels_event(pipeline, &labels))
         .await
         .expect("labels");
+    assert_eq!(batch_scored(app, dir, pipeline, &csv), rest, "{pipeline}: `mlops score` answers as serving does");
     let grpc = grpc_predict(&base, pipeline, &rows, features).await;
     // MLflow's scoring protocol too: the first rows of the same CSV, ids and labels included.
     let head: String =
@@ -142,6 +144,26 @@ async fn served_against_python(app: &TestApp, dir: &Path, pipeline: &str, model:
     assert_eq!((rest.len(), grpc.len(), invocations.len(), python.len()), (1000, 1000, 10, 1000));
     let ours = rest.iter().chain(&grpc).chain(&invocations);
     ours.zip(python.iter().chain(&python).chain(&python)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+}
+
+/// The probabilities `mlops score` writes for the rows of `csv`, scored in bulk by the version in
+/// production.
+fn batch_scored(app: &TestApp, dir: &Path, pipeline: &str, csv: &Path) -> Vec<f64> {
+    use arrow_array::cast::AsArray as _;
+    let out = dir.join(format!("{pipeline}-scored.parquet"));
+    let args = ["score", "--pipeline", pipeline, "--input", csv.to_str().expect("UTF-8")];
+    let (ok, said) = mlops(app, &[&args[..], &["--out", out.to_str().expect("UTF-8"), "--keep", ""]].concat());
+    assert!(ok, "{said}");
+    let file = std::fs::File::open(&out).expect("the output");
+    let batches =
+        mlops_data::open(mlops_data::Source::File(file), "out.parquet", &Default::default()).expect("Parquet");
+    let mut probabilities = Vec::new();
+    for batch in batches {
+        let batch = batch.expect("a batch");
+        let column = batch.column_by_name("probability").expect("probability");
+        probabilities.extend(column.as_primitive::<arrow_array::types::Float64Type>().values().iter().copied());
+    }
+    probabilities
 }
 
 /// The probabilities OIP gRPC answers for `rows`, in one request.

@@ -33,6 +33,16 @@ pub struct CompactorConfig {
     pub retention_check: Duration,
 }
 
+/// How long the log may be quiet (beyond `flush_after`) before it is read again from the last
+/// commit.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// Why a pass ended without a failure.
+enum Ended {
+    Shutdown,
+    Idle,
+}
+
 /// The archive's writer.
 pub struct Compactor {
     pub archive: Archive,
@@ -140,9 +150,11 @@ impl Compactor {
     /// Compacts until `shutdown` fires, starting again from the last commit after any failure.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut failures = 0u32;
+        let mut retention_due = Instant::now();
         while !shutdown.is_cancelled() {
-            match self.pass(&shutdown).await {
-                Ok(()) => break,
+            match self.pass(&shutdown, &mut retention_due).await {
+                Ok(Ended::Shutdown) => break,
+                Ok(Ended::Idle) => failures = 0,
                 Err(e) => {
                     failures += 1;
                     metrics::counter!("mlops_archive_restarts_total").increment(1);
@@ -158,8 +170,11 @@ impl Compactor {
         Ok(())
     }
 
-    /// One run from the last commit until shutdown or a failure.
-    async fn pass(&self, shutdown: &CancellationToken) -> Result<(), ArchiveError> {
+    /// One run from the last commit until shutdown, a failure, or a pause in the log. After a
+    /// pause it reads again from the last commit: a reader that falls behind while a flush runs
+    /// may lose the messages delivered meanwhile without noticing until the next one comes, so a
+    /// pause must not leave the newest messages unread.
+    async fn pass(&self, shutdown: &CancellationToken, retention_due: &mut Instant) -> Result<Ended, ArchiveError> {
         let watermark = self.archive.recover().await?;
         let log = if self.archive.log == Log::Labels { "labels" } else { "predictions" };
         metrics::gauge!("mlops_archive_sequence", "log" => log).set(watermark as f64);
@@ -176,19 +191,24 @@ impl Compactor {
         let consumer = stream.create_consumer(config).await.map_err(|e| ArchiveError::Store(e.to_string()))?;
         let mut messages = consumer.messages().await.map_err(|e| ArchiveError::Store(e.to_string()))?;
         let mut gathered = Gathered::from(watermark + 1, self.archive.log);
-        let mut retention_due = Instant::now();
+        let idle = self.config.flush_after + IDLE;
+        let mut last_read = Instant::now();
         loop {
             let flush_at = gathered.since.map(|t| t + self.config.flush_after);
             tokio::select! {
-                () = shutdown.cancelled() => return self.flush(gathered).await.map(drop),
-                () = tokio::time::sleep_until(flush_at.unwrap_or(retention_due)), if flush_at.is_some() => {
+                () = shutdown.cancelled() => return self.flush(gathered).await.map(|_| Ended::Shutdown),
+                () = tokio::time::sleep_until(flush_at.unwrap_or(*retention_due)), if flush_at.is_some() => {
                     gathered = self.flush(gathered).await?;
                 }
-                () = tokio::time::sleep_until(retention_due) => {
+                () = tokio::time::sleep_until(last_read + idle), if flush_at.is_none() => {
+                    return Ok(Ended::Idle);
+                }
+                () = tokio::time::sleep_until(*retention_due) => {
                     self.expire_old().await?;
-                    retention_due = Instant::now() + self.config.retention_check;
+                    *retention_due = Instant::now() + self.config.retention_check;
                 }
                 msg = messages.next() => {
+                    last_read = Instant::now();
                     let msg = msg
                         .ok_or_else(|| ArchiveError::Store("the prediction log's reader stopped".into()))?
                         .map_err(|e| ArchiveError::Store(format!("reading the prediction log: {e}")))?;
