@@ -36,6 +36,24 @@ fn ids_in(path: &std::path::Path) -> Vec<String> {
     ids
 }
 
+/// `mlops predictions export` of churn's predictions from `from` to `to` into `out`, and more args.
+fn export_churn(
+    app: &TestApp,
+    (from, to): (&str, &str),
+    out: &std::path::Path,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec!["predictions", "export", "--pipeline", "churn", "--from", from, "--to", to];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    app.mlops(&args)
+}
+
+/// Unix seconds, as the command line takes them.
+fn secs(ms: i64) -> String {
+    (ms / 1000).to_string()
+}
+
 /// A prediction log message as a deployer would send it: `n` predictions from `first`, at `time`.
 fn logs(pipeline: &str, first: usize, n: usize, time: i64) -> pb::PredictionLogBatch {
     let predictions = (first..first + n)
@@ -118,13 +136,8 @@ async fn served_predictions_are_archived_shown_by_id_with_lineage_and_exported()
     // The range exported holds each served prediction once.
     wait_archived(&app, &Archive::open(&app.bus().await).await.unwrap()).await;
     let out = app.drop_dir().join("export.parquet");
-    let (from, to) = ((before / 1000 - 60).to_string(), (mlops_shared::now_unix_ms() / 1000 + 60).to_string());
-    let export = |extra: &[&str]| {
-        let mut args = vec!["predictions", "export", "--pipeline", "churn", "--from", &from, "--to", &to];
-        args.extend(["--out", out.to_str().unwrap()]);
-        args.extend(extra);
-        app.mlops(&args)
-    };
+    let (from, to) = (secs(before - 60_000), secs(mlops_shared::now_unix_ms() + 60_000));
+    let export = |extra: &[&str]| export_churn(&app, (&from, &to), &out, extra);
     let (ok, said, err) = export(&[]);
     assert!(ok, "{said}{err}");
     let mut exported = ids_in(&out);
@@ -136,18 +149,7 @@ async fn served_predictions_are_archived_shown_by_id_with_lineage_and_exported()
     assert_eq!(exported, served, "every logged prediction once");
     let (ok, _, err) = export(&["--version", "2"]);
     assert!(!ok && err.contains("no predictions of version 2 of churn"), "{err}");
-    let (ok, _, err) = app.mlops(&[
-        "predictions",
-        "export",
-        "--pipeline",
-        "churn",
-        "--from",
-        "2020-01-01",
-        "--to",
-        "2020-01-02",
-        "--out",
-        "x.parquet",
-    ]);
+    let (ok, _, err) = export_churn(&app, ("2020-01-01", "2020-01-02"), std::path::Path::new("x.parquet"), &[]);
     assert!(!ok && err.contains("no predictions of churn were archived"), "{err}");
 
     // Labels that come later are archived with their prediction's hour: shown, and exported. One
@@ -224,6 +226,18 @@ async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_wit
     let gone = |info: Result<async_nats::jetstream::object_store::ObjectInfo, _>| info.map_or(true, |i| i.deleted);
     assert!(gone(store.info(&orphan_name).await), "the uncommitted file {orphan_name} was deleted");
 
+    // A message that is no prediction log is counted in its flush and the next ones are archived.
+    let garbage: &'static [u8] = b"\xff\xfe not protobuf";
+    app.js.publish("mlops.predictions.churn", garbage.into()).await.unwrap().await.unwrap();
+    publish(&bus, 200_000, 500, now).await;
+    wait_archived(&app, &archive).await;
+    let (mut next, mut unreadable) = (1, 0);
+    while let Some(flush) = archive.flush(next).await.unwrap() {
+        unreadable += flush.unreadable;
+        next = flush.last + 1;
+    }
+    assert_eq!(unreadable, 1, "the chain of flushes counts the message it could not read");
+
     // kill -9 while a backlog of 100 000 is compacted 2 000 at a time, then another monitor.
     app.stack.kill("monitor-2").await.unwrap();
     let before = archive.watermark().await.unwrap();
@@ -237,23 +251,12 @@ async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_wit
     app.stack.spawn("monitor", "monitor-4", &MONITOR_ENV).await.unwrap();
     wait_archived(&app, &archive).await;
     let out = app.drop_dir().join("all.parquet");
-    let (from, to) = ((now / 1000 - 60).to_string(), (now / 1000 + 60).to_string());
-    let (ok, said, err) = app.mlops(&[
-        "predictions",
-        "export",
-        "--pipeline",
-        "churn",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (from, to) = (secs(now - 60_000), secs(now + 60_000));
+    let (ok, said, err) = export_churn(&app, (&from, &to), &out, &[]);
     assert!(ok, "{said}{err}");
     let ids = ids_in(&out);
     let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!((ids.len(), unique.len()), (103_000, 103_000), "each prediction exactly once");
+    assert_eq!((ids.len(), unique.len()), (103_500, 103_500), "each prediction exactly once");
 
     // Predictions 40 days old are deleted under a 30-day retention, and the deletion recorded.
     let old = now - 40 * 24 * 3_600_000;
@@ -271,18 +274,7 @@ async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_wit
     assert_eq!(expired[0]["retention_days"], 30);
     let old_file = expired[0]["files"][0]["name"].as_str().unwrap().to_owned();
     assert!(gone(store.info(&old_file).await), "{old_file} deleted");
-    let (ok, _, err) = app.mlops(&[
-        "predictions",
-        "export",
-        "--pipeline",
-        "churn",
-        "--from",
-        &(old / 1000 - 60).to_string(),
-        "--to",
-        &(old / 1000 + 60).to_string(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = export_churn(&app, (&secs(old - 60_000), &secs(old + 60_000)), &out, &[]);
     assert!(!ok && err.contains("no predictions of churn were archived"), "{err}");
     assert_eq!(archive.hours("churn").await.unwrap(), [mlops_archive::hour_of(now)], "the recent hour is kept");
 }
