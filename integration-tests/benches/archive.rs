@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use mlops_cli::stack::{Stack, StackOptions};
 use prost::Message as _;
 
@@ -100,9 +101,13 @@ async fn main() -> anyhow::Result<()> {
         name += 1;
         stack.spawn("monitor", &format!("monitor-{name}"), &[("MLOPS_ARCHIVE_FLUSH_SECS", "1")]).await?;
         let started = Instant::now();
+        // Each commit moves the `head` key: woken by it, never by a timer.
+        let mut commits = bus.js.get_key_value("archive").await?.watch("head").await?;
         while archive.watermark().await? < last {
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(900), "the archive did not reach {last}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::timeout(Duration::from_secs(900), commits.next())
+                .await
+                .with_context(|| format!("the archive did not reach {last}"))?
+                .context("the watch of the archive's head ended")??;
         }
         let secs = started.elapsed().as_secs_f64();
         archived += this;

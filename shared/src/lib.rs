@@ -36,6 +36,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// `ms` (since the Unix epoch) as RFC 3339 in UTC with milliseconds.
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_unix_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -176,7 +176,7 @@ impl Compactor {
     /// pause must not leave the newest messages unread.
     async fn pass(&self, shutdown: &CancellationToken, retention_due: &mut Instant) -> Result<Ended, ArchiveError> {
         let watermark = self.archive.recover().await?;
-        let log = if self.archive.log == Log::Labels { "labels" } else { "predictions" };
+        let log = self.archive.log.name();
         metrics::gauge!("mlops_archive_sequence", "log" => log).set(watermark as f64);
         let (stream, filter) = match self.archive.log {
             Log::Predictions => (PREDICTIONS_STREAM, "mlops.predictions.>"),
@@ -252,7 +252,7 @@ impl Compactor {
             }
         }
         self.archive.index(&flush).await?;
-        let log = if self.archive.log == Log::Labels { "labels" } else { "predictions" };
+        let log = self.archive.log.name();
         metrics::counter!("mlops_archive_rows_total", "log" => log).increment(flush.predictions);
         metrics::counter!("mlops_archive_files_total", "log" => log).increment(flush.files.len() as u64);
         metrics::gauge!("mlops_archive_sequence", "log" => log).set(last as f64);

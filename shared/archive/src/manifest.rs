@@ -90,6 +90,16 @@ pub enum Log {
     Labels,
 }
 
+impl Log {
+    /// Its name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Predictions => "predictions",
+            Self::Labels => "labels",
+        }
+    }
+}
+
 /// The archive's manifest and files, of one log.
 #[derive(Clone)]
 pub struct Archive {
@@ -133,9 +143,7 @@ impl Archive {
     /// The value of `key`, parsed, or `None` when there is none.
     async fn read<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, ArchiveError> {
         let Some(bytes) = self.kv.get(key).await.map_err(store(key))? else { return Ok(None) };
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ArchiveError::Manifest { key: key.into(), message: e.to_string() })?;
-        Ok(Some(value))
+        self.parse(key, &bytes).map(Some)
     }
 
     /// The flush that starts at stream sequence `first`, if committed.

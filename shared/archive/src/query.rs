@@ -76,17 +76,20 @@ fn read_labels(name: &str, bytes: Bytes, only: Option<&str>, labels: &mut Labels
     Ok(())
 }
 
-/// RFC 3339 in UTC with milliseconds.
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
 /// What an export wrote.
 #[derive(Debug, Default, Serialize)]
 pub struct Export {
     pub rows: u64,
     pub files: u64,
+}
+
+/// The hours a prediction whose id names its time is archived in (and its labels): a deployer's
+/// id names the time it was made, its log a moment later.
+fn id_hours(id: &str) -> Option<Vec<String>> {
+    let t = id_time(id)?;
+    let mut hours = vec![hour_of(t), hour_of(t + 60_000)];
+    hours.dedup();
+    Some(hours)
 }
 
 /// Refuses what cannot be a prediction id.
@@ -149,13 +152,8 @@ impl Archive {
         };
         let mut entries = Vec::new();
         for pipeline in &pipelines {
-            // A deployer's id names the time it was made; its log is a moment later.
-            let hours = match id_time(id) {
-                Some(t) => {
-                    let mut h = vec![hour_of(t), hour_of(t + 60_000)];
-                    h.dedup();
-                    h
-                }
+            let hours = match id_hours(id) {
+                Some(hours) => hours,
                 None => self.hours(pipeline).await?,
             };
             for hour in hours {
@@ -197,12 +195,8 @@ impl Archive {
     async fn label_of(&self, pipeline: &str, id: &str, hour: &str) -> Result<Option<Map<String, Value>>, ArchiveError> {
         let labels = self.labels();
         // Labels are kept with the hour their id names; other ids' with the hour they came.
-        let hours = match id_time(id) {
-            Some(t) => {
-                let mut h = vec![hour_of(t), hour_of(t + 60_000)];
-                h.dedup();
-                h
-            }
+        let hours = match id_hours(id) {
+            Some(hours) => hours,
             None => labels.hours(pipeline).await?.into_iter().filter(|h| h.as_str() >= hour).collect(),
         };
         let mut found = Labels::new();
@@ -218,7 +212,7 @@ impl Archive {
         Ok(found.remove(id).map(|(label, at)| {
             let mut m = Map::new();
             m.insert("true_label".into(), label.into());
-            m.insert("labelled_at".into(), rfc3339(at).into());
+            m.insert("labelled_at".into(), mlops_shared::format_ms(at).into());
             m
         }))
     }
@@ -270,7 +264,7 @@ fn live(p: pb::PredictionLogged, sequence: u64) -> Found {
     }
     prediction.insert("model_version".into(), p.version.into());
     prediction.insert("artifact_sha256".into(), p.artifact_sha256.into());
-    prediction.insert("predicted_at".into(), rfc3339(p.time_unix_ms).into());
+    prediction.insert("predicted_at".into(), mlops_shared::format_ms(p.time_unix_ms).into());
     prediction.insert("stream_sequence".into(), sequence.into());
     let mut inputs: Map<String, Value> = p.numeric.into_iter().map(|(k, v)| (k, v.into())).collect();
     inputs.extend(p.categorical.into_iter().map(|(k, v)| (k, v.into())));

@@ -30,11 +30,7 @@ pub fn secs_to_ms(secs: f64) -> Result<i64, String> {
     Ok((secs * 1000.0).round() as i64)
 }
 
-/// `ms` as RFC 3339 in UTC with milliseconds.
-pub fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
+pub use mlops_shared::format_ms;
 
 #[cfg(test)]
 mod tests {
