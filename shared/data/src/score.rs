@@ -131,21 +131,39 @@ pub fn score_to_parquet(
     let write = |e: parquet::errors::ParquetError| ScoreError::Write(e.to_string());
     let mut writer = ArrowWriter::try_new(to, schema.clone(), Some(props)).map_err(write)?;
     let mut chunks = FrameChunks::of(batches, &manifest.features, None)?;
-    let mut done = Scored::default();
-    while let Some(chunk) = chunks.next_with_batch() {
-        let (batch, frame) = chunk?;
-        let predictions = predict(scorer.model, &frame, threads)
-            .map_err(|(row, source)| ScoreError::Model { row: done.rows + row as u64 + 1, source })?;
-        let mut columns: Vec<ArrayRef> = kept.iter().map(|&i| batch.column(i).clone()).collect();
-        columns.extend(answers(scorer, done.rows, &predictions));
-        let out = RecordBatch::try_new(schema.clone(), columns).map_err(|e| ScoreError::Write(e.to_string()))?;
-        writer.write(&out).map_err(write)?;
-        done.rows += frame.rows as u64;
-        done.batches += 1;
-        progress(done.rows);
-    }
-    writer.close().map_err(write)?;
-    Ok(done)
+    // Written on a thread of its own, so that encoding one batch overlaps scoring the next.
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
+        let writing = s.spawn(move || {
+            for out in rx {
+                writer.write(&out).map_err(write)?;
+            }
+            writer.close().map(drop).map_err(write)
+        });
+        let mut done = Scored::default();
+        let scored = (|| {
+            while let Some(chunk) = chunks.next_with_batch() {
+                let (batch, frame) = chunk?;
+                let predictions = predict(scorer.model, &frame, threads)
+                    .map_err(|(row, source)| ScoreError::Model { row: done.rows + row as u64 + 1, source })?;
+                let mut columns: Vec<ArrayRef> = kept.iter().map(|&i| batch.column(i).clone()).collect();
+                columns.extend(answers(scorer, done.rows, &predictions));
+                let out =
+                    RecordBatch::try_new(schema.clone(), columns).map_err(|e| ScoreError::Write(e.to_string()))?;
+                if tx.send(out).is_err() {
+                    // The writer failed: its error is the one to report.
+                    break;
+                }
+                done.rows += frame.rows as u64;
+                done.batches += 1;
+                progress(done.rows);
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let written = writing.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        scored.and(written).map(|()| done)
+    })
 }
 
 /// Rows below which a batch is scored on one thread.

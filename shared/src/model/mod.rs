@@ -130,13 +130,14 @@ impl Parameters {
 
     /// The parameters laid out for scoring many rows ([`BlockScorer`]).
     pub fn for_blocks(&self) -> BlockScorer<'_> {
-        BlockScorer {
-            parameters: self,
-            trees: match self {
-                Self::GradientBoosting { trees, .. } => trees.iter().map(Tree::packed).collect(),
-                _ => Vec::new(),
+        let (forest, trees) = match self {
+            Self::GradientBoosting { trees, .. } => match trees::Forest::of(trees) {
+                Some(forest) => (Some(forest), Vec::new()),
+                None => (None, trees.iter().map(Tree::packed).collect()),
             },
-        }
+            _ => (None, Vec::new()),
+        };
+        BlockScorer { parameters: self, forest, trees }
     }
 
     /// The prediction for one preprocessed input vector: the probability of the positive class
@@ -149,6 +150,9 @@ impl Parameters {
 /// [`Parameters`] scoring a block of rows at a time, trees laid out for it.
 pub struct BlockScorer<'a> {
     parameters: &'a Parameters,
+    /// Boosted trees of at most 64 leaves each, scored the QuickScorer way.
+    forest: Option<trees::Forest>,
+    /// Other boosted trees, walked.
     trees: Vec<trees::PackedTree>,
 }
 
@@ -165,6 +169,9 @@ impl BlockScorer<'_> {
             Parameters::GradientBoosting { base_score, .. } => {
                 // Summed in the order `raw` sums, from the same start.
                 out.fill(-0.0);
+                if let Some(forest) = &self.forest {
+                    forest.add_rows(xs, width, out);
+                }
                 for t in &self.trees {
                     t.add_block(xs, width, out);
                 }

@@ -124,6 +124,104 @@ impl PackedTree {
     }
 }
 
+/// Trees scored the QuickScorer way (Lucchese et al., SIGIR 2015): instead of walking each tree,
+/// a row visits, per input, the nodes splitting on it whose test it fails (`x > threshold`, or x
+/// missing), and each such node clears from its tree's bit set the leaves of its left subtree.
+/// The leftmost leaf left standing is where the walk would have ended. No branch depends on
+/// the row but where each input's run of failed tests ends, and the nodes are read in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Forest {
+    /// Per input, the thresholds of the nodes splitting on it, ascending.
+    thresholds: Vec<Vec<f64>>,
+    /// The same nodes: their tree, and the bits of the leaves left standing when the test fails.
+    cuts: Vec<Vec<(u32, u64)>>,
+    /// Each tree's leaves left to right, one tree after another; `offsets[t]` is tree `t`'s first.
+    leaves: Vec<f64>,
+    offsets: Vec<usize>,
+}
+
+/// The leaves of `tree` under `node` (a child reference) left to right, appended to `order`; for
+/// each inner node reached, the leaves (bit positions) of its left subtree. Stops once `order`
+/// holds more than 64 leaves.
+fn in_order(tree: &Tree, node: i32, order: &mut Vec<usize>, left_of: &mut [Option<(usize, usize)>]) -> (usize, usize) {
+    if order.len() > 64 {
+        return (0, 0);
+    }
+    if node < 0 {
+        order.push((!node) as usize);
+        return (order.len() - 1, order.len());
+    }
+    let n = node as usize;
+    let left = in_order(tree, tree.left[n], order, left_of);
+    let right = in_order(tree, tree.right[n], order, left_of);
+    left_of[n] = Some(left);
+    (left.0, right.1)
+}
+
+impl Forest {
+    /// The forest of `trees`, or `None` when one of them has more than 64 leaves or a node
+    /// reached twice (scored by walking instead).
+    pub(crate) fn of(trees: &[Tree]) -> Option<Self> {
+        let width = trees.iter().flat_map(|t| &t.feature).max().map_or(0, |&f| f as usize + 1);
+        let mut nodes: Vec<Vec<(f64, u32, u64)>> = vec![Vec::new(); width];
+        let (mut leaves, mut offsets) = (Vec::new(), Vec::with_capacity(trees.len()));
+        for (t, tree) in trees.iter().enumerate() {
+            offsets.push(leaves.len());
+            if tree.feature.is_empty() {
+                leaves.push(tree.leaf.first().copied().unwrap_or(0.0));
+                continue;
+            }
+            let (mut order, mut left_of) = (Vec::new(), vec![None; tree.feature.len()]);
+            in_order(tree, 0, &mut order, &mut left_of);
+            let mut seen = order.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            if order.len() > 64 || seen.len() != order.len() {
+                return None;
+            }
+            leaves.extend(order.iter().map(|&l| tree.leaf[l]));
+            // Nodes no walk reaches are left out.
+            for (n, &(lo, hi)) in left_of.iter().enumerate().filter_map(|(n, l)| Some((n, l.as_ref()?))) {
+                let span = (u64::MAX >> (64 - (hi - lo))) << lo;
+                nodes.get_mut(tree.feature[n] as usize)?.push((tree.threshold[n], t as u32, !span));
+            }
+        }
+        let (mut thresholds, mut cuts) = (Vec::with_capacity(width), Vec::with_capacity(width));
+        for mut list in nodes {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+            thresholds.push(list.iter().map(|n| n.0).collect());
+            cuts.push(list.iter().map(|n| (n.1, n.2)).collect());
+        }
+        Some(Self { thresholds, cuts, leaves, offsets })
+    }
+
+    /// Adds the trees' outputs for each row of `xs` (row-major, `width` values each) to `out`, in
+    /// tree order: the numbers [`Tree::eval`] gives, summed as a walk sums them.
+    pub(crate) fn add_rows(&self, xs: &[f64], width: usize, out: &mut [f64]) {
+        let mut standing = vec![u64::MAX; self.offsets.len()];
+        for (row, o) in xs.chunks(width).zip(out) {
+            standing.fill(u64::MAX);
+            for ((&x, thresholds), cuts) in row.iter().zip(&self.thresholds).zip(&self.cuts) {
+                // Thresholds ascending: the tests failed are a run from the first. A missing
+                // value fails every test (`NaN <= t` is false): the walk goes right.
+                for (&t, &(tree, bits)) in thresholds.iter().zip(cuts) {
+                    if x <= t {
+                        break;
+                    }
+                    if let Some(s) = standing.get_mut(tree as usize) {
+                        *s &= bits;
+                    }
+                }
+            }
+            let mut z = *o;
+            for (&s, &first) in standing.iter().zip(&self.offsets) {
+                z += self.leaves.get(first + s.trailing_zeros() as usize).copied().unwrap_or(0.0);
+            }
+            *o = z;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +252,73 @@ mod tests {
         tree.packed().add_block(&xs, 3, &mut block);
         let alone: Vec<f64> = xs.chunks(3).map(|x| 1.0 + tree.eval(x)).collect();
         assert_eq!(block, alone);
+    }
+
+    /// A tree of `leaves` leaves grown leaf-wise (each split on a random leaf, so it is lopsided)
+    /// over `width` inputs, with thresholds on a grid so that ties happen.
+    fn grown(next: &mut impl FnMut() -> f64, leaves: usize, width: usize) -> Tree {
+        let mut tree = Tree { feature: vec![], threshold: vec![], left: vec![], right: vec![], leaf: vec![0.0] };
+        // Where each leaf hangs: (parent, is left), the root's leaf hanging nowhere.
+        let mut hangs: Vec<Option<(usize, bool)>> = vec![None];
+        while tree.leaf.len() < leaves {
+            let l = ((next() * tree.leaf.len() as f64) as usize).min(tree.leaf.len() - 1);
+            let n = tree.feature.len() as i32;
+            match hangs[l] {
+                Some((p, true)) => tree.left[p] = n,
+                Some((p, false)) => tree.right[p] = n,
+                None if n == 0 => {}
+                None => unreachable!("only the first leaf hangs nowhere"),
+            }
+            tree.feature.push(((next() * width as f64) as u32).min(width as u32 - 1));
+            tree.threshold.push((next() * 8.0).round() / 2.0 - 2.0);
+            let new = tree.leaf.len();
+            tree.left.push(!(l as i32));
+            tree.right.push(!(new as i32));
+            tree.leaf.push(0.0);
+            hangs[l] = Some((n as usize, true));
+            hangs.push(Some((n as usize, false)));
+        }
+        tree.leaf.iter_mut().for_each(|v| *v = next() - 0.5);
+        tree
+    }
+
+    #[test]
+    fn the_forest_gives_what_walking_gives_bit_for_bit() {
+        let mut seed = 11u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let width = 5;
+        let mut trees: Vec<Tree> = (0..40).map(|i| grown(&mut next, 1 + i % 40 + i / 20 * 24, width)).collect();
+        trees.push(Tree { feature: vec![], threshold: vec![], left: vec![], right: vec![], leaf: vec![0.125] });
+        trees.iter().for_each(|t| t.check(width).unwrap());
+        assert!(trees.iter().any(|t| t.leaf.len() == 64));
+        let xs: Vec<f64> =
+            (0..width * 300).map(|i| if i % 7 == 0 { f64::NAN } else { (next() * 10.0).round() / 2.0 - 2.5 }).collect();
+        let forest = Forest::of(&trees).expect("every tree has at most 64 leaves");
+        let mut rows = vec![-0.0; 300];
+        forest.add_rows(&xs, width, &mut rows);
+        let mut walked = vec![-0.0; 300];
+        trees.iter().for_each(|t| t.packed().add_block(&xs, width, &mut walked));
+        let alone: Vec<f64> = xs.chunks(width).map(|x| trees.iter().fold(-0.0, |z, t| z + t.eval(x))).collect();
+        assert_eq!(
+            rows.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(walked, alone);
+
+        // More than 64 leaves, or a node reached from two parents: walked instead.
+        assert!(Forest::of(&[grown(&mut next, 65, width)]).is_none());
+        let shared = Tree {
+            feature: vec![0, 1, 2],
+            threshold: vec![0.0; 3],
+            left: vec![1, 2, !0],
+            right: vec![2, !1, !2],
+            leaf: vec![1.0, 2.0, 3.0],
+        };
+        shared.check(width).unwrap();
+        assert!(Forest::of(&[shared]).is_none());
     }
 
     #[test]
