@@ -278,3 +278,125 @@ async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_wit
     assert!(!ok && err.contains("no predictions of churn were archived"), "{err}");
     assert_eq!(archive.hours("churn").await.unwrap(), [mlops_archive::hour_of(now)], "the recent hour is kept");
 }
+
+/// Waits until every `batch.completed` stored so far has been through the archive's batch log.
+async fn wait_batches_archived(app: &TestApp, archive: &Archive) {
+    let stored = app.stored("MLOPS_EVENTS", "mlops.events.batch.completed.>").await;
+    let last = stored.last().map_or(0, |m| m.info().unwrap().stream_sequence);
+    let batches = archive.batches();
+    wait_until(T, || async { (batches.watermark().await.ok()? >= last).then_some(()) })
+        .await
+        .unwrap_or_else(|| panic!("the archive did not read batch.completed {last}:\n{}", app.log("monitor")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_jobs_rows_are_archived_once_found_by_id_and_exported_unless_the_spec_keeps_them_out() {
+    let app = TestApp::start_with(&MONITOR_ENV).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    app.upload("churn", &sample::csv(1500, 51, sample::Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.pipeline == "churn").await;
+    let bus = app.bus().await;
+    let archive = Archive::open(&bus).await.unwrap();
+    let datasets = bus.objects(mlops_shared::bus::DATASETS_BUCKET).await.unwrap();
+    let rows = sample::csv(4500, 52, sample::Variant::Normal);
+    let dataset = datasets.put(rows.as_bytes()).await.unwrap().to_string();
+    let before = mlops_shared::now_unix_ms();
+    let request = |batch: &'static str| {
+        let body = serde_json::json!({"pipeline": "churn", "datasetId": dataset, "batchId": batch});
+        let app = &app;
+        async move { app.publish_json("mlops.events.batch.requested.churn", Some(batch), &body).await }
+    };
+    let completed = |batch: &'static str| {
+        let app = &app;
+        async move {
+            let seen = app.wait_event("batch.completed", T, |s| s.summary.contains(batch)).await;
+            let mlops_shared::describe::Decoded::BatchCompleted(done) = seen.payload else { unreachable!() };
+            done
+        }
+    };
+
+    // 4 500 rows archived as three files of at most 2 000, found by id straight from the batch.
+    request("nightly-1").await;
+    let done = completed("nightly-1").await;
+    let files = wait_until(T, || async { archive.batch_files("nightly-1").await.unwrap() })
+        .await
+        .unwrap_or_else(|| panic!("batch nightly-1 never archived:\n{}", app.log("monitor")));
+    let spans: Vec<(u64, u64)> =
+        files.iter().filter_map(|f| f.batch.as_ref()).map(|b| (b.first_row, b.last_row)).collect();
+    assert_eq!(spans, [(0, 1999), (2000, 3999), (4000, 4499)]);
+    let sha = mlops_shared::ids::Sha256::parse(done.output_sha256.clone()).unwrap();
+    let output = bus.objects(mlops_shared::bus::BATCHES_BUCKET).await.unwrap().get_verified(&sha).await.unwrap();
+    let output = mlops_data::open(mlops_data::Source::Bytes(output.into()), "out.parquet", &Default::default())
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let row = |name: &str, i: usize| {
+        let (mut i, mut at) = (i, 0);
+        while i >= output[at].num_rows() {
+            i -= output[at].num_rows();
+            at += 1;
+        }
+        output[at].column_by_name(name).unwrap().slice(i, 1)
+    };
+    let (ok, said, err) = app.mlops(&["predictions", "show", "nightly-1-4321"]);
+    assert!(ok, "{said}{err}");
+    let shown: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(shown["source"], format!("archive file {}", files[2].name));
+    assert!(files[2].name.ends_with("/batch-nightly-1.4000-4499.parquet"), "{}", files[2].name);
+    assert_eq!(shown["prediction"]["prediction_id"], "nightly-1-4321");
+    let probability = row("probability", 4321).as_primitive::<arrow_array::types::Float64Type>().value(0);
+    assert_eq!(shown["prediction"]["probability"].as_f64(), Some(probability), "the answer the job wrote, exactly");
+    assert_eq!(shown["prediction"]["label"], row("label", 4321).as_string::<i32>().value(0));
+    assert_eq!(shown["prediction"]["artifact_sha256"], done.artifact_sha256);
+    assert!(shown["prediction"].get("stream_sequence").is_none(), "a batch row never went through the log");
+    let tenure = row("tenure_months", 4321);
+    let tenure = arrow_cast::cast(&tenure, &arrow_schema::DataType::Float64).unwrap();
+    assert_eq!(
+        shown["inputs"]["tenure_months"].as_f64(),
+        Some(tenure.as_primitive::<arrow_array::types::Float64Type>().value(0))
+    );
+    assert_eq!(shown["inputs"]["customer_id"], row("customer_id", 4321).as_string::<i32>().value(0));
+    assert_eq!(shown["model"]["version"], 1);
+    let (ok, _, err) = app.mlops(&["predictions", "show", "nightly-1-4500"]);
+    assert!(!ok && err.contains("neither in the archive nor in the prediction log"), "{err}");
+
+    // Announced again past the stream's duplicate window (another message id): archived once.
+    bus.publish("announced-again", &EventContext::default(), &done).await.unwrap();
+    // A pipeline whose spec keeps batches out: its job is not archived.
+    app.apply(&format!("{}\naudit:\n  archive_batches: false\n", mlops_cli::EXAMPLE_SPEC)).await;
+    request("nightly-2").await;
+    completed("nightly-2").await;
+    wait_batches_archived(&app, &archive).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    // An announcement naming an output that is not there is reported, and the rest goes on.
+    let ghost = pb::BatchCompleted {
+        pipeline: "churn".into(),
+        batch_id: "ghost".into(),
+        output_sha256: "0".repeat(64),
+        rows: 3,
+        ..Default::default()
+    };
+    bus.publish("ghost", &EventContext::default(), &ghost).await.unwrap();
+    request("nightly-3").await;
+    completed("nightly-3").await;
+    wait_batches_archived(&app, &archive).await;
+    assert!(archive.batch_files("nightly-2").await.unwrap().is_none(), "kept out by the spec");
+    assert!(archive.batch_files("ghost").await.unwrap().is_none());
+    let batches = archive.batches();
+    let (mut next, mut unreadable) = (1, 0);
+    while let Some(flush) = batches.flush(next).await.unwrap() {
+        (next, unreadable) = (flush.last + 1, unreadable + flush.unreadable);
+    }
+    assert_eq!(unreadable, 1, "the missing output is counted:\n{}", app.log("monitor"));
+
+    // Exported with the served predictions' columns: each archived batch row once.
+    let out = app.drop_dir().join("batches.parquet");
+    let (from, to) = (secs(before - 60_000), secs(mlops_shared::now_unix_ms() + 60_000));
+    let (ok, said, err) = export_churn(&app, (&from, &to), &out, &[]);
+    assert!(ok, "{said}{err}");
+    let ids = ids_in(&out);
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "no row twice");
+    let count = |prefix: &str| ids.iter().filter(|id| id.starts_with(prefix)).count();
+    assert_eq!((count("nightly-1-"), count("nightly-2-"), count("nightly-3-")), (4500, 0, 4500));
+}

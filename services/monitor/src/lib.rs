@@ -163,8 +163,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             flush_after: secs(config.archive_flush_secs, "MLOPS_ARCHIVE_FLUSH_SECS")?,
             retention_check: secs(config.archive_retention_check_secs, "MLOPS_ARCHIVE_RETENTION_CHECK_SECS")?,
         };
-        // The predictions, and the labels that come for them later.
-        for archive in [archive.labels(), archive] {
+        // The predictions, the labels that come for them later, and batch jobs' outputs.
+        for archive in [archive.labels(), archive.batches(), archive] {
             let compactor = mlops_archive::Compactor {
                 archive,
                 bus: m.bus.clone(),

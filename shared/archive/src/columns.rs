@@ -179,7 +179,7 @@ impl Partition {
     pub fn encode(mut self, first: u64, last: u64) -> Result<Encoded, ArchiveError> {
         let rows = self.rows();
         let ids = self.ids.finish();
-        let bloom = bloom_of(&ids)?;
+        let bloom = bloom_of(&[&ids])?;
         let mut fields = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         let mut inputs = BTreeMap::new();
@@ -222,7 +222,7 @@ impl Partition {
         let name = format!("{}/{}/{first}-{last}.parquet", self.pipeline, self.hour);
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| ArchiveError::Write(e.to_string()))?;
-        let (parquet, bloom_bytes) = (to_parquet(&batch, &self.pipeline, first, last)?, bloom);
+        let (parquet, bloom_bytes) = (to_parquet(&[batch], &self.pipeline, first, last)?, bloom);
         let entry = FileEntry {
             bloom_sha256: mlops_shared::sha256_hex(&bloom_bytes),
             sha256: mlops_shared::sha256_hex(&parquet),
@@ -238,16 +238,18 @@ impl Partition {
             classifier: self.classifier,
             first_sequence: first,
             last_sequence: last,
+            batch: None,
         };
         Ok(Encoded { parquet, bloom: bloom_bytes, entry })
     }
 }
 
-/// The bloom filter of a file's prediction ids, serialized.
-fn bloom_of(ids: &StringArray) -> Result<Vec<u8>, ArchiveError> {
+/// The bloom filter of a file's prediction ids (in one or more arrays), serialized.
+pub(crate) fn bloom_of(ids: &[&StringArray]) -> Result<Vec<u8>, ArchiveError> {
     let write = |e: parquet::errors::ParquetError| ArchiveError::Write(e.to_string());
-    let mut bloom = Sbbf::new_with_ndv_fpp(ids.len().max(1) as u64, BLOOM_FPP).map_err(write)?;
-    for id in ids.iter().flatten() {
+    let count: usize = ids.iter().map(|a| a.len()).sum();
+    let mut bloom = Sbbf::new_with_ndv_fpp(count.max(1) as u64, BLOOM_FPP).map_err(write)?;
+    for id in ids.iter().flat_map(|a| a.iter().flatten()) {
         bloom.insert(id);
     }
     let mut bytes = Vec::new();
@@ -255,8 +257,16 @@ fn bloom_of(ids: &StringArray) -> Result<Vec<u8>, ArchiveError> {
     Ok(bytes)
 }
 
-/// `batch` as a Parquet file of the flush covering sequences `first` to `last`.
-fn to_parquet(batch: &RecordBatch, pipeline: &str, first: u64, last: u64) -> Result<Vec<u8>, ArchiveError> {
+/// `batches` (of one schema) as a Parquet file of the flush covering sequences `first` to `last`.
+pub(crate) fn to_parquet(
+    batches: &[RecordBatch],
+    pipeline: &str,
+    first: u64,
+    last: u64,
+) -> Result<Vec<u8>, ArchiveError> {
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Err(ArchiveError::Write("a file of no rows".into()));
+    };
     let write = |e: parquet::errors::ParquetError| ArchiveError::Write(e.to_string());
     let metadata = vec![
         parquet::file::metadata::KeyValue::new("mlops.pipeline".into(), pipeline.to_owned()),
@@ -273,8 +283,10 @@ fn to_parquet(batch: &RecordBatch, pipeline: &str, first: u64, last: u64) -> Res
         .set_key_value_metadata(Some(metadata))
         .build();
     let mut parquet = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut parquet, batch.schema(), Some(props)).map_err(write)?;
-    writer.write(batch).map_err(write)?;
+    let mut writer = ArrowWriter::try_new(&mut parquet, schema, Some(props)).map_err(write)?;
+    for batch in batches {
+        writer.write(batch).map_err(write)?;
+    }
     writer.close().map_err(write)?;
     Ok(parquet)
 }
@@ -313,7 +325,7 @@ impl LabelPartition {
     /// Writes the partition as the file of the flush covering sequences `first` to `last`.
     pub fn encode(mut self, first: u64, last: u64) -> Result<Encoded, ArchiveError> {
         let ids = self.ids.finish();
-        let bloom = bloom_of(&ids)?;
+        let bloom = bloom_of(&[&ids])?;
         let rows = ids.len() as u64;
         let (min_time, max_time) = (self.times.iter().min().copied(), self.times.iter().max().copied());
         let time = DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into()));
@@ -330,7 +342,7 @@ impl LabelPartition {
             Arc::new(UInt64Array::from(std::mem::take(&mut self.sequences))),
         ];
         let batch = RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| ArchiveError::Write(e.to_string()))?;
-        let parquet = to_parquet(&batch, &self.pipeline, first, last)?;
+        let parquet = to_parquet(&[batch], &self.pipeline, first, last)?;
         let entry = FileEntry {
             name: format!("{LABELS_DIR}/{}/{}/{first}-{last}.parquet", self.pipeline, self.hour),
             bloom_sha256: mlops_shared::sha256_hex(&bloom),
@@ -346,6 +358,7 @@ impl LabelPartition {
             classifier: false,
             first_sequence: first,
             last_sequence: last,
+            batch: None,
         };
         Ok(Encoded { parquet, bloom, entry })
     }

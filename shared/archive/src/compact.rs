@@ -11,16 +11,24 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use mlops_proto as pb;
-use mlops_shared::bus::{Bus, EVENTS_STREAM, PREDICTIONS_STREAM, decode_typed};
-use mlops_shared::spec::SpecStore;
+use mlops_shared::bus::{BATCHES_BUCKET, Bus, EVENTS_STREAM, PREDICTIONS_STREAM, decode_typed};
+use mlops_shared::ids::Sha256;
+use mlops_shared::objects::{ObjectError, Objects};
+use mlops_shared::spec::{FeatureKind, SpecStore};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::batches::{Job, archive_output};
 use crate::columns::LabelPartition;
 use crate::manifest::{Committed, Log};
 use crate::wire::{LogBatch, text};
-use crate::{Archive, ArchiveError, Flush, Partition, hour_of, hour_start, id_time};
+use crate::{Archive, ArchiveError, FileEntry, Flush, Partition, hour_of, hour_start, id_time};
+
+fn batch_store(e: &dyn std::fmt::Display) -> ArchiveError {
+    ArchiveError::Store(format!("the batch outputs: {e}"))
+}
 
 /// When the compactor flushes and how often it deletes expired partitions.
 #[derive(Debug, Clone)]
@@ -55,6 +63,8 @@ pub struct Compactor {
 enum Parts {
     Predictions(HashMap<(Bytes, i64), Partition>),
     Labels(HashMap<(String, i64), LabelPartition>),
+    /// Batch jobs done, each once.
+    Batches(Vec<Job>),
 }
 
 /// Messages read since the last flush.
@@ -74,6 +84,7 @@ impl Gathered {
         let parts = match log {
             Log::Predictions => Parts::Predictions(HashMap::new()),
             Log::Labels => Parts::Labels(HashMap::new()),
+            Log::Batches => Parts::Batches(Vec::new()),
         };
         Self { first, next: first, parts, rows: 0, lost: 0, unreadable: 0, since: None }
     }
@@ -97,6 +108,9 @@ impl Gathered {
         self.since.get_or_insert_with(Instant::now);
         let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
         let ce_type = header(mlops_shared::events::headers::TYPE);
+        let json = header(mlops_shared::events::headers::CONTENT_TYPE)
+            .is_some_and(|ct| ct.starts_with(mlops_shared::events::headers::JSON));
+        let published = msg.info().map_or(0, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
         match &mut self.parts {
             Parts::Predictions(parts) => {
                 let batch = match LogBatch::decode_message(ce_type.as_deref(), msg.payload.clone()) {
@@ -114,8 +128,6 @@ impl Gathered {
                 }
             }
             Parts::Labels(parts) => {
-                let json = header(mlops_shared::events::headers::CONTENT_TYPE)
-                    .is_some_and(|ct| ct.starts_with(mlops_shared::events::headers::JSON));
                 let event = match decode_typed::<pb::LabelsArrived>(&msg.payload, json, ce_type.as_deref()) {
                     Ok(event) => event,
                     Err(e) => {
@@ -123,7 +135,6 @@ impl Gathered {
                         return Ok(());
                     }
                 };
-                let published = msg.info().map_or(0, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
                 for l in &event.labels {
                     // With the prediction it labels, when its id names the time.
                     let at = id_time(&l.prediction_id).unwrap_or(published);
@@ -133,16 +144,41 @@ impl Gathered {
                     self.rows += 1;
                 }
             }
+            Parts::Batches(jobs) => {
+                let e = match decode_typed::<pb::BatchCompleted>(&msg.payload, json, ce_type.as_deref()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.unreadable(msg, &e);
+                        return Ok(());
+                    }
+                };
+                // Announced again (a request repeated after the stream's duplicate window).
+                if jobs.iter().any(|j| j.batch_id == e.batch_id) {
+                    return Ok(());
+                }
+                self.rows += e.rows as usize;
+                jobs.push(Job {
+                    pipeline: e.pipeline,
+                    batch_id: e.batch_id,
+                    output_sha256: e.output_sha256,
+                    version: e.version,
+                    artifact_sha256: e.artifact_sha256,
+                    rows: e.rows,
+                    at_ms: published,
+                    sequence: seq,
+                });
+            }
         }
         Ok(())
     }
+}
 
-    /// Every partition gathered, written as the files of the flush `first` to `last`.
-    fn encode(self, first: u64, last: u64) -> Result<Vec<crate::Encoded>, ArchiveError> {
-        match self.parts {
-            Parts::Predictions(parts) => parts.into_values().map(|p| p.encode(first, last)).collect(),
-            Parts::Labels(parts) => parts.into_values().map(|p| p.encode(first, last)).collect(),
-        }
+/// Every partition gathered, written as the files of the flush `first` to `last`.
+fn encode(parts: Parts, first: u64, last: u64) -> Result<Vec<crate::Encoded>, ArchiveError> {
+    match parts {
+        Parts::Predictions(parts) => parts.into_values().map(|p| p.encode(first, last)).collect(),
+        Parts::Labels(parts) => parts.into_values().map(|p| p.encode(first, last)).collect(),
+        Parts::Batches(_) => Ok(Vec::new()),
     }
 }
 
@@ -181,6 +217,7 @@ impl Compactor {
         let (stream, filter) = match self.archive.log {
             Log::Predictions => (PREDICTIONS_STREAM, "mlops.predictions.>"),
             Log::Labels => (EVENTS_STREAM, "mlops.events.labels.arrived.>"),
+            Log::Batches => (EVENTS_STREAM, "mlops.events.batch.completed.>"),
         };
         let stream = self.bus.js.get_stream(stream).await.map_err(|e| ArchiveError::Store(e.to_string()))?;
         let config = OrderedConfig {
@@ -227,16 +264,26 @@ impl Compactor {
         if last < first {
             return Ok(gathered);
         }
-        let (rows, lost, unreadable) = (gathered.rows, gathered.lost, gathered.unreadable);
-        let encoded = tokio::task::spawn_blocking(move || gathered.encode(first, last))
-            .await
-            .map_err(|e| ArchiveError::Write(e.to_string()))??;
-        self.archive.write_files(first, &encoded).await?;
+        let Gathered { parts, rows, lost, mut unreadable, .. } = gathered;
+        let (files, rows) = match parts {
+            Parts::Batches(jobs) => {
+                let (files, rows, failed) = self.write_batches(first, jobs).await?;
+                unreadable += failed;
+                (files, rows)
+            }
+            parts => {
+                let encoded = tokio::task::spawn_blocking(move || encode(parts, first, last))
+                    .await
+                    .map_err(|e| ArchiveError::Write(e.to_string()))??;
+                self.archive.write_files(first, &encoded).await?;
+                (encoded.into_iter().map(|e| e.entry).collect(), rows as u64)
+            }
+        };
         let flush = Flush {
             first,
             last,
-            files: encoded.into_iter().map(|e| e.entry).collect(),
-            predictions: rows as u64,
+            files,
+            predictions: rows,
             lost,
             unreadable,
             written_unix_ms: mlops_shared::now_unix_ms(),
@@ -264,8 +311,92 @@ impl Compactor {
         Ok(Gathered::from(last + 1, self.archive.log))
     }
 
+    /// Writes the outputs of `jobs` as the files of the flush from `first`, one file at a time,
+    /// but those their pipeline's spec keeps out (`audit.archive_batches: false`) and those
+    /// archived before. Returns the files, the rows, and the outputs that could not be read (each
+    /// reported).
+    async fn write_batches(&self, first: u64, jobs: Vec<Job>) -> Result<(Vec<FileEntry>, u64, u64), ArchiveError> {
+        let objects = self.bus.objects(BATCHES_BUCKET).await.map_err(|e| batch_store(&e))?;
+        let (mut written, mut files, mut rows, mut failed) = (Vec::new(), Vec::new(), 0, 0);
+        for job in jobs {
+            let spec = self.specs.get(&job.pipeline).await.map_err(|e| batch_store(&e))?;
+            if spec.as_ref().is_some_and(|s| !s.audit.archive_batches)
+                || self.archive.batch_files(&job.batch_id).await?.is_some()
+            {
+                continue;
+            }
+            // A CSV's numbers are text: the pipeline's numeric features are archived as numbers.
+            let numeric = spec.map_or_else(Vec::new, |s| {
+                s.features.into_iter().filter(|f| f.kind == FeatureKind::Numeric).map(|f| f.name).collect()
+            });
+            let (pipeline, batch) = (job.pipeline.clone(), job.batch_id.clone());
+            match self.write_batch(first, &objects, (job, numeric), &mut written).await {
+                Ok((entries, n)) => {
+                    files.extend(entries);
+                    rows += n;
+                }
+                Err(e @ ArchiveError::Unreadable { .. }) => {
+                    warn!(pipeline, batch, error = %e, "a batch output is not archived");
+                    metrics::counter!("mlops_archive_unreadable_batches_total").increment(1);
+                    failed += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((files, rows, failed))
+    }
+
+    /// Writes `job`'s output, file by file. An output that cannot be read (missing, altered or
+    /// not a batch output) is [`ArchiveError::Unreadable`], and what was written of it deleted.
+    async fn write_batch(
+        &self,
+        first: u64,
+        objects: &Objects,
+        (job, numeric): (Job, Vec<String>),
+        written: &mut Vec<String>,
+    ) -> Result<(Vec<FileEntry>, u64), ArchiveError> {
+        let name = format!("batch {} output {}", job.batch_id, job.output_sha256);
+        let unreadable =
+            |e: &dyn std::fmt::Display| ArchiveError::Unreadable { name: name.clone(), message: e.to_string() };
+        let sha = Sha256::parse(job.output_sha256.clone()).map_err(|e| unreadable(&e))?;
+        let output = match objects.download_verified(&sha, &std::env::temp_dir()).await {
+            Ok(file) => file,
+            Err(e @ ObjectError::Store { .. }) => return Err(batch_store(&e)),
+            Err(e) => return Err(unreadable(&e)),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let max_rows = self.config.max_rows;
+
+        let converting = tokio::task::spawn_blocking(move || {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(output).and_then(|b| b.build());
+            let reader = reader.map_err(|e| ArchiveError::Unreadable { name, message: e.to_string() })?;
+            let schema = arrow_array::RecordBatchReader::schema(&reader);
+            archive_output(&job, (&schema, &numeric), reader, max_rows, |file| {
+                tx.blocking_send(file).map_err(|_| ArchiveError::Write("the archive writer stopped".into()))
+            })
+        });
+        let mut files = Vec::new();
+        while let Some(file) = rx.recv().await {
+            self.archive.write_file(first, written, &file).await?;
+            files.push(file.entry);
+        }
+        match converting.await.map_err(|e| ArchiveError::Write(e.to_string()))? {
+            Ok(rows) => Ok((files, rows)),
+            Err(e) => {
+                for file in &files {
+                    self.archive.discard(file).await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Deletes every partition older than its pipeline's retention, recording each deletion.
+    /// Batch outputs are in the predictions' partitions, deleted with them.
     async fn expire_old(&self) -> Result<(), ArchiveError> {
+        if self.archive.log == Log::Batches {
+            return Ok(());
+        }
         let now = mlops_shared::now_unix_ms();
         for pipeline in self.archive.pipelines().await? {
             let spec = self.specs.get(&pipeline).await.map_err(|e| ArchiveError::Store(e.to_string()))?;

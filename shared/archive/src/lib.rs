@@ -15,11 +15,15 @@
 //! - `head`: the newest flush's first sequence, a hint that spares walking the chain from 1.
 //! - `audit.<pipeline>.<yyyymmddhh>`: the record of a partition deleted at the end of its
 //!   retention (`audit: {retention_days}` in the pipeline's spec).
+//! - `bjob.<batch id>`: the files holding a batch job's rows. Batch outputs (`batch.completed`)
+//!   are archived into the same partitions by a chain of their own over the events (`bflush.`,
+//!   `bhead`, `bpending`); labels likewise (`lflush.`, …, `lpart.`), under `_labels/`.
 //!
 //! Files are named by the flush's sequence range, `<pipeline>/<yyyymmddhh>/<first>-<last>.parquet`,
 //! and each is checked against the sha256 the manifest holds before it is read: a file that fails
 //! is reported, never skipped.
 
+pub mod batches;
 mod columns;
 pub mod compact;
 pub mod manifest;
@@ -28,7 +32,7 @@ pub mod wire;
 
 pub use columns::{Encoded, LABELS_DIR, LabelPartition, OWN_COLUMNS, Partition};
 pub use compact::{Compactor, CompactorConfig};
-pub use manifest::{Archive, FileEntry, Flush, Log};
+pub use manifest::{Archive, BatchRows, FileEntry, Flush, Log};
 pub use query::{Export, Found};
 
 /// Errors of the archive.

@@ -36,6 +36,18 @@ pub struct FileEntry {
     /// The stream sequences of the flush that wrote it.
     pub first_sequence: u64,
     pub last_sequence: u64,
+    /// The batch job whose rows it holds, for a file of a batch's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchRows>,
+}
+
+/// The rows of a batch job's output a file holds: prediction ids `<id>-<first_row>` to
+/// `<id>-<last_row>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRows {
+    pub id: String,
+    pub first_row: u64,
+    pub last_row: u64,
 }
 
 impl FileEntry {
@@ -83,11 +95,13 @@ pub enum Committed {
     Theirs(Flush),
 }
 
-/// Which log an [`Archive`] holds: the predictions, or the labels that came for them later.
+/// Which log an [`Archive`] holds: the predictions, the labels that came for them later, or the
+/// batch jobs done (`batch.completed`), whose outputs are archived with the predictions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Log {
     Predictions,
     Labels,
+    Batches,
 }
 
 impl Log {
@@ -96,6 +110,7 @@ impl Log {
         match self {
             Self::Predictions => "predictions",
             Self::Labels => "labels",
+            Self::Batches => "batches",
         }
     }
 }
@@ -132,12 +147,34 @@ impl Archive {
         Self { log: Log::Labels, ..self.clone() }
     }
 
+    /// The same archive's batch jobs: the outputs `batch.completed` names, archived in the
+    /// predictions' partitions (so found, exported and expired with them) by a chain of flushes
+    /// of their own (`bflush.`, …) over the events, and indexed by batch id (`bjob.<id>`).
+    pub fn batches(&self) -> Self {
+        Self { log: Log::Batches, ..self.clone() }
+    }
+
     /// The key `key` of this archive's log.
     fn key(&self, key: &str) -> String {
         match self.log {
             Log::Predictions => key.to_owned(),
             Log::Labels => format!("l{key}"),
+            Log::Batches => format!("b{key}"),
         }
+    }
+
+    /// The key `key` of the partitions this log's files are listed in (`part.`, `audit.`): the
+    /// labels' own, or the predictions' for predictions and batch outputs alike.
+    fn part_key(&self, key: &str) -> String {
+        match self.log {
+            Log::Labels => format!("l{key}"),
+            Log::Predictions | Log::Batches => key.to_owned(),
+        }
+    }
+
+    /// The files of batch job `id`'s output, once archived.
+    pub async fn batch_files(&self, id: &str) -> Result<Option<Vec<FileEntry>>, ArchiveError> {
+        self.read(&format!("bjob.{id}")).await
     }
 
     /// The value of `key`, parsed, or `None` when there is none.
@@ -200,10 +237,31 @@ impl Archive {
         Ok(())
     }
 
+    /// Stores one more file of the flush from `first`, noting it first among the flush's pending
+    /// files (`written`, the names stored so far): for flushes too large to hold at once.
+    pub async fn write_file(
+        &self,
+        first: u64,
+        written: &mut Vec<String>,
+        file: &crate::Encoded,
+    ) -> Result<(), ArchiveError> {
+        written.push(file.entry.name.clone());
+        let pending = Pending { first, names: written.clone() };
+        self.kv.put(self.key("pending"), json(&pending)).await.map_err(store("pending"))?;
+        self.put_object(&file.entry.name, &file.parquet).await?;
+        self.put_object(&file.entry.bloom_name(), &file.bloom).await
+    }
+
     async fn put_object(&self, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
         let mut reader = bytes;
         self.objects.put(name, &mut reader).await.map_err(store(name))?;
         Ok(())
+    }
+
+    /// Deletes a file written but not committed, and its bloom filter.
+    pub async fn discard(&self, file: &FileEntry) -> Result<(), ArchiveError> {
+        self.delete_object(&file.name).await?;
+        self.delete_object(&file.bloom_name()).await
     }
 
     async fn delete_object(&self, name: &str) -> Result<(), ArchiveError> {
@@ -231,7 +289,7 @@ impl Archive {
     /// Idempotent: a file already listed is not listed again.
     pub async fn index(&self, flush: &Flush) -> Result<(), ArchiveError> {
         for file in &flush.files {
-            let key = self.key(&format!("part.{}.{}", file.pipeline, file.hour));
+            let key = self.part_key(&format!("part.{}.{}", file.pipeline, file.hour));
             loop {
                 let entry = self.kv.entry(&key).await.map_err(store(&key))?;
                 let (mut files, revision) = match entry.filter(|e| e.operation == kv::Operation::Put) {
@@ -264,6 +322,16 @@ impl Archive {
                 }
             }
         }
+        let mut jobs: std::collections::BTreeMap<&str, Vec<&FileEntry>> = std::collections::BTreeMap::new();
+        for file in &flush.files {
+            if let Some(batch) = &file.batch {
+                jobs.entry(batch.id.as_str()).or_default().push(file);
+            }
+        }
+        for (id, files) in jobs {
+            let key = format!("bjob.{id}");
+            self.kv.put(&key, json(&files)).await.map_err(store(&key))?;
+        }
         self.kv.put(self.key("head"), json(&flush.first)).await.map_err(store("head"))?;
         Ok(())
     }
@@ -274,7 +342,7 @@ impl Archive {
 
     /// The files of `pipeline` in `hour`.
     pub async fn partition(&self, pipeline: &str, hour: &str) -> Result<Vec<FileEntry>, ArchiveError> {
-        Ok(self.read(&self.key(&format!("part.{pipeline}.{hour}"))).await?.unwrap_or_default())
+        Ok(self.read(&self.part_key(&format!("part.{pipeline}.{hour}"))).await?.unwrap_or_default())
     }
 
     /// The keys under `prefix` (`part.<pipeline>.`, say) that hold a value, read from the
@@ -314,7 +382,7 @@ impl Archive {
 
     /// The hours of `pipeline` that hold files, oldest first.
     pub async fn hours(&self, pipeline: &str) -> Result<Vec<String>, ArchiveError> {
-        let prefix = self.key(&format!("part.{pipeline}."));
+        let prefix = self.part_key(&format!("part.{pipeline}."));
         let mut hours: Vec<String> =
             self.keys(&prefix).await?.into_iter().filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned)).collect();
         hours.sort();
@@ -323,7 +391,7 @@ impl Archive {
 
     /// Every pipeline with archived predictions.
     pub async fn pipelines(&self) -> Result<Vec<String>, ArchiveError> {
-        let prefix = self.key("part.");
+        let prefix = self.part_key("part.");
         let mut names: Vec<String> = self
             .keys(&prefix)
             .await?
@@ -366,7 +434,7 @@ impl Archive {
     /// <hour>`). Safe to repeat after a crash: the record is kept from the first attempt.
     pub async fn expire(&self, pipeline: &str, hour: &str, retention_days: u32) -> Result<Expired, ArchiveError> {
         let files = self.partition(pipeline, hour).await?;
-        let audit_key = self.key(&format!("audit.{pipeline}.{hour}"));
+        let audit_key = self.part_key(&format!("audit.{pipeline}.{hour}"));
         let record = Expired {
             pipeline: pipeline.into(),
             hour: hour.into(),
@@ -384,7 +452,7 @@ impl Archive {
             self.delete_object(&f.name).await?;
             self.delete_object(&f.bloom_name()).await?;
         }
-        let key = self.key(&format!("part.{pipeline}.{hour}"));
+        let key = self.part_key(&format!("part.{pipeline}.{hour}"));
         self.kv.purge(&key).await.map_err(store(&key))?;
         Ok(record)
     }
@@ -392,7 +460,7 @@ impl Archive {
     /// The partitions of `pipeline` deleted at the end of their retention, oldest first.
     pub async fn expired(&self, pipeline: &str) -> Result<Vec<Expired>, ArchiveError> {
         let mut out = Vec::new();
-        let mut keys = self.keys(&self.key(&format!("audit.{pipeline}."))).await?;
+        let mut keys = self.keys(&self.part_key(&format!("audit.{pipeline}."))).await?;
         keys.sort();
         for key in keys {
             out.extend(self.read::<Expired>(&key).await?);

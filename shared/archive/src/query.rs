@@ -146,6 +146,18 @@ impl Archive {
     /// The prediction `id`, looked for among `pipelines` (all by default).
     pub async fn find(&self, id: &str, pipelines: Option<Vec<String>>) -> Result<Option<Found>, ArchiveError> {
         check_id(id)?;
+        // A batch job's row `<batch id>-<row>`: straight to the file holding that row.
+        if let Some((batch, row)) = id.rsplit_once('-').and_then(|(b, r)| Some((b, r.parse::<u64>().ok()?)))
+            && let Some(files) = self.batch_files(batch).await?
+        {
+            let entry = files.into_iter().find(|f| {
+                f.batch.as_ref().is_some_and(|b| (b.first_row..=b.last_row).contains(&row))
+                    && pipelines.as_ref().is_none_or(|p| p.contains(&f.pipeline))
+            });
+            if let Some(entry) = entry {
+                return self.found_in(entry, id).await;
+            }
+        }
         let pipelines = match pipelines {
             Some(p) => p,
             None => self.pipelines().await?,
@@ -160,6 +172,10 @@ impl Archive {
                 entries.extend(self.partition(pipeline, &hour).await?);
             }
         }
+        // A served prediction's id is never a batch job's row.
+        if id_time(id).is_some() {
+            entries.retain(|e| e.batch.is_none());
+        }
         let checked = futures::stream::iter(entries)
             .map(|entry| async move { self.bloom(&entry).await.map(|b| (b.check(id), entry)) })
             .buffer_unordered(FETCHES)
@@ -167,18 +183,8 @@ impl Archive {
             .await;
         for result in checked {
             let (maybe, entry) = result?;
-            if !maybe {
-                continue;
-            }
-            let bytes = self.file(&entry).await?;
-            let (name, wanted) = (entry.name.clone(), id.to_owned());
-            let row = tokio::task::spawn_blocking(move || row_in(&name, bytes, &wanted))
-                .await
-                .map_err(|e| ArchiveError::Store(e.to_string()))??;
-            if let Some(row) = row {
-                let (prediction, inputs) = split(row);
-                let label = self.label_of(&entry.pipeline, id, &entry.hour).await?;
-                return Ok(Some(Found { pipeline: entry.pipeline, file: Some(entry.name), prediction, inputs, label }));
+            if maybe && let Some(found) = self.found_in(entry, id).await? {
+                return Ok(Some(found));
             }
         }
         let Some(mut found) = self.find_live(id, &pipelines).await? else { return Ok(None) };
@@ -189,6 +195,19 @@ impl Archive {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| hour_of(t.timestamp_millis())));
         found.label = self.label_of(&found.pipeline, id, &hour.unwrap_or_default()).await?;
         Ok(Some(found))
+    }
+
+    /// The prediction `id` in the file of `entry`, with its label, if the file holds it.
+    async fn found_in(&self, entry: FileEntry, id: &str) -> Result<Option<Found>, ArchiveError> {
+        let bytes = self.file(&entry).await?;
+        let (name, wanted) = (entry.name.clone(), id.to_owned());
+        let row = tokio::task::spawn_blocking(move || row_in(&name, bytes, &wanted))
+            .await
+            .map_err(|e| ArchiveError::Store(e.to_string()))??;
+        let Some(row) = row else { return Ok(None) };
+        let (prediction, inputs) = split(row);
+        let label = self.label_of(&entry.pipeline, id, &entry.hour).await?;
+        Ok(Some(Found { pipeline: entry.pipeline, file: Some(entry.name), prediction, inputs, label }))
     }
 
     /// The newest archived label of prediction `id` of `pipeline`, made in `hour`.
@@ -296,7 +315,8 @@ fn export_schema(files: &[FileEntry]) -> Arc<Schema> {
     fields.push(Field::new("model_version", DataType::UInt64, false));
     fields.push(Field::new("artifact_sha256", DataType::Utf8, false));
     fields.push(Field::new("predicted_at", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), false));
-    fields.push(Field::new("stream_sequence", DataType::UInt64, false));
+    // Null for a batch job's rows, which never went through the prediction log.
+    fields.push(Field::new("stream_sequence", DataType::UInt64, true));
     fields.push(Field::new("true_label", DataType::Utf8, true));
     fields.push(Field::new("labelled_at", DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into())), true));
     Arc::new(Schema::new(fields))

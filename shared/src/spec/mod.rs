@@ -90,6 +90,14 @@ pub struct AuditSpec {
     /// recorded); a year by default.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Whether the rows a batch job scores (`batch.completed`) are archived too, beside the
+    /// served predictions; on by default.
+    #[serde(default = "default_true")]
+    pub archive_batches: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_retention_days() -> u32 {
@@ -98,7 +106,7 @@ fn default_retention_days() -> u32 {
 
 impl Default for AuditSpec {
     fn default() -> Self {
-        Self { retention_days: default_retention_days() }
+        Self { retention_days: default_retention_days(), archive_batches: true }
     }
 }
 
