@@ -381,6 +381,20 @@ async fn a_batch_jobs_rows_are_archived_once_found_by_id_and_exported_unless_the
     completed("nightly-3").await;
     wait_batches_archived(&app, &archive).await;
     assert!(archive.batch_files("nightly-2").await.unwrap().is_none(), "kept out by the spec");
+    // Its rows are still shown, read from the job's output itself.
+    let (ok, said, err) = app.mlops(&["predictions", "show", "nightly-2-7"]);
+    assert!(ok, "{said}{err}");
+    let shown: serde_json::Value = serde_json::from_str(&said).unwrap();
+    let (source, at) = (shown["source"].as_str().unwrap_or_default(), &shown["prediction"]["predicted_at"]);
+    assert!(source.starts_with("batch output ") && source.ends_with("(not archived)"), "{source}");
+    assert_eq!(shown["prediction"]["prediction_id"], "nightly-2-7");
+    assert_eq!(
+        shown["prediction"]["probability"].as_f64(),
+        Some(row("probability", 7).as_primitive::<arrow_array::types::Float64Type>().value(0)),
+        "the same rows, the same model"
+    );
+    assert!(at.as_str().is_some_and(|t| t.ends_with('Z')), "{at}");
+    assert_eq!(shown["inputs"]["customer_id"], row("customer_id", 7).as_string::<i32>().value(0));
     assert!(archive.batch_files("ghost").await.unwrap().is_none());
     let batches = archive.batches();
     let (mut next, mut unreadable) = (1, 0);

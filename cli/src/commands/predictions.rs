@@ -88,7 +88,11 @@ async fn show(archive: &Archive, id: &str, pipeline: Option<String>, registry: &
     };
     let out = serde_json::json!({
         "pipeline": found.pipeline,
-        "source": found.file.map_or_else(|| "prediction log (not yet archived)".to_owned(), |f| format!("archive file {f}")),
+        "source": match (found.file, found.output) {
+            (Some(file), _) => format!("archive file {file}"),
+            (None, Some(output)) => format!("batch output {output} (not archived)"),
+            (None, None) => "prediction log (not yet archived)".to_owned(),
+        },
         "prediction": found.prediction,
         "inputs": found.inputs,
         "label": found.label,

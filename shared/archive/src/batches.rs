@@ -10,6 +10,8 @@ use std::sync::Arc;
 use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
+use mlops_proto as pb;
+use mlops_shared::bus::decode_typed;
 
 use crate::columns::{UTC, bloom_of, to_parquet};
 use crate::manifest::BatchRows;
@@ -28,6 +30,28 @@ pub struct Job {
     pub at_ms: i64,
     /// The announcement's sequence in the events stream.
     pub sequence: u64,
+}
+
+impl Job {
+    /// The job a `batch.completed` message of the events stream announces.
+    pub fn of_message(msg: &async_nats::jetstream::Message) -> Result<Self, String> {
+        use mlops_shared::events::headers;
+        let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
+        let json = header(headers::CONTENT_TYPE).is_some_and(|ct| ct.starts_with(headers::JSON));
+        let ce_type = header(headers::TYPE);
+        let e = decode_typed::<pb::BatchCompleted>(&msg.payload, json, ce_type.as_deref())?;
+        let info = msg.info().map_err(|e| e.to_string())?;
+        Ok(Self {
+            pipeline: e.pipeline,
+            batch_id: e.batch_id,
+            output_sha256: e.output_sha256,
+            version: e.version,
+            artifact_sha256: e.artifact_sha256,
+            rows: e.rows,
+            at_ms: (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
+            sequence: info.stream_sequence,
+        })
+    }
 }
 
 /// How an output's columns become an archive file's.

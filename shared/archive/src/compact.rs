@@ -145,28 +145,19 @@ impl Gathered {
                 }
             }
             Parts::Batches(jobs) => {
-                let e = match decode_typed::<pb::BatchCompleted>(&msg.payload, json, ce_type.as_deref()) {
-                    Ok(e) => e,
+                let job = match Job::of_message(msg) {
+                    Ok(job) => job,
                     Err(e) => {
                         self.unreadable(msg, &e);
                         return Ok(());
                     }
                 };
                 // Announced again (a request repeated after the stream's duplicate window).
-                if jobs.iter().any(|j| j.batch_id == e.batch_id) {
+                if jobs.iter().any(|j| j.batch_id == job.batch_id) {
                     return Ok(());
                 }
-                self.rows += e.rows as usize;
-                jobs.push(Job {
-                    pipeline: e.pipeline,
-                    batch_id: e.batch_id,
-                    output_sha256: e.output_sha256,
-                    version: e.version,
-                    artifact_sha256: e.artifact_sha256,
-                    rows: e.rows,
-                    at_ms: published,
-                    sequence: seq,
-                });
+                self.rows += job.rows as usize;
+                jobs.push(job);
             }
         }
         Ok(())

@@ -120,7 +120,7 @@ impl Log {
 pub struct Archive {
     kv: kv::Store,
     objects: object_store::ObjectStore,
-    pub(crate) js: async_nats::jetstream::Context,
+    pub(crate) bus: Bus,
     pub log: Log,
 }
 
@@ -137,7 +137,7 @@ impl Archive {
     pub async fn open(bus: &Bus) -> Result<Self, ArchiveError> {
         let kv = bus.js.get_key_value(ARCHIVE_KV).await.map_err(store("opening the archive manifest"))?;
         let objects = bus.js.get_object_store(ARCHIVE_BUCKET).await.map_err(store("opening the archive store"))?;
-        Ok(Self { kv, objects, js: bus.js.clone(), log: Log::Predictions })
+        Ok(Self { kv, objects, bus: bus.clone(), log: Log::Predictions })
     }
 
     /// The same archive's labels: the `labels.arrived` that came for its predictions, archived the
@@ -348,7 +348,7 @@ impl Archive {
     /// The keys under `prefix` (`part.<pipeline>.`, say) that hold a value, read from the
     /// bucket's stream without their values.
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, ArchiveError> {
-        let stream = self.js.get_stream(format!("KV_{ARCHIVE_KV}")).await.map_err(store("the manifest stream"))?;
+        let stream = self.bus.js.get_stream(format!("KV_{ARCHIVE_KV}")).await.map_err(store("the manifest stream"))?;
         let subject = format!("$KV.{ARCHIVE_KV}.{prefix}>");
         let config = OrderedConfig {
             filter_subject: subject.clone(),

@@ -12,12 +12,14 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use mlops_proto as pb;
-use mlops_shared::bus::{PREDICTIONS_STREAM, decode_typed};
+use mlops_shared::bus::{BATCHES_BUCKET, EVENTS_STREAM, PREDICTIONS_STREAM, decode_typed};
+use mlops_shared::objects::ObjectError;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::batches::Job;
 use crate::columns::UTC;
 use crate::{Archive, ArchiveError, FileEntry, OWN_COLUMNS, hour_of, id_time};
 
@@ -28,8 +30,11 @@ const FETCHES: usize = 8;
 #[derive(Debug, Serialize)]
 pub struct Found {
     pub pipeline: String,
-    /// The archive file holding it, or `None` when it was read from the stream, not yet archived.
+    /// The archive file holding it, or `None` when it was read from the stream or from a batch
+    /// output, not yet archived.
     pub file: Option<String>,
+    /// The batch output (its sha256) it was read from, when not (yet) archived.
+    pub output: Option<String>,
     /// Its answers, model and time.
     pub prediction: Map<String, Value>,
     /// Its inputs as received.
@@ -129,33 +134,46 @@ fn row_in(name: &str, bytes: Bytes, id: &str) -> Result<Option<Map<String, Value
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| unreadable(&"no prediction_id column"))?;
         let Some(i) = (0..ids.len()).find(|&i| ids.value(i) == id) else { continue };
-        let mut out = Vec::new();
-        let mut writer = arrow_json::WriterBuilder::new()
-            .with_explicit_nulls(false)
-            .build::<_, arrow_json::writer::JsonArray>(&mut out);
-        writer.write(&batch.slice(i, 1)).map_err(|e| unreadable(&e))?;
-        writer.finish().map_err(|e| unreadable(&e))?;
-        drop(writer);
-        let rows: Vec<Map<String, Value>> = serde_json::from_slice(&out).map_err(|e| unreadable(&e))?;
-        return Ok(rows.into_iter().next());
+        return json_row(&batch, i).map_err(|e| unreadable(&e));
     }
     Ok(None)
+}
+
+/// Row `i` of `batch` as JSON, nulls left out.
+fn json_row(batch: &RecordBatch, i: usize) -> Result<Option<Map<String, Value>>, String> {
+    let mut out = Vec::new();
+    let mut writer =
+        arrow_json::WriterBuilder::new().with_explicit_nulls(false).build::<_, arrow_json::writer::JsonArray>(&mut out);
+    writer.write(&batch.slice(i, 1)).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    drop(writer);
+    let rows: Vec<Map<String, Value>> = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    Ok(rows.into_iter().next())
 }
 
 impl Archive {
     /// The prediction `id`, looked for among `pipelines` (all by default).
     pub async fn find(&self, id: &str, pipelines: Option<Vec<String>>) -> Result<Option<Found>, ArchiveError> {
         check_id(id)?;
-        // A batch job's row `<batch id>-<row>`: straight to the file holding that row.
-        if let Some((batch, row)) = id.rsplit_once('-').and_then(|(b, r)| Some((b, r.parse::<u64>().ok()?)))
-            && let Some(files) = self.batch_files(batch).await?
-        {
-            let entry = files.into_iter().find(|f| {
-                f.batch.as_ref().is_some_and(|b| (b.first_row..=b.last_row).contains(&row))
-                    && pipelines.as_ref().is_none_or(|p| p.contains(&f.pipeline))
-            });
-            if let Some(entry) = entry {
-                return self.found_in(entry, id).await;
+        // A batch job's row `<batch id>-<row>`: straight to the file holding that row, or to the
+        // job's output while it is not archived.
+        if let Some((batch, row)) = id.rsplit_once('-').and_then(|(b, r)| Some((b, r.parse::<u64>().ok()?))) {
+            match self.batch_files(batch).await? {
+                Some(files) => {
+                    let entry = files.into_iter().find(|f| {
+                        f.batch.as_ref().is_some_and(|b| (b.first_row..=b.last_row).contains(&row))
+                            && pipelines.as_ref().is_none_or(|p| p.contains(&f.pipeline))
+                    });
+                    if let Some(entry) = entry {
+                        return self.found_in(entry, id).await;
+                    }
+                }
+                None => {
+                    if let Some(mut found) = self.find_in_output(batch, row, pipelines.as_deref()).await? {
+                        found.label = self.label_of(&found.pipeline, id, "").await?;
+                        return Ok(Some(found));
+                    }
+                }
             }
         }
         let pipelines = match pipelines {
@@ -207,7 +225,8 @@ impl Archive {
         let Some(row) = row else { return Ok(None) };
         let (prediction, inputs) = split(row);
         let label = self.label_of(&entry.pipeline, id, &entry.hour).await?;
-        Ok(Some(Found { pipeline: entry.pipeline, file: Some(entry.name), prediction, inputs, label }))
+        let (pipeline, file) = (entry.pipeline, Some(entry.name));
+        Ok(Some(Found { pipeline, file, output: None, prediction, inputs, label }))
     }
 
     /// The newest archived label of prediction `id` of `pipeline`, made in `hour`.
@@ -236,11 +255,84 @@ impl Archive {
         }))
     }
 
+    /// Row `row` of batch job `batch`'s output, read from the output itself: for a job announced
+    /// but not archived yet, or whose pipeline keeps batches out of the archive.
+    async fn find_in_output(
+        &self,
+        batch: &str,
+        row: u64,
+        pipelines: Option<&[String]>,
+    ) -> Result<Option<Found>, ArchiveError> {
+        let Some(job) = self.job_announced(batch, pipelines).await? else { return Ok(None) };
+        let name = format!("batch {batch} output {}", job.output_sha256);
+        let unreadable =
+            |e: &dyn std::fmt::Display| ArchiveError::Unreadable { name: name.clone(), message: e.to_string() };
+        let sha = mlops_shared::ids::Sha256::parse(job.output_sha256.clone()).map_err(|e| unreadable(&e))?;
+        let objects = self.bus.objects(BATCHES_BUCKET).await.map_err(|e| ArchiveError::Store(e.to_string()))?;
+        let output = match objects.download_verified(&sha, &std::env::temp_dir()).await {
+            Ok(file) => file,
+            Err(e @ ObjectError::Store { .. }) => return Err(ArchiveError::Store(e.to_string())),
+            Err(e) => return Err(unreadable(&e)),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(output)
+            .map(|b| b.with_offset(row as usize).with_limit(1))
+            .and_then(|b| b.build())
+            .map_err(|e| unreadable(&e))?;
+        let mut rows = Vec::new();
+        for batch in reader {
+            rows.push(batch.map_err(|e| unreadable(&e))?);
+        }
+        let Some(one) = rows.into_iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
+        let Some(values) = json_row(&one, 0).map_err(|e| unreadable(&e))? else { return Ok(None) };
+        let (mut prediction, inputs) = split(values);
+        prediction.insert("artifact_sha256".into(), job.artifact_sha256.into());
+        prediction.insert("predicted_at".into(), mlops_shared::format_ms(job.at_ms).into());
+        Ok(Some(Found {
+            pipeline: job.pipeline,
+            file: None,
+            output: Some(job.output_sha256),
+            prediction,
+            inputs,
+            label: None,
+        }))
+    }
+
+    /// The newest `batch.completed` of batch job `batch` (of one of `pipelines`, when given).
+    async fn job_announced(&self, batch: &str, pipelines: Option<&[String]>) -> Result<Option<Job>, ArchiveError> {
+        let store = |e: &dyn std::fmt::Display| ArchiveError::Store(format!("reading the batch jobs done: {e}"));
+        let stream = self.bus.js.get_stream(EVENTS_STREAM).await.map_err(|e| store(&e))?;
+        let config = OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            filter_subject: "mlops.events.batch.completed.>".into(),
+            ..Default::default()
+        };
+        let mut consumer = stream.create_consumer(config).await.map_err(|e| store(&e))?;
+        if consumer.info().await.map_err(|e| store(&e))?.num_pending == 0 {
+            return Ok(None);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| store(&e))?;
+        let mut newest = None;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| store(&e))?;
+            let pending = msg.info().map_err(|e| store(&e))?.pending;
+            if let Ok(job) = Job::of_message(&msg)
+                && job.batch_id == batch
+                && pipelines.is_none_or(|p| p.contains(&job.pipeline))
+            {
+                newest = Some(job);
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(newest)
+    }
+
     /// The prediction `id` among the stream's messages not yet archived.
     async fn find_live(&self, id: &str, pipelines: &[String]) -> Result<Option<Found>, ArchiveError> {
         let watermark = self.watermark().await?;
         let store = |e: &dyn std::fmt::Display| ArchiveError::Store(format!("reading the prediction log: {e}"));
-        let mut stream = self.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| store(&e))?;
+        let mut stream = self.bus.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| store(&e))?;
         if stream.info().await.map_err(|e| store(&e))?.state.last_sequence <= watermark {
             return Ok(None);
         }
@@ -287,7 +379,7 @@ fn live(p: pb::PredictionLogged, sequence: u64) -> Found {
     prediction.insert("stream_sequence".into(), sequence.into());
     let mut inputs: Map<String, Value> = p.numeric.into_iter().map(|(k, v)| (k, v.into())).collect();
     inputs.extend(p.categorical.into_iter().map(|(k, v)| (k, v.into())));
-    Found { pipeline: p.pipeline, file: None, prediction, inputs, label: None }
+    Found { pipeline: p.pipeline, file: None, output: None, prediction, inputs, label: None }
 }
 
 /// The schema an export writes: every input any of `files` has (text where any file has text),
