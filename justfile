@@ -60,6 +60,19 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Kubernetes manifests: each overlay of deploy/k8s rendered as `kubectl kustomize` renders it, every object checked against the Kubernetes 1.30 (kubernetes-validate) and KEDA (@kubernetes-models/keda) schemas; both pinned, installed into target/k8s-check.
+check-k8s:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir=target/k8s-check
+    mkdir -p "$dir"
+    [ -x "$dir/venv/bin/python" ] || python3 -m venv "$dir/venv"
+    "$dir/venv/bin/pip" install --quiet kubernetes-validate==1.37.0
+    cp deploy/k8s/check/package.json deploy/k8s/check/package-lock.json deploy/k8s/check/keda.mjs "$dir/"
+    (cd "$dir" && npm ci --silent --no-audit --no-fund)
+    "$dir/venv/bin/python" deploy/k8s/check/check_k8s.py --self-test "$dir/keda.mjs"
+    "$dir/venv/bin/python" deploy/k8s/check/check_k8s.py deploy/k8s "$dir/keda.mjs"
+
 # Dependencies: licences (permissive only), banned crates (e.g. the unmaintained `backoff`) and sources, offline (deny.toml).
 audit:
     #!/usr/bin/env bash
