@@ -108,9 +108,6 @@ impl Gathered {
         self.since.get_or_insert_with(Instant::now);
         let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
         let ce_type = header(mlops_shared::events::headers::TYPE);
-        let json = header(mlops_shared::events::headers::CONTENT_TYPE)
-            .is_some_and(|ct| ct.starts_with(mlops_shared::events::headers::JSON));
-        let published = msg.info().map_or(0, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
         match &mut self.parts {
             Parts::Predictions(parts) => {
                 let batch = match LogBatch::decode_message(ce_type.as_deref(), msg.payload.clone()) {
@@ -128,6 +125,8 @@ impl Gathered {
                 }
             }
             Parts::Labels(parts) => {
+                let json = header(mlops_shared::events::headers::CONTENT_TYPE)
+                    .is_some_and(|ct| ct.starts_with(mlops_shared::events::headers::JSON));
                 let event = match decode_typed::<pb::LabelsArrived>(&msg.payload, json, ce_type.as_deref()) {
                     Ok(event) => event,
                     Err(e) => {
@@ -135,6 +134,7 @@ impl Gathered {
                         return Ok(());
                     }
                 };
+                let published = msg.info().map_or(0, |i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
                 for l in &event.labels {
                     // With the prediction it labels, when its id names the time.
                     let at = id_time(&l.prediction_id).unwrap_or(published);
