@@ -20,7 +20,9 @@ deps:
     python3 scripts/install-onnxruntime.py target/onnxruntime
 
 # What the tests need besides (Debian's packages): chromium, which the dashboard's test drives
-# headless, strace, which records the files a trainer touches, and openssl for test certificates.
+# headless, strace, which records the files a trainer touches, and openssl for test certificates;
+# and the S3 server the object-store tests run against (s3s-fs from crates.io, pinned, built
+# once into target/tools).
 deps-test: deps
     #!/usr/bin/env bash
     set -euo pipefail
@@ -30,6 +32,9 @@ deps-test: deps
         sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
         $sudo apt-get update -qq
         $sudo apt-get install -y -qq "${missing[@]}"
+    fi
+    if [ "$(target/tools/bin/s3s-fs --version 2>/dev/null)" != "s3s-fs 0.14.1" ]; then
+        cargo install --quiet --locked --root target/tools s3s-fs --version 0.14.1 --features binary
     fi
 
 # Build every binary (debug).

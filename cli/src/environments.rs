@@ -13,6 +13,7 @@
 //!     registry_url: https://registry.prod.internal:50051
 //!     tls_ca: prod-ca.pem
 //!     nats_ca: prod-ca.pem
+//!     object_store: s3://prod-lake/mlops
 //!     admin_token_env: PRODUCTION_ADMIN_TOKEN
 //! ```
 
@@ -45,6 +46,8 @@ pub struct Environment {
     pub admin_token_env: Option<String>,
     /// PEM CA certificates for https:// endpoints (relative to the file).
     pub tls_ca: Option<PathBuf>,
+    /// The services' `MLOPS_OBJECT_STORE`, when the platform keeps its blobs outside NATS.
+    pub object_store: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +107,7 @@ pub struct Endpoints {
     pub monitor: Remote,
     pub admin_token: Option<String>,
     pub tls_ca: Option<PathBuf>,
+    pub object_store: Option<String>,
 }
 
 /// What the command line (or its variables) gave.
@@ -117,6 +121,7 @@ pub struct Given {
     pub monitor_url: Option<String>,
     pub admin_token: Option<String>,
     pub tls_ca: Option<PathBuf>,
+    pub object_store: Option<String>,
 }
 
 impl Endpoints {
@@ -141,6 +146,7 @@ impl Endpoints {
             monitor: remote(given.monitor_url, env.monitor_url, "http://127.0.0.1:9104"),
             admin_token: token,
             tls_ca,
+            object_store: given.object_store.or(env.object_store),
         }
     }
 
@@ -149,6 +155,7 @@ impl Endpoints {
         let mut nats = mlops_shared::config::NatsArgs::local(self.nats_url.clone());
         nats.creds = self.nats_creds.clone();
         nats.ca = self.nats_ca.clone();
+        nats.object_store = self.object_store.clone();
         nats
     }
 

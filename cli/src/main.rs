@@ -46,6 +46,10 @@ struct Cli {
     /// PEM CA certificates to trust for https:// service URLs (default: the system's roots).
     #[arg(long, global = true, env = "MLOPS_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// Where the platform keeps its blobs, when not in NATS (s3://, gs://, az://, file://): the
+    /// services' MLOPS_OBJECT_STORE, for the commands that read datasets and artifacts.
+    #[arg(long, global = true, env = "MLOPS_OBJECT_STORE")]
+    object_store: Option<String>,
     /// On an error, also print where it arose: its backtrace, captured when RUST_BACKTRACE=1.
     #[arg(long, global = true)]
     verbose: bool,
@@ -180,11 +184,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         monitor_url,
         admin_token,
         tls_ca,
+        object_store,
         verbose: _,
         command,
     } = cli;
-    let given =
-        Given { nats_url, registry_url, ingest_url, deployer_url, evaluator_url, monitor_url, admin_token, tls_ca };
+    let given = Given {
+        nats_url,
+        registry_url,
+        ingest_url,
+        deployer_url,
+        evaluator_url,
+        monitor_url,
+        admin_token,
+        tls_ca,
+        object_store,
+    };
     let environment = env.as_deref().map(mlops_cli::environments::load).transpose()?;
     let ep = Endpoints::resolve(given, environment.as_ref());
     let (nats_url, token, tls_ca) = (ep.nats_url.as_str(), ep.admin_token.as_deref(), ep.tls_ca.as_deref());

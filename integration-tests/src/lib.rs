@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod load;
 pub mod onnx;
+pub mod s3;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -142,7 +143,13 @@ impl TestApp {
 
     /// Runs the `mlops` binary with the stack's endpoints; (success, stdout, stderr).
     pub fn mlops(&self, args: &[&str]) -> (bool, String, String) {
+        self.mlops_with_env(args, &[])
+    }
+
+    /// [`TestApp::mlops`] with extra environment (an object store's settings, say).
+    pub fn mlops_with_env(&self, args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
         let out = std::process::Command::new(self.stack.opts.bin_dir.join("mlops"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["--nats-url", &self.stack.nats_url, "--registry-url", &self.stack.url("registry")])
             .args(["--ingest-url", &self.stack.url("ingest"), "--deployer-url", &self.stack.url("deployer")])
             .args(["--evaluator-url", &self.stack.url("evaluator"), "--monitor-url", &self.stack.url("monitor")])

@@ -62,6 +62,8 @@ pub struct Bus {
     pub js: jetstream::Context,
     /// The service's name, used as `ce-source` and in consumer names.
     pub service: String,
+    /// Where blobs live when not in the NATS object store (`MLOPS_OBJECT_STORE`).
+    pub object_store: Option<crate::objects::external::Location>,
 }
 
 impl Bus {
@@ -72,6 +74,15 @@ impl Bus {
         if args.nkey.as_ref().is_some_and(|seed| !seed.starts_with("SU")) {
             anyhow::bail!("MLOPS_NATS_NKEY is not a user nkey seed (one starts with `SU`)");
         }
+        let object_store = match args.object_store.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(setting) => {
+                let location = crate::objects::external::Location::parse(setting)?;
+                location.probe().await?;
+                info!(location = %location, "blobs in an external object store");
+                Some(location)
+            }
+        };
         let attempt = || async {
             let mut opts = async_nats::ConnectOptions::new()
                 .name(service)
@@ -124,7 +135,7 @@ impl Bus {
             warn!(version = %info.version, "nats-server older than 2.9 is not supported");
         }
         let js = jetstream::new(client.clone());
-        Ok(Self { client, js, service: service.to_owned() })
+        Ok(Self { client, js, service: service.to_owned(), object_store })
     }
 
     /// Creates the platform's streams and buckets if they are missing. Safe to call from every

@@ -39,6 +39,11 @@ pub struct NatsArgs {
     #[arg(long = "nats-replicas", env = "MLOPS_NATS_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
+    /// Where datasets, artifacts, code bundles and batch outputs live, when not in the NATS
+    /// object store: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or
+    /// `file:///path`, with credentials from the provider's usual environment variables.
+    #[arg(long = "object-store", env = "MLOPS_OBJECT_STORE")]
+    pub object_store: Option<String>,
 }
 
 impl NatsArgs {
@@ -55,6 +60,7 @@ impl NatsArgs {
             cert: None,
             key: None,
             replicas: 1,
+            object_store: None,
         }
     }
 }
@@ -72,6 +78,7 @@ impl fmt::Debug for NatsArgs {
             .field("ca", &self.ca)
             .field("cert", &self.cert)
             .field("replicas", &self.replicas)
+            .field("object_store", &self.object_store)
             .finish()
     }
 }

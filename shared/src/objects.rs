@@ -1,8 +1,11 @@
-//! Blobs in the NATS object store, addressed by the sha256 of their content, so a trainer on
-//! another machine needs no shared disk and a blob is verified before anyone uses it.
+//! Blobs addressed by the sha256 of their content, so a trainer on another machine needs no
+//! shared disk and a blob is verified before anyone uses it: in the NATS object store (the
+//! embedded default) or in an external store named by `MLOPS_OBJECT_STORE` ([`external`]).
+
+pub mod external;
 
 use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind, ObjectStore};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::bus::Bus;
 use crate::ids::Sha256;
@@ -23,19 +26,32 @@ pub enum ObjectError {
 /// One content-addressed bucket.
 #[derive(Clone)]
 pub struct Objects {
-    store: ObjectStore,
+    backend: Backend,
     bucket: &'static str,
 }
 
+#[derive(Clone)]
+enum Backend {
+    Nats(Box<ObjectStore>),
+    External(external::Folder),
+}
+
+/// An object being read, whichever store holds it.
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+
 impl Bus {
-    /// The bucket `bucket`, created by [`Bus::provision`].
+    /// The bucket `bucket`: a folder of the external store when the bus has one, else the NATS
+    /// object store's bucket created by [`Bus::provision`].
     pub async fn objects(&self, bucket: &'static str) -> Result<Objects, ObjectError> {
+        if let Some(location) = &self.object_store {
+            return Ok(Objects { backend: Backend::External(location.bucket(bucket)), bucket });
+        }
         let store = self
             .js
             .get_object_store(bucket)
             .await
             .map_err(|e| ObjectError::Store { bucket, message: e.to_string() })?;
-        Ok(Objects { store, bucket })
+        Ok(Objects { backend: Backend::Nats(Box::new(store)), bucket })
     }
 }
 
@@ -46,11 +62,16 @@ impl Objects {
         if self.size_of(sha.as_str()).await?.is_some() {
             return Ok(sha);
         }
-        let mut reader = bytes;
-        self.store
-            .put(sha.as_str(), &mut reader)
-            .await
-            .map_err(|e| ObjectError::Store { bucket: self.bucket, message: e.to_string() })?;
+        match &self.backend {
+            Backend::Nats(store) => {
+                let mut reader = bytes;
+                store
+                    .put(sha.as_str(), &mut reader)
+                    .await
+                    .map_err(|e| ObjectError::Store { bucket: self.bucket, message: e.to_string() })?;
+            }
+            Backend::External(folder) => folder.put_new(sha.as_str(), bytes.to_vec().into()).await?,
+        }
         Ok(sha)
     }
 
@@ -66,8 +87,8 @@ impl Objects {
 
     /// Reads the object `name`, refusing one larger than `limit` bytes before reading it.
     pub async fn get_named(&self, name: &str, limit: u64) -> Result<Vec<u8>, ObjectError> {
-        let mut object = self.open_named(name, limit).await?;
-        let mut bytes = Vec::with_capacity(object.info.size);
+        let (size, mut object) = self.open_named(name, limit).await?;
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or_default());
         object
             .read_to_end(&mut bytes)
             .await
@@ -75,13 +96,17 @@ impl Objects {
         Ok(bytes)
     }
 
-    /// Opens the object `name` for reading, refusing one larger than `limit` bytes.
-    async fn open_named(
-        &self,
-        name: &str,
-        limit: u64,
-    ) -> Result<async_nats::jetstream::object_store::Object, ObjectError> {
-        let object = self.store.get(name).await.map_err(|e| match e.kind() {
+    /// Opens the object `name` for reading, refusing one larger than `limit` bytes; its size
+    /// and a reader of its content as it streams from the store.
+    async fn open_named(&self, name: &str, limit: u64) -> Result<(u64, Reader), ObjectError> {
+        let store = match &self.backend {
+            Backend::Nats(store) => store,
+            Backend::External(folder) => {
+                let (size, reader) = folder.open(name, limit).await?;
+                return Ok((size, Box::new(reader)));
+            }
+        };
+        let object = store.get(name).await.map_err(|e| match e.kind() {
             GetErrorKind::NotFound | GetErrorKind::InvalidName => {
                 ObjectError::NotFound { bucket: self.bucket, name: name.into() }
             }
@@ -91,17 +116,67 @@ impl Objects {
         if size > limit {
             return Err(ObjectError::TooLarge { bucket: self.bucket, name: name.into(), size, limit });
         }
-        Ok(object)
+        Ok((size, Box::new(object)))
     }
 
     /// The size of object `name`, or `None` when there is none.
     pub async fn size_of(&self, name: &str) -> Result<Option<u64>, ObjectError> {
-        match self.store.info(name).await {
+        let store = match &self.backend {
+            Backend::Nats(store) => store,
+            Backend::External(folder) => return folder.size_of(name).await,
+        };
+        match store.info(name).await {
             Ok(info) if !info.deleted => Ok(Some(info.size as u64)),
             Ok(_) => Ok(None),
             Err(e) if matches!(e.kind(), InfoErrorKind::NotFound | InfoErrorKind::InvalidName) => Ok(None),
             Err(e) => Err(ObjectError::Store { bucket: self.bucket, message: e.to_string() }),
         }
+    }
+}
+
+/// Objects by name rather than by content: the prediction archive's files and the offline
+/// feature log, whose names say what they hold (`<pipeline>/<hour>/…`, `<view>/…`).
+impl Objects {
+    fn store_error(&self, message: String) -> ObjectError {
+        ObjectError::Store { bucket: self.bucket, message }
+    }
+
+    /// Writes `bytes` as `name`, replacing any object of that name.
+    pub async fn put_named(&self, name: &str, bytes: &[u8]) -> Result<(), ObjectError> {
+        match &self.backend {
+            Backend::Nats(store) => {
+                let mut reader = bytes;
+                store.put(name, &mut reader).await.map(drop).map_err(|e| self.store_error(format!("{name}: {e}")))
+            }
+            Backend::External(folder) => folder.put(name, bytes.to_vec().into()).await,
+        }
+    }
+
+    /// Deletes `name`; deleting what is not there is not an error.
+    pub async fn delete(&self, name: &str) -> Result<(), ObjectError> {
+        match &self.backend {
+            Backend::Nats(store) => match store.delete(name).await {
+                Ok(()) => Ok(()),
+                Err(e) if matches!(e.kind(), async_nats::jetstream::object_store::DeleteErrorKind::NotFound) => Ok(()),
+                Err(e) => Err(self.store_error(format!("deleting {name}: {e}"))),
+            },
+            Backend::External(folder) => folder.delete(name).await,
+        }
+    }
+
+    /// The names of the objects whose names start with `prefix`, sorted.
+    pub async fn names(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut names = match &self.backend {
+            Backend::Nats(store) => {
+                use futures::TryStreamExt;
+                let list = store.list().await.map_err(|e| self.store_error(e.to_string()))?;
+                let infos: Vec<_> = list.try_collect().await.map_err(|e| self.store_error(e.to_string()))?;
+                infos.into_iter().filter(|i| !i.deleted && i.name.starts_with(prefix)).map(|i| i.name).collect()
+            }
+            Backend::External(folder) => folder.names(prefix).await?,
+        };
+        names.sort();
+        Ok(names)
     }
 }
 
@@ -218,16 +293,21 @@ impl Objects {
         }
         let mut file = staged.file.try_clone().map_err(|e| store_err(e.to_string()))?;
         file.rewind().map_err(|e| store_err(e.to_string()))?;
-        let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
-        self.store.put(staged.sha.as_str(), &mut reader).await.map_err(|e| store_err(e.to_string()))?;
-        Ok(())
+        match &self.backend {
+            Backend::Nats(store) => {
+                let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+                store.put(staged.sha.as_str(), &mut reader).await.map_err(|e| store_err(e.to_string()))?;
+                Ok(())
+            }
+            Backend::External(folder) => folder.put_file(staged.sha.as_str(), file, staged.size).await,
+        }
     }
 
     /// Streams the object `name` (any name, not only a sha256) into a staged file, refusing one
     /// larger than `limit` bytes before reading it.
     pub async fn stage_named(&self, name: &str, dir: &std::path::Path, limit: u64) -> Result<Staged, ObjectError> {
         let store_err = |message: String| ObjectError::Store { bucket: self.bucket, message };
-        let object = self.open_named(name, limit).await?;
+        let (_, object) = self.open_named(name, limit).await?;
         let mut stager = Stager::new(dir, limit).map_err(|e| store_err(e.to_string()))?;
         stager.copy_from(object).await.map_err(|e| store_err(format!("reading {name}: {e}")))?;
         stager.finish().await.map_err(|e| store_err(e.to_string()))
@@ -257,5 +337,40 @@ mod tests {
         assert!(matches!(big.write(b"x").await, Err(StageError::TooLarge(10))));
         // Nothing is left behind: the file is anonymous.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// The external backend on a local directory (`file://`): the same contract as the NATS
+    /// store's, and a blob larger than a part goes up in parts and comes back whole.
+    #[tokio::test]
+    async fn an_external_store_keeps_blobs_by_sha_verifies_them_and_uploads_large_ones_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = external::Location::parse(&format!("file://{}/store", dir.path().display())).unwrap();
+        location.probe().await.unwrap();
+        let objects = Objects { backend: Backend::External(location.bucket("datasets")), bucket: "datasets" };
+        let sha = objects.put(b"a,b\n1,2\n").await.unwrap();
+        assert_eq!(objects.put(b"a,b\n1,2\n").await.unwrap(), sha, "the same content is the same blob");
+        assert_eq!(objects.get_verified(&sha).await.unwrap(), b"a,b\n1,2\n");
+        let on_disk = dir.path().join("store/datasets").join(sha.as_str());
+        assert!(on_disk.is_file());
+
+        let big: Vec<u8> = (0..external::PART_SIZE * 2 + 123).map(|i| (i % 251) as u8).collect();
+        let mut stager = Stager::new(dir.path(), u64::MAX).unwrap();
+        stager.write(&big).await.unwrap();
+        let staged = stager.finish().await.unwrap();
+        objects.put_staged(&staged).await.unwrap();
+        assert_eq!(objects.size_of(staged.sha.as_str()).await.unwrap(), Some(big.len() as u64));
+        let mut back = objects.download_verified(&staged.sha, dir.path()).await.unwrap();
+        let mut content = Vec::new();
+        std::io::Seek::rewind(&mut back).unwrap();
+        std::io::Read::read_to_end(&mut back, &mut content).unwrap();
+        assert!(content == big, "the blob came back whole");
+        let limited = objects.get_named(staged.sha.as_str(), 10).await;
+        assert!(matches!(limited, Err(ObjectError::TooLarge { size, .. }) if size == big.len() as u64));
+
+        std::fs::write(&on_disk, b"changed").unwrap();
+        assert!(matches!(objects.get_verified(&sha).await, Err(ObjectError::Tampered { .. })));
+        let missing = Sha256::of(b"nothing");
+        assert!(matches!(objects.get_verified(&missing).await, Err(ObjectError::NotFound { .. })));
+        assert_eq!(objects.size_of(missing.as_str()).await.unwrap(), None);
     }
 }

@@ -4,6 +4,7 @@
 //! The same content twice is one version: no second validation, no second training.
 
 pub mod catalog;
+pub mod lake;
 pub mod paths;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use mlops_shared::config::NatsArgs;
 use mlops_shared::events::{Envelope, EventContext};
 use mlops_shared::format::Format;
 use mlops_shared::ids::{PipelineName, PrefixError};
+use mlops_shared::objects::external::Location;
 use mlops_shared::objects::{ObjectError, Objects, StageError, Staged, Stager};
 use mlops_shared::service::Service;
 use mlops_shared::spec::{Environment, Origin, SpecStore};
@@ -48,6 +50,11 @@ pub struct Config {
     /// Directories whose files `data.arrived` events may name by `path` (repeat, or comma-separate).
     #[arg(long = "allowed-dir", env = "MLOPS_INGEST_ALLOWED_DIRS", value_delimiter = ',')]
     pub allowed_dirs: Vec<PathBuf>,
+    /// Lake prefixes (`s3://bucket/folder/`, `gs://…`, `az://…`) whose objects `data.arrived`
+    /// events and bucket notifications may name (repeat, or comma-separate); credentials from
+    /// the provider's usual environment variables.
+    #[arg(long = "allowed-uri", env = "MLOPS_INGEST_ALLOWED_URIS", value_delimiter = ',')]
+    pub allowed_uris: Vec<String>,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -100,6 +107,8 @@ struct Ingest {
     features: mlops_features::FeatureStore,
     max_bytes: u64,
     allowed_dirs: Vec<PathBuf>,
+    /// Lake prefixes, each ending in `/`.
+    allowed_uris: Vec<String>,
     /// Where arriving data is staged (as anonymous files) on its way to the object store.
     staging: PathBuf,
 }
@@ -113,6 +122,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .iter()
         .map(|d| d.canonicalize().with_context(|| format!("allowed directory {}", d.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let allowed_uris = lake::allowed_prefixes(&config.allowed_uris).map_err(anyhow::Error::msg)?;
     let mut service = Service::start("ingest", &config.nats, &config.tls, &shutdown).await?;
     let bus = service.bus.clone();
     let ingest = Arc::new(Ingest {
@@ -123,10 +133,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         catalog,
         max_bytes: config.max_upload_bytes,
         allowed_dirs,
+        allowed_uris,
         staging: config.data_dir.clone(),
     });
     let arrived = ConsumerSpec::events::<pb::DataArrived>("ingest-arrived");
     service.consume(arrived, ingest.clone(), |i, e| async move { Ok(i.on_arrived(e).await?) });
+    let notified = ConsumerSpec::events::<lake::Notification>("ingest-lake");
+    service.consume(notified, ingest.clone(), |i, e| async move { Ok(i.on_notification(e).await?) });
     let validated = ConsumerSpec::events::<pb::DataValidated>("ingest-validated");
     service.consume(validated, ingest.clone(), |i, e| async move { Ok(i.on_validated(e).await?) });
     let rejected = ConsumerSpec::events::<pb::DataRejected>("ingest-rejected");
@@ -303,13 +316,39 @@ impl Ingest {
 
     async fn on_arrived(&self, e: Envelope<pb::DataArrived>) -> Result<(), IngestError> {
         let ctx = e.follow();
-        let a = e.payload;
+        self.arrive(e.payload, None, ctx).await
+    }
+
+    /// A bucket notification: each object it reports created arrives as a `data.arrived` naming
+    /// its URI would. All are tried; a transient failure retries the whole notification (the
+    /// objects already ingested are then recognised by their content), else the permanent
+    /// failures are reported together.
+    async fn on_notification(&self, e: Envelope<lake::Notification>) -> Result<(), IngestError> {
+        let ctx = e.follow();
+        let prefix = format!("{}.", <lake::Notification as mlops_shared::events::Event>::SUBJECT_PREFIX);
+        let pipeline = e.subject.strip_prefix(&prefix).unwrap_or_default().to_owned();
+        let bad = |m: String| IngestError::BadInput(format!("bucket notification on {}: {m}", e.subject));
+        PipelineName::new(&pipeline).map_err(|err| bad(err.to_string()))?;
+        let created = lake::created_objects(&e.payload.json).map_err(bad)?;
+        let mut refused = Vec::new();
+        for object in created {
+            let arrival = pb::DataArrived { pipeline: pipeline.clone(), path: object.uri, ..Default::default() };
+            match self.arrive(arrival, object.e_tag.as_deref(), ctx.clone()).await {
+                Ok(()) => {}
+                Err(IngestError::BadInput(m)) => refused.push(m),
+                Err(other) => return Err(other),
+            }
+        }
+        if refused.is_empty() { Ok(()) } else { Err(IngestError::BadInput(refused.join("; "))) }
+    }
+
+    /// Ingests what `a` names; `notified` is the ETag a bucket notification announced for it.
+    async fn arrive(&self, a: pb::DataArrived, notified: Option<&str>, ctx: EventContext) -> Result<(), IngestError> {
         let environment =
             Environment::parse(&a.environment).map_err(|m| IngestError::BadInput(format!("data.arrived: {m}")))?;
-        let too_large = |what: &str| {
-            IngestError::BadInput(format!("data.arrived: {what} is over the limit of {} bytes", self.max_bytes))
-        };
-        let (staged, origin) = if a.path.is_empty() {
+        let (staged, origin) = if !a.path.is_empty() && lake::is_uri(&a.path) {
+            self.stage_from_lake(&a.path, notified).await?
+        } else if a.path.is_empty() {
             let staged =
                 self.datasets.stage_named(&a.object, &self.staging, self.max_bytes).await.map_err(|err| match err {
                     ObjectError::NotFound { .. } | ObjectError::TooLarge { .. } => {
@@ -319,23 +358,17 @@ impl Ingest {
                 })?;
             (staged, format!("object:{}", a.object))
         } else {
-            let file = paths::resolve(&a.path, &self.allowed_dirs).map_err(IngestError::BadInput)?;
-            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            if size > self.max_bytes {
-                return Err(too_large(&format!("{} ({size} bytes)", a.path)));
-            }
-            let reader = tokio::fs::File::open(&file).await.map_err(|e| IngestError::Unavailable(e.into()))?;
-            let mut stager = self.stager()?;
-            stager.copy_from(reader).await.map_err(|e| match e {
-                StageError::TooLarge(_) => too_large(&a.path),
-                StageError::Io(e) => IngestError::Unavailable(e.into()),
-            })?;
-            let staged = stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))?;
-            (staged, format!("file:{}", file.display()))
+            self.stage_from_file(&a.path).await?
         };
         let by_object = origin.starts_with("object:");
+        let from_lake = origin.starts_with("uri:");
         let came = Provenance {
-            source: if a.source.is_empty() { origin } else { a.source },
+            source: match (a.source.is_empty(), from_lake) {
+                (true, _) => origin,
+                // The lake's URI and ETag are the lineage: kept beside the sender's words.
+                (false, true) => format!("{} ({origin})", a.source),
+                (false, false) => a.source,
+            },
             origin: match (&a.feedback, by_object) {
                 (Some(_), true) => Origin::Feedback,
                 (Some(_), false) => {
@@ -352,6 +385,61 @@ impl Ingest {
         let format = mlops_shared::format::detect(name, &staged.head).0.as_str();
         self.ingest(&a.pipeline, came, format, environment, &staged, ctx).await?;
         Ok(())
+    }
+
+    fn too_large(&self, what: &str) -> IngestError {
+        IngestError::BadInput(format!("data.arrived: {what} is over the limit of {} bytes", self.max_bytes))
+    }
+
+    /// Stages a file under an allowed directory.
+    async fn stage_from_file(&self, path: &str) -> Result<(Staged, String), IngestError> {
+        let file = paths::resolve(path, &self.allowed_dirs).map_err(IngestError::BadInput)?;
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        if size > self.max_bytes {
+            return Err(self.too_large(&format!("{path} ({size} bytes)")));
+        }
+        let reader = tokio::fs::File::open(&file).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        let staged = self.stage_from(reader, path).await?;
+        Ok((staged, format!("file:{}", file.display())))
+    }
+
+    /// Stages the lake object `uri` as it streams, recording the ETag and version of what was
+    /// read (the sha256 is of those bytes), and saying so when they are not what a notification
+    /// announced: the object changed in between.
+    async fn stage_from_lake(&self, uri: &str, notified: Option<&str>) -> Result<(Staged, String), IngestError> {
+        lake::check(uri, &self.allowed_uris).map_err(IngestError::BadInput)?;
+        let location = Location::parse_named("data.arrived: the lake URI", uri, &[])
+            .map_err(|e| IngestError::BadInput(e.to_string()))?;
+        let remote = location.open_object(self.max_bytes).await.map_err(|err| match err {
+            ObjectError::NotFound { .. } => {
+                IngestError::BadInput(format!("data.arrived: {uri} does not exist (removed since it was announced?)"))
+            }
+            ObjectError::TooLarge { size, .. } => self.too_large(&format!("{uri} ({size} bytes)")),
+            other => IngestError::Unavailable(other.into()),
+        })?;
+        let read_tag = remote.e_tag.as_deref().map(|t| t.trim_matches('"').to_owned());
+        let staged = self.stage_from(remote.reader, uri).await?;
+        let mut origin = format!("uri:{uri}");
+        if let Some(tag) = &read_tag {
+            origin.push_str(&format!(" etag {tag}"));
+        }
+        if let Some(version) = &remote.version {
+            origin.push_str(&format!(" version {version}"));
+        }
+        if let Some(announced) = notified.filter(|n| read_tag.as_deref() != Some(n.trim_matches('"'))) {
+            origin.push_str(&format!(" (changed since its notification, which announced etag {announced})"));
+        }
+        Ok((staged, origin))
+    }
+
+    /// Stages everything `reader` yields, refusing more than the size limit.
+    async fn stage_from(&self, reader: impl tokio::io::AsyncRead + Unpin, what: &str) -> Result<Staged, IngestError> {
+        let mut stager = self.stager()?;
+        stager.copy_from(reader).await.map_err(|e| match e {
+            StageError::TooLarge(_) => self.too_large(what),
+            StageError::Io(e) => IngestError::Unavailable(e.into()),
+        })?;
+        stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))
     }
 
     async fn on_validated(&self, e: Envelope<pb::DataValidated>) -> Result<(), IngestError> {

@@ -4,13 +4,12 @@
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
-use async_nats::jetstream::object_store::{self, GetErrorKind};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use mlops_shared::bus::{ARCHIVE_BUCKET, ARCHIVE_KV, Bus};
+use mlops_shared::objects::{ObjectError, Objects};
 use parquet::bloom_filter::Sbbf;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt as _;
 
 use crate::ArchiveError;
 
@@ -119,7 +118,7 @@ impl Log {
 #[derive(Clone)]
 pub struct Archive {
     kv: kv::Store,
-    objects: object_store::ObjectStore,
+    objects: Objects,
     pub(crate) bus: Bus,
     pub log: Log,
 }
@@ -136,7 +135,7 @@ impl Archive {
     /// The archive's bucket and store, made by [`Bus::provision`].
     pub async fn open(bus: &Bus) -> Result<Self, ArchiveError> {
         let kv = bus.js.get_key_value(ARCHIVE_KV).await.map_err(store("opening the archive manifest"))?;
-        let objects = bus.js.get_object_store(ARCHIVE_BUCKET).await.map_err(store("opening the archive store"))?;
+        let objects = bus.objects(ARCHIVE_BUCKET).await.map_err(store("opening the archive store"))?;
         Ok(Self { kv, objects, bus: bus.clone(), log: Log::Predictions })
     }
 
@@ -253,9 +252,7 @@ impl Archive {
     }
 
     async fn put_object(&self, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
-        let mut reader = bytes;
-        self.objects.put(name, &mut reader).await.map_err(store(name))?;
-        Ok(())
+        self.objects.put_named(name, bytes).await.map_err(store(name))
     }
 
     /// Deletes a file written but not committed, and its bloom filter.
@@ -265,11 +262,7 @@ impl Archive {
     }
 
     async fn delete_object(&self, name: &str) -> Result<(), ArchiveError> {
-        match self.objects.delete(name).await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(e.kind(), object_store::DeleteErrorKind::NotFound) => Ok(()),
-            Err(e) => Err(ArchiveError::Store(format!("deleting {name}: {e}"))),
-        }
+        self.objects.delete(name).await.map_err(|e| ArchiveError::Store(e.to_string()))
     }
 
     /// Commits `flush` by creating its record: once only, whoever writes first.
@@ -405,12 +398,10 @@ impl Archive {
 
     /// The object `name`, checked against `sha256`.
     async fn get_checked(&self, name: &str, sha256: &str) -> Result<Vec<u8>, ArchiveError> {
-        let mut object = self.objects.get(name).await.map_err(|e| match e.kind() {
-            GetErrorKind::NotFound => ArchiveError::Missing { name: name.into() },
-            _ => ArchiveError::Store(format!("{name}: {e}")),
+        let bytes = self.objects.get_named(name, u64::MAX).await.map_err(|e| match e {
+            ObjectError::NotFound { .. } => ArchiveError::Missing { name: name.into() },
+            e => ArchiveError::Store(format!("{name}: {e}")),
         })?;
-        let mut bytes = Vec::with_capacity(object.info.size);
-        object.read_to_end(&mut bytes).await.map_err(store(name))?;
         let actual = mlops_shared::sha256_hex(&bytes);
         if actual != sha256 {
             return Err(ArchiveError::Checksum { name: name.into(), expected: sha256.into(), actual });

@@ -1,9 +1,11 @@
 //! The feature store on NATS: views in the `feature_views` bucket, the offline log as files in
-//! the `features` object store, the online store in the `features_online` bucket.
+//! the `features` object store (NATS's, or a folder of `MLOPS_OBJECT_STORE`), the online store in
+//! the `features_online` bucket.
 
-use async_nats::jetstream::{kv, object_store};
+use async_nats::jetstream::kv;
 use futures::{StreamExt as _, TryStreamExt as _};
 use mlops_shared::bus::{Bus, FEATURE_VIEWS_KV, FEATURES_BUCKET, ONLINE_FEATURES_KV};
+use mlops_shared::objects::Objects;
 use mlops_shared::spec::FeatureViewSpec;
 
 use std::sync::Arc;
@@ -43,7 +45,7 @@ pub struct Materialised {
 #[derive(Clone)]
 pub struct FeatureStore {
     views: kv::Store,
-    offline: object_store::ObjectStore,
+    offline: Objects,
     online: kv::Store,
 }
 
@@ -52,7 +54,7 @@ impl FeatureStore {
     pub async fn open(bus: &Bus) -> Result<Self, StoreError> {
         Ok(Self {
             views: bus.kv(FEATURE_VIEWS_KV).await.map_err(|e| nats("views")(&e))?,
-            offline: bus.js.get_object_store(FEATURES_BUCKET).await.map_err(|e| nats("offline")(&e))?,
+            offline: bus.objects(FEATURES_BUCKET).await.map_err(|e| nats("offline")(&e))?,
             online: bus.kv(ONLINE_FEATURES_KV).await.map_err(|e| nats("online")(&e))?,
         })
     }
@@ -97,24 +99,19 @@ impl FeatureStore {
         written_ms: i64,
     ) -> Result<(String, bool), StoreError> {
         let name = offline::object_name(view.name.as_str(), written_ms, dataset);
-        if self.offline.info(&name).await.is_ok() {
+        if self.offline.size_of(&name).await.map_err(|e| nats("offline")(&e))?.is_some() {
             return Ok((name, false));
         }
         let mut bytes = Vec::new();
         offline::write(view, rows, &mut bytes).map_err(|source| StoreError::File { name: name.clone(), source })?;
-        self.offline.put(name.as_str(), &mut bytes.as_slice()).await.map_err(|e| nats("offline")(&e))?;
+        self.offline.put_named(&name, &bytes).await.map_err(|e| nats("offline")(&e))?;
         Ok((name, true))
     }
 
     /// The names of view `view`'s offline files, in write order.
     pub async fn files(&self, view: &str) -> Result<Vec<String>, StoreError> {
         let prefix = format!("{view}/");
-        let list = self.offline.list().await.map_err(|e| nats("offline")(&e))?;
-        let infos: Vec<object_store::ObjectInfo> = list.try_collect().await.map_err(|e| nats("offline")(&e))?;
-        let mut names: Vec<String> =
-            infos.into_iter().filter(|i| !i.deleted && i.name.starts_with(&prefix)).map(|i| i.name).collect();
-        names.sort();
-        Ok(names)
+        self.offline.names(&prefix).await.map_err(|e| nats("offline")(&e))
     }
 
     /// The whole offline log of `view`, file after file in write order.
@@ -130,10 +127,7 @@ impl FeatureStore {
 
     /// Offline file `name`, whole.
     async fn file(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        let mut object = self.offline.get(name).await.map_err(|e| nats("offline")(&e))?;
-        let mut bytes = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await.map_err(|e| nats("offline")(&e))?;
-        Ok(bytes)
+        self.offline.get_named(name, u64::MAX).await.map_err(|e| nats("offline")(&e))
     }
 
     /// The offline log of view `view` as batches, file after file in write order, for a thread
