@@ -426,7 +426,8 @@ impl Ingest {
         if let Some(version) = &remote.version {
             origin.push_str(&format!(" version {version}"));
         }
-        if let Some(announced) = notified.filter(|n| read_tag.as_deref() != Some(n.trim_matches('"'))) {
+        // `notified` comes unquoted from the notification's parser.
+        if let Some(announced) = notified.filter(|n| read_tag.as_deref() != Some(*n)) {
             origin.push_str(&format!(" (changed since its notification, which announced etag {announced})"));
         }
         Ok((staged, origin))
