@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    data, deploy, events, features, models, monitor, pipeline, platform, predict, predictions, runs, schema, score,
-    staleness,
+    data, deploy, events, features, models, monitor, object_store, pipeline, platform, predict, predictions, runs,
+    schema, score, staleness,
 };
 use mlops_cli::environments::{Endpoints, Given};
 
@@ -132,6 +132,8 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Change a running canary's share of traffic: 0 rolls it back, 100 promotes it.
     Traffic(deploy::TrafficArgs),
+    /// Where the platform keeps its blobs (every service agreed on one), or --set a new store.
+    ObjectStore(object_store::ObjectStoreArgs),
     /// Write the example churn data set as CSV to stdout.
     Sample(data::SampleArgs),
 }
@@ -227,6 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deployments => deploy::deployments(deployer).await,
         Command::Deploy(args) => deploy::deploy(args, deployer, token).await,
         Command::Traffic(args) => deploy::traffic(args, deployer, token).await,
+        Command::ObjectStore(args) => object_store::run(args, &ep.nats()).await,
         Command::Sample(args) => data::sample(args),
     }
 }

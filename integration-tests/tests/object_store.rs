@@ -107,6 +107,28 @@ async fn the_cascade_keeps_every_blob_on_s3_and_rides_out_a_restart_of_the_serve
     let archived = files_under(&server.root.join("lake/mlops/archive"));
     assert!(archived.iter().any(|f| f.starts_with("churn/") && f.ends_with(".parquet")), "{archived:?}");
 
+    // One store for every process: the CLI given none takes the one the services recorded, and a
+    // service set to another refuses to start rather than write where the others never look.
+    let credentials: Vec<(String, String)> =
+        s3_env.iter().filter(|(k, _)| k != "MLOPS_OBJECT_STORE").cloned().collect();
+    let (ok, said, _) = app.mlops_with_env(&["predictions", "show", &ids[3]], &credentials);
+    assert!(ok && said.contains("archive file"), "{said}");
+    let (ok, said, err) = app.mlops_with_env(&["object-store"], &credentials);
+    assert!(ok && said == "blobs live in s3://lake/mlops\n", "{said}{err}");
+    let mut elsewhere: std::collections::BTreeMap<String, String> = s3_env.iter().cloned().collect();
+    elsewhere.insert("MLOPS_OBJECT_STORE".into(), "s3://lake/elsewhere".into());
+    elsewhere.insert("MLOPS_NATS_URL".into(), app.stack.nats_url.clone());
+    let refused = refused_service(&elsewhere).await;
+    assert!(
+        refused.contains(
+            "MLOPS_OBJECT_STORE is s3://lake/elsewhere here, but the platform on this NATS keeps its blobs in s3://lake/mlops"
+        ),
+        "{refused}"
+    );
+    let (ok, _, err) =
+        app.mlops_with_env(&["--object-store", "s3://lake/elsewhere", "predictions", "show", &ids[3]], &credentials);
+    assert!(!ok && err.contains("keeps its blobs in s3://lake/mlops"), "{err}");
+
     // A second dataset arrives and the server dies before the cascade can read it.
     let csv2 = sample::csv(2000, 2, sample::Variant::Normal);
     let ds2 = app.upload("churn", &csv2).await;
@@ -128,6 +150,36 @@ async fn the_cascade_keeps_every_blob_on_s3_and_rides_out_a_restart_of_the_serve
         "nothing dead-lettered: {:?}",
         dlq.iter().map(mlops_integration_tests::dlq_reason).collect::<Vec<_>>()
     );
+
+    // Once the blobs are moved, the operator records the new store; one that cannot be used is
+    // not recorded.
+    let (ok, _, err) = app.mlops_with_env(&["object-store", "--set", "s3://nowhere/mlops"], &credentials);
+    assert!(!ok && err.contains("s3://nowhere/mlops: the bucket or container cannot be listed"), "{err}");
+    let (ok, said, err) = app.mlops_with_env(&["object-store", "--set", "s3://lake/moved/"], &credentials);
+    assert!(ok && said.starts_with("blobs live in s3://lake/moved (was s3://lake/mlops)"), "{said}{err}");
+}
+
+/// Runs `mlops-ingest` with `env` alone (and an address and data directory of its own) and
+/// returns what it said on stderr, once it exits; one still running after [`T`] is a failure.
+async fn refused_service(env: &std::collections::BTreeMap<String, String>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let bin =
+        mlops_cli::stack::StackOptions::beside_current_exe(dir.path().into()).unwrap().bin_dir.join("mlops-ingest");
+    let child = tokio::process::Command::new(bin)
+        .env_clear()
+        .envs(env)
+        .env("MLOPS_LISTEN", "127.0.0.1:0")
+        .env("MLOPS_DATA_DIR", dir.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("running mlops-ingest");
+    let out = tokio::time::timeout(T, child.wait_with_output()).await;
+    let out = out.expect("mlops-ingest was not refused: still running").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "mlops-ingest was not refused: {stderr}");
+    assert!(!stderr.contains(s3::SECRET_KEY) && !stderr.contains("wrong-secret"), "{stderr}");
+    stderr
 }
 
 /// A service with an object store it cannot use stops at start with an error naming the setting
@@ -137,40 +189,27 @@ async fn a_service_will_not_start_on_an_object_store_it_cannot_use() {
     let server = S3Server::start(&["lake"]).await;
     let start = |changes: &[(&str, Option<&str>)]| {
         let mut env: std::collections::BTreeMap<String, String> = server.env("lake", "mlops").into_iter().collect();
+        env.insert("MLOPS_NATS_URL".into(), "nats://127.0.0.1:1".into());
         for (k, v) in changes {
             match v {
                 Some(v) => env.insert((*k).to_owned(), (*v).to_owned()),
                 None => env.remove(*k),
             };
         }
-        let dir = tempfile::tempdir().unwrap();
-        let bin =
-            mlops_cli::stack::StackOptions::beside_current_exe(dir.path().into()).unwrap().bin_dir.join("mlops-ingest");
-        let out = std::process::Command::new(bin)
-            .env_clear()
-            .envs(&env)
-            .env("MLOPS_LISTEN", "127.0.0.1:0")
-            .env("MLOPS_DATA_DIR", dir.path())
-            .env("MLOPS_NATS_URL", "nats://127.0.0.1:1")
-            .output()
-            .expect("running mlops-ingest");
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!stderr.contains(s3::SECRET_KEY) && !stderr.contains("wrong-secret"), "{stderr}");
-        stderr
+        async move { refused_service(&env).await }
     };
-    let wrong = start(&[("AWS_SECRET_ACCESS_KEY", Some("wrong-secret"))]);
+    let wrong = start(&[("AWS_SECRET_ACCESS_KEY", Some("wrong-secret"))]).await;
     assert!(wrong.contains("MLOPS_OBJECT_STORE s3://lake/mlops: the store refused the credentials"), "{wrong}");
-    let half = start(&[("AWS_SECRET_ACCESS_KEY", None)]);
+    let half = start(&[("AWS_SECRET_ACCESS_KEY", None)]).await;
     assert!(half.contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"), "{half}");
-    let no_bucket = start(&[("MLOPS_OBJECT_STORE", Some("s3://nowhere/mlops"))]);
+    let no_bucket = start(&[("MLOPS_OBJECT_STORE", Some("s3://nowhere/mlops"))]).await;
     assert!(
         no_bucket.contains(
             "MLOPS_OBJECT_STORE s3://nowhere/mlops: the bucket or container cannot be listed (does it exist?)"
         ),
         "{no_bucket}"
     );
-    let not_url = start(&[("MLOPS_OBJECT_STORE", Some("lake/mlops"))]);
+    let not_url = start(&[("MLOPS_OBJECT_STORE", Some("lake/mlops"))]).await;
     assert!(not_url.contains("MLOPS_OBJECT_STORE \"lake/mlops\" is not a URL"), "{not_url}");
 }
 

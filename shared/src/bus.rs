@@ -43,6 +43,9 @@ pub const ARCHIVE_BUCKET: &str = "archive";
 pub const ARCHIVE_KV: &str = "archive";
 /// The online feature store: the newest value per view and entity (`<view>.<key>`).
 pub const ONLINE_FEATURES_KV: &str = "features_online";
+/// Settings every process on one NATS must share: where blobs live
+/// ([`crate::objects::agreement`]).
+pub const PLATFORM_KV: &str = "platform";
 
 /// Errors at the bus boundary.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +70,22 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects, retrying with exponential backoff until the server answers or `shutdown` fires.
+    /// Connects, retrying with exponential backoff until the server answers or `shutdown` fires,
+    /// and checks the object store against the platform's ([`crate::objects::agreement`]).
     /// Once connected, the client reconnects by itself after a lost connection.
     pub async fn connect(args: &NatsArgs, service: &str, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let mut bus = Self::connect_unchecked(args, service, shutdown).await?;
+        bus.agree_on_object_store(false).await?;
+        Ok(bus)
+    }
+
+    /// [`Bus::connect`] without comparing the object store with the platform's: for the one
+    /// command that changes the record.
+    pub async fn connect_unchecked(
+        args: &NatsArgs,
+        service: &str,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
         // Said now, not after a minute of refused logins; the seed itself is never printed.
         if args.nkey.as_ref().is_some_and(|seed| !seed.starts_with("SU")) {
             anyhow::bail!("MLOPS_NATS_NKEY is not a user nkey seed (one starts with `SU`)");
@@ -214,9 +230,16 @@ impl Bus {
                     .with_context(|| format!("creating object store {bucket}"))?;
             }
         }
-        for bucket in
-            [PIPELINES_KV, JOBS_KV, PROFILES_KV, DEPLOYMENTS_KV, FEATURE_VIEWS_KV, ONLINE_FEATURES_KV, ARCHIVE_KV]
-        {
+        for bucket in [
+            PIPELINES_KV,
+            JOBS_KV,
+            PROFILES_KV,
+            DEPLOYMENTS_KV,
+            FEATURE_VIEWS_KV,
+            ONLINE_FEATURES_KV,
+            ARCHIVE_KV,
+            PLATFORM_KV,
+        ] {
             // The KV stream is created directly, with the settings of the key-value spec (ADR-8):
             // async-nats's `create_key_value` first reads the account info, whose 2.9 form it
             // cannot parse, so it fails on Debian's nats-server.
@@ -865,17 +888,21 @@ fn retry_delay(delivered: u64) -> Duration {
     Duration::from_millis(250 * 2u64.pow(exp)).min(Duration::from_secs(30))
 }
 
+/// How requests made while services start beside one another are retried: about 12 s in all.
+pub(crate) const STARTUP_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_max_delay(Duration::from_secs(2))
+    .with_max_times(10);
+
 async fn retry_create<T, E, F, Fut>(f: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(2))
-        .with_max_times(10);
-    f.retry(backoff).notify(|e, after| warn!(error = %e, retry_in = ?after, "jetstream request failed, retrying")).await
+    f.retry(STARTUP_BACKOFF)
+        .notify(|e, after| warn!(error = %e, retry_in = ?after, "jetstream request failed, retrying"))
+        .await
 }
 
 /// The servers of a comma-separated URL list (`nats://a:4222,nats://b:4222`), each checked, so a

@@ -2,6 +2,7 @@
 //! shared disk and a blob is verified before anyone uses it: in the NATS object store (the
 //! embedded default) or in an external store named by `MLOPS_OBJECT_STORE` ([`external`]).
 
+pub mod agreement;
 pub mod external;
 
 use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind, ObjectStore};

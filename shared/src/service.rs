@@ -90,7 +90,8 @@ pub struct Service {
 
 impl Service {
     /// Reads the TLS settings (a bad certificate fails the start before NATS is touched), then
-    /// connects to NATS as `name` and provisions the streams and buckets.
+    /// connects to NATS as `name`, provisions the streams and buckets, and settles where blobs live
+    /// with the other processes ([`crate::objects::agreement`]).
     pub async fn start(
         name: &'static str,
         nats: &crate::config::NatsArgs,
@@ -98,8 +99,9 @@ impl Service {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let tls = tls.server_config()?;
-        let bus = Bus::connect(nats, name, shutdown).await?;
+        let mut bus = Bus::connect(nats, name, shutdown).await?;
         bus.provision(nats.replicas).await?;
+        bus.agree_on_object_store(true).await?;
         Ok(Self {
             bus,
             name,

@@ -7,6 +7,7 @@ pub(crate) mod events;
 pub(crate) mod features;
 pub(crate) mod models;
 pub(crate) mod monitor;
+pub(crate) mod object_store;
 pub(crate) mod pipeline;
 pub(crate) mod platform;
 pub(crate) mod predict;

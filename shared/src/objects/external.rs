@@ -123,6 +123,12 @@ impl Location {
         Ok(Self { store, prefix, setting, shown })
     }
 
+    /// The store and prefix, as every process on one platform must agree on them
+    /// ([`super::agreement`]): the URL shown, without a trailing `/`.
+    pub fn identity(&self) -> String {
+        self.shown.trim_end_matches('/').to_owned()
+    }
+
     /// Asks for an object that is not there, then lists the prefix, so that refused credentials,
     /// a missing bucket or a wrong endpoint are said at start, naming the setting, rather than at
     /// the first dataset. (A refusal is told apart on the first request: stores answer a listing
