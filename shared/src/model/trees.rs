@@ -124,6 +124,11 @@ impl PackedTree {
     }
 }
 
+/// Rows a [`Forest`] scores together: their bit sets and values are updated side by side, which
+/// the compiler turns into vector instructions (four SSE2 ones per step in the baseline x86-64
+/// build).
+const LANES: usize = 8;
+
 /// Trees scored the QuickScorer way (Lucchese et al., SIGIR 2015): instead of walking each tree,
 /// a row visits, per input, the nodes splitting on it whose test it fails (`x > threshold`, or x
 /// missing), and each such node clears from its tree's bit set the leaves of its left subtree.
@@ -195,30 +200,74 @@ impl Forest {
         Some(Self { thresholds, cuts, leaves, offsets })
     }
 
-    /// Adds the trees' outputs for each row of `xs` (row-major, `width` values each) to `out`, in
-    /// tree order: the numbers [`Tree::eval`] gives, summed as a walk sums them.
+    /// Adds the trees' outputs for each row of `xs` (row-major, `width` values each, `width > 0`)
+    /// to `out`, in tree order: the numbers [`Tree::eval`] gives, summed as a walk sums them.
+    /// Rows go [`LANES`] at a time; the rows past the last whole block one at a time.
     pub(crate) fn add_rows(&self, xs: &[f64], width: usize, out: &mut [f64]) {
+        let whole = (xs.len() / width).min(out.len()) / LANES * LANES;
+        let (xs, rest_xs) = xs.split_at(whole * width);
+        let (out, rest_out) = out.split_at_mut(whole);
+        let mut standing = vec![[u64::MAX; LANES]; self.offsets.len()];
+        for (block, o) in xs.chunks_exact(width * LANES).zip(out.chunks_exact_mut(LANES)) {
+            self.add_lanes(block, width, &mut standing, o);
+        }
         let mut standing = vec![u64::MAX; self.offsets.len()];
-        for (row, o) in xs.chunks(width).zip(out) {
-            standing.fill(u64::MAX);
-            for ((&x, thresholds), cuts) in row.iter().zip(&self.thresholds).zip(&self.cuts) {
-                // Thresholds ascending: the tests failed are a run from the first. A missing
-                // value fails every test (`NaN <= t` is false): the walk goes right.
-                for (&t, &(tree, bits)) in thresholds.iter().zip(cuts) {
-                    if x <= t {
-                        break;
-                    }
-                    if let Some(s) = standing.get_mut(tree as usize) {
-                        *s &= bits;
+        for (row, o) in rest_xs.chunks(width).zip(rest_out) {
+            self.add_row(row, &mut standing, o);
+        }
+    }
+
+    /// [`Self::add_rows`] for [`LANES`] rows, each lane's bits and sums apart and no branch on
+    /// one lane's value: a node is visited while any lane fails its test (V-QuickScorer,
+    /// Lucchese et al., SIGIR 2016).
+    fn add_lanes(&self, block: &[f64], width: usize, standing: &mut [[u64; LANES]], out: &mut [f64]) {
+        standing.fill([u64::MAX; LANES]);
+        for (f, (thresholds, cuts)) in self.thresholds.iter().zip(&self.cuts).enumerate() {
+            let mut x = [f64::NAN; LANES];
+            for (lane, v) in x.iter_mut().enumerate() {
+                *v = block.get(lane * width + f).copied().unwrap_or(f64::NAN);
+            }
+            // The highest value, or NaN when one is missing (it fails every test).
+            let top =
+                x.iter().fold(f64::NEG_INFINITY, |m, &v| if m.is_nan() || v.is_nan() { f64::NAN } else { m.max(v) });
+            for (&t, &(tree, bits)) in thresholds.iter().zip(cuts) {
+                if top <= t {
+                    break;
+                }
+                if let Some(s) = standing.get_mut(tree as usize) {
+                    for (s, &v) in s.iter_mut().zip(&x) {
+                        *s &= if v <= t { u64::MAX } else { bits };
                     }
                 }
             }
-            let mut z = *o;
-            for (&s, &first) in standing.iter().zip(&self.offsets) {
-                z += self.leaves.get(first + s.trailing_zeros() as usize).copied().unwrap_or(0.0);
-            }
-            *o = z;
         }
+        for (s, &first) in standing.iter().zip(&self.offsets) {
+            for (o, &lane) in out.iter_mut().zip(s) {
+                *o += self.leaves.get(first + lane.trailing_zeros() as usize).copied().unwrap_or(0.0);
+            }
+        }
+    }
+
+    /// [`Self::add_rows`] for one row, `standing` holding a bit set per tree.
+    fn add_row(&self, row: &[f64], standing: &mut [u64], out: &mut f64) {
+        standing.fill(u64::MAX);
+        for ((&x, thresholds), cuts) in row.iter().zip(&self.thresholds).zip(&self.cuts) {
+            // Thresholds ascending: the tests failed are a run from the first. A missing value
+            // fails every test (`NaN <= t` is false): the walk goes right.
+            for (&t, &(tree, bits)) in thresholds.iter().zip(cuts) {
+                if x <= t {
+                    break;
+                }
+                if let Some(s) = standing.get_mut(tree as usize) {
+                    *s &= bits;
+                }
+            }
+        }
+        let mut z = *out;
+        for (&s, &first) in standing.iter().zip(&self.offsets) {
+            z += self.leaves.get(first + s.trailing_zeros() as usize).copied().unwrap_or(0.0);
+        }
+        *out = z;
     }
 }
 
@@ -292,10 +341,21 @@ mod tests {
         let width = 5;
         let mut trees: Vec<Tree> = (0..40).map(|i| grown(&mut next, 1 + i % 40 + i / 20 * 24, width)).collect();
         trees.push(Tree { feature: vec![], threshold: vec![], left: vec![], right: vec![], leaf: vec![0.125] });
+        // Only a missing value fails an infinite threshold's test.
+        trees.push(Tree {
+            feature: vec![1],
+            threshold: vec![f64::INFINITY],
+            left: vec![!0],
+            right: vec![!1],
+            leaf: vec![0.5, -0.25],
+        });
         trees.iter().for_each(|t| t.check(width).unwrap());
         assert!(trees.iter().any(|t| t.leaf.len() == 64));
-        let xs: Vec<f64> =
-            (0..width * 300).map(|i| if i % 7 == 0 { f64::NAN } else { (next() * 10.0).round() / 2.0 - 2.5 }).collect();
+        // Missing values rare enough that most blocks of rows have none in an input, and 300
+        // rows: whole blocks and rows past them.
+        let xs: Vec<f64> = (0..width * 300)
+            .map(|i| if i % 47 == 0 { f64::NAN } else { (next() * 10.0).round() / 2.0 - 2.5 })
+            .collect();
         let forest = Forest::of(&trees).expect("every tree has at most 64 leaves");
         let mut rows = vec![-0.0; 300];
         forest.add_rows(&xs, width, &mut rows);
