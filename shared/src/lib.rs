@@ -12,6 +12,7 @@ pub mod http;
 pub mod ids;
 pub mod model;
 pub mod objects;
+pub mod pii;
 pub mod runs;
 pub mod schedule;
 pub mod scoring;

@@ -198,6 +198,11 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The rows of content `id`, one per pipeline it arrived in.
+    pub fn of_content(&self, id: &str) -> Result<Vec<DatasetRecord>, CatalogError> {
+        Ok(self.starting_with(id, 1000)?.into_iter().filter(|r| r.dataset_id == id).collect())
+    }
+
     /// The row for `id` or a unique prefix of it (as [`resolve_prefix`] resolves), in `pipeline`
     /// or, when that is empty, the first pipeline that has it.
     pub fn find(&self, id: &str, pipeline: &str) -> Result<DatasetRecord, Found> {

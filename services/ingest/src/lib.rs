@@ -26,7 +26,7 @@ use mlops_shared::spec::{Environment, Origin, SpecStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::catalog::{Catalog, DatasetRecord, Found, Judgement, Recorded, Verdict};
 
@@ -196,6 +196,8 @@ impl Ingest {
         let record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
             Some(known) if known.published && judged_under_other_checks(&known, &validation_hash) => {
                 info!(pipeline = %name, dataset = %&id[..12], "dataset known, judged under an older spec: validating it again");
+                // Stored again if it was deleted for personal data its spec then refused.
+                self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
                 return Ok((self.revalidate(&known, ctx).await?, Arrival::Revalidating));
             }
             Some(existing) if existing.published => {
@@ -447,25 +449,50 @@ impl Ingest {
         let v = e.payload;
         let report = pb::Dataset { anomalies: v.warnings.clone(), profile: v.profile, ..Default::default() };
         let judged = judgement(Verdict::Accepted, v.rows, summarize(&v.warnings), &report, v.validation_hash, v.round);
-        self.verdict(v.dataset_id, v.pipeline, judged).await
+        self.verdict(v.dataset_id, v.pipeline, judged).await.map(drop)
     }
 
+    /// Records the rejection; content rejected for personal data is then deleted.
     async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), IngestError> {
         let r = e.payload;
+        let personal = r.columns.iter().flat_map(|c| &c.anomalies).any(|a| a.blocking && a.kind == "personal_data");
+        let (id, pipeline) = (r.dataset_id.clone(), r.pipeline.clone());
         let report = pb::Dataset { anomalies: r.columns, profile: r.profile, ..Default::default() };
         let judged = judgement(Verdict::Rejected, r.rows, r.reason, &report, r.validation_hash, r.round);
-        self.verdict(r.dataset_id, r.pipeline, judged).await
+        if self.verdict(r.dataset_id, r.pipeline, judged).await? && personal {
+            self.forget_content(&id, &pipeline).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the content of a version rejected for personal data (found in a column that
+    /// forbids it or declares no policy), so that it is not kept: unless the same content is a
+    /// version of another pipeline that accepted it or is judging it. Deleting what is gone
+    /// already is no error, so a redelivery does no harm. The same content sent again is stored
+    /// again (see [`Ingest::ingest`]).
+    async fn forget_content(&self, id: &str, pipeline: &str) -> Result<(), IngestError> {
+        let i = id.to_owned();
+        let holders = self.catalog(move |c| c.of_content(&i)).await?;
+        let dataset = mlops_shared::ids::short(id);
+        if let Some(other) = holders.iter().find(|h| h.pipeline != pipeline && h.verdict != Verdict::Rejected) {
+            info!(pipeline, %dataset, other = %other.pipeline, "content with personal data kept: another pipeline holds it");
+            return Ok(());
+        }
+        self.datasets.delete(id).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        metrics::counter!("mlops_datasets_deleted_total", "reason" => "personal_data").increment(1);
+        warn!(pipeline, %dataset, "content deleted: it holds personal data its spec does not allow");
+        Ok(())
     }
 
     /// Records a verdict and its report in the catalog (off the runtime: the commit waits for
-    /// the disk).
-    async fn verdict(&self, id: String, pipeline: String, judged: Judgement) -> Result<(), IngestError> {
+    /// the disk). Returns whether it was recorded: not when a newer round replaced its own.
+    async fn verdict(&self, id: String, pipeline: String, judged: Judgement) -> Result<bool, IngestError> {
         let (i, p) = (id.clone(), pipeline.clone());
         match self.catalog(move |c| c.set_verdict(&i, &p, judged)).await? {
-            Recorded::Recorded => Ok(()),
+            Recorded::Recorded => Ok(true),
             Recorded::Stale => {
                 info!(pipeline, dataset = %mlops_shared::ids::short(&id), "verdict of a replaced round ignored");
-                Ok(())
+                Ok(false)
             }
             Recorded::Unknown => {
                 Err(IngestError::BadInput(format!("dataset {id} of pipeline `{pipeline}` is not in the catalog")))
@@ -624,6 +651,14 @@ impl pb::ingest_server::Ingest for IngestApi {
         let known = self.0.catalog.find(&req.dataset_id, &req.pipeline).map_err(found_status)?;
         let environment = Environment::parse(&known.environment).unwrap_or_default();
         self.0.checks_of(&known.pipeline, environment).await?;
+        let stored =
+            self.0.datasets.size_of(&known.dataset_id).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        if stored.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "dataset {} was deleted for the personal data it held ({}): send the data again to validate it",
+                known.dataset_id, known.verdict_detail
+            )));
+        }
         let ctx = EventContext::new_run(format!("revalidate-{}-{}", known.pipeline, &known.dataset_id[..16]));
         let record = self.0.revalidate(&known, ctx).await?;
         Ok(Response::new(pb::Dataset { revalidating: true, ..dataset_proto(record) }))

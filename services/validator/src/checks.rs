@@ -7,12 +7,14 @@ mod anomalies;
 mod columns;
 mod drift;
 mod labels;
+mod personal;
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
 use mlops_data::{Batches, DataError, DataType, RecordBatch, text, view};
 use mlops_proto as pb;
+use mlops_shared::pii::Detector;
 use mlops_shared::spec::{Environment, FEEDBACK_COLUMNS, FeatureSpec, Origin, PipelineSpec, Severity};
 
 pub use self::anomalies::AnomalyKind;
@@ -84,10 +86,13 @@ pub fn validate(
     // (CSV is decoded on worker threads already.)
     let batches = if batches.format == mlops_data::Format::Csv { batches } else { batches.read_ahead(2) };
     let layout = check_schema(&mut found, spec, &batches, environment, origin);
-    let mut pass = Pass::new(spec, layout, previous, SchemaRecord::new(&batches));
+    // Checked when the spec was applied.
+    let detector = spec.validation.personal_data.detector().unwrap_or_default();
+    let scans = personal::scans(spec, &batches, &detector);
+    let mut pass = Pass::new(spec, layout, previous, SchemaRecord::new(&batches), scans);
     for batch in batches {
         match batch {
-            Ok(batch) => pass.check_batch(&mut found, &batch),
+            Ok(batch) => pass.check_batch(&mut found, &detector, &batch),
             Err(e) => {
                 found.add("", AnomalyKind::ParseError, None, true, || e.to_string());
                 break;
@@ -108,6 +113,13 @@ pub fn validate(
     }
     drift::check(&mut found, histograms, previous, &profiles);
     profiles.extend(pass.labels.map(Labels::finish));
+    let withheld = personal::judge(&mut found, pass.personal, &detector, spec.validation.personal_data.min_share());
+    for column in &withheld {
+        found.withhold_values(column);
+    }
+    for p in profiles.iter_mut().filter(|p| withheld.contains(&p.name)) {
+        p.top_categories.clear();
+    }
     let schema = pass.record.finish(spec);
     found.apply_tolerances(spec, rows);
     report(found, rows, pb::DatasetProfile { rows, columns: profiles, schema })
@@ -173,6 +185,8 @@ struct Pass<'s> {
     /// For `max_duplicate_share`.
     duplicates: Option<DuplicateRows>,
     record: SchemaRecord,
+    /// Personal data in every column.
+    personal: Vec<personal::Scan<'s>>,
     /// The rows read so far.
     rows: usize,
 }
@@ -183,8 +197,10 @@ impl<'s> Pass<'s> {
         layout: Layout<'s>,
         previous: Option<&'s pb::DatasetProfile>,
         record: SchemaRecord,
+        personal: Vec<personal::Scan<'s>>,
     ) -> Self {
         Self {
+            personal,
             columns: layout.features.iter().map(|&(f, index)| ColumnCheck::new(f, index, previous)).collect(),
             labels: layout.target.map(|i| Labels::new(&spec.target, i)),
             duplicates: spec.validation.max_duplicate_share.map(|_| DuplicateRows::new(&layout)),
@@ -193,10 +209,11 @@ impl<'s> Pass<'s> {
         }
     }
 
-    /// Runs the per-batch checks: the columns (on two threads), duplicate rows, the labels.
-    fn check_batch(&mut self, found: &mut Findings, batch: &RecordBatch) {
+    /// Runs the per-batch checks: the columns and their personal data (on two threads), duplicate
+    /// rows, the labels.
+    fn check_batch(&mut self, found: &mut Findings, detector: &Detector, batch: &RecordBatch) {
         self.record.note_types(batch);
-        if !columns::run_all(&mut self.columns, batch, self.rows) {
+        if !columns::run_all(&mut self.columns, &mut self.personal, detector, batch, self.rows) {
             found.add("", AnomalyKind::InternalError, None, true, || "a column check failed unexpectedly".into());
         }
         if let Some(duplicates) = &mut self.duplicates {
@@ -410,6 +427,80 @@ target: {name: churned}
         let charges = &r.profile.columns[1];
         assert_eq!((charges.count, charges.nulls, charges.mean), (1, 1, 3.5));
         assert_eq!(r.profile.columns[3].distinct, 2);
+    }
+
+    /// `rows` rows of the spec's columns and, after them, `extra` columns made by `value(column, row)`.
+    fn with_columns(rows: usize, extra: &[&str], value: impl Fn(&str, usize) -> String) -> Vec<u8> {
+        let mut csv = format!("tenure,charges,contract,churned,{}\n", extra.join(","));
+        for i in 0..rows {
+            let cells: Vec<String> = extra.iter().map(|c| value(c, i)).collect();
+            csv += &format!("{},{},monthly,{},{}\n", i % 90, i as f64 * 1.5, i % 2, cells.join(","));
+        }
+        csv.into_bytes()
+    }
+
+    #[test]
+    fn personal_data_is_found_in_every_column_and_judged_by_its_policy_without_quoting_a_value() {
+        let spec = PipelineSpec::from_yaml(&format!(
+            "{SPEC}columns:\n\
+             - {{name: phone, type: categorical}}\n\
+             - {{name: card, type: categorical, categories: [none], pii: forbid}}\n\
+             - {{name: iban, type: categorical, pii: allow, purpose: refunds}}\n\
+             - {{name: ref, type: categorical}}\n"
+        ))
+        .unwrap();
+        let csv = with_columns(20, &["email", "phone", "card", "iban", "ref"], |column, i| match column {
+            "email" => format!("user{i}@example.org"),
+            "phone" => format!("+44 20 7946 {:04}", 1000 + i),
+            "card" => "4111 1111 1111 1111".into(),
+            "iban" => "DE89370400440532013000".into(),
+            // Sixteen digits, but not a card number's first digit.
+            _ => format!("{}", 1_000_000_000_000_000u64 + i as u64),
+        });
+        let r = validate(&csv, &spec);
+        assert!(r.blocked());
+        let email = anomaly(&r, "email", AnomalyKind::PersonalData);
+        assert!(email.blocking && email.message.contains("(email in 100.0% of 20 values) and is not in the spec"));
+        assert_eq!((email.count, email.example_rows.clone()), (20, vec![1, 2, 3, 4, 5]));
+        let phone = anomaly(&r, "phone", AnomalyKind::PersonalData);
+        assert!(phone.blocking && phone.message.contains("(phone in 100.0% of 20 values) with no `pii` policy"));
+        let card = anomaly(&r, "card", AnomalyKind::PersonalData);
+        assert!(card.blocking && card.message.contains("which its `pii: forbid` refuses"), "{}", card.message);
+        let iban = anomaly(&r, "iban", AnomalyKind::PersonalData);
+        assert!(!iban.blocking && iban.message.ends_with("allowed for: refunds"), "{}", iban.message);
+        assert!(r.columns.iter().all(|c| c.column != "ref"), "{r:#?}");
+        // The card's unknown categories and the profiles of every personal column keep no value.
+        let unknown = anomaly(&r, "card", AnomalyKind::UnknownCategory);
+        assert_eq!(unknown.message, "unknown_category in 20 rows (values withheld: the column holds personal data)");
+        let everything = format!("{:?} {:?} {}", r.columns, r.profile, r.summary());
+        for value in ["example.org", "7946", "4111", "DE89"] {
+            assert!(!everything.contains(value), "{value} in {everything}");
+        }
+    }
+
+    #[test]
+    fn a_column_holds_personal_data_from_its_min_share_and_a_spec_names_national_ids() {
+        let csv = with_columns(20, &["note", "code"], |column, i| match (column, i) {
+            ("note", 0) => "ada@example.org".into(),
+            ("note", _) => format!("fine {i}"),
+            _ => format!("{:03}-{:02}-{:04}", 100 + i, 10 + i, 1000 + i),
+        });
+        let declared = "columns: [{name: note, type: categorical}, {name: code, type: categorical}]\n";
+        let r = validate(&csv, &PipelineSpec::from_yaml(&format!("{SPEC}{declared}")).unwrap());
+        // One e-mail address in twenty values is under the default share; the codes are phone
+        // numbers by their shape alone.
+        assert!(r.columns.iter().all(|c| c.column != "note"), "{r:#?}");
+        assert!(anomaly(&r, "code", AnomalyKind::PersonalData).message.contains("phone in 100.0%"));
+        let strict = "validation: {personal_data: {min_share: 0.05, national_ids: {us_ssn: '\\d{3}-\\d{2}-\\d{4}'}}}\n";
+        let r = validate(&csv, &PipelineSpec::from_yaml(&format!("{SPEC}{declared}{strict}")).unwrap());
+        assert!(anomaly(&r, "note", AnomalyKind::PersonalData).message.contains("email in 5.0% of 20 values"));
+        let code = anomaly(&r, "code", AnomalyKind::PersonalData);
+        assert!(code.message.contains("(national_id:us_ssn in 100.0% of 20 values)"), "{}", code.message);
+        // No tolerance of the column lets personal data through.
+        let tolerant = declared
+            .replace("{name: code, type: categorical}", "{name: code, type: categorical, severity: warn, mostly: 0.5}");
+        let r = validate(&csv, &PipelineSpec::from_yaml(&format!("{SPEC}{tolerant}")).unwrap());
+        assert!(anomaly(&r, "code", AnomalyKind::PersonalData).blocking);
     }
 
     #[test]

@@ -58,6 +58,25 @@ pub struct FeatureSpec {
     /// What a missing numeric value becomes before standardisation (`mean` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impute: Option<Impute>,
+    /// What becomes of personal data found in the column ([`crate::pii`]): `forbid` rejects the
+    /// version, `allow` admits it for the stated `purpose`. A column found holding personal data
+    /// with no policy is rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<PiiPolicy>,
+    /// Why the column's personal data is processed: required by `pii: allow`, and shown wherever
+    /// the column's personal data is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+/// A column's personal-data policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiPolicy {
+    /// Personal data found in the column rejects the version.
+    Forbid,
+    /// Personal data in the column is admitted, for the column's `purpose`.
+    Allow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +127,31 @@ pub fn full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(&format!("^(?:{pattern})$")).size_limit(1 << 20).build()
 }
 
+/// Refuses personal data in a declared domain (the spec is stored and its categories shown in
+/// reports and model cards) unless the column allows it, naming the entry and the kind, never the
+/// value.
+pub(super) fn check_domains(
+    features: &[FeatureSpec],
+    columns: &[FeatureSpec],
+    detector: &crate::pii::Detector,
+) -> Result<(), SpecError> {
+    let sections = features.iter().map(|f| ("features", f)).chain(columns.iter().map(|f| ("columns", f)));
+    for (section, f) in sections.filter(|(_, f)| f.pii != Some(PiiPolicy::Allow)) {
+        for (i, c) in f.categories.iter().enumerate() {
+            if let Some(kind) = detector.classify(c) {
+                return bad(format!(
+                    "{section}.{}: category {} of `categories` is personal data ({}); list none in a spec, \
+                     or declare `pii: allow` with a `purpose`",
+                    f.name,
+                    i + 1,
+                    detector.name(kind)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks `features`, then `columns`, entry by entry, and returns every declared name.
 pub(super) fn check<'a>(
     features: &'a [FeatureSpec],
@@ -152,6 +196,8 @@ impl FeatureSpec {
             max_js_divergence: None,
             max_share_shift: None,
             max_drift: None,
+            pii: None,
+            purpose: None,
         }
     }
 
@@ -166,6 +212,15 @@ impl FeatureSpec {
             if max.is_some_and(|d| !(0.0..=1.0).contains(&d)) {
                 return bad(format!("{at}: `{key}` must be in [0, 1]"));
             }
+        }
+        match (self.pii, self.purpose.as_deref().map(str::trim)) {
+            (Some(PiiPolicy::Allow), None | Some("")) => {
+                return bad(format!("{at}: `pii: allow` needs a `purpose` saying why the personal data is processed"));
+            }
+            (None | Some(PiiPolicy::Forbid), Some(_)) => {
+                return bad(format!("{at}: `purpose` goes with `pii: allow`"));
+            }
+            _ => {}
         }
         if self.max_drift.is_some() {
             return bad(format!(

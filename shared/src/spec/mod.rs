@@ -20,7 +20,7 @@ use crate::ids::PipelineName;
 
 pub use code::{CodeSpec, DEFAULT_TIMEOUT_SECS, EnvironmentSpec, MAX_MEMORY_MB, MAX_TIMEOUT_SECS, PythonEnvironment};
 pub use deployment::{CanarySpec, DeploymentSpec, Strategy};
-pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, Severity, full_match};
+pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, PiiPolicy, Severity, full_match};
 pub use gates::{EvaluationSpec, GateRows, GateSpec, ServingLimits, StalenessSpec};
 pub use lookup::{FeatureRef, LookupSpec, parse_ref};
 pub use monitoring::{
@@ -33,7 +33,7 @@ pub use training::{
     Accepted, Algorithm, MAX_CANDIDATES, SearchSpec, TrainingSpec, TrainingWindow, TriggerEvent, TriggerSpec,
     WindowSpec,
 };
-pub use validation::{Environment, Origin, ValidationSpec};
+pub use validation::{DEFAULT_MIN_SHARE, Environment, Origin, PersonalDataSpec, ValidationSpec};
 pub use view::{FEATURE_VIEW_KIND, FeatureViewSpec, kind_of, parse_duration};
 
 /// Why a spec was refused. The message names the offending key.
@@ -298,6 +298,7 @@ impl PipelineSpec {
         }
         self.deployment.check()?;
         self.validation.check()?;
+        features::check_domains(&self.features, &self.columns, &self.validation.personal_data.detector()?)?;
         self.monitoring.check(&self.features, task)?;
         if !(1..=36_500).contains(&self.audit.retention_days) {
             return bad(format!("audit.retention_days: {} is not between 1 and 36500", self.audit.retention_days));
@@ -367,11 +368,65 @@ gates:
                 SPEC.replace("categories: [monthly, yearly]", "categories: [monthly, yearly], regex: \"m.*\""),
                 "category \"yearly\" does not match `regex`",
             ),
+            (
+                format!("{SPEC}columns: [{{name: email, type: categorical, pii: allow}}]\n"),
+                "columns.email: `pii: allow` needs a `purpose`",
+            ),
+            (
+                format!("{SPEC}columns: [{{name: email, type: categorical, pii: forbid, purpose: x}}]\n"),
+                "columns.email: `purpose` goes with `pii: allow`",
+            ),
+            (
+                format!("{SPEC}columns: [{{name: email, type: categorical, pii: pseudonymize}}]\n"),
+                "unknown variant `pseudonymize`",
+            ),
+            (
+                format!("{SPEC}validation: {{personal_data: {{national_ids: {{fr_insee: \"[0-9\"}}}}}}\n"),
+                "validation.personal_data.national_ids: national id `fr_insee`",
+            ),
+            (
+                format!("{SPEC}validation: {{personal_data: {{national_ids: {{Bad-Name: x}}}}}}\n"),
+                "name \"Bad-Name\" is not snake_case",
+            ),
+            (
+                format!("{SPEC}validation: {{personal_data: {{min_share: 0}}}}\n"),
+                "`validation.personal_data.min_share`",
+            ),
         ];
         for (text, expected) in cases {
             let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
         }
+    }
+
+    #[test]
+    fn personal_data_in_a_declared_domain_is_refused_without_quoting_it_unless_allowed() {
+        let with = |entry: &str| format!("{SPEC}columns: [{entry}]\n");
+        let err =
+            PipelineSpec::from_yaml(&with("{name: contact, type: categorical, categories: [none, ada@example.org]}"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("columns.contact: category 2 of `categories` is personal data (email)"), "{err}");
+        assert!(!err.contains("ada@example.org"), "{err}");
+        let ssn = "validation: {personal_data: {national_ids: {us_ssn: '\\d{3}-\\d{2}-\\d{4}'}}}\n";
+        let err = PipelineSpec::from_yaml(&format!(
+            "{}{ssn}",
+            with("{name: id, type: categorical, categories: ['123-45-6789'], pii: forbid}")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is personal data (national_id:us_ssn)"), "{err}");
+        let allowed = with(
+            "{name: contact, type: categorical, categories: [ada@example.org], pii: allow, purpose: account recovery}",
+        );
+        let spec = PipelineSpec::from_yaml(&allowed).unwrap();
+        assert_eq!(spec.columns[0].pii, Some(PiiPolicy::Allow));
+        // A spec that says nothing of personal data hashes as before: no version is judged again.
+        assert_eq!(PipelineSpec::from_yaml(SPEC).unwrap().validation.personal_data, PersonalDataSpec::default());
+        assert!(
+            !String::from_utf8_lossy(&PipelineSpec::from_yaml(SPEC).unwrap().canonical_json())
+                .contains("personal_data")
+        );
     }
 
     #[test]

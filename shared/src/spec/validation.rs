@@ -1,6 +1,8 @@
 //! The `validation` section: checks of a dataset as a whole (row counts, duplicates, label
 //! balance), and the environment a dataset is validated for.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Severity, SpecError, Task, bad};
@@ -22,6 +24,44 @@ pub struct ValidationSpec {
     /// Severity of these dataset-level checks.
     #[serde(default, skip_serializing_if = "Severity::is_block")]
     pub severity: Severity,
+    /// How personal data is recognised ([`crate::pii`]).
+    #[serde(default, skip_serializing_if = "PersonalDataSpec::is_default")]
+    pub personal_data: PersonalDataSpec,
+}
+
+/// How personal data is recognised in every column.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalDataSpec {
+    /// The share of a column's non-empty values that must be personal data of one kind for the
+    /// column to count as holding it ([`DEFAULT_MIN_SHARE`] when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_share: Option<f64>,
+    /// National id patterns by name (`us_ssn: '\d{3}-\d{2}-\d{4}'`), each matching a whole value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub national_ids: BTreeMap<String, String>,
+}
+
+/// The default `min_share`: above the one in ten random numbers that pass a Luhn check, so a
+/// column of ordinary 16-digit ids is not taken for card numbers, and far below the share of a
+/// column that does hold personal data.
+pub const DEFAULT_MIN_SHARE: f64 = 0.2;
+
+impl PersonalDataSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The share that makes a column one holding personal data.
+    pub fn min_share(&self) -> f64 {
+        self.min_share.unwrap_or(DEFAULT_MIN_SHARE)
+    }
+
+    /// The detector of the built-in kinds and these national ids.
+    pub fn detector(&self) -> Result<crate::pii::Detector, SpecError> {
+        crate::pii::Detector::new(&self.national_ids)
+            .map_err(|e| SpecError::Invalid(format!("validation.personal_data.national_ids: {e}")))
+    }
 }
 
 impl ValidationSpec {
@@ -47,6 +87,18 @@ impl ValidationSpec {
                 return bad(format!("`validation.{key}` must be in [0, 1]"));
             }
         }
+        if self.personal_data.min_share.is_some_and(|x| !(x > 0.0 && x <= 1.0)) {
+            return bad("`validation.personal_data.min_share` must be in (0, 1]".into());
+        }
+        if let Some(name) = self
+            .personal_data
+            .national_ids
+            .keys()
+            .find(|n| n.is_empty() || !n.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'))
+        {
+            return bad(format!("`validation.personal_data.national_ids`: name {name:?} is not snake_case"));
+        }
+        self.personal_data.detector()?;
         Ok(())
     }
 }

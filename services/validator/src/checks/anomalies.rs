@@ -51,11 +51,13 @@ pub enum AnomalyKind {
     InternalError,
     /// The spec itself is unusable for a check (a `regex` that does not compile).
     SpecError,
+    /// A column holds personal data its spec does not allow.
+    PersonalData,
 }
 
 impl AnomalyKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::MissingColumn,
         Self::ExtraColumn,
         Self::TypeMismatch,
@@ -74,6 +76,7 @@ impl AnomalyKind {
         Self::EmptyDataset,
         Self::InternalError,
         Self::SpecError,
+        Self::PersonalData,
     ];
 
     /// The snake_case name events and reports carry.
@@ -97,6 +100,7 @@ impl AnomalyKind {
             Self::EmptyDataset => "empty_dataset",
             Self::InternalError => "internal_error",
             Self::SpecError => "spec_error",
+            Self::PersonalData => "personal_data",
         }
     }
 
@@ -172,6 +176,21 @@ impl Findings {
         }
     }
 
+    /// Records a finding counted elsewhere, replacing any of its kind on the column.
+    pub(super) fn report(&mut self, column: &str, kind: AnomalyKind, anomaly: pb::Anomaly) {
+        self.by_column.entry(column.to_owned()).or_default().insert(kind, anomaly);
+    }
+
+    /// Replaces the messages of `column`'s value checks, which quote a value, by ones that do not:
+    /// for a column that holds personal data.
+    pub(super) fn withhold_values(&mut self, column: &str) {
+        for (kind, a) in self.by_column.get_mut(column).into_iter().flatten() {
+            if kind.is_value_check() {
+                a.message = format!("{kind} in {} rows (values withheld: the column holds personal data)", a.count);
+            }
+        }
+    }
+
     /// Takes over the columns of `other` (a column check's findings, on its own column alone); a
     /// column both hold keeps `other`'s.
     pub(super) fn merge(&mut self, other: Findings) {
@@ -183,6 +202,10 @@ impl Findings {
         for f in spec.features.iter().chain(&spec.columns) {
             let Some(kinds) = self.by_column.get_mut(&f.name) else { continue };
             for (kind, a) in kinds.iter_mut() {
+                // Personal data is a matter of law, not of data quality: no tolerance downgrades it.
+                if *kind == AnomalyKind::PersonalData {
+                    continue;
+                }
                 if f.severity == Severity::Warn && *kind != AnomalyKind::MissingColumn {
                     a.blocking = false;
                 } else if let Some(mostly) = f.mostly
@@ -241,6 +264,7 @@ mod tests {
             (AnomalyKind::EmptyDataset, "empty_dataset"),
             (AnomalyKind::InternalError, "internal_error"),
             (AnomalyKind::SpecError, "spec_error"),
+            (AnomalyKind::PersonalData, "personal_data"),
         ];
         assert_eq!(documented.map(|(kind, _)| kind), AnomalyKind::ALL);
         for (kind, name) in documented {

@@ -10,20 +10,34 @@ use std::hash::BuildHasher as _;
 use foldhash::fast::FixedState;
 use mlops_data::{Array as _, Cell, ColumnView, RecordBatch, text, view};
 use mlops_proto as pb;
+use mlops_shared::pii::Detector;
 use mlops_shared::spec::{FeatureKind, FeatureSpec, full_match};
 use mlops_shared::table::{parse_number, trim_cell};
 
 use super::anomalies::{AnomalyKind, Findings};
 use super::drift::Histogram;
+use super::personal::Scan;
 use crate::profile::{CategoricalProfile, NumericProfile};
 
-/// Runs every column's checks on one batch, the columns split over two threads; `offset` is the
-/// number of rows before the batch. Returns false if a check panicked on the other thread.
-pub(super) fn run_all(checks: &mut [ColumnCheck<'_>], batch: &RecordBatch, offset: usize) -> bool {
+/// Runs every column's checks and personal-data scans on one batch, each split over two threads;
+/// `offset` is the number of rows before the batch. Returns false if one panicked on the other
+/// thread.
+pub(super) fn run_all(
+    checks: &mut [ColumnCheck<'_>],
+    scans: &mut [Scan<'_>],
+    detector: &Detector,
+    batch: &RecordBatch,
+    offset: usize,
+) -> bool {
     std::thread::scope(|scope| {
         let (left, right) = checks.split_at_mut(checks.len() / 2);
-        let worker = scope.spawn(move || left.iter_mut().for_each(|c| c.run(batch, offset)));
+        let (left_scans, right_scans) = scans.split_at_mut(scans.len() / 2);
+        let worker = scope.spawn(move || {
+            left.iter_mut().for_each(|c| c.run(batch, offset));
+            left_scans.iter_mut().for_each(|s| s.run(detector, batch, offset));
+        });
         right.iter_mut().for_each(|c| c.run(batch, offset));
+        right_scans.iter_mut().for_each(|s| s.run(detector, batch, offset));
         worker.join().is_ok()
     })
 }

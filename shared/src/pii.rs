@@ -1,0 +1,265 @@
+//! Personal data in a single value: what the validator looks for in every column, and `apply` in
+//! declared categories. Each kind is recognised by its shape and, where it has one, its check
+//! digits, so that ordinary values are rarely taken for personal data:
+//! - e-mail addresses (`local@domain.tld`);
+//! - phone numbers: a leading `+` and 8 to 15 digits, or 9 to 15 digits in groups of at least two
+//!   split by spaces, dashes, dots or parentheses (a bare run of digits is a number, and one
+//!   dot makes a decimal);
+//! - IBANs, by their ISO 13616 mod-97 check;
+//! - payment card numbers: 13 to 19 digits starting with 2 to 6, by the Luhn check;
+//! - IPv4 and IPv6 addresses;
+//! - national ids, by the patterns a spec names (`validation.personal_data.national_ids`).
+//!
+//! A value is classed whole, once trimmed: free text that mentions an address in passing is not.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The kinds every detector knows, by the names reports use; a detector's national ids follow.
+pub const BUILT_IN: [&str; 5] = ["email", "phone", "iban", "payment_card", "ip_address"];
+
+const EMAIL: usize = 0;
+const PHONE: usize = 1;
+const IBAN: usize = 2;
+const CARD: usize = 3;
+const IP: usize = 4;
+
+/// Classes values as personal data of a kind, numbered as [`Detector::name`] names them. The
+/// default one knows the built-in kinds alone.
+#[derive(Debug, Clone, Default)]
+pub struct Detector {
+    national_ids: Vec<(String, regex::Regex)>,
+}
+
+impl Detector {
+    /// A detector of the built-in kinds and of `national_ids` (a name and a pattern a whole value
+    /// matches); a pattern that does not compile is named.
+    pub fn new(national_ids: &BTreeMap<String, String>) -> Result<Self, String> {
+        let national_ids = national_ids
+            .iter()
+            .map(|(name, pattern)| {
+                let re = crate::spec::full_match(pattern).map_err(|e| format!("national id `{name}`: {e}"))?;
+                Ok((name.clone(), re))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { national_ids })
+    }
+
+    /// How many kinds this detector tells apart.
+    pub fn kinds(&self) -> usize {
+        BUILT_IN.len() + self.national_ids.len()
+    }
+
+    /// The name of kind `kind`: a built-in one, or `national_id:<name>`.
+    pub fn name(&self, kind: usize) -> String {
+        match BUILT_IN.get(kind) {
+            Some(name) => (*name).to_owned(),
+            None => format!("national_id:{}", self.national_ids[kind - BUILT_IN.len()].0),
+        }
+    }
+
+    /// The kind of personal data `value` is, if any. A spec's own patterns come first: they are
+    /// the more specific (a national id may also have a phone number's shape).
+    pub fn classify(&self, value: &str) -> Option<usize> {
+        let v = value.trim();
+        self.national_id(v).or_else(|| built_in(v))
+    }
+
+    fn national_id(&self, v: &str) -> Option<usize> {
+        if self.national_ids.is_empty() || v.is_empty() {
+            return None;
+        }
+        self.national_ids.iter().position(|(_, re)| re.is_match(v)).map(|i| BUILT_IN.len() + i)
+    }
+
+    /// The kind of personal data an integer is, if any: only a payment card number can be one
+    /// (a phone number is never a bare number here), and a national id written as digits.
+    pub fn classify_integer(&self, v: i128) -> Option<usize> {
+        // Most integers are too short for a card number: not even formatted.
+        if self.national_ids.is_empty() && !(1_000_000_000_000..10_000_000_000_000_000_000).contains(&v) {
+            return None;
+        }
+        let digits = v.unsigned_abs().to_string();
+        self.national_id(&digits).or_else(|| (v >= 0 && is_card(digits.as_bytes(), digits.len())).then_some(CARD))
+    }
+}
+
+/// The built-in kind of a trimmed value. The cheap tests come first: most values of most columns
+/// have neither an `@` nor a digit.
+fn built_in(v: &str) -> Option<usize> {
+    let b = v.as_bytes();
+    if !(6..=254).contains(&b.len()) {
+        return None;
+    }
+    if b.contains(&b'@') {
+        return is_email(v).then_some(EMAIL);
+    }
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        None
+    } else if is_card(b, digits) {
+        Some(CARD)
+    } else if is_iban(b) {
+        Some(IBAN)
+    } else if is_ip(v) {
+        Some(IP)
+    } else if is_phone(b, digits) {
+        Some(PHONE)
+    } else {
+        None
+    }
+}
+
+fn is_email(v: &str) -> bool {
+    let Some((local, domain)) = v.split_once('@') else { return false };
+    let local_ok = (1..=64).contains(&local.len())
+        && local.bytes().all(|c| c.is_ascii_alphanumeric() || b"._%+-'".contains(&c))
+        && !local.starts_with('.')
+        && !local.ends_with('.');
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let tld_ok = labels.last().is_some_and(|t| t.len() >= 2 && t.bytes().all(|c| c.is_ascii_alphabetic()));
+    local_ok && labels.len() >= 2 && labels.iter().all(label_ok) && tld_ok
+}
+
+/// 13 to 19 digits, perhaps split by spaces or dashes, starting with 2 to 6 (the card networks'
+/// ranges), whose Luhn check holds.
+fn is_card(b: &[u8], digits: usize) -> bool {
+    if !(13..=19).contains(&digits)
+        || !(b'2'..=b'6').contains(&b[0])
+        || !b.iter().all(|c| c.is_ascii_digit() || *c == b' ' || *c == b'-')
+    {
+        return false;
+    }
+    let sum: u32 = b
+        .iter()
+        .rev()
+        .filter(|c| c.is_ascii_digit())
+        .enumerate()
+        .map(|(i, c)| {
+            let d = u32::from(c - b'0');
+            if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// A country code, two check digits and 11 to 30 letters or digits (spaces allowed between),
+/// whose ISO 13616 mod-97 check holds.
+fn is_iban(b: &[u8]) -> bool {
+    let chars: Vec<u8> = b.iter().filter(|c| **c != b' ').map(u8::to_ascii_uppercase).collect();
+    if !(15..=34).contains(&chars.len())
+        || !chars[..2].iter().all(u8::is_ascii_uppercase)
+        || !chars[2..4].iter().all(u8::is_ascii_digit)
+        || !chars.iter().all(u8::is_ascii_alphanumeric)
+    {
+        return false;
+    }
+    let remainder = chars[4..].iter().chain(&chars[..4]).fold(0u32, |r, &c| {
+        if c.is_ascii_digit() { (r * 10 + u32::from(c - b'0')) % 97 } else { (r * 100 + u32::from(c - b'A' + 10)) % 97 }
+    });
+    remainder == 1
+}
+
+fn is_ip(v: &str) -> bool {
+    let b = v.as_bytes();
+    if b.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
+        return v.parse::<Ipv4Addr>().is_ok();
+    }
+    b.iter().filter(|c| **c == b':').count() >= 2
+        && b.iter().all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
+        && v.parse::<Ipv6Addr>().is_ok()
+}
+
+fn is_phone(b: &[u8], digits: usize) -> bool {
+    let (plus, body) = match b.split_first() {
+        Some((b'+', body)) => (true, body),
+        _ => (false, b),
+    };
+    if !body.iter().all(|c| c.is_ascii_digit() || b" -.()".contains(c)) {
+        return false;
+    }
+    if plus {
+        return (8..=15).contains(&digits);
+    }
+    let groups: Vec<&[u8]> = body.split(|c| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
+    let dots = body.iter().filter(|c| **c == b'.').count();
+    let decimal = dots == 1 && body.iter().all(|c| c.is_ascii_digit() || *c == b'.');
+    (9..=15).contains(&digits) && groups.len() >= 2 && groups.iter().all(|g| g.len() >= 2) && !decimal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(d: &Detector, v: &str) -> Option<String> {
+        d.classify(v).map(|k| d.name(k))
+    }
+
+    #[test]
+    fn each_kind_is_recognised_and_ordinary_values_are_not() {
+        let d = Detector::new(&BTreeMap::from([("us_ssn".into(), r"\d{3}-\d{2}-\d{4}".into())])).unwrap();
+        let personal = [
+            ("ada.lovelace@example.org", "email"),
+            (" j+tag@mail.co.uk ", "email"),
+            ("+44 20 7946 0958", "phone"),
+            ("+4915112345678", "phone"),
+            ("(555) 123-4567", "phone"),
+            ("020 7946 0958", "phone"),
+            ("555.123.4567", "phone"),
+            ("GB82 WEST 1234 5698 7654 32", "iban"),
+            ("DE89370400440532013000", "iban"),
+            ("4111 1111 1111 1111", "payment_card"),
+            ("5500-0000-0000-0004", "payment_card"),
+            ("378282246310005", "payment_card"),
+            ("192.168.10.254", "ip_address"),
+            ("2001:db8::8a2e:370:7334", "ip_address"),
+            ("123-45-6789", "national_id:us_ssn"),
+        ];
+        for (v, expected) in personal {
+            assert_eq!(kind(&d, v).as_deref(), Some(expected), "{v:?}");
+        }
+        let ordinary = [
+            "monthly",
+            "cat_3",
+            "2024-01-15",
+            "15-01-2024",
+            "12:30:45",
+            "0.123456789012",
+            "-1234567890",
+            "1234567890123",
+            "4111 1111 1111 1112",
+            "1111 1111 1111 1117",
+            "GB82 WEST 1234 5698 7654 33",
+            "999.1.1.1",
+            "not@an address",
+            "user@localhost",
+            "v1.2.3",
+            "1e10",
+            "",
+        ];
+        for v in ordinary {
+            assert_eq!(kind(&d, v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn integers_are_card_numbers_only_when_the_luhn_check_holds() {
+        let d = Detector::new(&BTreeMap::new()).unwrap();
+        assert_eq!(d.classify_integer(4_111_111_111_111_111).map(|k| d.name(k)).as_deref(), Some("payment_card"));
+        assert_eq!(d.classify_integer(4_111_111_111_111_112), None);
+        assert_eq!(d.classify_integer(-4_111_111_111_111_111), None);
+        assert_eq!(d.classify_integer(42), None);
+    }
+
+    #[test]
+    fn a_national_id_pattern_that_does_not_compile_is_named() {
+        let e = Detector::new(&BTreeMap::from([("fr_insee".into(), "[0-9".into())])).unwrap_err();
+        assert!(e.starts_with("national id `fr_insee`:"), "{e}");
+    }
+}
