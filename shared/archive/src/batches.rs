@@ -12,10 +12,17 @@ use arrow_array::{Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, Str
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use mlops_proto as pb;
 use mlops_shared::bus::decode_typed;
+use mlops_shared::ids::Sha256;
+use mlops_shared::objects::{ObjectError, Objects};
 
 use crate::columns::{UTC, bloom_of, to_parquet};
 use crate::manifest::BatchRows;
 use crate::{ArchiveError, Encoded, FileEntry, OWN_COLUMNS, hour_of};
+
+/// The store of batch outputs failed.
+pub(crate) fn batch_store(e: &dyn std::fmt::Display) -> ArchiveError {
+    ArchiveError::Store(format!("the batch outputs: {e}"))
+}
 
 /// A batch job done, as its `batch.completed` names it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +40,21 @@ pub struct Job {
 }
 
 impl Job {
+    /// Downloads this job's output to a temporary file, its sha256 checked, with the name errors
+    /// give it (`batch B output S`): an output missing, altered or misnamed is
+    /// [`ArchiveError::Unreadable`], a store that does not answer [`ArchiveError::Store`].
+    pub(crate) async fn download_output(&self, objects: &Objects) -> Result<(std::fs::File, String), ArchiveError> {
+        let name = format!("batch {} output {}", self.batch_id, self.output_sha256);
+        let unreadable =
+            |e: &dyn std::fmt::Display| ArchiveError::Unreadable { name: name.clone(), message: e.to_string() };
+        let sha = Sha256::parse(self.output_sha256.clone()).map_err(|e| unreadable(&e))?;
+        match objects.download_verified(&sha, &std::env::temp_dir()).await {
+            Ok(file) => Ok((file, name)),
+            Err(e @ ObjectError::Store { .. }) => Err(batch_store(&e)),
+            Err(e) => Err(unreadable(&e)),
+        }
+    }
+
     /// The job a `batch.completed` message of the events stream announces.
     pub fn of_message(msg: &async_nats::jetstream::Message) -> Result<Self, String> {
         use mlops_shared::events::headers;

@@ -12,23 +12,18 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use mlops_proto as pb;
 use mlops_shared::bus::{BATCHES_BUCKET, Bus, EVENTS_STREAM, PREDICTIONS_STREAM, decode_typed};
-use mlops_shared::ids::Sha256;
-use mlops_shared::objects::{ObjectError, Objects};
+use mlops_shared::objects::Objects;
 use mlops_shared::spec::{FeatureKind, SpecStore};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::batches::{Job, archive_output};
+use crate::batches::{Job, archive_output, batch_store};
 use crate::columns::LabelPartition;
 use crate::manifest::{Committed, Log};
 use crate::wire::{LogBatch, text};
 use crate::{Archive, ArchiveError, FileEntry, Flush, Partition, hour_of, hour_start, id_time};
-
-fn batch_store(e: &dyn std::fmt::Display) -> ArchiveError {
-    ArchiveError::Store(format!("the batch outputs: {e}"))
-}
 
 /// When the compactor flushes and how often it deletes expired partitions.
 #[derive(Debug, Clone)]
@@ -346,15 +341,7 @@ impl Compactor {
         (job, numeric): (Job, Vec<String>),
         written: &mut Vec<String>,
     ) -> Result<(Vec<FileEntry>, u64), ArchiveError> {
-        let name = format!("batch {} output {}", job.batch_id, job.output_sha256);
-        let unreadable =
-            |e: &dyn std::fmt::Display| ArchiveError::Unreadable { name: name.clone(), message: e.to_string() };
-        let sha = Sha256::parse(job.output_sha256.clone()).map_err(|e| unreadable(&e))?;
-        let output = match objects.download_verified(&sha, &std::env::temp_dir()).await {
-            Ok(file) => file,
-            Err(e @ ObjectError::Store { .. }) => return Err(batch_store(&e)),
-            Err(e) => return Err(unreadable(&e)),
-        };
+        let (output, name) = job.download_output(objects).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let max_rows = self.config.max_rows;
 

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use mlops_proto as pb;
 use mlops_shared::bus::{BATCHES_BUCKET, EVENTS_STREAM, PREDICTIONS_STREAM, decode_typed};
-use mlops_shared::objects::ObjectError;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
@@ -264,16 +263,10 @@ impl Archive {
         pipelines: Option<&[String]>,
     ) -> Result<Option<Found>, ArchiveError> {
         let Some(job) = self.job_announced(batch, pipelines).await? else { return Ok(None) };
-        let name = format!("batch {batch} output {}", job.output_sha256);
+        let objects = self.bus.objects(BATCHES_BUCKET).await.map_err(|e| ArchiveError::Store(e.to_string()))?;
+        let (output, name) = job.download_output(&objects).await?;
         let unreadable =
             |e: &dyn std::fmt::Display| ArchiveError::Unreadable { name: name.clone(), message: e.to_string() };
-        let sha = mlops_shared::ids::Sha256::parse(job.output_sha256.clone()).map_err(|e| unreadable(&e))?;
-        let objects = self.bus.objects(BATCHES_BUCKET).await.map_err(|e| ArchiveError::Store(e.to_string()))?;
-        let output = match objects.download_verified(&sha, &std::env::temp_dir()).await {
-            Ok(file) => file,
-            Err(e @ ObjectError::Store { .. }) => return Err(ArchiveError::Store(e.to_string())),
-            Err(e) => return Err(unreadable(&e)),
-        };
         let reader = ParquetRecordBatchReaderBuilder::try_new(output)
             .map(|b| b.with_offset(row as usize).with_limit(1))
             .and_then(|b| b.build())
