@@ -294,4 +294,16 @@ async fn a_bucket_notification_starts_the_cascade_and_the_dataset_keeps_the_uri_
     let reasons = reasons.await.expect("two dead letters").join("\n");
     assert!(reasons.contains("s3://lake/incoming/removed.csv does not exist"), "{reasons}");
     assert!(reasons.contains("s3://lake/private/salaries.csv is outside the allowed prefixes"), "{reasons}");
+
+    // A file larger than one part of a multipart upload (8 MiB) is staged, stored in parts and
+    // read back whole by the validator.
+    let big = sample::csv(200_000, 4, sample::Variant::Normal);
+    assert!(big.len() > 8 << 20, "{} bytes", big.len());
+    std::fs::write(incoming.join("month.csv"), &big).unwrap();
+    notify(&app, "churn", "incoming/month.csv", None).await;
+    let id = mlops_shared::sha256_hex(big.as_bytes());
+    let whole = |s: &mlops_cli::events::Seen| matches!(&s.payload, Decoded::Validated(v) if v.dataset_id == id && v.rows == 200_000);
+    app.wait_event("data.validated", T, whole).await;
+    let stored = server.object("lake", &format!("mlops/datasets/{id}")).expect("the large dataset in the store");
+    assert_eq!(std::fs::metadata(stored).unwrap().len(), big.len() as u64);
 }
