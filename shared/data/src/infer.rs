@@ -7,6 +7,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 
+use mlops_shared::pii::{BUILT_IN, Detector};
+use mlops_shared::spec::DEFAULT_MIN_SHARE;
+
 use crate::cell::{Cell, view};
 use crate::read::{Batches, DataError};
 
@@ -43,6 +46,12 @@ pub enum Inferred {
     Text {
         distinct_over: usize,
     },
+    /// Personal data ([`mlops_shared::pii`]): one kind in at least the default share of the
+    /// values. Proposed as a checked column with `pii: forbid`, never with its values.
+    Personal {
+        kind: &'static str,
+        share: f64,
+    },
     /// Every cell was empty.
     Empty,
 }
@@ -59,6 +68,8 @@ struct Acc {
     too_many: bool,
     /// Hashes of every value while all differ; `None` once two are equal (or too many to keep).
     distinct: Option<HashSet<u64>>,
+    /// Values of each built-in kind of personal data.
+    personal: [u64; BUILT_IN.len()],
 }
 
 impl Default for Acc {
@@ -73,12 +84,13 @@ impl Default for Acc {
             values: BTreeSet::new(),
             too_many: false,
             distinct: Some(HashSet::new()),
+            personal: [0; BUILT_IN.len()],
         }
     }
 }
 
 impl Acc {
-    fn add(&mut self, cell: Cell<'_>) {
+    fn add(&mut self, cell: Cell<'_>, detector: &Detector) {
         let (text, number) = match cell {
             Cell::Null => (None, None),
             Cell::Str(s) if s.trim().is_empty() => (None, None),
@@ -92,6 +104,9 @@ impl Acc {
             return;
         };
         self.rows += 1;
+        if let Some(kind) = detector.classify(&text) {
+            self.personal[kind] += 1;
+        }
         match number {
             Some(v) => {
                 self.min = self.min.min(v);
@@ -130,8 +145,12 @@ impl Acc {
         let id_like = all_distinct
             && (!self.numeric || self.integral)
             && (looks_like_id(name) || (self.rows >= MIN_ID_ROWS && dense));
+        let (kind, most) = self.personal.iter().enumerate().max_by_key(|(_, n)| **n).map_or((0, 0), |(k, n)| (k, *n));
+        let share = most as f64 / self.rows.max(1) as f64;
         if self.rows == 0 {
             Inferred::Empty
+        } else if most > 0 && share >= DEFAULT_MIN_SHARE {
+            Inferred::Personal { kind: BUILT_IN[kind], share }
         } else if id_like {
             Inferred::Id { numeric: self.numeric, rows: self.rows }
         } else if self.numeric {
@@ -158,12 +177,13 @@ fn looks_like_id(name: &str) -> bool {
 pub fn infer(batches: Batches) -> Result<Vec<(String, Inferred)>, DataError> {
     let names: Vec<String> = batches.schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut acc: Vec<Acc> = names.iter().map(|_| Acc::default()).collect();
+    let detector = Detector::default();
     for batch in batches {
         let batch = batch?;
         for (a, array) in acc.iter_mut().zip(batch.columns()) {
             let column = view(array);
             for row in 0..batch.num_rows() {
-                a.add(column.get(row));
+                a.add(column.get(row), &detector);
             }
         }
     }
@@ -210,7 +230,7 @@ pub fn spec_fragment(columns: &[(String, Inferred)], target: Option<&str>, name:
                     null(*nullable)
                 )
             }
-            Inferred::Id { .. } | Inferred::Text { .. } => {
+            Inferred::Id { .. } | Inferred::Text { .. } | Inferred::Personal { .. } => {
                 checked.push((key, inferred));
                 Ok(())
             }
@@ -237,6 +257,13 @@ fn write_checked(out: &mut String, checked: &[(String, &Inferred)]) {
                 "  - {{name: {key}, type: {}, unique: true}}  # a different value in each of {rows} rows: an id, \
                  checked unique, not a feature (it would teach the model nothing that holds for a new row)",
                 if *numeric { "numeric" } else { "categorical" }
+            ),
+            Inferred::Personal { kind, share } => writeln!(
+                out,
+                "  - {{name: {key}, type: categorical, pii: forbid}}  # personal data ({kind} in {:.0}% of the values): \
+                 forbid rejects data holding it and deletes it; leave the column out of the data, or say why it \
+                 is processed with `pii: allow, purpose: …`",
+                share * 100.0
             ),
             _ => writeln!(
                 out,
@@ -379,6 +406,28 @@ mod tests {
         assert!(income.categories.contains(&"40K - 60K €".to_owned()), "{income:?}");
         assert!(income.categories.contains(&"a \"quoted\" band".to_owned()), "{income:?}");
         assert_eq!(spec.target.read_label("1"), Some(1.0));
+    }
+
+    #[test]
+    fn personal_data_is_proposed_as_forbidden_and_never_written_out() {
+        let mut csv = String::from("email,card,plan,y\n");
+        for i in 0..40 {
+            let _ = writeln!(csv, "user{i}@example.org,4111111111111111,{},{}", ["basic", "pro"][i % 2], i % 2);
+        }
+        let cols = infer_csv(&csv);
+        assert_eq!(cols[0].1, Inferred::Personal { kind: "email", share: 1.0 });
+        assert_eq!(cols[1].1, Inferred::Personal { kind: "payment_card", share: 1.0 });
+        let text = spec_fragment(&cols, Some("y"), Some("x"));
+        assert!(
+            text.contains("{name: email, type: categorical, pii: forbid}  # personal data (email in 100%"),
+            "{text}"
+        );
+        assert!(!text.contains("example.org") && !text.contains("4111"), "{text}");
+        let spec = parse(&text);
+        assert_eq!(
+            spec.columns.iter().map(|c| c.pii).collect::<Vec<_>>(),
+            [Some(mlops_shared::spec::PiiPolicy::Forbid); 2]
+        );
     }
 
     #[test]
