@@ -307,3 +307,31 @@ async fn a_bucket_notification_starts_the_cascade_and_the_dataset_keeps_the_uri_
     let stored = server.object("lake", &format!("mlops/datasets/{id}")).expect("the large dataset in the store");
     assert_eq!(std::fs::metadata(stored).unwrap().len(), big.len() as u64);
 }
+
+/// A lake that stays down: the arrival it announced is retried with backoff as any outage is, then
+/// dead-lettered with the reason, naming the object; nothing is catalogued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arrival_from_a_lake_that_stays_down_is_retried_then_dead_lettered_with_the_reason() {
+    let mut server = S3Server::start(&["lake"]).await;
+    let mut env = server.env("lake", "mlops");
+    env.push(("MLOPS_INGEST_ALLOWED_URIS".into(), "s3://lake/incoming".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let app = TestApp::start_with(&env).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    server.stop();
+    let arrived = serde_json::json!({"pipeline": "churn", "path": "s3://lake/incoming/day.csv"});
+    app.publish_json("mlops.events.data.arrived.churn", Some("lake-down"), &arrived).await;
+    // Ten deliveries, backing off from a quarter of a second to half a minute: about 90 s.
+    let reasons = wait_until(Duration::from_secs(240), || async {
+        let reasons: Vec<String> =
+            app.stored("MLOPS_DLQ", "mlops.dlq.>").await.iter().map(mlops_integration_tests::dlq_reason).collect();
+        (!reasons.is_empty()).then_some(reasons)
+    });
+    let reasons = reasons.await.expect("a dead letter").join("\n");
+    assert!(
+        reasons.contains("gave up after 10 attempts") && reasons.contains("s3://lake/incoming/day.csv"),
+        "{reasons}"
+    );
+    let datasets = client::datasets(&app.stack.url("ingest"), "churn", "").await.unwrap();
+    assert!(datasets.is_empty(), "{datasets:?}");
+}
