@@ -2,9 +2,10 @@
 //! declared categories. Each kind is recognised by its shape and, where it has one, its check
 //! digits, so that ordinary values are rarely taken for personal data:
 //! - e-mail addresses (`local@domain.tld`);
-//! - phone numbers: a leading `+` and 8 to 15 digits, or 9 to 15 digits in groups of at least two
-//!   split by spaces, dashes, dots or parentheses (a bare run of digits is a number, and one
-//!   dot makes a decimal);
+//! - phone numbers: a leading `+` and 8 to 15 digits, or 10 to 15 digits in three groups or more
+//!   of at least two, split by spaces, dashes or parentheses (or a trunk `0` and the number); a
+//!   bare run of digits is a number, one dot makes a decimal, and dots split a phone number only
+//!   as 3-3-4;
 //! - IBANs, by their ISO 13616 mod-97 check;
 //! - payment card numbers: 13 to 19 digits starting with 2 to 6, by the Luhn check;
 //! - IPv4 and IPv6 addresses;
@@ -184,13 +185,20 @@ fn is_phone(b: &[u8], digits: usize) -> bool {
     if !body.iter().all(|c| c.is_ascii_digit() || b" -.()".contains(c)) {
         return false;
     }
+    let groups: Vec<usize> = body.split(|c| !c.is_ascii_digit()).filter(|g| !g.is_empty()).map(<[u8]>::len).collect();
+    let dots = body.iter().filter(|c| **c == b'.').count();
+    // One dot is a decimal point (a coordinate, an amount); dots between groups are a phone number
+    // only in the North American 3-3-4 shape, not a date or a build number.
+    if dots == 1 || (dots > 1 && groups != [3, 3, 4]) {
+        return false;
+    }
     if plus {
         return (8..=15).contains(&digits);
     }
-    let groups: Vec<&[u8]> = body.split(|c| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
-    let dots = body.iter().filter(|c| **c == b'.').count();
-    let decimal = dots == 1 && body.iter().all(|c| c.is_ascii_digit() || *c == b'.');
-    (9..=15).contains(&digits) && groups.len() >= 2 && groups.iter().all(|g| g.len() >= 2) && !decimal
+    // Three groups or more (`(555) 123-4567`, `020 7946 0958`), or a trunk prefix and the number
+    // (`030 1234567`): not a code in two parts (`12345-6789`, `2024-000123`).
+    let trunk = groups.len() == 2 && body.first() == Some(&b'0') && groups[0] <= 5;
+    (10..=15).contains(&digits) && groups.iter().all(|g| *g >= 2) && (groups.len() >= 3 || trunk)
 }
 
 #[cfg(test)]
@@ -241,6 +249,16 @@ mod tests {
             "user@localhost",
             "v1.2.3",
             "1e10",
+            "-122.4194155",
+            "+12.345678",
+            "(1234567.89)",
+            "12 345 678.90",
+            "12345-6789",
+            "2024-000123",
+            "20240115-123045",
+            "2024.01.15.12",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "2024-01-15T10:00:00Z",
             "",
         ];
         for v in ordinary {

@@ -5,6 +5,8 @@
 //! the others never look.
 
 use anyhow::Context as _;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageError, LastRawMessageErrorKind};
 use backon::Retryable as _;
@@ -49,11 +51,20 @@ impl Bus {
     /// not have yet (the request then times out, on 2.9 at least). Such a stream may not answer
     /// at all for a moment either: the read is retried for a few seconds.
     pub async fn recorded_object_store(&self) -> anyhow::Result<Option<String>> {
-        let Ok(stream) = self.js.get_stream(format!("KV_{PLATFORM_KV}")).await else { return Ok(None) };
+        let stream = match self.js.get_stream(format!("KV_{PLATFORM_KV}")).await {
+            Ok(stream) => stream,
+            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {PLATFORM_KV}/{OBJECT_STORE_KEY}")),
+        };
         let subject = format!("$KV.{PLATFORM_KV}.{OBJECT_STORE_KEY}");
         let read = || stream.get_last_raw_message_by_subject(&subject);
         let absent = |e: &LastRawMessageError| e.kind() == LastRawMessageErrorKind::NoMessageFound;
         match read.retry(crate::bus::STARTUP_BACKOFF).when(|e| !absent(e)).await {
+            // A deleted or purged key leaves an empty marker: no record.
+            Ok(message) if message.payload.is_empty() => Ok(None),
             Ok(message) => Ok(Some(String::from_utf8_lossy(&message.payload).into_owned())),
             Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {PLATFORM_KV}/{OBJECT_STORE_KEY}")),
@@ -72,7 +83,9 @@ impl Bus {
                 Ok(()) => return Ok(()),
                 // Another service recorded first.
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                    self.recorded_object_store().await?.unwrap_or_else(|| ours.clone())
+                    self.recorded_object_store().await?.with_context(|| {
+                        format!("{PLATFORM_KV}/{OBJECT_STORE_KEY} was written by another service but cannot be read")
+                    })?
                 }
                 Err(e) => return Err(e).with_context(|| format!("writing {PLATFORM_KV}/{OBJECT_STORE_KEY}")),
             },

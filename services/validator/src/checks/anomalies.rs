@@ -185,7 +185,7 @@ impl Findings {
     /// for a column that holds personal data.
     pub(super) fn withhold_values(&mut self, column: &str) {
         for (kind, a) in self.by_column.get_mut(column).into_iter().flatten() {
-            if kind.is_value_check() {
+            if kind.is_value_check() || *kind == AnomalyKind::UnknownLabel {
                 a.message = format!("{kind} in {} rows (values withheld: the column holds personal data)", a.count);
             }
         }
