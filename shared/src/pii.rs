@@ -147,7 +147,7 @@ fn is_card(b: &[u8], digits: usize) -> bool {
             if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A country code, two check digits and 11 to 30 letters or digits (spaces allowed between),
