@@ -85,6 +85,31 @@ impl Detector {
     }
 }
 
+/// The shortest `MLOPS_PII_KEY` accepted, in bytes: the size of the hash itself.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Keyed hashes of values (HMAC-SHA256, in hex): what `pii: pseudonymise` makes of a column's
+/// values before anything is stored. A value always gets the same pseudonym under one key, so
+/// joins and counts still hold; without the key none can be recomputed.
+pub struct Pseudonymiser {
+    key: ring::hmac::Key,
+}
+
+impl Pseudonymiser {
+    /// A pseudonymiser with `key`, refused when shorter than [`MIN_KEY_BYTES`] (never quoting it).
+    pub fn new(key: &[u8]) -> Result<Self, String> {
+        if key.len() < MIN_KEY_BYTES {
+            return Err(format!("MLOPS_PII_KEY has {} bytes; a key needs at least {MIN_KEY_BYTES}", key.len()));
+        }
+        Ok(Self { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key) })
+    }
+
+    /// The pseudonym of `value`, trimmed as every check trims it.
+    pub fn pseudonym(&self, value: &str) -> String {
+        hex::encode(ring::hmac::sign(&self.key, value.trim().as_bytes()))
+    }
+}
+
 /// The built-in kind of a trimmed value. The cheap tests come first: most values of most columns
 /// have neither an `@` nor a digit.
 fn built_in(v: &str) -> Option<usize> {
@@ -273,6 +298,19 @@ mod tests {
         assert_eq!(d.classify_integer(4_111_111_111_111_112), None);
         assert_eq!(d.classify_integer(-4_111_111_111_111_111), None);
         assert_eq!(d.classify_integer(42), None);
+    }
+
+    #[test]
+    fn pseudonyms_are_hmac_sha256_and_a_short_key_is_refused() {
+        // RFC 4231, test case 6: a 131-byte key of 0xaa.
+        let p = Pseudonymiser::new(&[0xaa; 131]).unwrap();
+        assert_eq!(
+            p.pseudonym("Test Using Larger Than Block-Size Key - Hash Key First"),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        assert_eq!(p.pseudonym(" a@b.org "), p.pseudonym("a@b.org"));
+        let short = Pseudonymiser::new(b"secret-but-short").err().unwrap();
+        assert_eq!(short, "MLOPS_PII_KEY has 16 bytes; a key needs at least 32");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use mlops_shared::format::Format;
 use mlops_shared::ids::{PipelineName, PrefixError};
 use mlops_shared::objects::external::Location;
 use mlops_shared::objects::{ObjectError, Objects, StageError, Staged, Stager};
+use mlops_shared::pii::Pseudonymiser;
 use mlops_shared::service::Service;
 use mlops_shared::spec::{Environment, Origin, SpecStore};
 use tokio::net::TcpListener;
@@ -55,6 +56,10 @@ pub struct Config {
     /// the provider's usual environment variables.
     #[arg(long = "allowed-uri", env = "MLOPS_INGEST_ALLOWED_URIS", value_delimiter = ',')]
     pub allowed_uris: Vec<String>,
+    /// The key of `pii: pseudonymise` (HMAC-SHA256, at least 32 bytes): a column declared so has
+    /// its values replaced by keyed hashes before anything is stored. Never printed.
+    #[arg(long, env = "MLOPS_PII_KEY", hide_env_values = true)]
+    pub pii_key: Option<String>,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -111,6 +116,8 @@ struct Ingest {
     allowed_uris: Vec<String>,
     /// Where arriving data is staged (as anonymous files) on its way to the object store.
     staging: PathBuf,
+    /// The keyed hash of `pii: pseudonymise`, when `MLOPS_PII_KEY` is set.
+    pseudonymiser: Option<Arc<Pseudonymiser>>,
 }
 
 /// Runs ingest until `shutdown` fires.
@@ -123,6 +130,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .map(|d| d.canonicalize().with_context(|| format!("allowed directory {}", d.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let allowed_uris = lake::allowed_prefixes(&config.allowed_uris).map_err(anyhow::Error::msg)?;
+    let pseudonymiser = config.pii_key.as_deref().map(|k| Pseudonymiser::new(k.as_bytes()).map(Arc::new));
+    let pseudonymiser = pseudonymiser.transpose().map_err(anyhow::Error::msg)?;
     let mut service = Service::start("ingest", &config.nats, &config.tls, &shutdown).await?;
     let bus = service.bus.clone();
     let ingest = Arc::new(Ingest {
@@ -135,6 +144,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         allowed_dirs,
         allowed_uris,
         staging: config.data_dir.clone(),
+        pseudonymiser,
     });
     let arrived = ConsumerSpec::events::<pb::DataArrived>("ingest-arrived");
     service.consume(arrived, ingest.clone(), |i, e| async move { Ok(i.on_arrived(e).await?) });
@@ -191,6 +201,14 @@ impl Ingest {
             return Err(IngestError::BadInput("the dataset is empty (0 bytes)".into()));
         }
         let (validation_hash, environment) = self.checks_of(name.as_str(), environment).await?;
+        let rewritten = self.pseudonymise(name.as_str(), format, staged).await?;
+        let (staged, format, came) = match &rewritten {
+            Some((rewritten, columns)) => {
+                let source = format!("{} (pseudonymised: {})", came.source, columns.join(", "));
+                (rewritten, Format::Parquet, Provenance { source, ..came })
+            }
+            None => (staged, format, came),
+        };
         let id = staged.sha.to_string();
         let unavailable = |e: catalog::CatalogError| IngestError::Unavailable(e.into());
         let record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
@@ -233,6 +251,55 @@ impl Ingest {
         metrics::counter!("mlops_datasets_ingested_total").increment(1);
         info!(pipeline = %name, dataset = %&id[..12], bytes = record.size_bytes, "dataset ingested");
         Ok((record, Arrival::New))
+    }
+
+    /// The staged data rewritten as Parquet with the columns its spec pseudonymises replaced by
+    /// their keyed hashes, and those columns; `None` when it pseudonymises none. The data as it
+    /// came stays in its anonymous staging file, gone when it is dropped: it is never stored.
+    async fn pseudonymise(
+        &self,
+        name: &str,
+        format: Format,
+        staged: &Staged,
+    ) -> Result<Option<(Staged, Vec<String>)>, IngestError> {
+        let spec = self.specs.get(name).await.map_err(|e| IngestError::Unavailable(anyhow::anyhow!("{e}")))?;
+        let Some(spec) = spec else { return Ok(None) };
+        let columns: Vec<String> = spec.pseudonymised().into_iter().map(str::to_owned).collect();
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let Some(pseudonymiser) = self.pseudonymiser.clone() else {
+            return Err(IngestError::BadInput(format!(
+                "pipeline `{name}` pseudonymises `{}` (pii: pseudonymise), but MLOPS_PII_KEY is not set on ingest: \
+                 nothing was stored",
+                columns.join("`, `")
+            )));
+        };
+        let unavailable = |e: std::io::Error| IngestError::Unavailable(e.into());
+        let source = staged.file.try_clone().map_err(unavailable)?;
+        let mut out = tempfile::tempfile_in(&self.staging).map_err(unavailable)?;
+        let (names, file) = (columns.clone(), format!("data.{}", format.as_str()));
+        let out = off_runtime(move || {
+            use std::io::Seek as _;
+            let io = |e: std::io::Error| IngestError::Unavailable(e.into());
+            let unreadable = |e: mlops_data::DataError| {
+                IngestError::BadInput(format!("the data could not be read to pseudonymise it: {e}"))
+            };
+            let mut source = source;
+            source.rewind().map_err(io)?;
+            let batches = mlops_data::open(mlops_data::Source::File(source), &file, &mlops_data::Limits::default())
+                .map_err(unreadable)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            mlops_data::pseudonymise_to_parquet(batches, &names, |v| pseudonymiser.pseudonym(v), &mut out)
+                .map_err(unreadable)?;
+            out.rewind().map_err(io)?;
+            Ok::<_, IngestError>(out)
+        })
+        .await?;
+        let mut stager = self.stager()?;
+        stager.copy_from(tokio::fs::File::from_std(out)).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        let rewritten = stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        Ok(Some((rewritten, columns)))
     }
 
     /// What data arriving under `name` is judged by (the validation hash of its pipeline's spec, or

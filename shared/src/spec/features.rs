@@ -77,6 +77,10 @@ pub enum PiiPolicy {
     Forbid,
     /// Personal data in the column is admitted, for the column's `purpose`.
     Allow,
+    /// Ingest replaces the column's values by keyed hashes ([`crate::pii::Pseudonymiser`])
+    /// before anything is stored: for a checked column, not a feature.
+    #[serde(alias = "pseudonymize")]
+    Pseudonymise,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,10 +221,13 @@ impl FeatureSpec {
             (Some(PiiPolicy::Allow), None | Some("")) => {
                 return bad(format!("{at}: `pii: allow` needs a `purpose` saying why the personal data is processed"));
             }
-            (None | Some(PiiPolicy::Forbid), Some(_)) => {
+            (None | Some(PiiPolicy::Forbid | PiiPolicy::Pseudonymise), Some(_)) => {
                 return bad(format!("{at}: `purpose` goes with `pii: allow`"));
             }
             _ => {}
+        }
+        if self.pii == Some(PiiPolicy::Pseudonymise) {
+            self.check_pseudonymised(section, &at)?;
         }
         if self.max_drift.is_some() {
             return bad(format!(
@@ -231,6 +238,28 @@ impl FeatureSpec {
             FeatureKind::Numeric => self.check_numeric(&at),
             FeatureKind::Categorical => self.check_categorical(section, &at),
         }
+    }
+
+    /// A column whose values become keyed hashes: checked, never a model input (serving would see
+    /// the raw values), text, with no domain or pattern the hashes could match.
+    fn check_pseudonymised(&self, section: &str, at: &str) -> Result<(), SpecError> {
+        if section == "features" {
+            return bad(format!(
+                "{at}: `pii: pseudonymise` is for `columns`: a feature's values reach the model when it serves, \
+                 where they are not pseudonymised"
+            ));
+        }
+        if self.kind != FeatureKind::Categorical {
+            return bad(format!(
+                "{at}: `pii: pseudonymise` needs a categorical column: its values become keyed hashes"
+            ));
+        }
+        if !self.categories.is_empty() || self.regex.is_some() {
+            return bad(format!(
+                "{at}: a pseudonymised column's values become keyed hashes: no `categories` or `regex`"
+            ));
+        }
+        Ok(())
     }
 
     /// A numeric column, named `at` in messages: no categorical keys, and bounds in order.

@@ -143,6 +143,11 @@ impl PipelineSpec {
         Ok(spec)
     }
 
+    /// The columns whose values ingest replaces by keyed hashes (`pii: pseudonymise`).
+    pub fn pseudonymised(&self) -> Vec<&str> {
+        self.columns.iter().filter(|c| c.pii == Some(PiiPolicy::Pseudonymise)).map(|c| c.name.as_str()).collect()
+    }
+
     /// Refuses personal data in a declared domain: when a spec is applied (read from YAML), not
     /// when a stored one is read, so that a spec stored before the detectors knew a kind still
     /// loads.
@@ -383,9 +388,18 @@ gates:
                 format!("{SPEC}columns: [{{name: email, type: categorical, pii: forbid, purpose: x}}]\n"),
                 "columns.email: `purpose` goes with `pii: allow`",
             ),
+            (format!("{SPEC}columns: [{{name: email, type: categorical, pii: mask}}]\n"), "unknown variant `mask`"),
             (
-                format!("{SPEC}columns: [{{name: email, type: categorical, pii: pseudonymize}}]\n"),
-                "unknown variant `pseudonymize`",
+                SPEC.replace("categories: [monthly, yearly]", "categories: [monthly, yearly], pii: pseudonymise"),
+                "features.contract: `pii: pseudonymise` is for `columns`",
+            ),
+            (
+                format!("{SPEC}columns: [{{name: email, type: categorical, categories: [a], pii: pseudonymise}}]\n"),
+                "columns.email: a pseudonymised column's values become keyed hashes",
+            ),
+            (
+                format!("{SPEC}columns: [{{name: n, type: numeric, pii: pseudonymize}}]\n"),
+                "columns.n: `pii: pseudonymise` needs a categorical column",
             ),
             (
                 format!("{SPEC}validation: {{personal_data: {{national_ids: {{fr_insee: \"[0-9\"}}}}}}\n"),

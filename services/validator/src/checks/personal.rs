@@ -138,6 +138,13 @@ pub(super) fn judge(found: &mut Findings, scans: Vec<Scan<'_>>, detector: &Detec
             (Some(_), Some(PiiPolicy::Forbid)) => {
                 (true, format!("holds personal data ({held}), which its `pii: forbid` refuses"))
             }
+            (Some(_), Some(PiiPolicy::Pseudonymise)) => (
+                true,
+                format!(
+                    "holds personal data ({held}) although its `pii: pseudonymise` has ingest replace the values \
+                     before they are stored: this version was stored before the spec said so; send the data again"
+                ),
+            ),
             (Some(f), Some(PiiPolicy::Allow)) => (
                 false,
                 format!("holds personal data ({held}), allowed for: {}", f.purpose.as_deref().unwrap_or_default()),
