@@ -99,7 +99,8 @@ impl Service {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let tls = tls.server_config()?;
-        let mut bus = Bus::connect(nats, name, shutdown).await?;
+        // Checked against the record once, after provisioning, rather than also on connecting.
+        let mut bus = Bus::connect_unchecked(nats, name, shutdown).await?;
         bus.provision(nats.replicas).await?;
         bus.agree_on_object_store(true).await?;
         Ok(Self {

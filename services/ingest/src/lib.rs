@@ -200,8 +200,8 @@ impl Ingest {
         if staged.size == 0 {
             return Err(IngestError::BadInput("the dataset is empty (0 bytes)".into()));
         }
-        let (validation_hash, environment) = self.checks_of(name.as_str(), environment).await?;
-        let rewritten = self.pseudonymise(name.as_str(), format, staged).await?;
+        let Checks { validation_hash, environment, pseudonymised } = self.checks_of(name.as_str(), environment).await?;
+        let rewritten = self.pseudonymise(name.as_str(), pseudonymised, format, staged).await?;
         let (staged, format, came) = match &rewritten {
             Some((rewritten, columns)) => {
                 let source = format!("{} (pseudonymised: {})", came.source, columns.join(", "));
@@ -253,18 +253,16 @@ impl Ingest {
         Ok((record, Arrival::New))
     }
 
-    /// The staged data rewritten as Parquet with the columns its spec pseudonymises replaced by
-    /// their keyed hashes, and those columns; `None` when it pseudonymises none. The data as it
-    /// came stays in its anonymous staging file, gone when it is dropped: it is never stored.
+    /// The staged data rewritten as Parquet with `columns` (those pipeline `name` pseudonymises)
+    /// replaced by their keyed hashes, and those columns; `None` when there are none. The data as
+    /// it came stays in its anonymous staging file, gone when it is dropped: it is never stored.
     async fn pseudonymise(
         &self,
         name: &str,
+        columns: Vec<String>,
         format: Format,
         staged: &Staged,
     ) -> Result<Option<(Staged, Vec<String>)>, IngestError> {
-        let spec = self.specs.get(name).await.map_err(|e| IngestError::Unavailable(anyhow::anyhow!("{e}")))?;
-        let Some(spec) = spec else { return Ok(None) };
-        let columns: Vec<String> = spec.pseudonymised().into_iter().map(str::to_owned).collect();
         if columns.is_empty() {
             return Ok(None);
         }
@@ -302,10 +300,10 @@ impl Ingest {
         Ok(Some((rewritten, columns)))
     }
 
-    /// What data arriving under `name` is judged by (the validation hash of its pipeline's spec, or
-    /// its feature view's hash) and in which environment: a feature view's batches are always
-    /// `features`, which a pipeline's may not claim.
-    async fn checks_of(&self, name: &str, environment: Environment) -> Result<(String, Environment), IngestError> {
+    /// What data arriving under `name` is judged by, from one read of its pipeline's spec (or its
+    /// feature view's): a feature view's batches are always `features`, which a pipeline's may not
+    /// claim.
+    async fn checks_of(&self, name: &str, environment: Environment) -> Result<Checks, IngestError> {
         let unavailable = |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("{e}"));
         if let Some(spec) = self.specs.get(name).await.map_err(|e| unavailable(&e))? {
             if environment == Environment::Features {
@@ -313,10 +311,13 @@ impl Ingest {
                     "environment `features` is for feature views' batches; `{name}` is a pipeline"
                 )));
             }
-            return Ok((spec.validation_hash(), environment));
+            let pseudonymised = spec.pseudonymised().into_iter().map(str::to_owned).collect();
+            return Ok(Checks { validation_hash: spec.validation_hash(), environment, pseudonymised });
         }
         match self.features.view(name).await.map_err(|e| unavailable(&e))? {
-            Some(view) => Ok((view.hash(), Environment::Features)),
+            Some(view) => {
+                Ok(Checks { validation_hash: view.hash(), environment: Environment::Features, pseudonymised: vec![] })
+            }
             None => Err(IngestError::UnknownPipeline(name.to_owned())),
         }
     }
@@ -566,6 +567,15 @@ impl Ingest {
             }
         }
     }
+}
+
+/// What data arriving under a pipeline or feature view is judged by.
+struct Checks {
+    /// The spec's validation hash, or the view's hash.
+    validation_hash: String,
+    environment: Environment,
+    /// The columns ingest replaces by keyed hashes (`pii: pseudonymise`).
+    pseudonymised: Vec<String>,
 }
 
 /// Where arriving data came from: the source's words, how it came, and (for a feedback version)

@@ -9,7 +9,7 @@ use mlops_proto as pb;
 use mlops_shared::spec::{PipelineSpec, Severity};
 
 /// How many example row numbers an anomaly keeps.
-const EXAMPLES: usize = 5;
+pub(super) const EXAMPLES: usize = 5;
 
 /// The kind of an anomaly. [`AnomalyKind::as_str`] is what the protobuf `Anomaly.kind` field and
 /// the reports carry.

@@ -13,10 +13,7 @@ use mlops_proto as pb;
 use mlops_shared::pii::Detector;
 use mlops_shared::spec::{FeatureSpec, PiiPolicy, PipelineSpec};
 
-use super::anomalies::{AnomalyKind, Findings};
-
-/// How many example row numbers a finding keeps.
-const EXAMPLES: usize = 5;
+use super::anomalies::{AnomalyKind, EXAMPLES, Findings};
 
 /// One column's classed values so far. Narrower integers than 64 bits are not classed: they are
 /// too short for a card number.
