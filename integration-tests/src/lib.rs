@@ -200,15 +200,30 @@ impl TestApp {
         .await
         .unwrap_or_else(|| panic!("no ordered consumer within 30 s: {}", last.lock().unwrap()));
         let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return out;
+        }
+        // Read to the last message, whatever pauses or errors the ordered consumer meets on the
+        // way (it recreates itself after a missed heartbeat, as after a cluster restart): a
+        // partial read would look like lost messages.
         let mut messages = consumer.messages().await.expect("messages");
-        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
-            let left = m.info().map(|i| i.pending).unwrap_or(0);
-            out.push(m);
-            if left == 0 {
-                break;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(Ok(m))) => {
+                    let left = m.info().map(|i| i.pending).unwrap_or(0);
+                    out.push(m);
+                    if left == 0 {
+                        return out;
+                    }
+                }
+                Ok(Some(Err(e))) => *last.lock().unwrap() = e.to_string(),
+                Ok(None) => panic!("the ordered consumer on {filter} ended after {} messages", out.len()),
+                Err(_) => {
+                    panic!("read {} messages of {filter}, not all, within 60 s: {}", out.len(), last.lock().unwrap())
+                }
             }
         }
-        out
     }
 
     /// The predictions logged for `pipeline` in `MLOPS_PREDICTIONS` (messages hold batches of
@@ -500,14 +515,17 @@ pub async fn bus_at(url: &str) -> mlops_shared::bus::Bus {
 /// `/metrics`): each one, even of a job trained before, where the event stream keeps one
 /// `model.trained` per job however often it is published.
 pub async fn trainings_run(url: &str) -> u64 {
+    metric_total(url, "mlops_training_seconds_count").await
+}
+
+/// The sum of the Prometheus series named `name` (any labels) on the service at `url`'s
+/// `/metrics`: 0 while none was recorded.
+pub async fn metric_total(url: &str, name: &str) -> u64 {
     let metrics = client::http_client().expect("an HTTP client").get(format!("{url}/metrics")).send().await;
     let metrics = metrics.and_then(|r| r.error_for_status()).unwrap_or_else(|e| panic!("{url}/metrics: {e}"));
     let metrics = metrics.text().await.expect("the metrics' text");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("mlops_training_seconds_count"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    let series = |l: &&str| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{']));
+    metrics.lines().filter(series).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>() as u64
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mlops_integration_tests::cluster::{NatsCluster, PLATFORM_STREAMS, replication, wait_all_current};
-use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use mlops_integration_tests::{TestApp, client, metric_total, rows_json, sample, wait_until};
 use sample::Variant;
 
 const T: Duration = Duration::from_secs(180);
@@ -139,7 +139,16 @@ async fn a_rolling_restart_under_prediction_load_fails_no_prediction() {
     })
     .await;
     let now = app.logged_predictions("churn").await;
-    assert_eq!(logged, Some(expected), "{} prediction logs stored, {expected} expected", now.len());
+    if logged != Some(expected) {
+        let (dropped, retried) = (
+            metric_total(&deployer, "mlops_prediction_log_dropped_total").await,
+            metric_total(&deployer, "mlops_prediction_log_retried_total").await,
+        );
+        panic!(
+            "{} prediction logs stored, {expected} expected; the deployer dropped {dropped}, retried {retried}",
+            now.len()
+        );
+    }
     let ids: std::collections::HashSet<_> = now.iter().map(|p| p.prediction_id.as_str()).collect();
     assert_eq!(ids.len(), now.len(), "a prediction was logged twice");
 
