@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use mlops_proto as pb;
-use mlops_shared::spec::PipelineSpec;
+use mlops_shared::spec::{BUSINESS_VALUE, PipelineSpec};
 
 /// What a card is made from.
 pub struct CardInput {
@@ -26,6 +26,11 @@ enum Block {
     Table {
         header: Vec<String>,
         rows: Vec<Vec<String>>,
+    },
+    /// A chart: drawn as SVG in HTML, given as `fallback`'s table in Markdown.
+    Chart {
+        svg: String,
+        fallback: Box<Block>,
     },
 }
 
@@ -61,6 +66,7 @@ impl Card {
         let sections = [
             Some(details(input)),
             Some(metrics(input)),
+            business(input),
             slices(input),
             Some(gate_decision(v)),
             Some(lineage(input)),
@@ -79,7 +85,12 @@ impl Card {
         for s in &self.sections {
             let _ = write!(out, "\n## {}\n", s.heading);
             for b in &s.blocks {
+                let b = match b {
+                    Block::Chart { fallback, .. } => fallback,
+                    b => b,
+                };
                 match b {
+                    Block::Chart { .. } => {}
                     Block::Text(t) => {
                         let _ = write!(out, "\n{t}\n");
                     }
@@ -117,6 +128,7 @@ impl Card {
             let _ = writeln!(out, "<h2>{}</h2>", escape(&s.heading));
             for b in &s.blocks {
                 match b {
+                    Block::Chart { svg, .. } => out.push_str(svg),
                     Block::Text(t) => {
                         let _ = writeln!(out, "<p>{}</p>", bold(&escape(t)));
                     }
@@ -253,6 +265,109 @@ fn metrics(input: &CardInput) -> Section {
     }
     blocks.push(Block::Table { header, rows });
     Section { heading: "Metrics".into(), blocks }
+}
+
+/// What the model's decisions are worth, when the spec prices them: the threshold the trainer
+/// chose, the mean value of a decision there beside production's on the same rows, and the value
+/// over every threshold.
+fn business(input: &CardInput) -> Option<Section> {
+    let (v, b) = (&input.version, input.version.business.as_ref()?);
+    let value = |m: &Option<pb::Metrics>| m.as_ref().and_then(|m| m.values.get(BUSINESS_VALUE)).copied();
+    let t = &input.spec.target;
+    let mut facts = Vec::new();
+    if let Some(m) = input.spec.business.map(|b| b.value) {
+        facts.push(("Value of a decision".to_owned(), format!("tp {}, fp {}, fn {}, tn {}", m.tp, m.fp, m.fn_, m.tn)));
+    }
+    facts.push((
+        "Decision threshold".to_owned(),
+        format!("{:.4}: a score at or above it is labelled `{}`, below it `{}`", b.threshold, t.positive, t.negative),
+    ));
+    facts.push(("Mean value per decision, holdout".to_owned(), format!("{:.4}", b.value)));
+    if let Some(p) = value(&v.production_metrics) {
+        facts.push((format!("Production v{} on the same rows", v.compared_with_version), format!("{p:.4}")));
+    }
+    if let Some(n) = value(&v.newest_metrics) {
+        facts.push(("Newest data".to_owned(), format!("{n:.4}")));
+    }
+    let every_tenth = b.curve.iter().enumerate().filter(|(k, _)| k % 10 == 0);
+    let rows = every_tenth.map(|(k, v)| vec![format!("{:.1}", k as f64 / 100.0), format!("{v:.4}")]).collect();
+    let fallback = Block::Table { header: strings(["Threshold", "Mean value per decision"]), rows };
+    let blocks = vec![
+        Block::Facts(facts),
+        Block::Text("The mean value of a decision on the holdout at each threshold:".into()),
+        Block::Chart { svg: value_chart(&b.curve, b.threshold), fallback: Box::new(fallback) },
+    ];
+    Some(Section { heading: "Business value".into(), blocks })
+}
+
+/// The value curve (`curve[k]` at threshold `k / (len - 1)`) as an SVG line chart, the chosen
+/// threshold marked.
+fn value_chart(curve: &[f64], chosen: f64) -> String {
+    const W: f64 = 480.0;
+    const H: f64 = 240.0;
+    const PAD: f64 = 48.0;
+    let finite = || curve.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = (finite().fold(0.0_f64, f64::min), finite().fold(0.0_f64, f64::max));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let steps = curve.len().saturating_sub(1).max(1) as f64;
+    let x = |t: f64| PAD + t.clamp(0.0, 1.0) * (W - 2.0 * PAD);
+    let y = |v: f64| H - PAD + (lo - v) / span * (H - 2.0 * PAD);
+    let points: Vec<String> = curve
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(k, &v)| format!("{:.1},{:.1}", x(k as f64 / steps), y(v)))
+        .collect();
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" \
+         role=\"img\" aria-label=\"mean value per decision by threshold\" font-size=\"11\">\n"
+    );
+    let (left, right, top, bottom) = (x(0.0), x(1.0), y(hi), y(lo));
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{left}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"#ccc\"/>",
+        right - left,
+        bottom - top
+    );
+    if lo < 0.0 && hi > 0.0 {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" y1=\"{0:.1}\" x2=\"{right}\" y2=\"{0:.1}\" stroke=\"#999\" stroke-dasharray=\"2 2\"/>",
+            y(0.0)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>",
+        points.join(" ")
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{0:.1}\" y1=\"{top:.1}\" x2=\"{0:.1}\" y2=\"{bottom:.1}\" stroke=\"#b00\"/>",
+        x(chosen)
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#b00\">threshold {chosen:.3}</text>",
+        x(chosen) + 4.0,
+        top + 12.0
+    );
+    for (t, anchor) in [(0.0, "start"), (0.5, "middle"), (1.0, "end")] {
+        let _ =
+            writeln!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{t:.1}</text>", x(t), bottom + 14.0);
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">decision threshold</text>",
+        x(0.5),
+        H - 8.0
+    );
+    for v in [lo, hi] {
+        let _ =
+            writeln!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>", left - 4.0, y(v) + 4.0);
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 /// The holdout's metrics per slice, when the spec names slices.
@@ -466,6 +581,37 @@ mod tests {
         assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
         assert!(html.contains("<td class=\"FAIL\">FAIL</td>") && html.contains("FAILS &lt;b&gt;"), "{html}");
         assert!(html.contains("Operator decision: <b>approved</b> by ana"), "{html}");
+    }
+
+    #[test]
+    fn a_priced_model_shows_its_threshold_value_and_curve() {
+        let mut input = input();
+        input.spec = PipelineSpec::from_yaml(&format!(
+            "{}business: {{value: {{tp: 100, fp: -20, fn: -100, tn: 0}}}}\n",
+            crate::EXAMPLE_SPEC
+        ))
+        .unwrap();
+        let curve: Vec<f64> = (0..=100).map(|k| 0.0 - ((k as f64 - 30.0) / 10.0).powi(2)).collect();
+        input.version.business = Some(pb::BusinessDecision { threshold: 0.3, value: 0.0, curve });
+        input.version.production_metrics.as_mut().unwrap().values.insert(BUSINESS_VALUE.into(), -2.5);
+        let card = Card::new(&input);
+        let md = card.markdown();
+        for expected in [
+            "## Business value",
+            "- **Value of a decision:** tp 100, fp -20, fn -100, tn 0",
+            "- **Decision threshold:** 0.3000: a score at or above it is labelled `1`, below it `0`",
+            "- **Production v2 on the same rows:** -2.5000",
+            "| 0.3 | 0.0000 |",
+            "| 1.0 | -49.0000 |",
+        ] {
+            assert!(md.contains(expected), "{expected:?} not in\n{md}");
+        }
+        assert!(!md.contains("<svg"), "{md}");
+        let html = card.html();
+        let svg = &html[html.find("<svg").expect("a chart")..html.find("</svg>").expect("a closed chart")];
+        let points = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert_eq!(points.split(' ').count(), 101, "{svg}");
+        assert!(svg.contains("threshold 0.300"), "{svg}");
     }
 
     #[test]

@@ -384,3 +384,91 @@ async fn a_stalled_pipeline_with_a_full_queue_holds_up_no_other() {
     assert!(dropped.is_some_and(|d| (50.0..=55.0).contains(&d)), "{metrics}");
     assert!(!metrics.contains("mlops_monitor_window_dropped_total{pipeline=\"churn\"}"), "{metrics}");
 }
+
+/// `business.value` end to end: the trainer picks the threshold that maximises the value of a
+/// decision on the holdout (misses cost five times a false alarm, so it lies under 0.5), the gate
+/// judges `business_value` and `model.evaluated` carries it, the served label follows the
+/// threshold, the monitor prices the decisions served once their labels arrive and alerts under
+/// the floor, and the model card draws the value curve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_realised_value() {
+    use mlops_shared::spec::{BUSINESS_VALUE, ValueMatrix};
+    let app = TestApp::start().await;
+    let priced = mlops_cli::EXAMPLE_SPEC
+        .replace("  - {metric: accuracy, min: 0.65}\n", "  - {metric: business_value, min: 0}\n")
+        .replace(
+            "  cooldown_secs: 3600\n",
+            "  cooldown_secs: 3600\n  performance: {metric: business_value, min: 90, window: 50}\n",
+        )
+        + "business:\n  value: {tp: 100, fp: -20, fn: -100, tn: 0}\n";
+    let matrix = ValueMatrix { tp: 100.0, fp: -20.0, fn_: -100.0, tn: 0.0 };
+    app.apply(&priced).await;
+    app.upload("churn", &sample::csv(2000, 301, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+
+    // The threshold, the value at it and the curve, in the registry as the trainer chose them.
+    let v1 = client::models(&app.stack.url("registry"), "churn").await.unwrap().remove(0);
+    let decision = v1.business.clone().expect("a priced model records its decision");
+    let holdout = v1.holdout_metrics.clone().unwrap_or_default();
+    assert_eq!(holdout.values.get(BUSINESS_VALUE), Some(&decision.value), "{holdout:?}");
+    assert_eq!(decision.curve.len(), 101);
+    assert!(decision.threshold > 0.0 && decision.threshold < 0.5, "{decision:?}");
+    let best = decision.curve.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert!(decision.value >= best, "the chosen threshold is worth less than a point of the curve: {decision:?}");
+    let trained = app.wait_event("model.trained", T, |_| true).await;
+    assert!(trained.summary.contains(&format!("decides at {:.3}", decision.threshold)), "{}", trained.summary);
+    eprintln!("{}", trained.summary);
+    // The gate judged it, and the event says so.
+    let evaluated = app
+        .seen()
+        .into_iter()
+        .find_map(|s| match s.payload {
+            Decoded::Evaluated(e) if e.version == 1 => Some(e),
+            _ => None,
+        })
+        .expect("model.evaluated");
+    let candidate = evaluated.candidate_metrics.unwrap_or_default();
+    assert_eq!(candidate.values.get(BUSINESS_VALUE), Some(&decision.value), "{candidate:?}");
+    let gate = evaluated.checks.iter().find(|c| c.name.starts_with("business_value >= 0")).expect("a value gate");
+    assert!(gate.passed, "{gate:?}");
+
+    // The served label follows the threshold, not 0.5.
+    let customers = sample::customers(120, 302, Variant::Normal);
+    let mut served = Vec::new();
+    for chunk in customers.chunks(40) {
+        let body = client::predict(&app.stack.url("deployer"), "churn", &rows_json(chunk)).await.unwrap();
+        let output = |name: &str| {
+            let o = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap();
+            o["data"].as_array().unwrap().clone()
+        };
+        let (ids, scores, labels) = (output("prediction_id"), output("probability"), output("label"));
+        for ((id, score), label) in ids.iter().zip(&scores).zip(&labels) {
+            served.push((id.as_str().unwrap().to_owned(), score.as_f64().unwrap(), label.as_str().unwrap() == "1"));
+        }
+    }
+    for (id, score, positive) in &served {
+        assert_eq!(*positive, *score >= decision.threshold, "{id}: score {score}, threshold {}", decision.threshold);
+    }
+    assert!(
+        served.iter().any(|(_, s, positive)| *positive && *s < 0.5),
+        "no served score between the threshold {} and 0.5: the test proves nothing",
+        decision.threshold
+    );
+
+    // Labels arrive: the monitor prices the newest 50 decisions served, under the floor of 90.
+    let labels: Vec<(&str, &str)> =
+        served.iter().zip(&customers).map(|((id, _, _), c)| (id.as_str(), label(c))).collect();
+    publish_labels(&app, "churn", &labels).await;
+    let newest = served.iter().zip(&customers).rev().take(50);
+    let expected = newest.map(|((_, _, positive), c)| matrix.of(*positive, c.churned)).sum::<f64>() / 50.0;
+    let alert = wait_until(T, || async { degraded(&app).into_iter().next() }).await.expect("a value alert");
+    assert_eq!((alert.version, alert.metric.as_str(), alert.floor), (1, BUSINESS_VALUE, 90.0));
+    assert!((alert.value - expected).abs() < 1e-9, "realised {} expected {expected}", alert.value);
+    eprintln!("realised value of the newest 50 decisions: {expected:.2}");
+
+    // The card shows the threshold and draws the curve.
+    let (ok, html, err) = app.mlops(&["models", "card", "churn@1", "--html"]);
+    assert!(ok, "{err}");
+    assert!(html.contains("<h2>Business value</h2>") && html.contains("<svg"), "{html}");
+    assert!(html.contains(&format!("{:.4}: a score at or above it is labelled `1`", decision.threshold)), "{html}");
+}

@@ -148,8 +148,13 @@ fn trained(e: &pb::ModelTrained) -> String {
         .and_then(|m| crate::scoring::headline(|k| m.values.get(k).copied()))
         .unwrap_or(("metric", f64::NAN));
     let metric = if metric == "roc_auc" { "AUC" } else { metric };
+    let decides = e
+        .business
+        .as_ref()
+        .map(|b| format!(", decides at {:.3} (holdout value {:.2} per decision)", b.threshold, b.value))
+        .unwrap_or_default();
     format!(
-        "artifact {} by {} in {} ms, holdout {metric} {value:.3}",
+        "artifact {} by {} in {} ms, holdout {metric} {value:.3}{decides}",
         short(&e.artifact_sha256),
         e.trainer_id,
         e.training_millis

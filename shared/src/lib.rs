@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod bus;
 pub mod config;
+pub mod decision;
 pub mod describe;
 pub mod events;
 pub mod format;

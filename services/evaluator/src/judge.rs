@@ -60,6 +60,7 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
     let unreadable = |e: mlops_data::DatasetError| EvaluatorError::BadData(e.to_string());
     let m = i.candidate.manifest();
     let task = i.spec.target.task;
+    let measures = measure::Measures::new(&i.spec, m, i.champion.as_ref().map(|c| c.manifest()));
     let (frame, counts) = mlops_data::read_datasets_counted(&i.spec, &i.window).map_err(unreadable)?;
     let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
     let holdout = frame.take(&holdout_idx);
@@ -73,14 +74,14 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
             let at = measure::rows_of(&holdout_idx, &counts, *index);
             let pick = |scores: &[f64]| at.iter().map(|&r| scores[r]).collect::<Vec<_>>();
             let production = production.as_deref().map(pick);
-            Some(measure::score(task, &pick(&labels), &pick(&candidate), production.as_deref()))
+            Some(measures.score(&pick(&labels), &pick(&candidate), production.as_deref()))
         }
-        Some(Newest::After(id, bytes)) => Some(score_newest(i, &[(id.clone(), bytes.clone())])?),
+        Some(Newest::After(id, bytes)) => Some(score_newest(i, &measures, &[(id.clone(), bytes.clone())])?),
     };
     let measured = Measured {
-        holdout: measure::score(task, &labels, &candidate, production.as_deref()),
+        holdout: measures.score(&labels, &candidate, production.as_deref()),
         newest,
-        slices: measure::slices(&i.spec, &holdout, &labels, &candidate, production.as_deref()),
+        slices: measure::slices(&measures, &i.spec, &holdout, &labels, &candidate, production.as_deref()),
         min_slice_rows: i.spec.evaluation.min_slice_rows as usize,
     };
     let (mut passed, mut checks) = gate::judge(task, &i.spec.gates, &measured);
@@ -99,13 +100,17 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
 
 /// The candidate's and the champion's scores on every row of `newest` (none for a champion that
 /// cannot read it).
-fn score_newest(i: &Inputs, newest: &[(String, Vec<u8>)]) -> Result<Scored, EvaluatorError> {
+fn score_newest(
+    i: &Inputs,
+    measures: &measure::Measures,
+    newest: &[(String, Vec<u8>)],
+) -> Result<Scored, EvaluatorError> {
     let frame = mlops_data::read_datasets(&i.spec, newest).map_err(|e| EvaluatorError::BadData(e.to_string()))?;
     let labels = frame.target.clone().unwrap_or_default();
     let all: Vec<usize> = (0..frame.rows).collect();
     let rows = Rows { spec: &i.spec, datasets: newest, frame: &frame, at: &all, taken: &frame };
     let (production, _) = champion_scores(i, &rows)?;
-    Ok(measure::score(i.spec.target.task, &labels, &rows.scores(&i.candidate)?, production.as_deref()))
+    Ok(measures.score(&labels, &rows.scores(&i.candidate)?, production.as_deref()))
 }
 
 /// Rows to score: `at` of `datasets`, read under `spec` as `frame` (`taken`: those rows of it).

@@ -17,13 +17,14 @@
 use std::time::Duration;
 
 use mlops_proto as pb;
+use mlops_shared::decision::DEFAULT_THRESHOLD;
 use mlops_shared::events::Envelope;
-use mlops_shared::spec::{PipelineSpec, Task};
+use mlops_shared::spec::{BUSINESS_VALUE, PipelineSpec, Task, ValueMatrix};
 use tracing::{info, warn};
 
 use crate::Monitor;
 use crate::error::MonitorError;
-use crate::store::{AlertKind, AlertRecord, FeedbackJoin, PerformanceRecord};
+use crate::store::{AlertKind, AlertRecord, FeedbackJoin, Labelled, PerformanceRecord};
 
 /// Deliveries of a `labels.arrived` before unmatched labels are given up. (A durable consumer
 /// keeps the `max_deliver` it was created with, so this stays what it has always been.)
@@ -36,6 +37,14 @@ pub fn label_retry(wait: Duration, delivered: u64) -> Duration {
     let shares = (1u32 << (LABEL_ATTEMPTS - 1)) - 1; // 1 + 2 + 4 + 8
     wait / shares * (1u32 << delivered.clamp(1, LABEL_ATTEMPTS as u64 - 1).saturating_sub(1))
 }
+/// The mean value of the decisions served, by their labels: a decision kept before decisions
+/// were is taken as the 0.5 rule that made it.
+fn realised_value(matrix: &ValueMatrix, kept: &Labelled) -> f64 {
+    let decided = kept.positive.iter().zip(&kept.scores).map(|(d, s)| d.unwrap_or(*s >= DEFAULT_THRESHOLD));
+    let total: f64 = decided.zip(&kept.labels).map(|(d, y)| matrix.of(d, *y >= 0.5)).sum();
+    total / kept.labels.len() as f64 + 0.0
+}
+
 /// Unmatched ids named in a dead-letter reason.
 const IDS_SHOWN: usize = 5;
 
@@ -141,13 +150,19 @@ impl Monitor {
         cause: &Envelope<pb::LabelsArrived>,
     ) -> Result<(), MonitorError> {
         let Some(perf) = &spec.monitoring.performance else { return Ok(()) };
-        let (ys, scores, labelled) = self.store.labelled(pipeline, version, perf.window as usize)?;
+        let kept = self.store.labelled(pipeline, version, perf.window as usize)?;
+        let (ys, labelled) = (&kept.labels, kept.total);
         if ys.len() < perf.window as usize {
             return Ok(());
         }
-        let metrics_now = mlops_shared::scoring::for_task(spec.target.task, &ys, &scores);
+        let mut metrics_now = mlops_shared::scoring::for_task(spec.target.task, ys, &kept.scores);
+        if let Some(business) = &spec.business {
+            let realised = realised_value(&business.value, &kept);
+            metrics::gauge!("mlops_business_value_realised", "pipeline" => pipeline.to_owned()).set(realised);
+            metrics_now.insert(BUSINESS_VALUE.to_owned(), realised);
+        }
         let Some(&value) = metrics_now.get(&perf.metric) else { return Ok(()) };
-        let higher = spec.target.task.higher_is_better(&perf.metric).unwrap_or(true);
+        let higher = perf.metric == BUSINESS_VALUE || spec.target.task.higher_is_better(&perf.metric).unwrap_or(true);
         let threshold = if higher { perf.min } else { perf.max }.unwrap_or(f64::NAN);
         let now = mlops_shared::now_unix_ms();
         metrics::gauge!("mlops_label_quality", "pipeline" => pipeline.to_owned(), "metric" => perf.metric.clone())
@@ -208,6 +223,20 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn realised_value_prices_the_decisions_served_not_the_scores() {
+        let matrix = ValueMatrix { tp: 100.0, fp: -20.0, fn_: -100.0, tn: 0.0 };
+        // A positive decision under 0.5 (a low threshold), a negative one over it, and a
+        // prediction kept before decisions were, taken by the 0.5 rule.
+        let kept = Labelled {
+            labels: vec![1.0, 0.0, 1.0, 0.0],
+            scores: vec![0.3, 0.6, 0.7, 0.2],
+            positive: vec![Some(true), Some(false), None, Some(true)],
+            total: 4,
+        };
+        assert_eq!(realised_value(&matrix, &kept), (100.0 + 0.0 + 100.0 - 20.0) / 4.0);
+    }
 
     #[test]
     fn labels_wait_for_their_predictions_at_doubling_intervals_for_the_whole_wait() {

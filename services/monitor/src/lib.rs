@@ -185,12 +185,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 }
 
 /// What the label store keeps of one prediction: its inputs too when `with_inputs` (feedback).
-fn logged(p: &pb::PredictionLogged, with_inputs: bool) -> Logged {
+/// `positive` is the target's positive class, for a classifier: whether the served label was it
+/// is what the decision was.
+fn logged(p: &pb::PredictionLogged, with_inputs: bool, positive: Option<&str>) -> Logged {
     let inputs = with_inputs.then(|| Inputs {
         numeric: p.numeric.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), *v)).collect(),
         categorical: p.categorical.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     });
-    Logged { pipeline: p.pipeline.clone(), version: p.version, score: p.score, time_unix_ms: p.time_unix_ms, inputs }
+    Logged {
+        pipeline: p.pipeline.clone(),
+        version: p.version,
+        score: p.score,
+        time_unix_ms: p.time_unix_ms,
+        positive: positive.filter(|_| !p.label.is_empty()).map(|c| p.label == c),
+        inputs,
+    }
 }
 
 impl Monitor {
@@ -218,20 +227,25 @@ impl Monitor {
         for e in &batch {
             if !kept.contains_key(&e.payload.pipeline) {
                 let spec = self.specs.get(&e.payload.pipeline).await?;
-                let m = spec.map(|s| s.monitoring);
-                let keep = m.as_ref().map_or(Keep::Nothing, |m| match (&m.performance, &m.feedback) {
+                let m = spec.as_ref().map(|s| &s.monitoring);
+                let keep = m.map_or(Keep::Nothing, |m| match (&m.performance, &m.feedback) {
                     (_, Some(_)) => Keep::Inputs,
                     (Some(_), None) => Keep::Score,
                     (None, None) => Keep::Nothing,
                 });
-                kept.insert(e.payload.pipeline.clone(), keep);
+                let positive = spec
+                    .filter(|s| s.target.task == mlops_shared::spec::Task::BinaryClassification)
+                    .map(|s| s.target.positive);
+                kept.insert(e.payload.pipeline.clone(), (keep, positive));
             }
         }
         let logged: Vec<(String, Logged)> = batch
             .iter()
-            .filter(|e| kept[&e.payload.pipeline] != Keep::Nothing)
-            .flat_map(|e| e.payload.predictions.iter().map(|p| (p, kept[&e.payload.pipeline] == Keep::Inputs)))
-            .map(|(p, with_inputs)| (p.prediction_id.clone(), logged(p, with_inputs)))
+            .filter(|e| kept[&e.payload.pipeline].0 != Keep::Nothing)
+            .flat_map(|e| e.payload.predictions.iter().map(|p| (p, &kept[&e.payload.pipeline])))
+            .map(|(p, (keep, positive))| {
+                (p.prediction_id.clone(), logged(p, *keep == Keep::Inputs, positive.as_deref()))
+            })
             .collect();
         self.commit(move |store| {
             store.index_predictions(logged.iter().map(|(id, l)| (id.as_str(), l.clone())), forget_before)

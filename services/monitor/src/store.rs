@@ -19,6 +19,9 @@ const PREDICTION_TIMES: TableDefinition<(i64, &str), ()> = TableDefinition::new(
 const LABELS: TableDefinition<&str, ()> = TableDefinition::new("labels");
 /// (pipeline, version, n) -> (label, score) of the version's n-th labelled prediction.
 const LABELLED: TableDefinition<(&str, u64, u64), (f64, f64)> = TableDefinition::new("labelled");
+/// Beside `labelled`, under the same key: whether the served label was the positive class (what
+/// the decision was, whatever threshold made it).
+const DECIDED: TableDefinition<(&str, u64, u64), bool> = TableDefinition::new("decided");
 /// (pipeline, n) -> the pipeline's n-th alert.
 const ALERTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alerts");
 /// pipeline -> the newest label-quality figure.
@@ -53,6 +56,10 @@ pub struct Logged {
     pub version: u64,
     pub score: f64,
     pub time_unix_ms: i64,
+    /// Whether the served label was the positive class (a classifier's); absent in records kept
+    /// before decisions were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive: Option<bool>,
     /// Its inputs, kept only for pipelines that write feedback versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Inputs>,
@@ -66,6 +73,17 @@ pub struct Inputs {
     pub numeric: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub categorical: BTreeMap<String, String>,
+}
+
+/// Labelled predictions of one version, newest first: each one's label, score and, when it was
+/// kept, the served decision.
+#[derive(Debug, Default)]
+pub struct Labelled {
+    pub labels: Vec<f64>,
+    pub scores: Vec<f64>,
+    pub positive: Vec<Option<bool>>,
+    /// How many the version has in all.
+    pub total: u64,
 }
 
 /// A labelled prediction waiting for the next feedback version.
@@ -256,6 +274,7 @@ impl Store {
         txn.open_table(PREDICTION_TIMES)?;
         txn.open_table(LABELS)?;
         txn.open_table(LABELLED)?;
+        txn.open_table(DECIDED)?;
         txn.open_table(ALERTS)?;
         txn.open_table(PERFORMANCE)?;
         txn.open_table(FEEDBACK_WAITING)?;
@@ -370,6 +389,7 @@ impl Store {
             let predictions = txn.open_table(PREDICTIONS)?;
             let mut seen = txn.open_table(LABELS)?;
             let mut labelled = txn.open_table(LABELLED)?;
+            let mut decided = txn.open_table(DECIDED)?;
             let mut waiting = txn.open_table(FEEDBACK_WAITING)?;
             let mut next_waiting = last_key(&waiting, pipeline)? + 1;
             for (id, label) in labels {
@@ -398,6 +418,9 @@ impl Store {
                     .transpose()?
                     .map_or(0, |(k, _)| k.value().2);
                 labelled.insert((pipeline, v, n + 1), (y, logged.score))?;
+                if let Some(positive) = logged.positive {
+                    decided.insert((pipeline, v, n + 1), positive)?;
+                }
                 seen.insert(id, ())?;
                 if let (Some(f), Some(inputs)) = (feedback, logged.inputs) {
                     if f.now_ms - logged.time_unix_ms > f.max_age_ms {
@@ -542,30 +565,26 @@ impl Store {
         Ok(dropped)
     }
 
-    /// The newest `limit` labelled predictions of `pipeline` at `version` as (labels, scores),
-    /// and how many it has in all.
-    pub fn labelled(
-        &self,
-        pipeline: &str,
-        version: u64,
-        limit: usize,
-    ) -> Result<(Vec<f64>, Vec<f64>, u64), StoreError> {
+    /// The newest `limit` labelled predictions of `pipeline` at `version`, and how many it has
+    /// in all.
+    pub fn labelled(&self, pipeline: &str, version: u64, limit: usize) -> Result<Labelled, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(LABELLED)?;
-        let (mut ys, mut scores, mut total) = (Vec::new(), Vec::new(), 0);
+        let (t, decided) = (txn.open_table(LABELLED)?, txn.open_table(DECIDED)?);
+        let mut out = Labelled::default();
         for (i, kv) in t.range((pipeline, version, 0)..=(pipeline, version, u64::MAX))?.rev().enumerate() {
             let (k, v) = kv?;
             if i == 0 {
-                total = k.value().2;
+                out.total = k.value().2;
             }
             if i >= limit {
                 break;
             }
             let (y, s) = v.value();
-            ys.push(y);
-            scores.push(s);
+            out.labels.push(y);
+            out.scores.push(s);
+            out.positive.push(decided.get(k.value())?.map(|d| d.value()));
         }
-        Ok((ys, scores, total))
+        Ok(out)
     }
 
     /// Keeps the newest label-quality figure of `pipeline`.
@@ -622,6 +641,33 @@ mod tests {
     }
 
     #[test]
+    fn a_labelled_prediction_keeps_the_decision_it_was_served_with() {
+        let dir = std::env::temp_dir().join(format!("mlops-monitor-decided-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("monitor.redb");
+        let _ = std::fs::remove_file(&path);
+        let logged = |score: f64, positive: Option<bool>| Logged {
+            pipeline: "churn".into(),
+            version: 2,
+            score,
+            time_unix_ms: 1,
+            positive,
+            inputs: None,
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            let kept = [("a", logged(0.3, Some(true))), ("b", logged(0.6, Some(false))), ("c", logged(0.7, None))];
+            store.index_predictions(kept.iter().map(|(id, l)| (*id, l.clone())), 0).unwrap();
+            let read = |l: &str| l.parse::<f64>().ok();
+            store.join_labels("churn", [("a", "1"), ("b", "0"), ("c", "1")], read, None).unwrap();
+        }
+        let kept = Store::open(&path).unwrap().labelled("churn", 2, 10).unwrap();
+        assert_eq!((kept.labels, kept.scores, kept.total), (vec![1.0, 0.0, 1.0], vec![0.7, 0.6, 0.3], 3));
+        assert_eq!(kept.positive, [None, Some(false), Some(true)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_last_alert_of_each_kind_survives_a_reopen() {
         let dir = std::env::temp_dir().join(format!("mlops-monitor-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -660,6 +706,7 @@ mod tests {
             version: 1,
             score: 0.5,
             time_unix_ms: at,
+            positive: None,
             inputs: Some(Inputs { numeric: BTreeMap::from([("tenure".into(), x)]), categorical: BTreeMap::new() }),
         };
         let join = FeedbackJoin { max_age_ms: 24 * hour, now_ms: 30 * hour };

@@ -188,6 +188,7 @@ fn trained_event(m: &Manifest, artifact: &Sha256, size: usize, spec_hash: String
         reason: pb::TrainReason::Imported as i32,
         trainer_id: format!("imported by {who}"),
         training_millis: 0,
+        business: m.decision.as_ref().map(Into::into),
         // Not trained by a code step.
         ..Default::default()
     }

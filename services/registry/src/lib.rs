@@ -179,6 +179,7 @@ fn model_record(t: pb::ModelTrained) -> ModelRecord {
         code_commit: t.code_commit,
         environment: t.environment,
         program_metrics: t.program_metrics.into_iter().collect(),
+        business: t.business.map(Into::into),
     }
 }
 
@@ -332,6 +333,7 @@ impl RegistryApi {
             }),
             compared_with_version: r.evaluation.production_version,
             promoted_unix_ms: r.promoted_unix_ms,
+            business: r.business.as_ref().map(Into::into),
         })
     }
 }

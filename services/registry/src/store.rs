@@ -133,6 +133,9 @@ pub struct ModelRecord {
     pub environment: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub program_metrics: BTreeMap<String, f64>,
+    /// The threshold and value curve `business.value` chose, when the spec priced decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business: Option<mlops_shared::decision::Decision>,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -741,6 +744,7 @@ mod tests {
             code_commit: String::new(),
             environment: String::new(),
             program_metrics: BTreeMap::new(),
+            business: None,
         }
     }
 

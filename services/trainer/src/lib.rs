@@ -352,6 +352,7 @@ impl Worker {
                 values: m.metrics.clone().into_iter().collect(),
                 rows: m.holdout_rows,
             }),
+            business: m.decision.as_ref().map(Into::into),
             reason: job.reason,
             trainer_id: self.trainer_id.clone(),
             training_millis: millis,

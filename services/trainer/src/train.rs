@@ -126,7 +126,7 @@ fn train_whole(
     let labels = holdout.target.as_deref().expect("frames are read with their target");
     // What the model predicts on data it did not train on: its metrics, and the reference for
     // prediction drift.
-    artifact.manifest.record_holdout(labels, &scores);
+    artifact.manifest.record_holdout(labels, &scores, spec.business.as_ref());
     progress(Progress { stage: "done".into(), fraction: 1.0 });
     Ok(Trained { artifact })
 }
@@ -154,7 +154,7 @@ fn train_streamed(
     };
     let mut artifact = made.artifact(spec, datasets, holdout_rows);
     let (labels, scores) = stream::holdout_scores(&data, &s.held, |part| artifact.predict_frame(part))?;
-    artifact.manifest.record_holdout(&labels, &scores);
+    artifact.manifest.record_holdout(&labels, &scores, spec.business.as_ref());
     progress(Progress { stage: "done".into(), fraction: 1.0 });
     Ok(Trained { artifact })
 }
@@ -193,6 +193,7 @@ impl Made {
                 search: self.search,
                 program: None,
                 lookup: spec.lookup.clone(),
+                decision: None,
             },
             preprocessing: self.preprocessing,
             parameters: self.parameters,

@@ -109,7 +109,8 @@ impl Model for Imported {
             PredictError::Input { .. } => ModelError::BadInput(e.to_string()),
             PredictError::Runtime(_) => ModelError::Engine(e.to_string()),
         })?;
-        Ok(scores.into_iter().map(|s| Prediction::of(task, s)).collect())
+        let threshold = self.manifest.threshold();
+        Ok(scores.into_iter().map(|s| Prediction::of(task, s, threshold)).collect())
     }
 
     fn platform(&self) -> String {

@@ -86,7 +86,7 @@ pub fn import_as(
     check_answers(&model, &data.take(&sample), &sample)?;
     let scores = check_answers(&model, &holdout, &holdout_idx)?;
     drop(model);
-    onnx.manifest.record_holdout(holdout.target.as_deref().unwrap_or_default(), &scores);
+    onnx.manifest.record_holdout(holdout.target.as_deref().unwrap_or_default(), &scores, spec.business.as_ref());
     Ok(onnx)
 }
 
@@ -129,6 +129,7 @@ fn artifact(
             search: origin.search,
             program: origin.program,
             lookup: spec.lookup.clone(),
+            decision: None,
         },
         graph: graph.bytes,
         external: graph.external,

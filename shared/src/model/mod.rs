@@ -72,6 +72,10 @@ pub struct Manifest {
     /// serving fetches them from the online store for a request that carries the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup: Option<crate::spec::LookupSpec>,
+    /// The decision threshold that maximised `business.value` on the holdout, when the spec
+    /// priced decisions: the served label uses it. Without one a classifier decides at 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::decision::Decision>,
 }
 
 /// A code step's run, as its model's manifest records it.
@@ -92,11 +96,20 @@ pub struct ProgramRun {
 impl Manifest {
     /// Records the model's `scores` on its holdout rows (`labels`): the task's metrics that are
     /// finite, and the scores' distribution as the reference for prediction drift.
-    pub fn record_holdout(&mut self, labels: &[f64], scores: &[f64]) {
+    ///
+    /// With a value matrix (`business`) it also picks the decision threshold that maximises the
+    /// value on these rows, and records the value there as `business_value`.
+    pub fn record_holdout(&mut self, labels: &[f64], scores: &[f64], business: Option<&crate::spec::BusinessSpec>) {
         self.metrics = crate::scoring::for_task(self.target.task, labels, scores)
             .into_iter()
             .filter(|(_, v)| v.is_finite())
             .collect();
+        self.decision = business
+            .filter(|_| self.target.task == Task::BinaryClassification)
+            .and_then(|b| crate::decision::best(&b.value, labels, scores));
+        if let Some(d) = &self.decision {
+            self.metrics.insert(crate::spec::BUSINESS_VALUE.to_owned(), d.value);
+        }
         let predicted: Vec<Option<f64>> = scores.iter().map(|&s| Some(s)).collect();
         self.reference.prediction = Some(FeatureProfile::numeric("prediction", &predicted));
     }
@@ -297,7 +310,8 @@ impl Model for Artifact {
             }
             let raw = &mut raw[..block.len()];
             scorer.raw_block(&xs, width, raw);
-            out.extend(raw.iter().map(|&z| Prediction::of(task, link(task, z))));
+            let threshold = self.manifest.threshold();
+            out.extend(raw.iter().map(|&z| Prediction::of(task, link(task, z), threshold)));
         }
         Ok(out)
     }
@@ -309,14 +323,24 @@ pub struct Prediction {
     /// The probability of the positive class (classification), or the predicted value
     /// (regression).
     pub score: f64,
-    /// Whether `score` is at least 0.5 (always false for regression).
+    /// Whether `score` is at least the model's decision threshold (always false for
+    /// regression).
     pub positive: bool,
 }
 
 impl Prediction {
-    /// The prediction of `task` for `score`: positive when a probability is at least 0.5.
-    pub fn of(task: Task, score: f64) -> Self {
-        Self { score, positive: task == Task::BinaryClassification && score >= 0.5 }
+    /// The prediction of `task` for `score`: positive when a probability is at least
+    /// `threshold` ([`Manifest::threshold`]).
+    pub fn of(task: Task, score: f64, threshold: f64) -> Self {
+        Self { score, positive: task == Task::BinaryClassification && score >= threshold }
+    }
+}
+
+impl Manifest {
+    /// The threshold a classifier's label is decided by: the one `business.value` chose, else
+    /// 0.5.
+    pub fn threshold(&self) -> f64 {
+        self.decision.as_ref().map_or(crate::decision::DEFAULT_THRESHOLD, |d| d.threshold)
     }
 }
 
@@ -380,7 +404,7 @@ impl Artifact {
     /// Predicts from an already preprocessed feature vector.
     pub fn predict_vector(&self, x: &[f64]) -> Prediction {
         let task = self.manifest.target.task;
-        Prediction::of(task, self.parameters.score(task, x))
+        Prediction::of(task, self.parameters.score(task, x), self.manifest.threshold())
     }
 
     /// Scores every row of `frame`.
@@ -416,6 +440,7 @@ impl Artifact {
                 search: None,
                 program: None,
                 lookup: spec.lookup.clone(),
+                decision: None,
             },
             preprocessing,
             parameters: Parameters::Logistic {

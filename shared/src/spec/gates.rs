@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FeatureKind, FeatureSpec, SpecError, Task, bad, is_default};
+use super::{BusinessSpec, FeatureKind, FeatureSpec, SpecError, Task, bad, is_default};
 
 /// One quality gate on a metric (one of the task's metrics).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,17 +143,15 @@ pub struct ServingLimits {
 
 /// Checks every gate: a metric of `task`, gated once per metric and rows, with thresholds that
 /// suit the metric's direction and can be met, and slices only where `evaluation` declares them.
-pub(super) fn check(gates: &[GateSpec], task: Task, evaluation: &EvaluationSpec) -> Result<(), SpecError> {
+pub(super) fn check(
+    gates: &[GateSpec],
+    task: Task,
+    evaluation: &EvaluationSpec,
+    business: Option<&BusinessSpec>,
+) -> Result<(), SpecError> {
     let mut gated = BTreeSet::new();
     for g in gates {
-        let Some(higher) = task.higher_is_better(&g.metric) else {
-            return bad(format!(
-                "gates: `{}` is not a {} metric (known: {})",
-                g.metric,
-                task.as_str(),
-                task.metric_names()
-            ));
-        };
+        let higher = super::business::direction(task, &g.metric, business).or_else(|e| bad(format!("gates: {e}")))?;
         let at = format!("gates: the gate on `{}` ({} rows)", g.metric, g.on.as_str());
         if !gated.insert((g.metric.as_str(), g.on)) {
             return bad(format!("{at} is given twice: merge the two into one"));

@@ -2,6 +2,7 @@
 //! Written in YAML (`mlops pipeline apply spec.yaml`), checked here section by section (a module
 //! each), stored by the registry and published to the `pipelines` bucket as canonical JSON.
 
+mod business;
 mod code;
 mod deployment;
 mod features;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::PipelineName;
 
+pub use business::{BUSINESS_VALUE, BusinessSpec, ValueMatrix};
 pub use code::{CodeSpec, DEFAULT_TIMEOUT_SECS, EnvironmentSpec, MAX_MEMORY_MB, MAX_TIMEOUT_SECS, PythonEnvironment};
 pub use deployment::{CanarySpec, DeploymentSpec, Strategy};
 pub use features::{Encoding, FeatureKind, FeatureSpec, Impute, PiiPolicy, Severity, full_match};
@@ -77,6 +79,9 @@ pub struct PipelineSpec {
     /// Features looked up in feature views by entity key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup: Option<LookupSpec>,
+    /// What each decision is worth: the trainer picks the threshold that maximises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business: Option<BusinessSpec>,
     /// How long the prediction archive keeps the pipeline's predictions.
     #[serde(default, skip_serializing_if = "is_default")]
     pub audit: AuditSpec,
@@ -222,6 +227,9 @@ impl PipelineSpec {
             code: Option<CodeShape<'s>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             lookup: &'s Option<LookupSpec>,
+            /// The threshold is chosen by it: a new matrix makes a new artifact.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            business: &'s Option<BusinessSpec>,
         }
         /// What of a code step shapes its model: the bundle, how it is run and in what.
         #[derive(Serialize)]
@@ -245,6 +253,7 @@ impl PipelineSpec {
                 environment: &t.environment,
             }),
             lookup: &self.lookup,
+            business: &self.business,
         };
         crate::sha256_hex(&serde_json::to_vec(&shaping).expect("a spec always serializes"))
     }
@@ -304,14 +313,17 @@ impl PipelineSpec {
         self.training.check_algorithm(task)?;
         self.validation.check_task(task)?;
         self.training.check(task)?;
-        gates::check(&self.gates, task, &self.evaluation)?;
+        if let Some(business) = &self.business {
+            business.check(task)?;
+        }
+        gates::check(&self.gates, task, &self.evaluation, self.business.as_ref())?;
         self.evaluation.check(&self.features, task)?;
         if let Some(limits) = &self.serving_limits {
             limits.check()?;
         }
         self.deployment.check()?;
         self.validation.check()?;
-        self.monitoring.check(&self.features, task)?;
+        self.monitoring.check(&self.features, task, self.business.as_ref())?;
         if !(1..=36_500).contains(&self.audit.retention_days) {
             return bad(format!("audit.retention_days: {} is not between 1 and 36500", self.audit.retention_days));
         }
@@ -413,11 +425,46 @@ gates:
                 format!("{SPEC}validation: {{personal_data: {{min_share: 0}}}}\n"),
                 "`validation.personal_data.min_share`",
             ),
+            (
+                format!("{SPEC}business: {{value: {{tp: 0, fp: 0, fn: 0, tn: 0}}}}\n"),
+                "`business.value` cannot be maximised",
+            ),
+            (format!("{SPEC}business: {{value: {{tp: 5, fp: 1, fn: 5, tn: 1}}}}\n"), "no threshold changes the value"),
+            (format!("{SPEC}business: {{value: {{tp: .inf, fp: 0, fn: 0, tn: 0}}}}\n"), "must be finite"),
+            (format!("{SPEC}business: {{value: {{tp: 1, fp: 0, tn: 0}}}}\n"), "missing field `fn`"),
+            (SPEC.replace("roc_auc", "business_value"), "gates: `business_value` needs `business.value`"),
+            (
+                format!("{SPEC}monitoring: {{performance: {{metric: business_value, min: 0}}}}\n"),
+                "`monitoring.performance.metric`: `business_value` needs `business.value`",
+            ),
+            (
+                format!(
+                    "{}business: {{value: {{tp: 1, fp: 0, fn: 0, tn: 0}}}}\n",
+                    SPEC.replace("target: {name: churned}", "target: {name: churned, task: regression}")
+                ),
+                "needs a binary_classification target",
+            ),
         ];
         for (text, expected) in cases {
             let err = PipelineSpec::from_yaml(&text).unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in {err:?}");
         }
+    }
+
+    #[test]
+    fn a_value_matrix_allows_a_business_value_gate_and_reshapes_the_model() {
+        let priced = format!("{SPEC}business: {{value: {{tp: 100, fp: -20, fn: -100, tn: 0}}}}\n");
+        let gated = priced.replace("roc_auc, min: 0.7, max_drop: 0.01", "business_value, min: -5, max_drop: 2");
+        let watched = format!("{gated}monitoring: {{performance: {{metric: business_value, min: 5, window: 50}}}}\n");
+        let spec = PipelineSpec::from_yaml(&watched).unwrap();
+        assert_eq!(spec.business.unwrap().value.fn_, -100.0);
+        assert_eq!(spec.monitoring.performance.as_ref().unwrap().metric, BUSINESS_VALUE);
+        assert_eq!(spec.gates[0].metric, BUSINESS_VALUE);
+        let plain = PipelineSpec::from_yaml(SPEC).unwrap();
+        assert_ne!(PipelineSpec::from_yaml(&priced).unwrap().model_hash(), plain.model_hash());
+        // Read back from its canonical JSON, the spec is the same.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(PipelineSpec::from_json(json.as_bytes()).unwrap(), spec);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FeatureKind, FeatureSpec, SpecError, Task, bad};
+use super::{BusinessSpec, FeatureKind, FeatureSpec, SpecError, Task, bad};
 
 /// Drift monitoring.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,7 +219,12 @@ fn default_cooldown() -> u64 {
 impl MonitoringSpec {
     /// Checks the window and thresholds, each per-feature choice against the spec's `features`,
     /// and the quality floor against `task`.
-    pub(super) fn check(&self, features: &[FeatureSpec], task: Task) -> Result<(), SpecError> {
+    pub(super) fn check(
+        &self,
+        features: &[FeatureSpec],
+        task: Task,
+        business: Option<&BusinessSpec>,
+    ) -> Result<(), SpecError> {
         if self.window < 10 {
             return bad("`monitoring.window` must be at least 10 predictions".into());
         }
@@ -242,7 +247,7 @@ impl MonitoringSpec {
             o.check(name, f.kind, self.method)?;
         }
         if let Some(p) = &self.performance {
-            p.check(task)?;
+            p.check(task, business)?;
         }
         if let Some(f) = &self.feedback {
             f.check()?;
@@ -279,15 +284,9 @@ impl DriftOverride {
 
 impl PerformanceSpec {
     /// Checks the metric (one of `task`'s), that the limit suits its direction, and the window.
-    fn check(&self, task: Task) -> Result<(), SpecError> {
-        let Some(higher) = task.higher_is_better(&self.metric) else {
-            return bad(format!(
-                "`monitoring.performance.metric` `{}` is not a {} metric (known: {})",
-                self.metric,
-                task.as_str(),
-                task.metric_names()
-            ));
-        };
+    fn check(&self, task: Task, business: Option<&BusinessSpec>) -> Result<(), SpecError> {
+        let higher = super::business::direction(task, &self.metric, business)
+            .or_else(|e| bad(format!("`monitoring.performance.metric`: {e}")))?;
         match (higher, self.min, self.max) {
             (_, None, None) => return bad("`monitoring.performance` needs `min` or `max`".into()),
             (true, _, Some(_)) => {

@@ -174,6 +174,7 @@ impl Task {
         match metric {
             "log_loss" | "rmse" | "mae" | "mape" => (0.0, f64::INFINITY),
             "r2" => (f64::NEG_INFINITY, 1.0),
+            super::BUSINESS_VALUE => (f64::NEG_INFINITY, f64::INFINITY),
             _ => (0.0, 1.0),
         }
     }

@@ -21,11 +21,12 @@ impl Answer {
     /// The loss of this answer against `label`: 0 or 1 for a class (the model's own threshold
     /// decides), the absolute error for a value; `None` for a label the model cannot read.
     pub fn loss(&self, label: &str) -> Option<f64> {
-        let t = &self.model.artifact.manifest().target;
+        let manifest = self.model.artifact.manifest();
+        let t = &manifest.target;
         let truth = t.read_label(label)?;
         Some(match t.task {
-            // The rule the served label follows (`Artifact::predict_vector`).
-            Task::BinaryClassification => f64::from(u8::from((self.score >= 0.5) != (truth == 1.0))),
+            // The rule the served label follows (`Prediction::of`).
+            Task::BinaryClassification => f64::from(u8::from((self.score >= manifest.threshold()) != (truth == 1.0))),
             Task::Regression => (self.score - truth).abs(),
         })
     }
