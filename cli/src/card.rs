@@ -67,6 +67,7 @@ impl Card {
             Some(details(input)),
             Some(metrics(input)),
             business(input),
+            importance(input),
             slices(input),
             Some(gate_decision(v)),
             Some(lineage(input)),
@@ -300,6 +301,40 @@ fn business(input: &CardInput) -> Option<Section> {
     Some(Section { heading: "Business value".into(), blocks })
 }
 
+/// How much each feature matters to the model (permutation importance on the holdout) beside
+/// production, strongest first, and the evaluator's warnings.
+fn importance(input: &CardInput) -> Option<Section> {
+    let v = &input.version;
+    if v.importance.is_empty() {
+        return None;
+    }
+    let metric = input.spec.target.task.default_metric();
+    let mut order: Vec<&pb::FeatureImportance> = v.importance.iter().collect();
+    order.sort_by(|a, b| b.candidate.total_cmp(&a.candidate));
+    let mut header = strings(["Feature", "This model"]);
+    let production = v.importance.iter().any(|i| i.production.is_some());
+    if production {
+        header.push(format!("Production v{}", v.compared_with_version));
+    }
+    let rows = order
+        .iter()
+        .map(|i| {
+            let mut row = vec![i.feature.clone(), format!("{:.4}", i.candidate)];
+            if production {
+                row.push(i.production.map_or_else(|| "–".to_owned(), |p| format!("{p:.4}")));
+            }
+            row
+        })
+        .collect();
+    let mut blocks = vec![Block::Text(format!(
+        "How much `{metric}` on the holdout worsens when a feature's values are shuffled among the rows: the more, \
+         the more the model relies on the feature."
+    ))];
+    blocks.push(Block::Table { header, rows });
+    blocks.extend(v.evaluation_warnings.iter().map(|w| Block::Text(format!("**Warning:** {w}"))));
+    Some(Section { heading: "Feature importance".into(), blocks })
+}
+
 /// The value curve (`curve[k]` at threshold `k / (len - 1)`) as an SVG line chart, the chosen
 /// threshold marked.
 fn value_chart(curve: &[f64], chosen: f64) -> String {
@@ -511,10 +546,11 @@ fn training_data(input: &CardInput) -> Section {
                         c.top_categories.iter().take(4).map(|t| format!("{} {}", t.value, t.count)).collect();
                     format!("{} distinct: {}", c.distinct, top.join(", "))
                 };
-                vec![c.name.clone(), c.kind.clone(), format!("{:.1} %", missing * 100.0), summary]
+                let power = c.power.map_or_else(|| "–".to_owned(), |p| format!("{p:.3}"));
+                vec![c.name.clone(), c.kind.clone(), format!("{:.1} %", missing * 100.0), power, summary]
             })
             .collect();
-        blocks.push(Block::Table { header: strings(["Column", "Kind", "Missing", "Summary"]), rows });
+        blocks.push(Block::Table { header: strings(["Column", "Kind", "Missing", "Power alone", "Summary"]), rows });
     }
     Section { heading: "Training data".into(), blocks }
 }
@@ -581,6 +617,26 @@ mod tests {
         assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
         assert!(html.contains("<td class=\"FAIL\">FAIL</td>") && html.contains("FAILS &lt;b&gt;"), "{html}");
         assert!(html.contains("Operator decision: <b>approved</b> by ana"), "{html}");
+    }
+
+    #[test]
+    fn feature_importance_is_listed_strongest_first_with_the_warnings() {
+        let mut input = input();
+        let at = |feature: &str, candidate: f64, production: f64| pb::FeatureImportance {
+            feature: feature.into(),
+            candidate,
+            production: Some(production),
+        };
+        input.version.importance =
+            vec![at("age", 0.01, 0.01), at("tenure_months", 0.02, 0.2), at("contract", 0.12, 0.1)];
+        input.version.evaluation_warnings = vec!["feature `tenure_months` matters much less".into()];
+        let md = Card::new(&input).markdown();
+        let table = md.find("| Feature | This model | Production v2 |").expect("an importance table");
+        let (contract, tenure) =
+            (md.find("| contract | 0.1200 | 0.1000 |").unwrap(), md.find("| tenure_months |").unwrap());
+        assert!(table < contract && contract < tenure, "{md}");
+        assert!(md.contains("**Warning:** feature `tenure_months` matters much less"), "{md}");
+        assert!(md.contains("How much `roc_auc` on the holdout worsens"), "{md}");
     }
 
     #[test]

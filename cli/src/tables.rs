@@ -82,6 +82,28 @@ pub fn profile(p: &pb::DatasetProfile) -> String {
             );
         }
     }
+    out.push_str(&power(&p.columns));
+    out
+}
+
+/// Each feature's predictive power alone and its mutual information with the label, strongest
+/// first; empty when the data had no labels.
+pub fn power(columns: &[pb::ColumnProfile]) -> String {
+    let mut measured: Vec<(&str, f64, f64)> = columns
+        .iter()
+        .filter_map(|c| Some((c.name.as_str(), c.power?, c.mutual_information.unwrap_or(f64::NAN))))
+        .collect();
+    if measured.is_empty() {
+        return String::new();
+    }
+    measured.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut out = format!(
+        "\npredictive power of each feature alone (|2·AUC − 1| for classes, R² for values; 0 is none)\n{:<18} {:>8} {:>10}\n",
+        "FEATURE", "POWER", "MI (BITS)"
+    );
+    for (name, power, mi) in measured {
+        let _ = writeln!(out, "{name:<18} {power:>8.4} {mi:>10.4}");
+    }
     out
 }
 

@@ -149,7 +149,13 @@ async fn operators_approve_and_block_versions_with_reasons_and_the_registry_keep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_card_shows_the_gates_slices_decision_and_training_data() {
-    let (app, first, _) = v1_judged().await;
+    let (app, first, v1) = v1_judged().await;
+    // Permutation importance of every feature: tenure decides churn in the sample, age barely.
+    let importance: Vec<(&str, f64)> = v1.importance.iter().map(|i| (i.feature.as_str(), i.candidate)).collect();
+    assert_eq!(importance.len(), 6, "{importance:?}");
+    let of = |name: &str| importance.iter().find(|(f, _)| *f == name).unwrap().1;
+    assert!(of("tenure_months") > 0.02 && of("tenure_months") > 4.0 * of("age").abs(), "{importance:?}");
+    assert!(v1.importance.iter().all(|i| i.production.is_none()) && v1.warnings.is_empty(), "{v1:?}");
     approved(&app, 1, "launch; slice floor is aspirational").await;
     let (ok, card) = mlops(&app, &["models", "card", "churn@1"]);
     assert!(ok, "{card}");
@@ -162,6 +168,8 @@ async fn the_model_card_shows_the_gates_slices_decision_and_training_data() {
         &first.dataset_id,
         "## Training data",
         "| monthly_charges | numeric |",
+        "## Feature importance",
+        "| Column | Kind | Missing | Power alone | Summary |",
     ] {
         assert!(card.contains(expected), "{expected:?} not in\n{card}");
     }
@@ -170,6 +178,44 @@ async fn the_model_card_shows_the_gates_slices_decision_and_training_data() {
     assert!(ok, "{said}");
     let html = std::fs::read_to_string(html).unwrap();
     assert!(html.contains("<h2>Gate decision</h2>") && html.contains("<b>approved</b> by ana"), "{html}");
+}
+
+/// The validator measures each feature's power alone on labelled data and `mlops data report`
+/// lists it; a feature under its `min_power` rejects the version, naming the feature; labels
+/// that are coin flips leave every feature powerless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_under_their_min_power_reject_the_data_and_the_report_lists_each_ones_power() {
+    let app = TestApp::start().await;
+    let demanding = mlops_cli::EXAMPLE_SPEC.replace(
+        "{name: age, type: numeric, min: 18, max: 120, nullable: true, mostly: 0.99}",
+        "{name: age, type: numeric, min: 18, max: 120, nullable: true, mostly: 0.99, min_power: 0.3}",
+    );
+    assert_ne!(demanding, mlops_cli::EXAMPLE_SPEC, "the example's age changed: update this test");
+    app.apply(&demanding).await;
+    let ds = app.upload("churn", &sample::csv(1500, 45, Variant::Normal)).await;
+    let rejected = app.wait_event("data.rejected", T, |_| true).await;
+    let Decoded::Rejected(r) = rejected.payload else { unreachable!() };
+    let low: Vec<(&str, &str)> = r
+        .columns
+        .iter()
+        .flat_map(|c| c.anomalies.iter().map(move |a| (c.column.as_str(), a.kind.as_str())))
+        .filter(|(_, kind)| *kind == "low_power")
+        .collect();
+    assert_eq!(low, [("age", "low_power")], "{r:?}");
+    let (ok, report) = mlops(&app, &["data", "report", &ds.dataset_id]);
+    assert!(ok, "{report}");
+    assert!(report.contains("predictive power of each feature alone"), "{report}");
+    let power = |report: &str, name: &str| {
+        let line = report.lines().rev().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in {report}"));
+        line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap()
+    };
+    assert!(power(&report, "tenure_months") > 0.3 && power(&report, "age") < 0.3, "{report}");
+    // With labels that carry nothing, no feature has power.
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let noise = app.upload("churn", &sample::csv(1500, 46, Variant::NoisyLabels)).await;
+    app.wait_event("data.validated", T, |s| s.summary.contains(&noise.dataset_id[..12])).await;
+    let (ok, report) = mlops(&app, &["data", "report", &noise.dataset_id]);
+    assert!(ok && power(&report, "tenure_months") < 0.1, "{report}");
 }
 
 /// A label whose direction turns with `degrees`: old models grow stale as the concept moves.

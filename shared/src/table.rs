@@ -36,7 +36,8 @@ pub enum Column {
 }
 
 impl Column {
-    fn take(&self, idx: &[usize]) -> Self {
+    /// The values at `idx`, in that order.
+    pub fn take(&self, idx: &[usize]) -> Self {
         match self {
             Self::Numeric(v) => Self::Numeric(idx.iter().map(|&i| v[i]).collect()),
             Self::Categorical(v) => Self::Categorical(idx.iter().map(|&i| v[i].clone()).collect()),

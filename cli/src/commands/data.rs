@@ -40,7 +40,8 @@ pub(crate) enum DataCommand {
         /// A dataset id, or a unique prefix of one (8 characters or more, as `data list` shows).
         dataset_id: String,
     },
-    /// A version's validation report: a table of anomalies.
+    /// A version's validation report: a table of anomalies, and each feature's predictive power
+    /// alone when the data has labels.
     Report {
         /// A dataset id, or a unique prefix of one (8 characters or more).
         dataset_id: String,
@@ -133,6 +134,7 @@ pub(crate) async fn run(command: DataCommand, ingest: &Remote) -> anyhow::Result
                 d.rows
             );
             print!("{}", tables::anomalies(&d.anomalies));
+            print!("{}", d.profile.as_ref().map(|p| tables::power(&p.columns)).unwrap_or_default());
         }
     }
     Ok(())

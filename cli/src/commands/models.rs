@@ -448,6 +448,8 @@ pub(crate) fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
         "slices": v.slices.iter().map(|s| serde_json::json!({"feature": s.feature, "value": s.value, "rows": s.rows, "metrics": s.candidate, "production": s.production})).collect::<Vec<_>>(),
         "decision": v.decision.as_ref().map(|d| serde_json::json!({"action": d.action, "reason": d.reason, "by": d.by, "time_unix_ms": d.time_unix_ms})),
         "promoted_unix_ms": v.promoted_unix_ms,
+        "importance": v.importance.iter().map(|i| serde_json::json!({"feature": i.feature, "candidate": i.candidate, "production": i.production})).collect::<Vec<_>>(),
+        "evaluation_warnings": v.evaluation_warnings,
         "business": v.business.as_ref().map(|b| serde_json::json!({"threshold": b.threshold, "value": b.value, "curve": b.curve})),
     })
 }

@@ -11,7 +11,7 @@ use mlops_shared::table::Frame;
 
 use crate::error::EvaluatorError;
 use crate::gate::{self, Measured, Scored};
-use crate::measure;
+use crate::{importance, measure};
 
 /// Everything the judgement reads, fetched and verified before it starts.
 pub struct Inputs {
@@ -53,6 +53,9 @@ pub struct Judgement {
     pub measured: Measured,
     /// Holdout rows.
     pub rows: u64,
+    /// Permutation importance per feature, and the features whose importance fell sharply.
+    pub importance: Vec<pb::FeatureImportance>,
+    pub warnings: Vec<String>,
 }
 
 /// Scores the candidate (and the champion) and applies the spec's gates and serving limits.
@@ -95,7 +98,30 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
         passed &= infra.iter().all(|c| c.passed);
         checks.extend(infra);
     }
-    Ok(Judgement { passed, checks, measured, rows: holdout.rows as u64 })
+    let (importance, warnings) = importance_of(i, &holdout)?;
+    Ok(Judgement { passed, checks, measured, rows: holdout.rows as u64, importance, warnings })
+}
+
+/// Each feature's permutation importance for the candidate and, when it reads the same features,
+/// production, on the same rows and shuffles; and the features that fell sharply.
+fn importance_of(i: &Inputs, holdout: &Frame) -> Result<(Vec<pb::FeatureImportance>, Vec<String>), EvaluatorError> {
+    let (task, m) = (i.spec.target.task, i.candidate.manifest());
+    // The holdout's columns are the current spec's features: a candidate trained on others (judged
+    // after a newer apply) is not measured.
+    if m.features != i.spec.model_inputs() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let rows = importance::rows(holdout);
+    let labels = rows.target.clone().unwrap_or_default();
+    let candidate = importance::permutation(task, &i.candidate, &rows, &labels, m.seed)?;
+    let same_inputs = i.champion.as_ref().filter(|c| c.manifest().features == m.features);
+    // Production's importance is a comparison, not the verdict: a champion that cannot answer
+    // here leaves it out rather than failing the judgement.
+    let production = same_inputs.and_then(|c| importance::permutation(task, c, &rows, &labels, m.seed).ok());
+    let names: Vec<String> = m.features.iter().map(|f| f.name.clone()).collect();
+    let report = importance::report(&names, &candidate, production.as_deref());
+    let warnings = importance::warnings(&report, task.default_metric());
+    Ok((report, warnings))
 }
 
 /// The candidate's and the champion's scores on every row of `newest` (none for a champion that

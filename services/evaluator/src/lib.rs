@@ -5,6 +5,7 @@
 mod batch;
 pub mod error;
 pub mod gate;
+pub mod importance;
 pub mod judge;
 pub mod measure;
 pub mod staleness;
@@ -225,6 +226,8 @@ impl Evaluator {
             production_newest_metrics: newest.and_then(|n| n.production.as_ref().map(|p| metrics(p, n.rows as u64))),
             slices: j.measured.slices.iter().map(measure::slice_proto).collect(),
             decision: None,
+            importance: j.importance,
+            warnings: j.warnings,
         };
         info!(
             pipeline = %t.pipeline,

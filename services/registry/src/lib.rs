@@ -198,6 +198,8 @@ async fn on_evaluated(store: &Arc<Store>, e: Envelope<pb::ModelEvaluated>) -> Re
             newest_rows,
             newest_metrics: values(v.candidate_newest_metrics),
             slices: v.slices.into_iter().map(SliceRecord::from).collect(),
+            importance: v.importance.into_iter().map(|i| (i.feature, i.candidate, i.production)).collect(),
+            warnings: v.warnings,
         }
     });
     let cause = e.id.clone();
@@ -334,6 +336,17 @@ impl RegistryApi {
             compared_with_version: r.evaluation.production_version,
             promoted_unix_ms: r.promoted_unix_ms,
             business: r.business.as_ref().map(Into::into),
+            importance: r
+                .evaluation
+                .importance
+                .iter()
+                .map(|(feature, candidate, production)| pb::FeatureImportance {
+                    feature: feature.clone(),
+                    candidate: *candidate,
+                    production: *production,
+                })
+                .collect(),
+            evaluation_warnings: r.evaluation.warnings.clone(),
         })
     }
 }

@@ -151,6 +151,11 @@ pub struct Evaluation {
     pub newest_rows: u64,
     pub newest_metrics: BTreeMap<String, f64>,
     pub slices: Vec<SliceRecord>,
+    /// Permutation importance per feature: (feature, candidate, production).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub importance: Vec<(String, f64, Option<f64>)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Evaluation {

@@ -8,6 +8,7 @@ mod columns;
 mod drift;
 mod labels;
 mod personal;
+mod power;
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -112,6 +113,11 @@ pub fn validate(
         histograms.push((f, histogram));
     }
     drift::check(&mut found, histograms, previous, &profiles);
+    for (name, measured) in pass.power.map(|p| p.finish(&mut found)).unwrap_or_default() {
+        if let Some(profile) = profiles.iter_mut().find(|p| p.name == name) {
+            power::record(profile, measured);
+        }
+    }
     profiles.extend(pass.labels.map(Labels::finish));
     let withheld = personal::judge(&mut found, pass.personal, &detector, spec.validation.personal_data.min_share());
     for column in &withheld {
@@ -189,6 +195,8 @@ struct Pass<'s> {
     record: SchemaRecord,
     /// Personal data in every column.
     personal: Vec<personal::Scan<'s>>,
+    /// Each feature's predictive power, when the data has labels.
+    power: Option<power::Power<'s>>,
     /// The rows read so far.
     rows: usize,
 }
@@ -201,8 +209,11 @@ impl<'s> Pass<'s> {
         record: SchemaRecord,
         personal: Vec<personal::Scan<'s>>,
     ) -> Self {
+        // The features come first in the layout; only they are trained on.
+        let features = layout.features.iter().take(spec.features.len()).filter_map(|&(f, i)| Some((f, i?))).collect();
         Self {
             personal,
+            power: layout.target.map(|i| power::Power::new(features, &spec.target, i)),
             columns: layout.features.iter().map(|&(f, index)| ColumnCheck::new(f, index, previous)).collect(),
             labels: layout.target.map(|i| Labels::new(&spec.target, i)),
             duplicates: spec.validation.max_duplicate_share.map(|_| DuplicateRows::new(&layout)),
@@ -223,6 +234,9 @@ impl<'s> Pass<'s> {
         }
         if let Some(labels) = &mut self.labels {
             labels.check_batch(found, batch, self.rows);
+        }
+        if let Some(power) = &mut self.power {
+            power.add_batch(batch, self.rows);
         }
         self.rows += batch.num_rows();
     }
@@ -578,6 +592,54 @@ target: {name: churned}
             s.push('\n');
         }
         s.into_bytes()
+    }
+
+    /// `tenure` decides the label; `charges` is a pattern the label does not follow. Each
+    /// feature's power is profiled; a `min_power` the noise does not reach blocks the data (a
+    /// warning under `severity: warn`), and the message names the measures, never a value.
+    #[test]
+    fn each_feature_is_profiled_with_its_power_and_a_weak_one_fails_its_min_power() {
+        let data = rows(400, |i| {
+            format!("{},{},{},{}", i % 100, (i * 37) % 11, ["monthly", "yearly"][i % 2], u8::from(i % 100 >= 60))
+        });
+        let r = validate(&data, &spec());
+        let power = |r: &Report, name: &str| {
+            let p = r.profile.columns.iter().find(|c| c.name == name).unwrap();
+            (p.power.unwrap(), p.mutual_information.unwrap())
+        };
+        assert_eq!(power(&r, "tenure").0, 1.0);
+        assert!(power(&r, "tenure").1 > 0.9, "{:?}", power(&r, "tenure"));
+        assert!(power(&r, "charges").0 < 0.1 && power(&r, "contract").0 < 0.1, "{:?}", r.profile.columns);
+        assert!(r.profile.columns.iter().find(|c| c.name == "churned").unwrap().power.is_none());
+        assert!(!r.blocked(), "{}", r.summary());
+        let demanding = SPEC.replace(
+            "{name: charges, type: numeric, nullable: true}",
+            "{name: charges, type: numeric, nullable: true, min_power: 0.2}",
+        );
+        let r = validate(&data, &PipelineSpec::from_yaml(&demanding).unwrap());
+        assert!(r.blocked());
+        let a = anomaly(&r, "charges", AnomalyKind::LowPower);
+        assert!(a.message.starts_with("`charges` alone explains little of the label: power 0.0"), "{}", a.message);
+        assert!(a.message.ends_with("on 400 sampled rows, under `min_power` 0.2"), "{}", a.message);
+        let lenient = demanding.replace("min_power: 0.2}", "min_power: 0.2, severity: warn}");
+        let r = validate(&data, &PipelineSpec::from_yaml(&lenient).unwrap());
+        assert!(!r.blocked() && !anomaly(&r, "charges", AnomalyKind::LowPower).blocking);
+        // Serving data has no labels: nothing is measured, nothing blocks.
+        let serving = String::from_utf8(data)
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_owned() + "\n")
+            .collect::<String>();
+        let source = mlops_data::Source::Bytes(serving.into_bytes().into());
+        let batches = mlops_data::open(source, "", &Default::default());
+        let r = super::validate(
+            batches,
+            &PipelineSpec::from_yaml(&demanding).unwrap(),
+            None,
+            Environment::Serving,
+            Origin::Upload,
+        );
+        assert!(!r.blocked() && r.profile.columns.iter().all(|c| c.power.is_none()), "{}", r.summary());
     }
 
     #[test]

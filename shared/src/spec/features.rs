@@ -67,6 +67,11 @@ pub struct FeatureSpec {
     /// the column's personal data is reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// The least predictive power the feature must show alone on labelled data, in [0, 1]: the
+    /// validator's `power` (|2·AUC − 1| for a classifier, R² for regression). Under it the data
+    /// has a `low_power` anomaly (blocking unless `severity: warn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_power: Option<f64>,
 }
 
 /// A column's personal-data policy.
@@ -202,6 +207,7 @@ impl FeatureSpec {
             max_drift: None,
             pii: None,
             purpose: None,
+            min_power: None,
         }
     }
 
@@ -216,6 +222,12 @@ impl FeatureSpec {
             if max.is_some_and(|d| !(0.0..=1.0).contains(&d)) {
                 return bad(format!("{at}: `{key}` must be in [0, 1]"));
             }
+        }
+        if self.min_power.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+            return bad(format!("{at}: `min_power` must be in [0, 1] (0 no signal, 1 a perfect one)"));
+        }
+        if self.min_power.is_some() && section == "columns" {
+            return bad(format!("{at}: `min_power` is for `features`: a column is never trained on"));
         }
         match (self.pii, self.purpose.as_deref().map(str::trim)) {
             (Some(PiiPolicy::Allow), None | Some("")) => {

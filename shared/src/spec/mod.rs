@@ -433,6 +433,11 @@ gates:
             (format!("{SPEC}business: {{value: {{tp: .inf, fp: 0, fn: 0, tn: 0}}}}\n"), "must be finite"),
             (format!("{SPEC}business: {{value: {{tp: 1, fp: 0, tn: 0}}}}\n"), "missing field `fn`"),
             (SPEC.replace("roc_auc", "business_value"), "gates: `business_value` needs `business.value`"),
+            (SPEC.replace("max: 100}", "max: 100, min_power: 1.5}"), "features.tenure: `min_power` must be in [0, 1]"),
+            (
+                format!("{SPEC}columns: [{{name: id, type: categorical, min_power: 0.1}}]\n"),
+                "columns.id: `min_power` is for `features`",
+            ),
             (
                 format!("{SPEC}monitoring: {{performance: {{metric: business_value, min: 0}}}}\n"),
                 "`monitoring.performance.metric`: `business_value` needs `business.value`",

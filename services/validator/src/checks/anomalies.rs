@@ -53,11 +53,13 @@ pub enum AnomalyKind {
     SpecError,
     /// A column holds personal data its spec does not allow.
     PersonalData,
+    /// A feature alone predicts the label less than its `min_power`.
+    LowPower,
 }
 
 impl AnomalyKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::MissingColumn,
         Self::ExtraColumn,
         Self::TypeMismatch,
@@ -77,6 +79,7 @@ impl AnomalyKind {
         Self::InternalError,
         Self::SpecError,
         Self::PersonalData,
+        Self::LowPower,
     ];
 
     /// The snake_case name events and reports carry.
@@ -101,6 +104,7 @@ impl AnomalyKind {
             Self::InternalError => "internal_error",
             Self::SpecError => "spec_error",
             Self::PersonalData => "personal_data",
+            Self::LowPower => "low_power",
         }
     }
 
@@ -265,6 +269,7 @@ mod tests {
             (AnomalyKind::InternalError, "internal_error"),
             (AnomalyKind::SpecError, "spec_error"),
             (AnomalyKind::PersonalData, "personal_data"),
+            (AnomalyKind::LowPower, "low_power"),
         ];
         assert_eq!(documented.map(|(kind, _)| kind), AnomalyKind::ALL);
         for (kind, name) in documented {
