@@ -123,6 +123,12 @@ pub fn validate(
     for column in &withheld {
         found.withhold_values(column);
     }
+    // A stray value of a column under `min_share` is withheld too, wherever it would be quoted.
+    let personal = |v: &str| detector.classify(v).is_some();
+    found.withhold_personal_values(personal);
+    for c in profiles.iter_mut().flat_map(|p| p.top_categories.iter_mut()).filter(|c| personal(&c.value)) {
+        c.value = "(withheld: personal data)".into();
+    }
     // Counts stay; every statistic that is a value (categories, bounds, quantiles, mean) goes.
     for p in profiles.iter_mut().filter(|p| withheld.contains(&p.name)) {
         let counts = pb::ColumnProfile { count: p.count, nulls: p.nulls, distinct: p.distinct, ..Default::default() };
@@ -640,6 +646,19 @@ target: {name: churned}
             Origin::Upload,
         );
         assert!(!r.blocked() && r.profile.columns.iter().all(|c| c.power.is_none()), "{}", r.summary());
+    }
+
+    /// One e-mail address among a hundred contracts is under `min_share`: the column does not
+    /// hold personal data, but the address is quoted nowhere (the unknown category, the profile).
+    #[test]
+    fn a_stray_personal_value_under_min_share_is_never_quoted() {
+        let data = rows(100, |i| format!("{i},1,{},{}", if i == 3 { "ann@example.com" } else { "monthly" }, i % 2));
+        let r = validate(&data, &spec());
+        let a = anomaly(&r, "contract", AnomalyKind::UnknownCategory);
+        assert!(a.message.contains("(withheld: personal data)"), "{}", a.message);
+        let everything = format!("{:?} {:?}", r.columns, r.profile);
+        assert!(!everything.contains("ann@"), "{everything}");
+        assert!(r.columns.iter().all(|c| c.anomalies.iter().all(|a| a.kind != "personal_data")), "{:?}", r.columns);
     }
 
     #[test]

@@ -123,6 +123,33 @@ impl AnomalyKind {
     }
 }
 
+/// `message` with each `"…"` segment whose content `is_personal` replaced by `"(withheld:
+/// personal data)"`. A backslash escapes the next character inside a segment.
+fn withhold_quoted(message: &str, is_personal: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        let body = &rest[open + 1..];
+        let mut escaped = false;
+        let close = body.char_indices().find(|&(_, c)| {
+            let end = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            end
+        });
+        let Some((close, _)) = close else {
+            out.push_str(body);
+            return out;
+        };
+        let value = &body[..close];
+        out.push_str(if is_personal(value) { "(withheld: personal data)" } else { value });
+        out.push('"');
+        rest = &body[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl fmt::Display for AnomalyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -195,6 +222,15 @@ impl Findings {
         }
     }
 
+    /// Withholds, in every message, each quoted value (`"…"`, as messages quote values) that is
+    /// itself personal data, whatever its column: a column under `min_share` does not hold
+    /// personal data as a whole, but its stray e-mail address must not reach a report either.
+    pub(super) fn withhold_personal_values(&mut self, is_personal: impl Fn(&str) -> bool) {
+        for a in self.by_column.values_mut().flat_map(BTreeMap::values_mut) {
+            a.message = withhold_quoted(&a.message, &is_personal);
+        }
+    }
+
     /// Takes over the columns of `other` (a column check's findings, on its own column alone); a
     /// column both hold keeps `other`'s.
     pub(super) fn merge(&mut self, other: Findings) {
@@ -246,6 +282,17 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn quoted_personal_values_are_withheld_and_the_rest_kept() {
+        let personal = |v: &str| v.contains('@');
+        let m = r#"unknown category "ann@example.com" (known: "a", "b"), then "x \"q\" y", and "open"#;
+        assert_eq!(
+            withhold_quoted(m, personal),
+            r#"unknown category "(withheld: personal data)" (known: "a", "b"), then "x \"q\" y", and "open"#
+        );
+        assert_eq!(withhold_quoted("no quotes", personal), "no quotes");
+    }
 
     #[test]
     fn each_kind_is_its_documented_snake_case_name_and_all_are_distinct() {
