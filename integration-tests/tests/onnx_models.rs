@@ -29,6 +29,9 @@ fn imported_only(name: &str) -> String {
     spec
 }
 
+/// What decisions are worth, for the import whose threshold is chosen on its holdout.
+const PRICED: &str = "business:\n  value: {tp: 100, fp: -20, fn: -100, tn: 0}\n";
+
 /// The numeric features of the example, which a booster's one float input carries.
 const NUMERIC: [&str; 4] = ["tenure_months", "monthly_charges", "support_calls", "age"];
 /// Those a network without an imputer takes (`age` may be missing).
@@ -95,6 +98,23 @@ fn train(dir: &Path, csv: &Path, model: &str) -> PathBuf {
 /// The largest difference between what `pipeline` serves (REST and gRPC, 1,000 rows in one
 /// request each) and what onnxruntime in Python answers with `model` on the same rows; the REST
 /// answers' labels are then published as delayed ground truth.
+/// An imported model under a priced spec decides by the threshold its import chose (under 0.5:
+/// a miss costs five times a false alarm), as a trained one does.
+async fn served_by_its_threshold(app: &TestApp, pipeline: &str, version: &serde_json::Value) {
+    let threshold = version["business"]["threshold"].as_f64().unwrap_or_else(|| panic!("no threshold: {version}"));
+    assert!(threshold > 0.0 && threshold < 0.5, "{version}");
+    let rows = rows_json(&sample::customers(200, 12, Variant::Normal));
+    let body = client::predict(&app.stack.url("deployer"), pipeline, &rows).await.expect("REST predict");
+    let output = |name: &str| {
+        let o = body["outputs"].as_array().expect("outputs").iter().find(|o| o["name"] == name).expect(name);
+        o["data"].as_array().expect("data").clone()
+    };
+    let answers: Vec<(f64, bool)> =
+        output("probability").iter().zip(output("label")).map(|(p, l)| (p.as_f64().unwrap(), l == "1")).collect();
+    assert!(answers.iter().all(|(p, positive)| *positive == (*p >= threshold)), "{threshold}: {answers:?}");
+    assert!(answers.iter().any(|(p, positive)| *positive && *p < 0.5), "none between {threshold} and 0.5");
+}
+
 async fn served_against_python(app: &TestApp, dir: &Path, pipeline: &str, model: &Path, features: &[&str]) -> f64 {
     let rows = sample::customers(1000, 11, Variant::Normal);
     let csv = write(dir, "rows.csv", &sample::csv(1000, 11, Variant::Normal));
@@ -222,7 +242,9 @@ async fn every_supported_export_is_imported_gated_served_and_answers_as_onnxrunt
     assert!(mlflow.join("model.onnx.data").exists(), "the MLP's weights are in an external file");
     let exports = [("churn_logreg", train(dir.path(), &csv, "logreg")), ("churn_gbc", train(dir.path(), &csv, "gbc"))];
     for (pipeline, _) in &exports {
-        app.apply(&imported_only(pipeline)).await;
+        // The boosted one's decisions are priced: its import picks its own threshold.
+        let priced = if *pipeline == "churn_gbc" { PRICED } else { "" };
+        app.apply(&(imported_only(pipeline) + priced)).await;
         validated(&app, pipeline, &csv_text).await;
     }
     app.apply(&imported_only("churn_mlp")).await;
@@ -270,6 +292,9 @@ async fn every_supported_export_is_imported_gated_served_and_answers_as_onnxrunt
         assert_eq!(lineage["dataset_ids"].as_array().unwrap().len(), 1, "{v}");
         let (ok, card) = mlops(&app, &["models", "card", &format!("{pipeline}@1")]);
         assert!(ok && card.contains("onnx sha256:") && card.contains("roc_auc"), "{card}");
+        if pipeline == "churn_gbc" {
+            served_by_its_threshold(&app, pipeline, &v).await;
+        }
     }
 
     // OIP metadata names the engine; every served row was logged for the monitor.
