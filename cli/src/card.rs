@@ -290,8 +290,9 @@ fn business(input: &CardInput) -> Option<Section> {
     if let Some(n) = value(&v.newest_metrics) {
         facts.push(("Newest data".to_owned(), format!("{n:.4}")));
     }
-    let every_tenth = b.curve.iter().enumerate().filter(|(k, _)| k % 10 == 0);
-    let rows = every_tenth.map(|(k, v)| vec![format!("{:.1}", k as f64 / 100.0), format!("{v:.4}")]).collect();
+    let steps = mlops_shared::decision::STEPS;
+    let every_tenth = b.curve.iter().enumerate().filter(|(k, _)| k % (steps / 10) == 0);
+    let rows = every_tenth.map(|(k, v)| vec![format!("{:.1}", k as f64 / steps as f64), format!("{v:.4}")]).collect();
     let fallback = Block::Table { header: strings(["Threshold", "Mean value per decision"]), rows };
     let blocks = vec![
         Block::Facts(facts),

@@ -37,9 +37,25 @@ impl From<mlops_proto::BusinessDecision> for Decision {
 /// The mean value of one decision on `labels` (1 positive, 0 negative), a row decided positive
 /// when its score is at least `threshold`. NaN with no rows.
 pub fn mean_value(matrix: &ValueMatrix, labels: &[f64], scores: &[f64], threshold: f64) -> f64 {
-    let total: f64 = labels.iter().zip(scores).map(|(y, s)| matrix.of(*s >= threshold, *y >= 0.5)).sum();
+    mean_of(matrix, scores.iter().map(|s| *s >= threshold), labels)
+}
+
+/// The mean value of the decisions `positive` (one per label, in order) on `labels`. NaN with no
+/// rows.
+pub fn mean_of(matrix: &ValueMatrix, positive: impl Iterator<Item = bool>, labels: &[f64]) -> f64 {
+    let total: f64 = positive.zip(labels).map(|(p, y)| matrix.of(p, *y >= 0.5)).sum();
     // `+ 0.0` turns the empty sum's -0.0 into 0.
     total / labels.len() as f64 + 0.0
+}
+
+/// What turning a row's decision from negative to positive changes.
+fn gain(matrix: &ValueMatrix, actual: bool) -> f64 {
+    matrix.of(true, actual) - matrix.of(false, actual)
+}
+
+/// The value of every row of `order` decided negative: where the sweeps start.
+fn all_negative(matrix: &ValueMatrix, labels: &[f64], order: &[usize]) -> f64 {
+    order.iter().map(|&i| matrix.of(false, labels[i] >= 0.5)).sum()
 }
 
 /// The threshold that maximises the mean value on these rows, found exactly: every cut between
@@ -50,17 +66,15 @@ pub fn best(matrix: &ValueMatrix, labels: &[f64], scores: &[f64]) -> Option<Deci
     let mut order: Vec<usize> = (0..labels.len().min(scores.len())).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let top = scores[*order.first()?];
-    let actual = |i: usize| labels[i] >= 0.5;
-    let gain = |i: usize| matrix.of(true, actual(i)) - matrix.of(false, actual(i));
     // Every row negative first, then the rows from the highest score down turn positive.
-    let mut total: f64 = order.iter().map(|&i| matrix.of(false, actual(i))).sum();
+    let mut total = all_negative(matrix, labels, &order);
     let above_all = if top < 1.0 { f64::midpoint(top, 1.0) } else { top.next_up() };
     let (mut best_total, mut threshold) = (total, above_all);
     let mut k = 0;
     while k < order.len() {
         let score = scores[order[k]];
         while k < order.len() && scores[order[k]] == score {
-            total += gain(order[k]);
+            total += gain(matrix, labels[order[k]] >= 0.5);
             k += 1;
         }
         if total > best_total {
@@ -75,15 +89,13 @@ pub fn best(matrix: &ValueMatrix, labels: &[f64], scores: &[f64]) -> Option<Deci
 
 /// The mean value at thresholds `k / STEPS`, from the rows in descending order of score.
 fn curve(matrix: &ValueMatrix, labels: &[f64], scores: &[f64], descending: &[usize]) -> Vec<f64> {
-    let actual = |i: usize| labels[i] >= 0.5;
-    let mut total: f64 = descending.iter().map(|&i| matrix.of(false, actual(i))).sum();
+    let mut total = all_negative(matrix, labels, descending);
     let mut values = vec![0.0; STEPS + 1];
     let mut k = 0;
     for step in (0..=STEPS).rev() {
         let t = step as f64 / STEPS as f64;
         while k < descending.len() && scores[descending[k]] >= t {
-            let i = descending[k];
-            total += matrix.of(true, actual(i)) - matrix.of(false, actual(i));
+            total += gain(matrix, labels[descending[k]] >= 0.5);
             k += 1;
         }
         values[step] = total / descending.len() as f64 + 0.0;

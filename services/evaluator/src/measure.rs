@@ -28,7 +28,8 @@ impl Measures {
     pub fn new(spec: &PipelineSpec, candidate: &Manifest, production: Option<&Manifest>) -> Self {
         Self {
             task: spec.target.task,
-            value: spec.business.map(|b| b.value).filter(|_| spec.target.task == Task::BinaryClassification),
+            // A spec prices decisions only for a classifier (its check refuses the rest).
+            value: spec.business.map(|b| b.value),
             candidate_threshold: candidate.threshold(),
             production_threshold: production.map_or(decision::DEFAULT_THRESHOLD, Manifest::threshold),
         }

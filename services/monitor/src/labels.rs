@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use mlops_proto as pb;
-use mlops_shared::decision::DEFAULT_THRESHOLD;
+use mlops_shared::decision::{self, DEFAULT_THRESHOLD};
 use mlops_shared::events::Envelope;
 use mlops_shared::spec::{BUSINESS_VALUE, PipelineSpec, Task, ValueMatrix};
 use tracing::{info, warn};
@@ -41,8 +41,7 @@ pub fn label_retry(wait: Duration, delivered: u64) -> Duration {
 /// were is taken as the 0.5 rule that made it.
 fn realised_value(matrix: &ValueMatrix, kept: &Labelled) -> f64 {
     let decided = kept.positive.iter().zip(&kept.scores).map(|(d, s)| d.unwrap_or(*s >= DEFAULT_THRESHOLD));
-    let total: f64 = decided.zip(&kept.labels).map(|(d, y)| matrix.of(d, *y >= 0.5)).sum();
-    total / kept.labels.len() as f64 + 0.0
+    decision::mean_of(matrix, decided, &kept.labels)
 }
 
 /// Unmatched ids named in a dead-letter reason.

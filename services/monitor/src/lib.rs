@@ -233,9 +233,8 @@ impl Monitor {
                     (Some(_), None) => Keep::Score,
                     (None, None) => Keep::Nothing,
                 });
-                let positive = spec
-                    .filter(|s| s.target.task == mlops_shared::spec::Task::BinaryClassification)
-                    .map(|s| s.target.positive);
+                // A regression prediction is served with no label, and so keeps no decision.
+                let positive = spec.map(|s| s.target.positive);
                 kept.insert(e.payload.pipeline.clone(), (keep, positive));
             }
         }

@@ -127,7 +127,7 @@ pub fn validate(
     let personal = |v: &str| detector.classify(v).is_some();
     found.withhold_personal_values(personal);
     for c in profiles.iter_mut().flat_map(|p| p.top_categories.iter_mut()).filter(|c| personal(&c.value)) {
-        c.value = "(withheld: personal data)".into();
+        c.value = anomalies::WITHHELD.into();
     }
     // Counts stay; every statistic that is a value (categories, bounds, quantiles, mean) goes.
     for p in profiles.iter_mut().filter(|p| withheld.contains(&p.name)) {

@@ -94,6 +94,12 @@ pub struct ProgramRun {
 }
 
 impl Manifest {
+    /// The threshold a classifier's label is decided by: the one `business.value` chose, else
+    /// 0.5.
+    pub fn threshold(&self) -> f64 {
+        self.decision.as_ref().map_or(crate::decision::DEFAULT_THRESHOLD, |d| d.threshold)
+    }
+
     /// Records the model's `scores` on its holdout rows (`labels`): the task's metrics that are
     /// finite, and the scores' distribution as the reference for prediction drift.
     ///
@@ -104,9 +110,8 @@ impl Manifest {
             .into_iter()
             .filter(|(_, v)| v.is_finite())
             .collect();
-        self.decision = business
-            .filter(|_| self.target.task == Task::BinaryClassification)
-            .and_then(|b| crate::decision::best(&b.value, labels, scores));
+        // A spec prices decisions only for a classifier (its check refuses the rest).
+        self.decision = business.and_then(|b| crate::decision::best(&b.value, labels, scores));
         if let Some(d) = &self.decision {
             self.metrics.insert(crate::spec::BUSINESS_VALUE.to_owned(), d.value);
         }
@@ -297,7 +302,8 @@ impl Model for Artifact {
     /// is copied), and scored a block at a time: the same answers as [`Self::predict`].
     fn predict_frame_rows(&self, frame: &Frame, rows: std::ops::Range<usize>) -> Result<Vec<Prediction>, ModelError> {
         const BLOCK: usize = 256;
-        let (width, task) = (self.preprocessing.width(), self.manifest.target.task);
+        let (width, task, threshold) =
+            (self.preprocessing.width(), self.manifest.target.task, self.manifest.threshold());
         let mut xs = Vec::with_capacity(width * BLOCK);
         let mut raw = vec![0.0; BLOCK];
         let mut out = Vec::with_capacity(rows.len());
@@ -310,7 +316,6 @@ impl Model for Artifact {
             }
             let raw = &mut raw[..block.len()];
             scorer.raw_block(&xs, width, raw);
-            let threshold = self.manifest.threshold();
             out.extend(raw.iter().map(|&z| Prediction::of(task, link(task, z), threshold)));
         }
         Ok(out)
@@ -333,14 +338,6 @@ impl Prediction {
     /// `threshold` ([`Manifest::threshold`]).
     pub fn of(task: Task, score: f64, threshold: f64) -> Self {
         Self { score, positive: task == Task::BinaryClassification && score >= threshold }
-    }
-}
-
-impl Manifest {
-    /// The threshold a classifier's label is decided by: the one `business.value` chose, else
-    /// 0.5.
-    pub fn threshold(&self) -> f64 {
-        self.decision.as_ref().map_or(crate::decision::DEFAULT_THRESHOLD, |d| d.threshold)
     }
 }
 

@@ -8,6 +8,9 @@ use std::fmt;
 use mlops_proto as pb;
 use mlops_shared::spec::{PipelineSpec, Severity};
 
+/// What stands in a report or a profile for a value that is personal data.
+pub(super) const WITHHELD: &str = "(withheld: personal data)";
+
 /// How many example row numbers an anomaly keeps.
 pub(super) const EXAMPLES: usize = 5;
 
@@ -123,8 +126,8 @@ impl AnomalyKind {
     }
 }
 
-/// `message` with each `"…"` segment whose content `is_personal` replaced by `"(withheld:
-/// personal data)"`. A backslash escapes the next character inside a segment.
+/// `message` with each `"…"` segment whose content `is_personal` replaced by [`WITHHELD`]. A
+/// backslash escapes the next character inside a segment.
 fn withhold_quoted(message: &str, is_personal: impl Fn(&str) -> bool) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
@@ -142,7 +145,7 @@ fn withhold_quoted(message: &str, is_personal: impl Fn(&str) -> bool) -> String 
             return out;
         };
         let value = &body[..close];
-        out.push_str(if is_personal(value) { "(withheld: personal data)" } else { value });
+        out.push_str(if is_personal(value) { WITHHELD } else { value });
         out.push('"');
         rest = &body[close + 1..];
     }

@@ -9,6 +9,25 @@ use mlops_shared::table::parse_number;
 use super::anomalies::{AnomalyKind, Findings};
 use crate::profile::{CategoricalProfile, NumericProfile};
 
+/// A cell as a finite number (a regression label, a numeric feature), or `None`.
+pub(super) fn number(cell: Cell<'_>) -> Option<f64> {
+    match cell {
+        Cell::Num(v) if v.is_finite() => Some(v),
+        Cell::Str(s) => parse_number(s).ok().flatten(),
+        _ => None,
+    }
+}
+
+/// A classification label: whether it is the positive class, `None` when it is neither class.
+/// Numbers are matched by value (Parquet labels often are numbers), without formatting each.
+pub(super) fn class(matcher: &Classes<'_>, cell: Cell<'_>) -> Option<bool> {
+    match cell {
+        Cell::Num(v) => matcher.of_number(v),
+        Cell::Null => None,
+        other => matcher.of(&text(other)),
+    }
+}
+
 /// The target column's checks and profile, for data that has the column.
 pub(super) struct Labels<'s> {
     target: &'s TargetSpec,
@@ -45,12 +64,7 @@ impl<'s> Labels<'s> {
     fn check_numbers(&mut self, found: &mut Findings, column: &ColumnView<'_>, rows: usize, offset: usize) {
         let mut values = Vec::with_capacity(rows);
         for r in 0..rows {
-            let value = match column.get(r) {
-                Cell::Num(v) if v.is_finite() => Some(v),
-                Cell::Str(s) => parse_number(s).ok().flatten(),
-                _ => None,
-            };
-            match value {
+            match number(column.get(r)) {
                 Some(v) => values.push(v),
                 None => {
                     self.values.add_null();
@@ -69,11 +83,7 @@ impl<'s> Labels<'s> {
         for r in 0..rows {
             // Parquet labels are often numbers: matched by value, without formatting each.
             let cell = column.get(r);
-            let class = match cell {
-                Cell::Num(v) => self.matcher.of_number(v),
-                Cell::Null => None,
-                other => self.matcher.of(&text(other)),
-            };
+            let class = class(&self.matcher, cell);
             // Counted under the spec's spelling of the class, so `1` and `1.0` are one category.
             let known = match class {
                 Some(true) => self.classes.add(&t.positive),

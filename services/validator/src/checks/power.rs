@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use mlops_data::{Cell, RecordBatch, text, view};
 use mlops_proto as pb;
 use mlops_shared::spec::{Classes, FeatureKind, FeatureSpec, TargetSpec, Task};
-use mlops_shared::table::parse_number;
 
 use super::anomalies::{AnomalyKind, Findings};
+use super::labels;
 
 /// Rows kept at least, once the data has as many (at most twice as many).
 pub(super) const SAMPLE: usize = 8_192;
@@ -75,7 +75,7 @@ impl<'s> Power<'s> {
             self.labels.push(y);
             for ((_, _, sampled), column) in self.features.iter_mut().zip(&columns) {
                 match sampled {
-                    Sampled::Numbers(v) => v.push(number(column.get(r)).unwrap_or(f64::NAN)),
+                    Sampled::Numbers(v) => v.push(labels::number(column.get(r)).unwrap_or(f64::NAN)),
                     Sampled::Categories(codes, names) => {
                         let value = text(column.get(r));
                         let value = value.trim();
@@ -95,18 +95,12 @@ impl<'s> Power<'s> {
         }
     }
 
-    /// The label of a cell as a number (a class as 1 or 0); `None` when it is not one.
+    /// The label of a cell as a number (a class as 1 or 0), read as the label checks read it;
+    /// `None` when it is not one.
     fn label(&self, cell: Cell<'_>) -> Option<f64> {
         match self.task {
-            Task::Regression => number(cell),
-            Task::BinaryClassification => {
-                let class = match cell {
-                    Cell::Num(v) => self.classes.of_number(v),
-                    Cell::Null => None,
-                    other => self.classes.of(&text(other)),
-                };
-                class.map(|positive| f64::from(u8::from(positive)))
-            }
+            Task::Regression => labels::number(cell),
+            Task::BinaryClassification => labels::class(&self.classes, cell).map(|p| f64::from(u8::from(p))),
         }
     }
 
@@ -158,14 +152,6 @@ impl<'s> Power<'s> {
 pub(super) fn record(profile: &mut pb::ColumnProfile, measured: Measured) {
     profile.power = Some(measured.power);
     profile.mutual_information = Some(measured.mutual_information);
-}
-
-fn number(cell: Cell<'_>) -> Option<f64> {
-    match cell {
-        Cell::Num(v) if v.is_finite() => Some(v),
-        Cell::Str(s) => parse_number(s).ok().flatten().filter(|v| v.is_finite()),
-        _ => None,
-    }
 }
 
 /// The labels as discrete codes, for mutual information: the class, or a value's quantile bin.
@@ -257,7 +243,7 @@ fn group_means(codes: &[u32], labels: &[f64]) -> HashMap<u32, f64> {
 /// Each value's bin among [`BINS`] of equal counts (ties share a bin; NaN its own bin).
 fn quantile_bins(values: &[f64]) -> Vec<u32> {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-    sorted.sort_by(f64::total_cmp);
+    mlops_shared::stats::sort_floats(&mut sorted);
     let edges: Vec<f64> = (1..BINS).filter_map(|k| sorted.get(k * sorted.len() / BINS).copied()).collect();
     values.iter().map(|v| if v.is_nan() { BINS as u32 } else { edges.partition_point(|e| e <= v) as u32 }).collect()
 }
@@ -265,25 +251,15 @@ fn quantile_bins(values: &[f64]) -> Vec<u32> {
 /// The mutual information of two discrete variables, in bits. Summed in key order, so the same
 /// data always gives the same bits.
 fn mutual_information(x: &[u32], y: &[u32]) -> f64 {
-    use std::collections::BTreeMap;
     let n = x.len() as f64;
-    // Codes are dense from 0 (a missing category is the one code beyond them).
-    let dense = |v: &[u32]| {
-        let mut codes: Vec<u32> = v.to_vec();
-        codes.sort_unstable();
-        codes.dedup();
-        v.iter().map(|c| codes.binary_search(c).unwrap_or_default()).collect::<Vec<usize>>()
-    };
-    let (x, y) = (dense(x), dense(y));
-    let (nx, ny) = (x.iter().max().map_or(0, |m| m + 1), y.iter().max().map_or(0, |m| m + 1));
-    let (mut px, mut py) = (vec![0.0; nx], vec![0.0; ny]);
-    let mut joint: BTreeMap<(usize, usize), f64> = BTreeMap::new();
-    for (&a, &b) in x.iter().zip(&y) {
+    let mut joint: std::collections::BTreeMap<(u32, u32), f64> = Default::default();
+    let (mut px, mut py): (HashMap<u32, f64>, HashMap<u32, f64>) = Default::default();
+    for (&a, &b) in x.iter().zip(y) {
         *joint.entry((a, b)).or_default() += 1.0;
-        px[a] += 1.0;
-        py[b] += 1.0;
+        *px.entry(a).or_default() += 1.0;
+        *py.entry(b).or_default() += 1.0;
     }
-    let mi: f64 = joint.iter().map(|(&(a, b), &c)| c / n * (c * n / (px[a] * py[b])).log2()).sum();
+    let mi: f64 = joint.iter().map(|(&(a, b), &c)| c / n * (c * n / (px[&a] * py[&b])).log2()).sum();
     mi.max(0.0)
 }
 
