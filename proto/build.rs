@@ -25,6 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute("mlops.v1.Label", json)
         .type_attribute("mlops.v1.StalenessReported", json)
         .type_attribute("mlops.v1.StalenessRow", json)
+        .type_attribute("mlops.v1.DataErased", json)
+        .type_attribute("mlops.v1.ErasedVersion", json)
+        .type_attribute("mlops.v1.ErasedMark", json)
         .compile_fds(descriptors)?;
     Ok(())
 }

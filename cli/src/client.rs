@@ -293,6 +293,19 @@ pub async fn revalidate(at: impl Into<Remote>, dataset_id: &str, pipeline: Strin
     Ok(c.revalidate(request).await.map_err(status("revalidating"))?.into_inner())
 }
 
+/// Asks ingest to erase a data subject from a pipeline; the audit record of what it erased.
+pub async fn erase(at: impl Into<Remote>, request: pb::EraseRequest) -> anyhow::Result<pb::DataErased> {
+    let mut c = IngestClient::new(at.into().channel().await?);
+    Ok(c.erase(request).await.map_err(status("erasing"))?.into_inner())
+}
+
+/// The audit records of past erasures of `pipeline` (empty: every pipeline), oldest first.
+pub async fn erasures(at: impl Into<Remote>, pipeline: &str) -> anyhow::Result<Vec<pb::DataErased>> {
+    let mut c = IngestClient::new(at.into().channel().await?);
+    let request = pb::ListErasuresRequest { pipeline: pipeline.into() };
+    Ok(c.list_erasures(request).await.map_err(status("listing erasures"))?.into_inner().erasures)
+}
+
 /// Catalogued datasets, filtered by pipeline and verdict (empty for all).
 pub async fn datasets(at: impl Into<Remote>, pipeline: &str, verdict: &str) -> anyhow::Result<Vec<pb::Dataset>> {
     let mut c = IngestClient::new(at.into().channel().await?);

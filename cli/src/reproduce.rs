@@ -88,6 +88,22 @@ pub async fn reproduce(registry: &Remote, bus: &Bus, target: &ModelRef) -> anyho
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?
         .into_inner();
+    if let Some(e) = model.erasures.first() {
+        anyhow::bail!(
+            "{pipeline}@{version} cannot be rebuilt from its lineage: {} of its dataset version(s) ({}) were erased by \
+             {} (reason {:?}), their content deleted; the versions written in their place are {}, and a model \
+             trained on them is a new version (`mlops models list --pipeline {pipeline}`, reason `erasure`)",
+            e.dataset_ids.len(),
+            e.dataset_ids.iter().map(|d| mlops_shared::ids::short(d)).collect::<Vec<_>>().join(", "),
+            e.erasure_id,
+            e.reason,
+            e.successor_ids
+                .iter()
+                .map(|d| if d.is_empty() { "(none: every row was erased)" } else { mlops_shared::ids::short(d) })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let lineage = model.lineage.context("the registry returned no lineage")?;
     anyhow::ensure!(
         lineage.reason != pb::TrainReason::Imported as i32,

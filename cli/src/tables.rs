@@ -20,10 +20,67 @@ pub fn datasets(list: &[pb::Dataset]) -> String {
             d.format,
             d.environment,
             d.origin,
-            d.verdict,
+            if d.erased.is_some() { "erased" } else { &d.verdict },
             d.rows,
             d.size_bytes,
             d.source
+        );
+    }
+    out
+}
+
+/// What one erasure did: its audit record, then a line per version it erased.
+pub fn erasure(e: &pb::DataErased) -> String {
+    let rows: u64 = e.versions.iter().map(|v| v.rows_removed).sum();
+    let mut out = format!(
+        "erasure {} of `{}`: {rows} row(s) with that `{}` removed from {} of {} version(s)\n\
+         subject hash {} (HMAC-SHA256 under MLOPS_PII_KEY; the value is not kept)\n\
+         reason {:?}, by {}\n",
+        e.erasure_id,
+        e.pipeline,
+        e.column,
+        e.versions.len(),
+        e.versions_scanned,
+        e.subject_hash,
+        e.reason,
+        if e.requested_by.is_empty() { "(not said)" } else { &e.requested_by },
+    );
+    let _ =
+        writeln!(out, "{:<14} {:<9} {:>8} {:>8}  {:<14} OLD CONTENT", "ERASED", "ENV", "REMOVED", "KEPT", "SUCCESSOR");
+    for v in &e.versions {
+        let successor = if v.successor_id.is_empty() { "-" } else { mlops_shared::ids::short(&v.successor_id) };
+        let content = if v.content_deleted { "deleted".to_owned() } else { format!("kept: {}", v.kept_because) };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<9} {:>8} {:>8}  {:<14} {content}",
+            mlops_shared::ids::short(&v.dataset_id),
+            v.environment,
+            v.rows_removed,
+            v.rows_kept,
+            successor
+        );
+    }
+    out
+}
+
+/// Past erasures, a line each.
+pub fn erasures(list: &[pb::DataErased]) -> String {
+    let mut out = format!(
+        "{:<32} {:<12} {:<12} {:>8} {:>6}  {:<14} REASON\n",
+        "ERASURE", "PIPELINE", "COLUMN", "VERSIONS", "ROWS", "SUBJECT"
+    );
+    for e in list {
+        let rows: u64 = e.versions.iter().map(|v| v.rows_removed).sum();
+        let _ = writeln!(
+            out,
+            "{:<32} {:<12} {:<12} {:>8} {:>6}  {:<14} {}",
+            e.erasure_id,
+            e.pipeline,
+            e.column,
+            e.versions.len(),
+            rows,
+            mlops_shared::ids::short(&e.subject_hash),
+            e.reason
         );
     }
     out

@@ -21,6 +21,7 @@ pub enum Decoded {
     Ingested(pb::DataIngested),
     Validated(pb::DataValidated),
     Rejected(pb::DataRejected),
+    Erased(pb::DataErased),
     Trained(pb::ModelTrained),
     TrainingFailed(pb::TrainingFailed),
     Registered(pb::ModelRegistered),
@@ -55,6 +56,17 @@ pub fn decode(subject: &str, payload: &[u8]) -> Seen {
         }),
         "data.rejected" => described(payload, Decoded::Rejected, |e: &pb::DataRejected| {
             format!("dataset {} rejected: {}", short(&e.dataset_id), e.reason)
+        }),
+        "data.erased" => described(payload, Decoded::Erased, |e: &pb::DataErased| {
+            let rows: u64 = e.versions.iter().map(|v| v.rows_removed).sum();
+            format!(
+                "{}: {rows} row(s) of subject {} in `{}` removed from {} version(s) ({})",
+                e.erasure_id,
+                short(&e.subject_hash),
+                e.column,
+                e.versions.len(),
+                e.reason
+            )
         }),
         "features.materialised" => described(payload, Decoded::Materialised, |e: &pb::FeaturesMaterialised| {
             format!(

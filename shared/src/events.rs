@@ -53,6 +53,7 @@ macro_rules! event {
 event!(pb::DataIngested, "data", "ingested");
 event!(pb::DataValidated, "data", "validated");
 event!(pb::DataRejected, "data", "rejected");
+event!(pb::DataErased, "data", "erased");
 event!(pb::FeaturesMaterialised, "features", "materialised");
 event!(pb::ModelTrained, "model", "trained");
 event!(pb::TrainingFailed, "model", "training_failed");

@@ -58,6 +58,29 @@ pub(crate) enum DataCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Erase a data subject ("right to be forgotten"): every version of the pipeline holding rows
+    /// whose COLUMN is VALUE is written again without them, the old content deleted, models
+    /// trained on it marked, and a retraining queued (`training.triggers.on: erasure`). The audit
+    /// record keeps the value's keyed hash, never the value.
+    Erase {
+        #[arg(long)]
+        pipeline: String,
+        /// COLUMN=VALUE: a column the spec declares (`features` or `columns`) and the subject's
+        /// value in it.
+        #[arg(long, value_name = "COLUMN=VALUE")]
+        key: String,
+        /// Why (the request's reference, the legal ground); kept in the audit record.
+        #[arg(long)]
+        reason: String,
+        /// Who asks; kept in the audit record (default: $USER).
+        #[arg(long, env = "USER", default_value = "")]
+        by: String,
+    },
+    /// The audit records of past erasures.
+    Erasures {
+        #[arg(long, default_value = "")]
+        pipeline: String,
+    },
 }
 
 /// The arguments of `mlops sample`.
@@ -124,6 +147,23 @@ pub(crate) async fn run(command: DataCommand, ingest: &Remote) -> anyhow::Result
         DataCommand::Revalidate { dataset_id, pipeline, no_wait } => {
             revalidate(ingest, &dataset_id, pipeline, no_wait).await?;
         }
+        DataCommand::Erase { pipeline, key, reason, by } => {
+            let Some((column, value)) = key.split_once('=') else {
+                anyhow::bail!("--key {key:?}: give COLUMN=VALUE, e.g. --key email=ada@example.org");
+            };
+            let request = mlops_proto::EraseRequest {
+                pipeline,
+                column: column.trim().into(),
+                value: value.into(),
+                reason,
+                requested_by: by,
+            };
+            let erased = client::erase(ingest, request).await?;
+            print!("{}", tables::erasure(&erased));
+        }
+        DataCommand::Erasures { pipeline } => {
+            mlops_cli::output::write(&tables::erasures(&client::erasures(ingest, &pipeline).await?))?;
+        }
         DataCommand::Report { dataset_id } => {
             let d = client::dataset(ingest, &dataset_id).await?;
             println!(
@@ -161,6 +201,16 @@ arrived   {} ({})",
         d.verdict,
         if d.verdict_detail.is_empty() { String::new() } else { format!(": {}", d.verdict_detail) }
     );
+    if let Some(mark) = &d.erased {
+        let successor = if mark.successor_id.is_empty() { "none (every row was erased)" } else { &mark.successor_id };
+        println!(
+            "erased    {} rows by {} at {}; content deleted; successor {successor}",
+            mark.rows_removed, mark.erasure_id, mark.erased_unix_ms
+        );
+    }
+    if !d.erased_from.is_empty() {
+        println!("replaces  {} (an erasure wrote this version without a subject's rows)", d.erased_from);
+    }
     for past in &d.history {
         let detail = if past.detail.is_empty() { String::new() } else { format!(": {}", past.detail) };
         let spec = mlops_shared::ids::short(&past.validation_hash);

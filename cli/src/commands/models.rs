@@ -451,5 +451,6 @@ pub(crate) fn version_json(v: &mlops_proto::ModelVersion) -> serde_json::Value {
         "importance": v.importance.iter().map(|i| serde_json::json!({"feature": i.feature, "candidate": i.candidate, "production": i.production})).collect::<Vec<_>>(),
         "evaluation_warnings": v.evaluation_warnings,
         "business": v.business.as_ref().map(|b| serde_json::json!({"threshold": b.threshold, "value": b.value, "curve": b.curve})),
+        "erasures": v.erasures.iter().map(|e| serde_json::json!({"erasure_id": e.erasure_id, "erased_unix_ms": e.erased_unix_ms, "reason": e.reason, "dataset_ids": e.dataset_ids, "successor_ids": e.successor_ids})).collect::<Vec<_>>(),
     })
 }

@@ -11,6 +11,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const DATASETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("datasets");
+/// Erasures by id: the audit record (`pb::DataErased` as JSON) and whether it was published.
+const ERASURES: TableDefinition<&str, &[u8]> = TableDefinition::new("erasures");
 
 /// What validation said of a dataset version (stored as `pending`, `accepted` or `rejected`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +82,20 @@ pub struct DatasetRecord {
     /// For a feedback version, the predictions its rows came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<mlops_proto::FeedbackOrigin>,
+    /// Set once an erasure removed rows of this version: its content is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased: Option<mlops_proto::ErasedMark>,
+    /// For a version an erasure wrote: the version it replaced.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub erased_from: String,
+}
+
+/// An erasure as the catalog keeps it: its audit record, and whether `data.erased` was published
+/// (an erasure interrupted before is finished when ingest starts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErasureRecord {
+    pub audit: mlops_proto::DataErased,
+    pub published: bool,
 }
 
 impl DatasetRecord {
@@ -169,6 +185,7 @@ impl Catalog {
         let db = redb::Builder::new().set_cache_size(16 << 20).create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(DATASETS)?;
+        txn.open_table(ERASURES)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -300,6 +317,60 @@ impl Catalog {
         })
     }
 
+    /// Records that `erasure` erased `version` (whose row is `erased` with `mark`), and catalogues
+    /// its successor (unless that content is already a version of the pipeline), in one
+    /// transaction: the audit record, the mark and the successor appear together or not at all.
+    pub fn record_erased(
+        &self,
+        erasure: &ErasureRecord,
+        erased: &DatasetRecord,
+        successor: Option<&DatasetRecord>,
+    ) -> Result<(), CatalogError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut datasets = txn.open_table(DATASETS)?;
+            let key = |r: &DatasetRecord| (r.dataset_id.clone(), r.pipeline.clone());
+            let (id, pipeline) = key(erased);
+            datasets.insert((id.as_str(), pipeline.as_str()), serde_json::to_vec(erased)?.as_slice())?;
+            if let Some(s) = successor {
+                let (id, pipeline) = key(s);
+                if datasets.get((id.as_str(), pipeline.as_str()))?.is_none() {
+                    datasets.insert((id.as_str(), pipeline.as_str()), serde_json::to_vec(s)?.as_slice())?;
+                }
+            }
+            let mut erasures = txn.open_table(ERASURES)?;
+            erasures.insert(erasure.audit.erasure_id.as_str(), serde_json::to_vec(erasure)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes an erasure's record.
+    pub fn put_erasure(&self, erasure: &ErasureRecord) -> Result<(), CatalogError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut erasures = txn.open_table(ERASURES)?;
+            erasures.insert(erasure.audit.erasure_id.as_str(), serde_json::to_vec(erasure)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Erasures of `pipeline` (empty: all), oldest first.
+    pub fn erasures(&self, pipeline: &str) -> Result<Vec<ErasureRecord>, CatalogError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ERASURES)?;
+        let mut out = Vec::new();
+        for kv in table.iter()? {
+            let e: ErasureRecord = serde_json::from_slice(kv?.1.value())?;
+            if pipeline.is_empty() || e.audit.pipeline == pipeline {
+                out.push(e);
+            }
+        }
+        out.sort_by_key(|e| (e.audit.requested_unix_ms, e.audit.erasure_id.clone()));
+        Ok(out)
+    }
+
     /// Rows filtered by pipeline (empty matches all) and verdict, oldest arrival first.
     pub fn list(&self, pipeline: &str, verdict: Option<Verdict>) -> Result<Vec<DatasetRecord>, CatalogError> {
         let txn = self.db.begin_read()?;
@@ -377,6 +448,33 @@ mod tests {
         assert!(!c.mark_published(id, "churn", 1).unwrap());
     }
 
+    #[test]
+    fn an_erasure_marks_the_old_row_and_adds_its_successor_with_its_audit_record_in_one_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let old = DatasetRecord { dataset_id: "old".into(), verdict: Verdict::Accepted, ..record() };
+        c.put(&old).unwrap();
+        let mark =
+            mlops_proto::ErasedMark { erasure_id: "e1".into(), successor_id: "new".into(), ..Default::default() };
+        let marked = DatasetRecord { erased: Some(mark), ..old.clone() };
+        let successor = DatasetRecord { dataset_id: "new".into(), erased_from: "old".into(), ..record() };
+        let audit = mlops_proto::DataErased { pipeline: "churn".into(), erasure_id: "e1".into(), ..Default::default() };
+        let erasure = ErasureRecord { audit, published: false };
+        c.record_erased(&erasure, &marked, Some(&successor)).unwrap();
+        assert_eq!(c.get("old", "churn").unwrap().unwrap().erased.unwrap().successor_id, "new");
+        assert_eq!(c.get("new", "churn").unwrap().unwrap().erased_from, "old");
+        // A successor whose content the pipeline had already is left as it was.
+        let known = DatasetRecord { dataset_id: "known".into(), verdict: Verdict::Accepted, ..record() };
+        c.put(&known).unwrap();
+        let as_successor = DatasetRecord { erased_from: "x".into(), ..known.clone() };
+        c.record_erased(&erasure, &marked, Some(&as_successor)).unwrap();
+        assert_eq!(c.get("known", "churn").unwrap().unwrap(), known);
+        c.put_erasure(&ErasureRecord { published: true, ..erasure }).unwrap();
+        let all = c.erasures("").unwrap();
+        assert_eq!((all.len(), all[0].published), (1, true));
+        assert!(c.erasures("other").unwrap().is_empty());
+    }
+
     fn record() -> DatasetRecord {
         DatasetRecord {
             dataset_id: String::new(),
@@ -397,6 +495,8 @@ mod tests {
             decided_unix_ms: 0,
             origin: String::new(),
             feedback: None,
+            erased: None,
+            erased_from: String::new(),
         }
     }
 }

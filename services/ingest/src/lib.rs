@@ -4,6 +4,7 @@
 //! The same content twice is one version: no second validation, no second training.
 
 pub mod catalog;
+mod erase;
 pub mod lake;
 pub mod paths;
 
@@ -75,6 +76,9 @@ enum IngestError {
     BadInput(String),
     #[error("pipeline `{0}` not found (nor a feature view of that name); apply its spec first (mlops pipeline apply)")]
     UnknownPipeline(String),
+    /// An erasure whose value no row holds: nothing was changed.
+    #[error("erasure: {0}")]
+    NothingMatched(String),
     #[error(transparent)]
     Unavailable(anyhow::Error),
     /// A catalog write on the blocking pool did not finish.
@@ -86,7 +90,7 @@ impl From<IngestError> for Status {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::BadInput(m) => Status::invalid_argument(m),
-            IngestError::UnknownPipeline(_) => Status::not_found(e.to_string()),
+            IngestError::UnknownPipeline(_) | IngestError::NothingMatched(_) => Status::not_found(e.to_string()),
             IngestError::Unavailable(e) => Status::unavailable(format!("{e:#}")),
             IngestError::Interrupted(e) => Status::internal(e.to_string()),
         }
@@ -118,6 +122,8 @@ struct Ingest {
     staging: PathBuf,
     /// The keyed hash of `pii: pseudonymise`, when `MLOPS_PII_KEY` is set.
     pseudonymiser: Option<Arc<Pseudonymiser>>,
+    /// Erasures run one at a time.
+    erasing: tokio::sync::Mutex<()>,
 }
 
 /// Runs ingest until `shutdown` fires.
@@ -145,6 +151,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         allowed_uris,
         staging: config.data_dir.clone(),
         pseudonymiser,
+        erasing: tokio::sync::Mutex::new(()),
+    });
+    let resuming = ingest.clone();
+    tokio::spawn(async move {
+        if let Err(e) = resuming.resume_erasures().await {
+            tracing::error!(error = %e, "an unfinished erasure could not be finished; it is tried again at the next start");
+        }
     });
     let arrived = ConsumerSpec::events::<pb::DataArrived>("ingest-arrived");
     service.consume(arrived, ingest.clone(), |i, e| async move { Ok(i.on_arrived(e).await?) });
@@ -212,6 +225,10 @@ impl Ingest {
         let id = staged.sha.to_string();
         let unavailable = |e: catalog::CatalogError| IngestError::Unavailable(e.into());
         let record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
+            Some(erased) if erased.erased.is_some() => {
+                info!(pipeline = %name, dataset = %&id[..12], "content an erasure removed: not stored again");
+                return Ok((erased, Arrival::Known));
+            }
             Some(known) if known.published && judged_under_other_checks(&known, &validation_hash) => {
                 info!(pipeline = %name, dataset = %&id[..12], "dataset known, judged under an older spec: validating it again");
                 // Stored again if it was deleted for personal data its spec then refused.
@@ -243,6 +260,8 @@ impl Ingest {
                 decided_unix_ms: 0,
                 origin: came.origin.as_str().into(),
                 feedback: came.feedback,
+                erased: None,
+                erased_from: String::new(),
             },
         };
         self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
@@ -338,6 +357,7 @@ impl Ingest {
             round: record.round,
             arrived_unix_ms: record.arrived_unix_ms,
             origin: record.origin().as_str().into(),
+            erased_from: record.erased_from.clone(),
         };
         // The id is stable per round, so a retry after a crash here is dropped by the stream's
         // dedup window.
@@ -644,6 +664,8 @@ fn dataset_proto(r: DatasetRecord) -> pb::Dataset {
         validation_hash: r.validation_hash,
         origin,
         feedback: r.feedback,
+        erased: r.erased,
+        erased_from: r.erased_from,
         history: r
             .history
             .into_iter()
@@ -726,6 +748,14 @@ impl pb::ingest_server::Ingest for IngestApi {
     async fn revalidate(&self, req: Request<pb::RevalidateRequest>) -> Result<Response<pb::Dataset>, Status> {
         let req = req.into_inner();
         let known = self.0.catalog.find(&req.dataset_id, &req.pipeline).map_err(found_status)?;
+        if let Some(mark) = &known.erased {
+            return Err(Status::failed_precondition(format!(
+                "dataset {} was erased ({}): validate its successor {} instead",
+                known.dataset_id,
+                mark.erasure_id,
+                if mark.successor_id.is_empty() { "(none: every row was erased)" } else { &mark.successor_id }
+            )));
+        }
         let environment = Environment::parse(&known.environment).unwrap_or_default();
         self.0.checks_of(&known.pipeline, environment).await?;
         let stored =
@@ -739,6 +769,19 @@ impl pb::ingest_server::Ingest for IngestApi {
         let ctx = EventContext::new_run(format!("revalidate-{}-{}", known.pipeline, &known.dataset_id[..16]));
         let record = self.0.revalidate(&known, ctx).await?;
         Ok(Response::new(pb::Dataset { revalidating: true, ..dataset_proto(record) }))
+    }
+
+    async fn erase(&self, req: Request<pb::EraseRequest>) -> Result<Response<pb::DataErased>, Status> {
+        Ok(Response::new(self.0.erase(req.into_inner()).await?))
+    }
+
+    async fn list_erasures(
+        &self,
+        req: Request<pb::ListErasuresRequest>,
+    ) -> Result<Response<pb::ListErasuresResponse>, Status> {
+        let pipeline = req.into_inner().pipeline;
+        let records = self.0.catalog.erasures(&pipeline).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ListErasuresResponse { erasures: records.into_iter().map(|r| r.audit).collect() }))
     }
 
     async fn list_datasets(

@@ -80,7 +80,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let trained = ConsumerSpec::events::<pb::ModelTrained>("registry-trained");
     service.consume(trained, events.clone(), |r, e| async move { on_trained(&r.store, &r.bus, e).await });
     let evaluated = ConsumerSpec::events::<pb::ModelEvaluated>("registry-evaluated");
-    service.consume(evaluated, events, |r, e| async move { on_evaluated(&r.store, e).await });
+    service.consume(evaluated, events.clone(), |r, e| async move { on_evaluated(&r.store, e).await });
+    let erased = ConsumerSpec::events::<pb::DataErased>("registry-erased");
+    service.consume(erased, events, |r, e| async move { on_erased(&r.store, e).await });
     let importer = import::Importer {
         engine: onnx,
         specs: specs.clone(),
@@ -180,6 +182,7 @@ fn model_record(t: pb::ModelTrained) -> ModelRecord {
         environment: t.environment,
         program_metrics: t.program_metrics.into_iter().collect(),
         business: t.business.map(Into::into),
+        erasures: Vec::new(),
     }
 }
 
@@ -204,6 +207,17 @@ async fn on_evaluated(store: &Arc<Store>, e: Envelope<pb::ModelEvaluated>) -> Re
     });
     let cause = e.id.clone();
     commit(store, move |s| s.record_gate(&v.pipeline, v.version, v.passed, checks, evaluation, &cause)).await?;
+    Ok(())
+}
+
+/// Marks the models trained on data an erasure removed: their lineage no longer rebuilds them.
+async fn on_erased(store: &Arc<Store>, e: Envelope<pb::DataErased>) -> Result<(), HandlerError> {
+    let (erasure, cause) = (e.payload, e.id.clone());
+    let pipeline = erasure.pipeline.clone();
+    let marked = commit(store, move |s| s.mark_erased(&pipeline, &erasure, &cause)).await?;
+    if !marked.is_empty() {
+        info!(pipeline = %e.subject, versions = ?marked, "models trained on erased data marked");
+    }
     Ok(())
 }
 
@@ -347,6 +361,17 @@ impl RegistryApi {
                 })
                 .collect(),
             evaluation_warnings: r.evaluation.warnings.clone(),
+            erasures: r
+                .erasures
+                .iter()
+                .map(|m| pb::ModelErasure {
+                    erasure_id: m.erasure_id.clone(),
+                    erased_unix_ms: m.erased_unix_ms,
+                    reason: m.reason.clone(),
+                    dataset_ids: m.versions.iter().map(|v| v.0.clone()).collect(),
+                    successor_ids: m.versions.iter().map(|v| v.1.clone()).collect(),
+                })
+                .collect(),
         })
     }
 }

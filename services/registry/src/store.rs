@@ -136,6 +136,19 @@ pub struct ModelRecord {
     /// The threshold and value curve `business.value` chose, when the spec priced decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub business: Option<mlops_shared::decision::Decision>,
+    /// Erasures that removed data of its lineage: it cannot be rebuilt as it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erasures: Vec<ErasureMark>,
+}
+
+/// An erasure that removed versions of a model's lineage, and what replaced each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErasureMark {
+    pub erasure_id: String,
+    pub erased_unix_ms: i64,
+    pub reason: String,
+    /// (erased version, its successor or empty).
+    pub versions: Vec<(String, String)>,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -653,6 +666,51 @@ impl Store {
         Ok(())
     }
 
+    /// Marks every model of `pipeline` trained on versions `erasure` erased, once (a redelivery
+    /// finds its mark), and audits each. The versions marked.
+    pub fn mark_erased(
+        &self,
+        pipeline: &str,
+        erasure: &mlops_proto::DataErased,
+        cause: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut marked = Vec::new();
+        {
+            let mut models = txn.open_table(MODELS)?;
+            let mut changed = Vec::new();
+            for kv in models.range((pipeline, 0)..=(pipeline, u64::MAX))? {
+                let mut record: ModelRecord = serde_json::from_slice(kv?.1.value())?;
+                let versions: Vec<(String, String)> = erasure
+                    .versions
+                    .iter()
+                    .filter(|v| record.dataset_ids.contains(&v.dataset_id))
+                    .map(|v| (v.dataset_id.clone(), v.successor_id.clone()))
+                    .collect();
+                if versions.is_empty() || record.erasures.iter().any(|m| m.erasure_id == erasure.erasure_id) {
+                    continue;
+                }
+                record.erasures.push(ErasureMark {
+                    erasure_id: erasure.erasure_id.clone(),
+                    erased_unix_ms: erasure.erased_unix_ms,
+                    reason: erasure.reason.clone(),
+                    versions,
+                });
+                changed.push(record);
+            }
+            for record in changed {
+                models.insert((pipeline, record.version), serde_json::to_vec(&record)?.as_slice())?;
+                marked.push(record.version);
+            }
+        }
+        for version in &marked {
+            let detail = format!("version {version}: trained on data erased by {}", erasure.erasure_id);
+            audit(&txn, pipeline, "model.lineage_erased", &detail, cause)?;
+        }
+        txn.commit()?;
+        Ok(marked)
+    }
+
     /// Every model version, of any pipeline, trained on `dataset_id` (pipeline, then version order).
     pub fn models_using(&self, dataset_id: &str) -> Result<Vec<ModelRecord>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -750,6 +808,7 @@ mod tests {
             environment: String::new(),
             program_metrics: BTreeMap::new(),
             business: None,
+            erasures: Vec::new(),
         }
     }
 
@@ -783,6 +842,38 @@ mod tests {
         assert_eq!((now.revision, before.revision, now.spec_yaml), (2, 2, before.spec_yaml));
         let audit = store.audit_log("churn").unwrap();
         assert!(audit.iter().any(|e| e.action == "pipeline.rehashed"), "{audit:?}");
+    }
+
+    #[test]
+    fn an_erasure_marks_the_models_trained_on_what_it_erased_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("registry.redb")).unwrap();
+        store.apply_pipeline("churn", "name: churn", &"a".repeat(64), "", "cli").unwrap();
+        store.register(ModelRecord { dataset_ids: vec!["d1".into(), "d2".into()], ..model("1") }, "t1").unwrap();
+        store.register(ModelRecord { dataset_ids: vec!["d3".into()], ..model("2") }, "t2").unwrap();
+        let version = |id: &str, successor: &str| mlops_proto::ErasedVersion {
+            dataset_id: id.into(),
+            successor_id: successor.into(),
+            ..Default::default()
+        };
+        let erasure = mlops_proto::DataErased {
+            pipeline: "churn".into(),
+            erasure_id: "erasure-1".into(),
+            reason: "ticket 42".into(),
+            versions: vec![version("d2", "s2"), version("d9", "")],
+            ..Default::default()
+        };
+        assert_eq!(store.mark_erased("churn", &erasure, "e1").unwrap(), [1]);
+        assert!(store.mark_erased("churn", &erasure, "e1").unwrap().is_empty(), "marked twice");
+        let marked = store.model("churn", 1).unwrap().erasures;
+        assert_eq!(marked.len(), 1);
+        assert_eq!(
+            (marked[0].reason.as_str(), marked[0].versions.as_slice()),
+            ("ticket 42", &[("d2".into(), "s2".into())][..])
+        );
+        assert!(store.model("churn", 2).unwrap().erasures.is_empty());
+        let audit = store.audit_log("churn").unwrap();
+        assert!(audit.iter().any(|e| e.action == "model.lineage_erased" && e.detail.contains("erasure-1")));
     }
 
     #[test]

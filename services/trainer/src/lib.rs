@@ -141,6 +141,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         ..ConsumerSpec::events::<pb::DataRejected>("trainer-policy-rejected")
     };
     service.consume(rejected, policy.clone(), |p, e| async move { Ok(p.on_rejected(e).await?) });
+    let erased = ConsumerSpec {
+        max_deliver: POLICY_MAX_DELIVER * 4,
+        ..ConsumerSpec::events::<pb::DataErased>("trainer-policy-erased")
+    };
+    service.consume(erased, policy.clone(), |p, e| async move { Ok(p.on_erased(e).await?) });
     let drift = ConsumerSpec {
         max_deliver: POLICY_MAX_DELIVER,
         ..ConsumerSpec::events::<pb::DriftDetected>("trainer-policy-drift")

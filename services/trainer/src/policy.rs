@@ -59,6 +59,14 @@ impl Policy {
             return Ok(());
         }
         let origin = Origin::parse(&v.origin).map_err(|m| TrainerError::BadEvent(format!("data.validated: {m}")))?;
+        if !v.erased_from.is_empty() {
+            // An erasure's successor takes its predecessor's place; the retraining the erasure
+            // asks for (`on_erased`) waits for it, and new data alone it is not.
+            let successor = Accepted::new(&v.dataset_id, v.arrived_unix_ms, origin);
+            self.change_history(&v.pipeline, |history| replace(history, &v.erased_from, &successor)).await?;
+            info!(pipeline = %v.pipeline, dataset = %v.dataset_id, erased = %v.erased_from, "an erasure's successor took its place");
+            return Ok(());
+        }
         let history = self.append(&v.pipeline, &v.dataset_id, v.arrived_unix_ms, origin).await?;
         let spec = self.spec(&v.pipeline).await?;
         let triggers = spec.training.triggers.clone().unwrap_or_default();
@@ -107,6 +115,40 @@ impl Policy {
         })
         .await?;
         Ok(())
+    }
+
+    /// Data was erased: the erased versions leave the history, and when the last job trained on
+    /// any of them (and `training.triggers.on` has `erasure`) a run retrains on the window without
+    /// them, once the versions written in their place are accepted (or [`ERASURE_WAIT_MS`] has
+    /// passed: a successor validation rejected is not waited for).
+    pub async fn on_erased(&self, e: Envelope<pb::DataErased>) -> Result<(), TrainerError> {
+        let erased = &e.payload;
+        let gone: Vec<&str> = erased.versions.iter().map(|v| v.dataset_id.as_str()).collect();
+        let history = self
+            .change_history(&erased.pipeline, |history| {
+                let before = history.len();
+                history.retain(|a| !gone.contains(&a.id.as_str()));
+                history.len() != before
+            })
+            .await?;
+        let spec = self.spec(&erased.pipeline).await?;
+        let state = self.trigger_state(&erased.pipeline).await?;
+        let trained_on_erased = state.window.iter().any(|id| gone.contains(&id.as_str()));
+        if !trained_on_erased || !spec.training.triggers.clone().unwrap_or_default().fires_on(TriggerEvent::Erasure) {
+            info!(pipeline = %erased.pipeline, erasure = %erased.erasure_id, trained_on_erased, "erased versions left the history; no retraining");
+            return Ok(());
+        }
+        let waiting = erased
+            .versions
+            .iter()
+            .filter(|v| !v.successor_id.is_empty() && v.environment == Environment::Training.as_str())
+            .any(|v| !history.iter().any(|a| a.id == v.successor_id));
+        if waiting && now_unix_ms() < erased.erased_unix_ms + ERASURE_WAIT_MS {
+            return Err(TrainerError::Deferred(Duration::from_secs(1)));
+        }
+        let job_id = format!("{}-{}", erased.pipeline, erased.erasure_id);
+        let no_data = || format!("every accepted version of `{}` was erased", erased.pipeline);
+        self.queue_on_window(&spec, job_id, pb::TrainReason::Erasure, &history, &e.id, &e.follow(), no_data).await
     }
 
     /// A drift alert: retrain on the training window, once the cooldown allows.
@@ -489,6 +531,26 @@ impl Policy {
     }
 }
 
+/// How long a retraining after an erasure waits for the versions written in the erased ones'
+/// place to be accepted.
+const ERASURE_WAIT_MS: i64 = 60_000;
+
+/// Puts `successor` in `erased`'s place in `history` (or by its arrival, when `erased` has left
+/// already); whether anything changed.
+fn replace(history: &mut History, erased: &str, successor: &Accepted) -> bool {
+    if history.iter().any(|a| a.id == successor.id) {
+        return false;
+    }
+    match history.iter().position(|a| a.id == erased) {
+        Some(at) => history[at] = successor.clone(),
+        None => {
+            let place = history.partition_point(|a| a.arrived_ms <= successor.arrived_ms);
+            history.insert(place, successor.clone());
+        }
+    }
+    true
+}
+
 /// Accepted versions kept per pipeline: more than any window by versions needs, and small enough
 /// (about 170 kB) for one key-value entry.
 const MAX_HISTORY: usize = 2_000;
@@ -592,6 +654,19 @@ mod tests {
             model_hash: hash.into(),
             armed: None,
         }
+    }
+
+    #[test]
+    fn an_erasures_successor_takes_its_predecessors_place_or_its_own_by_arrival() {
+        let a = |id: &str, at: i64| Accepted::new(id, at, Origin::Upload);
+        let mut history = vec![a("old", 10), a("newer", 20)];
+        assert!(replace(&mut history, "old", &a("succ", 10)));
+        assert_eq!(history, [a("succ", 10), a("newer", 20)]);
+        assert!(!replace(&mut history, "old", &a("succ", 10)), "a redelivery changes nothing");
+        // The erased version left first (`data.erased` came before the verdict): placed by arrival.
+        let mut history = vec![a("first", 5), a("newer", 20)];
+        assert!(replace(&mut history, "gone", &a("succ", 10)));
+        assert_eq!(history, [a("first", 5), a("succ", 10), a("newer", 20)]);
     }
 
     #[test]

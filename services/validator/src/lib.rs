@@ -190,9 +190,11 @@ impl Validator {
             info!(pipeline = %d.pipeline, dataset = %sha.short(), rows = report.rows, "dataset validated");
             metrics::counter!("mlops_datasets_validated_total", "pipeline" => d.pipeline.clone()).increment(1);
             // Training data becomes the reference the next version is compared with; serving data
-            // is compared with it and leaves it alone, and so does known data judged again (an
-            // old file must not replace the newest as the reference), unless there is none yet.
-            if environment == Environment::Training && (d.round == 0 || !had_reference) {
+            // is compared with it and leaves it alone, and so does known data judged again or an
+            // erasure's successor (an old file must not replace the newest as the reference),
+            // unless there is none yet.
+            let first_judged = d.round == 0 && d.erased_from.is_empty();
+            if environment == Environment::Training && (first_judged || !had_reference) {
                 self.profiles
                     .put(d.pipeline.as_str(), report.profile.encode_to_vec().into())
                     .await
@@ -209,6 +211,7 @@ impl Validator {
                 round: d.round,
                 arrived_unix_ms: d.arrived_unix_ms,
                 origin: origin.as_str().into(),
+                erased_from: d.erased_from.clone(),
             };
             self.bus.publish(&format!("validated-{}-{}{id_suffix}", d.pipeline, d.dataset_id), &ctx, &event).await?;
         }

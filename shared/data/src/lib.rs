@@ -20,4 +20,6 @@ pub use infer::{Inferred, MAX_CATEGORIES, infer, spec_fragment};
 pub use mlops_shared::format::{Compression, Format, detect};
 pub use read::{Batches, DataError, Limits, Source, open, open_typed};
 pub use score::{ANSWER_COLUMNS, ScoreError, Scored, Scorer, score_to_parquet};
-pub use write::{FeedbackRows, column_array, pseudonymise_to_parquet, write_feedback, write_parquet};
+pub use write::{
+    Erased, FeedbackRows, column_array, erase_to_parquet, pseudonymise_to_parquet, write_feedback, write_parquet,
+};

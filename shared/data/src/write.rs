@@ -183,6 +183,51 @@ pub fn pseudonymise_to_parquet(
     Ok(rows)
 }
 
+/// What [`erase_to_parquet`] wrote: the rows kept and the rows left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erased {
+    pub kept: u64,
+    pub removed: u64,
+}
+
+/// Writes `batches` to `to` as Parquet without the rows whose `column` `matches` (each cell as
+/// [`text`] reads it, trimmed; an empty cell never matches), every column as it was read. A file
+/// without the column keeps every row.
+pub fn erase_to_parquet(
+    batches: Batches,
+    column: &str,
+    matches: impl Fn(&str) -> bool,
+    to: impl std::io::Write + Send,
+) -> Result<Erased, DataError> {
+    let err = |e: parquet::errors::ParquetError| DataError::Parquet(e.to_string());
+    let target = batches.schema.index_of(column).ok();
+    let mut writer = ArrowWriter::try_new(to, batches.schema.clone(), None).map_err(err)?;
+    let mut erased = Erased { kept: 0, removed: 0 };
+    for batch in batches {
+        let batch = batch?;
+        let read = batch.num_rows() as u64;
+        let batch = match target {
+            Some(i) => {
+                let cells = view(batch.column(i));
+                let keep: arrow_array::BooleanArray = (0..batch.num_rows())
+                    .map(|r| {
+                        let value = text(cells.get(r));
+                        Some(value.is_empty() || !matches(&value))
+                    })
+                    .collect();
+                arrow_select::filter::filter_record_batch(&batch, &keep)
+                    .map_err(|e| DataError::Parquet(e.to_string()))?
+            }
+            None => batch,
+        };
+        erased.kept += batch.num_rows() as u64;
+        erased.removed += read - batch.num_rows() as u64;
+        writer.write(&batch).map_err(err)?;
+    }
+    writer.close().map_err(err)?;
+    Ok(erased)
+}
+
 /// Rows `rows` of `column` as an Arrow array: numbers as float64, categories as text, missing as
 /// null.
 pub fn column_array(column: &Column, rows: std::ops::Range<usize>) -> ArrayRef {
@@ -212,6 +257,31 @@ mod tests {
         };
         assert_eq!(column("email"), ["h(a@b.org)", "", "h(c@d.org)"]);
         assert_eq!(column("plan"), ["basic", "pro", "basic"]);
+    }
+
+    #[test]
+    fn erasure_leaves_out_the_matching_rows_and_keeps_the_rest_as_read() {
+        let csv = b"email,age\n a@b.org ,41\n,30\nc@d.org,25\na@b.org,50\n".to_vec();
+        let batches = crate::open(Source::Bytes(csv.into()), "x.csv", &Default::default()).unwrap();
+        let mut out = Vec::new();
+        let erased = erase_to_parquet(batches, "email", |v| v == "a@b.org", &mut out).unwrap();
+        assert_eq!(erased, Erased { kept: 2, removed: 2 });
+        let mut back = crate::open(Source::Bytes(out.into()), "x.parquet", &Default::default()).unwrap();
+        let batch = back.next().unwrap().unwrap();
+        let column = |name: &str| -> Vec<String> {
+            let c = view(batch.column(batch.schema().index_of(name).unwrap()));
+            (0..batch.num_rows()).map(|r| text(c.get(r)).into_owned()).collect()
+        };
+        assert_eq!(column("email"), ["", "c@d.org"]);
+        assert_eq!(column("age"), ["30", "25"]);
+        // Numbers match by their text; a file without the column keeps every row.
+        let csv = b"id,x\n7,1\n8,2\n".to_vec();
+        let batches = crate::open(Source::Bytes(csv.clone().into()), "x.csv", &Default::default()).unwrap();
+        let erased = erase_to_parquet(batches, "id", |v| v == "7", Vec::new()).unwrap();
+        assert_eq!(erased, Erased { kept: 1, removed: 1 });
+        let batches = crate::open(Source::Bytes(csv.into()), "x.csv", &Default::default()).unwrap();
+        let erased = erase_to_parquet(batches, "absent", |_| true, Vec::new()).unwrap();
+        assert_eq!(erased, Erased { kept: 2, removed: 0 });
     }
 
     #[test]

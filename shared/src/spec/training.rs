@@ -210,10 +210,19 @@ pub enum TriggerEvent {
     Degradation,
     /// A spec (or code bundle) whose model-shaping parts changed was applied.
     SpecChanged,
+    /// Data the last model was trained on was erased (`mlops data erase`): retrain on the window
+    /// without it once the versions written in its place are accepted.
+    Erasure,
 }
 
 fn all_trigger_events() -> Vec<TriggerEvent> {
-    vec![TriggerEvent::NewData, TriggerEvent::Drift, TriggerEvent::Degradation, TriggerEvent::SpecChanged]
+    vec![
+        TriggerEvent::NewData,
+        TriggerEvent::Drift,
+        TriggerEvent::Degradation,
+        TriggerEvent::SpecChanged,
+        TriggerEvent::Erasure,
+    ]
 }
 
 /// Hyper-parameter search: every combination of the listed values (a grid) is trained on part of

@@ -1,0 +1,196 @@
+//! Erasure ("right to be forgotten") through the platform: `mlops data erase` removes a subject's
+//! rows from every version of a pipeline, deletes the old content, keeps an audit record with the
+//! value's keyed hash only, marks the models trained on it (whose `reproduce` then says so) and
+//! retrains on the versions written in their place. Bad requests change nothing.
+
+use std::time::Duration;
+
+use mlops_cli::events::Decoded;
+use mlops_integration_tests::{TestApp, client, sample};
+use mlops_proto as pb;
+use mlops_shared::bus::DATASETS_BUCKET;
+use mlops_shared::ids::Sha256;
+use mlops_shared::pii::Pseudonymiser;
+
+const T: Duration = Duration::from_secs(90);
+const KEY: &str = "a key of thirty-two bytes or more, for this test only";
+const SUBJECT: &str = "ada@example.org";
+
+/// The example spec with an `email` column declared under `policy`, training on the newest two
+/// versions.
+fn spec(policy: &str) -> String {
+    mlops_cli::EXAMPLE_SPEC
+        .replace(
+            "\nvalidation:\n",
+            &format!("\ncolumns:\n  - {{name: email, type: categorical, {policy}}}\nvalidation:\n"),
+        )
+        .replace("  seed: 42\n", "  seed: 42\n  window: {versions: 2}\n")
+}
+
+/// `rows` sample rows (from `seed`) with an e-mail column, the subject's address on `subject`
+/// of them.
+fn with_emails(rows: usize, seed: u64, subject: &[usize]) -> String {
+    let csv = sample::csv(rows, seed, sample::Variant::Normal);
+    csv.lines()
+        .enumerate()
+        .map(|(i, line)| match i {
+            0 => format!("{line},email\n"),
+            _ if subject.contains(&i) => format!("{line}, {SUBJECT}\n"),
+            _ => format!("{line},c{seed}-{i}@example.org\n"),
+        })
+        .collect()
+}
+
+/// The stored content of dataset `id` (none once deleted), and its `email` column.
+async fn stored_emails(app: &TestApp, id: &str) -> Option<(Vec<String>, Vec<u8>)> {
+    let datasets = app.bus().await.objects(DATASETS_BUCKET).await.unwrap();
+    datasets.size_of(id).await.unwrap()?;
+    let bytes = datasets.get_verified(&Sha256::parse(id.to_owned()).unwrap()).await.unwrap();
+    let source = mlops_data::Source::Bytes(bytes.clone().into());
+    let mut values = Vec::new();
+    let name = if bytes.starts_with(b"PAR1") { "data.parquet" } else { "data.csv" };
+    for batch in mlops_data::open(source, name, &Default::default()).unwrap() {
+        let batch = batch.unwrap();
+        let column = mlops_data::view(batch.column(batch.schema().index_of("email").unwrap()));
+        values.extend((0..batch.num_rows()).map(|r| mlops_data::text(column.get(r)).into_owned()));
+    }
+    Some((values, bytes.to_vec()))
+}
+
+/// Matches `model.trained` of a model trained on `ids`.
+fn trained_on(ids: &[String]) -> impl Fn(&mlops_cli::events::Seen) -> bool + '_ {
+    move |s| matches!(&s.payload, Decoded::Trained(t) if t.dataset_ids == ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_removes_a_subject_from_every_version_marks_its_models_and_retrains_without_it() {
+    let app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY)]).await;
+    app.apply(&spec("pii: allow, purpose: account recovery")).await;
+    let first = app.upload("churn", &with_emails(400, 1, &[3, 50, 77])).await;
+    let second = app.upload("churn", &with_emails(400, 2, &[9, 200])).await;
+    let both = [first.dataset_id.clone(), second.dataset_id.clone()];
+    let on_both = app.wait_event("model.trained", T, trained_on(&both)).await;
+    let Decoded::Trained(on_both) = on_both.payload else { unreachable!() };
+    let registered = app
+        .wait_event(
+            "model.registered",
+            T,
+            |s| matches!(&s.payload, Decoded::Registered(r) if r.artifact_sha256 == on_both.artifact_sha256),
+        )
+        .await;
+    let Decoded::Registered(registered) = registered.payload else { unreachable!() };
+
+    // Erased through the CLI, as an operator would.
+    let key = format!("email={SUBJECT}");
+    let (ok, out, err) = app.mlops(&["data", "erase", "--pipeline", "churn", "--key", &key, "--reason", "ticket 42"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("5 row(s) with that `email` removed from 2 of 2 version(s)"), "{out}");
+    assert!(!out.contains(SUBJECT), "the value is printed: {out}");
+
+    // The audit record keeps the keyed hash, never the value.
+    let erased = app.wait_event("data.erased", T, |_| true).await;
+    let Decoded::Erased(erased) = erased.payload else { unreachable!() };
+    let hash = Pseudonymiser::new(KEY.as_bytes()).unwrap().pseudonym(SUBJECT);
+    assert_eq!((erased.subject_hash.as_str(), erased.reason.as_str()), (hash.as_str(), "ticket 42"));
+    assert!(!format!("{erased:?}").contains(SUBJECT), "the value is in the audit record: {erased:?}");
+    let removed: Vec<(&str, u64, u64, bool)> = erased
+        .versions
+        .iter()
+        .map(|v| (v.dataset_id.as_str(), v.rows_removed, v.rows_kept, v.content_deleted))
+        .collect();
+    assert_eq!(removed, [(both[0].as_str(), 3, 397, true), (both[1].as_str(), 2, 398, true)]);
+
+    // The old content is gone; each successor holds every other row and none of the subject's.
+    let successors: Vec<String> = erased.versions.iter().map(|v| v.successor_id.clone()).collect();
+    for (old, new) in both.iter().zip(&successors) {
+        assert!(stored_emails(&app, old).await.is_none(), "{old} still stored");
+        let (emails, bytes) = stored_emails(&app, new).await.expect("the successor is stored");
+        assert_eq!(emails.len(), if old == &both[0] { 397 } else { 398 });
+        assert!(!bytes.windows(SUBJECT.len()).any(|w| w == SUBJECT.as_bytes()), "the subject is stored");
+        let catalogued = client::dataset(&app.stack.url("ingest"), old).await.unwrap();
+        let mark = catalogued.erased.expect("the old version is marked erased");
+        assert_eq!((mark.erasure_id.as_str(), mark.successor_id.as_str()), (erased.erasure_id.as_str(), new.as_str()));
+        let successor = client::dataset(&app.stack.url("ingest"), new).await.unwrap();
+        assert_eq!(
+            (successor.erased_from.as_str(), successor.arrived_unix_ms),
+            (old.as_str(), catalogued.arrived_unix_ms)
+        );
+    }
+
+    // The model trained on them is marked, and `reproduce` says why it cannot rebuild it.
+    let models = client::models(&app.stack.url("registry"), "churn").await.unwrap();
+    let model = models.iter().find(|m| m.version == registered.version).unwrap();
+    let marked = model.erasures.first().expect("the model is marked");
+    assert_eq!((marked.erasure_id.as_str(), marked.dataset_ids.as_slice()), (erased.erasure_id.as_str(), &both[..]));
+    let target = format!("churn@{}", registered.version);
+    let (ok, out, err) = app.mlops(&["reproduce", &target]);
+    assert!(
+        !ok && err.contains("cannot be rebuilt from its lineage") && err.contains(&erased.erasure_id),
+        "{out}{err}"
+    );
+
+    // A retraining on the successors follows, its lineage naming them and its reason.
+    let retrained = app.wait_event("model.trained", T, trained_on(&successors)).await;
+    let Decoded::Trained(retrained) = retrained.payload else { unreachable!() };
+    assert_eq!(retrained.reason, pb::TrainReason::Erasure as i32);
+
+    // The audit list shows it; erasing the subject again finds nothing and changes nothing.
+    let (ok, list, _) = app.mlops(&["data", "erasures", "--pipeline", "churn"]);
+    assert!(ok && list.contains(&erased.erasure_id) && list.contains("ticket 42"), "{list}");
+    let (ok, out, err) = app.mlops(&["data", "erase", "--pipeline", "churn", "--key", &key, "--reason", "again"]);
+    assert!(!ok && err.contains("no row of pipeline `churn` has that value in `email`"), "{out}{err}");
+    assert!(err.contains("nothing was changed") && !err.contains(SUBJECT), "{err}");
+    let erasures = client::erasures(&app.stack.url("ingest"), "churn").await.unwrap();
+    assert_eq!(erasures.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_changing_anything() {
+    let bare = TestApp::start().await;
+    bare.apply(&spec("pii: allow, purpose: account recovery")).await;
+    let request = |column: &str, value: &str, reason: &str| pb::EraseRequest {
+        pipeline: "churn".into(),
+        column: column.into(),
+        value: value.into(),
+        reason: reason.into(),
+        requested_by: "dpo".into(),
+    };
+    let refused = client::erase(&bare.stack.url("ingest"), request("email", SUBJECT, "r")).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("MLOPS_PII_KEY is not set on ingest"), "{refused:#}");
+    drop(bare);
+
+    let app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY)]).await;
+    app.apply(&spec("pii: pseudonymise")).await;
+    let ds = app.upload("churn", &with_emails(300, 3, &[4, 5])).await;
+    let ingest = app.stack.url("ingest");
+    let cases = [
+        (request("age", "", "r"), "the value of `age` to erase is empty"),
+        (request("email", SUBJECT, " "), "a `reason` is required"),
+        (request("phone", SUBJECT, "r"), "column `phone` is not declared in pipeline `churn`"),
+        (request("churned", "1", "r"), "column `churned` is not declared"),
+        (request("email", "nobody@example.org", "r"), "no row of pipeline `churn` has that value in `email`"),
+        (pb::EraseRequest { pipeline: "nope".into(), ..request("email", SUBJECT, "r") }, "pipeline `nope` not found"),
+    ];
+    for (req, expected) in cases {
+        let e = format!("{:#}", client::erase(&ingest, req).await.unwrap_err());
+        assert!(e.contains(expected), "{e}");
+        assert!(!e.contains("nobody@") && !e.contains(SUBJECT), "a value is quoted: {e}");
+    }
+    let (ok, _, err) = app.mlops(&["data", "erase", "--pipeline", "churn", "--key", "email", "--reason", "r"]);
+    assert!(!ok && err.contains("give COLUMN=VALUE"), "{err}");
+    // Nothing changed: the version is stored, unmarked, and no erasure is recorded.
+    assert!(stored_emails(&app, &ds.dataset_id).await.is_some());
+    assert!(client::dataset(&ingest, &ds.dataset_id).await.unwrap().erased.is_none());
+    assert!(client::erasures(&ingest, "").await.unwrap().is_empty());
+
+    // The stored values are keyed hashes; the subject is found by its value all the same.
+    let erased = client::erase(&ingest, request("email", &format!(" {SUBJECT} "), "ticket 7")).await.unwrap();
+    let v = &erased.versions[0];
+    assert_eq!((v.dataset_id.as_str(), v.rows_removed, v.rows_kept), (ds.dataset_id.as_str(), 2, 298));
+    let (emails, _) = stored_emails(&app, &v.successor_id).await.unwrap();
+    assert!(!emails.contains(&erased.subject_hash) && emails.len() == 298);
+    // The content an erasure removed is not stored again when the same file is sent again.
+    let again = app.upload("churn", &with_emails(300, 3, &[4, 5])).await;
+    assert!(again.duplicate && again.erased.is_some(), "{again:?}");
+    assert!(stored_emails(&app, &ds.dataset_id).await.is_none());
+}

@@ -1,0 +1,303 @@
+//! Erasure ("right to be forgotten"): `mlops data erase --pipeline P --key COLUMN=VALUE`.
+//!
+//! Every catalogued version of the pipeline (any verdict, any environment, feedback versions
+//! included) whose content still exists is read; one holding rows whose `COLUMN` is the subject's
+//! is written again without them as Parquet — a *successor* version with the same arrival time,
+//! environment and origin, validated like any other — and its old content is deleted from the
+//! `datasets` bucket (kept only while another pipeline's catalog holds the same content, which is
+//! said). The old row stays in the catalog, marked erased, naming its successor.
+//!
+//! The value itself is never stored, logged or published: rows are matched by its keyed hash
+//! (HMAC-SHA256 under `MLOPS_PII_KEY`, the pseudonym `pii: pseudonymise` stores), which the audit
+//! record keeps. A cell matches when its trimmed text is the hash (a pseudonymised column) or
+//! hashes to it.
+//!
+//! Crash safety: the audit record, the erased mark and the successor's row are written in one
+//! transaction per version, after the successor's content is stored; the successor's
+//! `data.ingested`, the old content's deletion and `data.erased` follow, and an erasure whose
+//! `data.erased` was not published is carried out again when ingest starts (versions already
+//! erased are not read again; the rest are).
+
+use std::sync::Arc;
+
+use mlops_proto as pb;
+use mlops_shared::events::EventContext;
+use mlops_shared::ids::PipelineName;
+use mlops_shared::pii::Pseudonymiser;
+use tracing::{info, warn};
+
+use crate::catalog::{DatasetRecord, ErasureRecord, Verdict};
+use crate::{Ingest, IngestError};
+
+impl Ingest {
+    /// Checks an erase request, then carries it out. The audit record of what it erased; an
+    /// error when nothing matched (and nothing was changed).
+    pub(crate) async fn erase(&self, req: pb::EraseRequest) -> Result<pb::DataErased, IngestError> {
+        let bad = |m: String| IngestError::BadInput(format!("erasure: {m}"));
+        let name = PipelineName::new(&req.pipeline).map_err(|e| bad(e.to_string()))?;
+        let (column, value, reason) = (req.column.trim(), req.value.trim(), req.reason.trim());
+        if value.is_empty() {
+            return Err(bad(format!("the value of `{column}` to erase is empty")));
+        }
+        if reason.is_empty() {
+            return Err(bad("a `reason` is required (the request's reference or legal ground): it is kept in \
+                            the audit record"
+                .into()));
+        }
+        self.declared(name.as_str(), column).await?;
+        let Some(pseudonymiser) = self.pseudonymiser.clone() else {
+            return Err(bad("MLOPS_PII_KEY is not set on ingest: the audit record keeps the value's keyed hash, \
+                            never the value; nothing was changed"
+                .into()));
+        };
+        let subject_hash = pseudonymiser.pseudonym(value);
+        let requested = mlops_shared::now_unix_ms();
+        let audit = pb::DataErased {
+            pipeline: name.to_string(),
+            erasure_id: format!("erasure-{requested}-{}", &subject_hash[..8]),
+            column: column.to_owned(),
+            subject_hash,
+            reason: reason.to_owned(),
+            requested_by: req.requested_by.trim().to_owned(),
+            requested_unix_ms: requested,
+            ..Default::default()
+        };
+        let _one_at_a_time = self.erasing.lock().await;
+        let done = self.carry_out(ErasureRecord { audit, published: false }, &pseudonymiser).await?;
+        if done.audit.versions.is_empty() {
+            return Err(IngestError::NothingMatched(format!(
+                "no row of pipeline `{name}` has that value in `{column}` ({} version(s) looked at): nothing was \
+                 changed",
+                done.audit.versions_scanned
+            )));
+        }
+        Ok(done.audit)
+    }
+
+    /// Refuses a column `pipeline`'s spec does not declare (among `features` and `columns`).
+    async fn declared(&self, pipeline: &str, column: &str) -> Result<(), IngestError> {
+        let unavailable = |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("{e}"));
+        let Some(spec) = self.specs.get(pipeline).await.map_err(|e| unavailable(&e))? else {
+            if self.features.view(pipeline).await.map_err(|e| unavailable(&e))?.is_some() {
+                return Err(IngestError::BadInput(format!(
+                    "erasure: `{pipeline}` is a feature view; erasure is by pipeline"
+                )));
+            }
+            return Err(IngestError::UnknownPipeline(pipeline.to_owned()));
+        };
+        let names: Vec<&str> = spec.features.iter().chain(&spec.columns).map(|c| c.name.as_str()).collect();
+        if !names.contains(&column) {
+            return Err(IngestError::BadInput(format!(
+                "erasure: column `{column}` is not declared in pipeline `{pipeline}`; erasure matches a column of \
+                 `features` or `columns`: {}",
+                names.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Carries out `erasure` over its pipeline's versions not erased yet, then finishes every
+    /// version it erased and publishes `data.erased` (once it erased anything).
+    async fn carry_out(
+        &self,
+        mut erasure: ErasureRecord,
+        key: &Arc<Pseudonymiser>,
+    ) -> Result<ErasureRecord, IngestError> {
+        let pipeline = erasure.audit.pipeline.clone();
+        let versions = self.catalog(move |c| c.list(&pipeline, None)).await?;
+        erasure.audit.versions_scanned = versions.len() as u64;
+        for version in versions.iter().filter(|v| v.erased.is_none()) {
+            let Some((erased, successor)) = self.erase_version(&erasure.audit, version, key).await? else {
+                continue;
+            };
+            erasure.audit.versions.push(erased.clone());
+            let mut marked = version.clone();
+            marked.erased = Some(pb::ErasedMark {
+                erasure_id: erasure.audit.erasure_id.clone(),
+                erased_unix_ms: mlops_shared::now_unix_ms(),
+                successor_id: erased.successor_id.clone(),
+                rows_removed: erased.rows_removed,
+            });
+            let record = erasure.clone();
+            self.catalog(move |c| c.record_erased(&record, &marked, successor.as_ref())).await?;
+        }
+        if erasure.audit.versions.is_empty() {
+            return Ok(erasure);
+        }
+        self.finish(&mut erasure).await?;
+        Ok(erasure)
+    }
+
+    /// Publishes each successor's `data.ingested` and deletes each old content (both idempotent),
+    /// then publishes `data.erased` and records it published.
+    async fn finish(&self, erasure: &mut ErasureRecord) -> Result<(), IngestError> {
+        let ctx = EventContext::new_run(erasure.audit.erasure_id.clone());
+        let unavailable = |e: mlops_shared::objects::ObjectError| IngestError::Unavailable(e.into());
+        for v in erasure.audit.versions.clone() {
+            let (id, pipeline) = (v.successor_id.clone(), erasure.audit.pipeline.clone());
+            let successor = match id.is_empty() {
+                true => None,
+                false => self.catalog(move |c| c.get(&id, &pipeline)).await?,
+            };
+            if let Some(s) = successor.filter(|s| !s.published) {
+                self.publish_ingested(s, &ctx).await?;
+            }
+            if v.content_deleted {
+                self.datasets.delete(&v.dataset_id).await.map_err(unavailable)?;
+            }
+        }
+        erasure.audit.erased_unix_ms = mlops_shared::now_unix_ms();
+        let published = self.bus.publish(&erasure.audit.erasure_id, &ctx, &erasure.audit).await;
+        published.map_err(|e| IngestError::Unavailable(e.into()))?;
+        erasure.published = true;
+        let record = erasure.clone();
+        self.catalog(move |c| c.put_erasure(&record)).await?;
+        let rows: u64 = erasure.audit.versions.iter().map(|v| v.rows_removed).sum();
+        metrics::counter!("mlops_erasures_total").increment(1);
+        metrics::counter!("mlops_erased_rows_total").increment(rows);
+        info!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id, rows,
+              versions = erasure.audit.versions.len(), "subject erased");
+        Ok(())
+    }
+
+    /// Reads `version` and, when it holds rows of the subject, stores it again without them.
+    /// What was erased and the successor's catalog row (none when every row was the subject's);
+    /// `None` when the version holds no such row or its content is gone already.
+    async fn erase_version(
+        &self,
+        audit: &pb::DataErased,
+        version: &DatasetRecord,
+        key: &Arc<Pseudonymiser>,
+    ) -> Result<Option<(pb::ErasedVersion, Option<DatasetRecord>)>, IngestError> {
+        let unavailable = |e: mlops_shared::objects::ObjectError| IngestError::Unavailable(e.into());
+        let id = version.dataset_id.as_str();
+        if self.datasets.size_of(id).await.map_err(unavailable)?.is_none() {
+            return Ok(None); // deleted for the personal data it held, or by an earlier erasure
+        }
+        let staged = self.datasets.stage_named(id, &self.staging, u64::MAX).await.map_err(unavailable)?;
+        if staged.sha.as_str() != id {
+            return Err(IngestError::Unavailable(anyhow::anyhow!(
+                "dataset {id} reads back with sha256 {}: the stored content is damaged",
+                staged.sha
+            )));
+        }
+        let (kept, rewritten) = self.without_subject(audit, version, staged, key).await?;
+        if kept.removed == 0 {
+            return Ok(None);
+        }
+        let successor = match (kept.kept, rewritten) {
+            (0, _) | (_, None) => None,
+            (_, Some(file)) => {
+                let mut stager = self.stager()?;
+                stager
+                    .copy_from(tokio::fs::File::from_std(file))
+                    .await
+                    .map_err(|e| IngestError::Unavailable(e.into()))?;
+                let staged = stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))?;
+                self.datasets.put_staged(&staged).await.map_err(unavailable)?;
+                Some(successor_of(version, &staged, kept.removed, &audit.erasure_id))
+            }
+        };
+        let i = id.to_owned();
+        let holders = self.catalog(move |c| c.of_content(&i)).await?;
+        let other = holders.iter().find(|h| h.pipeline != version.pipeline && h.erased.is_none());
+        let kept_because = other.map(|o| {
+            format!("the same content is a version of pipeline `{}`: erase the subject there too", o.pipeline)
+        });
+        if let Some(why) = &kept_because {
+            warn!(pipeline = %version.pipeline, dataset = %mlops_shared::ids::short(id), "old content kept: {why}");
+        }
+        let erased = pb::ErasedVersion {
+            dataset_id: id.to_owned(),
+            successor_id: successor.as_ref().map(|s| s.dataset_id.clone()).unwrap_or_default(),
+            rows_removed: kept.removed,
+            rows_kept: kept.kept,
+            environment: version.environment.clone(),
+            content_deleted: kept_because.is_none(),
+            kept_because: kept_because.unwrap_or_default(),
+        };
+        Ok(Some((erased, successor)))
+    }
+
+    /// Writes `staged` (the content of `version`) without the subject's rows to an anonymous
+    /// file, off the runtime: what it kept and removed, and the file.
+    async fn without_subject(
+        &self,
+        audit: &pb::DataErased,
+        version: &DatasetRecord,
+        staged: mlops_shared::objects::Staged,
+        key: &Arc<Pseudonymiser>,
+    ) -> Result<(mlops_data::Erased, Option<std::fs::File>), IngestError> {
+        let unavailable = |e: std::io::Error| IngestError::Unavailable(e.into());
+        let mut out = tempfile::tempfile_in(&self.staging).map_err(unavailable)?;
+        let (column, hash, key) = (audit.column.clone(), audit.subject_hash.clone(), key.clone());
+        let name = format!("data.{}", version.format);
+        let id = version.dataset_id.clone();
+        mlops_shared::bus::off_runtime(move || {
+            use std::io::Seek as _;
+            let unreadable = |e: mlops_data::DataError| {
+                IngestError::Unavailable(anyhow::anyhow!("dataset {id} could not be read to erase from it: {e}"))
+            };
+            let mut file = staged.file;
+            file.rewind().map_err(unavailable)?;
+            let batches = mlops_data::open(mlops_data::Source::File(file), &name, &mlops_data::Limits::default())
+                .map_err(unreadable)?;
+            let matches = |cell: &str| cell == hash || key.pseudonym(cell) == hash;
+            let erased = mlops_data::erase_to_parquet(batches, &column, matches, &mut out).map_err(unreadable)?;
+            out.rewind().map_err(unavailable)?;
+            Ok((erased, (erased.removed > 0).then_some(out)))
+        })
+        .await
+    }
+
+    /// Carries out the erasures an earlier run left unpublished (it stopped part-way).
+    pub(crate) async fn resume_erasures(&self) -> Result<(), IngestError> {
+        let unfinished: Vec<ErasureRecord> =
+            self.catalog(|c| c.erasures("")).await?.into_iter().filter(|e| !e.published).collect();
+        if unfinished.is_empty() {
+            return Ok(());
+        }
+        let Some(key) = self.pseudonymiser.clone() else {
+            warn!(erasures = unfinished.len(), "unfinished erasures wait for MLOPS_PII_KEY to be set on ingest");
+            return Ok(());
+        };
+        let _one_at_a_time = self.erasing.lock().await;
+        for erasure in unfinished {
+            info!(erasure = %erasure.audit.erasure_id, "finishing an erasure an earlier run left part-way");
+            self.carry_out(erasure, &key).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The catalog row of the version written in `old`'s place: the same arrival, environment and
+/// origin, pending validation.
+fn successor_of(
+    old: &DatasetRecord,
+    staged: &mlops_shared::objects::Staged,
+    removed: u64,
+    erasure: &str,
+) -> DatasetRecord {
+    DatasetRecord {
+        dataset_id: staged.sha.to_string(),
+        pipeline: old.pipeline.clone(),
+        source: format!("{} (erased {removed} row(s) of a subject: {erasure})", old.source),
+        format: "parquet".into(),
+        size_bytes: staged.size,
+        arrived_unix_ms: old.arrived_unix_ms,
+        verdict: Verdict::Pending,
+        rows: 0,
+        verdict_detail: String::new(),
+        published: false,
+        report_hex: String::new(),
+        environment: old.environment.clone(),
+        round: 0,
+        validation_hash: String::new(),
+        history: Vec::new(),
+        decided_unix_ms: 0,
+        origin: old.origin().as_str().into(),
+        feedback: old.feedback.clone(),
+        erased: None,
+        erased_from: old.dataset_id.clone(),
+    }
+}
