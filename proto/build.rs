@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute("mlops.v1.DataErased", json)
         .type_attribute("mlops.v1.ErasedVersion", json)
         .type_attribute("mlops.v1.ErasedMark", json)
+        .type_attribute("mlops.v1.ErasedArchiveFile", json)
         .compile_fds(descriptors)?;
     Ok(())
 }

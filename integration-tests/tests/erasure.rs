@@ -194,3 +194,81 @@ async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_c
     assert!(again.duplicate && again.erased.is_some(), "{again:?}");
     assert!(stored_emails(&app, &ds.dataset_id).await.is_none());
 }
+
+/// Prediction logs as a deployer sends them: `n` predictions from `first`, `tenure_months` = i.
+fn logs(first: usize, n: usize) -> pb::PredictionLogBatch {
+    let predictions = (first..first + n)
+        .map(|i| pb::PredictionLogged {
+            pipeline: "churn".into(),
+            prediction_id: format!("p-{i}"),
+            version: 1,
+            artifact_sha256: "ab".repeat(32),
+            numeric: [("tenure_months".to_owned(), i as f64)].into(),
+            categorical: [("contract".to_owned(), "one-year".to_owned())].into(),
+            score: 0.5,
+            label: "0".into(),
+            time_unix_ms: mlops_shared::now_unix_ms(),
+        })
+        .collect();
+    pb::PredictionLogBatch { pipeline: "churn".into(), predictions }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_by_a_feature_rewrites_the_archive_files_that_hold_it() {
+    let app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY), ("MLOPS_ARCHIVE_FLUSH_SECS", "0.3")]).await;
+    app.apply(mlops_cli::EXAMPLE_SPEC).await;
+    let bus = app.bus().await;
+    for start in [0, 100] {
+        let id = format!("log-{start}");
+        bus.publish(&id, &mlops_shared::events::EventContext::default(), &logs(start, 100)).await.unwrap();
+    }
+    let archive = mlops_archive::Archive::open(&bus).await.unwrap();
+    let rows = || async {
+        let mut files = Vec::new();
+        for hour in archive.hours("churn").await.unwrap() {
+            files.extend(archive.partition("churn", &hour).await.unwrap());
+        }
+        files
+    };
+    let files = mlops_integration_tests::wait_until(T, || async {
+        let files = rows().await;
+        (files.iter().map(|f| f.rows).sum::<u64>() == 200).then_some(files)
+    })
+    .await
+    .unwrap_or_else(|| panic!("never archived:\n{}", app.log("monitor")));
+
+    let erased = client::erase(
+        &app.stack.url("ingest"),
+        pb::EraseRequest {
+            pipeline: "churn".into(),
+            column: "tenure_months".into(),
+            value: "142".into(),
+            reason: "ticket 9".into(),
+            requested_by: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(erased.versions.is_empty(), "{erased:?}");
+    let [file] = erased.archive_files.as_slice() else { panic!("{erased:?}") };
+    assert_eq!((file.rows_removed, file.rows_kept), (1, file.rows_kept));
+    let holder = files.iter().find(|f| f.name == file.name).unwrap();
+    assert_eq!(file.rows_kept + 1, holder.rows);
+
+    // The entry keeps its name and points at the new object; the old object is gone.
+    let now = rows().await;
+    let entry = now.iter().find(|f| f.name == file.name).unwrap();
+    assert!(entry.object.ends_with(&erased.erasure_id) && entry.rows == file.rows_kept, "{entry:?}");
+    let store = app.js.get_object_store("archive").await.unwrap();
+    assert!(store.get(holder.name.as_str()).await.is_err(), "the old file is still stored");
+    let bytes = archive.file(entry).await.unwrap();
+    let batches = mlops_data::open(mlops_data::Source::Bytes(bytes), "f.parquet", &Default::default()).unwrap();
+    let mut tenures = Vec::new();
+    for batch in batches {
+        let batch = batch.unwrap();
+        let column = mlops_data::view(batch.column(batch.schema().index_of("tenure_months").unwrap()));
+        tenures.extend((0..batch.num_rows()).map(|r| mlops_data::text(column.get(r)).into_owned()));
+    }
+    assert!(!tenures.contains(&"142".to_owned()) && tenures.len() as u64 == file.rows_kept);
+    assert_eq!(now.iter().map(|f| f.rows).sum::<u64>(), 199);
+}

@@ -96,6 +96,9 @@ pub struct DatasetRecord {
 pub struct ErasureRecord {
     pub audit: mlops_proto::DataErased,
     pub published: bool,
+    /// The archive files written again, recorded before their manifest entries move to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archive: Vec<mlops_archive::Rewritten>,
 }
 
 impl DatasetRecord {
@@ -459,7 +462,7 @@ mod tests {
         let marked = DatasetRecord { erased: Some(mark), ..old.clone() };
         let successor = DatasetRecord { dataset_id: "new".into(), erased_from: "old".into(), ..record() };
         let audit = mlops_proto::DataErased { pipeline: "churn".into(), erasure_id: "e1".into(), ..Default::default() };
-        let erasure = ErasureRecord { audit, published: false };
+        let erasure = ErasureRecord { audit, published: false, archive: Vec::new() };
         c.record_erased(&erasure, &marked, Some(&successor)).unwrap();
         assert_eq!(c.get("old", "churn").unwrap().unwrap().erased.unwrap().successor_id, "new");
         assert_eq!(c.get("new", "churn").unwrap().unwrap().erased_from, "old");

@@ -63,8 +63,9 @@ impl Ingest {
             ..Default::default()
         };
         let _one_at_a_time = self.erasing.lock().await;
-        let done = self.carry_out(ErasureRecord { audit, published: false }, &pseudonymiser).await?;
-        if done.audit.versions.is_empty() {
+        let erasure = ErasureRecord { audit, published: false, archive: Vec::new() };
+        let done = self.carry_out(erasure, &pseudonymiser).await?;
+        if done.audit.versions.is_empty() && done.archive.is_empty() {
             return Err(IngestError::NothingMatched(format!(
                 "no row of pipeline `{name}` has that value in `{column}` ({} version(s) looked at): nothing was \
                  changed",
@@ -121,11 +122,33 @@ impl Ingest {
             let record = erasure.clone();
             self.catalog(move |c| c.record_erased(&record, &marked, successor.as_ref())).await?;
         }
-        if erasure.audit.versions.is_empty() {
+        self.rewrite_archive(&mut erasure, key).await?;
+        if erasure.audit.versions.is_empty() && erasure.archive.is_empty() {
             return Ok(erasure);
         }
         self.finish(&mut erasure).await?;
         Ok(erasure)
+    }
+
+    /// Writes the archive files holding rows of the subject again without them, and records
+    /// them (before [`Ingest::finish`] moves their manifest entries).
+    async fn rewrite_archive(&self, erasure: &mut ErasureRecord, key: &Arc<Pseudonymiser>) -> Result<(), IngestError> {
+        let archived = |e: mlops_archive::ArchiveError| IngestError::Unavailable(e.into());
+        let hash = erasure.audit.subject_hash.clone();
+        let matches = move |cell: &str| cell == hash || key.pseudonym(cell) == hash;
+        let (pipeline, column, tag) = (&erasure.audit.pipeline, &erasure.audit.column, &erasure.audit.erasure_id);
+        let rewritten = self.archive.rewrite_without(pipeline, column, &matches, tag).await.map_err(archived)?;
+        if rewritten.is_empty() {
+            return Ok(());
+        }
+        erasure.audit.archive_files.extend(rewritten.iter().map(|r| pb::ErasedArchiveFile {
+            name: r.name.clone(),
+            rows_removed: r.rows_removed,
+            rows_kept: r.rows_kept,
+        }));
+        erasure.archive.extend(rewritten);
+        let record = erasure.clone();
+        self.catalog(move |c| c.put_erasure(&record)).await
     }
 
     /// Publishes each successor's `data.ingested` and deletes each old content (both idempotent),
@@ -145,6 +168,9 @@ impl Ingest {
             if v.content_deleted {
                 self.datasets.delete(&v.dataset_id).await.map_err(unavailable)?;
             }
+        }
+        for r in &erasure.archive {
+            self.archive.swap(r).await.map_err(|e| IngestError::Unavailable(e.into()))?;
         }
         erasure.audit.erased_unix_ms = mlops_shared::now_unix_ms();
         let published = self.bus.publish(&erasure.audit.erasure_id, &ctx, &erasure.audit).await;

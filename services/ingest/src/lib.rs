@@ -124,6 +124,8 @@ struct Ingest {
     pseudonymiser: Option<Arc<Pseudonymiser>>,
     /// Erasures run one at a time.
     erasing: tokio::sync::Mutex<()>,
+    /// The prediction archive, which an erasure by a feature reaches.
+    archive: mlops_archive::Archive,
 }
 
 /// Runs ingest until `shutdown` fires.
@@ -152,6 +154,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         staging: config.data_dir.clone(),
         pseudonymiser,
         erasing: tokio::sync::Mutex::new(()),
+        archive: mlops_archive::Archive::open(&service.bus).await?,
     });
     let resuming = ingest.clone();
     tokio::spawn(async move {

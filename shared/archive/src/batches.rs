@@ -183,6 +183,7 @@ impl Layout {
             first_sequence: job.sequence,
             last_sequence: job.sequence,
             batch: Some(BatchRows { id: job.batch_id.clone(), first_row, last_row }),
+            object: String::new(),
         };
         Ok(Encoded { parquet, bloom, entry })
     }

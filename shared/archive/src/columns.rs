@@ -239,6 +239,7 @@ impl Partition {
             first_sequence: first,
             last_sequence: last,
             batch: None,
+            object: String::new(),
         };
         Ok(Encoded { parquet, bloom: bloom_bytes, entry })
     }
@@ -359,6 +360,7 @@ impl LabelPartition {
             first_sequence: first,
             last_sequence: last,
             batch: None,
+            object: String::new(),
         };
         Ok(Encoded { parquet, bloom, entry })
     }

@@ -26,12 +26,14 @@
 pub mod batches;
 mod columns;
 pub mod compact;
+mod erase;
 pub mod manifest;
 pub mod query;
 pub mod wire;
 
 pub use columns::{Encoded, LABELS_DIR, LabelPartition, OWN_COLUMNS, Partition};
 pub use compact::{Compactor, CompactorConfig};
+pub use erase::Rewritten;
 pub use manifest::{Archive, BatchRows, FileEntry, Flush, Log};
 pub use query::{Export, Found};
 

@@ -38,6 +38,9 @@ pub struct FileEntry {
     /// The batch job whose rows it holds, for a file of a batch's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchRows>,
+    /// The object holding the file once an erasure wrote it again (`name` until then).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub object: String,
 }
 
 /// The rows of a batch job's output a file holds: prediction ids `<id>-<first_row>` to
@@ -52,6 +55,11 @@ pub struct BatchRows {
 impl FileEntry {
     pub fn bloom_name(&self) -> String {
         format!("{}.bloom", self.name)
+    }
+
+    /// The object holding the file.
+    pub fn object_name(&self) -> &str {
+        if self.object.is_empty() { &self.name } else { &self.object }
     }
 }
 
@@ -164,7 +172,7 @@ impl Archive {
 
     /// The key `key` of the partitions this log's files are listed in (`part.`, `audit.`): the
     /// labels' own, or the predictions' for predictions and batch outputs alike.
-    fn part_key(&self, key: &str) -> String {
+    pub(crate) fn part_key(&self, key: &str) -> String {
         match self.log {
             Log::Labels => format!("l{key}"),
             Log::Predictions | Log::Batches => key.to_owned(),
@@ -251,7 +259,7 @@ impl Archive {
         self.put_object(&file.entry.bloom_name(), &file.bloom).await
     }
 
-    async fn put_object(&self, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+    pub(crate) async fn put_object(&self, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
         self.objects.put_named(name, bytes).await.map_err(store(name))
     }
 
@@ -261,7 +269,7 @@ impl Archive {
         self.delete_object(&file.bloom_name()).await
     }
 
-    async fn delete_object(&self, name: &str) -> Result<(), ArchiveError> {
+    pub(crate) async fn delete_object(&self, name: &str) -> Result<(), ArchiveError> {
         self.objects.delete(name).await.map_err(|e| ArchiveError::Store(e.to_string()))
     }
 
@@ -283,37 +291,14 @@ impl Archive {
     pub async fn index(&self, flush: &Flush) -> Result<(), ArchiveError> {
         for file in &flush.files {
             let key = self.part_key(&format!("part.{}.{}", file.pipeline, file.hour));
-            loop {
-                let entry = self.kv.entry(&key).await.map_err(store(&key))?;
-                let (mut files, revision) = match entry.filter(|e| e.operation == kv::Operation::Put) {
-                    Some(e) => (self.parse::<Vec<FileEntry>>(&key, &e.value)?, Some(e.revision)),
-                    None => (Vec::new(), None),
-                };
+            self.change_partition(&key, |files| {
                 if files.iter().any(|f| f.name == file.name) {
-                    break;
+                    return false;
                 }
                 files.push(file.clone());
-                let written = match revision {
-                    Some(r) => self
-                        .kv
-                        .update(&key, json(&files), r)
-                        .await
-                        .map(drop)
-                        .map_err(|e| (e.kind() != UpdateErrorKind::WrongLastRevision).then(|| e.to_string())),
-                    None => self
-                        .kv
-                        .create(&key, json(&files))
-                        .await
-                        .map(drop)
-                        .map_err(|e| (e.kind() != CreateErrorKind::AlreadyExists).then(|| e.to_string())),
-                };
-                match written {
-                    Ok(()) => break,
-                    // Another writer got there first: read again.
-                    Err(None) => continue,
-                    Err(Some(e)) => return Err(ArchiveError::Store(format!("{key}: {e}"))),
-                }
-            }
+                true
+            })
+            .await?;
         }
         let mut jobs: std::collections::BTreeMap<&str, Vec<&FileEntry>> = std::collections::BTreeMap::new();
         for file in &flush.files {
@@ -327,6 +312,46 @@ impl Archive {
         }
         self.kv.put(self.key("head"), json(&flush.first)).await.map_err(store("head"))?;
         Ok(())
+    }
+
+    /// Changes the partition entry `key` with `change` (which says whether it changed anything),
+    /// safely against other writers: the write names the revision it read, and a conflict reads
+    /// again. A partition deleted meanwhile is not created again unless `change` adds to it.
+    pub(crate) async fn change_partition(
+        &self,
+        key: &str,
+        change: impl Fn(&mut Vec<FileEntry>) -> bool,
+    ) -> Result<(), ArchiveError> {
+        loop {
+            let entry = self.kv.entry(key).await.map_err(store(key))?;
+            let (mut files, revision) = match entry.filter(|e| e.operation == kv::Operation::Put) {
+                Some(e) => (self.parse::<Vec<FileEntry>>(key, &e.value)?, Some(e.revision)),
+                None => (Vec::new(), None),
+            };
+            if !change(&mut files) {
+                return Ok(());
+            }
+            let written = match revision {
+                Some(r) => self
+                    .kv
+                    .update(key, json(&files), r)
+                    .await
+                    .map(drop)
+                    .map_err(|e| (e.kind() != UpdateErrorKind::WrongLastRevision).then(|| e.to_string())),
+                None => self
+                    .kv
+                    .create(key, json(&files))
+                    .await
+                    .map(drop)
+                    .map_err(|e| (e.kind() != CreateErrorKind::AlreadyExists).then(|| e.to_string())),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                // Another writer got there first: read again.
+                Err(None) => continue,
+                Err(Some(e)) => return Err(ArchiveError::Store(format!("{key}: {e}"))),
+            }
+        }
     }
 
     fn parse<T: for<'de> Deserialize<'de>>(&self, key: &str, bytes: &[u8]) -> Result<T, ArchiveError> {
@@ -411,7 +436,7 @@ impl Archive {
 
     /// The file of `entry`, checked.
     pub async fn file(&self, entry: &FileEntry) -> Result<Bytes, ArchiveError> {
-        Ok(self.get_checked(&entry.name, &entry.sha256).await?.into())
+        Ok(self.get_checked(entry.object_name(), &entry.sha256).await?.into())
     }
 
     /// The bloom filter of `entry`'s prediction ids, checked.
@@ -440,7 +465,7 @@ impl Archive {
             Err(e) => return Err(ArchiveError::Store(format!("{audit_key}: {e}"))),
         };
         for f in &record.files {
-            self.delete_object(&f.name).await?;
+            self.delete_object(f.object_name()).await?;
             self.delete_object(&f.bloom_name()).await?;
         }
         let key = self.part_key(&format!("part.{pipeline}.{hour}"));

@@ -1,0 +1,165 @@
+//! Erasing a data subject's rows from the archive (`mlops data erase`). The deployer logs a
+//! prediction's features, so a file holds a subject's rows only when the erasure's column is a
+//! feature; a file is written again without them as a new object, and its manifest entry keeps
+//! its name and points at the new object (`FileEntry::object`), so that indexing a flush again
+//! never brings the old file back. The old object is deleted once the entry no longer names it.
+//!
+//! The caller records each [`Rewritten`] file before [`Archive::swap`] moves its entry, so that a
+//! crash in between is finished by swapping again (both steps are idempotent).
+
+use arrow_array::{Array, BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow_schema::DataType;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::{Archive, ArchiveError, FileEntry, OWN_COLUMNS};
+
+/// A file an erasure wrote again: where it is in the manifest, the object that held it, and the
+/// one that holds it now (empty when every row was the subject's: the entry is then removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rewritten {
+    pub name: String,
+    pub pipeline: String,
+    pub hour: String,
+    pub old_object: String,
+    pub new_object: String,
+    pub new_sha256: String,
+    pub new_bytes: u64,
+    pub rows_removed: u64,
+    pub rows_kept: u64,
+}
+
+impl Archive {
+    /// Writes each archived file of `pipeline` whose input `column` holds a value `matches` (a
+    /// cell's trimmed text; integers as integers) again without those rows, as a new object
+    /// named after `tag`. The manifest is left as it was: see [`Archive::swap`].
+    pub async fn rewrite_without(
+        &self,
+        pipeline: &str,
+        column: &str,
+        matches: &(dyn Fn(&str) -> bool + Sync),
+        tag: &str,
+    ) -> Result<Vec<Rewritten>, ArchiveError> {
+        let input = if OWN_COLUMNS.contains(&column) { format!("input.{column}") } else { column.to_owned() };
+        let mut out = Vec::new();
+        for hour in self.hours(pipeline).await? {
+            for entry in self.partition(pipeline, &hour).await? {
+                if !entry.inputs.contains_key(&input) {
+                    continue;
+                }
+                let bytes = self.file(&entry).await?;
+                let Some((kept, removed)) = without(&entry, bytes, &input, matches)? else { continue };
+                let rows_kept = kept.iter().map(|b| b.num_rows() as u64).sum();
+                let mut rewritten = Rewritten {
+                    name: entry.name.clone(),
+                    pipeline: pipeline.to_owned(),
+                    hour: hour.clone(),
+                    old_object: entry.object_name().to_owned(),
+                    new_object: String::new(),
+                    new_sha256: String::new(),
+                    new_bytes: 0,
+                    rows_removed: removed,
+                    rows_kept,
+                };
+                if rows_kept > 0 {
+                    let parquet =
+                        crate::columns::to_parquet(&kept, pipeline, entry.first_sequence, entry.last_sequence)?;
+                    rewritten.new_object = format!("{}.{tag}", entry.name);
+                    rewritten.new_sha256 = mlops_shared::sha256_hex(&parquet);
+                    rewritten.new_bytes = parquet.len() as u64;
+                    self.put_object(&rewritten.new_object, &parquet).await?;
+                }
+                out.push(rewritten);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Points the manifest entry of `r.name` at its new object (or removes it, when no row was
+    /// kept), unless that was done already, then deletes the old object. Idempotent.
+    pub async fn swap(&self, r: &Rewritten) -> Result<(), ArchiveError> {
+        let key = self.part_key(&format!("part.{}.{}", r.pipeline, r.hour));
+        self.change_partition(&key, |files| {
+            let Some(at) = files.iter().position(|f| f.name == r.name && f.object_name() == r.old_object) else {
+                return false;
+            };
+            if r.new_object.is_empty() {
+                files.remove(at);
+            } else {
+                let f = &mut files[at];
+                f.object = r.new_object.clone();
+                f.sha256 = r.new_sha256.clone();
+                f.bytes = r.new_bytes;
+                f.rows = r.rows_kept;
+            }
+            true
+        })
+        .await?;
+        self.delete_object(&r.old_object).await?;
+        if r.new_object.is_empty() {
+            self.delete_object(&format!("{}.bloom", r.name)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The batches of `bytes` (the file of `entry`) without the rows whose `column` matches, and how
+/// many it left out; `None` when none matched.
+fn without(
+    entry: &FileEntry,
+    bytes: Bytes,
+    column: &str,
+    matches: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Option<(Vec<RecordBatch>, u64)>, ArchiveError> {
+    let unreadable =
+        |e: &dyn std::fmt::Display| ArchiveError::Unreadable { name: entry.name.clone(), message: e.to_string() };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| unreadable(&e))?
+        .build()
+        .map_err(|e| unreadable(&e))?;
+    let (mut kept, mut removed) = (Vec::new(), 0u64);
+    for batch in reader {
+        let batch = batch.map_err(|e| unreadable(&e))?;
+        let Ok(i) = batch.schema().index_of(column) else { return Ok(None) };
+        let keep = keep_mask(batch.column(i), matches).map_err(|e| unreadable(&e))?;
+        let filtered = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| unreadable(&e))?;
+        removed += (batch.num_rows() - filtered.num_rows()) as u64;
+        kept.push(filtered);
+    }
+    Ok((removed > 0).then_some((kept, removed)))
+}
+
+/// True for the rows to keep: those whose cell does not match (a missing cell never does).
+fn keep_mask(
+    column: &arrow_array::ArrayRef,
+    matches: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<BooleanArray, arrow_schema::ArrowError> {
+    if let Some(numbers) = column.as_any().downcast_ref::<Float64Array>() {
+        return Ok(numbers.iter().map(|v| Some(v.is_none_or(|v| !matches(&number_text(v))))).collect());
+    }
+    let text = arrow_cast::cast(column, &DataType::Utf8)?;
+    let text = text.as_any().downcast_ref::<StringArray>().expect("cast to utf8");
+    Ok(text.iter().map(|v| Some(v.map(str::trim).is_none_or(|v| v.is_empty() || !matches(v)))).collect())
+}
+
+/// A number as a cell's text: an integer without a fraction.
+fn number_text(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { v.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_whose_cell_matches_are_left_out_by_text_or_number() {
+        let text: arrow_array::ArrayRef =
+            std::sync::Arc::new(StringArray::from(vec![Some(" a@b.org "), None, Some("c@d.org")]));
+        let keep = keep_mask(&text, &|v| v == "a@b.org").unwrap();
+        assert_eq!(keep.iter().collect::<Vec<_>>(), [Some(false), Some(true), Some(true)]);
+        let numbers: arrow_array::ArrayRef = std::sync::Arc::new(Float64Array::from(vec![Some(7.0), Some(7.5), None]));
+        let keep = keep_mask(&numbers, &|v| v == "7").unwrap();
+        assert_eq!(keep.iter().collect::<Vec<_>>(), [Some(false), Some(true), Some(true)]);
+    }
+}
