@@ -272,3 +272,65 @@ async fn an_erasure_by_a_feature_rewrites_the_archive_files_that_hold_it() {
     assert!(!tenures.contains(&"142".to_owned()) && tenures.len() as u64 == file.rows_kept);
     assert_eq!(now.iter().map(|f| f.rows).sum::<u64>(), 199);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_cut_short_by_kill_9_is_finished_when_ingest_starts_again() {
+    let mut app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY)]).await;
+    let no_training = spec("pii: allow, purpose: account recovery")
+        .replace("  window: {versions: 2}\n", "  window: {versions: 2}\n  triggers: {on: []}\n");
+    app.apply(&no_training).await;
+    const VERSIONS: u64 = 100;
+    let mut ids = Vec::new();
+    for seed in 0..VERSIONS {
+        ids.push(app.upload("churn", &with_emails(1000, 100 + seed, &[7])).await.dataset_id);
+    }
+    let ingest = app.stack.url("ingest");
+    let validated = |s: &mlops_cli::events::Seen| s.kind == "data.validated";
+    mlops_integration_tests::wait_until(T, || async {
+        (app.seen().iter().filter(|s| validated(s)).count() as u64 == VERSIONS).then_some(())
+    })
+    .await
+    .expect("every version validated");
+
+    // kill -9 once the first version is erased, while the others wait.
+    let request = pb::EraseRequest {
+        pipeline: "churn".into(),
+        column: "email".into(),
+        value: SUBJECT.into(),
+        reason: "ticket 5".into(),
+        requested_by: String::new(),
+    };
+    let erasing = tokio::spawn(client::erase(ingest.clone(), request));
+    // Versions are erased oldest first: the first one's mark is the first sign of progress.
+    let first_erased = || async { client::dataset(&ingest, &ids[0]).await.ok()?.erased };
+    mlops_integration_tests::wait_until(T, first_erased).await.expect("the first version erased");
+    app.stack.kill("ingest").await.unwrap();
+    assert!(erasing.await.unwrap().is_err(), "the erasure finished before the kill");
+    assert!(app.seen().iter().all(|s| s.kind != "data.erased"));
+
+    // Started again on its catalog, ingest finishes the erasure: every version once, published once.
+    app.stack.spawn("ingest", "ingest", &[]).await.unwrap();
+    let event = app.wait_event("data.erased", T, |_| true).await;
+    let Decoded::Erased(event) = event.payload else { unreachable!() };
+    let mut done: Vec<&str> = event.versions.iter().map(|v| v.dataset_id.as_str()).collect();
+    done.sort();
+    let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    all.sort();
+    assert_eq!(done, all, "every version erased once");
+    assert!(event.versions.iter().all(|v| v.rows_removed == 1 && v.rows_kept == 999));
+    for v in &event.versions {
+        assert!(stored_emails(&app, &v.dataset_id).await.is_none(), "{} still stored", v.dataset_id);
+        let (emails, _) = stored_emails(&app, &v.successor_id).await.expect("the successor is stored");
+        assert!(!emails.iter().any(|e| e == SUBJECT));
+    }
+    let successors: std::collections::HashSet<&str> = event.versions.iter().map(|v| v.successor_id.as_str()).collect();
+    let ingested = |s: &&mlops_cli::events::Seen| matches!(&s.payload, Decoded::Ingested(i) if successors.contains(i.dataset_id.as_str()));
+    mlops_integration_tests::wait_until(T, || async {
+        (app.seen().iter().filter(ingested).count() as u64 >= VERSIONS).then_some(())
+    })
+    .await
+    .expect("each successor announced");
+    let erasures = client::erasures(&app.stack.url("ingest"), "churn").await.unwrap();
+    assert_eq!(erasures.len(), 1, "{erasures:?}");
+    assert_eq!(app.seen().iter().filter(|s| s.kind == "data.erased").count(), 1);
+}
