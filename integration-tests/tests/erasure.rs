@@ -334,3 +334,51 @@ async fn an_erasure_cut_short_by_kill_9_is_finished_when_ingest_starts_again() {
     assert_eq!(erasures.len(), 1, "{erasures:?}");
     assert_eq!(app.seen().iter().filter(|s| s.kind == "data.erased").count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_by_a_feature_drops_the_subjects_labelled_rows_waiting_for_feedback() {
+    let app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY)]).await;
+    let feedback = mlops_cli::EXAMPLE_SPEC.replace(
+        "\nmonitoring:\n",
+        "\nmonitoring:\n  performance: {metric: accuracy, min: 0.5, window: 100}\n  feedback: {min_rows: 100000}\n",
+    );
+    app.apply(&feedback).await;
+    app.upload("churn", &sample::csv(1000, 11, sample::Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.pipeline == "churn").await;
+    let customers = sample::customers(200, 12, sample::Variant::Normal);
+    let mut served = Vec::new();
+    for chunk in customers.chunks(50) {
+        let body =
+            client::predict(&app.stack.url("deployer"), "churn", &mlops_integration_tests::rows_json(chunk)).await;
+        let body = body.unwrap();
+        let ids = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "prediction_id").unwrap();
+        served.extend(ids["data"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()));
+    }
+    let labels: Vec<(&str, &str)> =
+        served.iter().zip(&customers).map(|(id, c)| (id.as_str(), if c.churned { "1" } else { "0" })).collect();
+    let event = mlops_integration_tests::labels_event("churn", &labels);
+    app.bus().await.publish("labels-1", &mlops_shared::events::EventContext::default(), &event).await.unwrap();
+    let waiting = || async {
+        let report = client::monitor_report(&app.stack.url("monitor"), "churn").await.ok()?;
+        report.feedback.map(|f| f.waiting)
+    };
+    mlops_integration_tests::wait_until(T, || async { waiting().await.filter(|w| *w == 200) })
+        .await
+        .unwrap_or_else(|| panic!("the labelled rows never waited:\n{}", app.log("monitor")));
+
+    // The subject: whoever has the first customer's tenure.
+    let tenure = mlops_shared::table::number_text(customers[0].tenure_months);
+    let theirs =
+        customers.iter().filter(|c| mlops_shared::table::number_text(c.tenure_months) == tenure).count() as u64;
+    let request = pb::EraseRequest {
+        pipeline: "churn".into(),
+        column: "tenure_months".into(),
+        value: tenure.clone(),
+        reason: "ticket 11".into(),
+        requested_by: String::new(),
+    };
+    client::erase(&app.stack.url("ingest"), request).await.unwrap();
+    mlops_integration_tests::wait_until(T, || async { waiting().await.filter(|w| *w == 200 - theirs) })
+        .await
+        .unwrap_or_else(|| panic!("{theirs} rows with tenure {tenure} still wait:\n{}", app.log("monitor")));
+}

@@ -94,6 +94,12 @@ pub fn trim_cell(s: &str) -> &str {
     if plain(s.as_bytes().first()) && plain(s.as_bytes().last()) { s } else { s.trim() }
 }
 
+/// A number as a cell's text: an integer without a fraction (`42`, not `42.0`), anything else as
+/// Rust prints it. Erasure compares numbers to the value asked for by this text.
+pub fn number_text(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { v.to_string() }
+}
+
 /// Exact powers of ten: every one up to 1e22 is representable in an f64.
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,

@@ -59,6 +59,9 @@ pub enum MonitorError {
     /// The feature store (views, offline log) did not answer.
     #[error("feature store: {0}")]
     Features(String),
+    /// An erasure the monitor cannot carry out as configured (its words).
+    #[error("erasure {0}")]
+    Erasure(String),
     /// Work on the blocking pool (a commit, judging a window, parsing a model) did not finish.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
@@ -75,7 +78,11 @@ impl MonitorError {
     /// labels waiting for their predictions are deferred, not failed.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::BadId(_) | Self::UnknownPipeline(_) | Self::BadLabels(_) | Self::BadArtifact(_) => true,
+            Self::BadId(_)
+            | Self::UnknownPipeline(_)
+            | Self::BadLabels(_)
+            | Self::BadArtifact(_)
+            | Self::Erasure(_) => true,
             Self::Objects(e) => !matches!(e, ObjectError::Store { .. }),
             Self::Interrupted(e) => matches!(e, Interrupted::Panicked(_)),
             Self::NotYet(_)
@@ -111,7 +118,7 @@ impl From<MonitorError> for Status {
         match &e {
             E::BadId(_) | E::BadLabels(_) => Status::invalid_argument(e.to_string()),
             E::UnknownPipeline(_) => Status::not_found(e.to_string()),
-            E::BadArtifact(_) => Status::failed_precondition(e.to_string()),
+            E::BadArtifact(_) | E::Erasure(_) => Status::failed_precondition(e.to_string()),
             E::Objects(o) if !matches!(o, ObjectError::Store { .. }) => Status::failed_precondition(e.to_string()),
             E::Store(_) | E::Interrupted(_) | E::Feedback(_) => Status::internal(e.to_string()),
             E::NotYet(_)

@@ -9,6 +9,7 @@
 //! reports over gRPC.
 
 pub mod drift;
+mod erasure;
 pub mod error;
 mod feedback;
 pub mod labels;
@@ -87,6 +88,11 @@ pub struct Config {
     /// (seconds).
     #[arg(long, env = "MLOPS_ARCHIVE_RETENTION_CHECK_SECS", default_value_t = 3600.0)]
     pub archive_retention_check_secs: f64,
+    /// The key of erasures (`mlops data erase`), the same as ingest's: an erasure by a feature
+    /// finds the subject's kept predictions and waiting feedback rows by the value's keyed hash.
+    /// Never printed.
+    #[arg(long, env = "MLOPS_PII_KEY", hide_env_values = true)]
+    pub pii_key: Option<String>,
 }
 
 impl mlops_shared::service::ServiceConfig for Config {
@@ -115,12 +121,16 @@ struct Monitor {
     retention_ms: i64,
     /// How long a label waits for its prediction.
     label_wait: std::time::Duration,
+    /// The keyed hash erasures match values by, when `MLOPS_PII_KEY` is set.
+    pseudonymiser: Option<Arc<mlops_shared::pii::Pseudonymiser>>,
 }
 
 /// Runs the monitor until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store = Arc::new(Store::open(&config.data_dir.join("monitor.redb")).context("opening monitor database")?);
+    let pseudonymiser = config.pii_key.as_deref().map(|k| mlops_shared::pii::Pseudonymiser::new(k.as_bytes()));
+    let pseudonymiser = pseudonymiser.transpose().map_err(anyhow::Error::msg)?.map(Arc::new);
     let mut service = Service::start("monitor", &config.nats, &config.tls, &shutdown).await?;
     let bus = service.bus.clone();
     let registry = mlops_shared::tls::endpoint(&config.registry.registry_url, config.tls.tls_ca.as_deref())
@@ -138,6 +148,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         offline: skew::OfflineLogs::default(),
         retention_ms: (config.prediction_retention_hours as i64) * 3600 * 1000,
         label_wait: std::time::Duration::from_secs(config.label_wait_secs),
+        pseudonymiser,
         bus,
     });
     let predictions = ConsumerSpec {
@@ -151,6 +162,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         ..ConsumerSpec::events::<pb::LabelsArrived>("monitor-labels")
     };
     service.consume(labels, m.clone(), |m, e| async move { Ok(m.on_labels(e).await?) });
+    let erased = ConsumerSpec::events::<pb::DataErased>("monitor-erased");
+    service.consume(erased, m.clone(), |m, e| async move { Ok(m.on_erased(e).await?) });
     if config.archive {
         let secs = |s: f64, name: &str| {
             (s.is_finite() && s > 0.0)

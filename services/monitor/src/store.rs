@@ -98,6 +98,15 @@ pub struct FeedbackRow {
     pub inputs: Inputs,
 }
 
+/// What [`Store::erase_inputs`] forgot: kept predictions' inputs, waiting feedback rows, and rows
+/// of a feedback version already stored (left as they were).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ErasedInputs {
+    pub predictions: u64,
+    pub waiting: u64,
+    pub in_stored_cut: u64,
+}
+
 /// A pipeline's feedback: rows waiting, labels left out as late, versions written, and the
 /// version being written, if any.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -548,6 +557,73 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the inputs of `pipeline`'s kept predictions and waiting feedback rows whose
+    /// `column` (a feature) `matches` (a cell's trimmed text; numbers as
+    /// [`mlops_shared::table::number_text`]): an erasure. A prediction keeps what its label needs
+    /// (version, score, decision); a waiting row is dropped, and a cut not yet stored is undone so
+    /// that the next one leaves it out. Rows of a cut already stored are counted, not changed:
+    /// that version is on its way to ingest.
+    pub fn erase_inputs(
+        &self,
+        pipeline: &str,
+        column: &str,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<ErasedInputs, StoreError> {
+        let holds = |inputs: &Inputs| {
+            let numeric = inputs.numeric.get(column).map(|v| mlops_shared::table::number_text(*v));
+            let text = numeric.or_else(|| inputs.categorical.get(column).map(|c| c.trim().to_owned()));
+            text.is_some_and(|t| !t.is_empty() && matches(&t))
+        };
+        let txn = self.db.begin_write()?;
+        let mut erased = ErasedInputs::default();
+        {
+            let mut predictions = txn.open_table(PREDICTIONS)?;
+            let mut cleared = Vec::new();
+            for kv in predictions.iter()? {
+                let (id, bytes) = kv?;
+                let mut logged: Logged = serde_json::from_slice(bytes.value())?;
+                if logged.pipeline == pipeline && logged.inputs.as_ref().is_some_and(holds) {
+                    logged.inputs = None;
+                    cleared.push((id.value().to_owned(), serde_json::to_vec(&logged)?));
+                }
+            }
+            for (id, bytes) in &cleared {
+                predictions.insert(id.as_str(), bytes.as_slice())?;
+            }
+            erased.predictions = cleared.len() as u64;
+        }
+        let mut state = read_feedback_state(&txn, pipeline)?;
+        let stored_upto = state.cut.as_ref().filter(|c| c.stored.is_some()).map_or(0, |c| c.upto);
+        {
+            let mut waiting = txn.open_table(FEEDBACK_WAITING)?;
+            let mut dropped = Vec::new();
+            for kv in waiting.range((pipeline, 0)..=(pipeline, u64::MAX))? {
+                let (key, bytes) = kv?;
+                let row: FeedbackRow = serde_json::from_slice(bytes.value())?;
+                if holds(&row.inputs) {
+                    dropped.push(key.value().1);
+                }
+            }
+            for n in dropped {
+                if n <= stored_upto {
+                    erased.in_stored_cut += 1;
+                    continue;
+                }
+                waiting.remove((pipeline, n))?;
+                erased.waiting += 1;
+            }
+        }
+        if erased.waiting > 0 {
+            state.waiting = state.waiting.saturating_sub(erased.waiting);
+            if state.cut.as_ref().is_some_and(|c| c.stored.is_none()) {
+                state.cut = None;
+            }
+            write_feedback_state(&txn, pipeline, &state)?;
+        }
+        txn.commit()?;
+        Ok(erased)
+    }
+
     /// Drops `pipeline`'s waiting rows and any cut not yet written (its spec no longer asks for
     /// feedback); how many rows were dropped.
     pub fn forget_feedback(&self, pipeline: &str) -> Result<u64, StoreError> {
@@ -690,6 +766,51 @@ mod tests {
         assert_eq!(store.last_alert("churn", AlertKind::Performance).unwrap(), Some(20));
         let kinds: Vec<AlertKind> = store.alerts("churn", 10).unwrap().into_iter().map(|a| a.kind).collect();
         assert_eq!(kinds, [AlertKind::Performance, AlertKind::Drift]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_erasure_forgets_the_subjects_inputs_and_waiting_rows_but_not_a_stored_cut() {
+        let dir = std::env::temp_dir().join(format!("mlops-monitor-erasure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.join("monitor.redb"));
+        let store = Store::open(&dir.join("monitor.redb")).unwrap();
+        let logged = |x: f64, email: &str| Logged {
+            pipeline: "churn".into(),
+            version: 1,
+            score: 0.5,
+            time_unix_ms: 10,
+            positive: None,
+            inputs: Some(Inputs {
+                numeric: BTreeMap::from([("tenure".into(), x)]),
+                categorical: BTreeMap::from([("email".into(), email.into())]),
+            }),
+        };
+        let kept = [("p1", logged(7.0, " a@b.org")), ("p2", logged(8.0, "c@d.org")), ("p3", logged(7.0, "e@f.org"))];
+        store.index_predictions(kept.iter().map(|(id, l)| (*id, l.clone())), 0).unwrap();
+        let join = FeedbackJoin { max_age_ms: 100, now_ms: 20 };
+        store.join_labels("churn", [("p1", "1"), ("p2", "0")], |l| l.parse().ok(), Some(join)).unwrap();
+        store.cut_feedback("churn", 1_000).unwrap().unwrap();
+
+        // By text, trimmed: p1's waiting row goes, the unstored cut is undone, p1 keeps its score.
+        let erased = store.erase_inputs("churn", "email", |v| v == "a@b.org").unwrap();
+        assert_eq!(erased, ErasedInputs { predictions: 1, waiting: 1, in_stored_cut: 0 });
+        let state = store.feedback_state("churn").unwrap();
+        assert_eq!((state.waiting, state.cut), (1, None));
+        let cut = store.cut_feedback("churn", 1_000).unwrap().unwrap();
+        let rows = store.cut_rows("churn", &cut).unwrap();
+        assert_eq!(rows.iter().map(|r| r.prediction_id.as_str()).collect::<Vec<_>>(), ["p2"]);
+        // p3's label comes later: its prediction has no inputs left to make a feedback row of.
+        assert_eq!(store.erase_inputs("churn", "tenure", |v| v == "7").unwrap().predictions, 1);
+        let joined = store.join_labels("churn", [("p3", "1")], |l| l.parse().ok(), Some(join)).unwrap();
+        assert_eq!((joined.feedback, joined.versions.len()), (0, 1));
+        // A stored cut is left as written, and counted; another pipeline is not touched.
+        let stored = StoredCut { dataset_id: "abc".into(), origin: Default::default() };
+        store.cut_stored("churn", cut.sequence, stored).unwrap();
+        let erased = store.erase_inputs("churn", "email", |v| v == "c@d.org").unwrap();
+        assert_eq!((erased.waiting, erased.in_stored_cut), (0, 1));
+        assert_eq!(store.erase_inputs("other", "email", |_| true).unwrap(), ErasedInputs::default());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

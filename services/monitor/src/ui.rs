@@ -54,6 +54,7 @@ impl From<MonitorError> for ApiError {
             E::UnknownPipeline(_) => StatusCode::NOT_FOUND,
             E::NotYet(_)
             | E::BadArtifact(_)
+            | E::Erasure(_)
             | E::ModelUnavailable { .. }
             | E::Stopping
             | E::Store(_)

@@ -136,16 +136,14 @@ fn keep_mask(
     matches: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<BooleanArray, arrow_schema::ArrowError> {
     if let Some(numbers) = column.as_any().downcast_ref::<Float64Array>() {
-        return Ok(numbers.iter().map(|v| Some(v.is_none_or(|v| !matches(&number_text(v))))).collect());
+        return Ok(numbers
+            .iter()
+            .map(|v| Some(v.is_none_or(|v| !matches(&mlops_shared::table::number_text(v)))))
+            .collect());
     }
     let text = arrow_cast::cast(column, &DataType::Utf8)?;
     let text = text.as_any().downcast_ref::<StringArray>().expect("cast to utf8");
     Ok(text.iter().map(|v| Some(v.map(str::trim).is_none_or(|v| v.is_empty() || !matches(v)))).collect())
-}
-
-/// A number as a cell's text: an integer without a fraction.
-fn number_text(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { v.to_string() }
 }
 
 #[cfg(test)]

@@ -145,8 +145,7 @@ impl<'a> ColumnView<'a> {
 pub fn text(c: Cell<'_>) -> Cow<'_, str> {
     match c {
         Cell::Str(s) => Cow::Borrowed(mlops_shared::table::trim_cell(s)),
-        Cell::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => Cow::Owned(format!("{}", v as i64)),
-        Cell::Num(v) => Cow::Owned(v.to_string()),
+        Cell::Num(v) => Cow::Owned(mlops_shared::table::number_text(v)),
         Cell::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
         Cell::Null | Cell::Other(_) => Cow::Borrowed(""),
     }
