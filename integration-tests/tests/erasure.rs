@@ -162,6 +162,11 @@ async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_c
     let app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY)]).await;
     app.apply(&spec("pii: pseudonymise")).await;
     let ds = app.upload("churn", &with_emails(300, 3, &[4, 5])).await;
+    app.apply(
+        "kind: feature_view\nname: customer_stats\nentities: [customer_id]\nevent_time: event_ts\nttl: 30d\nfeatures:\n  \
+         - {name: spend_30d, type: numeric, min: 0}\n",
+    )
+    .await;
     let ingest = app.stack.url("ingest");
     let cases = [
         (request("age", "", "r"), "the value of `age` to erase is empty"),
@@ -170,6 +175,10 @@ async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_c
         (request("churned", "1", "r"), "column `churned` is not declared"),
         (request("email", "nobody@example.org", "r"), "no row of pipeline `churn` has that value in `email`"),
         (pb::EraseRequest { pipeline: "nope".into(), ..request("email", SUBJECT, "r") }, "pipeline `nope` not found"),
+        (
+            pb::EraseRequest { pipeline: "customer_stats".into(), ..request("spend_30d", "3", "r") },
+            "`customer_stats` is a feature view; erasure is by pipeline",
+        ),
     ];
     for (req, expected) in cases {
         let e = format!("{:#}", client::erase(&ingest, req).await.unwrap_err());
