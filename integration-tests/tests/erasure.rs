@@ -192,12 +192,28 @@ async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_c
     assert!(client::dataset(&ingest, &ds.dataset_id).await.unwrap().erased.is_none());
     assert!(client::erasures(&ingest, "").await.unwrap().is_empty());
 
-    // The stored values are keyed hashes; the subject is found by its value all the same.
+    // The same content is also a version of a second pipeline.
+    let second = spec("pii: pseudonymise")
+        .replace("name: churn", "name: churn2")
+        .replace("  window: {versions: 2}\n", "  window: {versions: 2}\n  triggers: {on: []}\n");
+    app.apply(&second).await;
+    let shared = app.upload("churn2", &with_emails(300, 3, &[4, 5])).await;
+    assert_eq!(shared.dataset_id, ds.dataset_id);
+
+    // The stored values are keyed hashes; the subject is found by its value all the same. The
+    // content stays while the other pipeline holds it, and says why.
     let erased = client::erase(&ingest, request("email", &format!(" {SUBJECT} "), "ticket 7")).await.unwrap();
     let v = &erased.versions[0];
     assert_eq!((v.dataset_id.as_str(), v.rows_removed, v.rows_kept), (ds.dataset_id.as_str(), 2, 298));
     let (emails, _) = stored_emails(&app, &v.successor_id).await.unwrap();
     assert!(!emails.contains(&erased.subject_hash) && emails.len() == 298);
+    assert!(!v.content_deleted && v.kept_because.contains("a version of pipeline `churn2`"), "{v:?}");
+    assert!(stored_emails(&app, &ds.dataset_id).await.is_some());
+    // Erased there too, the content is deleted.
+    let there = pb::EraseRequest { pipeline: "churn2".into(), ..request("email", SUBJECT, "ticket 7") };
+    let erased = client::erase(&ingest, there).await.unwrap();
+    assert!(erased.versions[0].content_deleted, "{erased:?}");
+    assert!(stored_emails(&app, &ds.dataset_id).await.is_none());
     // The content an erasure removed is not stored again when the same file is sent again.
     let again = app.upload("churn", &with_emails(300, 3, &[4, 5])).await;
     assert!(again.duplicate && again.erased.is_some(), "{again:?}");

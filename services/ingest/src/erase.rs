@@ -156,7 +156,7 @@ impl Ingest {
     async fn finish(&self, erasure: &mut ErasureRecord) -> Result<(), IngestError> {
         let ctx = EventContext::new_run(erasure.audit.erasure_id.clone());
         let unavailable = |e: mlops_shared::objects::ObjectError| IngestError::Unavailable(e.into());
-        for v in erasure.audit.versions.clone() {
+        for v in &mut erasure.audit.versions {
             let (id, pipeline) = (v.successor_id.clone(), erasure.audit.pipeline.clone());
             let successor = match id.is_empty() {
                 true => None,
@@ -166,7 +166,13 @@ impl Ingest {
                 self.publish_ingested(s, &ctx).await?;
             }
             if v.content_deleted {
-                self.datasets.delete(&v.dataset_id).await.map_err(unavailable)?;
+                // Checked again under the content's lock: another pipeline may have catalogued
+                // the same content since.
+                let _held = self.content.lock(&v.dataset_id).await;
+                match self.other_holder(&v.dataset_id, &erasure.audit.pipeline).await? {
+                    Some(why) => (v.content_deleted, v.kept_because) = (false, why),
+                    None => self.datasets.delete(&v.dataset_id).await.map_err(unavailable)?,
+                }
             }
         }
         for r in &erasure.archive {
@@ -180,7 +186,9 @@ impl Ingest {
         self.catalog(move |c| c.put_erasure(&record)).await?;
         let rows: u64 = erasure.audit.versions.iter().map(|v| v.rows_removed).sum();
         metrics::counter!("mlops_erasures_total").increment(1);
-        metrics::counter!("mlops_erased_rows_total").increment(rows);
+        let archived: u64 = erasure.audit.archive_files.iter().map(|f| f.rows_removed).sum();
+        metrics::counter!("mlops_erased_rows_total", "where" => "datasets").increment(rows);
+        metrics::counter!("mlops_erased_rows_total", "where" => "archive").increment(archived);
         info!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id, rows,
               versions = erasure.audit.versions.len(), "subject erased");
         Ok(())
@@ -224,12 +232,7 @@ impl Ingest {
                 Some(successor_of(version, &staged, kept.removed, &audit.erasure_id))
             }
         };
-        let i = id.to_owned();
-        let holders = self.catalog(move |c| c.of_content(&i)).await?;
-        let other = holders.iter().find(|h| h.pipeline != version.pipeline && h.erased.is_none());
-        let kept_because = other.map(|o| {
-            format!("the same content is a version of pipeline `{}`: erase the subject there too", o.pipeline)
-        });
+        let kept_because = self.other_holder(id, &version.pipeline).await?;
         if let Some(why) = &kept_because {
             warn!(pipeline = %version.pipeline, dataset = %mlops_shared::ids::short(id), "old content kept: {why}");
         }
@@ -243,6 +246,17 @@ impl Ingest {
             kept_because: kept_because.unwrap_or_default(),
         };
         Ok(Some((erased, successor)))
+    }
+
+    /// Why content `id` is to be kept after `pipeline` erased it: another pipeline's catalog holds
+    /// it (and it is not erased there).
+    async fn other_holder(&self, id: &str, pipeline: &str) -> Result<Option<String>, IngestError> {
+        let i = id.to_owned();
+        let holders = self.catalog(move |c| c.of_content(&i)).await?;
+        let other = holders.iter().find(|h| h.pipeline != pipeline && h.erased.is_none());
+        Ok(other.map(|o| {
+            format!("the same content is a version of pipeline `{}`: erase the subject there too", o.pipeline)
+        }))
     }
 
     /// Writes `staged` (the content of `version`) without the subject's rows to an anonymous

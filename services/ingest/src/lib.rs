@@ -126,6 +126,24 @@ struct Ingest {
     erasing: tokio::sync::Mutex<()>,
     /// The prediction archive, which an erasure by a feature reaches.
     archive: mlops_archive::Archive,
+    /// Held while content is stored and catalogued, or checked and deleted.
+    content: ContentLocks,
+}
+
+/// Locks on content by id (striped): storing content and cataloguing it, and checking who holds
+/// content and deleting it (for personal data, or by an erasure), happen under the same lock, so
+/// a deletion never removes content another pipeline has just catalogued.
+struct ContentLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl ContentLocks {
+    fn new() -> Self {
+        Self((0..64).map(|_| tokio::sync::Mutex::new(())).collect())
+    }
+
+    async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = id.bytes().take(4).fold(0usize, |h, b| h * 31 + b as usize) % self.0.len();
+        self.0[stripe].lock().await
+    }
 }
 
 /// Runs ingest until `shutdown` fires.
@@ -155,6 +173,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         pseudonymiser,
         erasing: tokio::sync::Mutex::new(()),
         archive: mlops_archive::Archive::open(&service.bus).await?,
+        content: ContentLocks::new(),
     });
     let resuming = ingest.clone();
     tokio::spawn(async move {
@@ -227,6 +246,7 @@ impl Ingest {
         };
         let id = staged.sha.to_string();
         let unavailable = |e: catalog::CatalogError| IngestError::Unavailable(e.into());
+        let held = self.content.lock(&id).await;
         let record = match self.catalog.get(&id, name.as_str()).map_err(unavailable)? {
             Some(erased) if erased.erased.is_some() => {
                 info!(pipeline = %name, dataset = %&id[..12], "content an erasure removed: not stored again");
@@ -236,6 +256,7 @@ impl Ingest {
                 info!(pipeline = %name, dataset = %&id[..12], "dataset known, judged under an older spec: validating it again");
                 // Stored again if it was deleted for personal data its spec then refused.
                 self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+                drop(held);
                 return Ok((self.revalidate(&known, ctx).await?, Arrival::Revalidating));
             }
             Some(existing) if existing.published => {
@@ -269,6 +290,7 @@ impl Ingest {
         };
         self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
         self.record(&record).await?;
+        drop(held);
         let record = self.publish_ingested(record, &ctx).await?;
         metrics::counter!("mlops_datasets_ingested_total").increment(1);
         info!(pipeline = %name, dataset = %&id[..12], bytes = record.size_bytes, "dataset ingested");
@@ -562,6 +584,7 @@ impl Ingest {
     /// already is no error, so a redelivery does no harm. The same content sent again is stored
     /// again (see [`Ingest::ingest`]).
     async fn forget_content(&self, id: &str, pipeline: &str) -> Result<(), IngestError> {
+        let _held = self.content.lock(id).await;
         let i = id.to_owned();
         let holders = self.catalog(move |c| c.of_content(&i)).await?;
         let dataset = mlops_shared::ids::short(id);
