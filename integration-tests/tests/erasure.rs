@@ -110,6 +110,10 @@ async fn an_erasure_removes_a_subject_from_every_version_marks_its_models_and_re
         let catalogued = client::dataset(&app.stack.url("ingest"), old).await.unwrap();
         let mark = catalogued.erased.expect("the old version is marked erased");
         assert_eq!((mark.erasure_id.as_str(), mark.successor_id.as_str()), (erased.erasure_id.as_str(), new.as_str()));
+        let refused = client::revalidate(&app.stack.url("ingest"), old, "churn".into()).await.unwrap_err();
+        assert!(
+            format!("{refused:#}").contains(&format!("was erased by {}: validate its successor", erased.erasure_id))
+        );
         let successor = client::dataset(&app.stack.url("ingest"), new).await.unwrap();
         assert_eq!(
             (successor.erased_from.as_str(), successor.arrived_unix_ms),

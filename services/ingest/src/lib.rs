@@ -775,11 +775,13 @@ impl pb::ingest_server::Ingest for IngestApi {
         let req = req.into_inner();
         let known = self.0.catalog.find(&req.dataset_id, &req.pipeline).map_err(found_status)?;
         if let Some(mark) = &known.erased {
+            let instead = match mark.successor_id.as_str() {
+                "" => "every row was the subject's, so no version replaces it".to_owned(),
+                successor => format!("validate its successor {successor} instead"),
+            };
             return Err(Status::failed_precondition(format!(
-                "dataset {} was erased ({}): validate its successor {} instead",
-                known.dataset_id,
-                mark.erasure_id,
-                if mark.successor_id.is_empty() { "(none: every row was erased)" } else { &mark.successor_id }
+                "dataset {} was erased by {}: {instead}",
+                known.dataset_id, mark.erasure_id
             )));
         }
         let environment = Environment::parse(&known.environment).unwrap_or_default();

@@ -38,6 +38,8 @@ pub struct Policy {
     specs: SpecStore,
     runs: Runs,
     slots: mlops_shared::schedule::Slots,
+    /// Where versions' content is: a version whose content is gone (erased) is not trained on.
+    datasets: mlops_shared::objects::Objects,
 }
 
 impl Policy {
@@ -47,7 +49,8 @@ impl Policy {
         let specs = SpecStore::open(&bus).await?;
         let runs = Runs::open(&bus).await?;
         let slots = mlops_shared::schedule::Slots::open(&bus).await?;
-        Ok(Self { bus, jobs, specs, runs, slots })
+        let datasets = bus.objects(mlops_shared::bus::DATASETS_BUCKET).await?;
+        Ok(Self { bus, jobs, specs, runs, slots, datasets })
     }
 
     /// New validated data: append it to the pipeline's history, and queue a job on the training
@@ -59,6 +62,11 @@ impl Policy {
             return Ok(());
         }
         let origin = Origin::parse(&v.origin).map_err(|m| TrainerError::BadEvent(format!("data.validated: {m}")))?;
+        // Erased (or deleted) while it was being validated: nothing left to train on.
+        if self.datasets.size_of(&v.dataset_id).await?.is_none() {
+            info!(pipeline = %v.pipeline, dataset = %v.dataset_id, "validated, but its content is gone (erased): not trained on");
+            return Ok(());
+        }
         if !v.erased_from.is_empty() {
             // An erasure's successor takes its predecessor's place; the retraining the erasure
             // asks for (`on_erased`) waits for it, and new data alone it is not.
