@@ -276,8 +276,13 @@ fn business(input: &CardInput) -> Option<Section> {
     let value = |m: &Option<pb::Metrics>| m.as_ref().and_then(|m| m.values.get(BUSINESS_VALUE)).copied();
     let t = &input.spec.target;
     let mut facts = Vec::new();
-    if let Some(m) = input.spec.business.map(|b| b.value) {
-        facts.push(("Value of a decision".to_owned(), format!("tp {}, fp {}, fn {}, tn {}", m.tp, m.fp, m.fn_, m.tn)));
+    if let Some(priced) = &input.spec.business {
+        let m = &priced.value;
+        let per = priced.amount.as_ref().map(|a| format!(", each times the row's `{a}`")).unwrap_or_default();
+        facts.push((
+            "Value of a decision".to_owned(),
+            format!("tp {}, fp {}, fn {}, tn {}{per}", m.tp, m.fp, m.fn_, m.tn),
+        ));
     }
     facts.push((
         "Decision threshold".to_owned(),
@@ -644,7 +649,7 @@ mod tests {
     fn a_priced_model_shows_its_threshold_value_and_curve() {
         let mut input = input();
         input.spec = PipelineSpec::from_yaml(&format!(
-            "{}business: {{value: {{tp: 100, fp: -20, fn: -100, tn: 0}}}}\n",
+            "{}business: {{value: {{tp: 100, fp: -20, fn: -100, tn: 0}}, amount: monthly_charges}}\n",
             crate::EXAMPLE_SPEC
         ))
         .unwrap();
@@ -655,7 +660,7 @@ mod tests {
         let md = card.markdown();
         for expected in [
             "## Business value",
-            "- **Value of a decision:** tp 100, fp -20, fn -100, tn 0",
+            "- **Value of a decision:** tp 100, fp -20, fn -100, tn 0, each times the row's `monthly_charges`",
             "- **Decision threshold:** 0.3000: a score at or above it is labelled `1`, below it `0`",
             "- **Production v2 on the same rows:** -2.5000",
             "| 0.3 | 0.0000 |",

@@ -472,3 +472,59 @@ async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_re
     assert!(html.contains("<h2>Business value</h2>") && html.contains("<svg"), "{html}");
     assert!(html.contains(&format!("{:.4}: a score at or above it is labelled `1`", decision.threshold)), "{html}");
 }
+
+/// `business.amount`: each decision is worth the matrix's value times the row's
+/// `monthly_charges`. The trainer and the evaluator price the holdout alike, and the monitor
+/// prices each decision served by the amount it was served with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_priced_by_each_rows_amount_are_valued_alike_in_training_evaluation_and_production() {
+    use mlops_shared::spec::{BUSINESS_VALUE, ValueMatrix};
+    let app = TestApp::start().await;
+    let priced = mlops_cli::EXAMPLE_SPEC
+        .replace("  - {metric: accuracy, min: 0.65}\n", "  - {metric: business_value, min: 0}\n")
+        .replace(
+            "  cooldown_secs: 3600\n",
+            "  cooldown_secs: 3600\n  performance: {metric: business_value, min: 100000, window: 50}\n",
+        )
+        + "business:\n  value: {tp: 1, fp: -0.2, fn: -1, tn: 0}\n  amount: monthly_charges\n";
+    let matrix = ValueMatrix { tp: 1.0, fp: -0.2, fn_: -1.0, tn: 0.0 };
+    app.apply(&priced).await;
+    app.upload("churn", &sample::csv(2000, 311, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let v1 = client::models(&app.stack.url("registry"), "churn").await.unwrap().remove(0);
+    let decision = v1.business.clone().expect("a priced model records its decision");
+    // In money now: far from the -1..1 of a count.
+    assert!(decision.value > 1.0, "{decision:?}");
+    let evaluated = app
+        .seen()
+        .into_iter()
+        .find_map(|s| match s.payload {
+            Decoded::Evaluated(e) if e.version == 1 => Some(e),
+            _ => None,
+        })
+        .expect("model.evaluated");
+    let candidate = evaluated.candidate_metrics.unwrap_or_default();
+    let evaluated_value = candidate.values.get(BUSINESS_VALUE).copied().unwrap_or(f64::NAN);
+    assert!((evaluated_value - decision.value).abs() < 1e-6, "evaluator {evaluated_value}, trainer {decision:?}");
+
+    let customers = sample::customers(100, 312, Variant::Normal);
+    let mut served = Vec::new();
+    for chunk in customers.chunks(50) {
+        let body = client::predict(&app.stack.url("deployer"), "churn", &rows_json(chunk)).await.unwrap();
+        let output = |name: &str| {
+            let o = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap();
+            o["data"].as_array().unwrap().clone()
+        };
+        for (id, label) in output("prediction_id").iter().zip(&output("label")) {
+            served.push((id.as_str().unwrap().to_owned(), label.as_str().unwrap() == "1"));
+        }
+    }
+    let labels: Vec<(&str, &str)> = served.iter().zip(&customers).map(|((id, _), c)| (id.as_str(), label(c))).collect();
+    publish_labels(&app, "churn", &labels).await;
+    let newest = served.iter().zip(&customers).rev().take(50);
+    let expected =
+        newest.map(|((_, positive), c)| matrix.of(*positive, c.churned) * c.monthly_charges).sum::<f64>() / 50.0;
+    let alert = wait_until(T, || async { degraded(&app).into_iter().next() }).await.expect("a value alert");
+    assert_eq!(alert.metric, BUSINESS_VALUE);
+    assert!((alert.value - expected).abs() < 1e-6, "realised {} expected {expected}", alert.value);
+}

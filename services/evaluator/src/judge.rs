@@ -68,6 +68,7 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
     let (_, holdout_idx) = holdout_split(frame.rows, m.holdout_share, m.seed);
     let holdout = frame.take(&holdout_idx);
     let labels = holdout.target.clone().unwrap_or_default();
+    let amounts = i.spec.amounts(&holdout);
     let rows = Rows { spec: &i.spec, datasets: &i.window, frame: &frame, at: &holdout_idx, taken: &holdout };
     let candidate = rows.scores(&i.candidate)?;
     let (production, champion_blind) = champion_scores(i, &rows)?;
@@ -76,15 +77,16 @@ pub fn judge(i: &Inputs) -> Result<Judgement, EvaluatorError> {
         Some(Newest::InWindow { index, .. }) => {
             let at = measure::rows_of(&holdout_idx, &counts, *index);
             let pick = |scores: &[f64]| at.iter().map(|&r| scores[r]).collect::<Vec<_>>();
-            let production = production.as_deref().map(pick);
-            Some(measures.score(&pick(&labels), &pick(&candidate), production.as_deref()))
+            let (production, amounts) = (production.as_deref().map(pick), amounts.as_deref().map(pick));
+            Some(measures.score(&pick(&labels), &pick(&candidate), production.as_deref(), amounts.as_deref()))
         }
         Some(Newest::After(id, bytes)) => Some(score_newest(i, &measures, &[(id.clone(), bytes.clone())])?),
     };
+    let (production, amounts) = (production.as_deref(), amounts.as_deref());
     let measured = Measured {
-        holdout: measures.score(&labels, &candidate, production.as_deref()),
+        holdout: measures.score(&labels, &candidate, production, amounts),
         newest,
-        slices: measure::slices(&measures, &i.spec, &holdout, &labels, &candidate, production.as_deref()),
+        slices: measure::slices(&measures, &i.spec, &holdout, &labels, &candidate, production, amounts),
         min_slice_rows: i.spec.evaluation.min_slice_rows as usize,
     };
     let (mut passed, mut checks) = gate::judge(task, &i.spec.gates, &measured);
@@ -136,7 +138,8 @@ fn score_newest(
     let all: Vec<usize> = (0..frame.rows).collect();
     let rows = Rows { spec: &i.spec, datasets: newest, frame: &frame, at: &all, taken: &frame };
     let (production, _) = champion_scores(i, &rows)?;
-    Ok(measures.score(&labels, &rows.scores(&i.candidate)?, production.as_deref()))
+    let amounts = i.spec.amounts(&frame);
+    Ok(measures.score(&labels, &rows.scores(&i.candidate)?, production.as_deref(), amounts.as_deref()))
 }
 
 /// Rows to score: `at` of `datasets`, read under `spec` as `frame` (`taken`: those rows of it).

@@ -29,18 +29,25 @@ impl Measures {
         Self {
             task: spec.target.task,
             // A spec prices decisions only for a classifier (its check refuses the rest).
-            value: spec.business.map(|b| b.value),
+            value: spec.business.as_ref().map(|b| b.value),
             candidate_threshold: candidate.threshold(),
             production_threshold: production.map_or(decision::DEFAULT_THRESHOLD, Manifest::threshold),
         }
     }
 
-    /// The candidate's and, when there is one, the production model's metrics on the same rows.
-    pub fn score(&self, labels: &[f64], candidate: &[f64], production: Option<&[f64]>) -> Scored {
+    /// The candidate's and, when there is one, the production model's metrics on the same rows
+    /// (`amounts`: each row's, with `business.amount`).
+    pub fn score(
+        &self,
+        labels: &[f64],
+        candidate: &[f64],
+        production: Option<&[f64]>,
+        amounts: Option<&[f64]>,
+    ) -> Scored {
         let metrics = |scores: &[f64], threshold: f64| {
             let mut m = scoring::for_task(self.task, labels, scores);
             if let Some(value) = &self.value {
-                m.insert(BUSINESS_VALUE.to_owned(), decision::mean_value(value, labels, scores, threshold));
+                m.insert(BUSINESS_VALUE.to_owned(), decision::mean_value(value, labels, scores, threshold, amounts));
             }
             m
         };
@@ -61,6 +68,7 @@ pub fn slices(
     labels: &[f64],
     candidate: &[f64],
     production: Option<&[f64]>,
+    amounts: Option<&[f64]>,
 ) -> Vec<Slice> {
     let mut out = Vec::new();
     for name in &spec.evaluation.slices {
@@ -85,11 +93,11 @@ pub fn slices(
                 continue;
             }
             let pick = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<_>>();
-            let production = production.map(pick);
+            let (production, amounts) = (production.map(pick), amounts.map(pick));
             out.push(Slice {
                 feature: name.clone(),
                 value,
-                scored: measures.score(&pick(labels), &pick(candidate), production.as_deref()),
+                scored: measures.score(&pick(labels), &pick(candidate), production.as_deref(), amounts.as_deref()),
             });
         }
     }
@@ -169,14 +177,14 @@ mod tests {
                 _ => 0.01,
             })
             .collect();
-        let thresholds = |scores: &[f64]| decision::best(&matrix, &labels, scores).unwrap().threshold;
+        let thresholds = |scores: &[f64]| decision::best(&matrix, &labels, scores, None).unwrap().threshold;
         let measures = Measures {
             task: Task::BinaryClassification,
             value: Some(matrix),
             candidate_threshold: thresholds(&candidate),
             production_threshold: thresholds(&production),
         };
-        let holdout = measures.score(&labels, &candidate, Some(&production));
+        let holdout = measures.score(&labels, &candidate, Some(&production), None);
         let (c, p) = (&holdout.candidate, holdout.production.as_ref().unwrap());
         assert!(c["roc_auc"] > p["roc_auc"], "{c:?} {p:?}");
         assert_eq!((c[BUSINESS_VALUE], p[BUSINESS_VALUE]), (4.0, 6.0));
@@ -218,13 +226,13 @@ mod tests {
         let scores = [0.9, 0.2, 0.6, 0.1, 0.8, 0.3];
         let measures =
             Measures { task: spec.target.task, value: None, candidate_threshold: 0.5, production_threshold: 0.5 };
-        let s = slices(&measures, &spec, &rows, &labels, &scores, None);
+        let s = slices(&measures, &spec, &rows, &labels, &scores, None, None);
         let got: Vec<(&str, usize)> = s.iter().map(|s| (s.value.as_str(), s.scored.rows)).collect();
         assert_eq!(got, [("a", 3), ("b", 2), (MISSING, 1)]);
         // Slice a: labels 0,1,0 with scores 0.2,0.8,0.3 rank perfectly.
         assert_eq!(s[0].scored.candidate["roc_auc"], 1.0);
         assert!(s[0].scored.production.is_none());
-        let s = slices(&measures, &spec, &rows, &labels, &scores, Some(&[0.5; 6]));
+        let s = slices(&measures, &spec, &rows, &labels, &scores, Some(&[0.5; 6]), None);
         assert_eq!(s[1].scored.production.as_ref().unwrap()["roc_auc"], 0.5);
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use mlops_proto as pb;
 use mlops_shared::decision::{self, DEFAULT_THRESHOLD};
 use mlops_shared::events::Envelope;
-use mlops_shared::spec::{BUSINESS_VALUE, PipelineSpec, Task, ValueMatrix};
+use mlops_shared::spec::{BUSINESS_VALUE, BusinessSpec, PipelineSpec, Task};
 use tracing::{info, warn};
 
 use crate::Monitor;
@@ -38,10 +38,20 @@ pub fn label_retry(wait: Duration, delivered: u64) -> Duration {
     wait / shares * (1u32 << delivered.clamp(1, LABEL_ATTEMPTS as u64 - 1).saturating_sub(1))
 }
 /// The mean value of the decisions served, by their labels: a decision kept before decisions
-/// were is taken as the 0.5 rule that made it.
-fn realised_value(matrix: &ValueMatrix, kept: &Labelled) -> f64 {
-    let decided = kept.positive.iter().zip(&kept.scores).map(|(d, s)| d.unwrap_or(*s >= DEFAULT_THRESHOLD));
-    decision::mean_of(matrix, decided, &kept.labels)
+/// were is taken as the 0.5 rule that made it. Priced by amount (`business.amount`), each
+/// decision's value is times its prediction's amount, and predictions kept without one (logged
+/// before the spec named it) are left out.
+fn realised_value(business: &BusinessSpec, kept: &Labelled) -> f64 {
+    let decided: Vec<bool> =
+        kept.positive.iter().zip(&kept.scores).map(|(d, s)| d.unwrap_or(*s >= DEFAULT_THRESHOLD)).collect();
+    if business.amount.is_none() {
+        return decision::mean_of(&business.value, decided.into_iter(), &kept.labels, None);
+    }
+    let priced: Vec<usize> =
+        (0..kept.labels.len()).filter(|&i| kept.amounts.get(i).is_some_and(Option::is_some)).collect();
+    let labels: Vec<f64> = priced.iter().map(|&i| kept.labels[i]).collect();
+    let amounts: Vec<f64> = priced.iter().filter_map(|&i| kept.amounts[i]).collect();
+    decision::mean_of(&business.value, priced.iter().map(|&i| decided[i]), &labels, Some(&amounts))
 }
 
 /// Unmatched ids named in a dead-letter reason.
@@ -156,7 +166,7 @@ impl Monitor {
         }
         let mut metrics_now = mlops_shared::scoring::for_task(spec.target.task, ys, &kept.scores);
         if let Some(business) = &spec.business {
-            let realised = realised_value(&business.value, &kept);
+            let realised = realised_value(business, &kept);
             metrics::gauge!("mlops_business_value_realised", "pipeline" => pipeline.to_owned()).set(realised);
             metrics_now.insert(BUSINESS_VALUE.to_owned(), realised);
         }
@@ -225,16 +235,21 @@ mod tests {
 
     #[test]
     fn realised_value_prices_the_decisions_served_not_the_scores() {
-        let matrix = ValueMatrix { tp: 100.0, fp: -20.0, fn_: -100.0, tn: 0.0 };
+        let value = mlops_shared::spec::ValueMatrix { tp: 100.0, fp: -20.0, fn_: -100.0, tn: 0.0 };
+        let business = BusinessSpec { value, amount: None };
         // A positive decision under 0.5 (a low threshold), a negative one over it, and a
         // prediction kept before decisions were, taken by the 0.5 rule.
         let kept = Labelled {
             labels: vec![1.0, 0.0, 1.0, 0.0],
             scores: vec![0.3, 0.6, 0.7, 0.2],
             positive: vec![Some(true), Some(false), None, Some(true)],
+            amounts: vec![Some(2.0), Some(3.0), None, Some(0.5)],
             total: 4,
         };
-        assert_eq!(realised_value(&matrix, &kept), (100.0 + 0.0 + 100.0 - 20.0) / 4.0);
+        assert_eq!(realised_value(&business, &kept), (100.0 + 0.0 + 100.0 - 20.0) / 4.0);
+        // Priced by amount: each decision times its amount, the one kept without an amount left out.
+        let by_amount = BusinessSpec { value, amount: Some("charges".into()) };
+        assert_eq!(realised_value(&by_amount, &kept), (200.0 + 0.0 - 10.0) / 3.0);
     }
 
     #[test]

@@ -200,7 +200,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 /// What the label store keeps of one prediction: its inputs too when `with_inputs` (feedback).
 /// `positive` is the target's positive class, for a classifier: whether the served label was it
 /// is what the decision was.
-fn logged(p: &pb::PredictionLogged, with_inputs: bool, positive: Option<&str>) -> Logged {
+/// `amount` names the feature holding its amount (`business.amount`), kept when the spec has one.
+fn logged(p: &pb::PredictionLogged, with_inputs: bool, positive: Option<&str>, amount: Option<&str>) -> Logged {
     let inputs = with_inputs.then(|| Inputs {
         numeric: p.numeric.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), *v)).collect(),
         categorical: p.categorical.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -212,6 +213,7 @@ fn logged(p: &pb::PredictionLogged, with_inputs: bool, positive: Option<&str>) -
         time_unix_ms: p.time_unix_ms,
         positive: positive.filter(|_| !p.label.is_empty()).map(|c| p.label == c),
         inputs,
+        amount: amount.and_then(|a| p.numeric.get(a)).copied().filter(|v| v.is_finite()),
     }
 }
 
@@ -247,16 +249,17 @@ impl Monitor {
                     (None, None) => Keep::Nothing,
                 });
                 // A regression prediction is served with no label, and so keeps no decision.
+                let amount = spec.as_ref().and_then(|s| s.business.as_ref()).and_then(|b| b.amount.clone());
                 let positive = spec.map(|s| s.target.positive);
-                kept.insert(e.payload.pipeline.clone(), (keep, positive));
+                kept.insert(e.payload.pipeline.clone(), (keep, positive, amount));
             }
         }
         let logged: Vec<(String, Logged)> = batch
             .iter()
             .filter(|e| kept[&e.payload.pipeline].0 != Keep::Nothing)
             .flat_map(|e| e.payload.predictions.iter().map(|p| (p, &kept[&e.payload.pipeline])))
-            .map(|(p, (keep, positive))| {
-                (p.prediction_id.clone(), logged(p, *keep == Keep::Inputs, positive.as_deref()))
+            .map(|(p, (keep, positive, amount))| {
+                (p.prediction_id.clone(), logged(p, *keep == Keep::Inputs, positive.as_deref(), amount.as_deref()))
             })
             .collect();
         self.commit(move |store| {

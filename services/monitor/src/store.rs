@@ -22,6 +22,8 @@ const LABELLED: TableDefinition<(&str, u64, u64), (f64, f64)> = TableDefinition:
 /// Beside `labelled`, under the same key: whether the served label was the positive class (what
 /// the decision was, whatever threshold made it).
 const DECIDED: TableDefinition<(&str, u64, u64), bool> = TableDefinition::new("decided");
+/// Beside `labelled`, under the same key: the row's amount (`business.amount`), when it had one.
+const AMOUNTS: TableDefinition<(&str, u64, u64), f64> = TableDefinition::new("amounts");
 /// (pipeline, n) -> the pipeline's n-th alert.
 const ALERTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alerts");
 /// pipeline -> the newest label-quality figure.
@@ -63,6 +65,9 @@ pub struct Logged {
     /// Its inputs, kept only for pipelines that write feedback versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Inputs>,
+    /// Its amount (the `business.amount` feature), when the spec prices decisions by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<f64>,
 }
 
 /// The inputs of a prediction as it was logged: numbers and categories by feature name (a
@@ -82,6 +87,8 @@ pub struct Labelled {
     pub labels: Vec<f64>,
     pub scores: Vec<f64>,
     pub positive: Vec<Option<bool>>,
+    /// Each one's amount, when it was kept (`business.amount`).
+    pub amounts: Vec<Option<f64>>,
     /// How many the version has in all.
     pub total: u64,
 }
@@ -284,6 +291,7 @@ impl Store {
         txn.open_table(LABELS)?;
         txn.open_table(LABELLED)?;
         txn.open_table(DECIDED)?;
+        txn.open_table(AMOUNTS)?;
         txn.open_table(ALERTS)?;
         txn.open_table(PERFORMANCE)?;
         txn.open_table(FEEDBACK_WAITING)?;
@@ -399,6 +407,7 @@ impl Store {
             let mut seen = txn.open_table(LABELS)?;
             let mut labelled = txn.open_table(LABELLED)?;
             let mut decided = txn.open_table(DECIDED)?;
+            let mut amounts = txn.open_table(AMOUNTS)?;
             let mut waiting = txn.open_table(FEEDBACK_WAITING)?;
             let mut next_waiting = last_key(&waiting, pipeline)? + 1;
             for (id, label) in labels {
@@ -429,6 +438,9 @@ impl Store {
                 labelled.insert((pipeline, v, n + 1), (y, logged.score))?;
                 if let Some(positive) = logged.positive {
                     decided.insert((pipeline, v, n + 1), positive)?;
+                }
+                if let Some(amount) = logged.amount {
+                    amounts.insert((pipeline, v, n + 1), amount)?;
                 }
                 seen.insert(id, ())?;
                 if let (Some(f), Some(inputs)) = (feedback, logged.inputs) {
@@ -645,7 +657,7 @@ impl Store {
     /// in all.
     pub fn labelled(&self, pipeline: &str, version: u64, limit: usize) -> Result<Labelled, StoreError> {
         let txn = self.db.begin_read()?;
-        let (t, decided) = (txn.open_table(LABELLED)?, txn.open_table(DECIDED)?);
+        let (t, decided, amounts) = (txn.open_table(LABELLED)?, txn.open_table(DECIDED)?, txn.open_table(AMOUNTS)?);
         let mut out = Labelled::default();
         for (i, kv) in t.range((pipeline, version, 0)..=(pipeline, version, u64::MAX))?.rev().enumerate() {
             let (k, v) = kv?;
@@ -659,6 +671,7 @@ impl Store {
             out.labels.push(y);
             out.scores.push(s);
             out.positive.push(decided.get(k.value())?.map(|d| d.value()));
+            out.amounts.push(amounts.get(k.value())?.map(|a| a.value()));
         }
         Ok(out)
     }
@@ -729,6 +742,7 @@ mod tests {
             time_unix_ms: 1,
             positive,
             inputs: None,
+            amount: positive.map(|_| score * 10.0),
         };
         {
             let store = Store::open(&path).unwrap();
@@ -740,6 +754,7 @@ mod tests {
         let kept = Store::open(&path).unwrap().labelled("churn", 2, 10).unwrap();
         assert_eq!((kept.labels, kept.scores, kept.total), (vec![1.0, 0.0, 1.0], vec![0.7, 0.6, 0.3], 3));
         assert_eq!(kept.positive, [None, Some(false), Some(true)]);
+        assert_eq!(kept.amounts, [None, Some(6.0), Some(3.0)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -786,6 +801,7 @@ mod tests {
                 numeric: BTreeMap::from([("tenure".into(), x)]),
                 categorical: BTreeMap::from([("email".into(), email.into())]),
             }),
+            amount: None,
         };
         let kept = [("p1", logged(7.0, " a@b.org")), ("p2", logged(8.0, "c@d.org")), ("p3", logged(7.0, "e@f.org"))];
         store.index_predictions(kept.iter().map(|(id, l)| (*id, l.clone())), 0).unwrap();
@@ -829,6 +845,7 @@ mod tests {
             time_unix_ms: at,
             positive: None,
             inputs: Some(Inputs { numeric: BTreeMap::from([("tenure".into(), x)]), categorical: BTreeMap::new() }),
+            amount: None,
         };
         let join = FeedbackJoin { max_age_ms: 24 * hour, now_ms: 30 * hour };
         let read = |l: &str| l.parse::<f64>().ok();

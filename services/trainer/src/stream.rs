@@ -162,19 +162,29 @@ fn bin(
     Ok((codes, y))
 }
 
-/// The labels of the rows `held` marks and what `score` gives them, batch by batch.
+/// The holdout as scored: each row's label, score and, with `business.amount`, amount.
+pub(crate) struct Held {
+    pub labels: Vec<f64>,
+    pub scores: Vec<f64>,
+    pub amounts: Option<Vec<f64>>,
+}
+
+/// The labels of the rows `held` marks, what `score` gives them and their amounts, batch by batch.
 pub(crate) fn holdout_scores(
     data: &Datasets,
     held: &[bool],
     mut score: impl FnMut(&Frame) -> Vec<f64>,
-) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
-    let (mut labels, mut scores) = (Vec::new(), Vec::new());
+) -> Result<Held, TrainError> {
+    let mut out = Held { labels: Vec::new(), scores: Vec::new(), amounts: None };
     data.pass(|first, chunk| {
         let picked: Vec<usize> = (0..chunk.rows).filter(|i| held[first + i]).collect();
         let part = chunk.take(&picked);
-        labels.extend(part.target.as_deref().unwrap_or_default());
-        scores.extend(score(&part));
+        out.labels.extend(part.target.as_deref().unwrap_or_default());
+        out.scores.extend(score(&part));
+        if let Some(a) = data.spec.amounts(&part) {
+            out.amounts.get_or_insert_with(Vec::new).extend(a);
+        }
         Ok(())
     })?;
-    Ok((labels, scores))
+    Ok(out)
 }

@@ -126,7 +126,8 @@ fn train_whole(
     let labels = holdout.target.as_deref().expect("frames are read with their target");
     // What the model predicts on data it did not train on: its metrics, and the reference for
     // prediction drift.
-    artifact.manifest.record_holdout(labels, &scores, spec.business.as_ref());
+    let amounts = spec.amounts(&holdout);
+    artifact.manifest.record_holdout(labels, &scores, spec.business.as_ref(), amounts.as_deref());
     progress(Progress { stage: "done".into(), fraction: 1.0 });
     Ok(Trained { artifact })
 }
@@ -153,8 +154,8 @@ fn train_streamed(
         training_rows: s.training_rows,
     };
     let mut artifact = made.artifact(spec, datasets, holdout_rows);
-    let (labels, scores) = stream::holdout_scores(&data, &s.held, |part| artifact.predict_frame(part))?;
-    artifact.manifest.record_holdout(&labels, &scores, spec.business.as_ref());
+    let held = stream::holdout_scores(&data, &s.held, |part| artifact.predict_frame(part))?;
+    artifact.manifest.record_holdout(&held.labels, &held.scores, spec.business.as_ref(), held.amounts.as_deref());
     progress(Progress { stage: "done".into(), fraction: 1.0 });
     Ok(Trained { artifact })
 }

@@ -86,7 +86,13 @@ pub fn import_as(
     check_answers(&model, &data.take(&sample), &sample)?;
     let scores = check_answers(&model, &holdout, &holdout_idx)?;
     drop(model);
-    onnx.manifest.record_holdout(holdout.target.as_deref().unwrap_or_default(), &scores, spec.business.as_ref());
+    let amounts = spec.amounts(&holdout);
+    onnx.manifest.record_holdout(
+        holdout.target.as_deref().unwrap_or_default(),
+        &scores,
+        spec.business.as_ref(),
+        amounts.as_deref(),
+    );
     Ok(onnx)
 }
 

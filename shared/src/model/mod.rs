@@ -104,14 +104,21 @@ impl Manifest {
     /// finite, and the scores' distribution as the reference for prediction drift.
     ///
     /// With a value matrix (`business`) it also picks the decision threshold that maximises the
-    /// value on these rows, and records the value there as `business_value`.
-    pub fn record_holdout(&mut self, labels: &[f64], scores: &[f64], business: Option<&crate::spec::BusinessSpec>) {
+    /// value on these rows (each row's value times its amount, with `business.amount`), and
+    /// records the value there as `business_value`.
+    pub fn record_holdout(
+        &mut self,
+        labels: &[f64],
+        scores: &[f64],
+        business: Option<&crate::spec::BusinessSpec>,
+        amounts: Option<&[f64]>,
+    ) {
         self.metrics = crate::scoring::for_task(self.target.task, labels, scores)
             .into_iter()
             .filter(|(_, v)| v.is_finite())
             .collect();
         // A spec prices decisions only for a classifier (its check refuses the rest).
-        self.decision = business.and_then(|b| crate::decision::best(&b.value, labels, scores));
+        self.decision = business.and_then(|b| crate::decision::best(&b.value, labels, scores, amounts));
         if let Some(d) = &self.decision {
             self.metrics.insert(crate::spec::BUSINESS_VALUE.to_owned(), d.value);
         }

@@ -5,16 +5,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{SpecError, Task, bad};
+use super::{FeatureKind, FeatureSpec, SpecError, Task, bad};
+use crate::table::{Column, Frame};
 
 /// The metric the value matrix defines: the mean value of one decision.
 pub const BUSINESS_VALUE: &str = "business_value";
 
 /// The `business` section.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessSpec {
     pub value: ValueMatrix,
+    /// A numeric feature holding each row's amount (an order's value, a customer's monthly
+    /// charges): a decision on the row is worth the matrix's value times it, and a missing amount
+    /// counts as 0. Absent, every row counts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
 }
 
 /// The value of each outcome of one decision, in the team's unit (money, say).
@@ -45,6 +51,34 @@ impl ValueMatrix {
 }
 
 impl BusinessSpec {
+    /// Each row's amount in `frame` (read under a spec whose features are `features`): the
+    /// `amount` feature's values, a missing one as 0; `None` without an amount.
+    pub fn amounts(&self, features: &[FeatureSpec], frame: &Frame) -> Option<Vec<f64>> {
+        let name = self.amount.as_deref()?;
+        let at = features.iter().position(|f| f.name == name)?;
+        match frame.columns.get(at)? {
+            Column::Numeric(values) => {
+                Some(values.iter().map(|v| v.filter(|v| v.is_finite()).unwrap_or(0.0)).collect())
+            }
+            Column::Categorical(_) => None,
+        }
+    }
+
+    /// Checks that `amount`, when given, names a numeric feature.
+    pub(super) fn check_amount(&self, features: &[FeatureSpec]) -> Result<(), SpecError> {
+        let Some(name) = self.amount.as_deref() else { return Ok(()) };
+        match features.iter().find(|f| f.name == name) {
+            Some(f) if f.kind == FeatureKind::Numeric => Ok(()),
+            Some(_) => {
+                bad(format!("`business.amount`: `{name}` is categorical; each row's amount is a numeric feature"))
+            }
+            None => bad(format!(
+                "`business.amount` names `{name}`, which is not a feature; each row's amount is a numeric feature (features: {})",
+                features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
     /// Checks the matrix: finite values, for a classifier, where the decision changes the value.
     pub(super) fn check(&self, task: Task) -> Result<(), SpecError> {
         if task != Task::BinaryClassification {

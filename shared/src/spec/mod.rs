@@ -148,6 +148,11 @@ impl PipelineSpec {
         Ok(spec)
     }
 
+    /// Each row's amount in `frame` (read under this spec), when `business.amount` names one.
+    pub fn amounts(&self, frame: &crate::table::Frame) -> Option<Vec<f64>> {
+        self.business.as_ref()?.amounts(&self.features, frame)
+    }
+
     /// The columns whose values ingest replaces by keyed hashes (`pii: pseudonymise`).
     pub fn pseudonymised(&self) -> Vec<&str> {
         self.columns.iter().filter(|c| c.pii == Some(PiiPolicy::Pseudonymise)).map(|c| c.name.as_str()).collect()
@@ -315,6 +320,7 @@ impl PipelineSpec {
         self.training.check(task)?;
         if let Some(business) = &self.business {
             business.check(task)?;
+            business.check_amount(&self.features)?;
         }
         gates::check(&self.gates, task, &self.evaluation, self.business.as_ref())?;
         self.evaluation.check(&self.features, task)?;
@@ -432,6 +438,14 @@ gates:
             (format!("{SPEC}business: {{value: {{tp: 5, fp: 1, fn: 5, tn: 1}}}}\n"), "no threshold changes the value"),
             (format!("{SPEC}business: {{value: {{tp: .inf, fp: 0, fn: 0, tn: 0}}}}\n"), "must be finite"),
             (format!("{SPEC}business: {{value: {{tp: 1, fp: 0, tn: 0}}}}\n"), "missing field `fn`"),
+            (
+                format!("{SPEC}business: {{value: {{tp: 1, fp: 0, fn: 0, tn: 0}}, amount: revenue}}\n"),
+                "`business.amount` names `revenue`, which is not a feature",
+            ),
+            (
+                format!("{SPEC}business: {{value: {{tp: 1, fp: 0, fn: 0, tn: 0}}, amount: contract}}\n"),
+                "`business.amount`: `contract` is categorical",
+            ),
             (SPEC.replace("roc_auc", "business_value"), "gates: `business_value` needs `business.value`"),
             (SPEC.replace("max: 100}", "max: 100, min_power: 1.5}"), "features.tenure: `min_power` must be in [0, 1]"),
             (
@@ -462,7 +476,7 @@ gates:
         let gated = priced.replace("roc_auc, min: 0.7, max_drop: 0.01", "business_value, min: -5, max_drop: 2");
         let watched = format!("{gated}monitoring: {{performance: {{metric: business_value, min: 5, window: 50}}}}\n");
         let spec = PipelineSpec::from_yaml(&watched).unwrap();
-        assert_eq!(spec.business.unwrap().value.fn_, -100.0);
+        assert_eq!(spec.business.as_ref().unwrap().value.fn_, -100.0);
         assert_eq!(spec.monitoring.performance.as_ref().unwrap().metric, BUSINESS_VALUE);
         assert_eq!(spec.gates[0].metric, BUSINESS_VALUE);
         let plain = PipelineSpec::from_yaml(SPEC).unwrap();
