@@ -13,7 +13,14 @@ pub(crate) fn validation_spec(view: &FeatureViewSpec) -> PipelineSpec {
     let keys: Vec<serde_json::Value> = view
         .entities
         .iter()
-        .map(|k| serde_json::json!({"name": k, "type": "categorical", "nullable": false}))
+        .map(|k| {
+            let mut key = serde_json::json!({"name": k, "type": "categorical", "nullable": false});
+            if let Some(p) = &view.entity_pii {
+                key["pii"] = serde_json::json!(p.pii);
+                key["purpose"] = serde_json::json!(p.purpose);
+            }
+            key
+        })
         .collect();
     let spec = serde_json::json!({
         "name": view.name,
@@ -66,6 +73,35 @@ mod tests {
         let spec = validation_spec(&view());
         assert_eq!(spec.features[0].min, Some(0.0));
         assert!(!spec.columns[0].nullable && spec.columns[0].name == "customer_id");
+    }
+
+    #[test]
+    fn an_entity_key_of_e_mail_addresses_is_refused_unless_the_view_allows_it_for_a_purpose() {
+        let csv = (0..20)
+            .fold("customer_id,ts,spend\n".to_owned(), |csv, i| csv + &format!("c{i}@example.org,1777636800,{i}\n"));
+        let judge = |view: &FeatureViewSpec| {
+            let batches = mlops_data::open(mlops_data::Source::Bytes(csv.clone().into()), "b.csv", &Default::default());
+            let spec = validation_spec(view);
+            crate::checks::validate(
+                batches,
+                &spec,
+                None,
+                mlops_shared::spec::Environment::Features,
+                mlops_shared::spec::Origin::Upload,
+            )
+        };
+        let refused = judge(&view());
+        assert!(refused.blocked(), "{:?}", refused.columns);
+        let allowed = FeatureViewSpec::from_yaml(
+            "kind: feature_view\nname: stats\nentities: [customer_id]\nentity_pii: {pii: allow, purpose: lookups by e-mail}\n\
+             event_time: ts\nmax_clock_skew: 1h\nfeatures: [{name: spend, type: numeric, min: 0}]\n",
+        )
+        .unwrap();
+        let accepted = judge(&allowed);
+        assert!(!accepted.blocked(), "{:?}", accepted.columns);
+        let warned = accepted.columns.iter().find(|c| c.column == "customer_id").unwrap();
+        assert!(warned.anomalies[0].message.ends_with("allowed for: lookups by e-mail"), "{warned:?}");
+        assert!(!format!("{:?}", accepted.profile).contains("example.org"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FeatureKind, FeatureSpec, SpecError, bad, features};
+use super::{FeatureKind, FeatureSpec, PiiPolicy, SpecError, bad, features};
 use crate::ids::PipelineName;
 
 /// The `kind` a feature view's spec declares.
@@ -22,6 +22,11 @@ pub struct FeatureViewSpec {
     pub description: String,
     /// The entity key: one or more columns whose values, together, name an entity.
     pub entities: Vec<String>,
+    /// What becomes of personal data in the entity key (customers keyed by e-mail address, say):
+    /// `pii: allow` with a `purpose`, or `pii: forbid`. Without it, a key column holding personal
+    /// data is refused like any undeclared one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_pii: Option<EntityPii>,
     /// The column holding when each value became true (RFC 3339 text, a Parquet timestamp, or a
     /// number of Unix seconds).
     pub event_time: String,
@@ -38,6 +43,15 @@ pub struct FeatureViewSpec {
     #[serde(default = "default_clock_skew", with = "duration_required")]
     pub max_clock_skew: u64,
     pub features: Vec<FeatureSpec>,
+}
+
+/// The personal-data policy of a view's entity key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityPii {
+    pub pii: PiiPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 fn default_clock_skew() -> u64 {
@@ -107,7 +121,22 @@ impl FeatureViewSpec {
         if let Some(f) = self.features.iter().find(|f| f.kind == FeatureKind::Categorical && f.categories.is_empty()) {
             return bad(format!("features.{}: a categorical feature needs `categories`", f.name));
         }
-        Ok(())
+        match &self.entity_pii {
+            Some(EntityPii { pii: PiiPolicy::Pseudonymise, .. }) => bad(
+                "`entity_pii`: `pii: pseudonymise` would hash the keys serving looks entities up by; use `pii: allow` \
+                 with a `purpose`, or `pii: forbid`"
+                    .into(),
+            ),
+            Some(EntityPii { pii: PiiPolicy::Allow, purpose })
+                if purpose.as_deref().is_none_or(|p| p.trim().is_empty()) =>
+            {
+                bad("`entity_pii`: `pii: allow` needs a `purpose` saying why the personal data is processed".into())
+            }
+            Some(EntityPii { pii: PiiPolicy::Forbid, purpose: Some(_) }) => {
+                bad("`entity_pii`: `purpose` goes with `pii: allow`".into())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -211,6 +240,14 @@ features:
         let err = |yaml: &str| FeatureViewSpec::from_yaml(yaml).unwrap_err().to_string();
         assert!(err(&VIEW.replace("ttl: 30d", "ttl: 30w")).contains("unit \"w\""));
         assert!(err(&VIEW.replace("entities: [customer_id]", "entities: []")).contains("`entities`"));
+        let keyed = |policy: &str| {
+            VIEW.replace("entities: [customer_id]", &format!("entities: [customer_id]\nentity_pii: {policy}"))
+        };
+        assert!(err(&keyed("{pii: pseudonymise}")).contains("would hash the keys serving looks entities up by"));
+        assert!(err(&keyed("{pii: allow}")).contains("`pii: allow` needs a `purpose`"));
+        assert!(err(&keyed("{pii: forbid, purpose: x}")).contains("`purpose` goes with `pii: allow`"));
+        let allowed = FeatureViewSpec::from_yaml(&keyed("{pii: allow, purpose: lookups by e-mail}")).unwrap();
+        assert_eq!(allowed.entity_pii.map(|e| e.pii), Some(PiiPolicy::Allow));
         assert!(err(&VIEW.replace("event_ts", "customer_id")).contains("`customer_id` is declared twice"));
         assert!(err(&VIEW.replace("event_ts", "spend_30d")).contains("`spend_30d` is declared twice"));
         assert!(err(&VIEW.replace("kind: feature_view", "kind: pipeline")).contains("`kind`"));
