@@ -551,6 +551,25 @@ pub fn spec_with_window(window: u32) -> String {
     mlops_cli::EXAMPLE_SPEC.replace("window: 200", &format!("window: {window}"))
 }
 
+/// A prediction log message as a deployer would send it: predictions `p-<first>` to
+/// `p-<first + n - 1>` of `pipeline` at `time`, prediction `i` with `tenure_months` = i.
+pub fn prediction_logs(pipeline: &str, first: usize, n: usize, time: i64) -> mlops_proto::PredictionLogBatch {
+    let predictions = (first..first + n)
+        .map(|i| mlops_proto::PredictionLogged {
+            pipeline: pipeline.into(),
+            prediction_id: format!("p-{i}"),
+            version: 1,
+            artifact_sha256: "ab".repeat(32),
+            numeric: [("tenure_months".to_owned(), i as f64)].into(),
+            categorical: [("contract".to_owned(), "monthly".to_owned())].into(),
+            score: 0.5,
+            label: "no".into(),
+            time_unix_ms: time,
+        })
+        .collect();
+    mlops_proto::PredictionLogBatch { pipeline: pipeline.into(), predictions }
+}
+
 /// A `labels.arrived` event: (prediction id, label) pairs for `pipeline`.
 pub fn labels_event(pipeline: &str, labels: &[(&str, &str)]) -> mlops_proto::LabelsArrived {
     mlops_proto::LabelsArrived {

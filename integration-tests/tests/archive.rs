@@ -9,7 +9,7 @@ use std::time::Duration;
 use arrow_array::Array as _;
 use arrow_array::cast::AsArray as _;
 use mlops_archive::{Archive, Partition};
-use mlops_integration_tests::{TestApp, client, rows_json, sample, wait_until};
+use mlops_integration_tests::{TestApp, client, prediction_logs, rows_json, sample, wait_until};
 use mlops_proto as pb;
 use mlops_shared::bus::Bus;
 use mlops_shared::events::EventContext;
@@ -54,28 +54,10 @@ fn secs(ms: i64) -> String {
     (ms / 1000).to_string()
 }
 
-/// A prediction log message as a deployer would send it: `n` predictions from `first`, at `time`.
-fn logs(pipeline: &str, first: usize, n: usize, time: i64) -> pb::PredictionLogBatch {
-    let predictions = (first..first + n)
-        .map(|i| pb::PredictionLogged {
-            pipeline: pipeline.into(),
-            prediction_id: format!("p-{i}"),
-            version: 1,
-            artifact_sha256: "ab".repeat(32),
-            numeric: [("tenure_months".to_owned(), i as f64)].into(),
-            categorical: [("contract".to_owned(), "monthly".to_owned())].into(),
-            score: 0.5,
-            label: "no".into(),
-            time_unix_ms: time,
-        })
-        .collect();
-    pb::PredictionLogBatch { pipeline: pipeline.into(), predictions }
-}
-
 /// Publishes predictions `first..first + n` in messages of 500 at `time`.
 async fn publish(bus: &Bus, first: usize, n: usize, time: i64) {
     for start in (first..first + n).step_by(500) {
-        let batch = logs("churn", start, 500.min(first + n - start), time);
+        let batch = prediction_logs("churn", start, 500.min(first + n - start), time);
         bus.publish(&format!("log-{start}-{time}"), &EventContext::default(), &batch).await.unwrap();
     }
 }
@@ -213,7 +195,7 @@ async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_wit
     publish(&bus, 0, 3000, now).await;
     let watermark = archive.watermark().await.unwrap();
     let mut part = Partition::new("churn", &mlops_archive::hour_of(now));
-    let crashed = logs("churn", 0, 500, now);
+    let crashed = prediction_logs("churn", 0, 500, now);
     for p in &crashed.predictions {
         part.push(watermark + 1, &p.into());
     }

@@ -224,24 +224,6 @@ async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_c
     assert!(stored_emails(&app, &ds.dataset_id).await.is_none());
 }
 
-/// Prediction logs as a deployer sends them: `n` predictions from `first`, `tenure_months` = i.
-fn logs(first: usize, n: usize) -> pb::PredictionLogBatch {
-    let predictions = (first..first + n)
-        .map(|i| pb::PredictionLogged {
-            pipeline: "churn".into(),
-            prediction_id: format!("p-{i}"),
-            version: 1,
-            artifact_sha256: "ab".repeat(32),
-            numeric: [("tenure_months".to_owned(), i as f64)].into(),
-            categorical: [("contract".to_owned(), "one-year".to_owned())].into(),
-            score: 0.5,
-            label: "0".into(),
-            time_unix_ms: mlops_shared::now_unix_ms(),
-        })
-        .collect();
-    pb::PredictionLogBatch { pipeline: "churn".into(), predictions }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_by_a_feature_rewrites_the_archive_files_that_hold_it() {
     let app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY), ("MLOPS_ARCHIVE_FLUSH_SECS", "0.3")]).await;
@@ -249,7 +231,8 @@ async fn an_erasure_by_a_feature_rewrites_the_archive_files_that_hold_it() {
     let bus = app.bus().await;
     for start in [0, 100] {
         let id = format!("log-{start}");
-        bus.publish(&id, &mlops_shared::events::EventContext::default(), &logs(start, 100)).await.unwrap();
+        let batch = mlops_integration_tests::prediction_logs("churn", start, 100, mlops_shared::now_unix_ms());
+        bus.publish(&id, &mlops_shared::events::EventContext::default(), &batch).await.unwrap();
     }
     let archive = mlops_archive::Archive::open(&bus).await.unwrap();
     let rows = || async {

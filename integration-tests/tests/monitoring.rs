@@ -385,6 +385,48 @@ async fn a_stalled_pipeline_with_a_full_queue_holds_up_no_other() {
     assert!(!metrics.contains("mlops_monitor_window_dropped_total{pipeline=\"churn\"}"), "{metrics}");
 }
 
+/// The example spec gated and watched on `business_value` (realised floor `floor`), with
+/// `business` (YAML lines under `business:`).
+fn priced_spec(floor: f64, business: &str) -> String {
+    mlops_cli::EXAMPLE_SPEC
+        .replace("  - {metric: accuracy, min: 0.65}\n", "  - {metric: business_value, min: 0}\n")
+        .replace(
+            "  cooldown_secs: 3600\n",
+            &format!("  cooldown_secs: 3600\n  performance: {{metric: business_value, min: {floor}, window: 50}}\n"),
+        )
+        + "business:\n"
+        + business
+}
+
+/// The `model.evaluated` of `version`, seen already.
+fn evaluated(app: &TestApp, version: u64) -> pb::ModelEvaluated {
+    app.seen()
+        .into_iter()
+        .find_map(|s| match s.payload {
+            Decoded::Evaluated(e) if e.version == version => Some(e),
+            _ => None,
+        })
+        .expect("model.evaluated")
+}
+
+/// Serves `customers` 40 at a time: each one's prediction id, probability and whether the label
+/// served was the positive class.
+async fn serve(app: &TestApp, customers: &[Customer]) -> Vec<(String, f64, bool)> {
+    let mut served = Vec::new();
+    for chunk in customers.chunks(40) {
+        let body = client::predict(&app.stack.url("deployer"), "churn", &rows_json(chunk)).await.unwrap();
+        let output = |name: &str| {
+            let o = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap();
+            o["data"].as_array().unwrap().clone()
+        };
+        let (ids, scores, labels) = (output("prediction_id"), output("probability"), output("label"));
+        for ((id, score), label) in ids.iter().zip(&scores).zip(&labels) {
+            served.push((id.as_str().unwrap().to_owned(), score.as_f64().unwrap(), label.as_str().unwrap() == "1"));
+        }
+    }
+    served
+}
+
 /// `business.value` end to end: the trainer picks the threshold that maximises the value of a
 /// decision on the holdout (misses cost five times a false alarm, so it lies under 0.5), the gate
 /// judges `business_value` and `model.evaluated` carries it, the served label follows the
@@ -394,13 +436,7 @@ async fn a_stalled_pipeline_with_a_full_queue_holds_up_no_other() {
 async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_realised_value() {
     use mlops_shared::spec::{BUSINESS_VALUE, ValueMatrix};
     let app = TestApp::start().await;
-    let priced = mlops_cli::EXAMPLE_SPEC
-        .replace("  - {metric: accuracy, min: 0.65}\n", "  - {metric: business_value, min: 0}\n")
-        .replace(
-            "  cooldown_secs: 3600\n",
-            "  cooldown_secs: 3600\n  performance: {metric: business_value, min: 90, window: 50}\n",
-        )
-        + "business:\n  value: {tp: 100, fp: -20, fn: -100, tn: 0}\n";
+    let priced = priced_spec(90.0, "  value: {tp: 100, fp: -20, fn: -100, tn: 0}\n");
     let matrix = ValueMatrix { tp: 100.0, fp: -20.0, fn_: -100.0, tn: 0.0 };
     app.apply(&priced).await;
     app.upload("churn", &sample::csv(2000, 301, Variant::Normal)).await;
@@ -419,14 +455,7 @@ async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_re
     assert!(trained.summary.contains(&format!("decides at {:.3}", decision.threshold)), "{}", trained.summary);
     eprintln!("{}", trained.summary);
     // The gate judged it, and the event says so.
-    let evaluated = app
-        .seen()
-        .into_iter()
-        .find_map(|s| match s.payload {
-            Decoded::Evaluated(e) if e.version == 1 => Some(e),
-            _ => None,
-        })
-        .expect("model.evaluated");
+    let evaluated = evaluated(&app, 1);
     let candidate = evaluated.candidate_metrics.unwrap_or_default();
     assert_eq!(candidate.values.get(BUSINESS_VALUE), Some(&decision.value), "{candidate:?}");
     let gate = evaluated.checks.iter().find(|c| c.name.starts_with("business_value >= 0")).expect("a value gate");
@@ -434,18 +463,7 @@ async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_re
 
     // The served label follows the threshold, not 0.5.
     let customers = sample::customers(120, 302, Variant::Normal);
-    let mut served = Vec::new();
-    for chunk in customers.chunks(40) {
-        let body = client::predict(&app.stack.url("deployer"), "churn", &rows_json(chunk)).await.unwrap();
-        let output = |name: &str| {
-            let o = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap();
-            o["data"].as_array().unwrap().clone()
-        };
-        let (ids, scores, labels) = (output("prediction_id"), output("probability"), output("label"));
-        for ((id, score), label) in ids.iter().zip(&scores).zip(&labels) {
-            served.push((id.as_str().unwrap().to_owned(), score.as_f64().unwrap(), label.as_str().unwrap() == "1"));
-        }
-    }
+    let served = serve(&app, &customers).await;
     for (id, score, positive) in &served {
         assert_eq!(*positive, *score >= decision.threshold, "{id}: score {score}, threshold {}", decision.threshold);
     }
@@ -480,13 +498,7 @@ async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_re
 async fn decisions_priced_by_each_rows_amount_are_valued_alike_in_training_evaluation_and_production() {
     use mlops_shared::spec::{BUSINESS_VALUE, ValueMatrix};
     let app = TestApp::start().await;
-    let priced = mlops_cli::EXAMPLE_SPEC
-        .replace("  - {metric: accuracy, min: 0.65}\n", "  - {metric: business_value, min: 0}\n")
-        .replace(
-            "  cooldown_secs: 3600\n",
-            "  cooldown_secs: 3600\n  performance: {metric: business_value, min: 100000, window: 50}\n",
-        )
-        + "business:\n  value: {tp: 1, fp: -0.2, fn: -1, tn: 0}\n  amount: monthly_charges\n";
+    let priced = priced_spec(100_000.0, "  value: {tp: 1, fp: -0.2, fn: -1, tn: 0}\n  amount: monthly_charges\n");
     let matrix = ValueMatrix { tp: 1.0, fp: -0.2, fn_: -1.0, tn: 0.0 };
     app.apply(&priced).await;
     app.upload("churn", &sample::csv(2000, 311, Variant::Normal)).await;
@@ -495,35 +507,18 @@ async fn decisions_priced_by_each_rows_amount_are_valued_alike_in_training_evalu
     let decision = v1.business.clone().expect("a priced model records its decision");
     // In money now: far from the -1..1 of a count.
     assert!(decision.value > 1.0, "{decision:?}");
-    let evaluated = app
-        .seen()
-        .into_iter()
-        .find_map(|s| match s.payload {
-            Decoded::Evaluated(e) if e.version == 1 => Some(e),
-            _ => None,
-        })
-        .expect("model.evaluated");
-    let candidate = evaluated.candidate_metrics.unwrap_or_default();
+    let candidate = evaluated(&app, 1).candidate_metrics.unwrap_or_default();
     let evaluated_value = candidate.values.get(BUSINESS_VALUE).copied().unwrap_or(f64::NAN);
     assert!((evaluated_value - decision.value).abs() < 1e-6, "evaluator {evaluated_value}, trainer {decision:?}");
 
     let customers = sample::customers(100, 312, Variant::Normal);
-    let mut served = Vec::new();
-    for chunk in customers.chunks(50) {
-        let body = client::predict(&app.stack.url("deployer"), "churn", &rows_json(chunk)).await.unwrap();
-        let output = |name: &str| {
-            let o = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap();
-            o["data"].as_array().unwrap().clone()
-        };
-        for (id, label) in output("prediction_id").iter().zip(&output("label")) {
-            served.push((id.as_str().unwrap().to_owned(), label.as_str().unwrap() == "1"));
-        }
-    }
-    let labels: Vec<(&str, &str)> = served.iter().zip(&customers).map(|((id, _), c)| (id.as_str(), label(c))).collect();
+    let served = serve(&app, &customers).await;
+    let labels: Vec<(&str, &str)> =
+        served.iter().zip(&customers).map(|((id, _, _), c)| (id.as_str(), label(c))).collect();
     publish_labels(&app, "churn", &labels).await;
     let newest = served.iter().zip(&customers).rev().take(50);
     let expected =
-        newest.map(|((_, positive), c)| matrix.of(*positive, c.churned) * c.monthly_charges).sum::<f64>() / 50.0;
+        newest.map(|((_, _, positive), c)| matrix.of(*positive, c.churned) * c.monthly_charges).sum::<f64>() / 50.0;
     let alert = wait_until(T, || async { degraded(&app).into_iter().next() }).await.expect("a value alert");
     assert_eq!(alert.metric, BUSINESS_VALUE);
     assert!((alert.value - expected).abs() < 1e-6, "realised {} expected {expected}", alert.value);
