@@ -57,6 +57,24 @@ async fn stored_emails(app: &TestApp, id: &str) -> Option<(Vec<String>, Vec<u8>)
     Some((values, bytes.to_vec()))
 }
 
+/// `mlops data erase --key COLUMN=-` with `value` on stdin: (succeeded, stdout, stderr).
+fn erase_by_stdin(app: &TestApp, column: &str, value: &str, reason: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let key = format!("{column}=-");
+    let mut child = std::process::Command::new(app.stack.opts.bin_dir.join("mlops"))
+        .args(["--ingest-url", &app.stack.url("ingest"), "data", "erase", "--pipeline", "churn", "--key", &key])
+        .args(["--reason", reason])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{value}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 /// Matches `model.trained` of a model trained on `ids`.
 fn trained_on(ids: &[String]) -> impl Fn(&mlops_cli::events::Seen) -> bool + '_ {
     move |s| matches!(&s.payload, Decoded::Trained(t) if t.dataset_ids == ids)
@@ -80,9 +98,9 @@ async fn an_erasure_removes_a_subject_from_every_version_marks_its_models_and_re
         .await;
     let Decoded::Registered(registered) = registered.payload else { unreachable!() };
 
-    // Erased through the CLI, as an operator would.
+    // Erased through the CLI, as an operator would, the value read from stdin.
     let key = format!("email={SUBJECT}");
-    let (ok, out, err) = app.mlops(&["data", "erase", "--pipeline", "churn", "--key", &key, "--reason", "ticket 42"]);
+    let (ok, out, err) = erase_by_stdin(&app, "email", SUBJECT, "ticket 42");
     assert!(ok, "{out}{err}");
     assert!(out.contains("5 row(s) with that `email` removed from 2 of 2 version(s)"), "{out}");
     assert!(!out.contains(SUBJECT), "the value is printed: {out}");
@@ -177,6 +195,7 @@ async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_c
         (request("email", SUBJECT, " "), "a `reason` is required"),
         (request("phone", SUBJECT, "r"), "column `phone` is not declared in pipeline `churn`"),
         (request("churned", "1", "r"), "column `churned` is not declared"),
+        (request("age", "forty", "r"), "`age`: the column is numeric and the value given is not a number"),
         (request("email", "nobody@example.org", "r"), "no row of pipeline `churn` has that value in `email`"),
         (pb::EraseRequest { pipeline: "nope".into(), ..request("email", SUBJECT, "r") }, "pipeline `nope` not found"),
         (
@@ -187,7 +206,7 @@ async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_c
     for (req, expected) in cases {
         let e = format!("{:#}", client::erase(&ingest, req).await.unwrap_err());
         assert!(e.contains(expected), "{e}");
-        assert!(!e.contains("nobody@") && !e.contains(SUBJECT), "a value is quoted: {e}");
+        assert!(!e.contains("nobody@") && !e.contains(SUBJECT) && !e.contains("forty"), "a value is quoted: {e}");
     }
     let (ok, _, err) = app.mlops(&["data", "erase", "--pipeline", "churn", "--key", "email", "--reason", "r"]);
     assert!(!ok && err.contains("give COLUMN=VALUE"), "{err}");
@@ -283,6 +302,47 @@ async fn an_erasure_by_a_feature_rewrites_the_archive_files_that_hold_it() {
     }
     assert!(!tenures.contains(&"142".to_owned()) && tenures.len() as u64 == file.rows_kept);
     assert_eq!(now.iter().map(|f| f.rows).sum::<u64>(), 199);
+
+    // A file that held only the subject's rows keeps its entry, with none: the compactor's next
+    // passes (which index their flushes again) never bring the old file back, and the archive
+    // still reads whole.
+    let lone = mlops_integration_tests::prediction_logs("churn", 900, 1, mlops_shared::now_unix_ms());
+    bus.publish("log-900", &mlops_shared::events::EventContext::default(), &lone).await.unwrap();
+    let archived = |n: u64| async move { (rows().await.iter().map(|f| f.rows).sum::<u64>() == n).then_some(()) };
+    mlops_integration_tests::wait_until(T, || archived(200)).await.expect("the lone prediction archived");
+    let request = pb::EraseRequest {
+        pipeline: "churn".into(),
+        column: "tenure_months".into(),
+        value: "900.0".into(),
+        reason: "ticket 10".into(),
+        requested_by: String::new(),
+    };
+    let erased = client::erase(&app.stack.url("ingest"), request).await.unwrap();
+    let [file] = erased.archive_files.as_slice() else { panic!("{erased:?}") };
+    assert_eq!((file.rows_removed, file.rows_kept), (1, 0));
+    let after = mlops_integration_tests::prediction_logs("churn", 901, 1, mlops_shared::now_unix_ms());
+    bus.publish("log-901", &mlops_shared::events::EventContext::default(), &after).await.unwrap();
+    mlops_integration_tests::wait_until(T, || archived(200)).await.expect("a pass after the erasure");
+    let emptied = rows().await.into_iter().find(|f| f.name == file.name).expect("the entry stays");
+    assert!(emptied.rows == 0 && emptied.object.ends_with(&erased.erasure_id), "{emptied:?}");
+    let out = app.drop_dir().join("after.parquet");
+    let (from, to) = (
+        (mlops_shared::now_unix_ms() / 1000 - 600).to_string(),
+        (mlops_shared::now_unix_ms() / 1000 + 600).to_string(),
+    );
+    let (ok, said, err) = app.mlops(&[
+        "predictions",
+        "export",
+        "--pipeline",
+        "churn",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{said}{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

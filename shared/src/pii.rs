@@ -108,6 +108,34 @@ impl Pseudonymiser {
     pub fn pseudonym(&self, value: &str) -> String {
         hex::encode(ring::hmac::sign(&self.key, value.trim().as_bytes()))
     }
+
+    /// Whether `cell` holds the value whose pseudonym is `hash` (an erasure's subject): the stored
+    /// pseudonym itself (a `pii: pseudonymise` column) or a value that hashes to it, trimmed. In a
+    /// `numeric` column a cell is compared by its number ([`subject_value`]: `1042.0` is `1042`).
+    pub fn matches(&self, cell: &str, hash: &str, numeric: bool) -> bool {
+        let cell = cell.trim();
+        if cell.is_empty() {
+            return false;
+        }
+        if numeric {
+            return cell.parse::<f64>().is_ok_and(|v| self.pseudonym(&crate::table::number_text(v)) == hash);
+        }
+        cell == hash || self.pseudonym(cell) == hash
+    }
+}
+
+/// An erasure's value as it is hashed: trimmed, and in a `numeric` column the number's text
+/// (`1042.0` and ` 1042` are `1042`). An error, which never quotes the value, when a numeric
+/// column's value is not a number.
+pub fn subject_value(value: &str, numeric: bool) -> Result<String, String> {
+    let value = value.trim();
+    if !numeric {
+        return Ok(value.to_owned());
+    }
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(crate::table::number_text(v)),
+        _ => Err("the column is numeric and the value given is not a number".into()),
+    }
 }
 
 /// The built-in kind of a trimmed value. The cheap tests come first: most values of most columns
@@ -311,6 +339,18 @@ mod tests {
         assert_eq!(p.pseudonym(" a@b.org "), p.pseudonym("a@b.org"));
         let short = Pseudonymiser::new(b"secret-but-short").err().unwrap();
         assert_eq!(short, "MLOPS_PII_KEY has 16 bytes; a key needs at least 32");
+    }
+
+    #[test]
+    fn a_subject_is_matched_by_its_pseudonym_its_value_or_its_number() {
+        let p = Pseudonymiser::new(&[7; 32]).unwrap();
+        let email = p.pseudonym(&subject_value(" ada@example.org ", false).unwrap());
+        assert!(p.matches("ada@example.org ", &email, false) && p.matches(&email, &email, false));
+        assert!(!p.matches("bob@example.org", &email, false) && !p.matches(" ", &email, false));
+        let id = p.pseudonym(&subject_value("1042.0", true).unwrap());
+        assert!(p.matches("1042", &id, true) && p.matches(" 1042.00 ", &id, true) && !p.matches("01043", &id, true));
+        assert!(!p.matches("n/a", &id, true));
+        assert_eq!(subject_value("x", true).unwrap_err(), "the column is numeric and the value given is not a number");
     }
 
     #[test]

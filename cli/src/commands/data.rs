@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mlops_cli::client::{self, Remote};
 use mlops_cli::{sample, tables};
@@ -66,7 +67,7 @@ pub(crate) enum DataCommand {
         #[arg(long)]
         pipeline: String,
         /// COLUMN=VALUE: a column the spec declares (`features` or `columns`) and the subject's
-        /// value in it.
+        /// value in it; COLUMN=- reads the value from stdin (kept out of shell history).
         #[arg(long, value_name = "COLUMN=VALUE")]
         key: String,
         /// Why (the request's reference, the legal ground); kept in the audit record.
@@ -149,15 +150,21 @@ pub(crate) async fn run(command: DataCommand, ingest: &Remote) -> anyhow::Result
         }
         DataCommand::Erase { pipeline, key, reason, by } => {
             let Some((column, value)) = key.split_once('=') else {
-                anyhow::bail!("--key {key:?}: give COLUMN=VALUE, e.g. --key email=ada@example.org");
+                anyhow::bail!(
+                    "--key: give COLUMN=VALUE, e.g. --key email=ada@example.org (or email=- to read the value from stdin)"
+                );
             };
-            let request = mlops_proto::EraseRequest {
-                pipeline,
-                column: column.trim().into(),
-                value: value.into(),
-                reason,
-                requested_by: by,
+            let value = match value {
+                // Kept out of the shell's history and the process list.
+                "-" => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("reading the value from stdin")?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+                given => given.to_owned(),
             };
+            let request =
+                mlops_proto::EraseRequest { pipeline, column: column.trim().into(), value, reason, requested_by: by };
             let erased = client::erase(ingest, request).await?;
             print!("{}", tables::erasure(&erased));
         }

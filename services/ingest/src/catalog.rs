@@ -99,6 +99,12 @@ pub struct ErasureRecord {
     /// The archive files written again, recorded before their manifest entries move to them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archive: Vec<mlops_archive::Rewritten>,
+    /// Whether the column is numeric (its cells compare as numbers) and a feature (logged with
+    /// predictions, so the archive and the monitor may hold it).
+    #[serde(default)]
+    pub numeric: bool,
+    #[serde(default)]
+    pub feature: bool,
 }
 
 impl DatasetRecord {
@@ -320,25 +326,37 @@ impl Catalog {
         })
     }
 
-    /// Records that `erasure` erased `version` (whose row is `erased` with `mark`), and catalogues
-    /// its successor (unless that content is already a version of the pipeline), in one
-    /// transaction: the audit record, the mark and the successor appear together or not at all.
+    /// Records that `erasure` erased version `id` of its pipeline — marking its row with `mark`
+    /// and dropping its report and verdict details, which may quote values of the erased content
+    /// — and catalogues its successor (unless that content is already a version of the
+    /// pipeline), in one transaction: the audit record, the mark and the successor appear
+    /// together or not at all.
     pub fn record_erased(
         &self,
         erasure: &ErasureRecord,
-        erased: &DatasetRecord,
+        id: &str,
+        mark: mlops_proto::ErasedMark,
         successor: Option<&DatasetRecord>,
     ) -> Result<(), CatalogError> {
+        let pipeline = erasure.audit.pipeline.as_str();
         let txn = self.db.begin_write()?;
         {
             let mut datasets = txn.open_table(DATASETS)?;
-            let key = |r: &DatasetRecord| (r.dataset_id.clone(), r.pipeline.clone());
-            let (id, pipeline) = key(erased);
-            datasets.insert((id.as_str(), pipeline.as_str()), serde_json::to_vec(erased)?.as_slice())?;
+            let current: Option<DatasetRecord> = match datasets.get((id, pipeline))? {
+                Some(v) => Some(serde_json::from_slice(v.value())?),
+                None => None,
+            };
+            if let Some(mut erased) = current {
+                erased.erased = Some(mark);
+                erased.report_hex.clear();
+                erased.verdict_detail.clear();
+                erased.history.iter_mut().for_each(|p| p.detail.clear());
+                datasets.insert((id, pipeline), serde_json::to_vec(&erased)?.as_slice())?;
+            }
             if let Some(s) = successor {
-                let (id, pipeline) = key(s);
-                if datasets.get((id.as_str(), pipeline.as_str()))?.is_none() {
-                    datasets.insert((id.as_str(), pipeline.as_str()), serde_json::to_vec(s)?.as_slice())?;
+                let key = (s.dataset_id.as_str(), s.pipeline.as_str());
+                if datasets.get(key)?.is_none() {
+                    datasets.insert(key, serde_json::to_vec(s)?.as_slice())?;
                 }
             }
             let mut erasures = txn.open_table(ERASURES)?;
@@ -455,22 +473,31 @@ mod tests {
     fn an_erasure_marks_the_old_row_and_adds_its_successor_with_its_audit_record_in_one_go() {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::open(&dir.path().join("c.redb")).unwrap();
-        let old = DatasetRecord { dataset_id: "old".into(), verdict: Verdict::Accepted, ..record() };
+        let old = DatasetRecord {
+            dataset_id: "old".into(),
+            verdict: Verdict::Accepted,
+            verdict_detail: "contract: unknown category \"x\"".into(),
+            report_hex: "0a01".into(),
+            ..record()
+        };
         c.put(&old).unwrap();
+        // A verdict recorded since the erasure read the catalog is kept.
+        c.set_verdict("old", "churn", judged(Verdict::Accepted, 0)).unwrap();
         let mark =
             mlops_proto::ErasedMark { erasure_id: "e1".into(), successor_id: "new".into(), ..Default::default() };
-        let marked = DatasetRecord { erased: Some(mark), ..old.clone() };
         let successor = DatasetRecord { dataset_id: "new".into(), erased_from: "old".into(), ..record() };
         let audit = mlops_proto::DataErased { pipeline: "churn".into(), erasure_id: "e1".into(), ..Default::default() };
-        let erasure = ErasureRecord { audit, published: false, archive: Vec::new() };
-        c.record_erased(&erasure, &marked, Some(&successor)).unwrap();
-        assert_eq!(c.get("old", "churn").unwrap().unwrap().erased.unwrap().successor_id, "new");
+        let erasure = ErasureRecord { audit, published: false, archive: Vec::new(), numeric: false, feature: false };
+        c.record_erased(&erasure, "old", mark.clone(), Some(&successor)).unwrap();
+        let marked = c.get("old", "churn").unwrap().unwrap();
+        assert_eq!(marked.erased.unwrap().successor_id, "new");
+        assert_eq!((marked.rows, marked.verdict_detail.as_str(), marked.report_hex.as_str()), (10, "", ""));
         assert_eq!(c.get("new", "churn").unwrap().unwrap().erased_from, "old");
         // A successor whose content the pipeline had already is left as it was.
         let known = DatasetRecord { dataset_id: "known".into(), verdict: Verdict::Accepted, ..record() };
         c.put(&known).unwrap();
         let as_successor = DatasetRecord { erased_from: "x".into(), ..known.clone() };
-        c.record_erased(&erasure, &marked, Some(&as_successor)).unwrap();
+        c.record_erased(&erasure, "old", mark, Some(&as_successor)).unwrap();
         assert_eq!(c.get("known", "churn").unwrap().unwrap(), known);
         c.put_erasure(&ErasureRecord { published: true, ..erasure }).unwrap();
         let all = c.erasures("").unwrap();

@@ -31,8 +31,9 @@ use crate::{Ingest, IngestError};
 
 impl Ingest {
     /// Checks an erase request, then carries it out. The audit record of what it erased; an
-    /// error when nothing matched (and nothing was changed).
-    pub(crate) async fn erase(&self, req: pb::EraseRequest) -> Result<pb::DataErased, IngestError> {
+    /// error when nothing matched (and nothing was changed). An erasure by a feature is announced
+    /// even when no stored version holds the subject: the monitor may keep their predictions.
+    pub(crate) async fn erase(self: &Arc<Self>, req: pb::EraseRequest) -> Result<pb::DataErased, IngestError> {
         let bad = |m: String| IngestError::BadInput(format!("erasure: {m}"));
         let name = PipelineName::new(&req.pipeline).map_err(|e| bad(e.to_string()))?;
         let (column, value, reason) = (req.column.trim(), req.value.trim(), req.reason.trim());
@@ -44,13 +45,15 @@ impl Ingest {
                             the audit record"
                 .into()));
         }
-        self.declared(name.as_str(), column).await?;
-        let Some(pseudonymiser) = self.pseudonymiser.clone() else {
+        let declared = self.declared(name.as_str(), column).await?;
+        let Some(key) = self.pseudonymiser.clone() else {
             return Err(bad("MLOPS_PII_KEY is not set on ingest: the audit record keeps the value's keyed hash, \
                             never the value; nothing was changed"
                 .into()));
         };
-        let subject_hash = pseudonymiser.pseudonym(value);
+        let value =
+            mlops_shared::pii::subject_value(value, declared.numeric).map_err(|m| bad(format!("`{column}`: {m}")))?;
+        let subject_hash = key.pseudonym(&value);
         let requested = mlops_shared::now_unix_ms();
         let audit = pb::DataErased {
             pipeline: name.to_string(),
@@ -62,10 +65,24 @@ impl Ingest {
             requested_unix_ms: requested,
             ..Default::default()
         };
-        let _one_at_a_time = self.erasing.lock().await;
-        let erasure = ErasureRecord { audit, published: false, archive: Vec::new() };
-        let done = self.carry_out(erasure, &pseudonymiser).await?;
-        if done.audit.versions.is_empty() && done.archive.is_empty() {
+        let erasure = ErasureRecord {
+            audit,
+            published: false,
+            archive: Vec::new(),
+            numeric: declared.numeric,
+            feature: declared.feature,
+        };
+        // In a task of its own, so that a caller who goes away (a timeout, Ctrl-C) does not stop it
+        // half-way; erasures an earlier one left unfinished are finished first.
+        let ingest = self.clone();
+        let done = tokio::spawn(async move {
+            let _one_at_a_time = ingest.erasing.lock().await;
+            ingest.finish_unfinished(&key).await;
+            ingest.carry_out(erasure, &key).await
+        })
+        .await
+        .map_err(|e| IngestError::Unavailable(anyhow::anyhow!("the erasure stopped: {e}")))??;
+        if !done.published {
             return Err(IngestError::NothingMatched(format!(
                 "no row of pipeline `{name}` has that value in `{column}` ({} version(s) looked at): nothing was \
                  changed",
@@ -75,8 +92,9 @@ impl Ingest {
         Ok(done.audit)
     }
 
-    /// Refuses a column `pipeline`'s spec does not declare (among `features` and `columns`).
-    async fn declared(&self, pipeline: &str, column: &str) -> Result<(), IngestError> {
+    /// What `pipeline`'s spec declares of `column` (among `features` and `columns`): refused when
+    /// it declares nothing.
+    async fn declared(&self, pipeline: &str, column: &str) -> Result<Declared, IngestError> {
         let unavailable = |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("{e}"));
         let Some(spec) = self.specs.get(pipeline).await.map_err(|e| unavailable(&e))? else {
             if self.features.view(pipeline).await.map_err(|e| unavailable(&e))?.is_some() {
@@ -86,15 +104,18 @@ impl Ingest {
             }
             return Err(IngestError::UnknownPipeline(pipeline.to_owned()));
         };
-        let names: Vec<&str> = spec.features.iter().chain(&spec.columns).map(|c| c.name.as_str()).collect();
-        if !names.contains(&column) {
+        let Some(c) = spec.features.iter().chain(&spec.columns).find(|c| c.name == column) else {
+            let names: Vec<&str> = spec.features.iter().chain(&spec.columns).map(|c| c.name.as_str()).collect();
             return Err(IngestError::BadInput(format!(
                 "erasure: column `{column}` is not declared in pipeline `{pipeline}`; erasure matches a column of \
                  `features` or `columns`: {}",
                 names.join(", ")
             )));
-        }
-        Ok(())
+        };
+        Ok(Declared {
+            numeric: c.kind == mlops_shared::spec::FeatureKind::Numeric,
+            feature: spec.features.iter().any(|f| f.name == column),
+        })
     }
 
     /// Carries out `erasure` over its pipeline's versions not erased yet, then finishes every
@@ -108,22 +129,23 @@ impl Ingest {
         let versions = self.catalog(move |c| c.list(&pipeline, None)).await?;
         erasure.audit.versions_scanned = versions.len() as u64;
         for version in versions.iter().filter(|v| v.erased.is_none()) {
-            let Some((erased, successor)) = self.erase_version(&erasure.audit, version, key).await? else {
+            let Some((erased, successor)) = self.erase_version(&erasure, version, key).await? else {
                 continue;
             };
             erasure.audit.versions.push(erased.clone());
-            let mut marked = version.clone();
-            marked.erased = Some(pb::ErasedMark {
+            let mark = pb::ErasedMark {
                 erasure_id: erasure.audit.erasure_id.clone(),
                 erased_unix_ms: mlops_shared::now_unix_ms(),
                 successor_id: erased.successor_id.clone(),
                 rows_removed: erased.rows_removed,
-            });
-            let record = erasure.clone();
-            self.catalog(move |c| c.record_erased(&record, &marked, successor.as_ref())).await?;
+            };
+            let (record, id) = (erasure.clone(), version.dataset_id.clone());
+            self.catalog(move |c| c.record_erased(&record, &id, mark, successor.as_ref())).await?;
         }
         self.rewrite_archive(&mut erasure, key).await?;
-        if erasure.audit.versions.is_empty() && erasure.archive.is_empty() {
+        // Nothing held the subject: nothing to announce, unless the column is a feature, which the
+        // monitor may keep with predictions.
+        if erasure.audit.versions.is_empty() && erasure.archive.is_empty() && !erasure.feature {
             return Ok(erasure);
         }
         self.finish(&mut erasure).await?;
@@ -134,10 +156,12 @@ impl Ingest {
     /// them (before [`Ingest::finish`] moves their manifest entries).
     async fn rewrite_archive(&self, erasure: &mut ErasureRecord, key: &Arc<Pseudonymiser>) -> Result<(), IngestError> {
         let archived = |e: mlops_archive::ArchiveError| IngestError::Unavailable(e.into());
-        let hash = erasure.audit.subject_hash.clone();
-        let matches = move |cell: &str| cell == hash || key.pseudonym(cell) == hash;
+        let (hash, numeric) = (erasure.audit.subject_hash.clone(), erasure.numeric);
+        let matches = move |cell: &str| key.matches(cell, &hash, numeric);
         let (pipeline, column, tag) = (&erasure.audit.pipeline, &erasure.audit.column, &erasure.audit.erasure_id);
-        let rewritten = self.archive.rewrite_without(pipeline, column, &matches, tag).await.map_err(archived)?;
+        let mut rewritten = self.archive.rewrite_without(pipeline, column, &matches, tag).await.map_err(archived)?;
+        // Resumed before its entries moved: those files are recorded already.
+        rewritten.retain(|r| !erasure.archive.iter().any(|a| a.name == r.name));
         if rewritten.is_empty() {
             return Ok(());
         }
@@ -199,10 +223,11 @@ impl Ingest {
     /// `None` when the version holds no such row or its content is gone already.
     async fn erase_version(
         &self,
-        audit: &pb::DataErased,
+        erasure: &ErasureRecord,
         version: &DatasetRecord,
         key: &Arc<Pseudonymiser>,
     ) -> Result<Option<(pb::ErasedVersion, Option<DatasetRecord>)>, IngestError> {
+        let audit = &erasure.audit;
         let unavailable = |e: mlops_shared::objects::ObjectError| IngestError::Unavailable(e.into());
         let id = version.dataset_id.as_str();
         if self.datasets.size_of(id).await.map_err(unavailable)?.is_none() {
@@ -215,7 +240,7 @@ impl Ingest {
                 staged.sha
             )));
         }
-        let (kept, rewritten) = self.without_subject(audit, version, staged, key).await?;
+        let (kept, rewritten) = self.without_subject(erasure, version, staged, key).await?;
         if kept.removed == 0 {
             return Ok(None);
         }
@@ -263,14 +288,16 @@ impl Ingest {
     /// file, off the runtime: what it kept and removed, and the file.
     async fn without_subject(
         &self,
-        audit: &pb::DataErased,
+        erasure: &ErasureRecord,
         version: &DatasetRecord,
         staged: mlops_shared::objects::Staged,
         key: &Arc<Pseudonymiser>,
     ) -> Result<(mlops_data::Erased, Option<std::fs::File>), IngestError> {
         let unavailable = |e: std::io::Error| IngestError::Unavailable(e.into());
         let mut out = tempfile::tempfile_in(&self.staging).map_err(unavailable)?;
-        let (column, hash, key) = (audit.column.clone(), audit.subject_hash.clone(), key.clone());
+        let audit = &erasure.audit;
+        let (column, hash, key, numeric) =
+            (audit.column.clone(), audit.subject_hash.clone(), key.clone(), erasure.numeric);
         let name = format!("data.{}", version.format);
         let id = version.dataset_id.clone();
         mlops_shared::bus::off_runtime(move || {
@@ -282,7 +309,7 @@ impl Ingest {
             file.rewind().map_err(unavailable)?;
             let batches = mlops_data::open(mlops_data::Source::File(file), &name, &mlops_data::Limits::default())
                 .map_err(unreadable)?;
-            let matches = |cell: &str| cell == hash || key.pseudonym(cell) == hash;
+            let matches = |cell: &str| key.matches(cell, &hash, numeric);
             let erased = mlops_data::erase_to_parquet(batches, &column, matches, &mut out).map_err(unreadable)?;
             out.rewind().map_err(unavailable)?;
             Ok((erased, (erased.removed > 0).then_some(out)))
@@ -290,24 +317,43 @@ impl Ingest {
         .await
     }
 
-    /// Carries out the erasures an earlier run left unpublished (it stopped part-way).
+    /// Carries out the erasures an earlier run left unpublished (it stopped part-way, or failed):
+    /// at start-up, now and then, and before each new erasure. One that fails again is said and
+    /// tried again later; the others go on.
     pub(crate) async fn resume_erasures(&self) -> Result<(), IngestError> {
-        let unfinished: Vec<ErasureRecord> =
-            self.catalog(|c| c.erasures("")).await?.into_iter().filter(|e| !e.published).collect();
-        if unfinished.is_empty() {
-            return Ok(());
-        }
         let Some(key) = self.pseudonymiser.clone() else {
-            warn!(erasures = unfinished.len(), "unfinished erasures wait for MLOPS_PII_KEY to be set on ingest");
+            let unfinished = self.catalog(|c| c.erasures("")).await?.into_iter().filter(|e| !e.published).count();
+            if unfinished > 0 {
+                warn!(erasures = unfinished, "unfinished erasures wait for MLOPS_PII_KEY to be set on ingest");
+            }
             return Ok(());
         };
         let _one_at_a_time = self.erasing.lock().await;
-        for erasure in unfinished {
-            info!(erasure = %erasure.audit.erasure_id, "finishing an erasure an earlier run left part-way");
-            self.carry_out(erasure, &key).await?;
-        }
+        self.finish_unfinished(&key).await;
         Ok(())
     }
+
+    /// [`Ingest::resume_erasures`] with the erasure lock held.
+    async fn finish_unfinished(&self, key: &Arc<Pseudonymiser>) {
+        let unfinished = match self.catalog(|c| c.erasures("")).await {
+            Ok(all) => all.into_iter().filter(|e| !e.published),
+            Err(e) => return warn!(error = %e, "the unfinished erasures could not be read; tried again later"),
+        };
+        for erasure in unfinished {
+            let id = erasure.audit.erasure_id.clone();
+            info!(erasure = %id, "finishing an erasure that stopped part-way");
+            if let Err(e) = self.carry_out(erasure, key).await {
+                tracing::error!(erasure = %id, error = %e, "an unfinished erasure failed again; tried again later");
+            }
+        }
+    }
+}
+
+/// What a spec declares of an erasure's column.
+struct Declared {
+    numeric: bool,
+    /// A feature (logged with predictions), not only a checked column.
+    feature: bool,
 }
 
 /// The catalog row of the version written in `old`'s place: the same arrival, environment and

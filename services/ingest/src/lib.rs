@@ -175,10 +175,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         archive: mlops_archive::Archive::open(&service.bus).await?,
         content: ContentLocks::new(),
     });
-    let resuming = ingest.clone();
-    tokio::spawn(async move {
-        if let Err(e) = resuming.resume_erasures().await {
-            tracing::error!(error = %e, "an unfinished erasure could not be finished; it is tried again at the next start");
+    // Erasures left unfinished (a crash, a failure part-way) are finished at start-up and retried
+    // every minute until they are.
+    let (resuming, stop) = (ingest.clone(), service.shutdown());
+    service.spawn(async move {
+        loop {
+            if let Err(e) = resuming.resume_erasures().await {
+                tracing::error!(error = %e, "unfinished erasures could not be read; tried again in a minute");
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            }
         }
     });
     let arrived = ConsumerSpec::events::<pb::DataArrived>("ingest-arrived");
@@ -588,7 +596,8 @@ impl Ingest {
         let i = id.to_owned();
         let holders = self.catalog(move |c| c.of_content(&i)).await?;
         let dataset = mlops_shared::ids::short(id);
-        if let Some(other) = holders.iter().find(|h| h.pipeline != pipeline && h.verdict != Verdict::Rejected) {
+        let holds = |h: &&DatasetRecord| h.pipeline != pipeline && h.verdict != Verdict::Rejected && h.erased.is_none();
+        if let Some(other) = holders.iter().find(holds) {
             info!(pipeline, %dataset, other = %other.pipeline, "content with personal data kept: another pipeline holds it");
             return Ok(());
         }

@@ -28,6 +28,9 @@ impl Monitor {
                 erased.erasure_id, erased.column
             )));
         };
+        // Not while a feedback version is being written: its rows are fixed, and would be written
+        // with the subject's.
+        let _writer = self.feedback_writer.lock().await;
         let (pipeline, column, hash) = (erased.pipeline.clone(), erased.column.clone(), erased.subject_hash.clone());
         let forgot = self
             .commit(move |store| {

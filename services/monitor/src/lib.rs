@@ -200,7 +200,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 /// What the label store keeps of one prediction: its inputs too when `with_inputs` (feedback).
 /// `positive` is the target's positive class, for a classifier: whether the served label was it
 /// is what the decision was.
-/// `amount` names the feature holding its amount (`business.amount`), kept when the spec has one.
+/// `amount` names the feature holding its amount (`business.amount`), kept when the spec has one
+/// (0 when the prediction has none).
 fn logged(p: &pb::PredictionLogged, with_inputs: bool, positive: Option<&str>, amount: Option<&str>) -> Logged {
     let inputs = with_inputs.then(|| Inputs {
         numeric: p.numeric.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), *v)).collect(),
@@ -213,7 +214,8 @@ fn logged(p: &pb::PredictionLogged, with_inputs: bool, positive: Option<&str>, a
         time_unix_ms: p.time_unix_ms,
         positive: positive.filter(|_| !p.label.is_empty()).map(|c| p.label == c),
         inputs,
-        amount: amount.and_then(|a| p.numeric.get(a)).copied().filter(|v| v.is_finite()),
+        // A missing amount counts as 0, as it does on the holdout.
+        amount: amount.map(|a| p.numeric.get(a).copied().filter(|v| v.is_finite()).unwrap_or(0.0)),
     }
 }
 

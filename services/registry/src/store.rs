@@ -16,6 +16,9 @@ const BY_SHA: TableDefinition<(&str, &str), u64> = TableDefinition::new("models_
 const BY_JOB: TableDefinition<(&str, &str), u64> = TableDefinition::new("models_by_job");
 const ALIASES: TableDefinition<(&str, &str), u64> = TableDefinition::new("aliases");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// (pipeline, dataset id) -> the erasure that erased the version (an [`ErasureMark`] of it alone),
+/// so that a model registered after the erasure, trained on it, is marked too.
+const ERASED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("erased_versions");
 /// Every spec a pipeline has had, by (pipeline, spec hash): what a model's lineage names.
 const SPEC_HISTORY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("spec_history");
 
@@ -139,6 +142,24 @@ pub struct ModelRecord {
     /// Erasures that removed data of its lineage: it cannot be rebuilt as it was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub erasures: Vec<ErasureMark>,
+}
+
+/// The erasures of `pipeline` that erased any of `dataset_ids`, one mark per erasure.
+fn erased_in(
+    erased: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    pipeline: &str,
+    dataset_ids: &[String],
+) -> Result<Vec<ErasureMark>, StoreError> {
+    let mut marks: Vec<ErasureMark> = Vec::new();
+    for id in dataset_ids {
+        let Some(v) = erased.get((pipeline, id.as_str()))? else { continue };
+        let mark: ErasureMark = serde_json::from_slice(v.value())?;
+        match marks.iter_mut().find(|m| m.erasure_id == mark.erasure_id) {
+            Some(m) => m.versions.extend(mark.versions),
+            None => marks.push(mark),
+        }
+    }
+    Ok(marks)
 }
 
 /// An erasure that removed versions of a model's lineage, and what replaced each.
@@ -300,6 +321,7 @@ impl Store {
         txn.open_table(BY_SHA)?;
         txn.open_table(ALIASES)?;
         txn.open_table(AUDIT)?;
+        txn.open_table(ERASED)?;
         txn.open_table(SPEC_HISTORY)?;
         txn.commit()?;
         Ok(Self { db })
@@ -445,6 +467,7 @@ impl Store {
                 .map_or(0, |(k, _)| k.value().1);
             record.version = last + 1;
             record.created_unix_ms = mlops_shared::now_unix_ms();
+            record.erasures = erased_in(&txn.open_table(ERASED)?, &record.pipeline, &record.dataset_ids)?;
             by_sha.insert((record.pipeline.as_str(), record.artifact_sha256.as_str()), record.version)?;
             if !record.job_id.is_empty() {
                 by_job.insert((record.pipeline.as_str(), record.job_id.as_str()), record.version)?;
@@ -677,6 +700,16 @@ impl Store {
         let txn = self.db.begin_write()?;
         let mut marked = Vec::new();
         {
+            let mut erased = txn.open_table(ERASED)?;
+            for v in &erasure.versions {
+                let mark = ErasureMark {
+                    erasure_id: erasure.erasure_id.clone(),
+                    erased_unix_ms: erasure.erased_unix_ms,
+                    reason: erasure.reason.clone(),
+                    versions: vec![(v.dataset_id.clone(), v.successor_id.clone())],
+                };
+                erased.insert((pipeline, v.dataset_id.as_str()), serde_json::to_vec(&mark)?.as_slice())?;
+            }
             let mut models = txn.open_table(MODELS)?;
             let mut changed = Vec::new();
             for kv in models.range((pipeline, 0)..=(pipeline, u64::MAX))? {
@@ -874,6 +907,12 @@ mod tests {
         assert!(store.model("churn", 2).unwrap().erasures.is_empty());
         let audit = store.audit_log("churn").unwrap();
         assert!(audit.iter().any(|e| e.action == "model.lineage_erased" && e.detail.contains("erasure-1")));
+        // A model registered after the erasure, trained on what it erased (a job that ran
+        // meanwhile), is marked as it is registered.
+        let late = ModelRecord { dataset_ids: vec!["d2".into(), "d3".into()], ..model("3") };
+        let (late, _) = store.register(late, "t3").unwrap();
+        assert_eq!(late.erasures.len(), 1);
+        assert_eq!(late.erasures[0].versions, [("d2".to_owned(), "s2".to_owned())]);
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     };
     service.consume(rejected, policy.clone(), |p, e| async move { Ok(p.on_rejected(e).await?) });
     let erased = ConsumerSpec {
+        // Deferred for up to ERASURE_WAIT_MS while the successors are validated.
         max_deliver: POLICY_MAX_DELIVER * 4,
         ..ConsumerSpec::events::<pb::DataErased>("trainer-policy-erased")
     };

@@ -152,10 +152,16 @@ impl Policy {
             .filter(|v| !v.successor_id.is_empty() && v.environment == Environment::Training.as_str())
             .any(|v| !history.iter().any(|a| a.id == v.successor_id));
         if waiting && now_unix_ms() < erased.erased_unix_ms + ERASURE_WAIT_MS {
-            return Err(TrainerError::Deferred(Duration::from_secs(1)));
+            return Err(TrainerError::Deferred(Duration::from_secs(if gone.len() > 10 { 5 } else { 1 })));
         }
         let job_id = format!("{}-{}", erased.pipeline, erased.erasure_id);
-        let no_data = || format!("every accepted version of `{}` was erased", erased.pipeline);
+        let no_data = || {
+            format!(
+                "`{}` has no accepted training version after erasure {}: every one was erased, or its successor is \
+                 not accepted yet",
+                erased.pipeline, erased.erasure_id
+            )
+        };
         self.queue_on_window(&spec, job_id, pb::TrainReason::Erasure, &history, &e.id, &e.follow(), no_data).await
     }
 
@@ -541,7 +547,7 @@ impl Policy {
 
 /// How long a retraining after an erasure waits for the versions written in the erased ones'
 /// place to be accepted.
-const ERASURE_WAIT_MS: i64 = 60_000;
+const ERASURE_WAIT_MS: i64 = 300_000;
 
 /// Puts `successor` in `erased`'s place in `history` (or by its arrival, when `erased` has left
 /// already); whether anything changed.

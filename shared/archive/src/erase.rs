@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Archive, ArchiveError, FileEntry, OWN_COLUMNS};
 
 /// A file an erasure wrote again: where it is in the manifest, the object that held it, and the
-/// one that holds it now (empty when every row was the subject's: the entry is then removed).
+/// one that holds it now (a file of no rows when every row was the subject's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rewritten {
     pub name: String,
@@ -62,45 +62,44 @@ impl Archive {
                     rows_removed: removed,
                     rows_kept,
                 };
-                if rows_kept > 0 {
-                    let parquet =
-                        crate::columns::to_parquet(&kept, pipeline, entry.first_sequence, entry.last_sequence)?;
-                    rewritten.new_object = format!("{}.{tag}", entry.name);
-                    rewritten.new_sha256 = mlops_shared::sha256_hex(&parquet);
-                    rewritten.new_bytes = parquet.len() as u64;
-                    self.put_object(&rewritten.new_object, &parquet).await?;
-                }
+                // Written even with no row left: the entry stays, so that indexing its flush again
+                // never brings the old file back.
+                let parquet = crate::columns::to_parquet(&kept, pipeline, entry.first_sequence, entry.last_sequence)?;
+                rewritten.new_object = format!("{}.{tag}", entry.name);
+                rewritten.new_sha256 = mlops_shared::sha256_hex(&parquet);
+                rewritten.new_bytes = parquet.len() as u64;
+                self.put_object(&rewritten.new_object, &parquet).await?;
                 out.push(rewritten);
             }
         }
         Ok(out)
     }
 
-    /// Points the manifest entry of `r.name` at its new object (or removes it, when no row was
-    /// kept), unless that was done already, then deletes the old object. Idempotent.
+    /// Points the manifest entry of `r.name` — in its partition and, for a batch job's file, in
+    /// the job's list — at its new object, unless that was done already, then deletes the old
+    /// object. Idempotent.
     pub async fn swap(&self, r: &Rewritten) -> Result<(), ArchiveError> {
         let key = self.part_key(&format!("part.{}.{}", r.pipeline, r.hour));
-        self.change_partition(&key, |files| {
-            let Some(at) = files.iter().position(|f| f.name == r.name && f.object_name() == r.old_object) else {
+        let mut job = None;
+        let moved = |files: &mut Vec<FileEntry>| {
+            let Some(f) = files.iter_mut().find(|f| f.name == r.name && f.object_name() == r.old_object) else {
                 return false;
             };
-            if r.new_object.is_empty() {
-                files.remove(at);
-            } else {
-                let f = &mut files[at];
-                f.object = r.new_object.clone();
-                f.sha256 = r.new_sha256.clone();
-                f.bytes = r.new_bytes;
-                f.rows = r.rows_kept;
-            }
+            f.object = r.new_object.clone();
+            f.sha256 = r.new_sha256.clone();
+            f.bytes = r.new_bytes;
+            f.rows = r.rows_kept;
             true
+        };
+        self.change_partition(&key, |files| {
+            job = files.iter().find(|f| f.name == r.name).and_then(|f| f.batch.as_ref()).map(|b| b.id.clone());
+            moved(files)
         })
         .await?;
-        self.delete_object(&r.old_object).await?;
-        if r.new_object.is_empty() {
-            self.delete_object(&format!("{}.bloom", r.name)).await?;
+        if let Some(id) = job {
+            self.change_partition(&format!("bjob.{id}"), moved).await?;
         }
-        Ok(())
+        self.delete_object(&r.old_object).await
     }
 }
 

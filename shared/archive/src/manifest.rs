@@ -300,15 +300,18 @@ impl Archive {
             })
             .await?;
         }
-        let mut jobs: std::collections::BTreeMap<&str, Vec<&FileEntry>> = std::collections::BTreeMap::new();
-        for file in &flush.files {
-            if let Some(batch) = &file.batch {
-                jobs.entry(batch.id.as_str()).or_default().push(file);
-            }
-        }
-        for (id, files) in jobs {
-            let key = format!("bjob.{id}");
-            self.kv.put(&key, json(&files)).await.map_err(store(&key))?;
+        // A batch job's files by its id: added once each, so that indexing a flush again never
+        // replaces an entry an erasure moved.
+        for file in flush.files.iter().filter(|f| f.batch.is_some()) {
+            let key = format!("bjob.{}", file.batch.as_ref().map_or("", |b| b.id.as_str()));
+            self.change_partition(&key, |files| {
+                if files.iter().any(|f| f.name == file.name) {
+                    return false;
+                }
+                files.push(file.clone());
+                true
+            })
+            .await?;
         }
         self.kv.put(self.key("head"), json(&flush.first)).await.map_err(store("head"))?;
         Ok(())
@@ -320,7 +323,7 @@ impl Archive {
     pub(crate) async fn change_partition(
         &self,
         key: &str,
-        change: impl Fn(&mut Vec<FileEntry>) -> bool,
+        mut change: impl FnMut(&mut Vec<FileEntry>) -> bool,
     ) -> Result<(), ArchiveError> {
         loop {
             let entry = self.kv.entry(key).await.map_err(store(key))?;
