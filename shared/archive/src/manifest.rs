@@ -286,32 +286,23 @@ impl Archive {
         }
     }
 
-    /// Lists a committed flush's files in their partitions and moves the `head` hint to it.
-    /// Idempotent: a file already listed is not listed again.
+    /// Lists a committed flush's files in their partitions — and a batch job's files under its id
+    /// — and moves the `head` hint to it. Idempotent: a file already listed is not listed again,
+    /// so indexing a flush again never replaces an entry an erasure moved.
     pub async fn index(&self, flush: &Flush) -> Result<(), ArchiveError> {
         for file in &flush.files {
-            let key = self.part_key(&format!("part.{}.{}", file.pipeline, file.hour));
-            self.change_partition(&key, |files| {
-                if files.iter().any(|f| f.name == file.name) {
-                    return false;
-                }
-                files.push(file.clone());
-                true
-            })
-            .await?;
-        }
-        // A batch job's files by its id: added once each, so that indexing a flush again never
-        // replaces an entry an erasure moved.
-        for file in flush.files.iter().filter(|f| f.batch.is_some()) {
-            let key = format!("bjob.{}", file.batch.as_ref().map_or("", |b| b.id.as_str()));
-            self.change_partition(&key, |files| {
-                if files.iter().any(|f| f.name == file.name) {
-                    return false;
-                }
-                files.push(file.clone());
-                true
-            })
-            .await?;
+            let partition = self.part_key(&format!("part.{}.{}", file.pipeline, file.hour));
+            let job = file.batch.as_ref().map(|b| format!("bjob.{}", b.id));
+            for key in std::iter::once(partition).chain(job) {
+                self.change_partition(&key, |files| {
+                    if files.iter().any(|f| f.name == file.name) {
+                        return false;
+                    }
+                    files.push(file.clone());
+                    true
+                })
+                .await?;
+            }
         }
         self.kv.put(self.key("head"), json(&flush.first)).await.map_err(store("head"))?;
         Ok(())
