@@ -15,10 +15,11 @@ const DATASETS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("dat
 const ERASURES: TableDefinition<&str, &[u8]> = TableDefinition::new("erasures");
 
 /// What validation said of a dataset version (stored as `pending`, `accepted` or `rejected`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Not validated yet.
+    #[default]
     Pending,
     /// Validated: may be trained on.
     Accepted,
@@ -42,8 +43,9 @@ impl Verdict {
     }
 }
 
-/// A catalogued dataset version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A catalogued dataset version. The default is a new version's row before anything happened to
+/// it: pending, unpublished, round 0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRecord {
     pub dataset_id: String,
     pub pipeline: String,
@@ -161,6 +163,13 @@ pub enum Recorded {
 
 fn training() -> String {
     "training".into()
+}
+
+/// Writes `erasure`'s record in `txn`.
+fn insert_erasure(txn: &redb::WriteTransaction, erasure: &ErasureRecord) -> Result<(), CatalogError> {
+    let mut erasures = txn.open_table(ERASURES)?;
+    erasures.insert(erasure.audit.erasure_id.as_str(), serde_json::to_vec(erasure)?.as_slice())?;
+    Ok(())
 }
 
 /// Catalog errors.
@@ -359,9 +368,8 @@ impl Catalog {
                     datasets.insert(key, serde_json::to_vec(s)?.as_slice())?;
                 }
             }
-            let mut erasures = txn.open_table(ERASURES)?;
-            erasures.insert(erasure.audit.erasure_id.as_str(), serde_json::to_vec(erasure)?.as_slice())?;
         }
+        insert_erasure(&txn, erasure)?;
         txn.commit()?;
         Ok(())
     }
@@ -369,10 +377,7 @@ impl Catalog {
     /// Writes an erasure's record.
     pub fn put_erasure(&self, erasure: &ErasureRecord) -> Result<(), CatalogError> {
         let txn = self.db.begin_write()?;
-        {
-            let mut erasures = txn.open_table(ERASURES)?;
-            erasures.insert(erasure.audit.erasure_id.as_str(), serde_json::to_vec(erasure)?.as_slice())?;
-        }
+        insert_erasure(&txn, erasure)?;
         txn.commit()?;
         Ok(())
     }

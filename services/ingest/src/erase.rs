@@ -26,7 +26,7 @@ use mlops_shared::ids::PipelineName;
 use mlops_shared::pii::Pseudonymiser;
 use tracing::{info, warn};
 
-use crate::catalog::{DatasetRecord, ErasureRecord, Verdict};
+use crate::catalog::{DatasetRecord, ErasureRecord};
 use crate::{Ingest, IngestError};
 
 impl Ingest {
@@ -230,10 +230,12 @@ impl Ingest {
         let audit = &erasure.audit;
         let unavailable = |e: mlops_shared::objects::ObjectError| IngestError::Unavailable(e.into());
         let id = version.dataset_id.as_str();
-        if self.datasets.size_of(id).await.map_err(unavailable)?.is_none() {
-            return Ok(None); // deleted for the personal data it held, or by an earlier erasure
-        }
-        let staged = self.datasets.stage_named(id, &self.staging, u64::MAX).await.map_err(unavailable)?;
+        let staged = match self.datasets.stage_named(id, &self.staging, u64::MAX).await {
+            Ok(staged) => staged,
+            // Deleted for the personal data it held, or by an earlier erasure.
+            Err(mlops_shared::objects::ObjectError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
         if staged.sha.as_str() != id {
             return Err(IngestError::Unavailable(anyhow::anyhow!(
                 "dataset {id} reads back with sha256 {}: the stored content is damaged",
@@ -247,12 +249,7 @@ impl Ingest {
         let successor = match (kept.kept, rewritten) {
             (0, _) | (_, None) => None,
             (_, Some(file)) => {
-                let mut stager = self.stager()?;
-                stager
-                    .copy_from(tokio::fs::File::from_std(file))
-                    .await
-                    .map_err(|e| IngestError::Unavailable(e.into()))?;
-                let staged = stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))?;
+                let staged = self.stage_file(file).await?;
                 self.datasets.put_staged(&staged).await.map_err(unavailable)?;
                 Some(successor_of(version, &staged, kept.removed, &audit.erasure_id))
             }
@@ -371,19 +368,10 @@ fn successor_of(
         format: "parquet".into(),
         size_bytes: staged.size,
         arrived_unix_ms: old.arrived_unix_ms,
-        verdict: Verdict::Pending,
-        rows: 0,
-        verdict_detail: String::new(),
-        published: false,
-        report_hex: String::new(),
         environment: old.environment.clone(),
-        round: 0,
-        validation_hash: String::new(),
-        history: Vec::new(),
-        decided_unix_ms: 0,
         origin: old.origin().as_str().into(),
         feedback: old.feedback.clone(),
-        erased: None,
         erased_from: old.dataset_id.clone(),
+        ..DatasetRecord::default()
     }
 }

@@ -218,6 +218,13 @@ impl Ingest {
         Stager::new(&self.staging, self.max_bytes).map_err(|e| IngestError::Unavailable(e.into()))
     }
 
+    /// Stages a file ingest wrote itself (a rewritten dataset), hashing it on the way.
+    async fn stage_file(&self, file: std::fs::File) -> Result<Staged, IngestError> {
+        let mut stager = self.stager()?;
+        stager.copy_from(tokio::fs::File::from_std(file)).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))
+    }
+
     /// Stores and catalogues a staged dataset for `pipeline`, then publishes `data.ingested` once.
     /// Content already known is validated again when its verdict was given under other checks
     /// than the spec's current ones. Returns the catalog row and what the arrival made of the
@@ -280,20 +287,10 @@ impl Ingest {
                 format: format.as_str().into(),
                 size_bytes: staged.size,
                 arrived_unix_ms: mlops_shared::now_unix_ms(),
-                verdict: Verdict::Pending,
-                rows: 0,
-                verdict_detail: String::new(),
-                published: false,
-                report_hex: String::new(),
                 environment: environment.as_str().into(),
-                round: 0,
-                validation_hash: String::new(),
-                history: Vec::new(),
-                decided_unix_ms: 0,
                 origin: came.origin.as_str().into(),
                 feedback: came.feedback,
-                erased: None,
-                erased_from: String::new(),
+                ..DatasetRecord::default()
             },
         };
         self.datasets.put_staged(staged).await.map_err(|e| IngestError::Unavailable(e.into()))?;
@@ -346,10 +343,7 @@ impl Ingest {
             Ok::<_, IngestError>(out)
         })
         .await?;
-        let mut stager = self.stager()?;
-        stager.copy_from(tokio::fs::File::from_std(out)).await.map_err(|e| IngestError::Unavailable(e.into()))?;
-        let rewritten = stager.finish().await.map_err(|e| IngestError::Unavailable(e.into()))?;
-        Ok(Some((rewritten, columns)))
+        Ok(Some((self.stage_file(out).await?, columns)))
     }
 
     /// What data arriving under `name` is judged by, from one read of its pipeline's spec (or its

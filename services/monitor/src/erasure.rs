@@ -18,9 +18,10 @@ impl Monitor {
         let Some(spec) = self.specs.get(&erased.pipeline).await? else {
             return Ok(()); // a pipeline deleted since: nothing of it is kept
         };
-        if !spec.features.iter().any(|f| f.name == erased.column) {
+        let Some(feature) = spec.features.iter().find(|f| f.name == erased.column) else {
             return Ok(()); // only features are logged with predictions
-        }
+        };
+        let numeric = feature.kind == mlops_shared::spec::FeatureKind::Numeric;
         let Some(key) = self.pseudonymiser.clone() else {
             return Err(MonitorError::Erasure(format!(
                 "{}: the monitor needs MLOPS_PII_KEY (the same as ingest's) to find the subject's kept predictions \
@@ -33,9 +34,7 @@ impl Monitor {
         let _writer = self.feedback_writer.lock().await;
         let (pipeline, column, hash) = (erased.pipeline.clone(), erased.column.clone(), erased.subject_hash.clone());
         let forgot = self
-            .commit(move |store| {
-                store.erase_inputs(&pipeline, &column, |cell| cell == hash || key.pseudonym(cell) == hash)
-            })
+            .commit(move |store| store.erase_inputs(&pipeline, &column, |cell| key.matches(cell, &hash, numeric)))
             .await?;
         metrics::counter!("mlops_erased_rows_total", "where" => "monitor")
             .increment(forgot.predictions + forgot.waiting);

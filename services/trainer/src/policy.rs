@@ -116,12 +116,7 @@ impl Policy {
     /// later run trains on it.
     pub async fn on_rejected(&self, e: Envelope<pb::DataRejected>) -> Result<(), TrainerError> {
         let r = &e.payload;
-        self.change_history(&r.pipeline, |history| {
-            let before = history.len();
-            history.retain(|a| a.id != r.dataset_id);
-            history.len() != before
-        })
-        .await?;
+        self.forget(&r.pipeline, &[r.dataset_id.as_str()]).await?;
         Ok(())
     }
 
@@ -132,13 +127,7 @@ impl Policy {
     pub async fn on_erased(&self, e: Envelope<pb::DataErased>) -> Result<(), TrainerError> {
         let erased = &e.payload;
         let gone: Vec<&str> = erased.versions.iter().map(|v| v.dataset_id.as_str()).collect();
-        let history = self
-            .change_history(&erased.pipeline, |history| {
-                let before = history.len();
-                history.retain(|a| !gone.contains(&a.id.as_str()));
-                history.len() != before
-            })
-            .await?;
+        let history = self.forget(&erased.pipeline, &gone).await?;
         let spec = self.spec(&erased.pipeline).await?;
         let state = self.trigger_state(&erased.pipeline).await?;
         let trained_on_erased = state.window.iter().any(|id| gone.contains(&id.as_str()));
@@ -505,6 +494,16 @@ impl Policy {
                 history.drain(..history.len() - MAX_HISTORY);
             }
             true
+        })
+        .await
+    }
+
+    /// Takes versions `ids` out of `pipeline`'s history: no later run trains on them.
+    async fn forget(&self, pipeline: &str, ids: &[&str]) -> Result<History, TrainerError> {
+        self.change_history(pipeline, |history| {
+            let before = history.len();
+            history.retain(|a| !ids.contains(&a.id.as_str()));
+            history.len() != before
         })
         .await
     }

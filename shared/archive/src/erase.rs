@@ -7,8 +7,7 @@
 //! The caller records each [`Rewritten`] file before [`Archive::swap`] moves its entry, so that a
 //! crash in between is finished by swapping again (both steps are idempotent).
 
-use arrow_array::{Array, BooleanArray, Float64Array, RecordBatch, StringArray};
-use arrow_schema::DataType;
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
@@ -50,24 +49,20 @@ impl Archive {
                 }
                 let bytes = self.file(&entry).await?;
                 let Some((kept, removed)) = without(&entry, bytes, &input, matches)? else { continue };
-                let rows_kept = kept.iter().map(|b| b.num_rows() as u64).sum();
-                let mut rewritten = Rewritten {
+                // Written even with no row left: the entry stays, so that indexing its flush again
+                // never brings the old file back.
+                let parquet = crate::columns::to_parquet(&kept, pipeline, entry.first_sequence, entry.last_sequence)?;
+                let rewritten = Rewritten {
                     name: entry.name.clone(),
                     pipeline: pipeline.to_owned(),
                     hour: hour.clone(),
                     old_object: entry.object_name().to_owned(),
-                    new_object: String::new(),
-                    new_sha256: String::new(),
-                    new_bytes: 0,
+                    new_object: format!("{}.{tag}", entry.name),
+                    new_sha256: mlops_shared::sha256_hex(&parquet),
+                    new_bytes: parquet.len() as u64,
                     rows_removed: removed,
-                    rows_kept,
+                    rows_kept: kept.iter().map(|b| b.num_rows() as u64).sum(),
                 };
-                // Written even with no row left: the entry stays, so that indexing its flush again
-                // never brings the old file back.
-                let parquet = crate::columns::to_parquet(&kept, pipeline, entry.first_sequence, entry.last_sequence)?;
-                rewritten.new_object = format!("{}.{tag}", entry.name);
-                rewritten.new_sha256 = mlops_shared::sha256_hex(&parquet);
-                rewritten.new_bytes = parquet.len() as u64;
                 self.put_object(&rewritten.new_object, &parquet).await?;
                 out.push(rewritten);
             }
@@ -121,42 +116,10 @@ fn without(
     for batch in reader {
         let batch = batch.map_err(|e| unreadable(&e))?;
         let Ok(i) = batch.schema().index_of(column) else { return Ok(None) };
-        let keep = keep_mask(batch.column(i), matches).map_err(|e| unreadable(&e))?;
+        let keep = mlops_data::keep_unmatched(batch.column(i), matches);
         let filtered = arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| unreadable(&e))?;
         removed += (batch.num_rows() - filtered.num_rows()) as u64;
         kept.push(filtered);
     }
     Ok((removed > 0).then_some((kept, removed)))
-}
-
-/// True for the rows to keep: those whose cell does not match (a missing cell never does).
-fn keep_mask(
-    column: &arrow_array::ArrayRef,
-    matches: &(dyn Fn(&str) -> bool + Sync),
-) -> Result<BooleanArray, arrow_schema::ArrowError> {
-    if let Some(numbers) = column.as_any().downcast_ref::<Float64Array>() {
-        return Ok(numbers
-            .iter()
-            .map(|v| Some(v.is_none_or(|v| !matches(&mlops_shared::table::number_text(v)))))
-            .collect());
-    }
-    let text = arrow_cast::cast(column, &DataType::Utf8)?;
-    let text = text.as_any().downcast_ref::<StringArray>().expect("cast to utf8");
-    Ok(text.iter().map(|v| Some(v.map(str::trim).is_none_or(|v| v.is_empty() || !matches(v)))).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_whose_cell_matches_are_left_out_by_text_or_number() {
-        let text: arrow_array::ArrayRef =
-            std::sync::Arc::new(StringArray::from(vec![Some(" a@b.org "), None, Some("c@d.org")]));
-        let keep = keep_mask(&text, &|v| v == "a@b.org").unwrap();
-        assert_eq!(keep.iter().collect::<Vec<_>>(), [Some(false), Some(true), Some(true)]);
-        let numbers: arrow_array::ArrayRef = std::sync::Arc::new(Float64Array::from(vec![Some(7.0), Some(7.5), None]));
-        let keep = keep_mask(&numbers, &|v| v == "7").unwrap();
-        assert_eq!(keep.iter().collect::<Vec<_>>(), [Some(false), Some(true), Some(true)]);
-    }
 }

@@ -21,5 +21,6 @@ pub use mlops_shared::format::{Compression, Format, detect};
 pub use read::{Batches, DataError, Limits, Source, open, open_typed};
 pub use score::{ANSWER_COLUMNS, ScoreError, Scored, Scorer, score_to_parquet};
 pub use write::{
-    Erased, FeedbackRows, column_array, erase_to_parquet, pseudonymise_to_parquet, write_feedback, write_parquet,
+    Erased, FeedbackRows, column_array, erase_to_parquet, keep_unmatched, pseudonymise_to_parquet, write_feedback,
+    write_parquet,
 };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+    Array as _, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use mlops_shared::spec::{FEEDBACK_COLUMNS, PipelineSpec, Task};
@@ -207,17 +207,8 @@ pub fn erase_to_parquet(
         let batch = batch?;
         let read = batch.num_rows() as u64;
         let batch = match target {
-            Some(i) => {
-                let cells = view(batch.column(i));
-                let keep: arrow_array::BooleanArray = (0..batch.num_rows())
-                    .map(|r| {
-                        let value = text(cells.get(r));
-                        Some(value.is_empty() || !matches(&value))
-                    })
-                    .collect();
-                arrow_select::filter::filter_record_batch(&batch, &keep)
-                    .map_err(|e| DataError::Parquet(e.to_string()))?
-            }
+            Some(i) => arrow_select::filter::filter_record_batch(&batch, &keep_unmatched(batch.column(i), &matches))
+                .map_err(|e| DataError::Parquet(e.to_string()))?,
             None => batch,
         };
         erased.kept += batch.num_rows() as u64;
@@ -226,6 +217,18 @@ pub fn erase_to_parquet(
     }
     writer.close().map_err(err)?;
     Ok(erased)
+}
+
+/// True for the rows of `column` to keep: those whose cell, as [`text`] reads it (trimmed; an
+/// integral number without a fraction), does not `match`. An empty or missing cell never does.
+pub fn keep_unmatched(column: &ArrayRef, matches: &dyn Fn(&str) -> bool) -> arrow_array::BooleanArray {
+    let cells = view(column);
+    (0..column.len())
+        .map(|r| {
+            let value = text(cells.get(r));
+            Some(value.is_empty() || !matches(&value))
+        })
+        .collect()
 }
 
 /// Rows `rows` of `column` as an Arrow array: numbers as float64, categories as text, missing as
@@ -257,6 +260,17 @@ mod tests {
         };
         assert_eq!(column("email"), ["h(a@b.org)", "", "h(c@d.org)"]);
         assert_eq!(column("plan"), ["basic", "pro", "basic"]);
+    }
+
+    #[test]
+    fn rows_whose_cell_matches_are_left_out_by_text_or_number() {
+        let text: arrow_array::ArrayRef =
+            std::sync::Arc::new(StringArray::from(vec![Some(" a@b.org "), None, Some("c@d.org")]));
+        let keep = keep_unmatched(&text, &|v| v == "a@b.org");
+        assert_eq!(keep.iter().collect::<Vec<_>>(), [Some(false), Some(true), Some(true)]);
+        let numbers: arrow_array::ArrayRef = std::sync::Arc::new(Float64Array::from(vec![Some(7.0), Some(7.5), None]));
+        let keep = keep_unmatched(&numbers, &|v| v == "7");
+        assert_eq!(keep.iter().collect::<Vec<_>>(), [Some(false), Some(true), Some(true)]);
     }
 
     #[test]
