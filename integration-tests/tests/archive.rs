@@ -306,6 +306,10 @@ async fn a_batch_jobs_rows_are_archived_once_found_by_id_and_exported_unless_the
     let spans: Vec<(u64, u64)> =
         files.iter().filter_map(|f| f.batch.as_ref()).map(|b| (b.first_row, b.last_row)).collect();
     assert_eq!(spans, [(0, 1999), (2000, 3999), (4000, 4499)]);
+    // Listed in one write, so no reader ever saw the job with a file missing.
+    let kv = bus.js.get_key_value(mlops_shared::bus::ARCHIVE_KV).await.unwrap();
+    let writes = futures::StreamExt::count(kv.history("bjob.nightly-1").await.unwrap()).await;
+    assert_eq!(writes, 1, "the job's list was written {writes} times");
     let sha = mlops_shared::ids::Sha256::parse(done.output_sha256.clone()).unwrap();
     let output = bus.objects(mlops_shared::bus::BATCHES_BUCKET).await.unwrap().get_verified(&sha).await.unwrap();
     let output = mlops_data::open(mlops_data::Source::Bytes(output.into()), "out.parquet", &Default::default())

@@ -2,6 +2,8 @@
 //! flush once, indexing its files per partition, reading a file back checked, and deleting an
 //! expired partition with an audit record.
 
+use std::collections::BTreeMap;
+
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use bytes::Bytes;
@@ -287,22 +289,30 @@ impl Archive {
     }
 
     /// Lists a committed flush's files in their partitions — and a batch job's files under its id
-    /// — and moves the `head` hint to it. Idempotent: a file already listed is not listed again,
-    /// so indexing a flush again never replaces an entry an erasure moved.
+    /// — and moves the `head` hint to it. Each entry takes all of the flush's files it lists in one
+    /// write, so a reader never sees part of a flush (a batch job with one of its files missing).
+    /// Idempotent: a file already listed is not listed again, so indexing a flush again never
+    /// replaces an entry an erasure moved.
     pub async fn index(&self, flush: &Flush) -> Result<(), ArchiveError> {
+        let mut entries: BTreeMap<String, Vec<&FileEntry>> = BTreeMap::new();
         for file in &flush.files {
             let partition = self.part_key(&format!("part.{}.{}", file.pipeline, file.hour));
             let job = file.batch.as_ref().map(|b| format!("bjob.{}", b.id));
             for key in std::iter::once(partition).chain(job) {
-                self.change_partition(&key, |files| {
-                    if files.iter().any(|f| f.name == file.name) {
-                        return false;
-                    }
-                    files.push(file.clone());
-                    true
-                })
-                .await?;
+                entries.entry(key).or_default().push(file);
             }
+        }
+        for (key, added) in entries {
+            self.change_partition(&key, |files| {
+                let before = files.len();
+                for file in &added {
+                    if !files.iter().any(|f| f.name == file.name) {
+                        files.push((*file).clone());
+                    }
+                }
+                files.len() > before
+            })
+            .await?;
         }
         self.kv.put(self.key("head"), json(&flush.first)).await.map_err(store("head"))?;
         Ok(())
