@@ -60,6 +60,14 @@ pub fn erasure(e: &pb::DataErased) -> String {
             successor
         );
     }
+    for (what, files) in [("archive", &e.archive_files), ("offline", &e.feature_files)] {
+        for f in files {
+            let _ = writeln!(out, "{what} file {}: {} row(s) removed, {} kept", f.name, f.rows_removed, f.rows_kept);
+        }
+    }
+    if e.online_entries_deleted > 0 {
+        let _ = writeln!(out, "online store: {} entity entr(ies) deleted", e.online_entries_deleted);
+    }
     out
 }
 

@@ -200,7 +200,8 @@ async fn erasure_matches_pseudonymised_values_and_refuses_bad_requests_without_c
         (pb::EraseRequest { pipeline: "nope".into(), ..request("email", SUBJECT, "r") }, "pipeline `nope` not found"),
         (
             pb::EraseRequest { pipeline: "customer_stats".into(), ..request("spend_30d", "3", "r") },
-            "`customer_stats` is a feature view; erasure is by pipeline",
+            "feature view `customer_stats` is erased by one of its entity key columns (customer_id), whose rows are \
+             the subject's; `spend_30d` is not one",
         ),
     ];
     for (req, expected) in cases {
@@ -410,6 +411,18 @@ async fn an_erasure_cut_short_by_kill_9_is_finished_when_ingest_starts_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erasure_by_a_feature_drops_the_subjects_labelled_rows_waiting_for_feedback() {
     let app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY)]).await;
+    let customers = serving_with_feedback(&app).await;
+    let served = serve(&app, &customers).await;
+    label(&app, &served, &customers).await;
+    wait_waiting(&app, 200).await;
+    let (subject, theirs) = first_customers_tenure(&customers);
+    client::erase(&app.stack.url("ingest"), by_tenure(&subject)).await.unwrap();
+    wait_waiting(&app, 200 - theirs).await;
+}
+
+/// Applies the example spec with feedback on (labelled rows wait for a version of 100 000) and
+/// trains it; 200 customers to serve.
+async fn serving_with_feedback(app: &TestApp) -> Vec<sample::Customer> {
     let feedback = mlops_cli::EXAMPLE_SPEC.replace(
         "\nmonitoring:\n",
         "\nmonitoring:\n  performance: {metric: accuracy, min: 0.5, window: 100}\n  feedback: {min_rows: 100000}\n",
@@ -417,7 +430,11 @@ async fn an_erasure_by_a_feature_drops_the_subjects_labelled_rows_waiting_for_fe
     app.apply(&feedback).await;
     app.upload("churn", &sample::csv(1000, 11, sample::Variant::Normal)).await;
     app.wait_event("model.promoted", T, |s| s.pipeline == "churn").await;
-    let customers = sample::customers(200, 12, sample::Variant::Normal);
+    sample::customers(200, 12, sample::Variant::Normal)
+}
+
+/// Scores `customers` in four requests: their prediction ids.
+async fn serve(app: &TestApp, customers: &[sample::Customer]) -> Vec<String> {
     let mut served = Vec::new();
     for chunk in customers.chunks(50) {
         let body =
@@ -426,31 +443,180 @@ async fn an_erasure_by_a_feature_drops_the_subjects_labelled_rows_waiting_for_fe
         let ids = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "prediction_id").unwrap();
         served.extend(ids["data"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()));
     }
+    served
+}
+
+/// Publishes the true label of each prediction `served`.
+async fn label(app: &TestApp, served: &[String], customers: &[sample::Customer]) {
     let labels: Vec<(&str, &str)> =
-        served.iter().zip(&customers).map(|(id, c)| (id.as_str(), if c.churned { "1" } else { "0" })).collect();
+        served.iter().zip(customers).map(|(id, c)| (id.as_str(), if c.churned { "1" } else { "0" })).collect();
     let event = mlops_integration_tests::labels_event("churn", &labels);
     app.bus().await.publish("labels-1", &mlops_shared::events::EventContext::default(), &event).await.unwrap();
+}
+
+/// Waits until the monitor says `n` labelled rows wait for feedback.
+async fn wait_waiting(app: &TestApp, n: u64) {
     let waiting = || async {
         let report = client::monitor_report(&app.stack.url("monitor"), "churn").await.ok()?;
         report.feedback.map(|f| f.waiting)
     };
-    mlops_integration_tests::wait_until(T, || async { waiting().await.filter(|w| *w == 200) })
+    mlops_integration_tests::wait_until(T, || async { waiting().await.filter(|w| *w == n) })
         .await
-        .unwrap_or_else(|| panic!("the labelled rows never waited:\n{}", app.log("monitor")));
+        .unwrap_or_else(|| panic!("{n} labelled rows never waited:\n{}", app.log("monitor")));
+}
 
-    // The subject: whoever has the first customer's tenure.
+/// The subject: whoever has the first customer's tenure; and how many customers have it.
+fn first_customers_tenure(customers: &[sample::Customer]) -> (String, u64) {
     let tenure = mlops_shared::table::number_text(customers[0].tenure_months);
     let theirs =
         customers.iter().filter(|c| mlops_shared::table::number_text(c.tenure_months) == tenure).count() as u64;
-    let request = pb::EraseRequest {
+    (tenure, theirs)
+}
+
+fn by_tenure(tenure: &str) -> pb::EraseRequest {
+    pb::EraseRequest {
         pipeline: "churn".into(),
         column: "tenure_months".into(),
-        value: tenure.clone(),
+        value: tenure.into(),
         reason: "ticket 11".into(),
         requested_by: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_logged_before_an_erasure_but_read_after_it_are_not_kept_or_archived() {
+    // The monitor (which writes the archive) is down while the subject is served and erased: it
+    // reads those predictions only after the erasure ran.
+    let mut app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY), ("MLOPS_ARCHIVE_FLUSH_SECS", "1")]).await;
+    let customers = serving_with_feedback(&app).await;
+    app.stack.kill("monitor").await.unwrap();
+    let served = serve(&app, &customers).await;
+    let (subject, theirs) = first_customers_tenure(&customers);
+    let erased = client::erase(&app.stack.url("ingest"), by_tenure(&subject)).await.unwrap();
+    assert!(erased.archive_files.is_empty() && erased.predictions_sequence > 0, "{erased:?}");
+    app.stack.spawn("monitor", "monitor", &[]).await.unwrap();
+
+    // The monitor keeps none of the subject's predictions for feedback…
+    label(&app, &served, &customers).await;
+    wait_waiting(&app, 200 - theirs).await;
+    // …and the archive, once it holds them all, none of their rows.
+    let bus = app.bus().await;
+    let archive = mlops_archive::Archive::open(&bus).await.unwrap();
+    let tenures = || async {
+        let mut tenures = Vec::new();
+        for hour in archive.hours("churn").await.unwrap() {
+            for entry in archive.partition("churn", &hour).await.unwrap() {
+                let bytes = archive.file(&entry).await.unwrap();
+                let source = mlops_data::Source::Bytes(bytes);
+                for batch in mlops_data::open(source, "f.parquet", &Default::default()).unwrap() {
+                    let batch = batch.unwrap();
+                    let column = mlops_data::view(batch.column(batch.schema().index_of("tenure_months").unwrap()));
+                    tenures.extend((0..batch.num_rows()).map(|r| mlops_data::text(column.get(r)).into_owned()));
+                }
+            }
+        }
+        tenures
     };
-    client::erase(&app.stack.url("ingest"), request).await.unwrap();
-    mlops_integration_tests::wait_until(T, || async { waiting().await.filter(|w| *w == 200 - theirs) })
-        .await
-        .unwrap_or_else(|| panic!("{theirs} rows with tenure {tenure} still wait:\n{}", app.log("monitor")));
+    let archived = mlops_integration_tests::wait_until(T, || async {
+        let tenures = tenures().await;
+        (tenures.len() as u64 == 200 - theirs).then_some(tenures)
+    })
+    .await;
+    let archived =
+        archived.unwrap_or_else(|| panic!("the archive never held the others only:\n{}", app.log("monitor")));
+    assert!(!archived.contains(&subject), "{archived:?}");
+}
+
+/// A batch of view `customer_stats`: customers 1000–1049, their spend `shift` on from their
+/// number, true since `event_ms`; customer 1007's id written `id_1007`.
+fn view_batch(event_ms: i64, shift: usize, id_1007: &str) -> String {
+    let mut csv = String::from("customer_id,event_ts,spend_30d\n");
+    for i in 1000..1050 {
+        let id = if i == 1007 { id_1007.to_owned() } else { i.to_string() };
+        csv.push_str(&format!("{id},{},{}\n", mlops_features::time::format_ms(event_ms), i - 1000 + shift));
+    }
+    csv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_by_a_feature_views_key_removes_the_entity_offline_and_online() {
+    let app = TestApp::start_with(&[("MLOPS_PII_KEY", KEY)]).await;
+    app.apply(
+        "kind: feature_view\nname: customer_stats\nentities: [customer_id]\nevent_time: event_ts\nttl: 30d\n\
+         features:\n  - {name: spend_30d, type: numeric, min: 0}\n",
+    )
+    .await;
+    let now = mlops_shared::now_unix_ms();
+    let mut batches = Vec::new();
+    for (hours, shift, id) in [(2, 0, "1007"), (1, 5, "1007.0")] {
+        let ds = app.upload("customer_stats", &view_batch(now - hours * 3_600_000, shift, id)).await;
+        app.wait_event(
+            "features.materialised",
+            T,
+            |s| matches!(&s.payload, Decoded::Materialised(m) if m.dataset_id == ds.dataset_id),
+        )
+        .await;
+        batches.push(ds.dataset_id);
+    }
+    let store = mlops_features::FeatureStore::open(&app.bus().await).await.unwrap();
+    let view = store.known_view("customer_stats").await.unwrap();
+    let files = store.files("customer_stats").await.unwrap();
+    let online = |keys: &[&str]| {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        let (store, view) = (&store, &view);
+        async move { store.online(view, &keys, mlops_shared::now_unix_ms(), None).await.unwrap() }
+    };
+    assert!(online(&["1007"]).await[0].is_some());
+
+    // Erased by its key as a person writes it: a number matches the keys `1007` and `1007.0` (two
+    // entities to the store, which compares key text as written in a CSV file).
+    let (ok, out, err) = app.mlops(&[
+        "data",
+        "erase",
+        "--pipeline",
+        "customer_stats",
+        "--key",
+        "customer_id=1007.0",
+        "--reason",
+        "DSR-9",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("online store: 2 entity entr(ies) deleted"), "{out}");
+    let seen = app.wait_event("data.erased", T, |s| s.pipeline == "customer_stats").await;
+    let Decoded::Erased(erased) = seen.payload else { unreachable!() };
+    let erased_ids: Vec<&str> = erased.versions.iter().map(|v| v.dataset_id.as_str()).collect();
+    assert_eq!(erased_ids, batches.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(erased.online_entries_deleted, 2);
+    let rewritten: Vec<(&str, u64, u64)> =
+        erased.feature_files.iter().map(|f| (f.name.as_str(), f.rows_removed, f.rows_kept)).collect();
+    assert_eq!(rewritten, files.iter().map(|f| (f.as_str(), 1, 49)).collect::<Vec<_>>());
+
+    // Offline, every file keeps its name (its place in write order) and loses the subject's rows
+    // only; online, the entity is gone and the others are as they were.
+    assert_eq!(store.files("customer_stats").await.unwrap(), files);
+    let log = store.log(&view).await.unwrap();
+    assert_eq!(log.len(), 98);
+    assert!(!log.keys.iter().any(|k| k.starts_with("1007")), "{:?}", log.keys);
+    let [gone, gone_too, kept] = online(&["1007", "1007.0", "1008"]).await.try_into().unwrap();
+    assert!(gone.is_none() && gone_too.is_none(), "{gone:?} {gone_too:?}");
+    assert_eq!(kept.map(|e| e.feature_values()), Some(vec![mlops_shared::table::Value::Num(13.0)]));
+
+    // The successors are validated and not stored again (the files were written in place), and
+    // every service took the erasure without an error.
+    for v in &erased.versions {
+        let successor = v.successor_id.clone();
+        app.wait_event(
+            "data.validated",
+            T,
+            |s| matches!(&s.payload, Decoded::Validated(d) if d.dataset_id == successor),
+        )
+        .await;
+    }
+    let materialised = |s: &mlops_cli::events::Seen| matches!(&s.payload, Decoded::Materialised(_));
+    assert_eq!(app.seen().iter().filter(|s| materialised(s)).count(), 2);
+    assert_eq!(store.log(&view).await.unwrap().len(), 98);
+    let consumers = app.wait_settled("MLOPS_EVENTS", T).await;
+    let retried: Vec<_> = consumers.iter().filter(|c| c.name.ends_with("-erased") && c.redelivered > 0).collect();
+    assert!(retried.is_empty(), "{retried:?}");
+    assert!(app.stored("MLOPS_DLQ", "mlops.dlq.>").await.is_empty());
 }

@@ -107,6 +107,9 @@ pub struct ErasureRecord {
     pub numeric: bool,
     #[serde(default)]
     pub feature: bool,
+    /// Whether the pipeline is a feature view, erased by an entity key column.
+    #[serde(default)]
+    pub view: bool,
 }
 
 impl DatasetRecord {
@@ -492,7 +495,8 @@ mod tests {
             mlops_proto::ErasedMark { erasure_id: "e1".into(), successor_id: "new".into(), ..Default::default() };
         let successor = DatasetRecord { dataset_id: "new".into(), erased_from: "old".into(), ..record() };
         let audit = mlops_proto::DataErased { pipeline: "churn".into(), erasure_id: "e1".into(), ..Default::default() };
-        let erasure = ErasureRecord { audit, published: false, archive: Vec::new(), numeric: false, feature: false };
+        let erasure =
+            ErasureRecord { audit, published: false, archive: Vec::new(), numeric: false, feature: false, view: false };
         c.record_erased(&erasure, "old", mark.clone(), Some(&successor)).unwrap();
         let marked = c.get("old", "churn").unwrap().unwrap();
         assert_eq!(marked.erased.unwrap().successor_id, "new");

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 
 use mlops_proto as pb;
+use mlops_shared::bus::PREDICTIONS_STREAM;
 use mlops_shared::events::EventContext;
 use mlops_shared::ids::PipelineName;
 use mlops_shared::pii::Pseudonymiser;
@@ -51,8 +52,9 @@ impl Ingest {
                             never the value; nothing was changed"
                 .into()));
         };
-        let value =
-            mlops_shared::pii::subject_value(value, declared.numeric).map_err(|m| bad(format!("`{column}`: {m}")))?;
+        // A view's key reads as its files hold it: `42.0` is the key `42`, text is text.
+        let numeric = declared.numeric || (declared.view && value.parse::<f64>().is_ok_and(f64::is_finite));
+        let value = mlops_shared::pii::subject_value(value, numeric).map_err(|m| bad(format!("`{column}`: {m}")))?;
         let subject_hash = key.pseudonym(&value);
         let requested = mlops_shared::now_unix_ms();
         let audit = pb::DataErased {
@@ -69,8 +71,9 @@ impl Ingest {
             audit,
             published: false,
             archive: Vec::new(),
-            numeric: declared.numeric,
+            numeric,
             feature: declared.feature,
+            view: declared.view,
         };
         // In a task of its own, so that a caller who goes away (a timeout, Ctrl-C) does not stop it
         // half-way; erasures an earlier one left unfinished are finished first.
@@ -92,17 +95,22 @@ impl Ingest {
         Ok(done.audit)
     }
 
-    /// What `pipeline`'s spec declares of `column` (among `features` and `columns`): refused when
-    /// it declares nothing.
+    /// What `pipeline`'s spec declares of `column` (among `features` and `columns`), or of a
+    /// feature view's entity key column: refused when it declares nothing.
     async fn declared(&self, pipeline: &str, column: &str) -> Result<Declared, IngestError> {
         let unavailable = |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("{e}"));
         let Some(spec) = self.specs.get(pipeline).await.map_err(|e| unavailable(&e))? else {
-            if self.features.view(pipeline).await.map_err(|e| unavailable(&e))?.is_some() {
+            let Some(view) = self.features.view(pipeline).await.map_err(|e| unavailable(&e))? else {
+                return Err(IngestError::UnknownPipeline(pipeline.to_owned()));
+            };
+            if !view.entities.iter().any(|k| k == column) {
                 return Err(IngestError::BadInput(format!(
-                    "erasure: `{pipeline}` is a feature view; erasure is by pipeline"
+                    "erasure: feature view `{pipeline}` is erased by one of its entity key columns ({}), whose \
+                     rows are the subject's; `{column}` is not one",
+                    view.entities.join(", ")
                 )));
             }
-            return Err(IngestError::UnknownPipeline(pipeline.to_owned()));
+            return Ok(Declared { numeric: false, feature: false, view: true });
         };
         let Some(c) = spec.features.iter().chain(&spec.columns).find(|c| c.name == column) else {
             let names: Vec<&str> = spec.features.iter().chain(&spec.columns).map(|c| c.name.as_str()).collect();
@@ -115,6 +123,7 @@ impl Ingest {
         Ok(Declared {
             numeric: c.kind == mlops_shared::spec::FeatureKind::Numeric,
             feature: spec.features.iter().any(|f| f.name == column),
+            view: false,
         })
     }
 
@@ -142,14 +151,30 @@ impl Ingest {
             let (record, id) = (erasure.clone(), version.dataset_id.clone());
             self.catalog(move |c| c.record_erased(&record, &id, mark, successor.as_ref())).await?;
         }
-        self.rewrite_archive(&mut erasure, key).await?;
+        if erasure.feature && erasure.audit.predictions_sequence == 0 {
+            erasure.audit.predictions_sequence = self.predictions_sequence().await?;
+        }
+        match erasure.view {
+            true => self.erase_from_view(&mut erasure, key).await?,
+            false => self.rewrite_archive(&mut erasure, key).await?,
+        }
         // Nothing held the subject: nothing to announce, unless the column is a feature, which the
         // monitor may keep with predictions.
-        if erasure.audit.versions.is_empty() && erasure.archive.is_empty() && !erasure.feature {
+        let held = !erasure.audit.versions.is_empty() || !erasure.archive.is_empty();
+        if !held && erasure.audit.feature_files.is_empty() && !erasure.feature {
             return Ok(erasure);
         }
         self.finish(&mut erasure).await?;
         Ok(erasure)
+    }
+
+    /// The last sequence of the prediction log: what was logged before the erasure began.
+    async fn predictions_sequence(&self) -> Result<u64, IngestError> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            IngestError::Unavailable(anyhow::anyhow!("the prediction log's last sequence: {e}"))
+        };
+        let mut log = self.bus.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| unavailable(&e))?;
+        Ok(log.info().await.map_err(|e| unavailable(&e))?.state.last_sequence)
     }
 
     /// Writes the archive files holding rows of the subject again without them, and records
@@ -171,6 +196,31 @@ impl Ingest {
             rows_kept: r.rows_kept,
         }));
         erasure.archive.extend(rewritten);
+        let record = erasure.clone();
+        self.catalog(move |c| c.put_erasure(&record)).await
+    }
+
+    /// Deletes the subject's entities from a feature view's online store and writes its offline
+    /// files holding their rows again without them, and records those files. Repeated when
+    /// resumed: it finds what is left, which is then added to the record.
+    async fn erase_from_view(&self, erasure: &mut ErasureRecord, key: &Arc<Pseudonymiser>) -> Result<(), IngestError> {
+        let unavailable = |e: mlops_features::StoreError| IngestError::Unavailable(e.into());
+        let name = erasure.audit.pipeline.clone();
+        let Some(view) = self.features.view(&name).await.map_err(unavailable)? else {
+            return Ok(()); // the view was deleted since: nothing of it is kept
+        };
+        let (hash, numeric, key) = (erasure.audit.subject_hash.clone(), erasure.numeric, key.clone());
+        let matches: mlops_features::Matches = Arc::new(move |cell| key.matches(cell, &hash, numeric));
+        let done = self.features.erase_entity(&view, &erasure.audit.column, matches).await.map_err(unavailable)?;
+        if done.files.is_empty() {
+            return Ok(());
+        }
+        erasure.audit.online_entries_deleted += done.online_deleted;
+        erasure.audit.feature_files.extend(done.files.into_iter().map(|f| pb::ErasedArchiveFile {
+            name: f.name,
+            rows_removed: f.rows_removed,
+            rows_kept: f.rows_kept,
+        }));
         let record = erasure.clone();
         self.catalog(move |c| c.put_erasure(&record)).await
     }
@@ -211,8 +261,10 @@ impl Ingest {
         let rows: u64 = erasure.audit.versions.iter().map(|v| v.rows_removed).sum();
         metrics::counter!("mlops_erasures_total").increment(1);
         let archived: u64 = erasure.audit.archive_files.iter().map(|f| f.rows_removed).sum();
+        let offline: u64 = erasure.audit.feature_files.iter().map(|f| f.rows_removed).sum();
         metrics::counter!("mlops_erased_rows_total", "where" => "datasets").increment(rows);
         metrics::counter!("mlops_erased_rows_total", "where" => "archive").increment(archived);
+        metrics::counter!("mlops_erased_rows_total", "where" => "features").increment(offline);
         info!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id, rows,
               versions = erasure.audit.versions.len(), "subject erased");
         Ok(())
@@ -351,6 +403,8 @@ struct Declared {
     numeric: bool,
     /// A feature (logged with predictions), not only a checked column.
     feature: bool,
+    /// A feature view's entity key column.
+    view: bool,
 }
 
 /// The catalog row of the version written in `old`'s place: the same arrival, environment and

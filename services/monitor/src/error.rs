@@ -25,9 +25,9 @@ pub enum MonitorError {
     /// matched a logged prediction or could be read.
     #[error("labels.arrived: {0}")]
     BadLabels(String),
-    /// Labels that may have overtaken their predictions (the prediction log is read separately):
-    /// the event is to be delivered again after this long.
-    #[error("labels wait {0:?} for their predictions to be read")]
+    /// Labels that may have overtaken their predictions, or an erasure, wait for the prediction
+    /// log (read separately) to be read: the event is to be delivered again after this long.
+    #[error("waits {0:?} for the prediction log to be read")]
     NotYet(Duration),
     /// The serving model's artifact is not a model.
     #[error(transparent)]
@@ -62,6 +62,9 @@ pub enum MonitorError {
     /// An erasure the monitor cannot carry out as configured (its words).
     #[error("erasure {0}")]
     Erasure(String),
+    /// The prediction log or its archive could not be read or written.
+    #[error("prediction log: {0}")]
+    Log(String),
     /// Work on the blocking pool (a commit, judging a window, parsing a model) did not finish.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
@@ -93,6 +96,7 @@ impl MonitorError {
             | Self::Registry(_)
             | Self::Events(_)
             | Self::Feedback(_)
+            | Self::Log(_)
             | Self::Features(_) => false,
         }
     }
@@ -128,6 +132,7 @@ impl From<MonitorError> for Status {
             | E::Bus(_)
             | E::Registry(_)
             | E::Events(_)
+            | E::Log(_)
             | E::Features(_) => Status::unavailable(e.to_string()),
         }
     }

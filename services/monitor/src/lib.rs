@@ -123,7 +123,12 @@ struct Monitor {
     label_wait: std::time::Duration,
     /// The keyed hash erasures match values by, when `MLOPS_PII_KEY` is set.
     pseudonymiser: Option<Arc<mlops_shared::pii::Pseudonymiser>>,
+    /// The prediction archive, when this monitor writes it.
+    archive: Option<mlops_archive::Archive>,
 }
+
+/// The monitor's durable consumer of the prediction log.
+const PREDICTIONS_CONSUMER: &str = "monitor";
 
 /// Runs the monitor until `shutdown` fires.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -136,6 +141,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let registry = mlops_shared::tls::endpoint(&config.registry.registry_url, config.tls.tls_ca.as_deref())
         .with_context(|| format!("registry url {:?}", config.registry.registry_url))?
         .connect_lazy();
+    let archive = match config.archive {
+        true => Some(mlops_archive::Archive::open(&bus).await?),
+        false => None,
+    };
     let m = Arc::new(Monitor {
         registry: pb::registry_client::RegistryClient::new(registry),
         models: bus.objects(MODELS_BUCKET).await?,
@@ -149,12 +158,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         retention_ms: (config.prediction_retention_hours as i64) * 3600 * 1000,
         label_wait: std::time::Duration::from_secs(config.label_wait_secs),
         pseudonymiser,
+        archive: archive.clone(),
         bus,
     });
     let predictions = ConsumerSpec {
         batch: 500,
         max_ack_pending: 20_000,
-        ..ConsumerSpec::on::<pb::PredictionLogBatch>(PREDICTIONS_STREAM, "monitor")
+        ..ConsumerSpec::on::<pb::PredictionLogBatch>(PREDICTIONS_STREAM, PREDICTIONS_CONSUMER)
     };
     service.consume_batches(predictions, m.clone(), |m, batch| async move { Ok(m.on_predictions(batch).await?) });
     let labels = ConsumerSpec {
@@ -162,15 +172,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         ..ConsumerSpec::events::<pb::LabelsArrived>("monitor-labels")
     };
     service.consume(labels, m.clone(), |m, e| async move { Ok(m.on_labels(e).await?) });
-    let erased = ConsumerSpec::events::<pb::DataErased>("monitor-erased");
+    let erased = ConsumerSpec {
+        // Deferred until the prediction log is read and archived through the erasure.
+        max_deliver: erasure::MAX_DELIVER,
+        ..ConsumerSpec::events::<pb::DataErased>("monitor-erased")
+    };
     service.consume(erased, m.clone(), |m, e| async move { Ok(m.on_erased(e).await?) });
-    if config.archive {
+    if let Some(archive) = archive {
         let secs = |s: f64, name: &str| {
             (s.is_finite() && s > 0.0)
                 .then(|| std::time::Duration::from_secs_f64(s))
                 .with_context(|| format!("{name} must be a positive number of seconds, not {s}"))
         };
-        let archive = mlops_archive::Archive::open(&m.bus).await?;
         let config = mlops_archive::CompactorConfig {
             max_rows: config.archive_max_rows as usize,
             flush_after: secs(config.archive_flush_secs, "MLOPS_ARCHIVE_FLUSH_SECS")?,

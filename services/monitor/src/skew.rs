@@ -26,7 +26,7 @@ pub(crate) const DEFAULT_MAX_SKEW: f64 = 0.1;
 /// A view and its whole offline log.
 type Log = Arc<(FeatureViewSpec, ViewRows)>;
 
-/// Views' offline logs, read again only when a file is added.
+/// Views' offline logs, read again only when a file is added (or an erasure rewrote them).
 #[derive(Default)]
 pub(crate) struct OfflineLogs {
     /// By view: how many files the log was read from, and the log.
@@ -46,6 +46,11 @@ impl OfflineLogs {
         let log = Arc::new((view, rows));
         self.logs.lock().expect("not poisoned").insert(name.to_owned(), (files, log.clone()));
         Ok(log)
+    }
+
+    /// Drops what is held of view `name`'s log: an erasure wrote its files again in place.
+    pub(crate) fn forget(&self, name: &str) {
+        self.logs.lock().expect("not poisoned").remove(name);
     }
 
     /// Each looked-up feature's skew in `window` (closed at `at_ms`), in `lookup.from` order.

@@ -62,6 +62,7 @@ impl From<MonitorError> for ApiError {
             | E::Bus(_)
             | E::Registry(_)
             | E::Events(_)
+            | E::Log(_)
             | E::Interrupted(_)
             | E::Feedback(_)
             | E::Features(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -128,13 +128,18 @@ impl Policy {
         let erased = &e.payload;
         let gone: Vec<&str> = erased.versions.iter().map(|v| v.dataset_id.as_str()).collect();
         let history = self.forget(&erased.pipeline, &gone).await?;
-        let spec = self.spec(&erased.pipeline).await?;
         let state = self.trigger_state(&erased.pipeline).await?;
         let trained_on_erased = state.window.iter().any(|id| gone.contains(&id.as_str()));
-        if !trained_on_erased || !spec.training.triggers.clone().unwrap_or_default().fires_on(TriggerEvent::Erasure) {
+        // Nothing was trained on the versions (a feature view's, say, which has no spec here).
+        let spec = match trained_on_erased {
+            true => Some(self.spec(&erased.pipeline).await?),
+            false => None,
+        };
+        let fires = |s: &PipelineSpec| s.training.triggers.clone().unwrap_or_default().fires_on(TriggerEvent::Erasure);
+        let Some(spec) = spec.filter(fires) else {
             info!(pipeline = %erased.pipeline, erasure = %erased.erasure_id, trained_on_erased, "erased versions left the history; no retraining");
             return Ok(());
-        }
+        };
         let waiting = erased
             .versions
             .iter()

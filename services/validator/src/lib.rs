@@ -164,9 +164,13 @@ impl Validator {
         })
         .await?;
         // A view's batch must also read with its times; its rows reach the store before the
-        // verdict is announced.
+        // verdict is announced. A successor written by an erasure is not stored again: the
+        // erasure wrote its predecessor's offline file again without the subject's rows, in its
+        // place in write order.
         let refusal = match &view {
-            Some(view) if !report.blocked() => self.store_features(view, second_read, &name, d, &ctx).await?,
+            Some(view) if !report.blocked() && d.erased_from.is_empty() => {
+                self.store_features(view, second_read, &name, d, &ctx).await?
+            }
             _ => None,
         };
         if report.blocked() || refusal.is_some() {

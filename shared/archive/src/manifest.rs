@@ -215,6 +215,20 @@ impl Archive {
         Ok(self.walk().await?.0)
     }
 
+    /// Whether this log is archived through stream sequence `seq` with each file listed in its
+    /// partition: flushes committed but not listed yet are listed now (idempotent, as the
+    /// compactor does).
+    pub async fn listed_through(&self, seq: u64) -> Result<bool, ArchiveError> {
+        let (watermark, walked) = self.walk().await?;
+        if watermark < seq {
+            return Ok(false);
+        }
+        for flush in &walked {
+            self.index(flush).await?;
+        }
+        Ok(true)
+    }
+
     /// Finishes what a crash interrupted: indexes the newest flushes again and deletes the files
     /// of a flush that was never committed. Returns the last sequence archived.
     pub async fn recover(&self) -> Result<u64, ArchiveError> {

@@ -9,6 +9,7 @@
 //! of the visible values of a key, the newest event time wins, then the latest write (a
 //! correction of the same event), then the later position in the log.
 
+mod erase;
 pub mod join;
 mod keys;
 mod lookup;
@@ -20,6 +21,7 @@ mod store;
 pub mod time;
 pub mod training;
 
+pub use erase::{ErasedFile, Matches, ViewErased};
 pub use lookup::LookedUp;
 pub use rows::{KEY_SEPARATOR, ViewRows, Written, composite_key, read_batch};
 pub use store::{FeatureStore, Materialised, StoreError};

@@ -28,7 +28,7 @@ pub enum StoreError {
     File { name: String, source: crate::FeatureError },
 }
 
-fn nats(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
+pub(crate) fn nats(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
     move |e| StoreError::Nats { what, message: e.to_string() }
 }
 
@@ -45,8 +45,8 @@ pub struct Materialised {
 #[derive(Clone)]
 pub struct FeatureStore {
     views: kv::Store,
-    offline: Objects,
-    online: kv::Store,
+    pub(crate) offline: Objects,
+    pub(crate) online: kv::Store,
 }
 
 impl FeatureStore {
@@ -126,7 +126,7 @@ impl FeatureStore {
     }
 
     /// Offline file `name`, whole.
-    async fn file(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+    pub(crate) async fn file(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         self.offline.get_named(name, u64::MAX).await.map_err(|e| nats("offline")(&e))
     }
 
