@@ -68,10 +68,10 @@ async fn last_sequence(app: &TestApp) -> u64 {
     stream.info().await.unwrap().state.last_sequence
 }
 
-/// Waits until everything in the prediction log is archived.
+/// Waits until everything in the prediction log is archived and listed in its partitions.
 async fn wait_archived(app: &TestApp, archive: &Archive) {
     let last = last_sequence(app).await;
-    wait_until(T, || async { (archive.watermark().await.ok()? >= last).then_some(()) })
+    wait_until(T, || async { archive.listed_through(last).await.ok()?.then_some(()) })
         .await
         .unwrap_or_else(|| panic!("the archive did not reach sequence {last}:\n{}", app.log("monitor")));
 }
@@ -243,10 +243,13 @@ async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_wit
     // Predictions 40 days old are deleted under a 30-day retention, and the deletion recorded.
     let old = now - 40 * 24 * 3_600_000;
     publish(&bus, 100_000, 700, old).await;
+    // The audit record is written first, then the files deleted and the partition dropped.
     let expired = wait_until(T, || async {
         let (ok, said, _) = app.mlops(&["predictions", "expired", "--pipeline", "churn"]);
         let list: Vec<serde_json::Value> = serde_json::from_str(&said).ok()?;
-        (ok && !list.is_empty()).then_some(list)
+        let file = list.first()?["files"][0]["name"].as_str()?.to_owned();
+        let recent = archive.hours("churn").await.ok()? == [mlops_archive::hour_of(now)];
+        (ok && recent && gone(store.info(&file).await)).then_some(list)
     })
     .await
     .unwrap_or_else(|| panic!("nothing expired:\n{}", app.log("monitor-4")));
@@ -261,12 +264,13 @@ async fn compaction_is_exactly_once_across_crashes_and_old_partitions_expire_wit
     assert_eq!(archive.hours("churn").await.unwrap(), [mlops_archive::hour_of(now)], "the recent hour is kept");
 }
 
-/// Waits until every `batch.completed` stored so far has been through the archive's batch log.
+/// Waits until every `batch.completed` stored so far has been through the archive's batch log,
+/// its files listed.
 async fn wait_batches_archived(app: &TestApp, archive: &Archive) {
     let stored = app.stored("MLOPS_EVENTS", "mlops.events.batch.completed.>").await;
     let last = stored.last().map_or(0, |m| m.info().unwrap().stream_sequence);
     let batches = archive.batches();
-    wait_until(T, || async { (batches.watermark().await.ok()? >= last).then_some(()) })
+    wait_until(T, || async { batches.listed_through(last).await.ok()?.then_some(()) })
         .await
         .unwrap_or_else(|| panic!("the archive did not read batch.completed {last}:\n{}", app.log("monitor")));
 }

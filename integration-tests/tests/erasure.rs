@@ -140,9 +140,14 @@ async fn an_erasure_removes_a_subject_from_every_version_marks_its_models_and_re
     }
 
     // The model trained on them is marked, and `reproduce` says why it cannot rebuild it.
-    let models = client::models(&app.stack.url("registry"), "churn").await.unwrap();
-    let model = models.iter().find(|m| m.version == registered.version).unwrap();
-    let marked = model.erasures.first().expect("the model is marked");
+    // (The registry marks it on its own consumer of `data.erased`.)
+    let model = mlops_integration_tests::wait_until(T, || async {
+        let models = client::models(&app.stack.url("registry"), "churn").await.ok()?;
+        models.into_iter().find(|m| m.version == registered.version && !m.erasures.is_empty())
+    })
+    .await
+    .expect("the model is marked");
+    let marked = &model.erasures[0];
     assert_eq!((marked.erasure_id.as_str(), marked.dataset_ids.as_slice()), (erased.erasure_id.as_str(), &both[..]));
     let target = format!("churn@{}", registered.version);
     let (ok, out, err) = app.mlops(&["reproduce", &target]);
@@ -491,6 +496,9 @@ async fn predictions_logged_before_an_erasure_but_read_after_it_are_not_kept_or_
     let customers = serving_with_feedback(&app).await;
     app.stack.kill("monitor").await.unwrap();
     let served = serve(&app, &customers).await;
+    // Logged (the deployer logs as it answers, not before): the erasure begins after them.
+    let logged = || async { (app.logged_predictions("churn").await.len() == served.len()).then_some(()) };
+    mlops_integration_tests::wait_until(T, logged).await.expect("every prediction logged");
     let (subject, theirs) = first_customers_tenure(&customers);
     let erased = client::erase(&app.stack.url("ingest"), by_tenure(&subject)).await.unwrap();
     assert!(erased.archive_files.is_empty() && erased.predictions_sequence > 0, "{erased:?}");
@@ -499,14 +507,15 @@ async fn predictions_logged_before_an_erasure_but_read_after_it_are_not_kept_or_
     // The monitor keeps none of the subject's predictions for feedback…
     label(&app, &served, &customers).await;
     wait_waiting(&app, 200 - theirs).await;
-    // …and the archive, once it holds them all, none of their rows.
+    // …and the archive, once it holds them all and ingest took its second look, none of their
+    // rows (a file read as its entry moves reads again).
     let bus = app.bus().await;
     let archive = mlops_archive::Archive::open(&bus).await.unwrap();
     let tenures = || async {
         let mut tenures = Vec::new();
-        for hour in archive.hours("churn").await.unwrap() {
-            for entry in archive.partition("churn", &hour).await.unwrap() {
-                let bytes = archive.file(&entry).await.unwrap();
+        for hour in archive.hours("churn").await.ok()? {
+            for entry in archive.partition("churn", &hour).await.ok()? {
+                let bytes = archive.file(&entry).await.ok()?;
                 let source = mlops_data::Source::Bytes(bytes);
                 for batch in mlops_data::open(source, "f.parquet", &Default::default()).unwrap() {
                     let batch = batch.unwrap();
@@ -515,25 +524,29 @@ async fn predictions_logged_before_an_erasure_but_read_after_it_are_not_kept_or_
                 }
             }
         }
-        tenures
+        Some(tenures)
     };
     let archived = mlops_integration_tests::wait_until(T, || async {
-        let tenures = tenures().await;
-        (tenures.len() as u64 == 200 - theirs).then_some(tenures)
+        tenures().await.filter(|tenures| tenures.len() as u64 == 200 - theirs)
     })
     .await;
     let archived =
         archived.unwrap_or_else(|| panic!("the archive never held the others only:\n{}", app.log("monitor")));
     assert!(!archived.contains(&subject), "{archived:?}");
+    let audit = client::erasures(&app.stack.url("ingest"), "churn").await.unwrap();
+    let removed: u64 = audit[0].archive_files.iter().map(|f| f.rows_removed).sum();
+    assert_eq!(removed, theirs, "the audit record lists the files of the second look: {audit:?}");
 }
 
 /// A batch of view `customer_stats`: customers 1000–1049, their spend `shift` on from their
-/// number, true since `event_ms`; customer 1007's id written `id_1007`.
+/// number, true since `event_ms`; customer 1007's id written `id_1007`; and customer `01007`,
+/// another one.
 fn view_batch(event_ms: i64, shift: usize, id_1007: &str) -> String {
-    let mut csv = String::from("customer_id,event_ts,spend_30d\n");
+    let at = mlops_features::time::format_ms(event_ms);
+    let mut csv = format!("customer_id,event_ts,spend_30d\n01007,{at},99\n");
     for i in 1000..1050 {
         let id = if i == 1007 { id_1007.to_owned() } else { i.to_string() };
-        csv.push_str(&format!("{id},{},{}\n", mlops_features::time::format_ms(event_ms), i - 1000 + shift));
+        csv.push_str(&format!("{id},{at},{}\n", i - 1000 + shift));
     }
     csv
 }
@@ -589,16 +602,17 @@ async fn an_erasure_by_a_feature_views_key_removes_the_entity_offline_and_online
     assert_eq!(erased.online_entries_deleted, 2);
     let rewritten: Vec<(&str, u64, u64)> =
         erased.feature_files.iter().map(|f| (f.name.as_str(), f.rows_removed, f.rows_kept)).collect();
-    assert_eq!(rewritten, files.iter().map(|f| (f.as_str(), 1, 49)).collect::<Vec<_>>());
+    assert_eq!(rewritten, files.iter().map(|f| (f.as_str(), 1, 50)).collect::<Vec<_>>());
 
     // Offline, every file keeps its name (its place in write order) and loses the subject's rows
     // only; online, the entity is gone and the others are as they were.
     assert_eq!(store.files("customer_stats").await.unwrap(), files);
     let log = store.log(&view).await.unwrap();
-    assert_eq!(log.len(), 98);
+    assert_eq!(log.len(), 100);
     assert!(!log.keys.iter().any(|k| k.starts_with("1007")), "{:?}", log.keys);
-    let [gone, gone_too, kept] = online(&["1007", "1007.0", "1008"]).await.try_into().unwrap();
+    let [gone, gone_too, kept, another] = online(&["1007", "1007.0", "1008", "01007"]).await.try_into().unwrap();
     assert!(gone.is_none() && gone_too.is_none(), "{gone:?} {gone_too:?}");
+    assert!(another.is_some(), "`01007` is another customer");
     assert_eq!(kept.map(|e| e.feature_values()), Some(vec![mlops_shared::table::Value::Num(13.0)]));
 
     // The successors are validated and not stored again (the files were written in place), and
@@ -614,7 +628,7 @@ async fn an_erasure_by_a_feature_views_key_removes_the_entity_offline_and_online
     }
     let materialised = |s: &mlops_cli::events::Seen| matches!(&s.payload, Decoded::Materialised(_));
     assert_eq!(app.seen().iter().filter(|s| materialised(s)).count(), 2);
-    assert_eq!(store.log(&view).await.unwrap().len(), 98);
+    assert_eq!(store.log(&view).await.unwrap().len(), 100);
     let consumers = app.wait_settled("MLOPS_EVENTS", T).await;
     let retried: Vec<_> = consumers.iter().filter(|c| c.name.ends_with("-erased") && c.redelivered > 0).collect();
     assert!(retried.is_empty(), "{retried:?}");

@@ -387,6 +387,15 @@ async fn a_stalled_pipeline_with_a_full_queue_holds_up_no_other() {
 
 /// The example spec gated and watched on `business_value` (realised floor `floor`), with
 /// `business` (YAML lines under `business:`).
+/// Waits until `n` predictions are logged and the monitor has kept them all, so that labels
+/// published next match each one at once (the monitor measures the labels that matched before
+/// it waits for the others).
+async fn kept(app: &TestApp, n: usize) {
+    let logged = || async { (app.logged_predictions("churn").await.len() == n).then_some(()) };
+    wait_until(T, logged).await.expect("every prediction logged");
+    app.wait_settled("MLOPS_PREDICTIONS", T).await;
+}
+
 fn priced_spec(floor: f64, business: &str) -> String {
     mlops_cli::EXAMPLE_SPEC
         .replace("  - {metric: accuracy, min: 0.65}\n", "  - {metric: business_value, min: 0}\n")
@@ -476,6 +485,7 @@ async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_re
     // Labels arrive: the monitor prices the newest 50 decisions served, under the floor of 90.
     let labels: Vec<(&str, &str)> =
         served.iter().zip(&customers).map(|((id, _, _), c)| (id.as_str(), label(c))).collect();
+    kept(&app, served.len()).await;
     publish_labels(&app, "churn", &labels).await;
     let newest = served.iter().zip(&customers).rev().take(50);
     let expected = newest.map(|((_, _, positive), c)| matrix.of(*positive, c.churned)).sum::<f64>() / 50.0;
@@ -515,6 +525,7 @@ async fn decisions_priced_by_each_rows_amount_are_valued_alike_in_training_evalu
     let served = serve(&app, &customers).await;
     let labels: Vec<(&str, &str)> =
         served.iter().zip(&customers).map(|((id, _, _), c)| (id.as_str(), label(c))).collect();
+    kept(&app, served.len()).await;
     publish_labels(&app, "churn", &labels).await;
     let newest = served.iter().zip(&customers).rev().take(50);
     let expected =

@@ -138,6 +138,25 @@ pub fn subject_value(value: &str, numeric: bool) -> Result<String, String> {
     }
 }
 
+/// A feature view's key as an erasure compares it: trimmed, and a decimal integer written with a
+/// `+` or a fraction of zeros (`+1007`, `1007.0`) as that integer (`1007`). Anything else is kept
+/// as it is (`007` stays `007`): keys compare as text, never as floating-point numbers, which
+/// would make long ids collide.
+pub fn key_text(s: &str) -> std::borrow::Cow<'_, str> {
+    let t = s.trim();
+    let (minus, unsigned) = match t.as_bytes().first() {
+        Some(b'+') => (false, &t[1..]),
+        Some(b'-') => (true, &t[1..]),
+        _ => (false, t),
+    };
+    let (int, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let integer = !int.is_empty() && int.bytes().all(|b| b.is_ascii_digit()) && fraction.bytes().all(|b| b == b'0');
+    if !integer || (int.len() == t.len()) {
+        return std::borrow::Cow::Borrowed(t);
+    }
+    std::borrow::Cow::Owned(if minus { format!("-{int}") } else { int.to_owned() })
+}
+
 /// The built-in kind of a trimmed value. The cheap tests come first: most values of most columns
 /// have neither an `@` nor a digit.
 fn built_in(v: &str) -> Option<usize> {
@@ -256,6 +275,26 @@ fn is_phone(b: &[u8], digits: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn view_keys_compare_as_text_with_integers_written_one_way() {
+        for (written, key) in [
+            ("1007", "1007"),
+            (" 1007.0 ", "1007"),
+            ("+1007", "1007"),
+            ("-12.00", "-12"),
+            ("1007.", "1007"),
+            ("007", "007"),
+            ("1007.5", "1007.5"),
+            ("12345678901234567891", "12345678901234567891"),
+            ("c1", "c1"),
+            ("1e3", "1e3"),
+            ("-", "-"),
+            (".0", ".0"),
+        ] {
+            assert_eq!(key_text(written), key, "{written:?}");
+        }
+    }
+
     use super::*;
 
     fn kind(d: &Detector, v: &str) -> Option<String> {

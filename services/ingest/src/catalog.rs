@@ -110,6 +110,23 @@ pub struct ErasureRecord {
     /// Whether the pipeline is a feature view, erased by an entity key column.
     #[serde(default)]
     pub view: bool,
+    /// The second look at the archive an erasure by a feature still has to take, once the
+    /// archive holds the logs through where they were when it began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<LateLook>,
+}
+
+/// Where the logs the archive is written from were when an erasure began: predictions logged
+/// (and batch jobs announced) by then but archived after its first look at the archive are
+/// erased by a second.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateLook {
+    /// The last sequence of the prediction log.
+    pub predictions: u64,
+    /// The sequence of the pipeline's last `batch.completed` in the events stream (0: none).
+    pub batches: u64,
+    /// When the erasure began (Unix ms): the second look is given up a day later.
+    pub since_ms: i64,
 }
 
 impl DatasetRecord {
@@ -495,8 +512,15 @@ mod tests {
             mlops_proto::ErasedMark { erasure_id: "e1".into(), successor_id: "new".into(), ..Default::default() };
         let successor = DatasetRecord { dataset_id: "new".into(), erased_from: "old".into(), ..record() };
         let audit = mlops_proto::DataErased { pipeline: "churn".into(), erasure_id: "e1".into(), ..Default::default() };
-        let erasure =
-            ErasureRecord { audit, published: false, archive: Vec::new(), numeric: false, feature: false, view: false };
+        let erasure = ErasureRecord {
+            audit,
+            published: false,
+            archive: Vec::new(),
+            numeric: false,
+            feature: false,
+            view: false,
+            late: None,
+        };
         c.record_erased(&erasure, "old", mark.clone(), Some(&successor)).unwrap();
         let marked = c.get("old", "churn").unwrap().unwrap();
         assert_eq!(marked.erased.unwrap().successor_id, "new");

@@ -20,14 +20,15 @@
 
 use std::sync::Arc;
 
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use mlops_proto as pb;
-use mlops_shared::bus::PREDICTIONS_STREAM;
+use mlops_shared::bus::{EVENTS_STREAM, PREDICTIONS_STREAM};
 use mlops_shared::events::EventContext;
 use mlops_shared::ids::PipelineName;
 use mlops_shared::pii::Pseudonymiser;
 use tracing::{info, warn};
 
-use crate::catalog::{DatasetRecord, ErasureRecord};
+use crate::catalog::{DatasetRecord, ErasureRecord, LateLook};
 use crate::{Ingest, IngestError};
 
 impl Ingest {
@@ -52,9 +53,11 @@ impl Ingest {
                             never the value; nothing was changed"
                 .into()));
         };
-        // A view's key reads as its files hold it: `42.0` is the key `42`, text is text.
-        let numeric = declared.numeric || (declared.view && value.parse::<f64>().is_ok_and(f64::is_finite));
-        let value = mlops_shared::pii::subject_value(value, numeric).map_err(|m| bad(format!("`{column}`: {m}")))?;
+        let value = match declared.view {
+            true => mlops_shared::pii::key_text(value).into_owned(),
+            false => mlops_shared::pii::subject_value(value, declared.numeric)
+                .map_err(|m| bad(format!("`{column}`: {m}")))?,
+        };
         let subject_hash = key.pseudonym(&value);
         let requested = mlops_shared::now_unix_ms();
         let audit = pb::DataErased {
@@ -71,13 +74,15 @@ impl Ingest {
             audit,
             published: false,
             archive: Vec::new(),
-            numeric,
+            numeric: declared.numeric,
             feature: declared.feature,
             view: declared.view,
+            late: None,
         };
         // In a task of its own, so that a caller who goes away (a timeout, Ctrl-C) does not stop it
         // half-way; erasures an earlier one left unfinished are finished first.
         let ingest = self.clone();
+        let looking = key.clone();
         let done = tokio::spawn(async move {
             let _one_at_a_time = ingest.erasing.lock().await;
             ingest.finish_unfinished(&key).await;
@@ -85,6 +90,9 @@ impl Ingest {
         })
         .await
         .map_err(|e| IngestError::Unavailable(anyhow::anyhow!("the erasure stopped: {e}")))??;
+        if done.late.is_some() {
+            self.clone().look_again_soon(done.audit.erasure_id.clone(), looking);
+        }
         if !done.published {
             return Err(IngestError::NothingMatched(format!(
                 "no row of pipeline `{name}` has that value in `{column}` ({} version(s) looked at): nothing was \
@@ -151,8 +159,10 @@ impl Ingest {
             let (record, id) = (erasure.clone(), version.dataset_id.clone());
             self.catalog(move |c| c.record_erased(&record, &id, mark, successor.as_ref())).await?;
         }
-        if erasure.feature && erasure.audit.predictions_sequence == 0 {
-            erasure.audit.predictions_sequence = self.predictions_sequence().await?;
+        if erasure.feature && !erasure.published && erasure.late.is_none() {
+            let late = self.log_positions(&erasure.audit.pipeline).await?;
+            erasure.audit.predictions_sequence = late.predictions;
+            erasure.late = Some(late);
         }
         match erasure.view {
             true => self.erase_from_view(&mut erasure, key).await?,
@@ -168,21 +178,85 @@ impl Ingest {
         Ok(erasure)
     }
 
-    /// The last sequence of the prediction log: what was logged before the erasure began.
-    async fn predictions_sequence(&self) -> Result<u64, IngestError> {
-        let unavailable = |e: &dyn std::fmt::Display| {
-            IngestError::Unavailable(anyhow::anyhow!("the prediction log's last sequence: {e}"))
-        };
+    /// Where the logs the archive is written from are now: the prediction log's last sequence,
+    /// and the sequence of `pipeline`'s last `batch.completed`.
+    async fn log_positions(&self, pipeline: &str) -> Result<LateLook, IngestError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("reading where the logs are: {e}"));
         let mut log = self.bus.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| unavailable(&e))?;
-        Ok(log.info().await.map_err(|e| unavailable(&e))?.state.last_sequence)
+        let predictions = log.info().await.map_err(|e| unavailable(&e))?.state.last_sequence;
+        let events = self.bus.js.get_stream(EVENTS_STREAM).await.map_err(|e| unavailable(&e))?;
+        let subject = format!("mlops.events.batch.completed.{pipeline}");
+        let batches = match events.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => message.sequence,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(e) => return Err(unavailable(&e)),
+        };
+        Ok(LateLook { predictions, batches, since_ms: mlops_shared::now_unix_ms() })
+    }
+
+    /// Takes an erasure's second look at the archive once the archive holds the logs through
+    /// where they were when it began (predictions logged before, archived after its first look),
+    /// and records the files it wrote again. Not yet: nothing done. Given up, saying so, a day on.
+    async fn look_again(&self, erasure: &mut ErasureRecord, key: &Arc<Pseudonymiser>) -> Result<(), IngestError> {
+        let Some(late) = erasure.late.clone() else { return Ok(()) };
+        let archived = |e: mlops_archive::ArchiveError| IngestError::Unavailable(e.into());
+        let through = self.archive.listed_through(late.predictions).await.map_err(archived)?
+            && self.archive.batches().listed_through(late.batches).await.map_err(archived)?;
+        let expired = mlops_shared::now_unix_ms() - late.since_ms > LATE_LOOK_MS;
+        if !through && !expired {
+            return Ok(());
+        }
+        if through {
+            let before = erasure.audit.archive_files.len();
+            self.rewrite_archive(erasure, key).await?;
+            // Every file recorded, so that one recorded before a crash is moved too (idempotent).
+            for r in &erasure.archive {
+                self.archive.swap(r).await.map_err(archived)?;
+            }
+            let rows: u64 = erasure.audit.archive_files[before..].iter().map(|f| f.rows_removed).sum();
+            metrics::counter!("mlops_erased_rows_total", "where" => "archive").increment(rows);
+            info!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id,
+                  files = erasure.audit.archive_files.len() - before, rows, "second look at the archive taken");
+        } else {
+            warn!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id,
+                  "the archive never held the prediction log through the erasure's start: files it archives later \
+                   may hold the subject (erase again)");
+        }
+        erasure.late = None;
+        let record = erasure.clone();
+        self.catalog(move |c| c.put_erasure(&record)).await
+    }
+
+    /// Takes erasure `id`'s second look at the archive as soon as the archive allows, looking
+    /// every second for five minutes (then the minutely resumption takes over).
+    fn look_again_soon(self: Arc<Self>, id: String, key: Arc<Pseudonymiser>) {
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let _one_at_a_time = self.erasing.lock().await;
+                let wanted = id.clone();
+                let found = self
+                    .catalog(move |c| c.erasures(""))
+                    .await
+                    .map(|all| all.into_iter().find(|e| e.audit.erasure_id == wanted && e.late.is_some()));
+                let mut erasure = match found {
+                    Ok(Some(erasure)) => erasure,
+                    Ok(None) => return,
+                    Err(e) => return warn!(erasure = %id, error = %e, "the erasure could not be read; looked at later"),
+                };
+                if let Err(e) = self.look_again(&mut erasure, &key).await {
+                    warn!(erasure = %id, error = %e, "the second look at the archive failed; tried again");
+                }
+            }
+        });
     }
 
     /// Writes the archive files holding rows of the subject again without them, and records
     /// them (before [`Ingest::finish`] moves their manifest entries).
     async fn rewrite_archive(&self, erasure: &mut ErasureRecord, key: &Arc<Pseudonymiser>) -> Result<(), IngestError> {
         let archived = |e: mlops_archive::ArchiveError| IngestError::Unavailable(e.into());
-        let (hash, numeric) = (erasure.audit.subject_hash.clone(), erasure.numeric);
-        let matches = move |cell: &str| key.matches(cell, &hash, numeric);
+        let matches = matcher(erasure, key);
         let (pipeline, column, tag) = (&erasure.audit.pipeline, &erasure.audit.column, &erasure.audit.erasure_id);
         let mut rewritten = self.archive.rewrite_without(pipeline, column, &matches, tag).await.map_err(archived)?;
         // Resumed before its entries moved: those files are recorded already.
@@ -209,8 +283,7 @@ impl Ingest {
         let Some(view) = self.features.view(&name).await.map_err(unavailable)? else {
             return Ok(()); // the view was deleted since: nothing of it is kept
         };
-        let (hash, numeric, key) = (erasure.audit.subject_hash.clone(), erasure.numeric, key.clone());
-        let matches: mlops_features::Matches = Arc::new(move |cell| key.matches(cell, &hash, numeric));
+        let matches: mlops_features::Matches = Arc::new(matcher(erasure, key));
         let done = self.features.erase_entity(&view, &erasure.audit.column, matches).await.map_err(unavailable)?;
         if done.files.is_empty() {
             return Ok(());
@@ -345,8 +418,7 @@ impl Ingest {
         let unavailable = |e: std::io::Error| IngestError::Unavailable(e.into());
         let mut out = tempfile::tempfile_in(&self.staging).map_err(unavailable)?;
         let audit = &erasure.audit;
-        let (column, hash, key, numeric) =
-            (audit.column.clone(), audit.subject_hash.clone(), key.clone(), erasure.numeric);
+        let (column, matches) = (audit.column.clone(), matcher(erasure, key));
         let name = format!("data.{}", version.format);
         let id = version.dataset_id.clone();
         mlops_shared::bus::off_runtime(move || {
@@ -358,7 +430,6 @@ impl Ingest {
             file.rewind().map_err(unavailable)?;
             let batches = mlops_data::open(mlops_data::Source::File(file), &name, &mlops_data::Limits::default())
                 .map_err(unreadable)?;
-            let matches = |cell: &str| key.matches(cell, &hash, numeric);
             let erased = mlops_data::erase_to_parquet(batches, &column, matches, &mut out).map_err(unreadable)?;
             out.rewind().map_err(unavailable)?;
             Ok((erased, (erased.removed > 0).then_some(out)))
@@ -382,21 +453,43 @@ impl Ingest {
         Ok(())
     }
 
-    /// [`Ingest::resume_erasures`] with the erasure lock held.
+    /// [`Ingest::resume_erasures`] with the erasure lock held; also takes the second looks at
+    /// the archive that are due.
     async fn finish_unfinished(&self, key: &Arc<Pseudonymiser>) {
         let unfinished = match self.catalog(|c| c.erasures("")).await {
-            Ok(all) => all.into_iter().filter(|e| !e.published),
+            Ok(all) => all.into_iter().filter(|e| !e.published || e.late.is_some()),
             Err(e) => return warn!(error = %e, "the unfinished erasures could not be read; tried again later"),
         };
-        for erasure in unfinished {
+        for mut erasure in unfinished {
             let id = erasure.audit.erasure_id.clone();
-            info!(erasure = %id, "finishing an erasure that stopped part-way");
-            if let Err(e) = self.carry_out(erasure, key).await {
+            let done = match erasure.published {
+                true => self.look_again(&mut erasure, key).await,
+                false => {
+                    info!(erasure = %id, "finishing an erasure that stopped part-way");
+                    self.carry_out(erasure, key).await.map(drop)
+                }
+            };
+            if let Err(e) = done {
                 tracing::error!(erasure = %id, error = %e, "an unfinished erasure failed again; tried again later");
             }
         }
     }
 }
+
+/// Whether a cell holds `erasure`'s subject: a feature view's key as text
+/// ([`mlops_shared::pii::key_text`]), a numeric column's value by its number, any other by its
+/// trimmed text or the pseudonym stored in its place.
+fn matcher(erasure: &ErasureRecord, key: &Arc<Pseudonymiser>) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+    let (hash, numeric, view, key) = (erasure.audit.subject_hash.clone(), erasure.numeric, erasure.view, key.clone());
+    move |cell: &str| match view {
+        true => key.matches(&mlops_shared::pii::key_text(cell), &hash, false),
+        false => key.matches(cell, &hash, numeric),
+    }
+}
+
+/// How long an erasure's second look at the archive waits for the archive to hold the logs
+/// through its start: a day.
+const LATE_LOOK_MS: i64 = 24 * 3600 * 1000;
 
 /// What a spec declares of an erasure's column.
 struct Declared {

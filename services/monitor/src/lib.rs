@@ -123,8 +123,6 @@ struct Monitor {
     label_wait: std::time::Duration,
     /// The keyed hash erasures match values by, when `MLOPS_PII_KEY` is set.
     pseudonymiser: Option<Arc<mlops_shared::pii::Pseudonymiser>>,
-    /// The prediction archive, when this monitor writes it.
-    archive: Option<mlops_archive::Archive>,
 }
 
 /// The monitor's durable consumer of the prediction log.
@@ -141,10 +139,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let registry = mlops_shared::tls::endpoint(&config.registry.registry_url, config.tls.tls_ca.as_deref())
         .with_context(|| format!("registry url {:?}", config.registry.registry_url))?
         .connect_lazy();
-    let archive = match config.archive {
-        true => Some(mlops_archive::Archive::open(&bus).await?),
-        false => None,
-    };
     let m = Arc::new(Monitor {
         registry: pb::registry_client::RegistryClient::new(registry),
         models: bus.objects(MODELS_BUCKET).await?,
@@ -158,7 +152,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         retention_ms: (config.prediction_retention_hours as i64) * 3600 * 1000,
         label_wait: std::time::Duration::from_secs(config.label_wait_secs),
         pseudonymiser,
-        archive: archive.clone(),
         bus,
     });
     let predictions = ConsumerSpec {
@@ -173,17 +166,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     };
     service.consume(labels, m.clone(), |m, e| async move { Ok(m.on_labels(e).await?) });
     let erased = ConsumerSpec {
-        // Deferred until the prediction log is read and archived through the erasure.
-        max_deliver: erasure::MAX_DELIVER,
+        // Deferred until the prediction log is read through the erasure, however long that takes.
+        max_deliver: -1,
         ..ConsumerSpec::events::<pb::DataErased>("monitor-erased")
     };
     service.consume(erased, m.clone(), |m, e| async move { Ok(m.on_erased(e).await?) });
-    if let Some(archive) = archive {
+    if config.archive {
         let secs = |s: f64, name: &str| {
             (s.is_finite() && s > 0.0)
                 .then(|| std::time::Duration::from_secs_f64(s))
                 .with_context(|| format!("{name} must be a positive number of seconds, not {s}"))
         };
+        let archive = mlops_archive::Archive::open(&m.bus).await?;
         let config = mlops_archive::CompactorConfig {
             max_rows: config.archive_max_rows as usize,
             flush_after: secs(config.archive_flush_secs, "MLOPS_ARCHIVE_FLUSH_SECS")?,

@@ -127,6 +127,22 @@ impl Validator {
         Ok(None)
     }
 
+    /// Whether `d` is a successor an erasure wrote whose predecessor's offline file the erasure
+    /// wrote again without the subject's rows, in its place in write order: its rows are stored
+    /// already. (A predecessor never stored — rejected, or erased while being validated — leaves
+    /// its successor to be stored as any batch.)
+    async fn written_in_place(
+        &self,
+        view: &mlops_shared::spec::FeatureViewSpec,
+        d: &pb::DataIngested,
+    ) -> Result<bool, ValidatorError> {
+        if d.erased_from.is_empty() {
+            return Ok(false);
+        }
+        let name = mlops_features::offline::object_name(view.name.as_str(), d.arrived_unix_ms, &d.erased_from);
+        Ok(self.features.files(view.name.as_str()).await?.contains(&name))
+    }
+
     async fn on_ingested(&self, e: Envelope<pb::DataIngested>) -> Result<(), ValidatorError> {
         let ctx = e.follow();
         let d = &e.payload;
@@ -164,11 +180,9 @@ impl Validator {
         })
         .await?;
         // A view's batch must also read with its times; its rows reach the store before the
-        // verdict is announced. A successor written by an erasure is not stored again: the
-        // erasure wrote its predecessor's offline file again without the subject's rows, in its
-        // place in write order.
+        // verdict is announced.
         let refusal = match &view {
-            Some(view) if !report.blocked() && d.erased_from.is_empty() => {
+            Some(view) if !report.blocked() && !self.written_in_place(view, d).await? => {
                 self.store_features(view, second_read, &name, d, &ctx).await?
             }
             _ => None,

@@ -216,17 +216,14 @@ impl Archive {
     }
 
     /// Whether this log is archived through stream sequence `seq` with each file listed in its
-    /// partition: flushes committed but not listed yet are listed now (idempotent, as the
-    /// compactor does).
+    /// partition: the newest flush indexed (the `head` hint, moved once its files are listed)
+    /// reaches `seq`. Reads only.
     pub async fn listed_through(&self, seq: u64) -> Result<bool, ArchiveError> {
-        let (watermark, walked) = self.walk().await?;
-        if watermark < seq {
-            return Ok(false);
+        if seq == 0 {
+            return Ok(true);
         }
-        for flush in &walked {
-            self.index(flush).await?;
-        }
-        Ok(true)
+        let Some(head) = self.read::<u64>(&self.key("head")).await? else { return Ok(false) };
+        Ok(self.flush(head).await?.is_some_and(|f| f.last >= seq))
     }
 
     /// Finishes what a crash interrupted: indexes the newest flushes again and deletes the files

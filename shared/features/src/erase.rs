@@ -1,6 +1,7 @@
 //! Erasure from a feature view: the rows of a data subject (the entities whose key column holds
 //! their value) leave the offline log and the online store.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use mlops_shared::spec::FeatureViewSpec;
@@ -49,10 +50,10 @@ struct Split {
 
 /// Splits `rows` by whether key part `part` holds the subject.
 fn split(rows: &ViewRows, part: usize, matches: &Matches) -> Split {
-    let (mut kept, mut entities) = (Vec::with_capacity(rows.len()), Vec::new());
+    let (mut kept, mut entities, mut seen) = (Vec::with_capacity(rows.len()), Vec::new(), HashSet::new());
     for (i, key) in rows.keys.iter().enumerate() {
         if matches(key.split(KEY_SEPARATOR).nth(part).unwrap_or("")) {
-            if !entities.contains(key) {
+            if seen.insert(key.as_str()) {
                 entities.push(key.clone());
             }
         } else {
@@ -80,7 +81,7 @@ impl FeatureStore {
             message: format!("`{column}` is not one of its entity key columns"),
         })?;
         let mut erased = ViewErased::default();
-        let mut deleted = std::collections::HashSet::new();
+        let mut deleted = HashSet::new();
         for name in self.files(view.name.as_str()).await? {
             let bytes = self.file(&name).await?;
             let (v, m, file) = (view.clone(), matches.clone(), name.clone());
