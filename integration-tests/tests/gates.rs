@@ -61,6 +61,13 @@ async fn v1_judged() -> (TestApp, mlops_proto::Dataset, mlops_proto::ModelEvalua
 
 /// Approves `version` as `ana` and waits until it is promoted; the promotion.
 async fn approved(app: &TestApp, version: u64, reason: &str) -> mlops_proto::ModelPromoted {
+    // Once the registry holds the verdict (it reads `model.evaluated` on a consumer of its own),
+    // so that the approval carries the checks as measured.
+    let judged = || async {
+        let models = client::models(&app.stack.url("registry"), "churn").await.ok()?;
+        models.into_iter().find(|m| m.version == version && !m.gate.is_empty())
+    };
+    wait_until(T, judged).await.expect("the registry recorded the verdict");
     let target = format!("churn@{version}");
     let (ok, said) = mlops(app, &["models", "approve", &target, "--reason", reason, "--by", "ana"]);
     assert!(ok && said.contains(&format!("{target} approved by ana")), "{said}");

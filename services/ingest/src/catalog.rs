@@ -402,6 +402,14 @@ impl Catalog {
         Ok(())
     }
 
+    /// Erasure `id`'s record.
+    pub fn erasure(&self, id: &str) -> Result<Option<ErasureRecord>, CatalogError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ERASURES)?;
+        let Some(bytes) = table.get(id)? else { return Ok(None) };
+        Ok(Some(serde_json::from_slice(bytes.value())?))
+    }
+
     /// Erasures of `pipeline` (empty: all), oldest first.
     pub fn erasures(&self, pipeline: &str) -> Result<Vec<ErasureRecord>, CatalogError> {
         let txn = self.db.begin_read()?;

@@ -197,35 +197,60 @@ impl Ingest {
 
     /// Takes an erasure's second look at the archive once the archive holds the logs through
     /// where they were when it began (predictions logged before, archived after its first look),
-    /// and records the files it wrote again. Not yet: nothing done. Given up, saying so, a day on.
+    /// and records the files it wrote again. Not yet: nothing done. A day on, given up, saying so.
     async fn look_again(&self, erasure: &mut ErasureRecord, key: &Arc<Pseudonymiser>) -> Result<(), IngestError> {
         let Some(late) = erasure.late.clone() else { return Ok(()) };
-        let archived = |e: mlops_archive::ArchiveError| IngestError::Unavailable(e.into());
-        let through = self.archive.listed_through(late.predictions).await.map_err(archived)?
-            && self.archive.batches().listed_through(late.batches).await.map_err(archived)?;
         let expired = mlops_shared::now_unix_ms() - late.since_ms > LATE_LOOK_MS;
-        if !through && !expired {
-            return Ok(());
-        }
-        if through {
-            let before = erasure.audit.archive_files.len();
-            self.rewrite_archive(erasure, key).await?;
-            // Every file recorded, so that one recorded before a crash is moved too (idempotent).
-            for r in &erasure.archive {
-                self.archive.swap(r).await.map_err(archived)?;
-            }
-            let rows: u64 = erasure.audit.archive_files[before..].iter().map(|f| f.rows_removed).sum();
-            metrics::counter!("mlops_erased_rows_total", "where" => "archive").increment(rows);
-            info!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id,
-                  files = erasure.audit.archive_files.len() - before, rows, "second look at the archive taken");
-        } else {
-            warn!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id,
-                  "the archive never held the prediction log through the erasure's start: files it archives later \
-                   may hold the subject (erase again)");
+        let looked = match self.archived_through(&late).await {
+            Ok(true) => self.second_look(erasure, key).await,
+            Ok(false) if !expired => return Ok(()),
+            Ok(false) => Err(IngestError::Unavailable(anyhow::anyhow!(
+                "the archive never held the logs through where they were when the erasure began (is the archive \
+                 off?)"
+            ))),
+            Err(e) => Err(e),
+        };
+        match looked {
+            Ok(()) => {}
+            Err(e) if expired => warn!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id,
+                                       error = %e, "second look at the archive given up after a day: files archived \
+                                       since the erasure began may hold the subject (erase again)"),
+            Err(e) => return Err(e),
         }
         erasure.late = None;
         let record = erasure.clone();
         self.catalog(move |c| c.put_erasure(&record)).await
+    }
+
+    /// Whether the archive holds the logs through `late` — or the prediction log no longer holds
+    /// what it had not archived, so that nothing more of it can be.
+    async fn archived_through(&self, late: &LateLook) -> Result<bool, IngestError> {
+        let archived = |e: mlops_archive::ArchiveError| IngestError::Unavailable(e.into());
+        if !self.archive.batches().listed_through(late.batches).await.map_err(archived)? {
+            return Ok(false);
+        }
+        if self.archive.listed_through(late.predictions).await.map_err(archived)? {
+            return Ok(true);
+        }
+        let unavailable =
+            |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("the prediction log: {e}"));
+        let mut log = self.bus.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| unavailable(&e))?;
+        Ok(log.info().await.map_err(|e| unavailable(&e))?.state.first_sequence > late.predictions)
+    }
+
+    /// Writes the archive files still holding the subject again and moves their entries.
+    async fn second_look(&self, erasure: &mut ErasureRecord, key: &Arc<Pseudonymiser>) -> Result<(), IngestError> {
+        let before: u64 = erasure.audit.archive_files.iter().map(|f| f.rows_removed).sum();
+        self.rewrite_archive(erasure, key).await?;
+        // Every file recorded, so that one recorded before a crash is moved too (idempotent).
+        for r in &erasure.archive {
+            self.archive.swap(r).await.map_err(|e| IngestError::Unavailable(e.into()))?;
+        }
+        let rows = erasure.audit.archive_files.iter().map(|f| f.rows_removed).sum::<u64>() - before;
+        metrics::counter!("mlops_erased_rows_total", "where" => "archive").increment(rows);
+        info!(pipeline = %erasure.audit.pipeline, erasure = %erasure.audit.erasure_id, rows,
+              "second look at the archive taken");
+        Ok(())
     }
 
     /// Takes erasure `id`'s second look at the archive as soon as the archive allows, looking
@@ -236,13 +261,9 @@ impl Ingest {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 let _one_at_a_time = self.erasing.lock().await;
                 let wanted = id.clone();
-                let found = self
-                    .catalog(move |c| c.erasures(""))
-                    .await
-                    .map(|all| all.into_iter().find(|e| e.audit.erasure_id == wanted && e.late.is_some()));
-                let mut erasure = match found {
-                    Ok(Some(erasure)) => erasure,
-                    Ok(None) => return,
+                let mut erasure = match self.catalog(move |c| c.erasure(&wanted)).await {
+                    Ok(Some(erasure)) if erasure.late.is_some() => erasure,
+                    Ok(_) => return,
                     Err(e) => return warn!(erasure = %id, error = %e, "the erasure could not be read; looked at later"),
                 };
                 if let Err(e) = self.look_again(&mut erasure, &key).await {
@@ -253,23 +274,36 @@ impl Ingest {
     }
 
     /// Writes the archive files holding rows of the subject again without them, and records
-    /// them (before [`Ingest::finish`] moves their manifest entries).
+    /// them (before [`Ingest::finish`] moves their manifest entries). A file recorded already
+    /// from the object it is in is not recorded twice (resumed before its entry moved); one
+    /// recorded from an object another erasure has moved it from since is recorded anew.
     async fn rewrite_archive(&self, erasure: &mut ErasureRecord, key: &Arc<Pseudonymiser>) -> Result<(), IngestError> {
         let archived = |e: mlops_archive::ArchiveError| IngestError::Unavailable(e.into());
         let matches = matcher(erasure, key);
         let (pipeline, column, tag) = (&erasure.audit.pipeline, &erasure.audit.column, &erasure.audit.erasure_id);
-        let mut rewritten = self.archive.rewrite_without(pipeline, column, &matches, tag).await.map_err(archived)?;
-        // Resumed before its entries moved: those files are recorded already.
-        rewritten.retain(|r| !erasure.archive.iter().any(|a| a.name == r.name));
-        if rewritten.is_empty() {
+        let rewritten = self.archive.rewrite_without(pipeline, column, &matches, tag).await.map_err(archived)?;
+        let mut changed = false;
+        for r in rewritten {
+            let file =
+                pb::ErasedArchiveFile { name: r.name.clone(), rows_removed: r.rows_removed, rows_kept: r.rows_kept };
+            match erasure.archive.iter().position(|a| a.name == r.name) {
+                Some(i) if erasure.archive[i].old_object == r.old_object => continue,
+                Some(i) => {
+                    if let Some(f) = erasure.audit.archive_files.iter_mut().find(|f| f.name == r.name) {
+                        *f = file;
+                    }
+                    erasure.archive[i] = r;
+                }
+                None => {
+                    erasure.audit.archive_files.push(file);
+                    erasure.archive.push(r);
+                }
+            }
+            changed = true;
+        }
+        if !changed {
             return Ok(());
         }
-        erasure.audit.archive_files.extend(rewritten.iter().map(|r| pb::ErasedArchiveFile {
-            name: r.name.clone(),
-            rows_removed: r.rows_removed,
-            rows_kept: r.rows_kept,
-        }));
-        erasure.archive.extend(rewritten);
         let record = erasure.clone();
         self.catalog(move |c| c.put_erasure(&record)).await
     }

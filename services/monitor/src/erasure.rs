@@ -6,9 +6,9 @@
 //! view's offline log again.
 //!
 //! Predictions logged before the erasure but not yet read when it ran are not kept either: the
-//! subject is forgotten at once, and again once the monitor has read the prediction log through
-//! the sequence `data.erased` names (until then the event is delivered again, ever later). The
-//! archive's files are ingest's to rewrite.
+//! subject is forgotten at once, and on every later delivery until the monitor had read the
+//! prediction log through the sequence `data.erased` names before forgetting (the event is
+//! delivered again, ever later). The archive's files are ingest's to rewrite.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +53,11 @@ impl Monitor {
                 erased.erasure_id, erased.column
             )));
         };
+        // Whether the log was read through the erasure's start is asked before forgetting: what is
+        // kept after the answer is forgotten now, or on a later delivery.
+        let through = self.read_through(erased.predictions_sequence).await?;
         self.forget_subject(&erased, &key, numeric).await?;
-        if !self.read_through(erased.predictions_sequence).await? {
+        if !through {
             if delivered.is_multiple_of(20) {
                 warn!(pipeline = %erased.pipeline, erasure = %erased.erasure_id, delivered,
                       through = erased.predictions_sequence, "the prediction log is not read through the erasure yet");

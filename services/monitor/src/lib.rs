@@ -167,8 +167,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     service.consume(labels, m.clone(), |m, e| async move { Ok(m.on_labels(e).await?) });
     let erased = ConsumerSpec {
         // Deferred until the prediction log is read through the erasure, however long that takes.
+        // (A durable keeps the `max_deliver` it was created with: a new name for the new limit.)
         max_deliver: -1,
-        ..ConsumerSpec::events::<pb::DataErased>("monitor-erased")
+        ..ConsumerSpec::events::<pb::DataErased>("monitor-erasures")
     };
     service.consume(erased, m.clone(), |m, e| async move { Ok(m.on_erased(e).await?) });
     if config.archive {

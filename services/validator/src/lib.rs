@@ -129,8 +129,9 @@ impl Validator {
 
     /// Whether `d` is a successor an erasure wrote whose predecessor's offline file the erasure
     /// wrote again without the subject's rows, in its place in write order: its rows are stored
-    /// already. (A predecessor never stored — rejected, or erased while being validated — leaves
-    /// its successor to be stored as any batch.)
+    /// already. A successor keeps its first predecessor's arrival, which names that file (a
+    /// successor's successor included); a predecessor never stored (rejected) leaves its
+    /// successor to be stored as any batch.
     async fn written_in_place(
         &self,
         view: &mlops_shared::spec::FeatureViewSpec,
@@ -139,8 +140,8 @@ impl Validator {
         if d.erased_from.is_empty() {
             return Ok(false);
         }
-        let name = mlops_features::offline::object_name(view.name.as_str(), d.arrived_unix_ms, &d.erased_from);
-        Ok(self.features.files(view.name.as_str()).await?.contains(&name))
+        let written = mlops_features::offline::written_prefix(view.name.as_str(), d.arrived_unix_ms);
+        Ok(self.features.files(view.name.as_str()).await?.iter().any(|f| f.starts_with(&written)))
     }
 
     async fn on_ingested(&self, e: Envelope<pb::DataIngested>) -> Result<(), ValidatorError> {

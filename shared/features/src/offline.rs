@@ -24,7 +24,12 @@ const GROUP_ROWS: usize = 64 * 1024;
 /// (zero-padded, so names sort in write order) and the dataset it came from (so that writing it
 /// again names the same file).
 pub fn object_name(view: &str, written_ms: i64, dataset: &str) -> String {
-    format!("{view}/{written_ms:013}-{dataset}.parquet")
+    format!("{}{dataset}.parquet", written_prefix(view, written_ms))
+}
+
+/// How the names of a view's files written at `written_ms` begin.
+pub fn written_prefix(view: &str, written_ms: i64) -> String {
+    format!("{view}/{written_ms:013}-")
 }
 
 /// The view a file name belongs to, and its write time.
