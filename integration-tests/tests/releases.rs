@@ -248,10 +248,11 @@ async fn a_shadow_release_sees_mirrored_traffic_and_answers_none_of_it() {
     let url = app.stack.url("deployer");
     let (during, order) = drive_in_order(&app, &url, 3000, |app| promoted(app, 2)).await;
     assert!(promoted(&app, 2), "{during:?}");
-    // A shadow never answers: v1 answers everything until v2 is promoted (a last request may
-    // meet v2 before the promotion event arrives here).
+    // A shadow never answers: v1 answers everything until v2 is promoted (the last requests may
+    // meet v2 before the promotion event arrives here: a few milliseconds' worth, more on a
+    // loaded machine).
     let first_v2 = order.iter().position(|v| v == "2").unwrap_or(order.len());
-    assert!(order[first_v2..].iter().all(|v| v == "2") && order.len() - first_v2 <= 3, "{during:?}");
+    assert!(order[first_v2..].iter().all(|v| v == "2") && order.len() - first_v2 <= 50, "{during:?}");
     assert!(first_v2 >= 200, "{during:?}");
     wait_until(T, || async {
         (drive(&app, &url, 5, |_| false).await.keys().collect::<Vec<_>>() == ["2"]).then_some(())
