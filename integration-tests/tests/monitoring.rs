@@ -387,13 +387,29 @@ async fn a_stalled_pipeline_with_a_full_queue_holds_up_no_other() {
     assert!(!metrics.contains("mlops_monitor_window_dropped_total{pipeline=\"churn\"}"), "{metrics}");
 }
 
-/// Waits until `n` predictions are logged and the monitor has kept them all, so that labels
-/// published next match each one at once (the monitor measures the labels that matched before
-/// it waits for the others).
-async fn kept(app: &TestApp, n: usize) {
-    let logged = || async { (app.logged_predictions("churn").await.len() >= n).then_some(()) };
+/// Publishes the true labels of the predictions `served` once the monitor has kept them all (so
+/// that each matches at once: the monitor measures the labels that matched before it waits for
+/// the others), and waits for the value alert.
+async fn labelled(app: &TestApp, served: &[(String, f64, bool)], customers: &[Customer]) -> pb::PerformanceDegraded {
+    let logged = || async { (app.logged_predictions("churn").await.len() >= served.len()).then_some(()) };
     wait_until(T, logged).await.expect("every prediction logged");
     app.wait_settled("MLOPS_PREDICTIONS", T).await;
+    let labels: Vec<(&str, &str)> =
+        served.iter().zip(customers).map(|((id, _, _), c)| (id.as_str(), label(c))).collect();
+    publish_labels(app, "churn", &labels).await;
+    wait_until(T, || async { degraded(app).into_iter().next() }).await.expect("a value alert")
+}
+
+/// The platform with [`priced_spec`] applied and its first version trained on `seed`'s rows and
+/// promoted; that version as the registry holds it, and its decision.
+async fn priced_v1(floor: f64, business: &str, seed: u64) -> (TestApp, pb::ModelVersion, pb::BusinessDecision) {
+    let app = TestApp::start().await;
+    app.apply(&priced_spec(floor, business)).await;
+    app.upload("churn", &sample::csv(2000, seed, Variant::Normal)).await;
+    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
+    let v1 = client::models(&app.stack.url("registry"), "churn").await.unwrap().remove(0);
+    let decision = v1.business.clone().expect("a priced model records its decision");
+    (app, v1, decision)
 }
 
 /// The example spec gated and watched on `business_value` (realised floor `floor`), with
@@ -446,16 +462,10 @@ async fn serve(app: &TestApp, customers: &[Customer]) -> Vec<(String, f64, bool)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_realised_value() {
     use mlops_shared::spec::{BUSINESS_VALUE, ValueMatrix};
-    let app = TestApp::start().await;
-    let priced = priced_spec(90.0, "  value: {tp: 100, fp: -20, fn: -100, tn: 0}\n");
+    let (app, v1, decision) = priced_v1(90.0, "  value: {tp: 100, fp: -20, fn: -100, tn: 0}\n", 301).await;
     let matrix = ValueMatrix { tp: 100.0, fp: -20.0, fn_: -100.0, tn: 0.0 };
-    app.apply(&priced).await;
-    app.upload("churn", &sample::csv(2000, 301, Variant::Normal)).await;
-    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
 
     // The threshold, the value at it and the curve, in the registry as the trainer chose them.
-    let v1 = client::models(&app.stack.url("registry"), "churn").await.unwrap().remove(0);
-    let decision = v1.business.clone().expect("a priced model records its decision");
     let holdout = v1.holdout_metrics.clone().unwrap_or_default();
     assert_eq!(holdout.values.get(BUSINESS_VALUE), Some(&decision.value), "{holdout:?}");
     assert_eq!(decision.curve.len(), 101);
@@ -485,13 +495,9 @@ async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_re
     );
 
     // Labels arrive: the monitor prices the newest 50 decisions served, under the floor of 90.
-    let labels: Vec<(&str, &str)> =
-        served.iter().zip(&customers).map(|((id, _, _), c)| (id.as_str(), label(c))).collect();
-    kept(&app, served.len()).await;
-    publish_labels(&app, "churn", &labels).await;
+    let alert = labelled(&app, &served, &customers).await;
     let newest = served.iter().zip(&customers).rev().take(50);
     let expected = newest.map(|((_, _, positive), c)| matrix.of(*positive, c.churned)).sum::<f64>() / 50.0;
-    let alert = wait_until(T, || async { degraded(&app).into_iter().next() }).await.expect("a value alert");
     assert_eq!((alert.version, alert.metric.as_str(), alert.floor), (1, BUSINESS_VALUE, 90.0));
     assert!((alert.value - expected).abs() < 1e-9, "realised {} expected {expected}", alert.value);
     eprintln!("realised value of the newest 50 decisions: {expected:.2}");
@@ -509,14 +515,9 @@ async fn priced_decisions_set_the_threshold_the_gate_the_served_label_and_the_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_priced_by_each_rows_amount_are_valued_alike_in_training_evaluation_and_production() {
     use mlops_shared::spec::{BUSINESS_VALUE, ValueMatrix};
-    let app = TestApp::start().await;
-    let priced = priced_spec(100_000.0, "  value: {tp: 1, fp: -0.2, fn: -1, tn: 0}\n  amount: monthly_charges\n");
+    let business = "  value: {tp: 1, fp: -0.2, fn: -1, tn: 0}\n  amount: monthly_charges\n";
+    let (app, _, decision) = priced_v1(100_000.0, business, 311).await;
     let matrix = ValueMatrix { tp: 1.0, fp: -0.2, fn_: -1.0, tn: 0.0 };
-    app.apply(&priced).await;
-    app.upload("churn", &sample::csv(2000, 311, Variant::Normal)).await;
-    app.wait_event("model.promoted", T, |s| s.summary.starts_with("v1 ")).await;
-    let v1 = client::models(&app.stack.url("registry"), "churn").await.unwrap().remove(0);
-    let decision = v1.business.clone().expect("a priced model records its decision");
     // In money now: far from the -1..1 of a count.
     assert!(decision.value > 1.0, "{decision:?}");
     let candidate = evaluated(&app, 1).candidate_metrics.unwrap_or_default();
@@ -525,14 +526,10 @@ async fn decisions_priced_by_each_rows_amount_are_valued_alike_in_training_evalu
 
     let customers = sample::customers(100, 312, Variant::Normal);
     let served = serve(&app, &customers).await;
-    let labels: Vec<(&str, &str)> =
-        served.iter().zip(&customers).map(|((id, _, _), c)| (id.as_str(), label(c))).collect();
-    kept(&app, served.len()).await;
-    publish_labels(&app, "churn", &labels).await;
+    let alert = labelled(&app, &served, &customers).await;
     let newest = served.iter().zip(&customers).rev().take(50);
     let expected =
         newest.map(|((_, _, positive), c)| matrix.of(*positive, c.churned) * c.monthly_charges).sum::<f64>() / 50.0;
-    let alert = wait_until(T, || async { degraded(&app).into_iter().next() }).await.expect("a value alert");
     assert_eq!(alert.metric, BUSINESS_VALUE);
     assert!((alert.value - expected).abs() < 1e-6, "realised {} expected {expected}", alert.value);
 }

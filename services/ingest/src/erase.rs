@@ -183,8 +183,7 @@ impl Ingest {
     async fn log_positions(&self, pipeline: &str) -> Result<LateLook, IngestError> {
         let unavailable =
             |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("reading where the logs are: {e}"));
-        let mut log = self.bus.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| unavailable(&e))?;
-        let predictions = log.info().await.map_err(|e| unavailable(&e))?.state.last_sequence;
+        let predictions = self.prediction_log().await?.last_sequence;
         let events = self.bus.js.get_stream(EVENTS_STREAM).await.map_err(|e| unavailable(&e))?;
         let subject = format!("mlops.events.batch.completed.{pipeline}");
         let batches = match events.get_last_raw_message_by_subject(&subject).await {
@@ -232,10 +231,15 @@ impl Ingest {
         if self.archive.listed_through(late.predictions).await.map_err(archived)? {
             return Ok(true);
         }
+        Ok(self.prediction_log().await?.first_sequence > late.predictions)
+    }
+
+    /// The prediction log's state: the sequences it holds.
+    async fn prediction_log(&self) -> Result<async_nats::jetstream::stream::State, IngestError> {
         let unavailable =
             |e: &dyn std::fmt::Display| IngestError::Unavailable(anyhow::anyhow!("the prediction log: {e}"));
         let mut log = self.bus.js.get_stream(PREDICTIONS_STREAM).await.map_err(|e| unavailable(&e))?;
-        Ok(log.info().await.map_err(|e| unavailable(&e))?.state.first_sequence > late.predictions)
+        Ok(log.info().await.map_err(|e| unavailable(&e))?.state.clone())
     }
 
     /// Writes the archive files still holding the subject again and moves their entries.
